@@ -1,0 +1,349 @@
+"""Shapes and dtypes of every tensor in an ONNX graph, with symbolic dims resolved.
+
+The caller's model is never mutated: inference runs on a slim copy in which large
+weights are replaced by typed graph inputs. That keeps the copy cheap, works for
+models whose external data was not loaded, and avoids the 2 GB protobuf limit of
+``onnx.shape_inference``.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+from onnx import GraphProto, TensorProto, TypeProto, ValueInfoProto
+
+from edgeopt.analysis._graph import (
+    constant_tensor,
+    dtype_name,
+    inline_functions,
+    is_op,
+    iter_graphs,
+    iter_nodes,
+    num_elements,
+    real_input_names,
+    uses_external_data,
+)
+from edgeopt.errors import InputError
+
+__all__ = ["DeclaredTensor", "TensorInfo", "model_inputs", "model_outputs", "resolve_shapes"]
+
+log = logging.getLogger(__name__)
+
+Dim = int | str
+
+# Initializers up to this many elements keep their values in the inference copy:
+# data propagation needs the small ones (Reshape shapes, Slice starts, Resize scales).
+_KEEP_VALUES_MAX_ELEMENTS = 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor's concrete shape (None when unknown or partly symbolic) and dtype."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: str | None
+
+
+@dataclass(frozen=True)
+class DeclaredTensor:
+    """A graph input/output as declared: symbolic dims kept as their name, or "?" if unnamed."""
+
+    name: str
+    shape: tuple[Dim, ...] | None
+    dtype: str | None
+
+
+# ----------------------------------------------------------------------------- types
+
+
+def _type_dtype(tp: TypeProto) -> str | None:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return dtype_name(tp.tensor_type.elem_type)
+    if kind == "sparse_tensor_type":
+        return dtype_name(tp.sparse_tensor_type.elem_type)
+    if kind == "sequence_type":
+        return f"sequence<{_type_dtype(tp.sequence_type.elem_type)}>"
+    if kind == "optional_type":
+        return f"optional<{_type_dtype(tp.optional_type.elem_type)}>"
+    if kind == "map_type":
+        return f"map<{dtype_name(tp.map_type.key_type)},{_type_dtype(tp.map_type.value_type)}>"
+    return None
+
+
+def _shape_proto(tp: TypeProto) -> onnx.TensorShapeProto | None:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type" and tp.tensor_type.HasField("shape"):
+        return tp.tensor_type.shape
+    if kind == "sparse_tensor_type" and tp.sparse_tensor_type.HasField("shape"):
+        return tp.sparse_tensor_type.shape
+    return None
+
+
+def _declared_shape(tp: TypeProto) -> tuple[Dim, ...] | None:
+    shape = _shape_proto(tp)
+    if shape is None:
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim
+    )
+
+
+def _concrete_shape(tp: TypeProto) -> tuple[int, ...] | None:
+    declared = _declared_shape(tp)
+    if declared is None or not all(isinstance(d, int) and d >= 0 for d in declared):
+        return None
+    return declared  # type: ignore[return-value]
+
+
+def _declared(vi: ValueInfoProto) -> DeclaredTensor:
+    return DeclaredTensor(vi.name, _declared_shape(vi.type), _type_dtype(vi.type))
+
+
+def model_inputs(model: onnx.ModelProto) -> list[DeclaredTensor]:
+    """The real graph inputs (initializers excluded) with their declared shapes and dtypes."""
+    real = set(real_input_names(model.graph))
+    return [_declared(vi) for vi in model.graph.input if vi.name in real]
+
+
+def model_outputs(model: onnx.ModelProto) -> list[DeclaredTensor]:
+    """The graph outputs with their declared shapes and dtypes."""
+    return [_declared(vi) for vi in model.graph.output]
+
+
+# ------------------------------------------------------------------ input validation
+
+
+def _as_dims(name: str, shape: object) -> tuple[int, ...]:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise InputError(
+            f"the shape given for input '{name}' is not a list of sizes: {shape!r}",
+            "give one positive integer per dimension, e.g. (1, 3, 224, 224)",
+        )
+    dims: list[int] = []
+    for d in shape:
+        try:
+            if isinstance(d, bool):
+                raise TypeError
+            value = operator.index(d)
+        except TypeError:
+            value = -1
+        if value < 1:
+            raise InputError(
+                f"the shape given for input '{name}' has an invalid size {d!r}: {tuple(shape)}",
+                "every size must be a positive integer",
+            )
+        dims.append(value)
+    return tuple(dims)
+
+
+def _resolve_input_dims(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    default_dim: int,
+) -> dict[str, tuple[int, ...] | None]:
+    """Concrete dims for every real tensor input; raises InputError on bad user shapes."""
+    if isinstance(default_dim, bool) or not isinstance(default_dim, int) or default_dim < 1:
+        raise InputError(f"default_dim must be a positive integer, got {default_dim!r}", None)
+    real = real_input_names(model.graph)
+    declared = {vi.name: vi for vi in model.graph.input if vi.name in set(real)}
+    given = {name: _as_dims(name, shape) for name, shape in (input_shapes or {}).items()}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise InputError(
+            f"unknown input name{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}",
+            f"the model's inputs are: {', '.join(real) or '(none)'}",
+        )
+
+    # A dim_param names one size across the whole graph: learn it from the given shapes
+    # so that e.g. attention_mask follows input_ids' "batch" without being spelled out.
+    params: dict[str, tuple[int, str]] = {}
+    for name, dims in given.items():
+        vi = declared[name]
+        if vi.type.WhichOneof("value") not in ("tensor_type", "sparse_tensor_type"):
+            raise InputError(f"input '{name}' is not a tensor, so it has no shape to set", None)
+        decl = _declared_shape(vi.type)
+        if decl is None:
+            continue  # rank unknown: any shape goes
+        shown = "[" + ", ".join(str(d) for d in decl) + "]"
+        if len(decl) != len(dims):
+            raise InputError(
+                f"input '{name}' has rank {len(decl)} {shown} but the given shape {dims} "
+                f"has rank {len(dims)}",
+                f"give {len(decl)} sizes, one per dimension",
+            )
+        for axis, (want, got) in enumerate(zip(decl, dims)):
+            if isinstance(want, int) and want != got:
+                raise InputError(
+                    f"input '{name}' has a fixed size {want} at dimension {axis} {shown}, "
+                    f"but the given shape {dims} sets it to {got}",
+                    f"keep {want} at dimension {axis}",
+                )
+            if isinstance(want, str) and want != "?":
+                seen = params.setdefault(want, (got, name))
+                if seen[0] != got:
+                    raise InputError(
+                        f"dimension '{want}' is {seen[0]} in the shape of input '{seen[1]}' "
+                        f"but {got} in the shape of input '{name}'",
+                        f"inputs sharing the dimension '{want}' must use the same size",
+                    )
+
+    resolved: dict[str, tuple[int, ...] | None] = {}
+    for name, vi in declared.items():
+        if name in given:
+            resolved[name] = given[name]
+            continue
+        decl = _declared_shape(vi.type)
+        if decl is None:
+            resolved[name] = None
+            continue
+        resolved[name] = tuple(
+            d if isinstance(d, int) else params.get(d, (default_dim, ""))[0] for d in decl
+        )
+    return resolved
+
+
+# ------------------------------------------------------------------- inference copy
+
+
+def _copy_fields(src, dst, skip: frozenset[str]) -> None:
+    """Copy every set protobuf field of ``src`` into ``dst`` except those in ``skip``."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        target = getattr(dst, field.name)
+        if isinstance(value, (str, bytes, int, float)):
+            setattr(dst, field.name, value)
+        elif hasattr(target, "extend"):
+            target.extend(value)
+        else:
+            target.CopyFrom(value)
+
+
+def _typed_input(name: str, elem_type: int, dims: Sequence[int]) -> ValueInfoProto:
+    return onnx.helper.make_tensor_value_info(name, elem_type, [int(d) for d in dims])
+
+
+def _set_dims(tp: TypeProto, dims: tuple[int, ...]) -> None:
+    kind = tp.WhichOneof("value")
+    holder = tp.sparse_tensor_type if kind == "sparse_tensor_type" else tp.tensor_type
+    shape = holder.shape
+    if len(shape.dim) != len(dims):  # rank was unknown (no shape declared)
+        shape.Clear()
+        for _ in dims:
+            shape.dim.add()
+    for dim, value in zip(shape.dim, dims):
+        dim.dim_value = value  # also clears dim_param (same oneof)
+
+
+def _inference_copy(
+    model: onnx.ModelProto, input_dims: Mapping[str, tuple[int, ...] | None]
+) -> onnx.ModelProto:
+    """A copy with inputs fixed and large/external weights turned into typed inputs."""
+    work = onnx.ModelProto()
+    _copy_fields(model, work, frozenset({"graph"}))
+    graph = GraphProto()
+    _copy_fields(model.graph, graph, frozenset({"initializer", "sparse_initializer", "input"}))
+
+    as_inputs: list[ValueInfoProto] = []
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor) or num_elements(tensor.dims) > _KEEP_VALUES_MAX_ELEMENTS:
+            as_inputs.append(_typed_input(tensor.name, tensor.data_type, tensor.dims))
+        else:
+            graph.initializer.append(tensor)
+    for sparse in model.graph.sparse_initializer:
+        as_inputs.append(_typed_input(sparse.values.name, sparse.values.data_type, sparse.dims))
+    moved = {vi.name for vi in as_inputs}
+
+    for vi in model.graph.input:
+        if vi.name in moved:
+            continue  # old-IR duplicate of an initializer: the typed copy replaces it
+        new = graph.input.add()
+        new.CopyFrom(vi)
+        dims = input_dims.get(vi.name)
+        if dims is not None:
+            _set_dims(new.type, dims)
+    graph.input.extend(as_inputs)
+    work.graph.CopyFrom(graph)
+    return work
+
+
+def _infer(work: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """Run ONNX shape inference; on failure fall back to less, never raise."""
+    error: str | None = None
+    for data_prop in (True, False):
+        try:
+            return onnx.shape_inference.infer_shapes(work, data_prop=data_prop), error
+        except Exception as exc:  # noqa: BLE001 - inference failures vary; partial info is fine
+            error = error or f"{type(exc).__name__}: {exc}".strip()
+            log.debug("shape inference (data_prop=%s) failed: %s", data_prop, exc)
+    return work, error
+
+
+# ------------------------------------------------------------------------- collect
+
+
+def _collect(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    infos: dict[str, TensorInfo] = {}
+
+    def add(name: str, shape: tuple[int, ...] | None, dtype: str | None) -> None:
+        if not name:
+            return
+        old = infos.get(name)
+        if old is None:
+            infos[name] = TensorInfo(name, shape, dtype)
+        elif (old.shape is None and shape is not None) or (old.dtype is None and dtype):
+            # First known answer wins; only the missing parts of an entry are filled in.
+            infos[name] = TensorInfo(
+                name, old.shape if old.shape is not None else shape, old.dtype or dtype
+            )
+
+    def add_vi(vi: ValueInfoProto) -> None:
+        add(vi.name, _concrete_shape(vi.type), _type_dtype(vi.type))
+
+    for graph in iter_graphs(model.graph):
+        for tensor in graph.initializer:
+            add(tensor.name, tuple(tensor.dims), dtype_name(tensor.data_type))
+        for sparse in graph.sparse_initializer:
+            add(sparse.values.name, tuple(sparse.dims), dtype_name(sparse.values.data_type))
+        for vi in (*graph.input, *graph.value_info, *graph.output):
+            add_vi(vi)
+    for ref in iter_nodes(model.graph):
+        if is_op(ref.node, "Constant") and ref.node.output:
+            const = constant_tensor(ref.node)
+            if const is not None:
+                add(ref.node.output[0], const[0], dtype_name(const[1]))
+    return infos
+
+
+def resolve_shapes_with_error(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    default_dim: int = 1,
+) -> tuple[dict[str, TensorInfo], str | None]:
+    """Like :func:`resolve_shapes`, also returning the shape-inference error if it failed."""
+    input_dims = _resolve_input_dims(model, input_shapes, default_dim)
+    analysed = inline_functions(model)
+    inferred, error = _infer(_inference_copy(analysed, input_dims))
+    return _collect(inferred), error
+
+
+def resolve_shapes(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    default_dim: int = 1,
+) -> dict[str, TensorInfo]:
+    """Shapes and dtypes of all tensors (inputs, weights, constants, intermediates, subgraphs).
+
+    Symbolic or unknown input dims take their size from ``input_shapes`` (also for
+    other inputs sharing the same dim name), otherwise ``default_dim``. Raises
+    :class:`~edgeopt.errors.InputError` for an unknown input name, a wrong rank or
+    a size that contradicts a fixed dim. Inference failures never raise: tensors
+    whose shape could not be inferred get ``shape=None``.
+    """
+    return resolve_shapes_with_error(model, input_shapes, default_dim)[0]

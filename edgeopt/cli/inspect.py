@@ -1,0 +1,95 @@
+"""`edgeopt inspect MODEL`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from edgeopt.cli.output import out_console, print_json
+from edgeopt.units import format_bytes, format_count
+
+
+def inspect_command(
+    model: Path = typer.Argument(..., help="ONNX model file.", show_default=False),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="Fix symbolic dims for MAC counts: NAME=1x3x224x224 (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Format, opset, inputs/outputs, parameters, MACs, size, op histogram, quantization."""
+    from edgeopt.data import parse_input_shapes
+    from edgeopt.inspection import inspect_model
+
+    result = inspect_model(model, parse_input_shapes(input_shape))
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    _render(result.model_dump(mode="json"))
+
+
+def _shape(dims: list[Any] | None) -> str:
+    if dims is None:
+        return "?"
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _render(result: dict[str, Any]) -> None:
+    console = out_console()
+    facts, graph = result["file"], result["graph"]
+    opsets = ", ".join(f"{domain} {version}" for domain, version in graph["opsets"].items())
+    console.print(f"[bold]{facts['path']}[/bold]  ({facts['format']}, opset {opsets}, IR {graph['ir_version']})")
+    producer = graph.get("producer") or ""
+    if producer:
+        console.print(f"producer       {producer}")
+    console.print(f"size on disk   {format_bytes(facts['size_bytes'])}  (gzip {format_bytes(facts['gzip_size_bytes'])})")
+    console.print(f"parameters     {format_count(graph['parameter_count'])}")
+    unknown = len(graph.get("macs_unknown_nodes") or [])
+    console.print(f"MACs           {format_count(graph['macs_total'])}"
+                  + (f"  ({unknown} nodes with unknown shapes not counted)" if unknown else ""))
+    console.print(f"nodes          {graph['node_count']}")
+    console.print(f"quantization   {graph['quantization']}"
+                  + (f" ({graph['quantization_detail']})" if graph.get("quantization_detail") else ""))
+    if facts.get("checker_error"):
+        console.print(f"[yellow]onnx.checker   {facts['checker_error']}[/yellow]")
+
+    io_table = Table(title="Inputs and outputs", title_justify="left")
+    for column in ("", "name", "shape", "dtype"):
+        io_table.add_column(column)
+    for kind, items in (("input", graph["inputs"]), ("output", graph["outputs"])):
+        for item in items:
+            io_table.add_row(kind, item["name"], _shape(item.get("shape")), str(item.get("dtype")))
+    console.print(io_table)
+
+    if graph["macs_by_op_type"]:
+        macs = Table(title="MACs by op type", title_justify="left")
+        macs.add_column("op type")
+        macs.add_column("MACs", justify="right")
+        macs.add_column("share", justify="right")
+        total = graph["macs_total"] or 1
+        for op, count in sorted(graph["macs_by_op_type"].items(), key=lambda kv: -(kv[1] or 0)):
+            macs.add_row(op, format_count(count), f"{100 * (count or 0) / total:.1f}%")
+        console.print(macs)
+
+    ops = Table(title="Op histogram", title_justify="left")
+    ops.add_column("op type")
+    ops.add_column("count", justify="right")
+    for op, count in sorted(graph["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0])):
+        ops.add_row(op, str(count))
+    console.print(ops)
+
+    if graph["initializers"]:
+        inits = Table(title="Weights by dtype", title_justify="left")
+        for column in ("dtype", "tensors", "elements", "bytes"):
+            inits.add_column(column, justify="left" if column == "dtype" else "right")
+        for dtype, info in graph["initializers"].items():
+            inits.add_row(dtype, str(info["count"]), format_count(info["elements"]), format_bytes(info["bytes"]))
+        console.print(inits)
+    if facts["external_data_files"]:
+        ext = Table(title="External data files", title_justify="left")
+        for column in ("location", "tensors", "size"):
+            ext.add_column(column)
+        for item in facts["external_data_files"]:
+            ext.add_row(item["location"], str(item["tensors"]), format_bytes(item["size_bytes"]))
+        console.print(ext)

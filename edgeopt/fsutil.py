@@ -1,0 +1,90 @@
+"""Atomic file output: write to a temp file in the destination folder, then rename.
+
+A crash or Ctrl-C mid-write leaves at worst a hidden temp file, never a half-written
+output under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgeopt.errors import OutputError
+
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``final``; rename it over ``final`` only on success."""
+    final = Path(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(final: Path, text: str) -> None:
+    write_bytes_atomic(final, text.encode("utf-8"))
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove we can write into it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output path {path} exists and is not a folder", "give -o a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgeopt-write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to output folder {path}: {exc.strerror or exc}",
+            "choose a folder you can write to with -o",
+        ) from None
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gzip_size(paths: list[Path], level: int = 6) -> int:
+    """Bytes of the files gzip-compressed back to back (what an OTA update ships)."""
+    total = 0
+    for path in paths:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits=31: gzip container
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                total += len(compressor.compress(chunk))
+        total += len(compressor.flush())
+    return total
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -1,0 +1,404 @@
+"""The convert pipeline: the only module that knows the order of the stages.
+
+source ─load─▶ reference outputs
+       ─export (torch) | opset upgrade (onnx)─▶ ─simplify─▶ OUT/model.onnx + OUT/report.json
+
+Every produced graph is parity-checked against the *source*, so errors never
+accumulate silently from stage to stage. All files are written into a hidden work
+folder inside OUT and renamed into place only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+
+from edgeopt import __version__
+from edgeopt.artifact import ModelArtifact, ModelFormat, sniff_format
+from edgeopt.config import ConvertConfig
+from edgeopt.data import InputSpec, random_inputs, resolve_input_specs
+from edgeopt.errors import EdgeoptError, ModelLoadError, OutputError, UnsupportedFormatError, VerificationError
+from edgeopt.export.onnx_normalize import (
+    MIN_OPSET, check_requested_opset, convert_opset, default_opset, simplify,
+)
+from edgeopt.export.parity import Tolerance, parity_check
+from edgeopt.fsutil import ensure_writable_dir, gzip_size, same_file
+from edgeopt.onnx_io import LoadedOnnx, load_onnx, save_onnx
+from edgeopt.report.schema import ParityCheck, Report, StageRecord, utc_now
+from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+FINAL_MODEL = "model.onnx"
+REPORT = "report.json"
+STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "simplify": "simplify.onnx"}
+
+
+class ProgressSink(Protocol):
+    def stage_started(self, name: str, description: str) -> None: ...
+    def stage_finished(self, name: str, status: str) -> None: ...
+
+
+class _NoProgress:
+    def stage_started(self, name: str, description: str) -> None:
+        pass
+
+    def stage_finished(self, name: str, status: str) -> None:
+        pass
+
+
+@dataclass
+class ConvertResult:
+    report: Report
+    model_path: Path
+    report_path: Path
+
+
+@dataclass
+class _Reference:
+    """Source outputs for each (seed, batch) sample, computed once."""
+
+    specs: list[InputSpec]
+    compute: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+    cache: dict[tuple[int, int | None], tuple[dict[str, np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+
+    def sample(self, seed: int, batch: int | None) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        key = (seed, batch)
+        if key not in self.cache:
+            feeds = random_inputs(self.specs, seed=seed, batch=batch)
+            self.cache[key] = (feeds, self.compute(feeds))
+        return self.cache[key]
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "edgeopt": __version__}
+    for package in ("onnx", "onnxruntime", "onnxslim", "numpy", "torch", "onnxscript"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+class _Run:
+    def __init__(self, config: ConvertConfig, progress: ProgressSink, command: list[str]) -> None:
+        self.config = config
+        self.progress = progress
+        self.tol = Tolerance(config.parity.atol, config.parity.rtol, config.parity.min_cosine)
+        self.report = Report(kind="convert", edgeopt_version=__version__, tool_versions=tool_versions(),
+                             command=command, config=config.model_dump(mode="json"))
+        self.out_dir = Path(config.output_dir)
+        self.work_dir: Path | None = None
+        self.produced: list[Path] = []  # files in the work dir, named as they will be in OUT
+
+    # -- stage bookkeeping ------------------------------------------------------------
+    def _stage(self, name: str, description: str) -> tuple[StageRecord, float]:
+        self.progress.stage_started(name, description)
+        record = StageRecord(name=name, status="ok", started_at=utc_now(), duration_s=0.0)
+        self.report.stages.append(record)
+        return record, time.perf_counter()
+
+    def _finish(self, record: StageRecord, started: float) -> None:
+        record.duration_s = round(time.perf_counter() - started, 4)
+        self.progress.stage_finished(record.name, record.status)
+
+    # -- the run ------------------------------------------------------------------------
+    def execute(self) -> ConvertResult:
+        config = self.config
+        check_requested_opset(config.opset)
+        fmt, source_path = self._identify_source()
+        ensure_writable_dir(self.out_dir)
+        self._refuse_overwriting_inputs(source_path)
+        self.work_dir = Path(tempfile.mkdtemp(prefix=".edgeopt-run-", dir=self.out_dir))
+        try:
+            if fmt is ModelFormat.ONNX:
+                current, reference = self._from_onnx(source_path)
+            else:
+                current, reference = self._from_torch(fmt)
+            if config.simplify:
+                current = self._simplify(current, reference)
+            result = self._finalize(current)
+        except BaseException as exc:
+            if isinstance(exc, EdgeoptError) and config.keep_failed and self.work_dir.exists():
+                exc.hint = f"{exc.hint}; intermediate files kept in {self.work_dir}" if exc.hint else \
+                    f"intermediate files kept in {self.work_dir}"
+            else:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            raise
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        return result
+
+    def _identify_source(self) -> tuple[ModelFormat, Path | None]:
+        from edgeopt.export.torch_source import is_factory_spec
+
+        source = self.config.source
+        path = Path(source)
+        if not path.exists() and is_factory_spec(source):
+            self.report.source = ModelArtifact(path=source, format=ModelFormat.TORCH_FACTORY)
+            return ModelFormat.TORCH_FACTORY, None
+        if not path.exists():
+            raise ModelLoadError(f"model not found: {source}",
+                                 "check the path, or give a factory as package.module:function")
+        if not path.is_file():
+            raise ModelLoadError(f"{source} is not a file", "give a model file (.onnx, .pt, .pt2) or a factory")
+        fmt = sniff_format(path)
+        if fmt is ModelFormat.TFLITE:
+            raise UnsupportedFormatError(f"{source} is a TFLite model; TFLite input is not supported yet",
+                                         "export the original model to ONNX or PyTorch and convert that")
+        if fmt is ModelFormat.UNKNOWN:
+            raise ModelLoadError(f"cannot tell what kind of model {source} is",
+                                 "edgeopt reads .onnx, TorchScript/.pt, .pt2 files and pkg.module:function factories")
+        if self.config.weights and fmt is not ModelFormat.TORCH_FACTORY:
+            raise ModelLoadError("--weights only applies to a factory source (pkg.module:function)",
+                                 "drop --weights, or pass the factory instead of a model file")
+        self.report.source = ModelArtifact.from_file(path, fmt)
+        return fmt, path
+
+    def _refuse_overwriting_inputs(self, source_path: Path | None) -> None:
+        inputs = [p for p in (source_path, Path(self.config.weights) if self.config.weights else None) if p]
+        if source_path is not None and source_path.suffix.lower() == ".onnx":
+            try:
+                inputs += [f.path for f in load_onnx(source_path, load_external_data=False, check=False).external_files]
+            except EdgeoptError:
+                pass  # the load stage reports it properly
+        for name in (FINAL_MODEL, REPORT, *STAGE_FILES.values()):
+            target = self.out_dir / name
+            for candidate in (target, target.with_name(target.name + ".data")):
+                if any(same_file(candidate, p) for p in inputs):
+                    raise OutputError(f"writing {candidate} would overwrite the input {candidate.name}",
+                                      "choose another output folder with -o")
+
+    def _input_shapes(self) -> dict[str | None, tuple[int, ...]]:
+        return {(k or None): tuple(v) for k, v in self.config.input_shapes.items()}
+
+    # -- sources --------------------------------------------------------------------------
+    def _from_onnx(self, path: Path) -> tuple[onnx.ModelProto, _Reference]:
+        record, started = self._stage("load", "Loading ONNX model")
+        loaded = load_onnx(path)
+        if loaded.checker_error:
+            record.warnings.append(f"onnx.checker: {loaded.checker_error}")
+        runner = OnnxRuntimeRunner(_runtime_source(loaded), label=str(path))
+        specs = resolve_input_specs(runner.input_specs(), self._input_shapes(), dict(self.config.input_dtypes))
+        reference = _Reference(specs, lambda feeds: list(runner.run(_cast(feeds, runner)).values()))
+        reference.sample(self.config.parity.seed, None)  # the source must run on these inputs
+        record.details = {"opset": default_opset(loaded.model), "inputs": [s.describe() for s in specs],
+                          "external_files": [f.location for f in loaded.external_files]}
+        self.report.source.opset = default_opset(loaded.model)
+        self._finish(record, started)
+
+        current = loaded.model
+        source_opset = default_opset(current)
+        target_opset = self.config.opset or (MIN_OPSET if source_opset < MIN_OPSET else None)
+        if target_opset is not None and target_opset != source_opset:
+            record, started = self._stage("opset", f"Converting opset {source_opset} → {target_opset}")
+            record.options = {"from": source_opset, "to": target_opset}
+            current = convert_opset(current, target_opset)
+            self._check_and_save(record, "opset", current, reference, parent=self.report.source)
+            self._finish(record, started)
+        return current, reference
+
+    def _from_torch(self, fmt: ModelFormat) -> tuple[onnx.ModelProto, _Reference]:
+        from edgeopt.export.torch_source import load_torch_source
+        from edgeopt.export.torch_to_onnx import export_torch, run_torch, torch_input_specs
+
+        record, started = self._stage("load", "Loading PyTorch model")
+        weights = Path(self.config.weights) if self.config.weights else None
+        source = load_torch_source(self.config.source, fmt, weights=weights, trust_pickle=self.config.trust_pickle)
+        specs = torch_input_specs(source, self._input_shapes(), dict(self.config.input_dtypes))
+        reference = _Reference(specs, lambda feeds: run_torch(source, specs, feeds))
+        _, outputs = reference.sample(self.config.parity.seed, None)
+        record.details = {"kind": source.description, "inputs": [s.describe() for s in specs],
+                          "outputs": len(outputs)}
+        if weights is not None:
+            self.report.source.external_files = [str(weights)]
+            record.details["weights"] = ModelArtifact.from_file(weights, ModelFormat.TORCH_PICKLE).model_dump(mode="json")
+        self._finish(record, started)
+
+        record, started = self._stage("export", "Exporting to ONNX")
+        record.options = {"opset": self.config.opset, "dynamic_batch": self.config.dynamic_batch}
+        path = self.work_dir / STAGE_FILES["export"]
+        result = export_torch(source, specs, path, opset=self.config.opset,
+                              dynamic_batch=self.config.dynamic_batch, output_count=len(outputs))
+        record.details = {"exporter": result.exporter, "dynamic_batch": result.dynamic_batch,
+                          "failed_attempts": result.attempts}
+        record.warnings.extend(result.warnings)
+        if result.exporter != "dynamo":
+            record.status = "fallback"
+        current = load_onnx(path).model
+        if default_opset(current) < MIN_OPSET:  # only if the user's exporter choice forced it
+            current = convert_opset(current, MIN_OPSET)
+        self._check_and_save(record, "export", current, reference, parent=self.report.source)
+        self._finish(record, started)
+        return current, reference
+
+    # -- transforms ---------------------------------------------------------------------------
+    def _simplify(self, current: onnx.ModelProto, reference: _Reference) -> onnx.ModelProto:
+        record, started = self._stage("simplify", "Simplifying graph")
+        record.options = {"tool": "onnxslim"}
+        parent = self._last_artifact()
+        try:
+            simplified = simplify(current)
+        except Exception as exc:  # onnxslim raises many kinds; any of them means "keep the original"
+            record.status = "fallback"
+            record.warnings.append(f"onnxslim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                                   "kept the unsimplified graph")
+            self._finish(record, started)
+            return current
+        try:
+            self._check_and_save(record, "simplify", simplified, reference, parent=parent)
+        except (VerificationError, ModelLoadError) as exc:
+            record.status = "fallback"
+            record.warnings.append(f"the simplified graph was rejected ({exc.message}); kept the unsimplified graph")
+            for stale in (self.work_dir / STAGE_FILES["simplify"], self.work_dir / (STAGE_FILES["simplify"] + ".data")):
+                stale.unlink(missing_ok=True)
+            self.produced = [p for p in self.produced if not p.name.startswith(STAGE_FILES["simplify"])]
+            record.outputs.clear()
+            self._finish(record, started)
+            return current
+        before, after = len(current.graph.node), len(simplified.graph.node)
+        record.details = {"nodes_before": before, "nodes_after": after}
+        self._finish(record, started)
+        return simplified
+
+    def _last_artifact(self) -> ModelArtifact | None:
+        for stage in reversed(self.report.stages):
+            if stage.outputs:
+                return stage.outputs[-1]
+        return self.report.source
+
+    def _check_and_save(self, record: StageRecord, stage: str, model: onnx.ModelProto, reference: _Reference,
+                        parent: ModelArtifact | None) -> None:
+        """Save the stage's graph, then hold it against the source; a mismatch is fatal."""
+        name = STAGE_FILES[stage]
+        files = save_onnx(model, self.work_dir / name)
+        self.produced.extend(files)
+        artifact = ModelArtifact.from_file(files[0], ModelFormat.ONNX, opset=default_opset(model),
+                                           produced_by=stage, external_files=files[1:], parent=parent)
+        record.outputs.append(artifact)
+        check = self._parity(files[0], reference)
+        record.parity.append(check)
+        if not check.passed:
+            worst = next(o for o in check.outputs if not o.passed)
+            record.status = "failed"
+            cosine = f", cosine {worst.cosine:.6f}" if worst.cosine is not None else ""
+            raise VerificationError(
+                f"parity check failed after {stage}: output {worst.name!r} differs from the source "
+                f"(max abs diff {worst.max_abs_diff:.3g}{cosine}; allowed {check.atol:g} + {check.rtol:g}·|ref|, "
+                f"cosine >= {check.min_cosine})",
+                "the exported graph does not reproduce the model; rerun with --debug --keep-failed to inspect it, "
+                "or loosen --parity-atol/--parity-rtol if the difference is expected",
+            )
+
+    def _parity(self, model_path: Path, reference: _Reference) -> ParityCheck:
+        runner = OnnxRuntimeRunner(model_path, label=f"the produced graph {model_path.name}")
+        candidate_specs = runner.input_specs()
+        dynamic_batch = all(spec.shape and not isinstance(spec.shape[0], int) for spec in candidate_specs
+                            if spec.shape) and any(spec.shape for spec in candidate_specs)
+        base = _batch_of(reference.specs)
+        batches = [base, base + 1] if dynamic_batch and base is not None else [None]
+        samples, used = [], []
+        for index in range(self.config.parity.samples):
+            batch = batches[index % len(batches)]
+            feeds, expected = reference.sample(self.config.parity.seed + index, batch)
+            missing = [s.name for s in candidate_specs if s.name not in feeds]
+            if missing:
+                raise VerificationError(f"the produced graph expects inputs the source lacks: {', '.join(missing)}",
+                                        "this is an exporter bug; rerun with --debug")
+            got = list(runner.run(_cast({s.name: feeds[s.name] for s in candidate_specs}, runner)).values())
+            samples.append((expected, got))
+            used.append(batch if batch is not None else (base or 1))
+        return parity_check(str(model_path.name), "source", samples, runner.output_names(), self.tol,
+                            sorted(set(used)))
+
+    # -- output -----------------------------------------------------------------------------
+    def _finalize(self, current: onnx.ModelProto) -> ConvertResult:
+        record, started = self._stage("finalize", "Writing outputs")
+        final_files = save_onnx(current, self.work_dir / FINAL_MODEL)
+        parent = self._last_artifact()
+        final = ModelArtifact.from_file(final_files[0], ModelFormat.ONNX, opset=default_opset(current),
+                                        produced_by="finalize", external_files=final_files[1:], parent=parent)
+        summary: dict[str, Any] = {
+            "size_bytes": final.size_bytes,
+            "gzip_size_bytes": gzip_size(final_files),
+            "opset": final.opset,
+            "nodes": len(current.graph.node),
+        }
+        try:
+            from edgeopt.analysis.summary import summarize_graph
+
+            graph = summarize_graph(current)
+            summary.update(parameter_count=graph.parameter_count, macs_total=graph.macs_total,
+                           inputs=[i.model_dump(mode="json") for i in graph.inputs],
+                           outputs=[o.model_dump(mode="json") for o in graph.outputs])
+        except EdgeoptError as exc:
+            record.warnings.append(f"static summary unavailable: {exc.message}")
+        checks = [c for s in self.report.stages for c in s.parity]
+        if checks:
+            worst_cos = [o.cosine for c in checks for o in c.outputs if o.cosine is not None]
+            summary["parity"] = {"checks": len(checks), "all_passed": all(c.passed for c in checks),
+                                 "max_abs_diff": max(o.max_abs_diff for c in checks for o in c.outputs),
+                                 "min_cosine": min(worst_cos) if worst_cos else None}
+        record.outputs.append(final)
+        self._finish(record, started)
+        self.report.summary = summary
+        self.report.warnings = [w for s in self.report.stages for w in s.warnings]
+
+        # Move into place: intermediates first, then the final model's data, the model, and
+        # the report last, so OUT/model.onnx never exists without being complete.
+        moves = [*self.produced, *final_files[1:], final_files[0]]
+        rename = {str(src): str(self.out_dir / src.name) for src in moves}
+        for stage in self.report.stages:
+            for artifact in stage.outputs:
+                artifact.path = rename.get(artifact.path, artifact.path)
+                artifact.external_files = [rename.get(p, p) for p in artifact.external_files]
+            for check in stage.parity:
+                check.candidate = str(self.out_dir / check.candidate)
+        self.report.final = final
+        for src in moves:
+            os.replace(src, self.out_dir / src.name)
+        report_path = self.out_dir / REPORT
+        self.report.write(report_path)
+        return ConvertResult(self.report, self.out_dir / FINAL_MODEL, report_path)
+
+
+def _batch_of(specs: list[InputSpec]) -> int | None:
+    for spec in specs:
+        if spec.shape:
+            return int(spec.shape[0])
+    return None
+
+
+def _cast(feeds: dict[str, np.ndarray], runner: OnnxRuntimeRunner) -> dict[str, np.ndarray]:
+    """Feed each input in the dtype the graph declares (torch int64 vs ONNX int32, etc.)."""
+    wanted = {s.name: s.dtype for s in runner.input_specs()}
+    out = {}
+    for name, value in feeds.items():
+        dtype = wanted.get(name)
+        if dtype and dtype not in ("bfloat16", "str") and value.dtype != np.dtype(dtype):
+            value = value.astype(dtype)
+        out[name] = value
+    return out
+
+
+def _runtime_source(loaded: LoadedOnnx) -> bytes | Path:
+    if loaded.external_files and not loaded.external_data_loaded:
+        return loaded.path
+    if loaded.model.ByteSize() < 2**31 - 1:
+        return loaded.model.SerializeToString()
+    return loaded.path
+
+
+def convert(config: ConvertConfig, progress: ProgressSink | None = None,
+            command: list[str] | None = None) -> ConvertResult:
+    """Run the convert pipeline described by ``config``."""
+    return _Run(config, progress or _NoProgress(), command or []).execute()

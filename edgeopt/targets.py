@@ -1,0 +1,157 @@
+"""Hardware target profiles: one TOML file per target, schema-checked at load time.
+
+Profiles ship inside the wheel (``edgeopt/_targets``, copied from the repository's
+``targets/`` folder); in a source checkout they are read from ``targets/`` directly.
+Users add their own with ``--targets-dir`` or ``EDGEOPT_TARGETS_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgeopt.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+TARGET_SCHEMA_VERSION = 1
+TARGETS_DIR_ENV = "EDGEOPT_TARGETS_DIR"
+DETECT = "detect"
+
+
+class PeakThroughput(BaseModel):
+    """Peak operations per second by dtype (a MAC counts as two ops)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fp32: float | None = None
+    fp16: float | None = None
+    int8: float | None = None
+
+
+class TargetProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = TARGET_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    display_name: str
+    kind: Literal["cpu", "npu", "gpu", "mcu"]
+    arch: str
+    isa_features: tuple[str, ...] = ()
+    cores: int | None = Field(None, ge=1)
+    clock_ghz: float | None = Field(None, gt=0)
+    ram_bytes: int | None = Field(None, gt=0)
+    peak_ops_per_s: PeakThroughput = PeakThroughput()
+    memory_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
+    runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
+    execution_provider: str | None = None
+    sources: tuple[str, ...] = ()
+    notes: str = ""
+    origin: str = ""  # file the profile was read from
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != TARGET_SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not supported (expected {TARGET_SCHEMA_VERSION})")
+        return value
+
+
+def builtin_targets_dir() -> Path:
+    packaged = Path(__file__).parent / "_targets"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "targets"
+
+
+def _search_dirs(extra: Path | None) -> list[Path]:
+    dirs = []
+    if extra is not None:
+        dirs.append(Path(extra))
+    if os.environ.get(TARGETS_DIR_ENV):
+        dirs.append(Path(os.environ[TARGETS_DIR_ENV]))
+    dirs.append(builtin_targets_dir())
+    return dirs
+
+
+def _detect_host() -> dict[str, Any]:
+    facts: dict[str, Any] = {"arch": platform.machine() or "unknown", "cores": os.cpu_count()}
+    features: set[str] = set()
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            features.update(value.split())
+    interesting = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c",
+                   "asimd", "asimddp", "i8mm", "sve", "sve2", "fphp", "asimdhp", "bf16"}
+    facts["isa_features"] = tuple(sorted(features & interesting))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                facts["ram_bytes"] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return facts
+
+
+def _parse(path: Path) -> TargetProfile:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read target file {path}: {exc}", "check the file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML: {exc}", "fix the syntax") from None
+    detected = _detect_host() if DETECT in raw.values() else {}
+    for key in [k for k, v in raw.items() if v == DETECT]:
+        raw[key] = detected.get(key if key != "ram" else "ram_bytes")
+    if "ram" in raw:
+        raw["ram_bytes"] = raw.pop("ram")
+    raw["origin"] = str(path)
+    try:
+        profile = TargetProfile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InputError(f"{path}: target field {where!r}: {first['msg']}",
+                         "see targets/host.toml for the schema") from None
+    if profile.name != path.stem:
+        raise InputError(f"{path}: name {profile.name!r} does not match the file name",
+                         f"rename the file to {profile.name}.toml or fix the name")
+    return profile
+
+
+def list_targets(extra_dir: Path | None = None) -> list[TargetProfile]:
+    """All targets; a user folder overrides built-ins with the same name."""
+    found: dict[str, TargetProfile] = {}
+    for directory in reversed(_search_dirs(extra_dir)):
+        if not directory.is_dir():
+            if directory != builtin_targets_dir():
+                raise InputError(f"targets folder not found: {directory}", f"check --targets-dir / {TARGETS_DIR_ENV}")
+            continue
+        for path in sorted(directory.glob("*.toml")):
+            found[path.stem] = _parse(path)
+    return sorted(found.values(), key=lambda t: t.name)
+
+
+def load_target(name: str, extra_dir: Path | None = None) -> TargetProfile:
+    targets = {t.name: t for t in list_targets(extra_dir)}
+    if name not in targets:
+        raise InputError(f"unknown target {name!r}", f"known targets: {', '.join(sorted(targets)) or '(none)'}")
+    return targets[name]
+
+
+@lru_cache(maxsize=1)
+def host_target() -> TargetProfile:
+    return load_target("host")

@@ -1,0 +1,159 @@
+"""Shared fixtures: tiny real models built here, and a way to run the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run the `edgeopt` entry point in-process, capturing its output and exit code."""
+    from edgeopt.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def conv_classifier(opset: int = 17, batch: str | int = "batch", seed: int = 0) -> onnx.ModelProto:
+    """x[N,3,8,8] -> Conv(3->4, 3x3, pad 1) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->5).
+
+    Opset 11/12 graphs are valid too (every op here exists there).
+    """
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "conv.w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "conv.b")
+    fc_w = numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "fc.w")
+    fc_b = numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fc.b")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 5])],
+        initializer=[w, b, fc_w, fc_b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="edgeopt-tests")
+    model.ir_version = 7 if opset <= 15 else 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture
+def conv_onnx(tmp_path: Path) -> Path:
+    path = tmp_path / "src" / "conv.onnx"
+    path.parent.mkdir()
+    onnx.save(conv_classifier(), str(path))
+    return path
+
+
+TORCH_FACTORY_SOURCE = '''
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, image):
+        x = torch.relu(self.bn(self.conv(image)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(16, 6)
+        self.proj = nn.Linear(6, 3)
+
+    def forward(self, tokens, scale):
+        return self.proj(self.embed(tokens)).mean(dim=1) * scale
+
+
+def build():
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+def build_two_inputs():
+    torch.manual_seed(0)
+    return TwoInputs().eval()
+
+
+def build_broken():
+    raise RuntimeError("factory exploded")
+
+
+def build_not_a_module():
+    return 42
+'''
+
+
+@pytest.fixture
+def torch_factory(tmp_path: Path) -> Path:
+    """A user's model file, importable as path/tinynet.py:build."""
+    pytest.importorskip("torch")
+    path = tmp_path / "userproj" / "tinynet.py"
+    path.parent.mkdir()
+    path.write_text(TORCH_FACTORY_SOURCE)
+    return path
+
+
+@pytest.fixture
+def tiny_module(torch_factory: Path):
+    """An instance of TinyNet with seeded random (non-trivial BN) weights."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("_tinynet_fixture", torch_factory)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["_tinynet_fixture"] = module
+    net = module.build()
+    with torch.no_grad():  # make BatchNorm do something so folding errors would show
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 1.5)
+    return net

@@ -1,0 +1,183 @@
+"""edgeopt convert on ONNX sources: opset upgrade, simplification, parity, report, atomic outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import conv_classifier, sha256
+
+
+def _run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def test_opset11_model_is_upgraded_and_matches_source(cli, tmp_path):
+    source = tmp_path / "old.onnx"
+    onnx.save(conv_classifier(opset=11), str(source))
+    before = sha256(source)
+    out = tmp_path / "out"
+
+    result = cli("convert", source, "-o", out, "--json")
+
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 1
+    assert [s["name"] for s in report["stages"]] == ["load", "opset", "simplify", "finalize"]
+    final = out / "model.onnx"
+    model = onnx.load(str(final))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    # Numbers, not just structure: the final model reproduces the source on fresh inputs, at two batch sizes.
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        (expected,) = _run(source, {"x": x})
+        (got,) = _run(final, {"x": x})
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    opset_stage = next(s for s in report["stages"] if s["name"] == "opset")
+    assert opset_stage["options"] == {"from": 11, "to": 13}
+    assert opset_stage["parity"][0]["passed"] is True
+    assert opset_stage["parity"][0]["batch_sizes"] == [1, 2]
+    assert report["source"]["sha256"] == before
+    assert sha256(source) == before  # the input is never modified
+    assert report["final"]["sha256"] == sha256(final)
+    assert report["final"]["path"] == str(out / "model.onnx")
+    assert (out / "opset.onnx").exists() and (out / "simplify.onnx").exists()
+    assert report["final"]["lineage"][0] == before
+    assert report["summary"]["parameter_count"] == 4 * 3 * 9 + 4 + 5 * 4 + 5
+    assert report["summary"]["macs_total"] == 8 * 8 * 4 * 3 * 9 + 4 * 5
+    assert report["tool_versions"]["onnxruntime"] == ort.__version__
+    assert not list(out.glob(".edgeopt-run-*"))  # no work folder left behind
+    # report.json on disk is the same document
+    assert json.loads((out / "report.json").read_text())["final"] == report["final"]
+
+
+def test_human_summary_mentions_model_and_report(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "-o", tmp_path / "out")
+    assert result.code == 0, result.stderr
+    assert "model.onnx" in result.stdout and "report.json" in result.stdout
+    assert "simplify" in result.stdout
+
+
+def test_requested_opset_and_no_simplify(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "-o", tmp_path / "out", "--opset", "18", "--no-simplify", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [s["name"] for s in report["stages"]] == ["load", "opset", "finalize"]
+    assert report["final"]["opset"] == 18
+
+
+def test_opset_below_13_is_refused(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "-o", tmp_path / "out", "--opset", "12")
+    assert result.code == 2
+    assert "below 13" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_simplify_folds_constant_subgraph(cli, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    # y = x * (a + b) where a + b is constant: the simplifier must fold the Add away.
+    a = numpy_helper.from_array(np.full((4,), 2.0, np.float32), "a")
+    b = numpy_helper.from_array(np.full((4,), 3.0, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["ab"]), helper.make_node("Mul", ["x", "ab"], ["y"])],
+        "foldable", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], initializer=[a, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = tmp_path / "fold.onnx"
+    onnx.save(model, str(source))
+    result = cli("convert", source, "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    stage = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "simplify")
+    assert stage["status"] == "ok"
+    assert stage["details"] == {"nodes_before": 2, "nodes_after": 1}
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    (y,) = _run(tmp_path / "out" / "model.onnx", {"x": x})
+    np.testing.assert_array_equal(y, x * 5)
+
+
+def test_multi_input_model_with_int_and_scalar_inputs(cli, tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"]),
+         helper.make_node("Mul", ["emb", "scale"], ["y"])],
+        "multi", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+                  helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 3])], initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    source = tmp_path / "multi.onnx"
+    onnx.save(model, str(source))
+    result = cli("convert", source, "-o", tmp_path / "out", "--input-shape", "ids=2x7", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["stages"][0]["details"]["inputs"] == ["ids=2x7:int64", "scale=scalar:float32"]
+    assert all(c["passed"] for s in report["stages"] for c in s["parity"])
+
+
+def test_output_folder_equal_to_input_folder_never_overwrites_input(cli, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    source = folder / "model.onnx"
+    onnx.save(conv_classifier(), str(source))
+    before = sha256(source)
+    result = cli("convert", source, "-o", folder)
+    assert result.code == 2
+    assert "overwrite the input" in result.stderr
+    assert sha256(source) == before
+
+
+def test_external_data_source_becomes_single_file(cli, tmp_path):
+    src = tmp_path / "ext"
+    src.mkdir()
+    onnx.save(conv_classifier(), str(src / "conv.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="conv.weights", size_threshold=0)
+    result = cli("convert", src / "conv.onnx", "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["stages"][0]["details"]["external_files"] == ["conv.weights"]
+    assert report["final"]["external_files"] == []
+    final = onnx.load(str(tmp_path / "out" / "model.onnx"), load_external_data=False)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in final.graph.initializer)
+
+
+@pytest.mark.parametrize("weights_in_if", [True])
+def test_weights_in_if_subgraph_constants(cli, tmp_path, weights_in_if):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+
+    def branch(name: str, scale: float) -> onnx.GraphProto:
+        w = numpy_helper.from_array((rng.standard_normal((4, 3)) * scale).astype(np.float32), f"{name}_w")
+        return helper.make_graph(
+            [helper.make_node("Constant", [], [f"{name}_wc"], value=w),
+             helper.make_node("MatMul", ["x", f"{name}_wc"], [f"{name}_y"])],
+            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["n", 3])])
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "zero"], ["cond"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", 1.0), else_branch=branch("else", 2.0))],
+        "if_weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        initializer=[numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    source = tmp_path / "if.onnx"
+    onnx.save(model, str(source))
+    result = cli("convert", source, "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["summary"]["parameter_count"] >= 24  # the Constant weights inside both branches count
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "out" / "model.onnx", {"x": x})[0], _run(source, {"x": x})[0],
+                               rtol=1e-6)
