@@ -58,3 +58,35 @@ def unchanged(model: onnx.ModelProto) -> Iterator[None]:
     before = model.SerializeToString()
     yield
     assert model.SerializeToString() == before, "the caller's model was mutated"
+
+
+def _matmul_chain(name: str, widths: list[int]) -> onnx.GraphProto:
+    """x (n, 4) multiplied by one Constant weight per width."""
+    nodes, prev, rows = [], "x", 4
+    for i, width in enumerate(widths):
+        w = numpy_helper.from_array(np.ones((rows, width), np.float32), f"{name}_w{i}")
+        nodes.append(helper.make_node("Constant", [], [f"{name}_w{i}"], value=w))
+        nodes.append(helper.make_node("MatMul", [prev, f"{name}_w{i}"], [f"{name}_y{i}"]))
+        prev, rows = f"{name}_y{i}", width
+    return helper.make_graph(nodes, name, [], [tensor(prev, TensorProto.FLOAT, None)])
+
+
+def if_model() -> onnx.ModelProto:
+    """An If whose branches hold their weights as Constant nodes.
+
+    then: x @ (4,4) -> 16 weights, 48 MACs at x (3, 4);
+    else: x @ (4,4) @ (4,4) -> 32 weights, 96 MACs at x (3, 4).
+    """
+    node = helper.make_node(
+        "If",
+        ["cond"],
+        ["y"],
+        name="branch",
+        then_branch=_matmul_chain("then", [4]),
+        else_branch=_matmul_chain("else", [4, 4]),
+    )
+    return make_model(
+        [node],
+        [tensor("x", TensorProto.FLOAT, ["n", 4]), tensor("cond", TensorProto.BOOL, [])],
+        [tensor("y", TensorProto.FLOAT, ["n", 4])],
+    )
