@@ -209,16 +209,19 @@ class _Run:
 
     def _from_torch(self, fmt: ModelFormat) -> tuple[onnx.ModelProto, _Reference]:
         from edgeopt.export.torch_source import load_torch_source
-        from edgeopt.export.torch_to_onnx import export_torch, run_torch, torch_input_specs
+        from edgeopt.export.torch_to_onnx import (
+            export_torch, output_names_from, run_torch, run_torch_named, torch_input_specs,
+        )
 
         record, started = self._stage("load", "Loading PyTorch model")
         weights = Path(self.config.weights) if self.config.weights else None
         source = load_torch_source(self.config.source, fmt, weights=weights, trust_pickle=self.config.trust_pickle)
         specs = torch_input_specs(source, self._input_shapes(), dict(self.config.input_dtypes))
         reference = _Reference(specs, lambda feeds: run_torch(source, specs, feeds))
-        _, outputs = reference.sample(self.config.parity.seed, None)
+        feeds, outputs = reference.sample(self.config.parity.seed, None)
+        output_names = output_names_from(run_torch_named(source, specs, feeds))
         record.details = {"kind": source.description, "inputs": [s.describe() for s in specs],
-                          "outputs": len(outputs)}
+                          "outputs": output_names or len(outputs)}
         if weights is not None:
             self.report.source.external_files = [str(weights)]
             record.details["weights"] = ModelArtifact.from_file(weights, ModelFormat.TORCH_PICKLE).model_dump(mode="json")
@@ -228,7 +231,8 @@ class _Run:
         record.options = {"opset": self.config.opset, "dynamic_batch": self.config.dynamic_batch}
         path = self.work_dir / STAGE_FILES["export"]
         result = export_torch(source, specs, path, opset=self.config.opset,
-                              dynamic_batch=self.config.dynamic_batch, output_count=len(outputs))
+                              dynamic_batch=self.config.dynamic_batch, output_count=len(outputs),
+                              output_names=output_names)
         record.details = {"exporter": result.exporter, "dynamic_batch": result.dynamic_batch,
                           "failed_attempts": result.attempts}
         record.warnings.extend(result.warnings)

@@ -112,6 +112,26 @@ class TwoInputs(nn.Module):
         return self.proj(self.embed(tokens)).mean(dim=1) * scale
 
 
+class Detector(nn.Module):
+    """A detector-style head: boxes and class scores from one feature map, as a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 8, 3, padding=1)
+        self.box = nn.Conv2d(8, 4, 1)
+        self.cls = nn.Conv2d(8, 5, 1)
+
+    def forward(self, image):
+        f = torch.relu(self.backbone(image))
+        return {"boxes": self.box(f).flatten(2).transpose(1, 2),
+                "scores": self.cls(f).sigmoid().flatten(2).transpose(1, 2)}
+
+
+def build_detector():
+    torch.manual_seed(0)
+    return Detector().eval()
+
+
 def build():
     torch.manual_seed(0)
     return TinyNet().eval()

@@ -73,6 +73,18 @@ def test_multi_input_with_int64_tokens(cli, torch_factory, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
 
 
+def test_dict_outputs_keep_their_names(cli, torch_factory, tmp_path):
+    result = cli("convert", f"{torch_factory}:build_detector", "--input-shape", "image=1x3x8x8",
+                 "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    model = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert [o.name for o in model.graph.output] == ["boxes", "scores"]
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    boxes, scores = _ort(tmp_path / "out" / "model.onnx", {"image": x})
+    assert boxes.shape == (3, 64, 4) and scores.shape == (3, 64, 5)
+    assert 0.0 < scores.min() and scores.max() < 1.0
+
+
 def test_torchscript_archive(cli, tiny_module, tmp_path):
     path = tmp_path / "scripted.pt"
     torch.jit.script(tiny_module).save(str(path))

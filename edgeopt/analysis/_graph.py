@@ -56,7 +56,20 @@ for _enum_name, _np_name, _bits in _DTYPES:
         _DTYPE_BITS[_value] = _bits
 
 INTEGER_DTYPES = frozenset(
-    {"int2", "uint2", "int4", "uint4", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
+    {
+        "int2",
+        "uint2",
+        "int4",
+        "uint4",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+    }
 )
 
 
@@ -171,7 +184,9 @@ def constant_tensor(node: NodeProto) -> tuple[tuple[int, ...], int, TensorProto 
 
 def real_input_names(graph: GraphProto) -> list[str]:
     """Graph inputs that are not initializers (old-IR models list weights as inputs too)."""
-    weights = {t.name for t in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
+    weights = {t.name for t in graph.initializer} | {
+        s.values.name for s in graph.sparse_initializer
+    }
     return [vi.name for vi in graph.input if vi.name not in weights]
 
 

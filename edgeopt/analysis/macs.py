@@ -1,13 +1,14 @@
 """Multiply-accumulate counts per node, with a registry of per-op cost functions.
 
 Only ops whose work is dominated by multiply-accumulates have a cost function
-(convolutions, matrix products, recurrent cells); every other op counts 0 MACs.
-Adding an op is one small function::
+(convolutions, matrix products, recurrent cells); every other op (elementwise,
+pooling, normalisation, bias adds) counts 0 MACs. Adding an op is one small function::
 
-    @register_op_cost("MyAttention", domain="my.domain")
-    def _my_attention(node, shapes):
-        q = input_shape(node, shapes, 0)
-        return None if q is None else q[0] * q[1] * q[1] * q[2] * 2
+    @register_op_cost("Dense", domain="my.domain")
+    def _dense(node, shapes):  # x (..., K) times a (K, units) weight
+        x = input_shape(node, shapes, 0)
+        units = attribute(node, "units")
+        return None if x is None or units is None else math.prod(x) * units
 
 A cost function returns None when the shapes it needs are unknown.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import onnx
 from onnx import GraphProto, NodeProto
@@ -139,7 +140,9 @@ def _conv_output_shape(node: NodeProto, x: Shape, w: Shape) -> Shape | None:
     return (x[0], w[0], *out)
 
 
-def _conv(node: NodeProto, shapes: Mapping[str, TensorInfo], x_index: int, w_index: int) -> int | None:
+def _conv(
+    node: NodeProto, shapes: Mapping[str, TensorInfo], x_index: int, w_index: int
+) -> int | None:
     # Each output element takes (C / group) * prod(kernel) MACs; W is (M, C/group, k...),
     # so groups and depthwise convs need no special case. Bias adds are not MACs.
     x = input_shape(node, shapes, x_index)
@@ -191,7 +194,9 @@ def _gemm(a: Shape | None, b: Shape | None, trans_a: bool, trans_b: bool) -> int
     return m * k * n
 
 
-def _gemm_node(node: NodeProto, shapes: Mapping[str, TensorInfo], a_index: int, b_index: int) -> int | None:
+def _gemm_node(
+    node: NodeProto, shapes: Mapping[str, TensorInfo], a_index: int, b_index: int
+) -> int | None:
     return _gemm(
         input_shape(node, shapes, a_index),
         input_shape(node, shapes, b_index),
@@ -215,7 +220,9 @@ def qgemm_macs(node: NodeProto, shapes: Mapping[str, TensorInfo]) -> int | None:
     return _gemm_node(node, shapes, 0, 3)  # A, a_scale, a_zp, B, ...
 
 
-def matmul(a: Shape | None, b: Shape | None, trans_a: bool = False, trans_b: bool = False) -> int | None:
+def matmul(
+    a: Shape | None, b: Shape | None, trans_a: bool = False, trans_b: bool = False
+) -> int | None:
     """MACs of a numpy-style matmul: batched, broadcasting, 1-D operands promoted."""
     if not a or not b:  # unknown, or a 0-d operand (invalid for matmul)
         return None
@@ -233,7 +240,9 @@ def matmul(a: Shape | None, b: Shape | None, trans_a: bool = False, trans_b: boo
     return math.prod(batch) * a[-2] * a[-1] * b[-1]
 
 
-def _matmul_node(node: NodeProto, shapes: Mapping[str, TensorInfo], a_index: int, b_index: int) -> int | None:
+def _matmul_node(
+    node: NodeProto, shapes: Mapping[str, TensorInfo], a_index: int, b_index: int
+) -> int | None:
     return matmul(input_shape(node, shapes, a_index), input_shape(node, shapes, b_index))
 
 
@@ -294,7 +303,7 @@ def einsum(equation: str, operands: Sequence[Shape | None]) -> int | None:
         return None
     sizes: dict[str, int] = {}
     ellipsis: Shape = ()
-    for term, shape in zip(terms, known):
+    for term, shape in zip(terms, known, strict=True):
         letters = term.replace("...", "")
         if "..." in term:
             n_ell = len(shape) - len(letters)
@@ -310,7 +319,7 @@ def einsum(equation: str, operands: Sequence[Shape | None]) -> int | None:
             if len(letters) != len(shape):
                 return None
             dims = list(shape)
-        for letter, size in zip(letters, dims):
+        for letter, size in zip(letters, dims, strict=True):
             # A size-1 occurrence broadcasts against the real size.
             sizes[letter] = max(sizes.get(letter, 1), size)
     return math.prod(sizes.values()) * math.prod(ellipsis)
@@ -393,14 +402,14 @@ class MacsReport:
     rows: tuple[NodeCost, ...]
     total: int
     trip_count_unknown: bool = False  # a Loop (or Scan of unknown length) was counted once
-    unknown_nodes: tuple[str, ...] = field(default=())  # qualified names with macs None
+    unknown_nodes: tuple[str, ...] = ()  # qualified names of rows whose macs is None
 
 
 def macs_by_op_type(rows: Sequence[NodeCost]) -> dict[str, int]:
     """Weighted MACs per op type (``com.microsoft.QGemm`` style keys), largest first."""
     totals: dict[str, int] = {}
     for row in rows:
-        if row.macs:
+        if row.macs and row.weight:
             key = op_key(row.op_type, row.domain)
             totals[key] = totals.get(key, 0) + row.macs * row.weight
     return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -427,7 +436,9 @@ def _scan_iterations(node: NodeProto, shapes: Mapping[str, TensorInfo]) -> int |
     return first[int(axes[0]) % len(first)]
 
 
-def _walk(graph: GraphProto, shapes: Mapping[str, TensorInfo], path: str) -> tuple[list[NodeCost], bool]:
+def _walk(
+    graph: GraphProto, shapes: Mapping[str, TensorInfo], path: str
+) -> tuple[list[NodeCost], bool]:
     rows: list[NodeCost] = []
     trip_unknown = False
     for index, node in enumerate(graph.node):
@@ -449,7 +460,7 @@ def _walk(graph: GraphProto, shapes: Mapping[str, TensorInfo], path: str) -> tup
             iterations = _scan_iterations(node, shapes)
             trip_unknown = trip_unknown or iterations is None
             weights = [iterations if iterations is not None else 1] * len(branches)
-        for (sub_rows, sub_unknown), weight in zip(branches, weights):
+        for (sub_rows, sub_unknown), weight in zip(branches, weights, strict=True):
             trip_unknown = trip_unknown or (sub_unknown and weight > 0)
             rows.extend(replace(r, weight=r.weight * weight) for r in sub_rows)
     return rows, trip_unknown

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
-from onnx import GraphProto, TensorProto, TypeProto, ValueInfoProto
+from google.protobuf.message import Message
+from onnx import GraphProto, TypeProto, ValueInfoProto
 
 from edgeopt.analysis._graph import (
     constant_tensor,
@@ -96,9 +97,10 @@ def _declared_shape(tp: TypeProto) -> tuple[Dim, ...] | None:
 
 def _concrete_shape(tp: TypeProto) -> tuple[int, ...] | None:
     declared = _declared_shape(tp)
-    if declared is None or not all(isinstance(d, int) and d >= 0 for d in declared):
+    if declared is None:
         return None
-    return declared  # type: ignore[return-value]
+    dims = tuple(d for d in declared if isinstance(d, int) and d >= 0)
+    return dims if len(dims) == len(declared) else None
 
 
 def _declared(vi: ValueInfoProto) -> DeclaredTensor:
@@ -119,6 +121,17 @@ def model_outputs(model: onnx.ModelProto) -> list[DeclaredTensor]:
 # ------------------------------------------------------------------ input validation
 
 
+def _positive_int(value: object) -> int | None:
+    """``value`` as an int if it is a positive integer (numpy ints included), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return number if number >= 1 else None
+
+
 def _as_dims(name: str, shape: object) -> tuple[int, ...]:
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         raise InputError(
@@ -127,13 +140,8 @@ def _as_dims(name: str, shape: object) -> tuple[int, ...]:
         )
     dims: list[int] = []
     for d in shape:
-        try:
-            if isinstance(d, bool):
-                raise TypeError
-            value = operator.index(d)
-        except TypeError:
-            value = -1
-        if value < 1:
+        value = _positive_int(d)
+        if value is None:
             raise InputError(
                 f"the shape given for input '{name}' has an invalid size {d!r}: {tuple(shape)}",
                 "every size must be a positive integer",
@@ -148,8 +156,12 @@ def _resolve_input_dims(
     default_dim: int,
 ) -> dict[str, tuple[int, ...] | None]:
     """Concrete dims for every real tensor input; raises InputError on bad user shapes."""
-    if isinstance(default_dim, bool) or not isinstance(default_dim, int) or default_dim < 1:
-        raise InputError(f"default_dim must be a positive integer, got {default_dim!r}", None)
+    if _positive_int(default_dim) is None:
+        raise InputError(
+            "the default size for symbolic dimensions must be a positive integer, "
+            f"got {default_dim!r}",
+            "use 1 or more",
+        )
     real = real_input_names(model.graph)
     declared = {vi.name: vi for vi in model.graph.input if vi.name in set(real)}
     given = {name: _as_dims(name, shape) for name, shape in (input_shapes or {}).items()}
@@ -177,7 +189,7 @@ def _resolve_input_dims(
                 f"has rank {len(dims)}",
                 f"give {len(decl)} sizes, one per dimension",
             )
-        for axis, (want, got) in enumerate(zip(decl, dims)):
+        for axis, (want, got) in enumerate(zip(decl, dims, strict=True)):
             if isinstance(want, int) and want != got:
                 raise InputError(
                     f"input '{name}' has a fixed size {want} at dimension {axis} {shown}, "
@@ -211,7 +223,7 @@ def _resolve_input_dims(
 # ------------------------------------------------------------------- inference copy
 
 
-def _copy_fields(src, dst, skip: frozenset[str]) -> None:
+def _copy_fields(src: Message, dst: Message, skip: frozenset[str]) -> None:
     """Copy every set protobuf field of ``src`` into ``dst`` except those in ``skip``."""
     for field, value in src.ListFields():
         if field.name in skip:
@@ -237,7 +249,7 @@ def _set_dims(tp: TypeProto, dims: tuple[int, ...]) -> None:
         shape.Clear()
         for _ in dims:
             shape.dim.add()
-    for dim, value in zip(shape.dim, dims):
+    for dim, value in zip(shape.dim, dims, strict=True):
         dim.dim_value = value  # also clears dim_param (same oneof)
 
 

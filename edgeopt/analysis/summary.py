@@ -233,7 +233,9 @@ def _is_integer_op(node: NodeProto) -> bool:
 
 def _op_list(nodes: Iterable[NodeProto]) -> str:
     counts = Counter(op_key(n.op_type, n.domain) for n in nodes)
-    return ", ".join(f"{op}×{n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return ", ".join(
+        f"{n} {op}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
 
 
 def _plural(n: int, word: str) -> str:
@@ -277,14 +279,10 @@ def _quantization(
             {info.dtype for n in q if (info := shapes.get(n.output[0])) is not None and info.dtype}
         )
         acts = f"activations {'/'.join(act_types) or 'of unknown type'}"
-        detail = (
-            f"{_op_list(q + dq)} around {_plural(len(wrapped), 'op')}; {weight_text}, {acts}"
-        )
+        detail = f"{_op_list(q + dq)} around {_plural(len(wrapped), 'op')}; {weight_text}, {acts}"
         return "qdq", detail, len(wrapped)
 
-    dq_on_weights = all(
-        n.input and weights.get(n.input[0], "") in INTEGER_DTYPES for n in dq
-    )
+    dq_on_weights = all(n.input and weights.get(n.input[0], "") in INTEGER_DTYPES for n in dq)
     if (dq or weights_only_ops) and dq_on_weights:
         parts = []
         if dq:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgeopt.cli.output import out_console, print_json
@@ -39,10 +40,13 @@ def _render(result: dict[str, Any]) -> None:
     console = out_console()
     facts, graph = result["file"], result["graph"]
     opsets = ", ".join(f"{domain} {version}" for domain, version in graph["opsets"].items())
-    console.print(f"[bold]{facts['path']}[/bold]  ({facts['format']}, opset {opsets}, IR {graph['ir_version']})")
-    producer = graph.get("producer") or ""
+    console.print(f"[bold]{escape(facts['path'])}[/bold]  ({facts['format']}, opset {opsets}, "
+                  f"IR {graph['ir_version']})")
+    producer = graph.get("producer") or {}
+    if isinstance(producer, dict):
+        producer = " ".join(str(v) for v in producer.values() if v)
     if producer:
-        console.print(f"producer       {producer}")
+        console.print(f"producer       {escape(str(producer))}")
     console.print(f"size on disk   {format_bytes(facts['size_bytes'])}  (gzip {format_bytes(facts['gzip_size_bytes'])})")
     console.print(f"parameters     {format_count(graph['parameter_count'])}")
     unknown = len(graph.get("macs_unknown_nodes") or [])
@@ -52,14 +56,14 @@ def _render(result: dict[str, Any]) -> None:
     console.print(f"quantization   {graph['quantization']}"
                   + (f" ({graph['quantization_detail']})" if graph.get("quantization_detail") else ""))
     if facts.get("checker_error"):
-        console.print(f"[yellow]onnx.checker   {facts['checker_error']}[/yellow]")
+        console.print(f"[yellow]onnx.checker   {escape(facts['checker_error'])}[/yellow]")
 
     io_table = Table(title="Inputs and outputs", title_justify="left")
     for column in ("", "name", "shape", "dtype"):
         io_table.add_column(column)
     for kind, items in (("input", graph["inputs"]), ("output", graph["outputs"])):
         for item in items:
-            io_table.add_row(kind, item["name"], _shape(item.get("shape")), str(item.get("dtype")))
+            io_table.add_row(kind, escape(item["name"]), escape(_shape(item.get("shape"))), str(item.get("dtype")))
     console.print(io_table)
 
     if graph["macs_by_op_type"]:
@@ -69,14 +73,14 @@ def _render(result: dict[str, Any]) -> None:
         macs.add_column("share", justify="right")
         total = graph["macs_total"] or 1
         for op, count in sorted(graph["macs_by_op_type"].items(), key=lambda kv: -(kv[1] or 0)):
-            macs.add_row(op, format_count(count), f"{100 * (count or 0) / total:.1f}%")
+            macs.add_row(escape(op), format_count(count), f"{100 * (count or 0) / total:.1f}%")
         console.print(macs)
 
     ops = Table(title="Op histogram", title_justify="left")
     ops.add_column("op type")
     ops.add_column("count", justify="right")
     for op, count in sorted(graph["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0])):
-        ops.add_row(op, str(count))
+        ops.add_row(escape(op), str(count))
     console.print(ops)
 
     if graph["initializers"]:
@@ -91,5 +95,5 @@ def _render(result: dict[str, Any]) -> None:
         for column in ("location", "tensors", "size"):
             ext.add_column(column)
         for item in facts["external_data_files"]:
-            ext.add_row(item["location"], str(item["tensors"]), format_bytes(item["size_bytes"]))
+            ext.add_row(escape(item["location"]), str(item["tensors"]), format_bytes(item["size_bytes"]))
         console.print(ext)

@@ -97,8 +97,15 @@ def to_torch_inputs(specs: list[InputSpec], feeds: dict[str, np.ndarray]) -> tup
 
 def run_torch(source: TorchSource, specs: list[InputSpec], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Reference outputs, flattened in the order the exporters flatten them."""
+    return [array for _, array in run_torch_named(source, specs, feeds)]
+
+
+def run_torch_named(source: TorchSource, specs: list[InputSpec],
+                    feeds: dict[str, np.ndarray]) -> list[tuple[str | None, np.ndarray]]:
+    """Like run_torch, with a name for each output taken from dict keys in the
+    output structure ("boxes", "head.scores"), or None where there are none."""
     torch = import_torch()
-    from torch.utils._pytree import tree_leaves
+    from torch.utils._pytree import tree_flatten_with_path
 
     model = source.callable()
     try:
@@ -108,10 +115,26 @@ def run_torch(source: TorchSource, specs: list[InputSpec], feeds: dict[str, np.n
         shapes = ", ".join(s.describe() for s in specs)
         raise InputError(f"the PyTorch model rejected inputs {shapes}: {_line(exc)}",
                          "check --input-shape / --input-dtype against what forward() expects") from None
-    leaves = [leaf for leaf in tree_leaves(outputs) if isinstance(leaf, torch.Tensor)]
+    flat, _ = tree_flatten_with_path(outputs)
+    leaves = [(_path_name(path), leaf) for path, leaf in flat if isinstance(leaf, torch.Tensor)]
     if not leaves:
         raise InputError("the PyTorch model returned no tensors", "forward() must return tensors")
-    return [leaf.detach().cpu().numpy() for leaf in leaves]
+    return [(name, leaf.detach().cpu().numpy()) for name, leaf in leaves]
+
+
+def _path_name(path: tuple[Any, ...]) -> str | None:
+    parts = [str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", "")))) for key in path]
+    if not any(hasattr(key, "key") or hasattr(key, "name") for key in path):
+        return None  # positional outputs only: keep the exporter's names
+    return ".".join(parts)
+
+
+def output_names_from(named: list[tuple[str | None, np.ndarray]]) -> list[str] | None:
+    """ONNX output names when the model's outputs carry names and they are unique."""
+    names = [name for name, _ in named]
+    if any(name is None for name in names) or len(set(names)) != len(names):
+        return None
+    return [str(name) for name in names]
 
 
 def _parameter_bytes(source: TorchSource) -> int:
@@ -131,12 +154,14 @@ def export_torch(
     opset: int | None,
     dynamic_batch: bool,
     output_count: int,
+    output_names: list[str] | None = None,
 ) -> TorchExportResult:
     torch = import_torch()
     batched = [s for s in specs if len(s.shape) >= 1]
     attempts: list[str] = []
     big = _parameter_bytes(source) >= SINGLE_FILE_LIMIT_BYTES
-    output_names = ["output"] if output_count == 1 else [f"output_{i}" for i in range(output_count)]
+    script_output_names = output_names or (
+        ["output"] if output_count == 1 else [f"output_{i}" for i in range(output_count)])
 
     def example(batch: int | None) -> tuple[Any, ...]:
         from edgeopt.data import random_inputs
@@ -144,7 +169,7 @@ def export_torch(
         return to_torch_inputs(specs, random_inputs(specs, seed=0, batch=batch))
 
     if source.kind is ModelFormat.TORCHSCRIPT:
-        _export_torchscript(source, specs, out_path, example(None), opset, dynamic_batch, output_names)
+        _export_torchscript(source, specs, out_path, example(None), opset, dynamic_batch, script_output_names)
         return TorchExportResult(out_path, "torchscript", dynamic_batch and bool(batched))
 
     strategies: list[tuple[str, bool]] = []
@@ -159,7 +184,8 @@ def export_torch(
         try:
             with quiet_exporter():
                 if source.kind is ModelFormat.TORCH_EXPORT:
-                    program = torch.onnx.export(source.module, dynamo=True, opset_version=opset)
+                    program = torch.onnx.export(source.module, dynamo=True, opset_version=opset,
+                                                output_names=output_names)
                 else:
                     # torch.export specialises size-1 dims, so a dynamic batch needs an example batch >= 2.
                     batch = max(2, int(batched[0].shape[0])) if dynamic else None
@@ -170,6 +196,7 @@ def export_torch(
                     program = torch.onnx.export(
                         source.module, example(batch), dynamo=True, opset_version=opset,
                         dynamic_shapes=dynamic_shapes, input_names=[s.name for s in specs],
+                        output_names=output_names,
                     )
                 program.save(str(out_path), external_data=big)
         except Exception as exc:
@@ -182,7 +209,7 @@ def export_torch(
     # torch.export could not capture the model (data-dependent control flow and the like).
     if source.kind is not ModelFormat.TORCH_EXPORT:
         try:
-            _export_torchscript(source, specs, out_path, example(None), opset, dynamic_batch, output_names)
+            _export_torchscript(source, specs, out_path, example(None), opset, dynamic_batch, script_output_names)
             result_warnings.append("torch.export could not capture the model; exported by tracing with the "
                                    f"TorchScript exporter instead ({attempts[-1]})")
             return TorchExportResult(out_path, "torchscript-trace", dynamic_batch and bool(batched), attempts,

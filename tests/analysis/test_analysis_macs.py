@@ -30,7 +30,9 @@ def single_node(node, inputs, outputs, inits=(), **kwargs) -> onnx.ModelProto:
     return make_model([node], inputs, outputs, inits, **kwargs)
 
 
-def random_feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def random_feeds(
+    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feeds = {}
     for vi in model.graph.input:
@@ -55,15 +57,33 @@ def conv_model(x_shape, w_shape, y_shape, **attrs) -> onnx.ModelProto:
     ("x_shape", "w_shape", "attrs", "y_shape", "macs"),
     [
         # grouped, strided, padded: out (10 + 2 - 3) // 2 + 1 = 5; 16*5*5 outputs x (8/4)*3*3
-        ((1, 8, 10, 10), (16, 2, 3, 3), dict(group=4, strides=[2, 2], pads=[1, 1, 1, 1]), (1, 16, 5, 5), 16 * 25 * 2 * 9),
+        (
+            (1, 8, 10, 10),
+            (16, 2, 3, 3),
+            dict(group=4, strides=[2, 2], pads=[1, 1, 1, 1]),
+            (1, 16, 5, 5),
+            16 * 25 * 2 * 9,
+        ),
         # depthwise, batch 2: 2*8*7*7 outputs x 1*3*3
-        ((2, 8, 7, 7), (8, 1, 3, 3), dict(group=8, pads=[1, 1, 1, 1]), (2, 8, 7, 7), 2 * 8 * 49 * 9),
+        (
+            (2, 8, 7, 7),
+            (8, 1, 3, 3),
+            dict(group=8, pads=[1, 1, 1, 1]),
+            (2, 8, 7, 7),
+            2 * 8 * 49 * 9,
+        ),
         # dilation 2: span 5, out 9 - 5 + 1 = 5; 6*5*5 outputs x 4*3*3
         ((1, 4, 9, 9), (6, 4, 3, 3), dict(dilations=[2, 2]), (1, 6, 5, 5), 6 * 25 * 36),
         # asymmetric pads: out h = (6 + 1 + 0 - 3) + 1 = 5, w = (6 + 0 + 2 - 3) + 1 = 6
         ((1, 3, 6, 6), (2, 3, 3, 3), dict(pads=[1, 0, 0, 2]), (1, 2, 5, 6), 2 * 30 * 27),
         # SAME_UPPER with stride 2: ceil(7 / 2) = 4
-        ((1, 3, 7, 7), (4, 3, 3, 3), dict(auto_pad="SAME_UPPER", strides=[2, 2]), (1, 4, 4, 4), 4 * 16 * 27),
+        (
+            (1, 3, 7, 7),
+            (4, 3, 3, 3),
+            dict(auto_pad="SAME_UPPER", strides=[2, 2]),
+            (1, 4, 4, 4),
+            4 * 16 * 27,
+        ),
         # Conv1d: out (20 - 4) // 2 + 1 = 9
         ((1, 3, 20), (5, 3, 4), dict(strides=[2]), (1, 5, 9), 5 * 9 * 12),
         # Conv3d: out 3x3x3
@@ -107,7 +127,11 @@ def test_conv_transpose(w_shape, attrs, macs) -> None:
 
 @pytest.mark.parametrize(
     ("a", "b", "attrs"),
-    [((3, 10), (7, 10), dict(transB=1)), ((10, 3), (10, 7), dict(transA=1)), ((3, 10), (10, 7), {})],
+    [
+        ((3, 10), (7, 10), dict(transB=1)),
+        ((10, 3), (10, 7), dict(transA=1)),
+        ((3, 10), (10, 7), {}),
+    ],
 )
 def test_gemm(a, b, attrs) -> None:
     model = single_node(
@@ -215,12 +239,18 @@ def test_if_counts_both_branches_but_totals_the_larger() -> None:
 def test_loop_body_counted_once_and_flagged() -> None:
     body = helper.make_graph(
         [
-            helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(np.ones((4, 4), np.float32))),
+            helper.make_node(
+                "Constant", [], ["W"], value=numpy_helper.from_array(np.ones((4, 4), np.float32))
+            ),
             helper.make_node("MatMul", ["s_in", "W"], ["s_out"]),
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
         ],
         "body",
-        [tensor("i", TensorProto.INT64, []), tensor("cond_in", TensorProto.BOOL, []), tensor("s_in", F, [1, 4])],
+        [
+            tensor("i", TensorProto.INT64, []),
+            tensor("cond_in", TensorProto.BOOL, []),
+            tensor("s_in", F, [1, 4]),
+        ],
         [tensor("cond_out", TensorProto.BOOL, []), tensor("s_out", F, [1, 4])],
     )
     model = make_model(
@@ -239,7 +269,10 @@ def test_loop_body_counted_once_and_flagged() -> None:
 
 def test_scan_body_multiplied_by_sequence_length() -> None:
     body = helper.make_graph(
-        [helper.make_node("MatMul", ["xi", "W"], ["yi"])], "body", [tensor("xi", F, [4])], [tensor("yi", F, [3])]
+        [helper.make_node("MatMul", ["xi", "W"], ["yi"])],
+        "body",
+        [tensor("xi", F, [4])],
+        [tensor("yi", F, [3])],
     )
     model = make_model(
         [helper.make_node("Scan", ["x"], ["ys"], body=body, num_scan_inputs=1)],
@@ -259,7 +292,9 @@ def _quant_inits(*names_and_types) -> list[onnx.TensorProto]:
         if dtype == F:
             inits.append(numpy_helper.from_array(np.array(0.05, np.float32), name))
         else:
-            inits.append(numpy_helper.from_array(np.array(0, helper.tensor_dtype_to_np_dtype(dtype)), name))
+            inits.append(
+                numpy_helper.from_array(np.array(0, helper.tensor_dtype_to_np_dtype(dtype)), name)
+            )
     return inits
 
 
@@ -278,13 +313,23 @@ def test_standard_quantized_ops() -> None:
     model = make_model(
         nodes,
         [tensor("x", U8, [1, 2, 5, 5]), tensor("a", U8, [2, 3, 4])],
-        [tensor("qc", U8, None), tensor("ci", TensorProto.INT32, None), tensor("qm", U8, None), tensor("mi", TensorProto.INT32, None)],
+        [
+            tensor("qc", U8, None),
+            tensor("ci", TensorProto.INT32, None),
+            tensor("qm", U8, None),
+            tensor("mi", TensorProto.INT32, None),
+        ],
         [*conv_scales, w_int8, b_int8],
         check=False,
     )
     report = compute_macs(model)
     assert [r.macs for r in report.rows] == [648, 648, 120, 120]
-    assert macs_by_op_type(report.rows) == {"ConvInteger": 648, "QLinearConv": 648, "MatMulInteger": 120, "QLinearMatMul": 120}
+    assert macs_by_op_type(report.rows) == {
+        "ConvInteger": 648,
+        "QLinearConv": 648,
+        "MatMulInteger": 120,
+        "QLinearMatMul": 120,
+    }
     run_ort(model, random_feeds(model, {"x": (1, 2, 5, 5), "a": (2, 3, 4)}))
 
 
@@ -299,15 +344,30 @@ def test_com_microsoft_quantized_ops() -> None:
         numpy_helper.from_array(np.ones((16,), np.float32), "B4s"),
     ]
     nodes = [
-        helper.make_node("MatMulIntegerToFloat", ["a", "B", "as", "bs", "az", "bz"], ["m1"], domain=ms),
-        helper.make_node("QGemm", ["a", "as", "az", "Bt", "bs", "bz", "", "ys", "yz"], ["m2"], domain=ms, transB=1),
+        helper.make_node(
+            "MatMulIntegerToFloat", ["a", "B", "as", "bs", "az", "bz"], ["m1"], domain=ms
+        ),
+        helper.make_node(
+            "QGemm",
+            ["a", "as", "az", "Bt", "bs", "bz", "", "ys", "yz"],
+            ["m2"],
+            domain=ms,
+            transB=1,
+        ),
         helper.make_node("DynamicQuantizeMatMul", ["f", "B", "bs", "bz"], ["m3"], domain=ms),
-        helper.make_node("MatMulNBits", ["g", "B4", "B4s"], ["m4"], domain=ms, K=32, N=8, bits=4, block_size=16),
+        helper.make_node(
+            "MatMulNBits", ["g", "B4", "B4s"], ["m4"], domain=ms, K=32, N=8, bits=4, block_size=16
+        ),
     ]
     model = make_model(
         nodes,
         [tensor("a", U8, [3, 4]), tensor("f", F, [3, 4]), tensor("g", F, [3, 32])],
-        [tensor("m1", F, None), tensor("m2", U8, None), tensor("m3", F, None), tensor("m4", F, None)],
+        [
+            tensor("m1", F, None),
+            tensor("m2", U8, None),
+            tensor("m3", F, None),
+            tensor("m4", F, None),
+        ],
         inits,
         extra_opsets={ms: 1},
         check=False,
@@ -361,3 +421,32 @@ def test_register_custom_op_cost() -> None:
     report = compute_macs(model, shapes={"x": TensorInfo("x", (2, 5), "float32")})
     assert report.total == 10
     assert macs_by_op_type(report.rows) == {"vendor.ops.MysteryOp2": 10}
+
+
+def test_model_local_functions_are_inlined() -> None:
+    linear = helper.make_function(
+        "local",
+        "Linear",
+        ["a", "w"],
+        ["o"],
+        [helper.make_node("MatMul", ["a", "w"], ["o"])],
+        [helper.make_opsetid("", 17)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Linear", ["x", "W"], ["y"], domain="local")],
+        "g",
+        [tensor("x", F, ["n", 4])],
+        [tensor("y", F, ["n", 3])],
+        [weight("W", (4, 3))],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+        functions=[linear],
+        ir_version=8,
+    )
+    onnx.checker.check_model(model, full_check=True)
+    with unchanged(model):
+        report = compute_macs(model, {"x": (5, 4)})
+    assert report.total == 5 * 4 * 3  # the MatMul inside the function
+    run_ort(model, {"x": np.ones((5, 4), np.float32)})

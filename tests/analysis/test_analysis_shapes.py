@@ -32,8 +32,15 @@ def two_input_model() -> onnx.ModelProto:
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, None, None])
     return make_model(
         nodes,
-        [tensor("ids", TensorProto.INT64, ["batch", "seq"]), tensor("mask", TensorProto.FLOAT, ["batch", "seq"]), image],
-        [tensor("masked", TensorProto.FLOAT, ["batch", "seq"]), tensor("feat", TensorProto.FLOAT, [None] * 4)],
+        [
+            tensor("ids", TensorProto.INT64, ["batch", "seq"]),
+            tensor("mask", TensorProto.FLOAT, ["batch", "seq"]),
+            image,
+        ],
+        [
+            tensor("masked", TensorProto.FLOAT, ["batch", "seq"]),
+            tensor("feat", TensorProto.FLOAT, [None] * 4),
+        ],
         [weight("W", (8, 3, 3, 3))],
     )
 
@@ -104,7 +111,9 @@ def test_bad_input_shapes_raise_input_error(given: dict, message: str) -> None:
 def test_dtypes_constants_and_old_ir_initializer_inputs() -> None:
     """Initializers listed as graph inputs (IR < 4) are weights, not inputs."""
     nodes = [
-        helper.make_node("Constant", [], ["c_half"], value=numpy_helper.from_array(np.ones((2, 3), np.float16))),
+        helper.make_node(
+            "Constant", [], ["c_half"], value=numpy_helper.from_array(np.ones((2, 3), np.float16))
+        ),
         helper.make_node("Constant", [], ["c_ints"], value_ints=[1, 2, 3]),
         helper.make_node("Constant", [], ["c_float"], value_float=0.5),
         helper.make_node("Cast", ["x"], ["x_bf16"], to=TensorProto.BFLOAT16),
@@ -114,8 +123,15 @@ def test_dtypes_constants_and_old_ir_initializer_inputs() -> None:
     q_bias = numpy_helper.from_array(np.zeros((4,), np.int8), "q_bias")
     model = make_model(
         nodes,
-        [tensor("x", TensorProto.FLOAT, [2, 3]), tensor("q", TensorProto.INT8, [4]), tensor("q_bias", TensorProto.INT8, [4])],
-        [tensor(n, TensorProto.UNDEFINED, None) for n in ("c_half", "c_ints", "c_float", "x_bf16", "x_bool", "q_sum")],
+        [
+            tensor("x", TensorProto.FLOAT, [2, 3]),
+            tensor("q", TensorProto.INT8, [4]),
+            tensor("q_bias", TensorProto.INT8, [4]),
+        ],
+        [
+            tensor(n, TensorProto.UNDEFINED, None)
+            for n in ("c_half", "c_ints", "c_float", "x_bf16", "x_bool", "q_sum")
+        ],
         [q_bias, numpy_helper.from_array(np.zeros((5,), np.uint8), "u8")],
         check=False,
     )
@@ -136,7 +152,12 @@ def test_dtypes_constants_and_old_ir_initializer_inputs() -> None:
 def test_subgraph_value_info_is_included() -> None:
     then_graph = helper.make_graph(
         [
-            helper.make_node("Constant", [], ["w_then"], value=numpy_helper.from_array(np.ones((4, 6), np.float32))),
+            helper.make_node(
+                "Constant",
+                [],
+                ["w_then"],
+                value=numpy_helper.from_array(np.ones((4, 6), np.float32)),
+            ),
             helper.make_node("MatMul", ["x", "w_then"], ["y_then"]),
         ],
         "then",
@@ -144,7 +165,10 @@ def test_subgraph_value_info_is_included() -> None:
         [tensor("y_then", TensorProto.FLOAT, None)],
     )
     else_graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y_else"])], "else", [], [tensor("y_else", TensorProto.FLOAT, None)]
+        [helper.make_node("Relu", ["x"], ["y_else"])],
+        "else",
+        [],
+        [tensor("y_else", TensorProto.FLOAT, None)],
     )
     model = make_model(
         [helper.make_node("If", ["cond"], ["y"], then_branch=then_graph, else_branch=else_graph)],
@@ -171,7 +195,12 @@ def test_data_propagation_through_shape_ops() -> None:
         numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
         weight("W", (48, 5)),
     ]
-    model = make_model(nodes, [tensor("x", TensorProto.FLOAT, ["N", 3, 4, 4])], [tensor("y", TensorProto.FLOAT, ["N", 5])], inits)
+    model = make_model(
+        nodes,
+        [tensor("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [tensor("y", TensorProto.FLOAT, ["N", 5])],
+        inits,
+    )
     shapes = resolve_shapes(model, {"x": (6, 3, 4, 4)})
     assert shapes["flat"].shape == (6, 48)
     assert shapes["y"].shape == (6, 5)
@@ -185,7 +214,14 @@ def test_external_data_is_never_read(tmp_path) -> None:
         [weight("W", (64, 32))],
     )
     path = tmp_path / "model.onnx"
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     loaded = onnx.load(path, load_external_data=False)
     (tmp_path / "weights.bin").unlink()  # any attempt to read it would now fail
     assert loaded.graph.initializer[0].data_location == TensorProto.EXTERNAL
