@@ -7,7 +7,7 @@ data has not been loaded (only ``dims``/``data_type`` are read, never bytes).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import onnx
@@ -89,7 +89,7 @@ def is_op(node: NodeProto, op_type: str, domains: frozenset[str] = DEFAULT_DOMAI
     return node.op_type == op_type and node.domain in domains
 
 
-def num_elements(dims: tuple[int, ...] | list[int]) -> int:
+def num_elements(dims: Iterable[int]) -> int:
     return math.prod(int(d) for d in dims)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import onnx
 from onnx import GraphProto, NodeProto
@@ -94,8 +95,11 @@ def output_shape(node: NodeProto, shapes: Mapping[str, TensorInfo], index: int =
     return _shape_of(node.output[index], shapes) if index < len(node.output) else None
 
 
-def attribute(node: NodeProto, name: str, default: object = None) -> object:
-    """The value of a node attribute (ints, floats, strings decoded), or ``default``."""
+def attribute(node: NodeProto, name: str, default: Any = None) -> Any:
+    """The value of a node attribute (ints, floats, strings decoded), or ``default``.
+
+    Typed ``Any`` because the value's type depends on the attribute (as in the ONNX API).
+    """
     for attr in node.attribute:
         if attr.name == name:
             value = onnx.helper.get_attribute_value(attr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -30,7 +30,14 @@ from edgeopt.analysis._graph import (
 )
 from edgeopt.errors import InputError
 
-__all__ = ["DeclaredTensor", "TensorInfo", "model_inputs", "model_outputs", "resolve_shapes"]
+__all__ = [
+    "DeclaredTensor",
+    "TensorInfo",
+    "model_inputs",
+    "model_outputs",
+    "resolve_shapes",
+    "resolve_shapes_with_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +140,23 @@ def _positive_int(value: object) -> int | None:
 
 
 def _as_dims(name: str, shape: object) -> tuple[int, ...]:
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
-        raise InputError(
-            f"the shape given for input '{name}' is not a list of sizes: {shape!r}",
-            "give one positive integer per dimension, e.g. (1, 3, 224, 224)",
-        )
+    """A user-given shape (tuple, list, numpy array) as positive ints, or InputError."""
+    not_a_list = InputError(
+        f"the shape given for input '{name}' is not a list of sizes: {shape!r}",
+        "give one positive integer per dimension, e.g. (1, 3, 224, 224)",
+    )
+    if isinstance(shape, (str, bytes, Mapping)) or not isinstance(shape, Iterable):
+        raise not_a_list
+    try:
+        items = list(shape)
+    except TypeError:  # a 0-d numpy array claims to be iterable
+        raise not_a_list from None
     dims: list[int] = []
-    for d in shape:
+    for d in items:
         value = _positive_int(d)
         if value is None:
             raise InputError(
-                f"the shape given for input '{name}' has an invalid size {d!r}: {tuple(shape)}",
+                f"the shape given for input '{name}' has an invalid size {d!r}: {tuple(items)}",
                 "every size must be a positive integer",
             )
         dims.append(value)

@@ -96,7 +96,7 @@ class GraphSummary(_Frozen):
     macs_trip_count_unknown: bool  # a Loop (or a Scan of unknown length) was counted once
     quantization: QuantizationKind
     quantization_detail: str
-    quantized_node_count: int
+    quantized_node_count: int  # QOperator/integer ops, or ops fed by DequantizeLinear
     external_data: list[ExternalDataFile]
     warnings: list[str]
 

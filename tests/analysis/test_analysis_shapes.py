@@ -66,7 +66,9 @@ def test_default_dim_and_given_shapes() -> None:
         assert shapes["image"].shape == (1, 3, 1, 1)
         assert shapes["feat"].shape == (1, 8, 1, 1)
 
-        shapes = resolve_shapes(model, {"image": (2, 3, 16, 12), "ids": [2, 7]}, default_dim=5)
+        shapes = resolve_shapes(
+            model, {"image": (2, 3, 16, 12), "ids": np.array([2, 7])}, default_dim=5
+        )
     assert shapes["image"].shape == (2, 3, 16, 12)
     assert shapes["feat"] == TensorInfo("feat", (2, 8, 16, 12), "float32")
     # "mask" was not given, but it shares "batch" and "seq" with ids.
