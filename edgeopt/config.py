@@ -7,6 +7,8 @@ models.)
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,6 +20,29 @@ class ParityConfig(BaseModel):
     rtol: float = Field(1e-3, ge=0)
     min_cosine: float = Field(0.9999, ge=-1, le=1)
     seed: int = 0
+
+
+class QuantizeConfig(BaseModel):
+    """int8 quantization settings; None fields mean "the target decides"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["auto", "static", "dynamic", "weights-only", "none"] = "auto"
+    calib: str | None = None
+    eval: str | None = None
+    calib_preprocess: str | None = None  # image folders: size=224x224,mean=...,std=...,layout=NCHW,order=RGB
+    max_calib_samples: int | None = Field(None, ge=1)
+    allow_random_calibration: bool = False
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    min_cosine: float = Field(0.99, ge=-1, le=1)
+    min_top1: float | None = Field(None, ge=0, le=1)
+    force_int8: bool = False
+    activation_type: Literal["u8", "s8"] | None = None
+    weight_type: Literal["s8", "u8"] | None = None
+    per_channel: bool | None = None
+    calibration_method: Literal["minmax", "entropy", "percentile"] | None = None
+    format: Literal["qdq", "qoperator"] | None = None
+    threads: int = Field(1, ge=1)
 
 
 class ConvertConfig(BaseModel):
@@ -34,3 +59,6 @@ class ConvertConfig(BaseModel):
     trust_pickle: bool = False
     keep_failed: bool = False
     parity: ParityConfig = ParityConfig()
+    target: str = "host"
+    targets_dir: str | None = None
+    quantize: QuantizeConfig = QuantizeConfig()

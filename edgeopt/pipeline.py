@@ -39,15 +39,20 @@ from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 FINAL_MODEL = "model.onnx"
 REPORT = "report.json"
-STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "simplify": "simplify.onnx"}
+STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "simplify": "simplify.onnx",
+               "quantize": "quantize.onnx"}
 
 
 class ProgressSink(Protocol):
     def stage_started(self, name: str, description: str) -> None: ...
     def stage_finished(self, name: str, status: str) -> None: ...
+    def stage_note(self, name: str, message: str) -> None: ...
 
 
 class _NoProgress:
+    def stage_note(self, name: str, message: str) -> None:
+        pass
+
     def stage_started(self, name: str, description: str) -> None:
         pass
 
@@ -127,6 +132,7 @@ class _Run:
                 current, reference = self._from_torch(fmt)
             if config.simplify:
                 current = self._simplify(current, reference)
+            current = self._quantize(current)
             result = self._finalize(current)
         except BaseException as exc:
             if isinstance(exc, EdgeoptError) and config.keep_failed and self.work_dir.exists():
@@ -274,6 +280,91 @@ class _Run:
         self._finish(record, started)
         return simplified
 
+    def _quantize(self, current: onnx.ModelProto) -> onnx.ModelProto:
+        from edgeopt.quantize.search import QuantizeOptions, search
+        from edgeopt.targets import load_target
+
+        settings = self.config.quantize
+        if settings.mode == "none":
+            return current
+        if settings.mode == "auto" and not settings.calib and not settings.allow_random_calibration:
+            return current  # exporting only: quantization starts when calibration data is given
+        record, started = self._stage("quantize", "Quantizing to int8")
+        target = load_target(self.config.target, Path(self.config.targets_dir) if self.config.targets_dir else None)
+        specs = resolve_input_specs(OnnxRuntimeRunner(current.SerializeToString(), label="the float model")
+                                    .input_specs(), self._input_shapes(), dict(self.config.input_dtypes))
+        calibration, evaluation, data_details = self._quantization_data(specs, record)
+        record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
+                          "min_top1": settings.min_top1, "force_int8": settings.force_int8}
+        batch = _calibration_batch_size(current)
+        calib_batches = list(calibration.batches(batch)) if calibration is not None else None
+        eval_batches = list(evaluation.batches(batch))
+        timing = next(evaluation.take([0]).batches(1))
+        overrides = {"activation_type": settings.activation_type, "weight_type": settings.weight_type,
+                     "per_channel": settings.per_channel, "calibration": settings.calibration_method,
+                     "format": settings.format}
+        options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
+                                  overrides={k: v for k, v in overrides.items() if v is not None},
+                                  force_int8=settings.force_int8, threads=settings.threads)
+        quantized, outcome = search(
+            current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
+            labels=evaluation.labels, timing_feeds=timing,
+            progress=lambda message: self.progress.stage_note("quantize", message))
+        record.details = {"data": data_details, **outcome.model_dump(mode="json")}
+        record.warnings.extend(outcome.warnings)
+        if quantized is None:
+            record.status = "fallback" if outcome.candidates else "skipped"
+            record.warnings.append(outcome.reason)
+            self._finish(record, started)
+            return current
+        name = STAGE_FILES["quantize"]
+        files = save_onnx(quantized, self.work_dir / name)
+        self.produced.extend(files)
+        record.outputs.append(ModelArtifact.from_file(files[0], ModelFormat.ONNX, opset=default_opset(quantized),
+                                                      produced_by="quantize", external_files=files[1:],
+                                                      parent=self._last_artifact()))
+        self._finish(record, started)
+        return quantized
+
+    def _quantization_data(self, specs: list[InputSpec], record: StageRecord):
+        """(calibration, evaluation, report details) per --calib / --eval / random."""
+        from edgeopt.quantize.calibration import ImagePreprocessing, load_dataset, random_dataset
+
+        settings = self.config.quantize
+        preprocessing = ImagePreprocessing.parse(settings.calib_preprocess) if settings.calib_preprocess else None
+        details: dict[str, Any] = {}
+        calibration = None
+        if settings.calib:
+            calibration = load_dataset(settings.calib, specs, preprocessing=preprocessing,
+                                       max_samples=settings.max_calib_samples)
+        elif settings.allow_random_calibration:
+            calibration = random_dataset(specs, 64, seed=self.config.parity.seed)
+            record.warnings.append("RANDOM CALIBRATION: activation ranges come from random inputs, not real data; "
+                                   "the int8 model's accuracy is unknown. Do not ship it.")
+        if settings.eval:
+            evaluation = load_dataset(settings.eval, specs, preprocessing=preprocessing)
+            details["eval"] = {"source": evaluation.source, "count": evaluation.count, "sha256": evaluation.sha256,
+                               "labels": evaluation.labels is not None}
+        elif calibration is not None and calibration.count >= 10:
+            calibration, evaluation = calibration.split(settings.holdout_fraction, seed=0)
+            details["eval"] = {"source": f"held out from calibration ({settings.holdout_fraction:.0%})",
+                               "count": evaluation.count, "sha256": evaluation.sha256,
+                               "labels": evaluation.labels is not None}
+        elif calibration is not None:
+            evaluation = calibration
+            record.warnings.append(f"only {calibration.count} calibration samples: fidelity is measured on the "
+                                   "calibration data itself (pass --eval DATA for an honest figure)")
+            details["eval"] = {"source": "the calibration data (too few samples to hold out)",
+                               "count": evaluation.count, "sha256": evaluation.sha256}
+        else:
+            evaluation = random_dataset(specs, 16, seed=self.config.parity.seed + 1)
+            details["eval"] = {"source": "random inputs (no --calib/--eval)", "count": evaluation.count}
+        if calibration is not None:
+            details["calibration"] = {"source": calibration.source, "count": calibration.count,
+                                      "sha256": calibration.sha256,
+                                      "random": settings.calib is None}
+        return calibration, evaluation, details
+
     def _last_artifact(self) -> ModelArtifact | None:
         for stage in reversed(self.report.stages):
             if stage.outputs:
@@ -346,6 +437,24 @@ class _Run:
                            outputs=[o.model_dump(mode="json") for o in graph.outputs])
         except EdgeoptError as exc:
             record.warnings.append(f"static summary unavailable: {exc.message}")
+        quantize_stage = self.report.stage("quantize")
+        if quantize_stage is not None:
+            details = quantize_stage.details
+            chosen = next((c for c in details.get("candidates", []) if c["name"] == details.get("chosen")), None)
+            summary["quantization"] = {
+                "shipped": details.get("shipped"), "recipe": details.get("chosen"), "reason": details.get("reason"),
+                "worst_cosine": min((o["cosine_mean"] for o in chosen["fidelity"]["outputs"]), default=None)
+                if chosen and chosen.get("fidelity") else None,
+                "accuracy_float": chosen["fidelity"].get("accuracy_reference") if chosen and chosen.get("fidelity")
+                else None,
+                "accuracy_int8": chosen["fidelity"].get("accuracy_candidate") if chosen and chosen.get("fidelity")
+                else None,
+                "latency_ratio": chosen.get("latency_ratio") if chosen else None,
+                "size_ratio": chosen.get("size_ratio") if chosen else None,
+                "float_nodes": chosen.get("float_nodes") if chosen else [],
+            }
+        else:
+            summary["quantization"] = {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}
         checks = [c for s in self.report.stages for c in s.parity]
         if checks:
             worst_cos = [o.cosine for c in checks for o in c.outputs if o.cosine is not None]
@@ -373,6 +482,18 @@ class _Run:
         report_path = self.out_dir / REPORT
         self.report.write(report_path)
         return ConvertResult(self.report, self.out_dir / FINAL_MODEL, report_path)
+
+
+def _calibration_batch_size(model: onnx.ModelProto) -> int:
+    """Batches of 16 where the batch axis is free; otherwise the fixed batch size."""
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+    return 16
 
 
 def _batch_of(specs: list[InputSpec]) -> int | None:

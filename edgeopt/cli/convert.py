@@ -20,14 +20,21 @@ class _RichProgress:
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
+        self.descriptions: dict[str, str] = {}
 
     def stage_started(self, name: str, description: str) -> None:
+        self.descriptions[name] = description
         self.tasks[name] = self.progress.add_task(description, total=1)
 
     def stage_finished(self, name: str, status: str) -> None:
         task = self.tasks.get(name)
         if task is not None:
-            self.progress.update(task, completed=1, description=f"{self.progress.tasks[task].description} [{status}]")
+            self.progress.update(task, completed=1, description=f"{self.descriptions.get(name, name)} [{status}]")
+
+    def stage_note(self, name: str, message: str) -> None:
+        task = self.tasks.get(name)
+        if task is not None:
+            self.progress.update(task, description=f"{self.descriptions.get(name, name)}: {message}")
 
 
 def convert_command(
@@ -52,14 +59,54 @@ def convert_command(
     parity_rtol: float = typer.Option(1e-3, "--parity-rtol", min=0.0,
                                       help="Tolerance relative to the largest reference value."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep the work folder when a run fails."),
+    quantize: str = typer.Option("auto", "--quantize",
+                                 help="auto|static|dynamic|weights-only|none. auto quantizes when --calib is given, "
+                                      "tries the target's recipes and ships the fastest faithful one."),
+    calib: Path = typer.Option(None, "--calib", help="Calibration data: .npz keyed by input name, a folder of "
+                                                     ".npy/.npz, or a folder of images (with --calib-preprocess)."),
+    eval_data: Path = typer.Option(None, "--eval", help="Evaluation data (same formats; a 'labels' key gives task "
+                                                        "accuracy). Default: hold out 20% of --calib."),
+    calib_preprocess: str = typer.Option(None, "--calib-preprocess",
+                                         help="For image folders: size=224x224,mean=0.485/0.456/0.406,"
+                                              "std=0.229/0.224/0.225,layout=NCHW,order=RGB"),
+    max_calib_samples: int = typer.Option(None, "--max-calib-samples", min=1, help="Use at most N samples."),
+    allow_random_calibration: bool = typer.Option(False, "--allow-random-calibration",
+                                                  help="Calibrate on random inputs (smoke tests only; warns)."),
+    target: str = typer.Option("host", "--target", help="Hardware target (edgeopt targets list)."),
+    targets_dir: Path = typer.Option(None, "--targets-dir", help="Extra folder of target .toml files."),
+    min_cosine: float = typer.Option(0.99, "--min-cosine", help="Fidelity floor: per-output mean cosine to float."),
+    min_top1: float = typer.Option(None, "--min-top1", min=0.0, max=1.0,
+                                   help="Also require this top-1 agreement on classifier-like outputs."),
+    force_int8: bool = typer.Option(False, "--force-int8", help="Ship int8 even when it is not faster on host."),
+    activation_type: str = typer.Option(None, "--activation-type", help="u8|s8 (default: the target decides)."),
+    weight_type: str = typer.Option(None, "--weight-type", help="s8|u8 (default s8)."),
+    per_channel: bool = typer.Option(None, "--per-channel/--per-tensor", help="Weight scales per output channel "
+                                                                              "(default) or per tensor."),
+    calibration_method: str = typer.Option(None, "--calibration-method", help="minmax|entropy|percentile."),
+    quant_format: str = typer.Option(None, "--quant-format", help="qdq|qoperator (default qdq)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads for latency measurement on host."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
 ) -> None:
     """Export MODEL to a clean, parity-checked ONNX model in OUT/model.onnx."""
-    from edgeopt.config import ConvertConfig, ParityConfig
+    from pydantic import ValidationError
+
+    from edgeopt.config import ConvertConfig, ParityConfig, QuantizeConfig
+    from edgeopt.errors import InputError
     from edgeopt.data import parse_input_dtypes, parse_input_shapes
     from edgeopt.pipeline import convert
 
     shapes = parse_input_shapes(input_shape)
+    try:
+        quantize_config = QuantizeConfig(
+            mode=quantize, calib=str(calib) if calib else None, eval=str(eval_data) if eval_data else None,
+            calib_preprocess=calib_preprocess, max_calib_samples=max_calib_samples,
+            allow_random_calibration=allow_random_calibration, min_cosine=min_cosine, min_top1=min_top1,
+            force_int8=force_int8, activation_type=activation_type, weight_type=weight_type, per_channel=per_channel,
+            calibration_method=calibration_method, format=quant_format, threads=threads)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-").replace("mode", "quantize").replace("format", "quant-format")
+        raise InputError(f"bad value for {flag}: {first['msg']}", "see edgeopt convert --help") from None
     config = ConvertConfig(
         source=model,
         output_dir=str(output),
@@ -72,6 +119,9 @@ def convert_command(
         trust_pickle=trust_pickle,
         keep_failed=keep_failed,
         parity=ParityConfig(samples=parity_samples, atol=parity_atol, rtol=parity_rtol),
+        target=target,
+        targets_dir=str(targets_dir) if targets_dir else None,
+        quantize=quantize_config,
     )
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
@@ -106,4 +156,15 @@ def _render(result: Any) -> None:
         f"(gzip {format_bytes(summary.get('gzip_size_bytes'))}), opset {summary.get('opset')}, "
         f"{format_count(summary.get('parameter_count'))} parameters, {format_count(summary.get('macs_total'))} MACs"
     )
+    quant = summary.get("quantization") or {}
+    if quant.get("shipped") == "int8":
+        accuracy = ""
+        if quant.get("accuracy_float") is not None:
+            accuracy = f", accuracy {quant['accuracy_float']:.4f} → {quant['accuracy_int8']:.4f}"
+        latency = f", {quant['latency_ratio']:.2f}x float latency" if quant.get("latency_ratio") else ""
+        kept = f", {len(quant['float_nodes'])} node(s) kept in float" if quant.get("float_nodes") else ""
+        console.print(f"int8: {quant['recipe']} (worst output cosine {quant['worst_cosine']:.4f}{accuracy}{latency}, "
+                      f"{quant['size_ratio']:.2f}x size{kept})")
+    elif report.stage("quantize") is not None:
+        console.print(f"float model shipped: {quant.get('reason')}")
     console.print(f"report: {result.report_path}")

@@ -1,0 +1,250 @@
+"""Choosing the int8 model to ship: candidates, fidelity floor, mixed precision, latency.
+
+For each candidate recipe: quantize, refuse degenerate results (does not load, nothing
+quantized, bigger than the float model), measure fidelity on held-out data, and when it
+is below the floor keep the most sensitive nodes in float, step by step. On the host
+target the surviving candidates and the float model are timed side by side; an int8
+model that is not faster is not shipped unless the user insists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+from pydantic import BaseModel, ConfigDict
+
+from edgeopt.errors import VerificationError
+from edgeopt.quantize.fidelity import Fidelity, measure_fidelity
+from edgeopt.quantize.recipes import QuantizeMode, Recipe, RecipeChoice, candidate_recipes
+from edgeopt.quantize.sensitivity import ensure_node_names, rank_sensitive_nodes
+from edgeopt.runtime.latency import LatencyStats, compare_latency
+from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgeopt.targets import TargetProfile
+
+MAX_MIXED_PRECISION_STEPS = 6
+
+
+class QuantizeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: QuantizeMode = "auto"
+    min_cosine: float = 0.99
+    min_top1: float | None = None
+    overrides: dict[str, Any] = {}
+    force_int8: bool = False
+    measure_latency: bool = True
+    threads: int = 1
+    latency_budget_s: float = 4.0
+
+
+class MixedPrecisionStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    float_nodes: list[str]
+    worst_cosine: float
+    meets_floor: bool
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    recipe: Recipe
+    reason: str
+    status: Literal["ok", "below-floor", "rejected"] = "ok"
+    rejection: str | None = None
+    size_bytes: int | None = None
+    size_ratio: float | None = None
+    quantized_nodes: int | None = None
+    quantizable_nodes: int | None = None
+    float_nodes: list[str] = []
+    mixed_precision: list[MixedPrecisionStep] = []
+    fidelity: Fidelity | None = None
+    latency: LatencyStats | None = None
+    latency_ratio: float | None = None
+
+
+class QuantizeOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: str
+    target: str
+    chosen: str | None = None  # candidate name, None when the float model ships
+    shipped: Literal["int8", "float"] = "float"
+    reason: str = ""
+    candidates: list[Candidate] = []
+    float_latency: LatencyStats | None = None
+    float_size_bytes: int = 0
+    floor: dict[str, float | None] = {}
+    prepare: dict[str, Any] = {}
+    warnings: list[str] = []
+
+
+Batches = list[dict[str, np.ndarray]]
+
+
+def _run_all(model_bytes: bytes, batches: Batches, label: str) -> list[np.ndarray]:
+    runner = OnnxRuntimeRunner(model_bytes, label=label)
+    per_output: list[list[np.ndarray]] = []
+    for batch in batches:
+        outputs = list(runner.run(batch).values())
+        if not per_output:
+            per_output = [[] for _ in outputs]
+        for slot, value in zip(per_output, outputs):
+            slot.append(np.asarray(value) if np.ndim(value) else np.asarray(value).reshape(1))
+    return [np.concatenate(chunks, axis=0) for chunks in per_output]
+
+
+def search(
+    float_model: onnx.ModelProto,
+    *,
+    target: TargetProfile,
+    options: QuantizeOptions,
+    calibration: Batches | None,
+    evaluation: Batches,
+    labels: np.ndarray | None,
+    timing_feeds: dict[str, np.ndarray],
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> tuple[onnx.ModelProto | None, QuantizeOutcome]:
+    """Returns (model to ship or None for "ship the float model", outcome for the report)."""
+    from edgeopt.quantize.prepare import check_quantizable, count_quantized_nodes, lift_constant_weights
+    from edgeopt.quantize.quantizer import quantize
+
+    outcome = QuantizeOutcome(mode=options.mode, target=target.name,
+                              floor={"min_cosine": options.min_cosine, "min_top1": options.min_top1})
+    prepared, lift = lift_constant_weights(ensure_node_names(float_model))
+    outcome.prepare = {"lifted_constants": lift.model_dump(mode="json") if hasattr(lift, "model_dump") else str(lift)}
+    reasons = check_quantizable(prepared)
+    if reasons:
+        outcome.warnings.extend(reasons)
+    float_bytes = prepared.SerializeToString()
+    outcome.float_size_bytes = len(float_bytes)
+    reference = _run_all(float_bytes, evaluation, "float model")
+    output_names = [o.name for o in prepared.graph.output]
+    op_histogram: dict[str, int] = {}
+    for node in prepared.graph.node:
+        op_histogram[node.op_type] = op_histogram.get(node.op_type, 0) + 1
+    choices = candidate_recipes(target, options.mode, has_calibration=bool(calibration),
+                                op_histogram=op_histogram, overrides=options.overrides)
+    quantized_models: dict[str, bytes] = {}
+
+    def evaluate(recipe: Recipe) -> tuple[bytes | None, Fidelity | None, str | None, Any]:
+        try:
+            model = quantize(prepared, recipe, calibration)
+        except VerificationError:
+            raise
+        except Exception as exc:  # the quantizer raises many kinds of errors on odd graphs
+            return None, None, f"quantizer failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", None
+        data = model.SerializeToString()
+        coverage = count_quantized_nodes(prepared, model)
+        if coverage.quantized == 0:
+            return None, None, "no node was quantized (nothing this recipe can quantize in the graph)", coverage
+        try:
+            got = _run_all(data, evaluation, f"int8 model ({recipe.name})")
+        except Exception as exc:
+            return None, None, f"onnxruntime cannot run the int8 model: {getattr(exc, 'message', exc)}", coverage
+        return data, measure_fidelity(output_names, reference, got, labels), None, coverage
+
+    for choice in choices:
+        recipe = choice.recipe
+        progress(f"quantizing: {recipe.name}")
+        candidate = Candidate(name=recipe.name, recipe=recipe, reason=choice.reason)
+        outcome.candidates.append(candidate)
+        data, fidelity, rejection, coverage = evaluate(recipe)
+        if coverage is not None:
+            candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
+        if data is None:
+            candidate.status, candidate.rejection = "rejected", rejection
+            continue
+        meets = fidelity.meets(options.min_cosine, options.min_top1)
+        if not meets and recipe.mode == "static":
+            data, fidelity, recipe = _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation,
+                                                      options, evaluate, progress)
+            meets = fidelity.meets(options.min_cosine, options.min_top1)
+        candidate.fidelity = fidelity
+        candidate.recipe = recipe
+        candidate.float_nodes = list(recipe.nodes_to_exclude)
+        candidate.size_bytes = len(data)
+        candidate.size_ratio = round(len(data) / len(float_bytes), 4)
+        if len(data) > len(float_bytes):
+            candidate.status, candidate.rejection = "rejected", (
+                f"the int8 model is larger than the float model ({len(data)} > {len(float_bytes)} bytes)")
+            continue
+        if not meets:
+            candidate.status = "below-floor"
+            candidate.rejection = (f"fidelity below the floor: worst output cosine {fidelity.worst_cosine:.4f} "
+                                   f"< {options.min_cosine}")
+            continue
+        quantized_models[candidate.name] = data
+
+    passing = [c for c in outcome.candidates if c.status == "ok"]
+    is_host = target.name == "host"
+    if passing and is_host and options.measure_latency:
+        progress("timing float vs int8")
+        stats = compare_latency({"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}},
+                                timing_feeds, threads=options.threads, budget_s=options.latency_budget_s)
+        outcome.float_latency = stats["float"]
+        for c in passing:
+            c.latency = stats[c.name]
+            c.latency_ratio = round(stats[c.name].median_ms / stats["float"].median_ms, 4)
+
+    explicit = options.mode in ("static", "dynamic", "weights-only")
+    if not passing:
+        worst = [c for c in outcome.candidates if c.fidelity is not None]
+        summary = "; ".join(f"{c.name}: {c.rejection}" for c in outcome.candidates) or "no recipe applies"
+        if explicit:
+            raise VerificationError(f"no int8 model meets the fidelity floor ({summary})",
+                                    "lower --min-cosine, add calibration data, or use --quantize auto")
+        outcome.reason = f"kept the float model: no int8 candidate was usable ({summary})"
+        del worst
+        return None, outcome
+    if is_host and options.measure_latency:
+        best = min(passing, key=lambda c: c.latency_ratio or 1e9)
+        if best.latency_ratio is not None and best.latency_ratio >= 1.0 and not (explicit or options.force_int8):
+            outcome.reason = (f"kept the float model: the fastest faithful int8 candidate ({best.name}) runs at "
+                              f"{best.latency_ratio:.2f}x of float on this machine; pass --force-int8 to ship it")
+            return None, outcome
+        outcome.reason = (f"{best.name}: fastest candidate meeting the fidelity floor "
+                          f"({best.latency_ratio:.2f}x float latency, {best.size_ratio:.2f}x size)")
+        if best.latency_ratio is not None and best.latency_ratio >= 1.0:
+            outcome.warnings.append(f"the shipped int8 model is not faster than float ({best.latency_ratio:.2f}x)")
+    else:
+        best = passing[0]
+        outcome.reason = f"{best.name}: first candidate meeting the fidelity floor for target {target.name} " \
+                         f"({best.reason})"
+    outcome.chosen, outcome.shipped = best.name, "int8"
+    model = onnx.ModelProto()
+    model.ParseFromString(quantized_models[best.name])
+    return model, outcome
+
+
+def _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation, options, evaluate, progress):
+    """Keep the nodes that lose the most SQNR in float until the floor is met.
+
+    Returns (model bytes, fidelity, recipe) of the last step tried, or the inputs
+    unchanged when no step could be made."""
+    quant = onnx.ModelProto()
+    quant.ParseFromString(data)
+    ranking = rank_sensitive_nodes(prepared, quant, evaluation[: max(1, min(len(evaluation), 8))])
+    best = (data, fidelity, recipe)
+    count = 1
+    for _ in range(MAX_MIXED_PRECISION_STEPS):
+        if not ranking:
+            break
+        chosen = [name for name, _ in ranking[:count]]
+        progress(f"mixed precision: keeping {len(chosen)} node(s) in float")
+        trial = recipe.excluding(chosen)
+        trial_data, trial_fidelity, _rejection, _coverage = evaluate(trial)
+        if trial_data is None:
+            break
+        meets = trial_fidelity.meets(options.min_cosine, options.min_top1)
+        candidate.mixed_precision.append(MixedPrecisionStep(
+            float_nodes=chosen, worst_cosine=trial_fidelity.worst_cosine, meets_floor=meets))
+        best = (trial_data, trial_fidelity, trial)
+        if meets or count >= len(ranking):
+            break
+        count = min(len(ranking), count * 2)
+    return best
