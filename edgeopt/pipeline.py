@@ -27,7 +27,9 @@ from edgeopt import __version__
 from edgeopt.artifact import ModelArtifact, ModelFormat, sniff_format
 from edgeopt.config import ConvertConfig
 from edgeopt.data import InputSpec, random_inputs, resolve_input_specs
-from edgeopt.errors import EdgeoptError, ModelLoadError, OutputError, UnsupportedFormatError, VerificationError
+from edgeopt.errors import (
+    EdgeoptError, InputError, ModelLoadError, OutputError, UnsupportedFormatError, VerificationError,
+)
 from edgeopt.export.onnx_normalize import (
     MIN_OPSET, check_requested_opset, convert_opset, default_opset, simplify,
 )
@@ -105,6 +107,7 @@ class _Run:
         self.out_dir = Path(config.output_dir)
         self.work_dir: Path | None = None
         self.produced: list[Path] = []  # files in the work dir, named as they will be in OUT
+        self.quantization_data: tuple[Any, Any, dict[str, Any], list[str]] | None = None
 
     # -- stage bookkeeping ------------------------------------------------------------
     def _stage(self, name: str, description: str) -> tuple[StageRecord, float]:
@@ -197,8 +200,9 @@ class _Run:
         specs = resolve_input_specs(runner.input_specs(), self._input_shapes(), dict(self.config.input_dtypes))
         reference = _Reference(specs, lambda feeds: list(runner.run(_cast(feeds, runner)).values()))
         reference.sample(self.config.parity.seed, None)  # the source must run on these inputs
-        record.details = {"opset": default_opset(loaded.model), "inputs": [s.describe() for s in specs],
-                          "external_files": [f.location for f in loaded.external_files]}
+        self._load_quantization_data(_sample_specs(runner.input_specs(), specs), record)
+        record.details.update({"opset": default_opset(loaded.model), "inputs": [s.describe() for s in specs],
+                          "external_files": [f.location for f in loaded.external_files]})
         self.report.source.opset = default_opset(loaded.model)
         self._finish(record, started)
 
@@ -225,9 +229,12 @@ class _Run:
         specs = torch_input_specs(source, self._input_shapes(), dict(self.config.input_dtypes))
         reference = _Reference(specs, lambda feeds: run_torch(source, specs, feeds))
         feeds, outputs = reference.sample(self.config.parity.seed, None)
+        declared = [InputSpec(s.name, ("batch", *s.shape[1:]) if self.config.dynamic_batch and s.shape else s.shape,
+                              s.dtype) for s in specs]
+        self._load_quantization_data(declared, record)
         output_names = output_names_from(run_torch_named(source, specs, feeds))
-        record.details = {"kind": source.description, "inputs": [s.describe() for s in specs],
-                          "outputs": output_names or len(outputs)}
+        record.details.update({"kind": source.description, "inputs": [s.describe() for s in specs],
+                               "outputs": output_names or len(outputs)})
         if weights is not None:
             self.report.source.external_files = [str(weights)]
             record.details["weights"] = ModelArtifact.from_file(weights, ModelFormat.TORCH_PICKLE).model_dump(mode="json")
@@ -287,13 +294,12 @@ class _Run:
         settings = self.config.quantize
         if settings.mode == "none":
             return current
-        if settings.mode == "auto" and not settings.calib and not settings.allow_random_calibration:
+        if self.quantization_data is None:
             return current  # exporting only: quantization starts when calibration data is given
         record, started = self._stage("quantize", "Quantizing to int8")
         target = load_target(self.config.target, Path(self.config.targets_dir) if self.config.targets_dir else None)
-        specs = resolve_input_specs(OnnxRuntimeRunner(current.SerializeToString(), label="the float model")
-                                    .input_specs(), self._input_shapes(), dict(self.config.input_dtypes))
-        calibration, evaluation, data_details = self._quantization_data(specs, record)
+        calibration, evaluation, data_details, data_warnings = self.quantization_data
+        record.warnings.extend(data_warnings)
         record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
                           "min_top1": settings.min_top1, "force_int8": settings.force_int8}
         batch = _calibration_batch_size(current)
@@ -326,11 +332,25 @@ class _Run:
         self._finish(record, started)
         return quantized
 
-    def _quantization_data(self, specs: list[InputSpec], record: StageRecord):
-        """(calibration, evaluation, report details) per --calib / --eval / random."""
+    def _load_quantization_data(self, specs: list[InputSpec], load_record: StageRecord) -> None:
+        """Read and check --calib / --eval against the source's inputs before any
+        conversion work, so bad data fails fast and nothing is written."""
+        settings = self.config.quantize
+        if settings.mode == "none" or (settings.mode == "auto" and not settings.calib
+                                       and not settings.allow_random_calibration):
+            return
+        if settings.mode == "static" and not settings.calib and not settings.allow_random_calibration:
+            raise InputError("--quantize static needs calibration data",
+                             "pass --calib DATA (a .npz keyed by input name), or --quantize dynamic")
+        self.quantization_data = self._quantization_data(specs)
+        load_record.details["quantization_data"] = self.quantization_data[2]
+
+    def _quantization_data(self, specs: list[InputSpec]):
+        """(calibration, evaluation, report details, warnings) per --calib / --eval / random."""
         from edgeopt.quantize.calibration import ImagePreprocessing, load_dataset, random_dataset
 
         settings = self.config.quantize
+        warnings: list[str] = []
         preprocessing = ImagePreprocessing.parse(settings.calib_preprocess) if settings.calib_preprocess else None
         details: dict[str, Any] = {}
         calibration = None
@@ -339,7 +359,7 @@ class _Run:
                                        max_samples=settings.max_calib_samples)
         elif settings.allow_random_calibration:
             calibration = random_dataset(specs, 64, seed=self.config.parity.seed)
-            record.warnings.append("RANDOM CALIBRATION: activation ranges come from random inputs, not real data; "
+            warnings.append("RANDOM CALIBRATION: activation ranges come from random inputs, not real data; "
                                    "the int8 model's accuracy is unknown. Do not ship it.")
         if settings.eval:
             evaluation = load_dataset(settings.eval, specs, preprocessing=preprocessing)
@@ -352,7 +372,7 @@ class _Run:
                                "labels": evaluation.labels is not None}
         elif calibration is not None:
             evaluation = calibration
-            record.warnings.append(f"only {calibration.count} calibration samples: fidelity is measured on the "
+            warnings.append(f"only {calibration.count} calibration samples: fidelity is measured on the "
                                    "calibration data itself (pass --eval DATA for an honest figure)")
             details["eval"] = {"source": "the calibration data (too few samples to hold out)",
                                "count": evaluation.count, "sha256": evaluation.sha256}
@@ -363,7 +383,7 @@ class _Run:
             details["calibration"] = {"source": calibration.source, "count": calibration.count,
                                       "sha256": calibration.sha256,
                                       "random": settings.calib is None}
-        return calibration, evaluation, details
+        return calibration, evaluation, details, warnings
 
     def _last_artifact(self) -> ModelArtifact | None:
         for stage in reversed(self.report.stages):
@@ -482,6 +502,23 @@ class _Run:
         report_path = self.out_dir / REPORT
         self.report.write(report_path)
         return ConvertResult(self.report, self.out_dir / FINAL_MODEL, report_path)
+
+
+def _sample_specs(declared: list[InputSpec], resolved: list[InputSpec]) -> list[InputSpec]:
+    """What data for the model must look like: the user's dims, but a symbolic batch
+    axis stays symbolic so any number of samples fits."""
+    by_name = {s.name: s for s in declared}
+    specs = []
+    for spec in resolved:
+        original = by_name.get(spec.name)
+        if original and original.shape and spec.shape and not isinstance(original.shape[0], int):
+            specs.append(InputSpec(spec.name, (original.shape[0], *spec.shape[1:]), spec.dtype))
+        elif original and original.shape and spec.shape and isinstance(original.shape[0], int) \
+                and original.shape[0] <= 0:
+            specs.append(InputSpec(spec.name, ("batch", *spec.shape[1:]), spec.dtype))
+        else:
+            specs.append(spec)
+    return specs
 
 
 def _calibration_batch_size(model: onnx.ModelProto) -> int:

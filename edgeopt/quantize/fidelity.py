@@ -14,9 +14,20 @@ class OutputFidelity(BaseModel):
     name: str
     cosine_mean: float  # per-sample cosine similarity, averaged
     cosine_min: float
+    # Worst last-axis channel (cosine over all other axes): catches a concatenated output
+    # whose small-scale part (e.g. scores beside boxes) collapsed while the whole looks fine.
+    channel_cosine_min: float | None = None
+    worst_channel: int | None = None
     sqnr_db: float  # signal-to-quantization-noise ratio over the whole output
     max_abs_error: float
     top1_agreement: float | None = None  # classifier-like outputs only
+
+    @property
+    def floor_cosine(self) -> float:
+        """What the fidelity floor is held against."""
+        if self.channel_cosine_min is None:
+            return self.cosine_mean
+        return min(self.cosine_mean, self.channel_cosine_min)
 
 
 class Fidelity(BaseModel):
@@ -29,10 +40,10 @@ class Fidelity(BaseModel):
 
     @property
     def worst_cosine(self) -> float:
-        return min((o.cosine_mean for o in self.outputs), default=1.0)
+        return min((o.floor_cosine for o in self.outputs), default=1.0)
 
     def meets(self, min_cosine: float, min_top1: float | None = None) -> bool:
-        if any(o.cosine_mean < min_cosine for o in self.outputs):
+        if any(o.floor_cosine < min_cosine for o in self.outputs):
             return False
         if min_top1 is not None and any(o.top1_agreement is not None and o.top1_agreement < min_top1
                                         for o in self.outputs):
@@ -49,6 +60,25 @@ def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)
     return np.where(both_zero, 1.0, cosine)
+
+
+def _channel_cosines(ref: np.ndarray, cand: np.ndarray) -> tuple[float | None, int | None]:
+    """Min cosine over last-axis channels that carry signal; (None, None) if not applicable."""
+    if ref.ndim < 2 or ref.shape[-1] < 2 or ref.shape[-1] > 4096:
+        return None, None
+    r = ref.reshape(-1, ref.shape[-1])
+    c = cand.reshape(r.shape)
+    energy = np.sum(r**2, axis=0)
+    # Channels with next to no signal make noisy cosines; judge the ones that matter.
+    meaningful = energy > 1e-6 * float(np.mean(energy)) if np.any(energy > 0) else np.zeros_like(energy, bool)
+    if not np.any(meaningful):
+        return None, None
+    norms = np.sqrt(energy) * np.linalg.norm(c, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, np.sum(r * c, axis=0) / np.where(norms > 0, norms, 1), 0.0)
+    cosine = np.where(meaningful, cosine, np.inf)
+    worst = int(np.argmin(cosine))
+    return float(cosine[worst]), worst
 
 
 def is_classifier_like(array: np.ndarray) -> bool:
@@ -74,11 +104,13 @@ def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray) -> 
         sqnr = -math.inf
     else:
         sqnr = 10 * math.log10(signal / noise)
+    channel_min, worst_channel = _channel_cosines(ref, cand) if finite else (0.0, None)
     top1 = None
     if is_classifier_like(np.asarray(reference)):
         top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
     return OutputFidelity(
         name=name, cosine_mean=float(np.mean(cosine)), cosine_min=float(np.min(cosine)), sqnr_db=sqnr,
+        channel_cosine_min=channel_min, worst_channel=worst_channel,
         max_abs_error=float(np.max(np.abs(ref - cand))) if finite and ref.size else (0.0 if finite else math.inf),
         top1_agreement=top1,
     )

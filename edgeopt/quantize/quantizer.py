@@ -53,8 +53,15 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[d
         CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static,
     )
 
+    # onnxruntime's quantizer rewrites the ModelProto it is given (it moves weights to
+    # external data in its temp folder), so it only ever sees a private copy.
+    private = onnx.ModelProto()
+    private.CopyFrom(model)
+    model = private
     types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    extra = {"MatMulConstBOnly": True, "EnableSubgraph": True}
+    # EnableSubgraph only helps quantize_dynamic: the static QDQ path ignores it and the
+    # QOperator path crashes on subgraphs (onnxruntime 1.32; see quantize/prepare.py).
+    extra = {"MatMulConstBOnly": True}
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         out = Path(tmp) / "quantized.onnx"
         with _quiet():
@@ -62,7 +69,8 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[d
                 quantize_dynamic(
                     model, out, op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
                     per_channel=recipe.per_channel, weight_type=types[recipe.weight_type],
-                    nodes_to_exclude=list(recipe.nodes_to_exclude), extra_options=extra)
+                    nodes_to_exclude=list(recipe.nodes_to_exclude),
+                    extra_options={**extra, "EnableSubgraph": True})
             else:
                 if not calibration_batches:
                     raise InputError("static quantization needs calibration data",
@@ -82,7 +90,18 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[d
                     nodes_to_exclude=list(recipe.nodes_to_exclude), calibrate_method=method,
                     extra_options={**extra, "ActivationSymmetric": False, "WeightSymmetric": True},
                 )
-        return onnx.load(str(out))
+        quantized = onnx.load(str(out))
+    if recipe.mode == "static" and _has_subgraphs(quantized):
+        # The static quantizer leaves If/Loop/Scan bodies float: store their weights as int8 at least.
+        from edgeopt.quantize.prepare import quantize_subgraph_weights
+
+        quantized, _converted = quantize_subgraph_weights(quantized, per_channel=recipe.per_channel)
+    return quantized
+
+
+def _has_subgraphs(model: onnx.ModelProto) -> bool:
+    return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for node in model.graph.node for attr in node.attribute)
 
 
 def quantize_weights_only(model: onnx.ModelProto, *, per_channel: bool = True, weight_type: str = "s8"

@@ -25,6 +25,8 @@ from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from edgeopt.targets import TargetProfile
 
 MAX_MIXED_PRECISION_STEPS = 6
+# Below this latency ratio an int8 model counts as faster; between it and 1.0 is noise.
+FASTER_THAN_FLOAT = 0.95
 
 
 class QuantizeOptions(BaseModel):
@@ -203,13 +205,14 @@ def search(
         return None, outcome
     if is_host and options.measure_latency:
         best = min(passing, key=lambda c: c.latency_ratio or 1e9)
-        if best.latency_ratio is not None and best.latency_ratio >= 1.0 and not (explicit or options.force_int8):
+        if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT and not (
+                explicit or options.force_int8):
             outcome.reason = (f"kept the float model: the fastest faithful int8 candidate ({best.name}) runs at "
                               f"{best.latency_ratio:.2f}x of float on this machine; pass --force-int8 to ship it")
             return None, outcome
         outcome.reason = (f"{best.name}: fastest candidate meeting the fidelity floor "
                           f"({best.latency_ratio:.2f}x float latency, {best.size_ratio:.2f}x size)")
-        if best.latency_ratio is not None and best.latency_ratio >= 1.0:
+        if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT:
             outcome.warnings.append(f"the shipped int8 model is not faster than float ({best.latency_ratio:.2f}x)")
     else:
         best = passing[0]

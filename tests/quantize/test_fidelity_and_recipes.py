@@ -1,0 +1,109 @@
+"""Fidelity metrics and target-driven recipe choice."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgeopt.quantize.fidelity import compare_outputs, measure_fidelity
+from edgeopt.quantize.quantizer import quantize_weights_only
+from edgeopt.quantize.recipes import candidate_recipes, default_static, isa_family
+from edgeopt.targets import TargetProfile
+
+
+def _target(arch: str, features: tuple[str, ...]) -> TargetProfile:
+    return TargetProfile(name="t", display_name="t", kind="cpu", arch=arch, isa_features=features)
+
+
+def test_collapsed_scores_beside_boxes_are_caught():
+    rng = np.random.default_rng(0)
+    reference = np.concatenate([rng.uniform(0, 640, (8, 100, 4)), rng.uniform(0, 1, (8, 100, 3))], axis=-1)
+    collapsed = reference.copy()
+    collapsed[..., 4:] = 0.0  # what a shared int8 scale does to sigmoid scores next to pixel boxes
+    result = compare_outputs("detections", reference, collapsed)
+    assert result.cosine_mean > 0.9999  # the whole-tensor cosine alone would pass this
+    assert result.channel_cosine_min == 0.0 and result.worst_channel == 4
+    assert result.floor_cosine == 0.0
+
+
+def test_metrics_on_known_noise():
+    reference = np.ones((10, 4))
+    candidate = reference + 0.1
+    result = compare_outputs("y", reference, candidate)
+    assert result.max_abs_error == pytest.approx(0.1)
+    assert result.sqnr_db == pytest.approx(10 * math.log10(1 / 0.01))
+    assert result.cosine_mean == pytest.approx(1.0)
+    assert result.top1_agreement is not None  # [N, C] float is classifier-like
+
+
+def test_top1_agreement_and_accuracy():
+    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    candidate = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.1, 0.9]])  # sample 2 flips
+    labels = np.array([0, 1, 0, 0])
+    fidelity = measure_fidelity(["probs"], [reference], [candidate], labels)
+    assert fidelity.outputs[0].top1_agreement == pytest.approx(0.75)
+    assert fidelity.accuracy_reference == pytest.approx(0.75)
+    assert fidelity.accuracy_candidate == pytest.approx(0.5)
+    assert not fidelity.meets(min_cosine=0.5, min_top1=0.99)
+
+
+def test_nan_output_fails():
+    result = compare_outputs("y", np.ones((2, 3)), np.full((2, 3), np.nan))
+    assert result.floor_cosine <= 0 and math.isinf(result.max_abs_error)
+
+
+@pytest.mark.parametrize("arch,features,family,activation,reduce_range", [
+    ("x86_64", ("avx2", "avx512_vnni"), "x86-vnni", "u8", False),
+    ("x86_64", ("avx2",), "x86", "u8", True),
+    ("aarch64", ("asimd", "asimddp"), "arm-dot", "s8", False),
+    ("aarch64", ("asimd",), "arm", "s8", False),
+])
+def test_target_isa_picks_the_default(arch, features, family, activation, reduce_range):
+    target = _target(arch, features)
+    assert isa_family(target) == family
+    choice = default_static(target)
+    assert choice.recipe.activation_type == activation
+    assert choice.recipe.reduce_range is reduce_range
+    assert choice.recipe.format == "qdq" and choice.recipe.per_channel
+    assert choice.reason
+
+
+def test_auto_candidates_and_overrides():
+    target = _target("x86_64", ("avx512_vnni",))
+    cnn = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"Conv": 10, "Gemm": 1})
+    assert [c.recipe.activation_type for c in cnn] == ["u8", "s8"]
+    transformer = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"MatMul": 40, "Softmax": 4})
+    assert transformer[-1].recipe.mode == "dynamic"
+    forced = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"Conv": 1},
+                               overrides={"activation_type": "s8"})
+    assert [c.recipe.activation_type for c in forced] == ["s8"]
+    assert "user overrides" in forced[0].reason
+    assert candidate_recipes(target, "none", has_calibration=True, op_histogram={}) == []
+
+
+def test_weights_only_shrinks_and_stays_close(tmp_path):
+    from conftest import conv_classifier
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 128])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    before = model.SerializeToString()
+    quantized = quantize_weights_only(model)
+    assert model.SerializeToString() == before  # input untouched
+    onnx.checker.check_model(quantized)
+    assert len(quantized.SerializeToString()) < 0.3 * len(before)
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    ref = ort.InferenceSession(before, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert compare_outputs("y", ref, got).floor_cosine > 0.999
+    conv = quantize_weights_only(conv_classifier())
+    assert sum(n.op_type == "DequantizeLinear" for n in conv.graph.node) == 2  # conv and fc weights
