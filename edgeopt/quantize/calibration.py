@@ -470,7 +470,7 @@ def load_dataset(
         arrays, labels = _load_npz(path, specs)
         source = f"{path} (.npz)"
     elif path.suffix.lower() == ".npy":
-        arrays, labels = _load_npy_files([path], specs, max_samples)
+        arrays, labels = _load_npy_files([path], specs, max_samples)[0], None
         source = f"{path} (.npy)"
     else:
         raise InputError(f"data file {path.name} is not an .npz or .npy file", _ACCEPTED_FORMS)
@@ -736,52 +736,47 @@ def _sniff(path: Path, kind: str) -> None:
                      f"save it with numpy ({'np.savez' if kind == '.npz' else 'np.save'})")
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    _sniff(path, ".npz")
+def _np_load(path: Path, kind: str, read):
+    """Run ``read(np.load(fh))`` on an open file we close ourselves (numpy leaks it on a bad zip),
+    turning numpy's refusals into InputErrors."""
+    _sniff(path, kind)
     try:
-        archive = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            return read(np.load(fh, allow_pickle=False))
     except ValueError as exc:
         if "pickle" in str(exc):
             raise _pickle_refused(path) from None
-        raise _corrupt(path, ".npz", exc) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _corrupt(path, ".npz", exc) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InputError(f"{path.name} is a single .npy array, not an .npz archive",
-                         "rename it to .npy, or save an .npz keyed by input name with np.savez")
-    with archive:
-        arrays: dict[str, np.ndarray] = {}
-        for key in archive.files:
-            try:
-                arrays[key] = archive[key]
-            except ValueError as exc:
-                if "pickle" in str(exc):
-                    raise _pickle_refused(path) from None
-                raise _corrupt(path, ".npz", exc) from None
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise _corrupt(path, ".npz", exc) from None
-            if not isinstance(arrays[key], np.ndarray):
-                raise InputError(f"{path.name}: member {key!r} is not a numpy array",
-                                 "save the archive with np.savez / np.savez_compressed")
+        raise _corrupt(path, kind, exc) from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _corrupt(path, kind, exc) from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    def read(archive) -> dict[str, object]:
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(f"{path.name} is a single .npy array, not an .npz archive",
+                             "rename it to .npy, or save an .npz keyed by input name with np.savez")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+
+    arrays = _np_load(path, ".npz", read)
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # numpy hands back raw bytes for non-.npy members
+            raise InputError(f"{path.name}: member {key!r} is not a numpy array",
+                             "save the archive with np.savez / np.savez_compressed")
     if not arrays:
         raise InputError(f"{path.name} holds no arrays", "save one array per model input with np.savez")
     return arrays
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    _sniff(path, ".npy")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise _pickle_refused(path) from None
-        raise _corrupt(path, ".npy", exc) from None
-    except (OSError, EOFError) as exc:
-        raise _corrupt(path, ".npy", exc) from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise InputError(f"{path.name} is an .npz archive, not an .npy array", "rename it to .npz")
-    return array
+    def read(loaded) -> np.ndarray:
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+            raise InputError(f"{path.name} is an .npz archive, not an .npy array", "rename it to .npz")
+        return loaded
+
+    return _np_load(path, ".npy", read)
 
 
 def _split_npz(path: Path, raw: dict[str, np.ndarray], specs: Sequence[InputSpec],
@@ -846,8 +841,8 @@ def _load_folder(path: Path, specs: Sequence[InputSpec], preprocessing: ImagePre
         arrays, labels, used = _load_npz_files(npz, specs, max_samples)
         return arrays, labels, f"{path}/ ({used} .npz file{'s' if used > 1 else ''})"
     if npy:
-        arrays, labels = _load_npy_files(npy, specs, max_samples)
-        return arrays, labels, f"{path}/ ({len(npy)} .npy file{'s' if len(npy) > 1 else ''})"
+        arrays, used = _load_npy_files(npy, specs, max_samples)
+        return arrays, None, f"{path}/ ({used} .npy file{'s' if used > 1 else ''})"
     arrays = _load_images(images, specs, preprocessing, max_samples, path)
     used = min(len(images), max_samples or len(images))
     return arrays, None, f"{path}/ ({used} image{'s' if used > 1 else ''}, {preprocessing.describe()})"
@@ -885,7 +880,7 @@ def _load_npz_files(files: list[Path], specs: Sequence[InputSpec],
 
 
 def _load_npy_files(files: list[Path], specs: Sequence[InputSpec],
-                    max_samples: int | None) -> tuple[dict[str, np.ndarray], None]:
+                    max_samples: int | None) -> tuple[dict[str, np.ndarray], int]:
     if len(specs) != 1:
         raise InputError(
             f".npy data feeds a single input, but the model has {len(specs)} inputs "
@@ -905,7 +900,7 @@ def _load_npy_files(files: list[Path], specs: Sequence[InputSpec],
         total += array.shape[0]
         if max_samples is not None and total >= max_samples:
             break
-    return _concatenate(parts, specs), None
+    return _concatenate(parts, specs), len(parts)
 
 
 def _load_images(files: list[Path], specs: Sequence[InputSpec], preprocessing: ImagePreprocessing | None,

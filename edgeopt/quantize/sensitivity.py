@@ -89,22 +89,35 @@ def rank_sensitive_nodes(
     candidate = OnnxRuntimeRunner(_expose(quant_model, watched), label="int8 model (activations)",
                                   optimization="basic")
     sums: dict[str, list[float]] = {name: [] for name in watched}
+    peaks: dict[str, float] = {}
     for batch in feeds:
         ref_out = reference.run(batch)
         cand_out = candidate.run(batch)
         for name in watched:
             if name in ref_out and name in cand_out:
                 sums[name].append(_sqnr(ref_out[name], cand_out[name]))
+            if name in ref_out and np.size(ref_out[name]):
+                peaks[name] = max(peaks.get(name, 0.0), float(np.max(np.abs(ref_out[name]))))
     sqnr = {name: float(np.mean(values)) for name, values in sums.items() if values}
+    initializers = {t.name for t in float_model.graph.initializer}
     ranking = []
     for node in float_model.graph.node:
         outputs = [o for o in node.output if o in sqnr]
         if not outputs:
             continue
-        inputs = [sqnr.get(i, _CLIP_DB if i in graph_inputs else None) for i in node.input]
-        known_inputs = [v for v in inputs if v is not None]
-        before = min(known_inputs) if known_inputs else _CLIP_DB
+        activations = [i for i in node.input if i and i not in initializers]
+        measured = [sqnr[i] for i in activations if i in sqnr]
+        if activations and not measured and not all(i in graph_inputs for i in activations):
+            continue  # its inputs vanished in the int8 graph (fused away): no fair attribution
+        before = min(measured) if measured else _CLIP_DB
         after = min(sqnr[o] for o in outputs)
-        ranking.append((node.name, round(before - after, 3)))
+        score = before - after
+        if node.op_type == "Concat":
+            # One int8 scale for inputs of very different ranges (boxes beside scores) wipes out
+            # the small ones; whole-tensor SQNR hides that, so rank such joins first.
+            ranges = [peaks[i] for i in activations if peaks.get(i)]
+            if len(ranges) >= 2 and max(ranges) / min(ranges) >= 8:
+                score = max(score, _CLIP_DB + math.log10(max(ranges) / min(ranges)))
+        ranking.append((node.name, round(score, 3)))
     ranking.sort(key=lambda item: -item[1])
     return [item for item in ranking if item[1] > 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -221,6 +222,16 @@ def test_random_dataset():
         random_dataset(specs, 0, seed=0)
 
 
+def test_hand_built_dataset_has_a_free_batch_axis():
+    ds = Dataset.from_arrays({"x": np.arange(5.0)}, np.arange(5), source="mine")
+    assert ds.count == 5 and ds.source == "mine"
+    assert [b["x"].tolist() for b in ds.batches(2)] == [[0, 1], [2, 3], [4]]
+    assert ds.sha256 == content_sha256({"x": np.arange(5.0)}, np.arange(5))
+    assert ds.sha256 != Dataset.from_arrays({"x": np.arange(5.0)}, source="mine").sha256  # labels count
+    with pytest.raises(ValueError):
+        Dataset.from_arrays({"x": np.zeros(3), "y": np.zeros(2)}, source="mismatched")
+
+
 # -- refusals ---------------------------------------------------------------------------------------
 
 
@@ -321,13 +332,13 @@ def test_path_and_folder_refusals(tmp_path: Path):
 
 
 class _Payload:
-    """Unpickling this creates the marker file: proof that code ran."""
+    """Unpickling this creates the marker (a folder): proof that code ran."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
     def __reduce__(self):
-        return (open, (str(self.marker), "w"))
+        return (os.mkdir, (str(self.marker),))
 
 
 def test_pickled_arrays_are_refused_and_never_run(tmp_path: Path):
@@ -422,7 +433,8 @@ def test_image_refusals(tmp_path: Path):
 
 def test_missing_pillow_says_how_to_install(tmp_path: Path):
     folder = tmp_path / "imgs"
-    _solid(folder, "a.png", (1, 2, 3))
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG")  # never decoded: the Pillow import fails first
     code = (
         "import sys\n"
         "class NoPil:\n"

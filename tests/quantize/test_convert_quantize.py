@@ -1,0 +1,255 @@
+"""edgeopt convert with int8 quantization, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import REPO
+from edgeopt.quantize.fidelity import compare_outputs
+from edgeopt.quantize.recipes import isa_family
+from edgeopt.targets import load_target
+
+DIGITS = REPO / "models" / "digits"
+
+
+def _run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _ops(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _quantize_stage(report: dict) -> dict:
+    return next(s for s in report["stages"] if s["name"] == "quantize")
+
+
+def test_digits_int8_keeps_accuracy(cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("convert", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "--eval", DIGITS / "eval.npz",
+                 "--force-int8", "-o", out, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    stage = _quantize_stage(report)
+    details = stage["details"]
+    assert details["shipped"] == "int8" and stage["status"] == "ok"
+    chosen = next(c for c in details["candidates"] if c["name"] == details["chosen"])
+    assert chosen["quantized_nodes"] == chosen["quantizable_nodes"] == 4  # 3 Conv + 1 Gemm
+    assert chosen["size_ratio"] < 0.4
+    fidelity = chosen["fidelity"]
+    assert fidelity["samples"] == 360
+    assert fidelity["outputs"][0]["cosine_mean"] >= 0.99 and fidelity["outputs"][0]["top1_agreement"] >= 0.99
+    assert fidelity["accuracy_candidate"] >= fidelity["accuracy_reference"] - 0.01
+    assert details["data"]["calibration"]["count"] == 200 and details["data"]["eval"]["labels"] is True
+    assert len(details["data"]["calibration"]["sha256"]) == 64
+    assert chosen["latency"]["runs"] >= 15 and chosen["latency_ratio"] > 0
+    family = isa_family(load_target("host"))
+    first = details["candidates"][0]
+    assert first["recipe"]["activation_type"] == ("s8" if family.startswith("arm") else "u8")
+    assert first["reason"]
+    # The shipped file is the int8 model and it really classifies the digits.
+    final = out / "model.onnx"
+    assert _ops(final).get("QuantizeLinear", 0) > 0 and _ops(final).get("DequantizeLinear", 0) > 0
+    with np.load(DIGITS / "eval.npz") as data:
+        (logits,) = _run(final, {"image": data["image"]})
+        accuracy = float(np.mean(logits.argmax(1) == data["labels"]))
+    assert accuracy == pytest.approx(fidelity["accuracy_candidate"])
+    assert report["summary"]["quantization"]["shipped"] == "int8"
+
+
+def test_auto_ships_int8_only_when_measured_faster(cli, tmp_path):
+    result = cli("convert", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "-o", tmp_path / "out",
+                 "--json")
+    assert result.code == 0, result.stderr
+    details = _quantize_stage(json.loads(result.stdout))["details"]
+    ratios = {c["name"]: c["latency_ratio"] for c in details["candidates"] if c["status"] == "ok"}
+    assert ratios, details
+    assert details["data"]["eval"]["source"].startswith("held out")
+    best = min(ratios.values())
+    if details["shipped"] == "int8":
+        assert ratios[details["chosen"]] == best <= 0.95
+    else:
+        assert best > 0.95 and "--force-int8" in details["reason"]
+
+
+def _detector(path: Path) -> Path:
+    """Boxes in pixels (0..320) concatenated with sigmoid class scores (0..1): one int8
+    scale for the concatenation flattens the scores to zero."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="backbone"),
+        helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+        helper.make_node("MatMul", ["hr", "wb"], ["b0"], name="box_head"),
+        helper.make_node("Sigmoid", ["b0"], ["b1"], name="box_sigmoid"),
+        helper.make_node("Mul", ["b1", "image_size"], ["boxes"], name="box_scale"),
+        helper.make_node("MatMul", ["hr", "ws"], ["s0"], name="cls_head"),
+        helper.make_node("Sigmoid", ["s0"], ["scores"], name="cls_sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["detections"], name="concat", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "detector", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["n", 7])],
+        initializer=[weight("w1", (16, 64)), weight("wb", (64, 4)), weight("ws", (64, 3)),
+                     numpy_helper.from_array(np.array(320.0, np.float32), "image_size")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_detector_scores_survive_by_keeping_the_concat_float(cli, tmp_path):
+    model = _detector(tmp_path / "detector.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
+    result = cli("convert", model, "--calib", calib, "--quantize", "static", "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    details = _quantize_stage(json.loads(result.stdout))["details"]
+    chosen = next(c for c in details["candidates"] if c["name"] == details["chosen"])
+    assert "concat" in chosen["float_nodes"]
+    steps = chosen["mixed_precision"]
+    assert steps and steps[-1]["meets_floor"] and not any(s["meets_floor"] for s in steps[:-1])
+    assert chosen["quantized_nodes"] == 3
+    # On fresh data the scores columns of the int8 model still track the float model.
+    x = np.random.default_rng(7).standard_normal((256, 16)).astype(np.float32)
+    (reference,) = _run(model, {"x": x})
+    (got,) = _run(tmp_path / "out" / "model.onnx", {"x": x})
+    for column in range(4, 7):
+        assert compare_outputs("score", reference[:, column:column + 1], got[:, column:column + 1]).cosine_min > 0.95
+    assert compare_outputs("detections", reference, got).floor_cosine >= 0.99
+
+
+def test_weights_in_if_branches_get_quantized(cli, tmp_path):
+    rng = np.random.default_rng(3)
+
+    def branch(name: str) -> onnx.GraphProto:
+        w = numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), f"{name}_w")
+        return helper.make_graph(
+            [helper.make_node("Constant", [], [f"{name}_wc"], value=w),
+             helper.make_node("MatMul", ["h", f"{name}_wc"], [f"{name}_y"], name=f"{name}_matmul")],
+            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["n", 32])])
+
+    w0 = numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), "w0")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["w0c"], value=w0),
+         helper.make_node("MatMul", ["x", "w0c"], ["h"], name="stem"),
+         helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "zero"], ["cond"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else"))],
+        "if_weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])],
+        initializer=[numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    source = tmp_path / "if.onnx"
+    onnx.save(model, str(source))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=rng.standard_normal((40, 32)).astype(np.float32))
+    # --no-simplify: onnxslim would already fold the Constant nodes; here the quantizer's own lifting must.
+    result = cli("convert", source, "--calib", calib, "--quantize", "static", "--no-simplify", "-o", tmp_path / "out",
+                 "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    details = _quantize_stage(report)["details"]
+    chosen = next(c for c in details["candidates"] if c["name"] == details["chosen"])
+    assert chosen["quantized_nodes"] == chosen["quantizable_nodes"] == 3
+    assert details["prepare"]["lifted_constants"]["total_constants"] == 3
+    assert report["final"]["size_bytes"] < 0.5 * source.stat().st_size
+
+
+def test_dynamic_needs_no_calibration(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((128, 256)).astype(np.float32), "w1"),
+                     numpy_helper.from_array(rng.standard_normal((256, 10)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    source = tmp_path / "mlp.onnx"
+    onnx.save(model, str(source))
+    result = cli("convert", source, "--quantize", "dynamic", "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    details = _quantize_stage(json.loads(result.stdout))["details"]
+    assert details["chosen"].startswith("dynamic") and details["shipped"] == "int8"
+    ops = _ops(tmp_path / "out" / "model.onnx")
+    assert ops.get("DynamicQuantizeLinear", 0) >= 1 and ops.get("MatMulInteger", 0) == 2
+
+
+def test_weights_only_shrinks_the_file(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "--quantize", "weights-only", "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    details = _quantize_stage(json.loads(result.stdout))["details"]
+    assert details["shipped"] == "int8" and details["chosen"].startswith("weights-only")
+    assert _ops(tmp_path / "out" / "model.onnx")["DequantizeLinear"] == 2
+
+
+def test_random_calibration_warns_loudly(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "--allow-random-calibration", "--force-int8", "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert any("RANDOM CALIBRATION" in w for w in report["warnings"])
+    assert "RANDOM CALIBRATION" in result.stderr
+    assert _quantize_stage(report)["details"]["data"]["calibration"]["random"] is True
+
+
+def test_static_without_calibration_is_refused(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "--quantize", "static", "-o", tmp_path / "out")
+    assert result.code == 2 and "needs calibration data" in result.stderr
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def _bad(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.npz"
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((8, 3, 8, 8)).astype(np.float32)
+    if kind == "wrong_key":
+        np.savez(path, image=good)
+    elif kind == "wrong_shape":
+        np.savez(path, x=rng.standard_normal((8, 3, 16, 16)).astype(np.float32))
+    elif kind == "wrong_dtype":
+        np.savez(path, x=np.array(["a"] * 8))
+    elif kind == "empty":
+        np.savez(path, x=np.zeros((0, 3, 8, 8), np.float32))
+    elif kind == "nan":
+        good[2, 0, 0, 0] = np.nan
+        np.savez(path, x=good)
+    return path
+
+
+@pytest.mark.parametrize("kind,fragment", [
+    ("wrong_key", "x"), ("wrong_shape", "16"), ("wrong_dtype", "x"), ("empty", "no samples|empty|0 samples"),
+    ("nan", "NaN"),
+])
+def test_bad_calibration_data_is_refused_before_anything_is_written(cli, conv_onnx, tmp_path, kind, fragment):
+    import re
+
+    out = tmp_path / "out"
+    result = cli("convert", conv_onnx, "--calib", _bad(kind, tmp_path), "-o", out)
+    assert result.code == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    assert re.search(fragment, lines[0]), lines[0]
+    assert not (out / "model.onnx").exists() and not list(out.glob(".edgeopt-run-*"))
+
+
+def test_bad_quantize_flag_values(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "--quantize", "int4", "-o", tmp_path / "out")
+    assert result.code == 2 and "--quantize" in result.stderr
+    result = cli("convert", conv_onnx, "--activation-type", "u16", "--calib", "x.npz", "-o", tmp_path / "out")
+    assert result.code == 2 and "--activation-type" in result.stderr
