@@ -200,7 +200,8 @@ class _Run:
         specs = resolve_input_specs(runner.input_specs(), self._input_shapes(), dict(self.config.input_dtypes))
         reference = _Reference(specs, lambda feeds: list(runner.run(_cast(feeds, runner)).values()))
         reference.sample(self.config.parity.seed, None)  # the source must run on these inputs
-        self._load_quantization_data(_sample_specs(runner.input_specs(), specs), record)
+        named = {s.name for s in specs} if None in self._input_shapes() else set(self._input_shapes())
+        self._load_quantization_data(_sample_specs(runner.input_specs(), specs, {n for n in named if n}), record)
         record.details.update({"opset": default_opset(loaded.model), "inputs": [s.describe() for s in specs],
                           "external_files": [f.location for f in loaded.external_files]})
         self.report.source.opset = default_opset(loaded.model)
@@ -504,20 +505,24 @@ class _Run:
         return ConvertResult(self.report, self.out_dir / FINAL_MODEL, report_path)
 
 
-def _sample_specs(declared: list[InputSpec], resolved: list[InputSpec]) -> list[InputSpec]:
-    """What data for the model must look like: the user's dims, but a symbolic batch
-    axis stays symbolic so any number of samples fits."""
+def _sample_specs(declared: list[InputSpec], resolved: list[InputSpec], user_named: set[str]) -> list[InputSpec]:
+    """What data for the model must look like: symbolic dims stay free (any sequence
+    length fits) unless the user fixed them with --input-shape; a symbolic batch axis
+    always stays free, so any number of samples fits."""
     by_name = {s.name: s for s in declared}
     specs = []
     for spec in resolved:
         original = by_name.get(spec.name)
-        if original and original.shape and spec.shape and not isinstance(original.shape[0], int):
-            specs.append(InputSpec(spec.name, (original.shape[0], *spec.shape[1:]), spec.dtype))
-        elif original and original.shape and spec.shape and isinstance(original.shape[0], int) \
-                and original.shape[0] <= 0:
-            specs.append(InputSpec(spec.name, ("batch", *spec.shape[1:]), spec.dtype))
-        else:
+        if original is None or not original.shape or len(original.shape) != len(spec.shape):
             specs.append(spec)
+            continue
+        fixed_by_user = spec.name in user_named
+        dims = [
+            o if (not isinstance(o, int) or o <= 0) and (axis == 0 or not fixed_by_user) else r
+            for axis, (o, r) in enumerate(zip(original.shape, spec.shape))
+        ]
+        specs.append(InputSpec(spec.name, tuple("batch" if d == "?" and axis == 0 else d for axis, d in
+                                                enumerate(dims)), spec.dtype))
     return specs
 
 

@@ -253,3 +253,27 @@ def test_bad_quantize_flag_values(cli, conv_onnx, tmp_path):
     assert result.code == 2 and "--quantize" in result.stderr
     result = cli("convert", conv_onnx, "--activation-type", "u16", "--calib", "x.npz", "-o", tmp_path / "out")
     assert result.code == 2 and "--activation-type" in result.stderr
+
+
+def test_sequence_model_takes_data_of_any_length(cli, tmp_path):
+    """Symbolic dims other than batch (sequence length) accept the data's size."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["emb"], name="embed"),
+         helper.make_node("MatMul", ["emb", "w"], ["h"], name="proj"),
+         helper.make_node("ReduceMean", ["h"], ["pooled"], axes=[1], keepdims=0, name="pool")],
+        "text", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 64])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((100, 64)).astype(np.float32), "table"),
+                     numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    source = tmp_path / "text.onnx"
+    onnx.save(model, str(source))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input_ids=rng.integers(0, 100, (30, 12)).astype(np.int64))
+    result = cli("convert", source, "--calib", calib, "--quantize", "static", "-o", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    details = _quantize_stage(json.loads(result.stdout))["details"]
+    assert details["shipped"] == "int8"
+    assert details["data"]["calibration"]["count"] == 24 and details["data"]["eval"]["count"] == 6
