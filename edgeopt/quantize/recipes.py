@@ -125,6 +125,13 @@ def candidate_recipes(
             choices.append(RecipeChoice(
                 recipe=primary.recipe.model_copy(update={"activation_type": flipped}),
                 reason=f"alternative activation type {flipped} (kept only if measured faster)"))
+        compute = sum(op_histogram.get(op, 0) for op in COMPUTE_OPS)
+        others = sum(op_histogram.values()) - compute
+        if compute and others >= compute and "op_types" not in overrides:
+            # Q/DQ pairs around every Add/Mul/LayerNorm can cost more than int8 GEMMs save.
+            choices.append(RecipeChoice(
+                recipe=primary.recipe.model_copy(update={"op_types": COMPUTE_OPS}),
+                reason="fewer quantized ops: only Conv/MatMul/Gemm, everything between them stays float"))
     recurrent_or_matmul = sum(op_histogram.get(op, 0) for op in ("MatMul", "LSTM", "GRU", "Attention"))
     conv = sum(op_histogram.get(op, 0) for op in ("Conv", "ConvTranspose"))
     if recurrent_or_matmul and (recurrent_or_matmul >= conv or not has_calibration):

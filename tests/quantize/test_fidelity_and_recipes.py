@@ -76,8 +76,10 @@ def test_auto_candidates_and_overrides():
     target = _target("x86_64", ("avx512_vnni",))
     cnn = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"Conv": 10, "Gemm": 1})
     assert [c.recipe.activation_type for c in cnn] == ["u8", "s8"]
-    transformer = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"MatMul": 40, "Softmax": 4})
+    transformer = candidate_recipes(target, "auto", has_calibration=True,
+                                    op_histogram={"MatMul": 40, "Softmax": 4, "Add": 40, "LayerNormalization": 8})
     assert transformer[-1].recipe.mode == "dynamic"
+    assert transformer[2].recipe.op_types == ("Conv", "ConvTranspose", "MatMul", "Gemm")
     forced = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"Conv": 1},
                                overrides={"activation_type": "s8"})
     assert [c.recipe.activation_type for c in forced] == ["s8"]
