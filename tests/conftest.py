@@ -177,3 +177,32 @@ def tiny_module(torch_factory: Path):
         net.bn.running_mean.uniform_(-0.5, 0.5)
         net.bn.running_var.uniform_(0.5, 1.5)
     return net
+
+
+def detector_model(path: Path) -> Path:
+    """Boxes in pixels (0..320) concatenated with sigmoid class scores (0..1): one int8
+    scale for the concatenation flattens the scores to zero."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="backbone"),
+        helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+        helper.make_node("MatMul", ["hr", "wb"], ["b0"], name="box_head"),
+        helper.make_node("Sigmoid", ["b0"], ["b1"], name="box_sigmoid"),
+        helper.make_node("Mul", ["b1", "image_size"], ["boxes"], name="box_scale"),
+        helper.make_node("MatMul", ["hr", "ws"], ["s0"], name="cls_head"),
+        helper.make_node("Sigmoid", ["s0"], ["scores"], name="cls_sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["detections"], name="concat", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "detector", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["n", 7])],
+        initializer=[weight("w1", (16, 64)), weight("wb", (64, 4)), weight("ws", (64, 3)),
+                     numpy_helper.from_array(np.array(320.0, np.float32), "image_size")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path

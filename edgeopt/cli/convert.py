@@ -166,5 +166,5 @@ def _render(result: Any) -> None:
         console.print(f"int8: {quant['recipe']} (worst output cosine {quant['worst_cosine']:.4f}{accuracy}{latency}, "
                       f"{quant['size_ratio']:.2f}x size{kept})")
     elif report.stage("quantize") is not None:
-        console.print(f"float model shipped: {quant.get('reason')}")
+        console.print(f"shipped the float model: {str(quant.get('reason')).removeprefix('kept the float model: ')}")
     console.print(f"report: {result.report_path}")

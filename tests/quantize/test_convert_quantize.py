@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO
+from conftest import REPO, detector_model
 from edgeopt.quantize.fidelity import compare_outputs
 from edgeopt.quantize.recipes import isa_family
 from edgeopt.targets import load_target
@@ -82,37 +82,8 @@ def test_auto_ships_int8_only_when_measured_faster(cli, tmp_path):
         assert best > 0.95 and "--force-int8" in details["reason"]
 
 
-def _detector(path: Path) -> Path:
-    """Boxes in pixels (0..320) concatenated with sigmoid class scores (0..1): one int8
-    scale for the concatenation flattens the scores to zero."""
-    rng = np.random.default_rng(0)
-
-    def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
-
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h"], name="backbone"),
-        helper.make_node("Relu", ["h"], ["hr"], name="relu"),
-        helper.make_node("MatMul", ["hr", "wb"], ["b0"], name="box_head"),
-        helper.make_node("Sigmoid", ["b0"], ["b1"], name="box_sigmoid"),
-        helper.make_node("Mul", ["b1", "image_size"], ["boxes"], name="box_scale"),
-        helper.make_node("MatMul", ["hr", "ws"], ["s0"], name="cls_head"),
-        helper.make_node("Sigmoid", ["s0"], ["scores"], name="cls_sigmoid"),
-        helper.make_node("Concat", ["boxes", "scores"], ["detections"], name="concat", axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "detector", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
-        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["n", 7])],
-        initializer=[weight("w1", (16, 64)), weight("wb", (64, 4)), weight("ws", (64, 3)),
-                     numpy_helper.from_array(np.array(320.0, np.float32), "image_size")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
-    onnx.save(model, str(path))
-    return path
-
-
 def test_detector_scores_survive_by_keeping_the_concat_float(cli, tmp_path):
-    model = _detector(tmp_path / "detector.onnx")
+    model = detector_model(tmp_path / "detector.onnx")
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
     result = cli("convert", model, "--calib", calib, "--quantize", "static", "-o", tmp_path / "out", "--json")

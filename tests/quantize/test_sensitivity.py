@@ -1,0 +1,34 @@
+"""Activation matching ranks the nodes that hurt int8 fidelity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from edgeopt.quantize.quantizer import quantize
+from edgeopt.quantize.recipes import Recipe
+from edgeopt.quantize.sensitivity import ensure_node_names, rank_sensitive_nodes
+from conftest import detector_model
+
+
+def test_concat_of_boxes_and_scores_ranks_first(tmp_path):
+    model = onnx.load(str(detector_model(tmp_path / "det.onnx")))
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.standard_normal((16, 16)).astype(np.float32)} for _ in range(4)]
+    quantized = quantize(model, Recipe(mode="static"), batches)
+    ranking = rank_sensitive_nodes(model, quantized, batches[:2])
+    assert ranking[0][0] == "concat"
+    assert all(score > 0 for _, score in ranking)
+
+
+def test_unnamed_nodes_get_unique_names():
+    from conftest import conv_classifier
+
+    model = conv_classifier()
+    for node in model.graph.node:
+        node.name = ""
+    model.graph.node[1].name = "Conv_0"  # collides with a generated name
+    named = ensure_node_names(model)
+    names = [n.name for n in named.graph.node]
+    assert len(set(names)) == len(names) and all(names)
+    assert all(not n.name for i, n in enumerate(model.graph.node) if i != 1)  # input untouched
