@@ -38,6 +38,35 @@ class PeakThroughput(BaseModel):
     int8: float | None = None
 
 
+class Caches(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    l1d_bytes: int | None = Field(None, gt=0)  # per core
+    l2_bytes: int | None = Field(None, gt=0)  # per cluster or per core, see notes
+    l3_bytes: int | None = Field(None, gt=0)
+
+
+class Accelerator(BaseModel):
+    """An NPU/TPU/DSP beside the CPU: what it runs, how it is reached, what it holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    runtime: Literal["onnxruntime", "tflite", "qnn", "rknn", "vela", "other"]
+    delegate: str  # onnxruntime execution provider or TFLite delegate / compiler
+    requires_full_int8: bool = False
+    dtypes: tuple[str, ...] = ("int8",)
+    peak_ops_per_s: PeakThroughput = PeakThroughput()
+    sram_bytes: int | None = Field(None, gt=0)
+    flash_bytes: int | None = Field(None, gt=0)
+    # ONNX op types (per dtype) that run on the accelerator; anything else falls back to the CPU.
+    supported_ops: dict[str, tuple[str, ...]] = {}
+    # Known shape limits, per op type, as the vendor states them.
+    op_constraints: dict[str, str] = {}
+    partition_switch_us: float | None = Field(None, ge=0)  # cost of each CPU<->accelerator hand-over
+    host_cpu: str | None = None  # name of the target profile of the CPU that drives it
+
+
 class TargetProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +81,12 @@ class TargetProfile(BaseModel):
     ram_bytes: int | None = Field(None, gt=0)
     peak_ops_per_s: PeakThroughput = PeakThroughput()
     memory_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
+    caches: Caches = Caches()
+    sram_bytes: int | None = Field(None, gt=0)  # on-chip memory usable for tensors (MCUs, NPUs)
+    storage: str | None = None
+    # Fraction of peak throughput reached per ONNX op type (roofline efficiency factors).
+    efficiency: dict[str, float] = {}
+    accelerator: Accelerator | None = None
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
     execution_provider: str | None = None
     sources: tuple[str, ...] = ()
