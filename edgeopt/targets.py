@@ -108,12 +108,20 @@ def builtin_targets_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "targets"
 
 
+def user_targets_dir() -> Path:
+    """Where `edgeopt targets calibrate` writes by default (XDG config folder)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "edgeopt" / "targets"
+
+
 def _search_dirs(extra: Path | None) -> list[Path]:
+    """Highest priority first: --targets-dir, EDGEOPT_TARGETS_DIR, the user folder, built-ins."""
     dirs = []
     if extra is not None:
         dirs.append(Path(extra))
     if os.environ.get(TARGETS_DIR_ENV):
         dirs.append(Path(os.environ[TARGETS_DIR_ENV]))
+    dirs.append(user_targets_dir())
     dirs.append(builtin_targets_dir())
     return dirs
 
@@ -172,7 +180,7 @@ def list_targets(extra_dir: Path | None = None) -> list[TargetProfile]:
     found: dict[str, TargetProfile] = {}
     for directory in reversed(_search_dirs(extra_dir)):
         if not directory.is_dir():
-            if directory != builtin_targets_dir():
+            if directory not in (builtin_targets_dir(), user_targets_dir()):
                 raise InputError(f"targets folder not found: {directory}", f"check --targets-dir / {TARGETS_DIR_ENV}")
             continue
         for path in sorted(directory.glob("*.toml")):
@@ -185,6 +193,36 @@ def load_target(name: str, extra_dir: Path | None = None) -> TargetProfile:
     if name not in targets:
         raise InputError(f"unknown target {name!r}", f"known targets: {', '.join(sorted(targets)) or '(none)'}")
     return targets[name]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def target_to_toml(profile: TargetProfile, header: str = "") -> str:
+    """Serialise a profile (nested models as tables; None fields left out)."""
+    data = profile.model_dump(mode="json", exclude={"origin"}, exclude_none=True)
+    lines = [f"# {line}" for line in header.splitlines()] + ([""] if header else [])
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if flat or not table:
+            lines += ["", f"[{name}]"] + [f'"{k}" = {_toml_value(v)}' for k, v in flat.items()]
+        for sub, values in ((k, v) for k, v in table.items() if isinstance(v, dict)):
+            lines += ["", f"[{name}.{sub}]"] + [f'"{k}" = {_toml_value(v)}' for k, v in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 @lru_cache(maxsize=1)

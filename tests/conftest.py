@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests never read or write the user's own calibrated targets (~/.config/edgeopt).
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="edgeopt-tests-config-")
+os.environ.pop("EDGEOPT_TARGETS_DIR", None)
 
 
 @dataclass

@@ -59,3 +59,47 @@ def show_command(
             value = ", ".join(map(str, value)) or "-"
         table.add_row(key, "-" if value is None else str(value))
     out_console().print(table)
+
+
+@app.command("calibrate")
+def calibrate_command(
+    name: str = typer.Argument("host", help="Target to calibrate (this machine: host).", show_default=True),
+    output_dir: Path = typer.Option(None, "--output-dir",
+                                    help="Where to write NAME.toml (default: ~/.config/edgeopt/targets)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Threads for the microbenchmarks (default: all)."),
+    targets_dir: Path = _TARGETS_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print the calibrated profile as JSON on stdout."),
+) -> None:
+    """Measure this machine's peaks (GEMM/conv per dtype, memory bandwidth) into a target file."""
+    from datetime import datetime, timezone
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from edgeopt.cli.output import err_console
+    from edgeopt.errors import InputError
+    from edgeopt.fsutil import ensure_writable_dir, write_text_atomic
+    from edgeopt.runtime.microbench import calibrated_profile, run_microbenchmarks
+    from edgeopt.targets import load_target, target_to_toml, user_targets_dir
+
+    if name != "host":
+        raise InputError(f"only 'host' can be calibrated on this machine (asked for {name!r})",
+                         "calibrating a device over SSH arrives with `--ssh`")
+    base = load_target(name, targets_dir)
+    folder = ensure_writable_dir(output_dir or user_targets_dir())
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
+                  disable=not err_console.is_terminal) as progress:
+        task = progress.add_task("calibrating", total=None)
+        result = run_microbenchmarks(threads, progress=lambda m: progress.update(task, description=f"measuring {m}"))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    profile = calibrated_profile(base, result, when)
+    path = folder / f"{name}.toml"
+    write_text_atomic(path, target_to_toml(profile, f"Calibrated by edgeopt on {when}; rerun "
+                                                    f"`edgeopt targets calibrate {name}` after hardware changes."))
+    data = {**profile.model_dump(mode="json"), "origin": str(path), "microbenchmarks": result.model_dump()}
+    if as_json:
+        print_json(data)
+        return
+    out_console().print(
+        f"wrote {path}: fp32 {profile.peak_ops_per_s.fp32 / 1e9:.1f} GOPS, "
+        f"int8 {(profile.peak_ops_per_s.int8 or 0) / 1e9:.1f} GOPS, "
+        f"memory {profile.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({result.threads} threads)")

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Measure one model's latency and memory with the runtime found on this machine.
+
+Self-contained on purpose: it uses only the standard library, numpy and the runtime
+(onnxruntime, or LiteRT / tflite-runtime for .tflite files), so the same file runs
+locally in a subprocess and, copied over SSH, on a device with nothing else installed.
+It prints one JSON document on stdout; errors are JSON too ({"error": ..., "kind": ...})
+with a non-zero exit code.
+
+    python3 device_runner.py MODEL [--runs 50] [--warmup 5] [--threads 1]
+                             [--inputs inputs.npz] [--save-outputs out.npz] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+RUNNER_VERSION = 1
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident set size of this process (VmHWM), in bytes."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _peak_rss_bytes()
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def device_facts() -> dict:
+    facts: dict = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
+                   "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    # x86 names the CPU in "model name"; ARM boards name the board in "Model"/"Hardware".
+    for key in ("model name", "hardware", "cpu part"):
+        if key in fields:
+            facts["cpu_model"] = fields[key]
+            break
+    if "model" in fields and not fields["model"].isdigit():
+        facts["board"] = fields["model"]
+    features = fields.get("flags") or fields.get("features")
+    if features:
+        facts["cpu_features"] = features.split()
+    meminfo = _read("/proc/meminfo") or ""
+    for line in meminfo.splitlines():
+        if line.startswith(("MemTotal:", "MemAvailable:")):
+            facts[line.split(":")[0].lower() + "_bytes"] = int(line.split()[1]) * 1024
+    governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    if governor:
+        facts["cpu_governor"] = governor
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    if freq and freq.isdigit():
+        facts["cpu_freq_mhz"] = int(freq) / 1000
+    temp = _read("/sys/class/thermal/thermal_zone0/temp")
+    if temp and temp.lstrip("-").isdigit():
+        facts["soc_temp_c"] = int(temp) / 1000
+    try:
+        facts["loadavg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return facts
+
+
+def _random_inputs(np, specs, seed=0):
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, shape, dtype in specs:
+        dims = tuple(d if isinstance(d, int) and d > 0 else 1 for d in shape)
+        if dtype == "bool":
+            feeds[name] = rng.integers(0, 2, size=dims).astype(bool)
+        elif np.issubdtype(np.dtype(dtype), np.integer):
+            feeds[name] = np.asarray(rng.integers(0, 2, size=dims), dtype=dtype)
+        else:
+            feeds[name] = np.asarray(rng.standard_normal(size=dims), dtype=dtype)
+    return feeds
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+              "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool",
+              "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64"}
+
+
+class _OnnxRuntime:
+    def __init__(self, path: str, threads: int, profile: bool):
+        import onnxruntime as ort
+
+        self.ort = ort
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(path)), ".edgeopt-ort-profile")
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.profile = profile
+
+    def runtime(self) -> dict:
+        return {"name": "onnxruntime", "version": self.ort.__version__,
+                "providers": self.ort.get_available_providers()}
+
+    def specs(self):
+        return [(i.name, list(i.shape or []), _ORT_TYPES.get(i.type, "float32")) for i in self.session.get_inputs()]
+
+    def output_names(self):
+        return [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds):
+        return self.session.run(None, feeds)
+
+    def per_op(self) -> list[dict] | None:
+        if not self.profile:
+            return None
+        path = self.session.end_profiling()
+        try:
+            with open(path, encoding="utf-8") as fh:
+                events = json.load(fh)
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        totals: dict[str, dict] = {}
+        for event in events:
+            if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+                continue
+            args = event.get("args", {})
+            node = args.get("node_name") or event["name"][: -len("_kernel_time")]
+            entry = totals.setdefault(node, {"node": node, "op_type": args.get("op_name"), "calls": 0,
+                                             "total_us": 0.0})
+            entry["calls"] += 1
+            entry["total_us"] += float(event.get("dur", 0))
+        return sorted(totals.values(), key=lambda e: -e["total_us"])
+
+
+class _LiteRT:
+    def __init__(self, path: str, threads: int, profile: bool):
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # type: ignore
+            name = "ai-edge-litert"
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter  # type: ignore
+            name = "tflite-runtime"
+        self.name = name
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+
+    def runtime(self) -> dict:
+        return {"name": self.name, "version": None, "providers": ["cpu"]}
+
+    def specs(self):
+        return [(d["name"], list(d["shape"]), str(d["dtype"].__name__)) for d in self.interpreter.get_input_details()]
+
+    def output_names(self):
+        return [d["name"] for d in self.interpreter.get_output_details()]
+
+    def run(self, feeds):
+        for detail in self.interpreter.get_input_details():
+            self.interpreter.set_tensor(detail["index"], feeds[detail["name"]])
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(d["index"]) for d in self.interpreter.get_output_details()]
+
+    def per_op(self):
+        return None
+
+
+def _percentile(values, q):
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    k = (len(ordered) - 1) * q / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def measure(args) -> dict:
+    import numpy as np
+
+    facts_before = device_facts()
+    engine_cls = _LiteRT if args.model.endswith(".tflite") else _OnnxRuntime
+    # Import the runtime before the baseline so the RSS increase is the model's, not the library's.
+    if engine_cls is _OnnxRuntime:
+        import onnxruntime  # noqa: F401
+    rss_before = _current_rss_bytes()
+    start = time.perf_counter()
+    engine = engine_cls(args.model, args.threads, args.profile)
+    load_ms = (time.perf_counter() - start) * 1000
+    if args.inputs:
+        with np.load(args.inputs, allow_pickle=False) as data:
+            feeds = {k: data[k] for k in data.files}
+    else:
+        feeds = _random_inputs(np, engine.specs())
+    start = time.perf_counter()
+    outputs = engine.run(feeds)
+    first_ms = (time.perf_counter() - start) * 1000
+    for _ in range(args.warmup):
+        engine.run(feeds)
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        engine.run(feeds)
+        times.append((time.perf_counter() - start) * 1000)
+    if args.save_outputs:
+        np.savez(args.save_outputs, **dict(zip(engine.output_names(), outputs)))
+    return {
+        "runner_version": RUNNER_VERSION,
+        "model": os.path.basename(args.model),
+        "runtime": engine.runtime(),
+        "threads": args.threads,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "load_ms": load_ms,
+        "first_run_ms": first_ms,
+        "latency_ms": {
+            "p50": _percentile(times, 50), "p90": _percentile(times, 90), "p99": _percentile(times, 99),
+            "mean": statistics.fmean(times), "stdev": statistics.stdev(times) if len(times) > 1 else 0.0,
+            "min": min(times), "max": max(times),
+        },
+        "memory": {"rss_before_load_bytes": rss_before, "peak_rss_bytes": _peak_rss_bytes(),
+                   "peak_rss_increase_bytes": max(0, _peak_rss_bytes() - rss_before)},
+        "per_op": engine.per_op(),
+        "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+        "device": facts_before,
+        "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Measure a model's latency and memory on this machine.")
+    parser.add_argument("model")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--inputs")
+    parser.add_argument("--save-outputs")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        result = measure(args)
+    except MemoryError:
+        print(json.dumps({"error": "out of memory while loading or running the model", "kind": "oom"}))
+        return 3
+    except ImportError as exc:
+        print(json.dumps({"error": f"runtime not installed: {exc}", "kind": "runtime-missing"}))
+        return 3
+    except Exception as exc:  # report everything as JSON; the host side turns it into one line
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "kind": "failed"}))
+        return 3
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

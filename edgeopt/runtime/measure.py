@@ -1,0 +1,140 @@
+"""Measured latency and memory: the device runner in a separate process.
+
+The runner (device_runner.py) is one self-contained file; here it runs on this
+machine in a child process so the toolchain's own memory never pollutes the RSS
+figures. The SSH transport runs the same file on a device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeopt.errors import EdgeoptError, InputError
+
+RUNNER_PATH = Path(__file__).with_name("device_runner.py")
+
+
+class LatencySummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    stdev: float
+    min: float
+    max: float
+
+
+class MemorySummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rss_before_load_bytes: int
+    peak_rss_bytes: int
+    peak_rss_increase_bytes: int
+
+
+class OpTiming(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str  # the runtime's (possibly fused) node name
+    op_type: str | None = None
+    calls: int
+    total_us: float
+    source_nodes: list[str] = []  # the model's node names it maps back to
+
+
+class Measurement(BaseModel):
+    """One runner result, validated: what `profile --measure` reports per device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runner_version: int
+    model: str
+    runtime: dict[str, Any]
+    threads: int
+    runs: int
+    warmup: int
+    load_ms: float
+    first_run_ms: float
+    latency_ms: LatencySummary
+    memory: MemorySummary
+    per_op: list[OpTiming] | None = None
+    inputs: dict[str, Any]
+    device: dict[str, Any]
+    loadavg_after: list[float] | None = None
+
+
+class MeasurementError(EdgeoptError):
+    exit_code = 1
+
+
+def parse_runner_output(stdout: str, where: str) -> Measurement:
+    try:
+        payload = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else None
+    except json.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise MeasurementError(f"the runner on {where} printed no result", "rerun with --debug to see its output")
+    if "error" in payload:
+        kind = payload.get("kind", "failed")
+        hint = {"oom": "the model does not fit in the device's memory",
+                "runtime-missing": "install onnxruntime (or ai-edge-litert / tflite-runtime) on the device"}.get(
+            kind, "check the model on that machine")
+        raise MeasurementError(f"measuring on {where} failed: {payload['error']}", hint)
+    try:
+        return Measurement.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MeasurementError(f"the runner on {where} returned an invalid result ({first['loc']}: {first['msg']})",
+                               "edgeopt and the runner versions may differ") from None
+
+
+def map_op_names(measurement: Measurement, node_names: list[str]) -> None:
+    """Tie the runtime's fused/renamed nodes back to the model's node names."""
+    known = set(node_names)
+    suffixes = ("_nchwc", "_fused", "_token", "_ReorderInput", "_ReorderOutput")
+    for op in measurement.per_op or []:
+        name = op.node
+        if name in known:
+            op.source_nodes = [name]
+            continue
+        for suffix in suffixes:
+            stem = name.split(suffix)[0]
+            if stem in known:
+                op.source_nodes = [stem]
+                break
+
+
+def measure_locally(model_path: Path, *, runs: int = 50, warmup: int = 5, threads: int = 1,
+                    profile_ops: bool = True, inputs: Path | None = None, timeout_s: float = 600) -> Measurement:
+    """Run the device runner here, in a child process with a clean memory baseline."""
+    command = [sys.executable, str(RUNNER_PATH), str(model_path), "--runs", str(runs), "--warmup", str(warmup),
+               "--threads", str(threads)]
+    if profile_ops:
+        command.append("--profile")
+    if inputs is not None:
+        command += ["--inputs", str(inputs)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise MeasurementError(f"measuring {model_path.name} took longer than {timeout_s:.0f} s",
+                               "lower --runs or check the model") from None
+    if done.returncode not in (0, 3):
+        raise MeasurementError(f"the measurement process died (exit {done.returncode}): "
+                               f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}",
+                               "the model may exhaust memory; rerun with --debug")
+    return parse_runner_output(done.stdout, "this machine")
+
+
+def check_runs(runs: int) -> None:
+    if runs < 1:
+        raise InputError("--runs must be at least 1", "e.g. --runs 50")

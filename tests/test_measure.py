@@ -1,0 +1,73 @@
+"""Measurement on this machine: the device runner in a child process, and calibration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from conftest import REPO, conv_classifier
+from edgeopt.runtime.measure import RUNNER_PATH, MeasurementError, map_op_names, measure_locally, parse_runner_output
+from edgeopt.runtime.microbench import calibrated_profile, run_microbenchmarks
+from edgeopt.targets import list_targets, load_target
+
+DIGITS = REPO / "models" / "digits" / "digits_cnn.onnx"
+
+
+def test_measure_digits_gives_plausible_numbers():
+    result = measure_locally(DIGITS, runs=20, warmup=2)
+    latency = result.latency_ms
+    assert 0 < latency.min <= latency.p50 <= latency.p90 <= latency.p99 <= latency.max
+    assert latency.mean > 0 and latency.stdev >= 0
+    assert result.load_ms > 0 and result.first_run_ms > 0
+    assert result.memory.peak_rss_bytes >= result.memory.rss_before_load_bytes > 0
+    assert result.runtime["name"] == "onnxruntime" and result.runs == 20
+    assert result.device["cpu_count"] >= 1
+    assert result.per_op and sum(op.calls for op in result.per_op) >= 20
+    names = [n.name for n in onnx.load(str(DIGITS)).graph.node]
+    map_op_names(result, names)
+    assert any(op.source_nodes for op in result.per_op)
+
+
+def test_runner_is_standalone(tmp_path):
+    """The runner must work with only the standard library, numpy and onnxruntime (it is copied to devices)."""
+    source = RUNNER_PATH.read_text()
+    assert "edgeopt" not in source.split('"""', 2)[2].replace("edgeopt-ort-profile", "")
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_classifier(), str(model))
+    done = subprocess.run([sys.executable, "-I", str(RUNNER_PATH), str(model), "--runs", "3"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == 3
+
+
+def test_runner_errors_become_one_line(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    done = subprocess.run([sys.executable, str(RUNNER_PATH), str(bad)], capture_output=True, text=True)
+    assert done.returncode == 3
+    with pytest.raises(MeasurementError) as info:
+        parse_runner_output(done.stdout, "this machine")
+    assert "measuring on this machine failed" in str(info.value)
+
+
+def test_calibration_writes_a_loadable_target(tmp_path, cli):
+    result = run_microbenchmarks(threads=1, budget_s=0.05)
+    assert result.matmul_fp32_ops_per_s > 1e8 and result.memory_bandwidth_bytes_per_s > 1e8
+    profile = calibrated_profile(load_target("host"), result, "2026-01-01")
+    assert profile.peak_ops_per_s.fp32 == max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
+    assert 0 < profile.efficiency["Conv"] <= 1
+    out = cli("targets", "calibrate", "host", "--output-dir", tmp_path, "--threads", "1", "--json")
+    assert out.code == 0, out.stderr
+    written = {t.name: t for t in list_targets(tmp_path)}["host"]
+    assert written.origin == str(tmp_path / "host.toml")
+    assert written.peak_ops_per_s.fp32 == pytest.approx(json.loads(out.stdout)["peak_ops_per_s"]["fp32"])
+    assert written.memory_bandwidth_bytes_per_s > 0
+
+
+def test_calibrating_another_target_is_refused(cli, tmp_path):
+    out = cli("targets", "calibrate", "rpi4b", "--output-dir", tmp_path)
+    assert out.code == 2 and "only 'host'" in out.stderr
