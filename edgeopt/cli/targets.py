@@ -28,13 +28,21 @@ def list_command(
     if as_json:
         print_json([t.model_dump(mode="json") for t in targets])
         return
-    table = Table(title="Targets", title_justify="left")
-    for column in ("name", "kind", "arch", "cores", "RAM", "runtime", "description"):
-        table.add_column(column)
+    table = Table(title="Targets (edgeopt targets show NAME for details and sources)", title_justify="left")
+    for column in ("name", "kind", "cores", "GHz", "RAM", "fp32 GOPS", "int8 GOPS", "runs on"):
+        table.add_column(column, no_wrap=column != "runs on", overflow="fold", justify="right" if column in ("cores", "GHz") or "GOPS" in column
+                         else "left")
     for t in targets:
-        table.add_row(t.name, t.kind, t.arch, str(t.cores or "-"), format_bytes(t.ram_bytes), t.runtime,
-                      t.display_name)
+        peaks = t.accelerator.peak_ops_per_s if t.accelerator else t.peak_ops_per_s
+        runs_on = (t.accelerator.delegate if t.accelerator else t.execution_provider or t.runtime)
+        runs_on = runs_on.removesuffix("ExecutionProvider") or runs_on
+        table.add_row(t.name, t.kind, str(t.cores or "-"), f"{t.clock_ghz:g}" if t.clock_ghz else "-",
+                      format_bytes(t.ram_bytes), _gops(peaks.fp32), _gops(peaks.int8), runs_on)
     out_console().print(table)
+
+
+def _gops(value: float | None) -> str:
+    return f"{value / 1e9:,.1f}" if value else "-"
 
 
 @app.command("show")
