@@ -42,10 +42,11 @@ def root(
 
 
 def _register() -> None:
-    from edgeopt.cli import convert, inspect, targets
+    from edgeopt.cli import convert, inspect, profile, targets
 
     app.command("inspect")(inspect.inspect_command)
     app.command("convert")(convert.convert_command)
+    app.command("profile")(profile.profile_command)
     app.add_typer(targets.app, name="targets")
 
 

@@ -1,0 +1,716 @@
+"""The static profile of a model on a target: per-node cost, a roofline latency estimate,
+memory fit and accelerator placement, all without running the model.
+
+Per node (main graph, in node order = execution order):
+
+* ``execution_dtype`` and role from :func:`~edgeopt.analysis.placement.analyse_execution`
+  (QDQ-aware: DQ -> Conv/MatMul/... -> Q runs int8, its fused Q/DQ nodes cost 0).
+* ``macs`` from :func:`~edgeopt.analysis.macs.compute_macs`; an If/Loop/Scan node carries
+  the MACs of its body (If: the larger branch; Loop: the body once).
+* bytes read and written from :func:`~edgeopt.analysis.memory.node_traffic`, on the
+  tensors that really exist (the int8 ones inside a fused QDQ group).
+* ``device`` from :func:`~edgeopt.analysis.placement.place_nodes`.
+* time, by the roofline::
+
+      compute_s = 2 * macs / (peak_ops_per_s[dtype] * efficiency)
+      memory_s  = (bytes_read + bytes_written) / memory_bandwidth_bytes_per_s
+      time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
+
+  ``bound`` says which term won ("compute" or "memory"); "none" for nodes that do not
+  run (Constants, fused Q/DQ: time 0, no overhead); "unknown" when the node's cost or
+  the target's figures are unknown. ``efficiency`` is ``target.efficiency[op_type]``,
+  else the entry for the float op a quantized op implements (QLinearConv -> Conv), else
+  ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead,
+  :data:`NODE_OVERHEAD_US` by default, stands for kernel dispatch (argument checks,
+  output allocation, thread-pool wake-up): about 1-5 µs per kernel in onnxruntime on
+  ARM/x86 CPUs.
+
+Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU
+uses ``cpu_target.peak_ops_per_s`` (the target itself unless a separate host-CPU
+profile is passed). A missing figure for the node's dtype falls back to the fp32 peak
+(recorded in ``assumptions``). Both devices use the target's memory bandwidth (the
+schema has no accelerator bandwidth). When a needed peak or the bandwidth is missing
+altogether (``host`` before calibration), every estimate is None and
+``estimate_unavailable_reason`` says what is missing.
+
+Totals: ``latency_ms`` = sum of node times + hand-overs x ``partition_switch_us``;
+nodes whose cost is unknown (custom ops, unknown shapes) are left out and listed in
+``unknown_nodes``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import onnx
+from pydantic import BaseModel, ConfigDict
+
+from edgeopt.analysis._graph import DEFAULT_DOMAINS, inline_functions, op_key
+from edgeopt.analysis.macs import NodeCost, compute_macs, get_op_cost
+from edgeopt.analysis.memory import (
+    MemoryPlan,
+    NodeTraffic,
+    liveness_plan,
+    node_traffic,
+)
+from edgeopt.analysis.placement import (
+    ExecutionPlan,
+    NodeExecution,
+    Placement,
+    analyse_execution,
+    base_op_type,
+    place_nodes,
+)
+from edgeopt.analysis.shapes import DeclaredTensor, model_inputs, resolve_shapes_with_error
+from edgeopt.errors import InputError
+from edgeopt.targets import PeakThroughput, TargetProfile
+
+__all__ = [
+    "NODE_OVERHEAD_US",
+    "FitCheck",
+    "NodeProfile",
+    "StaticProfile",
+    "static_profile",
+]
+
+NODE_OVERHEAD_US = 2.0
+"""Fixed cost added to every node that runs as its own kernel (µs); see the module doc."""
+
+Bound = Literal["compute", "memory", "unknown", "none"]
+TopKey = Literal["time_us", "macs", "bytes"]
+
+# Default-domain ops that do real arithmetic but have no MAC cost function: unknown.
+_UNCOSTED_DEFAULT_OPS = frozenset({"Attention", "DeformConv", "DFT", "STFT"})
+# com.microsoft ops without a MAC cost function that are elementwise/normalisation
+# (memory-bound, costed by bytes). Other contrib ops without a cost function are unknown.
+_MEMORY_BOUND_CONTRIB_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConcat",
+        "QLinearSoftmax",
+        "QLinearWhere",
+        "QLinearReduceMean",
+        "Gelu",
+        "FastGelu",
+        "BiasGelu",
+        "QuickGelu",
+        "BiasAdd",
+        "SkipLayerNormalization",
+        "SimplifiedLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "NhwcMaxPool",
+    }
+)
+_BATCH_NAMES = frozenset({"n", "b", "bs", "?"})
+_NOT_BATCH_WORDS = ("seq", "len", "time", "step", "token", "frame")
+_PEAK_KEYS = ("fp32", "fp16", "int8")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeProfile(_Frozen):
+    """One main-graph node. Times in µs; None when unknown (see ``cost_unknown_reason``)."""
+
+    index: int
+    name: str
+    op_type: str
+    domain: str
+    role: Literal["compute", "qdq", "fused_qdq", "constant"]
+    fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
+    device: Literal["cpu", "accelerator"]
+    execution_dtype: str | None  # "fp32", "fp16", "int8", ... ("int64" for shape arithmetic)
+    macs: int | None
+    weight_bytes_read: int
+    activation_bytes_read: int
+    bytes_read: int
+    bytes_written: int
+    unknown_size_tensors: list[str]  # counted as 0 bytes above
+    compute_time_us: float | None
+    memory_time_us: float | None
+    overhead_us: float
+    time_us: float | None
+    bound: Bound
+    peak_ops_per_s: float | None  # the peak the compute time used
+    efficiency: float | None
+    cost_unknown_reason: str | None
+
+    @property
+    def bytes_total(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+
+class FitCheck(_Frozen):
+    """``required_bytes`` of ``contents`` against a memory; ``fits`` None if its size is unknown."""
+
+    memory: Literal["ram", "sram", "accelerator_sram", "flash"]
+    contents: str
+    required_bytes: int
+    available_bytes: int | None
+    fits: bool | None
+
+
+class StaticProfile(_Frozen):
+    """Static cost of a model on a target; ``model_dump(mode="json")`` gives plain JSON."""
+
+    target: str
+    target_kind: str
+    accelerator: str | None
+    input_shapes: dict[str, list[int]]  # the concrete shapes everything was computed for
+    node_overhead_us: float
+    nodes: list[NodeProfile]
+    # latency
+    latency_ms: float | None
+    nodes_latency_ms: float | None
+    switch_latency_ms: float | None
+    latency_by_device_ms: dict[str, float]
+    estimate_unavailable_reason: str | None
+    # work and memory
+    macs_total: int
+    memory_traffic_bytes: int
+    weight_bytes: int
+    weight_bytes_by_dtype: dict[str, int]
+    peak_activation_bytes: int
+    peak_activation_node: str | None
+    peak_activation_is_lower_bound: bool
+    fits: list[FitCheck]
+    fits_all: bool | None  # None when no memory size is known
+    # nodes whose cost could not be computed (left out of latency_ms and macs_total)
+    unknown_nodes: list[str]
+    unknown_node_count: int
+    # accelerator placement (0 partitions without an accelerator)
+    partitions: int
+    handovers: int
+    accelerator_node_count: int
+    cpu_node_count: int
+    cpu_fallback: dict[str, str]  # node -> why it is not on the accelerator
+    full_int8: bool
+    full_int8_required: bool
+    full_int8_offenders: list[str]
+    assumptions: list[str]
+    warnings: list[str]
+
+    def top_nodes(self, n: int = 10, by: TopKey | None = None) -> list[NodeProfile]:
+        """The ``n`` heaviest nodes, by estimated time (or MACs when there is no estimate),
+        MACs or bytes moved; nodes with nothing to show are left out."""
+        key: TopKey = by or ("time_us" if self.latency_ms is not None else "macs")
+
+        def value(node: NodeProfile) -> float:
+            if key == "time_us":
+                return node.time_us or 0.0
+            if key == "macs":
+                return float(node.macs or 0)
+            return float(node.bytes_total)
+
+        ranked = sorted((node for node in self.nodes if value(node) > 0), key=lambda x: -value(x))
+        return ranked[: max(n, 0)]
+
+    def node(self, name: str) -> NodeProfile:
+        """The row of the node called ``name`` (KeyError if there is none)."""
+        for row in self.nodes:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+
+# ------------------------------------------------------------------- input shapes
+
+
+def _dims_of(value: object) -> tuple[int, ...] | None:
+    try:
+        return tuple(operator.index(d) for d in value)  # type: ignore[attr-defined]
+    except TypeError:
+        return None
+
+
+def _is_batch(dim: str, axis: int, declared: DeclaredTensor, inner_names: set[str]) -> bool:
+    """A leading symbolic dim that looks like a batch: defaults to 1."""
+    if axis != 0 or declared.shape is None:
+        return False
+    lowered = dim.lower()
+    if "batch" in lowered:
+        return True
+    if any(word in lowered for word in _NOT_BATCH_WORDS):
+        return False
+    return len(declared.shape) >= 2 and (lowered in _BATCH_NAMES or dim not in inner_names)
+
+
+def _complete_input_shapes(
+    model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None
+) -> tuple[dict[str, Sequence[int]], list[str]]:
+    """Concrete shapes for every input with symbolic dims, or InputError naming what is missing.
+
+    Dims take their size from ``input_shapes``, from another given input sharing the
+    dim name, or (a leading batch dim only) 1.
+    """
+    declared = [
+        t for t in model_inputs(model)
+        if not (t.dtype or "").startswith(("sequence", "optional", "map"))  # no shape to set
+    ]
+    given: dict[str, Sequence[int]] = {}
+    for name, dims in (input_shapes or {}).items():
+        if name is None:  # an unnamed --input-shape: only for a single-input model
+            if len(declared) != 1:
+                raise InputError(
+                    f"a shape without an input name is ambiguous: the model has {len(declared)} "
+                    f"inputs ({', '.join(t.name for t in declared) or 'none'})",
+                    "name the input: --input-shape NAME=DIMS",
+                )
+            name = declared[0].name
+        given[name] = dims
+
+    by_name = {t.name: t for t in declared}
+    params: dict[str, int] = {}
+    for name, dims in given.items():
+        decl = by_name.get(name)
+        values = _dims_of(dims)
+        if decl is None or decl.shape is None or values is None or len(values) != len(decl.shape):
+            continue  # resolve_shapes reports bad names and shapes
+        for d, v in zip(decl.shape, values, strict=True):
+            if isinstance(d, str) and d != "?":
+                params.setdefault(d, v)
+    inner = {d for t in declared if t.shape for d in t.shape[1:] if isinstance(d, str)}
+
+    complete: dict[str, Sequence[int]] = dict(given)
+    assumptions: list[str] = []
+    missing: list[tuple[str, str]] = []  # (what is missing, the flag that fixes it)
+    for decl in declared:
+        if decl.name in given:
+            continue
+        if decl.shape is None:
+            missing.append((f"input '{decl.name}' has no declared shape", f"{decl.name}=DIMxDIM..."))
+            continue
+        if all(isinstance(d, int) for d in decl.shape):
+            continue
+        dims: list[int] = []
+        needed: list[str] = []
+        symbolic: list[str] = []
+        example: list[str] = []
+        for axis, d in enumerate(decl.shape):
+            if isinstance(d, int):
+                dims.append(d)
+                example.append(str(d))
+                continue
+            label = d if d != "?" else f"dim {axis} (unnamed)"
+            symbolic.append(label)
+            if d != "?" and d in params:
+                dims.append(params[d])
+                example.append(str(params[d]))
+            elif _is_batch(d, axis, decl, inner):
+                dims.append(1)
+                example.append("1")
+                if d != "?":
+                    params[d] = 1
+                shown = f"leading dim '{d}'" if d != "?" else "unnamed leading dim"
+                assumptions.append(
+                    f"input '{decl.name}': {shown} taken as the batch size, set to 1 "
+                    "(pass --input-shape to choose another)"
+                )
+            else:
+                needed.append(label)
+                example.append(f"<{d if d != '?' else f'dim{axis}'}>")
+        if needed:
+            what = f"input '{decl.name}' has symbolic dims {', '.join(symbolic)}"
+            missing.append((what, f"{decl.name}={'x'.join(example)}"))
+        else:
+            complete[decl.name] = dims
+
+    if missing:
+        flags = " ".join(f"--input-shape {flag}" for _, flag in missing)
+        raise InputError(
+            "the model has dynamic input dims without sizes: " + "; ".join(m for m, _ in missing),
+            f"pass {flags}; a leading batch dim defaults to 1",
+        )
+    return complete, assumptions
+
+
+# ---------------------------------------------------------------------- node costs
+
+
+def _op_known(op_type: str, domain: str) -> bool:
+    if get_op_cost(op_type, domain) is not None:
+        return True
+    if domain in DEFAULT_DOMAINS:
+        return op_type not in _UNCOSTED_DEFAULT_OPS and onnx.defs.has(op_type)
+    return domain == "com.microsoft" and op_type in _MEMORY_BOUND_CONTRIB_OPS
+
+
+def _split_rows(rows: Sequence[NodeCost]) -> list[tuple[NodeCost, list[NodeCost]]]:
+    """compute_macs rows grouped per main-graph node: (its row, its subgraph rows)."""
+    grouped: list[tuple[NodeCost, list[NodeCost]]] = []
+    for row in rows:
+        if not row.subgraph_path:
+            grouped.append((row, []))
+        elif grouped:
+            grouped[-1][1].append(row)
+    return grouped
+
+
+def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str | None]:
+    """(MACs, why unknown) of a main-graph node, its subgraph bodies included."""
+    key = op_key(own.op_type, own.domain)
+    if not _op_known(own.op_type, own.domain):
+        return None, f"no cost model for op {key}"
+    if own.macs is None:
+        return None, f"shapes needed for the MACs of {key} are unknown"
+    total = own.macs
+    unknown = [
+        r.qualified_name
+        for r in body
+        if r.weight and (r.macs is None or not _op_known(r.op_type, r.domain))
+    ]
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        return None, f"its subgraph has nodes of unknown cost: {shown}"
+    return total + sum(r.macs * r.weight for r in body if r.macs), None
+
+
+def _peak_for(peaks: PeakThroughput, dtype: str | None) -> tuple[float | None, bool]:
+    """(peak ops/s, True if the fp32 figure stood in for the dtype's)."""
+    if dtype in _PEAK_KEYS:
+        value = getattr(peaks, dtype)
+        if value:
+            return value, False
+    return (peaks.fp32, True) if peaks.fp32 else (None, False)
+
+
+def _efficiency(profile: TargetProfile, op_type: str) -> float | None:
+    for key in (op_type, base_op_type(op_type), "default"):
+        value = profile.efficiency.get(key)
+        if value is not None and value > 0:
+            return value
+    return None
+
+
+def _fits(
+    target: TargetProfile, weights: int, peak: int
+) -> list[FitCheck]:
+    both = "weights + peak activations"
+
+    def check(memory: str, contents: str, required: int, available: int | None) -> FitCheck:
+        fits = None if available is None else required <= available
+        return FitCheck(
+            memory=memory, contents=contents, required_bytes=required,  # type: ignore[arg-type]
+            available_bytes=available, fits=fits,
+        )
+
+    acc = target.accelerator
+    checks: list[FitCheck] = []
+    if target.kind != "mcu" or target.ram_bytes is not None:
+        checks.append(check("ram", both, weights + peak, target.ram_bytes))
+    if target.kind == "mcu":
+        # Weights stay in flash (read in place), activations live in SRAM.
+        checks.append(check("sram", "peak activations", peak, target.sram_bytes))
+        checks.append(check("flash", "weights", weights, acc.flash_bytes if acc else None))
+    else:
+        if target.sram_bytes is not None:
+            checks.append(check("sram", both, weights + peak, target.sram_bytes))
+        if acc is not None and acc.flash_bytes is not None:
+            checks.append(check("flash", "weights", weights, acc.flash_bytes))
+    if acc is not None and acc.sram_bytes is not None:
+        checks.append(check("accelerator_sram", both, weights + peak, acc.sram_bytes))
+    return checks
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """What prices a node on one device: its peaks, the bandwidth, the efficiency table."""
+
+    label: str
+    peaks: PeakThroughput
+    bandwidth: float | None
+    owner: TargetProfile  # whose ``efficiency`` applies
+
+    def missing(self, macs: int | None, dtype: str | None) -> list[str]:
+        """What this device lacks to price a node with ``macs`` MACs in ``dtype``."""
+        texts = []
+        if self.bandwidth is None:
+            texts.append(f"target '{self.owner.name}' states no memory_bandwidth_bytes_per_s")
+        if macs and _peak_for(self.peaks, dtype)[0] is None:
+            wanted = "fp32" if dtype in ("fp32", None) else f"{dtype} nor fp32"
+            texts.append(f"{self.label} states no peak_ops_per_s ({wanted})")
+        return texts
+
+
+def _node_facts(
+    row: NodeExecution,
+    traffic: NodeTraffic,
+    macs_rows: tuple[NodeCost, list[NodeCost]] | None,
+    device: str,
+    names: Mapping[int, str],
+) -> dict[str, Any]:
+    """The NodeProfile fields that do not depend on the target's figures."""
+    facts: dict[str, Any] = {
+        "index": row.index,
+        "name": row.name,
+        "op_type": row.op_type,
+        "domain": row.domain,
+        "role": row.role,
+        "fused_into": (
+            names.get(row.attached_to)
+            if row.role == "fused_qdq" and row.attached_to is not None
+            else None
+        ),
+        "device": device,
+        "execution_dtype": row.dtype,
+        "unknown_size_tensors": [],
+        "cost_unknown_reason": None,
+    }
+    if not row.runs_alone:  # Constant / fused Q/DQ: no kernel of their own
+        facts.update(macs=0, weight_bytes_read=0, activation_bytes_read=0, bytes_read=0, bytes_written=0)
+        return facts
+    macs, reason = (None, "no MAC count") if macs_rows is None else _node_macs(*macs_rows)
+    if reason is None and not traffic.known:
+        unknown = list(traffic.unknown_tensors)
+        reason = f"size of {_plural(len(unknown), 'tensor')} unknown: {_names(unknown, 3)}"
+    facts.update(
+        macs=macs,
+        weight_bytes_read=traffic.weight_bytes_read,
+        activation_bytes_read=traffic.activation_bytes_read,
+        bytes_read=traffic.bytes_read,
+        bytes_written=traffic.bytes_written,
+        unknown_size_tensors=list(traffic.unknown_tensors),
+        cost_unknown_reason=reason,
+    )
+    return facts
+
+
+def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> dict[str, Any]:
+    """Time fields of a node whose cost and figures are known (see the module doc)."""
+    macs = facts["macs"] or 0
+    compute_s = 0.0
+    peak: float | None = None
+    fell_back = False
+    efficiency = _efficiency(fig.owner, facts["op_type"]) if macs else None
+    if macs:
+        peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
+        assert peak is not None  # checked before pricing
+        compute_s = 2 * macs / (peak * (efficiency or 1.0))
+    assert fig.bandwidth is not None  # checked before pricing
+    memory_s = (facts["bytes_read"] + facts["bytes_written"]) / fig.bandwidth
+    return {
+        "compute_time_us": compute_s * 1e6,
+        "memory_time_us": memory_s * 1e6,
+        "overhead_us": overhead_us,
+        "time_us": max(compute_s, memory_s) * 1e6 + overhead_us,
+        "bound": "compute" if macs and compute_s >= memory_s else "memory",
+        "peak_ops_per_s": peak,
+        "efficiency": efficiency,
+        "peak_fallback": fell_back,
+    }
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# ------------------------------------------------------------------------ profile
+
+
+def static_profile(
+    model: onnx.ModelProto,
+    target: TargetProfile,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    cpu_target: TargetProfile | None = None,
+    node_overhead_us: float = NODE_OVERHEAD_US,
+) -> StaticProfile:
+    """Profile ``model`` on ``target`` statically (see the module doc for the cost model).
+
+    ``input_shapes`` sets the sizes of symbolic input dims; a leading batch dim left
+    unset is 1 (recorded in ``assumptions``), any other unset symbolic dim raises
+    :class:`~edgeopt.errors.InputError` naming the inputs and dims. A None key (an
+    unnamed ``--input-shape`` from :func:`edgeopt.data.parse_input_shapes`) stands for
+    the only input of a single-input model. ``cpu_target`` is
+    the profile whose peaks, bandwidth and efficiency cost the nodes that run on the
+    CPU (for an accelerator target whose ``host_cpu`` names another profile); default:
+    ``target`` itself. The model is not mutated and external data is not read.
+    """
+    analysed = inline_functions(model)
+    complete, assumptions = _complete_input_shapes(analysed, input_shapes)
+    shapes, inference_error = resolve_shapes_with_error(analysed, complete)
+    macs_report = compute_macs(analysed, shapes=shapes)
+    execution: ExecutionPlan = analyse_execution(analysed, shapes)
+    placement: Placement = place_nodes(analysed, target, execution=execution)
+    traffic: list[NodeTraffic] = node_traffic(analysed, shapes, aliases=execution.aliases)
+    plan: MemoryPlan = liveness_plan(analysed, shapes, aliases=execution.aliases)
+    grouped = _split_rows(macs_report.rows)
+    cpu_profile = cpu_target or target
+    acc = target.accelerator
+    warnings: list[str] = []
+    if inference_error:
+        warnings.append(f"ONNX shape inference failed, shapes are partial: {inference_error}")
+    if macs_report.trip_count_unknown:
+        warnings.append("a loop's trip count is unknown: its body's MACs are counted once")
+
+    # -- per node: MACs, bytes, and why the cost is unknown if it is
+    names = {row.index: row.name for row in execution.nodes}
+    rows = [
+        _node_facts(row, traffic[row.index], grouped[row.index] if row.index < len(grouped) else None,
+                    placement.devices[row.index], names)
+        for row in execution.nodes
+    ]
+
+    # -- can the target's figures price every costed node?
+    cpu_figures = _Figures(f"target '{cpu_profile.name}'", cpu_profile.peak_ops_per_s,
+                           cpu_profile.memory_bandwidth_bytes_per_s, cpu_profile)
+    acc_figures = (
+        _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
+                 target.memory_bandwidth_bytes_per_s, target)
+        if acc is not None
+        else cpu_figures
+    )
+    figures = {"cpu": cpu_figures, "accelerator": acc_figures}
+    missing: list[str] = []
+    for facts in rows:
+        if facts["role"] not in ("compute", "qdq") or facts["cost_unknown_reason"]:
+            continue
+        fig = figures[facts["device"]]
+        for text in fig.missing(facts["macs"], facts["execution_dtype"]):
+            if text not in missing:
+                missing.append(text)
+    unavailable: str | None = None
+    if missing:
+        unavailable = (
+            "; ".join(missing)
+            + ": latency cannot be estimated (add the figures to the target profile"
+            + (", or measure them on the device" if target.name == "host" else "")
+            + ")"
+        )
+
+    # -- roofline per node
+    fallback_nodes: dict[str, int] = {}
+    no_efficiency: set[str] = set()
+    nodes: list[NodeProfile] = []
+    for facts in rows:
+        times: dict = {"compute_time_us": None, "memory_time_us": None, "overhead_us": 0.0,
+                       "time_us": None, "bound": "unknown", "peak_ops_per_s": None, "efficiency": None}
+        if facts["role"] in ("constant", "fused_qdq"):
+            times.update(compute_time_us=0.0, memory_time_us=0.0, time_us=0.0, bound="none")
+        elif facts["cost_unknown_reason"] is None and unavailable is None:
+            fig = figures[facts["device"]]
+            times = _roofline(facts, fig, node_overhead_us)
+            if times.pop("peak_fallback"):
+                key = f"{fig.label}: no {facts['execution_dtype']} peak, the fp32 peak is used"
+                fallback_nodes[key] = fallback_nodes.get(key, 0) + 1
+            if facts["macs"] and times["efficiency"] is None:
+                no_efficiency.add(facts["op_type"])
+                times["efficiency"] = 1.0
+        nodes.append(NodeProfile(**facts, **times))
+
+    # -- totals
+    unknown_nodes = [n.name for n in nodes if n.cost_unknown_reason]
+    if unknown_nodes:
+        warnings.append(
+            f"{_plural(len(unknown_nodes), 'node')} of unknown cost left out of the totals: "
+            f"{_names(unknown_nodes)}"
+        )
+    for key, count in fallback_nodes.items():
+        assumptions.append(f"{key} for {_plural(count, 'node')}")
+    if no_efficiency:
+        assumptions.append(
+            f"no efficiency factor for {', '.join(sorted(no_efficiency))} (nor a 'default'): "
+            "100% of peak assumed, so compute times are optimistic"
+        )
+
+    nodes_us: float | None = None
+    switch_us: float | None = None
+    by_device: dict[str, float] = {}
+    if unavailable is None:
+        nodes_us = sum(n.time_us for n in nodes if n.time_us is not None)
+        for n in nodes:
+            if n.time_us:
+                by_device[n.device] = by_device.get(n.device, 0.0) + n.time_us / 1000
+        switch_us = 0.0
+        if acc is not None and placement.handovers:
+            if acc.partition_switch_us is None:
+                assumptions.append(
+                    f"accelerator '{acc.name}' states no partition_switch_us: hand-overs cost 0"
+                )
+            else:
+                switch_us = placement.handovers * acc.partition_switch_us
+        if acc is not None and any(n.device == "accelerator" and n.time_us for n in nodes):
+            assumptions.append(
+                "accelerator nodes use the target's memory bandwidth (the profile has none of its own)"
+            )
+        if any(n.time_us for n in nodes):
+            assumptions.append(
+                f"{node_overhead_us:g} µs of dispatch overhead added to every node "
+                "that runs as its own kernel"
+            )
+
+    if placement.requires_full_int8 and not placement.full_int8:
+        warnings.append(
+            f"accelerator '{placement.accelerator}' requires a fully int8 model, but "
+            f"{_plural(len(placement.int8_offenders), 'node')} compute in float: "
+            f"{_names(list(placement.int8_offenders))}"
+        )
+    if plan.peak_is_lower_bound:
+        warnings.append(
+            f"size of {_plural(len(plan.unknown_tensors), 'activation')} unknown: "
+            "the peak activation memory is a lower bound"
+        )
+    fits = _fits(target, plan.weight_bytes, plan.peak_activation_bytes)
+    for check in fits:
+        if check.fits is False:
+            warnings.append(
+                f"{check.contents} ({check.required_bytes} B) exceed the {check.memory} "
+                f"({check.available_bytes} B)"
+            )
+    known_fits = [c.fits for c in fits if c.fits is not None]
+    executed = [n for n in nodes if n.role in ("compute", "qdq")]
+
+    return StaticProfile(
+        target=target.name,
+        target_kind=target.kind,
+        accelerator=placement.accelerator,
+        input_shapes={
+            t.name: list(info.shape)
+            for t in model_inputs(analysed)
+            if (info := shapes.get(t.name)) is not None and info.shape is not None
+        },
+        node_overhead_us=node_overhead_us,
+        nodes=nodes,
+        latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0)) / 1000,
+        nodes_latency_ms=None if nodes_us is None else nodes_us / 1000,
+        switch_latency_ms=None if switch_us is None else switch_us / 1000,
+        latency_by_device_ms=by_device,
+        estimate_unavailable_reason=unavailable,
+        macs_total=sum(n.macs for n in nodes if n.macs),
+        memory_traffic_bytes=sum(n.bytes_total for n in nodes),
+        weight_bytes=plan.weight_bytes,
+        weight_bytes_by_dtype=plan.weight_bytes_by_dtype,
+        peak_activation_bytes=plan.peak_activation_bytes,
+        peak_activation_node=plan.peak_node,
+        peak_activation_is_lower_bound=plan.peak_is_lower_bound,
+        fits=fits,
+        fits_all=all(known_fits) if known_fits else None,
+        unknown_nodes=unknown_nodes,
+        unknown_node_count=len(unknown_nodes),
+        partitions=placement.num_partitions,
+        handovers=placement.handovers,
+        accelerator_node_count=sum(1 for n in executed if n.device == "accelerator"),
+        cpu_node_count=sum(1 for n in executed if n.device == "cpu"),
+        cpu_fallback=dict(placement.cpu_fallback),
+        full_int8=placement.full_int8,
+        full_int8_required=placement.requires_full_int8,
+        full_int8_offenders=list(placement.int8_offenders),
+        assumptions=assumptions,
+        warnings=warnings,
+    )
+

@@ -1,0 +1,102 @@
+"""`edgeopt profile MODEL --target T [--measure]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from edgeopt.cli.output import err_console, out_console, print_json, warn
+from edgeopt.units import format_bytes, format_count
+
+
+def profile_command(
+    model: Path = typer.Argument(..., help="ONNX model file.", show_default=False),
+    target: list[str] = typer.Option(["host"], "--target", "-t", help="Target profile (repeatable)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for symbolic dims."),
+    measure: bool = typer.Option(False, "--measure", help="Also run the model here (onnxruntime, separate process)."),
+    runs: int = typer.Option(50, "--runs", min=1, help="Measured runs after warm-up."),
+    threads: list[int] = typer.Option([], "--threads", help="Threads for --measure (repeatable; default 1 and all "
+                                                            "cores)."),
+    top: int = typer.Option(10, "--top", min=0, help="Heaviest nodes to list."),
+    targets_dir: Path = typer.Option(None, "--targets-dir", help="Extra folder of target .toml files."),
+    output: Path = typer.Option(None, "--output", "-o", help="Also write the profile report JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile report as JSON on stdout."),
+) -> None:
+    """Estimate latency and memory per target; with --measure, measure on this machine too."""
+    from edgeopt.data import parse_input_shapes
+    from edgeopt.fsutil import write_text_atomic
+    from edgeopt.profiling import profile_model
+
+    shapes = parse_input_shapes(input_shape)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
+                  disable=not err_console.is_terminal, transient=True) as progress:
+        task = progress.add_task("profiling", total=None)
+        report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, measure=measure, runs=runs,
+                               threads=list(threads) or None, targets_dir=targets_dir,
+                               progress=lambda m: progress.update(task, description=m))
+    payload = report.model_dump(mode="json")
+    if output is not None:
+        write_text_atomic(output, report.model_dump_json(indent=2) + "\n")
+    for message in report.warnings:
+        warn(message)
+    if as_json:
+        print_json(payload)
+        return
+    _render(payload, top)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
+
+
+def _render(report: dict[str, Any], top: int) -> None:
+    console = out_console()
+    for name, est in report["estimates"].items():
+        fits = "unknown" if est["fits_all"] is None else ("yes" if est["fits_all"] else "NO")
+        latency = (f"{_ms(est['latency_ms'])} ms" if est["latency_ms"] is not None
+                   else f"no estimate ({est['estimate_unavailable_reason']})")
+        console.print(f"[bold]{escape(name)}[/bold]: latency {escape(latency)}, {format_count(est['macs_total'])} MACs,"
+                      f" weights {format_bytes(est['weight_bytes'])}, peak activations "
+                      f"{format_bytes(est['peak_activation_bytes'])}, fits in memory: {fits}")
+        for check in est["fits"]:
+            status = "?" if check["fits"] is None else ("ok" if check["fits"] else "DOES NOT FIT")
+            console.print(f"  {check['memory']}: {check['contents']} {format_bytes(check['required_bytes'])} of "
+                          f"{format_bytes(check['available_bytes'])} → {status}")
+        if est["accelerator"]:
+            console.print(f"  accelerator {escape(est['accelerator'])}: {est['accelerator_node_count']} nodes on it, "
+                          f"{est['cpu_node_count']} on the CPU, {est['partitions']} partition(s), "
+                          f"full int8: {'yes' if est['full_int8'] else 'no'}"
+                          + (" (REQUIRED)" if est["full_int8_required"] and not est["full_int8"] else ""))
+        if est["unknown_node_count"]:
+            console.print(f"  {est['unknown_node_count']} node(s) with unknown cost: "
+                          f"{escape(', '.join(est['unknown_nodes'][:5]))}")
+        nodes = sorted((n for n in est["nodes"] if (n["time_us"] or n["macs"])),
+                       key=lambda n: -(n["time_us"] or 0 if est["latency_ms"] is not None else n["macs"] or 0))[:top]
+        if nodes:
+            table = Table(title=f"Heaviest nodes on {name}", title_justify="left")
+            for column in ("node", "op", "dtype", "device", "MACs", "bytes", "est. µs", "bound"):
+                table.add_column(column, justify="right" if column in ("MACs", "bytes", "est. µs") else "left")
+            for n in nodes:
+                table.add_row(escape(n["name"]), n["op_type"], str(n["execution_dtype"]), n["device"],
+                              format_count(n["macs"]), format_bytes(n["bytes_read"] + n["bytes_written"]),
+                              "-" if n["time_us"] is None else f"{n['time_us']:.1f}", n["bound"])
+            console.print(table)
+    for device, runs in report["measurements"].items():
+        table = Table(title=f"Measured on {device}", title_justify="left")
+        for column in ("threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "first run ms", "load ms", "peak RSS +"):
+            table.add_column(column, justify="right")
+        for m in runs:
+            lat = m["latency_ms"]
+            table.add_row(str(m["threads"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
+                          _ms(m["first_run_ms"]), _ms(m["load_ms"]), format_bytes(m["memory"]["peak_rss_increase_bytes"]))
+        console.print(table)
+    for comparison in report["comparisons"]:
+        total = comparison["total"]
+        ratio = "-" if total["ratio"] is None else f"{total['ratio']:.2f}"
+        console.print(f"estimate / measurement on {comparison['target']} ({comparison['threads']} thread(s)): "
+                      f"{_ms(total['estimated_ms'])} / {_ms(total['measured_ms'])} ms = {ratio}")

@@ -1,0 +1,156 @@
+"""`edgeopt profile`: static estimates per target, measurement on this machine, and
+how the two compare."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt import __version__
+from edgeopt.artifact import ModelArtifact, ModelFormat
+from edgeopt.errors import InputError
+from edgeopt.onnx_io import load_onnx
+from edgeopt.report.schema import utc_now
+
+PROFILE_SCHEMA_VERSION = 1
+
+
+class OpTypeComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    estimated_ms: float
+    measured_ms: float
+    ratio: float | None  # estimated / measured
+
+
+class EstimateVsMeasurement(BaseModel):
+    """Per op type and in total, for one target against one measurement."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    threads: int
+    total: OpTypeComparison
+    by_op_type: dict[str, OpTypeComparison]
+
+
+class ProfileReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = PROFILE_SCHEMA_VERSION
+    kind: str = "profile"
+    created_at: str = Field(default_factory=utc_now)
+    edgeopt_version: str = __version__
+    model: ModelArtifact
+    input_shapes: dict[str, list[int]] = {}
+    estimates: dict[str, dict[str, Any]] = {}
+    measurements: dict[str, list[dict[str, Any]]] = {}
+    comparisons: list[EstimateVsMeasurement] = []
+    warnings: list[str] = []
+
+
+def compare(estimate: dict[str, Any], measurement: dict[str, Any]) -> EstimateVsMeasurement | None:
+    """Estimated vs measured time per op type, where both exist."""
+    if estimate.get("latency_ms") is None:
+        return None
+    op_of = {n["name"]: n["op_type"] for n in estimate["nodes"]}
+    estimated: dict[str, float] = {}
+    for node in estimate["nodes"]:
+        if node.get("time_us"):
+            estimated[node["op_type"]] = estimated.get(node["op_type"], 0.0) + node["time_us"] / 1000
+    measured: dict[str, float] = {}
+    for op in measurement.get("per_op") or []:
+        op_type = next((op_of[n] for n in op.get("source_nodes", []) if n in op_of), op.get("op_type") or "?")
+        measured[op_type] = measured.get(op_type, 0.0) + op["total_us"] / 1000 / max(1, measurement["runs"] + 1 +
+                                                                                      measurement["warmup"])
+    by_op = {}
+    for op_type in sorted(set(estimated) | set(measured)):
+        est, meas = estimated.get(op_type, 0.0), measured.get(op_type, 0.0)
+        by_op[op_type] = OpTypeComparison(estimated_ms=est, measured_ms=meas, ratio=est / meas if meas > 0 else None)
+    total_measured = measurement["latency_ms"]["p50"]
+    total = OpTypeComparison(estimated_ms=estimate["latency_ms"], measured_ms=total_measured,
+                             ratio=estimate["latency_ms"] / total_measured if total_measured > 0 else None)
+    return EstimateVsMeasurement(target=estimate["target"], threads=measurement["threads"], total=total,
+                                 by_op_type=by_op)
+
+
+def profile_model(
+    path: Path,
+    targets: list[str],
+    *,
+    input_shapes: dict[str | None, tuple[int, ...]] | None = None,
+    measure: bool = False,
+    runs: int = 50,
+    threads: list[int] | None = None,
+    targets_dir: Path | None = None,
+    progress: Any = None,
+) -> ProfileReport:
+    from edgeopt.analysis.profile import static_profile
+    from edgeopt.analysis.shapes import model_inputs
+    from edgeopt.targets import load_target
+
+    loaded = load_onnx(path, load_external_data=False)
+    model = loaded.model
+    shapes = dict(input_shapes or {})
+    if None in shapes:
+        real = model_inputs(model)
+        if len(real) != 1:
+            raise InputError(f"the model has {len(real)} inputs; an unnamed --input-shape is ambiguous",
+                             "name the input: --input-shape NAME=DIMS")
+        shapes[real[0].name] = shapes.pop(None)
+    report = ProfileReport(model=ModelArtifact.from_file(path, ModelFormat.ONNX,
+                                                         external_files=[f.path for f in loaded.external_files]))
+    for name in targets:
+        target = load_target(name, targets_dir)
+        cpu = load_target(target.accelerator.host_cpu, targets_dir) if target.accelerator and \
+            target.accelerator.host_cpu else None
+        if progress:
+            progress(f"estimating for {name}")
+        estimate = static_profile(model, target, shapes or None, cpu_target=cpu)
+        report.estimates[name] = estimate.model_dump(mode="json")
+        report.input_shapes = estimate.input_shapes
+    if measure:
+        report.measurements["host"] = _measure_host(path, model, report.input_shapes, runs, threads, progress)
+        for name, estimate in report.estimates.items():
+            if name != "host":
+                continue
+            for measurement in report.measurements["host"]:
+                comparison = compare(estimate, measurement)
+                if comparison:
+                    report.comparisons.append(comparison)
+        if "host" in report.estimates and not report.comparisons:
+            report.warnings.append("no estimate to compare with: calibrate the host first "
+                                   "(edgeopt targets calibrate host)")
+    return report
+
+
+def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], runs: int,
+                  threads: list[int] | None, progress: Any) -> list[dict[str, Any]]:
+    from edgeopt.data import InputSpec, random_inputs
+    from edgeopt.runtime.measure import check_runs, map_op_names, measure_locally
+    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    check_runs(runs)
+    thread_counts = threads or sorted({1, os.cpu_count() or 1})
+    names = [n.name for n in model.graph.node]
+    runner = OnnxRuntimeRunner(path, label=str(path))
+    specs = [InputSpec(s.name, tuple(input_shapes.get(s.name, [d if isinstance(d, int) and d > 0 else 1
+                                                                for d in s.shape])), s.dtype)
+             for s in runner.input_specs()]
+    del runner
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **random_inputs(specs, seed=0))
+        for count in thread_counts:
+            if progress:
+                progress(f"measuring on this machine, {count} thread(s)")
+            measurement = measure_locally(path, runs=runs, threads=count, inputs=inputs)
+            map_op_names(measurement, names)
+            results.append(measurement.model_dump(mode="json"))
+    return results

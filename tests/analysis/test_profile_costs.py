@@ -1,0 +1,271 @@
+"""Static profile: MACs, bytes and roofline times of tiny graphs, worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.analysis.memory import node_traffic
+from edgeopt.analysis.profile import NODE_OVERHEAD_US, static_profile
+from edgeopt.analysis.shapes import resolve_shapes
+from edgeopt.errors import InputError
+from edgeopt.targets import TargetProfile
+
+from .helpers import make_model, run_ort, tensor, unchanged, weight
+
+F = TensorProto.FLOAT
+
+
+def cpu_target(**overrides) -> TargetProfile:
+    """A CPU with round figures: 1 Gop/s fp32, 2 GB/s, no efficiency factors."""
+    fields = {
+        "name": "testcpu",
+        "display_name": "Test CPU",
+        "kind": "cpu",
+        "arch": "aarch64",
+        "ram_bytes": 1 << 30,
+        "peak_ops_per_s": {"fp32": 1e9},
+        "memory_bandwidth_bytes_per_s": 2e9,
+    }
+    fields.update(overrides)
+    return TargetProfile.model_validate(fields)
+
+
+def conv_model() -> onnx.ModelProto:
+    # x (1,3,8,8) * w (4,3,3,3) + b (4), pad 1 -> y (1,4,8,8)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    return make_model(
+        [conv],
+        [tensor("x", F, [1, 3, 8, 8])],
+        [tensor("y", F, [1, 4, 8, 8])],
+        [weight("w", (4, 3, 3, 3)), weight("b", (4,), seed=1)],
+    )
+
+
+def test_conv_macs_and_bytes():
+    model = conv_model()
+    run_ort(model, {"x": np.ones((1, 3, 8, 8), np.float32)})
+    with unchanged(model):
+        profile = static_profile(model, cpu_target())
+    conv = profile.node("conv")
+    # 4*8*8 outputs, each 3*3*3 MACs.
+    assert conv.macs == 4 * 8 * 8 * 27 == 6912
+    # reads x 192 floats + w 108 floats + b 4 floats; writes 256 floats
+    assert conv.activation_bytes_read == 768
+    assert conv.weight_bytes_read == 432 + 16
+    assert conv.bytes_read == 1216
+    assert conv.bytes_written == 1024
+    assert conv.execution_dtype == "fp32"
+    assert profile.weight_bytes == 448
+    assert profile.weight_bytes_by_dtype == {"float32": 448}
+    # the same numbers straight from memory.node_traffic
+    (traffic,) = node_traffic(model, resolve_shapes(model))
+    assert traffic.read_bytes_by_dtype == {"float32": 1216}
+    assert traffic.written_bytes_by_dtype == {"float32": 1024}
+    assert traffic.known
+
+
+def test_matmul_macs_and_bytes():
+    # a (2,3,5) @ b (5,7) -> (2,3,7): 2*3*5*7 = 210 MACs
+    node = helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")
+    model = make_model([node], [tensor("a", F, [2, 3, 5])], [tensor("y", F, [2, 3, 7])],
+                       [weight("b", (5, 7))])
+    profile = static_profile(model, cpu_target())
+    mm = profile.node("mm")
+    assert mm.macs == 210
+    assert (mm.activation_bytes_read, mm.weight_bytes_read, mm.bytes_written) == (120, 140, 168)
+    # compute 2*210 / 1e9 s = 0.42 µs, memory 428 B / 2e9 B/s = 0.214 µs
+    assert mm.compute_time_us == pytest.approx(0.42)
+    assert mm.memory_time_us == pytest.approx(0.214)
+    assert mm.bound == "compute"
+    assert mm.time_us == pytest.approx(0.42 + NODE_OVERHEAD_US)
+    assert profile.latency_ms == pytest.approx((0.42 + NODE_OVERHEAD_US) / 1000)
+    json.dumps(profile.model_dump(mode="json"))  # plain JSON
+
+
+def attention_model() -> onnx.ModelProto:
+    # q (1,2,8,4) @ kT (1,2,4,8) -> scores (1,2,8,8) -> Softmax -> @ v (1,2,8,4)
+    nodes = [
+        helper.make_node("MatMul", ["q", "kT"], ["scores"], name="qk"),
+        helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["probs", "v"], ["out"], name="pv"),
+    ]
+    return make_model(
+        nodes,
+        [tensor("q", F, [1, 2, 8, 4]), tensor("kT", F, [1, 2, 4, 8]), tensor("v", F, [1, 2, 8, 4])],
+        [tensor("out", F, [1, 2, 8, 4])],
+    )
+
+
+def test_attention_like_graph():
+    model = attention_model()
+    run_ort(model, {n: np.ones(s, np.float32) for n, s in
+                    [("q", (1, 2, 8, 4)), ("kT", (1, 2, 4, 8)), ("v", (1, 2, 8, 4))]})
+    profile = static_profile(model, cpu_target())
+    qk, softmax, pv = profile.nodes
+    # qk: 2 heads * 8*4*8 = 512 MACs; reads 64+64 floats, writes 128 floats
+    assert (qk.macs, qk.bytes_read, qk.bytes_written) == (512, 512, 512)
+    assert (softmax.macs, softmax.bytes_read, softmax.bytes_written) == (0, 512, 512)
+    # pv: 2 heads * 8*8*4 = 512 MACs; reads 128+64 floats, writes 64 floats
+    assert (pv.macs, pv.bytes_read, pv.bytes_written) == (512, 768, 256)
+    assert profile.macs_total == 1024
+    # qk: compute 1024 ops / 1e9 = 1.024 µs vs memory 1024 B / 2e9 = 0.512 µs
+    assert (qk.bound, softmax.bound, pv.bound) == ("compute", "memory", "compute")
+    assert qk.time_us == pytest.approx(1.024 + 2)
+    assert softmax.time_us == pytest.approx(0.512 + 2)
+    assert pv.time_us == pytest.approx(1.024 + 2)
+    assert profile.latency_ms == pytest.approx(8.56e-3)
+    # graph inputs live until their last use: at qk q, kT, v and scores are live
+    # (256+256+256+512), at softmax v, scores, probs (256+512+512): the first wins
+    assert profile.peak_activation_bytes == 1280
+    assert profile.peak_activation_node == "qk"
+    assert [n.name for n in profile.top_nodes(2)] == ["qk", "pv"]
+    assert [n.name for n in profile.top_nodes(5, by="macs")] == ["qk", "pv"]  # softmax: 0 MACs
+
+
+def test_roofline_memory_bound_add_and_compute_bound_matmul():
+    target = cpu_target(peak_ops_per_s={"fp32": 1e12}, memory_bandwidth_bytes_per_s=1e11)
+    n = 1024
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+        helper.make_node("MatMul", ["s", "w"], ["y"], name="matmul"),
+    ]
+    model = make_model(
+        nodes,
+        [tensor("a", F, [n, n]), tensor("b", F, [n, n]), tensor("w", F, [n, n])],
+        [tensor("y", F, [n, n])],
+    )
+    profile = static_profile(model, target)
+    add, matmul = profile.nodes
+    square = n * n * 4  # bytes of one (1024, 1024) float tensor
+    assert add.macs == 0 and add.bound == "memory"
+    assert add.memory_time_us == pytest.approx(3 * square / 1e11 * 1e6)  # 125.83 µs
+    assert add.time_us == pytest.approx(125.82912 + NODE_OVERHEAD_US)
+    assert matmul.macs == n**3
+    assert matmul.bound == "compute"
+    assert matmul.compute_time_us == pytest.approx(2 * n**3 / 1e12 * 1e6)  # 2147.48 µs
+    assert matmul.memory_time_us == pytest.approx(125.82912)
+    assert matmul.time_us == pytest.approx(2147.483648 + NODE_OVERHEAD_US)
+    assert any("100% of peak" in a for a in profile.assumptions)
+
+    # Efficiency factors scale the compute roof: half the peak doubles the compute time.
+    slow = static_profile(model, cpu_target(peak_ops_per_s={"fp32": 1e12}, memory_bandwidth_bytes_per_s=1e11,
+                                            efficiency={"MatMul": 0.5, "default": 0.9}))
+    assert slow.node("matmul").compute_time_us == pytest.approx(2 * 2147.483648)
+    assert slow.node("matmul").efficiency == 0.5
+    assert not any("100% of peak" in a for a in slow.assumptions)
+
+
+def test_unknown_custom_op_is_counted_not_fatal():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="relu1"),
+        helper.make_node("Frobnicate", ["a"], ["b"], name="frob", domain="my.domain"),
+        helper.make_node("Relu", ["b"], ["y"], name="relu2"),
+    ]
+    graph = helper.make_graph(nodes, "g", [tensor("x", F, [1, 16])], [tensor("y", F, [1, 16])],
+                              value_info=[tensor("b", F, [1, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("my.domain", 1)])
+    profile = static_profile(model, cpu_target())
+    frob = profile.node("frob")
+    assert frob.macs is None and frob.time_us is None and frob.bound == "unknown"
+    assert "my.domain.Frobnicate" in frob.cost_unknown_reason
+    assert profile.unknown_nodes == ["frob"] and profile.unknown_node_count == 1
+    # the rest is still estimated: two Relus, 64 B in + 64 B out each at 2 GB/s
+    assert profile.latency_ms == pytest.approx(2 * (0.064 + NODE_OVERHEAD_US) / 1000)
+    assert any("unknown cost" in w for w in profile.warnings)
+
+    # Without a declared shape for the custom op's output, the Relu after it has
+    # unknown traffic too: both are listed, nothing raises.
+    del model.graph.value_info[:]
+    profile = static_profile(model, cpu_target())
+    assert profile.unknown_nodes == ["frob", "relu2"]
+    assert profile.node("relu2").unknown_size_tensors == ["b"]
+    assert "b" in profile.node("relu2").cost_unknown_reason
+    assert profile.peak_activation_is_lower_bound
+
+
+def test_dynamic_dims_without_shapes_name_what_is_missing():
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+    model = make_model([node], [tensor("x", F, ["batch", "seq", 16])],
+                       [tensor("y", F, ["batch", "seq", 8])], [weight("w", (16, 8))])
+    with pytest.raises(InputError) as err:
+        static_profile(model, cpu_target())
+    assert "input 'x' has symbolic dims batch, seq" in err.value.message
+    assert "--input-shape x=1x<seq>x16" in err.value.hint
+
+    profile = static_profile(model, cpu_target(), {"x": [1, 128, 16]})
+    assert profile.input_shapes == {"x": [1, 128, 16]}
+    assert profile.node("mm").macs == 128 * 16 * 8
+    assert not any("batch" in a for a in profile.assumptions)
+    # an unnamed shape (--input-shape 2x4x16) names the only input
+    profile = static_profile(model, cpu_target(), {None: (2, 4, 16)})
+    assert profile.input_shapes == {"x": [2, 4, 16]}
+
+
+def test_leading_batch_dim_defaults_to_one_and_says_so():
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+    model = make_model([node], [tensor("x", F, ["N", 16])], [tensor("y", F, ["N", 8])],
+                       [weight("w", (16, 8))])
+    profile = static_profile(model, cpu_target())
+    assert profile.input_shapes == {"x": [1, 16]}
+    assert profile.node("mm").macs == 128
+    assert any("'N'" in a and "set to 1" in a for a in profile.assumptions)
+
+
+def test_no_peak_figures_means_no_estimate():
+    host_like = cpu_target(peak_ops_per_s={}, memory_bandwidth_bytes_per_s=None)
+    profile = static_profile(conv_model(), host_like)
+    assert profile.latency_ms is None
+    assert "peak_ops_per_s" in profile.estimate_unavailable_reason
+    assert "memory_bandwidth_bytes_per_s" in profile.estimate_unavailable_reason
+    conv = profile.node("conv")
+    assert conv.macs == 6912 and conv.time_us is None and conv.bound == "unknown"
+    assert profile.top_nodes(1)[0].name == "conv"  # ranked by MACs without an estimate
+
+
+def test_fits_checks_ram_and_mcu_sram_flash():
+    # weights 448 B; peak activations: x 768 B + y 1024 B = 1792 B
+    profile = static_profile(conv_model(), cpu_target(ram_bytes=2000))
+    (ram,) = profile.fits
+    assert (ram.memory, ram.required_bytes, ram.available_bytes, ram.fits) == ("ram", 2240, 2000, False)
+    assert profile.fits_all is False
+    assert any("exceed the ram" in w for w in profile.warnings)
+
+    mcu = cpu_target(kind="mcu", ram_bytes=None, sram_bytes=2048,
+                     accelerator={"name": "npu", "runtime": "vela", "delegate": "ethos-u",
+                                  "flash_bytes": 4096, "supported_ops": {}})
+    profile = static_profile(conv_model(), mcu)
+    checks = {c.memory: c for c in profile.fits}
+    assert set(checks) == {"sram", "flash"}
+    assert (checks["sram"].required_bytes, checks["sram"].fits) == (1792, True)
+    assert (checks["flash"].required_bytes, checks["flash"].fits) == (448, True)
+    assert profile.fits_all is True
+
+
+def test_control_flow_node_carries_its_body_macs():
+    from .helpers import if_model
+
+    profile = static_profile(if_model(), cpu_target(), {"x": [3, 4]})
+    # the larger branch: x (3,4) @ (4,4) @ (4,4) = 96 MACs
+    assert profile.node("branch").macs == 96
+    assert profile.macs_total == 96
+
+
+def test_constant_nodes_are_weights_and_free():
+    value = numpy_helper.from_array(np.ones((4, 4), np.float32), "k")
+    nodes = [
+        helper.make_node("Constant", [], ["k"], name="const", value=value),
+        helper.make_node("MatMul", ["x", "k"], ["y"], name="mm"),
+    ]
+    model = make_model(nodes, [tensor("x", F, [2, 4])], [tensor("y", F, [2, 4])])
+    profile = static_profile(model, cpu_target())
+    const = profile.node("const")
+    assert (const.role, const.time_us, const.bound, const.bytes_written) == ("constant", 0.0, "none", 0)
+    assert profile.node("mm").weight_bytes_read == 64
+    assert profile.weight_bytes == 64
+    assert profile.peak_activation_bytes == 32 + 32  # x and y; k is a weight
