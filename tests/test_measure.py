@@ -60,7 +60,7 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     profile = calibrated_profile(load_target("host"), result, "2026-01-01")
     assert profile.peak_ops_per_s.fp32 == max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
     assert 0 < profile.efficiency["Conv"] <= 1
-    out = cli("targets", "calibrate", "host", "--output-dir", tmp_path, "--threads", "1", "--json")
+    out = cli("targets", "calibrate", "host", "--output-dir", tmp_path, "--threads", "1", "--seconds", "0.05", "--json")
     assert out.code == 0, out.stderr
     written = {t.name: t for t in list_targets(tmp_path)}["host"]
     assert written.origin == str(tmp_path / "host.toml")

@@ -27,7 +27,7 @@ def test_estimates_for_cpu_and_accelerator_targets(cli):
 
 def test_measure_on_host_with_calibrated_target(cli, tmp_path):
     calibrated = tmp_path / "targets"
-    assert cli("targets", "calibrate", "host", "--output-dir", calibrated, "--threads", "1").code == 0
+    assert cli("targets", "calibrate", "host", "--output-dir", calibrated, "--threads", "1", "--seconds", "0.05").code == 0
     result = cli("profile", DIGITS, "--measure", "--runs", "10", "--threads", "1", "--targets-dir", calibrated,
                  "-o", tmp_path / "profile.json", "--json")
     assert result.code == 0, result.stderr

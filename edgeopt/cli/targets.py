@@ -75,6 +75,7 @@ def calibrate_command(
     output_dir: Path = typer.Option(None, "--output-dir",
                                     help="Where to write NAME.toml (default: ~/.config/edgeopt/targets)."),
     threads: int = typer.Option(None, "--threads", min=1, help="Threads for the microbenchmarks (default: all)."),
+    seconds: float = typer.Option(1.5, "--seconds", min=0.01, help="Time spent on each microbenchmark."),
     targets_dir: Path = _TARGETS_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print the calibrated profile as JSON on stdout."),
 ) -> None:
@@ -97,7 +98,7 @@ def calibrate_command(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal) as progress:
         task = progress.add_task("calibrating", total=None)
-        result = run_microbenchmarks(threads, progress=lambda m: progress.update(task, description=f"measuring {m}"))
+        result = run_microbenchmarks(threads, budget_s=seconds, progress=lambda m: progress.update(task, description=f"measuring {m}"))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     profile = calibrated_profile(base, result, when)
     path = folder / f"{name}.toml"

@@ -112,7 +112,7 @@ def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
     conv8 = _int8(conv, conv_feeds)
     conv_int8 = _throughput(conv8, conv_feeds, conv_ops, threads, budget_s) if conv8 else None
     progress("memory bandwidth")
-    bandwidth = memory_bandwidth()
+    bandwidth = memory_bandwidth(budget_s=min(1.0, budget_s))
     return MicrobenchResult(threads=threads, matmul_fp32_ops_per_s=matmul_fp32, matmul_int8_ops_per_s=matmul_int8,
                             conv_fp32_ops_per_s=conv_fp32, conv_int8_ops_per_s=conv_int8,
                             memory_bandwidth_bytes_per_s=bandwidth)
