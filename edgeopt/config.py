@@ -59,6 +59,7 @@ class ConvertConfig(BaseModel):
     trust_pickle: bool = False
     keep_failed: bool = False
     parity: ParityConfig = ParityConfig()
-    target: str = "host"
+    # The first target picks the quantization recipe; every target gets a static profile.
+    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
     targets_dir: str | None = None
     quantize: QuantizeConfig = QuantizeConfig()

@@ -124,6 +124,7 @@ class _Run:
     def execute(self) -> ConvertResult:
         config = self.config
         check_requested_opset(config.opset)
+        self._check_targets()
         fmt, source_path = self._identify_source()
         ensure_writable_dir(self.out_dir)
         self._refuse_overwriting_inputs(source_path)
@@ -136,7 +137,7 @@ class _Run:
             if config.simplify:
                 current = self._simplify(current, reference)
             current = self._quantize(current)
-            result = self._finalize(current)
+            result = self._finalize(current, reference.specs)
         except BaseException as exc:
             if isinstance(exc, EdgeoptError) and config.keep_failed and self.work_dir.exists():
                 exc.hint = f"{exc.hint}; intermediate files kept in {self.work_dir}" if exc.hint else \
@@ -298,7 +299,7 @@ class _Run:
         if self.quantization_data is None:
             return current  # exporting only: quantization starts when calibration data is given
         record, started = self._stage("quantize", "Quantizing to int8")
-        target = load_target(self.config.target, Path(self.config.targets_dir) if self.config.targets_dir else None)
+        target = load_target(self.config.targets[0], self._targets_dir())
         calibration, evaluation, data_details, data_warnings = self.quantization_data
         record.warnings.extend(data_warnings)
         record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
@@ -386,6 +387,50 @@ class _Run:
                                       "random": settings.calib is None}
         return calibration, evaluation, details, warnings
 
+    def _targets_dir(self) -> Path | None:
+        return Path(self.config.targets_dir) if self.config.targets_dir else None
+
+    def _check_targets(self) -> None:
+        """Unknown or malformed targets are input errors before any work starts."""
+        from edgeopt.targets import load_target
+
+        for name in self.config.targets:
+            load_target(name, self._targets_dir())
+
+    def _profile_targets(self, model: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, Any]:
+        """Static profile of the final model on every requested target: the verdicts for the summary."""
+        from edgeopt.analysis.profile import static_profile
+        from edgeopt.targets import load_target
+
+        record, started = self._stage("profile", "Profiling for targets")
+        shapes = {s.name: [int(d) for d in s.shape] for s in specs}
+        verdicts: dict[str, Any] = {}
+        for name in self.config.targets:
+            target = load_target(name, self._targets_dir())
+            cpu = load_target(target.accelerator.host_cpu, self._targets_dir()) \
+                if target.accelerator and target.accelerator.host_cpu else None
+            try:
+                estimate = static_profile(model, target, shapes, cpu_target=cpu)
+            except EdgeoptError as exc:
+                record.warnings.append(f"no static profile for {name}: {exc.message}")
+                continue
+            record.details[name] = estimate.model_dump(mode="json")
+            verdicts[name] = {
+                "latency_ms": estimate.latency_ms,
+                "estimate_unavailable_reason": estimate.estimate_unavailable_reason,
+                "fits": estimate.fits_all,
+                "weight_bytes": estimate.weight_bytes,
+                "peak_activation_bytes": estimate.peak_activation_bytes,
+                "accelerator": estimate.accelerator,
+                "accelerator_nodes": estimate.accelerator_node_count,
+                "cpu_nodes": estimate.cpu_node_count,
+                "partitions": estimate.partitions,
+                "full_int8_required": estimate.full_int8_required,
+                "full_int8": estimate.full_int8,
+            }
+        self._finish(record, started)
+        return verdicts
+
     def _last_artifact(self) -> ModelArtifact | None:
         for stage in reversed(self.report.stages):
             if stage.outputs:
@@ -437,7 +482,8 @@ class _Run:
                             sorted(set(used)))
 
     # -- output -----------------------------------------------------------------------------
-    def _finalize(self, current: onnx.ModelProto) -> ConvertResult:
+    def _finalize(self, current: onnx.ModelProto, specs: list[InputSpec]) -> ConvertResult:
+        targets = self._profile_targets(current, specs)
         record, started = self._stage("finalize", "Writing outputs")
         final_files = save_onnx(current, self.work_dir / FINAL_MODEL)
         parent = self._last_artifact()
@@ -476,6 +522,7 @@ class _Run:
             }
         else:
             summary["quantization"] = {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}
+        summary["targets"] = targets
         checks = [c for s in self.report.stages for c in s.parity]
         if checks:
             worst_cos = [o.cosine for c in checks for o in c.outputs if o.cosine is not None]

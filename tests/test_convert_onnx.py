@@ -29,7 +29,7 @@ def test_opset11_model_is_upgraded_and_matches_source(cli, tmp_path):
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["schema_version"] == 1
-    assert [s["name"] for s in report["stages"]] == ["load", "opset", "simplify", "finalize"]
+    assert [s["name"] for s in report["stages"]] == ["load", "opset", "simplify", "profile", "finalize"]
     final = out / "model.onnx"
     model = onnx.load(str(final))
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
@@ -68,7 +68,7 @@ def test_requested_opset_and_no_simplify(cli, conv_onnx, tmp_path):
     result = cli("convert", conv_onnx, "-o", tmp_path / "out", "--opset", "18", "--no-simplify", "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [s["name"] for s in report["stages"]] == ["load", "opset", "finalize"]
+    assert [s["name"] for s in report["stages"]] == ["load", "opset", "profile", "finalize"]
     assert report["final"]["opset"] == 18
 
 
@@ -181,3 +181,23 @@ def test_weights_in_if_subgraph_constants(cli, tmp_path, weights_in_if):
     x = rng.standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(_run(tmp_path / "out" / "model.onnx", {"x": x})[0], _run(source, {"x": x})[0],
                                rtol=1e-6)
+
+
+def test_targets_get_static_profiles_and_verdicts(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "-o", tmp_path / "out", "-t", "rpi4b", "-t", "coral-edgetpu", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    verdicts = report["summary"]["targets"]
+    assert set(verdicts) == {"rpi4b", "coral-edgetpu"}
+    assert verdicts["rpi4b"]["latency_ms"] > 0 and verdicts["rpi4b"]["fits"] is True
+    assert verdicts["coral-edgetpu"]["full_int8_required"] and not verdicts["coral-edgetpu"]["full_int8"]
+    profile = next(s for s in report["stages"] if s["name"] == "profile")
+    assert profile["details"]["rpi4b"]["macs_total"] == 8 * 8 * 4 * 3 * 9 + 4 * 5
+    human = cli("convert", conv_onnx, "-o", tmp_path / "out2", "-t", "rpi4b", "-t", "coral-edgetpu")
+    assert "rpi4b: ~" in human.stdout and "NOT fully int8 (required)" in human.stdout
+
+
+def test_unknown_target_fails_before_any_work(cli, conv_onnx, tmp_path):
+    result = cli("convert", conv_onnx, "-o", tmp_path / "out", "-t", "rpi9")
+    assert result.code == 2 and "unknown target 'rpi9'" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -36,7 +36,7 @@ def test_factory_with_weights(cli, torch_factory, tiny_module, tmp_path):
                  "-o", out, "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [s["name"] for s in report["stages"]] == ["load", "export", "simplify", "finalize"]
+    assert [s["name"] for s in report["stages"]] == ["load", "export", "simplify", "profile", "finalize"]
     export = report["stages"][1]
     assert export["details"]["exporter"] == "dynamo" and export["details"]["dynamic_batch"] is True
     assert export["parity"][0]["passed"] and export["parity"][0]["batch_sizes"] == [1, 2]

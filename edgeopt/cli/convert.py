@@ -72,7 +72,9 @@ def convert_command(
     max_calib_samples: int = typer.Option(None, "--max-calib-samples", min=1, help="Use at most N samples."),
     allow_random_calibration: bool = typer.Option(False, "--allow-random-calibration",
                                                   help="Calibrate on random inputs (smoke tests only; warns)."),
-    target: str = typer.Option("host", "--target", help="Hardware target (edgeopt targets list)."),
+    target: list[str] = typer.Option(["host"], "--target", "-t",
+                                     help="Hardware target (repeatable; edgeopt targets list). The first one picks "
+                                          "the quantization recipe; each gets a static latency/memory profile."),
     targets_dir: Path = typer.Option(None, "--targets-dir", help="Extra folder of target .toml files."),
     min_cosine: float = typer.Option(0.99, "--min-cosine", help="Fidelity floor: per-output mean cosine to float."),
     min_top1: float = typer.Option(None, "--min-top1", min=0.0, max=1.0,
@@ -119,7 +121,7 @@ def convert_command(
         trust_pickle=trust_pickle,
         keep_failed=keep_failed,
         parity=ParityConfig(samples=parity_samples, atol=parity_atol, rtol=parity_rtol),
-        target=target,
+        targets=list(dict.fromkeys(target)),
         targets_dir=str(targets_dir) if targets_dir else None,
         quantize=quantize_config,
     )
@@ -156,6 +158,18 @@ def _render(result: Any) -> None:
         f"(gzip {format_bytes(summary.get('gzip_size_bytes'))}), opset {summary.get('opset')}, "
         f"{format_count(summary.get('parameter_count'))} parameters, {format_count(summary.get('macs_total'))} MACs"
     )
+    for name, verdict in (summary.get("targets") or {}).items():
+        latency = (f"~{verdict['latency_ms']:.3g} ms estimated" if verdict.get("latency_ms") is not None
+                   else "no latency estimate (uncalibrated target)")
+        fits = {True: "fits in memory", False: "DOES NOT FIT in memory", None: "memory fit unknown"}[verdict["fits"]]
+        line = f"{name}: {latency}, {fits}"
+        if verdict.get("accelerator"):
+            total = verdict["accelerator_nodes"] + verdict["cpu_nodes"]
+            line += (f", {verdict['accelerator_nodes']}/{total} nodes on {verdict['accelerator']} "
+                     f"in {verdict['partitions']} partition(s)")
+            if verdict["full_int8_required"] and not verdict["full_int8"]:
+                line += ", NOT fully int8 (required)"
+        console.print(line)
     quant = summary.get("quantization") or {}
     if quant.get("shipped") == "int8":
         accuracy = ""
