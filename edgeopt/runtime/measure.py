@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgeopt.errors import EdgeoptError, InputError
+from edgeopt.errors import EXIT_REMOTE, EdgeoptError, InputError
 
 RUNNER_PATH = Path(__file__).with_name("device_runner.py")
 
@@ -73,7 +73,9 @@ class Measurement(BaseModel):
 
 
 class MeasurementError(EdgeoptError):
-    exit_code = 1
+    """The measuring process (here or on a device) failed: exit code 3, like other device failures."""
+
+    exit_code = EXIT_REMOTE
 
 
 def parse_runner_output(stdout: str, where: str) -> Measurement:
