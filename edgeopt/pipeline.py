@@ -510,7 +510,10 @@ class _Run:
             chosen = next((c for c in details.get("candidates", []) if c["name"] == details.get("chosen")), None)
             summary["quantization"] = {
                 "shipped": details.get("shipped"), "recipe": details.get("chosen"), "reason": details.get("reason"),
-                "worst_cosine": min((o["cosine_mean"] for o in chosen["fidelity"]["outputs"]), default=None)
+                # The figure the floor was held against: per-sample and worst-channel cosine.
+                "worst_cosine": min((min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"]
+                                         is not None else o["cosine_mean"])
+                                     for o in chosen["fidelity"]["outputs"]), default=None)
                 if chosen and chosen.get("fidelity") else None,
                 "accuracy_float": chosen["fidelity"].get("accuracy_reference") if chosen and chosen.get("fidelity")
                 else None,

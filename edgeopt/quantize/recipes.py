@@ -3,7 +3,8 @@
 The defaults follow onnxruntime's CPU kernels, and what we measured on this project's
 x86 CI CPU (AVX-512 VNNI): QDQ with u8 activations and s8 per-channel weights ran
 0.64x of fp32 on a MobileNetV2-style CNN; QOperator with s8 activations ran 4.5x
-*slower* than fp32 (benchmarks/quantize.py records the full table).
+*slower* than fp32 (one-off measurement while choosing these defaults;
+benchmarks/quantize.py compares edgeopt with onnxruntime's default QDQ recipe).
 onnxruntime's quantization guide recommends U8S8 on x86-64 and S8S8 (QDQ) on ARM64;
 x86 without VNNI needs reduce_range to avoid the u8×s8 saturation of VPMADDUBSW.
 """
@@ -21,7 +22,8 @@ _VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}
 _ARM_DOT = {"asimddp", "i8mm", "sve", "sve2"}
 # Ops whose weights carry most of a model's bytes and MACs.
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM", "GRU", "Attention")
+# Gather: embedding tables are most of a transformer's bytes.
+DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM", "GRU", "Attention", "Gather")
 
 
 class Recipe(BaseModel):

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from edgeopt.errors import VerificationError
 from edgeopt.quantize.fidelity import Fidelity, measure_fidelity
 from edgeopt.quantize.recipes import QuantizeMode, Recipe, RecipeChoice, candidate_recipes
-from edgeopt.quantize.sensitivity import ensure_node_names, rank_sensitive_nodes
+from edgeopt.quantize.sensitivity import (
+    ensure_node_names, exclusion_group, rank_sensitive_nodes, up_front_exclusions,
+)
 from edgeopt.runtime.latency import LatencyStats, compare_latency
 from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from edgeopt.targets import TargetProfile
@@ -39,7 +41,7 @@ class QuantizeOptions(BaseModel):
     force_int8: bool = False
     measure_latency: bool = True
     threads: int = 1
-    latency_budget_s: float = 4.0
+    latency_budget_s: float = 8.0
 
 
 class MixedPrecisionStep(BaseModel):
@@ -131,6 +133,9 @@ def search(
         op_histogram[node.op_type] = op_histogram.get(node.op_type, 0) + 1
     choices = candidate_recipes(target, options.mode, has_calibration=bool(calibration),
                                 op_histogram=op_histogram, overrides=options.overrides)
+    float_up_front = up_front_exclusions(prepared, calibration or evaluation)
+    if float_up_front:
+        outcome.prepare["kept_float_up_front"] = float_up_front
     quantized_models: dict[str, bytes] = {}
 
     def evaluate(recipe: Recipe) -> tuple[bytes | None, Fidelity | None, str | None, Any]:
@@ -152,6 +157,8 @@ def search(
 
     for choice in choices:
         recipe = choice.recipe
+        if recipe.mode == "static" and float_up_front:
+            recipe = recipe.excluding(list(float_up_front))
         progress(f"quantizing: {recipe.name}")
         candidate = Candidate(name=recipe.name, recipe=recipe, reason=choice.reason)
         outcome.candidates.append(candidate)
@@ -187,11 +194,12 @@ def search(
     if passing and is_host and options.measure_latency:
         progress("timing float vs int8")
         stats = compare_latency({"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}},
-                                timing_feeds, threads=options.threads, budget_s=options.latency_budget_s)
+                                timing_feeds, reference="float", threads=options.threads,
+                                budget_s=options.latency_budget_s)
         outcome.float_latency = stats["float"]
         for c in passing:
             c.latency = stats[c.name]
-            c.latency_ratio = round(stats[c.name].median_ms / stats["float"].median_ms, 4)
+            c.latency_ratio = round(stats[c.name].ratio_to_reference or 1.0, 4)
 
     explicit = options.mode in ("static", "dynamic", "weights-only")
     if not passing:
@@ -234,10 +242,11 @@ def _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation, op
     ranking = rank_sensitive_nodes(prepared, quant, evaluation[: max(1, min(len(evaluation), 8))])
     best = (data, fidelity, recipe)
     count = 1
+    stalled = 0
     for _ in range(MAX_MIXED_PRECISION_STEPS):
         if not ranking:
             break
-        chosen = [name for name, _ in ranking[:count]]
+        chosen = sorted({member for name, _ in ranking[:count] for member in exclusion_group(prepared, name)})
         progress(f"mixed precision: keeping {len(chosen)} node(s) in float")
         trial = recipe.excluding(chosen)
         trial_data, trial_fidelity, _rejection, _coverage = evaluate(trial)
@@ -246,8 +255,10 @@ def _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation, op
         meets = trial_fidelity.meets(options.min_cosine, options.min_top1)
         candidate.mixed_precision.append(MixedPrecisionStep(
             float_nodes=chosen, worst_cosine=trial_fidelity.worst_cosine, meets_floor=meets))
+        improved = trial_fidelity.worst_cosine > best[1].worst_cosine + 1e-4
         best = (trial_data, trial_fidelity, trial)
-        if meets or count >= len(ranking):
+        stalled = 0 if improved else stalled + 1
+        if meets or count >= len(ranking) or stalled >= 2:  # two steps that buy nothing: stop paying for more
             break
         count = min(len(ranking), count * 2)
     return best

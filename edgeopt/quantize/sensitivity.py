@@ -17,6 +17,12 @@ from onnx import TensorProto, helper
 from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 _CLIP_DB = 80.0  # an exact tensor counts as 80 dB: more is noise in the ranking
+# onnxruntime's QDQ quantizer names the dequantized copy of tensor T like this: that copy
+# is what consumers read, so it is where quantization damage shows.
+_DQ_SUFFIX = "_DequantizeLinear_Output"
+# Activations beyond this magnitude (additive attention masks of -3e38 and the like) make an
+# int8 scale that rounds every real value to zero.
+HUGE_RANGE = 1e6
 
 
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -79,25 +85,30 @@ def rank_sensitive_nodes(
 ) -> list[tuple[str, float]]:
     """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first."""
     produced_in_quant = {out for node in quant_model.graph.node for out in node.output}
-    float_names = _float_tensors(float_model) & produced_in_quant
+    float_names = _float_tensors(float_model)
+    # Compare each tensor as its consumers see it in the int8 graph: the dequantized copy if any.
+    seen_as = {name: name + _DQ_SUFFIX if name + _DQ_SUFFIX in produced_in_quant else name
+               for name in float_names if name in produced_in_quant or name + _DQ_SUFFIX in produced_in_quant}
     graph_inputs = {i.name for i in float_model.graph.input}
-    watched = sorted(float_names)
+    watched = sorted(seen_as)
     if not watched:
         return []
     reference = OnnxRuntimeRunner(_expose(float_model, watched), label="float model (activations)",
                                   optimization="basic")
-    candidate = OnnxRuntimeRunner(_expose(quant_model, watched), label="int8 model (activations)",
-                                  optimization="basic")
+    candidate = OnnxRuntimeRunner(_expose(quant_model, sorted(set(seen_as.values()))),
+                                  label="int8 model (activations)", optimization="basic")
     sums: dict[str, list[float]] = {name: [] for name in watched}
     peaks: dict[str, float] = {}
     for batch in feeds:
         ref_out = reference.run(batch)
         cand_out = candidate.run(batch)
         for name in watched:
-            if name in ref_out and name in cand_out:
-                sums[name].append(_sqnr(ref_out[name], cand_out[name]))
+            if name in ref_out and seen_as[name] in cand_out:
+                sums[name].append(_sqnr(ref_out[name], cand_out[seen_as[name]]))
             if name in ref_out and np.size(ref_out[name]):
-                peaks[name] = max(peaks.get(name, 0.0), float(np.max(np.abs(ref_out[name]))))
+                finite = np.abs(ref_out[name][np.isfinite(ref_out[name])])
+                if finite.size:
+                    peaks[name] = max(peaks.get(name, 0.0), float(np.max(finite)))
     sqnr = {name: float(np.mean(values)) for name, values in sums.items() if values}
     initializers = {t.name for t in float_model.graph.initializer}
     ranking = []
@@ -112,6 +123,8 @@ def rank_sensitive_nodes(
         before = min(measured) if measured else _CLIP_DB
         after = min(sqnr[o] for o in outputs)
         score = before - after
+        if any(peaks.get(o, 0.0) > HUGE_RANGE for o in outputs):
+            score = max(score, _CLIP_DB + 20)
         if node.op_type == "Concat":
             # One int8 scale for inputs of very different ranges (boxes beside scores) wipes out
             # the small ones; whole-tensor SQNR hides that, so rank such joins first.
@@ -121,3 +134,61 @@ def rank_sensitive_nodes(
         ranking.append((node.name, round(score, 3)))
     ranking.sort(key=lambda item: -item[1])
     return [item for item in ranking if item[1] > 0]
+
+
+def exclusion_group(model: onnx.ModelProto, node_name: str) -> list[str]:
+    """Keeping a tensor float takes its producer *and* its consumers out of quantization:
+    onnxruntime quantizes a tensor as soon as either side is quantized."""
+    nodes = {n.name: n for n in model.graph.node}
+    node = nodes.get(node_name)
+    if node is None:
+        return [node_name]
+    outputs = set(node.output)
+    consumers = [n.name for n in model.graph.node if outputs & set(n.input)]
+    return [node_name, *consumers]
+
+
+def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    names: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                local = {o for n in sub.node for o in n.output} | {t.name for t in sub.initializer} | \
+                        {i.name for i in sub.input}
+                names |= {i for n in sub.node for i in n.input if i and i not in local}
+                names |= _subgraph_reads(sub)
+    return names
+
+
+def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> dict[str, str]:
+    """Nodes to keep float before the first quantization, with the reason for each.
+
+    - Relu/Clip whose output is read inside an If/Loop/Scan body: onnxruntime's QDQ
+      quantizer folds such activations into the producer and renames tensors, so the
+      subgraph silently reads the pre-activation values.
+    - Producers and consumers of tensors with huge ranges (additive masks): one int8 scale
+      for ±3e38 turns every real value into zero.
+    """
+    reasons: dict[str, str] = {}
+    read_inside = _subgraph_reads(model.graph)
+    for node in model.graph.node:
+        if node.op_type in ("Relu", "Clip") and set(node.output) & read_inside:
+            reasons[node.name] = "activation read inside a subgraph (the quantizer would fold it away)"
+    watched = sorted(_float_tensors(model) - {i.name for i in model.graph.input})
+    if watched and feeds:
+        runner = OnnxRuntimeRunner(_expose(model, watched), label="float model (ranges)", optimization="basic")
+        peaks: dict[str, float] = {}
+        for batch in feeds[:2]:
+            for name, value in runner.run(batch).items():
+                value = np.asarray(value)
+                if value.dtype.kind == "f" and value.size:
+                    finite = np.abs(value[np.isfinite(value)])
+                    if finite.size:
+                        peaks[name] = max(peaks.get(name, 0.0), float(np.max(finite)))
+        for node in model.graph.node:
+            huge = [o for o in node.output if peaks.get(o, 0.0) > HUGE_RANGE]
+            if huge:
+                for name in exclusion_group(model, node.name):
+                    reasons.setdefault(name, f"tensor {huge[0]} spans ±{peaks[huge[0]]:.3g}, "
+                                             "far beyond what one int8 scale can hold")
+    return reasons

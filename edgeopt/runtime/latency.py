@@ -1,4 +1,11 @@
-"""Side-by-side latency of several models in one process: interleaved runs, medians."""
+"""Side-by-side latency of several models in one process: interleaved runs, medians.
+
+Every round runs each model once, in an order rotated from round to round (a fixed
+order penalises whichever model follows the slowest). Rounds continue for at least
+``min_time_s`` and ``min_runs``, at most ``budget_s``: tiny models get thousands of
+rounds, big ones a few dozen. ``ratio_to`` compares each model with a reference by
+the median of per-round ratios, which cancels drift that hits a whole round.
+"""
 
 from __future__ import annotations
 
@@ -20,36 +27,47 @@ class LatencyStats(BaseModel):
     mean_ms: float
     runs: int
     threads: int
+    ratio_to_reference: float | None = None  # median of per-round ratios; None for the reference itself
 
 
 def compare_latency(
     models: dict[str, bytes | Path],
     feeds: dict[str, np.ndarray],
     *,
+    reference: str | None = None,
     threads: int = 1,
     warmup: int = 5,
-    min_runs: int = 15,
-    max_runs: int = 300,
-    budget_s: float = 6.0,
+    min_runs: int = 20,
+    min_time_s: float = 1.5,
+    budget_s: float = 8.0,
+    max_runs: int = 20000,
 ) -> dict[str, LatencyStats]:
-    """Run every model once per round (A, B, C, A, B, C, ...) so that load and clock
-    drift hit them alike; stop after ``max_runs`` rounds or the time budget."""
     runners = {label: OnnxRuntimeRunner(model, label=label, threads=threads) for label, model in models.items()}
     per_runner_feeds = {label: {s.name: feeds[s.name] for s in r.input_specs()} for label, r in runners.items()}
+    labels = list(runners)
     for _ in range(warmup):
-        for label, runner in runners.items():
-            runner.session.run(None, per_runner_feeds[label])
-    samples: dict[str, list[float]] = {label: [] for label in runners}
+        for label in labels:
+            runners[label].session.run(None, per_runner_feeds[label])
+    samples: dict[str, list[float]] = {label: [] for label in labels}
     started = time.perf_counter()
     rounds = 0
-    while rounds < max_runs and (rounds < min_runs or time.perf_counter() - started < budget_s):
-        for label, runner in runners.items():
+    while rounds < max_runs:
+        elapsed = time.perf_counter() - started
+        if rounds >= min_runs and elapsed >= min_time_s or elapsed >= budget_s and rounds >= 3:
+            break
+        shift = rounds % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            session, inputs = runners[label].session, per_runner_feeds[label]
             t0 = time.perf_counter()
-            runner.session.run(None, per_runner_feeds[label])
+            session.run(None, inputs)
             samples[label].append((time.perf_counter() - t0) * 1000)
         rounds += 1
-    return {
-        label: LatencyStats(median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
-                            mean_ms=statistics.fmean(values), runs=len(values), threads=threads)
-        for label, values in samples.items()
-    }
+    stats = {}
+    for label, values in samples.items():
+        ratio = None
+        if reference is not None and label != reference:
+            ratio = statistics.median(v / r for v, r in zip(values, samples[reference]) if r > 0)
+        stats[label] = LatencyStats(median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
+                                    mean_ms=statistics.fmean(values), runs=len(values), threads=threads,
+                                    ratio_to_reference=ratio)
+    return stats
