@@ -219,3 +219,29 @@ def test_bundled_example_converts_with_full_accuracy(cli, tmp_path):
     assert correct / len(labels) >= 0.95
     # The converted model scores what the source scored (one near-tie may flip on another CPU).
     assert correct >= metadata["accuracy"]["eval_correct_torch"] - 1
+
+
+def test_pt2_with_code_in_a_shape_expression_is_refused(cli, tiny_module, tmp_path):
+    """torch.export.load evaluates symbolic-shape strings with sympify (Python eval)."""
+    import re
+    import zipfile
+
+    good = tmp_path / "good.pt2"
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(tiny_module, (torch.randn(2, 3, 8, 8),),
+                                          dynamic_shapes={"image": {0: batch}}), str(good))
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("models/model.json"):
+                text = data.decode()
+                original = re.findall(r'"expr_str": "((?:[^"\\]|\\.)*)"', text)[0]
+                payload = f"(__import__('pathlib').Path({str(marker)!r}).touch(), {original})[1]"
+                data = text.replace(f'"expr_str": "{original}"', '"expr_str": ' + json.dumps(payload)).encode()
+            dst.writestr(info, data)
+    result = cli("convert", evil, "-o", tmp_path / "out")
+    assert result.code == 2 and "not plain arithmetic" in result.stderr
+    assert not marker.exists()
+    assert cli("convert", good, "-o", tmp_path / "out").code == 0

@@ -125,8 +125,64 @@ def _no_arbitrary_unpickling() -> Iterator[None]:
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous_env
 
 
+# torch.export.load hands every symbolic-shape expression in the archive to sympy.sympify,
+# which evaluates it as Python: only plain arithmetic over shape symbols may pass.
+_EXPR_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/%(), .<>=!]*$")
+_EXPR_SYMBOL = re.compile(r"^[a-z]{1,3}\d+$")
+_EXPR_FUNCTIONS = {
+    "Max", "Min", "Abs", "Mod", "PythonMod", "FloorDiv", "CeilDiv", "CleanDiv", "IntTrueDiv", "FloatTrueDiv",
+    "TruncToInt", "FloorToInt", "CeilToInt", "RoundToInt", "ToFloat", "Pow", "PowByNatural", "FloatPow",
+    "floor", "ceiling", "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "Where",
+    "ModularIndexing", "Identity", "Integer", "Rational", "Float", "Symbol", "oo", "zoo", "nan", "True", "False",
+    "LShift", "RShift", "BitwiseFn_bitwise_and", "BitwiseFn_bitwise_or",
+}
+
+
+_EXPR_SYMBOL_CALL = re.compile(r"Symbol\('([a-z]{1,3}\d+)'(?:,\s*[a-z_]+=(?:True|False))*\)")
+
+
+def _unsafe_expression(text: str) -> bool:
+    text = _EXPR_SYMBOL_CALL.sub(lambda m: m.group(1), text)  # Symbol('s0', integer=True) -> s0
+    if not _EXPR_CHARS.match(text) or "__" in text or re.search(r"[A-Za-z_)]\s*\.", text):
+        return True
+    return any(name not in _EXPR_FUNCTIONS and not _EXPR_SYMBOL.match(name)
+               for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
+def _check_pt2_expressions(path: Path) -> None:
+    """Refuse archives whose shape expressions are anything but arithmetic."""
+    import json
+    import zipfile
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "expr_str" and isinstance(value, str) and _unsafe_expression(value):
+                    raise UnsafeInputError(
+                        f"{path} holds a symbolic-shape expression that is not plain arithmetic "
+                        f"({value[:60]!r}); torch.export.load would evaluate it as Python code",
+                        "if you trust the file, pass --trust-pickle")
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(".json"):
+                    try:
+                        walk(json.loads(archive.read(name)))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        continue  # not a document torch parses as JSON either
+    except zipfile.BadZipFile:
+        raise ModelLoadError(f"{path} is not a valid .pt2 archive", "re-save it with torch.export.save") from None
+
+
 def _load_exported_program(path: Path, trust_pickle: bool) -> TorchSource:
     torch = import_torch()
+    if not trust_pickle:
+        _check_pt2_expressions(path)
     guard = contextlib.nullcontext() if trust_pickle else _no_arbitrary_unpickling()
     try:
         with guard:

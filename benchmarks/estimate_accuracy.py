@@ -1,0 +1,959 @@
+#!/usr/bin/env python
+"""How good are edgeopt's static latency estimates for `host`? Estimate vs measurement, per model.
+
+1. Calibrates this machine into a temporary folder (`edgeopt targets calibrate host --threads 1`).
+2. Builds a spread of models (digits CNN, MobileNetV2 at widths 0.5 and 1.0, a ResNet-ish conv
+   stack, a transformer encoder, a 2-layer LSTM, an MLP) with `edgeopt convert`, and int8 QDQ
+   variants of most of them with `edgeopt convert --quantize static --force-int8`.
+3. Runs `edgeopt profile MODEL -t host --measure --threads 1 --runs N --json` on each and reads
+   `comparisons[0]`: the estimated total against the measured p50, and per op type.
+4. Prints Markdown tables: per model, per op type, per kernel class; then *what-if* columns that
+   re-price the same per-node figures (MACs, bytes, dtype from the profile JSON) with other
+   constants, most of them measured here by small onnxruntime microbenchmarks. The what-if
+   figures are this script's arithmetic, not edgeopt's: they show what a change to the cost model
+   would do, nothing in the library is changed.
+
+    python benchmarks/estimate_accuracy.py [--runs 100] [--repeats 2] [--jobs 2] [--keep DIR]
+
+Measurements use one intra-op thread. The machine is whatever runs the script: other load on it
+shows up as noise (the header prints the load average; each model is profiled `--repeats` times
+and the least disturbed run, lowest mean, is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "models" / "digits"
+CALIB_SAMPLES = 16
+
+# Torch model definitions, written to a file so that `edgeopt convert FILE.py:FACTORY` can load them.
+TORCH_MODELS = '''
+import torch
+from torch import nn
+
+
+def _seeded_bn(model):
+    for m in model.modules():  # non-trivial BN statistics, as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _div8(v):
+    return max(8, int(v + 4) // 8 * 8)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+                   nn.ReLU6(), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nn.Module):
+    """The MobileNetV2 layout (t, c, n, s) with a width multiplier, random weights."""
+
+    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1)]
+
+    def __init__(self, width=1.0, classes=100):
+        super().__init__()
+        cin = _div8(32 * width)
+        last = _div8(1280 * max(1.0, width))
+        layers = [nn.Conv2d(3, cin, 3, 2, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6()]
+        for t, c, n, s in self.SETTINGS:
+            cout = _div8(c * width)
+            for i in range(n):
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        layers += [nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(last, classes)
+
+    def forward(self, image):
+        return self.head(self.features(image).mean(dim=(2, 3)))
+
+
+def build_mbv2_050():
+    torch.manual_seed(0)
+    return _seeded_bn(MobileNetV2(0.5))
+
+
+def build_mbv2_100():
+    torch.manual_seed(0)
+    return _seeded_bn(MobileNetV2(1.0))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1 = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return torch.relu(self.c2(self.c1(x)) + self.skip(x))
+
+
+class ResNetish(nn.Module):
+    """Plain 3x3 conv stack with residuals at 64x64: 32-64-128 channels, two blocks per stage."""
+
+    def __init__(self, widths=(32, 64, 128), classes=100):
+        super().__init__()
+        layers = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            layers += [BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, image):
+        return self.head(self.features(image).mean(dim=(2, 3)))
+
+
+def build_resnetish():
+    torch.manual_seed(1)
+    return _seeded_bn(ResNetish())
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d, heads, ff):
+        super().__init__()
+        self.h, self.dk = heads, d // heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.o = nn.Linear(d, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
+
+    def forward(self, x):
+        n, s, d = x.shape
+        q, k, v = self.qkv(x).view(n, s, 3, self.h, self.dk).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax(q @ k.transpose(-1, -2) / (self.dk ** 0.5), dim=-1) @ v
+        x = self.ln1(x + self.o(attn.transpose(1, 2).reshape(n, s, d)))
+        return self.ln2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
+
+
+class Encoder(nn.Module):
+    """Token ids -> embeddings + positions -> 4 post-LN layers (d 256, 4 heads, ff 1024) -> mean."""
+
+    def __init__(self, vocab=8000, d=256, heads=4, ff=1024, layers=4, max_len=64):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(1, max_len, d) * 0.02)
+        self.layers = nn.ModuleList(EncoderLayer(d, heads, ff) for _ in range(layers))
+
+    def forward(self, input_ids):
+        x = self.tok(input_ids) + self.pos[:, : input_ids.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return x.mean(dim=1)
+
+
+def build_transformer():
+    torch.manual_seed(2)
+    return Encoder().eval()
+
+
+class LstmClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(64, 256, num_layers=2, batch_first=True)
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, sequence):
+        out, _ = self.lstm(sequence)
+        return self.head(out[:, -1])
+
+
+def build_lstm():
+    torch.manual_seed(3)
+    return LstmClassifier().eval()
+
+
+def build_mlp():
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                         nn.Linear(2048, 10)).eval()
+'''
+
+
+@dataclass
+class Spec:
+    key: str
+    label: str
+    source: Callable[[Path], list[str]]  # models file -> `edgeopt convert` source and shape arguments
+    calib: Callable[[int, int], dict[str, np.ndarray]] | None  # (samples, seed) -> int8 calibration feeds
+    calib_file: Path | None = None  # bundled calibration data instead of random
+
+
+def _image(shape: tuple[int, ...]) -> Callable[[int, int], dict[str, np.ndarray]]:
+    return lambda n, seed: {"image": np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)}
+
+
+SPECS = [
+    Spec("digits", "digits CNN 1x1x8x8", lambda _m: [str(DIGITS / "digits_cnn.onnx")], None,
+         calib_file=DIGITS / "calib.npz"),
+    Spec("mbv2_050", "MobileNetV2 w0.5 96x96",
+         lambda m: [f"{m}:build_mbv2_050", "--input-shape", "image=1x3x96x96"], _image((3, 96, 96))),
+    Spec("mbv2_100", "MobileNetV2 w1.0 96x96",
+         lambda m: [f"{m}:build_mbv2_100", "--input-shape", "image=1x3x96x96"], _image((3, 96, 96))),
+    Spec("resnetish", "ResNet-ish 3x3 stack 64x64",
+         lambda m: [f"{m}:build_resnetish", "--input-shape", "image=1x3x64x64"], _image((3, 64, 64))),
+    Spec("transformer", "Transformer enc. 4L d256 seq64",
+         lambda m: [f"{m}:build_transformer", "--input-shape", "input_ids=1x64", "--input-dtype", "input_ids=int64"],
+         lambda n, seed: {"input_ids": np.random.default_rng(seed).integers(0, 8000, (n, 64)).astype(np.int64)}),
+    # Static int8 of an LSTM graph only quantizes the Gemm head (onnxruntime keeps LSTM float): fp32 only.
+    Spec("lstm", "LSTM 2L h256 seq50",
+         lambda m: [f"{m}:build_lstm", "--input-shape", "sequence=1x50x64"], None),
+    Spec("mlp", "MLP 512-2048-2048-10",
+         lambda m: [f"{m}:build_mlp", "--input-shape", "input=1x512"],
+         lambda n, seed: {"input": np.random.default_rng(seed).standard_normal((n, 512)).astype(np.float32)}),
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def edgeopt(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeopt", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def checked(result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed ({result.returncode}): {result.stderr.strip()[-800:]}")
+    return result
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def abs_err(est: float, meas: float) -> float:
+    return abs(est - meas) / meas * 100
+
+
+def fmt_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+# -------------------------------------------------------------------- microbenchmarks
+
+
+def _session(model_bytes: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _graph(nodes, inputs, outputs, inits=()) -> bytes:
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "bench", inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _median_s(fn: Callable[[], object], budget_s: float, min_runs: int = 20) -> float:
+    """Median of repeated timings (robust to the machine's other load), after a warm-up."""
+    for _ in range(5):
+        fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - started < budget_s:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _int8(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> bytes | None:
+    """QDQ int8 (u8 activations, s8 per-channel weights), as edgeopt quantizes for this ISA."""
+    import onnx
+
+    from edgeopt.quantize.quantizer import quantize
+    from edgeopt.quantize.recipes import Recipe
+
+    model = onnx.ModelProto()
+    model.ParseFromString(model_bytes)
+    try:
+        return quantize(model, Recipe(mode="static"), [feeds]).SerializeToString()
+    except Exception as exc:  # noqa: BLE001 - a missing figure is reported, not fatal
+        log(f"  int8 microbenchmark skipped: {exc}")
+        return None
+
+
+@dataclass
+class Micro:
+    """What the what-if cost model uses, measured here (1 thread, medians)."""
+
+    run_overhead_us: float  # session.run() of a one-node model on a 16-float tensor
+    node_overhead_us: float  # each further tiny kernel (a chain of 200 Neg)
+    bandwidth: list[tuple[int, float]]  # (working-set bytes, copy bandwidth B/s), ascending
+    ops_per_s: dict[tuple[str, str], float]  # (kernel class, fp32|int8) -> achieved ops/s
+    shapes: dict[str, str]
+
+
+def _bandwidth_table(budget_s: float) -> list[tuple[int, float]]:
+    table = []
+    for working_set in (512 << 10, 2 << 20, 8 << 20, 32 << 20, 128 << 20):
+        src = np.ones(working_set // 2 // 4, dtype=np.float32)
+        dst = np.empty_like(src)
+        seconds = _median_s(lambda: np.copyto(dst, src), budget_s, min_runs=10)
+        table.append((working_set, 2 * src.nbytes / seconds))
+    return table
+
+
+def run_micro(budget_s: float = 0.25) -> Micro:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def info(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    # dispatch: one node vs a chain of 200 tiny nodes
+    x = np.ones((1, 16), np.float32)
+    times = {}
+    for n in (1, 200):
+        nodes = [helper.make_node("Neg", ["x" if i == 0 else f"t{i}"], ["y" if i == n - 1 else f"t{i + 1}"])
+                 for i in range(n)]
+        session = _session(_graph(nodes, [info("x", (1, 16))], [info("y", (1, 16))]))
+        times[n] = _median_s(lambda s=session: s.run(None, {"x": x}), budget_s, min_runs=200) * 1e6
+    node_us = (times[200] - times[1]) / 199
+    run_us = times[1] - node_us
+
+    # kernel classes, fp32 and QDQ int8; shapes typical of the models below
+    def conv(c, hw, k, group, cout):
+        w = numpy_helper.from_array((rng.standard_normal((cout, c // group, k, k)) * 0.1).astype(np.float32), "w")
+        node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4, group=group)
+        feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+        return (_graph([node], [info("x", (1, c, hw, hw))], [info("y", (1, cout, hw, hw))], [w]), feeds,
+                2 * cout * (c // group) * k * k * hw * hw)
+
+    def matmul(a_shape, b_shape, weight):
+        out = (*a_shape[:-1], b_shape[-1])
+        feeds = {"a": rng.standard_normal(a_shape).astype(np.float32)}
+        inits, inputs = [], [info("a", a_shape)]
+        if weight:
+            inits.append(numpy_helper.from_array((rng.standard_normal(b_shape) * 0.1).astype(np.float32), "b"))
+        else:
+            inputs.append(info("b", b_shape))
+            feeds["b"] = rng.standard_normal(b_shape).astype(np.float32)
+        macs = math.prod(out) * a_shape[-1]
+        return (_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, [info("y", out)], inits), feeds,
+                2 * macs)
+
+    cases = {
+        "conv-dense": (conv(32, 64, 3, 1, 32), "Conv 32->32 3x3 at 64x64"),
+        "conv-depthwise": (conv(144, 24, 3, 144, 144), "depthwise Conv 144ch 3x3 at 24x24"),
+        "conv-pointwise": (conv(96, 24, 1, 1, 576), "Conv 96->576 1x1 at 24x24"),
+        "matmul-weight": (matmul((1, 64, 256), (256, 768), True), "MatMul [64,256]x[256,768] (weight)"),
+        "matmul-activation": (matmul((1, 4, 64, 64), (1, 4, 64, 64), False), "MatMul [4,64,64]x[4,64,64] (2 activations)"),
+    }
+    ops: dict[tuple[str, str], float] = {}
+    for name, ((model, feeds, flops), _shape) in cases.items():
+        session = _session(model)
+        seconds = _median_s(lambda s=session, f=feeds: s.run(None, f), budget_s) - run_us * 1e-6
+        ops[(name, "fp32")] = flops / max(seconds, 1e-9)
+        if name == "matmul-activation":
+            continue  # QDQ of two activations: covered by matmul-weight's int8 figure
+        quantized = _int8(model, feeds)
+        if quantized:
+            session = _session(quantized)
+            seconds = _median_s(lambda s=session, f=feeds: s.run(None, f), budget_s) - run_us * 1e-6
+            ops[(name, "int8")] = flops / max(seconds, 1e-9)
+    return Micro(run_overhead_us=run_us, node_overhead_us=node_us, bandwidth=_bandwidth_table(budget_s),
+                 ops_per_s=ops, shapes={k: v[1] for k, v in cases.items()})
+
+
+# ------------------------------------------------------------------ building models
+
+
+@dataclass
+class Model:
+    key: str
+    label: str
+    variant: str  # fp32 | int8
+    path: Path
+    report: dict = field(default_factory=dict)  # edgeopt profile --json
+    unprofiled_p50_ms: float | None = None
+    error: str | None = None
+
+
+def build(spec: Spec, models_file: Path, work: Path) -> Model:
+    out = work / spec.key
+    t0 = time.perf_counter()
+    checked(edgeopt("convert", *spec.source(models_file), "-o", str(out)), f"convert {spec.key}")
+    log(f"  built {spec.key} ({time.perf_counter() - t0:.0f} s)")
+    return Model(spec.key, spec.label, "fp32", out / "model.onnx")
+
+
+def build_int8(spec: Spec, fp32: Path, work: Path) -> Model:
+    out = work / f"{spec.key}_int8"
+    if spec.calib_file is not None:
+        calib = spec.calib_file
+    else:
+        calib = work / f"{spec.key}_calib.npz"
+        np.savez(calib, **spec.calib(CALIB_SAMPLES, 0))
+    t0 = time.perf_counter()
+    # --min-cosine 0: fidelity is not the subject here; it keeps every quantizable node int8
+    # (no mixed-precision search), which is the case the int8 cost model has to price.
+    checked(edgeopt("convert", str(fp32), "--calib", str(calib), "--quantize", "static", "--force-int8",
+                    "--min-cosine", "0", "-o", str(out)), f"convert {spec.key} int8")
+    log(f"  built {spec.key} int8 ({time.perf_counter() - t0:.0f} s)")
+    return Model(spec.key, spec.label, "int8", out / "model.onnx")
+
+
+def profile(model: Model, targets: Path, runs: int, repeats: int) -> None:
+    best = None
+    for _ in range(repeats):
+        result = checked(edgeopt("profile", str(model.path), "-t", "host", "--targets-dir", str(targets), "--measure",
+                                 "--threads", "1", "--runs", str(runs), "--json"), f"profile {model.key}")
+        report = json.loads(result.stdout)
+        if not report["comparisons"]:
+            raise RuntimeError(f"profile {model.key}: no comparison ({report['warnings']})")
+        mean = report["measurements"]["host"][0]["latency_ms"]["mean"]
+        if best is None or mean < best[0]:
+            best = (mean, report)
+    model.report = best[1]
+    # The same runner without onnxruntime's profiler: how much the profiler itself adds.
+    runner = REPO / "edgeopt" / "runtime" / "device_runner.py"
+    p50s = []
+    for _ in range(repeats):
+        done = subprocess.run([sys.executable, str(runner), str(model.path), "--runs", str(runs), "--threads", "1"],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode == 0:
+            p50s.append(json.loads(done.stdout.strip().splitlines()[-1])["latency_ms"]["p50"])
+    model.unprofiled_p50_ms = min(p50s) if p50s else None
+
+
+# ------------------------------------------------------------ graph facts per node
+
+
+ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "HardSwish"}
+KERNEL_PRODUCERS = {"Conv", "Gemm"}  # ops onnxruntime fuses an activation (and Conv: a Sum) into
+
+
+@dataclass
+class GraphFacts:
+    op: dict[str, str]  # node -> op_type
+    producer: dict[str, str]  # tensor -> node
+    consumers: dict[str, list[str]]  # tensor -> nodes
+    inputs: dict[str, list[str]]
+    outputs: dict[str, list[str]]
+    attrs: dict[str, dict]
+    init_shapes: dict[str, tuple[int, ...]]
+    order: dict[str, int]
+
+
+def graph_facts(path: Path) -> GraphFacts:
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+    facts = GraphFacts({}, {}, {}, {}, {}, {}, {t.name: tuple(t.dims) for t in g.initializer}, {})
+    for i, node in enumerate(g.node):
+        name = node.name or f"{node.op_type}_{i}"
+        facts.op[name] = node.op_type
+        facts.order[name] = i
+        facts.inputs[name] = [x for x in node.input if x]
+        facts.outputs[name] = [x for x in node.output if x]
+        facts.attrs[name] = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        for out in node.output:
+            facts.producer[out] = name
+        for inp in node.input:
+            facts.consumers.setdefault(inp, []).append(name)
+    return facts
+
+
+def _weight_shape(facts: GraphFacts, node: str, index: int) -> tuple[int, ...] | None:
+    """Shape of a node's weight input, through a DequantizeLinear in QDQ graphs."""
+    names = facts.inputs[node]
+    if index >= len(names):
+        return None
+    name = names[index]
+    if name in facts.init_shapes:
+        return facts.init_shapes[name]
+    src = facts.producer.get(name)
+    if src and facts.op[src] == "DequantizeLinear":
+        return facts.init_shapes.get(facts.inputs[src][0])
+    return None
+
+
+def kernel_class(facts: GraphFacts, node: str) -> str:
+    op = facts.op.get(node, "?")
+    if op == "Conv":
+        w = _weight_shape(facts, node, 1)
+        group = int(facts.attrs[node].get("group", 1))
+        if group > 1 and w is not None and w[1] == 1:
+            return "conv-depthwise"
+        if w is not None and all(d == 1 for d in w[2:]):
+            return "conv-pointwise"
+        return "conv-dense"
+    if op in ("MatMul", "Gemm"):
+        has_weight = _weight_shape(facts, node, 1) is not None
+        return "matmul-weight" if has_weight else "matmul-activation"
+    return op
+
+
+def fused_epilogues(facts: GraphFacts) -> dict[str, str]:
+    """Float nodes onnxruntime's CPU optimizer folds into a neighbour's kernel -> that neighbour.
+
+    Conv/Gemm + activation (FusedConv/FusedGemm, NCHWc Conv), Conv + Add (+ activation) (NCHWc
+    Conv with Sum), Add + LayerNormalization (SkipLayerNormalization), Add + Gelu (BiasGelu),
+    MatMul + Div by a constant (FusedMatMul scale). Only when the intermediate has one consumer.
+    """
+    fused: dict[str, str] = {}
+
+    def single_consumer(tensor: str) -> bool:
+        return len(facts.consumers.get(tensor, [])) == 1
+
+    for node in sorted(facts.op, key=facts.order.get):
+        op = facts.op[node]
+        ins = facts.inputs[node]
+        srcs = [facts.producer.get(t) for t in ins]
+
+        def root(n: str | None) -> str | None:
+            return fused.get(n, n) if n else None
+
+        if op in ACTIVATIONS and srcs and srcs[0] and single_consumer(ins[0]):
+            base = root(srcs[0])
+            if facts.op.get(base) in KERNEL_PRODUCERS:
+                fused[node] = base
+        elif op == "Add" and len(ins) == 2:
+            for tensor, src in zip(ins, srcs):
+                base = root(src)
+                if base and facts.op.get(base) == "Conv" and single_consumer(tensor):
+                    fused[node] = base
+                    break
+        elif op == "Div" and srcs and srcs[0] and facts.op.get(srcs[0]) == "MatMul" and single_consumer(ins[0]) \
+                and len(ins) > 1 and (ins[1] in facts.init_shapes or facts.op.get(facts.producer.get(ins[1])) == "Constant"):
+            fused[node] = srcs[0]
+    for node in facts.op:  # Add feeding LayerNormalization / Gelu: one kernel with it
+        if facts.op[node] in ("LayerNormalization", "Gelu"):
+            src = facts.producer.get(facts.inputs[node][0])
+            if src and facts.op[src] == "Add" and src not in fused and single_consumer(facts.inputs[node][0]):
+                fused[src] = node
+    return fused
+
+
+# ---------------------------------------------------- measured time per model node
+
+
+_ORT_BASE = {"FusedConv": "Conv", "QLinearConv": "Conv", "NhwcFusedConv": "Conv", "FusedGemm": "Gemm", "QGemm": "Gemm",
+             "FusedMatMul": "MatMul", "QLinearMatMul": "MatMul", "MatMulIntegerToFloat": "MatMul",
+             "SkipLayerNormalization": "LayerNormalization", "BiasGelu": "Gelu", "QLinearAdd": "Add",
+             "QLinearSoftmax": "Softmax", "QLinearMul": "Mul", "QLinearGlobalAveragePool": "GlobalAveragePool",
+             "QLinearAveragePool": "AveragePool", "QLinearConcat": "Concat", "QLinearSigmoid": "Sigmoid",
+             "ReorderInput": "(NCHWc reorder)", "ReorderOutput": "(NCHWc reorder)"}
+
+
+def map_kernel(op: dict, facts: GraphFacts, fused: dict[str, str]) -> str | None:
+    """The model node an onnxruntime kernel stands for (the root of a fused group), if known."""
+    candidates = list(op.get("source_nodes") or [])
+    name = op["node"]
+    stem = re.sub(r"^fused ", "", name).split("/")[0]
+    stem = re.sub(r"(_nchwc|_token_\d+|_fused)+$", "", stem)
+    candidates.append(stem)
+    for cand in candidates:
+        node = cand if cand in facts.op else facts.producer.get(cand)  # NCHWc kernels are named by output
+        if node is not None:
+            return fused.get(node, node)
+    return None
+
+
+# ------------------------------------------------------------------ what-if pricing
+
+
+@dataclass
+class WhatIf:
+    """Alternative constants for the per-node roofline; each switch is one proposed change."""
+
+    overhead: bool = False  # node overhead from the microbenchmark + a per-run overhead
+    fusion: bool = False  # epilogues onnxruntime fuses cost nothing
+    bandwidth: bool = False  # cache-aware bandwidth by working set; Gather reads only its rows
+    conv: bool = False  # per-class Conv efficiency (dense / depthwise / 1x1) and the conv int8 peak
+    matmul: bool = False  # MatMul efficiency from realistic shapes (weight vs two activations)
+    lstm: bool = False  # LSTM as one X·W GEMM + seq x (R re-read per step + a step overhead)
+
+    @classmethod
+    def all(cls) -> WhatIf:
+        return cls(True, True, True, True, True, True)
+
+
+def bandwidth_for(micro: Micro, working_set: int, dram: float) -> float:
+    """The copy bandwidth measured at the smallest working set that holds ``working_set`` (else DRAM's)."""
+    for size, bw in micro.bandwidth:
+        if working_set <= size:
+            return bw
+    return dram
+
+
+def price(model: Model, facts: GraphFacts, micro: Micro, what: WhatIf, dram: float) -> tuple[float, dict[str, float]]:
+    """Total ms and per-node µs of the model under the what-if constants (``dram``: the target's bandwidth)."""
+    est = model.report["estimates"]["host"]
+    node_overhead = est["node_overhead_us"]
+    fused = fused_epilogues(facts) if what.fusion else {}
+    per_node: dict[str, float] = {}
+    for n in est["nodes"]:
+        if n["time_us"] is None or n["role"] not in ("compute", "qdq"):
+            continue
+        peak = n["peak_ops_per_s"]
+        eff = n["efficiency"] or 1.0
+        if n["name"] in fused:
+            per_node[n["name"]] = 0.0
+            continue
+        overhead = micro.node_overhead_us if what.overhead else node_overhead
+        macs = n["macs"] or 0
+        bytes_total = n["bytes_read"] + n["bytes_written"]
+        if what.bandwidth and n["op_type"] == "Gather":
+            bytes_total = 2 * n["bytes_written"]  # the rows it gathers + what it writes, not the whole table
+        bw = bandwidth_for(micro, bytes_total, dram) if what.bandwidth else dram
+        memory_us = bytes_total / bw * 1e6
+        dtype = "int8" if n["execution_dtype"] == "int8" else "fp32"
+        cls = kernel_class(facts, n["name"])
+        compute_us = 2 * macs / (peak * eff) * 1e6 if macs and peak else 0.0
+        if what.conv and cls.startswith("conv-") and (cls, dtype) in micro.ops_per_s:
+            compute_us = 2 * macs / micro.ops_per_s[(cls, dtype)] * 1e6
+        if what.matmul and cls.startswith("matmul-") and macs:
+            rate = micro.ops_per_s.get((cls, dtype)) or micro.ops_per_s.get(("matmul-weight", dtype))
+            if rate:
+                compute_us = 2 * macs / rate * 1e6
+        if what.lstm and n["op_type"] == "LSTM" and macs:
+            hidden = int(facts.attrs[n["name"]].get("hidden_size", 0))
+            w = _weight_shape(facts, n["name"], 1)  # [dirs, 4h, input]
+            if hidden and w:
+                dirs, gates, inp = w
+                seq = macs // (dirs * gates * (inp + hidden))
+                gemm_rate = micro.ops_per_s.get(("matmul-weight", "fp32"), peak)
+                xw_us = 2 * seq * dirs * gates * inp / gemm_rate * 1e6
+                r_bytes = gates * hidden * hidden * 4  # R, fp32, read once per step
+                step_us = r_bytes / bandwidth_for(micro, r_bytes, dram) * 1e6 + micro.node_overhead_us
+                compute_us = xw_us + seq * dirs * step_us
+                memory_us = 0.0
+        per_node[n["name"]] = max(compute_us, memory_us) + overhead
+    total_ms = sum(per_node.values()) / 1000
+    if what.overhead:
+        total_ms += micro.run_overhead_us / 1000
+    return total_ms, per_node
+
+
+# ------------------------------------------------------------------------ reporting
+
+
+def measured_p50(model: Model) -> float:
+    return model.report["comparisons"][0]["total"]["measured_ms"]
+
+
+def per_op_ms(model: Model) -> dict[str, float]:
+    """Measured kernel ms per onnxruntime kernel name (profiler totals / calls, as edgeopt divides)."""
+    m = model.report["measurements"]["host"][0]
+    return {op["node"]: op["total_us"] / 1000 / max(1, m["runs"] + 1 + m["warmup"]) for op in m["per_op"] or []}
+
+
+def save(models: list[Model], micro: Micro, targets: Path, keep: Path, meta: dict) -> None:
+    keep.mkdir(parents=True, exist_ok=True)
+    index = []
+    for model in models:
+        name = f"{model.key}_{model.variant}"
+        shutil.copy(model.path, keep / f"{name}.onnx")
+        (keep / f"{name}.profile.json").write_text(json.dumps(model.report, indent=1))
+        index.append({"key": model.key, "label": model.label, "variant": model.variant, "file": f"{name}.onnx",
+                      "unprofiled_p50_ms": model.unprofiled_p50_ms})
+    shutil.copy(targets / "host.toml", keep / "host.toml")
+    micro_json = {**micro.__dict__, "ops_per_s": [[k[0], k[1], v] for k, v in micro.ops_per_s.items()]}
+    (keep / "run.json").write_text(json.dumps({"models": index, "micro": micro_json, **meta}, indent=1))
+
+
+def load(keep: Path) -> tuple[list[Model], Micro, dict]:
+    run = json.loads((keep / "run.json").read_text())
+    models = []
+    for row in run["models"]:
+        model = Model(row["key"], row["label"], row["variant"], keep / row["file"],
+                      unprofiled_p50_ms=row["unprofiled_p50_ms"])
+        model.report = json.loads((keep / row["file"].replace(".onnx", ".profile.json")).read_text())
+        models.append(model)
+    m = run["micro"]
+    micro = Micro(m["run_overhead_us"], m["node_overhead_us"], [tuple(x) for x in m["bandwidth"]],
+                  {(c, d): v for c, d, v in m["ops_per_s"]}, m["shapes"])
+    return models, micro, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2, help="profile runs per model; the least disturbed is kept")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel `edgeopt convert` processes")
+    parser.add_argument("--keep", type=Path, help="keep the models, profile JSON and microbenchmarks here")
+    parser.add_argument("--reuse", type=Path, help="only print the tables again from a --keep folder")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    import onnxruntime
+
+    if args.reuse:
+        models, micro, run = load(args.reuse)
+        report(models, micro, args.reuse, run["runs"], run["repeats"], run["load_start"], run["load_end"],
+               run["onnxruntime"], run["elapsed_s"])
+        return
+    tmp = tempfile.mkdtemp(prefix="edgeopt-estimate-")
+    work = Path(tmp)
+    try:
+        load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        log("calibrating host (1 thread)")
+        targets = work / "targets"
+        checked(edgeopt("targets", "calibrate", "host", "--output-dir", str(targets), "--threads", "1"), "calibrate")
+        log("microbenchmarks for the what-if columns")
+        micro = run_micro()
+
+        models_file = work / "models.py"
+        models_file.write_text(TORCH_MODELS)
+        models: list[Model] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            fp32 = dict(zip([s.key for s in SPECS], pool.map(lambda s: build(s, models_file, work), SPECS)))
+            int8_specs = [s for s in SPECS if s.calib is not None or s.calib_file is not None]
+            int8 = dict(zip([s.key for s in int8_specs],
+                            pool.map(lambda s: build_int8(s, fp32[s.key].path, work), int8_specs)))
+        for spec in SPECS:
+            models.append(fp32[spec.key])
+            if spec.key in int8:
+                models.append(int8[spec.key])
+        for model in models:
+            log(f"profiling {model.key} {model.variant}")
+            profile(model, targets, args.runs, args.repeats)
+        load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        elapsed = time.perf_counter() - started
+        if args.keep:
+            save(models, micro, targets, args.keep,
+                 {"runs": args.runs, "repeats": args.repeats, "load_start": load_start, "load_end": load_end,
+                  "onnxruntime": onnxruntime.__version__, "elapsed_s": elapsed})
+        report(models, micro, targets, args.runs, args.repeats, load_start, load_end, onnxruntime.__version__,
+               elapsed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(models: list[Model], micro: Micro, targets: Path, runs: int, repeats: int, load_start: float,
+           load_end: float, ort_version: str, elapsed_s: float) -> None:
+    import tomllib
+
+    host = tomllib.loads((targets / "host.toml").read_text())
+    peaks = host["peak_ops_per_s"]
+    dram = host["memory_bandwidth_bytes_per_s"]
+    facts = {id(m): graph_facts(m.path) for m in models}
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores, {platform.machine()}), onnxruntime {ort_version}, "
+          f"Python {platform.python_version()}; 1 intra-op thread; load average {load_start:.2f} at start, "
+          f"{load_end:.2f} at end\n")
+    eff = ", ".join(f"{k} {v:g}" for k, v in host.get("efficiency", {}).items())
+    print(f"Calibrated host (`edgeopt targets calibrate host --threads 1`): fp32 {peaks['fp32'] / 1e9:.1f} GOPS, "
+          f"int8 {peaks.get('int8', 0) / 1e9:.1f} GOPS, memory {host['memory_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; "
+          f"efficiency {eff}; node overhead {models[0].report['estimates']['host']['node_overhead_us']:g} µs.")
+    print(f"Measured: `edgeopt profile -t host --measure --threads 1 --runs {runs}`, best of {repeats} "
+          "by mean; `measured ms` is comparisons[0].total (p50, with onnxruntime's profiler on). int8 = "
+          "`edgeopt convert --quantize static --force-int8 --min-cosine 0` (QDQ u8/s8 per-channel).\n")
+
+    # ---- table 1: per model
+    everything = WhatIf.all()
+    print("| model | variant | MACs | estimated ms | measured ms | est/meas | abs error % | p50 without profiler ms "
+          "| what-if ms | what-if est/meas | what-if abs error % |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    errors, what_errors = [], []
+    for m in models:
+        total = m.report["comparisons"][0]["total"]
+        est, meas = total["estimated_ms"], total["measured_ms"]
+        what_ms, _ = price(m, facts[id(m)], micro, everything, dram)
+        errors.append(abs_err(est, meas))
+        what_errors.append(abs_err(what_ms, meas))
+        print(f"| {m.label} | {m.variant} | {fmt_count(m.report['estimates']['host']['macs_total'])} | {fmt_ms(est)} | "
+              f"{fmt_ms(meas)} | {fmt_ratio(est / meas)} | {errors[-1]:.0f} | {fmt_ms(m.unprofiled_p50_ms)} | "
+              f"{fmt_ms(what_ms)} | {fmt_ratio(what_ms / meas)} | {what_errors[-1]:.0f} |")
+    fp32_err = [e for e, m in zip(errors, models) if m.variant == "fp32"]
+    int8_err = [e for e, m in zip(errors, models) if m.variant == "int8"]
+    print(f"\n**Median absolute error (edgeopt as is): {statistics.median(errors):.0f}%** over {len(models)} models "
+          f"(fp32 {statistics.median(fp32_err):.0f}%, int8 {statistics.median(int8_err):.0f}%; mean "
+          f"{statistics.fmean(errors):.0f}%, worst {max(errors):.0f}%).  ")
+    print(f"What-if (all changes below, this script's arithmetic): median absolute error "
+          f"{statistics.median(what_errors):.0f}% (worst {max(what_errors):.0f}%).\n")
+
+    # ---- table 2: per op type as edgeopt reports it
+    est_by: dict[str, float] = {}
+    meas_by: dict[str, float] = {}
+    seen_in: dict[str, set] = {}
+    for m in models:
+        for op, row in m.report["comparisons"][0]["by_op_type"].items():
+            est_by[op] = est_by.get(op, 0.0) + row["estimated_ms"]
+            meas_by[op] = meas_by.get(op, 0.0) + row["measured_ms"]
+            seen_in.setdefault(op, set()).add(f"{m.key}/{m.variant}")
+    print("Per op type, as `comparisons[0].by_op_type` reports it, summed over all models (measured = "
+          "onnxruntime profiler kernel time per run, mean over all runs incl. warm-up; kernels onnxruntime fused "
+          "and renamed keep onnxruntime's op type):\n")
+    print("| op type | models | estimated ms | measured ms | est/meas |")
+    print("|---|---:|---:|---:|---:|")
+    for op in sorted(est_by, key=lambda k: -max(est_by[k], meas_by[k])):
+        ratio = est_by[op] / meas_by[op] if meas_by[op] > 0 else None
+        print(f"| {op} | {len(seen_in[op])} | {fmt_ms(est_by[op])} | {fmt_ms(meas_by[op])} | "
+              f"{fmt_ratio(ratio) if ratio is not None else 'not measured (fused)'} |")
+    print(f"| **total** | {len(models)} | {fmt_ms(sum(est_by.values()))} | {fmt_ms(sum(meas_by.values()))} | "
+          f"{fmt_ratio(sum(est_by.values()) / sum(meas_by.values()))} |")
+
+    # ---- table 3: per kernel class, fusion-aware
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for m in models:
+        f = facts[id(m)]
+        fused = fused_epilogues(f)
+        nodes = {n["name"]: n for n in m.report["estimates"]["host"]["nodes"]}
+        _, what_nodes = price(m, f, micro, everything, dram)
+        groups: dict[str, dict[str, float]] = {}
+        for n in nodes.values():
+            if not n["time_us"]:
+                continue
+            root = fused.get(n["name"], n["name"])
+            g = groups.setdefault(root, {"est": 0.0, "what": 0.0, "meas": 0.0, "macs": 0.0})
+            g["est"] += n["time_us"] / 1000
+            g["what"] += what_nodes.get(n["name"], 0.0) / 1000
+            g["macs"] += n["macs"] or 0
+        unmapped: dict[str, float] = {}
+        kernels = {op["node"]: op for op in m.report["measurements"]["host"][0]["per_op"] or []}
+        for kernel, ms in per_op_ms(m).items():
+            root = map_kernel(kernels[kernel], f, fused)
+            if root is not None and root in groups:
+                groups[root]["meas"] += ms
+            else:
+                ort_op = kernels[kernel].get("op_type") or "?"
+                op = _ORT_BASE.get(ort_op, ort_op)
+                unmapped[op] = unmapped.get(op, 0.0) + ms
+        for root, g in groups.items():
+            node = nodes[root]
+            dtype = "int8" if node["execution_dtype"] == "int8" else (node["execution_dtype"] or "?")
+            key = (kernel_class(f, root), dtype)
+            row = rows.setdefault(key, {"n": 0, "est": 0.0, "what": 0.0, "meas": 0.0, "macs": 0.0, "models": set()})
+            row["n"] += 1
+            for k in ("est", "what", "meas", "macs"):
+                row[k] += g[k]
+            row["models"].add(m.key + m.variant)
+        for op, ms in unmapped.items():
+            row = rows.setdefault((f"{op} (unmapped kernels)", "-"),
+                                  {"n": 0, "est": 0.0, "what": 0.0, "meas": 0.0, "macs": 0.0, "models": set()})
+            row["meas"] += ms
+            row["models"].add(m.key + m.variant)
+    print("\nPer kernel class, fusion-aware: onnxruntime kernels mapped back to the model node they implement "
+          "(NCHWc/fused kernels are named after their output tensor), and the estimates of the epilogues they "
+          "absorb (Conv+Clip/Relu, Conv+Add, Gemm+Relu, Add+LayerNorm, Add+Gelu, MatMul+Div) added to that node. "
+          "Achieved GOPS = 2·MACs / measured time; the last column is that as a fraction of the calibrated peak "
+          "of the dtype.\n")
+    print("| kernel class | dtype | kernels | models | estimated ms | what-if ms | measured ms | est/meas "
+          "| what-if/meas | achieved GOPS | of peak |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (cls, dtype), row in sorted(rows.items(), key=lambda kv: -kv[1]["meas"]):
+        gops = 2 * row["macs"] / (row["meas"] * 1e-3) / 1e9 if row["meas"] and row["macs"] else None
+        peak = peaks.get(dtype) if dtype in ("fp32", "int8") else None
+        print(f"| {cls} | {dtype} | {row['n'] or '-'} | {len(row['models'])} | {fmt_ms(row['est'])} | "
+              f"{fmt_ms(row['what'])} | {fmt_ms(row['meas'])} | "
+              f"{fmt_ratio(row['est'] / row['meas']) if row['meas'] else '-'} | "
+              f"{fmt_ratio(row['what'] / row['meas']) if row['meas'] else '-'} | "
+              f"{'-' if gops is None else f'{gops:.1f}'} | "
+              f"{'-' if gops is None or not peak else f'{gops * 1e9 / peak:.2f}'} |")
+
+    # ---- table 4: what-if ablation
+    print("\nWhat-if, one change at a time (median absolute error of the total over all models; the 'alone' "
+          "column applies only that change to edgeopt's model, 'all but' applies every other change):\n")
+    bw = ", ".join(f"≤{size >> 20 if size >= 1 << 20 else size / (1 << 20):g} MiB {b / 1e9:.0f} GB/s"
+                   for size, b in micro.bandwidth)
+    ops = micro.ops_per_s
+
+    def gops(cls: str, dtype: str) -> str:
+        value = ops.get((cls, dtype))
+        peak = peaks.get(dtype)
+        return "-" if value is None else f"{value / 1e9:.0f} GOPS ({value / peak:.2f} of peak)"
+
+    changes = [
+        ("overhead", f"node overhead {models[0].report['estimates']['host']['node_overhead_us']:g} µs -> "
+                     f"{micro.node_overhead_us:.2f} µs, plus {micro.run_overhead_us:.1f} µs per run"),
+        ("fusion", "activations/Add/Div that onnxruntime fuses into Conv, Gemm, MatMul, LayerNorm, Gelu cost 0"),
+        ("bandwidth", f"bandwidth by working set ({bw}); Gather reads only the rows it gathers"),
+        ("conv", f"Conv by class: dense fp32 {gops('conv-dense', 'fp32')}, int8 {gops('conv-dense', 'int8')}; "
+                 f"depthwise fp32 {gops('conv-depthwise', 'fp32')}, int8 {gops('conv-depthwise', 'int8')}; "
+                 f"1x1 fp32 {gops('conv-pointwise', 'fp32')}, int8 {gops('conv-pointwise', 'int8')}"),
+        ("matmul", f"MatMul with a weight fp32 {gops('matmul-weight', 'fp32')}, int8 {gops('matmul-weight', 'int8')}; "
+                   f"two activations fp32 {gops('matmul-activation', 'fp32')}"),
+        ("lstm", "LSTM = X·W as one GEMM + per step and direction: R (4h·h·4 B) re-read at cache bandwidth "
+                 f"+ {micro.node_overhead_us:.2f} µs"),
+    ]
+    meas = [measured_p50(m) for m in models]
+    base = statistics.median(errors)
+    print("| change | constants (measured here) | median abs error, alone | median abs error, all but this |")
+    print("|---|---|---:|---:|")
+    print(f"| none (edgeopt as is) | | {base:.0f}% | |")
+    for name, text in changes:
+        alone = WhatIf(**{name: True})
+        but = WhatIf(**{k: k != name for k in WhatIf.__dataclass_fields__})
+        e_alone = [abs_err(price(m, facts[id(m)], micro, alone, dram)[0], x) for m, x in zip(models, meas)]
+        e_but = [abs_err(price(m, facts[id(m)], micro, but, dram)[0], x) for m, x in zip(models, meas)]
+        print(f"| {name} | {text} | {statistics.median(e_alone):.0f}% | {statistics.median(e_but):.0f}% |")
+    print(f"| all | | {statistics.median(what_errors):.0f}% | |")
+    print("\nMicrobenchmark shapes: " + "; ".join(f"{k}: {v}" for k, v in micro.shapes.items()) + ".")
+    print(f"\nTotal runtime {elapsed_s:.0f} s (calibration, builds and measurements).")
+
+
+if __name__ == "__main__":
+    main()
