@@ -346,24 +346,28 @@ def _int8(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> bytes | None:
 class Micro:
     """What the what-if cost model uses, measured here (1 thread, medians)."""
 
-    run_overhead_us: float  # session.run() of a one-node model on a 16-float tensor
+    run_overhead_us: float  # session.run() of a one-node model on a 16-float tensor, minus one node
     node_overhead_us: float  # each further tiny kernel (a chain of 200 Neg)
-    bandwidth: list[tuple[int, float]]  # (working-set bytes, copy bandwidth B/s), ascending
-    ops_per_s: dict[tuple[str, str], float]  # (kernel class, fp32|int8) -> achieved ops/s
+    bandwidth: list[tuple[int, float]]  # (working-set bytes, read bandwidth B/s), ascending
+    ops_per_s: dict[tuple[str, str], float]  # (kernel class, fp32|int8) -> achieved ops/s, one kernel
+    ns_per_element: dict[str, float]  # transcendental/normalisation kernels: ns per output element
     shapes: dict[str, str]
 
 
 def _bandwidth_table(budget_s: float) -> list[tuple[int, float]]:
+    """Read bandwidth (a float32 dot product of two arrays) by working set: caches, then DRAM."""
     table = []
     for working_set in (512 << 10, 2 << 20, 8 << 20, 32 << 20, 128 << 20):
-        src = np.ones(working_set // 2 // 4, dtype=np.float32)
-        dst = np.empty_like(src)
-        seconds = _median_s(lambda: np.copyto(dst, src), budget_s, min_runs=10)
-        table.append((working_set, 2 * src.nbytes / seconds))
+        a = np.ones(working_set // 8, dtype=np.float32)
+        b = np.ones(working_set // 8, dtype=np.float32)
+        seconds = _median_s(lambda a=a, b=b: np.dot(a, b), budget_s, min_runs=10)
+        table.append((working_set, working_set / seconds))
     return table
 
 
 def run_micro(budget_s: float = 0.25) -> Micro:
+    """Per-kernel figures from chains: (time of k+1 kernels - time of 1) / k, so the Q/DQ at the
+    model's edges, NCHWc reorders and the session overhead cancel out."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -371,59 +375,83 @@ def run_micro(budget_s: float = 0.25) -> Micro:
     def info(name, shape):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
+    def timed(model: bytes, feeds: dict[str, np.ndarray]) -> float:
+        session = _session(model)
+        return _median_s(lambda: session.run(None, feeds), budget_s)
+
     # dispatch: one node vs a chain of 200 tiny nodes
     x = np.ones((1, 16), np.float32)
     times = {}
     for n in (1, 200):
         nodes = [helper.make_node("Neg", ["x" if i == 0 else f"t{i}"], ["y" if i == n - 1 else f"t{i + 1}"])
                  for i in range(n)]
-        session = _session(_graph(nodes, [info("x", (1, 16))], [info("y", (1, 16))]))
-        times[n] = _median_s(lambda s=session: s.run(None, {"x": x}), budget_s, min_runs=200) * 1e6
+        times[n] = timed(_graph(nodes, [info("x", (1, 16))], [info("y", (1, 16))]), {"x": x}) * 1e6
     node_us = (times[200] - times[1]) / 199
     run_us = times[1] - node_us
 
-    # kernel classes, fp32 and QDQ int8; shapes typical of the models below
-    def conv(c, hw, k, group, cout):
-        w = numpy_helper.from_array((rng.standard_normal((cout, c // group, k, k)) * 0.1).astype(np.float32), "w")
-        node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4, group=group)
-        feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
-        return (_graph([node], [info("x", (1, c, hw, hw))], [info("y", (1, cout, hw, hw))], [w]), feeds,
-                2 * cout * (c // group) * k * k * hw * hw)
+    def chain(k: int, make_node, shape, extra_inputs=(), inits=(), opset=17):
+        nodes = [make_node("x" if i == 0 else f"t{i}", "y" if i == k - 1 else f"t{i + 1}", i) for i in range(k)]
+        graph = helper.make_graph(nodes, "bench", [info("x", shape), *extra_inputs], [info("y", shape)],
+                                  initializer=list(inits))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        return model.SerializeToString()
 
-    def matmul(a_shape, b_shape, weight):
-        out = (*a_shape[:-1], b_shape[-1])
-        feeds = {"a": rng.standard_normal(a_shape).astype(np.float32)}
-        inits, inputs = [], [info("a", a_shape)]
-        if weight:
-            inits.append(numpy_helper.from_array((rng.standard_normal(b_shape) * 0.1).astype(np.float32), "b"))
-        else:
-            inputs.append(info("b", b_shape))
-            feeds["b"] = rng.standard_normal(b_shape).astype(np.float32)
-        macs = math.prod(out) * a_shape[-1]
-        return (_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, [info("y", out)], inits), feeds,
-                2 * macs)
+    def conv_case(c, hw, k, group):
+        inits = [numpy_helper.from_array((rng.standard_normal((c, c // group, k, k)) * 0.1).astype(np.float32),
+                                         f"w{i}") for i in range(5)]
+        make = lambda a, b, i: helper.make_node("Conv", [a, f"w{i}"], [b], pads=[k // 2] * 4, group=group)  # noqa: E731
+        return make, (1, c, hw, hw), (), inits, 2 * c * (c // group) * k * k * hw * hw
+
+    def matmul_weight_case(m, d):
+        inits = [numpy_helper.from_array((rng.standard_normal((d, d)) / d ** 0.5).astype(np.float32), f"w{i}")
+                 for i in range(5)]
+        make = lambda a, b, i: helper.make_node("MatMul", [a, f"w{i}"], [b])  # noqa: E731
+        return make, (1, m, d), (), inits, 2 * m * d * d
+
+    def matmul_activation_case(heads, s):
+        make = lambda a, b, i: helper.make_node("MatMul", [a, "v"], [b])  # noqa: E731
+        return make, (1, heads, s, s), (info("v", (1, heads, s, s)),), (), 2 * heads * s * s * s
 
     cases = {
-        "conv-dense": (conv(32, 64, 3, 1, 32), "Conv 32->32 3x3 at 64x64"),
-        "conv-depthwise": (conv(144, 24, 3, 144, 144), "depthwise Conv 144ch 3x3 at 24x24"),
-        "conv-pointwise": (conv(96, 24, 1, 1, 576), "Conv 96->576 1x1 at 24x24"),
-        "matmul-weight": (matmul((1, 64, 256), (256, 768), True), "MatMul [64,256]x[256,768] (weight)"),
-        "matmul-activation": (matmul((1, 4, 64, 64), (1, 4, 64, 64), False), "MatMul [4,64,64]x[4,64,64] (2 activations)"),
+        "conv-dense": (conv_case(32, 64, 3, 1), "Conv 32->32 3x3 at 64x64"),
+        "conv-depthwise": (conv_case(144, 24, 3, 144), "depthwise Conv 144ch 3x3 at 24x24"),
+        "conv-pointwise": (conv_case(192, 24, 1, 1), "Conv 192->192 1x1 at 24x24"),
+        "matmul-weight": (matmul_weight_case(64, 256), "MatMul [64,256]x[256,256] (weight)"),
+        "matmul-activation": (matmul_activation_case(4, 64), "MatMul [4,64,64]x[4,64,64] (2 activations)"),
     }
     ops: dict[tuple[str, str], float] = {}
-    for name, ((model, feeds, flops), _shape) in cases.items():
-        session = _session(model)
-        seconds = _median_s(lambda s=session, f=feeds: s.run(None, f), budget_s) - run_us * 1e-6
-        ops[(name, "fp32")] = flops / max(seconds, 1e-9)
-        if name == "matmul-activation":
-            continue  # QDQ of two activations: covered by matmul-weight's int8 figure
-        quantized = _int8(model, feeds)
-        if quantized:
-            session = _session(quantized)
-            seconds = _median_s(lambda s=session, f=feeds: s.run(None, f), budget_s) - run_us * 1e-6
-            ops[(name, "int8")] = flops / max(seconds, 1e-9)
+    for name, ((make, shape, extra, inits, flops), _text) in cases.items():
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        for tensor in extra:
+            dims = [d.dim_value for d in tensor.type.tensor_type.shape.dim]
+            feeds[tensor.name] = rng.standard_normal(dims).astype(np.float32)
+        models = {k: chain(k, make, shape, extra, inits) for k in (1, 5)}
+        for dtype in ("fp32", "int8"):
+            if dtype == "int8":
+                models = {k: _int8(m, feeds) for k, m in models.items()}
+                if None in models.values():
+                    continue
+            seconds = (timed(models[5], feeds) - timed(models[1], feeds)) / 4
+            ops[(name, dtype)] = flops / max(seconds, 1e-9)
+
+    # ops that are not memory-bound at these sizes: exp/erf/reductions per element
+    elementwise = {
+        "Gelu": (lambda a, b, i: helper.make_node("Gelu", [a], [b]), (1, 64, 1024), (), 20),
+        "Softmax": (lambda a, b, i: helper.make_node("Softmax", [a], [b], axis=-1), (1, 4, 64, 64), (), 17),
+        "LayerNormalization": (lambda a, b, i: helper.make_node("LayerNormalization", [a, "g", "beta"], [b], axis=-1),
+                               (1, 64, 256), (numpy_helper.from_array(np.ones(256, np.float32), "g"),
+                                              numpy_helper.from_array(np.zeros(256, np.float32), "beta")), 17),
+    }
+    ns: dict[str, float] = {}
+    for name, (make, shape, inits, opset) in elementwise.items():
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        t = {k: timed(chain(k, make, shape, (), inits, opset), feeds) for k in (1, 5)}
+        ns[name] = max((t[5] - t[1]) / 4, 0.0) / math.prod(shape) * 1e9
+    shapes = {k: v[1] for k, v in cases.items()}
+    shapes.update({k: f"{k} {'x'.join(map(str, v[1]))}" for k, v in elementwise.items()})
     return Micro(run_overhead_us=run_us, node_overhead_us=node_us, bandwidth=_bandwidth_table(budget_s),
-                 ops_per_s=ops, shapes={k: v[1] for k, v in cases.items()})
+                 ops_per_s=ops, ns_per_element=ns, shapes=shapes)
 
 
 # ------------------------------------------------------------------ building models

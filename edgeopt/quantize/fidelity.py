@@ -7,6 +7,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.numeric import channel_cosines
+
 
 class OutputFidelity(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,10 +23,15 @@ class OutputFidelity(BaseModel):
     sqnr_db: float  # signal-to-quantization-noise ratio over the whole output
     max_abs_error: float
     top1_agreement: float | None = None  # classifier-like outputs only
+    # Integer/bool outputs (class ids, masks): the fraction of elements that match exactly.
+    # A cosine says nothing there (any two positive class ids have cosine 1).
+    exact_agreement: float | None = None
 
     @property
     def floor_cosine(self) -> float:
         """What the fidelity floor is held against."""
+        if self.exact_agreement is not None:
+            return self.exact_agreement
         if self.channel_cosine_min is None:
             return self.cosine_mean
         return min(self.cosine_mean, self.channel_cosine_min)
@@ -62,31 +69,19 @@ def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return np.where(both_zero, 1.0, cosine)
 
 
-def _channel_cosines(ref: np.ndarray, cand: np.ndarray) -> tuple[float | None, int | None]:
-    """Min cosine over last-axis channels that carry signal; (None, None) if not applicable."""
-    if ref.ndim < 2 or ref.shape[-1] < 2 or ref.shape[-1] > 4096:
-        return None, None
-    r = ref.reshape(-1, ref.shape[-1])
-    c = cand.reshape(r.shape)
-    energy = np.sum(r**2, axis=0)
-    # Channels with next to no signal make noisy cosines; judge the ones that matter.
-    meaningful = energy > 1e-6 * float(np.mean(energy)) if np.any(energy > 0) else np.zeros_like(energy, bool)
-    if not np.any(meaningful):
-        return None, None
-    norms = np.sqrt(energy) * np.linalg.norm(c, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, np.sum(r * c, axis=0) / np.where(norms > 0, norms, 1), 0.0)
-    cosine = np.where(meaningful, cosine, np.inf)
-    worst = int(np.argmin(cosine))
-    return float(cosine[worst]), worst
-
-
 def is_classifier_like(array: np.ndarray) -> bool:
     """[N, C] float scores with a handful-to-thousands of classes."""
     return array.ndim == 2 and 2 <= array.shape[1] <= 10000 and array.dtype.kind == "f"
 
 
 def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
+    raw_ref, raw_cand = np.asarray(reference), np.asarray(candidate)
+    if raw_ref.dtype.kind in "iub" and raw_ref.shape == raw_cand.shape:
+        agreement = float(np.mean(raw_ref == raw_cand)) if raw_ref.size else 1.0
+        errors = np.abs(raw_ref.astype(np.float64) - raw_cand.astype(np.float64))
+        return OutputFidelity(name=name, cosine_mean=agreement, cosine_min=agreement, sqnr_db=math.inf
+                              if agreement == 1.0 else -math.inf, max_abs_error=float(errors.max()) if errors.size
+                              else 0.0, exact_agreement=agreement)
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:
@@ -104,7 +99,7 @@ def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray) -> 
         sqnr = -math.inf
     else:
         sqnr = 10 * math.log10(signal / noise)
-    channel_min, worst_channel = _channel_cosines(ref, cand) if finite else (0.0, None)
+    channel_min, worst_channel = channel_cosines(ref, cand) if finite else (0.0, None)
     top1 = None
     if is_classifier_like(np.asarray(reference)):
         top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))

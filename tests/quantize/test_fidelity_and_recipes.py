@@ -109,3 +109,9 @@ def test_weights_only_shrinks_and_stays_close(tmp_path):
     assert compare_outputs("y", ref, got).floor_cosine > 0.999
     conv = quantize_weights_only(conv_classifier())
     assert sum(n.op_type == "DequantizeLinear" for n in conv.graph.node) == 2  # conv and fc weights
+
+
+def test_integer_outputs_are_judged_by_exact_agreement():
+    result = compare_outputs("class_id", np.array([3, 5, 7, 9]), np.array([3, 1, 7, 8]))
+    assert result.exact_agreement == 0.5 and result.floor_cosine == 0.5  # a cosine would say 1.0
+    assert compare_outputs("mask", np.array([True, False]), np.array([True, False])).floor_cosine == 1.0
