@@ -78,6 +78,21 @@ def _external_info(tensor: TensorProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in tensor.external_data}
 
 
+def _declared_bytes(tensor: TensorProto) -> int | None:
+    """Bytes the tensor's dims and dtype need, or None for types without a fixed size."""
+    import numpy as np
+
+    if tensor.data_type == TensorProto.STRING:
+        return None
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if tensor.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        return (int(np.prod(tensor.dims, dtype=np.int64)) + 1) // 2
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+
+
 def check_external_data(model: onnx.ModelProto, model_path: Path) -> list[ExternalFile]:
     """Validate every external-data reference; return the files they use.
 
@@ -113,6 +128,12 @@ def check_external_data(model: onnx.ModelProto, model_path: Path) -> list[Extern
                 f"{model_path}: external-data file {location!r} (tensor {tensor.name!r}) is missing",
                 "copy the data file next to the model, keeping the name the model expects",
             )
+        if resolved.stat().st_nlink > 1:
+            # onnx itself refuses these ("hardlink attack"): a hard link can expose any file.
+            raise UnsafeInputError(
+                f"{model_path}: external-data file {location!r} is a hard link",
+                "copy the data file (cp, not ln) so it is a file of its own",
+            )
         file_size = resolved.stat().st_size
         try:
             offset = int(info.get("offset", "0"))
@@ -122,6 +143,14 @@ def check_external_data(model: onnx.ModelProto, model_path: Path) -> list[Extern
                 f"{model_path}: tensor {tensor.name!r} has a malformed external-data offset/length",
                 "re-save the model with onnx.save(..., save_as_external_data=True)",
             ) from None
+        declared = _declared_bytes(tensor)
+        if "length" not in info and declared is not None:
+            length = declared
+        if declared is not None and length < declared:
+            raise ModelLoadError(
+                f"{model_path}: tensor {tensor.name!r} needs {declared} bytes but its external data holds {length}",
+                "the data file is truncated or belongs to another model; re-export it",
+            )
         if offset < 0 or length < 0 or offset + length > file_size:
             raise ModelLoadError(
                 f"{model_path}: tensor {tensor.name!r} reads bytes {offset}..{offset + length} "
@@ -168,7 +197,7 @@ def load_onnx(path: Path | str, *, load_external_data: bool = True, check: bool 
 
         try:
             load_external_data_for_model(model, str(path.resolve().parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # onnx raises OSError, ValueError or its own ValidationError
             raise ModelLoadError(f"{path}: cannot read external data: {exc}", "check the data files") from None
         loaded.external_data_loaded = True
     if check:

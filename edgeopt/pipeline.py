@@ -306,8 +306,12 @@ class _Run:
                           "min_top1": settings.min_top1, "force_int8": settings.force_int8}
         batch = _calibration_batch_size(current)
         calib_batches = list(calibration.batches(batch)) if calibration is not None else None
-        eval_batches = list(evaluation.batches(batch))
-        timing = next(evaluation.take([0]).batches(1))
+        # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
+        # quantization picks its scales per batch, so batch 16 would flatter it.
+        deploy_batch = batch if batch != _FREE_BATCH else 1
+        eval_batches = list(evaluation.batches(deploy_batch))
+        timing = eval_batches[0]
+        data_details["eval"]["batch_size"] = deploy_batch
         overrides = {"activation_type": settings.activation_type, "weight_type": settings.weight_type,
                      "per_channel": settings.per_channel, "calibration": settings.calibration_method,
                      "format": settings.format}
@@ -475,7 +479,15 @@ class _Run:
             if missing:
                 raise VerificationError(f"the produced graph expects inputs the source lacks: {', '.join(missing)}",
                                         "this is an exporter bug; rerun with --debug")
-            got = list(runner.run(_cast({s.name: feeds[s.name] for s in candidate_specs}, runner)).values())
+            try:
+                got = list(runner.run(_cast({s.name: feeds[s.name] for s in candidate_specs}, runner)).values())
+            except InputError as exc:
+                if batch is None or batch == base:
+                    raise
+                raise VerificationError(
+                    f"{model_path.name} declares a dynamic batch axis but fails at batch {batch}: {exc.message}",
+                    "the model only works at its example batch size: rerun with --static-batch",
+                ) from None
             samples.append((expected, got))
             used.append(batch if batch is not None else (base or 1))
         return parity_check(str(model_path.name), "source", samples, runner.output_names(), self.tol,
@@ -550,6 +562,13 @@ class _Run:
         self.report.final = final
         for src in moves:
             os.replace(src, self.out_dir / src.name)
+        # Intermediates of an earlier run that this run did not make would sit beside a
+        # report that never mentions them (an old int8 quantize.onnx next to a float model).
+        produced = {src.name for src in moves}
+        for name in STAGE_FILES.values():
+            for stale in (self.out_dir / name, self.out_dir / (name + ".data")):
+                if stale.name not in produced and stale.is_file():
+                    stale.unlink()
         report_path = self.out_dir / REPORT
         self.report.write(report_path)
         return ConvertResult(self.report, self.out_dir / FINAL_MODEL, report_path)
@@ -576,6 +595,9 @@ def _sample_specs(declared: list[InputSpec], resolved: list[InputSpec], user_nam
     return specs
 
 
+_FREE_BATCH = 16
+
+
 def _calibration_batch_size(model: onnx.ModelProto) -> int:
     """Batches of 16 where the batch axis is free; otherwise the fixed batch size."""
     initializers = {t.name for t in model.graph.initializer}
@@ -585,7 +607,7 @@ def _calibration_batch_size(model: onnx.ModelProto) -> int:
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
             return int(dims[0].dim_value)
-    return 16
+    return _FREE_BATCH
 
 
 def _batch_of(specs: list[InputSpec]) -> int | None:

@@ -213,3 +213,42 @@ def test_help_on_every_command(cli):
         result = cli(*path, "--help")
         assert result.code == 0, (path, result.stderr)
         assert "Usage:" in result.stdout
+
+
+def test_optional_typed_input_is_a_clear_error(cli, tmp_path):
+    from onnx import TensorProto, helper
+
+    optional = helper.make_value_info("x", helper.make_optional_type_proto(
+        helper.make_tensor_type_proto(TensorProto.FLOAT, [2])))
+    graph = helper.make_graph(
+        [helper.make_node("OptionalGetElement", ["x"], ["y"])], "opt", [optional],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path / "optional.onnx"
+    onnx.save(model, str(path))
+    _one_line_error(cli("convert", path, "-o", tmp_path / "out"), 2, "numeric tensors")
+
+
+def test_hard_linked_external_data_is_refused(cli, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(conv_classifier(), str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="w.bin", size_threshold=0)
+    os.link(folder / "w.bin", tmp_path / "elsewhere.bin")
+    _one_line_error(cli("convert", folder / "m.onnx", "-o", tmp_path / "out"), 2, "hard link")
+
+
+def test_truncated_external_data_without_length(cli, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(conv_classifier(), str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="w.bin", size_threshold=0)
+    model = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        keep = [e for e in tensor.external_data if e.key != "length"]
+        del tensor.external_data[:]
+        tensor.external_data.extend(keep)
+    onnx.save(model, str(folder / "m.onnx"))
+    (folder / "w.bin").write_bytes((folder / "w.bin").read_bytes()[:100])
+    _one_line_error(cli("inspect", folder / "m.onnx"), 2, "truncated")

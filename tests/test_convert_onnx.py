@@ -201,3 +201,15 @@ def test_unknown_target_fails_before_any_work(cli, conv_onnx, tmp_path):
     result = cli("convert", conv_onnx, "-o", tmp_path / "out", "-t", "rpi9")
     assert result.code == 2 and "unknown target 'rpi9'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_rerun_removes_stale_intermediates_and_outputs_are_readable(cli, conv_onnx, tmp_path):
+    import stat
+
+    out = tmp_path / "out"
+    assert cli("convert", conv_onnx, "-o", out, "--quantize", "weights-only").code == 0
+    assert (out / "quantize.onnx").exists()
+    assert cli("convert", conv_onnx, "-o", out).code == 0
+    assert not (out / "quantize.onnx").exists()  # the new report does not mention it
+    mode = stat.S_IMODE((out / "model.onnx").stat().st_mode)
+    assert mode & 0o044  # group/other can read it (not mkstemp's 0600)

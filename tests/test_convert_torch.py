@@ -245,3 +245,28 @@ def test_pt2_with_code_in_a_shape_expression_is_refused(cli, tiny_module, tmp_pa
     assert result.code == 2 and "not plain arithmetic" in result.stderr
     assert not marker.exists()
     assert cli("convert", good, "-o", tmp_path / "out").code == 0
+
+
+SQUEEZE_MODEL = '''
+import torch
+
+class SqueezeFirst(torch.nn.Module):
+    def forward(self, x):
+        return x.squeeze(0) * 2
+
+def build():
+    return SqueezeFirst()
+'''
+
+
+def test_dynamic_batch_that_only_works_at_one_size_points_to_static_batch(cli, tmp_path):
+    factory = tmp_path / "squeeze.py"
+    factory.write_text(SQUEEZE_MODEL)
+    result = cli("convert", f"{factory}:build", "--input-shape", "x=1x4", "-o", tmp_path / "out")
+    if result.code == 0:  # the exporter may specialise the batch itself; then the graph is static and right
+        model = onnx.load(str(tmp_path / "out" / "model.onnx"))
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+        return
+    assert result.code == 4 and "--static-batch" in result.stderr
+    fixed = cli("convert", f"{factory}:build", "--input-shape", "x=1x4", "--static-batch", "-o", tmp_path / "out")
+    assert fixed.code == 0, fixed.stderr

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code != 0:  # click returns Exit codes in this mode
             sys.exit(code)
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer turns Ctrl-C into Exit(130)
+            _error_line("interrupted")
         sys.exit(exc.exit_code)
     except TyperException as exc:  # click's usage errors (typer vendors click)
         if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):

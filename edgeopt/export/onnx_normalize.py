@@ -41,10 +41,9 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
         converted = version_converter.convert_version(model, target)
     except Exception as exc:  # the converter raises RuntimeError/IndexError/… depending on the op
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise ExportError(
-            f"cannot convert the graph from opset {current} to {target}: {text}",
-            "re-export the model at opset >= 13 from its framework",
-        ) from None
+        hint = ("omit --opset to keep the model's own opset" if target < current
+                else "re-export the model at opset >= 13 from its framework")
+        raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
     return converted
 
 

@@ -481,6 +481,16 @@ def load_dataset(
             f"{path.name}: 'labels' has {len(labels)} entries but the data has {count} samples",
             "give exactly one label per sample, in sample order",
         )
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
+        if labels.ndim == 2 and labels.dtype.kind in "iufb" and labels.shape[0] == count:
+            raise InputError(
+                f"{path.name}: 'labels' is 2-D {labels.shape} (one-hot?); edgeopt expects one class id per sample",
+                "store labels as a 1-D integer array, e.g. labels = onehot.argmax(axis=1)",
+            )
+        raise InputError(
+            f"{path.name}: 'labels' must be a 1-D array of integer class ids (got {labels.dtype} {labels.shape})",
+            "store labels as int64 class indices, one per sample",
+        )
     if require_labels and labels is None:
         raise InputError(
             f"{path} has no labels, but labels are required here",

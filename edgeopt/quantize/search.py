@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.errors import VerificationError
+from edgeopt.errors import InputError, VerificationError
 from edgeopt.quantize.fidelity import Fidelity, measure_fidelity
 from edgeopt.quantize.recipes import QuantizeMode, Recipe, RecipeChoice, candidate_recipes
 from edgeopt.quantize.sensitivity import (
@@ -202,6 +202,12 @@ def search(
             c.latency_ratio = round(stats[c.name].ratio_to_reference or 1.0, 4)
 
     explicit = options.mode in ("static", "dynamic", "weights-only")
+    nothing = [c for c in outcome.candidates if c.rejection and c.rejection.startswith("no node was quantized")]
+    if not passing and explicit and outcome.candidates and len(nothing) == len(outcome.candidates):
+        raise InputError(
+            f"nothing to quantize with --quantize {options.mode}: the graph has no Conv/MatMul/Gemm/recurrent "
+            "node with constant weights that this recipe covers",
+            "ship the float model (--quantize none), or try another --quantize mode")
     if not passing:
         worst = [c for c in outcome.candidates if c.fidelity is not None]
         summary = "; ".join(f"{c.name}: {c.rejection}" for c in outcome.candidates) or "no recipe applies"

@@ -122,7 +122,7 @@ class _OnnxRuntime:
 
         self.ort = ort
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         if profile:

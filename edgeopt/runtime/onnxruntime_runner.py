@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.data import InputSpec
-from edgeopt.errors import InputError, ModelLoadError
+from edgeopt.errors import InputError, ModelLoadError, UnsupportedFormatError
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -27,7 +27,9 @@ class OnnxRuntimeRunner:
 
         self.label = label
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: onnxruntime's warnings are noise here
+        # Fatal only: onnxruntime's own error lines (coloured, multi-line) would break the
+        # one-line error rule; its exceptions carry the same text and are reported once.
+        options.log_severity_level = 4
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = {
@@ -45,10 +47,15 @@ class OnnxRuntimeRunner:
             ) from None
 
     def input_specs(self) -> list[InputSpec]:
-        return [
-            InputSpec(i.name, tuple(_dim(d) for d in (i.shape or [])), _ORT_TYPES.get(i.type, i.type))
-            for i in self.session.get_inputs()
-        ]
+        specs = []
+        for i in self.session.get_inputs():
+            if i.type not in _ORT_TYPES or i.type == "tensor(string)":
+                raise UnsupportedFormatError(
+                    f"{self.label}: input {i.name!r} has type {i.type}; edgeopt feeds numeric tensors only",
+                    "export the model with plain tensor inputs (no optional/sequence/map/string inputs)",
+                )
+            specs.append(InputSpec(i.name, tuple(_dim(d) for d in (i.shape or [])), _ORT_TYPES[i.type]))
+        return specs
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]

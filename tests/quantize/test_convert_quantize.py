@@ -248,3 +248,23 @@ def test_sequence_model_takes_data_of_any_length(cli, tmp_path):
     details = _quantize_stage(json.loads(result.stdout))["details"]
     assert details["shipped"] == "int8"
     assert details["data"]["calibration"]["count"] == 24 and details["data"]["eval"]["count"] == 6
+
+
+def test_one_hot_labels_are_refused(cli, conv_onnx, tmp_path):
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((12, 3, 8, 8)).astype(np.float32),
+             labels=np.eye(5)[np.arange(12) % 5])
+    result = cli("convert", conv_onnx, "--calib", data, "-o", tmp_path / "out")
+    assert result.code == 2 and "one-hot" in result.stderr
+
+
+def test_nothing_to_quantize_is_bad_input_not_a_verification_failure(cli, tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])],
+                              "plain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    source = tmp_path / "plain.onnx"
+    onnx.save(model, str(source))
+    result = cli("convert", source, "--quantize", "dynamic", "-o", tmp_path / "out")
+    assert result.code == 2 and "nothing to quantize" in result.stderr
