@@ -66,8 +66,8 @@ def compare(estimate: dict[str, Any], measurement: dict[str, Any]) -> EstimateVs
     measured: dict[str, float] = {}
     for op in measurement.get("per_op") or []:
         op_type = next((op_of[n] for n in op.get("source_nodes", []) if n in op_of), op.get("op_type") or "?")
-        measured[op_type] = measured.get(op_type, 0.0) + op["total_us"] / 1000 / max(1, measurement["runs"] + 1 +
-                                                                                      measurement["warmup"])
+        per_run_us = op["median_us"] if op.get("median_us") is not None else op["total_us"] / max(1, op["calls"])
+        measured[op_type] = measured.get(op_type, 0.0) + per_run_us / 1000
     by_op = {}
     for op_type in sorted(set(estimated) | set(measured)):
         est, meas = estimated.get(op_type, 0.0), measured.get(op_type, 0.0)
@@ -137,7 +137,7 @@ def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], ru
 
     check_runs(runs)
     thread_counts = threads or sorted({1, os.cpu_count() or 1})
-    names = [n.name for n in model.graph.node]
+    names = [(n.name, list(n.output)) for n in model.graph.node]
     runner = OnnxRuntimeRunner(path, label=str(path))
     specs = [InputSpec(s.name, tuple(input_shapes.get(s.name, [d if isinstance(d, int) and d > 0 else 1
                                                                 for d in s.shape])), s.dtype)

@@ -202,9 +202,13 @@ def node_traffic(
         written_dt: dict[str, int] = {}
         inputs = _distinct(resolve_alias(n, aliases) for n in node.input)
         outputs = _distinct(resolve_alias(n, aliases) for n in node.output)
+        gathered_rows = node.op_type == "Gather" and node.input and node.input[0] in weights
         for name in inputs:
             info = shapes.get(name)
             size = tensor_size_bytes(info)
+            if gathered_rows and name == node.input[0]:
+                # An embedding lookup reads the rows it gathers, not the whole table.
+                size = tensor_size_bytes(shapes.get(node.output[0])) if node.output else size
             if size is None:
                 unknown.append(name)
                 continue

@@ -53,7 +53,11 @@ __all__ = [
     "place_nodes",
 ]
 
-Role = Literal["compute", "qdq", "fused_qdq", "constant"]
+Role = Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
+# onnxruntime folds these activations into the Conv/Gemm before them (FusedConv, FusedGemm,
+# NCHWc Conv) when nothing else reads the intermediate tensor.
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
+_ACTIVATION_HOSTS = frozenset({"Conv", "Gemm", "FusedConv", "FusedGemm"})
 Device = Literal["cpu", "accelerator"]
 
 _Q_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
@@ -276,6 +280,13 @@ def analyse_execution(
         if i in fused:
             rows.append(NodeExecution(**common, dtype="int8", role="compute", qdq_fused=True))
             continue
+        if node.op_type in FUSED_ACTIVATIONS and node.domain in DEFAULT_DOMAINS and node.input:
+            src = producer.get(node.input[0])
+            if (src is not None and nodes[src].op_type in _ACTIVATION_HOSTS and src not in fused
+                    and len(consumers.get(node.input[0], [])) == 1 and node.input[0] not in graph_outputs):
+                rows.append(NodeExecution(**common, dtype=rows[src].dtype, role="fused_activation",
+                                          attached_to=src))
+                continue
         dtype = "int8" if _is_integer_op(node) else _data_dtype(node, shapes)
         if dtype is None:  # types not inferred (e.g. after a contrib op): take the producer's
             first = next((name for name in node.input if name), None)

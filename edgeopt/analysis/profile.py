@@ -127,7 +127,8 @@ class NodeProfile(_Frozen):
     name: str
     op_type: str
     domain: str
-    role: Literal["compute", "qdq", "fused_qdq", "constant"]
+    role: Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
+    op_class: str | None = None  # "depthwise" / "1x1" for convolutions
     fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
     device: Literal["cpu", "accelerator"]
     execution_dtype: str | None  # "fp32", "fp16", "int8", ... ("int64" for shape arithmetic)
@@ -385,11 +386,46 @@ def _peak_for(peaks: PeakThroughput, dtype: str | None) -> tuple[float | None, b
     return (peaks.fp32, True) if peaks.fp32 else (None, False)
 
 
-def _efficiency(profile: TargetProfile, op_type: str) -> float | None:
+# Defaults where a target states nothing, measured on this project's x86 CI machine with
+# benchmarks/estimate_accuracy.py (achieved fraction of the calibrated peak in real models):
+# recurrent cells are sequential matrix-vector steps; depthwise and 1x1 convolutions reach a
+# fraction of what a dense 3x3 conv does.
+DEFAULT_EFFICIENCY = {"LSTM": 0.5, "GRU": 0.5, "RNN": 0.5}
+CLASS_FACTOR = {("Conv.depthwise", "fp32"): 0.32, ("Conv.depthwise", "int8"): 0.13,
+                ("Conv.1x1", "fp32"): 0.75, ("Conv.1x1", "int8"): 0.76}
+
+
+def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
+    """"depthwise", "1x1" or None (dense) for a Conv; a target may state "Conv.depthwise"."""
+    if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
+        return None
+    weight = shapes.get(node.input[1])
+    dims = weight.shape if weight is not None else None
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    if dims and group > 1 and len(dims) >= 2 and dims[1] == 1:
+        return "depthwise"
+    if dims and len(dims) > 2 and all(d == 1 for d in dims[2:]):
+        return "1x1"
+    return None
+
+
+def _efficiency(profile: TargetProfile, op_type: str, op_class: str | None = None,
+                dtype: str | None = None) -> float | None:
+    if op_class:
+        stated = profile.efficiency.get(f"{op_type}.{op_class}")
+        if stated:
+            return stated
     for key in (op_type, base_op_type(op_type), "default"):
         value = profile.efficiency.get(key)
         if value is not None and value > 0:
-            return value
+            factor = CLASS_FACTOR.get((f"{base_op_type(op_type)}.{op_class}", dtype or "fp32"), 1.0) \
+                if op_class else 1.0
+            return value * factor
+    default = DEFAULT_EFFICIENCY.get(base_op_type(op_type))
+    if default is not None:
+        return default
+    if op_class:
+        return CLASS_FACTOR.get((f"{base_op_type(op_type)}.{op_class}", dtype or "fp32"))
     return None
 
 
@@ -459,7 +495,7 @@ def _node_facts(
         "role": row.role,
         "fused_into": (
             names.get(row.attached_to)
-            if row.role == "fused_qdq" and row.attached_to is not None
+            if row.role in ("fused_qdq", "fused_activation") and row.attached_to is not None
             else None
         ),
         "device": device,
@@ -492,7 +528,8 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
     compute_s = 0.0
     peak: float | None = None
     fell_back = False
-    efficiency = _efficiency(fig.owner, facts["op_type"]) if macs else None
+    efficiency = _efficiency(fig.owner, facts["op_type"], facts.get("op_class"),
+                             facts["execution_dtype"]) if macs else None
     if macs:
         peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
         assert peak is not None  # checked before pricing
@@ -565,6 +602,8 @@ def static_profile(
                     placement.devices[row.index], names)
         for row in execution.nodes
     ]
+    for facts in rows:
+        facts["op_class"] = conv_class(analysed.graph.node[facts["index"]], shapes)
 
     # -- can the target's figures price every costed node?
     cpu_figures = _Figures(f"target '{cpu_profile.name}'", cpu_profile.peak_ops_per_s,
@@ -600,7 +639,7 @@ def static_profile(
     for facts in rows:
         times: dict = {"compute_time_us": None, "memory_time_us": None, "overhead_us": 0.0,
                        "time_us": None, "bound": "unknown", "peak_ops_per_s": None, "efficiency": None}
-        if facts["role"] in ("constant", "fused_qdq"):
+        if facts["role"] in ("constant", "fused_qdq", "fused_activation"):
             times.update(compute_time_us=0.0, memory_time_us=0.0, time_us=0.0, bound="none")
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]

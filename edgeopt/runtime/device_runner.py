@@ -163,9 +163,13 @@ class _OnnxRuntime:
             args = event.get("args", {})
             node = args.get("node_name") or event["name"][: -len("_kernel_time")]
             entry = totals.setdefault(node, {"node": node, "op_type": args.get("op_name"), "calls": 0,
-                                             "total_us": 0.0})
+                                             "total_us": 0.0, "durations": []})
             entry["calls"] += 1
             entry["total_us"] += float(event.get("dur", 0))
+            entry["durations"].append(float(event.get("dur", 0)))
+        for entry in totals.values():
+            # The first calls carry one-time costs (allocation, packing): the median is per-run cost.
+            entry["median_us"] = statistics.median(entry.pop("durations"))
         return sorted(totals.values(), key=lambda e: -e["total_us"])
 
 
@@ -214,6 +218,8 @@ def measure(args) -> dict:
 
     facts_before = device_facts()
     engine_cls = _LiteRT if args.model.endswith(".tflite") else _OnnxRuntime
+    profile = args.profile
+    args.profile = False  # the profiler slows kernels: time without it, profile in a second pass
     # Import the runtime before the baseline so the RSS increase is the model's, not the library's.
     if engine_cls is _OnnxRuntime:
         import onnxruntime  # noqa: F401
@@ -238,6 +244,12 @@ def measure(args) -> dict:
         times.append((time.perf_counter() - start) * 1000)
     if args.save_outputs:
         np.savez(args.save_outputs, **dict(zip(engine.output_names(), outputs)))
+    per_op = None
+    if profile and engine_cls is _OnnxRuntime:
+        profiled = engine_cls(args.model, args.threads, True)
+        for _ in range(max(args.warmup, 1) + min(args.runs, 20)):
+            profiled.run(feeds)
+        per_op = profiled.per_op()
     return {
         "runner_version": RUNNER_VERSION,
         "model": os.path.basename(args.model),
@@ -254,7 +266,7 @@ def measure(args) -> dict:
         },
         "memory": {"rss_before_load_bytes": rss_before, "peak_rss_bytes": _peak_rss_bytes(),
                    "peak_rss_increase_bytes": max(0, _peak_rss_bytes() - rss_before)},
-        "per_op": engine.per_op(),
+        "per_op": per_op,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
         "device": facts_before,
         "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ class OpTiming(BaseModel):
     op_type: str | None = None
     calls: int
     total_us: float
+    median_us: float | None = None  # per call, from a separate profiled pass
     source_nodes: list[str] = []  # the model's node names it maps back to
 
 
@@ -99,19 +101,27 @@ def parse_runner_output(stdout: str, where: str) -> Measurement:
                                "edgeopt and the runner versions may differ") from None
 
 
-def map_op_names(measurement: Measurement, node_names: list[str]) -> None:
-    """Tie the runtime's fused/renamed nodes back to the model's node names."""
-    known = set(node_names)
-    suffixes = ("_nchwc", "_fused", "_token", "_ReorderInput", "_ReorderOutput")
+def map_op_names(measurement: Measurement, nodes: list[tuple[str, list[str]]]) -> None:
+    """Tie onnxruntime's fused/renamed kernels back to the model's node names.
+
+    ``nodes``: (node name, output tensor names) in graph order. onnxruntime names kernels
+    after the node ("conv1"), after the output tensor of a fused chain ("relu_1_nchwc"),
+    with a prefix ("fused conv1") or with a fusion suffix ("MatMul_3/MatMulScaleFusion/").
+    """
+    by_name = {name: name for name, _ in nodes}
+    by_output = {out: name for name, outputs in nodes for out in outputs}
     for op in measurement.per_op or []:
-        name = op.node
-        if name in known:
-            op.source_nodes = [name]
-            continue
-        for suffix in suffixes:
-            stem = name.split(suffix)[0]
-            if stem in known:
-                op.source_nodes = [stem]
+        raw = op.node
+        candidates = [raw, raw.removeprefix("fused "), raw.split("/")[0]]
+        for suffix in ("_nchwc", "_ReorderInput", "_ReorderOutput"):
+            candidates += [c[: -len(suffix)] for c in candidates if c.endswith(suffix)]
+        candidates += [re.sub(r"_token_\d+$", "", c) for c in candidates]
+        for candidate in candidates:
+            if candidate in by_name:
+                op.source_nodes = [by_name[candidate]]
+                break
+            if candidate in by_output:
+                op.source_nodes = [by_output[candidate]]
                 break
 
 

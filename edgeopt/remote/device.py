@@ -1,0 +1,280 @@
+"""Measure a model on a real device over SSH with the self-contained device runner.
+
+Layout on the device (``cache_dir``, default ``~/.cache/edgeopt``)::
+
+    models/<sha256>.onnx      content-addressed models, uploaded only when absent
+    tmp/run.XXXXXXXX/         one fresh directory per run (mktemp -d), always removed:
+        device_runner.py        the runner, uploaded every run (a few kB)
+        inputs.npz              the inputs, when given
+        model/<name>            a symlink to models/<sha256>.onnx under the model's own name
+        runner.pid              the runner's pid, so a cleanup call can kill it
+
+Cache bound: after every run the model files are trimmed, least recently used first
+(every use ``touch``es the file), until they total at most ``cache_limit_mb`` (default
+1024 MB); the model just used is never deleted. Run directories older than a day (left by
+a run whose connection and cleanup both failed) are removed at the same time.
+
+Cleanup: the run command removes its directory in an EXIT trap; the runner runs under the
+device's ``timeout`` (a shell watchdog when there is none) as a backstop; and after a local
+timeout, a dropped connection or any failure, a separate cleanup call kills the runner by
+its pid file and removes the directory.
+
+Round trips: prepare (mkdir, mktemp, runner upload, cache check), model upload (only on a
+cache miss), inputs upload (only with inputs), run, finish (cleanup + cache trim).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeopt.errors import InputError, RemoteError
+from edgeopt.remote.ssh import DEFAULT_CONNECT_TIMEOUT_S, SshClient, SshTimeout, remote_command, sh_command
+from edgeopt.runtime.measure import RUNNER_PATH, Measurement, MeasurementError, parse_runner_output
+
+DEFAULT_CACHE_DIR = "~/.cache/edgeopt"
+DEFAULT_CACHE_LIMIT_MB = 1024
+DEFAULT_RUN_TIMEOUT_S = 600.0
+DEFAULT_UPLOAD_TIMEOUT_S = 600.0
+DEVICE_TIMEOUT_GRACE_S = 30.0
+STALE_RUN_DIR_S = 24 * 3600
+
+_PREPARE = r"""
+c=$1; m=$2; size=$3
+mkdir -p "$c/models" "$c/tmp" || exit 1
+d=$(mktemp -d "$c/tmp/run.XXXXXXXX") || exit 1
+if ! cat > "$d/device_runner.py"; then rm -rf "$d"; exit 1; fi
+n=$(wc -c < "$d/device_runner.py")
+if [ $n -ne "$size" ]; then rm -rf "$d"; echo "runner upload truncated" >&2; exit 1; fi
+printf '%s\n' "$d"
+if [ -f "$c/$m" ]; then touch "$c/$m" 2>/dev/null; echo present; else echo absent; fi
+"""
+
+# $1 run dir, $2 device-side timeout (s), $3 threads, $4 symlink target, $5 symlink name, then the runner argv.
+_RUN = r"""
+d=$1; t=$2; th=$3; target=$4; name=$5; shift 5
+trap 'rm -rf "$d"' EXIT
+trap 'exit 143' HUP INT TERM
+mkdir "$d/model" && ln -s "$target" "$d/model/$name" || exit 1
+OMP_NUM_THREADS=$th; export OMP_NUM_THREADS
+if command -v timeout >/dev/null 2>&1; then
+    timeout "$t" sh -c 'echo $$ > "$0/runner.pid"; exec "$@"' "$d" "$@"
+    rc=$?
+else
+    sh -c 'echo $$ > "$0/runner.pid"; exec "$@"' "$d" "$@" &
+    p=$!
+    ( sleep "$t"; : > "$d/timed-out"; kill -TERM $p; sleep 5; kill -KILL $p ) </dev/null >/dev/null 2>&1 &
+    w=$!
+    wait $p
+    rc=$?
+    kill $w 2>/dev/null
+    if [ -f "$d/timed-out" ]; then rc=124; fi
+fi
+exit $rc
+"""
+
+# $1 run dir (may be gone), $2 python, $3 models dir, $4 limit bytes, $5 model file to keep, $6 tmp dir.
+_FINISH = r"""
+d=$1
+if [ -f "$d/runner.pid" ]; then
+    p=$(cat "$d/runner.pid" 2>/dev/null)
+    case $p in
+        ''|*[!0-9]*) ;;
+        *)
+            if [ -r "/proc/$p/cmdline" ] && ! tr '\000' '\n' < "/proc/$p/cmdline" | grep -qF -- "$d"; then
+                :  # pid reused by another process: leave it alone
+            elif kill -0 "$p" 2>/dev/null; then
+                kill -TERM "$p" 2>/dev/null
+                i=0
+                while kill -0 "$p" 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+                kill -KILL "$p" 2>/dev/null
+            fi;;
+    esac
+fi
+rm -rf "$d"
+"$2" -c "$TRIM" "$3" "$4" "$5" "$6" 2>/dev/null
+exit 0
+"""
+
+_TRIM = r"""
+import os, shutil, sys, time
+models, limit, keep, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+files = []
+for name in os.listdir(models):
+    path = os.path.join(models, name)
+    try:
+        st = os.stat(path)
+    except OSError:
+        continue
+    files.append((st.st_mtime, st.st_size, name, path))
+total = sum(f[1] for f in files)
+for mtime, size, name, path in sorted(files):
+    if total <= limit:
+        break
+    if name == keep:
+        continue
+    try:
+        os.unlink(path)
+        total -= size
+    except OSError:
+        pass
+now = time.time()
+for name in os.listdir(tmp):
+    path = os.path.join(tmp, name)
+    try:
+        if name.startswith("run.") and now - os.stat(path).st_mtime > %d:
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
+""" % STALE_RUN_DIR_S
+
+
+@dataclass
+class RemoteRun:
+    """What one profile over SSH did, besides measuring."""
+
+    measurement: Measurement
+    host: str
+    model_sha256: str
+    uploaded_bytes: int  # model + inputs bytes sent (the runner itself is not counted)
+    model_cached: bool  # the model was already on the device
+
+
+def _cache_dir(path: str) -> str:
+    """Remote paths: ``~/x`` becomes ``x`` (ssh starts in the home directory, and a quoted ``~`` would not expand)."""
+    path = path.strip()
+    if path in ("~", "~/"):
+        return "."
+    if path.startswith("~/"):
+        return path[2:].rstrip("/") or "."
+    if path.startswith("~"):
+        raise InputError(f"remote cache dir {path!r}: ~user paths are not supported", "use ~/dir or an absolute path")
+    return path.rstrip("/") or "/"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _link_name(model_path: Path) -> str:
+    name = model_path.name.replace("\0", "")
+    return name if name not in ("", ".", "..") else "model.onnx"
+
+
+def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmup: int = 5, threads: int = 1,
+                     inputs: Path | str | None = None, profile_ops: bool = True, python: str = "python3",
+                     cache_dir: str = DEFAULT_CACHE_DIR, cache_limit_mb: float = DEFAULT_CACHE_LIMIT_MB,
+                     config_file: Path | str | None = None, known_hosts_file: Path | str | None = None,
+                     identity_file: Path | str | None = None, accept_new_host_key: bool = False,
+                     extra_ssh_options: list[str] | None = None,
+                     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                     upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
+                     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
+                     device_timeout_s: float | None = None) -> RemoteRun:
+    """Measure ``model_path`` on ``host`` and say what was uploaded. See the module docstring for the layout.
+
+    ``run_timeout_s`` bounds the run as seen from here (the local ssh is killed, then the runner
+    on the device by a cleanup call); ``device_timeout_s`` (default ``run_timeout_s`` + 30 s) is
+    the device-side ``timeout`` that ends the runner even if this machine vanished.
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise InputError(f"model file not found: {model_path}", "check the path")
+    if runs < 1:
+        raise InputError("--runs must be at least 1", "e.g. --runs 50")
+    inputs_path = Path(inputs) if inputs is not None else None
+    if inputs_path is not None and not inputs_path.is_file():
+        raise InputError(f"inputs file not found: {inputs_path}", "pass an .npz file")
+    client = SshClient(host, config_file=config_file, known_hosts_file=known_hosts_file,
+                       identity_file=identity_file, accept_new_host_key=accept_new_host_key,
+                       connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
+    short_timeout = connect_timeout_s + 30
+    cache = _cache_dir(cache_dir)
+    sha = _sha256(model_path)
+    suffix = ".tflite" if model_path.suffix.lower() == ".tflite" else ".onnx"
+    model_file = f"{sha}{suffix}"
+    runner = RUNNER_PATH.read_bytes()
+
+    prepared = client.check(sh_command(_PREPARE, cache, f"models/{model_file}", str(len(runner))),
+                            timeout_s=short_timeout + upload_timeout_s, input_bytes=runner,
+                            what="preparing the device (cache folder, runner upload)")
+    lines = prepared.text.strip().splitlines()
+    if len(lines) < 2 or lines[-1] not in ("present", "absent") or "/tmp/run." not in lines[-2]:
+        raise RemoteError(f"unexpected reply from {host} while preparing: {prepared.text.strip()[:200]!r}",
+                          "the device's shell printed something unexpected; check its login scripts")
+    run_dir, cached = lines[-2], lines[-1] == "present"
+    uploaded = 0
+    try:
+        if not cached:
+            data = model_path.read_bytes()
+            client.upload(data, f"{cache}/models/{model_file}", timeout_s=upload_timeout_s)
+            uploaded += len(data)
+        argv = [python, f"{run_dir}/device_runner.py", f"{run_dir}/model/{_link_name(model_path)}",
+                "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads)]
+        if inputs_path is not None:
+            data = inputs_path.read_bytes()
+            client.upload(data, f"{run_dir}/inputs.npz", timeout_s=upload_timeout_s)
+            uploaded += len(data)
+            argv += ["--inputs", f"{run_dir}/inputs.npz"]
+        if profile_ops:
+            argv.append("--profile")
+        device_timeout = device_timeout_s if device_timeout_s is not None else run_timeout_s + DEVICE_TIMEOUT_GRACE_S
+        command = sh_command(_RUN, run_dir, str(max(1, int(round(device_timeout)))), str(threads),
+                             f"../../../models/{model_file}", _link_name(model_path), *argv)
+        try:
+            result = client.run(command, timeout_s=run_timeout_s, what="the runner")
+        except SshTimeout:
+            raise RemoteError(f"measuring {model_path.name} on {host} did not finish within {run_timeout_s:.0f} s",
+                              "lower --runs, or raise the run timeout; the runner on the device was stopped") from None
+        measurement = _interpret(result.returncode, result.text, result.error_text, host, python, device_timeout)
+    finally:
+        _finish(client, run_dir, python, cache, model_file, cache_limit_mb, short_timeout)
+    return RemoteRun(measurement, host, sha, uploaded, cached)
+
+
+def measure_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmup: int = 5, threads: int = 1,
+                     inputs: Path | str | None = None, **options) -> Measurement:
+    """Measure ``model_path`` on ``host`` over SSH; the options are those of :func:`profile_over_ssh`."""
+    return profile_over_ssh(host, model_path, runs=runs, warmup=warmup, threads=threads, inputs=inputs,
+                            **options).measurement
+
+
+def _finish(client: SshClient, run_dir: str, python: str, cache: str, model_file: str, limit_mb: float,
+            timeout_s: float) -> None:
+    """Best effort: kill a leftover runner, remove the run dir, trim the model cache. Never raises."""
+    script = _FINISH.replace('"$TRIM"', remote_command([_TRIM]))
+    try:
+        client.run(sh_command(script, run_dir, python, f"{cache}/models", str(int(limit_mb * 1024 * 1024)),
+                              model_file, f"{cache}/tmp"), timeout_s=timeout_s, what="cleaning up")
+    except RemoteError:
+        pass
+
+
+def _interpret(code: int, stdout: str, stderr: str, host: str, python: str, device_timeout: float) -> Measurement:
+    last = next((line.strip() for line in reversed(stderr.replace("\r", "").splitlines()) if line.strip()), "")
+    if code in (0, 3):
+        try:
+            return parse_runner_output(stdout, host)
+        except MeasurementError as exc:
+            if code == 0 or "printed no result" not in exc.message:
+                raise RemoteError(exc.message, exc.hint) from None
+    if code == 124:
+        raise RemoteError(f"the runner on {host} ran past the device-side limit of {device_timeout:.0f} s and was "
+                          "stopped", "lower --runs, or raise the timeout")
+    if code in (137, -9, 128 + 9):
+        raise RemoteError(f"the runner on {host} was killed (SIGKILL), likely out of memory",
+                          "the model does not fit in the device's memory; try a smaller or quantized model, "
+                          "and see 'dmesg' on the device for the OOM killer")
+    if code in (143, -15):
+        raise RemoteError(f"the runner on {host} was terminated (SIGTERM)", "something on the device stopped it; retry")
+    if code == 127 and (re.search(r"not found|no such file", last, re.I) or not stdout.strip()):
+        raise RemoteError(f"'{python}' was not found on {host}",
+                          "install Python 3 with numpy and onnxruntime on the device, or pass the interpreter path")
+    raise RemoteError(f"the runner on {host} failed (exit {code}): {last or 'no output'}",
+                      "rerun with --debug; check python3, numpy and onnxruntime on the device")
