@@ -137,7 +137,7 @@ def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], ru
 
     check_runs(runs)
     thread_counts = threads or sorted({1, os.cpu_count() or 1})
-    names = [(n.name, list(n.output)) for n in model.graph.node]
+    names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
     runner = OnnxRuntimeRunner(path, label=str(path))
     specs = [InputSpec(s.name, tuple(input_shapes.get(s.name, [d if isinstance(d, int) and d > 0 else 1
                                                                 for d in s.shape])), s.dtype)

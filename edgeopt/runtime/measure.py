@@ -101,15 +101,30 @@ def parse_runner_output(stdout: str, where: str) -> Measurement:
                                "edgeopt and the runner versions may differ") from None
 
 
-def map_op_names(measurement: Measurement, nodes: list[tuple[str, list[str]]]) -> None:
+def map_op_names(measurement: Measurement, nodes: list[tuple[str, str, list[str], list[str]]]) -> None:
     """Tie onnxruntime's fused/renamed kernels back to the model's node names.
 
-    ``nodes``: (node name, output tensor names) in graph order. onnxruntime names kernels
-    after the node ("conv1"), after the output tensor of a fused chain ("relu_1_nchwc"),
-    with a prefix ("fused conv1") or with a fusion suffix ("MatMul_3/MatMulScaleFusion/").
+    ``nodes``: (name, op_type, inputs, outputs) in graph order. onnxruntime names kernels
+    after the node ("conv1"), after the output tensor of a fused chain ("relu_1_nchwc":
+    a Conv fused with the Relu that produces relu_1), with a prefix ("fused conv1") or
+    with a fusion suffix ("MatMul_3/MatMulScaleFusion/"). A kernel named after a fused
+    chain's output is charged to the node of its own op type up that chain.
     """
-    by_name = {name: name for name, _ in nodes}
-    by_output = {out: name for name, outputs in nodes for out in outputs}
+    by_name = {name: name for name, _, _, _ in nodes}
+    by_output = {out: name for name, _, _, outputs in nodes for out in outputs}
+    info = {name: (op_type, inputs) for name, op_type, inputs, _ in nodes}
+
+    def up_chain(name: str, op_type: str | None) -> str:
+        current = name
+        for _ in range(3):  # Conv -> Add -> Relu is the longest chain onnxruntime fuses here
+            if op_type is None or info[current][0] == op_type:
+                return current
+            first = next((i for i in info[current][1] if i in by_output), None)
+            if first is None:
+                break
+            current = by_output[first]
+        return name
+
     for op in measurement.per_op or []:
         raw = op.node
         candidates = [raw, raw.removeprefix("fused "), raw.split("/")[0]]
@@ -121,7 +136,7 @@ def map_op_names(measurement: Measurement, nodes: list[tuple[str, list[str]]]) -
                 op.source_nodes = [by_name[candidate]]
                 break
             if candidate in by_output:
-                op.source_nodes = [by_output[candidate]]
+                op.source_nodes = [up_chain(by_output[candidate], op.op_type)]
                 break
 
 

@@ -312,3 +312,16 @@ def test_cache_is_trimmed_least_recently_used_first(sshd, tmp_path, cache):
     run = profile_over_ssh(sshd.alias, paths[0], runs=1, warmup=0, profile_ops=False,
                            **options(sshd, cache, cache_limit_mb=0.0001))
     assert {p.stem for p in (cache / "models").iterdir()} == {run.model_sha256}
+
+
+def test_device_side_timeout_without_a_timeout_binary(sshd, model, cache, monkeypatch):
+    """Devices without `timeout` (minimal images) fall back to a shell watchdog."""
+    import edgeopt.remote.device as device
+
+    monkeypatch.setattr(device, "_RUN", device._RUN.replace("command -v timeout", "command -v no-such-timeout"))
+    with pytest.raises(RemoteError) as info:
+        measure_over_ssh(sshd.alias, model, runs=10**7, warmup=0, profile_ops=False,
+                         **options(sshd, cache, run_timeout_s=60, device_timeout_s=2))
+    assert "device-side limit" in str(info.value)
+    assert leftover_runners(str(cache)) == ""
+    assert run_dirs(cache) == []
