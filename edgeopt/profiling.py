@@ -88,6 +88,8 @@ def profile_model(
     runs: int = 50,
     threads: list[int] | None = None,
     targets_dir: Path | None = None,
+    ssh_hosts: list[str] | None = None,
+    ssh_options: dict[str, Any] | None = None,
     progress: Any = None,
 ) -> ProfileReport:
     from edgeopt.analysis.profile import static_profile
@@ -126,7 +128,40 @@ def profile_model(
         if "host" in report.estimates and not report.comparisons:
             report.warnings.append("no estimate to compare with: calibrate the host first "
                                    "(edgeopt targets calibrate host)")
+    if ssh_hosts:
+        _measure_devices(report, path, model, ssh_hosts, runs, threads, ssh_options or {}, progress)
     return report
+
+
+def _measure_devices(report: ProfileReport, path: Path, model: Any, hosts: list[str], runs: int,
+                     threads: list[int] | None, ssh_options: dict[str, Any], progress: Any) -> None:
+    """Measure on each SSH device; one device failing does not lose the others' results."""
+    from edgeopt.errors import EdgeoptError
+    from edgeopt.remote.device import profile_over_ssh
+    from edgeopt.runtime.measure import map_op_names
+
+    names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    failures: list[str] = []
+    for host in hosts:
+        results = []
+        try:
+            for count in threads or [1]:
+                if progress:
+                    progress(f"measuring on {host}, {count} thread(s)")
+                run = profile_over_ssh(host, path, runs=runs, threads=count, **ssh_options)
+                map_op_names(run.measurement, names)
+                results.append({**run.measurement.model_dump(mode="json"),
+                                "ssh": {"host": host, "uploaded_bytes": run.uploaded_bytes,
+                                        "model_cached": run.model_cached}})
+        except EdgeoptError as exc:
+            failures.append(f"{host}: {exc}")
+            report.warnings.append(f"measuring on {host} failed: {exc}")
+            continue
+        report.measurements[host] = results
+    if failures and len(failures) == len(hosts):
+        from edgeopt.errors import RemoteError
+
+        raise RemoteError(f"every device failed: {'; '.join(failures)}", "check the hosts with ssh HOST true")
 
 
 def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], runs: int,

@@ -24,6 +24,13 @@ def profile_command(
                                                             "cores)."),
     top: int = typer.Option(10, "--top", min=0, help="Heaviest nodes to list."),
     targets_dir: Path = typer.Option(None, "--targets-dir", help="Extra folder of target .toml files."),
+    ssh: list[str] = typer.Option([], "--ssh", help="Measure on a device over SSH: an ~/.ssh/config alias, "
+                                                    "user@host or user@host:port (repeatable)."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Trust a device's host key on first contact (OpenSSH "
+                                                  "accept-new); a changed key is still refused."),
+    ssh_config: Path = typer.Option(None, "--ssh-config", help="OpenSSH client config file to use (ssh -F)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
     output: Path = typer.Option(None, "--output", "-o", help="Also write the profile report JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as JSON on stdout."),
 ) -> None:
@@ -38,6 +45,9 @@ def profile_command(
         task = progress.add_task("profiling", total=None)
         report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, measure=measure, runs=runs,
                                threads=list(threads) or None, targets_dir=targets_dir,
+                               ssh_hosts=list(dict.fromkeys(ssh)) or None,
+                               ssh_options={"accept_new_host_key": accept_new_host_key, "python": remote_python,
+                                            **({"config_file": ssh_config} if ssh_config else {})},
                                progress=lambda m: progress.update(task, description=m))
     payload = report.model_dump(mode="json")
     if output is not None:
