@@ -253,7 +253,7 @@ class _Run:
         record.warnings.extend(result.warnings)
         if result.exporter != "dynamo":
             record.status = "fallback"
-        current = load_onnx(path).model
+        current = load_onnx(path, check=False).model
         if default_opset(current) < MIN_OPSET:  # only if the user's exporter choice forced it
             current = convert_opset(current, MIN_OPSET)
         self._check_and_save(record, "export", current, reference, parent=self.report.source)

@@ -83,3 +83,16 @@ def test_unknown_ops_are_counted_not_fatal(cli, tmp_path):
 def test_human_output(cli):
     result = cli("profile", DIGITS, "-t", "rpi5")
     assert result.code == 0 and "rpi5: latency" in result.stdout and "Heaviest nodes" in result.stdout
+
+
+def test_accelerator_runs_only_its_declared_dtypes():
+    from edgeopt.analysis.profile import static_profile
+    from edgeopt.targets import Accelerator, PeakThroughput, TargetProfile
+
+    npu = TargetProfile(
+        name="npu", display_name="npu", kind="npu", arch="aarch64",
+        peak_ops_per_s=PeakThroughput(fp32=1e10), memory_bandwidth_bytes_per_s=1e9,
+        accelerator=Accelerator(name="toy", runtime="other", delegate="toy", dtypes=("int8",),
+                                supported_ops={"fp32": ("Conv", "Relu", "Gemm")}))
+    profile = static_profile(conv_classifier(), npu)
+    assert profile.accelerator_node_count == 0  # fp32 ops listed, but the NPU declares int8 only

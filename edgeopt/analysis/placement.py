@@ -361,7 +361,7 @@ def place_nodes(
         dtype = row.dtype or "unknown"
         ops = supported.get(dtype, frozenset())
         known_domain = row.domain in _Q_DOMAINS
-        if dtype not in acc_dtypes and not ops:
+        if dtype not in acc_dtypes or not ops:
             fallback[row.name] = f"{acc.name} does not run {dtype} ops"
         elif known_domain and (row.op_type in ops or base_op_type(row.op_type) in ops):
             devices[row.index] = "accelerator"

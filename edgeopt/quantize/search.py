@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError, VerificationError
 from edgeopt.quantize.fidelity import Fidelity, measure_fidelity
-from edgeopt.quantize.recipes import QuantizeMode, Recipe, RecipeChoice, candidate_recipes
+from edgeopt.quantize.recipes import QuantizeMode, Recipe, candidate_recipes
 from edgeopt.quantize.sensitivity import (
     ensure_node_names, exclusion_group, rank_sensitive_nodes, up_front_exclusions,
 )
@@ -120,7 +120,7 @@ def search(
     outcome = QuantizeOutcome(mode=options.mode, target=target.name,
                               floor={"min_cosine": options.min_cosine, "min_top1": options.min_top1})
     prepared, lift = lift_constant_weights(ensure_node_names(float_model))
-    outcome.prepare = {"lifted_constants": lift.model_dump(mode="json") if hasattr(lift, "model_dump") else str(lift)}
+    outcome.prepare = {"lifted_constants": lift.model_dump(mode="json")}
     reasons = check_quantizable(prepared)
     if reasons:
         outcome.warnings.extend(reasons)
@@ -209,13 +209,11 @@ def search(
             "node with constant weights that this recipe covers",
             "ship the float model (--quantize none), or try another --quantize mode")
     if not passing:
-        worst = [c for c in outcome.candidates if c.fidelity is not None]
         summary = "; ".join(f"{c.name}: {c.rejection}" for c in outcome.candidates) or "no recipe applies"
         if explicit:
             raise VerificationError(f"no int8 model meets the fidelity floor ({summary})",
                                     "lower --min-cosine, add calibration data, or use --quantize auto")
         outcome.reason = f"kept the float model: no int8 candidate was usable ({summary})"
-        del worst
         return None, outcome
     if is_host and options.measure_latency:
         best = min(passing, key=lambda c: c.latency_ratio or 1e9)
@@ -262,7 +260,8 @@ def _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation, op
         candidate.mixed_precision.append(MixedPrecisionStep(
             float_nodes=chosen, worst_cosine=trial_fidelity.worst_cosine, meets_floor=meets))
         improved = trial_fidelity.worst_cosine > best[1].worst_cosine + 1e-4
-        best = (trial_data, trial_fidelity, trial)
+        if improved or meets:  # keep the best step: a later one may lose fidelity
+            best = (trial_data, trial_fidelity, trial)
         stalled = 0 if improved else stalled + 1
         if meets or count >= len(ranking) or stalled >= 2:  # two steps that buy nothing: stop paying for more
             break

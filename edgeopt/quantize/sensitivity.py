@@ -41,24 +41,28 @@ def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
-def _float_tensors(model: onnx.ModelProto) -> set[str]:
+def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
+    """Float activations (name -> element type), from shape inference (best effort)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shape inference is best effort here
         inferred = model
     float_types = {TensorProto.FLOAT, TensorProto.FLOAT16}
-    names = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
-             if vi.type.tensor_type.elem_type in float_types}
-    return names
+    return {vi.name: vi.type.tensor_type.elem_type
+            for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+            if vi.type.tensor_type.elem_type in float_types}
 
 
-def _expose(model: onnx.ModelProto, names: list[str]) -> bytes:
+def _expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None = None) -> bytes:
+    """The model with ``names`` as extra outputs, each declared with its own element type
+    (a float16 tensor declared float would not load)."""
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     existing = {o.name for o in augmented.graph.output}
     for name in names:
         if name not in existing:
-            augmented.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            elem = (types or {}).get(name, TensorProto.FLOAT)
+            augmented.graph.output.append(helper.make_tensor_value_info(name, elem, None))
     return augmented.SerializeToString()
 
 
@@ -85,7 +89,8 @@ def rank_sensitive_nodes(
 ) -> list[tuple[str, float]]:
     """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first."""
     produced_in_quant = {out for node in quant_model.graph.node for out in node.output}
-    float_names = _float_tensors(float_model)
+    float_types = _float_tensors(float_model)
+    float_names = set(float_types)
     # Compare each tensor as its consumers see it in the int8 graph: the dequantized copy if any.
     seen_as = {name: name + _DQ_SUFFIX if name + _DQ_SUFFIX in produced_in_quant else name
                for name in float_names if name in produced_in_quant or name + _DQ_SUFFIX in produced_in_quant}
@@ -93,9 +98,10 @@ def rank_sensitive_nodes(
     watched = sorted(seen_as)
     if not watched:
         return []
-    reference = OnnxRuntimeRunner(_expose(float_model, watched), label="float model (activations)",
+    reference = OnnxRuntimeRunner(_expose(float_model, watched, float_types), label="float model (activations)",
                                   optimization="basic")
-    candidate = OnnxRuntimeRunner(_expose(quant_model, sorted(set(seen_as.values()))),
+    quant_types = {seen_as[name]: float_types[name] for name in watched}
+    candidate = OnnxRuntimeRunner(_expose(quant_model, sorted(set(seen_as.values())), quant_types),
                                   label="int8 model (activations)", optimization="basic")
     sums: dict[str, list[float]] = {name: [] for name in watched}
     peaks: dict[str, float] = {}
@@ -174,9 +180,11 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray
     for node in model.graph.node:
         if node.op_type in ("Relu", "Clip") and set(node.output) & read_inside:
             reasons[node.name] = "activation read inside a subgraph (the quantizer would fold it away)"
-    watched = sorted(_float_tensors(model) - {i.name for i in model.graph.input})
+    types = _float_tensors(model)
+    watched = sorted(set(types) - {i.name for i in model.graph.input})
     if watched and feeds:
-        runner = OnnxRuntimeRunner(_expose(model, watched), label="float model (ranges)", optimization="basic")
+        runner = OnnxRuntimeRunner(_expose(model, watched, types), label="float model (ranges)",
+                                   optimization="basic")
         peaks: dict[str, float] = {}
         for batch in feeds[:2]:
             for name, value in runner.run(batch).items():

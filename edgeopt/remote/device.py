@@ -25,12 +25,12 @@ cache miss), inputs upload (only with inputs), run, finish (cleanup + cache trim
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeopt.errors import InputError, RemoteError
+from edgeopt.fsutil import sha256_file
 from edgeopt.remote.ssh import DEFAULT_CONNECT_TIMEOUT_S, SshClient, SshTimeout, remote_command, sh_command
 from edgeopt.runtime.measure import RUNNER_PATH, Measurement, MeasurementError, parse_runner_output
 
@@ -154,14 +154,6 @@ def _cache_dir(path: str) -> str:
     return path.rstrip("/") or "/"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _link_name(model_path: Path) -> str:
     name = model_path.name.replace("\0", "")
     return name if name not in ("", ".", "..") else "model.onnx"
@@ -196,7 +188,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                        connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
     short_timeout = connect_timeout_s + 30
     cache = _cache_dir(cache_dir)
-    sha = _sha256(model_path)
+    sha = sha256_file(model_path)
     suffix = ".tflite" if model_path.suffix.lower() == ".tflite" else ".onnx"
     model_file = f"{sha}{suffix}"
     runner = RUNNER_PATH.read_bytes()

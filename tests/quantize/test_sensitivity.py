@@ -32,3 +32,16 @@ def test_unnamed_nodes_get_unique_names():
     names = [n.name for n in named.graph.node]
     assert len(set(names)) == len(names) and all(names)
     assert all(not n.name for i, n in enumerate(model.graph.node) if i != 1)  # input untouched
+
+
+def test_float16_models_can_be_analysed():
+    from onnx import TensorProto, helper
+
+    from edgeopt.quantize.sensitivity import up_front_exclusions
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"])], "fp16",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    assert up_front_exclusions(model, [{"x": np.full((1, 4), 2e7 / 1e3, np.float16)}]) == {}
