@@ -222,19 +222,27 @@ class _Run:
     def _from_torch(self, fmt: ModelFormat) -> tuple[onnx.ModelProto, _Reference]:
         from edgeopt.export.torch_source import load_torch_source
         from edgeopt.export.torch_to_onnx import (
-            export_torch, output_names_from, run_torch, run_torch_named, torch_input_specs,
+            export_torch, output_names_from, run_torch_named, torch_input_specs,
         )
 
         record, started = self._stage("load", "Loading PyTorch model")
         weights = Path(self.config.weights) if self.config.weights else None
         source = load_torch_source(self.config.source, fmt, weights=weights, trust_pickle=self.config.trust_pickle)
         specs = torch_input_specs(source, self._input_shapes(), dict(self.config.input_dtypes))
-        reference = _Reference(specs, lambda feeds: run_torch(source, specs, feeds))
+        output_keys: list[str | None] = []  # names from the outputs' dict keys, seen on the first run
+
+        def run_source(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            named = run_torch_named(source, specs, feeds)
+            if not output_keys:
+                output_keys.extend(name for name, _ in named)
+            return [array for _, array in named]
+
+        reference = _Reference(specs, run_source)
         feeds, outputs = reference.sample(self.config.parity.seed, None)
         declared = [InputSpec(s.name, ("batch", *s.shape[1:]) if self.config.dynamic_batch and s.shape else s.shape,
                               s.dtype) for s in specs]
         self._load_quantization_data(declared, record)
-        output_names = output_names_from(run_torch_named(source, specs, feeds))
+        output_names = output_names_from(list(zip(output_keys, outputs)))
         record.details.update({"kind": source.description, "inputs": [s.describe() for s in specs],
                                "outputs": output_names or len(outputs)})
         if weights is not None:
@@ -369,26 +377,22 @@ class _Run:
                                    "the int8 model's accuracy is unknown. Do not ship it.")
         if settings.eval:
             evaluation = load_dataset(settings.eval, specs, preprocessing=preprocessing)
-            details["eval"] = {"source": evaluation.source, "count": evaluation.count, "sha256": evaluation.sha256,
-                               "labels": evaluation.labels is not None}
+            details["eval"] = evaluation.summary()
         elif calibration is not None and calibration.count >= 10:
             calibration, evaluation = calibration.split(settings.holdout_fraction, seed=0)
-            details["eval"] = {"source": f"held out from calibration ({settings.holdout_fraction:.0%})",
-                               "count": evaluation.count, "sha256": evaluation.sha256,
-                               "labels": evaluation.labels is not None}
+            details["eval"] = {**evaluation.summary(),
+                               "source": f"held out from calibration ({settings.holdout_fraction:.0%})"}
         elif calibration is not None:
             evaluation = calibration
             warnings.append(f"only {calibration.count} calibration samples: fidelity is measured on the "
                                    "calibration data itself (pass --eval DATA for an honest figure)")
-            details["eval"] = {"source": "the calibration data (too few samples to hold out)",
-                               "count": evaluation.count, "sha256": evaluation.sha256}
+            details["eval"] = {**evaluation.summary(),
+                               "source": "the calibration data (too few samples to hold out)"}
         else:
             evaluation = random_dataset(specs, 16, seed=self.config.parity.seed + 1)
-            details["eval"] = {"source": "random inputs (no --calib/--eval)", "count": evaluation.count}
+            details["eval"] = {**evaluation.summary(), "source": "random inputs (no --calib/--eval)"}
         if calibration is not None:
-            details["calibration"] = {"source": calibration.source, "count": calibration.count,
-                                      "sha256": calibration.sha256,
-                                      "random": settings.calib is None}
+            details["calibration"] = {**calibration.summary(), "random": settings.calib is None}
         return calibration, evaluation, details, warnings
 
     def _targets_dir(self) -> Path | None:

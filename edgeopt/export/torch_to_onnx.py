@@ -95,15 +95,10 @@ def to_torch_inputs(specs: list[InputSpec], feeds: dict[str, np.ndarray]) -> tup
     return tuple(torch.from_numpy(np.array(feeds[s.name], copy=True)) for s in specs)
 
 
-def run_torch(source: TorchSource, specs: list[InputSpec], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Reference outputs, flattened in the order the exporters flatten them."""
-    return [array for _, array in run_torch_named(source, specs, feeds)]
-
-
 def run_torch_named(source: TorchSource, specs: list[InputSpec],
                     feeds: dict[str, np.ndarray]) -> list[tuple[str | None, np.ndarray]]:
-    """Like run_torch, with a name for each output taken from dict keys in the
-    output structure ("boxes", "head.scores"), or None where there are none."""
+    """Reference outputs, flattened in the order the exporters flatten them, each with a
+    name taken from dict keys in the output structure ("boxes", "head.scores"), or None."""
     torch = import_torch()
     from torch.utils._pytree import tree_flatten_with_path
 
