@@ -160,7 +160,8 @@ def _render(result: Any) -> None:
     )
     for name, verdict in (summary.get("targets") or {}).items():
         latency = (f"~{verdict['latency_ms']:.3g} ms estimated" if verdict.get("latency_ms") is not None
-                   else f"no latency estimate ({str(verdict.get('estimate_unavailable_reason')).split(': latency')[0]})")
+                   else f"no latency estimate ({str(verdict.get('estimate_unavailable_reason')).split(': latency')[0]}"
+                        + ("; run `edgeopt targets calibrate host`" if name == "host" else "") + ")")
         fits = {True: "fits in memory", False: "DOES NOT FIT in memory", None: "memory fit unknown"}[verdict["fits"]]
         line = f"{name}: {latency}, {fits}"
         if verdict.get("accelerator"):
