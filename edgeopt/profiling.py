@@ -35,6 +35,7 @@ class EstimateVsMeasurement(BaseModel):
 
     target: str
     threads: int
+    device: str = "host"
     total: OpTypeComparison
     by_op_type: dict[str, OpTypeComparison]
 
@@ -89,6 +90,8 @@ def profile_model(
     threads: list[int] | None = None,
     targets_dir: Path | None = None,
     ssh_hosts: list[str] | None = None,
+    hosts_file: Path | None = None,
+    max_parallel: int = 4,
     ssh_options: dict[str, Any] | None = None,
     progress: Any = None,
 ) -> ProfileReport:
@@ -105,6 +108,8 @@ def profile_model(
             raise InputError(f"the model has {len(real)} inputs; an unnamed --input-shape is ambiguous",
                              "name the input: --input-shape NAME=DIMS")
         shapes[real[0].name] = shapes.pop(None)
+    if hosts_file is not None:  # each device's target gets an estimate to compare with
+        targets = list(dict.fromkeys([*targets, *(d.target for d in load_hosts_file(hosts_file) if d.target)]))
     report = ProfileReport(model=ModelArtifact.from_file(path, ModelFormat.ONNX,
                                                          external_files=[f.path for f in loaded.external_files]))
     for name in targets:
@@ -128,39 +133,101 @@ def profile_model(
         if "host" in report.estimates and not report.comparisons:
             report.warnings.append("no estimate to compare with: calibrate the host first "
                                    "(edgeopt targets calibrate host)")
-    if ssh_hosts:
-        _measure_devices(report, path, model, ssh_hosts, runs, threads, ssh_options or {}, progress)
+    devices = [Device.model_construct(name=host, ssh=host, target=None) for host in ssh_hosts or []]
+    if hosts_file is not None:
+        devices += load_hosts_file(hosts_file)
+    if devices:
+        _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, progress, max_parallel)
     return report
 
 
-def _measure_devices(report: ProfileReport, path: Path, model: Any, hosts: list[str], runs: int,
-                     threads: list[int] | None, ssh_options: dict[str, Any], progress: Any) -> None:
-    """Measure on each SSH device; one device failing does not lose the others' results."""
-    from edgeopt.errors import EdgeoptError
+class Device(BaseModel):
+    """One entry of a --hosts file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+    ssh: str
+    target: str | None = None  # target profile to compare this device's measurement with
+
+
+def load_hosts_file(path: Path) -> list[Device]:
+    """``[[device]]`` tables with name, ssh and an optional target; errors name the entry and field."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    from pydantic import ValidationError
+
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"hosts file not found: {path}", "check the --hosts path") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the hosts file: {exc}", "it must be TOML with [[device]] tables") from None
+    unknown = set(raw) - {"device"}
+    if unknown or not isinstance(raw.get("device"), list) or not raw["device"]:
+        raise InputError(f"{path}: expected [[device]] tables only (found {sorted(raw) or 'nothing'})",
+                         'e.g. [[device]] name = "pi4-a"  ssh = "pi@10.0.0.5"  target = "rpi4b"')
+    devices = []
+    for index, entry in enumerate(raw["device"], start=1):
+        try:
+            devices.append(Device.model_validate(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(entry)"
+            raise InputError(f"{path}: device #{index}, field {field!r}: {first['msg']}",
+                             "each [[device]] has name, ssh and optionally target") from None
+    names = [d.name for d in devices]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{path}: device names must be unique ({', '.join(duplicates)})", "rename the duplicates")
+    return devices
+
+
+def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: list[Device], runs: int,
+                     threads: list[int] | None, ssh_options: dict[str, Any], progress: Any,
+                     max_parallel: int = 4) -> None:
+    """Measure on every device, ``max_parallel`` at a time; a device that fails is reported
+    and does not lose the others' results (exit 3 only when all fail)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeopt.errors import EdgeoptError, RemoteError
     from edgeopt.remote.device import profile_over_ssh
     from edgeopt.runtime.measure import map_op_names
 
     names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
-    failures: list[str] = []
-    for host in hosts:
-        results = []
-        try:
-            for count in threads or [1]:
-                if progress:
-                    progress(f"measuring on {host}, {count} thread(s)")
-                run = profile_over_ssh(host, path, runs=runs, threads=count, **ssh_options)
-                map_op_names(run.measurement, names)
-                results.append({**run.measurement.model_dump(mode="json"),
-                                "ssh": {"host": host, "uploaded_bytes": run.uploaded_bytes,
-                                        "model_cached": run.model_cached}})
-        except EdgeoptError as exc:
-            failures.append(f"{host}: {exc}")
-            report.warnings.append(f"measuring on {host} failed: {exc}")
-            continue
-        report.measurements[host] = results
-    if failures and len(failures) == len(hosts):
-        from edgeopt.errors import RemoteError
 
+    def measure(device: Device) -> list[dict[str, Any]]:
+        results = []
+        for count in threads or [1]:
+            if progress:
+                progress(f"measuring on {device.name}, {count} thread(s)")
+            run = profile_over_ssh(device.ssh, path, runs=runs, threads=count, **ssh_options)
+            map_op_names(run.measurement, names)
+            results.append({**run.measurement.model_dump(mode="json"),
+                            "ssh": {"host": device.ssh, "uploaded_bytes": run.uploaded_bytes,
+                                    "model_cached": run.model_cached}})
+        return results
+
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(devices)))) as pool:
+        futures = {device.name: pool.submit(measure, device) for device in devices}
+        for device in devices:
+            try:
+                report.measurements[device.name] = futures[device.name].result()
+            except EdgeoptError as exc:
+                failures.append(f"{device.name}: {exc}")
+                report.warnings.append(f"measuring on {device.name} failed: {exc}")
+    for device in devices:
+        estimate = report.estimates.get(device.target or "")
+        for measurement in report.measurements.get(device.name, []) if estimate else []:
+            comparison = compare(estimate, measurement)
+            if comparison:
+                report.comparisons.append(comparison.model_copy(update={"device": device.name}))
+    if failures and len(failures) == len(devices):
         raise RemoteError(f"every device failed: {'; '.join(failures)}", "check the hosts with ssh HOST true")
 
 

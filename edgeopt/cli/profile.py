@@ -31,6 +31,9 @@ def profile_command(
                                                   "accept-new); a changed key is still refused."),
     ssh_config: Path = typer.Option(None, "--ssh-config", help="OpenSSH client config file to use (ssh -F)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
+    hosts: Path = typer.Option(None, "--hosts", help="TOML file of [[device]] tables (name, ssh, target) to "
+                                                     "measure on, in parallel."),
+    max_parallel: int = typer.Option(4, "--max-parallel", min=1, help="Devices measured at once."),
     output: Path = typer.Option(None, "--output", "-o", help="Also write the profile report JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as JSON on stdout."),
 ) -> None:
@@ -45,7 +48,8 @@ def profile_command(
         task = progress.add_task("profiling", total=None)
         report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, measure=measure, runs=runs,
                                threads=list(threads) or None, targets_dir=targets_dir,
-                               ssh_hosts=list(dict.fromkeys(ssh)) or None,
+                               ssh_hosts=list(dict.fromkeys(ssh)) or None, hosts_file=hosts,
+                               max_parallel=max_parallel,
                                ssh_options={"accept_new_host_key": accept_new_host_key, "python": remote_python,
                                             **({"config_file": ssh_config} if ssh_config else {})},
                                progress=lambda m: progress.update(task, description=m))
@@ -108,5 +112,6 @@ def _render(report: dict[str, Any], top: int) -> None:
     for comparison in report["comparisons"]:
         total = comparison["total"]
         ratio = "-" if total["ratio"] is None else f"{total['ratio']:.2f}"
-        console.print(f"estimate / measurement on {comparison['target']} ({comparison['threads']} thread(s)): "
+        console.print(f"estimate ({comparison['target']}) / measurement ({comparison['device']}, "
+                      f"{comparison['threads']} thread(s)): "
                       f"{_ms(total['estimated_ms'])} / {_ms(total['measured_ms'])} ms = {ratio}")

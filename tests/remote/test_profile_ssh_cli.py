@@ -28,3 +28,29 @@ def test_every_device_failing_exits_3(cli, sshd):
     dead = f"{sshd.user}@127.0.0.1:{free_port()}"
     result = cli("profile", DIGITS, "--ssh", dead, "--ssh-config", sshd.config, "--runs", "2")
     assert result.code == 3 and "every device failed" in result.stderr
+
+
+def test_hosts_file_fleet_in_parallel(cli, sshd, tmp_path):
+    dead = f"{sshd.user}@127.0.0.1:{free_port()}"
+    hosts = tmp_path / "fleet.toml"
+    hosts.write_text(f'[[device]]\nname = "board-a"\nssh = "{sshd.alias}"\ntarget = "host"\n\n'
+                     f'[[device]]\nname = "board-b"\nssh = "{sshd.alias}"\n\n'
+                     f'[[device]]\nname = "board-down"\nssh = "{dead}"\n')
+    calibrated = tmp_path / "targets"
+    assert cli("targets", "calibrate", "host", "--output-dir", calibrated, "--threads", "1", "--seconds", "0.05").code == 0
+    result = cli("profile", DIGITS, "-t", "rpi5", "--hosts", hosts, "--ssh-config", sshd.config, "--targets-dir",
+                 calibrated, "--remote-python", sys.executable, "--runs", "5", "--max-parallel", "2", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["measurements"]) == {"board-a", "board-b"}
+    assert "host" in report["estimates"] and "rpi5" in report["estimates"]
+    (comparison,) = report["comparisons"]
+    assert comparison["device"] == "board-a" and comparison["target"] == "host"
+    assert any("board-down" in w for w in report["warnings"])
+
+
+def test_bad_hosts_file_names_entry_and_field(cli, tmp_path):
+    hosts = tmp_path / "fleet.toml"
+    hosts.write_text('[[device]]\nname = "a"\nssh = "pi@x"\nport = 22\n')
+    result = cli("profile", DIGITS, "--hosts", hosts)
+    assert result.code == 2 and "device #1" in result.stderr and "port" in result.stderr
