@@ -6,8 +6,9 @@
    stack, a transformer encoder, a 2-layer LSTM, an MLP) with `edgeopt convert`, and int8 QDQ
    variants of most of them with `edgeopt convert --quantize static --force-int8`.
 3. Runs `edgeopt profile MODEL -t host --measure --threads 1 --runs N --json` on each and reads
-   `comparisons[0]`: the estimated total against the measured p50, and per op type. Because that
-   p50 is taken with onnxruntime's profiler on, the same runner is also run without `--profile`.
+   `comparisons[0]`: the estimated total against the measured p50, and per op type. The runner
+   times its runs without onnxruntime's profiler and profiles in a second pass; this script also
+   runs the runner once more without `--profile` as a cross-check (columns "profiler off").
 4. Prints Markdown tables: per model, what the profiler adds, per op type (as edgeopt reports it),
    per kernel class (onnxruntime's fused kernels mapped back to model nodes), and *what-if*
    columns that re-price the same per-node figures (MACs, bytes, dtype from the profile JSON) with
@@ -15,6 +16,9 @@
    bandwidths, per-run overhead and per-element costs from small onnxruntime microbenchmarks run
    here. The what-if figures are this script's arithmetic, not edgeopt's; nothing in the library
    is changed. With every change off the arithmetic reproduces edgeopt's estimate (asserted).
+   Caveat: the what-if rules were written before edgeopt adopted several of them (fused
+   activations cost 0, depthwise/1x1 and LSTM efficiencies, Gather rows), so today they partly
+   double-count; read the first columns of the first table.
 
     python benchmarks/estimate_accuracy.py [--runs 100] [--repeats 2] [--jobs 2] [--keep DIR]
     python benchmarks/estimate_accuracy.py --reuse DIR   # the tables again from a --keep folder
@@ -982,7 +986,7 @@ def report(models: list[Model], micro: Micro, targets: Path, runs: int, repeats:
           f"int8 {peaks.get('int8', 0) / 1e9:.1f} GOPS, memory {dram / 1e9:.1f} GB/s; efficiency {eff}; "
           f"node overhead {node_overhead:g} µs.  ")
     print(f"Measured: `edgeopt profile -t host --measure --threads 1 --runs {runs}` (best of {repeats} by mean): "
-          "*measured ms* is `comparisons[0].total.measured_ms`, the p50 of runs **with onnxruntime's profiler on**. "
+          "*measured ms* is `comparisons[0].total.measured_ms`, the p50 of the runner's timed runs (profiler off; per-op times come from a separate profiled pass). "
           "*profiler off* is the same runner (`edgeopt/runtime/device_runner.py`) without `--profile`, "
           f"best p50 of {repeats}. int8 = `edgeopt convert --quantize static --force-int8 --min-cosine 0` "
           "(QDQ u8/s8 per-channel). *what-if* = all the changes of the last table, efficiencies fitted on these "
@@ -1012,7 +1016,7 @@ def report(models: list[Model], micro: Micro, targets: Path, runs: int, repeats:
         return (f"{statistics.median(errs):.0f}% (fp32 {statistics.median(fp32):.0f}%, int8 "
                 f"{statistics.median(int8):.0f}%; worst {max(errs):.0f}%)")
 
-    print(f"\n**Median absolute error of edgeopt's estimate vs `comparisons[0]` (profiler on): {summary(err_on)}** "
+    print(f"\n**Median absolute error of edgeopt's estimate vs `comparisons[0]` (runner p50): {summary(err_on)}** "
           f"over {len(models)} models.  ")
     print(f"Median absolute error of edgeopt's estimate vs the p50 with the profiler off: {summary(err_off)}.  ")
     loo = errors(everything, overhead_us, leave_one_out=True)
