@@ -96,20 +96,14 @@ def profile_model(
     progress: Any = None,
 ) -> ProfileReport:
     from edgeopt.analysis.profile import static_profile
-    from edgeopt.analysis.shapes import model_inputs
     from edgeopt.targets import load_target
 
     loaded = load_onnx(path, load_external_data=False)
     model = loaded.model
-    shapes = dict(input_shapes or {})
-    if None in shapes:
-        real = model_inputs(model)
-        if len(real) != 1:
-            raise InputError(f"the model has {len(real)} inputs; an unnamed --input-shape is ambiguous",
-                             "name the input: --input-shape NAME=DIMS")
-        shapes[real[0].name] = shapes.pop(None)
-    if hosts_file is not None:  # each device's target gets an estimate to compare with
-        targets = list(dict.fromkeys([*targets, *(d.target for d in load_hosts_file(hosts_file) if d.target)]))
+    shapes = dict(input_shapes or {})  # an unnamed shape (None key) is resolved by static_profile
+    fleet = load_hosts_file(hosts_file) if hosts_file is not None else []
+    # each fleet device's target gets an estimate to compare with
+    targets = list(dict.fromkeys([*targets, *(d.target for d in fleet if d.target)]))
     report = ProfileReport(model=ModelArtifact.from_file(path, ModelFormat.ONNX,
                                                          external_files=[f.path for f in loaded.external_files]))
     for name in targets:
@@ -133,9 +127,7 @@ def profile_model(
         if "host" in report.estimates and not report.comparisons:
             report.warnings.append("no estimate to compare with: calibrate the host first "
                                    "(edgeopt targets calibrate host)")
-    devices = [Device.model_construct(name=host, ssh=host, target=None) for host in ssh_hosts or []]
-    if hosts_file is not None:
-        devices += load_hosts_file(hosts_file)
+    devices = [Device.model_construct(name=host, ssh=host, target=None) for host in ssh_hosts or []] + fleet
     if devices:
         _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, progress, max_parallel)
     return report

@@ -32,7 +32,7 @@ from pathlib import Path
 from edgeopt.errors import InputError, RemoteError
 from edgeopt.fsutil import sha256_file
 from edgeopt.remote.ssh import DEFAULT_CONNECT_TIMEOUT_S, SshClient, SshTimeout, remote_command, sh_command
-from edgeopt.runtime.measure import RUNNER_PATH, Measurement, MeasurementError, parse_runner_output
+from edgeopt.runtime.measure import RUNNER_PATH, Measurement, MeasurementError, check_runs, parse_runner_output
 
 DEFAULT_CACHE_DIR = "~/.cache/edgeopt"
 DEFAULT_CACHE_LIMIT_MB = 1024
@@ -178,8 +178,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(f"model file not found: {model_path}", "check the path")
-    if runs < 1:
-        raise InputError("--runs must be at least 1", "e.g. --runs 50")
+    check_runs(runs)
     inputs_path = Path(inputs) if inputs is not None else None
     if inputs_path is not None and not inputs_path.is_file():
         raise InputError(f"inputs file not found: {inputs_path}", "pass an .npz file")
