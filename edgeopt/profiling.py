@@ -52,6 +52,9 @@ class ProfileReport(BaseModel):
     estimates: dict[str, dict[str, Any]] = {}
     measurements: dict[str, list[dict[str, Any]]] = {}
     comparisons: list[EstimateVsMeasurement] = []
+    # --inputs: each device's outputs compared with this machine's on the same samples
+    device_fidelity: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, Any] | None = None  # where the inputs came from (--inputs), else random
     warnings: list[str] = []
 
 
@@ -93,8 +96,17 @@ def profile_model(
     hosts_file: Path | None = None,
     max_parallel: int = 4,
     ssh_options: dict[str, Any] | None = None,
+    inputs: Path | None = None,
+    inputs_preprocess: str | None = None,
+    max_input_samples: int = 8,
     progress: Any = None,
 ) -> ProfileReport:
+    """Estimate per target, and measure here (``measure``) and on devices over SSH.
+
+    ``inputs`` (calibration-data formats) replaces the random inputs; on devices the outputs of
+    its first ``max_input_samples`` samples are then compared with this machine's. ``progress``
+    is called as ``progress(message)`` or ``progress(message, device=NAME)`` for a device's own line.
+    """
     from edgeopt.analysis.profile import static_profile
     from edgeopt.targets import load_target
 
@@ -115,8 +127,22 @@ def profile_model(
         estimate = static_profile(model, target, shapes or None, cpu_target=cpu)
         report.estimates[name] = estimate.model_dump(mode="json")
         report.input_shapes = estimate.input_shapes
+    with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
+        samples_file = None
+        if inputs is not None:
+            samples_file, report.inputs = _write_samples(path, inputs, inputs_preprocess, max_input_samples,
+                                                         Path(tmp))
+        _measure_all(report, path, model, measure, runs, threads, ssh_hosts, fleet, max_parallel,
+                     ssh_options, samples_file, progress)
+    return report
+
+
+def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, runs: int,
+                 threads: list[int] | None, ssh_hosts: list[str] | None, fleet: list["Device"], max_parallel: int,
+                 ssh_options: dict[str, Any] | None, samples_file: Path | None, progress: Any) -> None:
     if measure:
-        report.measurements["host"] = _measure_host(path, model, report.input_shapes, runs, threads, progress)
+        report.measurements["host"] = _measure_host(path, model, report.input_shapes, runs, threads, progress,
+                                                    samples_file)
         for name, estimate in report.estimates.items():
             if name != "host":
                 continue
@@ -129,8 +155,83 @@ def profile_model(
                                    "(edgeopt targets calibrate host)")
     devices = [Device.model_construct(name=host, ssh=host, target=None) for host in ssh_hosts or []] + fleet
     if devices:
-        _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, progress, max_parallel)
-    return report
+        _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, progress, max_parallel,
+                         samples_file)
+
+
+def _write_samples(path: Path, inputs: Path, preprocess: str | None, max_samples: int,
+                   folder: Path) -> tuple[Path, dict[str, Any]]:
+    """The first ``max_samples`` model runs' feeds of ``inputs``, as the runner's ``s<i>/<input>`` .npz."""
+    from edgeopt.quantize.calibration import ImagePreprocessing, load_dataset
+    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    if max_samples < 1:
+        raise InputError("the number of input samples must be at least 1", "e.g. --input-samples 8")
+    specs = OnnxRuntimeRunner(path, label=str(path)).input_specs()
+    preprocessing = ImagePreprocessing.parse(preprocess) if preprocess else None
+    dataset = load_dataset(inputs, specs, preprocessing=preprocessing)
+    arrays: dict[str, np.ndarray] = {}
+    count = 0
+    for index, feeds in enumerate(dataset.batches(1)):
+        if index >= max_samples:
+            break
+        arrays.update({f"s{index}/{name}": np.ascontiguousarray(value) for name, value in feeds.items()})
+        count += 1
+    target = folder / "inputs.npz"
+    np.savez(target, **arrays)
+    return target, {"source": dataset.source, "sha256": dataset.sha256, "samples_used": count,
+                    "samples_available": dataset.count}
+
+
+def _samples(samples_file: Path) -> list[dict[str, np.ndarray]]:
+    numbered: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(samples_file, allow_pickle=False) as data:
+        for key in data.files:
+            head, _, name = key.partition("/")
+            numbered.setdefault(int(head[1:]), {})[name] = data[key]
+    return [numbered[i] for i in sorted(numbered)]
+
+
+def host_reference_outputs(path: Path, samples_file: Path) -> list[dict[str, np.ndarray]]:
+    """This machine's outputs for every sample, to hold the devices' outputs against."""
+    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path, label=str(path))
+    return [runner.run(sample) for sample in _samples(samples_file)]
+
+
+def compare_device_outputs(reference: list[dict[str, np.ndarray]],
+                           device: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per output: cosine (per sample and worst channel), SQNR, max error, top-1 / exact agreement."""
+    from edgeopt.quantize.fidelity import compare_outputs
+
+    if len(reference) != len(device):
+        raise ValueError(f"{len(device)} samples of outputs from the device, {len(reference)} here")
+    outputs = []
+    for name in reference[0]:
+        if any(name not in sample for sample in device):
+            raise ValueError(f"the device returned no output {name!r}")
+        ref = _join([np.asarray(sample[name]) for sample in reference])
+        dev = _join([np.asarray(sample[name]) for sample in device])
+        outputs.append(compare_outputs(name, ref, dev if dev is not None else np.empty(0)).model_dump(mode="json"))
+    worst = min((o["exact_agreement"] if o["exact_agreement"] is not None else
+                 min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"] is not None else 1.0))
+                for o in outputs) if outputs else 1.0
+    return {"samples": len(reference), "outputs": outputs, "worst_cosine": worst}
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray | None:
+    """Samples' outputs as one array: along the batch axis when there is one, else stacked."""
+    if all(p.ndim >= 1 for p in parts) and len({p.shape[1:] for p in parts}) == 1:
+        return np.concatenate(parts)
+    if len({p.shape for p in parts}) == 1:
+        return np.stack(parts)
+    return None
+
+
+# Same model, same runtime family: outputs should agree to float rounding. Below this, the
+# device's kernels (e.g. ARM int8 paths) change results enough to check its accuracy there.
+DEVICE_AGREEMENT_FLOOR = 0.999
 
 
 class Device(BaseModel):
@@ -181,7 +282,7 @@ def load_hosts_file(path: Path) -> list[Device]:
 
 def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: list[Device], runs: int,
                      threads: list[int] | None, ssh_options: dict[str, Any], progress: Any,
-                     max_parallel: int = 4) -> None:
+                     max_parallel: int = 4, samples_file: Path | None = None) -> None:
     """Measure on every device, ``max_parallel`` at a time; a device that fails is reported
     and does not lose the others' results (exit 3 only when all fail)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -192,16 +293,26 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
 
     names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
 
+    reference = host_reference_outputs(path, samples_file) if samples_file is not None else None
+
+    def tell(device: Device, message: str) -> None:
+        if progress:
+            progress(message, device=device.name)
+
     def measure(device: Device) -> list[dict[str, Any]]:
         results = []
         for count in threads or [1]:
-            if progress:
-                progress(f"measuring on {device.name}, {count} thread(s)")
-            run = profile_over_ssh(device.ssh, path, runs=runs, threads=count, **ssh_options)
+            run = profile_over_ssh(device.ssh, path, runs=runs, threads=count, inputs=samples_file,
+                                   emit_outputs=reference is not None and not results,
+                                   on_stage=lambda m, d=device: tell(d, m), **ssh_options)
             map_op_names(run.measurement, names)
+            if reference is not None and not results:
+                report.device_fidelity[device.name] = _device_fidelity(device.name, reference, run.measurement)
             results.append({**run.measurement.model_dump(mode="json"),
                             "ssh": {"host": device.ssh, "uploaded_bytes": run.uploaded_bytes,
                                     "model_cached": run.model_cached}})
+        p50 = results[-1]["latency_ms"]["p50"]
+        tell(device, f"done: p50 {p50:.3f} ms")
         return results
 
     failures: list[str] = []
@@ -213,6 +324,13 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
             except EdgeoptError as exc:
                 failures.append(f"{device.name}: {exc}")
                 report.warnings.append(f"measuring on {device.name} failed: {exc}")
+                tell(device, f"FAILED: {exc.message}")
+    for name, fidelity in report.device_fidelity.items():
+        if fidelity.get("worst_cosine") is not None and fidelity["worst_cosine"] < DEVICE_AGREEMENT_FLOOR:
+            worst = min(fidelity["outputs"], key=lambda o: o["cosine_mean"])
+            report.warnings.append(f"outputs on {name} differ from this machine's on the same inputs: worst "
+                                   f"agreement {fidelity['worst_cosine']:.4f} (output {worst['name']!r}); "
+                                   f"check accuracy on the device itself")
     for device in devices:
         estimate = report.estimates.get(device.target or "")
         for measurement in report.measurements.get(device.name, []) if estimate else []:
@@ -223,8 +341,24 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
         raise RemoteError(f"every device failed: {'; '.join(failures)}", "check the hosts with ssh HOST true")
 
 
+def _device_fidelity(name: str, reference: list[dict[str, np.ndarray]], measurement: Any) -> dict[str, Any]:
+    from edgeopt.errors import RemoteError
+
+    if measurement.outputs and measurement.outputs.get("skipped"):
+        return {"samples": len(reference), "outputs": [], "worst_cosine": None,
+                "skipped": measurement.outputs["skipped"]}
+    try:
+        device_outputs = measurement.outputs_arrays()
+        if device_outputs is None:
+            raise ValueError("no outputs in the result")
+        return compare_device_outputs(reference, device_outputs)
+    except (ValueError, KeyError, OSError) as exc:
+        raise RemoteError(f"the outputs returned by {name} cannot be compared: {exc}",
+                          "edgeopt and the device runner may differ; rerun with --debug") from None
+
+
 def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], runs: int,
-                  threads: list[int] | None, progress: Any) -> list[dict[str, Any]]:
+                  threads: list[int] | None, progress: Any, samples_file: Path | None = None) -> list[dict[str, Any]]:
     from edgeopt.data import InputSpec, random_inputs
     from edgeopt.runtime.measure import check_runs, map_op_names, measure_locally
     from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
@@ -239,8 +373,10 @@ def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], ru
     del runner
     results = []
     with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
-        inputs = Path(tmp) / "inputs.npz"
-        np.savez(inputs, **random_inputs(specs, seed=0))
+        inputs = samples_file
+        if inputs is None:
+            inputs = Path(tmp) / "inputs.npz"
+            np.savez(inputs, **random_inputs(specs, seed=0))
         for count in thread_counts:
             if progress:
                 progress(f"measuring on this machine, {count} thread(s)")

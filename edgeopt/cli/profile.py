@@ -31,9 +31,18 @@ def profile_command(
                                                   "accept-new); a changed key is still refused."),
     ssh_config: Path = typer.Option(None, "--ssh-config", help="OpenSSH client config file to use (ssh -F)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
+    remote_cache_dir: str = typer.Option("~/.cache/edgeopt", "--remote-cache-dir",
+                                         help="Model cache folder on the device (kept, bounded in size)."),
     hosts: Path = typer.Option(None, "--hosts", help="TOML file of [[device]] tables (name, ssh, target) to "
                                                      "measure on, in parallel."),
     max_parallel: int = typer.Option(4, "--max-parallel", min=1, help="Devices measured at once."),
+    inputs: Path = typer.Option(None, "--inputs", help="Measure on these inputs instead of random ones (calibration "
+                                                       "data formats); devices' outputs are compared with this "
+                                                       "machine's."),
+    inputs_preprocess: str = typer.Option(None, "--inputs-preprocess",
+                                          help="Preprocessing for an image folder given to --inputs "
+                                               "(as --calib-preprocess)."),
+    input_samples: int = typer.Option(8, "--input-samples", min=1, help="Samples of --inputs used."),
     output: Path = typer.Option(None, "--output", "-o", help="Also write the profile report JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as JSON on stdout."),
 ) -> None:
@@ -46,13 +55,25 @@ def profile_command(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal, transient=True) as progress:
         task = progress.add_task("profiling", total=None)
+        device_tasks: dict[str, Any] = {}
+
+        def show(message: str, device: str | None = None) -> None:
+            if device is None:
+                progress.update(task, description=escape(message))
+                return
+            if device not in device_tasks:  # one line per device, measured in parallel
+                device_tasks[device] = progress.add_task("", total=None)
+            progress.update(device_tasks[device], description=f"[bold]{escape(device)}[/bold]: {escape(message)}")
+
         report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, measure=measure, runs=runs,
                                threads=list(threads) or None, targets_dir=targets_dir,
                                ssh_hosts=list(dict.fromkeys(ssh)) or None, hosts_file=hosts,
                                max_parallel=max_parallel,
                                ssh_options={"accept_new_host_key": accept_new_host_key, "python": remote_python,
+                                            "cache_dir": remote_cache_dir,
                                             **({"config_file": ssh_config} if ssh_config else {})},
-                               progress=lambda m: progress.update(task, description=m))
+                               inputs=inputs, inputs_preprocess=inputs_preprocess, max_input_samples=input_samples,
+                               progress=show)
     payload = report.model_dump(mode="json")
     if output is not None:
         write_text_atomic(output, report.model_dump_json(indent=2) + "\n")
@@ -66,6 +87,34 @@ def profile_command(
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
+
+
+def _sqnr(value: float | None, max_abs_error: float | None) -> str:
+    if value is None:  # JSON has no infinity: identical outputs come back as null
+        return "∞" if max_abs_error == 0 else "-"
+    return f"{value:.1f}"
+
+
+def _device_line(measurement: dict[str, Any]) -> str:
+    """CPU, runtime, temperature and throttling: what explains a surprising device number."""
+    facts, after = measurement["device"], measurement.get("device_after") or {}
+    parts = [facts.get("board") or facts.get("cpu_model") or facts.get("machine", "?"),
+             f"{facts.get('cpu_count', '?')} cores", f"{measurement['runtime'].get('name')} "
+             f"{measurement['runtime'].get('version') or ''}".strip()]
+    if facts.get("cpu_governor"):
+        parts.append(f"governor {facts['cpu_governor']}")
+    if facts.get("soc_temp_c") is not None:
+        temp = f"SoC {facts['soc_temp_c']:.0f} °C"
+        if after.get("soc_temp_c") is not None:
+            temp += f" → {after['soc_temp_c']:.0f} °C"
+        parts.append(temp)
+    throttled = after.get("throttled") or facts.get("throttled")
+    if throttled:
+        active = [k for k, v in throttled.items() if v is True and not k.endswith("_occurred")]
+        past = [k.removesuffix("_occurred") for k, v in throttled.items() if v is True and k.endswith("_occurred")]
+        parts.append("THROTTLED: " + ", ".join(active) if active else
+                     ("throttled earlier: " + ", ".join(past) if past else "not throttled"))
+    return "  " + "; ".join(parts)
 
 
 def _render(report: dict[str, Any], top: int) -> None:
@@ -108,6 +157,24 @@ def _render(report: dict[str, Any], top: int) -> None:
             lat = m["latency_ms"]
             table.add_row(str(m["threads"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
                           _ms(m["first_run_ms"]), _ms(m["load_ms"]), format_bytes(m["memory"]["peak_rss_increase_bytes"]))
+        console.print(table)
+        if runs and device != "host":
+            console.print(escape(_device_line(runs[-1])))
+    for device, fidelity in report["device_fidelity"].items():
+        if fidelity.get("skipped"):
+            console.print(f"outputs on {escape(device)}: not compared ({escape(fidelity['skipped'])})")
+            continue
+        table = Table(title=f"Outputs on {device} vs this machine ({fidelity['samples']} samples)",
+                      title_justify="left")
+        for column in ("output", "cosine mean", "worst channel cosine", "SQNR dB", "max abs error", "agreement"):
+            table.add_column(column, justify="left" if column == "output" else "right")
+        for o in fidelity["outputs"]:
+            agreement = o["exact_agreement"] if o["exact_agreement"] is not None else o["top1_agreement"]
+            table.add_row(escape(o["name"]), f"{o['cosine_mean']:.6f}",
+                          "-" if o["channel_cosine_min"] is None else f"{o['channel_cosine_min']:.6f}",
+                          _sqnr(o["sqnr_db"], o["max_abs_error"]), "-" if o["max_abs_error"] is None
+                          else f"{o['max_abs_error']:.3g}",
+                          "-" if agreement is None else f"{agreement:.2%}")
         console.print(table)
     for comparison in report["comparisons"]:
         total = comparison["total"]

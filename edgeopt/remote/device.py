@@ -3,10 +3,12 @@
 Layout on the device (``cache_dir``, default ``~/.cache/edgeopt``)::
 
     models/<sha256>.onnx      content-addressed models, uploaded only when absent
+    models/<sha256>.data      their external-data files, content-addressed the same way
     tmp/run.XXXXXXXX/         one fresh directory per run (mktemp -d), always removed:
         device_runner.py        the runner, uploaded every run (a few kB)
         inputs.npz              the inputs, when given
-        model/<name>            a symlink to models/<sha256>.onnx under the model's own name
+        model/<name>            a symlink to models/<sha256>.onnx under the model's own name, and one
+                                per external-data file at its location relative to the model
         runner.pid              the runner's pid, so a cleanup call can kill it
 
 Cache bound: after every run the model files are trimmed, least recently used first
@@ -26,6 +28,7 @@ cache miss), inputs upload (only with inputs), run, finish (cleanup + cache trim
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,23 +44,31 @@ DEFAULT_UPLOAD_TIMEOUT_S = 600.0
 DEVICE_TIMEOUT_GRACE_S = 30.0
 STALE_RUN_DIR_S = 24 * 3600
 
+# $1 cache dir, $2 runner size, then the cache files wanted: prints the run dir, then present/absent per file.
 _PREPARE = r"""
-c=$1; m=$2; size=$3
+c=$1; size=$2; shift 2
 mkdir -p "$c/models" "$c/tmp" || exit 1
 d=$(mktemp -d "$c/tmp/run.XXXXXXXX") || exit 1
 if ! cat > "$d/device_runner.py"; then rm -rf "$d"; exit 1; fi
 n=$(wc -c < "$d/device_runner.py")
 if [ $n -ne "$size" ]; then rm -rf "$d"; echo "runner upload truncated" >&2; exit 1; fi
 printf '%s\n' "$d"
-if [ -f "$c/$m" ]; then touch "$c/$m" 2>/dev/null; echo present; else echo absent; fi
+for m in "$@"; do
+    if [ -f "$c/models/$m" ]; then touch "$c/models/$m" 2>/dev/null; echo present; else echo absent; fi
+done
 """
 
-# $1 run dir, $2 device-side timeout (s), $3 threads, $4 symlink target, $5 symlink name, then the runner argv.
+# $1 run dir, $2 device-side timeout (s), $3 threads, $4 number of links L, then L (target, name) pairs
+# laying out the model folder (the model and its external-data files under their own names), then the runner argv.
 _RUN = r"""
-d=$1; t=$2; th=$3; target=$4; name=$5; shift 5
+d=$1; t=$2; th=$3; l=$4; shift 4
 trap 'rm -rf "$d"' EXIT
 trap 'exit 143' HUP INT TERM
-mkdir "$d/model" && ln -s "$target" "$d/model/$name" || exit 1
+mkdir "$d/model" || exit 1
+while [ "$l" -gt 0 ]; do
+    mkdir -p "$(dirname "$d/model/$2")" && ln -s "$1" "$d/model/$2" || exit 1
+    shift 2; l=$((l-1))
+done
 OMP_NUM_THREADS=$th; export OMP_NUM_THREADS
 if command -v timeout >/dev/null 2>&1; then
     timeout "$t" sh -c 'echo $$ > "$0/runner.pid"; exec "$@"' "$d" "$@"
@@ -75,7 +86,7 @@ fi
 exit $rc
 """
 
-# $1 run dir (may be gone), $2 python, $3 models dir, $4 limit bytes, $5 model file to keep, $6 tmp dir.
+# $1 run dir (may be gone), $2 python, $3 models dir, $4 limit bytes, $5 tmp dir, then the cache files to keep.
 _FINISH = r"""
 d=$1
 if [ -f "$d/runner.pid" ]; then
@@ -94,13 +105,14 @@ if [ -f "$d/runner.pid" ]; then
     esac
 fi
 rm -rf "$d"
-"$2" -c "$TRIM" "$3" "$4" "$5" "$6" 2>/dev/null
+py=$2; shift 2
+"$py" -c "$TRIM" "$@" 2>/dev/null
 exit 0
 """
 
 _TRIM = r"""
 import os, shutil, sys, time
-models, limit, keep, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+models, limit, tmp, keep = sys.argv[1], int(sys.argv[2]), sys.argv[3], set(sys.argv[4:])
 files = []
 for name in os.listdir(models):
     path = os.path.join(models, name)
@@ -113,7 +125,7 @@ total = sum(f[1] for f in files)
 for mtime, size, name, path in sorted(files):
     if total <= limit:
         break
-    if name == keep:
+    if name in keep:
         continue
     try:
         os.unlink(path)
@@ -142,6 +154,19 @@ class RemoteRun:
     model_cached: bool  # the model was already on the device
 
 
+def _storage_error(exc: RemoteError, host: str, cache: str) -> RemoteError:
+    """Disk full / unwritable cache folder on the device, said plainly; other errors unchanged."""
+    text = f"{exc.message} {exc.hint or ''}".lower()
+    if "no space left" in text or "disk quota" in text:
+        return RemoteError(f"the device {host} has no disk space left for the model cache ({cache})",
+                           "free space on the device, or point --remote-cache-dir at a larger disk")
+    if any(word in text for word in ("permission denied", "read-only file system", "not a directory",
+                                     "cannot create directory")):
+        return RemoteError(f"the model cache folder {cache!r} on {host} cannot be written ({exc.message})",
+                           "fix its permissions, or pass another folder with --remote-cache-dir")
+    return exc
+
+
 def _cache_dir(path: str) -> str:
     """Remote paths: ``~/x`` becomes ``x`` (ssh starts in the home directory, and a quoted ``~`` would not expand)."""
     path = path.strip()
@@ -159,8 +184,31 @@ def _link_name(model_path: Path) -> str:
     return name if name not in ("", ".", "..") else "model.onnx"
 
 
+def _model_files(model_path: Path) -> list[tuple[Path, str]]:
+    """(local file, name in the device's model folder): the model and, for ONNX, its external-data files
+    (their locations were checked to stay inside the model's folder by ``check_external_data``)."""
+    files = [(model_path, _link_name(model_path))]
+    if model_path.suffix.lower() != ".tflite":
+        import onnx
+
+        from edgeopt.onnx_io import check_external_data
+
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(model_path.read_bytes())
+        except Exception:  # not ONNX: the runner on the device says what its runtime makes of it
+            return files
+        for external in check_external_data(model, model_path):
+            location = Path(external.location).as_posix()
+            if location.startswith("./"):
+                location = location[2:]
+            files.append((external.path, location))
+    return files
+
+
 def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmup: int = 5, threads: int = 1,
-                     inputs: Path | str | None = None, profile_ops: bool = True, python: str = "python3",
+                     inputs: Path | str | None = None, emit_outputs: bool = False, profile_ops: bool = True,
+                     python: str = "python3",
                      cache_dir: str = DEFAULT_CACHE_DIR, cache_limit_mb: float = DEFAULT_CACHE_LIMIT_MB,
                      config_file: Path | str | None = None, known_hosts_file: Path | str | None = None,
                      identity_file: Path | str | None = None, accept_new_host_key: bool = False,
@@ -168,13 +216,18 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                      connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                      upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
                      run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
-                     device_timeout_s: float | None = None) -> RemoteRun:
+                     device_timeout_s: float | None = None,
+                     on_stage: Callable[[str], None] | None = None) -> RemoteRun:
     """Measure ``model_path`` on ``host`` and say what was uploaded. See the module docstring for the layout.
 
+    ``inputs``: an .npz in the runner's format (one sample keyed by input name, or several keyed
+    ``s<i>/<name>``); with ``emit_outputs`` the measurement carries every sample's outputs.
     ``run_timeout_s`` bounds the run as seen from here (the local ssh is killed, then the runner
     on the device by a cleanup call); ``device_timeout_s`` (default ``run_timeout_s`` + 30 s) is
-    the device-side ``timeout`` that ends the runner even if this machine vanished.
+    the device-side ``timeout`` that ends the runner even if this machine vanished. ``on_stage``
+    hears what is happening ("connecting", "uploading ...", "running ...", "cleaning up").
     """
+    stage = on_stage or (lambda _message: None)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(f"model file not found: {model_path}", "check the path")
@@ -182,6 +235,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
     inputs_path = Path(inputs) if inputs is not None else None
     if inputs_path is not None and not inputs_path.is_file():
         raise InputError(f"inputs file not found: {inputs_path}", "pass an .npz file")
+    files = _model_files(model_path)
     client = SshClient(host, config_file=config_file, known_hosts_file=known_hosts_file,
                        identity_file=identity_file, accept_new_host_key=accept_new_host_key,
                        connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
@@ -189,35 +243,56 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
     cache = _cache_dir(cache_dir)
     sha = sha256_file(model_path)
     suffix = ".tflite" if model_path.suffix.lower() == ".tflite" else ".onnx"
-    model_file = f"{sha}{suffix}"
+    # content-addressed names: the model by its hash, external-data files by theirs
+    cache_names = [f"{sha}{suffix}"] + [f"{sha256_file(local)}.data" for local, _ in files[1:]]
     runner = RUNNER_PATH.read_bytes()
 
-    prepared = client.check(sh_command(_PREPARE, cache, f"models/{model_file}", str(len(runner))),
-                            timeout_s=short_timeout + upload_timeout_s, input_bytes=runner,
-                            what="preparing the device (cache folder, runner upload)")
+    stage("connecting")
+    try:
+        prepared = client.check(sh_command(_PREPARE, cache, str(len(runner)), *cache_names),
+                                timeout_s=short_timeout + upload_timeout_s, input_bytes=runner,
+                                what="preparing the device (cache folder, runner upload)")
+    except RemoteError as exc:
+        raise _storage_error(exc, host, cache) from None
     lines = prepared.text.strip().splitlines()
-    if len(lines) < 2 or lines[-1] not in ("present", "absent") or "/tmp/run." not in lines[-2]:
+    replies = lines[-len(cache_names):] if len(lines) > len(cache_names) else []
+    if not replies or any(r not in ("present", "absent") for r in replies) or \
+            "/tmp/run." not in lines[-len(cache_names) - 1]:
         raise RemoteError(f"unexpected reply from {host} while preparing: {prepared.text.strip()[:200]!r}",
                           "the device's shell printed something unexpected; check its login scripts")
-    run_dir, cached = lines[-2], lines[-1] == "present"
+    run_dir = lines[-len(cache_names) - 1]
+    cached = replies[0] == "present"
     uploaded = 0
     try:
-        if not cached:
-            data = model_path.read_bytes()
-            client.upload(data, f"{cache}/models/{model_file}", timeout_s=upload_timeout_s)
-            uploaded += len(data)
-        argv = [python, f"{run_dir}/device_runner.py", f"{run_dir}/model/{_link_name(model_path)}",
+        for (local, _name), cache_name, reply in zip(files, cache_names, replies):
+            if reply == "absent":
+                size = local.stat().st_size
+                stage(f"uploading {local.name} ({size / 1e6:.1f} MB)")
+                try:
+                    client.upload(local, f"{cache}/models/{cache_name}", timeout_s=upload_timeout_s)
+                except RemoteError as exc:
+                    raise _storage_error(exc, host, cache) from None
+                uploaded += size
+        argv = [python, f"{run_dir}/device_runner.py", f"{run_dir}/model/{files[0][1]}",
                 "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads)]
         if inputs_path is not None:
-            data = inputs_path.read_bytes()
-            client.upload(data, f"{run_dir}/inputs.npz", timeout_s=upload_timeout_s)
-            uploaded += len(data)
+            stage("uploading inputs")
+            client.upload(inputs_path, f"{run_dir}/inputs.npz", timeout_s=upload_timeout_s)
+            uploaded += inputs_path.stat().st_size
             argv += ["--inputs", f"{run_dir}/inputs.npz"]
+        if emit_outputs:
+            argv.append("--emit-outputs")
         if profile_ops:
             argv.append("--profile")
         device_timeout = device_timeout_s if device_timeout_s is not None else run_timeout_s + DEVICE_TIMEOUT_GRACE_S
+        links: list[str] = []
+        for (_local, name), cache_name in zip(files, cache_names):
+            # relative to the link's own folder: run.X/model/<name's folders>/ back up to the cache's models/
+            depth = 3 + name.count("/")
+            links += ["../" * depth + f"models/{cache_name}", name]
         command = sh_command(_RUN, run_dir, str(max(1, int(round(device_timeout)))), str(threads),
-                             f"../../../models/{model_file}", _link_name(model_path), *argv)
+                             str(len(files)), *links, *argv)
+        stage(f"running {runs} runs, {threads} thread(s)")
         try:
             result = client.run(command, timeout_s=run_timeout_s, what="the runner")
         except SshTimeout:
@@ -225,7 +300,8 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                               "lower --runs, or raise the run timeout; the runner on the device was stopped") from None
         measurement = _interpret(result.returncode, result.text, result.error_text, host, python, device_timeout)
     finally:
-        _finish(client, run_dir, python, cache, model_file, cache_limit_mb, short_timeout)
+        stage("cleaning up")
+        _finish(client, run_dir, python, cache, cache_names, cache_limit_mb, short_timeout)
     return RemoteRun(measurement, host, sha, uploaded, cached)
 
 
@@ -236,13 +312,13 @@ def measure_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                             **options).measurement
 
 
-def _finish(client: SshClient, run_dir: str, python: str, cache: str, model_file: str, limit_mb: float,
+def _finish(client: SshClient, run_dir: str, python: str, cache: str, keep: list[str], limit_mb: float,
             timeout_s: float) -> None:
     """Best effort: kill a leftover runner, remove the run dir, trim the model cache. Never raises."""
     script = _FINISH.replace('"$TRIM"', remote_command([_TRIM]))
     try:
         client.run(sh_command(script, run_dir, python, f"{cache}/models", str(int(limit_mb * 1024 * 1024)),
-                              model_file, f"{cache}/tmp"), timeout_s=timeout_s, what="cleaning up")
+                              f"{cache}/tmp", *keep), timeout_s=timeout_s, what="cleaning up")
     except RemoteError:
         pass
 

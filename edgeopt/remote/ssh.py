@@ -154,22 +154,28 @@ class SshClient:
     # -- running -------------------------------------------------------------------------------
 
     def run(self, command: str, *, timeout_s: float, input_bytes: bytes | None = None,
-            what: str = "the remote command") -> SshResult:
+            input_file: Path | None = None, what: str = "the remote command") -> SshResult:
         """Run one remote command string (build it with :func:`remote_command`).
 
-        Connection-level failures (ssh exit 255) raise :class:`RemoteError`; any other exit
-        status is returned for the caller to interpret. On timeout the local ssh process group
-        is killed and :class:`SshTimeout` raised.
+        Standard input is ``input_bytes``, or the file ``input_file`` streamed (large models are
+        never read into memory whole), or nothing. Connection-level failures (ssh exit 255) raise
+        :class:`RemoteError`; any other exit status is returned for the caller to interpret. On
+        timeout the local ssh process group is killed and :class:`SshTimeout` raised.
         """
         argv = self.ssh_argv(command)
+        stdin_file = open(input_file, "rb") if input_file is not None else None  # noqa: SIM115 (closed below)
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            stdin = stdin_file if stdin_file is not None else (
+                subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL)
+            process = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True)
         except FileNotFoundError:
+            if stdin_file is not None:
+                stdin_file.close()
             raise RemoteError(f"the OpenSSH client '{self.ssh_binary}' was not found",
                               "install it, e.g. apt-get install openssh-client") from None
         try:
-            stdout, stderr = process.communicate(input=input_bytes, timeout=timeout_s)
+            stdout, stderr = process.communicate(input=input_bytes if stdin_file is None else None, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(process)
             raise SshTimeout(f"{what} on {self.host} did not finish within {timeout_s:.0f} s",
@@ -177,15 +183,18 @@ class SshClient:
         except BaseException:
             _kill_group(process)
             raise
+        finally:
+            if stdin_file is not None:
+                stdin_file.close()
         result = SshResult(process.returncode, stdout, stderr)
         if result.returncode == 255:
             raise self.connection_error(result.error_text, what)
         return result
 
     def check(self, command: str, *, timeout_s: float, input_bytes: bytes | None = None,
-              what: str = "the remote command") -> SshResult:
+              input_file: Path | None = None, what: str = "the remote command") -> SshResult:
         """Like :meth:`run`, but a non-zero remote exit status is a :class:`RemoteError` too."""
-        result = self.run(command, timeout_s=timeout_s, input_bytes=input_bytes, what=what)
+        result = self.run(command, timeout_s=timeout_s, input_bytes=input_bytes, input_file=input_file, what=what)
         if result.returncode != 0:
             last = _last_line(result.error_text) or _last_line(result.text) or "no output"
             raise RemoteError(f"{what} failed on {self.host} (exit {result.returncode}): {last}",
@@ -197,9 +206,10 @@ class SshClient:
         self.check(remote_command(["true"]), timeout_s=timeout_s or self.connect_timeout_s + 10,
                    what="connecting")
 
-    def upload(self, data: bytes, remote_path: str, *, timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
+    def upload(self, data: bytes | Path, remote_path: str, *, timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
                mode: str = "600") -> None:
-        """Write ``data`` to ``remote_path`` atomically: stream to a temp name, check the size, ``mv``.
+        """Write ``data`` (bytes, or a local file streamed) to ``remote_path`` atomically: stream to a
+        temp name, check the size, ``mv``.
 
         A dropped connection ends ``cat`` early with EOF; the size check keeps a truncated file
         from ever reaching ``remote_path``.
@@ -212,6 +222,11 @@ class SshClient:
             'if [ $n -ne "$2" ]; then echo "upload truncated: got $n of $2 bytes" >&2; exit 1; fi; '
             'chmod "$3" "$t" && mv -f "$t" "$1"'
         )
+        if isinstance(data, Path):
+            size = data.stat().st_size
+            self.check(sh_command(script, remote_path, str(size), mode), timeout_s=timeout_s,
+                       input_file=data, what=f"uploading {data.name} ({size} bytes)")
+            return
         self.check(sh_command(script, remote_path, str(len(data)), mode), timeout_s=timeout_s,
                    input_bytes=data, what=f"uploading {len(data)} bytes")
 

@@ -8,7 +8,10 @@ It prints one JSON document on stdout; errors are JSON too ({"error": ..., "kind
 with a non-zero exit code.
 
     python3 device_runner.py MODEL [--runs 50] [--warmup 5] [--threads 1]
-                             [--inputs inputs.npz] [--save-outputs out.npz] [--profile]
+                             [--inputs inputs.npz] [--save-outputs out.npz] [--emit-outputs] [--profile]
+
+``--inputs``: an .npz of one sample (keys = input names) or of several (keys ``s<i>/<input name>``);
+timed runs cycle through the samples.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2
 
 
 def _peak_rss_bytes() -> int:
@@ -89,11 +92,60 @@ def device_facts() -> dict:
     temp = _read("/sys/class/thermal/thermal_zone0/temp")
     if temp and temp.lstrip("-").isdigit():
         facts["soc_temp_c"] = int(temp) / 1000
+    throttled = throttling_state()
+    if throttled is not None:
+        facts["throttled"] = throttled
     try:
         facts["loadavg"] = list(os.getloadavg())
     except OSError:
         pass
     return facts
+
+
+# Bits of the Raspberry Pi firmware's get_throttled word (documented with vcgencmd).
+_THROTTLE_BITS = {0: "under_voltage", 1: "arm_frequency_capped", 2: "throttled", 3: "soft_temperature_limit",
+                  16: "under_voltage_occurred", 17: "arm_frequency_capped_occurred", 18: "throttled_occurred",
+                  19: "soft_temperature_limit_occurred"}
+
+
+def throttling_state() -> dict | None:
+    """Raspberry Pi firmware throttling flags via ``vcgencmd get_throttled``; None elsewhere."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("vcgencmd") or next((p for p in ("/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd")
+                                               if os.access(p, os.X_OK)), None)
+    if binary is None:
+        return None
+    try:
+        done = subprocess.run([binary, "get_throttled"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = done.stdout.strip()  # "throttled=0x50005"
+    if done.returncode != 0 or "=" not in text:
+        return None
+    try:
+        word = int(text.split("=", 1)[1], 16)
+    except ValueError:
+        return None
+    state = {"raw": hex(word)}
+    state.update({name: bool(word >> bit & 1) for bit, name in _THROTTLE_BITS.items()})
+    return state
+
+
+def _facts_after() -> dict:
+    """What may have changed while the model ran: temperature and throttling."""
+    after: dict = {}
+    temp = _read("/sys/class/thermal/thermal_zone0/temp")
+    if temp and temp.lstrip("-").isdigit():
+        after["soc_temp_c"] = int(temp) / 1000
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    if freq and freq.isdigit():
+        after["cpu_freq_mhz"] = int(freq) / 1000
+    throttled = throttling_state()
+    if throttled is not None:
+        after["throttled"] = throttled
+    return after
 
 
 def _random_inputs(np, specs, seed=0):
@@ -204,6 +256,48 @@ class _LiteRT:
         return None
 
 
+def load_samples(np, path: str) -> list:
+    """One feed dict per sample: keys ``s<i>/<input name>`` hold several samples, plain input names one."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    numbered: dict = {}
+    plain = {}
+    for key, value in arrays.items():
+        head, sep, name = key.partition("/")
+        if sep and head[:1] == "s" and head[1:].isdigit():
+            numbered.setdefault(int(head[1:]), {})[name] = value
+        else:
+            plain[key] = value
+    if numbered and plain:
+        raise ValueError("inputs file mixes numbered samples (s<i>/NAME) and plain input names")
+    if not numbered and not plain:
+        raise ValueError("inputs file is empty")
+    return [numbered[i] for i in sorted(numbered)] if numbered else [plain]
+
+
+MAX_EMITTED_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
+def _emit_outputs(np, engine, samples) -> dict:
+    """Every sample's outputs, as an .npz (keys ``s<i>/<output name>``) in base64, for comparison on the host."""
+    import base64
+    import io
+
+    names = engine.output_names()
+    arrays = {}
+    total = 0
+    for index, sample in enumerate(samples):
+        for name, value in zip(names, engine.run(sample)):
+            value = np.asarray(value)
+            total += value.nbytes
+            if total > MAX_EMITTED_OUTPUT_BYTES:
+                return {"skipped": f"outputs exceed {MAX_EMITTED_OUTPUT_BYTES // (1024 * 1024)} MiB"}
+            arrays[f"s{index}/{name}"] = value
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return {"encoding": "npz+base64", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
+
+
 def _percentile(values, q):
     ordered = sorted(values)
     if not ordered:
@@ -227,20 +321,18 @@ def measure(args) -> dict:
     start = time.perf_counter()
     engine = engine_cls(args.model, args.threads, args.profile)
     load_ms = (time.perf_counter() - start) * 1000
-    if args.inputs:
-        with np.load(args.inputs, allow_pickle=False) as data:
-            feeds = {k: data[k] for k in data.files}
-    else:
-        feeds = _random_inputs(np, engine.specs())
+    samples = load_samples(np, args.inputs) if args.inputs else [_random_inputs(np, engine.specs())]
+    feeds = samples[0]
     start = time.perf_counter()
     outputs = engine.run(feeds)
     first_ms = (time.perf_counter() - start) * 1000
-    for _ in range(args.warmup):
-        engine.run(feeds)
+    for index in range(args.warmup):
+        engine.run(samples[index % len(samples)])
     times = []
-    for _ in range(args.runs):
+    for index in range(args.runs):
+        sample = samples[index % len(samples)]
         start = time.perf_counter()
-        engine.run(feeds)
+        engine.run(sample)
         times.append((time.perf_counter() - start) * 1000)
     if args.save_outputs:
         np.savez(args.save_outputs, **dict(zip(engine.output_names(), outputs)))
@@ -268,8 +360,11 @@ def measure(args) -> dict:
                    "peak_rss_increase_bytes": max(0, _peak_rss_bytes() - rss_before)},
         "per_op": per_op,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+        "input_samples": len(samples),
+        "outputs": _emit_outputs(np, engine, samples) if args.emit_outputs else None,
         "device": facts_before,
         "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "device_after": _facts_after(),
     }
 
 
@@ -281,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--inputs")
     parser.add_argument("--save-outputs")
+    parser.add_argument("--emit-outputs", action="store_true",
+                        help="include every sample's outputs in the JSON result (npz, base64)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     try:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeopt.errors import EXIT_REMOTE, EdgeoptError, InputError
 
@@ -70,8 +70,29 @@ class Measurement(BaseModel):
     memory: MemorySummary
     per_op: list[OpTiming] | None = None
     inputs: dict[str, Any]
+    input_samples: int = 1
     device: dict[str, Any]
     loadavg_after: list[float] | None = None
+    device_after: dict[str, Any] = {}  # temperature, frequency, throttling after the runs
+    # --emit-outputs: the samples' outputs (npz, base64). Kept out of reports: the host compares
+    # them with its own outputs and records the comparison instead (see outputs_arrays).
+    outputs: dict[str, Any] | None = Field(default=None, exclude=True)
+
+    def outputs_arrays(self) -> list[dict[str, Any]] | None:
+        """The emitted outputs as one {output name: array} per sample; None when not emitted or skipped."""
+        if not self.outputs or self.outputs.get("encoding") != "npz+base64":
+            return None
+        import base64
+        import io
+
+        import numpy as np
+
+        samples: dict[int, dict[str, Any]] = {}
+        with np.load(io.BytesIO(base64.b64decode(self.outputs["data"])), allow_pickle=False) as data:
+            for key in data.files:
+                head, _, name = key.partition("/")
+                samples.setdefault(int(head[1:]), {})[name] = data[key]
+        return [samples[i] for i in sorted(samples)]
 
 
 class MeasurementError(EdgeoptError):

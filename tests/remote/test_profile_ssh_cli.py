@@ -54,3 +54,46 @@ def test_bad_hosts_file_names_entry_and_field(cli, tmp_path):
     hosts.write_text('[[device]]\nname = "a"\nssh = "pi@x"\nport = 22\n')
     result = cli("profile", DIGITS, "--hosts", hosts)
     assert result.code == 2 and "device #1" in result.stderr and "port" in result.stderr
+
+
+def test_inputs_are_measured_on_the_device_and_its_outputs_compared(cli, sshd):
+    result = cli("profile", DIGITS, "--ssh", sshd.alias, "--ssh-config", sshd.config, "--remote-python",
+                 sys.executable, "--runs", "3", "--inputs", REPO / "models" / "digits" / "eval.npz",
+                 "--input-samples", "5", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["inputs"]["samples_used"] == 5 and report["inputs"]["samples_available"] > 5
+    (measurement,) = report["measurements"][sshd.alias]
+    assert measurement["input_samples"] == 5 and measurement["inputs"]["image"]["shape"] == [1, 1, 8, 8]
+    fidelity = report["device_fidelity"][sshd.alias]
+    (output,) = fidelity["outputs"]
+    # same model, same runtime on the same CPU: identical up to float rounding
+    assert fidelity["samples"] == 5 and output["cosine_mean"] > 0.99999 and output["top1_agreement"] == 1.0
+    assert not any("differ" in w for w in report["warnings"])
+    # the human table names the comparison
+    text = cli("profile", DIGITS, "--ssh", sshd.alias, "--ssh-config", sshd.config, "--remote-python",
+               sys.executable, "--runs", "2", "--inputs", REPO / "models" / "digits" / "eval.npz")
+    assert text.code == 0 and f"Outputs on {sshd.alias} vs this machine" in text.stdout
+
+
+def test_progress_names_each_device_and_its_stages(sshd):
+    from edgeopt.profiling import profile_model
+
+    dead = f"{sshd.user}@127.0.0.1:{free_port()}"
+    heard: list[tuple[str | None, str]] = []
+    profile_model(DIGITS, ["host"], runs=2, ssh_hosts=[sshd.alias, dead], max_parallel=2,
+                  ssh_options={"config_file": sshd.config, "python": sys.executable},
+                  progress=lambda message, device=None: heard.append((device, message)))
+    stages = [m for d, m in heard if d == sshd.alias]
+    assert stages[0] == "connecting" and any(m.startswith("running") for m in stages)
+    assert stages[-1].startswith("done: p50")
+    assert [m for d, m in heard if d == dead][-1].startswith("FAILED")
+
+
+def test_inputs_that_do_not_fit_the_model_are_refused_before_connecting(cli, sshd, tmp_path):
+    import numpy as np
+
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, image=np.zeros((4, 3, 8, 8), np.float32))
+    result = cli("profile", DIGITS, "--ssh", sshd.alias, "--ssh-config", sshd.config, "--inputs", wrong)
+    assert result.code == 2 and result.stderr.count("\n") == 1

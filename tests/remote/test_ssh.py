@@ -325,3 +325,93 @@ def test_device_side_timeout_without_a_timeout_binary(sshd, model, cache, monkey
     assert "device-side limit" in str(info.value)
     assert leftover_runners(str(cache)) == ""
     assert run_dirs(cache) == []
+
+
+# -- external data, inputs and outputs, storage failures ----------------------------------------------
+
+def test_model_with_external_data_in_a_subfolder_is_uploaded_and_cached(sshd, tmp_path, cache):
+    folder = tmp_path / "big model"
+    (folder / "weights").mkdir(parents=True)
+    model = conv_classifier(batch=1, seed=4)
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights/params.bin", size_threshold=0)
+    first = profile_over_ssh(sshd.alias, folder / "model.onnx", runs=2, **options(sshd, cache))
+    data_size = (folder / "weights" / "params.bin").stat().st_size
+    assert first.uploaded_bytes == (folder / "model.onnx").stat().st_size + data_size
+    assert first.measurement.latency_ms.p50 > 0
+    cached = sorted(p.name for p in (cache / "models").iterdir())
+    assert any(n.endswith(".data") for n in cached) and any(n.endswith(".onnx") for n in cached)
+    second = profile_over_ssh(sshd.alias, folder / "model.onnx", runs=2, **options(sshd, cache))
+    assert second.uploaded_bytes == 0 and second.model_cached
+    assert run_dirs(cache) == []
+
+
+def test_several_input_samples_and_emitted_outputs_match_onnxruntime_here(sshd, model, cache, tmp_path):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    samples = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(3)]
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **{f"s{i}/x": x for i, x in enumerate(samples)})
+    run = profile_over_ssh(sshd.alias, model, runs=3, inputs=inputs, emit_outputs=True, **options(sshd, cache))
+    assert run.measurement.input_samples == 3
+    outputs = run.measurement.outputs_arrays()
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    assert len(outputs) == 3
+    for sample, device_outputs in zip(samples, outputs):
+        expected = session.run(None, {"x": sample})[0]
+        np.testing.assert_allclose(device_outputs[session.get_outputs()[0].name], expected, rtol=1e-5, atol=1e-6)
+    # the outputs travel in the result but never into a report
+    assert "outputs" not in run.measurement.model_dump()
+
+
+def test_unwritable_cache_folder_is_named(sshd, model, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RemoteError) as info:
+        measure_over_ssh(sshd.alias, model, runs=1, **options(sshd, blocker / "cache"))
+    assert "cannot be written" in info.value.message and "--remote-cache-dir" in info.value.hint
+
+
+def test_full_disk_on_the_device_is_reported_and_leaves_no_partial_model(sshd, model, tmp_path):
+    mount_point = tmp_path / "tiny disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); needs root")
+    try:
+        big = tmp_path / "big.onnx"
+        weight = onnx.numpy_helper.from_array(np.ones((128, 128), np.float32), "w")
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 128])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 128])], initializer=[weight])
+        onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(big))
+        assert big.stat().st_size > 48 * 1024
+        with pytest.raises(RemoteError) as info:
+            measure_over_ssh(sshd.alias, big, runs=1, **options(sshd, mount_point / "cache"))
+        assert "no disk space left" in info.value.message
+        leftovers = [p.name for p in (mount_point / "cache" / "models").iterdir()]
+        assert leftovers == []  # the truncated upload was removed, not left under a cache name
+        assert run_dirs(mount_point / "cache") == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_throttling_state_is_read_from_vcgencmd(tmp_path, monkeypatch, model):
+    from edgeopt.runtime.measure import measure_locally
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vcgencmd"
+    # a Raspberry Pi's firmware answer: under-voltage now (bit 0), throttled now (bit 2), both earlier (16, 18)
+    fake.write_text('#!/bin/sh\n[ "$1" = get_throttled ] && echo "throttled=0x50005"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    measurement = measure_locally(model, runs=2, profile_ops=False)
+    throttled = measurement.device["throttled"]
+    assert throttled["raw"] == "0x50005"
+    assert throttled["under_voltage"] and throttled["throttled"] and not throttled["arm_frequency_capped"]
+    assert throttled["under_voltage_occurred"] and throttled["throttled_occurred"]
+    assert measurement.device_after["throttled"]["raw"] == "0x50005"
