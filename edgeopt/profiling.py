@@ -114,6 +114,7 @@ def profile_model(
     model = loaded.model
     shapes = dict(input_shapes or {})  # an unnamed shape (None key) is resolved by static_profile
     fleet = load_hosts_file(hosts_file) if hosts_file is not None else []
+    requested = list(targets)  # what a --ssh device (no target of its own) is compared with
     # each fleet device's target gets an estimate to compare with
     targets = list(dict.fromkeys([*targets, *(d.target for d in fleet if d.target)]))
     report = ProfileReport(model=ModelArtifact.from_file(path, ModelFormat.ONNX,
@@ -133,13 +134,14 @@ def profile_model(
             samples_file, report.inputs = _write_samples(path, inputs, inputs_preprocess, max_input_samples,
                                                          Path(tmp))
         _measure_all(report, path, model, measure, runs, threads, ssh_hosts, fleet, max_parallel,
-                     ssh_options, samples_file, progress)
+                     ssh_options, samples_file, progress, requested)
     return report
 
 
 def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, runs: int,
                  threads: list[int] | None, ssh_hosts: list[str] | None, fleet: list["Device"], max_parallel: int,
-                 ssh_options: dict[str, Any] | None, samples_file: Path | None, progress: Any) -> None:
+                 ssh_options: dict[str, Any] | None, samples_file: Path | None, progress: Any,
+                 requested_targets: list[str]) -> None:
     if measure:
         report.measurements["host"] = _measure_host(path, model, report.input_shapes, runs, threads, progress,
                                                     samples_file)
@@ -155,8 +157,10 @@ def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, r
                                    "(edgeopt targets calibrate host)")
     devices = [Device.model_construct(name=host, ssh=host, target=None) for host in ssh_hosts or []] + fleet
     if devices:
+        # --ssh devices have no target of their own: compare them with the requested ones
+        compare_with = {host: requested_targets for host in ssh_hosts or []}
         _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, progress, max_parallel,
-                         samples_file)
+                         samples_file, compare_with)
 
 
 def _write_samples(path: Path, inputs: Path, preprocess: str | None, max_samples: int,
@@ -282,9 +286,11 @@ def load_hosts_file(path: Path) -> list[Device]:
 
 def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: list[Device], runs: int,
                      threads: list[int] | None, ssh_options: dict[str, Any], progress: Any,
-                     max_parallel: int = 4, samples_file: Path | None = None) -> None:
+                     max_parallel: int = 4, samples_file: Path | None = None,
+                     compare_with: dict[str, list[str]] | None = None) -> None:
     """Measure on every device, ``max_parallel`` at a time; a device that fails is reported
-    and does not lose the others' results (exit 3 only when all fail)."""
+    and does not lose the others' results (exit 3 only when all fail). Each device's runs are
+    compared with its own target (--hosts), or with the targets ``compare_with`` names for it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from edgeopt.errors import EdgeoptError, RemoteError
@@ -332,11 +338,12 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
                                    f"agreement {fidelity['worst_cosine']:.4f} (output {worst['name']!r}); "
                                    f"check accuracy on the device itself")
     for device in devices:
-        estimate = report.estimates.get(device.target or "")
-        for measurement in report.measurements.get(device.name, []) if estimate else []:
-            comparison = compare(estimate, measurement)
-            if comparison:
-                report.comparisons.append(comparison.model_copy(update={"device": device.name}))
+        for target in [device.target] if device.target else (compare_with or {}).get(device.name, []):
+            estimate = report.estimates.get(target)
+            for measurement in report.measurements.get(device.name, []) if estimate else []:
+                comparison = compare(estimate, measurement)
+                if comparison:
+                    report.comparisons.append(comparison.model_copy(update={"device": device.name}))
     if failures and len(failures) == len(devices):
         raise RemoteError(f"every device failed: {'; '.join(failures)}", "check the hosts with ssh HOST true")
 

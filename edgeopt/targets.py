@@ -7,6 +7,8 @@ Users add their own with ``--targets-dir`` or ``EDGEOPT_TARGETS_DIR``.
 
 from __future__ import annotations
 
+import json
+
 import os
 import platform
 import sys
@@ -205,8 +207,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    # JSON's string escapes (\n, \", \\, \uXXXX) are TOML's basic-string escapes too
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 def target_to_toml(profile: TargetProfile, header: str = "") -> str:

@@ -1,4 +1,4 @@
-"""`edgeopt targets list|show`."""
+"""`edgeopt targets list|show|calibrate`."""
 
 from __future__ import annotations
 
@@ -71,15 +71,25 @@ def show_command(
 
 @app.command("calibrate")
 def calibrate_command(
-    name: str = typer.Argument("host", help="Target to calibrate (this machine: host).", show_default=True),
+    name: str = typer.Argument("host", help="Target to calibrate: host (this machine), or a CPU target measured "
+                                            "on a device with --ssh.", show_default=True),
+    ssh: str = typer.Option(None, "--ssh", help="Run the microbenchmarks on this device (~/.ssh/config alias, "
+                                                "user@host or user@host:port)."),
+    save_as: str = typer.Option(None, "--save-as", help="Write the calibrated profile under this name (default: "
+                                                        "NAME, which then overrides the built-in profile)."),
     output_dir: Path = typer.Option(None, "--output-dir",
                                     help="Where to write NAME.toml (default: ~/.config/edgeopt/targets)."),
     threads: int = typer.Option(None, "--threads", min=1, help="Threads for the microbenchmarks (default: all)."),
     seconds: float = typer.Option(1.5, "--seconds", min=0.01, help="Time spent on each microbenchmark."),
     targets_dir: Path = _TARGETS_DIR,
+    ssh_config: Path = typer.Option(None, "--ssh-config", help="OpenSSH client config file to use (ssh -F)."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Trust the device's host key on first contact (accept-new)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibrated profile as JSON on stdout."),
 ) -> None:
-    """Measure this machine's peaks (GEMM/conv per dtype, memory bandwidth) into a target file."""
+    """Measure peaks (GEMM/conv per dtype, memory bandwidth) here or on a device into a target file."""
+    import re
     from datetime import datetime, timezone
 
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -87,23 +97,49 @@ def calibrate_command(
     from edgeopt.cli.output import err_console
     from edgeopt.errors import InputError
     from edgeopt.fsutil import ensure_writable_dir, write_text_atomic
-    from edgeopt.runtime.microbench import calibrated_profile, run_microbenchmarks
+    from edgeopt.runtime.microbench import (
+        calibrated_profile, microbench_bundle, result_from_payload, run_microbenchmarks,
+    )
     from edgeopt.targets import load_target, target_to_toml, user_targets_dir
 
-    if name != "host":
+    if name != "host" and not ssh:
         raise InputError(f"only 'host' can be calibrated on this machine (asked for {name!r})",
-                         "calibrating a device over SSH arrives with `--ssh`")
+                         f"to calibrate {name} on the device itself: edgeopt targets calibrate {name} --ssh HOST")
+    if save_as is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", save_as):
+        raise InputError(f"--save-as {save_as!r} is not a valid target name", "use letters, digits, '-', '_', '.'")
     base = load_target(name, targets_dir)
+    if ssh and base.kind != "cpu":
+        raise InputError(f"{name} is a {base.kind} target; the microbenchmarks measure the device's CPU",
+                         "calibrate the board's CPU target instead (e.g. the one named by its host_cpu)")
     folder = ensure_writable_dir(output_dir or user_targets_dir())
+    where = device = None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal) as progress:
         task = progress.add_task("calibrating", total=None)
-        result = run_microbenchmarks(threads, budget_s=seconds, progress=lambda m: progress.update(task, description=f"measuring {m}"))
+        if ssh:
+            from edgeopt.remote.device import microbench_over_ssh
+
+            progress.update(task, description="building the microbenchmark models")
+            bundle = microbench_bundle(threads, seconds)
+            progress.update(task, description=f"measuring on {ssh} (about {6 * seconds:.0f} s)")
+            options = {"config_file": ssh_config} if ssh_config else {}
+            payload = microbench_over_ssh(ssh, bundle, python=remote_python,
+                                          accept_new_host_key=accept_new_host_key, **options)
+            result = result_from_payload(payload)
+            facts = payload.get("device", {})
+            where, device = ssh, facts.get("board") or facts.get("cpu_model") or facts.get("machine")
+        else:
+            result = run_microbenchmarks(threads, budget_s=seconds,
+                                         progress=lambda m: progress.update(task, description=f"measuring {m}"))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    profile = calibrated_profile(base, result, when)
-    path = folder / f"{name}.toml"
-    write_text_atomic(path, target_to_toml(profile, f"Calibrated by edgeopt on {when}; rerun "
-                                                    f"`edgeopt targets calibrate {name}` after hardware changes."))
+    profile = calibrated_profile(base, result, when, where, device)
+    if save_as:
+        profile = profile.model_copy(update={"name": save_as})
+    path = folder / f"{profile.name}.toml"
+    command = f"edgeopt targets calibrate {name}" + (f" --ssh {ssh}" if ssh else "")
+    write_text_atomic(path, target_to_toml(profile, f"Calibrated by edgeopt on {when}"
+                                                    + (f" on {where}" if where else "")
+                                                    + f"; rerun `{command}` after hardware changes."))
     data = {**profile.model_dump(mode="json"), "origin": str(path), "microbenchmarks": result.model_dump()}
     if as_json:
         print_json(data)
@@ -111,4 +147,5 @@ def calibrate_command(
     out_console().print(
         f"wrote {path}: fp32 {profile.peak_ops_per_s.fp32 / 1e9:.1f} GOPS, "
         f"int8 {(profile.peak_ops_per_s.int8 or 0) / 1e9:.1f} GOPS, "
-        f"memory {profile.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({result.threads} threads)")
+        f"memory {profile.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({result.threads} threads"
+        + (f", on {where}" if where else "") + ")")

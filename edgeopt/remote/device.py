@@ -305,6 +305,52 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
     return RemoteRun(measurement, host, sha, uploaded, cached)
 
 
+# $1 device-side timeout (s), $2 python, $3 the runner's source; the bundle arrives on stdin.
+_MICROBENCH = r"""
+t=$1; py=$2; src=$3
+if command -v timeout >/dev/null 2>&1; then exec timeout "$t" "$py" -c "$src" --microbench; fi
+exec "$py" -c "$src" --microbench
+"""
+
+
+def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
+                        config_file: Path | str | None = None, known_hosts_file: Path | str | None = None,
+                        identity_file: Path | str | None = None, accept_new_host_key: bool = False,
+                        extra_ssh_options: list[str] | None = None,
+                        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                        timeout_s: float | None = None) -> dict:
+    """Run the device runner's microbenchmarks on ``host`` (nothing is written to its disk: the
+    runner travels as ``python -c`` source, the models on stdin). Returns the runner's JSON."""
+    import json
+
+    client = SshClient(host, config_file=config_file, known_hosts_file=known_hosts_file,
+                       identity_file=identity_file, accept_new_host_key=accept_new_host_key,
+                       connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
+    kernels = len(bundle.get("models", [])) + 1
+    # each kernel runs for its budget after a first call; slow boards need the margin
+    timeout_s = timeout_s or connect_timeout_s + 120 + 4 * kernels * float(bundle.get("budget_s", 1.5))
+    command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"))
+    try:
+        result = client.run(command, timeout_s=timeout_s, input_bytes=json.dumps(bundle).encode(),
+                            what="the microbenchmarks")
+    except SshTimeout:
+        raise RemoteError(f"the microbenchmarks on {host} did not finish within {timeout_s:.0f} s",
+                          "lower --seconds; the device side stops itself shortly after") from None
+    if result.returncode in (0, 3):
+        try:
+            payload = json.loads(result.text.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            payload = None
+        if isinstance(payload, dict) and "error" in payload:
+            raise RemoteError(f"the microbenchmarks on {host} failed: {payload['error']}",
+                              "install numpy and onnxruntime on the device" if payload.get("kind") ==
+                              "runtime-missing" else "rerun with --debug")
+        if isinstance(payload, dict) and payload.get("kind") == "microbench":
+            return payload
+    _interpret(result.returncode, "", result.error_text, host, python, timeout_s)
+    raise RemoteError(f"the microbenchmarks on {host} printed no result", "rerun with --debug")  # pragma: no cover
+
+
 def measure_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmup: int = 5, threads: int = 1,
                      inputs: Path | str | None = None, **options) -> Measurement:
     """Measure ``model_path`` on ``host`` over SSH; the options are those of :func:`profile_over_ssh`."""

@@ -8,15 +8,14 @@ streaming copy for memory bandwidth.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from edgeopt.targets import TargetProfile
 
 
@@ -29,20 +28,6 @@ class MicrobenchResult(BaseModel):
     conv_fp32_ops_per_s: float
     conv_int8_ops_per_s: float | None
     memory_bandwidth_bytes_per_s: float
-
-
-def _best_time(fn: Callable[[], object], budget_s: float, min_runs: int = 5) -> float:
-    """Best-of timing: peaks are what the hardware can do when nothing interferes."""
-    fn()
-    best = float("inf")
-    started = time.perf_counter()
-    runs = 0
-    while runs < min_runs or time.perf_counter() - started < budget_s:
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        runs += 1
-    return best
 
 
 def _model(nodes, inputs, outputs, inits) -> bytes:
@@ -82,44 +67,49 @@ def _int8(float_model: bytes, feeds: dict[str, np.ndarray]) -> bytes | None:
         return None
 
 
-def _throughput(model: bytes, feeds: dict[str, np.ndarray], ops: int, threads: int, budget_s: float) -> float:
-    runner = OnnxRuntimeRunner(model, label="microbenchmark", threads=threads)
-    seconds = _best_time(lambda: runner.session.run(None, feeds), budget_s)
-    return ops / seconds
+def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict[str, Any]:
+    """The one-op models (built and quantized here) for the device runner's ``--microbench`` mode."""
+    import base64
+
+    models: list[dict[str, Any]] = []
+
+    def add(name: str, data: bytes | None, ops: int) -> None:
+        if data is not None:
+            models.append({"name": name, "model_b64": base64.b64encode(data).decode("ascii"), "ops": ops})
+
+    mm, mm_feeds, mm_ops = _matmul(512)
+    add("matmul_fp32", mm, mm_ops)
+    add("matmul_int8", _int8(mm, mm_feeds), mm_ops)
+    conv, conv_feeds, conv_ops = _conv(64, 56)
+    add("conv_fp32", conv, conv_ops)
+    add("conv_int8", _int8(conv, conv_feeds), conv_ops)
+    return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models}
 
 
-def memory_bandwidth(budget_s: float = 1.0, megabytes: int = 256) -> float:
-    """Bytes moved per second by a large copy (read + write), far beyond the caches."""
-    src = np.ones(megabytes * 1024 * 1024 // 8, dtype=np.float64)
-    dst = np.empty_like(src)
-    seconds = _best_time(lambda: np.copyto(dst, src), budget_s, min_runs=3)
-    return 2 * src.nbytes / seconds
+def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
+    """The runner's microbenchmark JSON as a result (int8 figures are None when quantization failed here)."""
+    ops = payload["ops_per_s"]
+    return MicrobenchResult(threads=payload["threads"], matmul_fp32_ops_per_s=ops["matmul_fp32"],
+                            matmul_int8_ops_per_s=ops.get("matmul_int8"), conv_fp32_ops_per_s=ops["conv_fp32"],
+                            conv_int8_ops_per_s=ops.get("conv_int8"),
+                            memory_bandwidth_bytes_per_s=payload["memory_bandwidth_bytes_per_s"])
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
                         progress: Callable[[str], None] = lambda _m: None) -> MicrobenchResult:
-    threads = threads or os.cpu_count() or 1
-    progress("MatMul fp32")
-    mm, mm_feeds, mm_ops = _matmul(512)
-    matmul_fp32 = _throughput(mm, mm_feeds, mm_ops, threads, budget_s)
-    progress("MatMul int8")
-    mm8 = _int8(mm, mm_feeds)
-    matmul_int8 = _throughput(mm8, mm_feeds, mm_ops, threads, budget_s) if mm8 else None
-    progress("Conv fp32")
-    conv, conv_feeds, conv_ops = _conv(64, 56)
-    conv_fp32 = _throughput(conv, conv_feeds, conv_ops, threads, budget_s)
-    progress("Conv int8")
-    conv8 = _int8(conv, conv_feeds)
-    conv_int8 = _throughput(conv8, conv_feeds, conv_ops, threads, budget_s) if conv8 else None
-    progress("memory bandwidth")
-    bandwidth = memory_bandwidth(budget_s=min(1.0, budget_s))
-    return MicrobenchResult(threads=threads, matmul_fp32_ops_per_s=matmul_fp32, matmul_int8_ops_per_s=matmul_int8,
-                            conv_fp32_ops_per_s=conv_fp32, conv_int8_ops_per_s=conv_int8,
-                            memory_bandwidth_bytes_per_s=bandwidth)
+    """On this machine, in this process, with the same code the device runner uses."""
+    from edgeopt.runtime import device_runner
+
+    progress("building the models")
+    payload = device_runner.microbench(microbench_bundle(threads or os.cpu_count() or 1, budget_s),
+                                       progress=progress)
+    return result_from_payload(payload)
 
 
-def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str) -> TargetProfile:
-    """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements."""
+def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
+                       where: str | None = None, device: str | None = None) -> TargetProfile:
+    """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements
+    (``where``: the SSH host they were taken on, when not this machine; ``device``: what it is)."""
     from edgeopt.targets import PeakThroughput
 
     fp32 = max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
@@ -131,8 +121,10 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str)
         "Gemm": round(result.matmul_fp32_ops_per_s / fp32, 3),
         "Conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
-    source = (f"measured by `edgeopt targets calibrate {base.name}` on {when} with {result.threads} thread(s): "
-              f"MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), 256 MiB copy")
+    on = f" --ssh {where}" if where else ""
+    source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s): "
+              f"MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
+              + (f"; device: {device}" if device else ""))
     return base.model_copy(update={
         "peak_ops_per_s": PeakThroughput(fp32=fp32, fp16=base.peak_ops_per_s.fp16, int8=int8),
         "memory_bandwidth_bytes_per_s": result.memory_bandwidth_bytes_per_s,

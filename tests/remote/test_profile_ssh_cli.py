@@ -97,3 +97,36 @@ def test_inputs_that_do_not_fit_the_model_are_refused_before_connecting(cli, ssh
     np.savez(wrong, image=np.zeros((4, 3, 8, 8), np.float32))
     result = cli("profile", DIGITS, "--ssh", sshd.alias, "--ssh-config", sshd.config, "--inputs", wrong)
     assert result.code == 2 and result.stderr.count("\n") == 1
+
+
+def test_calibrate_a_target_on_the_device_then_compare_estimates_with_it(cli, sshd, tmp_path):
+    import tomllib
+
+    folder = tmp_path / "targets"
+    result = cli("targets", "calibrate", "rpi4b", "--ssh", sshd.alias, "--ssh-config", sshd.config,
+                 "--remote-python", sys.executable, "--save-as", "bench-board", "--output-dir", folder,
+                 "--threads", "1", "--seconds", "0.05", "--json")
+    assert result.code == 0, result.stderr
+    calibrated = json.loads(result.stdout)
+    written = tomllib.loads((folder / "bench-board.toml").read_text())
+    assert written["name"] == "bench-board" and calibrated["name"] == "bench-board"
+    bench = calibrated["microbenchmarks"]
+    # measured on the device: positive peaks, and they replaced the published Pi 4 figures
+    assert bench["threads"] == 1 and bench["matmul_fp32_ops_per_s"] > 1e8 and bench["memory_bandwidth_bytes_per_s"] > 1e8
+    assert written["peak_ops_per_s"]["fp32"] == max(bench["matmul_fp32_ops_per_s"], bench["conv_fp32_ops_per_s"])
+    assert any(f"--ssh {sshd.alias}" in source for source in written["sources"])
+    # later estimates for that board use the measured peaks, and --ssh compares them per op type
+    profiled = cli("profile", DIGITS, "-t", "bench-board", "--targets-dir", folder, "--ssh", sshd.alias,
+                   "--ssh-config", sshd.config, "--remote-python", sys.executable, "--runs", "5", "--json")
+    assert profiled.code == 0, profiled.stderr
+    report = json.loads(profiled.stdout)
+    (comparison,) = report["comparisons"]
+    assert comparison["device"] == sshd.alias and comparison["target"] == "bench-board"
+    assert "Conv" in comparison["by_op_type"] and comparison["total"]["measured_ms"] > 0
+
+
+def test_calibrate_refusals(cli):
+    no_ssh = cli("targets", "calibrate", "rpi4b")
+    assert no_ssh.code == 2 and "--ssh HOST" in no_ssh.stderr
+    npu = cli("targets", "calibrate", "hexagon-htp", "--ssh", "nowhere")
+    assert npu.code == 2 and "npu target" in npu.stderr
