@@ -8,7 +8,6 @@ Users add their own with ``--targets-dir`` or ``EDGEOPT_TARGETS_DIR``.
 from __future__ import annotations
 
 import json
-
 import os
 import platform
 import sys
