@@ -45,6 +45,20 @@ class QuantizeConfig(BaseModel):
     threads: int = Field(1, ge=1)
 
 
+class DeviceConfig(BaseModel):
+    """A device reached over SSH: it profiles the final model and decides whether int8 is faster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ssh: str  # ~/.ssh/config alias, user@host or user@host:port
+    python: str = "python3"
+    ssh_config: str | None = None
+    accept_new_host_key: bool = False
+    cache_dir: str = "~/.cache/edgeopt"
+    runs: int = Field(50, ge=1)
+    threads: int = Field(1, ge=1)
+
+
 class ConvertConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,3 +77,4 @@ class ConvertConfig(BaseModel):
     targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
     targets_dir: str | None = None
     quantize: QuantizeConfig = QuantizeConfig()
+    device: DeviceConfig | None = None

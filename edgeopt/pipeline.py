@@ -108,6 +108,7 @@ class _Run:
         self.work_dir: Path | None = None
         self.produced: list[Path] = []  # files in the work dir, named as they will be in OUT
         self.quantization_data: tuple[Any, Any, dict[str, Any], list[str]] | None = None
+        self.device_summary: dict[str, Any] | None = None
 
     # -- stage bookkeeping ------------------------------------------------------------
     def _stage(self, name: str, description: str) -> tuple[StageRecord, float]:
@@ -326,10 +327,12 @@ class _Run:
         options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
                                   overrides={k: v for k, v in overrides.items() if v is not None},
                                   force_int8=settings.force_int8, threads=settings.threads)
+        device = self.config.device
         quantized, outcome = search(
             current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
             labels=evaluation.labels, timing_feeds=timing,
-            progress=lambda message: self.progress.stage_note("quantize", message))
+            progress=lambda message: self.progress.stage_note("quantize", message),
+            device_latency=self._device_latency if device else None, device_name=device.ssh if device else None)
         record.details = {"data": data_details, **outcome.model_dump(mode="json")}
         record.warnings.extend(outcome.warnings)
         if quantized is None:
@@ -345,6 +348,81 @@ class _Run:
                                                       parent=self._last_artifact()))
         self._finish(record, started)
         return quantized
+
+    # -- the device ---------------------------------------------------------------------
+    def _ssh_options(self) -> dict[str, Any]:
+        device = self.config.device
+        options: dict[str, Any] = {"python": device.python, "accept_new_host_key": device.accept_new_host_key,
+                                   "cache_dir": device.cache_dir}
+        if device.ssh_config:
+            options["config_file"] = device.ssh_config
+        return options
+
+    def _device_latency(self, models: dict[str, bytes], feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Float vs int8 candidates measured side by side on the device (quantize's latency rule)."""
+        from edgeopt.remote.device import compare_latency_over_ssh
+
+        device = self.config.device
+        return compare_latency_over_ssh(
+            device.ssh, models, feeds, reference="float", runs=max(5, min(device.runs, 30)), threads=device.threads,
+            on_stage=lambda message: self.progress.stage_note("quantize", f"timing on {device.ssh}: {message}"),
+            **self._ssh_options())
+
+    def _profile_device(self, final_path: Path, specs: list[InputSpec], estimates: dict[str, Any]) -> None:
+        """The last stage: the final model (and the float baseline, when int8 ships) measured on the device."""
+        from edgeopt.profiling import compare
+        from edgeopt.remote.device import profile_over_ssh
+        from edgeopt.runtime.measure import map_op_names
+
+        device = self.config.device
+        record, started = self._stage("device", f"Profiling on {device.ssh}")
+        record.options = {"ssh": device.ssh, "runs": device.runs, "threads": device.threads}
+        models = {"final": final_path}
+        shipped_int8 = (self.report.stage("quantize") is not None
+                        and self.report.stage("quantize").details.get("shipped") == "int8")
+        baseline = self._float_baseline_path() if shipped_int8 else None
+        if baseline is not None:
+            models["float_baseline"] = baseline
+        measurements: dict[str, Any] = {}
+        for label, path in models.items():
+            self.progress.stage_note("device", f"measuring {label}")
+            run = profile_over_ssh(device.ssh, path, runs=device.runs, threads=device.threads,
+                                   on_stage=lambda message, label=label: self.progress.stage_note(
+                                       "device", f"{label}: {message}"),
+                                   **self._ssh_options())
+            model = load_onnx(path, load_external_data=False).model
+            map_op_names(run.measurement, [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node])
+            measurements[label] = {**run.measurement.model_dump(mode="json"),
+                                   "ssh": {"host": device.ssh, "uploaded_bytes": run.uploaded_bytes,
+                                           "model_cached": run.model_cached}}
+        record.details["measurements"] = measurements
+        final = measurements["final"]
+        summary: dict[str, Any] = {"host": device.ssh, "threads": device.threads,
+                                   "p50_ms": final["latency_ms"]["p50"], "p90_ms": final["latency_ms"]["p90"],
+                                   "peak_rss_increase_bytes": final["memory"]["peak_rss_increase_bytes"],
+                                   "device": {k: final["device"].get(k) for k in ("cpu_model", "board", "machine",
+                                                                                   "cpu_count")}}
+        if "float_baseline" in measurements:
+            float_p50 = measurements["float_baseline"]["latency_ms"]["p50"]
+            summary["float_p50_ms"] = float_p50
+            summary["ratio_to_float"] = final["latency_ms"]["p50"] / float_p50 if float_p50 > 0 else None
+        record.details["summary"] = summary
+        comparisons = []
+        for name, estimate in estimates.items():
+            comparison = compare(estimate, final)
+            if comparison is not None:
+                comparisons.append(comparison.model_copy(update={"device": device.ssh}).model_dump(mode="json"))
+        record.details["comparisons"] = comparisons
+        self._finish(record, started)
+        self.device_summary = summary
+
+    def _float_baseline_path(self) -> Path | None:
+        """The last float graph this run produced (the int8 model was made from it)."""
+        for stage in reversed(self.report.stages):
+            if stage.name in ("simplify", "opset", "export", "load") and stage.outputs:
+                return Path(stage.outputs[-1].path)
+        source = self.report.source
+        return Path(source.path) if source is not None and source.format is ModelFormat.ONNX else None
 
     def _load_quantization_data(self, specs: list[InputSpec], load_record: StageRecord) -> None:
         """Read and check --calib / --eval against the source's inputs before any
@@ -500,8 +578,11 @@ class _Run:
     # -- output -----------------------------------------------------------------------------
     def _finalize(self, current: onnx.ModelProto, specs: list[InputSpec]) -> ConvertResult:
         targets = self._profile_targets(current, specs)
-        record, started = self._stage("finalize", "Writing outputs")
         final_files = save_onnx(current, self.work_dir / FINAL_MODEL)
+        if self.config.device is not None:
+            profile_stage = self.report.stage("profile")
+            self._profile_device(final_files[0], specs, profile_stage.details if profile_stage else {})
+        record, started = self._stage("finalize", "Writing outputs")
         parent = self._last_artifact()
         final = ModelArtifact.from_file(final_files[0], ModelFormat.ONNX, opset=default_opset(current),
                                         produced_by="finalize", external_files=final_files[1:], parent=parent)
@@ -542,6 +623,8 @@ class _Run:
         else:
             summary["quantization"] = {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}
         summary["targets"] = targets
+        if self.device_summary is not None:
+            summary["device"] = self.device_summary
         checks = [c for s in self.report.stages for c in s.parity]
         if checks:
             worst_cos = [o.cosine for c in checks for o in c.outputs if o.cosine is not None]

@@ -86,13 +86,20 @@ def convert_command(
                                                                               "(default) or per tensor."),
     calibration_method: str = typer.Option(None, "--calibration-method", help="minmax|entropy|percentile."),
     quant_format: str = typer.Option(None, "--quant-format", help="qdq|qoperator (default qdq)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Threads for latency measurement on host."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads for latency measurement (host and --ssh)."),
+    ssh: str = typer.Option(None, "--ssh", help="Device to profile the final model (and the float baseline) on, "
+                                                "over SSH; its numbers decide whether int8 ships."),
+    ssh_config: Path = typer.Option(None, "--ssh-config", help="OpenSSH client config file to use (ssh -F)."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Trust the device's host key on first contact (accept-new)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
+    device_runs: int = typer.Option(50, "--device-runs", min=1, help="Measured runs per model on the device."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
 ) -> None:
     """Export MODEL to a clean, parity-checked ONNX model in OUT/model.onnx."""
     from pydantic import ValidationError
 
-    from edgeopt.config import ConvertConfig, ParityConfig, QuantizeConfig
+    from edgeopt.config import ConvertConfig, DeviceConfig, ParityConfig, QuantizeConfig
     from edgeopt.errors import InputError
     from edgeopt.data import parse_input_dtypes, parse_input_shapes
     from edgeopt.pipeline import convert
@@ -124,6 +131,9 @@ def convert_command(
         targets=list(dict.fromkeys(target)),
         targets_dir=str(targets_dir) if targets_dir else None,
         quantize=quantize_config,
+        device=DeviceConfig(ssh=ssh, python=remote_python, ssh_config=str(ssh_config) if ssh_config else None,
+                            accept_new_host_key=accept_new_host_key, runs=device_runs, threads=threads)
+        if ssh else None,
     )
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
@@ -171,12 +181,20 @@ def _render(result: Any) -> None:
             if verdict["full_int8_required"] and not verdict["full_int8"]:
                 line += ", NOT fully int8 (required)"
         console.print(line)
+    device = summary.get("device")
+    if device:
+        versus = (f" ({device['ratio_to_float']:.2f}x the float model's {device['float_p50_ms']:.3g} ms)"
+                  if device.get("ratio_to_float") is not None else "")
+        console.print(f"measured on {device['host']}: p50 {device['p50_ms']:.3g} ms{versus}, peak RSS +"
+                      f"{format_bytes(device['peak_rss_increase_bytes'])}")
     quant = summary.get("quantization") or {}
     if quant.get("shipped") == "int8":
         accuracy = ""
         if quant.get("accuracy_float") is not None:
             accuracy = f", accuracy {quant['accuracy_float']:.4f} → {quant['accuracy_int8']:.4f}"
-        latency = f", {quant['latency_ratio']:.2f}x float latency" if quant.get("latency_ratio") else ""
+        measured_on = report.stage("quantize").details.get("latency_measured_on")
+        on = f" on {measured_on}" if measured_on and measured_on != "host" else ""
+        latency = f", {quant['latency_ratio']:.2f}x float latency{on}" if quant.get("latency_ratio") else ""
         kept = f", {len(quant['float_nodes'])} node(s) kept in float" if quant.get("float_nodes") else ""
         console.print(f"int8: {quant['recipe']} (worst output cosine {quant['worst_cosine']:.4f}{accuracy}{latency}, "
                       f"{quant['size_ratio']:.2f}x size{kept})")

@@ -81,6 +81,7 @@ class QuantizeOutcome(BaseModel):
     reason: str = ""
     candidates: list[Candidate] = []
     float_latency: LatencyStats | None = None
+    latency_measured_on: str | None = None  # "host", a device's name, or None (not timed)
     float_size_bytes: int = 0
     floor: dict[str, float | None] = {}
     prepare: dict[str, Any] = {}
@@ -112,8 +113,15 @@ def search(
     labels: np.ndarray | None,
     timing_feeds: dict[str, np.ndarray],
     progress: Callable[[str], None] = lambda _msg: None,
+    device_latency: Callable[[dict[str, bytes], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
+    device_name: str | None = None,
 ) -> tuple[onnx.ModelProto | None, QuantizeOutcome]:
-    """Returns (model to ship or None for "ship the float model", outcome for the report)."""
+    """Returns (model to ship or None for "ship the float model", outcome for the report).
+
+    Latency decides between faithful candidates when it can be measured where the model will
+    run: on this machine for the ``host`` target, or on a device through ``device_latency``
+    (models by label, feeds → stats with ratios to "float"), whatever the target.
+    """
     from edgeopt.quantize.prepare import check_quantizable, count_quantized_nodes, lift_constant_weights
     from edgeopt.quantize.quantizer import quantize
 
@@ -190,12 +198,17 @@ def search(
         quantized_models[candidate.name] = data
 
     passing = [c for c in outcome.candidates if c.status == "ok"]
-    is_host = target.name == "host"
-    if passing and is_host and options.measure_latency:
-        progress("timing float vs int8")
-        stats = compare_latency({"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}},
-                                timing_feeds, reference="float", threads=options.threads,
-                                budget_s=options.latency_budget_s)
+    timed = (target.name == "host" or device_latency is not None) and options.measure_latency
+    where = f"on {device_name}" if device_latency is not None else "on this machine"
+    outcome.latency_measured_on = device_name if device_latency is not None else ("host" if timed else None)
+    if passing and timed:
+        progress(f"timing float vs int8 {where}")
+        models = {"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}}
+        if device_latency is not None:
+            stats = device_latency(models, timing_feeds)
+        else:
+            stats = compare_latency(models, timing_feeds, reference="float", threads=options.threads,
+                                    budget_s=options.latency_budget_s)
         outcome.float_latency = stats["float"]
         for c in passing:
             c.latency = stats[c.name]
@@ -215,15 +228,15 @@ def search(
                                     "lower --min-cosine, add calibration data, or use --quantize auto")
         outcome.reason = f"kept the float model: no int8 candidate was usable ({summary})"
         return None, outcome
-    if is_host and options.measure_latency:
+    if timed:
         best = min(passing, key=lambda c: c.latency_ratio or 1e9)
         if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT and not (
                 explicit or options.force_int8):
             outcome.reason = (f"kept the float model: the fastest faithful int8 candidate ({best.name}) runs at "
-                              f"{best.latency_ratio:.2f}x of float on this machine; pass --force-int8 to ship it")
+                              f"{best.latency_ratio:.2f}x of float {where}; pass --force-int8 to ship it")
             return None, outcome
         outcome.reason = (f"{best.name}: fastest candidate meeting the fidelity floor "
-                          f"({best.latency_ratio:.2f}x float latency, {best.size_ratio:.2f}x size)")
+                          f"({best.latency_ratio:.2f}x float latency {where}, {best.size_ratio:.2f}x size)")
         if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT:
             outcome.warnings.append(f"the shipped int8 model is not faster than float ({best.latency_ratio:.2f}x)")
     else:

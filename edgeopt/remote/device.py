@@ -351,6 +351,53 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
     raise RemoteError(f"the microbenchmarks on {host} printed no result", "rerun with --debug")  # pragma: no cover
 
 
+def compare_latency_over_ssh(host: str, models: dict[str, bytes], feeds: dict, *, reference: str = "float",
+                             rounds: int = 3, runs: int = 30, threads: int = 1,
+                             on_stage: Callable[[str], None] | None = None, **options) -> dict:
+    """Side-by-side latency of several models on ``host``: ``rounds`` rounds, each measuring every
+    model once (order rotated per round), ratios to ``reference`` as the median of per-round
+    ratios of p50s, so drift (heat, other load) that hits a whole round cancels. Models are
+    uploaded once into the device's cache. Returns ``LatencyStats`` by label."""
+    import statistics
+    import tempfile
+
+    import numpy as np
+
+    from edgeopt.runtime.latency import LatencyStats
+
+    labels = list(models)
+    p50s: dict[str, list[float]] = {label: [] for label in labels}
+    p90s: dict[str, list[float]] = {label: [] for label in labels}
+    means: dict[str, list[float]] = {label: [] for label in labels}
+    with tempfile.TemporaryDirectory(prefix="edgeopt-device-latency-") as tmp:
+        paths = {}
+        for index, label in enumerate(labels):
+            paths[label] = Path(tmp) / f"model{index}.onnx"
+            paths[label].write_bytes(models[label])
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **feeds)
+        for round_index in range(rounds):
+            shift = round_index % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                if on_stage:
+                    on_stage(f"round {round_index + 1}/{rounds}: {label}")
+                run = profile_over_ssh(host, paths[label], runs=runs, warmup=3, threads=threads, inputs=inputs,
+                                       profile_ops=False, **options)
+                latency = run.measurement.latency_ms
+                p50s[label].append(latency.p50)
+                p90s[label].append(latency.p90)
+                means[label].append(latency.mean)
+    stats = {}
+    for label, values in p50s.items():
+        ratio = None
+        if label != reference:
+            ratio = statistics.median(v / r for v, r in zip(values, p50s[reference]) if r > 0)
+        stats[label] = LatencyStats(median_ms=statistics.median(values), p90_ms=statistics.median(p90s[label]),
+                                    mean_ms=statistics.fmean(means[label]), runs=rounds * runs, threads=threads,
+                                    ratio_to_reference=ratio)
+    return stats
+
+
 def measure_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmup: int = 5, threads: int = 1,
                      inputs: Path | str | None = None, **options) -> Measurement:
     """Measure ``model_path`` on ``host`` over SSH; the options are those of :func:`profile_over_ssh`."""

@@ -1,0 +1,58 @@
+"""edgeopt convert --ssh: the device decides int8 vs float and profiles the final model (real sshd)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from conftest import REPO
+
+from .conftest import free_port
+
+DIGITS = REPO / "models" / "digits"
+
+
+def _convert(cli, sshd, out, *extra):
+    return cli("convert", DIGITS / "digits_cnn.onnx", "-o", out, "--calib", DIGITS / "calib.npz",
+               "--eval", DIGITS / "eval.npz", "-t", "rpi4b", "--ssh", sshd.alias, "--ssh-config", sshd.config,
+               "--remote-python", sys.executable, "--device-runs", "5", "--json", *extra)
+
+
+def test_device_numbers_decide_and_the_final_model_is_profiled_on_it(cli, sshd, tmp_path):
+    result = _convert(cli, sshd, tmp_path / "out")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    quantize = next(s for s in report["stages"] if s["name"] == "quantize")
+    # rpi4b is not this machine: without --ssh no latency would be measured; with it the device's count
+    assert quantize["details"]["latency_measured_on"] == sshd.alias
+    timed = [c for c in quantize["details"]["candidates"] if c["status"] == "ok"]
+    assert timed and all(c["latency_ratio"] > 0 and c["latency"]["runs"] >= 15 for c in timed)
+    assert sshd.alias in quantize["details"]["reason"]
+    names = [s["name"] for s in report["stages"]]
+    assert names[-2:] == ["device", "finalize"]  # the device stage comes last, before publication
+    device = next(s for s in report["stages"] if s["name"] == "device")
+    final = device["details"]["measurements"]["final"]
+    assert final["runs"] == 5 and final["latency_ms"]["p50"] > 0
+    assert report["summary"]["device"]["p50_ms"] == final["latency_ms"]["p50"]
+    # the rpi4b estimate is compared with what the device measured, per op type
+    (comparison,) = device["details"]["comparisons"]
+    assert comparison["target"] == "rpi4b" and comparison["device"] == sshd.alias and comparison["by_op_type"]
+
+
+def test_shipped_int8_is_measured_beside_its_float_baseline(cli, sshd, tmp_path):
+    result = _convert(cli, sshd, tmp_path / "out", "--force-int8")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["summary"]["quantization"]["shipped"] == "int8"
+    measurements = next(s for s in report["stages"] if s["name"] == "device")["details"]["measurements"]
+    assert set(measurements) == {"final", "float_baseline"}
+    summary = report["summary"]["device"]
+    assert summary["ratio_to_float"] == summary["p50_ms"] / summary["float_p50_ms"]
+
+
+def test_unreachable_device_fails_the_run_with_exit_3_and_publishes_nothing(cli, sshd, tmp_path):
+    out = tmp_path / "out"
+    result = cli("convert", DIGITS / "digits_cnn.onnx", "-o", out, "--ssh", f"{sshd.user}@127.0.0.1:{free_port()}",
+                 "--ssh-config", sshd.config)
+    assert result.code == 3 and "refused" in result.stderr
+    assert not (out / "model.onnx").exists() and not (out / "report.json").exists()
