@@ -166,7 +166,9 @@ def _ratio(value: Any) -> str | _Html:
 
 def _sci(value: Any) -> str | _Html:
     number = _num(value)
-    return DASH if number is None else (f"{number:.3g}" if 1e-3 <= abs(number) < 1e4 or number == 0 else f"{number:.2e}")
+    if number is None:
+        return DASH
+    return f"{number:.3g}" if 1e-3 <= abs(number) < 1e4 or number == 0 else f"{number:.2e}"
 
 
 def _short_sha(value: Any) -> str | _Html:
@@ -581,8 +583,8 @@ def _parity_section(report: dict[str, Any]) -> _Html | None:
         return None
     first = next((c for s in _l(report.get("stages")) if isinstance(s, dict) for c in _l(s.get("parity"))
                   if isinstance(c, dict)), {})
-    rule = (f"an output passes when max|Δ| ≤ {_sci(first.get('atol'))} + {_sci(first.get('rtol'))}·max|reference| and "
-            f"cosine ≥ {_s(first.get('min_cosine'))}; every graph is compared with the source")
+    rule = (f"an output passes when max|Δ| ≤ {_sci(first.get('atol'))} + {_sci(first.get('rtol'))}·max|reference| "
+            f"and cosine ≥ {_s(first.get('min_cosine'))}; every graph is compared with the source")
     return _Html(_table([_Col("stage"), _Col("graph"), _Col("reference"), _Col("samples", True),
                          _Col("batch sizes", True), _Col("output"), _Col("max |Δ|", True), _Col("max rel Δ", True),
                          _Col("cosine", True), _Col("result")], rows, row_classes=classes)
@@ -673,7 +675,8 @@ def _candidates_table(candidates: list[dict[str, Any]], chosen: str | None, deta
         is_chosen = chosen is not None and name == chosen
         name_cell = _Html(f"<code>{_e(name)}</code> {_badge(candidate.get('status'))}"
                           + (" " + _badge("chosen", "ok") if is_chosen else ""))
-        accuracy = (f"{_fixed(fidelity.get('accuracy_reference'), 3)} → {_fixed(fidelity.get('accuracy_candidate'), 3)}"
+        accuracy = (f"{_fixed(fidelity.get('accuracy_reference'), 3)} → "
+                    f"{_fixed(fidelity.get('accuracy_candidate'), 3)}"
                     if _num(fidelity.get("accuracy_candidate")) is not None else None)
         coverage = (f"{_int_text(candidate.get('quantized_nodes'))}/{_int_text(candidate.get('quantizable_nodes'))}"
                     if _num(candidate.get("quantized_nodes")) is not None else None)
