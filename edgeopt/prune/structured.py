@@ -293,24 +293,40 @@ def _resolve_layers(module: Any, names: Sequence[str]) -> list[Any]:
 
 def _check_traced(module: Any, inputs: tuple[Any, ...], graph: Any) -> None:
     """Refuse layers that ran but are missing from the dependency graph: their producers'
-    pruning would not reach them (torch.no_grad, .detach(), custom autograd functions)."""
+    pruning would not reach them (torch.no_grad, .detach(), custom autograd functions). The
+    layer named first is one whose own output left autograd, when there is one: the layers
+    before it are missing only because they are cut off from the outputs."""
+    import torch
+
     roots = _root_types()
-    called: list[str] = []
+    called: dict[str, bool] = {}  # name -> its output is part of the autograd graph
     handles = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            tensors = _flat_tensors(output)
+            called.setdefault(name, bool(tensors) and all(t.grad_fn is not None for t in tensors))
+        return hook
+
     for name, sub in module.named_modules():
         if isinstance(sub, roots):
-            handles.append(sub.register_forward_hook(lambda _m, _i, _o, name=name: called.append(name)))
+            handles.append(sub.register_forward_hook(record(name)))
     try:
-        _run(module, inputs, "the model", "check the example inputs")
+        with torch.enable_grad():
+            module(*inputs)
     finally:
         for handle in handles:
             handle.remove()
     modules = dict(module.named_modules())
-    missing = [name for name in dict.fromkeys(called) if modules[name] not in graph.module2node]
+    missing = [name for name in called if modules[name] not in graph.module2node]
     if missing:
+        cut = [name for name in missing if not called[name]]
+        first = cut[0] if cut else missing[0]
+        others = len(missing) - 1
         raise InputError(
-            f"Torch-Pruning cannot trace layer {missing[0]!r}"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            f"Torch-Pruning cannot trace layer {first!r}"
+            + (f" ({others} more layer(s) are cut off by it: {', '.join(n for n in missing if n != first)[:200]})"
+               if others else "")
             + ": its output does not reach the autograd graph (torch.no_grad, .detach() or a custom op around it)",
             "make forward() differentiable around that layer, or export the model to ONNX and prune that")
 
@@ -497,7 +513,8 @@ def _prune_group_rounded(pruner: Any, group: Any, multiple: int | None) -> None:
 
 def export_module(module: Any, specs: Sequence[Any], out_path: Path, *, opset: int | None = None,
                   dynamic_batch: bool = True, output_names: list[str] | None = None) -> Any:
-    """Export a (pruned) module to ONNX with edgeopt's exporter; ``specs`` are ``InputSpec``s."""
+    """Export a (pruned) module to ONNX with edgeopt's exporter (dynamic batch when it can);
+    ``specs`` are ``InputSpec``s in forward() order (a symbolic batch dim is taken as 1)."""
     from edgeopt.artifact import ModelFormat
     from edgeopt.export.torch_source import TorchSource
     from edgeopt.export.torch_to_onnx import export_torch
@@ -505,6 +522,20 @@ def export_module(module: Any, specs: Sequence[Any], out_path: Path, *, opset: i
     from edgeopt.data import random_inputs
     from edgeopt.export.torch_to_onnx import to_torch_inputs
 
+    from edgeopt.data import InputSpec
+
+    concrete = []
+    for spec in specs:  # symbolic dims (an ONNX source's "batch"): 1 on axis 0, refused elsewhere
+        dims = []
+        for axis, dim in enumerate(spec.shape):
+            if not isinstance(dim, int) or dim < 0:
+                if axis != 0:
+                    raise InputError(f"input {spec.name!r} has a symbolic dim {dim!r} on axis {axis}",
+                                     f"give its size: --input-shape {spec.name}=...")
+                dim = 1
+            dims.append(dim)
+        concrete.append(InputSpec(spec.name, tuple(dims), spec.dtype))
+    specs = concrete
     source = TorchSource(module.eval(), ModelFormat.TORCH_FACTORY, [s.name for s in specs],
                          description="pruned module")
     example = to_torch_inputs(list(specs), random_inputs(list(specs), seed=0))

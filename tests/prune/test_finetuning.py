@@ -1,0 +1,216 @@
+"""Fine-tuning: data loading and refusals, early stopping, best state restored, determinism,
+hooks with their own loss, distillation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import InputError
+from edgeopt.prune.finetuning import ArrayLoader, FinetuneConfig, evaluate, finetune, load_finetune_data
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def _blobs(count: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three well-separated classes in 6-D: easy to learn in a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    centers = rng.standard_normal((3, 6)) * 3
+    return (centers[labels] + rng.standard_normal((count, 6))).astype(np.float32), labels.astype(np.int64)
+
+
+class _MLP(nn.Module):
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 16)
+        self.drop = nn.Dropout(0.1)
+        self.fc2 = nn.Linear(16, classes)
+
+    def forward(self, features):
+        return self.fc2(self.drop(torch.relu(self.fc1(features))))
+
+
+def _model(classes: int = 3) -> _MLP:
+    torch.manual_seed(0)
+    return _MLP(classes)
+
+
+@pytest.fixture
+def blobs_npz(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "train.npz"
+    np.savez(path, features=x, labels=y)
+    return path
+
+
+def test_training_improves_and_keeps_the_best_state(blobs_npz):
+    data = load_finetune_data(blobs_npz, ["features"], val_fraction=0.25, batch_size=32, seed=0)
+    assert (data.train_count, data.val_count) == (180, 60)
+    model = _model()
+    seen = []
+    result = finetune(model, data.train, data.val, FinetuneConfig(epochs=8, lr=0.01, patience=8), progress=False,
+                      on_epoch=seen.append)
+    assert len(seen) == result.epochs_run == len(result.curve)
+    assert result.best_val_loss < result.initial_val_loss / 2
+    assert result.best_val_accuracy is not None and result.best_val_accuracy > 0.9
+    # The restored weights are the best epoch's: evaluating again gives its loss.
+    loss, accuracy = evaluate(model, data.val)
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
+    assert accuracy == result.best_val_accuracy
+    assert result.curve[result.best_epoch - 1].val_loss == result.best_val_loss
+
+
+def test_early_stopping_stops_on_a_plateau(blobs_npz):
+    data = load_finetune_data(blobs_npz, ["features"])
+    model = _model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    # A learning rate this small cannot move the validation loss by min_delta: a plateau.
+    config = FinetuneConfig(epochs=30, lr=1e-9, patience=2, min_delta=1e-3)
+    result = finetune(model, data.train, data.val, config, progress=False)
+    assert result.stopped_early and result.epochs_run == 2 < config.epochs
+    assert result.best_epoch == 0
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
+
+
+def test_deterministic_with_a_seed(blobs_npz):
+    curves = []
+    for _ in range(2):
+        data = load_finetune_data(blobs_npz, ["features"], seed=3)
+        result = finetune(_model(), data.train, data.val, FinetuneConfig(epochs=3, seed=3, patience=5), progress=False)
+        curves.append([(r.train_loss, r.val_loss) for r in result.curve])
+    assert curves[0] == curves[1]
+
+
+def test_labels_beyond_the_output_size_refused(tmp_path):
+    x, y = _blobs()
+    y[5] = 11
+    path = tmp_path / "bad.npz"
+    np.savez(path, features=x, labels=y)
+    data = load_finetune_data(path, ["features"], seed=0)
+    with pytest.raises(InputError, match=r"label 11, but the model has 3 outputs"):
+        finetune(_model(3), data.train, data.val, FinetuneConfig(epochs=1), progress=False)
+
+
+def test_data_refusals(tmp_path):
+    x, y = _blobs(20)
+    cases = {
+        "nolabels.npz": (dict(features=x), "no 'labels'"),
+        "onehot.npz": (dict(features=x, labels=np.eye(3, dtype=np.float32)[y]), "one-hot"),
+        "names.npz": (dict(a=x, b=x, labels=y), "holds a, b; the model takes features"),
+        "count.npz": (dict(features=x[:10], labels=y), "10 samples but there are 20 labels"),
+        "nan.npz": (dict(features=np.full_like(x, np.nan), labels=y), "NaN"),
+    }
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(InputError, match=message):
+            load_finetune_data(tmp_path / name, ["features"])
+    with pytest.raises(InputError, match="not found"):
+        load_finetune_data(tmp_path / "missing.npz", ["features"])
+    with pytest.raises(InputError, match="not an .npz"):
+        load_finetune_data(tmp_path / "data.csv", ["features"])
+
+
+def test_single_array_and_separate_validation_file(tmp_path):
+    x, y = _blobs(40)
+    np.savez(tmp_path / "t.npz", anything=x, labels=y)
+    np.savez(tmp_path / "v.npz", anything=x[:8], labels=y[:8])
+    data = load_finetune_data(tmp_path / "t.npz", ["features"], val=tmp_path / "v.npz")
+    assert (data.train_count, data.val_count) == (40, 8)
+
+
+def test_default_loss_needs_class_outputs(blobs_npz):
+    class Regressor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 1)
+
+        def forward(self, features):
+            return self.fc(features).squeeze(1)
+
+    data = load_finetune_data(blobs_npz, ["features"])
+    with pytest.raises(InputError, match="cross-entropy.*hook"):
+        finetune(Regressor(), data.train, data.val, FinetuneConfig(epochs=1), progress=False)
+
+
+HOOK = '''
+import numpy as np
+import torch
+
+CALLS = []
+
+
+def loss(outputs, labels):
+    CALLS.append(1)
+    return torch.nn.functional.mse_loss(outputs[:, 0], labels)
+
+
+def loaders():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((64, 6)).astype(np.float32))
+    y = x.sum(dim=1)
+    train = [({"features": x[i:i + 16]}, y[i:i + 16]) for i in range(0, 48, 16)]
+    val = [(x[48:], y[48:])]
+    return train, val, loss
+
+
+def not_loaders():
+    return 42
+'''
+
+
+def test_hook_with_its_own_loss(tmp_path):
+    hook = tmp_path / "ft_hook.py"
+    hook.write_text(HOOK)
+    data = load_finetune_data(f"{hook}:loaders", ["features"])
+    assert data.loss is not None and data.source.startswith("hook")
+    result = finetune(_model(1), data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3),
+                      loss=data.loss, progress=False)
+    assert result.best_val_accuracy is None  # a regression: no accuracy
+    assert result.best_val_loss < result.initial_val_loss
+    with pytest.raises(InputError, match="returned int"):
+        load_finetune_data(f"{hook}:not_loaders", ["features"])
+    with pytest.raises(InputError, match="no callable 'missing'"):
+        load_finetune_data(f"{hook}:missing", ["features"])
+
+
+def test_distillation_from_a_teacher(blobs_npz):
+    data = load_finetune_data(blobs_npz, ["features"])
+    teacher = _model()
+    finetune(teacher, data.train, data.val, FinetuneConfig(epochs=5, lr=0.01, patience=5), progress=False)
+    torch.manual_seed(1)
+    student = _MLP()
+    result = finetune(student, data.train, data.val,
+                      FinetuneConfig(epochs=5, lr=0.01, patience=5, distill_weight=0.7, temperature=2.0),
+                      teacher=teacher, progress=False)
+    assert result.distilled
+    assert result.best_val_accuracy > 0.9
+
+
+def test_l1_shrinks_weights_and_checkpoint_written(blobs_npz, tmp_path):
+    data = load_finetune_data(blobs_npz, ["features"])
+    plain, sparse = _model(), _model()
+    finetune(plain, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3), progress=False)
+    checkpoint = tmp_path / "best.pt"
+    result = finetune(sparse, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3, l1=1e-2),
+                      progress=False, checkpoint_path=checkpoint)
+    assert sparse.fc1.weight.abs().sum() < plain.fc1.weight.abs().sum()
+    assert result.checkpoint == str(checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in sparse.state_dict().items())
+
+
+def test_array_loader_drops_lonely_training_samples():
+    x, y = _blobs(33)
+    batches = list(ArrayLoader([x], y, 16, shuffle=True))
+    assert [len(labels) for _, labels in batches] == [16, 16]
+    assert [len(labels) for _, labels in ArrayLoader([x], y, 16, shuffle=False)] == [16, 16, 1]
+
+
+def test_progress_bar_goes_to_stderr(blobs_npz, capsys):
+    data = load_finetune_data(blobs_npz, ["features"])
+    finetune(_model(), data.train, data.val, FinetuneConfig(epochs=2, patience=2), progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "fine-tune epoch 2: train loss" in captured.err
