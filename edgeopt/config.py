@@ -1,15 +1,15 @@
 """Run settings as data: what the CLI builds from flags and the pipeline consumes.
 
-Unknown keys are rejected so a typo never silently disables a setting. (The
-edgeopt.toml / [tool.edgeopt] file loader arrives with budgets; it fills these same
-models.)
+Unknown keys are rejected so a typo never silently disables a setting. The project
+file (edgeopt.toml or [tool.edgeopt] in pyproject.toml) is validated by ``ProjectConfig``;
+``config_file.py`` finds and reads it and turns errors into file:line messages.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ParityConfig(BaseModel):
@@ -51,6 +51,7 @@ class DeviceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ssh: str  # ~/.ssh/config alias, user@host or user@host:port
+    target: str | None = None  # the target profile this device is an instance of (default: the first target)
     python: str = "python3"
     ssh_config: str | None = None
     accept_new_host_key: bool = False
@@ -78,3 +79,205 @@ class ConvertConfig(BaseModel):
     targets_dir: str | None = None
     quantize: QuantizeConfig = QuantizeConfig()
     device: DeviceConfig | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The project file: edgeopt.toml, or [tool.edgeopt] in pyproject.toml (loaded by config_file.py)
+
+def _size(value: object, key: str) -> int:
+    from edgeopt.errors import InputError
+    from edgeopt.units import parse_bytes
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{key} must be a size like \"4 MiB\" or a number of bytes")
+    try:
+        size = parse_bytes(value)
+    except InputError as exc:
+        raise ValueError(f"{exc.message}: {exc.hint}") from None
+    if size <= 0:
+        raise ValueError(f"{key} must be positive")
+    return size
+
+
+_COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def _count(value: object, key: str) -> int:
+    """1200000, "1.2M", "800k", "3 G" (MACs, parameters)."""
+    import re
+
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a number")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)\s*", str(value))
+        if not match:
+            raise ValueError(f"{key}: bad count {value!r} (use a number, or 1.2M, 800k, 3G)")
+        number = float(match.group(1)) * _COUNT_SUFFIXES[match.group(2).lower()]
+    if number <= 0:
+        raise ValueError(f"{key} must be positive")
+    return int(number)
+
+
+def _fraction(value: object, key: str, *, points: bool) -> float:
+    """0.98 or "98%" (accuracy), 0.01 or "1%" / "1pt" (accuracy points)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a number")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip().lower()
+        for suffix in ("%", "pt", "pts", "points"):
+            if text.endswith(suffix) and (suffix == "%" or points):
+                try:
+                    number = float(text[: -len(suffix)].strip()) / 100
+                except ValueError:
+                    break
+                break
+        else:
+            raise ValueError(f"{key}: bad value {value!r} (use 0.98, or \"98%\")")
+    if not 0 <= number <= 1:
+        raise ValueError(f"{key} must be between 0 and 1 (or 0% and 100%), got {value!r}")
+    return number
+
+
+def _growth(value: object, key: str) -> float:
+    """"+5%" or 0.05 → 0.05."""
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a percentage like \"+5%\"")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        if not text.endswith("%"):
+            raise ValueError(f"{key}: bad growth {value!r} (use a percentage like \"+5%\")")
+        try:
+            number = float(text[:-1].strip()) / 100
+        except ValueError:
+            raise ValueError(f"{key}: bad growth {value!r} (use a percentage like \"+5%\")") from None
+    if number < 0:
+        raise ValueError(f"{key} cannot be negative (it is the growth allowed over the baseline)")
+    return number
+
+
+# Metrics a budget can limit: name → (unit, lower is better).
+GROWTH_METRICS = ("size", "compressed_size", "params", "macs", "latency_ms", "peak_memory")
+
+
+class Budget(BaseModel):
+    """One ``[[budgets]]`` entry: an artifact (path or glob), optionally a target, and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    artifact: str
+    target: str | None = None
+    name: str | None = None  # a label for tables; default "artifact @ target"
+    source: Literal["any", "estimated", "measured"] = "any"  # where latency / peak memory come from
+    max_size: int | None = None
+    max_compressed_size: int | None = None
+    max_params: int | None = None
+    max_macs: int | None = None
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_peak_memory: int | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+    min_fidelity: float | None = Field(None, ge=-1, le=1)
+    max_growth: dict[str, float] | None = None  # metric → allowed growth over the baseline (0.05 = +5%)
+
+    @field_validator("max_size", "max_compressed_size", "max_peak_memory", mode="before")
+    @classmethod
+    def _sizes(cls, value: object, info: Any) -> int | None:
+        return None if value is None else _size(value, info.field_name)
+
+    @field_validator("max_params", "max_macs", mode="before")
+    @classmethod
+    def _counts(cls, value: object, info: Any) -> int | None:
+        return None if value is None else _count(value, info.field_name)
+
+    @field_validator("min_accuracy", mode="before")
+    @classmethod
+    def _accuracy(cls, value: object) -> float | None:
+        return None if value is None else _fraction(value, "min_accuracy", points=False)
+
+    @field_validator("max_accuracy_drop", mode="before")
+    @classmethod
+    def _drop(cls, value: object) -> float | None:
+        return None if value is None else _fraction(value, "max_accuracy_drop", points=True)
+
+    @field_validator("max_growth", mode="before")
+    @classmethod
+    def _growths(cls, value: object) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(GROWTH_METRICS))
+            if unknown:
+                raise ValueError(f"max_growth names unknown metric(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(GROWTH_METRICS)}")
+            return {metric: _growth(v, f"max_growth.{metric}") for metric, v in value.items()}
+        return {"*": _growth(value, "max_growth")}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Budget":
+        limits = [name for name in type(self).model_fields if name.startswith(("max_", "min_")) and
+                  getattr(self, name) is not None]
+        if not limits:
+            raise ValueError("this budget sets no limit (max_size, max_latency_ms, min_accuracy, ...)")
+        if self.source != "any" and self.max_latency_ms is None and self.max_peak_memory is None:
+            raise ValueError("source applies to max_latency_ms / max_peak_memory, and neither is set")
+        if (self.max_latency_ms is not None or self.max_peak_memory is not None) and self.target is None:
+            raise ValueError("max_latency_ms and max_peak_memory need a target (e.g. target = \"rpi4b\")")
+        if self.max_size is not None and self.max_compressed_size is not None and \
+                self.max_compressed_size > self.max_size * 1.01 + 1024:
+            raise ValueError(f"max_compressed_size ({self.max_compressed_size} B) is larger than max_size "
+                             f"({self.max_size} B): gzip never grows a model that much; one of them is a typo")
+        if self.min_accuracy is not None and self.min_accuracy == 0:
+            raise ValueError("min_accuracy = 0 limits nothing")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or (f"{self.artifact} @ {self.target}" if self.target else self.artifact)
+
+
+class PipelineFile(BaseModel):
+    """``[pipeline]``: the convert run, as flags would give it (paths relative to the file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    output: str = "out"
+    weights: str | None = None
+    trust_pickle: bool = False
+    input_shape: str | list[int] | None = None  # the only input
+    input_shapes: dict[str, str | list[int]] = {}
+    input_dtypes: dict[str, str] = {}
+    opset: int | None = None
+    dynamic_batch: bool = True
+    simplify: bool = True
+    keep_failed: bool = False
+    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
+    targets_dir: str | None = None
+    quantize: QuantizeConfig = QuantizeConfig()
+    parity: ParityConfig = ParityConfig()
+    device: DeviceConfig | None = None
+
+
+class GateSettings(BaseModel):
+    """``[gate]``: where `edgeopt gate` finds the run's report and the committed baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    report: str | None = None  # default: <pipeline.output>/report.json, else out/report.json
+    baseline: str | None = None  # default for --baseline: a report/baseline file or a git ref (e.g. "main")
+    baseline_file: str = "edgeopt-baseline.json"  # written by --update-baseline; read from a git ref
+    profile_reports: list[str] = []  # `edgeopt profile -o` files with measurements to use
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline: PipelineFile | None = None
+    gate: GateSettings = GateSettings()
+    budgets: list[Budget] = []

@@ -397,7 +397,8 @@ class _Run:
                                            "model_cached": run.model_cached}}
         record.details["measurements"] = measurements
         final = measurements["final"]
-        summary: dict[str, Any] = {"host": device.ssh, "threads": device.threads,
+        summary: dict[str, Any] = {"host": device.ssh, "target": device.target or self.config.targets[0],
+                                   "threads": device.threads,
                                    "p50_ms": final["latency_ms"]["p50"], "p90_ms": final["latency_ms"]["p90"],
                                    "peak_rss_increase_bytes": final["memory"]["peak_rss_increase_bytes"],
                                    "device": {k: final["device"].get(k) for k in ("cpu_model", "board", "machine",

@@ -38,10 +38,15 @@ class _RichProgress:
 
 
 def convert_command(
-    model: str = typer.Argument(..., show_default=False,
+    ctx: typer.Context,
+    model: str = typer.Argument(None, show_default=False,
                                 help="Source: model.onnx, TorchScript .pt, .pt2, or a factory pkg.module:function "
-                                     "/ path/file.py:function."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder (OUT/model.onnx, OUT/report.json)."),
+                                     "/ path/file.py:function. Omitted: the [pipeline] of edgeopt.toml runs."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder (OUT/model.onnx, OUT/report.json); "
+                                                             "required with MODEL."),
+    config_file: Path = typer.Option(None, "--config", "-c",
+                                     help="Project file for a run without MODEL (default: ./edgeopt.toml, or "
+                                          "[tool.edgeopt] in ./pyproject.toml)."),
     input_shape: list[str] = typer.Option([], "--input-shape",
                                           help="Input shape NAME=1x3x224x224 (repeatable; NAME= may be dropped "
                                                "for single-input models)."),
@@ -116,9 +121,11 @@ def convert_command(
         first = exc.errors()[0]
         flag = "--" + str(first["loc"][0]).replace("_", "-").replace("mode", "quantize").replace("format", "quant-format")
         raise InputError(f"bad value for {flag}: {first['msg']}", "see edgeopt convert --help") from None
+    if model is not None and output is None:
+        raise InputError("-o OUT is required when MODEL is given", "e.g. edgeopt convert model.onnx -o out")
     config = ConvertConfig(
-        source=model,
-        output_dir=str(output),
+        source=model or "",
+        output_dir=str(output or ""),
         input_shapes={(k or ""): list(v) for k, v in shapes.items()},
         input_dtypes=parse_input_dtypes(input_dtype),
         opset=opset,
@@ -135,6 +142,8 @@ def convert_command(
                             accept_new_host_key=accept_new_host_key, runs=device_runs, threads=threads)
         if ssh else None,
     )
+    if model is None:
+        config = _from_project_file(ctx, config, config_file, output)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
         result = convert(config, _RichProgress(progress), command=["edgeopt", *sys.argv[1:]])
@@ -144,6 +153,62 @@ def convert_command(
         print_json(result.report.model_dump(mode="json"))
         return
     _render(result)
+
+
+# CLI parameter → (section of ConvertConfig or None for the top level, field)
+_FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
+    "input_shape": (None, "input_shapes"), "input_dtype": (None, "input_dtypes"), "opset": (None, "opset"),
+    "weights": (None, "weights"), "trust_pickle": (None, "trust_pickle"), "static_batch": (None, "dynamic_batch"),
+    "no_simplify": (None, "simplify"), "keep_failed": (None, "keep_failed"), "target": (None, "targets"),
+    "targets_dir": (None, "targets_dir"),
+    "parity_samples": ("parity", "samples"), "parity_atol": ("parity", "atol"), "parity_rtol": ("parity", "rtol"),
+    "quantize": ("quantize", "mode"), "calib": ("quantize", "calib"), "eval_data": ("quantize", "eval"),
+    "calib_preprocess": ("quantize", "calib_preprocess"), "max_calib_samples": ("quantize", "max_calib_samples"),
+    "allow_random_calibration": ("quantize", "allow_random_calibration"), "min_cosine": ("quantize", "min_cosine"),
+    "min_top1": ("quantize", "min_top1"), "force_int8": ("quantize", "force_int8"),
+    "activation_type": ("quantize", "activation_type"), "weight_type": ("quantize", "weight_type"),
+    "per_channel": ("quantize", "per_channel"), "calibration_method": ("quantize", "calibration_method"),
+    "quant_format": ("quantize", "format"), "threads": ("quantize", "threads"),
+    "ssh_config": ("device", "ssh_config"), "accept_new_host_key": ("device", "accept_new_host_key"),
+    "remote_python": ("device", "python"), "device_runs": ("device", "runs"),
+}
+
+
+def _from_project_file(ctx: typer.Context, flags: Any, config_file: Path | None, output: Path | None) -> Any:
+    """The [pipeline] of the project file, with the flags given on the command line on top."""
+    from edgeopt.config_file import find_config, load_config, pipeline_config
+    from edgeopt.errors import InputError
+
+    path = find_config(config_file)
+    if path is None:
+        raise InputError("no MODEL given, and no edgeopt.toml (or [tool.edgeopt] in pyproject.toml) here",
+                         "pass MODEL -o OUT, or declare [pipeline] source = \"model.onnx\" in edgeopt.toml")
+    base = pipeline_config(load_config(path), output_override=str(output) if output else None)
+    given = {name for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {"parity": {}, "quantize": {}, "device": {}}
+    for name in given:
+        section, field = _FLAG_FIELDS.get(name, (None, None))
+        if field is None:
+            continue
+        if section is None:
+            top[field] = getattr(flags, field)
+        elif section == "device":
+            if flags.device is not None:
+                sections["device"][field] = getattr(flags.device, field)
+        else:
+            sections[section][field] = getattr(getattr(flags, section), field)
+    if "ssh" in given:
+        top["device"] = flags.device
+    elif sections["device"] and base.device is not None:
+        top["device"] = base.device.model_copy(update=sections["device"])
+    for section in ("parity", "quantize"):
+        if sections[section]:
+            top[section] = getattr(base, section).model_copy(update=sections[section])
+    if "threads" in given and base.device is not None and "device" not in top:
+        top["device"] = base.device.model_copy(update={"threads": flags.quantize.threads})
+    return base.model_copy(update=top)
 
 
 def _render(result: Any) -> None:

@@ -1,0 +1,316 @@
+"""Budgets + measured facts → verdicts, and the verdicts as tables: text, JSON, JUnit XML,
+Markdown (a pull-request comment) and GitHub Actions annotations.
+
+Pure: the facts (sizes, estimates, measurements, accuracy, the baseline's numbers) are
+gathered by ``gate_inputs.py``; nothing here reads a model or runs anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from xml.etree import ElementTree
+
+from pydantic import BaseModel, ConfigDict
+
+from edgeopt.config import Budget
+from edgeopt.units import format_bytes, format_count
+
+Status = Literal["pass", "fail", "error", "skip"]
+
+# metric → (budget field, unit, higher is worse)
+LIMITS: dict[str, tuple[str, str, bool]] = {
+    "size": ("max_size", "bytes", True),
+    "compressed_size": ("max_compressed_size", "bytes", True),
+    "params": ("max_params", "count", True),
+    "macs": ("max_macs", "count", True),
+    "latency_ms": ("max_latency_ms", "ms", True),
+    "peak_memory": ("max_peak_memory", "bytes", True),
+    "accuracy": ("min_accuracy", "fraction", False),
+    "accuracy_drop": ("max_accuracy_drop", "points", True),
+    "fidelity": ("min_fidelity", "cosine", False),
+}
+
+
+class Fact(BaseModel):
+    """One number about an artifact, with where it came from; ``value`` None means unavailable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: float | None
+    source: str = ""  # "file", "report", "estimate for rpi4b", "measured on pi4-a", ...
+    missing_reason: str | None = None
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budget: str
+    artifact: str
+    target: str | None
+    metric: str
+    kind: Literal["limit", "growth"] = "limit"
+    limit: float | None
+    limit_text: str
+    actual: float | None
+    actual_text: str
+    unit: str
+    source: str = ""
+    baseline: float | None = None
+    delta: float | None = None
+    delta_pct: float | None = None
+    status: Status
+    message: str
+    line: int | None = None
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "gate"
+    schema_version: int = 1
+    passed: bool
+    exit_code: int
+    config: str | None = None
+    report: str | None = None
+    baseline: str | None = None
+    checks: list[Check]
+    contributors: dict[str, Any] = {}  # budget label → top initializers / nodes (and their growth)
+    warnings: list[str] = []
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return format_bytes(value)
+    if unit == "count":
+        return format_count(value)
+    if unit == "ms":
+        return f"{value:.3g} ms" if value < 100 else f"{value:.1f} ms"
+    if unit in ("fraction", "points"):
+        return f"{value * 100:.2f}%" if unit == "fraction" else f"{value * 100:.2f} pt"
+    return f"{value:.4f}"
+
+
+def _delta(actual: float | None, baseline: float | None) -> tuple[float | None, float | None]:
+    if actual is None or baseline is None:
+        return None, None
+    delta = actual - baseline
+    return delta, (delta / baseline * 100 if baseline else None)
+
+
+def evaluate_budget(budget: Budget, facts: dict[str, Fact], baseline: dict[str, float] | None,
+                    line: int | None = None) -> list[Check]:
+    """Every limit of ``budget`` against ``facts`` (metric → Fact), plus growth over ``baseline``."""
+    checks: list[Check] = []
+    for metric, (field, unit, higher_is_worse) in LIMITS.items():
+        limit = getattr(budget, field)
+        if limit is None:
+            continue
+        fact = facts.get(metric) or Fact(value=None, missing_reason="not available")
+        base = (baseline or {}).get(metric)
+        delta, pct = _delta(fact.value, base)
+        op = "≤" if higher_is_worse else "≥"
+        limit_text = f"{op} {format_value(limit, unit)}"
+        if fact.value is None:
+            status: Status = "error"
+            message = f"{metric}: {fact.missing_reason or 'not available'}"
+        else:
+            ok = fact.value <= limit if higher_is_worse else fact.value >= limit
+            status = "pass" if ok else "fail"
+            word = "within" if ok else ("exceeds" if higher_is_worse else "below")
+            message = f"{metric} {format_value(fact.value, unit)} {word} {field} {format_value(limit, unit)}"
+        checks.append(Check(budget=budget.label, artifact=budget.artifact, target=budget.target, metric=metric,
+                            limit=float(limit), limit_text=limit_text, actual=fact.value,
+                            actual_text=format_value(fact.value, unit), unit=unit, source=fact.source,
+                            baseline=base, delta=delta, delta_pct=pct, status=status, message=message, line=line))
+    checks += _growth_checks(budget, facts, baseline, line)
+    return checks
+
+
+def _growth_checks(budget: Budget, facts: dict[str, Fact], baseline: dict[str, float] | None,
+                   line: int | None) -> list[Check]:
+    if not budget.max_growth:
+        return []
+    if "*" in budget.max_growth:
+        # "+5%" applies to every growable metric this budget limits (size when it limits none)
+        limited = [m for m in ("size", "compressed_size", "params", "macs", "latency_ms", "peak_memory")
+                   if getattr(budget, LIMITS[m][0]) is not None] or ["size"]
+        allowed = {metric: budget.max_growth["*"] for metric in limited}
+    else:
+        allowed = dict(budget.max_growth)
+    checks = []
+    for metric, growth in allowed.items():
+        unit = LIMITS[metric][1]
+        fact = facts.get(metric) or Fact(value=None, missing_reason="not available")
+        base = (baseline or {}).get(metric)
+        delta, pct = _delta(fact.value, base)
+        limit_text = f"≤ +{growth * 100:g}% vs baseline"
+        limit = None if base is None else base * (1 + growth)
+        if baseline is None:
+            status: Status = "skip"
+            message = "max_growth not checked: no baseline (pass --baseline, or set [gate] baseline)"
+        elif base is None:
+            status, message = "error", f"the baseline has no {metric} for this budget"
+        elif fact.value is None:
+            status, message = "error", f"{metric}: {fact.missing_reason or 'not available'}"
+        else:
+            ok = fact.value <= limit * (1 + 1e-12) or (base == 0 and fact.value == 0)
+            status = "pass" if ok else "fail"
+            change = f"{pct:+.2f}%" if pct is not None else f"{delta:+g}"
+            message = (f"{metric} grew {change} over the baseline ({format_value(base, unit)} → "
+                       f"{format_value(fact.value, unit)}), allowed +{growth * 100:g}%")
+        checks.append(Check(budget=budget.label, artifact=budget.artifact, target=budget.target, metric=metric,
+                            kind="growth", limit=limit, limit_text=limit_text, actual=fact.value,
+                            actual_text=format_value(fact.value, unit), unit=unit, source=fact.source,
+                            baseline=base, delta=delta, delta_pct=pct, status=status, message=message, line=line))
+    return checks
+
+
+def verdict(checks: list[Check]) -> tuple[bool, int]:
+    """(passed, exit code): 0 all pass, 1 a budget exceeded, 2 a number could not be found."""
+    if any(c.status == "error" for c in checks):
+        return False, 2
+    if any(c.status == "fail" for c in checks):
+        return False, 1
+    return True, 0
+
+
+# -- renderings ------------------------------------------------------------------------------------
+
+def _delta_text(check: Check) -> str:
+    if check.delta is None:
+        return "-"
+    if check.unit == "bytes":
+        text = ("+" if check.delta >= 0 else "-") + format_bytes(abs(check.delta))
+    elif check.unit == "count":
+        text = ("+" if check.delta >= 0 else "-") + format_count(abs(check.delta))
+    elif check.unit in ("fraction", "points"):
+        text = f"{check.delta * 100:+.2f} pt"
+    elif check.unit == "ms":
+        text = f"{check.delta:+.3g} ms"
+    else:
+        text = f"{check.delta:+.4f}"
+    if check.delta_pct is not None and check.unit not in ("fraction", "points", "cosine"):
+        text += f" ({check.delta_pct:+.1f}%)"
+    return text
+
+
+def table_rows(result: GateResult) -> list[tuple[str, str, str, str, str, str]]:
+    """(budget, metric, limit, actual, delta vs baseline, status) per check."""
+    marks = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "skip": "skipped"}
+    return [(c.budget, c.metric + (" growth" if c.kind == "growth" else ""), c.limit_text, c.actual_text,
+             _delta_text(c), marks[c.status]) for c in result.checks]
+
+
+def to_junit(result: GateResult) -> str:
+    """JUnit XML: one test case per check (CI systems show failures inline)."""
+    failures = sum(c.status == "fail" for c in result.checks)
+    errors = sum(c.status == "error" for c in result.checks)
+    skipped = sum(c.status == "skip" for c in result.checks)
+    suites = ElementTree.Element("testsuites", name="edgeopt gate", tests=str(len(result.checks)),
+                                 failures=str(failures), errors=str(errors), skipped=str(skipped))
+    suite = ElementTree.SubElement(suites, "testsuite", name="edgeopt gate", tests=str(len(result.checks)),
+                                   failures=str(failures), errors=str(errors), skipped=str(skipped), time="0")
+    for check in result.checks:
+        case = ElementTree.SubElement(suite, "testcase", classname=check.budget,
+                                      name=check.metric + (" growth" if check.kind == "growth" else ""), time="0")
+        text = f"{check.message} (limit {check.limit_text}, actual {check.actual_text}, source {check.source or '-'})"
+        if check.status == "fail":
+            ElementTree.SubElement(case, "failure", message=check.message, type="BudgetExceeded").text = text
+        elif check.status == "error":
+            ElementTree.SubElement(case, "error", message=check.message, type="MissingInput").text = text
+        elif check.status == "skip":
+            ElementTree.SubElement(case, "skipped", message=check.message)
+        else:
+            ElementTree.SubElement(case, "system-out").text = text
+    ElementTree.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(suites, encoding="unicode") + "\n"
+
+
+def _md(text: str) -> str:
+    """Table-cell safe: pipes and newlines would break the row, HTML would render."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+            .replace("\n", " "))
+
+
+def to_markdown(result: GateResult) -> str:
+    """A pull-request comment: verdict, the table, what changed, and the top contributors."""
+    failed = sum(c.status == "fail" for c in result.checks)
+    errors = sum(c.status == "error" for c in result.checks)
+    if result.passed:
+        head = f"### ✅ edgeopt gate: all {len(result.checks)} checks within budget"
+    elif errors:
+        head = f"### ⚠️ edgeopt gate: {errors} check(s) could not be evaluated" + \
+               (f", {failed} over budget" if failed else "")
+    else:
+        head = f"### ❌ edgeopt gate: {failed} of {len(result.checks)} checks over budget"
+    lines = [head, ""]
+    if result.baseline:
+        lines += [f"Baseline: `{_md(result.baseline)}`", ""]
+    lines += ["| budget | metric | limit | actual | Δ vs baseline | status |", "|---|---|---|---|---|---|"]
+    icons = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "⚠️ ERROR", "skip": "➖ skipped"}
+    for check, row in zip(result.checks, table_rows(result)):
+        lines.append("| " + " | ".join(_md(cell) for cell in row[:5]) + f" | {icons[check.status]} |")
+    changed = [c for c in result.checks if c.kind == "limit" and c.delta not in (None, 0)]
+    if changed:
+        lines += ["", "#### What changed", ""]
+        for c in changed:
+            lines.append(f"- **{_md(c.budget)}** {c.metric}: {format_value(c.baseline, c.unit)} → "
+                         f"{format_value(c.actual, c.unit)} ({_md(_delta_text(c))})")
+    problems = [c for c in result.checks if c.status in ("fail", "error")]
+    if problems:
+        lines += ["", "#### Problems", ""] + [f"- {_md(c.budget)}: {_md(c.message)}" for c in problems]
+    for label, found in result.contributors.items():
+        initializers = found.get("initializers") or []
+        nodes = found.get("nodes") or []
+        if not initializers and not nodes:
+            continue
+        lines += ["", f"#### Top contributors: {_md(label)}", ""]
+        if initializers:
+            lines += ["| largest initializers | size | Δ vs baseline |", "|---|---|---|"]
+            for item in initializers:
+                delta = item.get("delta_bytes")
+                lines.append(f"| `{_md(item['name'])}` | {format_bytes(item['bytes'])} | "
+                             f"{'new' if item.get('new') else ('-' if delta is None else _signed_bytes(delta))} |")
+        if nodes:
+            lines += ["", f"| heaviest nodes on {_md(found.get('target') or '-')} | est. time | Δ vs baseline |",
+                      "|---|---|---|"]
+            for item in nodes:
+                delta = item.get("delta_us")
+                lines.append(f"| `{_md(item['name'])}` ({_md(item['op_type'])}) | {item['time_us']:.1f} µs | "
+                             f"{'new' if item.get('new') else ('-' if delta is None else f'{delta:+.1f} µs')} |")
+    for warning in result.warnings:
+        lines += ["", f"> {_md(warning)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _signed_bytes(delta: float) -> str:
+    return ("+" if delta >= 0 else "-") + format_bytes(abs(delta))
+
+
+def github_annotations(result: GateResult, config_file: str | None) -> list[str]:
+    """``::error`` workflow commands pointing at each failing budget's line in the config file."""
+    out = []
+    for check in result.checks:
+        if check.status not in ("fail", "error"):
+            continue
+        properties = []
+        if config_file:
+            properties.append(f"file={_escape_property(config_file)}")
+            if check.line:
+                properties.append(f"line={check.line}")
+        properties.append(f"title={_escape_property('edgeopt gate: ' + check.budget)}")
+        out.append(f"::error {','.join(properties)}::{_escape_data(check.message)}")
+    return out
+
+
+def _escape_data(text: str) -> str:
+    # GitHub's workflow-command escaping (actions/toolkit command.ts)
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+

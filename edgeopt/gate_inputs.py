@@ -1,0 +1,482 @@
+"""Everything `edgeopt gate` needs to know, gathered: the artifacts each budget names (sizes,
+parameters, MACs, static estimates per target), the convert report (accuracy, fidelity,
+device measurements), profile reports (measurements), and the baseline (a previous report,
+a baseline file written by ``--update-baseline``, or that file at a git ref).
+
+Numbers come from the report when it describes the artifact (same sha256) and from the
+artifact itself otherwise; the gate never re-runs a conversion.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import subprocess
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from edgeopt.config import Budget
+from edgeopt.config_file import ConfigError, LoadedConfig
+from edgeopt.errors import EdgeoptError, InputError
+from edgeopt.gate import Check, Fact, GateResult, evaluate_budget, verdict
+from edgeopt.report.schema import utc_now
+
+BASELINE_KIND = "edgeopt-gate-baseline"
+BASELINE_SCHEMA_VERSION = 1
+TOP_CONTRIBUTORS = 8
+
+
+# -- artifacts ----------------------------------------------------------------------------------------
+
+@dataclass
+class Artifact:
+    """One model file a budget names, analysed lazily (each analysis at most once)."""
+
+    path: Path
+    targets_dir: Path | None = None
+    _estimates: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def loaded(self):
+        from edgeopt.onnx_io import load_onnx
+
+        return load_onnx(self.path, load_external_data=False)
+
+    @cached_property
+    def files(self) -> list[Path]:
+        return [self.path, *(f.path for f in self.loaded.external_files)]
+
+    @cached_property
+    def sha256(self) -> str:
+        from edgeopt.fsutil import sha256_file
+
+        return sha256_file(self.path)
+
+    @cached_property
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
+
+    @cached_property
+    def compressed_size(self) -> int:
+        from edgeopt.fsutil import gzip_size
+
+        return gzip_size(self.files)
+
+    @cached_property
+    def summary(self):
+        from edgeopt.analysis.summary import summarize_graph
+
+        return summarize_graph(self.loaded.model)
+
+    def estimate(self, target_name: str):
+        """The static profile on ``target_name`` (None with the reason when it cannot be made)."""
+        if target_name not in self._estimates:
+            from edgeopt.analysis.profile import static_profile
+            from edgeopt.targets import load_target
+
+            target = load_target(target_name, self.targets_dir)
+            cpu = load_target(target.accelerator.host_cpu, self.targets_dir) \
+                if target.accelerator and target.accelerator.host_cpu else None
+            try:
+                self._estimates[target_name] = (static_profile(self.loaded.model, target, cpu_target=cpu), None)
+            except EdgeoptError as exc:
+                self._estimates[target_name] = (None, exc.message)
+        return self._estimates[target_name]
+
+    def top_initializers(self, count: int) -> list[dict[str, Any]]:
+        from edgeopt.analysis._graph import tensor_bytes
+        from edgeopt.onnx_io import iter_model_tensors
+
+        sizes = sorted(((tensor_bytes(t), t.name) for t in iter_model_tensors(self.loaded.model)), reverse=True)
+        return [{"name": name, "bytes": size} for size, name in sizes[:count]]
+
+
+# -- reports --------------------------------------------------------------------------------------------
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}", "check the path") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not a readable JSON {what}: {exc}", "regenerate it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a {what} (expected a JSON object)", "regenerate it")
+    return data
+
+
+def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
+    """What a convert report says about its final model, for ``budget`` (also a baseline's numbers)."""
+    facts: dict[str, Fact] = {}
+    summary = report.get("summary") or {}
+    final = report.get("final") or {}
+    src = "report"
+    if final.get("size_bytes") is not None:
+        external = sum(Path(p).stat().st_size for p in final.get("external_files", []) if Path(p).is_file())
+        facts["size"] = Fact(value=final["size_bytes"] + external, source=src)
+    for metric, key in (("compressed_size", "gzip_size_bytes"), ("params", "parameter_count"),
+                        ("macs", "macs_total")):
+        if summary.get(key) is not None:
+            facts[metric] = Fact(value=summary[key], source=src)
+    target = budget.target
+    if target is not None:
+        verdict_ = (summary.get("targets") or {}).get(target)
+        if verdict_ is not None:
+            if verdict_.get("latency_ms") is not None:
+                facts["latency_ms@estimated"] = Fact(value=verdict_["latency_ms"], source=f"estimate for {target}")
+            else:
+                facts["latency_ms@estimated"] = Fact(value=None, missing_reason=f"no latency estimate for {target}: "
+                                                     f"{verdict_.get('estimate_unavailable_reason')}")
+            if verdict_.get("weight_bytes") is not None and verdict_.get("peak_activation_bytes") is not None:
+                facts["peak_memory@estimated"] = Fact(value=verdict_["weight_bytes"] + verdict_["peak_activation_bytes"],
+                                                      source=f"estimate for {target} (weights + peak activations)")
+        device = summary.get("device")
+        if device and device.get("target") == target:
+            facts["latency_ms@measured"] = Fact(value=device["p50_ms"], source=f"measured on {device['host']} (p50)")
+            facts["peak_memory@measured"] = Fact(value=device["peak_rss_increase_bytes"],
+                                                 source=f"measured on {device['host']} (peak RSS increase)")
+    quantization = summary.get("quantization") or {}
+    stage = next((s for s in report.get("stages", []) if s.get("name") == "quantize"), None)
+    float_accuracy = quantization.get("accuracy_float")
+    if float_accuracy is None and stage is not None:
+        float_accuracy = next((c["fidelity"].get("accuracy_reference") for c in stage["details"].get("candidates", [])
+                               if c.get("fidelity") and c["fidelity"].get("accuracy_reference") is not None), None)
+    shipped_int8 = quantization.get("shipped") == "int8"
+    shipped_accuracy = quantization.get("accuracy_int8") if shipped_int8 else float_accuracy
+    no_accuracy = ("the report has no accuracy: convert with --eval DATA that has a 'labels' array"
+                   if stage is not None else "the report has no accuracy: convert with --calib and --eval DATA "
+                                             "(with labels)")
+    facts["accuracy"] = Fact(value=shipped_accuracy, source=src, missing_reason=None if shipped_accuracy is not None
+                             else no_accuracy)
+    drop = (float_accuracy - shipped_accuracy) if float_accuracy is not None and shipped_accuracy is not None else None
+    facts["accuracy_drop"] = Fact(value=drop, source=src, missing_reason=None if drop is not None else no_accuracy)
+    if shipped_int8:
+        cosine = quantization.get("worst_cosine")
+        facts["fidelity"] = Fact(value=cosine, source="report (int8 vs float, worst output)",
+                                 missing_reason=None if cosine is not None else "the report has no fidelity figure")
+    else:
+        parity = (summary.get("parity") or {}).get("min_cosine")
+        facts["fidelity"] = Fact(value=parity if parity is not None else 1.0,
+                                 source="report (float model: parity with the source)")
+    return facts
+
+
+def profile_facts(profile: dict[str, Any], target: str) -> dict[str, Fact]:
+    """Measurements in an `edgeopt profile` report for ``target``: this machine for "host", and
+    devices whose comparison names the target."""
+    devices = {"host"} if target == "host" else set()
+    devices |= {c["device"] for c in profile.get("comparisons", []) if c.get("target") == target}
+    for device in sorted(devices):
+        runs = profile.get("measurements", {}).get(device) or []
+        if runs:
+            run = min(runs, key=lambda m: m.get("threads", 1))  # 1 thread unless only more were measured
+            return {"latency_ms@measured": Fact(value=run["latency_ms"]["p50"],
+                                                source=f"measured on {device} (p50, {run['threads']} thread(s))"),
+                    "peak_memory@measured": Fact(value=run["memory"]["peak_rss_increase_bytes"],
+                                                 source=f"measured on {device} (peak RSS increase)")}
+    return {}
+
+
+# -- baselines ----------------------------------------------------------------------------------------
+
+@dataclass
+class Baseline:
+    description: str
+    values: dict[str, dict[str, float]]  # budget key → metric → value
+    contributors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: dict[str, Any] | None = None  # when the baseline is a convert report
+
+
+def budget_key(budget: Budget, artifact: str) -> str:
+    return f"{artifact}@{budget.target or ''}"
+
+
+def load_baseline(spec: str, loaded: LoadedConfig) -> Baseline:
+    """A file (a convert report.json or a baseline file), or a git ref holding the baseline file."""
+    path = Path(spec)
+    if path.is_file():
+        return _baseline_from_data(_read_json(path, "baseline"), str(path))
+    if not _looks_like_ref(spec):
+        raise InputError(f"baseline {spec!r} is neither a file nor a git ref", "pass a report.json, a baseline "
+                                                                               "file, or a ref like main / HEAD~1")
+    return _baseline_from_git(spec, loaded)
+
+
+def _looks_like_ref(spec: str) -> bool:
+    return bool(spec) and not spec.startswith("-") and all(c.isprintable() and not c.isspace() for c in spec)
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=30)
+    except FileNotFoundError:
+        raise InputError("git is not installed, so a baseline ref cannot be read", "pass a baseline file") from None
+
+
+def _baseline_from_git(ref: str, loaded: LoadedConfig) -> Baseline:
+    folder = loaded.folder
+    baseline_file = loaded.resolve(loaded.config.gate.baseline_file)
+    top = _git(["rev-parse", "--show-toplevel"], folder)
+    if top.returncode != 0:
+        raise InputError(f"baseline {ref!r} is not a file, and {folder} is not in a git repository",
+                         "pass a baseline file, or run inside the repository")
+    root = Path(top.stdout.decode().strip())
+    commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], folder)
+    if commit.returncode != 0:
+        raise InputError(f"baseline {ref!r} is not a file nor a git ref here", "check the ref (git log), or fetch it "
+                                                                               "(CI checkouts are often shallow)")
+    sha = commit.stdout.decode().strip()
+    try:
+        relative = baseline_file.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise InputError(f"the baseline file {baseline_file} is outside the repository {root}",
+                         "set [gate] baseline_file to a path inside it") from None
+    shown = _git(["show", f"{sha}:{relative}"], folder)
+    if shown.returncode != 0:
+        raise InputError(f"{relative} does not exist at {ref} ({sha[:12]})",
+                         "commit a baseline first: edgeopt gate --update-baseline, then git add it")
+    try:
+        data = json.loads(shown.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{relative} at {ref} is not valid JSON: {exc}", "recreate it with --update-baseline") from None
+    return _baseline_from_data(data, f"{relative} at {ref} ({sha[:12]})")
+
+
+def _baseline_from_data(data: Any, description: str) -> Baseline:
+    if isinstance(data, dict) and data.get("kind") == BASELINE_KIND:
+        if data.get("schema_version") != BASELINE_SCHEMA_VERSION:
+            raise InputError(f"{description}: baseline schema version {data.get('schema_version')!r}, expected "
+                             f"{BASELINE_SCHEMA_VERSION}", "recreate it with edgeopt gate --update-baseline")
+        return Baseline(description, data.get("values", {}), data.get("contributors", {}))
+    if isinstance(data, dict) and data.get("kind") == "convert":
+        return Baseline(description, {}, {}, report=data)
+    raise InputError(f"{description} is neither a convert report nor an edgeopt baseline file",
+                     "pass OUT/report.json of an earlier run, or a file written by --update-baseline")
+
+
+# -- the run --------------------------------------------------------------------------------------------
+
+@dataclass
+class GateInputs:
+    loaded: LoadedConfig
+    report_path: Path | None
+    profile_paths: list[Path]
+    baseline: Baseline | None
+    targets_dir: Path | None
+
+
+def default_report_path(loaded: LoadedConfig) -> Path:
+    gate = loaded.config.gate
+    if gate.report:
+        return loaded.resolve(gate.report)
+    if loaded.config.pipeline is not None:
+        return loaded.resolve(loaded.config.pipeline.output) / "report.json"
+    return loaded.resolve("out/report.json")
+
+
+def check_budget_targets(loaded: LoadedConfig, targets_dir: Path | None) -> None:
+    from edgeopt.targets import load_target
+
+    for index, budget in enumerate(loaded.config.budgets):
+        if budget.target is None:
+            continue
+        try:
+            load_target(budget.target, targets_dir)
+        except InputError as exc:
+            line = loaded.line_of(("budgets", index, "target"))
+            raise ConfigError(f"{loaded.path}:{line}: budgets[{index}].target: {exc.message}", exc.hint) from None
+
+
+def _expand(loaded: LoadedConfig, index: int, budget: Budget) -> list[tuple[str, Path]]:
+    """(name as written or matched, path) for every file the budget's artifact names."""
+    pattern = str(loaded.resolve(budget.artifact))
+    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()) \
+        if glob.has_magic(budget.artifact) else ([Path(pattern)] if Path(pattern).is_file() else [])
+    if not matches:
+        line = loaded.line_of(("budgets", index, "artifact"))
+        raise ConfigError(f"{loaded.path}:{line}: budgets[{index}].artifact: {budget.artifact!r} matches no file",
+                          "run `edgeopt convert` first, or fix the path (relative to the config file)")
+    if not glob.has_magic(budget.artifact):
+        return [(budget.artifact, matches[0])]
+    folder = loaded.folder.resolve()
+    named = []
+    for path in matches:
+        try:
+            named.append((path.resolve().relative_to(folder).as_posix(), path))
+        except ValueError:
+            named.append((str(path), path))
+    return named
+
+
+def run_gate(inputs: GateInputs, progress: Any = None) -> tuple[GateResult, dict[str, Any]]:
+    """Evaluate every budget. Returns the result and the current numbers as a baseline document
+    (what ``--update-baseline`` writes)."""
+    loaded = inputs.loaded
+    budgets = loaded.config.budgets
+    if not budgets:
+        raise ConfigError(f"{loaded.path}: no [[budgets]] to check",
+                          'add e.g. [[budgets]] artifact = "out/model.onnx" max_size = "4 MiB"')
+    check_budget_targets(loaded, inputs.targets_dir)
+    report = None
+    report_sha = None
+    if inputs.report_path is not None and inputs.report_path.is_file():
+        report = _read_json(inputs.report_path, "report")
+        if report.get("kind") != "convert":
+            raise InputError(f"{inputs.report_path} is not a convert report (kind {report.get('kind')!r})",
+                             "pass OUT/report.json of edgeopt convert; profile reports go in [gate] profile_reports")
+        report_sha = (report.get("final") or {}).get("sha256")
+    profiles = []
+    for path in inputs.profile_paths:
+        data = _read_json(path, "profile report")
+        if data.get("kind") != "profile":
+            raise InputError(f"{path} is not an `edgeopt profile` report", "write one with edgeopt profile -o FILE")
+        profiles.append(data)
+    artifacts: dict[Path, Artifact] = {}
+    checks: list[Check] = []
+    values: dict[str, dict[str, float]] = {}
+    contributors: dict[str, Any] = {}
+    baseline_contributors: dict[str, Any] = {}
+    warnings: list[str] = []
+    for index, budget in enumerate(budgets):
+        for name, path in _expand(loaded, index, budget):
+            if progress:
+                progress(f"checking {budget.label}")
+            artifact = artifacts.setdefault(path.resolve(), Artifact(path, inputs.targets_dir))
+            key = budget_key(budget, name)
+            facts, all_facts = _facts(budget, artifact, report if report_sha == artifact.sha256 else None,
+                                      inputs.report_path if report is not None else None, profiles)
+            values[key] = {m: f.value for m, f in all_facts.items() if f.value is not None}
+            base = None
+            if inputs.baseline is not None:
+                if inputs.baseline.report is not None:
+                    base_facts = report_facts(inputs.baseline.report, budget)
+                    base = {m: f.value for m, f in _choose(budget, base_facts).items() if f.value is not None}
+                else:
+                    base = inputs.baseline.values.get(key)
+                    if base is None:
+                        warnings.append(f"the baseline has no numbers for {key} (a new budget?)")
+                        base = {}
+            shown = budget if name == budget.artifact else budget.model_copy(
+                update={"name": f"{budget.name or name}" + (f" @ {budget.target}" if budget.target else "")})
+            checks += evaluate_budget(shown, facts, base, loaded.budget_line(index))
+            contributors[shown.label], baseline_contributors[key] = _contributors(
+                budget, artifact, inputs.baseline.contributors.get(key) if inputs.baseline else None)
+    passed, exit_code = verdict(checks)
+    result = GateResult(passed=passed, exit_code=exit_code, config=str(loaded.path),
+                        report=str(inputs.report_path) if report is not None else None,
+                        baseline=inputs.baseline.description if inputs.baseline else None, checks=checks,
+                        contributors={label: c for label, c in contributors.items()
+                                      if _worth_showing(label, c, checks)},
+                        warnings=warnings)
+    document = {"kind": BASELINE_KIND, "schema_version": BASELINE_SCHEMA_VERSION, "created_at": utc_now(),
+                "report_sha256": report_sha, "values": values, "contributors": baseline_contributors}
+    return result, document
+
+
+def _worth_showing(label: str, contributors: dict[str, Any], checks: list[Check]) -> bool:
+    """Contributors explain a failure or a change; a clean, unchanged budget needs none."""
+    own = [c for c in checks if c.budget == label]
+    return any(c.status != "pass" or (c.delta not in (None, 0) and c.metric in
+                                      ("size", "compressed_size", "params", "latency_ms")) for c in own)
+
+
+def _facts(budget: Budget, artifact: Artifact, report: dict[str, Any] | None, report_path: Path | None,
+           profiles: list[dict[str, Any]]) -> tuple[dict[str, Fact], dict[str, Fact]]:
+    """(facts for the budget's metrics, every metric known — for the baseline document)."""
+    facts: dict[str, Fact] = {"size": Fact(value=artifact.size, source="file"),
+                              "compressed_size": Fact(value=artifact.compressed_size, source="file (gzip -6)")}
+    from_report = report_facts(report, budget) if report is not None else {}
+    for metric, count in (("params", lambda s: s.parameter_count), ("macs", lambda s: s.macs_total)):
+        if metric in from_report:
+            facts[metric] = from_report[metric]
+        else:
+            try:
+                facts[metric] = Fact(value=count(artifact.summary), source="static analysis")
+            except EdgeoptError as exc:
+                facts[metric] = Fact(value=None, missing_reason=exc.message)
+    if budget.target is not None:
+        estimate, reason = (None, None)
+        if "latency_ms@estimated" not in from_report or "peak_memory@estimated" not in from_report:
+            estimate, reason = artifact.estimate(budget.target)
+        if "latency_ms@estimated" not in from_report:
+            from_report["latency_ms@estimated"] = Fact(
+                value=estimate.latency_ms if estimate else None, source=f"estimate for {budget.target}",
+                missing_reason=(estimate.estimate_unavailable_reason if estimate else reason))
+        if "peak_memory@estimated" not in from_report and estimate is not None:
+            from_report["peak_memory@estimated"] = Fact(
+                value=estimate.weight_bytes + estimate.peak_activation_bytes,
+                source=f"estimate for {budget.target} (weights + peak activations)")
+        if "latency_ms@measured" not in from_report:
+            for profile in profiles:
+                if (profile.get("model") or {}).get("sha256") == artifact.sha256:
+                    found = profile_facts(profile, budget.target)
+                    if found:
+                        from_report.update(found)
+                        break
+    if report is None:
+        why = ("no convert report to read it from (pass --report OUT/report.json)" if report_path is None else
+               f"{report_path} describes another model (its final sha256 differs from {artifact.path.name}'s)")
+        for metric in ("accuracy", "accuracy_drop", "fidelity"):
+            from_report.setdefault(metric, Fact(value=None, missing_reason=why))
+    facts.update(_choose(budget, from_report, ("size", "compressed_size")))
+    return facts, facts | {k: v for k, v in from_report.items() if "@" in k}
+
+
+def _choose(budget: Budget, found: dict[str, Fact], skip: tuple[str, ...] = ()) -> dict[str, Fact]:
+    """Pick estimated or measured latency / peak memory per ``budget.source``; pass the rest through."""
+    chosen = {k: v for k, v in found.items() if "@" not in k and k not in skip}
+    for metric in ("latency_ms", "peak_memory"):
+        measured, estimated = found.get(f"{metric}@measured"), found.get(f"{metric}@estimated")
+        if budget.source == "measured":
+            chosen[metric] = measured or Fact(value=None, missing_reason=(
+                f"no measurement on {budget.target}: run `edgeopt convert --ssh HOST` or `edgeopt profile --ssh HOST "
+                f"-o FILE` and list FILE in [gate] profile_reports"))
+        elif budget.source == "estimated":
+            chosen[metric] = estimated or Fact(value=None, missing_reason=f"no estimate for {budget.target}")
+        else:
+            chosen[metric] = measured if measured is not None and measured.value is not None else (
+                estimated or Fact(value=None, missing_reason=f"no estimate or measurement for {budget.target}"))
+    return chosen
+
+
+def _contributors(budget: Budget, artifact: Artifact, baseline: dict[str, Any] | None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(for the Markdown: top initializers / nodes with growth vs the baseline's, for the baseline file)."""
+    try:
+        initializers = artifact.top_initializers(TOP_CONTRIBUTORS * 4)
+    except EdgeoptError:
+        initializers = []
+    nodes: list[dict[str, Any]] = []
+    if budget.target is not None:
+        estimate, _reason = artifact.estimate(budget.target)
+        if estimate is not None:
+            timed = sorted((n for n in estimate.nodes if n.time_us), key=lambda n: -n.time_us)
+            nodes = [{"name": n.name, "op_type": n.op_type, "time_us": round(n.time_us, 3)}
+                     for n in timed[:TOP_CONTRIBUTORS * 4]]
+    stored = {"target": budget.target, "initializers": initializers, "nodes": nodes}
+    if baseline is None:
+        shown = {"target": budget.target, "initializers": initializers[:TOP_CONTRIBUTORS],
+                 "nodes": nodes[:TOP_CONTRIBUTORS]}
+        return shown, stored
+    old_init = {i["name"]: i["bytes"] for i in baseline.get("initializers", [])}
+    old_nodes = {n["name"]: n["time_us"] for n in baseline.get("nodes", [])}
+    for item in initializers:
+        if item["name"] in old_init:
+            item_delta = item["bytes"] - old_init[item["name"]]
+            item.update(delta_bytes=item_delta)
+        else:
+            item.update(new=True)
+    for item in nodes:
+        if item["name"] in old_nodes:
+            item.update(delta_us=round(item["time_us"] - old_nodes[item["name"]], 3))
+        else:
+            item.update(new=True)
+    grew_init = sorted(initializers, key=lambda i: -(i.get("delta_bytes") or (i["bytes"] if i.get("new") else 0)))
+    grew_nodes = sorted(nodes, key=lambda n: -(n.get("delta_us") or (n["time_us"] if n.get("new") else 0)))
+    shown = {"target": budget.target, "initializers": grew_init[:TOP_CONTRIBUTORS],
+             "nodes": grew_nodes[:TOP_CONTRIBUTORS]}
+    stored = {"target": budget.target, "initializers": [{"name": i["name"], "bytes": i["bytes"]} for i in initializers],
+              "nodes": [{k: n[k] for k in ("name", "op_type", "time_us")} for n in nodes]}
+    return shown, stored

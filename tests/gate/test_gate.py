@@ -1,0 +1,318 @@
+"""edgeopt gate against real convert reports and models: every budget kind passing and failing,
+units, baselines (report, baseline file, git ref), exit codes, JUnit, Markdown, GitHub output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from xml.etree import ElementTree
+
+import pytest
+
+from edgeopt.analysis.summary import summarize_graph
+from edgeopt.fsutil import gzip_size
+
+
+@pytest.fixture(autouse=True)
+def not_on_github(monkeypatch):
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def facts(runs):
+    """The numbers the budgets are held against, computed here independently of the gate."""
+    import onnx
+
+    report = runs.report("int8")
+    model = runs.int8 / "model.onnx"
+    summary = summarize_graph(onnx.load(str(model)))
+    rpi4b = report["summary"]["targets"]["rpi4b"]
+    quant = report["summary"]["quantization"]
+    return {
+        "max_size": model.stat().st_size,
+        "max_compressed_size": gzip_size([model]),
+        "max_params": summary.parameter_count,
+        "max_macs": summary.macs_total,
+        "max_latency_ms": rpi4b["latency_ms"],
+        "max_peak_memory": rpi4b["weight_bytes"] + rpi4b["peak_activation_bytes"],
+        "min_accuracy": quant["accuracy_int8"],
+        "max_accuracy_drop": quant["accuracy_float"] - quant["accuracy_int8"],
+        "min_fidelity": quant["worst_cosine"],
+    }
+
+
+def budget_toml(key: str, value, target: str | None = "rpi4b") -> str:
+    return (f'[[budgets]]\nartifact = "out/model.onnx"\n' + (f'target = "{target}"\n' if target else "")
+            + f"{key} = {json.dumps(value)}\n")
+
+
+@pytest.mark.parametrize("key", ["max_size", "max_compressed_size", "max_params", "max_macs", "max_latency_ms",
+                                 "max_peak_memory", "min_accuracy", "max_accuracy_drop", "min_fidelity"])
+def test_each_budget_kind_passes_at_its_value_and_fails_past_it(cli, project, runs, key):
+    actual = facts(runs)[key]
+    maximum = key.startswith("max_")
+    if key == "max_accuracy_drop" and actual == 0:
+        passing, failing = 0.001, None  # nothing can fail a zero drop
+    elif key in ("min_accuracy", "min_fidelity"):
+        passing, failing = actual * 0.999, min(1.0, actual + 1e-6) if actual < 1 else None
+    else:
+        passing = actual * 1.01 if maximum else actual * 0.99
+        failing = actual * 0.99 if maximum else actual * 1.01
+    if key in ("max_size", "max_compressed_size", "max_peak_memory", "max_params", "max_macs"):
+        passing, failing = int(passing) + 1, int(failing)
+    config = project.write(budget_toml(key, passing))
+    ok = cli("gate", "--config", config, "--json")
+    assert ok.code == 0, ok.stdout + ok.stderr
+    (check,) = json.loads(ok.stdout)["checks"]
+    assert check["status"] == "pass" and check["actual"] == pytest.approx(actual)
+    if failing is None:
+        return
+    config = project.write(budget_toml(key, failing))
+    bad = cli("gate", "--config", config, "--json")
+    assert bad.code == 1, bad.stdout + bad.stderr
+    (check,) = json.loads(bad.stdout)["checks"]
+    assert check["status"] == "fail" and check["line"] == 1
+
+
+def test_units_in_the_table_and_one_failure_exits_1(cli, project, runs):
+    size = facts(runs)["max_size"]
+    config = project.write(f'''
+[[budgets]]
+artifact = "out/model.onnx"
+max_size = "4 MiB"
+max_params = "1.2M"
+
+[[budgets]]
+name = "tight"
+artifact = "out/model.onnx"
+max_size = "{(size - 1) / 1000} kB"
+''')
+    result = cli("gate", "--config", config)
+    assert result.code == 1
+    assert "4.00 MiB" in result.stdout and "FAIL: tight: size" in result.stdout
+    data = json.loads(cli("gate", "--config", config, "--json").stdout)
+    assert [c["limit"] for c in data["checks"]] == [4 * 1024 * 1024, 1_200_000, size - 1]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmax_sise = "4 MiB"\n', ":3: budgets[0].max_sise: unknown key (did you mean max_size?)"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "4 MeB"\n', ":3: budgets[0].max_size: bad size '4 MeB'"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmax_latency_ms = 5\n', ":1: budgets[0]: max_latency_ms and max_peak_memory need a target"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\n', ":1: budgets[0]: this budget sets no limit"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\nmax_compressed_size = "2 MiB"\n', "one of them is a typo"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\nsource = "measured"\n', "source applies to max_latency_ms"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmin_accuracy = 1.5\n', "min_accuracy must be between 0 and 1"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = 1\nmax_growth = { size = "5%", sise = "1%" }\n', "unknown metric(s) sise"),
+    ('[[budgets]]\nartifact = "out/missing.onnx"\nmax_size = "1 MiB"\n', ":2: budgets[0].artifact: 'out/missing.onnx' matches no file"),
+    ('[[budgets]]\nartifact = "out/model.onnx"\ntarget = "rpi9"\nmax_latency_ms = 4\n', ":3: budgets[0].target: unknown target 'rpi9'"),
+    ('[gate]\nreprot = "x"\n[[budgets]]\nartifact = "out/model.onnx"\nmax_size = 1\n', ":2: gate.reprot: unknown key (did you mean report?)"),
+    ('[[budgets]\nartifact = 1\n', "not valid TOML"),
+])
+def test_config_errors_name_file_line_and_key(cli, project, text, expected):
+    config = project.write(text)
+    result = cli("gate", "--config", config)
+    assert result.code == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and str(config) in result.stderr
+    assert expected in result.stderr
+
+
+def test_pyproject_tool_table_is_read_with_line_numbers(cli, project):
+    config = project.write('[project]\nname = "x"\n\n[tool.edgeopt]\n\n[[tool.edgeopt.budgets]]\n'
+                           'artifact = "out/model.onnx"\nmax_siz = 3\n', name="pyproject.toml")
+    result = cli("gate", "--config", config)
+    assert result.code == 2 and "pyproject.toml:8: budgets[0].max_siz: unknown key" in result.stderr
+    config.write_text('[tool.edgeopt]\n[[tool.edgeopt.budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 GiB"\n')
+    assert cli("gate", "--config", config).code == 0
+
+
+def test_missing_numbers_exit_2(cli, project, tmp_path):
+    # a measured latency is demanded but nothing was measured
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\ntarget = "rpi4b"\nmax_latency_ms = 100\n'
+                           'source = "measured"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 2
+    (check,) = json.loads(result.stdout)["checks"]
+    assert check["status"] == "error" and "no measurement on rpi4b" in check["message"]
+    # accuracy without a report describing the model
+    (project.out / "report.json").unlink()
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\nmin_accuracy = 0.5\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 2 and "no convert report" in json.loads(result.stdout)["checks"][0]["message"]
+
+
+def test_measured_latency_from_a_profile_report(cli, project):
+    profile = project.folder / "host-profile.json"
+    done = cli("profile", project.out / "model.onnx", "-t", "host", "--measure", "--threads", "1", "--runs", "5",
+               "-o", profile, "--json")
+    assert done.code == 0, done.stderr
+    measured = json.loads(profile.read_text())["measurements"]["host"][0]["latency_ms"]["p50"]
+    config = project.write(f'[gate]\nprofile_reports = ["host-profile.json"]\n\n[[budgets]]\n'
+                           f'artifact = "out/model.onnx"\ntarget = "host"\nmax_latency_ms = {measured * 2}\n'
+                           f'source = "measured"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    (check,) = json.loads(result.stdout)["checks"]
+    assert check["actual"] == measured and check["source"].startswith("measured on host")
+
+
+def test_baseline_from_a_report_gives_deltas_and_growth_fails(cli, project, runs):
+    float_report, int8_report = runs.report("float"), runs.report("int8")
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\nmax_growth = "+5%"\n')
+    # against the bigger float model, the int8 model shrank: deltas negative, growth passes
+    result = cli("gate", "--config", config, "--baseline", runs.float / "report.json", "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    size, growth = json.loads(result.stdout)["checks"]
+    assert size["baseline"] == float_report["final"]["size_bytes"]
+    assert size["delta"] == int8_report["final"]["size_bytes"] - float_report["final"]["size_bytes"]
+    assert size["delta_pct"] == pytest.approx(size["delta"] / size["baseline"] * 100)
+    assert growth["kind"] == "growth" and growth["status"] == "pass"
+    # the float model against an int8 baseline grew far beyond +5%
+    (project.out / "model.onnx").write_bytes((runs.float / "model.onnx").read_bytes())
+    (project.out / "report.json").write_bytes((runs.float / "report.json").read_bytes())
+    result = cli("gate", "--config", config, "--baseline", runs.int8 / "report.json", "--json")
+    assert result.code == 1
+    growth = json.loads(result.stdout)["checks"][1]
+    assert growth["status"] == "fail" and "allowed +5%" in growth["message"]
+
+
+def test_without_a_baseline_growth_is_skipped_not_passed(cli, project):
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\nmax_growth = "+5%"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 0
+    assert [c["status"] for c in json.loads(result.stdout)["checks"]] == ["pass", "skip"]
+
+
+def test_update_baseline_then_git_ref_baseline(cli, project, runs):
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-C", str(project.folder)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    config = project.write('[gate]\nbaseline_file = "budgets/baseline.json"\n\n[[budgets]]\n'
+                           'artifact = "out/model.onnx"\ntarget = "rpi4b"\nmax_size = "1 MiB"\n'
+                           'max_latency_ms = 50\nmax_growth = "+5%"\n')
+    (project.folder / "budgets").mkdir()
+    written = cli("gate", "--config", config, "--update-baseline")
+    assert written.code == 0, written.stderr
+    baseline = json.loads((project.folder / "budgets" / "baseline.json").read_text())
+    values = baseline["values"]["out/model.onnx@rpi4b"]
+    assert values["size"] == (project.out / "model.onnx").stat().st_size and values["latency_ms"] > 0
+    subprocess.run([*git, "add", "edgeopt.toml", "budgets/baseline.json"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "baseline"], check=True)
+    # the candidate grows: the float model replaces the int8 one
+    (project.out / "model.onnx").write_bytes((runs.float / "model.onnx").read_bytes())
+    (project.out / "report.json").write_bytes((runs.float / "report.json").read_bytes())
+    md = project.folder / "pr.md"
+    result = cli("gate", "--config", config, "--baseline", "HEAD", "--markdown", md, "--json")
+    assert result.code == 1, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert "budgets/baseline.json at HEAD" in data["baseline"]
+    size = next(c for c in data["checks"] if c["metric"] == "size" and c["kind"] == "limit")
+    assert size["baseline"] == values["size"] and size["delta"] > 0
+    text = md.read_text()
+    assert "❌ edgeopt gate" in text and "| out/model.onnx @ rpi4b | size growth |" in text
+    assert "#### What changed" in text and "#### Top contributors" in text and "largest initializers" in text
+    missing = cli("gate", "--config", config, "--baseline", "no-such-ref")
+    assert missing.code == 2 and "neither a file nor a git ref" not in missing.stderr
+    assert "'no-such-ref' is not a file nor a git ref" in missing.stderr
+
+
+def test_junit_xml_and_github_annotations(cli, project, runs, monkeypatch, tmp_path):
+    size = facts(runs)["max_size"]
+    config = project.write(f'[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\n\n'
+                           f'[[budgets]]\nname = "too small, 100%"\nartifact = "out/model.onnx"\nmax_size = {size - 1}\n')
+    junit = tmp_path / "gate.xml"
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(project.folder))
+    result = cli("gate", "--config", config, "--junit", junit)
+    assert result.code == 1
+    root = ElementTree.parse(junit).getroot()
+    suite = root.find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "1" and suite.get("errors") == "0"
+    failed = [case for case in suite.findall("testcase") if case.find("failure") is not None]
+    assert [case.get("classname") for case in failed] == ["too small, 100%"]
+    # the annotation points at the budget's [[budgets]] line, properties escaped as GitHub requires
+    assert "::error file=edgeopt.toml,line=5,title=edgeopt gate%3A too small%2C 100%25::size" in result.stdout
+    assert summary.read_text().startswith("earlier step\n### ❌ edgeopt gate: 1 of 2 checks over budget")
+    # with --json the annotations go to stderr and stdout stays JSON
+    as_json = cli("gate", "--config", config, "--json")
+    json.loads(as_json.stdout)
+    assert "::error file=edgeopt.toml,line=5" in as_json.stderr
+
+
+def test_glob_budgets_check_every_match(cli, project):
+    config = project.write('[[budgets]]\nartifact = "out/*.onnx"\nmax_size = "1 MiB"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 0
+    names = sorted(c["budget"] for c in json.loads(result.stdout)["checks"])
+    assert names == sorted(f"out/{p.name}" for p in project.out.glob("*.onnx")) and len(names) >= 2
+
+
+def test_no_config_is_a_usage_error(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("gate")
+    assert result.code == 2 and "no edgeopt.toml here" in result.stderr
+
+
+def test_convert_without_arguments_runs_the_declared_pipeline(cli, tmp_path, monkeypatch):
+    from conftest import REPO
+
+    digits = REPO / "models" / "digits"
+    (tmp_path / "edgeopt.toml").write_text(f'''
+[pipeline]
+source = "{digits / 'digits_cnn.onnx'}"
+output = "build"
+targets = ["rpi4b"]
+
+[pipeline.quantize]
+calib = "{digits / 'calib.npz'}"
+eval = "{digits / 'eval.npz'}"
+min_cosine = 0.98
+
+[[budgets]]
+artifact = "build/model.onnx"
+target = "rpi4b"
+max_size = "1 MiB"
+min_fidelity = 0.98
+''')
+    monkeypatch.chdir(tmp_path)
+    done = cli("convert", "--json")
+    assert done.code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["config"]["targets"] == ["rpi4b"] and report["config"]["quantize"]["min_cosine"] == 0.98
+    assert (tmp_path / "build" / "model.onnx").is_file()
+    # a flag on the command line wins over the file
+    again = cli("convert", "--no-simplify", "-o", tmp_path / "other", "--json")
+    assert again.code == 0 and json.loads(again.stdout)["config"]["simplify"] is False
+    assert cli("gate").code == 0
+
+
+def test_accuracy_below_the_floor_fails(cli, project, runs):
+    report = runs.report("noisy")
+    accuracy = report["summary"]["quantization"]["accuracy_int8"]
+    assert 0.6 < accuracy < 0.9  # a fifth of the labels are wrong
+    (project.out / "model.onnx").write_bytes((runs.noisy / "model.onnx").read_bytes())
+    (project.out / "report.json").write_bytes((runs.noisy / "report.json").read_bytes())
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\nmin_accuracy = "90%"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 1
+    (check,) = json.loads(result.stdout)["checks"]
+    assert check["actual"] == accuracy and check["limit"] == 0.9 and "below min_accuracy" in check["message"]
+
+
+def test_evaluator_limits_in_both_directions():
+    """The pure evaluator: every limit, at, under and over, including the accuracy drop the digits
+    model (whose int8 and float agree on every sample) cannot produce for real."""
+    from edgeopt.config import Budget
+    from edgeopt.gate import LIMITS, Fact, evaluate_budget
+
+    for metric, (field, _unit, higher_is_worse) in LIMITS.items():
+        value = 0.5 if metric in ("accuracy", "accuracy_drop", "fidelity") else 1000
+        extra = {"target": "t"} if metric in ("latency_ms", "peak_memory") else {}
+        budget = Budget(artifact="m.onnx", **{field: value}, **extra)
+        for actual, expected in ((value, "pass"), (value * 0.9, "pass" if higher_is_worse else "fail"),
+                                 (value * 1.1, "fail" if higher_is_worse else "pass")):
+            (check,) = evaluate_budget(budget, {metric: Fact(value=actual, source="test")}, None)
+            assert check.status == expected, (metric, actual)
+        (missing,) = evaluate_budget(budget, {}, None)
+        assert missing.status == "error"
