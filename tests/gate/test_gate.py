@@ -316,3 +316,22 @@ def test_evaluator_limits_in_both_directions():
             assert check.status == expected, (metric, actual)
         (missing,) = evaluate_budget(budget, {}, None)
         assert missing.status == "error"
+
+
+def test_the_readme_example_config_is_valid(tmp_path):
+    import re
+
+    from conftest import REPO
+    from edgeopt.config_file import load_config, pipeline_config
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Budgets as code"):]
+    example = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "edgeopt.toml").write_text(example)
+    loaded = load_config(tmp_path / "edgeopt.toml")
+    (budget,) = loaded.config.budgets
+    assert budget.max_size == 4 * 1024 * 1024 and budget.max_params == 1_200_000 and budget.max_growth == {"*": 0.05}
+    assert budget.max_accuracy_drop == pytest.approx(0.01) and budget.min_accuracy == pytest.approx(0.97)
+    config = pipeline_config(loaded)
+    assert config.targets == ["rpi4b", "host"] and config.input_shapes == {"image": [1, 1, 8, 8]}
+    assert config.quantize.calib == str(tmp_path / "models/digits/calib.npz")
