@@ -224,6 +224,16 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
     def resolved(value: str | None) -> str | None:
         return None if value is None else str(loaded.resolve(value))
 
+    from edgeopt.targets import load_target
+
+    targets_dir = loaded.resolve(pipeline.targets_dir) if pipeline.targets_dir else None
+    for name in pipeline.targets:
+        try:
+            load_target(name, targets_dir)
+        except InputError as exc:
+            line = loaded.line_of(("pipeline", "targets"))
+            raise ConfigError(f"{loaded.path}:{line}: pipeline.targets: {exc.message}", exc.hint) from None
+
     source = pipeline.source
     candidate = loaded.resolve(source)
     if candidate.exists():

@@ -335,3 +335,14 @@ def test_the_readme_example_config_is_valid(tmp_path):
     config = pipeline_config(loaded)
     assert config.targets == ["rpi4b", "host"] and config.input_shapes == {"image": [1, 1, 8, 8]}
     assert config.quantize.calib == str(tmp_path / "models/digits/calib.npz")
+
+
+def test_pipeline_errors_name_the_line(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "edgeopt.toml").write_text('[pipeline]\nsource = "m.onnx"\ntargets = ["rpi4b", "rpi99"]\n')
+    result = cli("convert")
+    assert result.code == 2 and "edgeopt.toml:3: pipeline.targets: unknown target 'rpi99'" in result.stderr
+    (tmp_path / "edgeopt.toml").write_text('[pipeline]\nsource = "m.onnx"\n\n[pipeline.quantize]\nmin_cosin = 0.9\n')
+    result = cli("convert")
+    assert result.code == 2 and "edgeopt.toml:5: pipeline.quantize.min_cosin: unknown key (did you mean min_cosine?)" \
+        in result.stderr
