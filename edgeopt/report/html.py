@@ -486,8 +486,10 @@ def _gate_section(gate: dict[str, Any]) -> _Html:
         baseline_cell = (fmt_bytes(baseline) if _s(check.get("unit")) == "bytes" and _num(baseline) is not None
                          else _s(baseline))
         line = _s(check.get("line"))
+        source = _s(check.get("source"))  # where the actual number came from (file, estimate for T, ...)
+        actual_cell = _Html(f'{_e(actual or DASH)}<div class="small muted">{_e(source)}</div>') if source else actual
         rows.append([_s(check.get("budget")) or _s(check.get("artifact")), _s(check.get("target")),
-                     _s(check.get("metric")), limit, actual, baseline_cell, delta_cell,
+                     _s(check.get("metric")), limit, actual_cell, baseline_cell, delta_cell,
                      _badge(check.get("status")), _s(check.get("message")), line])
         classes.append("row-bad" if check.get("status") in ("fail", "error") else "")
     table = _table([_Col("budget", wrap=True), _Col("target"), _Col("metric"), _Col("limit", True),

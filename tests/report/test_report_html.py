@@ -115,7 +115,7 @@ def _gate(report_path: Path, size: int) -> dict[str, Any]:
         {"budget": "out/model.onnx @ rpi4b", "artifact": "out/model.onnx", "target": "rpi4b", "metric": "max_size",
          "limit": 4194304, "limit_text": "4 MiB", "actual": size, "actual_text": format_bytes(size), "unit": "bytes",
          "baseline": size - 1000, "delta": 1000, "delta_pct": 2.88, "status": "pass", "message": "within budget",
-         "line": 12},
+         "line": 12, "source": "file <out>"},
         {"budget": "out/model.onnx @ rpi4b", "artifact": "out/model.onnx", "target": "rpi4b", "metric": "max_latency",
          "limit": 0.01, "limit_text": "0.01 ms", "actual": 0.0767, "actual_text": "0.0767 ms", "unit": "ms",
          "baseline": None, "delta": None, "delta_pct": None, "status": "fail",
@@ -315,6 +315,7 @@ def test_gate_budget_table(digits_run):
     assert '<span class="badge bad">FAILED</span>' in section
     assert "1 pass, 1 fail, 1 error, 1 skip" in _text(section) and "cfg/<edgeopt>.toml" in _text(section)
     assert "4 MiB" in text and format_bytes(size) in text and "+1000 B (+2.88%)" in text
+    assert "file &lt;out&gt;" in section
     assert "0.0767 ms" in text and "latency 0.0767 ms > 0.01 ms <script>alert(5)</script>" in text
     for status in ("pass", "fail", "error", "skip"):
         assert f">{status}</span>" in section
