@@ -64,9 +64,15 @@ def _error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+# The arguments of the running invocation, for reports that record their command line
+# (main() may be called in-process with its own argv, so sys.argv is not it).
+invocation: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps every failure to one line and a documented exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    invocation[:] = argv
     debug = _debug_requested(argv)
     try:
         code = app(args=argv, prog_name="edgeopt", standalone_mode=False)

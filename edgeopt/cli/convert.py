@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +104,9 @@ def convert_command(
     from pydantic import ValidationError
 
     from edgeopt.config import ConvertConfig, DeviceConfig, ParityConfig, QuantizeConfig
-    from edgeopt.errors import InputError
+    from edgeopt.cli.app import invocation
     from edgeopt.data import parse_input_dtypes, parse_input_shapes
+    from edgeopt.errors import InputError
     from edgeopt.pipeline import convert
 
     shapes = parse_input_shapes(input_shape)
@@ -146,7 +146,7 @@ def convert_command(
         config = _from_project_file(ctx, config, config_file, output)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
-        result = convert(config, _RichProgress(progress), command=["edgeopt", *sys.argv[1:]])
+        result = convert(config, _RichProgress(progress), command=["edgeopt", *invocation])
     for message in result.report.warnings:
         warn(message)
     if as_json:

@@ -346,3 +346,35 @@ def test_pipeline_errors_name_the_line(cli, tmp_path, monkeypatch):
     result = cli("convert")
     assert result.code == 2 and "edgeopt.toml:5: pipeline.quantize.min_cosin: unknown key (did you mean min_cosine?)" \
         in result.stderr
+
+
+@pytest.mark.parametrize("field, text, expected", [
+    ("max_size", "4 MiB", 4 * 1024**2), ("max_size", "800 kB", 800_000), ("max_size", "1.5GB", 1_500_000_000),
+    ("max_size", 123456, 123456), ("max_peak_memory", "64 KiB", 65536), ("max_params", "1.2M", 1_200_000),
+    ("max_macs", "800k", 800_000), ("max_macs", "3 G", 3_000_000_000), ("min_accuracy", "97.5%", 0.975),
+    ("min_accuracy", 0.9, 0.9), ("max_accuracy_drop", "1pt", 0.01), ("max_accuracy_drop", "0.5%", 0.005),
+    ("max_growth", "+5%", {"*": 0.05}), ("max_growth", {"latency_ms": "10%"}, {"latency_ms": 0.1}),
+])
+def test_budget_units(field, text, expected):
+    from edgeopt.config import Budget
+
+    extra = {"target": "host"} if field == "max_peak_memory" else {}
+    value = getattr(Budget(artifact="m.onnx", **{field: text}, **extra), field)
+    assert value == (pytest.approx(expected) if isinstance(expected, float) else expected)
+
+
+@pytest.mark.parametrize("field, text", [("max_size", "4 MeB"), ("max_size", "-1 MiB"), ("max_size", True),
+                                         ("max_params", "1.2X"), ("min_accuracy", "120%"), ("max_growth", "5"),
+                                         ("max_growth", "-5%"), ("max_latency_ms", 0)])
+def test_budget_units_refused(field, text):
+    from pydantic import ValidationError
+
+    from edgeopt.config import Budget
+
+    with pytest.raises(ValidationError):
+        Budget(artifact="m.onnx", target="host", **{field: text})
+
+
+def test_the_report_records_the_invocation_not_the_host_process(runs):
+    command = runs.report("float")["command"]
+    assert command[:2] == ["edgeopt", "convert"] and command[-4:] == ["-t", "rpi4b", "-t", "host"]
