@@ -17,6 +17,20 @@ batch 1, every model of a table timed interleaved in one loop (rotated rounds), 
 "x fp32" is the median of per-round ratios to the unpruned fp32 model.
 
     python benchmarks/prune.py [--models digits,mbv2] [--budget 20] [--epochs 12] [--keep DIR]
+
+A run on a 2-core x86_64 host with AVX-512 (multiple 16), torch 2.13.0, onnxruntime 1.32.0
+(about 12 minutes; "acc" is top-1 on the 360 eval samples):
+
+    model  ratio  params   MACs        acc pruned  acc fine-tuned  host fp32 (x r0)  acc int8  host int8 (x r0 fp32)
+    digits 0      23,946   599,680     1.0000      1.0000          0.0277 ms (1.00)  1.0000    0.0314 ms (1.07)
+    digits 0.25   19,162   525,792     1.0000      0.9972          0.0261 ms (0.94)  0.9972    0.0308 ms (1.04)
+    digits 0.5    7,450    230,720     0.2583      1.0000          0.0212 ms (0.74)  1.0000    0.0284 ms (0.95)
+    mbv2   0      205,932  10,652,160  0.9972      0.9972          0.5673 ms (1.00)  0.9972    0.4850 ms (0.85)
+    mbv2   0.25   128,540  7,326,848   0.1028      1.0000          0.4267 ms (0.76)  1.0000    0.4077 ms (0.71)
+    mbv2   0.5    58,940   3,956,480   0.1028      0.9972          0.2859 ms (0.50)  0.9972    0.3214 ms (0.56)
+
+digits runs in microseconds, so per-kernel overhead, not channel count, bounds its latency. int8
+barely pays on these small models here (QDQ overhead on depthwise convolutions).
 """
 
 from __future__ import annotations
