@@ -7,6 +7,7 @@ file (edgeopt.toml or [tool.edgeopt] in pyproject.toml) is validated by ``Projec
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,6 +59,62 @@ class DeviceConfig(BaseModel):
     cache_dir: str = "~/.cache/edgeopt"
     runs: int = Field(50, ge=1)
     threads: int = Field(1, ge=1)
+
+
+# -- pruning and fine-tuning (edgeopt.prune applies them) --------------------------------------
+
+Criterion = Literal["magnitude", "taylor", "bn_scale"]
+Scope = Literal["global", "per_layer"]
+
+class PruneConfig(BaseModel):
+    """What to prune and how. ``ratio`` is the fraction of output channels removed from each
+    prunable layer (per_layer) or across all of them ranked together (global)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ratio: float
+    criterion: Criterion = "magnitude"
+    scope: Scope = "per_layer"
+    # Module names (as in named_modules()); None: the layers producing the model's outputs.
+    ignored_layers: list[str] | None = None
+    steps: int = Field(1, ge=1, le=100)
+    # Kept channels are rounded to a multiple of this; None: no rounding.
+    channel_multiple: int | None = Field(None, ge=1, le=1024)
+    # ONNX inputs that cannot be converted to torch: continue unpruned (True) or refuse (False).
+    allow_unprunable: bool = False
+    # In global scope, no layer loses more than this fraction (a layer emptied breaks the model).
+    max_layer_ratio: float = Field(0.9, gt=0, lt=1)
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_in_range(cls, value: float) -> float:
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 1):
+            raise ValueError(f"the pruning ratio must be between 0 and 1 (exclusive), got {value!r}")
+        return float(value)
+
+
+class FinetuneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1, le=10000)
+    lr: float = Field(1e-3, gt=0, lt=10)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)  # L2 strength (Adam's weight decay)
+    l1: float = Field(0.0, ge=0)  # L1 strength on Conv/Linear weights
+    patience: int = Field(3, ge=1)  # epochs without a better validation loss before stopping
+    min_delta: float = Field(0.0, ge=0)  # improvement smaller than this does not count
+    batch_size: int = Field(32, ge=1)
+    distill_weight: float = Field(0.0, ge=0, le=1)  # 0: no distillation; 1: teacher only
+    temperature: float = Field(4.0, gt=0)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads while training; None: leave as is
+
+    @model_validator(mode="after")
+    def _finite(self) -> FinetuneConfig:
+        for name in ("lr", "weight_decay", "l1", "temperature", "min_delta"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite")
+        return self
 
 
 class ConvertConfig(BaseModel):

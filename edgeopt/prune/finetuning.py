@@ -23,39 +23,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict
 
+from edgeopt.config import FinetuneConfig  # noqa: F401 (re-exported)
 from edgeopt.errors import InputError
 
 LABELS_KEY = "labels"
 LossFn = Callable[[Any, Any], Any]
-
-
-class FinetuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(10, ge=1, le=10000)
-    lr: float = Field(1e-3, gt=0, lt=10)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)  # L2 strength (Adam's weight decay)
-    l1: float = Field(0.0, ge=0)  # L1 strength on Conv/Linear weights
-    patience: int = Field(3, ge=1)  # epochs without a better validation loss before stopping
-    min_delta: float = Field(0.0, ge=0)  # improvement smaller than this does not count
-    batch_size: int = Field(32, ge=1)
-    distill_weight: float = Field(0.0, ge=0, le=1)  # 0: no distillation; 1: teacher only
-    temperature: float = Field(4.0, gt=0)
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads while training; None: leave as is
-
-    @model_validator(mode="after")
-    def _finite(self) -> FinetuneConfig:
-        for name in ("lr", "weight_decay", "l1", "temperature", "min_delta"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite")
-        return self
 
 
 class EpochRecord(BaseModel):

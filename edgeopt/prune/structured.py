@@ -23,45 +23,15 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeopt.config import Criterion, PruneConfig, Scope  # noqa: F401 (re-exported)
 from edgeopt.errors import InputError
-
-Criterion = Literal["magnitude", "taylor", "bn_scale"]
-Scope = Literal["global", "per_layer"]
 
 # Never prune a layer below this many channels when the target expresses no preference.
 _MIN_CHANNELS = 1
-
-
-class PruneConfig(BaseModel):
-    """What to prune and how. ``ratio`` is the fraction of output channels removed from each
-    prunable layer (per_layer) or across all of them ranked together (global)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ratio: float
-    criterion: Criterion = "magnitude"
-    scope: Scope = "per_layer"
-    # Module names (as in named_modules()); None: the layers producing the model's outputs.
-    ignored_layers: list[str] | None = None
-    steps: int = Field(1, ge=1, le=100)
-    # Kept channels are rounded to a multiple of this; None: no rounding.
-    channel_multiple: int | None = Field(None, ge=1, le=1024)
-    # ONNX inputs that cannot be converted to torch: continue unpruned (True) or refuse (False).
-    allow_unprunable: bool = False
-    # In global scope, no layer loses more than this fraction (a layer emptied breaks the model).
-    max_layer_ratio: float = Field(0.9, gt=0, lt=1)
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio_in_range(cls, value: float) -> float:
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 1):
-            raise ValueError(f"the pruning ratio must be between 0 and 1 (exclusive), got {value!r}")
-        return float(value)
-
 
 def make_prune_config(**kwargs: Any) -> PruneConfig:
     """``PruneConfig(**kwargs)`` with pydantic's error turned into an InputError (exit 2)."""
