@@ -117,6 +117,17 @@ class FinetuneConfig(BaseModel):
         return self
 
 
+class FinetuneSettings(FinetuneConfig):
+    """Fine-tuning after pruning: the training settings plus where the data comes from."""
+
+    data: str  # .npz with inputs and labels, or a hook pkg.mod:fn / file.py:fn returning loaders
+    val: str | None = None  # a separate validation .npz; default: val_fraction of data held out
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+
+    def training(self) -> FinetuneConfig:
+        return FinetuneConfig(**self.model_dump(exclude={"data", "val", "val_fraction"}))
+
+
 class ConvertConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -136,6 +147,8 @@ class ConvertConfig(BaseModel):
     targets_dir: str | None = None
     quantize: QuantizeConfig = QuantizeConfig()
     device: DeviceConfig | None = None
+    prune: PruneConfig | None = None
+    finetune: FinetuneSettings | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,6 +332,8 @@ class PipelineFile(BaseModel):
     quantize: QuantizeConfig = QuantizeConfig()
     parity: ParityConfig = ParityConfig()
     device: DeviceConfig | None = None
+    prune: PruneConfig | None = None
+    finetune: FinetuneSettings | None = None
 
 
 class GateSettings(BaseModel):

@@ -104,6 +104,10 @@ def load_config(path: Path) -> LoadedConfig:
         lines[()] = next((line for key, line in key_lines(text).items() if key == ("tool", "edgeopt")), 1)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a table of settings", "see the README's edgeopt.toml section")
+    for section in ("prune", "finetune", "quantize", "device"):
+        if section in raw:  # a pipeline setting written at the top level
+            raise ConfigError(f"{path}:{lines.get((section,), '?')}: [{section}] belongs to the pipeline",
+                              f"write it as [pipeline.{section}]")
     try:
         config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
@@ -256,6 +260,17 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
         shapes.update({(k or ""): list(v) for k, v in parsed.items()})
     quantize = pipeline.quantize.model_copy(update={"calib": resolved(pipeline.quantize.calib),
                                                     "eval": resolved(pipeline.quantize.eval)})
+    finetune = pipeline.finetune
+    if finetune is not None:
+        from edgeopt.export.torch_source import is_factory_spec as is_hook
+
+        data = finetune.data
+        if not is_hook(data) or loaded.resolve(data).exists():
+            data = str(loaded.resolve(data))
+        elif ".py:" in data:
+            file_part, _, function = data.rpartition(":")
+            data = f"{loaded.resolve(file_part)}:{function}"
+        finetune = finetune.model_copy(update={"data": data, "val": resolved(finetune.val)})
     device = pipeline.device
     if device is not None and device.ssh_config:
         device = device.model_copy(update={"ssh_config": resolved(device.ssh_config)})
@@ -264,4 +279,5 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
         input_dtypes=dict(pipeline.input_dtypes), opset=pipeline.opset, dynamic_batch=pipeline.dynamic_batch,
         simplify=pipeline.simplify, weights=resolved(pipeline.weights), trust_pickle=pipeline.trust_pickle,
         keep_failed=pipeline.keep_failed, parity=pipeline.parity, targets=list(dict.fromkeys(pipeline.targets)),
-        targets_dir=resolved(pipeline.targets_dir), quantize=quantize, device=device)
+        targets_dir=resolved(pipeline.targets_dir), quantize=quantize, device=device, prune=pipeline.prune,
+        finetune=finetune)

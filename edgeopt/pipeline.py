@@ -41,14 +41,15 @@ from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 FINAL_MODEL = "model.onnx"
 REPORT = "report.json"
-STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "simplify": "simplify.onnx",
-               "quantize": "quantize.onnx"}
+STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "prune": "prune.onnx",
+               "simplify": "simplify.onnx", "quantize": "quantize.onnx"}
 
 
 class ProgressSink(Protocol):
     def stage_started(self, name: str, description: str) -> None: ...
     def stage_finished(self, name: str, status: str) -> None: ...
     def stage_note(self, name: str, message: str) -> None: ...
+    # optional: def stage_progress(self, name: str, done: int, total: int) -> None (a bar, e.g. epochs)
 
 
 class _NoProgress:
@@ -109,6 +110,10 @@ class _Run:
         self.produced: list[Path] = []  # files in the work dir, named as they will be in OUT
         self.quantization_data: tuple[Any, Any, dict[str, Any], list[str]] | None = None
         self.device_summary: dict[str, Any] | None = None
+        self.torch_source: Any = None  # the loaded PyTorch source, when the source is one
+        self.output_names: list[str] | None = None
+        self.unpruned: onnx.ModelProto | None = None
+        self.prune_accuracy_set: Any = None  # the samples the prune stage measured accuracy on
 
     # -- stage bookkeeping ------------------------------------------------------------
     def _stage(self, name: str, description: str) -> tuple[StageRecord, float]:
@@ -135,6 +140,11 @@ class _Run:
                 current, reference = self._from_onnx(source_path)
             else:
                 current, reference = self._from_torch(fmt)
+            if config.finetune is not None and config.prune is None:
+                raise InputError("--finetune trains the pruned model, but nothing is pruned",
+                                 "add --prune RATIO (e.g. 0.5)")
+            if config.prune is not None:
+                current, reference = self._prune(current, reference)
             if config.simplify:
                 current = self._simplify(current, reference)
             current = self._quantize(current)
@@ -239,11 +249,13 @@ class _Run:
             return [array for _, array in named]
 
         reference = _Reference(specs, run_source)
+        self.torch_source = source
         feeds, outputs = reference.sample(self.config.parity.seed, None)
         declared = [InputSpec(s.name, ("batch", *s.shape[1:]) if self.config.dynamic_batch and s.shape else s.shape,
                               s.dtype) for s in specs]
         self._load_quantization_data(declared, record)
         output_names = output_names_from(list(zip(output_keys, outputs)))
+        self.output_names = output_names
         record.details.update({"kind": source.description, "inputs": [s.describe() for s in specs],
                                "outputs": output_names or len(outputs)})
         if weights is not None:
@@ -270,6 +282,106 @@ class _Run:
         return current, reference
 
     # -- transforms ---------------------------------------------------------------------------
+    def _prune(self, current: onnx.ModelProto, reference: _Reference) -> tuple[onnx.ModelProto, _Reference]:
+        """Structured pruning (and fine-tuning) of the torch module, re-exported. From here on the
+        pruned model is the reference: parity checks hold later stages against it, not the source."""
+        from edgeopt.prune.stage import module_from_onnx, run_module, run_prune_stage
+        from edgeopt.prune.structured import preferred_channel_multiple
+        from edgeopt.targets import load_target
+
+        settings = self.config.prune
+        record, started = self._stage("prune", f"Pruning {settings.ratio:.0%} of the channels")
+        targets = [load_target(name, self._targets_dir()) for name in self.config.targets]
+        multiple, why = ((settings.channel_multiple, "set explicitly") if settings.channel_multiple
+                         else preferred_channel_multiple(targets[0]))
+        prune = settings.model_copy(update={"channel_multiple": multiple})
+        record.options = {**prune.model_dump(mode="json"), "channel_multiple_reason": why,
+                          "finetune": self.config.finetune.model_dump(mode="json") if self.config.finetune else None}
+        torch_module = self._prunable_torch_module()
+        if torch_module is not None:
+            module, output_names = torch_module, self.output_names
+            record.details["path"] = "torch source"
+        else:  # an ONNX source, or a TorchScript / .pt2 archive: prune through the exported graph
+            module, names, output_names, skipped = module_from_onnx(current, settings.allow_unprunable)
+            if skipped:
+                record.status = "skipped"
+                record.warnings.append(f"{skipped}; continuing unpruned (--allow-unprunable)")
+                self._finish(record, started)
+                return current, reference
+            if names != [s.name for s in reference.specs]:
+                by_name = {s.name: s for s in reference.specs}
+                reference = _Reference([by_name[n] for n in names], reference.compute)
+            record.details["path"] = "ONNX graph converted to torch"
+        specs = reference.specs
+        bar = getattr(self.progress, "stage_progress", None)
+        export_path = self.work_dir / ".prune-export.onnx"
+        try:
+            result = run_prune_stage(
+                module, current, specs, prune, self.config.finetune, targets=targets, out_path=export_path,
+                opset=self.config.opset or default_opset(current), dynamic_batch=self.config.dynamic_batch,
+                output_names=output_names or [o.name for o in current.graph.output],
+                eval_set=self._labelled_eval_set([s.name for s in specs]),
+                note=lambda message: self.progress.stage_note("prune", message),
+                epoch_progress=(lambda done, total: bar("prune", done, total)) if bar else (lambda _d, _t: None),
+                latency_threads=self.config.quantize.threads)
+            pruned = load_onnx(export_path, check=False).model
+        finally:
+            export_path.unlink(missing_ok=True)
+        self.unpruned = current
+        self.prune_accuracy_set = result.accuracy_set
+        record.details.update(result.details)
+        record.warnings.extend(result.warnings)
+        new_reference = _Reference(specs, run_module(result.module, specs))
+        self._check_and_save(record, "prune", pruned, new_reference, parent=self._last_artifact())
+        self._finish(record, started)
+        return pruned, new_reference
+
+    def _pruning_summary(self, final: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, Any] | None:
+        """The per-step table (unpruned, pruned, fine-tuned, quantized) for the summary."""
+        from edgeopt.prune.stage import quantized_step
+        from edgeopt.targets import load_target
+
+        stage = self.report.stage("prune")
+        if stage is None or stage.status != "ok" or self.unpruned is None:
+            return None
+        details = stage.details
+        quantize_stage = self.report.stage("quantize")
+        if quantize_stage is not None and quantize_stage.details.get("shipped") == "int8":
+            targets = [load_target(name, self._targets_dir()) for name in self.config.targets]
+            stage.warnings.extend(quantized_step(details, final, self.unpruned.SerializeToString(), targets, specs,
+                                                 self.prune_accuracy_set, self.config.quantize.threads))
+        prune = details["prune"]
+        finetune = details.get("finetune")
+        return {"ratio": self.config.prune.ratio, "params_before": prune["params_before"],
+                "params_after": prune["params_after"], "macs_before": prune["macs_before"],
+                "macs_after": prune["macs_after"], "channel_multiple": prune["channel_multiple"],
+                "steps": details["steps"], "not_faster": details.get("not_faster", []),
+                "finetune": None if finetune is None else {k: finetune[k] for k in (
+                    "epochs_run", "best_epoch", "stopped_early", "best_val_accuracy", "distilled")}}
+
+    def _prunable_torch_module(self) -> Any:
+        """The source's nn.Module (factories and full pickles); None for TorchScript / .pt2 archives."""
+        if self.torch_source is None:
+            return None
+        import torch
+
+        module = self.torch_source.module
+        if isinstance(module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule):
+            return module
+        return None
+
+    def _labelled_eval_set(self, names: list[str]) -> Any:
+        """The quantization eval data as the prune stage's accuracy set, when it has labels."""
+        from edgeopt.prune.stage import EvalSet
+
+        if self.quantization_data is None:
+            return None
+        evaluation = self.quantization_data[1]
+        if evaluation is None or evaluation.labels is None or any(n not in evaluation.arrays for n in names):
+            return None
+        return EvalSet([np.asarray(evaluation.arrays[n]) for n in names], np.asarray(evaluation.labels),
+                       evaluation.source)
+
     def _simplify(self, current: onnx.ModelProto, reference: _Reference) -> onnx.ModelProto:
         record, started = self._stage("simplify", "Simplifying graph")
         record.options = {"tool": "onnxslim"}
@@ -624,6 +736,9 @@ class _Run:
         else:
             summary["quantization"] = {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}
         summary["targets"] = targets
+        pruning = self._pruning_summary(current, specs)
+        if pruning is not None:
+            summary["pruning"] = pruning
         if self.device_summary is not None:
             summary["device"] = self.device_summary
         checks = [c for s in self.report.stages for c in s.parity]

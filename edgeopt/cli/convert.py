@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgeopt.cli.output import err_console, out_console, print_json, warn
@@ -34,6 +34,12 @@ class _RichProgress:
         task = self.tasks.get(name)
         if task is not None:
             self.progress.update(task, description=f"{self.descriptions.get(name, name)}: {message}")
+
+    def stage_progress(self, name: str, done: int, total: int) -> None:
+        """A bar for the stage (fine-tuning epochs)."""
+        task = self.tasks.get(name)
+        if task is not None:
+            self.progress.update(task, completed=done, total=max(total, 1))
 
 
 def convert_command(
@@ -98,12 +104,36 @@ def convert_command(
                                              help="Trust the device's host key on first contact (accept-new)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
     device_runs: int = typer.Option(50, "--device-runs", min=1, help="Measured runs per model on the device."),
+    prune: float = typer.Option(None, "--prune", help="Remove this fraction of channels (0 < RATIO < 1) "
+                                                     "structurally, rounded to the target's SIMD width."),
+    prune_criterion: str = typer.Option("magnitude", "--prune-criterion", help="magnitude|taylor|bn_scale."),
+    prune_scope: str = typer.Option("per_layer", "--prune-scope", help="per_layer|global."),
+    prune_ignore: list[str] = typer.Option([], "--prune-ignore", help="Layer (module name) to keep whole "
+                                                                      "(repeatable; default: the detected head)."),
+    prune_steps: int = typer.Option(1, "--prune-steps", min=1, help="Prune iteratively in this many steps."),
+    prune_multiple: int = typer.Option(None, "--prune-multiple", min=1,
+                                       help="Round kept channels to this multiple (default: from the target)."),
+    allow_unprunable: bool = typer.Option(False, "--allow-unprunable",
+                                          help="An ONNX graph that cannot be pruned continues unpruned."),
+    finetune: str = typer.Option(None, "--finetune", help="Fine-tune after pruning: .npz with inputs and "
+                                                          "'labels', or a hook pkg.mod:fn returning loaders."),
+    finetune_val: Path = typer.Option(None, "--finetune-val", help="Validation .npz (default: hold out 20%)."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Fine-tuning epochs (at most)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
+    lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="cosine|step|constant."),
+    l1: float = typer.Option(0.0, "--l1", min=0.0, help="L1 regularization strength."),
+    l2: float = typer.Option(0.0, "--l2", min=0.0, help="L2 regularization (weight decay)."),
+    patience: int = typer.Option(3, "--patience", min=1, help="Epochs without a better validation loss "
+                                                              "before stopping."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Fine-tuning batch size."),
+    distill: float = typer.Option(0.0, "--distill", min=0.0, max=1.0,
+                                  help="Weight of distillation from the unpruned model (0: off)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON on stdout."),
 ) -> None:
     """Export MODEL to a clean, parity-checked ONNX model in OUT/model.onnx."""
     from pydantic import ValidationError
 
-    from edgeopt.config import ConvertConfig, DeviceConfig, ParityConfig, QuantizeConfig
+    from edgeopt.config import ConvertConfig, DeviceConfig, FinetuneSettings, ParityConfig, PruneConfig, QuantizeConfig
     from edgeopt.cli.app import invocation
     from edgeopt.data import parse_input_dtypes, parse_input_shapes
     from edgeopt.errors import InputError
@@ -121,6 +151,19 @@ def convert_command(
         first = exc.errors()[0]
         flag = "--" + str(first["loc"][0]).replace("_", "-").replace("mode", "quantize").replace("format", "quant-format")
         raise InputError(f"bad value for {flag}: {first['msg']}", "see edgeopt convert --help") from None
+    try:
+        prune_config = PruneConfig(ratio=prune, criterion=prune_criterion, scope=prune_scope,
+                                   ignored_layers=list(prune_ignore) or None, steps=prune_steps,
+                                   channel_multiple=prune_multiple, allow_unprunable=allow_unprunable) \
+            if prune is not None else None
+        finetune_config = FinetuneSettings(data=finetune, val=str(finetune_val) if finetune_val else None,
+                                           epochs=epochs, lr=lr, schedule=lr_schedule, l1=l1, weight_decay=l2,
+                                           patience=patience, batch_size=batch_size, distill_weight=distill) \
+            if finetune is not None else None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"bad pruning/fine-tuning setting {'.'.join(map(str, first['loc']))}: "
+                         f"{str(first['msg']).removeprefix('Value error, ')}", "see edgeopt convert --help") from None
     if model is not None and output is None:
         raise InputError("-o OUT is required when MODEL is given", "e.g. edgeopt convert model.onnx -o out")
     config = ConvertConfig(
@@ -141,10 +184,13 @@ def convert_command(
         device=DeviceConfig(ssh=ssh, python=remote_python, ssh_config=str(ssh_config) if ssh_config else None,
                             accept_new_host_key=accept_new_host_key, runs=device_runs, threads=threads)
         if ssh else None,
+        prune=prune_config,
+        finetune=finetune_config,
     )
     if model is None:
         config = _from_project_file(ctx, config, config_file, output)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                  TimeElapsedColumn(),
                   console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
         result = convert(config, _RichProgress(progress), command=["edgeopt", *invocation])
     for message in result.report.warnings:
@@ -171,6 +217,13 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "quant_format": ("quantize", "format"), "threads": ("quantize", "threads"),
     "ssh_config": ("device", "ssh_config"), "accept_new_host_key": ("device", "accept_new_host_key"),
     "remote_python": ("device", "python"), "device_runs": ("device", "runs"),
+    "prune_criterion": ("prune", "criterion"), "prune_scope": ("prune", "scope"),
+    "prune_ignore": ("prune", "ignored_layers"), "prune_steps": ("prune", "steps"),
+    "prune_multiple": ("prune", "channel_multiple"), "allow_unprunable": ("prune", "allow_unprunable"),
+    "finetune_val": ("finetune", "val"), "epochs": ("finetune", "epochs"), "lr": ("finetune", "lr"),
+    "lr_schedule": ("finetune", "schedule"), "l1": ("finetune", "l1"), "l2": ("finetune", "weight_decay"),
+    "patience": ("finetune", "patience"), "batch_size": ("finetune", "batch_size"),
+    "distill": ("finetune", "distill_weight"),
 }
 
 
@@ -187,28 +240,79 @@ def _from_project_file(ctx: typer.Context, flags: Any, config_file: Path | None,
     given = {name for name in ctx.params
              if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     top: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {"parity": {}, "quantize": {}, "device": {}}
+    sections: dict[str, dict[str, Any]] = {"parity": {}, "quantize": {}, "device": {}, "prune": {}, "finetune": {}}
     for name in given:
         section, field = _FLAG_FIELDS.get(name, (None, None))
         if field is None:
             continue
         if section is None:
             top[field] = getattr(flags, field)
-        elif section == "device":
-            if flags.device is not None:
-                sections["device"][field] = getattr(flags.device, field)
+        elif section in ("device", "prune", "finetune"):
+            # these sections exist in the flags only when --ssh/--prune/--finetune was given
+            value = ctx.params[name]
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, list):
+                value = list(value) or None
+            sections[section][field] = value
         else:
             sections[section][field] = getattr(getattr(flags, section), field)
-    if "ssh" in given:
-        top["device"] = flags.device
-    elif sections["device"] and base.device is not None:
-        top["device"] = base.device.model_copy(update=sections["device"])
+    # a flag that creates the section (--ssh, --prune, --finetune) replaces the file's; others refine it
+    for flag, section in (("ssh", "device"), ("prune", "prune"), ("finetune", "finetune")):
+        if flag in given:
+            top[section] = getattr(flags, section)
+        elif sections[section] and getattr(base, section) is not None:
+            top[section] = _merged(getattr(base, section), sections[section])
     for section in ("parity", "quantize"):
         if sections[section]:
-            top[section] = getattr(base, section).model_copy(update=sections[section])
+            top[section] = _merged(getattr(base, section), sections[section])
     if "threads" in given and base.device is not None and "device" not in top:
-        top["device"] = base.device.model_copy(update={"threads": flags.quantize.threads})
-    return base.model_copy(update=top)
+        top["device"] = _merged(base.device, {"threads": flags.quantize.threads})
+    return _merged(base, top)
+
+
+def _merged(model: Any, updates: dict[str, Any]) -> Any:
+    """``model`` with ``updates``, validated again (a flag's value must satisfy the file's model too)."""
+    from pydantic import ValidationError
+
+    from edgeopt.errors import InputError
+
+    data = {**model.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v
+                                     for k, v in updates.items()}}
+    try:
+        return type(model).model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"bad value for {'.'.join(map(str, first['loc']))}: "
+                         f"{str(first['msg']).removeprefix('Value error, ')}", "see edgeopt convert --help") from None
+
+
+def _render_pruning(console: Any, pruning: dict[str, Any]) -> None:
+    steps = pruning["steps"]
+    targets = list(steps[0]["estimated_latency_ms"]) if steps else []
+    table = Table(title=f"Pruning {pruning['ratio']:.0%} (channels rounded to multiples of "
+                        f"{pruning['channel_multiple'] or 1})", title_justify="left")
+    for column in ("step", "params", "MACs", "size", *(f"est. {t} ms" for t in targets), "host ms (× unpruned)",
+                   "accuracy"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for step in steps:
+        host = "-" if step.get("host_latency_ms") is None else (
+            f"{step['host_latency_ms']:.4g} ({step['host_latency_ratio']:.2f}x)"
+            if step.get("host_latency_ratio") is not None else f"{step['host_latency_ms']:.4g}")
+        quality = (f"{step['accuracy']:.4f}" if step.get("accuracy") is not None else
+                   (f"cos {step['fidelity']:.4f}" if step.get("fidelity") is not None else "-"))
+        estimates = [("-" if step["estimated_latency_ms"].get(t) is None else f"{step['estimated_latency_ms'][t]:.4g}")
+                     for t in targets]
+        table.add_row(step["step"], format_count(step["params"]), format_count(step["macs"]),
+                      format_bytes(step["size_bytes"]), *estimates, host, quality)
+    console.print(table)
+    tuned = pruning.get("finetune")
+    if tuned:
+        console.print(f"fine-tuning: {tuned['epochs_run']} epoch(s), best epoch {tuned['best_epoch']}"
+                      + (", stopped early" if tuned["stopped_early"] else "")
+                      + (", distilled from the unpruned model" if tuned["distilled"] else ""))
+    for flag in pruning.get("not_faster", []):
+        console.print(f"[bold yellow]NOT FASTER[/]: {flag}")
 
 
 def _render(result: Any) -> None:
@@ -246,6 +350,9 @@ def _render(result: Any) -> None:
             if verdict["full_int8_required"] and not verdict["full_int8"]:
                 line += ", NOT fully int8 (required)"
         console.print(line)
+    pruning = summary.get("pruning")
+    if pruning:
+        _render_pruning(console, pruning)
     device = summary.get("device")
     if device:
         versus = (f" ({device['ratio_to_float']:.2f}x the float model's {device['float_p50_ms']:.3g} ms)"

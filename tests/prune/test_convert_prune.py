@@ -1,0 +1,152 @@
+"""edgeopt convert --prune / --finetune end to end: the torch path, the ONNX path, refusals, config file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import REPO
+
+DIGITS = REPO / "models" / "digits"
+FACTORY = [f"{DIGITS / 'model.py'}:build_model", "--weights", DIGITS / "digits_cnn.pt", "--input-shape",
+           "image=1x1x8x8"]
+
+
+def conv_widths(path) -> dict[str, int]:
+    model = onnx.load(str(path))
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    return {n.name: weights[n.input[1]][0] for n in model.graph.node if n.op_type == "Conv" and n.input[1] in weights}
+
+
+def test_prune_and_finetune_a_torch_source(cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("convert", *FACTORY, "-o", out, "-t", "rpi4b", "--prune", "0.5", "--finetune", DIGITS / "train.npz",
+                 "--epochs", "6", "--patience", "2", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    stage = next(s for s in report["stages"] if s["name"] == "prune")
+    assert stage["status"] == "ok" and stage["details"]["path"] == "torch source"
+    assert stage["parity"][0]["passed"]  # the exported pruned graph reproduces the pruned module
+    pruning = report["summary"]["pruning"]
+    assert pruning["channel_multiple"] == 4  # rpi4b: NEON, 4 fp32 lanes
+    assert pruning["params_after"] < 0.5 * pruning["params_before"]
+    # every pruned conv keeps a multiple of 4 channels; the classifier keeps its 10 classes
+    widths = conv_widths(out / "model.onnx")
+    assert widths and all(w % 4 == 0 for w in widths.values())
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].shape[-1] == 10
+    steps = {s["step"]: s for s in pruning["steps"]}
+    assert list(steps) == ["unpruned", "pruned", "fine-tuned"]
+    assert steps["pruned"]["params"] < steps["unpruned"]["params"] and steps["pruned"]["macs"] < steps["unpruned"]["macs"]
+    assert steps["pruned"]["estimated_latency_ms"]["rpi4b"] < steps["unpruned"]["estimated_latency_ms"]["rpi4b"]
+    assert steps["pruned"]["host_latency_ratio"] > 0
+    # fine-tuning wins the accuracy back (pruning alone destroys it on this model)
+    assert steps["fine-tuned"]["accuracy"] >= 0.95 > steps["pruned"]["accuracy"]
+    curve = stage["details"]["finetune"]["curve"]
+    assert 1 <= len(curve) <= 6 and all(e["val_loss"] > 0 for e in curve)
+    # the table in the human output
+    text = cli("convert", *FACTORY, "-o", tmp_path / "again", "--prune", "0.25")
+    assert text.code == 0 and "Pruning 25%" in text.stdout
+
+
+def test_prune_an_onnx_source_then_quantize(cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("convert", DIGITS / "digits_cnn.onnx", "-o", out, "--prune", "0.5", "--finetune", DIGITS / "train.npz",
+                 "--epochs", "4", "--calib", DIGITS / "calib.npz", "--eval", DIGITS / "eval.npz", "--force-int8",
+                 "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    stage = next(s for s in report["stages"] if s["name"] == "prune")
+    assert stage["details"]["path"] == "ONNX graph converted to torch"
+    steps = report["summary"]["pruning"]["steps"]
+    assert [s["step"] for s in steps] == ["unpruned", "pruned", "fine-tuned", "quantized"]
+    # the same held-out samples score every step, the int8 one included
+    assert steps[-1]["accuracy"] is not None and abs(steps[-1]["accuracy"] - steps[2]["accuracy"]) < 0.05
+    assert report["summary"]["quantization"]["shipped"] == "int8"
+
+
+def _nms_model(path):
+    """A Conv then NonMaxSuppression: a graph the ONNX→torch converter cannot take."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c"], ["scores_raw"], name="mean", axes=[2, 3], keepdims=0),
+             helper.make_node("Unsqueeze", ["scores_raw", "ax"], ["scores"], name="unsq"),
+             helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["selected"], name="nms")]
+    graph = helper.make_graph(
+        nodes, "nms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8]),
+                       helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])],
+        initializer=[weight, numpy_helper.from_array(np.array([0], np.int64), "ax")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unconvertible_onnx_is_refused_naming_the_op_unless_allowed(cli, tmp_path):
+    source = _nms_model(tmp_path / "nms.onnx")
+    refused = cli("convert", source, "-o", tmp_path / "a", "--prune", "0.5")
+    assert refused.code == 2 and "NonMaxSuppression" in refused.stderr and "'nms'" in refused.stderr
+    assert not (tmp_path / "a" / "model.onnx").exists()
+    allowed = cli("convert", source, "-o", tmp_path / "b", "--prune", "0.5", "--allow-unprunable", "--json")
+    assert allowed.code == 0, allowed.stderr
+    report = json.loads(allowed.stdout)
+    stage = next(s for s in report["stages"] if s["name"] == "prune")
+    assert stage["status"] == "skipped" and any("NonMaxSuppression" in w for w in stage["warnings"])
+    assert "pruning" not in report["summary"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prune", "1.5"], "between 0 and 1"),
+    (["--prune", "0"], "between 0 and 1"),
+    (["--finetune", str(DIGITS / "train.npz")], "add --prune RATIO"),
+    (["--prune", "0.5", "--prune-criterion", "random"], "criterion"),
+    (["--prune", "0.5", "--prune-criterion", "taylor"], "needs labelled data"),
+])
+def test_refusals(cli, tmp_path, args, message):
+    result = cli("convert", *FACTORY, "-o", tmp_path / "out", *args)
+    assert result.code == 2 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_labels_that_do_not_fit_the_output_are_refused(cli, tmp_path):
+    with np.load(DIGITS / "train.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["labels"] = arrays["labels"] + 10  # classes 10..19 for a 10-class model
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    result = cli("convert", *FACTORY, "-o", tmp_path / "out", "--prune", "0.5", "--finetune", bad)
+    assert result.code == 2 and "10 outputs" in result.stderr, result.stderr
+
+
+def test_prune_from_the_project_file(cli, tmp_path, monkeypatch):
+    (tmp_path / "edgeopt.toml").write_text(f'''
+[pipeline]
+source = "{DIGITS / 'digits_cnn.onnx'}"
+output = "build"
+targets = ["cortex-a78"]
+
+[pipeline.prune]
+ratio = 0.25
+
+[pipeline.finetune]
+data = "{DIGITS / 'train.npz'}"
+epochs = 2
+''')
+    monkeypatch.chdir(tmp_path)
+    result = cli("convert", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["config"]["prune"]["ratio"] == 0.25 and report["summary"]["pruning"]["finetune"]["epochs_run"] <= 2
+    # a flag refines the file's settings
+    again = cli("convert", "--epochs", "1", "-o", tmp_path / "other", "--json")
+    assert again.code == 0 and json.loads(again.stdout)["config"]["finetune"]["epochs"] == 1
+    (tmp_path / "edgeopt.toml").write_text('[pipeline]\nsource = "m.onnx"\n\n[prune]\nratio = 0.5\n')
+    wrong = cli("convert")
+    assert wrong.code == 2 and "edgeopt.toml:4: [prune] belongs to the pipeline" in wrong.stderr
