@@ -928,6 +928,62 @@ def _measurements_section(report: dict[str, Any]) -> _Html | None:
     return _Html(table + "".join(top_ops))
 
 
+def _pruning_section(report: dict[str, Any]) -> _Html | None:
+    """Convert reports with --prune: one row per step, the fine-tuning curve, not-faster flags."""
+    pruning = _d(_d(report.get("summary")).get("pruning"))
+    steps = [_d(step) for step in _l(pruning.get("steps"))]
+    if not steps:
+        return None
+    targets = list(_d(steps[0].get("estimated_latency_ms")))
+    rows = []
+    for step in steps:
+        estimates = _d(step.get("estimated_latency_ms"))
+        ratio = _num(step.get("host_latency_ratio"))
+        host = fmt_ms(step.get("host_latency_ms"))
+        quality = (_fixed(step.get("accuracy"), 4) if _num(step.get("accuracy")) is not None else
+                   (f"cos {_fixed(step.get('fidelity'), 4)}" if _num(step.get("fidelity")) is not None else None))
+        rows.append([_s(step.get("step")), fmt_count(step.get("params")), fmt_count(step.get("macs")),
+                     fmt_bytes(step.get("size_bytes")), *(fmt_ms(estimates.get(t)) for t in targets),
+                     f"{host} ({ratio:.2f}x)" if ratio is not None else host, quality])
+    table = _table([_Col("step"), _Col("params", True), _Col("MACs", True), _Col("size", True),
+                    *(_Col(f"est. {t} ms", True) for t in targets), _Col("host ms (x unpruned)", True),
+                    _Col("accuracy", True)], rows,
+                   caption=f"ratio {_fixed(pruning.get('ratio'), 2)}, channels rounded to multiples of "
+                           f"{_int_text(pruning.get('channel_multiple')) or '1'}")
+    parts = [table]
+    stage = next((_d(st) for st in _l(report.get("stages")) if _d(st).get("name") == "prune"), {})
+    curve = [_d(e) for e in _l(_d(_d(stage.get("details")).get("finetune")).get("curve"))]
+    if curve:
+        parts.append(_table([_Col("epoch", True), _Col("train loss", True), _Col("val loss", True),
+                             _Col("val accuracy", True), _Col("lr", True)],
+                            [[_int_text(e.get("epoch")), _fixed(e.get("train_loss"), 4), _fixed(e.get("val_loss"), 4),
+                              _fixed(e.get("val_accuracy"), 4), _sci(e.get("lr"))] for e in curve],
+                            caption="fine-tuning curve"))
+    flags = [str(f) for f in _l(pruning.get("not_faster"))]
+    if flags:
+        parts.append(_notes(flags))
+    return _Html("".join(parts))
+
+
+def _device_section(report: dict[str, Any]) -> _Html | None:
+    """convert --ssh: the final model (and its float baseline) measured on the device."""
+    stage = next((_d(st) for st in _l(report.get("stages")) if _d(st).get("name") == "device"), None)
+    if stage is None:
+        return None
+    rows = []
+    for label, run in _d(_d(stage.get("details")).get("measurements")).items():
+        run = _d(run)
+        latency = _d(run.get("latency_ms"))
+        rows.append([label, fmt_ms(latency.get("p50")), fmt_ms(latency.get("p90")), fmt_ms(latency.get("p99")),
+                     fmt_bytes(_d(run.get("memory")).get("peak_rss_increase_bytes")),
+                     _s(_d(run.get("device")).get("cpu_model")) or _s(_d(run.get("device")).get("machine"))])
+    if not rows:
+        return None
+    host = _s(_d(stage.get("options")).get("ssh"))
+    return _table([_Col("model"), _Col("p50 ms", True), _Col("p90 ms", True), _Col("p99 ms", True),
+                   _Col("peak RSS +", True), _Col("device", wrap=True)], rows, caption=f"measured on {host}")
+
+
 def _comparisons_section(report: dict[str, Any]) -> _Html | None:
     parts = []
     for comparison in _l(report.get("comparisons")):
@@ -995,9 +1051,11 @@ def render_html(report: dict[str, Any], gate: dict[str, Any] | None = None, *,
         sections += [
             _guarded("stages", "Pipeline stages", lambda: _stages_section(report)),
             _guarded("parity", "Parity checks", lambda: _parity_section(report)),
+            _guarded("pruning", "Pruning", lambda: _pruning_section(report)),
             _guarded("quantization", "Quantization", lambda: _quantization_section(report)),
             _guarded("targets", "Targets: latency and memory", lambda: _targets_section(report)),
             _guarded("nodes", "Heaviest nodes", lambda: _heaviest_section(report)),
+            _guarded("device", "Measured on the device", lambda: _device_section(report)),
             _guarded("comparison", "Estimate vs measurement", lambda: _comparisons_section(report)),
         ]
     present = [s for s in sections if s is not None]

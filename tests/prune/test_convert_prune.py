@@ -68,6 +68,14 @@ def test_prune_an_onnx_source_then_quantize(cli, tmp_path):
     # the same held-out samples score every step, the int8 one included
     assert steps[-1]["accuracy"] is not None and abs(steps[-1]["accuracy"] - steps[2]["accuracy"]) < 0.05
     assert report["summary"]["quantization"]["shipped"] == "int8"
+    # the HTML page shows the per-step table
+    from edgeopt.report.html import render_html
+    from edgeopt.units import format_count
+
+    page = render_html(report)
+    assert 'id="pruning"' in page and "fine-tuning curve" in page
+    for step in steps:
+        assert f"<td>{step['step']}</td>" in page and format_count(step["params"]) in page
 
 
 def _nms_model(path):
