@@ -158,7 +158,8 @@ def _size(value: object, key: str) -> int:
     from edgeopt.errors import InputError
     from edgeopt.units import parse_bytes
 
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or \
+            (isinstance(value, float) and not math.isfinite(value)):
         raise ValueError(f"{key} must be a size like \"4 MiB\" or a number of bytes")
     try:
         size = parse_bytes(value)
@@ -180,6 +181,8 @@ def _count(value: object, key: str) -> int:
         raise ValueError(f"{key} must be a number")
     if isinstance(value, (int, float)):
         number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{key} must be a finite number")
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)\s*", str(value))
         if not match:
@@ -191,44 +194,39 @@ def _count(value: object, key: str) -> int:
 
 
 def _fraction(value: object, key: str, *, points: bool) -> float:
-    """0.98 or "98%" (accuracy), 0.01 or "1%" / "1pt" (accuracy points)."""
+    """0.98 or "98%" (accuracy); "1pt" / "1%" or 0.01 (accuracy points). A bare number is a
+    fraction, so it must be below 1 for a drop (1 would allow losing everything)."""
+    import re
+
     if isinstance(value, bool):
         raise ValueError(f"{key} must be a number")
     if isinstance(value, (int, float)):
         number = float(value)
+        if points and number >= 1:
+            raise ValueError(f"{key} = {value!r} would allow a drop of {number * 100:g} points; "
+                             f"write \"{value}pt\" for {value} points, or a fraction like 0.01")
     else:
-        text = str(value).strip().lower()
-        for suffix in ("%", "pt", "pts", "points"):
-            if text.endswith(suffix) and (suffix == "%" or points):
-                try:
-                    number = float(text[: -len(suffix)].strip()) / 100
-                except ValueError:
-                    break
-                break
-        else:
-            raise ValueError(f"{key}: bad value {value!r} (use 0.98, or \"98%\")")
-    if not 0 <= number <= 1:
+        units = r"%|pt|pts|points" if points else r"%"
+        match = re.fullmatch(rf"\s*(\d+(?:\.\d+)?)\s*({units})\s*", str(value).lower())
+        if not match:
+            example = "\"1pt\" or 0.01" if points else "0.98 or \"98%\""
+            raise ValueError(f"{key}: bad value {value!r} (use {example})")
+        number = float(match.group(1)) / 100
+    if not math.isfinite(number) or not 0 <= number <= 1:
         raise ValueError(f"{key} must be between 0 and 1 (or 0% and 100%), got {value!r}")
     return number
 
 
 def _growth(value: object, key: str) -> float:
-    """"+5%" or 0.05 → 0.05."""
-    if isinstance(value, bool):
-        raise ValueError(f"{key} must be a percentage like \"+5%\"")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        text = str(value).strip()
-        if not text.endswith("%"):
-            raise ValueError(f"{key}: bad growth {value!r} (use a percentage like \"+5%\")")
-        try:
-            number = float(text[:-1].strip()) / 100
-        except ValueError:
-            raise ValueError(f"{key}: bad growth {value!r} (use a percentage like \"+5%\")") from None
-    if number < 0:
-        raise ValueError(f"{key} cannot be negative (it is the growth allowed over the baseline)")
-    return number
+    """"+5%" → 0.05. Only percentages: a bare 5 could mean +5% or +500%."""
+    import re
+
+    match = re.fullmatch(r"\s*\+?\s*(\d+(?:\.\d+)?)\s*%\s*", value) if isinstance(value, str) else None
+    if match is None:
+        if isinstance(value, str) and value.strip().startswith("-"):
+            raise ValueError(f"{key} cannot be negative (it is the growth allowed over the baseline)")
+        raise ValueError(f"{key}: bad growth {value!r} (use a percentage string like \"+5%\")")
+    return float(match.group(1)) / 100
 
 
 # Metrics a budget can limit: name → (unit, lower is better).

@@ -239,17 +239,22 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
             raise ConfigError(f"{loaded.path}:{line}: pipeline.targets: {exc.message}", exc.hint) from None
 
     source = pipeline.source
-    candidate = loaded.resolve(source)
-    if candidate.exists():
-        source = str(candidate)
-    elif is_factory_spec(source) and ".py:" in source:  # path/file.py:function
-        file_part, _, function = source.rpartition(":")
-        source = f"{loaded.resolve(file_part)}:{function}"
+    if is_factory_spec(source) and not loaded.resolve(source).exists():
+        if ".py:" in source:  # path/file.py:function, relative to the file; pkg.module:function stays
+            file_part, _, function = source.rpartition(":")
+            source = f"{loaded.resolve(file_part)}:{function}"
+    else:  # a model file: always relative to the config file, never the current folder
+        source = str(loaded.resolve(source))
     shapes: dict[str, list[int]] = {}
     texts = ([pipeline.input_shape] if pipeline.input_shape is not None else [])
     for text in texts:
         value = text if isinstance(text, str) else "x".join(str(d) for d in text)
-        shapes.update({(k or ""): list(v) for k, v in parse_input_shapes([value]).items()})
+        try:
+            parsed = parse_input_shapes([value])
+        except InputError as exc:
+            line = loaded.line_of(("pipeline", "input_shape"))
+            raise ConfigError(f"{loaded.path}:{line}: pipeline.input_shape: {exc.message}", exc.hint) from None
+        shapes.update({(k or ""): list(v) for k, v in parsed.items()})
     for name, value in pipeline.input_shapes.items():
         dims = value if isinstance(value, str) else "x".join(str(d) for d in value)
         try:

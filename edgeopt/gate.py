@@ -7,6 +7,7 @@ gathered by ``gate_inputs.py``; nothing here reads a model or runs anything.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from xml.etree import ElementTree
 
@@ -39,6 +40,8 @@ class Fact(BaseModel):
     value: float | None
     source: str = ""  # "file", "report", "estimate for rpi4b", "measured on pi4-a", ...
     missing_reason: str | None = None
+    # latency and peak memory: estimated or measured (growth compares like with like)
+    kind: Literal["estimated", "measured"] | None = None
 
 
 class Check(BaseModel):
@@ -151,7 +154,10 @@ def _growth_checks(budget: Budget, facts: dict[str, Fact], baseline: dict[str, f
             status: Status = "skip"
             message = "max_growth not checked: no baseline (pass --baseline, or set [gate] baseline)"
         elif base is None:
-            status, message = "error", f"the baseline has no {metric} for this budget"
+            # a budget or artifact the baseline predates, or a number of another kind there
+            # (an estimate vs a measurement): nothing like-for-like to grow from
+            kind = f" {fact.kind}" if fact.kind else ""
+            status, message = "skip", f"max_growth not checked: the baseline has no{kind} {metric} for this budget"
         elif fact.value is None:
             status, message = "error", f"{metric}: {fact.missing_reason or 'not available'}"
         else:
@@ -213,19 +219,29 @@ def to_junit(result: GateResult) -> str:
     suite = ElementTree.SubElement(suites, "testsuite", name="edgeopt gate", tests=str(len(result.checks)),
                                    failures=str(failures), errors=str(errors), skipped=str(skipped), time="0")
     for check in result.checks:
-        case = ElementTree.SubElement(suite, "testcase", classname=check.budget,
+        case = ElementTree.SubElement(suite, "testcase", classname=_xml(check.budget),
                                       name=check.metric + (" growth" if check.kind == "growth" else ""), time="0")
-        text = f"{check.message} (limit {check.limit_text}, actual {check.actual_text}, source {check.source or '-'})"
+        message = _xml(check.message)
+        text = _xml(f"{check.message} (limit {check.limit_text}, actual {check.actual_text}, "
+                    f"source {check.source or '-'})")
         if check.status == "fail":
-            ElementTree.SubElement(case, "failure", message=check.message, type="BudgetExceeded").text = text
+            ElementTree.SubElement(case, "failure", message=message, type="BudgetExceeded").text = text
         elif check.status == "error":
-            ElementTree.SubElement(case, "error", message=check.message, type="MissingInput").text = text
+            ElementTree.SubElement(case, "error", message=message, type="MissingInput").text = text
         elif check.status == "skip":
-            ElementTree.SubElement(case, "skipped", message=check.message)
+            ElementTree.SubElement(case, "skipped", message=message)
         else:
             ElementTree.SubElement(case, "system-out").text = text
     ElementTree.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(suites, encoding="unicode") + "\n"
+
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """Characters XML 1.0 cannot hold (terminal escapes in a name) dropped."""
+    return _XML_INVALID.sub("", str(text))
 
 
 def _md(text: str) -> str:

@@ -113,9 +113,8 @@ def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
     summary = report.get("summary") or {}
     final = report.get("final") or {}
     src = "report"
-    if final.get("size_bytes") is not None:
-        external = sum(Path(p).stat().st_size for p in final.get("external_files", []) if Path(p).is_file())
-        facts["size"] = Fact(value=final["size_bytes"] + external, source=src)
+    if final.get("size_bytes") is not None:  # the artifact's size counts its external data already
+        facts["size"] = Fact(value=final["size_bytes"], source=src)
     for metric, key in (("compressed_size", "gzip_size_bytes"), ("params", "parameter_count"),
                         ("macs", "macs_total")):
         if summary.get(key) is not None:
@@ -125,17 +124,21 @@ def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
         verdict_ = (summary.get("targets") or {}).get(target)
         if verdict_ is not None:
             if verdict_.get("latency_ms") is not None:
-                facts["latency_ms@estimated"] = Fact(value=verdict_["latency_ms"], source=f"estimate for {target}")
+                facts["latency_ms@estimated"] = Fact(value=verdict_["latency_ms"], source=f"estimate for {target}",
+                                                     kind="estimated")
             else:
-                facts["latency_ms@estimated"] = Fact(value=None, missing_reason=f"no latency estimate for {target}: "
-                                                     f"{verdict_.get('estimate_unavailable_reason')}")
+                facts["latency_ms@estimated"] = Fact(value=None, kind="estimated",
+                                                     missing_reason=f"no latency estimate for {target}: "
+                                                                    f"{verdict_.get('estimate_unavailable_reason')}")
             if verdict_.get("weight_bytes") is not None and verdict_.get("peak_activation_bytes") is not None:
                 facts["peak_memory@estimated"] = Fact(value=verdict_["weight_bytes"] + verdict_["peak_activation_bytes"],
-                                                      source=f"estimate for {target} (weights + peak activations)")
+                                                      source=f"estimate for {target} (weights + peak activations)",
+                                                      kind="estimated")
         device = summary.get("device")
         if device and device.get("target") == target:
-            facts["latency_ms@measured"] = Fact(value=device["p50_ms"], source=f"measured on {device['host']} (p50)")
-            facts["peak_memory@measured"] = Fact(value=device["peak_rss_increase_bytes"],
+            facts["latency_ms@measured"] = Fact(value=device["p50_ms"], source=f"measured on {device['host']} (p50)",
+                                                kind="measured")
+            facts["peak_memory@measured"] = Fact(value=device["peak_rss_increase_bytes"], kind="measured",
                                                  source=f"measured on {device['host']} (peak RSS increase)")
     quantization = summary.get("quantization") or {}
     stage = next((s for s in report.get("stages", []) if s.get("name") == "quantize"), None)
@@ -151,7 +154,15 @@ def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
     facts["accuracy"] = Fact(value=shipped_accuracy, source=src, missing_reason=None if shipped_accuracy is not None
                              else no_accuracy)
     drop = (float_accuracy - shipped_accuracy) if float_accuracy is not None and shipped_accuracy is not None else None
-    facts["accuracy_drop"] = Fact(value=drop, source=src, missing_reason=None if drop is not None else no_accuracy)
+    drop_source = src
+    steps = (summary.get("pruning") or {}).get("steps") or []
+    if steps and steps[0].get("accuracy") is not None and steps[-1].get("accuracy") is not None:
+        # pruning changed the float model itself: the drop that matters is from the unpruned one,
+        # measured on one labelled set across the steps
+        drop = steps[0]["accuracy"] - steps[-1]["accuracy"]
+        drop_source = f"report (unpruned → {steps[-1].get('step')}, pruning steps)"
+    facts["accuracy_drop"] = Fact(value=drop, source=drop_source,
+                                  missing_reason=None if drop is not None else no_accuracy)
     if shipped_int8:
         cosine = quantization.get("worst_cosine")
         facts["fidelity"] = Fact(value=cosine, source="report (int8 vs float, worst output)",
@@ -160,6 +171,11 @@ def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
         parity = (summary.get("parity") or {}).get("min_cosine")
         facts["fidelity"] = Fact(value=parity if parity is not None else 1.0,
                                  source="report (float model: parity with the source)")
+    if steps:
+        fidelities = [s["fidelity"] for s in steps[1:] if s.get("fidelity") is not None]
+        if fidelities and facts["fidelity"].value is not None:  # no labels: agreement with the unpruned model
+            facts["fidelity"] = Fact(value=min(facts["fidelity"].value, fidelities[-1]),
+                                     source="report (agreement with the unpruned model)")
     return facts
 
 
@@ -172,9 +188,9 @@ def profile_facts(profile: dict[str, Any], target: str) -> dict[str, Fact]:
         runs = profile.get("measurements", {}).get(device) or []
         if runs:
             run = min(runs, key=lambda m: m.get("threads", 1))  # 1 thread unless only more were measured
-            return {"latency_ms@measured": Fact(value=run["latency_ms"]["p50"],
+            return {"latency_ms@measured": Fact(value=run["latency_ms"]["p50"], kind="measured",
                                                 source=f"measured on {device} (p50, {run['threads']} thread(s))"),
-                    "peak_memory@measured": Fact(value=run["memory"]["peak_rss_increase_bytes"],
+                    "peak_memory@measured": Fact(value=run["memory"]["peak_rss_increase_bytes"], kind="measured",
                                                  source=f"measured on {device} (peak RSS increase)")}
     return {}
 
@@ -198,6 +214,9 @@ def load_baseline(spec: str, loaded: LoadedConfig) -> Baseline:
     path = Path(spec)
     if path.is_file():
         return _baseline_from_data(_read_json(path, "baseline"), str(path))
+    beside_config = loaded.resolve(spec)
+    if beside_config.is_file():  # a path written in the config file is relative to it
+        return _baseline_from_data(_read_json(beside_config, "baseline"), str(beside_config))
     if not _looks_like_ref(spec):
         raise InputError(f"baseline {spec!r} is neither a file nor a git ref", "pass a report.json, a baseline "
                                                                                "file, or a ref like main / HEAD~1")
@@ -292,8 +311,14 @@ def check_budget_targets(loaded: LoadedConfig, targets_dir: Path | None) -> None
 def _expand(loaded: LoadedConfig, index: int, budget: Budget) -> list[tuple[str, Path]]:
     """(name as written or matched, path) for every file the budget's artifact names."""
     pattern = str(loaded.resolve(budget.artifact))
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()) \
-        if glob.has_magic(budget.artifact) else ([Path(pattern)] if Path(pattern).is_file() else [])
+    if glob.has_magic(budget.artifact):
+        # matched under the config's folder, whose own path may hold glob characters ("proj[1]")
+        root = loaded.folder if not Path(budget.artifact).is_absolute() else Path("/")
+        found = glob.glob(budget.artifact if root == loaded.folder else budget.artifact.lstrip("/"),
+                          root_dir=root, recursive=True)
+        matches = sorted(root / p for p in found if (root / p).is_file())
+    else:
+        matches = [Path(pattern)] if Path(pattern).is_file() else []
     if not matches:
         line = loaded.line_of(("budgets", index, "artifact"))
         raise ConfigError(f"{loaded.path}:{line}: budgets[{index}].artifact: {budget.artifact!r} matches no file",
@@ -350,14 +375,17 @@ def run_gate(inputs: GateInputs, progress: Any = None) -> tuple[GateResult, dict
             values[key] = {m: f.value for m, f in all_facts.items() if f.value is not None}
             base = None
             if inputs.baseline is not None:
-                if inputs.baseline.report is not None:
-                    base_facts = report_facts(inputs.baseline.report, budget)
-                    base = {m: f.value for m, f in _choose(budget, base_facts).items() if f.value is not None}
-                else:
-                    base = inputs.baseline.values.get(key)
-                    if base is None:
-                        warnings.append(f"the baseline has no numbers for {key} (a new budget?)")
-                        base = {}
+                stored = _baseline_values(inputs.baseline, budget, key, path)
+                if stored is None:
+                    warnings.append(f"the baseline has no numbers for {key} (a new budget or file?); its growth "
+                                    "is not checked")
+                    stored = {}
+                base = {}
+                for metric, fact in facts.items():
+                    # latency / peak memory: like with like (an estimate never grows into a measurement)
+                    lookup = f"{metric}@{fact.kind}" if fact.kind else metric
+                    if stored.get(lookup) is not None:
+                        base[metric] = stored[lookup]
             shown = budget if name == budget.artifact else budget.model_copy(
                 update={"name": f"{budget.name or name}" + (f" @ {budget.target}" if budget.target else "")})
             checks += evaluate_budget(shown, facts, base, loaded.budget_line(index))
@@ -373,6 +401,17 @@ def run_gate(inputs: GateInputs, progress: Any = None) -> tuple[GateResult, dict
     document = {"kind": BASELINE_KIND, "schema_version": BASELINE_SCHEMA_VERSION, "created_at": utc_now(),
                 "report_sha256": report_sha, "values": values, "contributors": baseline_contributors}
     return result, document
+
+
+def _baseline_values(baseline: Baseline, budget: Budget, key: str, path: Path) -> dict[str, float] | None:
+    """The baseline's numbers for one budget and file: a baseline file's entry, or what a convert
+    report says about its final model when this file is that model (same file name)."""
+    if baseline.report is None:
+        return baseline.values.get(key)
+    final = baseline.report.get("final") or {}
+    if Path(str(final.get("path", ""))).name != path.name:
+        return None
+    return {m: f.value for m, f in report_facts(baseline.report, budget).items() if f.value is not None}
 
 
 def _worth_showing(label: str, contributors: dict[str, Any], checks: list[Check]) -> bool:
@@ -398,15 +437,18 @@ def _facts(budget: Budget, artifact: Artifact, report: dict[str, Any] | None, re
                 facts[metric] = Fact(value=None, missing_reason=exc.message)
     if budget.target is not None:
         estimate, reason = (None, None)
+        stale = from_report.get("latency_ms@estimated")
+        if stale is not None and stale.value is None:  # the run had no estimate (an uncalibrated host): try now
+            del from_report["latency_ms@estimated"]
         if "latency_ms@estimated" not in from_report or "peak_memory@estimated" not in from_report:
             estimate, reason = artifact.estimate(budget.target)
         if "latency_ms@estimated" not in from_report:
             from_report["latency_ms@estimated"] = Fact(
                 value=estimate.latency_ms if estimate else None, source=f"estimate for {budget.target}",
-                missing_reason=(estimate.estimate_unavailable_reason if estimate else reason))
+                missing_reason=(estimate.estimate_unavailable_reason if estimate else reason), kind="estimated")
         if "peak_memory@estimated" not in from_report and estimate is not None:
             from_report["peak_memory@estimated"] = Fact(
-                value=estimate.weight_bytes + estimate.peak_activation_bytes,
+                value=estimate.weight_bytes + estimate.peak_activation_bytes, kind="estimated",
                 source=f"estimate for {budget.target} (weights + peak activations)")
         if "latency_ms@measured" not in from_report:
             for profile in profiles:

@@ -521,7 +521,10 @@ class _Run:
             summary["ratio_to_float"] = final["latency_ms"]["p50"] / float_p50 if float_p50 > 0 else None
         record.details["summary"] = summary
         comparisons = []
+        device_target = device.target or self.config.targets[0]
         for name, estimate in estimates.items():
+            if name != device_target:  # the device is an instance of one target, not of all of them
+                continue
             comparison = compare(estimate, final)
             if comparison is not None:
                 comparisons.append(comparison.model_copy(update={"device": device.ssh}).model_dump(mode="json"))
@@ -532,7 +535,7 @@ class _Run:
     def _float_baseline_path(self) -> Path | None:
         """The last float graph this run produced (the int8 model was made from it)."""
         for stage in reversed(self.report.stages):
-            if stage.name in ("simplify", "opset", "export", "load") and stage.outputs:
+            if stage.name in ("simplify", "prune", "opset", "export", "load") and stage.outputs:
                 return Path(stage.outputs[-1].path)
         source = self.report.source
         return Path(source.path) if source is not None and source.format is ModelFormat.ONNX else None

@@ -216,7 +216,8 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "per_channel": ("quantize", "per_channel"), "calibration_method": ("quantize", "calibration_method"),
     "quant_format": ("quantize", "format"), "threads": ("quantize", "threads"),
     "ssh_config": ("device", "ssh_config"), "accept_new_host_key": ("device", "accept_new_host_key"),
-    "remote_python": ("device", "python"), "device_runs": ("device", "runs"),
+    "remote_python": ("device", "python"), "device_runs": ("device", "runs"), "ssh": ("device", "ssh"),
+    "prune": ("prune", "ratio"), "finetune": ("finetune", "data"),
     "prune_criterion": ("prune", "criterion"), "prune_scope": ("prune", "scope"),
     "prune_ignore": ("prune", "ignored_layers"), "prune_steps": ("prune", "steps"),
     "prune_multiple": ("prune", "channel_multiple"), "allow_unprunable": ("prune", "allow_unprunable"),
@@ -257,17 +258,24 @@ def _from_project_file(ctx: typer.Context, flags: Any, config_file: Path | None,
             sections[section][field] = value
         else:
             sections[section][field] = getattr(getattr(flags, section), field)
-    # a flag that creates the section (--ssh, --prune, --finetune) replaces the file's; others refine it
+    if "threads" in given and base.device is not None:  # --threads times the file's device runs too
+        sections["device"]["threads"] = ctx.params["threads"]
+    # the file's section refined by the flags given; a creating flag (--ssh, --prune, --finetune)
+    # brings the section from the flags when the file has none
     for flag, section in (("ssh", "device"), ("prune", "prune"), ("finetune", "finetune")):
-        if flag in given:
+        if getattr(base, section) is not None:
+            if sections[section]:
+                top[section] = _merged(getattr(base, section), sections[section])
+        elif flag in given:
             top[section] = getattr(flags, section)
-        elif sections[section] and getattr(base, section) is not None:
-            top[section] = _merged(getattr(base, section), sections[section])
+        elif sections[section]:
+            flags_text = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given)
+                                   if _FLAG_FIELDS.get(n, (None,))[0] == section)
+            warn(f"{flags_text} ignored: neither the command line nor {path.name} sets up {section} "
+                 f"(add --{flag} or [pipeline.{section}])")
     for section in ("parity", "quantize"):
         if sections[section]:
             top[section] = _merged(getattr(base, section), sections[section])
-    if "threads" in given and base.device is not None and "device" not in top:
-        top["device"] = _merged(base.device, {"threads": flags.quantize.threads})
     return _merged(base, top)
 
 

@@ -113,10 +113,16 @@ def run_prune_stage(
                                   batch_size=finetune.batch_size, seed=finetune.seed)
     from edgeopt.prune.finetuning import ArrayLoader
 
-    labelled = data.val if data is not None else (eval_set.loader() if eval_set is not None else None)
-    accuracy_set = eval_set if data is None else (
-        EvalSet(data.val.arrays, data.val.labels, data.source) if isinstance(data.val, ArrayLoader) else None)
-    labelled_source = data.source if data is not None else (eval_set.source if eval_set is not None else None)
+    # Accuracy per step on held-out data when there is some (--eval with labels): the fine-tuning
+    # validation split also decides early stopping, so its numbers flatter the fine-tuned step.
+    if eval_set is not None:
+        accuracy_set = eval_set
+    elif data is not None and isinstance(data.val, ArrayLoader):
+        accuracy_set = EvalSet(data.val.arrays, data.val.labels, f"{data.source} (validation split)")
+    else:
+        accuracy_set = None
+    labelled = accuracy_set.loader() if accuracy_set is not None else (data.val if data is not None else None)
+    labelled_source = accuracy_set.source if accuracy_set is not None else (data.source if data is not None else None)
     loss_fn = data.loss if data is not None else None
 
     def accuracy_of(model: Any) -> float | None:

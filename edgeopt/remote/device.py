@@ -27,6 +27,7 @@ cache miss), inputs upload (only with inputs), run, finish (cleanup + cache trim
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,7 +156,12 @@ class RemoteRun:
 
 
 def _storage_error(exc: RemoteError, host: str, cache: str) -> RemoteError:
-    """Disk full / unwritable cache folder on the device, said plainly; other errors unchanged."""
+    """Disk full / unwritable cache folder on the device, said plainly; other errors unchanged
+    (connection failures and timeouts keep their own messages: "permission denied" there is a login)."""
+    from edgeopt.remote.ssh import SshConnectionError
+
+    if isinstance(exc, (SshConnectionError, SshTimeout)):
+        return exc
     text = f"{exc.message} {exc.hint or ''}".lower()
     if "no space left" in text or "disk quota" in text:
         return RemoteError(f"the device {host} has no disk space left for the model cache ({cache})",
@@ -199,10 +205,9 @@ def _model_files(model_path: Path) -> list[tuple[Path, str]]:
         except Exception:  # not ONNX: the runner on the device says what its runtime makes of it
             return files
         for external in check_external_data(model, model_path):
-            location = Path(external.location).as_posix()
-            if location.startswith("./"):
-                location = location[2:]
-            files.append((external.path, location))
+            # kept as written: the runtime resolves "sub/../w.data" through sub/, which mkdir -p
+            # then creates on the device (the link's depth comes from the normalised form)
+            files.append((external.path, Path(external.location).as_posix()))
     return files
 
 
@@ -288,7 +293,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
         links: list[str] = []
         for (_local, name), cache_name in zip(files, cache_names):
             # relative to the link's own folder: run.X/model/<name's folders>/ back up to the cache's models/
-            depth = 3 + name.count("/")
+            depth = 3 + posixpath.normpath(name).count("/")
             links += ["../" * depth + f"models/{cache_name}", name]
         command = sh_command(_RUN, run_dir, str(max(1, int(round(device_timeout)))), str(threads),
                              str(len(files)), *links, *argv)

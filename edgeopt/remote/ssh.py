@@ -101,6 +101,10 @@ class SshTimeout(RemoteError):
     """The local ssh process ran past its timeout and was killed."""
 
 
+class SshConnectionError(RemoteError):
+    """ssh itself failed (exit 255): refused, unreachable, host key, login, dropped connection."""
+
+
 @dataclass
 class SshClient:
     """Run commands on, and upload bytes to, one host through the system ``ssh``.
@@ -250,7 +254,11 @@ class SshClient:
             return fallback
 
     def connection_error(self, stderr: str, what: str) -> RemoteError:
-        """Turn ssh's exit-255 stderr into one clear line and a hint."""
+        """Turn ssh's exit-255 stderr into one clear line and a hint (an ``SshConnectionError``)."""
+        error = self._connection_error(stderr, what)
+        return SshConnectionError(error.message, error.hint)
+
+    def _connection_error(self, stderr: str, what: str) -> RemoteError:
         text = stderr.replace("\r", "")
         lowered = text.lower()
         if "remote host identification has changed" in lowered:

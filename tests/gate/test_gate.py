@@ -365,7 +365,9 @@ def test_budget_units(field, text, expected):
 
 @pytest.mark.parametrize("field, text", [("max_size", "4 MeB"), ("max_size", "-1 MiB"), ("max_size", True),
                                          ("max_params", "1.2X"), ("min_accuracy", "120%"), ("max_growth", "5"),
-                                         ("max_growth", "-5%"), ("max_latency_ms", 0)])
+                                         ("max_growth", "-5%"), ("max_latency_ms", 0), ("min_accuracy", "abc%"),
+                                         ("max_params", float("inf")), ("max_size", float("inf")),
+                                         ("max_accuracy_drop", 1), ("max_growth", 5)])
 def test_budget_units_refused(field, text):
     from pydantic import ValidationError
 
@@ -378,3 +380,88 @@ def test_budget_units_refused(field, text):
 def test_the_report_records_the_invocation_not_the_host_process(runs):
     command = runs.report("float")["command"]
     assert command[:2] == ["edgeopt", "convert"] and command[-4:] == ["-t", "rpi4b", "-t", "host"]
+
+
+def test_growth_never_compares_an_estimate_with_a_measurement(cli, project):
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\ntarget = "host"\nmax_latency_ms = 100\n'
+                           'max_growth = "+5%"\n')
+    calibrated = project.folder / "targets"
+    assert cli("targets", "calibrate", "host", "--output-dir", calibrated, "--threads", "1", "--seconds", "0.05").code == 0
+    written = cli("gate", "--config", config, "--update-baseline", "--targets-dir", calibrated)
+    assert written.code == 0, written.stdout  # the baseline holds an estimate only
+    profile = project.folder / "measured.json"
+    assert cli("profile", project.out / "model.onnx", "-t", "host", "--measure", "--threads", "1", "--runs", "5",
+               "-o", profile, "--json").code == 0
+    result = cli("gate", "--config", config, "--baseline", project.folder / "edgeopt-baseline.json",
+                 "--profile-report", profile, "--targets-dir", calibrated, "--json")
+    latency_growth = [c for c in json.loads(result.stdout)["checks"] if c["kind"] == "growth"]
+    (check,) = latency_growth
+    assert check["source"].startswith("measured") and check["status"] == "skip"
+    assert "no measured latency_ms" in check["message"]
+
+
+def test_a_new_budget_or_file_missing_from_the_baseline_is_skipped_not_an_error(cli, project, runs):
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\nmax_growth = "+5%"\n')
+    assert cli("gate", "--config", config, "--update-baseline").code == 0
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\nmax_size = "1 MiB"\nmax_growth = "+5%"\n\n'
+                           '[[budgets]]\nartifact = "out/*.onnx"\nmax_size = "1 MiB"\nmax_growth = "+5%"\n')
+    result = cli("gate", "--config", config, "--baseline", "edgeopt-baseline.json", "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    assert {c["status"] for c in checks if c["budget"] == "out/model.onnx" and c["kind"] == "growth"} == {"pass"}
+    assert {c["status"] for c in checks if c["budget"] != "out/model.onnx" and c["kind"] == "growth"} == {"skip"}
+    # a report as the baseline describes its own final model only, not every file a glob matches
+    result = cli("gate", "--config", config, "--baseline", runs.float / "report.json", "--json")
+    others = [c for c in json.loads(result.stdout)["checks"] if c["budget"] != "out/model.onnx" and c["kind"] == "limit"]
+    assert others and all(c["baseline"] is None for c in others)
+
+
+def test_paths_in_the_config_are_relative_to_it_from_any_folder(cli, project, tmp_path, monkeypatch):
+    (project.folder / "base.json").write_text((project.out / "report.json").read_text())
+    config = project.write('[gate]\nbaseline = "base.json"\n\n[[budgets]]\nartifact = "out/model.onnx"\n'
+                           'max_size = "1 MiB"\nmax_growth = "+5%"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["checks"][1]["status"] == "pass"
+
+
+def test_junit_survives_control_characters_in_names(cli, project, tmp_path):
+    config = project.write('[[budgets]]\nname = "red \\u001b[31m budget"\nartifact = "out/model.onnx"\nmax_size = 1\n')
+    junit = tmp_path / "j.xml"
+    assert cli("gate", "--config", config, "--junit", junit).code == 1
+    case = ElementTree.parse(junit).getroot().find("testsuite").find("testcase")
+    assert case.get("classname") == "red [31m budget"
+
+
+def test_flags_refine_the_files_sections(cli, tmp_path, monkeypatch):
+    from conftest import REPO
+
+    digits = REPO / "models" / "digits"
+    (tmp_path / "edgeopt.toml").write_text(f'''
+[pipeline]
+source = "{digits / 'digits_cnn.onnx'}"
+output = "build"
+
+[pipeline.prune]
+ratio = 0.25
+scope = "global"
+''')
+    monkeypatch.chdir(tmp_path)
+    result = cli("convert", "--prune", "0.5", "--no-simplify", "--epochs", "3", "--json")
+    assert result.code == 0, result.stderr
+    prune = json.loads(result.stdout)["config"]["prune"]
+    assert prune["ratio"] == 0.5 and prune["scope"] == "global"  # --prune changed the ratio, kept the scope
+    assert "--epochs ignored" in result.stderr
+
+
+def test_a_model_path_in_the_config_never_comes_from_the_current_folder(cli, tmp_path, monkeypatch, runs):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "edgeopt.toml").write_text('[pipeline]\nsource = "model.onnx"\n')
+    (tmp_path / "model.onnx").write_bytes((runs.float / "model.onnx").read_bytes())  # beside cwd only
+    monkeypatch.chdir(tmp_path)
+    result = cli("convert", "--config", project / "edgeopt.toml")
+    assert result.code == 2 and str(project / "model.onnx") in result.stderr

@@ -415,3 +415,29 @@ def test_throttling_state_is_read_from_vcgencmd(tmp_path, monkeypatch, model):
     assert throttled["under_voltage"] and throttled["throttled"] and not throttled["arm_frequency_capped"]
     assert throttled["under_voltage_occurred"] and throttled["throttled_occurred"]
     assert measurement.device_after["throttled"]["raw"] == "0x50005"
+
+
+def test_a_refused_login_during_profiling_is_not_called_a_storage_problem(sshd, tmp_path, model, cache):
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    with pytest.raises(RemoteError) as info:
+        measure_over_ssh(f"{sshd.user}@127.0.0.1:{sshd.port}", model, runs=1, python=sys.executable,
+                         cache_dir=str(cache), config_file=os.devnull, identity_file=stranger,
+                         known_hosts_file=sshd.known_hosts, extra_ssh_options=["IdentitiesOnly=yes"])
+    assert "permission denied" in info.value.message and "cache" not in info.value.message
+
+
+def test_external_data_location_with_dot_dot_is_linked_where_onnxruntime_looks(sshd, tmp_path, cache):
+    folder = tmp_path / "m"
+    (folder / "sub").mkdir(parents=True)
+    model = conv_classifier(batch=1, seed=5)
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="w.data", size_threshold=0)
+    saved = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for tensor in saved.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "sub/../w.data"  # inside the folder, written the long way
+    onnx.save(saved, str(folder / "model.onnx"))
+    run = profile_over_ssh(sshd.alias, folder / "model.onnx", runs=2, **options(sshd, cache))
+    assert run.measurement.latency_ms.p50 > 0
