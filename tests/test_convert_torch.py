@@ -270,3 +270,19 @@ def test_dynamic_batch_that_only_works_at_one_size_points_to_static_batch(cli, t
     assert result.code == 4 and "--static-batch" in result.stderr
     fixed = cli("convert", f"{factory}:build", "--input-shape", "x=1x4", "--static-batch", "-o", tmp_path / "out")
     assert fixed.code == 0, fixed.stderr
+
+
+def test_factory_file_defining_a_dataclass(cli, tmp_path):
+    """A model file with a @dataclass config: the dataclass machinery looks its module up in sys.modules."""
+    factory = tmp_path / "configured.py"
+    factory.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "import torch\n\n"
+        "@dataclass\n"
+        "class Config:\n"
+        "    width: int = 4\n\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(3, Config().width), torch.nn.ReLU())\n")
+    result = cli("convert", f"{factory}:build", "--input-shape", "1x3", "-o", tmp_path / "out")
+    assert result.code == 0, result.stderr

@@ -273,9 +273,15 @@ def _import_factory_module(module_spec: str) -> Any:
         if spec is None or spec.loader is None:
             raise InputError(f"cannot import {file} as a Python module", "give a .py file")
         module = importlib.util.module_from_spec(spec)
+        # Registered before it runs, as an import would: @dataclass, typing.get_type_hints and
+        # pickling look their module up in sys.modules.
+        sys.modules[name] = module
         sys.path.insert(0, str(file.resolve().parent))  # let the file import its siblings
         try:
             spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
         finally:
             sys.path.remove(str(file.resolve().parent))
         return module
