@@ -410,7 +410,6 @@ def microbench(bundle: dict, progress=None) -> dict:
         feeds = {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
                  .astype(np.float32) for i in session.get_inputs()}
         ops_per_s[item["name"]] = item["ops"] / best_time(lambda: session.run(None, feeds), budget_s)
-        del session
     if progress:
         progress("memory bandwidth")
     megabytes = int(bundle.get("bandwidth_mb", 256))
