@@ -158,3 +158,32 @@ epochs = 2
     (tmp_path / "edgeopt.toml").write_text('[pipeline]\nsource = "m.onnx"\n\n[prune]\nratio = 0.5\n')
     wrong = cli("convert")
     assert wrong.code == 2 and "edgeopt.toml:4: [prune] belongs to the pipeline" in wrong.stderr
+
+
+def test_a_transformer_encoder_prunes_its_embedding_and_head_dims(cli, tmp_path):
+    factory = tmp_path / "encoder.py"
+    factory.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Encoder(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.embed = nn.Linear(16, 64)\n"
+        "        self.layer = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True, dropout=0.0)\n"
+        "        self.head = nn.Linear(64, 5)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.layer(self.embed(x)).mean(1))\n\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return Encoder().eval()\n")
+    result = cli("convert", f"{factory}:build", "--input-shape", "x=1x10x16", "-o", tmp_path / "out", "-t", "rpi4b",
+                 "--prune", "0.5", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    pruning = report["summary"]["pruning"]
+    assert pruning["params_after"] < 0.5 * pruning["params_before"]
+    layers = {layer["name"]: layer for layer in next(s for s in report["stages"] if s["name"] == "prune")
+              ["details"]["prune"]["layers"]}
+    assert layers["layer.self_attn.out_proj"]["out_after"] == 32 and layers["head"]["out_after"] == 5
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": np.random.default_rng(0).standard_normal((1, 10, 16)).astype(np.float32)})
+    assert out.shape == (1, 5)
