@@ -465,3 +465,20 @@ def test_a_model_path_in_the_config_never_comes_from_the_current_folder(cli, tmp
     monkeypatch.chdir(tmp_path)
     result = cli("convert", "--config", project / "edgeopt.toml")
     assert result.code == 2 and str(project / "model.onnx") in result.stderr
+
+
+def test_the_bundled_example_pipeline_converts_and_passes_its_budgets(cli, tmp_path):
+    import shutil
+
+    from conftest import REPO
+
+    folder = tmp_path / "models" / "digits"
+    shutil.copytree(REPO / "models" / "digits", folder)  # its output goes two folders up, here in tmp
+    config = folder / "edgeopt.toml"
+    done = cli("convert", "--config", config)
+    assert done.code == 0, done.stderr
+    assert (tmp_path / "out" / "digits-pipeline" / "model.onnx").is_file()
+    gate = cli("gate", "--config", config, "--json")
+    assert gate.code == 0, gate.stdout + gate.stderr
+    checks = json.loads(gate.stdout)["checks"]
+    assert len(checks) == 9 and all(c["status"] == "pass" for c in checks)
