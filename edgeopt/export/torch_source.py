@@ -291,25 +291,32 @@ def _import_factory_module(module_spec: str) -> Any:
     return importlib.import_module(module_spec)
 
 
-def _call_factory(spec: str) -> Any:
-    torch = import_torch()
+def load_callable(spec: str, what: str = "factory") -> Any:
+    """The function named by ``pkg.module:function`` or ``path/file.py:function`` (a model factory,
+    a fine-tuning hook, ...); every failure is one InputError that says ``what`` it was looking for."""
     match = _FACTORY_RE.match(spec)
     if not match:
-        raise InputError(f"bad factory {spec!r}", "use package.module:function or path/to/file.py:function")
+        raise InputError(f"bad {what} {spec!r}", "use package.module:function or path/to/file.py:function")
     module_spec, func_name = match.group("module"), match.group("func")
     try:
         module = _import_factory_module(module_spec)
     except InputError:
         raise
     except ImportError as exc:
-        raise InputError(f"cannot import factory module {module_spec!r}: {_line(exc)}",
+        raise InputError(f"cannot import {what} module {module_spec!r}: {_line(exc)}",
                          "check the spelling and that it is importable from the current folder") from None
     except Exception as exc:
-        raise InputError(f"importing factory module {module_spec!r} raised {type(exc).__name__}: {_line(exc)}",
+        raise InputError(f"importing {what} module {module_spec!r} raised {type(exc).__name__}: {_line(exc)}",
                          "fix the module, or run with --debug for the traceback") from None
-    factory = getattr(module, func_name, None)
-    if factory is None or not callable(factory):
+    function = getattr(module, func_name, None)
+    if function is None or not callable(function):
         raise InputError(f"{module_spec!r} has no callable {func_name!r}", "check the name after the ':'")
+    return function
+
+
+def _call_factory(spec: str) -> Any:
+    torch = import_torch()
+    factory = load_callable(spec, "factory")
     try:
         model = factory()
     except Exception as exc:

@@ -189,21 +189,9 @@ def _read_npz(path: Path, input_names: Sequence[str]) -> tuple[list[np.ndarray],
 
 
 def _from_hook(spec: str) -> FinetuneData:
-    from edgeopt.export.torch_source import _FACTORY_RE, _import_factory_module
+    from edgeopt.export.torch_source import load_callable
 
-    match = _FACTORY_RE.match(spec)
-    assert match is not None  # is_factory_spec said so
-    module_spec, func_name = match.group("module"), match.group("func")
-    try:
-        module = _import_factory_module(module_spec)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot import fine-tuning hook module {module_spec!r}: {type(exc).__name__}: {exc}",
-                         "check the spelling and that it is importable from the current folder") from None
-    hook = getattr(module, func_name, None)
-    if not callable(hook):
-        raise InputError(f"{module_spec!r} has no callable {func_name!r}", "check the name after the ':'")
+    hook = load_callable(spec, "fine-tuning hook")
     try:
         returned = hook()
     except Exception as exc:
