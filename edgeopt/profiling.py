@@ -187,21 +187,13 @@ def _write_samples(path: Path, inputs: Path, preprocess: str | None, max_samples
                     "samples_available": dataset.count}
 
 
-def _samples(samples_file: Path) -> list[dict[str, np.ndarray]]:
-    numbered: dict[int, dict[str, np.ndarray]] = {}
-    with np.load(samples_file, allow_pickle=False) as data:
-        for key in data.files:
-            head, _, name = key.partition("/")
-            numbered.setdefault(int(head[1:]), {})[name] = data[key]
-    return [numbered[i] for i in sorted(numbered)]
-
-
 def host_reference_outputs(path: Path, samples_file: Path) -> list[dict[str, np.ndarray]]:
     """This machine's outputs for every sample, to hold the devices' outputs against."""
+    from edgeopt.runtime.device_runner import load_samples
     from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(path, label=str(path))
-    return [runner.run(sample) for sample in _samples(samples_file)]
+    return [runner.run(sample) for sample in load_samples(np, samples_file)]
 
 
 def compare_device_outputs(reference: list[dict[str, np.ndarray]],

@@ -257,8 +257,9 @@ class _LiteRT:
         return None
 
 
-def load_samples(np, path: str) -> list:
-    """One feed dict per sample: keys ``s<i>/<input name>`` hold several samples, plain input names one."""
+def load_samples(np, path) -> list:
+    """One dict per sample from an .npz (a path or a file object): keys ``s<i>/<name>`` hold several
+    samples, plain names one. Inputs go to the runner this way and outputs come back the same way."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     numbered: dict = {}

@@ -87,12 +87,9 @@ class Measurement(BaseModel):
 
         import numpy as np
 
-        samples: dict[int, dict[str, Any]] = {}
-        with np.load(io.BytesIO(base64.b64decode(self.outputs["data"])), allow_pickle=False) as data:
-            for key in data.files:
-                head, _, name = key.partition("/")
-                samples.setdefault(int(head[1:]), {})[name] = data[key]
-        return [samples[i] for i in sorted(samples)]
+        from edgeopt.runtime.device_runner import load_samples
+
+        return load_samples(np, io.BytesIO(base64.b64decode(self.outputs["data"])))
 
 
 class MeasurementError(EdgeoptError):
