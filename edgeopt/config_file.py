@@ -60,6 +60,18 @@ class LoadedConfig:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.folder / path
 
+    def resolve_source(self, value: str) -> str:
+        """A file, or a ``pkg.module:function`` / ``file.py:function`` spec: files (the .py of a spec
+        too) are relative to the config file, never the current folder; a dotted module stays."""
+        from edgeopt.export.torch_source import is_factory_spec
+
+        if not is_factory_spec(value) or self.resolve(value).exists():
+            return str(self.resolve(value))
+        if ".py:" in value:
+            file_part, _, function = value.rpartition(":")
+            return f"{self.resolve(file_part)}:{function}"
+        return value
+
 
 def find_config(explicit: Path | None = None, start: Path | None = None) -> Path | None:
     """``--config FILE``, else ./edgeopt.toml, else ./pyproject.toml when it has [tool.edgeopt]."""
@@ -218,7 +230,6 @@ def key_lines(text: str) -> dict[KeyPath, int]:
 def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) -> ConvertConfig:
     """``[pipeline]`` as the ConvertConfig the CLI would build, with paths resolved against the file."""
     from edgeopt.data import parse_input_shapes
-    from edgeopt.export.torch_source import is_factory_spec
 
     pipeline: PipelineFile | None = loaded.config.pipeline
     if pipeline is None:
@@ -238,49 +249,30 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
             line = loaded.line_of(("pipeline", "targets"))
             raise ConfigError(f"{loaded.path}:{line}: pipeline.targets: {exc.message}", exc.hint) from None
 
-    source = pipeline.source
-    if is_factory_spec(source) and not loaded.resolve(source).exists():
-        if ".py:" in source:  # path/file.py:function, relative to the file; pkg.module:function stays
-            file_part, _, function = source.rpartition(":")
-            source = f"{loaded.resolve(file_part)}:{function}"
-    else:  # a model file: always relative to the config file, never the current folder
-        source = str(loaded.resolve(source))
     shapes: dict[str, list[int]] = {}
-    texts = ([pipeline.input_shape] if pipeline.input_shape is not None else [])
-    for text in texts:
-        value = text if isinstance(text, str) else "x".join(str(d) for d in text)
-        try:
-            parsed = parse_input_shapes([value])
-        except InputError as exc:
-            line = loaded.line_of(("pipeline", "input_shape"))
-            raise ConfigError(f"{loaded.path}:{line}: pipeline.input_shape: {exc.message}", exc.hint) from None
-        shapes.update({(k or ""): list(v) for k, v in parsed.items()})
-    for name, value in pipeline.input_shapes.items():
+    # (key path for errors, --input-shape text): the single-input shortcut, then the named ones
+    entries = [(("pipeline", "input_shape"), pipeline.input_shape)] if pipeline.input_shape is not None else []
+    entries += [(("pipeline", "input_shapes", name), value) for name, value in pipeline.input_shapes.items()]
+    for key, value in entries:
         dims = value if isinstance(value, str) else "x".join(str(d) for d in value)
+        text = dims if len(key) == 2 else f"{key[2]}={dims}"
         try:
-            parsed = parse_input_shapes([f"{name}={dims}"])
+            parsed = parse_input_shapes([text])
         except InputError as exc:
-            line = loaded.line_of(("pipeline", "input_shapes", name)) or loaded.line_of(("pipeline",))
-            raise ConfigError(f"{loaded.path}:{line}: pipeline.input_shapes.{name}: {exc.message}", exc.hint) from None
+            line = loaded.line_of(key) or loaded.line_of(("pipeline",))
+            raise ConfigError(f"{loaded.path}:{line}: {'.'.join(key)}: {exc.message}", exc.hint) from None
         shapes.update({(k or ""): list(v) for k, v in parsed.items()})
     quantize = pipeline.quantize.model_copy(update={"calib": resolved(pipeline.quantize.calib),
                                                     "eval": resolved(pipeline.quantize.eval)})
     finetune = pipeline.finetune
     if finetune is not None:
-        from edgeopt.export.torch_source import is_factory_spec as is_hook
-
-        data = finetune.data
-        if not is_hook(data) or loaded.resolve(data).exists():
-            data = str(loaded.resolve(data))
-        elif ".py:" in data:
-            file_part, _, function = data.rpartition(":")
-            data = f"{loaded.resolve(file_part)}:{function}"
-        finetune = finetune.model_copy(update={"data": data, "val": resolved(finetune.val)})
+        finetune = finetune.model_copy(update={"data": loaded.resolve_source(finetune.data),
+                                               "val": resolved(finetune.val)})
     device = pipeline.device
     if device is not None and device.ssh_config:
         device = device.model_copy(update={"ssh_config": resolved(device.ssh_config)})
     return ConvertConfig(
-        source=source, output_dir=output_override or str(loaded.resolve(pipeline.output)), input_shapes=shapes,
+        source=loaded.resolve_source(pipeline.source), output_dir=output_override or str(loaded.resolve(pipeline.output)), input_shapes=shapes,
         input_dtypes=dict(pipeline.input_dtypes), opset=pipeline.opset, dynamic_batch=pipeline.dynamic_batch,
         simplify=pipeline.simplify, weights=resolved(pipeline.weights), trust_pickle=pipeline.trust_pickle,
         keep_failed=pipeline.keep_failed, parity=pipeline.parity, targets=list(dict.fromkeys(pipeline.targets)),
