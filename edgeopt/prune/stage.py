@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from edgeopt.config import FinetuneSettings, PruneConfig
-from edgeopt.data import InputSpec, random_inputs
+from edgeopt.data import InputSpec, random_inputs, resolve_input_specs
 from edgeopt.errors import InputError
 from edgeopt.prune.metrics import ModelFigures, flag_not_faster, onnx_figures
 
@@ -102,8 +102,7 @@ def run_prune_stage(
     from edgeopt.prune.finetuning import evaluate, finetune as run_finetune, load_finetune_data
     from edgeopt.prune.structured import export_module, prune_module
 
-    concrete = [InputSpec(s.name, tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape), s.dtype)
-                for s in specs]
+    concrete = resolve_input_specs(list(specs), {})  # symbolic dims (a free batch axis) as 1
     example = to_torch_inputs(concrete, random_inputs(concrete, seed=0))
     names = [s.name for s in specs]
     warnings: list[str] = []
@@ -220,8 +219,7 @@ def quantized_step(details: dict[str, Any], final_onnx: onnx.ModelProto, unprune
     """Add the "quantized" row (the final int8 model) to the stage's details; returns new flags."""
     from edgeopt.runtime.latency import compare_latency
 
-    concrete = [InputSpec(s.name, tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape), s.dtype)
-                for s in specs]
+    concrete = resolve_input_specs(list(specs), {})  # symbolic dims (a free batch axis) as 1
     shapes = {s.name: list(s.shape) for s in concrete}
     row = onnx_figures("quantized", final_onnx, targets, shapes)
     stats = compare_latency({"unpruned": unpruned_path, "quantized": final_onnx.SerializeToString()},
