@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 import zlib
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
-from edgeopt.errors import OutputError
+from edgeopt.errors import InputError, OutputError
 
 _CHUNK = 1 << 20
 
@@ -95,3 +97,20 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def read_json(path: Path, what: str, hint: str) -> Any:
+    """A JSON file's contents; every way it can be unreadable is one InputError (exit 2) with ``hint``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}", hint) from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a {what} file", hint) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}", hint) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", hint) from None

@@ -96,12 +96,9 @@ class Artifact:
 # -- reports --------------------------------------------------------------------------------------------
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{what} not found: {path}", "check the path") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not a readable JSON {what}: {exc}", "regenerate it") from None
+    from edgeopt.fsutil import read_json
+
+    data = read_json(Path(path), what, "check the path, or regenerate it")
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a {what} (expected a JSON object)", "regenerate it")
     return data

@@ -10,7 +10,6 @@ a section whose data has an unexpected shape says so instead of breaking the pag
 from __future__ import annotations
 
 import html
-import json
 import math
 import shlex
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import InputError
+from edgeopt.fsutil import read_json
 from edgeopt.report.schema import SCHEMA_VERSION
 from edgeopt.units import format_bytes, format_count
 
@@ -34,26 +34,10 @@ TOP_NODES = 10
 # --------------------------------------------------------------------------- reading
 
 
-def _read_json(path: Path, what: str, hint: str) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{what} not found: {path}", hint) from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a {what} file", hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} {path}: {exc}", hint) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", hint) from None
-
-
 def read_report_json(path: Path) -> dict[str, Any]:
     """A convert report (``OUT/report.json``) or a profile report (``edgeopt profile -o``), checked
     only for what the page needs: a JSON object of a known kind and schema version."""
-    raw = _read_json(path, "report", "give the report.json written by `edgeopt convert` or a profile JSON "
+    raw = read_json(path, "report", "give the report.json written by `edgeopt convert` or a profile JSON "
                                      "written by `edgeopt profile -o`")
     if not isinstance(raw, dict):
         raise InputError(f"{path} is not an edgeopt report (a JSON {type(raw).__name__}, expected an object)",
@@ -74,7 +58,7 @@ def read_report_json(path: Path) -> dict[str, Any]:
 
 def read_gate_json(path: Path) -> dict[str, Any]:
     """A gate result (``edgeopt gate --json``): an object of kind "gate" with a list of checks."""
-    raw = _read_json(path, "gate result", "give the JSON printed by `edgeopt gate --json`")
+    raw = read_json(path, "gate result", "give the JSON printed by `edgeopt gate --json`")
     if not isinstance(raw, dict) or raw.get("kind") != "gate":
         found = raw.get("kind") if isinstance(raw, dict) else type(raw).__name__
         raise InputError(f"{path} is not a gate result (kind {found!r}, expected 'gate')",
@@ -1003,7 +987,7 @@ def _comparisons_section(report: dict[str, Any]) -> _Html | None:
                  f"{fmt_ms(v.get('estimated_ms'))} ms est."),
             _Bar([_Segment(_num(v.get("measured_ms")) or 0, "c-meas", f"{op}: measured")],
                  f"{fmt_ms(v.get('measured_ms'))} ms meas.")]) for op, v in ordered]
-        parts.append(f'<div class="pair"><div>'
+        parts.append('<div class="pair"><div>'
                      + _table([_Col("op type"), _Col("estimated ms", True), _Col("measured ms", True),
                                _Col("est / meas", True)], rows, caption=title, row_classes=[""] * len(ordered)
                               + ["row-total"])
