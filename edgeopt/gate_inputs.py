@@ -74,11 +74,10 @@ class Artifact:
         """The static profile on ``target_name`` (None with the reason when it cannot be made)."""
         if target_name not in self._estimates:
             from edgeopt.analysis.profile import static_profile
-            from edgeopt.targets import load_target
+            from edgeopt.targets import host_cpu_of, load_target
 
             target = load_target(target_name, self.targets_dir)
-            cpu = load_target(target.accelerator.host_cpu, self.targets_dir) \
-                if target.accelerator and target.accelerator.host_cpu else None
+            cpu = host_cpu_of(target, self.targets_dir)
             try:
                 self._estimates[target_name] = (static_profile(self.loaded.model, target, cpu_target=cpu), None)
             except EdgeoptError as exc:

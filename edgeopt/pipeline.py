@@ -323,7 +323,7 @@ class _Run:
                 eval_set=self._labelled_eval_set([s.name for s in specs]),
                 note=lambda message: self.progress.stage_note("prune", message),
                 epoch_progress=(lambda done, total: bar("prune", done, total)) if bar else (lambda _d, _t: None),
-                latency_threads=self.config.quantize.threads)
+                latency_threads=self.config.quantize.threads, targets_dir=self._targets_dir())
             pruned = load_onnx(export_path, check=False).model
         finally:
             export_path.unlink(missing_ok=True)
@@ -349,7 +349,8 @@ class _Run:
         if quantize_stage is not None and quantize_stage.details.get("shipped") == "int8":
             targets = [load_target(name, self._targets_dir()) for name in self.config.targets]
             stage.warnings.extend(quantized_step(details, final, self.unpruned.SerializeToString(), targets, specs,
-                                                 self.prune_accuracy_set, self.config.quantize.threads))
+                                                 self.prune_accuracy_set, self.config.quantize.threads,
+                                                 self._targets_dir()))
         prune = details["prune"]
         finetune = details.get("finetune")
         return {"ratio": self.config.prune.ratio, "params_before": prune["params_before"],
@@ -602,17 +603,15 @@ class _Run:
     def _profile_targets(self, model: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, Any]:
         """Static profile of the final model on every requested target: the verdicts for the summary."""
         from edgeopt.analysis.profile import static_profile
-        from edgeopt.targets import load_target
+        from edgeopt.targets import host_cpu_of, load_target
 
         record, started = self._stage("profile", "Profiling for targets")
         shapes = {s.name: [int(d) for d in s.shape] for s in specs}
         verdicts: dict[str, Any] = {}
         for name in self.config.targets:
             target = load_target(name, self._targets_dir())
-            cpu = load_target(target.accelerator.host_cpu, self._targets_dir()) \
-                if target.accelerator and target.accelerator.host_cpu else None
             try:
-                estimate = static_profile(model, target, shapes, cpu_target=cpu)
+                estimate = static_profile(model, target, shapes, cpu_target=host_cpu_of(target, self._targets_dir()))
             except EdgeoptError as exc:
                 record.warnings.append(f"no static profile for {name}: {exc.message}")
                 continue

@@ -108,7 +108,7 @@ def profile_model(
     is called as ``progress(message)`` or ``progress(message, device=NAME)`` for a device's own line.
     """
     from edgeopt.analysis.profile import static_profile
-    from edgeopt.targets import load_target
+    from edgeopt.targets import host_cpu_of, load_target
 
     loaded = load_onnx(path, load_external_data=False)
     model = loaded.model
@@ -121,11 +121,9 @@ def profile_model(
                                                          external_files=[f.path for f in loaded.external_files]))
     for name in targets:
         target = load_target(name, targets_dir)
-        cpu = load_target(target.accelerator.host_cpu, targets_dir) if target.accelerator and \
-            target.accelerator.host_cpu else None
         if progress:
             progress(f"estimating for {name}")
-        estimate = static_profile(model, target, shapes or None, cpu_target=cpu)
+        estimate = static_profile(model, target, shapes or None, cpu_target=host_cpu_of(target, targets_dir))
         report.estimates[name] = estimate.model_dump(mode="json")
         report.input_shapes = estimate.input_shapes
     with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:

@@ -199,6 +199,13 @@ def load_target(name: str, extra_dir: Path | None = None) -> TargetProfile:
     return targets[name]
 
 
+def host_cpu_of(target: TargetProfile, extra_dir: Path | None = None) -> TargetProfile | None:
+    """The CPU profile an accelerator target falls back to (its ``host_cpu``); None for CPU targets."""
+    if target.accelerator and target.accelerator.host_cpu:
+        return load_target(target.accelerator.host_cpu, extra_dir)
+    return None
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -4,6 +4,7 @@ and the "pruning did not make it faster" flags. No torch needed here."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -31,15 +32,19 @@ class ModelFigures(BaseModel):
 
 
 def onnx_figures(step: str, model: onnx.ModelProto, targets: Sequence[Any] = (),
-                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> ModelFigures:
-    """Parameters, MACs, serialized size and a static latency estimate per ``TargetProfile``."""
+                 input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 targets_dir: Path | None = None) -> ModelFigures:
+    """Parameters, MACs, serialized size and a static latency estimate per ``TargetProfile``
+    (an accelerator's unsupported nodes priced on its host CPU, as `profile` does)."""
     from edgeopt.analysis.profile import static_profile
     from edgeopt.analysis.summary import summarize_graph
+    from edgeopt.targets import host_cpu_of
 
     summary = summarize_graph(model, input_shapes)
     estimates: dict[str, float | None] = {}
     for target in targets:
-        estimates[target.name] = static_profile(model, target, input_shapes).latency_ms
+        estimates[target.name] = static_profile(model, target, input_shapes,
+                                                cpu_target=host_cpu_of(target, targets_dir)).latency_ms
     return ModelFigures(step=step, params=summary.parameter_count, macs=summary.macs_total,
                         size_bytes=model.ByteSize(), estimated_latency_ms=estimates)
 

@@ -93,6 +93,7 @@ def run_prune_stage(
     epoch_progress: Callable[[int, int], None] = lambda _done, _total: None,
     measure_latency: bool = True,
     latency_threads: int = 1,
+    targets_dir: Path | None = None,
 ) -> PruneStageResult:
     """Prune ``module`` (the unpruned model whose ONNX form is ``unpruned_onnx``), fine-tune it when
     asked, export it to ``out_path`` and measure every step."""
@@ -157,8 +158,8 @@ def run_prune_stage(
     export_module(pruned, list(specs), out_path, opset=opset, dynamic_batch=dynamic_batch, output_names=output_names)
     pruned_onnx = onnx.load(str(out_path))
     shapes = {s.name: list(s.shape) for s in concrete}
-    before = onnx_figures("unpruned", unpruned_onnx, targets, shapes)
-    after = onnx_figures("pruned", pruned_onnx, targets, shapes)
+    before = onnx_figures("unpruned", unpruned_onnx, targets, shapes, targets_dir)
+    after = onnx_figures("pruned", pruned_onnx, targets, shapes, targets_dir)
     before.accuracy, after.accuracy = unpruned_accuracy, pruned_accuracy
     if labelled is None:
         before.fidelity, after.fidelity = 1.0, _fidelity(original, pruned, example)
@@ -215,13 +216,13 @@ def _host_latency(steps: list[ModelFigures], models: dict[str, bytes | Path], fe
 
 def quantized_step(details: dict[str, Any], final_onnx: onnx.ModelProto, unpruned_path: bytes | Path,
                    targets: Sequence[Any], specs: Sequence[InputSpec], eval_set: EvalSet | None,
-                   threads: int = 1) -> list[str]:
+                   threads: int = 1, targets_dir: Path | None = None) -> list[str]:
     """Add the "quantized" row (the final int8 model) to the stage's details; returns new flags."""
     from edgeopt.runtime.latency import compare_latency
 
     concrete = resolve_input_specs(list(specs), {})  # symbolic dims (a free batch axis) as 1
     shapes = {s.name: list(s.shape) for s in concrete}
-    row = onnx_figures("quantized", final_onnx, targets, shapes)
+    row = onnx_figures("quantized", final_onnx, targets, shapes, targets_dir)
     stats = compare_latency({"unpruned": unpruned_path, "quantized": final_onnx.SerializeToString()},
                             random_inputs(concrete, seed=1), reference="unpruned", threads=threads, budget_s=4.0)
     row.host_latency_ms = stats["quantized"].median_ms
