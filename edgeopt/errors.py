@@ -71,3 +71,11 @@ class VerificationError(EdgeoptError):
 
 class CheckFailed(EdgeoptError):
     exit_code = EXIT_CHECK_FAILED
+
+
+def first_validation_error(exc: Exception, empty: str = "") -> tuple[str, str]:
+    """(dotted location, message) of a pydantic ValidationError's first error, for one-line messages;
+    ``empty`` names the location when the error is about the whole object."""
+    first = exc.errors()[0]  # type: ignore[attr-defined]
+    where = ".".join(str(part) for part in first["loc"]) or empty
+    return where, str(first["msg"]).removeprefix("Value error, ")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt import __version__
 from edgeopt.artifact import ModelArtifact, ModelFormat
-from edgeopt.errors import InputError
+from edgeopt.errors import InputError, first_validation_error
 from edgeopt.onnx_io import load_onnx
 from edgeopt.report.schema import utc_now
 
@@ -263,9 +263,8 @@ def load_hosts_file(path: Path) -> list[Device]:
         try:
             devices.append(Device.model_validate(entry))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "(entry)"
-            raise InputError(f"{path}: device #{index}, field {field!r}: {first['msg']}",
+            field, message = first_validation_error(exc, "(entry)")
+            raise InputError(f"{path}: device #{index}, field {field!r}: {message}",
                              "each [[device]] has name, ssh and optionally target") from None
     names = [d.name for d in devices]
     duplicates = sorted({n for n in names if names.count(n) > 1})

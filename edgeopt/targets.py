@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgeopt.errors import InputError
+from edgeopt.errors import InputError, first_validation_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,9 +169,8 @@ def _parse(path: Path) -> TargetProfile:
     try:
         profile = TargetProfile.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InputError(f"{path}: target field {where!r}: {first['msg']}",
+        where, message = first_validation_error(exc, "(top level)")
+        raise InputError(f"{path}: target field {where!r}: {message}",
                          "see targets/host.toml for the schema") from None
     if profile.name != path.stem:
         raise InputError(f"{path}: name {profile.name!r} does not match the file name",

@@ -136,7 +136,7 @@ def convert_command(
     from edgeopt.config import ConvertConfig, DeviceConfig, FinetuneSettings, ParityConfig, PruneConfig, QuantizeConfig
     from edgeopt.cli.app import invocation
     from edgeopt.data import parse_input_dtypes, parse_input_shapes
-    from edgeopt.errors import InputError
+    from edgeopt.errors import InputError, first_validation_error
     from edgeopt.pipeline import convert
 
     shapes = parse_input_shapes(input_shape)
@@ -148,9 +148,9 @@ def convert_command(
             force_int8=force_int8, activation_type=activation_type, weight_type=weight_type, per_channel=per_channel,
             calibration_method=calibration_method, format=quant_format, threads=threads)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-").replace("mode", "quantize").replace("format", "quant-format")
-        raise InputError(f"bad value for {flag}: {first['msg']}", "see edgeopt convert --help") from None
+        where, message = first_validation_error(exc)
+        flag = "--" + where.split(".")[0].replace("_", "-").replace("mode", "quantize").replace("format", "quant-format")
+        raise InputError(f"bad value for {flag}: {message}", "see edgeopt convert --help") from None
     try:
         prune_config = PruneConfig(ratio=prune, criterion=prune_criterion, scope=prune_scope,
                                    ignored_layers=list(prune_ignore) or None, steps=prune_steps,
@@ -161,9 +161,8 @@ def convert_command(
                                            patience=patience, batch_size=batch_size, distill_weight=distill) \
             if finetune is not None else None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InputError(f"bad pruning/fine-tuning setting {'.'.join(map(str, first['loc']))}: "
-                         f"{str(first['msg']).removeprefix('Value error, ')}", "see edgeopt convert --help") from None
+        where, message = first_validation_error(exc)
+        raise InputError(f"bad pruning/fine-tuning setting {where}: {message}", "see edgeopt convert --help") from None
     if model is not None and output is None:
         raise InputError("-o OUT is required when MODEL is given", "e.g. edgeopt convert model.onnx -o out")
     config = ConvertConfig(
@@ -283,16 +282,15 @@ def _merged(model: Any, updates: dict[str, Any]) -> Any:
     """``model`` with ``updates``, validated again (a flag's value must satisfy the file's model too)."""
     from pydantic import ValidationError
 
-    from edgeopt.errors import InputError
+    from edgeopt.errors import InputError, first_validation_error
 
     data = {**model.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v
                                      for k, v in updates.items()}}
     try:
         return type(model).model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InputError(f"bad value for {'.'.join(map(str, first['loc']))}: "
-                         f"{str(first['msg']).removeprefix('Value error, ')}", "see edgeopt convert --help") from None
+        where, message = first_validation_error(exc)
+        raise InputError(f"bad value for {where}: {message}", "see edgeopt convert --help") from None
 
 
 def _render_pruning(console: Any, pruning: dict[str, Any]) -> None:

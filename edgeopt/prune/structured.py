@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt.config import Criterion, PruneConfig, Scope  # noqa: F401 (re-exported)
-from edgeopt.errors import InputError
+from edgeopt.errors import InputError, first_validation_error
 
 # Never prune a layer below this many channels when the target expresses no preference.
 _MIN_CHANNELS = 1
@@ -40,9 +40,7 @@ def make_prune_config(**kwargs: Any) -> PruneConfig:
     try:
         return PruneConfig(**kwargs)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(config)"
-        message = str(first["msg"]).removeprefix("Value error, ")
+        where, message = first_validation_error(exc, "(config)")
         raise InputError(f"pruning setting {where!r}: {message}",
                          "e.g. --prune 0.5 removes half of each layer's channels") from None
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeopt.artifact import ModelArtifact
-from edgeopt.errors import InputError
+from edgeopt.errors import InputError, first_validation_error
 from edgeopt.fsutil import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -111,6 +111,5 @@ def read_report(path: Path) -> Report:
     try:
         return Report.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path}: invalid report at {where}: {first['msg']}", "regenerate it") from None
+        where, message = first_validation_error(exc)
+        raise InputError(f"{path}: invalid report at {where}: {message}", "regenerate it") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeopt.errors import EXIT_REMOTE, EdgeoptError, InputError
+from edgeopt.errors import EXIT_REMOTE, EdgeoptError, InputError, first_validation_error
 
 RUNNER_PATH = Path(__file__).with_name("device_runner.py")
 
@@ -114,8 +114,8 @@ def parse_runner_output(stdout: str, where: str) -> Measurement:
     try:
         return Measurement.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise MeasurementError(f"the runner on {where} returned an invalid result ({first['loc']}: {first['msg']})",
+        field, message = first_validation_error(exc)
+        raise MeasurementError(f"the runner on {where} returned an invalid result ({field}: {message})",
                                "edgeopt and the runner versions may differ") from None
 
 
