@@ -43,6 +43,8 @@ def main() -> None:
     from edgeopt.prune.structured import export_module, prune_module
     from edgeopt.quantize.quantizer import quantize
     from edgeopt.quantize.recipes import Recipe
+    from edgeopt.quantize.search import QuantizeOptions, search
+    from edgeopt.targets import load_target
     from edgeopt.runtime.latency import compare_latency
     from prune import mbv2
 
@@ -72,6 +74,14 @@ def main() -> None:
                        .excluding(depthwise)}
             for name, recipe in recipes.items():
                 models[f"{tag} int8 {name}"] = quantize(float_model, recipe, calib).SerializeToString()
+            # What edgeopt ships for the host: the search, whose speed fallback keeps the layers
+            # with slower int8 kernels in float.
+            options = QuantizeOptions(mode="static", force_int8=True, latency_budget_s=4.0)
+            searched, outcome = search(float_model, target=load_target("host"), options=options, calibration=calib,
+                                       evaluation=calib[:8], labels=None, timing_feeds=calib[0])
+            chosen = next(c for c in outcome.candidates if c.name == outcome.chosen)
+            kept = sum(t.accepted for t in chosen.speed_fallback)
+            models[f"{tag} int8 edgeopt search ({kept} layer(s) float for speed)"] = searched.SerializeToString()
         stats = compare_latency(models, calib[0], reference="r0 fp32", threads=1, budget_s=args.budget,
                                 min_time_s=args.budget / 2)
     print(f"| model ({size}x{size}) | median ms | x r0 fp32 |")

@@ -38,6 +38,8 @@ class QuantizeConfig(BaseModel):
     min_cosine: float = Field(0.99, ge=-1, le=1)
     min_top1: float | None = Field(None, ge=0, le=1)
     force_int8: bool = False
+    # Where latency is measured (host, --ssh): keep the layers whose int8 kernels are slower in float.
+    speed_fallback: bool = True
     activation_type: Literal["u8", "s8"] | None = None
     weight_type: Literal["s8", "u8"] | None = None
     per_channel: bool | None = None

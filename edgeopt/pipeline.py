@@ -425,7 +425,8 @@ class _Run:
         calibration, evaluation, data_details, data_warnings = self.quantization_data
         record.warnings.extend(data_warnings)
         record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
-                          "min_top1": settings.min_top1, "force_int8": settings.force_int8}
+                          "min_top1": settings.min_top1, "force_int8": settings.force_int8,
+                          "speed_fallback": settings.speed_fallback}
         batch = _calibration_batch_size(current)
         calib_batches = list(calibration.batches(batch)) if calibration is not None else None
         # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
@@ -439,7 +440,8 @@ class _Run:
                      "format": settings.format}
         options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
                                   overrides={k: v for k, v in overrides.items() if v is not None},
-                                  force_int8=settings.force_int8, threads=settings.threads)
+                                  force_int8=settings.force_int8, speed_fallback=settings.speed_fallback,
+                                  threads=settings.threads)
         device = self.config.device
         quantized, outcome = search(
             current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
@@ -734,6 +736,9 @@ class _Run:
                 "latency_ratio": chosen.get("latency_ratio") if chosen else None,
                 "size_ratio": chosen.get("size_ratio") if chosen else None,
                 "float_nodes": chosen.get("float_nodes") if chosen else [],
+                # Of those, the ones kept in float because their int8 kernels were slower (measured).
+                "float_for_speed": sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
+                                           for n in t["nodes"]}),
             }
         else:
             summary["quantization"] = {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}

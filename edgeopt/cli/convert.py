@@ -90,6 +90,9 @@ def convert_command(
     min_top1: float = typer.Option(None, "--min-top1", min=0.0, max=1.0,
                                    help="Also require this top-1 agreement on classifier-like outputs."),
     force_int8: bool = typer.Option(False, "--force-int8", help="Ship int8 even when it is not faster on host."),
+    speed_fallback: bool = typer.Option(True, "--speed-fallback/--no-speed-fallback",
+                                        help="Where latency is measured (host target, --ssh): keep in float the "
+                                             "layers whose int8 kernels profile slower, if the model gets faster."),
     activation_type: str = typer.Option(None, "--activation-type", help="u8|s8 (default: the target decides)."),
     weight_type: str = typer.Option(None, "--weight-type", help="s8|u8 (default s8)."),
     per_channel: bool = typer.Option(None, "--per-channel/--per-tensor", help="Weight scales per output channel "
@@ -145,7 +148,8 @@ def convert_command(
             mode=quantize, calib=str(calib) if calib else None, eval=str(eval_data) if eval_data else None,
             calib_preprocess=calib_preprocess, max_calib_samples=max_calib_samples,
             allow_random_calibration=allow_random_calibration, min_cosine=min_cosine, min_top1=min_top1,
-            force_int8=force_int8, activation_type=activation_type, weight_type=weight_type, per_channel=per_channel,
+            force_int8=force_int8, speed_fallback=speed_fallback, activation_type=activation_type,
+            weight_type=weight_type, per_channel=per_channel,
             calibration_method=calibration_method, format=quant_format, threads=threads)
     except ValidationError as exc:
         where, message = first_validation_error(exc)
@@ -211,6 +215,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "calib_preprocess": ("quantize", "calib_preprocess"), "max_calib_samples": ("quantize", "max_calib_samples"),
     "allow_random_calibration": ("quantize", "allow_random_calibration"), "min_cosine": ("quantize", "min_cosine"),
     "min_top1": ("quantize", "min_top1"), "force_int8": ("quantize", "force_int8"),
+    "speed_fallback": ("quantize", "speed_fallback"),
     "activation_type": ("quantize", "activation_type"), "weight_type": ("quantize", "weight_type"),
     "per_channel": ("quantize", "per_channel"), "calibration_method": ("quantize", "calibration_method"),
     "quant_format": ("quantize", "format"), "threads": ("quantize", "threads"),
@@ -373,7 +378,8 @@ def _render(result: Any) -> None:
         measured_on = report.stage("quantize").details.get("latency_measured_on")
         on = f" on {measured_on}" if measured_on and measured_on != "host" else ""
         latency = f", {quant['latency_ratio']:.2f}x float latency{on}" if quant.get("latency_ratio") else ""
-        kept = f", {len(quant['float_nodes'])} node(s) kept in float" if quant.get("float_nodes") else ""
+        for_speed = f" ({len(quant['float_for_speed'])} for speed)" if quant.get("float_for_speed") else ""
+        kept = f", {len(quant['float_nodes'])} node(s) kept in float{for_speed}" if quant.get("float_nodes") else ""
         console.print(f"int8: {quant['recipe']} (worst output cosine {quant['worst_cosine']:.4f}{accuracy}{latency}, "
                       f"{quant['size_ratio']:.2f}x size{kept})")
     elif report.stage("quantize") is not None:

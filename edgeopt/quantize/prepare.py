@@ -85,6 +85,7 @@ __all__ = [
     "count_quantized_nodes",
     "lift_constant_weights",
     "quantize_subgraph_weights",
+    "spatial_means_as_global_pool",
 ]
 
 _MS_DOMAIN = "com.microsoft"
@@ -320,6 +321,66 @@ def lift_constant_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Lift
         ir_version_raised_from=raised_from,
     )
     return result, report
+
+
+def spatial_means_as_global_pool(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """A new model whose main-graph ReduceMean over all spatial axes (2..rank-1) of a float
+    tensor is a GlobalAveragePool (followed by a Flatten when keepdims=0). Returns the model and
+    the names of the rewritten nodes; the input model is not modified.
+
+    Why: torch exports ``adaptive_avg_pool2d(x, 1)`` and ``x.mean((2, 3))`` as ReduceMean, which
+    onnxruntime's quantizer leaves in float (a Dequantize, a float mean and a Quantize between the
+    last conv and the head), while GlobalAveragePool has an int8 kernel. The two compute the same.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shape inference fails on some valid graphs; then nothing is rewritten
+        return model, []
+    info = {v.name: v.type.tensor_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    opset = default_opset(model)
+    initializers = {t.name: t for t in model.graph.initializer}
+    constants = {n.output[0]: n for n in model.graph.node if is_op(n, "Constant") and n.output}
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    rewritten: list[str] = []
+    dropped_axes: set[str] = set()
+    nodes: list[NodeProto] = []
+    for index, node in enumerate(result.graph.node):
+        tensor = info.get(node.input[0]) if is_op(node, "ReduceMean") and node.input else None
+        rank = len(tensor.shape.dim) if tensor is not None and tensor.HasField("shape") else 0
+        if tensor is None or tensor.elem_type not in _FLOAT_TYPES - {TensorProto.BFLOAT16} or rank < 3:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes_input = node.input[1] if opset >= 18 and len(node.input) > 1 and node.input[1] else None
+        if axes_input is not None:
+            source = initializers.get(axes_input)
+            if source is None and axes_input in constants:
+                source = _constant_as_tensor(constants[axes_input])
+            axes = None if source is None else [int(a) for a in numpy_helper.to_array(source).ravel()]
+        else:
+            axes = attrs.get("axes")
+        if axes is None or sorted(a % rank for a in axes) != list(range(2, rank)):
+            nodes.append(node)
+            continue
+        name = node_name(node, index)
+        if attrs.get("keepdims", 1):
+            nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=name))
+        else:
+            pooled = f"{node.output[0]}__pooled"
+            nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=name))
+            nodes.append(helper.make_node("Flatten", [pooled], [node.output[0]], name=f"{name}__flatten", axis=1))
+        if axes_input is not None:
+            dropped_axes.add(axes_input)
+        rewritten.append(name)
+    if rewritten:
+        del result.graph.node[:]
+        result.graph.node.extend(nodes)
+        still_read = {i for ref in iter_nodes(result.graph) for i in ref.node.input}
+        unused = [t for t in result.graph.initializer if t.name in dropped_axes and t.name not in still_read]
+        for tensor in unused:
+            result.graph.initializer.remove(tensor)
+    return result, rewritten
 
 
 # ------------------------------------------------------------------ compute nodes

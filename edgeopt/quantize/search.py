@@ -18,10 +18,11 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError, VerificationError
 from edgeopt.quantize.fidelity import Fidelity, measure_fidelity
-from edgeopt.quantize.recipes import QuantizeMode, Recipe, candidate_recipes
+from edgeopt.quantize.recipes import COMPUTE_OPS, QuantizeMode, Recipe, candidate_recipes
 from edgeopt.quantize.sensitivity import (
     ensure_node_names, exclusion_group, rank_sensitive_nodes, up_front_exclusions,
 )
+from edgeopt.quantize.speed_fallback import SpeedTrial, keep_slow_layers_float, profile_node_costs, slower_in_int8
 from edgeopt.runtime.latency import LatencyStats, compare_latency
 from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from edgeopt.targets import TargetProfile
@@ -42,6 +43,8 @@ class QuantizeOptions(BaseModel):
     measure_latency: bool = True
     threads: int = 1
     latency_budget_s: float = 8.0
+    # Where latency is measured: keep in float the layers whose int8 kernels are slower.
+    speed_fallback: bool = True
 
 
 class MixedPrecisionStep(BaseModel):
@@ -66,6 +69,7 @@ class Candidate(BaseModel):
     quantizable_nodes: int | None = None
     float_nodes: list[str] = []
     mixed_precision: list[MixedPrecisionStep] = []
+    speed_fallback: list[SpeedTrial] = []
     fidelity: Fidelity | None = None
     latency: LatencyStats | None = None
     latency_ratio: float | None = None
@@ -122,13 +126,18 @@ def search(
     run: on this machine for the ``host`` target, or on a device through ``device_latency``
     (models by label, feeds → stats with ratios to "float"), whatever the target.
     """
-    from edgeopt.quantize.prepare import check_quantizable, count_quantized_nodes, lift_constant_weights
+    from edgeopt.quantize.prepare import (
+        check_quantizable, count_quantized_nodes, lift_constant_weights, spatial_means_as_global_pool,
+    )
     from edgeopt.quantize.quantizer import quantize
 
     outcome = QuantizeOutcome(mode=options.mode, target=target.name,
                               floor={"min_cosine": options.min_cosine, "min_top1": options.min_top1})
     prepared, lift = lift_constant_weights(ensure_node_names(float_model))
+    prepared, pooled = spatial_means_as_global_pool(prepared)
     outcome.prepare = {"lifted_constants": lift.model_dump(mode="json")}
+    if pooled:
+        outcome.prepare["spatial_means_as_global_pool"] = pooled
     reasons = check_quantizable(prepared)
     if reasons:
         outcome.warnings.extend(reasons)
@@ -213,6 +222,10 @@ def search(
         for c in passing:
             c.latency = stats[c.name]
             c.latency_ratio = round(stats[c.name].ratio_to_reference or 1.0, 4)
+        fastest = min(passing, key=lambda c: c.latency_ratio or 1e9)
+        if options.speed_fallback and fastest.recipe.mode == "static":
+            _speed_fallback(prepared, float_bytes, fastest, quantized_models, outcome, options, evaluate,
+                            timing_feeds, device_latency, progress)
 
     explicit = options.mode in ("static", "dynamic", "weights-only")
     nothing = [c for c in outcome.candidates if c.rejection and c.rejection.startswith("no node was quantized")]
@@ -247,6 +260,50 @@ def search(
     model = onnx.ModelProto()
     model.ParseFromString(quantized_models[best.name])
     return model, outcome
+
+
+def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome, options, evaluate, timing_feeds,
+                    device_latency, progress) -> None:
+    """Keep the layers whose int8 kernels are slower in float (speed_fallback.py); on success the
+    candidate's model, recipe, fidelity and latency (re-timed against float) are replaced."""
+
+    def time_against(current: bytes, trial: bytes) -> float:
+        models = {"current": current, "trial": trial}
+        if device_latency is not None:
+            stats = device_latency({"float": current, "trial": trial}, timing_feeds)
+        else:
+            stats = compare_latency(models, timing_feeds, reference="current", threads=options.threads,
+                                    min_time_s=min(1.0, options.latency_budget_s / 4),
+                                    budget_s=options.latency_budget_s / 2)
+        return stats["trial"].ratio_to_reference or 1.0
+
+    int8_bytes = quantized_models[candidate.name]
+    progress("profiling float and int8 kernels")
+    float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads)
+    int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads)
+    quantized = {n.name for n in prepared.graph.node
+                 if n.op_type in COMPUTE_OPS and n.name not in candidate.recipe.nodes_to_exclude}
+    data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
+        slower_in_int8(float_costs, int8_costs, quantized), int8_bytes, candidate.recipe, evaluate=evaluate,
+        meets_floor=lambda f: f.meets(options.min_cosine, options.min_top1), time_against=time_against,
+        exclusion_group=lambda name: exclusion_group(prepared, name), progress=progress)
+    candidate.speed_fallback = trials
+    if fidelity is None:
+        return
+    progress("timing float vs int8 with the slow layers in float")
+    if device_latency is not None:
+        stats = device_latency({"float": float_bytes, "int8": data}, timing_feeds)
+    else:
+        stats = compare_latency({"float": float_bytes, "int8": data}, timing_feeds, reference="float",
+                                threads=options.threads, budget_s=options.latency_budget_s)
+    del quantized_models[candidate.name]
+    candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
+    candidate.float_nodes = list(recipe.nodes_to_exclude)
+    candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
+    candidate.size_bytes, candidate.size_ratio = len(data), round(len(data) / len(float_bytes), 4)
+    candidate.latency, candidate.latency_ratio = stats["int8"], round(stats["int8"].ratio_to_reference or 1.0, 4)
+    outcome.float_latency = stats["float"]
+    quantized_models[candidate.name] = data
 
 
 def _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation, options, evaluate, progress):

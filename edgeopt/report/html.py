@@ -696,6 +696,14 @@ def _candidates_table(candidates: list[dict[str, Any]], chosen: str | None, deta
             notes.append(f"mixed precision step {step_index}: {len(_l(step.get('float_nodes')))} node(s) in float → "
                          f"worst cosine {_fixed(step.get('worst_cosine'), 4)}"
                          + (" (meets the floor)" if step.get("meets_floor") else ""))
+        for trial in _l(candidate.get("speed_fallback")):
+            trial = _d(trial)
+            outcome = (f"whole model {_fixed(trial.get('latency_ratio'), 3)}x → "
+                       + ("kept in float" if trial.get("accepted") else "stays int8")
+                       if trial.get("latency_ratio") is not None else f"stays int8 ({trial.get('note')})")
+            notes.append(f"speed: {', '.join(str(n) for n in _l(trial.get('nodes')))} profiled "
+                         f"{_fixed(trial.get('int8_us'), 1)} µs int8 vs {_fixed(trial.get('float_us'), 1)} µs float; "
+                         + outcome)
         if len(outputs) > 1:
             for output in outputs:
                 notes.append(f"output {output.get('name')}: cosine {_fixed(output.get('cosine_mean'), 4)}, "

@@ -174,9 +174,14 @@ def test_convert_report_shows_the_key_numbers(digits_run):
     memory_chart = next(c for c in charts if "Peak memory per target" in c)
     for name, target in summary["targets"].items():
         assert f">{name}</text>" in latency_chart and f">{name}</text>" in memory_chart
-        assert f"{_sig3(target['latency_ms'])}" in _text(latency_chart)
+        if target["latency_ms"] is None:  # e.g. an NPU whose profile states no memory bandwidth
+            assert "no estimate: " + target["estimate_unavailable_reason"][:60] in _text(latency_chart)
+        else:
+            assert f"{_sig3(target['latency_ms'])}" in _text(latency_chart)
         assert format_bytes(target["weight_bytes"] + target["peak_activation_bytes"]) in memory_chart
-    assert "Google Edge TPU: 0 nodes on it" in text and "(REQUIRED)" in text
+    # Whether int8 ships (and so how much of it the NPU takes) is measured on this machine.
+    tpu = summary["targets"]["coral-edgetpu"]
+    assert f"Google Edge TPU: {tpu['accelerator_nodes']} nodes on it" in text and "(REQUIRED)" in text
     # bar lengths follow the values: rpi4b is slower than host
     widths = {name: float(width) for width, name in re.findall(
         r'width="([\d.]+)" height="16" class="c-est"><title>([\w-]+): estimated', latency_chart)}
@@ -186,7 +191,7 @@ def test_convert_report_shows_the_key_numbers(digits_run):
     nodes = _stage(report, "profile")["details"]["rpi4b"]["nodes"]
     heaviest = max(nodes, key=lambda n: n["time_us"])
     assert f"{heaviest['time_us']:.1f}" in text and heaviest["name"] in text
-    assert "rpi4b: top 7 of 10 nodes by estimated time" in text
+    assert re.search(rf"rpi4b: top \d+ of {len(nodes)} nodes by estimated time", text)
     assert "Estimate vs measurement" not in text  # a convert report has no measurement
 
 

@@ -1,0 +1,268 @@
+"""Layers kept in float where int8 is slower, and spatial means turned into GlobalAveragePool."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.quantize.fidelity import measure_fidelity
+from edgeopt.quantize.prepare import count_quantized_nodes, spatial_means_as_global_pool
+from edgeopt.quantize.quantizer import quantize
+from edgeopt.quantize.recipes import Recipe
+from edgeopt.quantize.search import QuantizeOptions, search
+from edgeopt.quantize.speed_fallback import (
+    ACCEPT_BELOW, keep_slow_layers_float, profile_node_costs, slower_in_int8,
+)
+from edgeopt.targets import load_target
+
+SIZE = 24
+
+
+def _weight(rng, name: str, *shape: int) -> onnx.TensorProto:
+    fan_in = int(np.prod(shape[1:]))
+    return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32), name)
+
+
+def small_cnn(opset: int = 17) -> onnx.ModelProto:
+    """Stem over one channel, depthwise, pointwise, spatial mean, classifier: the MobileNet shape."""
+    rng = np.random.default_rng(0)
+    inits = [_weight(rng, "w_stem", 32, 1, 3, 3), _weight(rng, "w_dw", 32, 1, 3, 3), _weight(rng, "w_pw", 128, 32, 1, 1),
+             _weight(rng, "w_fc", 10, 128), numpy_helper.from_array(np.zeros(10, np.float32), "b_fc")]
+    mean = (helper.make_node("ReduceMean", ["r3", "axes"], ["pooled"], name="mean", keepdims=1) if opset >= 18 else
+            helper.make_node("ReduceMean", ["r3"], ["pooled"], name="mean", axes=[2, 3], keepdims=1))
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.array([-1, -2], np.int64), "axes"))
+    nodes = [
+        helper.make_node("Conv", ["image", "w_stem"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="stem_relu"),
+        helper.make_node("Conv", ["r1", "w_dw"], ["c2"], name="depthwise", pads=[1, 1, 1, 1], group=32),
+        helper.make_node("Relu", ["c2"], ["r2"], name="dw_relu"),
+        helper.make_node("Conv", ["r2", "w_pw"], ["c3"], name="pointwise"),
+        helper.make_node("Relu", ["c3"], ["r3"], name="pw_relu"),
+        mean,
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w_fc", "b_fc"], ["logits"], name="classifier", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                                  [1, 1, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _feeds(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"image": rng.standard_normal((1, 1, SIZE, SIZE)).astype(np.float32)} for _ in range(count)]
+
+
+def _run(model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+# -- ReduceMean over the spatial axes -> GlobalAveragePool -----------------------------------------
+
+
+def _reduce_model(shape: list[int], opset: int, axes: list[int] | None, keepdims: int) -> onnx.ModelProto:
+    inits, inputs, attrs = [], ["x"], {"keepdims": keepdims}
+    if axes is not None and opset >= 18:
+        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+        inputs.append("axes")
+    elif axes is not None:
+        attrs["axes"] = axes
+    graph = helper.make_graph([helper.make_node("ReduceMean", inputs, ["y"], name="mean", **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("shape,opset,axes,keepdims", [
+    ([2, 8, 5, 7], 13, [2, 3], 1),
+    ([2, 8, 5, 7], 18, [-1, -2], 0),
+    ([3, 4, 9], 17, [-1], 1),
+    (["n", 8, 6, 6], 18, [3, 2], 1),
+])
+def test_spatial_mean_becomes_global_pool_exactly(shape, opset, axes, keepdims):
+    model = _reduce_model(shape, opset, axes, keepdims)
+    before = model.SerializeToString()
+    rewritten, names = spatial_means_as_global_pool(model)
+    assert names == ["mean"]
+    assert model.SerializeToString() == before  # the input model is untouched
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops == (["GlobalAveragePool"] if keepdims else ["GlobalAveragePool", "Flatten"])
+    assert not rewritten.graph.initializer  # the axes tensor went with the ReduceMean
+    concrete = [2 if d == "n" else d for d in shape]
+    x = {"x": np.random.default_rng(1).standard_normal(concrete).astype(np.float32)}
+    (expected,), (got,) = _run(model, x), _run(rewritten, x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,opset,axes", [
+    ([2, 8, 5, 7], 13, [1]),  # over channels
+    ([2, 8, 5, 7], 13, [2]),  # one of two spatial axes
+    ([2, 8, 5, 7], 13, None),  # over everything, batch included
+    ([2, 8], 13, [1]),  # no spatial axes at all
+])
+def test_other_reductions_are_left_alone(shape, opset, axes):
+    model = _reduce_model(shape, opset, axes, 1)
+    rewritten, names = spatial_means_as_global_pool(model)
+    assert names == [] and [n.op_type for n in rewritten.graph.node] == ["ReduceMean"]
+
+
+def test_integer_mean_is_left_alone():
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.INT32, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert spatial_means_as_global_pool(model)[1] == []
+
+
+def test_quantized_head_pools_in_int8(tmp_path):
+    """The reason for the rewrite: onnxruntime runs the pooled head as QLinearGlobalAveragePool."""
+    prepared, names = spatial_means_as_global_pool(small_cnn(opset=18))
+    assert names == ["mean"]
+    quantized = quantize(prepared, Recipe(mode="static"), _feeds(8, 0))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "QLinearGlobalAveragePool" in ops and "ReduceMean" not in ops
+
+
+# -- per-node costs and the greedy fallback ------------------------------------------------------
+
+
+def test_profile_node_costs_covers_every_compute_node():
+    model, _ = spatial_means_as_global_pool(small_cnn())
+    int8 = quantize(model, Recipe(mode="static"), _feeds(8, 0))
+    compute = {"stem", "depthwise", "pointwise", "classifier"}
+    float_costs = profile_node_costs(model.SerializeToString(), label="float")
+    int8_costs = profile_node_costs(int8.SerializeToString(), label="int8")
+    # Fused float kernels (Conv+Relu, NCHWc) and int8 ones (QLinearConv, layout-transformed) both
+    # map back to the graph's node names.
+    assert compute <= set(float_costs) and compute <= set(int8_costs)
+    assert all(float_costs[n] > 0 and int8_costs[n] > 0 for n in compute)
+
+
+def test_slower_in_int8_ranks_worst_first_and_ignores_noise():
+    float_costs = {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0, "e": 5.0}
+    int8_costs = {"a": 30.0, "b": 10.5, "c": 4.0, "d": 15.0, "e": 20.0}
+    ranked = slower_in_int8(float_costs, int8_costs, {"a", "b", "c", "d", "e", "missing"})
+    assert [name for name, _, _ in ranked] == ["a", "e", "d"]  # b is within 10%, c is faster in int8
+    assert ranked[0] == ("a", 10.0, 30.0)
+
+
+@pytest.fixture(scope="module")
+def prepared_cnn():
+    model, _ = spatial_means_as_global_pool(small_cnn())
+    calibration, evaluation = _feeds(8, 0), _feeds(8, 1)
+    reference = [np.concatenate([_run(model, f)[0] for f in evaluation])]
+
+    def evaluate(recipe: Recipe):
+        quantized = quantize(model, recipe, calibration)
+        got = [np.concatenate([_run(quantized, f)[0] for f in evaluation])]
+        return (quantized.SerializeToString(), measure_fidelity(["logits"], reference, got, None), None,
+                count_quantized_nodes(model, quantized))
+
+    return model, evaluate
+
+
+def _greedy(prepared_cnn, suspects, ratios, floor_fails=(), max_seconds=60.0):
+    """keep_slow_layers_float with fixed whole-model ratios per trial (the decision rule under test;
+    real timing is exercised by the search test below)."""
+    model, quantize_and_measure = prepared_cnn
+    base = Recipe(mode="static")
+    int8 = quantize_and_measure(base)[0]
+    tried: list[str] = []
+    evaluated: list[Recipe] = []
+
+    def evaluate(recipe: Recipe):
+        evaluated.append(recipe)
+        return quantize_and_measure(recipe)
+
+    def time_against(current: bytes, trial: bytes) -> float:
+        graph = onnx.ModelProto()
+        graph.ParseFromString(trial)
+        float_convs = {n.name for n in graph.graph.node if n.op_type in ("Conv", "Gemm")}
+        newest = next(name for name, _, _ in suspects if name in float_convs and name not in tried)
+        tried.append(newest)
+        return ratios[newest]
+
+    def meets(fidelity) -> bool:
+        return not set(floor_fails) & set(evaluated[-1].nodes_to_exclude) and fidelity.worst_cosine > 0.9
+
+    return keep_slow_layers_float(suspects, int8, base, evaluate=evaluate, meets_floor=meets,
+                                  time_against=time_against, exclusion_group=lambda name: [name],
+                                  max_seconds=max_seconds)
+
+
+def test_greedy_keeps_only_trials_that_measure_faster(prepared_cnn):
+    suspects = [("stem", 5.0, 20.0), ("depthwise", 5.0, 9.0), ("pointwise", 5.0, 6.0)]
+    data, recipe, fidelity, coverage, trials = _greedy(prepared_cnn, suspects,
+                                                       {"stem": 0.8, "depthwise": 1.01, "pointwise": 0.9})
+    assert [(t.nodes, t.accepted) for t in trials] == [(["stem"], True), (["depthwise"], False),
+                                                        (["pointwise"], True)]
+    assert recipe.nodes_to_exclude == ("pointwise", "stem")
+    assert coverage.quantized == 2 and fidelity is not None
+    shipped = onnx.ModelProto()
+    shipped.ParseFromString(data)
+    float_weights = {t.name for t in shipped.graph.initializer if t.data_type == TensorProto.FLOAT}
+    assert {"w_stem", "w_pw"} <= float_weights and "w_dw" not in float_weights
+
+
+def test_greedy_stops_after_two_misses_in_a_row(prepared_cnn):
+    suspects = [("stem", 5.0, 20.0), ("depthwise", 5.0, 9.0), ("pointwise", 5.0, 6.0)]
+    data, recipe, fidelity, _coverage, trials = _greedy(prepared_cnn, suspects,
+                                                        {"stem": 0.99, "depthwise": ACCEPT_BELOW, "pointwise": 0.5})
+    assert [t.nodes for t in trials] == [["stem"], ["depthwise"]] and not any(t.accepted for t in trials)
+    assert recipe.nodes_to_exclude == () and fidelity is None
+    assert data == prepared_cnn[1](Recipe(mode="static"))[0]
+
+
+def test_greedy_refuses_a_faster_trial_below_the_floor(prepared_cnn):
+    suspects = [("stem", 5.0, 20.0)]
+    _data, recipe, _fidelity, _coverage, trials = _greedy(prepared_cnn, suspects, {"stem": 0.5}, floor_fails=["stem"])
+    assert trials[0].note == "below the fidelity floor" and not trials[0].accepted and recipe.nodes_to_exclude == ()
+
+
+def test_greedy_starts_no_trial_past_its_time(prepared_cnn):
+    _data, recipe, _fidelity, _coverage, trials = _greedy(prepared_cnn, [("stem", 5.0, 20.0)], {"stem": 0.5},
+                                                          max_seconds=-1)
+    assert trials == [] and recipe.nodes_to_exclude == ()
+
+
+@pytest.mark.parametrize("speed_fallback", [True, False])
+def test_search_records_measured_trials_and_ships_what_they_chose(speed_fallback):
+    model = small_cnn()
+    options = QuantizeOptions(mode="static", force_int8=True, speed_fallback=speed_fallback, latency_budget_s=2.0)
+    evaluation = _feeds(16, 2)
+    shipped, outcome = search(model, target=load_target("host"), options=options, calibration=_feeds(16, 0),
+                              evaluation=evaluation, labels=None, timing_feeds=evaluation[0])
+    assert outcome.prepare["spatial_means_as_global_pool"] == ["mean"]
+    chosen = next(c for c in outcome.candidates if c.name == outcome.chosen)
+    if not speed_fallback:
+        assert chosen.speed_fallback == []
+        return
+    accepted = [t for t in chosen.speed_fallback if t.accepted]
+    for trial in chosen.speed_fallback:
+        assert trial.int8_us > trial.float_us * 1.1  # only layers that profiled slower in int8 are tried
+        assert trial.accepted == (trial.latency_ratio is not None and trial.latency_ratio < ACCEPT_BELOW)
+    kept = {n for t in accepted for n in t.nodes}
+    assert kept <= set(chosen.float_nodes)  # with whatever mixed precision kept for fidelity
+    weights = {"stem": "w_stem", "depthwise": "w_dw", "pointwise": "w_pw", "classifier": "w_fc"}
+    float_compute = set(chosen.float_nodes) & set(weights)
+    assert chosen.quantized_nodes == 4 - len(float_compute)
+    float_weights = {t.name for t in shipped.graph.initializer if t.data_type == TensorProto.FLOAT}
+    assert {weights[n] for n in float_compute} <= float_weights
+    assert chosen.fidelity.worst_cosine >= 0.99
+    # The recorded latency is the shipped model's, timed against float after the fallback.
+    assert chosen.latency_ratio is not None and outcome.float_latency is not None
