@@ -74,3 +74,18 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
 def test_calibrating_another_target_is_refused(cli, tmp_path):
     out = cli("targets", "calibrate", "rpi4b", "--output-dir", tmp_path)
     assert out.code == 2 and "only 'host'" in out.stderr
+
+
+@pytest.mark.parametrize("burst", [1, 4])
+def test_side_by_side_latency_counts_every_run_and_ratios_to_the_reference(burst):
+    import numpy as np
+
+    from edgeopt.runtime.latency import compare_latency
+
+    model = conv_classifier().SerializeToString()
+    feeds = {"x": np.zeros((1, 3, 8, 8), np.float32)}
+    stats = compare_latency({"a": model, "b": model}, feeds, reference="a", min_runs=6, min_time_s=0.0,
+                            budget_s=5.0, warmup=1, burst=burst)
+    assert stats["a"].ratio_to_reference is None and stats["b"].ratio_to_reference > 0
+    assert stats["a"].runs == stats["b"].runs and stats["a"].runs % burst == 0 and stats["a"].runs >= 6 * burst
+    assert 0 < stats["b"].median_ms <= stats["b"].p90_ms

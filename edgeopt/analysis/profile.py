@@ -64,7 +64,7 @@ from edgeopt.analysis.placement import (
     base_op_type,
     place_nodes,
 )
-from edgeopt.analysis.shapes import DeclaredTensor, model_inputs, resolve_shapes_with_error
+from edgeopt.analysis.shapes import DeclaredTensor, TensorInfo, model_inputs, resolve_shapes_with_error
 from edgeopt.errors import InputError
 from edgeopt.targets import PeakThroughput, TargetProfile
 

@@ -5,6 +5,11 @@ order penalises whichever model follows the slowest). Rounds continue for at lea
 ``min_time_s`` and ``min_runs``, at most ``budget_s``: tiny models get thousands of
 rounds, big ones a few dozen. ``ratio_to`` compares each model with a reference by
 the median of per-round ratios, which cancels drift that hits a whole round.
+
+With ``burst`` > 1 each model runs that many times in a row per round and the round's
+sample is the burst's median: steady-state latency, caches warm with the model's own
+weights, as in an inference loop (and in TFLite's benchmark_model). With 1, every run
+follows another model's run, so its weights start cold in the caches.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def compare_latency(
     min_time_s: float = 1.5,
     budget_s: float = 8.0,
     max_runs: int = 20000,
+    burst: int = 1,
 ) -> dict[str, LatencyStats]:
     runners = {label: OnnxRuntimeRunner(model, label=label, threads=threads) for label, model in models.items()}
     per_runner_feeds = {label: {s.name: feeds[s.name] for s in r.input_specs()} for label, r in runners.items()}
@@ -58,9 +64,12 @@ def compare_latency(
         shift = rounds % len(labels)
         for label in labels[shift:] + labels[:shift]:
             session, inputs = runners[label].session, per_runner_feeds[label]
-            t0 = time.perf_counter()
-            session.run(None, inputs)
-            samples[label].append((time.perf_counter() - t0) * 1000)
+            burst_ms = []
+            for _ in range(max(1, burst)):
+                t0 = time.perf_counter()
+                session.run(None, inputs)
+                burst_ms.append((time.perf_counter() - t0) * 1000)
+            samples[label].append(statistics.median(burst_ms))
         rounds += 1
     stats = {}
     for label, values in samples.items():
@@ -68,6 +77,6 @@ def compare_latency(
         if reference is not None and label != reference:
             ratio = statistics.median(v / r for v, r in zip(values, samples[reference]) if r > 0)
         stats[label] = LatencyStats(median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
-                                    mean_ms=statistics.fmean(values), runs=len(values), threads=threads,
-                                    ratio_to_reference=ratio)
+                                    mean_ms=statistics.fmean(values), runs=len(values) * max(1, burst),
+                                    threads=threads, ratio_to_reference=ratio)
     return stats
