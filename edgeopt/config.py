@@ -86,6 +86,9 @@ class PruneConfig(BaseModel):
     allow_unprunable: bool = False
     # In global scope, no layer loses more than this fraction (a layer emptied breaks the model).
     max_layer_ratio: float = Field(0.9, gt=0, lt=1)
+    # Attention with separate q/k/v projections: remove whole heads ("whole"; "auto" does so where
+    # such modules exist) or narrow every head ("dims"). See edgeopt/prune/attention.py.
+    heads: Literal["auto", "whole", "dims"] = "auto"
 
     @field_validator("ratio")
     @classmethod

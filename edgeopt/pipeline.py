@@ -357,6 +357,7 @@ class _Run:
                 "params_after": prune["params_after"], "macs_before": prune["macs_before"],
                 "macs_after": prune["macs_after"], "channel_multiple": prune["channel_multiple"],
                 "steps": details["steps"], "not_faster": details.get("not_faster", []),
+                "attention": prune.get("attention", []),
                 "finetune": None if finetune is None else {k: finetune[k] for k in (
                     "epochs_run", "best_epoch", "stopped_early", "best_val_accuracy", "distilled")}}
 

@@ -116,6 +116,9 @@ def convert_command(
     prune_steps: int = typer.Option(1, "--prune-steps", min=1, help="Prune iteratively in this many steps."),
     prune_multiple: int = typer.Option(None, "--prune-multiple", min=1,
                                        help="Round kept channels to this multiple (default: from the target)."),
+    prune_heads: str = typer.Option("auto", "--prune-heads",
+                                    help="Attention with separate q/k/v projections: whole (remove heads), dims "
+                                         "(narrow every head) or auto (whole where such modules exist)."),
     allow_unprunable: bool = typer.Option(False, "--allow-unprunable",
                                           help="An ONNX graph that cannot be pruned continues unpruned."),
     finetune: str = typer.Option(None, "--finetune", help="Fine-tune after pruning: .npz with inputs and "
@@ -158,7 +161,8 @@ def convert_command(
     try:
         prune_config = PruneConfig(ratio=prune, criterion=prune_criterion, scope=prune_scope,
                                    ignored_layers=list(prune_ignore) or None, steps=prune_steps,
-                                   channel_multiple=prune_multiple, allow_unprunable=allow_unprunable) \
+                                   channel_multiple=prune_multiple, allow_unprunable=allow_unprunable,
+                                   heads=prune_heads) \
             if prune is not None else None
         finetune_config = FinetuneSettings(data=finetune, val=str(finetune_val) if finetune_val else None,
                                            epochs=epochs, lr=lr, schedule=lr_schedule, l1=l1, weight_decay=l2,
@@ -225,6 +229,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "prune_criterion": ("prune", "criterion"), "prune_scope": ("prune", "scope"),
     "prune_ignore": ("prune", "ignored_layers"), "prune_steps": ("prune", "steps"),
     "prune_multiple": ("prune", "channel_multiple"), "allow_unprunable": ("prune", "allow_unprunable"),
+    "prune_heads": ("prune", "heads"),
     "finetune_val": ("finetune", "val"), "epochs": ("finetune", "epochs"), "lr": ("finetune", "lr"),
     "lr_schedule": ("finetune", "schedule"), "l1": ("finetune", "l1"), "l2": ("finetune", "weight_decay"),
     "patience": ("finetune", "patience"), "batch_size": ("finetune", "batch_size"),
@@ -317,6 +322,9 @@ def _render_pruning(console: Any, pruning: dict[str, Any]) -> None:
         table.add_row(step["step"], format_count(step["params"]), format_count(step["macs"]),
                       format_bytes(step["size_bytes"]), *estimates, host, quality)
     console.print(table)
+    for block in pruning.get("attention", []):
+        console.print(f"attention {block['name']}: {block['heads_before']} → {block['heads_after']} heads of "
+                      f"{block['head_size_before']} → {block['head_size_after']}")
     tuned = pruning.get("finetune")
     if tuned:
         console.print(f"fine-tuning: {tuned['epochs_run']} epoch(s), best epoch {tuned['best_epoch']}"

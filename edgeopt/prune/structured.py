@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt.config import Criterion, PruneConfig, Scope  # noqa: F401 (re-exported)
 from edgeopt.errors import InputError, first_validation_error
+from edgeopt.prune.attention import find_attention_modules, head_step_ratio, heads_now, update_head_attributes
 
 # Never prune a layer below this many channels when the target expresses no preference.
 _MIN_CHANNELS = 1
@@ -56,6 +57,16 @@ class LayerChange(BaseModel):
     in_after: int
 
 
+class HeadChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    heads_before: int
+    heads_after: int
+    head_size_before: int
+    head_size_after: int
+
+
 class PruneResult(BaseModel):
     """The pruned module (``module``, not serialised) and what changed."""
 
@@ -67,6 +78,7 @@ class PruneResult(BaseModel):
     ignored_auto_detected: bool
     channel_multiple: int | None
     layers: list[LayerChange]
+    attention: list[HeadChange] = []
     params_before: int
     params_after: int
     macs_before: int
@@ -415,6 +427,19 @@ def prune_module(
     before_shapes = _layer_shapes(model)
     params_before, macs_before = count_params_and_macs(model, inputs)
     result_warnings: list[str] = []
+    attention, attention_notes = find_attention_modules(model)
+    attention = [a for a in attention if not any(p in ignored_all for p in a.projections)]
+    result_warnings.extend(attention_notes)
+    if config.heads == "whole" and not attention:
+        raise InputError("whole-head pruning found no attention module with a head count and separate q/k/v "
+                         "Linear projections" + (f" ({'; '.join(attention_notes)})" if attention_notes else ""),
+                         "use --prune-heads dims (or auto), or name the head-count attribute num_heads")
+    head_options: dict[str, Any] = {}
+    whole_heads = bool(attention) and config.heads != "dims"
+    if attention:
+        head_options = dict(num_heads={p: a.heads_before for a in attention for p in a.projections},
+                            prune_num_heads=whole_heads, prune_head_dims=not whole_heads,
+                            head_pruning_ratio=config.ratio if whole_heads else 0.0)
 
     with _quiet():
         pruner = tp.pruner.MetaPruner(
@@ -422,13 +447,22 @@ def prune_module(
             pruning_ratio=config.ratio, iterative_steps=config.steps, ignored_layers=ignored,
             max_pruning_ratio=config.max_layer_ratio if config.scope == "global" else 1.0,
             round_to=None,  # rounded here, to the nearest multiple (Torch-Pruning rounds down, even to 0)
+            **head_options,
         )
-    for _ in range(config.steps):
+    for step in range(config.steps):
+        if whole_heads and config.scope != "global":
+            for block in attention:
+                ratio = head_step_ratio(block.heads_before, heads_now(block, pruner.num_heads)[0], config.ratio,
+                                        step, config.steps)
+                for projection in block.projections:  # Torch-Pruning reads it for the group's first one
+                    pruner.head_pruning_ratio_dict[projection] = [ratio] * (config.steps + 1)
         if config.criterion == "taylor":
             _accumulate_gradients(model, data_batches or [], loss_fn)
         with _quiet():
             for group in list(pruner.step(interactive=True)):
                 _prune_group_rounded(pruner, group, config.channel_multiple)
+        for block in attention:  # before the next forward pass (taylor) reshapes with them
+            update_head_attributes(block, *heads_now(block, pruner.num_heads))
         model.zero_grad(set_to_none=True)
 
     outputs = _flat_tensors(_run(model, inputs, "the pruned model",
@@ -447,9 +481,12 @@ def prune_module(
         result_warnings.append(
             f"pruning removed no work (MACs {macs_before} → {macs_after}); the ratio or the channel multiple "
             f"{config.channel_multiple} leaves every layer at its width")
+    heads = [HeadChange(name=block.name, heads_before=block.heads_before, head_size_before=block.head_size_before,
+                        heads_after=after[0], head_size_after=after[1])
+             for block in attention for after in [heads_now(block, pruner.num_heads)]]
     return PruneResult(module=model.eval(), config=config, ignored_layers=ignored_names,
                        ignored_auto_detected=auto, channel_multiple=config.channel_multiple,
-                       layers=layers, params_before=params_before, params_after=params_after,
+                       layers=layers, attention=heads, params_before=params_before, params_after=params_after,
                        macs_before=macs_before, macs_after=macs_after, warnings=result_warnings)
 
 

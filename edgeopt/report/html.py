@@ -943,6 +943,13 @@ def _pruning_section(report: dict[str, Any]) -> _Html | None:
                    caption=f"ratio {_fixed(pruning.get('ratio'), 2)}, channels rounded to multiples of "
                            f"{_int_text(pruning.get('channel_multiple')) or '1'}")
     parts = [table]
+    attention = [_d(a) for a in _l(pruning.get("attention"))]
+    if attention:
+        parts.append(_table([_Col("attention module", wrap=True), _Col("heads", True), _Col("head size", True)],
+                            [[_Html(f"<code>{_e(a.get('name'))}</code>"),
+                              f"{_int_text(a.get('heads_before'))} → {_int_text(a.get('heads_after'))}",
+                              f"{_int_text(a.get('head_size_before'))} → {_int_text(a.get('head_size_after'))}"]
+                             for a in attention], caption="attention heads"))
     stage = next((_d(st) for st in _l(report.get("stages")) if _d(st).get("name") == "prune"), {})
     curve = [_d(e) for e in _l(_d(_d(stage.get("details")).get("finetune")).get("curve"))]
     if curve:
