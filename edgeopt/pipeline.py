@@ -448,7 +448,8 @@ class _Run:
             current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
             labels=evaluation.labels, timing_feeds=timing,
             progress=lambda message: self.progress.stage_note("quantize", message),
-            device_latency=self._device_latency if device else None, device_name=device.ssh if device else None)
+            device_latency=self._device_latency if device else None, device_name=device.ssh if device else None,
+            device_node_costs=self._device_node_costs if device else None)
         record.details = {"data": data_details, **outcome.model_dump(mode="json")}
         record.warnings.extend(outcome.warnings)
         if quantized is None:
@@ -483,6 +484,22 @@ class _Run:
             device.ssh, models, feeds, reference="float", runs=max(5, min(device.runs, 30)), threads=device.threads,
             on_stage=lambda message: self.progress.stage_note("quantize", f"timing on {device.ssh}: {message}"),
             **self._ssh_options())
+
+    def _device_node_costs(self, model: bytes, label: str) -> dict[str, float]:
+        """Per-node kernel times of a quantization candidate on the device (the speed fallback's ranking)."""
+        from edgeopt.quantize.speed_fallback import node_costs
+        from edgeopt.remote.device import profile_over_ssh
+
+        device = self.config.device
+        with tempfile.TemporaryDirectory(prefix="edgeopt-device-costs-") as tmp:
+            path = Path(tmp) / f"{label}.onnx"
+            path.write_bytes(model)
+            run = profile_over_ssh(
+                device.ssh, path, runs=5, warmup=3, threads=device.threads, profile_ops=True,
+                on_stage=lambda message: self.progress.stage_note("quantize", f"profiling {label} on {device.ssh}: "
+                                                                              f"{message}"),
+                **self._ssh_options())
+        return node_costs(run.measurement, model)
 
     def _profile_device(self, final_path: Path, specs: list[InputSpec], estimates: dict[str, Any]) -> None:
         """The last stage: the final model (and the float baseline, when int8 ships) measured on the device."""

@@ -86,6 +86,7 @@ class QuantizeOutcome(BaseModel):
     candidates: list[Candidate] = []
     float_latency: LatencyStats | None = None
     latency_measured_on: str | None = None  # "host", a device's name, or None (not timed)
+    speed_fallback_profiled_on: str | None = None  # where the per-node ranking was profiled
     float_size_bytes: int = 0
     floor: dict[str, float | None] = {}
     prepare: dict[str, Any] = {}
@@ -119,12 +120,15 @@ def search(
     progress: Callable[[str], None] = lambda _msg: None,
     device_latency: Callable[[dict[str, bytes], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
     device_name: str | None = None,
+    device_node_costs: Callable[[bytes, str], dict[str, float]] | None = None,
 ) -> tuple[onnx.ModelProto | None, QuantizeOutcome]:
     """Returns (model to ship or None for "ship the float model", outcome for the report).
 
     Latency decides between faithful candidates when it can be measured where the model will
     run: on this machine for the ``host`` target, or on a device through ``device_latency``
-    (models by label, feeds → stats with ratios to "float"), whatever the target.
+    (models by label, feeds → stats with ratios to "float"), whatever the target. The speed
+    fallback ranks layers by ``device_node_costs`` (model bytes, label → µs per node) when given,
+    else by a profile on this machine.
     """
     from edgeopt.quantize.prepare import (
         check_quantizable, count_quantized_nodes, lift_constant_weights, spatial_means_as_global_pool,
@@ -225,7 +229,7 @@ def search(
         fastest = min(passing, key=lambda c: c.latency_ratio or 1e9)
         if options.speed_fallback and fastest.recipe.mode == "static":
             _speed_fallback(prepared, float_bytes, fastest, quantized_models, outcome, options, evaluate,
-                            timing_feeds, device_latency, progress)
+                            timing_feeds, device_latency, device_node_costs, progress)
 
     explicit = options.mode in ("static", "dynamic", "weights-only")
     nothing = [c for c in outcome.candidates if c.rejection and c.rejection.startswith("no node was quantized")]
@@ -263,7 +267,7 @@ def search(
 
 
 def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome, options, evaluate, timing_feeds,
-                    device_latency, progress) -> None:
+                    device_latency, device_node_costs, progress) -> None:
     """Keep the layers whose int8 kernels are slower in float (speed_fallback.py); on success the
     candidate's model, recipe, fidelity and latency (re-timed against float) are replaced."""
 
@@ -279,8 +283,12 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
 
     int8_bytes = quantized_models[candidate.name]
     progress("profiling float and int8 kernels")
-    float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads)
-    int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads)
+    outcome.speed_fallback_profiled_on = outcome.latency_measured_on if device_node_costs is not None else "host"
+    if device_node_costs is not None:
+        float_costs, int8_costs = device_node_costs(float_bytes, "float"), device_node_costs(int8_bytes, "int8")
+    else:
+        float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads)
+        int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads)
     quantized = {n.name for n in prepared.graph.node
                  if n.op_type in COMPUTE_OPS and n.name not in candidate.recipe.nodes_to_exclude}
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(

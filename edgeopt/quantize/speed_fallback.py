@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import onnx
 from pydantic import BaseModel, ConfigDict
@@ -45,24 +46,31 @@ class SpeedTrial(BaseModel):
     note: str | None = None
 
 
-def profile_node_costs(model_bytes: bytes, *, label: str, threads: int = 1) -> dict[str, float]:
-    """Median kernel time per graph node (µs per run) on this machine, from onnxruntime's profiler.
-
-    Fused kernels are charged to the node they map back to (``measure.map_op_names``)."""
-    from edgeopt.runtime.measure import map_op_names, measure_locally
+def node_costs(measurement: Any, model_bytes: bytes) -> dict[str, float]:
+    """Median kernel time per graph node (µs per run) from a runner measurement with per-op
+    timings (onnxruntime's profiler, on this machine or a device). Fused kernels are charged to
+    the node they map back to (``measure.map_op_names``)."""
+    from edgeopt.runtime.measure import map_op_names
 
     model = onnx.ModelProto()
     model.ParseFromString(model_bytes)
-    with tempfile.TemporaryDirectory(prefix="edgeopt-node-costs-") as tmp:
-        path = Path(tmp) / f"{label}.onnx"
-        path.write_bytes(model_bytes)
-        measurement = measure_locally(path, runs=5, warmup=3, threads=threads, profile_ops=True)
     map_op_names(measurement, [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node])
     costs: dict[str, float] = {}
     for op in measurement.per_op or []:
         if op.source_nodes and op.median_us is not None:
             costs[op.source_nodes[0]] = costs.get(op.source_nodes[0], 0.0) + op.median_us
     return costs
+
+
+def profile_node_costs(model_bytes: bytes, *, label: str, threads: int = 1) -> dict[str, float]:
+    """``node_costs`` measured on this machine (the runner in a child process)."""
+    from edgeopt.runtime.measure import measure_locally
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-node-costs-") as tmp:
+        path = Path(tmp) / f"{label}.onnx"
+        path.write_bytes(model_bytes)
+        measurement = measure_locally(path, runs=5, warmup=3, threads=threads, profile_ops=True)
+    return node_costs(measurement, model_bytes)
 
 
 def slower_in_int8(float_costs: dict[str, float], int8_costs: dict[str, float], quantized: set[str]

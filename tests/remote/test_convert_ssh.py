@@ -28,6 +28,8 @@ def test_device_numbers_decide_and_the_final_model_is_profiled_on_it(cli, sshd, 
     timed = [c for c in quantize["details"]["candidates"] if c["status"] == "ok"]
     assert timed and all(c["latency_ratio"] > 0 and c["latency"]["runs"] >= 15 for c in timed)
     assert sshd.alias in quantize["details"]["reason"]
+    # the speed fallback ranks layers by the device's own per-node profile, and times trials there
+    assert quantize["details"]["speed_fallback_profiled_on"] == sshd.alias
     names = [s["name"] for s in report["stages"]]
     assert names[-2:] == ["device", "finalize"]  # the device stage comes last, before publication
     device = next(s for s in report["stages"] if s["name"] == "device")
