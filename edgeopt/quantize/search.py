@@ -281,14 +281,20 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
                                     budget_s=options.latency_budget_s / 2)
         return stats["trial"].ratio_to_reference or 1.0
 
+    from edgeopt.runtime.measure import MeasurementError
+
     int8_bytes = quantized_models[candidate.name]
     progress("profiling float and int8 kernels")
     outcome.speed_fallback_profiled_on = outcome.latency_measured_on if device_node_costs is not None else "host"
-    if device_node_costs is not None:
-        float_costs, int8_costs = device_node_costs(float_bytes, "float"), device_node_costs(int8_bytes, "int8")
-    else:
-        float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads)
-        int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads)
+    try:
+        if device_node_costs is not None:
+            float_costs, int8_costs = device_node_costs(float_bytes, "float"), device_node_costs(int8_bytes, "int8")
+        else:
+            float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads)
+            int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads)
+    except MeasurementError as exc:  # an optimisation that cannot profile is skipped, not fatal
+        outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
+        return
     quantized = {n.name for n in prepared.graph.node
                  if n.op_type in COMPUTE_OPS and n.name not in candidate.recipe.nodes_to_exclude}
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(

@@ -266,3 +266,20 @@ def test_search_records_measured_trials_and_ships_what_they_chose(speed_fallback
     assert chosen.fidelity.worst_cosine >= 0.99
     # The recorded latency is the shipped model's, timed against float after the fallback.
     assert chosen.latency_ratio is not None and outcome.float_latency is not None
+
+
+def test_a_profile_that_fails_skips_the_fallback_with_a_warning():
+    from edgeopt.runtime.measure import MeasurementError
+
+    def unprofilable(_model: bytes, label: str) -> dict[str, float]:
+        raise MeasurementError(f"the measurement process died (exit -9) profiling {label}")
+
+    evaluation = _feeds(8, 2)
+    shipped, outcome = search(small_cnn(), target=load_target("host"),
+                              options=QuantizeOptions(mode="static", force_int8=True, latency_budget_s=1.0),
+                              calibration=_feeds(8, 0), evaluation=evaluation, labels=None,
+                              timing_feeds=evaluation[0], device_node_costs=unprofilable)
+    assert shipped is not None and outcome.shipped == "int8"
+    assert any(w.startswith("speed fallback skipped: profiling failed (the measurement process died")
+               for w in outcome.warnings)
+    assert all(c.speed_fallback == [] for c in outcome.candidates)
