@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -81,6 +82,28 @@ def test_ssh_argv_is_a_list_with_options_and_port():
     assert "StrictHostKeyChecking=accept-new" in SshClient("h", accept_new_host_key=True).ssh_argv("true")
 
 
+def _control_path(client: SshClient) -> str | None:
+    argv = client.ssh_argv("true")
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("ControlPath=")), None)
+
+
+def test_connection_sharing_is_keyed_by_every_option_and_can_be_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    strict = SshClient("me@host:2222", known_hosts_file="/tmp/kh")
+    path = _control_path(strict)
+    assert path is not None and path.startswith(f"{tmp_path}/edgeopt-ssh-{os.getuid()}/") and path.endswith("-%C")
+    assert "ControlMaster=auto" in strict.ssh_argv("true") and "ControlPersist=30" in strict.ssh_argv("true")
+    assert (tmp_path / f"edgeopt-ssh-{os.getuid()}").stat().st_mode & 0o777 == 0o700
+    # another host-key policy or known_hosts never shares a connection checked under this one
+    assert _control_path(SshClient("me@host:2222", known_hosts_file="/tmp/other")) != path
+    assert _control_path(SshClient("me@host:2222", known_hosts_file="/tmp/kh", accept_new_host_key=True)) != path
+    assert _control_path(SshClient("me@host:2222", known_hosts_file="/tmp/kh")) == path
+    assert _control_path(SshClient("me@host:2222", multiplex=False)) is None
+    # a socket folder others can enter is not used at all
+    (tmp_path / f"edgeopt-ssh-{os.getuid()}").chmod(0o777)
+    assert _control_path(SshClient("me@host:2222")) is None
+
+
 def test_remote_command_quotes_everything():
     assert remote_command(["cat", "my model's \"v2\".onnx", "$(reboot)"]) == \
         "cat 'my model'\"'\"'s \"v2\".onnx' '$(reboot)'"
@@ -99,6 +122,17 @@ def test_run_and_upload_with_awkward_names(sshd, tmp_path):
     assert weird.read_bytes() == payload
     assert not list(weird.parent.glob("*.part.*")) and not (tmp_path / "dir with space" / "pwned").exists()
     assert client.run(sh_command('exit "$1"', "7"), timeout_s=30).returncode == 7
+
+
+def test_calls_share_one_connection(sshd):
+    client = SshClient(sshd.alias, config_file=sshd.config)
+    client.connect_check()
+    argv = client.ssh_argv("true")
+    check = subprocess.run([argv[0], *argv[1:-3], "-O", "check", "--", sshd.alias], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0 and "Master running" in check.stderr
+    for _ in range(3):  # later calls ride on it
+        assert client.check(remote_command(["echo", "ok"]), timeout_s=30).text.strip() == "ok"
 
 
 def test_alias_and_user_at_host_port_both_work(sshd):
