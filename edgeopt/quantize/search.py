@@ -217,11 +217,7 @@ def search(
     if passing and timed:
         progress(f"timing float vs int8 {where}")
         models = {"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}}
-        if device_latency is not None:
-            stats = device_latency(models, timing_feeds)
-        else:
-            stats = compare_latency(models, timing_feeds, reference="float", threads=options.threads,
-                                    budget_s=options.latency_budget_s)
+        stats = _against_float(models, timing_feeds, options, device_latency)
         outcome.float_latency = stats["float"]
         for c in passing:
             c.latency = stats[c.name]
@@ -266,19 +262,27 @@ def search(
     return model, outcome
 
 
+def _against_float(models: dict[str, bytes], feeds: dict[str, np.ndarray], options: QuantizeOptions,
+                   device_latency: Callable[..., dict[str, LatencyStats]] | None, **timing: float
+                   ) -> dict[str, LatencyStats]:
+    """Side-by-side latency with ratios to the model labelled "float": on the device when a
+    ``device_latency`` is given (its own rounds), else on this machine (``timing``: compare_latency's
+    min_time_s / budget_s; the budget defaults to the options')."""
+    if device_latency is not None:
+        return device_latency(models, feeds)
+    timing.setdefault("budget_s", options.latency_budget_s)
+    return compare_latency(models, feeds, reference="float", threads=options.threads, **timing)
+
+
 def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome, options, evaluate, timing_feeds,
                     device_latency, device_node_costs, progress) -> None:
     """Keep the layers whose int8 kernels are slower in float (speed_fallback.py); on success the
     candidate's model, recipe, fidelity and latency (re-timed against float) are replaced."""
 
     def time_against(current: bytes, trial: bytes) -> float:
-        models = {"current": current, "trial": trial}
-        if device_latency is not None:
-            stats = device_latency({"float": current, "trial": trial}, timing_feeds)
-        else:
-            stats = compare_latency(models, timing_feeds, reference="current", threads=options.threads,
-                                    min_time_s=min(1.0, options.latency_budget_s / 4),
-                                    budget_s=options.latency_budget_s / 2)
+        # The current model is the reference, under the reference label "float".
+        stats = _against_float({"float": current, "trial": trial}, timing_feeds, options, device_latency,
+                               min_time_s=min(1.0, options.latency_budget_s / 4), budget_s=options.latency_budget_s / 2)
         return stats["trial"].ratio_to_reference or 1.0
 
     from edgeopt.runtime.measure import MeasurementError
@@ -305,11 +309,7 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
     if fidelity is None:
         return
     progress("timing float vs int8 with the slow layers in float")
-    if device_latency is not None:
-        stats = device_latency({"float": float_bytes, "int8": data}, timing_feeds)
-    else:
-        stats = compare_latency({"float": float_bytes, "int8": data}, timing_feeds, reference="float",
-                                threads=options.threads, budget_s=options.latency_budget_s)
+    stats = _against_float({"float": float_bytes, "int8": data}, timing_feeds, options, device_latency)
     del quantized_models[candidate.name]
     candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
     candidate.float_nodes = list(recipe.nodes_to_exclude)
