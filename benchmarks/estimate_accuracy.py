@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
@@ -266,16 +267,6 @@ def checked(result: subprocess.CompletedProcess, what: str) -> subprocess.Comple
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def fmt_ms(value: float | None) -> str:
@@ -978,7 +969,7 @@ def report(models: list[Model], micro: Micro, targets: Path, runs: int, repeats:
     everything = WhatIf.all()
     fitted_all = constants(overhead_us, None)
 
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores, {platform.machine()}), onnxruntime {ort_version}, "
+    print(f"{machine_line()}; onnxruntime {ort_version}, "
           f"Python {platform.python_version()}; 1 intra-op thread; load average {load_start:.2f} at start, "
           f"{load_end:.2f} at end\n")
     eff = ", ".join(f"{k} {v:g}" for k, v in host.get("efficiency", {}).items())

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,6 +135,7 @@ def main() -> None:
                        "image=1x1x8x8", args.runs, work)
         rows += measure("MobileNetV2-like (1x3x96x96)", f"{work / 'mobilenet_like.py'}:build", None,
                         "image=1x3x96x96", args.runs, work)
+    print(machine_line())
     print(f"{args.runs} interleaved runs each, batch 1, 1 thread; ratio vs torch eager (lower is faster)\n")
     print("| model | runtime | median ms | p90 ms | ratio |")
     print("|---|---|---:|---:|---:|")

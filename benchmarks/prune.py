@@ -44,14 +44,13 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
@@ -293,7 +292,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+    print(f"{machine_line()}; torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}")
     print()
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -87,6 +88,7 @@ def main() -> None:
             models[f"{tag} int8 edgeopt search ({kept} layer(s) float for speed)"] = searched.SerializeToString()
         stats = compare_latency(models, calib[0], reference="r0 fp32", threads=1, budget_s=args.budget,
                                 min_time_s=args.budget / 2)
+    print(machine_line())
     print(f"| model ({size}x{size}) | median ms | x r0 fp32 |")
     print("|---|---|---|")
     for label, value in stats.items():

@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
@@ -601,23 +601,6 @@ def edgeopt_version() -> str:
         return "?"
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm") if f in flags]
-    except OSError:
-        isa = []
-    return f"{cpu}, {os.cpu_count()} cores" + (f" ({', '.join(isa)})" if isa else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="interleaved rounds per model, at least (default 200)")
@@ -666,7 +649,7 @@ def main() -> None:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"Machine: {machine()}; onnxruntime {ort.__version__}, edgeopt {edgeopt_version()}; "
+    print(f"{machine_line()}; onnxruntime {ort.__version__}, edgeopt {edgeopt_version()}; "
           f"at least {args.runs} interleaved rounds per model (order rotating) and {args.min_time:g} s, "
           f"at most {args.budget:g} s; batch 1, 1 intra-op thread (rounds per model in the notes).")
     print("ort default = quantize_static(QDQ, per_channel, QInt8 activations and weights, MinMax), no pre-processing. "

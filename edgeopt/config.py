@@ -175,27 +175,20 @@ def _size(value: object, key: str) -> int:
     return size
 
 
-_COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
 def _count(value: object, key: str) -> int:
     """1200000, "1.2M", "800k", "3 G" (MACs, parameters)."""
-    import re
+    from edgeopt.errors import InputError
+    from edgeopt.units import parse_count
 
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{key} must be a number")
-    if isinstance(value, (int, float)):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"{key} must be a finite number")
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)\s*", str(value))
-        if not match:
-            raise ValueError(f"{key}: bad count {value!r} (use a number, or 1.2M, 800k, 3G)")
-        number = float(match.group(1)) * _COUNT_SUFFIXES[match.group(2).lower()]
+    try:
+        number = parse_count(value)
+    except InputError as exc:
+        raise ValueError(f"{key}: {exc.message} ({exc.hint})") from None
     if number <= 0:
         raise ValueError(f"{key} must be positive")
-    return int(number)
+    return number
 
 
 def _fraction(value: object, key: str, *, points: bool) -> float:

@@ -52,7 +52,8 @@ class Check(BaseModel):
     target: str | None
     metric: str
     kind: Literal["limit", "growth"] = "limit"
-    limit: float | None
+    # bytes and counts stay integers (exact); latency, fractions and growth are floats
+    limit: int | float | None
     limit_text: str
     actual: float | None
     actual_text: str
@@ -124,7 +125,7 @@ def evaluate_budget(budget: Budget, facts: dict[str, Fact], baseline: dict[str, 
             word = "within" if ok else ("exceeds" if higher_is_worse else "below")
             message = f"{metric} {format_value(fact.value, unit)} {word} {field} {format_value(limit, unit)}"
         checks.append(Check(budget=budget.label, artifact=budget.artifact, target=budget.target, metric=metric,
-                            limit=float(limit), limit_text=limit_text, actual=fact.value,
+                            limit=limit, limit_text=limit_text, actual=fact.value,
                             actual_text=format_value(fact.value, unit), unit=unit, source=fact.source,
                             baseline=base, delta=delta, delta_pct=pct, status=status, message=message, line=line))
     checks += _growth_checks(budget, facts, baseline, line)

@@ -130,8 +130,25 @@ def _search_dirs(extra: Path | None) -> list[Path]:
     return dirs
 
 
-def _detect_host() -> dict[str, Any]:
-    facts: dict[str, Any] = {"arch": platform.machine() or "unknown", "cores": os.cpu_count()}
+# CPU flags that decide which int8 (and fp16/bf16) kernels a runtime takes
+INT8_RELEVANT_FLAGS = frozenset({"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c",
+                                 "asimd", "asimddp", "i8mm", "sve", "sve2", "fphp", "asimdhp", "bf16"})
+_VNNI = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+_ARM_DOT = frozenset({"asimddp", "i8mm", "sve", "sve2"})
+
+
+def isa_family_of(arch: str, features: set[str] | frozenset[str] | tuple[str, ...]) -> str:
+    """x86-vnni, x86 (AVX2 u8s8 kernels saturate int16 pair sums), arm-dot, arm or other."""
+    features, arch = set(features), arch.lower()
+    if arch in ("x86_64", "amd64", "x86", "i686"):
+        return "x86-vnni" if features & _VNNI else "x86"
+    if arch.startswith(("arm", "aarch64")):
+        return "arm-dot" if features & _ARM_DOT else "arm"
+    return "other"
+
+
+def host_cpu_features() -> tuple[str, ...]:
+    """This machine's int8-relevant CPU flags, from /proc/cpuinfo (empty where it cannot be read)."""
     features: set[str] = set()
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -141,9 +158,18 @@ def _detect_host() -> dict[str, Any]:
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             features.update(value.split())
-    interesting = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c",
-                   "asimd", "asimddp", "i8mm", "sve", "sve2", "fphp", "asimdhp", "bf16"}
-    facts["isa_features"] = tuple(sorted(features & interesting))
+    return tuple(sorted(features & INT8_RELEVANT_FLAGS))
+
+
+def int8_isa_summary() -> str:
+    """One line for logs and benchmark tables: "x86-vnni (avx2 avx512_vnni avx512bw avx512f fma)"."""
+    features = host_cpu_features()
+    return f"{isa_family_of(platform.machine() or 'unknown', features)} ({' '.join(features) or 'no flags read'})"
+
+
+def _detect_host() -> dict[str, Any]:
+    facts: dict[str, Any] = {"arch": platform.machine() or "unknown", "cores": os.cpu_count(),
+                             "isa_features": host_cpu_features()}
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):

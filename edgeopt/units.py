@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import ROUND_FLOOR, Decimal
 
 from edgeopt.errors import InputError
 
@@ -11,18 +13,48 @@ _BYTE_UNITS = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
     "k": 1024, "m": 1024**2, "g": 1024**3,
 }
-_SIZE_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[a-zA-Z]*)\s*$")
+_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_NUMBER = r"(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)"
+_SIZE_RE = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>[a-zA-Z]*)\s*$")
+_COUNT_RE = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>[kKmMgGtT]?)\s*$")
+
+
+def _exact(value: int | float | str) -> Decimal:
+    """The number as written: a float goes through its shortest repr, so 32.379 stays 32.379
+    (Decimal(32.379) would be 32.3789999...)."""
+    return Decimal(value if isinstance(value, (int, str)) else repr(value))
+
+
+def _whole(number: Decimal) -> int:
+    """Limits are upper bounds on whole bytes or counts: "size <= 1228.8 B" allows exactly what
+    "size <= 1228 B" allows, so the floor is the same limit, not a rounding of it."""
+    return int(number.to_integral_value(rounding=ROUND_FLOOR))
 
 
 def parse_bytes(text: str | int | float) -> int:
-    """"4 MiB" -> 4194304, "800 kB" -> 800000; a bare number is bytes."""
+    """"4 MiB" -> 4194304, "32.379 kB" -> 32379 (exact decimal arithmetic, never through a
+    float); a bare number is bytes; fractions of a byte are dropped (see ``_whole``)."""
     if isinstance(text, (int, float)):
-        return int(text)
+        if isinstance(text, bool) or not math.isfinite(text):
+            raise InputError(f"bad size {text!r}", "use a number of bytes, or a string like \"4 MiB\"")
+        return _whole(_exact(text))
     match = _SIZE_RE.match(text)
     unit = match.group("unit").lower() if match else ""
     if not match or unit not in {"", *_BYTE_UNITS}:
         raise InputError(f"bad size {text!r}", "use a number with a unit: B, kB, MB, GB, KiB, MiB, GiB")
-    return int(float(match.group("num")) * _BYTE_UNITS.get(unit, 1))
+    return _whole(_exact(match.group("num")) * _BYTE_UNITS.get(unit, 1))
+
+
+def parse_count(text: str | int | float) -> int:
+    """1200000, "1.2M" -> 1200000, "800k", "3 G" (decimal multiples: MACs, parameters), exactly."""
+    if isinstance(text, (int, float)):
+        if isinstance(text, bool) or not math.isfinite(text):
+            raise InputError(f"bad count {text!r}", "use a number, or 1.2M, 800k, 3G")
+        return _whole(_exact(text))
+    match = _COUNT_RE.match(text)
+    if not match:
+        raise InputError(f"bad count {text!r}", "use a number, or 1.2M, 800k, 3G")
+    return _whole(_exact(match.group("num")) * _COUNT_UNITS[match.group("unit").lower()])
 
 
 def format_bytes(n: int | float | None) -> str:

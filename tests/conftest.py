@@ -23,6 +23,16 @@ os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="edgeopt-tests-config-")
 os.environ.pop("EDGEOPT_TARGETS_DIR", None)
 
 
+def pytest_report_header(config) -> str:
+    """The CPU's int8-relevant flags, so a failure log says which kind of machine it came from
+    (onnxruntime's int8 kernels differ between AVX2, AVX-512 VNNI and ARM dot-product CPUs)."""
+    import platform
+
+    from edgeopt.targets import int8_isa_summary
+
+    return f"cpu: {platform.machine()}, int8-relevant flags: {int8_isa_summary()}"
+
+
 @dataclass
 class CliResult:
     code: int

@@ -15,11 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.targets import TargetProfile
+from edgeopt.targets import TargetProfile, isa_family_of
 
 QuantizeMode = Literal["auto", "static", "dynamic", "weights-only", "none"]
-_VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}
-_ARM_DOT = {"asimddp", "i8mm", "sve", "sve2"}
 # Ops whose weights carry most of a model's bytes and MACs.
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # Gather: embedding tables are most of a transformer's bytes.
@@ -66,13 +64,7 @@ class RecipeChoice(BaseModel):
 
 
 def isa_family(target: TargetProfile) -> str:
-    features = set(target.isa_features)
-    arch = target.arch.lower()
-    if arch in ("x86_64", "amd64", "x86", "i686"):
-        return "x86-vnni" if features & _VNNI else "x86"
-    if arch.startswith(("arm", "aarch64")):
-        return "arm-dot" if features & _ARM_DOT else "arm"
-    return "other"
+    return isa_family_of(target.arch, target.isa_features)
 
 
 def default_static(target: TargetProfile, overrides: dict[str, object] | None = None) -> RecipeChoice:

@@ -42,7 +42,7 @@ def facts(runs):
 
 
 def budget_toml(key: str, value, target: str | None = "rpi4b") -> str:
-    return (f'[[budgets]]\nartifact = "out/model.onnx"\n' + (f'target = "{target}"\n' if target else "")
+    return ('[[budgets]]\nartifact = "out/model.onnx"\n' + (f'target = "{target}"\n' if target else "")
             + f"{key} = {json.dumps(value)}\n")
 
 
@@ -92,6 +92,41 @@ max_size = "{(size - 1) / 1000} kB"
     assert "4.00 MiB" in result.stdout and "FAIL: tight: size" in result.stdout
     data = json.loads(cli("gate", "--config", config, "--json").stdout)
     assert [c["limit"] for c in data["checks"]] == [4 * 1024 * 1024, 1_200_000, size - 1]
+
+
+@pytest.mark.parametrize("unit, scale", [("B", 1), ("kB", 1000), ("MB", 1000**2), ("KiB", 1024), ("MiB", 1024**2),
+                                         ("GiB", 1024**3)])
+def test_a_size_limit_at_the_exact_byte_in_every_unit(cli, project, runs, unit, scale):
+    """Whatever size the int8 model has on this CPU, its size written exactly in any unit passes and
+    one byte less fails (size / 1000 and size / 1024**k are finite decimals)."""
+    from decimal import Decimal
+
+    size = facts(runs)["max_size"]
+    config = project.write(f'[[budgets]]\nname = "exact"\nartifact = "out/model.onnx"\n'
+                           f'max_size = "{Decimal(size) / scale:f} {unit}"\n\n'
+                           f'[[budgets]]\nname = "one byte less"\nartifact = "out/model.onnx"\n'
+                           f'max_size = "{Decimal(size - 1) / scale:f} {unit}"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 1, result.stdout + result.stderr
+    exact, less = json.loads(result.stdout)["checks"]
+    assert (exact["status"], less["status"]) == ("pass", "fail")
+    assert (exact["limit"], less["limit"]) == (size, size - 1)
+    assert isinstance(exact["limit"], int) and exact["actual"] == size
+
+
+@pytest.mark.parametrize("key", ["max_params", "max_macs"])
+@pytest.mark.parametrize("suffix, scale", [("", 1), ("k", 1000), ("M", 1000**2), ("G", 1000**3)])
+def test_a_count_limit_at_the_exact_count_in_every_suffix(cli, project, runs, key, suffix, scale):
+    from decimal import Decimal
+
+    count = facts(runs)[key]
+    config = project.write(f'[[budgets]]\nartifact = "out/model.onnx"\n{key} = "{Decimal(count) / scale:f}{suffix}"\n'
+                           f'\n[[budgets]]\nartifact = "out/model.onnx"\n'
+                           f'{key} = "{Decimal(count - 1) / scale:f}{suffix}"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 1, result.stdout + result.stderr
+    exact, less = json.loads(result.stdout)["checks"]
+    assert (exact["status"], exact["limit"], less["status"], less["limit"]) == ("pass", count, "fail", count - 1)
 
 
 @pytest.mark.parametrize("text, expected", [
