@@ -140,6 +140,9 @@ class ConvertConfig(BaseModel):
     output_dir: str
     input_shapes: dict[str, list[int]] = {}  # "" key: the only input
     input_dtypes: dict[str, str] = {}
+    dims: dict[str, int] = {}  # sizes of named symbolic dims (--dim seq=128)
+    fills: dict[str, str | int | float] = {}  # inputs the data lacks: zeros | ones | a number (--fill)
+    state_pairs: dict[str, str] = {}  # a stream: output -> the input it feeds on the next call
     opset: int | None = None
     dynamic_batch: bool = True
     simplify: bool = True
@@ -319,6 +322,9 @@ class PipelineFile(BaseModel):
     input_shape: str | list[int] | None = None  # the only input
     input_shapes: dict[str, str | list[int]] = {}
     input_dtypes: dict[str, str] = {}
+    dims: dict[str, int] = {}
+    fills: dict[str, str | int | float] = {}
+    state_pairs: dict[str, str] = {}
     opset: int | None = None
     dynamic_batch: bool = True
     simplify: bool = True

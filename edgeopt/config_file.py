@@ -262,6 +262,14 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
             line = loaded.line_of(key) or loaded.line_of(("pipeline",))
             raise ConfigError(f"{loaded.path}:{line}: {'.'.join(key)}: {exc.message}", exc.hint) from None
         shapes.update({(k or ""): list(v) for k, v in parsed.items()})
+    from edgeopt.data import parse_fills, parse_state_pairs
+
+    for key, parse in (("fills", parse_fills), ("state_pairs", parse_state_pairs)):
+        try:
+            parse(dict(getattr(pipeline, key)))
+        except InputError as exc:
+            line = loaded.line_of(("pipeline", key)) or loaded.line_of(("pipeline",))
+            raise ConfigError(f"{loaded.path}:{line}: pipeline.{key}: {exc.message}", exc.hint) from None
     quantize = pipeline.quantize.model_copy(update={"calib": resolved(pipeline.quantize.calib),
                                                     "eval": resolved(pipeline.quantize.eval)})
     finetune = pipeline.finetune
@@ -273,7 +281,8 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
         device = device.model_copy(update={"ssh_config": resolved(device.ssh_config)})
     return ConvertConfig(
         source=loaded.resolve_source(pipeline.source), output_dir=output_override or str(loaded.resolve(pipeline.output)), input_shapes=shapes,
-        input_dtypes=dict(pipeline.input_dtypes), opset=pipeline.opset, dynamic_batch=pipeline.dynamic_batch,
+        input_dtypes=dict(pipeline.input_dtypes), dims=dict(pipeline.dims), fills=dict(pipeline.fills),
+        state_pairs=dict(pipeline.state_pairs), opset=pipeline.opset, dynamic_batch=pipeline.dynamic_batch,
         simplify=pipeline.simplify, weights=resolved(pipeline.weights), trust_pickle=pipeline.trust_pickle,
         keep_failed=pipeline.keep_failed, parity=pipeline.parity, targets=list(dict.fromkeys(pipeline.targets)),
         targets_dir=resolved(pipeline.targets_dir), quantize=quantize, device=device, prune=pipeline.prune,

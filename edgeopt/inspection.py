@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.artifact import ModelFormat, sniff_format
-from edgeopt.errors import InputError, ModelLoadError, UnsupportedFormatError
+from edgeopt.errors import ModelLoadError, UnsupportedFormatError
 from edgeopt.fsutil import gzip_size, sha256_file
 from edgeopt.onnx_io import load_onnx
 
@@ -33,10 +33,15 @@ class InspectResult(BaseModel):
     schema_version: int = INSPECT_SCHEMA_VERSION
     file: FileFacts
     graph: dict[str, Any]
+    counted_at: str | None = None  # the input shapes MACs were counted at, with where each size came from
+    unsized_dims: str | None = None  # why MACs were not counted: dims nothing gives a size, and the flags
 
 
-def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None) -> InspectResult:
+def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
+                  dims: dict[str, int] | None = None) -> InspectResult:
+    from edgeopt.analysis.shapes import declared_input_specs
     from edgeopt.analysis.summary import summarize_graph
+    from edgeopt.data import metadata_dict, resolve_inputs
 
     path = Path(path)
     if not path.exists():
@@ -56,17 +61,19 @@ def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | 
         raise ModelLoadError(f"cannot tell what kind of model {path} is", "inspect reads .onnx files")
     # Weights are not needed for the summary: leave external data on disk.
     loaded = load_onnx(path, load_external_data=False)
-    shapes = {k: v for k, v in (input_shapes or {}).items()}
-    if None in shapes:
-        from edgeopt.analysis.shapes import model_inputs
-
-        real = model_inputs(loaded.model)
-        if len(real) != 1:
-            raise InputError(
-                f"the model has {len(real)} inputs ({', '.join(i.name for i in real)}); "
-                "an unnamed --input-shape is ambiguous", "name the input: --input-shape NAME=DIMS")
-        shapes[real[0].name] = shapes.pop(None)
-    summary = summarize_graph(loaded.model, input_shapes=shapes or None)
+    # Every symbolic dim sized by data.resolve (flags, metadata, a batch axis at 1); MACs are counted
+    # only where every dim has a size, never at a silent 1.
+    resolved = resolve_inputs(declared_input_specs(loaded.model, skip_unfeedable=True), shapes=input_shapes,
+                              dims=dims,
+                              metadata=metadata_dict([(p.key, p.value) for p in loaded.model.metadata_props]),
+                              allow_unresolved=True)
+    summary = summarize_graph(loaded.model, input_shapes=resolved.shapes or None)
+    graph = summary.model_dump(mode="json")
+    unsized = None
+    if resolved.unresolved:
+        unsized = "; ".join(f"{u.describe()} has no size ({u.fix})" for u in resolved.unresolved)
+        graph.update(macs_total=None, macs_by_op_type={}, macs_unknown_nodes=[])
+    counted_at = None if unsized else resolved.describe()
     files = loaded.all_files
     facts = FileFacts(
         path=str(path),
@@ -80,4 +87,4 @@ def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | 
         ],
         checker_error=loaded.checker_error,
     )
-    return InspectResult(file=facts, graph=summary.model_dump(mode="json"))
+    return InspectResult(file=facts, graph=graph, counted_at=counted_at, unsized_dims=unsized)

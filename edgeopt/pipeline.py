@@ -26,7 +26,10 @@ import onnx
 from edgeopt import __version__
 from edgeopt.artifact import ModelArtifact, ModelFormat, sniff_format
 from edgeopt.config import ConvertConfig
-from edgeopt.data import InputSpec, random_inputs, resolve_input_specs
+from edgeopt.data import (
+    Dataset, InputPlan, InputSpec, apply_user_shapes, fill_plan, metadata_dict, parse_dims, parse_fills,
+    resolve_inputs,
+)
 from edgeopt.errors import (
     EdgeoptError, InputError, ModelLoadError, OutputError, UnsupportedFormatError, VerificationError,
 )
@@ -72,16 +75,23 @@ class ConvertResult:
 
 @dataclass
 class _Reference:
-    """Source outputs for each (seed, batch) sample, computed once."""
+    """Source outputs for each (seed, batch) sample, computed once. Samples come from the run's
+    ``InputPlan``: resolved shapes, the data's value ranges, fills for integer inputs."""
 
-    specs: list[InputSpec]
+    plan: InputPlan
     compute: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+    order: list[str] | None = None  # input names in the order ``compute`` takes them (default: the plan's)
     cache: dict[tuple[int, int | None], tuple[dict[str, np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+
+    @property
+    def specs(self) -> list[InputSpec]:
+        by_name = {s.name: s for s in self.plan.specs}
+        return [by_name[n] for n in self.order] if self.order else self.plan.specs
 
     def sample(self, seed: int, batch: int | None) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         key = (seed, batch)
         if key not in self.cache:
-            feeds = random_inputs(self.specs, seed=seed, batch=batch)
+            feeds = self.plan.sample(seed, batch)
             self.cache[key] = (feeds, self.compute(feeds))
         return self.cache[key]
 
@@ -109,6 +119,7 @@ class _Run:
         self.work_dir: Path | None = None
         self.produced: list[Path] = []  # files in the work dir, named as they will be in OUT
         self.quantization_data: tuple[Any, Any, dict[str, Any], list[str]] | None = None
+        self.plan: InputPlan | None = None
         self.device_summary: dict[str, Any] | None = None
         self.torch_source: Any = None  # the loaded PyTorch source, when the source is one
         self.output_names: list[str] | None = None
@@ -204,22 +215,29 @@ class _Run:
 
     # -- sources --------------------------------------------------------------------------
     def _from_onnx(self, path: Path) -> tuple[onnx.ModelProto, _Reference]:
+        from edgeopt.analysis.shapes import declared_input_specs
+        from edgeopt.export.onnx_normalize import free_input_dims
+
         record, started = self._stage("load", "Loading ONNX model")
         loaded = load_onnx(path)
         if loaded.checker_error:
             record.warnings.append(f"onnx.checker: {loaded.checker_error}")
-        runner = OnnxRuntimeRunner(_runtime_source(loaded), label=str(path))
-        specs = resolve_input_specs(runner.input_specs(), self._input_shapes(), dict(self.config.input_dtypes))
-        reference = _Reference(specs, lambda feeds: list(runner.run(_cast(feeds, runner)).values()))
+        # -1 / 0 input dims (paddle2onnx and older exporters) mean "any size": onnxruntime enforces
+        # a 0, so the graph gets real symbolic dims before anything runs it.
+        model, freed = free_input_dims(loaded.model)
+        if freed:
+            record.details["freed_dims"] = freed
+        runner = OnnxRuntimeRunner(model.SerializeToString() if freed else _runtime_source(loaded), label=str(path))
+        plan = self._plan_inputs(declared_input_specs(model), metadata_dict(
+            [(p.key, p.value) for p in model.metadata_props]), record)
+        reference = _Reference(plan, lambda feeds: list(runner.run(_cast(feeds, runner)).values()))
         reference.sample(self.config.parity.seed, None)  # the source must run on these inputs
-        named = {s.name for s in specs} if None in self._input_shapes() else set(self._input_shapes())
-        self._load_quantization_data(_sample_specs(runner.input_specs(), specs, {n for n in named if n}), record)
-        record.details.update({"opset": default_opset(loaded.model), "inputs": [s.describe() for s in specs],
-                          "external_files": [f.location for f in loaded.external_files]})
-        self.report.source.opset = default_opset(loaded.model)
+        record.details.update({"opset": default_opset(model), "inputs": [s.describe() for s in plan.specs],
+                               "external_files": [f.location for f in loaded.external_files]})
+        self.report.source.opset = default_opset(model)
         self._finish(record, started)
 
-        current = loaded.model
+        current = model
         source_opset = default_opset(current)
         target_opset = self.config.opset or (MIN_OPSET if source_opset < MIN_OPSET else None)
         if target_opset is not None and target_opset != source_opset:
@@ -240,6 +258,9 @@ class _Run:
         weights = Path(self.config.weights) if self.config.weights else None
         source = load_torch_source(self.config.source, fmt, weights=weights, trust_pickle=self.config.trust_pickle)
         specs = torch_input_specs(source, self._input_shapes(), dict(self.config.input_dtypes))
+        declared = [InputSpec(s.name, ("batch", *s.shape[1:]) if self.config.dynamic_batch and s.shape else s.shape,
+                              s.dtype) for s in specs]
+        plan = self._plan_inputs(declared, {}, record, shapes={s.name: tuple(s.shape) for s in specs})
         output_keys: list[str | None] = []  # names from the outputs' dict keys, seen on the first run
 
         def run_source(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -248,12 +269,9 @@ class _Run:
                 output_keys.extend(name for name, _ in named)
             return [array for _, array in named]
 
-        reference = _Reference(specs, run_source)
+        reference = _Reference(plan, run_source)
         self.torch_source = source
         feeds, outputs = reference.sample(self.config.parity.seed, None)
-        declared = [InputSpec(s.name, ("batch", *s.shape[1:]) if self.config.dynamic_batch and s.shape else s.shape,
-                              s.dtype) for s in specs]
-        self._load_quantization_data(declared, record)
         output_names = output_names_from(list(zip(output_keys, outputs)))
         self.output_names = output_names
         record.details.update({"kind": source.description, "inputs": [s.describe() for s in specs],
@@ -309,8 +327,7 @@ class _Run:
                 self._finish(record, started)
                 return current, reference
             if names != [s.name for s in reference.specs]:
-                by_name = {s.name: s for s in reference.specs}
-                reference = _Reference([by_name[n] for n in names], reference.compute)
+                reference = _Reference(reference.plan, reference.compute, order=list(names))
             record.details["path"] = "ONNX graph converted to torch"
         specs = reference.specs
         bar = getattr(self.progress, "stage_progress", None)
@@ -323,7 +340,8 @@ class _Run:
                 eval_set=self._labelled_eval_set([s.name for s in specs]),
                 note=lambda message: self.progress.stage_note("prune", message),
                 epoch_progress=(lambda done, total: bar("prune", done, total)) if bar else (lambda _d, _t: None),
-                latency_threads=self.config.quantize.threads, targets_dir=self._targets_dir())
+                latency_threads=self.config.quantize.threads, targets_dir=self._targets_dir(),
+                timing_feeds=reference.sample(self.config.parity.seed + 1, None)[0])
             pruned = load_onnx(export_path, check=False).model
         finally:
             export_path.unlink(missing_ok=True)
@@ -331,7 +349,7 @@ class _Run:
         self.prune_accuracy_set = result.accuracy_set
         record.details.update(result.details)
         record.warnings.extend(result.warnings)
-        new_reference = _Reference(specs, run_module(result.module, specs))
+        new_reference = _Reference(reference.plan, run_module(result.module, specs), order=[s.name for s in specs])
         self._check_and_save(record, "prune", pruned, new_reference, parent=self._last_artifact())
         self._finish(record, started)
         return pruned, new_reference
@@ -350,7 +368,8 @@ class _Run:
             targets = [load_target(name, self._targets_dir()) for name in self.config.targets]
             stage.warnings.extend(quantized_step(details, final, self.unpruned.SerializeToString(), targets, specs,
                                                  self.prune_accuracy_set, self.config.quantize.threads,
-                                                 self._targets_dir()))
+                                                 self._targets_dir(),
+                                                 timing_feeds=self.plan.sample(self.config.parity.seed + 1, None)))
         prune = details["prune"]
         finetune = details.get("finetune")
         return {"ratio": self.config.prune.ratio, "params_before": prune["params_before"],
@@ -428,8 +447,15 @@ class _Run:
         record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
                           "min_top1": settings.min_top1, "force_int8": settings.force_int8,
                           "speed_fallback": settings.speed_fallback}
-        batch = _calibration_batch_size(current)
+        state_pairs = self.plan.state_pairs if self.plan is not None else {}
+        batch = 1 if state_pairs else _calibration_batch_size(current)  # a stream runs one call at a time
         calib_batches = list(calibration.batches(batch)) if calibration is not None else None
+        if calib_batches and state_pairs:
+            # Calibrate on the states the float model itself carries from call to call.
+            from edgeopt.data import run_stream
+
+            runner = OnnxRuntimeRunner(current.SerializeToString(), label="the float model")
+            calib_batches = [fed for fed, _ in run_stream(runner.run, calib_batches, state_pairs)]
         # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
         # quantization picks its scales per batch, so batch 16 would flatter it.
         deploy_batch = batch if batch != _FREE_BATCH else 1
@@ -446,7 +472,7 @@ class _Run:
         device = self.config.device
         quantized, outcome = search(
             current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
-            labels=evaluation.labels, timing_feeds=timing,
+            labels=evaluation.labels, timing_feeds=timing, state_pairs=state_pairs,
             progress=lambda message: self.progress.stage_note("quantize", message),
             device_latency=self._device_latency if device else None, device_name=device.ssh if device else None,
             device_node_costs=self._device_node_costs if device else None)
@@ -496,10 +522,19 @@ class _Run:
             path.write_bytes(model)
             run = profile_over_ssh(
                 device.ssh, path, runs=5, warmup=3, threads=device.threads, profile_ops=True,
+                inputs=self._device_inputs(Path(tmp)),
                 on_stage=lambda message: self.progress.stage_note("quantize", f"profiling {label} on {device.ssh}: "
                                                                               f"{message}"),
                 **self._ssh_options())
         return node_costs(run.measurement, model)
+
+    def _device_inputs(self, folder: Path) -> Path:
+        """One sample at the run's resolved shapes, as the runner's .npz: the device never guesses
+        symbolic dims or integer values."""
+        path = folder / "inputs.npz"
+        if not path.exists():
+            np.savez(path, **self.plan.sample(self.config.parity.seed, None))
+        return path
 
     def _profile_device(self, final_path: Path, specs: list[InputSpec], estimates: dict[str, Any]) -> None:
         """The last stage: the final model (and the float baseline, when int8 ships) measured on the device."""
@@ -517,9 +552,11 @@ class _Run:
         if baseline is not None:
             models["float_baseline"] = baseline
         measurements: dict[str, Any] = {}
+        inputs_dir = Path(tempfile.mkdtemp(prefix="edgeopt-device-inputs-"))
         for label, path in models.items():
             self.progress.stage_note("device", f"measuring {label}")
             run = profile_over_ssh(device.ssh, path, runs=device.runs, threads=device.threads,
+                                   inputs=self._device_inputs(inputs_dir),
                                    on_stage=lambda message, label=label: self.progress.stage_note(
                                        "device", f"{label}: {message}"),
                                    **self._ssh_options())
@@ -528,6 +565,7 @@ class _Run:
             measurements[label] = {**run.measurement.model_dump(mode="json"),
                                    "ssh": {"host": device.ssh, "uploaded_bytes": run.uploaded_bytes,
                                            "model_cached": run.model_cached}}
+        shutil.rmtree(inputs_dir, ignore_errors=True)
         record.details["measurements"] = measurements
         final = measurements["final"]
         summary: dict[str, Any] = {"host": device.ssh, "target": device.target or self.config.targets[0],
@@ -561,9 +599,42 @@ class _Run:
         source = self.report.source
         return Path(source.path) if source is not None and source.format is ModelFormat.ONNX else None
 
-    def _load_quantization_data(self, specs: list[InputSpec], load_record: StageRecord) -> None:
-        """Read and check --calib / --eval against the source's inputs before any
-        conversion work, so bad data fails fast and nothing is written."""
+    def _plan_inputs(self, declared: list[InputSpec], metadata: dict[str, str], load_record: StageRecord,
+                     shapes: dict[str | None, tuple[int, ...]] | None = None) -> InputPlan:
+        """Read --calib / --eval against the model's inputs, resolve every symbolic dim (flags, then the
+        data, then the model's metadata; data.resolve), fill the inputs the data lacks, and keep the
+        quantization data. Runs before any conversion work, so bad data fails fast and nothing is written."""
+        from edgeopt.data import ImagePreprocessing, load_dataset, parse_state_pairs
+
+        config, settings = self.config, self.config.quantize
+        shapes = self._input_shapes() if shapes is None else shapes
+        dims, fills = parse_dims(dict(config.dims)), parse_fills(dict(config.fills))
+        loading = apply_user_shapes(declared, shapes, dims, dict(config.input_dtypes), keep_batch_free=True)
+        preprocessing = ImagePreprocessing.parse(settings.calib_preprocess) if settings.calib_preprocess else None
+        names = [s.name for s in declared]
+        calibration = load_dataset(settings.calib, loading, preprocessing=preprocessing,
+                                   max_samples=settings.max_calib_samples, optional=names) if settings.calib else None
+        evaluation = load_dataset(settings.eval, loading, preprocessing=preprocessing,
+                                  optional=names) if settings.eval else None
+        resolved = resolve_inputs(declared, shapes=shapes, dims=dims, dtypes=dict(config.input_dtypes),
+                                  data=[calibration, evaluation], metadata=metadata)
+        chosen, warnings = fill_plan(declared, resolved, [calibration, evaluation], fills)
+        plan = InputPlan(resolved, chosen, state_pairs=parse_state_pairs(dict(config.state_pairs)),
+                         warnings=warnings)
+        plan.learn_values(calibration)
+        plan.learn_values(evaluation)
+        calibration = plan.with_fills(calibration) if calibration is not None else None
+        evaluation = plan.with_fills(evaluation) if evaluation is not None else None
+        load_record.warnings.extend(warnings)
+        load_record.details["resolved_inputs"] = plan.summary()
+        self.plan = plan
+        for note in resolved.notes:
+            self.progress.stage_note("load", note)
+        self._load_quantization_data(plan, calibration, evaluation, load_record)
+        return plan
+
+    def _load_quantization_data(self, plan: InputPlan, calibration: Dataset | None, evaluation: Dataset | None,
+                                load_record: StageRecord) -> None:
         settings = self.config.quantize
         if settings.mode == "none" or (settings.mode == "auto" and not settings.calib
                                        and not settings.allow_random_calibration):
@@ -571,40 +642,39 @@ class _Run:
         if settings.mode == "static" and not settings.calib and not settings.allow_random_calibration:
             raise InputError("--quantize static needs calibration data",
                              "pass --calib DATA (a .npz keyed by input name), or --quantize dynamic")
-        self.quantization_data = self._quantization_data(specs)
+        self.quantization_data = self._quantization_data(plan, calibration, evaluation)
         load_record.details["quantization_data"] = self.quantization_data[2]
 
-    def _quantization_data(self, specs: list[InputSpec]):
+    def _quantization_data(self, plan: InputPlan, calibration: Dataset | None, evaluation: Dataset | None):
         """(calibration, evaluation, report details, warnings) per --calib / --eval / random."""
-        from edgeopt.quantize.calibration import ImagePreprocessing, load_dataset, random_dataset
-
         settings = self.config.quantize
         warnings: list[str] = []
-        preprocessing = ImagePreprocessing.parse(settings.calib_preprocess) if settings.calib_preprocess else None
         details: dict[str, Any] = {}
-        calibration = None
-        if settings.calib:
-            calibration = load_dataset(settings.calib, specs, preprocessing=preprocessing,
-                                       max_samples=settings.max_calib_samples)
-        elif settings.allow_random_calibration:
-            calibration = random_dataset(specs, 64, seed=self.config.parity.seed)
+        if calibration is None and settings.allow_random_calibration:
+            calibration = plan.random_dataset(64, seed=self.config.parity.seed)
             warnings.append("RANDOM CALIBRATION: activation ranges come from random inputs, not real data; "
-                                   "the int8 model's accuracy is unknown. Do not ship it.")
-        if settings.eval:
-            evaluation = load_dataset(settings.eval, specs, preprocessing=preprocessing)
+                            "the int8 model's accuracy is unknown. Do not ship it.")
+        if evaluation is not None:
             details["eval"] = evaluation.summary()
-        elif calibration is not None and calibration.count >= 10:
+        elif calibration is not None and calibration.count >= 10 and not plan.state_pairs:
             calibration, evaluation = calibration.split(settings.holdout_fraction, seed=0)
             details["eval"] = {**evaluation.summary(),
                                "source": f"held out from calibration ({settings.holdout_fraction:.0%})"}
+        elif calibration is not None and calibration.count >= 10:
+            # A stream's samples are in time order: hold out its tail, not a random subset.
+            held = max(1, round(calibration.count * settings.holdout_fraction))
+            calibration, evaluation = (calibration.take(range(calibration.count - held)),
+                                       calibration.take(range(calibration.count - held, calibration.count)))
+            details["eval"] = {**evaluation.summary(),
+                               "source": f"the last {held} samples of the calibration stream"}
         elif calibration is not None:
             evaluation = calibration
             warnings.append(f"only {calibration.count} calibration samples: fidelity is measured on the "
-                                   "calibration data itself (pass --eval DATA for an honest figure)")
+                            "calibration data itself (pass --eval DATA for an honest figure)")
             details["eval"] = {**evaluation.summary(),
                                "source": "the calibration data (too few samples to hold out)"}
         else:
-            evaluation = random_dataset(specs, 16, seed=self.config.parity.seed + 1)
+            evaluation = plan.random_dataset(16, seed=self.config.parity.seed + 1)
             details["eval"] = {**evaluation.summary(), "source": "random inputs (no --calib/--eval)"}
         if calibration is not None:
             details["calibration"] = {**calibration.summary(), "random": settings.calib is None}
@@ -730,7 +800,8 @@ class _Run:
         try:
             from edgeopt.analysis.summary import summarize_graph
 
-            graph = summarize_graph(current)
+            # counted at the run's resolved input shapes, never at a silent 1 for symbolic dims
+            graph = summarize_graph(current, input_shapes={s.name: [int(d) for d in s.shape] for s in specs})
             summary.update(parameter_count=graph.parameter_count, macs_total=graph.macs_total,
                            inputs=[i.model_dump(mode="json") for i in graph.inputs],
                            outputs=[o.model_dump(mode="json") for o in graph.outputs])
@@ -800,27 +871,6 @@ class _Run:
         report_path = self.out_dir / REPORT
         self.report.write(report_path)
         return ConvertResult(self.report, self.out_dir / FINAL_MODEL, report_path)
-
-
-def _sample_specs(declared: list[InputSpec], resolved: list[InputSpec], user_named: set[str]) -> list[InputSpec]:
-    """What data for the model must look like: symbolic dims stay free (any sequence
-    length fits) unless the user fixed them with --input-shape; a symbolic batch axis
-    always stays free, so any number of samples fits."""
-    by_name = {s.name: s for s in declared}
-    specs = []
-    for spec in resolved:
-        original = by_name.get(spec.name)
-        if original is None or not original.shape or len(original.shape) != len(spec.shape):
-            specs.append(spec)
-            continue
-        fixed_by_user = spec.name in user_named
-        dims = [
-            o if (not isinstance(o, int) or o <= 0) and (axis == 0 or not fixed_by_user) else r
-            for axis, (o, r) in enumerate(zip(original.shape, spec.shape))
-        ]
-        specs.append(InputSpec(spec.name, tuple("batch" if d == "?" and axis == 0 else d for axis, d in
-                                                enumerate(dims)), spec.dtype))
-    return specs
 
 
 _FREE_BATCH = 16

@@ -54,7 +54,8 @@ class ProfileReport(BaseModel):
     comparisons: list[EstimateVsMeasurement] = []
     # --inputs: each device's outputs compared with this machine's on the same samples
     device_fidelity: dict[str, dict[str, Any]] = {}
-    inputs: dict[str, Any] | None = None  # where the inputs came from (--inputs), else random
+    inputs: dict[str, Any] | None = None  # where the measured inputs came from (--inputs, or random)
+    resolved_inputs: dict[str, Any] | None = None  # shapes with each dim's source, fills, state pairs
     warnings: list[str] = []
 
 
@@ -88,6 +89,9 @@ def profile_model(
     targets: list[str],
     *,
     input_shapes: dict[str | None, tuple[int, ...]] | None = None,
+    dims: dict[str, int] | None = None,
+    fills: dict[str, Any] | None = None,
+    state_pairs: dict[str, str] | None = None,
     measure: bool = False,
     runs: int = 50,
     threads: list[int] | None = None,
@@ -103,46 +107,92 @@ def profile_model(
 ) -> ProfileReport:
     """Estimate per target, and measure here (``measure``) and on devices over SSH.
 
-    ``inputs`` (calibration-data formats) replaces the random inputs; on devices the outputs of
-    its first ``max_input_samples`` samples are then compared with this machine's. ``progress``
+    Every symbolic dim is sized by data.resolve: ``input_shapes`` / ``dims``, then ``inputs``
+    (calibration-data formats), then the model's metadata, a batch axis at 1. With ``inputs`` the
+    outputs of its first ``max_input_samples`` samples are compared device vs this machine;
+    ``fills`` give inputs the data lacks, ``state_pairs`` make the samples a stream. ``progress``
     is called as ``progress(message)`` or ``progress(message, device=NAME)`` for a device's own line.
     """
     from edgeopt.analysis.profile import static_profile
     from edgeopt.targets import host_cpu_of, load_target
 
+    if max_input_samples < 1:
+        raise InputError("the number of input samples must be at least 1", "e.g. --input-samples 8")
     loaded = load_onnx(path, load_external_data=False)
     model = loaded.model
-    shapes = dict(input_shapes or {})  # an unnamed shape (None key) is resolved by static_profile
     fleet = load_hosts_file(hosts_file) if hosts_file is not None else []
     requested = list(targets)  # what a --ssh device (no target of its own) is compared with
     # each fleet device's target gets an estimate to compare with
     targets = list(dict.fromkeys([*targets, *(d.target for d in fleet if d.target)]))
+    for name in targets:
+        load_target(name, targets_dir)  # unknown targets fail before anything is read or run
     report = ProfileReport(model=ModelArtifact.from_file(path, ModelFormat.ONNX,
                                                          external_files=[f.path for f in loaded.external_files]))
+    plan, dataset = _plan_inputs(model, input_shapes, dims, fills, state_pairs, inputs, inputs_preprocess)
+    report.input_shapes = plan.resolved.shapes
+    report.resolved_inputs = plan.summary()
+    report.warnings.extend(plan.warnings)
     for name in targets:
         target = load_target(name, targets_dir)
         if progress:
             progress(f"estimating for {name}")
-        estimate = static_profile(model, target, shapes or None, cpu_target=host_cpu_of(target, targets_dir))
+        estimate = static_profile(model, target, report.input_shapes, cpu_target=host_cpu_of(target, targets_dir))
         report.estimates[name] = estimate.model_dump(mode="json")
-        report.input_shapes = estimate.input_shapes
     with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
-        samples_file = None
-        if inputs is not None:
-            samples_file, report.inputs = _write_samples(path, inputs, inputs_preprocess, max_input_samples,
-                                                         Path(tmp))
-        _measure_all(report, path, model, measure, runs, threads, ssh_hosts, fleet, max_parallel,
-                     ssh_options, samples_file, progress, requested)
+        samples_file, report.inputs = _write_samples(plan, dataset, max_input_samples, Path(tmp))
+        runnable = _runnable_copy(path, model, Path(tmp))
+        _measure_all(report, runnable, model, measure, runs, threads, ssh_hosts, fleet, max_parallel,
+                     ssh_options, samples_file, dataset is not None, plan.state_pairs, progress, requested)
     return report
+
+
+def _plan_inputs(model: Any, input_shapes: dict[str | None, tuple[int, ...]] | None, dims: dict[str, int] | None,
+                 fills: dict[str, Any] | None, state_pairs: dict[str, str] | None, inputs: Path | None,
+                 preprocess: str | None) -> tuple[Any, Any]:
+    """(InputPlan, the --inputs Dataset or None): the model's inputs sized and valued (data.resolve)."""
+    from edgeopt.analysis.shapes import declared_input_specs
+    from edgeopt.data import (
+        ImagePreprocessing, InputPlan, apply_user_shapes, check_state_pairs, fill_plan, load_dataset, metadata_dict,
+        parse_fills, resolve_inputs,
+    )
+
+    declared = declared_input_specs(model)
+    dataset = None
+    if inputs is not None:
+        loading = apply_user_shapes(declared, input_shapes, dims, keep_batch_free=True)
+        dataset = load_dataset(inputs, loading, preprocessing=ImagePreprocessing.parse(preprocess) if preprocess
+                               else None, optional=[s.name for s in declared])
+    resolved = resolve_inputs(declared, shapes=input_shapes, dims=dims, data=[dataset],
+                              metadata=metadata_dict([(p.key, p.value) for p in model.metadata_props]))
+    chosen, warnings = fill_plan(declared, resolved, [dataset], parse_fills(dict(fills or {})))
+    plan = InputPlan(resolved, chosen, state_pairs=dict(state_pairs or {}), warnings=warnings)
+    if plan.state_pairs:
+        check_state_pairs(plan.state_pairs, plan.specs, [o.name for o in model.graph.output])
+    plan.learn_values(dataset)
+    return plan, (plan.with_fills(dataset) if dataset is not None else None)
+
+
+def _runnable_copy(path: Path, model: Any, folder: Path) -> Path:
+    """``path`` itself, unless its inputs have 0-sized dims (an exporter's "any size" that onnxruntime
+    enforces literally): then a copy with those dims freed, in ``folder``."""
+    from edgeopt.export.onnx_normalize import free_input_dims
+
+    if not any(d.HasField("dim_value") and d.dim_value == 0 for v in model.graph.input
+               if v.type.HasField("tensor_type") for d in v.type.tensor_type.shape.dim):
+        return path
+    full = load_onnx(path).model
+    freed, _ = free_input_dims(full)
+    copy = folder / path.name
+    copy.write_bytes(freed.SerializeToString())
+    return copy
 
 
 def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, runs: int,
                  threads: list[int] | None, ssh_hosts: list[str] | None, fleet: list["Device"], max_parallel: int,
-                 ssh_options: dict[str, Any] | None, samples_file: Path | None, progress: Any,
-                 requested_targets: list[str]) -> None:
+                 ssh_options: dict[str, Any] | None, samples_file: Path, compare_outputs: bool,
+                 state_pairs: dict[str, str], progress: Any, requested_targets: list[str]) -> None:
     if measure:
-        report.measurements["host"] = _measure_host(path, model, report.input_shapes, runs, threads, progress,
-                                                    samples_file)
+        report.measurements["host"] = _measure_host(path, model, runs, threads, progress, samples_file)
         for name, estimate in report.estimates.items():
             if name != "host":
                 continue
@@ -158,40 +208,40 @@ def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, r
         # --ssh devices have no target of their own: compare them with the requested ones
         compare_with = {host: requested_targets for host in ssh_hosts or []}
         _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, progress, max_parallel,
-                         samples_file, compare_with)
+                         samples_file, compare_with, compare_outputs, state_pairs)
 
 
-def _write_samples(path: Path, inputs: Path, preprocess: str | None, max_samples: int,
-                   folder: Path) -> tuple[Path, dict[str, Any]]:
-    """The first ``max_samples`` model runs' feeds of ``inputs``, as the runner's ``s<i>/<input>`` .npz."""
-    from edgeopt.quantize.calibration import ImagePreprocessing, load_dataset
-    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    if max_samples < 1:
-        raise InputError("the number of input samples must be at least 1", "e.g. --input-samples 8")
-    specs = OnnxRuntimeRunner(path, label=str(path)).input_specs()
-    preprocessing = ImagePreprocessing.parse(preprocess) if preprocess else None
-    dataset = load_dataset(inputs, specs, preprocessing=preprocessing)
+def _write_samples(plan: Any, dataset: Any, max_samples: int, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """The runner's ``s<i>/<input>`` .npz: the first ``max_samples`` model runs' feeds of the data, or one
+    sample made by the plan (resolved shapes, fills) when there is no data. Devices never guess."""
     arrays: dict[str, np.ndarray] = {}
-    count = 0
-    for index, feeds in enumerate(dataset.batches(1)):
-        if index >= max_samples:
-            break
-        arrays.update({f"s{index}/{name}": np.ascontiguousarray(value) for name, value in feeds.items()})
-        count += 1
+    if dataset is None:
+        arrays = {f"s0/{name}": np.array(value, copy=True) for name, value in plan.sample(0).items()}
+        described: dict[str, Any] = {"source": "random values at the resolved shapes", "samples_used": 1}
+    else:
+        count = 0
+        for index, feeds in enumerate(dataset.batches(1)):
+            if index >= max_samples:
+                break
+            arrays.update({f"s{index}/{name}": np.array(value, copy=True) for name, value in feeds.items()})
+            count += 1
+        described = {"source": dataset.source, "sha256": dataset.sha256, "samples_used": count,
+                     "samples_available": dataset.count, "layouts": dataset.describe_layouts()}
     target = folder / "inputs.npz"
     np.savez(target, **arrays)
-    return target, {"source": dataset.source, "sha256": dataset.sha256, "samples_used": count,
-                    "samples_available": dataset.count}
+    return target, described
 
 
-def host_reference_outputs(path: Path, samples_file: Path) -> list[dict[str, np.ndarray]]:
-    """This machine's outputs for every sample, to hold the devices' outputs against."""
+def host_reference_outputs(path: Path, samples_file: Path,
+                           state_pairs: dict[str, str] | None = None) -> list[dict[str, np.ndarray]]:
+    """This machine's outputs for every sample (a stream carries its state), to hold the devices' against."""
+    from edgeopt.data import run_stream
     from edgeopt.runtime.device_runner import load_samples
     from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(path, label=str(path))
-    return [runner.run(sample) for sample in load_samples(np, samples_file)]
+    return [dict(outputs) for _fed, outputs in run_stream(runner.run, load_samples(np, samples_file),
+                                                           state_pairs or {})]
 
 
 def compare_device_outputs(reference: list[dict[str, np.ndarray]],
@@ -276,7 +326,8 @@ def load_hosts_file(path: Path) -> list[Device]:
 def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: list[Device], runs: int,
                      threads: list[int] | None, ssh_options: dict[str, Any], progress: Any,
                      max_parallel: int = 4, samples_file: Path | None = None,
-                     compare_with: dict[str, list[str]] | None = None) -> None:
+                     compare_with: dict[str, list[str]] | None = None, compare_outputs: bool = False,
+                     state_pairs: dict[str, str] | None = None) -> None:
     """Measure on every device, ``max_parallel`` at a time; a device that fails is reported
     and does not lose the others' results (exit 3 only when all fail). Each device's runs are
     compared with its own target (--hosts), or with the targets ``compare_with`` names for it."""
@@ -288,7 +339,8 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
 
     names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
 
-    reference = host_reference_outputs(path, samples_file) if samples_file is not None else None
+    reference = host_reference_outputs(path, samples_file, state_pairs) \
+        if samples_file is not None and compare_outputs else None
 
     def tell(device: Device, message: str) -> None:
         if progress:
@@ -298,7 +350,7 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
         results = []
         for count in threads or [1]:
             run = profile_over_ssh(device.ssh, path, runs=runs, threads=count, inputs=samples_file,
-                                   emit_outputs=reference is not None and not results,
+                                   emit_outputs=reference is not None and not results, state_pairs=state_pairs,
                                    on_stage=lambda m, d=device: tell(d, m), **ssh_options)
             map_op_names(run.measurement, names)
             if reference is not None and not results:
@@ -353,30 +405,18 @@ def _device_fidelity(name: str, reference: list[dict[str, np.ndarray]], measurem
                           "edgeopt and the device runner may differ; rerun with --debug") from None
 
 
-def _measure_host(path: Path, model: Any, input_shapes: dict[str, list[int]], runs: int,
-                  threads: list[int] | None, progress: Any, samples_file: Path | None = None) -> list[dict[str, Any]]:
-    from edgeopt.data import InputSpec, random_inputs
+def _measure_host(path: Path, model: Any, runs: int, threads: list[int] | None, progress: Any,
+                  samples_file: Path) -> list[dict[str, Any]]:
     from edgeopt.runtime.measure import check_runs, map_op_names, measure_locally
-    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     check_runs(runs)
     thread_counts = threads or sorted({1, os.cpu_count() or 1})
     names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
-    runner = OnnxRuntimeRunner(path, label=str(path))
-    specs = [InputSpec(s.name, tuple(input_shapes.get(s.name, [d if isinstance(d, int) and d > 0 else 1
-                                                                for d in s.shape])), s.dtype)
-             for s in runner.input_specs()]
-    del runner
     results = []
-    with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
-        inputs = samples_file
-        if inputs is None:
-            inputs = Path(tmp) / "inputs.npz"
-            np.savez(inputs, **random_inputs(specs, seed=0))
-        for count in thread_counts:
-            if progress:
-                progress(f"measuring on this machine, {count} thread(s)")
-            measurement = measure_locally(path, runs=runs, threads=count, inputs=inputs)
-            map_op_names(measurement, names)
-            results.append(measurement.model_dump(mode="json"))
+    for count in thread_counts:
+        if progress:
+            progress(f"measuring on this machine, {count} thread(s)")
+        measurement = measure_locally(path, runs=runs, threads=count, inputs=samples_file)
+        map_op_names(measurement, names)
+        results.append(measurement.model_dump(mode="json"))
     return results

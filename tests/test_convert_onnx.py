@@ -117,10 +117,16 @@ def test_multi_input_model_with_int_and_scalar_inputs(cli, tmp_path):
     model.ir_version = 7
     source = tmp_path / "multi.onnx"
     onnx.save(model, str(source))
-    result = cli("convert", source, "-o", tmp_path / "out", "--input-shape", "ids=2x7", "--json")
+    # token ids are never random: without data they need a value
+    refused = cli("convert", source, "-o", tmp_path / "out", "--input-shape", "ids=2x7")
+    assert refused.code == 2 and refused.stderr.count("\n") == 1
+    assert "'ids' is int64" in refused.stderr and "--fill ids=VALUE" in refused.stderr
+    assert not (tmp_path / "out" / "model.onnx").exists()
+    result = cli("convert", source, "-o", tmp_path / "out", "--input-shape", "ids=2x7", "--fill", "ids=9", "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["stages"][0]["details"]["inputs"] == ["ids=2x7:int64", "scale=scalar:float32"]
+    assert report["stages"][0]["details"]["resolved_inputs"]["fills"] == {"ids": {"value": "9", "why": "--fill"}}
     assert all(c["passed"] for s in report["stages"] for c in s["parity"])
 
 

@@ -66,7 +66,8 @@ def test_static_batch(cli, torch_factory, tmp_path):
 
 def test_multi_input_with_int64_tokens(cli, torch_factory, tmp_path):
     result = cli("convert", f"{torch_factory}:build_two_inputs", "--input-shape", "tokens=2x5",
-                 "--input-shape", "scale=scalar", "--input-dtype", "tokens=int64", "-o", tmp_path / "out", "--json")
+                 "--input-shape", "scale=scalar", "--input-dtype", "tokens=int64", "--fill", "tokens=3",
+                 "-o", tmp_path / "out", "--json")
     assert result.code == 0, result.stderr
     model = onnx.load(str(tmp_path / "out" / "model.onnx"))
     assert [i.name for i in model.graph.input] == ["tokens", "scale"]

@@ -40,7 +40,6 @@ nodes whose cost is unknown (custom ops, unknown shapes) are left out and listed
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -64,7 +63,8 @@ from edgeopt.analysis.placement import (
     base_op_type,
     place_nodes,
 )
-from edgeopt.analysis.shapes import DeclaredTensor, TensorInfo, model_inputs, resolve_shapes_with_error
+from edgeopt.analysis.shapes import TensorInfo, model_inputs, resolve_shapes_with_error
+from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
 from edgeopt.targets import PeakThroughput, TargetProfile
 
@@ -111,8 +111,6 @@ _MEMORY_BOUND_CONTRIB_OPS = frozenset(
         "NhwcMaxPool",
     }
 )
-_BATCH_NAMES = frozenset({"n", "b", "bs", "?"})
-_NOT_BATCH_WORDS = ("seq", "len", "time", "step", "token", "frame")
 _PEAK_KEYS = ("fp32", "fp16", "int8")
 
 
@@ -228,112 +226,26 @@ class StaticProfile(_Frozen):
 # ------------------------------------------------------------------- input shapes
 
 
-def _dims_of(value: object) -> tuple[int, ...] | None:
-    try:
-        return tuple(operator.index(d) for d in value)  # type: ignore[attr-defined]
-    except TypeError:
-        return None
-
-
-def _is_batch(dim: str, axis: int, declared: DeclaredTensor, inner_names: set[str]) -> bool:
-    """A leading symbolic dim that looks like a batch: defaults to 1."""
-    if axis != 0 or declared.shape is None:
-        return False
-    lowered = dim.lower()
-    if "batch" in lowered:
-        return True
-    if any(word in lowered for word in _NOT_BATCH_WORDS):
-        return False
-    return len(declared.shape) >= 2 and (lowered in _BATCH_NAMES or dim not in inner_names)
-
-
 def _complete_input_shapes(
     model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None
 ) -> tuple[dict[str, Sequence[int]], list[str]]:
-    """Concrete shapes for every input with symbolic dims, or InputError naming what is missing.
+    """Concrete shapes for every input (data.resolve: the given shapes, shared dim names, the model's
+    metadata, a batch axis at 1), or InputError naming each dim without a size and the flag for it."""
+    from edgeopt.data.resolve import metadata_dict, resolve_inputs
 
-    Dims take their size from ``input_shapes``, from another given input sharing the
-    dim name, or (a leading batch dim only) 1.
-    """
-    declared = [
-        t for t in model_inputs(model)
-        if not (t.dtype or "").startswith(("sequence", "optional", "map"))  # no shape to set
-    ]
-    given: dict[str, Sequence[int]] = {}
-    for name, dims in (input_shapes or {}).items():
-        if name is None:  # an unnamed --input-shape: only for a single-input model
-            if len(declared) != 1:
-                raise InputError(
-                    f"a shape without an input name is ambiguous: the model has {len(declared)} "
-                    f"inputs ({', '.join(t.name for t in declared) or 'none'})",
-                    "name the input: --input-shape NAME=DIMS",
-                )
-            name = declared[0].name
-        given[name] = dims
-
-    by_name = {t.name: t for t in declared}
-    params: dict[str, int] = {}
-    for name, dims in given.items():
-        decl = by_name.get(name)
-        values = _dims_of(dims)
-        if decl is None or decl.shape is None or values is None or len(values) != len(decl.shape):
-            continue  # resolve_shapes reports bad names and shapes
-        for d, v in zip(decl.shape, values, strict=True):
-            if isinstance(d, str) and d != "?":
-                params.setdefault(d, v)
-    inner = {d for t in declared if t.shape for d in t.shape[1:] if isinstance(d, str)}
-
-    complete: dict[str, Sequence[int]] = dict(given)
-    assumptions: list[str] = []
-    missing: list[tuple[str, str]] = []  # (what is missing, the flag that fixes it)
-    for decl in declared:
-        if decl.name in given:
-            continue
-        if decl.shape is None:
-            missing.append((f"input '{decl.name}' has no declared shape", f"{decl.name}=DIMxDIM..."))
-            continue
-        if all(isinstance(d, int) for d in decl.shape):
-            continue
-        dims: list[int] = []
-        needed: list[str] = []
-        symbolic: list[str] = []
-        example: list[str] = []
-        for axis, d in enumerate(decl.shape):
-            if isinstance(d, int):
-                dims.append(d)
-                example.append(str(d))
-                continue
-            label = d if d != "?" else f"dim {axis} (unnamed)"
-            symbolic.append(label)
-            if d != "?" and d in params:
-                dims.append(params[d])
-                example.append(str(params[d]))
-            elif _is_batch(d, axis, decl, inner):
-                dims.append(1)
-                example.append("1")
-                if d != "?":
-                    params[d] = 1
-                shown = f"leading dim '{d}'" if d != "?" else "unnamed leading dim"
-                assumptions.append(
-                    f"input '{decl.name}': {shown} taken as the batch size, set to 1 "
-                    "(pass --input-shape to choose another)"
-                )
-            else:
-                needed.append(label)
-                example.append(f"<{d if d != '?' else f'dim{axis}'}>")
-        if needed:
-            what = f"input '{decl.name}' has symbolic dims {', '.join(symbolic)}"
-            missing.append((what, f"{decl.name}={'x'.join(example)}"))
-        else:
-            complete[decl.name] = dims
-
-    if missing:
-        flags = " ".join(f"--input-shape {flag}" for _, flag in missing)
-        raise InputError(
-            "the model has dynamic input dims without sizes: " + "; ".join(m for m, _ in missing),
-            f"pass {flags}; a leading batch dim defaults to 1",
-        )
-    return complete, assumptions
+    given = dict(input_shapes or {})
+    declared = []
+    for tensor in model_inputs(model):
+        if (tensor.dtype or "").startswith(("sequence", "optional", "map")):
+            continue  # no shape to set
+        if tensor.shape is None and tensor.name not in given:
+            raise InputError(f"input '{tensor.name}' has no declared shape",
+                             f"pass --input-shape {tensor.name}=DIMxDIM...")
+        shape = tensor.shape if tensor.shape is not None else tuple("?" for _ in given[tensor.name])
+        declared.append(InputSpec(tensor.name, tuple(shape), tensor.dtype or "float32"))
+    resolved = resolve_inputs(declared, shapes=given,
+                              metadata=metadata_dict([(p.key, p.value) for p in model.metadata_props]))
+    return resolved.shapes, list(resolved.notes)
 
 
 # ---------------------------------------------------------------------- node costs

@@ -28,6 +28,7 @@ from edgeopt.analysis._graph import (
     real_input_names,
     uses_external_data,
 )
+from edgeopt.data.specs import InputSpec, declared_dim
 from edgeopt.errors import InputError
 
 __all__ = [
@@ -94,11 +95,12 @@ def _shape_proto(tp: TypeProto) -> onnx.TensorShapeProto | None:
 
 
 def _declared_shape(tp: TypeProto) -> tuple[Dim, ...] | None:
+    """Sizes and symbolic names; -1 / 0 / empty dims (how exporters write "any size") are "?"."""
     shape = _shape_proto(tp)
     if shape is None:
         return None
     return tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim
+        declared_dim(d.dim_value) if d.HasField("dim_value") else declared_dim(d.dim_param) for d in shape.dim
     )
 
 
@@ -118,6 +120,26 @@ def model_inputs(model: onnx.ModelProto) -> list[DeclaredTensor]:
     """The real graph inputs (initializers excluded) with their declared shapes and dtypes."""
     real = set(real_input_names(model.graph))
     return [_declared(vi) for vi in model.graph.input if vi.name in real]
+
+
+def declared_input_specs(model: onnx.ModelProto, *, skip_unfeedable: bool = False) -> list[InputSpec]:
+    """The real inputs as ``InputSpec``s (symbolic dims kept); refuses inputs edgeopt cannot feed
+    (sequences, maps, strings, unknown rank), or leaves them out with ``skip_unfeedable``."""
+    from edgeopt.errors import UnsupportedFormatError
+
+    specs = []
+    for tensor in model_inputs(model):
+        dtype = tensor.dtype or ""
+        if dtype.startswith(("sequence", "optional", "map")) or dtype in ("", "str", "string") or tensor.shape is None:
+            if skip_unfeedable:
+                continue
+            raise UnsupportedFormatError(
+                f"input {tensor.name!r} has type {dtype or 'unknown'}"
+                + (" and no declared shape" if tensor.shape is None and dtype else "")
+                + "; edgeopt feeds numeric tensors of known rank only",
+                "export the model with plain tensor inputs of known rank")
+        specs.append(InputSpec(tensor.name, tuple(tensor.shape), dtype))
+    return specs
 
 
 def model_outputs(model: onnx.ModelProto) -> list[DeclaredTensor]:
@@ -355,7 +377,60 @@ def resolve_shapes_with_error(
     input_dims = _resolve_input_dims(model, input_shapes, default_dim)
     analysed = inline_functions(model)
     inferred, error = _infer(_inference_copy(analysed, input_dims))
-    return _collect(inferred), error
+    infos = _collect(inferred)
+    unknown = [out for node in analysed.graph.node for out in node.output
+               if out and (out not in infos or infos[out].shape is None)]
+    if unknown and all(dims is not None for dims in input_dims.values()):
+        infos.update(_probe_shapes(analysed, input_dims, unknown))
+    return infos, error
+
+
+# ONNX shape inference stops at ops it has no function for (com.microsoft's DynamicQuantizeLSTM,
+# QAttention, ...) and at shapes computed from data; everything downstream is then unknown.
+_PROBE_MAX_WEIGHT_BYTES = 512 * 1024 * 1024
+
+
+def _probe_shapes(model: onnx.ModelProto, input_dims: Mapping[str, tuple[int, ...] | None],
+                  names: list[str]) -> dict[str, TensorInfo]:
+    """The shapes of ``names`` (main-graph tensors inference left unknown) by running the graph once
+    in onnxruntime, without optimisations, at the resolved input shapes: floats standard normal,
+    integers 0, bools False. Best effort: {} when weights are not loaded or the run fails."""
+    if any(uses_external_data(t) for t in model.graph.initializer) or \
+            model.ByteSize() > _PROBE_MAX_WEIGHT_BYTES:
+        return {}
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - onnxruntime is a core dependency
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    declared = {vi.name: vi for vi in model.graph.input}
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name, dims in input_dims.items():
+        dtype = _type_dtype(declared[name].type) if name in declared else None
+        if dtype is None or dtype.startswith(("sequence", "optional", "map")) or dtype in ("string", "bfloat16"):
+            return {}
+        shape = tuple(int(d) for d in dims or ())
+        feeds[name] = (rng.standard_normal(shape).astype(dtype) if dtype.startswith("float")
+                       else np.zeros(shape, dtype=dtype))
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+        values = session.run(wanted, feeds)
+    except Exception as exc:  # noqa: BLE001 - any failure just leaves the shapes unknown
+        log.debug("shape probe failed: %s", exc)
+        return {}
+    return {name: TensorInfo(name, tuple(int(d) for d in np.shape(value)), np.asarray(value).dtype.name)
+            for name, value in zip(wanted, values)}
 
 
 def resolve_shapes(

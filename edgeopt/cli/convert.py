@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeopt.cli.output import err_console, out_console, print_json, warn
+from edgeopt.cli.output import err_console, out_console, print_inputs, print_json, warn
 from edgeopt.units import format_bytes, format_count
 
 
@@ -56,6 +56,14 @@ def convert_command(
                                           help="Input shape NAME=1x3x224x224 (repeatable; NAME= may be dropped "
                                                "for single-input models)."),
     input_dtype: list[str] = typer.Option([], "--input-dtype", help="Input dtype NAME=int64 (default float32)."),
+    dim: list[str] = typer.Option([], "--dim", help="Size of a named symbolic dim, NAME=SIZE (e.g. seq=128, "
+                                                    "height=320), in every input that uses it (repeatable)."),
+    fill: list[str] = typer.Option([], "--fill", help="Value of an input the data lacks: NAME=zeros|ones|NUMBER "
+                                                      "(repeatable; float inputs default to zeros, integer inputs "
+                                                      "need data or a fill)."),
+    state_pair: list[str] = typer.Option([], "--state-pair",
+                                         help="A stream's recurrent state: OUTPUT=INPUT feeds the output back into "
+                                              "the input on the next call (repeatable)."),
     opset: int = typer.Option(None, "--opset", help="Target ONNX opset (>= 13). Default: keep the source's, "
                                                     "upgrading anything older than 13; torch's default for exports."),
     weights: Path = typer.Option(None, "--weights", help="state_dict for a factory source (loaded weights-only)."),
@@ -141,11 +149,12 @@ def convert_command(
 
     from edgeopt.config import ConvertConfig, DeviceConfig, FinetuneSettings, ParityConfig, PruneConfig, QuantizeConfig
     from edgeopt.cli.app import invocation
-    from edgeopt.data import parse_input_dtypes, parse_input_shapes
+    from edgeopt.data import parse_dims, parse_fills, parse_input_dtypes, parse_input_shapes, parse_state_pairs
     from edgeopt.errors import InputError, first_validation_error
     from edgeopt.pipeline import convert
 
     shapes = parse_input_shapes(input_shape)
+    parse_fills(fill)  # refuse bad values here, with the flag's name
     try:
         quantize_config = QuantizeConfig(
             mode=quantize, calib=str(calib) if calib else None, eval=str(eval_data) if eval_data else None,
@@ -178,6 +187,9 @@ def convert_command(
         output_dir=str(output or ""),
         input_shapes={(k or ""): list(v) for k, v in shapes.items()},
         input_dtypes=parse_input_dtypes(input_dtype),
+        dims=parse_dims(dim),
+        fills={name: fill.text for name, fill in parse_fills(fill).items()},
+        state_pairs=parse_state_pairs(state_pair),
         opset=opset,
         dynamic_batch=not static_batch,
         simplify=not no_simplify,
@@ -211,6 +223,7 @@ def convert_command(
 # CLI parameter → (section of ConvertConfig or None for the top level, field)
 _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "input_shape": (None, "input_shapes"), "input_dtype": (None, "input_dtypes"), "opset": (None, "opset"),
+    "dim": (None, "dims"), "fill": (None, "fills"), "state_pair": (None, "state_pairs"),
     "weights": (None, "weights"), "trust_pickle": (None, "trust_pickle"), "static_batch": (None, "dynamic_batch"),
     "no_simplify": (None, "simplify"), "keep_failed": (None, "keep_failed"), "target": (None, "targets"),
     "targets_dir": (None, "targets_dir"),
@@ -351,6 +364,11 @@ def _render(result: Any) -> None:
                       format_bytes(output.size_bytes) if output else "-", parity, f"{stage.duration_s:.2f}s")
     console.print(table)
     summary = report.summary
+    load = report.stage("load")
+    resolved = (load.details.get("resolved_inputs") or {}) if load else {}
+    if resolved.get("inputs"):
+        data = (load.details.get("quantization_data") or {}).get("calibration") or {}
+        print_inputs(console, resolved, data.get("layouts"))
     console.print(
         f"[bold]{result.model_path}[/bold]: {format_bytes(summary.get('size_bytes'))} "
         f"(gzip {format_bytes(summary.get('gzip_size_bytes'))}), opset {summary.get('opset')}, "
@@ -393,3 +411,4 @@ def _render(result: Any) -> None:
     elif report.stage("quantize") is not None:
         console.print(f"shipped the float model: {str(quant.get('reason')).removeprefix('kept the float model: ')}")
     console.print(f"report: {result.report_path}")
+

@@ -17,13 +17,15 @@ def inspect_command(
     model: Path = typer.Argument(..., help="ONNX model file.", show_default=False),
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="Fix symbolic dims for MAC counts: NAME=1x3x224x224 (repeatable)."),
+    dim: list[str] = typer.Option([], "--dim", help="Size of a named symbolic dim for MAC counts, NAME=SIZE "
+                                                    "(repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Format, opset, inputs/outputs, parameters, MACs, size, op histogram, quantization."""
-    from edgeopt.data import parse_input_shapes
+    from edgeopt.data import parse_dims, parse_input_shapes
     from edgeopt.inspection import inspect_model
 
-    result = inspect_model(model, parse_input_shapes(input_shape))
+    result = inspect_model(model, parse_input_shapes(input_shape), parse_dims(dim))
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
@@ -50,8 +52,12 @@ def _render(result: dict[str, Any]) -> None:
     console.print(f"size on disk   {format_bytes(facts['size_bytes'])}  (gzip {format_bytes(facts['gzip_size_bytes'])})")
     console.print(f"parameters     {format_count(graph['parameter_count'])}")
     unknown = len(graph.get("macs_unknown_nodes") or [])
-    console.print(f"MACs           {format_count(graph['macs_total'])}"
-                  + (f"  ({unknown} nodes with unknown shapes not counted)" if unknown else ""))
+    if result.get("unsized_dims"):
+        console.print(f"MACs           not counted: {escape(result['unsized_dims'])}")
+    else:
+        console.print(f"MACs           {format_count(graph['macs_total'])}"
+                      + (f"  ({unknown} nodes with unknown shapes not counted)" if unknown else "")
+                      + (f"  at {escape(result['counted_at'])}" if result.get("counted_at") else ""))
     console.print(f"nodes          {graph['node_count']}")
     console.print(f"quantization   {graph['quantization']}"
                   + (f" ({graph['quantization_detail']})" if graph.get("quantization_detail") else ""))

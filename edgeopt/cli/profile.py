@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from edgeopt.cli.output import err_console, out_console, print_json, warn
+from edgeopt.cli.output import err_console, out_console, print_inputs, print_json, warn
 from edgeopt.units import format_bytes, format_count
 
 
@@ -18,6 +18,11 @@ def profile_command(
     model: Path = typer.Argument(..., help="ONNX model file.", show_default=False),
     target: list[str] = typer.Option(["host"], "--target", "-t", help="Target profile (repeatable)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=1x3x224x224 for symbolic dims."),
+    dim: list[str] = typer.Option([], "--dim", help="Size of a named symbolic dim, NAME=SIZE (repeatable)."),
+    fill: list[str] = typer.Option([], "--fill", help="Value of an input without data: NAME=zeros|ones|NUMBER "
+                                                      "(integer inputs need --inputs data or a fill)."),
+    state_pair: list[str] = typer.Option([], "--state-pair", help="A stream's state, OUTPUT=INPUT: --inputs samples "
+                                                                  "run in order, each call fed the last one's output."),
     measure: bool = typer.Option(False, "--measure", help="Also run the model here (onnxruntime, separate process)."),
     runs: int = typer.Option(50, "--runs", min=1, help="Measured runs after warm-up."),
     threads: list[int] = typer.Option([], "--threads", help="Threads for --measure (repeatable; default 1 and all "
@@ -47,11 +52,12 @@ def profile_command(
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as JSON on stdout."),
 ) -> None:
     """Estimate latency and memory per target; with --measure, measure on this machine too."""
-    from edgeopt.data import parse_input_shapes
+    from edgeopt.data import parse_dims, parse_fills, parse_input_shapes, parse_state_pairs
     from edgeopt.fsutil import write_text_atomic
     from edgeopt.profiling import profile_model
 
     shapes = parse_input_shapes(input_shape)
+    dims, fills, pairs = parse_dims(dim), parse_fills(fill), parse_state_pairs(state_pair)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal, transient=True) as progress:
         task = progress.add_task("profiling", total=None)
@@ -65,7 +71,9 @@ def profile_command(
                 device_tasks[device] = progress.add_task("", total=None)
             progress.update(device_tasks[device], description=f"[bold]{escape(device)}[/bold]: {escape(message)}")
 
-        report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, measure=measure, runs=runs,
+        report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, dims=dims,
+                               fills={name: f.text for name, f in fills.items()}, state_pairs=pairs,
+                               measure=measure, runs=runs,
                                threads=list(threads) or None, targets_dir=targets_dir,
                                ssh_hosts=list(dict.fromkeys(ssh)) or None, hosts_file=hosts,
                                max_parallel=max_parallel,
@@ -119,6 +127,8 @@ def _device_line(measurement: dict[str, Any]) -> str:
 
 def _render(report: dict[str, Any], top: int) -> None:
     console = out_console()
+    if report.get("resolved_inputs"):
+        print_inputs(console, report["resolved_inputs"], (report.get("inputs") or {}).get("layouts"))
     for name, est in report["estimates"].items():
         fits = "unknown" if est["fits_all"] is None else ("yes" if est["fits_all"] else "NO")
         latency = (f"{_ms(est['latency_ms'])} ms" if est["latency_ms"] is not None

@@ -57,3 +57,24 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         return onnxslim.slim(model)
+
+
+def free_input_dims(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Graph inputs and outputs whose dims say "any size" as -1 or 0 (paddle2onnx, older exporters)
+    get real symbolic dims: onnxruntime enforces a 0 literally. Returns (model, what changed); the
+    caller's model is not modified."""
+    changed: list[str] = []
+    copy: onnx.ModelProto | None = None
+    for kind in ("input", "output"):
+        for index, value in enumerate(getattr(model.graph, kind)):
+            if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+                continue
+            for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+                if dim.HasField("dim_value") and dim.dim_value <= 0:
+                    if copy is None:
+                        copy = onnx.ModelProto()
+                        copy.CopyFrom(model)
+                    target = getattr(copy.graph, kind)[index].type.tensor_type.shape.dim[axis]
+                    target.Clear()  # neither a value nor a name: onnxruntime takes any size
+                    changed.append(f"{value.name}[{axis}]={dim.dim_value}")
+    return (copy if copy is not None else model), changed

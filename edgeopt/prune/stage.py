@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 
 from edgeopt.config import FinetuneSettings, PruneConfig
-from edgeopt.data import InputSpec, random_inputs, resolve_input_specs
+from edgeopt.data import InputSpec, random_inputs
+from edgeopt.data.specs import require_concrete
 from edgeopt.errors import InputError
 from edgeopt.prune.metrics import ModelFigures, flag_not_faster, onnx_figures
 
@@ -94,16 +95,18 @@ def run_prune_stage(
     measure_latency: bool = True,
     latency_threads: int = 1,
     targets_dir: Path | None = None,
+    timing_feeds: dict[str, np.ndarray] | None = None,
 ) -> PruneStageResult:
     """Prune ``module`` (the unpruned model whose ONNX form is ``unpruned_onnx``), fine-tune it when
-    asked, export it to ``out_path`` and measure every step."""
+    asked, export it to ``out_path`` and measure every step. ``specs`` are concrete (the run's resolved
+    shapes); ``timing_feeds`` (default: random values at those shapes) time the steps."""
     import copy
 
     from edgeopt.export.torch_to_onnx import to_torch_inputs
     from edgeopt.prune.finetuning import evaluate, finetune as run_finetune, load_finetune_data
     from edgeopt.prune.structured import export_module, prune_module
 
-    concrete = resolve_input_specs(list(specs), {})  # symbolic dims (a free batch axis) as 1
+    concrete = require_concrete(specs, "the prune stage")
     example = to_torch_inputs(concrete, random_inputs(concrete, seed=0))
     names = [s.name for s in specs]
     warnings: list[str] = []
@@ -172,7 +175,7 @@ def run_prune_stage(
     if measure_latency:
         note("timing unpruned vs pruned on this machine")
         _host_latency(steps, {"unpruned": unpruned_onnx.SerializeToString(), "pruned": out_path},
-                      random_inputs(concrete, seed=1), latency_threads)
+                      timing_feeds or random_inputs(concrete, seed=1), latency_threads)
     flags = flag_not_faster(before, steps[-1])
     warnings.extend(flags)
     details = {
@@ -216,15 +219,17 @@ def _host_latency(steps: list[ModelFigures], models: dict[str, bytes | Path], fe
 
 def quantized_step(details: dict[str, Any], final_onnx: onnx.ModelProto, unpruned_path: bytes | Path,
                    targets: Sequence[Any], specs: Sequence[InputSpec], eval_set: EvalSet | None,
-                   threads: int = 1, targets_dir: Path | None = None) -> list[str]:
+                   threads: int = 1, targets_dir: Path | None = None,
+                   timing_feeds: dict[str, np.ndarray] | None = None) -> list[str]:
     """Add the "quantized" row (the final int8 model) to the stage's details; returns new flags."""
     from edgeopt.runtime.latency import compare_latency
 
-    concrete = resolve_input_specs(list(specs), {})  # symbolic dims (a free batch axis) as 1
+    concrete = require_concrete(specs, "the prune stage")
     shapes = {s.name: list(s.shape) for s in concrete}
     row = onnx_figures("quantized", final_onnx, targets, shapes, targets_dir)
     stats = compare_latency({"unpruned": unpruned_path, "quantized": final_onnx.SerializeToString()},
-                            random_inputs(concrete, seed=1), reference="unpruned", threads=threads, budget_s=4.0)
+                            timing_feeds or random_inputs(concrete, seed=1), reference="unpruned", threads=threads,
+                            budget_s=4.0)
     row.host_latency_ms = stats["quantized"].median_ms
     row.host_latency_ratio = stats["quantized"].ratio_to_reference
     if eval_set is not None:
@@ -250,3 +255,4 @@ def _onnx_accuracy(model: onnx.ModelProto, eval_set: EvalSet, names: list[str]) 
         logits = np.asarray(logits).reshape(len(eval_set.labels[start:start + step]), -1)
         correct += int(np.sum(np.argmax(logits, axis=1) == eval_set.labels[start:start + step]))
     return correct / len(eval_set.labels) if len(eval_set.labels) else None
+

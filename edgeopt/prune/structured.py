@@ -519,28 +519,18 @@ def _prune_group_rounded(pruner: Any, group: Any, multiple: int | None) -> None:
 def export_module(module: Any, specs: Sequence[Any], out_path: Path, *, opset: int | None = None,
                   dynamic_batch: bool = True, output_names: list[str] | None = None) -> Any:
     """Export a (pruned) module to ONNX with edgeopt's exporter (dynamic batch when it can);
-    ``specs`` are ``InputSpec``s in forward() order (a symbolic batch dim is taken as 1)."""
+    ``specs`` are ``InputSpec``s in forward() order (concrete but for a batch axis)."""
     from edgeopt.artifact import ModelFormat
     from edgeopt.export.torch_source import TorchSource
     from edgeopt.export.torch_to_onnx import export_torch
 
     from edgeopt.data import random_inputs
+    from edgeopt.data.specs import InputSpec, is_batch_axis, require_concrete
     from edgeopt.export.torch_to_onnx import to_torch_inputs
 
-    from edgeopt.data import InputSpec
-
-    concrete = []
-    for spec in specs:  # symbolic dims (an ONNX source's "batch"): 1 on axis 0, refused elsewhere
-        dims = []
-        for axis, dim in enumerate(spec.shape):
-            if not isinstance(dim, int) or dim < 0:
-                if axis != 0:
-                    raise InputError(f"input {spec.name!r} has a symbolic dim {dim!r} on axis {axis}",
-                                     f"give its size: --input-shape {spec.name}=...")
-                dim = 1
-            dims.append(dim)
-        concrete.append(InputSpec(spec.name, tuple(dims), spec.dtype))
-    specs = concrete
+    # a free batch axis (an ONNX source's "batch") is traced at 1; other symbolic dims need a size
+    specs = require_concrete([InputSpec(s.name, (1, *s.shape[1:]), s.dtype) if is_batch_axis(s) else s
+                              for s in specs], "exporting the pruned module")
     source = TorchSource(module.eval(), ModelFormat.TORCH_FACTORY, [s.name for s in specs],
                          description="pruned module")
     example = to_torch_inputs(list(specs), random_inputs(list(specs), seed=0))

@@ -96,11 +96,16 @@ class QuantizeOutcome(BaseModel):
 Batches = list[dict[str, np.ndarray]]
 
 
-def _run_all(model_bytes: bytes, batches: Batches, label: str) -> list[np.ndarray]:
+def _run_all(model_bytes: bytes, batches: Batches, label: str,
+             state_pairs: dict[str, str] | None = None) -> list[np.ndarray]:
+    """Every output over ``batches``, concatenated; a stream (``state_pairs``) carries the model's own
+    state from call to call, so its errors accumulate as they do in use."""
+    from edgeopt.data import run_stream
+
     runner = OnnxRuntimeRunner(model_bytes, label=label)
     per_output: list[list[np.ndarray]] = []
-    for batch in batches:
-        outputs = list(runner.run(batch).values())
+    for _fed, result in run_stream(runner.run, batches, state_pairs or {}):
+        outputs = list(result.values())
         if not per_output:
             per_output = [[] for _ in outputs]
         for slot, value in zip(per_output, outputs):
@@ -121,6 +126,7 @@ def search(
     device_latency: Callable[[dict[str, bytes], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
     device_name: str | None = None,
     device_node_costs: Callable[[bytes, str], dict[str, float]] | None = None,
+    state_pairs: dict[str, str] | None = None,
 ) -> tuple[onnx.ModelProto | None, QuantizeOutcome]:
     """Returns (model to ship or None for "ship the float model", outcome for the report).
 
@@ -128,7 +134,8 @@ def search(
     run: on this machine for the ``host`` target, or on a device through ``device_latency``
     (models by label, feeds → stats with ratios to "float"), whatever the target. The speed
     fallback ranks layers by ``device_node_costs`` (model bytes, label → µs per node) when given,
-    else by a profile on this machine.
+    else by a profile on this machine. ``state_pairs`` ({output: input}) makes the evaluation a
+    stream: each model carries its own recurrent state from one batch to the next.
     """
     from edgeopt.quantize.prepare import (
         check_quantizable, count_quantized_nodes, lift_constant_weights, spatial_means_as_global_pool,
@@ -147,7 +154,7 @@ def search(
         outcome.warnings.extend(reasons)
     float_bytes = prepared.SerializeToString()
     outcome.float_size_bytes = len(float_bytes)
-    reference = _run_all(float_bytes, evaluation, "float model")
+    reference = _run_all(float_bytes, evaluation, "float model", state_pairs)
     output_names = [o.name for o in prepared.graph.output]
     op_histogram: dict[str, int] = {}
     for node in prepared.graph.node:
@@ -171,7 +178,7 @@ def search(
         if coverage.quantized == 0:
             return None, None, "no node was quantized (nothing this recipe can quantize in the graph)", coverage
         try:
-            got = _run_all(data, evaluation, f"int8 model ({recipe.name})")
+            got = _run_all(data, evaluation, f"int8 model ({recipe.name})", state_pairs)
         except Exception as exc:
             return None, None, f"onnxruntime cannot run the int8 model: {getattr(exc, 'message', exc)}", coverage
         return data, measure_fidelity(output_names, reference, got, labels), None, coverage

@@ -27,6 +27,7 @@ cache miss), inputs upload (only with inputs), run, finish (cleanup + cache trim
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from collections.abc import Callable
@@ -213,7 +214,7 @@ def _model_files(model_path: Path) -> list[tuple[Path, str]]:
 
 def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmup: int = 5, threads: int = 1,
                      inputs: Path | str | None = None, emit_outputs: bool = False, profile_ops: bool = True,
-                     python: str = "python3",
+                     state_pairs: dict[str, str] | None = None, python: str = "python3",
                      cache_dir: str = DEFAULT_CACHE_DIR, cache_limit_mb: float = DEFAULT_CACHE_LIMIT_MB,
                      config_file: Path | str | None = None, known_hosts_file: Path | str | None = None,
                      identity_file: Path | str | None = None, accept_new_host_key: bool = False,
@@ -287,6 +288,8 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
             argv += ["--inputs", f"{run_dir}/inputs.npz"]
         if emit_outputs:
             argv.append("--emit-outputs")
+            if state_pairs:
+                argv += ["--state-pairs", json.dumps(state_pairs)]
         if profile_ops:
             argv.append("--profile")
         device_timeout = device_timeout_s if device_timeout_s is not None else run_timeout_s + DEVICE_TIMEOUT_GRACE_S

@@ -280,16 +280,23 @@ def load_samples(np, path) -> list:
 MAX_EMITTED_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
-def _emit_outputs(np, engine, samples) -> dict:
-    """Every sample's outputs, as an .npz (keys ``s<i>/<output name>``) in base64, for comparison on the host."""
+def _emit_outputs(np, engine, samples, state_pairs=None) -> dict:
+    """Every sample's outputs, as an .npz (keys ``s<i>/<output name>``) in base64, for comparison on the host.
+    ``state_pairs`` ({output: input}) runs the samples as a stream: each call's state is the last call's output."""
     import base64
     import io
 
     names = engine.output_names()
     arrays = {}
     total = 0
+    state = {}
     for index, sample in enumerate(samples):
-        for name, value in zip(names, engine.run(sample)):
+        sample = {**sample, **{k: v for k, v in state.items() if k in sample}}
+        results = engine.run(sample)
+        state = {target: np.asarray(value).astype(sample[target].dtype)
+                 for name, value in zip(names, results) for output, target in (state_pairs or {}).items()
+                 if name == output and target in sample}
+        for name, value in zip(names, results):
             value = np.asarray(value)
             total += value.nbytes
             if total > MAX_EMITTED_OUTPUT_BYTES:
@@ -363,7 +370,8 @@ def measure(args) -> dict:
         "per_op": per_op,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
         "input_samples": len(samples),
-        "outputs": _emit_outputs(np, engine, samples) if args.emit_outputs else None,
+        "outputs": _emit_outputs(np, engine, samples, json.loads(args.state_pairs) if args.state_pairs else None)
+        if args.emit_outputs else None,
         "device": facts_before,
         "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "device_after": _facts_after(),
@@ -433,6 +441,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--inputs")
     parser.add_argument("--save-outputs")
+    parser.add_argument("--state-pairs", help='JSON {"output": "input"}: emitted outputs run as a stream')
     parser.add_argument("--emit-outputs", action="store_true",
                         help="include every sample's outputs in the JSON result (npz, base64)")
     parser.add_argument("--profile", action="store_true")

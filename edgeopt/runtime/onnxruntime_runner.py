@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.data import InputSpec
+from edgeopt.data.specs import InputSpec, declared_dim
 from edgeopt.errors import InputError, ModelLoadError, UnsupportedFormatError
 
 _ORT_TYPES = {
@@ -73,9 +73,7 @@ class OnnxRuntimeRunner:
 
 
 def _dim(d: object) -> int | str:
-    if isinstance(d, int):
-        return d
-    return str(d) if d else "?"
+    return declared_dim(d)  # onnxruntime reports -1 dims as None and names as str
 
 
 def _first_line(exc: BaseException) -> str:

@@ -293,7 +293,15 @@ def test_inference_failure_is_reported_not_raised(monkeypatch) -> None:
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", broken)
     summary = summarize_graph(conv_mlp_model())
     assert any("inference exploded" in w for w in summary.warnings)
-    # Conv falls back to its own arithmetic; MatMul's input shape is unknown without inference.
+    # Conv falls back to its own arithmetic; MatMul's input shape comes from running the graph once
+    # (shapes._probe_shapes), as for ops shape inference cannot see through.
+    assert summary.macs_by_op_type == {"Conv": CONV_MACS, "MatMul": 720}
+    assert summary.macs_unknown_nodes == []
+    # without the probe (e.g. weights left in external files) the MatMul stays unknown, and says so
+    from edgeopt.analysis import shapes
+
+    monkeypatch.setattr(shapes, "_probe_shapes", lambda *args: {})
+    summary = summarize_graph(conv_mlp_model())
     assert summary.macs_by_op_type == {"Conv": CONV_MACS}
     assert summary.macs_unknown_nodes == ["MatMul_3"]
 

@@ -195,8 +195,8 @@ def test_dynamic_dims_without_shapes_name_what_is_missing():
                        [tensor("y", F, ["batch", "seq", 8])], [weight("w", (16, 8))])
     with pytest.raises(InputError) as err:
         static_profile(model, cpu_target())
-    assert "input 'x' has symbolic dims batch, seq" in err.value.message
-    assert "--input-shape x=1x<seq>x16" in err.value.hint
+    assert "input 'x' dim 'seq' (axis 1 of batchxseqx16)" in err.value.message
+    assert "--dim seq=SIZE" in err.value.hint
 
     profile = static_profile(model, cpu_target(), {"x": [1, 128, 16]})
     assert profile.input_shapes == {"x": [1, 128, 16]}

@@ -16,13 +16,15 @@ from onnx import TensorProto, helper
 
 from edgeopt.data import InputSpec
 from edgeopt.errors import InputError
-from edgeopt.quantize.calibration import (
+from edgeopt.data import (
     RANDOM_SOURCE,
+    Fill,
+    InputPlan,
+    resolve_inputs,
     Dataset,
     ImagePreprocessing,
     content_sha256,
     load_dataset,
-    random_dataset,
 )
 
 IMAGE = InputSpec("image", ("batch", 3, 4, 4), "float32")
@@ -207,19 +209,24 @@ def test_split_and_take(tmp_path: Path):
             ds.split(bad)
 
 
-def test_random_dataset():
-    specs = [IMAGE, IDS, TEMP, InputSpec("fixed", (1, 2), "float16")]
-    ds = random_dataset(specs, 5, seed=3)
+def test_random_dataset_follows_the_plan_and_never_invents_integers():
+    declared = [IMAGE, IDS, TEMP, InputSpec("fixed", (1, 2), "float16")]
+    resolved = resolve_inputs(declared, dims={"seq": 3})
+    with pytest.raises(InputError, match="'ids' is int64 and there is no data for it") as info:
+        InputPlan(resolved).random_dataset(5, seed=3)
+    assert "--fill ids=VALUE" in info.value.hint
+    plan = InputPlan(resolved, {"ids": (Fill(7, "7"), "--fill")})
+    ds = plan.random_dataset(5, seed=3)
     assert ds.source == RANDOM_SOURCE and ds.count == 5 and ds.labels is None
     assert {k: (v.shape, v.dtype.name) for k, v in ds.arrays.items()} == {
-        "image": ((5, 3, 4, 4), "float32"), "ids": ((5, 1), "int64"),
+        "image": ((5, 3, 4, 4), "float32"), "ids": ((5, 3), "int64"),
         "temperature": ((5,), "float32"), "fixed": ((5, 2), "float16")}
-    assert set(np.unique(ds.arrays["ids"])) <= {0, 1}
-    assert random_dataset(specs, 5, seed=3).sha256 == ds.sha256
-    assert random_dataset(specs, 5, seed=4).sha256 != ds.sha256
+    assert set(np.unique(ds.arrays["ids"])) == {7}
+    assert plan.random_dataset(5, seed=3).sha256 == ds.sha256
+    assert plan.random_dataset(5, seed=4).sha256 != ds.sha256
     assert all(f["temperature"].shape == () for f in ds.batches(4))
     with pytest.raises(InputError, match="positive integer"):
-        random_dataset(specs, 0, seed=0)
+        plan.random_dataset(0, seed=0)
 
 
 def test_hand_built_dataset_has_a_free_batch_axis():
@@ -253,12 +260,12 @@ def test_shape_refusals(tmp_path: Path):
     np.savez(tmp_path / "rank.npz", image=np.zeros((2, 3, 4), dtype=np.float32))
     _refused(tmp_path / "rank.npz", [IMAGE], "input 'image' has shape 2x3x4 (rank 3)", "batchx3x4x4",
              "should be Nx3x4x4")
-    np.savez(tmp_path / "rank5.npz", image=np.zeros((2, 2, 3, 4, 4), dtype=np.float32))
-    _refused(tmp_path / "rank5.npz", [IMAGE], "rank 5")
+    np.savez(tmp_path / "rank6.npz", image=np.zeros((2, 1, 2, 3, 4, 4), dtype=np.float32))
+    _refused(tmp_path / "rank6.npz", [IMAGE], "rank 6", "Sxbatchx3x4x4 (one whole input per sample)")
     np.savez(tmp_path / "dim.npz", image=np.zeros((2, 3, 4, 5), dtype=np.float32))
     _refused(tmp_path / "dim.npz", [IMAGE], "input 'image' axis 3 has size 5 but the model fixes it to 4")
     np.savez(tmp_path / "scalar.npz", temperature=np.zeros((2, 1), dtype=np.float32))
-    _refused(tmp_path / "scalar.npz", [TEMP], "rank 2", "N (one value per sample)")
+    _refused(tmp_path / "scalar.npz", [TEMP], "rank 2", "S (one value per sample)")
     np.savez(tmp_path / "zero_d.npz", temperature=np.float32(1))
     _refused(tmp_path / "zero_d.npz", [TEMP], "single 0-d value")
     np.savez(tmp_path / "empty.npz", image=np.zeros((0, 3, 4, 4), dtype=np.float32))
@@ -444,7 +451,7 @@ def test_missing_pillow_says_how_to_install(tmp_path: Path):
         "sys.meta_path.insert(0, NoPil())\n"
         "from edgeopt.data import InputSpec\n"
         "from edgeopt.errors import InputError\n"
-        "from edgeopt.quantize.calibration import ImagePreprocessing, load_dataset\n"
+        "from edgeopt.data import ImagePreprocessing, load_dataset\n"
         "try:\n"
         f"    load_dataset({str(folder)!r}, [InputSpec('x', ('n', 3, 2, 3), 'float32')],\n"
         f"                 preprocessing=ImagePreprocessing.parse({PREP!r}))\n"

@@ -130,3 +130,35 @@ def test_calibrate_refusals(cli):
     assert no_ssh.code == 2 and "--ssh HOST" in no_ssh.stderr
     npu = cli("targets", "calibrate", "hexagon-htp", "--ssh", "nowhere")
     assert npu.code == 2 and "npu target" in npu.stderr
+
+
+def test_a_stream_runs_in_order_on_the_device_as_here(cli, sshd, tmp_path):
+    """--state-pair: the device feeds each sample the state its own last call returned, like this machine; a
+    device that did not carry it would disagree from the second sample on (an accumulator)."""
+    import numpy as np
+
+    from data.models import streaming_model
+
+    model = streaming_model(tmp_path / "vad.onnx")
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "chunks.npz", input=rng.standard_normal((6, 1, 64)).astype(np.float32),
+             sr=np.full(6, 16000, np.int64))
+    args = ["profile", model, "--ssh", sshd.alias, "--ssh-config", sshd.config, "--remote-python", sys.executable,
+            "--runs", "2", "--inputs", tmp_path / "chunks.npz", "--input-samples", "6", "--json"]
+    report = json.loads(cli(*args, "--state-pair", "stateN=state").stdout)
+    fidelity = report["device_fidelity"][sshd.alias]
+    assert fidelity["samples"] == 6 and fidelity["worst_cosine"] > 0.99999
+    assert report["resolved_inputs"]["state_pairs"] == {"stateN": "state"}
+
+    # the same samples compared against a host run that carries the state, while the device does not:
+    # the comparison sees it (this is what a runner that ignores --state-pairs would look like)
+    from edgeopt.profiling import compare_device_outputs, host_reference_outputs
+
+    samples = tmp_path / "samples.npz"
+    with np.load(tmp_path / "chunks.npz") as data:
+        np.savez(samples, **{f"s{i}/{k}": data[k][i] for i in range(6) for k in data},
+                 **{f"s{i}/state": np.zeros((2, 1, 64), np.float32) for i in range(6)})
+    carried = host_reference_outputs(model, samples, {"stateN": "state"})
+    independent = host_reference_outputs(model, samples)
+    compared = compare_device_outputs(carried, independent)
+    assert compared["worst_cosine"] < 0.99

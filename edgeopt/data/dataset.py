@@ -1,0 +1,295 @@
+"""``Dataset``: model inputs for calibration, evaluation, fine-tuning and measurement, one type for all.
+
+Each input's array has samples along axis 0, in one of two layouts (``layout_of``):
+
+- **batch axis**: the array has the model input's rank and its axis 0 *is* the model's axis 0, a
+  batch axis. Feeds slice rows: ``batch_size`` rows where the batch axis is symbolic, exactly B where
+  the model fixes it to B (a final partial batch is dropped).
+- **sample axis**: the array has the model input's rank + 1; axis 0 counts samples and each sample is
+  one whole model input (a scalar input's samples are stored as shape ``(S,)``). Feeds are one sample.
+  This is the layout for models with no batch axis (``[time, features]``), for recurrent state
+  (``[layers, batch, hidden]``) and for scalars.
+
+Inputs the data lacks may have a ``Fill`` (zeros, ones, a number): it is materialised per feed at the
+resolved shape, following the feed's batch size where its axis 0 is a batch axis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from edgeopt.data.specs import numpy_dtype, Fill, InputSpec, format_shape, is_batch_axis
+from edgeopt.errors import InputError
+
+Layout = Literal["batch", "samples"]
+
+
+@dataclass(frozen=True)
+class FilledInput:
+    """An input the data lacks: its fill, its resolved shape, and whether axis 0 follows the feed's batch."""
+
+    fill: Fill
+    shape: tuple[int, ...]
+    dtype: str
+    follows_batch: bool
+    reason: str  # "--fill", "default: zeros for a float input the data lacks"
+
+    def materialise(self, batch: int | None) -> np.ndarray:
+        shape = (batch, *self.shape[1:]) if self.follows_batch and batch is not None and self.shape else self.shape
+        return np.full(shape, self.fill.value, dtype=numpy_dtype(self.dtype))
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Model inputs with samples along axis 0, optional labels, fills for absent inputs, a content hash.
+
+    Build one with ``load_dataset``, ``random_dataset`` or ``Dataset.from_arrays`` (which computes
+    ``count`` and ``sha256`` and makes the arrays read-only so the hash stays true). ``input_specs``
+    (the model's inputs) tells ``batches`` how to feed each array; without it every array is treated
+    as having a free batch axis. Equality is identity: compare ``sha256`` to compare contents.
+    """
+
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    labels: np.ndarray | None = field(repr=False)
+    count: int
+    sha256: str
+    source: str
+    input_specs: tuple[InputSpec, ...] = field(default=(), repr=False)
+    fills: Mapping[str, FilledInput] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.arrays or self.count < 1:
+            raise ValueError("a Dataset needs at least one input array and one sample")
+        for name, array in self.arrays.items():
+            if array.ndim == 0 or array.shape[0] != self.count:
+                raise ValueError(f"array {name!r} has shape {array.shape}, expected {self.count} samples on axis 0")
+        if self.labels is not None and (self.labels.ndim == 0 or len(self.labels) != self.count):
+            raise ValueError(f"labels have shape {self.labels.shape}, expected {self.count} entries")
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: dict[str, np.ndarray],
+        labels: np.ndarray | None = None,
+        *,
+        source: str,
+        input_specs: Sequence[InputSpec] = (),
+        fills: Mapping[str, FilledInput] | None = None,
+    ) -> Dataset:
+        """Wrap already-checked arrays (samples on axis 0). Takes ownership: they become read-only."""
+        if not arrays:
+            raise ValueError("a Dataset needs at least one input array")
+        owned = {name: _frozen(array) for name, array in arrays.items()}
+        owned_labels = _frozen(labels) if labels is not None else None
+        first = next(iter(owned.values()))
+        count = int(first.shape[0]) if first.ndim else 0
+        fills = dict(fills or {})
+        return cls(owned, owned_labels, count, content_sha256(owned, owned_labels, fills), source,
+                   tuple(input_specs), fills)
+
+    # -- layouts ---------------------------------------------------------------------------
+
+    @property
+    def missing(self) -> list[str]:
+        """Inputs of the model with neither an array nor a fill."""
+        return [s.name for s in self.input_specs if s.name not in self.arrays and s.name not in self.fills]
+
+    def layout_of(self, name: str) -> Layout:
+        spec = next((s for s in self.input_specs if s.name == name), None)
+        if spec is None or self.arrays[name].ndim != len(spec.shape) + 1:
+            return "batch"
+        return "samples"
+
+    def describe_layouts(self) -> dict[str, str]:
+        """Per input, the rule used to read it (printed and recorded in report.json)."""
+        described: dict[str, str] = {}
+        for spec in self.input_specs:
+            if spec.name in self.fills:
+                filled = self.fills[spec.name]
+                described[spec.name] = f"not in the data: {filled.fill.describe()} ({filled.reason})"
+                continue
+            array = self.arrays[spec.name]
+            per_sample = format_shape(array.shape[1:])
+            if not spec.shape:
+                described[spec.name] = f"sample axis: {self.count} scalar values"
+            elif self.layout_of(spec.name) == "samples":
+                described[spec.name] = (f"sample axis: {self.count} samples, each a whole {per_sample} input "
+                                        f"(data {format_shape(array.shape)})")
+            else:
+                described[spec.name] = (f"batch axis: data axis 0 is the model's axis 0 ({spec.shape[0]}), "
+                                        f"{self.count} rows of {per_sample}")
+        return described
+
+    def sample_shape(self, name: str) -> tuple[int, ...]:
+        """The model input's shape one sample gives (the batch axis as stored: 1 row)."""
+        array = self.arrays[name]
+        return tuple(array.shape[1:]) if self.layout_of(name) == "samples" else (1, *array.shape[1:])
+
+    def with_fills(self, fills: Mapping[str, FilledInput]) -> Dataset:
+        return Dataset.from_arrays(dict(self.arrays), self.labels, source=self.source, input_specs=self.input_specs,
+                                   fills={**self.fills, **fills})
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def effective_batch_size(self, batch_size: int) -> int:
+        """Samples per model run: ``batch_size`` unless the model fixes it (see module doc)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch size must be a positive integer, got {batch_size!r}", "use 1 or more")
+        fixed = _samples_per_run(self.arrays, self.input_specs)
+        return fixed if fixed is not None else batch_size
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds for the model, in sample order (see the module doc for how each layout is fed).
+        Feeds are read-only views; fills are materialised per feed."""
+        missing = self.missing
+        if missing:
+            raise InputError(f"the data has no values for input {', '.join(repr(m) for m in missing)}",
+                             "add it to the data, or give it a value with --fill NAME=zeros|ones|VALUE")
+        step = self.effective_batch_size(batch_size)
+        whole = whole_inputs(self.arrays, self.input_specs)
+        fixed = _samples_per_run(self.arrays, self.input_specs)
+        if fixed is not None and fixed > 1 and self.count < fixed:
+            raise InputError(
+                f"the model runs {fixed} samples at a time (fixed batch axis) but the dataset has only {self.count}",
+                f"give at least {fixed} samples",
+            )
+        stop_at = self.count - self.count % step if fixed is not None and fixed > 1 else self.count
+        batched = [name for name in self.arrays if name not in whole]
+        for start in range(0, stop_at, step):
+            stop = min(start + step, self.count)
+            feed = {name: array[start, ...] if name in whole else array[start:stop]
+                    for name, array in self.arrays.items()}
+            rows = feed[batched[0]].shape[0] if batched else None
+            for name, filled in self.fills.items():
+                feed[name] = filled.materialise(rows)
+            yield feed
+
+    def labelled_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """``batches`` paired with the labels of the same samples (None without labels)."""
+        step = self.effective_batch_size(batch_size)
+        for index, feeds in enumerate(self.batches(batch_size)):
+            labels = None if self.labels is None else self.labels[index * step:index * step + step]
+            yield feeds, labels
+
+    # -- subsets ---------------------------------------------------------------------------
+
+    def take(self, indices: Iterable[int] | np.ndarray) -> Dataset:
+        """The samples at ``indices`` (in the given order), as a new Dataset with its own hash."""
+        index = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+        if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
+            raise TypeError("take() needs a flat sequence of integer indices")
+        if index.size == 0:
+            raise ValueError("take() needs at least one index")
+        if index.min() < -self.count or index.max() >= self.count:
+            raise IndexError(f"take(): index out of range for a dataset of {self.count} samples")
+        return self._subset(index.astype(np.intp), f"{self.source} [{index.size} of {self.count} samples]")
+
+    def split(self, holdout_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Deterministic random split into (kept, held out); both parts have >= 1 sample.
+
+        The held-out part has ``round(count * holdout_fraction)`` samples, clamped to
+        [1, count - 1]; each part keeps the original sample order.
+        """
+        if self.count < 2:
+            raise InputError(
+                f"cannot split {self.count} sample into a calibration part and a holdout part",
+                "give at least 2 samples, or pass separate evaluation data with --eval",
+            )
+        if (isinstance(holdout_fraction, bool) or not isinstance(holdout_fraction, (int, float))
+                or not math.isfinite(holdout_fraction) or not 0 < holdout_fraction < 1):
+            raise InputError(
+                f"holdout fraction must be between 0 and 1 (exclusive), got {holdout_fraction!r}",
+                "e.g. 0.2 holds out a fifth of the samples",
+            )
+        held = min(max(round(self.count * holdout_fraction), 1), self.count - 1)
+        order = np.random.default_rng(seed).permutation(self.count)
+        kept_index, held_index = np.sort(order[held:]), np.sort(order[:held])
+        note = f"split {holdout_fraction:g} seed {seed}"
+        return (self._subset(kept_index, f"{self.source} [{note}: {kept_index.size} kept]"),
+                self._subset(held_index, f"{self.source} [{note}: {held_index.size} held out]"))
+
+    def _subset(self, index: np.ndarray, source: str) -> Dataset:
+        labels = self.labels[index] if self.labels is not None else None
+        return Dataset.from_arrays({name: array[index] for name, array in self.arrays.items()}, labels,
+                                   source=source, input_specs=self.input_specs, fills=self.fills)
+
+    def summary(self) -> dict:
+        """JSON-ready description for reports."""
+        return {
+            "source": self.source,
+            "count": self.count,
+            "sha256": self.sha256,
+            "labels": self.labels is not None,
+            "inputs": {name: {"shape": list(array.shape), "dtype": array.dtype.name}
+                       for name, array in self.arrays.items()},
+            "layouts": self.describe_layouts(),
+            **({"fills": {name: f.fill.describe() for name, f in self.fills.items()}} if self.fills else {}),
+        }
+
+
+def content_sha256(arrays: dict[str, np.ndarray], labels: np.ndarray | None = None,
+                   fills: Mapping[str, FilledInput] | None = None) -> str:
+    """Hash over sorted keys, dtypes, shapes and bytes (little-endian), then the labels and fills.
+
+    It depends only on the content, not on the file layout it came from.
+    """
+    digest = hashlib.sha256(b"edgeopt-dataset-v1\0")
+
+    def add(kind: str, key: str, array: np.ndarray) -> None:
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        header = json.dumps([kind, key, data.dtype.str, list(data.shape)]).encode()
+        digest.update(len(header).to_bytes(8, "little") + header)
+        digest.update(data.reshape(-1).view(np.uint8))
+
+    for key in sorted(arrays):
+        add("input", key, arrays[key])
+    if labels is not None:
+        add("labels", "", labels)
+    for key in sorted(fills or {}):
+        filled = fills[key]
+        digest.update(json.dumps(["fill", key, repr(filled.fill.value), list(filled.shape), filled.dtype,
+                                  filled.follows_batch]).encode())
+    return digest.hexdigest()
+
+
+def fill_for(spec: InputSpec, shape: tuple[int, ...], fill: Fill, reason: str) -> FilledInput:
+    return FilledInput(fill, tuple(shape), spec.dtype, follows_batch=is_batch_axis(spec), reason=reason)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array
+
+
+def whole_inputs(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> set[str]:
+    """Inputs stored in the sample-axis layout (one whole model input per sample)."""
+    return {spec.name for spec in specs if spec.name in arrays and arrays[spec.name].ndim == len(spec.shape) + 1}
+
+
+def _samples_per_run(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> int | None:
+    """The number of samples each model run must take, or None when the batch axis is free."""
+    fixed: set[int] = set()
+    whole = whole_inputs(arrays, specs)
+    for spec in specs:
+        if spec.name not in arrays:
+            continue
+        if spec.name in whole:
+            fixed.add(1)
+        elif _is_fixed(spec.shape[0]):
+            fixed.add(int(spec.shape[0]))
+    if len(fixed) > 1:  # load_dataset refuses this; only reachable with hand-built datasets
+        raise InputError(f"the model's inputs need different numbers of samples per run ({sorted(fixed)})",
+                         "re-export the model with one batch size for all inputs")
+    return fixed.pop() if fixed else None
+
+
+def _is_fixed(dim: object) -> bool:
+    return isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0
