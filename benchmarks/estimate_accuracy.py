@@ -329,8 +329,8 @@ def _int8(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> bytes | None:
     """QDQ int8 (u8 activations, s8 per-channel weights), as edgeopt quantizes for this ISA."""
     import onnx
 
-    from edgeopt.quantize.quantizer import quantize
-    from edgeopt.quantize.recipes import Recipe
+    from edgeopt.stages.quantize.quantizer import quantize
+    from edgeopt.stages.quantize.recipes import Recipe
 
     model = onnx.ModelProto()
     model.ParseFromString(model_bytes)

@@ -9,7 +9,7 @@ Two models, both on scikit-learn's bundled ``load_digits`` (no download):
   32-256 channel ladder) on the same digits upsampled to 64x64 (``--mbv2-size``), trained here
   for a few epochs.
 
-For each ratio: ``edgeopt.prune.prune_module`` (magnitude, per layer, channels rounded to this
+For each ratio: ``edgeopt.stages.prune.prune_module`` (magnitude, per layer, channels rounded to this
 host's SIMD multiple), then ``finetune`` (distilled from the unpruned model, early stopping on a
 validation split of the train data), export to ONNX, int8 with edgeopt's quantization search
 (static, the host recipe, latency measured here, so the layers whose int8 kernels are slower here
@@ -130,7 +130,7 @@ def datasets(name: str, size: int):
 
 
 def train_from_scratch(model, x, y, epochs: int, seed: int):
-    from edgeopt.prune.finetuning import ArrayLoader, FinetuneConfig, finetune
+    from edgeopt.stages.prune.finetuning import ArrayLoader, FinetuneConfig, finetune
 
     count = len(y)
     order = np.random.default_rng(seed).permutation(count)
@@ -138,7 +138,7 @@ def train_from_scratch(model, x, y, epochs: int, seed: int):
     config = FinetuneConfig(epochs=epochs, lr=3e-3, schedule="cosine", weight_decay=1e-4, patience=epochs,
                             batch_size=32, seed=seed)
     return finetune(model, ArrayLoader([x[fit]], y[fit], 32, shuffle=True, seed=seed),
-                    ArrayLoader([x[val]], y[val], 256, shuffle=False), config, progress=False)
+                    ArrayLoader([x[val]], y[val], 256, shuffle=False), config)
 
 
 def accuracy_torch(model, x, y) -> float:
@@ -160,8 +160,8 @@ def accuracy_onnx(path: Path, x, y) -> float:
 def quantize_int8(fp32_path: Path, out_path: Path, x_calib, x_eval, y_eval) -> str:
     import onnx
 
-    from edgeopt.export.onnx_normalize import simplify
-    from edgeopt.quantize.search import QuantizeOptions, search
+    from edgeopt.stages.simplify import simplify
+    from edgeopt.stages.quantize.search import QuantizeOptions, search
     from edgeopt.targets import load_target
 
     model = simplify(onnx.load(fp32_path))
@@ -187,7 +187,7 @@ def run_model(name: str, args, work: Path) -> list[str]:
     import torch
 
     from edgeopt.data import InputSpec
-    from edgeopt.prune import (FinetuneConfig, PruneConfig, export_module, finetune, flag_not_faster,
+    from edgeopt.stages.prune import (FinetuneConfig, PruneConfig, export_module, finetune, flag_not_faster,
                                load_finetune_data, onnx_figures, preferred_channel_multiple, prune_module)
     from edgeopt.runtime.latency import compare_latency
     from edgeopt.targets import load_target
@@ -228,7 +228,7 @@ def run_model(name: str, args, work: Path) -> list[str]:
             module = copy.deepcopy(pruned)  # keep the pruned-only model for its accuracy
             ft_config = FinetuneConfig(epochs=args.epochs, lr=2e-3, schedule="cosine", weight_decay=1e-5,
                                        patience=3, batch_size=32, distill_weight=0.5, temperature=4.0, seed=0)
-            ft = finetune(module, data.train, data.val, ft_config, teacher=base, progress=False)
+            ft = finetune(module, data.train, data.val, ft_config, teacher=base)
             prune_note = f"{result.params_ratio:.2f}x params"
         path = work / f"{name}_{tag}.onnx"
         export_module(module, spec, path, output_names=["logits"])

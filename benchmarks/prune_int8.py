@@ -42,12 +42,12 @@ def main() -> None:
     import onnx
     import torch
 
-    from edgeopt.config import PruneConfig
+    from edgeopt.config.settings import PruneConfig
     from edgeopt.data import InputSpec
-    from edgeopt.prune.structured import export_module, prune_module
-    from edgeopt.quantize.quantizer import quantize
-    from edgeopt.quantize.recipes import Recipe
-    from edgeopt.quantize.search import QuantizeOptions, search
+    from edgeopt.stages.prune.structured import export_module, prune_module
+    from edgeopt.stages.quantize.quantizer import quantize
+    from edgeopt.stages.quantize.recipes import Recipe
+    from edgeopt.stages.quantize.search import QuantizeOptions, search
     from edgeopt.targets import load_target
     from edgeopt.runtime.latency import compare_latency
     from prune import mbv2

@@ -13,8 +13,8 @@ import os
 import tempfile
 import zlib
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from edgeopt.errors import InputError, OutputError
 

@@ -91,7 +91,7 @@ class TargetProfile(BaseModel):
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
     execution_provider: str | None = None
     # Channel counts the kernels handle without padding (SIMD lanes, NPU blocks); structured pruning
-    # rounds kept channels to it. Unset: derived from isa_features (edgeopt.prune.preferred_channel_multiple).
+    # rounds kept channels to it. Unset: derived from isa_features (edgeopt.stages.prune.preferred_channel_multiple).
     preferred_channel_multiple: int | None = Field(None, ge=1)
     sources: tuple[str, ...] = ()
     notes: str = ""

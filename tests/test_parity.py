@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeopt.export.parity import Tolerance, compare_output
+from edgeopt.stages.common.parity import Tolerance, compare_output
 
 
 def test_error_in_small_scale_channels_is_not_forgiven():

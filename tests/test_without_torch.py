@@ -51,7 +51,7 @@ def test_torch_source_without_torch_says_how_to_install(tmp_path: Path):
 
 
 def test_library_import_does_not_pull_torch():
-    code = ("import sys, edgeopt.pipeline, edgeopt.inspection, edgeopt.cli.app, edgeopt.analysis.summary; "
+    code = ("import sys, edgeopt.pipeline, edgeopt.commands.inspect, edgeopt.cli.app, edgeopt.analysis.summary; "
             "print(sorted(m for m in ('torch', 'onnxscript') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 from onnx import GraphProto, NodeProto
 
-from edgeopt.analysis._graph import (
+from edgeopt.analysis.graph import (
     DEFAULT_DOMAINS,
     inline_functions,
     is_op,

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import GraphProto, NodeProto
 
-from edgeopt.analysis._graph import (
-    _DTYPES,
+from edgeopt.analysis.graph import (
+    DTYPES,
     constant_tensor,
     dtype_name,
     is_op,
@@ -52,7 +52,7 @@ __all__ = [
     "weight_names",
 ]
 
-_BITS: dict[str, int | None] = {np_name: bits for _, np_name, bits in _DTYPES}
+_BITS: dict[str, int | None] = {np_name: bits for _, np_name, bits in DTYPES}
 
 
 def bits_per_element(dtype: str | None) -> int | None:

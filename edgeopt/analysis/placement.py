@@ -36,9 +36,9 @@ from typing import Literal
 import onnx
 from onnx import NodeProto
 
-from edgeopt.analysis._graph import DEFAULT_DOMAINS, is_op, node_name
+from edgeopt.analysis.graph import DEFAULT_DOMAINS, is_op, node_name
 from edgeopt.analysis.shapes import TensorInfo, resolve_shapes
-from edgeopt.analysis.summary import _is_integer_op
+from edgeopt.analysis.summary import is_integer_op
 from edgeopt.targets import TargetProfile
 
 __all__ = [
@@ -287,7 +287,7 @@ def analyse_execution(
                 rows.append(NodeExecution(**common, dtype=rows[src].dtype, role="fused_activation",
                                           attached_to=src))
                 continue
-        dtype = "int8" if _is_integer_op(node) else _data_dtype(node, shapes)
+        dtype = "int8" if is_integer_op(node) else _data_dtype(node, shapes)
         if dtype is None:  # types not inferred (e.g. after a contrib op): take the producer's
             first = next((name for name in node.input if name), None)
             src = producer.get(first) if first else None

@@ -36,6 +36,9 @@ altogether (``host`` before calibration), every estimate is None and
 Totals: ``latency_ms`` = sum of node times + hand-overs x ``partition_switch_us``;
 nodes whose cost is unknown (custom ops, unknown shapes) are left out and listed in
 ``unknown_nodes``.
+
+Over 600 lines because the report models (``StaticProfile`` and its rows) and the cost model
+that fills them are one contract; the per-node arithmetic is in macs/memory/placement already.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import Any, Literal
 import onnx
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.analysis._graph import DEFAULT_DOMAINS, inline_functions, op_key
+from edgeopt.analysis.graph import DEFAULT_DOMAINS, inline_functions, op_key
 from edgeopt.analysis.macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.analysis.memory import (
     MemoryPlan,

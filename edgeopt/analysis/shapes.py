@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import Message
 from onnx import GraphProto, TypeProto, ValueInfoProto
 
-from edgeopt.analysis._graph import (
+from edgeopt.analysis.graph import (
     constant_tensor,
     dtype_name,
     inline_functions,

@@ -10,7 +10,7 @@ import onnx
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.analysis._graph import (
+from edgeopt.analysis.graph import (
     INTEGER_DTYPES,
     constant_tensor,
     dtype_name,
@@ -208,7 +208,7 @@ def _external_data(graph: GraphProto) -> list[ExternalDataFile]:
 
 # -------------------------------------------------------------------- quantization
 
-_DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
+DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
 _INTEGER_OPS = frozenset(
     {
         "ConvInteger",
@@ -221,10 +221,10 @@ _INTEGER_OPS = frozenset(
         "QEmbedLayerNormalization",
     }
 )
-_WEIGHTS_ONLY_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized", "MatMulBnb4", "MatMulFpQ4"})
+WEIGHTS_ONLY_QUANT_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized", "MatMulBnb4", "MatMulFpQ4"})
 
 
-def _is_integer_op(node: NodeProto) -> bool:
+def is_integer_op(node: NodeProto) -> bool:
     """QOperator-style ops computing on quantized tensors (QLinear*, *Integer, QGemm, ...)."""
     return node.domain in _Q_DOMAINS and (
         node.op_type.startswith("QLinear") or node.op_type in _INTEGER_OPS
@@ -242,15 +242,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _quantization(
+def quantization_kind(
     graph: GraphProto, nodes: Sequence[NodeProto], shapes: Mapping[str, TensorInfo]
 ) -> tuple[QuantizationKind, str, int]:
     """(kind, detail, number of quantized compute nodes)."""
     q = [n for n in nodes if is_op(n, "QuantizeLinear", _Q_DOMAINS)]
     dq = [n for n in nodes if is_op(n, "DequantizeLinear", _Q_DOMAINS)]
-    dynamic = [n for n in nodes if n.domain in _Q_DOMAINS and n.op_type in _DYNAMIC_OPS]
-    integer = [n for n in nodes if _is_integer_op(n)]
-    weights_only_ops = [n for n in nodes if n.op_type in _WEIGHTS_ONLY_OPS]
+    dynamic = [n for n in nodes if n.domain in _Q_DOMAINS and n.op_type in DYNAMIC_QUANT_OPS]
+    integer = [n for n in nodes if is_integer_op(n)]
+    weights_only_ops = [n for n in nodes if n.op_type in WEIGHTS_ONLY_QUANT_OPS]
 
     if dynamic:
         detail = f"activations quantized at run time ({_op_list(dynamic)})"
@@ -322,7 +322,7 @@ def summarize_graph(
     graph = analysed.graph
     nodes = [ref.node for ref in iter_nodes(graph)]
     macs = compute_macs(analysed, shapes=shapes)
-    kind, detail, quantized = _quantization(graph, nodes, shapes)
+    kind, detail, quantized = quantization_kind(graph, nodes, shapes)
 
     histogram = Counter(op_key(n.op_type, n.domain) for n in nodes)
     warnings: list[str] = []

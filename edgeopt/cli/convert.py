@@ -6,40 +6,26 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from edgeopt.cli.output import err_console, out_console, print_inputs, print_json, warn
+from edgeopt.cli.output import (
+    EventLines,
+    err_console,
+    out_console,
+    print_inputs,
+    print_json,
+    warn,
+)
+from edgeopt.events import Events
 from edgeopt.units import format_bytes, format_count
-
-
-class _RichProgress:
-    """One spinner line per stage on stderr."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-        self.descriptions: dict[str, str] = {}
-
-    def stage_started(self, name: str, description: str) -> None:
-        self.descriptions[name] = description
-        self.tasks[name] = self.progress.add_task(description, total=1)
-
-    def stage_finished(self, name: str, status: str) -> None:
-        task = self.tasks.get(name)
-        if task is not None:
-            self.progress.update(task, completed=1, description=f"{self.descriptions.get(name, name)} [{status}]")
-
-    def stage_note(self, name: str, message: str) -> None:
-        task = self.tasks.get(name)
-        if task is not None:
-            self.progress.update(task, description=f"{self.descriptions.get(name, name)}: {message}")
-
-    def stage_progress(self, name: str, done: int, total: int) -> None:
-        """A bar for the stage (fine-tuning epochs)."""
-        task = self.tasks.get(name)
-        if task is not None:
-            self.progress.update(task, completed=done, total=max(total, 1))
 
 
 def convert_command(
@@ -147,9 +133,22 @@ def convert_command(
     """Export MODEL to a clean, parity-checked ONNX model in OUT/model.onnx."""
     from pydantic import ValidationError
 
-    from edgeopt.config import ConvertConfig, DeviceConfig, FinetuneSettings, ParityConfig, PruneConfig, QuantizeConfig
     from edgeopt.cli.app import invocation
-    from edgeopt.data import parse_dims, parse_fills, parse_input_dtypes, parse_input_shapes, parse_state_pairs
+    from edgeopt.config.settings import (
+        ConvertConfig,
+        DeviceConfig,
+        FinetuneSettings,
+        ParityConfig,
+        PruneConfig,
+        QuantizeConfig,
+    )
+    from edgeopt.data import (
+        parse_dims,
+        parse_fills,
+        parse_input_dtypes,
+        parse_input_shapes,
+        parse_state_pairs,
+    )
     from edgeopt.errors import InputError, first_validation_error
     from edgeopt.pipeline import convert
 
@@ -211,7 +210,7 @@ def convert_command(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                   TimeElapsedColumn(),
                   console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
-        result = convert(config, _RichProgress(progress), command=["edgeopt", *invocation])
+        result = convert(config, Events(EventLines(progress)), command=["edgeopt", *invocation])
     for message in result.report.warnings:
         warn(message)
     if as_json:
@@ -252,7 +251,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
 
 def _from_project_file(ctx: typer.Context, flags: Any, config_file: Path | None, output: Path | None) -> Any:
     """The [pipeline] of the project file, with the flags given on the command line on top."""
-    from edgeopt.config_file import find_config, load_config, pipeline_config
+    from edgeopt.config.project import find_config, load_config, pipeline_config
     from edgeopt.errors import InputError
 
     path = find_config(config_file)

@@ -33,10 +33,13 @@ def gate_command(
     1 a budget exceeded, 2 bad config or a number that could not be found."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from edgeopt.config_file import ConfigError, find_config, load_config
+    from edgeopt.cli.output import EventLines
+    from edgeopt.config.project import ConfigError, find_config, load_config
+    from edgeopt.events import Events
     from edgeopt.fsutil import write_text_atomic
-    from edgeopt.gate import to_junit, to_markdown
-    from edgeopt.gate_inputs import GateInputs, default_report_path, load_baseline, run_gate
+    from edgeopt.gate.baseline import load_baseline
+    from edgeopt.gate.render import to_junit, to_markdown
+    from edgeopt.gate.run import GateInputs, default_report_path, run_gate
 
     path = find_config(config)
     if path is None:
@@ -58,8 +61,7 @@ def gate_command(
         raise ConfigError(f"report not found: {report}", "run edgeopt convert first, or fix --report")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True,
                   disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("gate", total=None)
-        result, document = run_gate(inputs, progress=lambda m: progress.update(task, description=escape(m)))
+        result, document = run_gate(inputs, events=Events(EventLines(progress, "gate")))
     if update_baseline:
         import json
 
@@ -85,7 +87,7 @@ def gate_command(
 
 def _github(result, config_path: Path, md: str, as_json: bool) -> None:
     """Step summary (Markdown) and ::error annotations at the budget's line in the config file."""
-    from edgeopt.gate import github_annotations
+    from edgeopt.gate.render import github_annotations
 
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -104,7 +106,7 @@ def _github(result, config_path: Path, md: str, as_json: bool) -> None:
 
 
 def _render(result) -> None:
-    from edgeopt.gate import table_rows
+    from edgeopt.gate.render import table_rows
 
     console = out_console()
     table = Table(title="edgeopt gate" + (f" (baseline: {result.baseline})" if result.baseline else ""),

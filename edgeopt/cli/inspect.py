@@ -22,8 +22,8 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Format, opset, inputs/outputs, parameters, MACs, size, op histogram, quantization."""
+    from edgeopt.commands.inspect import inspect_model
     from edgeopt.data import parse_dims, parse_input_shapes
-    from edgeopt.inspection import inspect_model
 
     result = inspect_model(model, parse_input_shapes(input_shape), parse_dims(dim))
     if as_json:

@@ -48,3 +48,43 @@ def print_inputs(console: Console, resolved: dict[str, Any], layouts: dict[str, 
                          + (f"; stream state {', '.join(f'{o} → {i}' for o, i in pairs.items())}" if pairs else "")))
     for name, rule in (layouts or {}).items():
         console.print(escape(f"  data for {name}: {rule}"))
+
+
+class EventLines:
+    """Renders library events on a rich Progress (stderr): one line per stage or device, a bar where
+    the event says how far along it is. The only place progress is drawn."""
+
+    def __init__(self, progress: Any, default: str = "working") -> None:
+        self.progress = progress
+        self.tasks: dict[tuple[str, str | None], Any] = {}
+        self.descriptions: dict[tuple[str, str | None], str] = {}
+        self.default = default
+
+    def _task(self, key: tuple[str, str | None]) -> Any:
+        if key not in self.tasks:
+            source, device = key
+            self.descriptions[key] = f"[bold]{_escape(device)}[/bold]" if device else (source or self.default)
+            self.tasks[key] = self.progress.add_task(self.descriptions[key], total=None)
+        return self.tasks[key]
+
+    def __call__(self, event: Any) -> None:
+        key = (event.source, event.device)
+        if event.kind == "started":
+            self.descriptions[key] = _escape(event.message)
+            self.tasks[key] = self.progress.add_task(self.descriptions[key], total=1)
+            return
+        task = self._task(key)
+        base = self.descriptions[key]
+        if event.kind == "finished":
+            self.progress.update(task, completed=1, total=1, description=f"{base} [{_escape(event.message)}]")
+        elif event.kind == "note":
+            self.progress.update(task, description=f"{base}: {_escape(event.message)}")
+        elif event.kind == "progress":
+            self.progress.update(task, completed=event.done, total=max(event.total or 1, 1),
+                                 description=f"{base}: {_escape(event.message)}" if event.message else base)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -10,7 +10,15 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from edgeopt.cli.output import err_console, out_console, print_inputs, print_json, warn
+from edgeopt.cli.output import (
+    EventLines,
+    err_console,
+    out_console,
+    print_inputs,
+    print_json,
+    warn,
+)
+from edgeopt.events import Events
 from edgeopt.units import format_bytes, format_count
 
 
@@ -52,25 +60,19 @@ def profile_command(
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as JSON on stdout."),
 ) -> None:
     """Estimate latency and memory per target; with --measure, measure on this machine too."""
-    from edgeopt.data import parse_dims, parse_fills, parse_input_shapes, parse_state_pairs
+    from edgeopt.commands.profile import profile_model
+    from edgeopt.data import (
+        parse_dims,
+        parse_fills,
+        parse_input_shapes,
+        parse_state_pairs,
+    )
     from edgeopt.fsutil import write_text_atomic
-    from edgeopt.profiling import profile_model
 
     shapes = parse_input_shapes(input_shape)
     dims, fills, pairs = parse_dims(dim), parse_fills(fill), parse_state_pairs(state_pair)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal, transient=True) as progress:
-        task = progress.add_task("profiling", total=None)
-        device_tasks: dict[str, Any] = {}
-
-        def show(message: str, device: str | None = None) -> None:
-            if device is None:
-                progress.update(task, description=escape(message))
-                return
-            if device not in device_tasks:  # one line per device, measured in parallel
-                device_tasks[device] = progress.add_task("", total=None)
-            progress.update(device_tasks[device], description=f"[bold]{escape(device)}[/bold]: {escape(message)}")
-
         report = profile_model(model, list(dict.fromkeys(target)), input_shapes=shapes, dims=dims,
                                fills={name: f.text for name, f in fills.items()}, state_pairs=pairs,
                                measure=measure, runs=runs,
@@ -81,7 +83,7 @@ def profile_command(
                                             "cache_dir": remote_cache_dir,
                                             **({"config_file": ssh_config} if ssh_config else {})},
                                inputs=inputs, inputs_preprocess=inputs_preprocess, max_input_samples=input_samples,
-                               progress=show)
+                               events=Events(EventLines(progress, "profiling")))
     payload = report.model_dump(mode="json")
     if output is not None:
         write_text_atomic(output, report.model_dump_json(indent=2) + "\n")

@@ -89,57 +89,21 @@ def calibrate_command(
     as_json: bool = typer.Option(False, "--json", help="Print the calibrated profile as JSON on stdout."),
 ) -> None:
     """Measure peaks (GEMM/conv per dtype, memory bandwidth) here or on a device into a target file."""
-    import re
-    from datetime import datetime, timezone
 
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from edgeopt.cli.output import err_console
-    from edgeopt.errors import InputError
-    from edgeopt.fsutil import ensure_writable_dir, write_text_atomic
-    from edgeopt.runtime.microbench import (
-        calibrated_profile, microbench_bundle, result_from_payload, run_microbenchmarks,
-    )
-    from edgeopt.targets import load_target, target_to_toml, user_targets_dir
+    from edgeopt.cli.output import EventLines, err_console
+    from edgeopt.commands.calibrate import calibrate_target
+    from edgeopt.events import Events
 
-    if name != "host" and not ssh:
-        raise InputError(f"only 'host' can be calibrated on this machine (asked for {name!r})",
-                         f"to calibrate {name} on the device itself: edgeopt targets calibrate {name} --ssh HOST")
-    if save_as is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", save_as):
-        raise InputError(f"--save-as {save_as!r} is not a valid target name", "use letters, digits, '-', '_', '.'")
-    base = load_target(name, targets_dir)
-    if ssh and base.kind != "cpu":
-        raise InputError(f"{name} is a {base.kind} target; the microbenchmarks measure the device's CPU",
-                         "calibrate the board's CPU target instead (e.g. the one named by its host_cpu)")
-    folder = ensure_writable_dir(output_dir or user_targets_dir())
-    where = device = None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
                   disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("calibrating", total=None)
-        if ssh:
-            from edgeopt.remote.device import microbench_over_ssh
-
-            progress.update(task, description="building the microbenchmark models")
-            bundle = microbench_bundle(threads, seconds)
-            progress.update(task, description=f"measuring on {ssh} (about {6 * seconds:.0f} s)")
-            options = {"config_file": ssh_config} if ssh_config else {}
-            payload = microbench_over_ssh(ssh, bundle, python=remote_python,
-                                          accept_new_host_key=accept_new_host_key, **options)
-            result = result_from_payload(payload)
-            facts = payload.get("device", {})
-            where, device = ssh, facts.get("board") or facts.get("cpu_model") or facts.get("machine")
-        else:
-            result = run_microbenchmarks(threads, budget_s=seconds,
-                                         progress=lambda m: progress.update(task, description=f"measuring {m}"))
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    profile = calibrated_profile(base, result, when, where, device)
-    if save_as:
-        profile = profile.model_copy(update={"name": save_as})
-    path = folder / f"{profile.name}.toml"
-    command = f"edgeopt targets calibrate {name}" + (f" --ssh {ssh}" if ssh else "")
-    write_text_atomic(path, target_to_toml(profile, f"Calibrated by edgeopt on {when}"
-                                                    + (f" on {where}" if where else "")
-                                                    + f"; rerun `{command}` after hardware changes."))
+        ssh_options = {"python": remote_python, "accept_new_host_key": accept_new_host_key,
+                       **({"config_file": ssh_config} if ssh_config else {})}
+        done = calibrate_target(name, ssh=ssh, ssh_options=ssh_options, threads=threads, seconds=seconds,
+                                save_as=save_as, output_dir=output_dir, targets_dir=targets_dir,
+                                events=Events(EventLines(progress, "calibrating")))
+    profile, path, result, where = done.profile, done.path, done.result, done.where
     data = {**profile.model_dump(mode="json"), "origin": str(path), "microbenchmarks": result.model_dump()}
     if as_json:
         print_json(data)

@@ -4,11 +4,27 @@ shape resolver, sample inputs where there is no data, and streams."""
 from edgeopt.data.dataset import Dataset, FilledInput, content_sha256
 from edgeopt.data.images import ImagePreprocessing
 from edgeopt.data.readers import LABELS_KEY, load_dataset
-from edgeopt.data.resolve import ResolvedInputs, apply_user_shapes, fill_plan, metadata_dict, resolve_inputs
+from edgeopt.data.resolve import (
+    ResolvedInputs,
+    apply_user_shapes,
+    fill_plan,
+    metadata_dict,
+    resolve_inputs,
+)
 from edgeopt.data.samples import RANDOM_SOURCE, InputPlan, random_inputs
 from edgeopt.data.specs import (
-    Dim, Fill, InputSpec, declared_dim, format_shape, is_batch_axis, is_symbolic, parse_dims, parse_fills,
-    parse_input_dtypes, parse_input_shapes, parse_state_pairs,
+    Dim,
+    Fill,
+    InputSpec,
+    declared_dim,
+    format_shape,
+    is_batch_axis,
+    is_symbolic,
+    parse_dims,
+    parse_fills,
+    parse_input_dtypes,
+    parse_input_shapes,
+    parse_state_pairs,
 )
 from edgeopt.data.streams import check_state_pairs, run_stream
 

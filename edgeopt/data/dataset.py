@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgeopt.data.specs import numpy_dtype, Fill, InputSpec, format_shape, is_batch_axis
+from edgeopt.data.specs import Fill, InputSpec, format_shape, is_batch_axis, numpy_dtype
 from edgeopt.errors import InputError
 
 Layout = Literal["batch", "samples"]

@@ -33,7 +33,11 @@ import numpy as np
 
 from edgeopt.data.dataset import Dataset, whole_inputs
 from edgeopt.data.images import (
-    IMAGE_SUFFIXES, PREPROCESS_EXAMPLE, PREPROCESS_FLAG, ImagePreprocessing, check_image_input,
+    IMAGE_SUFFIXES,
+    PREPROCESS_EXAMPLE,
+    PREPROCESS_FLAG,
+    ImagePreprocessing,
+    check_image_input,
 )
 from edgeopt.data.specs import InputSpec, format_shape, is_batch_axis
 from edgeopt.errors import InputError

@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgeopt.data.dataset import Dataset
-from edgeopt.data.specs import UNNAMED, Fill, InputSpec, format_shape, is_batch_axis, is_symbolic
+from edgeopt.data.specs import (
+    UNNAMED,
+    Fill,
+    InputSpec,
+    format_shape,
+    is_batch_axis,
+    is_symbolic,
+)
 from edgeopt.errors import InputError
 
 MODEL = "model"

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeopt.data.dataset import Dataset, fill_for
 from edgeopt.data.resolve import ResolvedInputs
-from edgeopt.data.specs import numpy_dtype, Fill, InputSpec, is_batch_axis
+from edgeopt.data.specs import Fill, InputSpec, is_batch_axis, numpy_dtype
 from edgeopt.errors import InputError
 
 RANDOM_SOURCE = "random (no calibration data)"

@@ -30,14 +30,26 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeopt.errors import InputError, RemoteError
+from edgeopt.events import Events
 from edgeopt.fsutil import sha256_file
-from edgeopt.remote.ssh import DEFAULT_CONNECT_TIMEOUT_S, SshClient, SshTimeout, remote_command, sh_command
-from edgeopt.runtime.measure import RUNNER_PATH, Measurement, MeasurementError, check_runs, parse_runner_output
+from edgeopt.remote.ssh import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    SshClient,
+    SshTimeout,
+    remote_command,
+    sh_command,
+)
+from edgeopt.runtime.measure import (
+    RUNNER_PATH,
+    Measurement,
+    MeasurementError,
+    check_runs,
+    parse_runner_output,
+)
 
 DEFAULT_CACHE_DIR = "~/.cache/edgeopt"
 DEFAULT_CACHE_LIMIT_MB = 1024
@@ -198,7 +210,7 @@ def _model_files(model_path: Path) -> list[tuple[Path, str]]:
     if model_path.suffix.lower() != ".tflite":
         import onnx
 
-        from edgeopt.onnx_io import check_external_data
+        from edgeopt.formats.onnx import check_external_data
 
         model = onnx.ModelProto()
         try:
@@ -223,17 +235,17 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                      upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
                      run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
                      device_timeout_s: float | None = None,
-                     on_stage: Callable[[str], None] | None = None) -> RemoteRun:
+                     events: Events | None = None) -> RemoteRun:
     """Measure ``model_path`` on ``host`` and say what was uploaded. See the module docstring for the layout.
 
     ``inputs``: an .npz in the runner's format (one sample keyed by input name, or several keyed
     ``s<i>/<name>``); with ``emit_outputs`` the measurement carries every sample's outputs.
     ``run_timeout_s`` bounds the run as seen from here (the local ssh is killed, then the runner
     on the device by a cleanup call); ``device_timeout_s`` (default ``run_timeout_s`` + 30 s) is
-    the device-side ``timeout`` that ends the runner even if this machine vanished. ``on_stage``
+    the device-side ``timeout`` that ends the runner even if this machine vanished. ``events``
     hears what is happening ("connecting", "uploading ...", "running ...", "cleaning up").
     """
-    stage = on_stage or (lambda _message: None)
+    stage = (events or Events()).note
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(f"model file not found: {model_path}", "check the path")
@@ -361,7 +373,7 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
 
 def compare_latency_over_ssh(host: str, models: dict[str, bytes], feeds: dict, *, reference: str = "float",
                              rounds: int = 3, runs: int = 30, threads: int = 1,
-                             on_stage: Callable[[str], None] | None = None, **options) -> dict:
+                             events: Events | None = None, **options) -> dict:
     """Side-by-side latency of several models on ``host``: ``rounds`` rounds, each measuring every
     model once (order rotated per round), ratios to ``reference`` as the median of per-round
     ratios of p50s, so drift (heat, other load) that hits a whole round cancels. Models are
@@ -387,8 +399,7 @@ def compare_latency_over_ssh(host: str, models: dict[str, bytes], feeds: dict, *
         for round_index in range(rounds):
             shift = round_index % len(labels)
             for label in labels[shift:] + labels[:shift]:
-                if on_stage:
-                    on_stage(f"round {round_index + 1}/{rounds}: {label}")
+                (events or Events()).note(f"round {round_index + 1}/{rounds}: {label}")
                 run = profile_over_ssh(host, paths[label], runs=runs, warmup=3, threads=threads, inputs=inputs,
                                        profile_ops=False, **options)
                 latency = run.measurement.latency_ms

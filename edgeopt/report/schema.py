@@ -7,59 +7,18 @@ top-level sections; readers must check ``schema_version`` first.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeopt.artifact import ModelArtifact
 from edgeopt.errors import InputError, first_validation_error
+from edgeopt.stages.common.parity import OutputParity, ParityCheck  # noqa: F401 (part of the report schema)
+from edgeopt.stages.common.records import StageRecord, utc_now  # noqa: F401 (part of the report schema)
+from edgeopt.formats.artifact import ModelArtifact
 from edgeopt.fsutil import write_text_atomic
 
 SCHEMA_VERSION = 1
-
-
-class OutputParity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    max_abs_diff: float
-    max_rel_diff: float
-    cosine: float | None  # None when both outputs are all zeros or non-float
-    exact: bool  # integer/bool outputs must match exactly
-    passed: bool
-
-
-class ParityCheck(BaseModel):
-    """A produced graph compared with its source on the same inputs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    candidate: str  # path of the graph checked
-    reference: str  # what it was compared with ("torch source", a path, ...)
-    samples: int
-    atol: float
-    rtol: float
-    min_cosine: float
-    batch_sizes: list[int]
-    outputs: list[OutputParity]
-    passed: bool
-
-
-class StageRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    status: Literal["ok", "skipped", "fallback", "failed"]
-    started_at: str
-    duration_s: float
-    inputs: list[ModelArtifact] = []
-    outputs: list[ModelArtifact] = []
-    options: dict[str, Any] = {}
-    parity: list[ParityCheck] = []
-    warnings: list[str] = []
-    details: dict[str, Any] = {}
 
 
 class Report(BaseModel):
@@ -88,10 +47,6 @@ class Report(BaseModel):
 
     def write(self, path: Path) -> None:
         write_text_atomic(Path(path), self.to_json())
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_report(path: Path) -> Report:

@@ -8,7 +8,6 @@ streaming copy for memory bandwidth.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 
@@ -37,38 +37,57 @@ def _model(nodes, inputs, outputs, inits) -> bytes:
     return model.SerializeToString()
 
 
-def _matmul(n: int) -> tuple[bytes, dict[str, np.ndarray], int]:
+def _matmul(n: int) -> tuple[bytes, np.ndarray, int]:
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "w")
+    weights = rng.standard_normal((n, n)).astype(np.float32)
+    w = numpy_helper.from_array(weights, "w")
     data = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
-    return data, {"x": rng.standard_normal((n, n)).astype(np.float32)}, 2 * n**3
+    return data, weights, 2 * n**3
 
 
-def _conv(c: int, hw: int) -> tuple[bytes, dict[str, np.ndarray], int]:
+def _conv(c: int, hw: int) -> tuple[bytes, np.ndarray, int]:
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32), "w")
+    weights = (rng.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32)
+    w = numpy_helper.from_array(weights, "w")
     data = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])], [w])
-    return data, {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}, 2 * c * c * 9 * hw * hw
+    return data, weights, 2 * c * c * 9 * hw * hw
 
 
-def _int8(float_model: bytes, feeds: dict[str, np.ndarray]) -> bytes | None:
-    from edgeopt.quantize.quantizer import quantize
-    from edgeopt.quantize.recipes import Recipe
+def _qdq(name: str, scale: float, zero_point: int, dtype: int) -> tuple[list[Any], list[onnx.TensorProto]]:
+    """QuantizeLinear + DequantizeLinear of tensor ``name`` (u8 activations, as edgeopt's x86 recipe)."""
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_scale"),
+             helper.make_tensor(f"{name}_zp", dtype, [], [zero_point])]
+    nodes = [helper.make_node("QuantizeLinear", [name, f"{name}_scale", f"{name}_zp"], [f"{name}_q"]),
+             helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"], [f"{name}_dq"])]
+    return nodes, inits
 
-    model = onnx.ModelProto()
-    model.ParseFromString(float_model)
-    try:
-        return quantize(model, Recipe(mode="static"), [feeds]).SerializeToString()
-    except Exception:  # int8 support varies by build; a missing figure is recorded as None
-        return None
+
+def _int8(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[int], **attrs: Any) -> bytes:
+    """The same one-op model in QDQ form, written here (measuring never runs the quantizer): u8 activations
+    around the op, s8 weights with one scale per output channel; onnxruntime fuses it into its int8 kernel."""
+    axis = 1 if op == "MatMul" else 0
+    reduce = tuple(a for a in range(weights.ndim) if a != axis)
+    w_scale = (np.abs(weights).max(axis=reduce) / 127).astype(np.float32)
+    shape = [1] * weights.ndim
+    shape[axis] = -1
+    w_q = np.clip(np.round(weights / w_scale.reshape(shape)), -127, 127).astype(np.int8)
+    inits = [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(w_scale, "w_scale"),
+             numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp")]
+    x_nodes, x_inits = _qdq("x", 8.0 / 255, 128, TensorProto.UINT8)
+    y_nodes, y_inits = _qdq("y", 64.0 / 255, 128, TensorProto.UINT8)
+    nodes = [*x_nodes,
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=axis),
+             helper.make_node(op, ["x_dq", "w_dq"], ["y"], name=op.lower(), **attrs), *y_nodes]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                  [helper.make_tensor_value_info("y_dq", TensorProto.FLOAT, y_shape)], [*inits, *x_inits, *y_inits])
 
 
 def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict[str, Any]:
-    """The one-op models (built and quantized here) for the device runner's ``--microbench`` mode."""
+    """The one-op models (fp32 and QDQ int8, built here) for the device runner's ``--microbench`` mode."""
     import base64
 
     models: list[dict[str, Any]] = []
@@ -77,17 +96,17 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict
         if data is not None:
             models.append({"name": name, "model_b64": base64.b64encode(data).decode("ascii"), "ops": ops})
 
-    mm, mm_feeds, mm_ops = _matmul(512)
+    mm, mm_weights, mm_ops = _matmul(512)
     add("matmul_fp32", mm, mm_ops)
-    add("matmul_int8", _int8(mm, mm_feeds), mm_ops)
-    conv, conv_feeds, conv_ops = _conv(64, 56)
+    add("matmul_int8", _int8("MatMul", mm_weights, [512, 512], [512, 512]), mm_ops)
+    conv, conv_weights, conv_ops = _conv(64, 56)
     add("conv_fp32", conv, conv_ops)
-    add("conv_int8", _int8(conv, conv_feeds), conv_ops)
+    add("conv_int8", _int8("Conv", conv_weights, [1, 64, 56, 56], [1, 64, 56, 56], pads=[1, 1, 1, 1]), conv_ops)
     return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models}
 
 
 def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
-    """The runner's microbenchmark JSON as a result (int8 figures are None when quantization failed here)."""
+    """The runner's microbenchmark JSON as a result (int8 figures are None where the runtime had no int8 kernel)."""
     ops = payload["ops_per_s"]
     return MicrobenchResult(threads=payload["threads"], matmul_fp32_ops_per_s=ops["matmul_fp32"],
                             matmul_int8_ops_per_s=ops.get("matmul_int8"), conv_fp32_ops_per_s=ops["conv_fp32"],
@@ -96,13 +115,14 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
-                        progress: Callable[[str], None] = lambda _m: None) -> MicrobenchResult:
+                        events: Events | None = None) -> MicrobenchResult:
     """On this machine, in this process, with the same code the device runner uses."""
     from edgeopt.runtime import device_runner
 
-    progress("building the models")
+    events = events or Events()
+    events.note("building the models")
     payload = device_runner.microbench(microbench_bundle(threads or os.cpu_count() or 1, budget_s),
-                                       progress=progress)
+                                       progress=lambda name: events.note(f"measuring {name}"))
     return result_from_payload(payload)
 
 

@@ -338,8 +338,8 @@ def test_accuracy_below_the_floor_fails(cli, project, runs):
 def test_evaluator_limits_in_both_directions():
     """The pure evaluator: every limit, at, under and over, including the accuracy drop the digits
     model (whose int8 and float agree on every sample) cannot produce for real."""
-    from edgeopt.config import Budget
-    from edgeopt.gate import LIMITS, Fact, evaluate_budget
+    from edgeopt.config.settings import Budget
+    from edgeopt.gate.checks import LIMITS, Fact, evaluate_budget
 
     for metric, (field, _unit, higher_is_worse) in LIMITS.items():
         value = 0.5 if metric in ("accuracy", "accuracy_drop", "fidelity") else 1000
@@ -357,7 +357,7 @@ def test_the_readme_example_config_is_valid(tmp_path):
     import re
 
     from conftest import REPO
-    from edgeopt.config_file import load_config, pipeline_config
+    from edgeopt.config.project import load_config, pipeline_config
 
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("### Budgets as code"):]
@@ -391,7 +391,7 @@ def test_pipeline_errors_name_the_line(cli, tmp_path, monkeypatch):
     ("max_growth", "+5%", {"*": 0.05}), ("max_growth", {"latency_ms": "10%"}, {"latency_ms": 0.1}),
 ])
 def test_budget_units(field, text, expected):
-    from edgeopt.config import Budget
+    from edgeopt.config.settings import Budget
 
     extra = {"target": "host"} if field == "max_peak_memory" else {}
     value = getattr(Budget(artifact="m.onnx", **{field: text}, **extra), field)
@@ -406,7 +406,7 @@ def test_budget_units(field, text, expected):
 def test_budget_units_refused(field, text):
     from pydantic import ValidationError
 
-    from edgeopt.config import Budget
+    from edgeopt.config.settings import Budget
 
     with pytest.raises(ValidationError):
         Budget(artifact="m.onnx", target="host", **{field: text})

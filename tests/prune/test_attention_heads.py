@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from edgeopt.errors import InputError
-from edgeopt.prune.attention import find_attention_modules
-from edgeopt.prune.structured import PruneConfig, prune_module
+from edgeopt.stages.prune.attention import find_attention_modules
+from edgeopt.stages.prune.structured import PruneConfig, prune_module
 from edgeopt.report.html import render_html
 
 ENCODER_SOURCE = '''
@@ -166,7 +166,7 @@ def test_convert_prunes_heads_and_reports_them(cli, tmp_path):
 def test_head_step_ratio_removes_the_rounded_cumulative_share(initial, ratio, steps, kept_per_step):
     import math
 
-    from edgeopt.prune.attention import head_step_ratio
+    from edgeopt.stages.prune.attention import head_step_ratio
 
     current = initial
     for step, expected in enumerate(kept_per_step):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.prune.finetuning import ArrayLoader, FinetuneConfig, evaluate, finetune, load_finetune_data
+from edgeopt.stages.prune.finetuning import ArrayLoader, FinetuneConfig, evaluate, finetune, load_finetune_data
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -50,7 +50,7 @@ def test_training_improves_and_keeps_the_best_state(blobs_npz):
     assert (data.train_count, data.val_count) == (180, 60)
     model = _model()
     seen = []
-    result = finetune(model, data.train, data.val, FinetuneConfig(epochs=8, lr=0.01, patience=8), progress=False,
+    result = finetune(model, data.train, data.val, FinetuneConfig(epochs=8, lr=0.01, patience=8),
                       on_epoch=seen.append)
     assert len(seen) == result.epochs_run == len(result.curve)
     assert result.best_val_loss < result.initial_val_loss / 2
@@ -68,7 +68,7 @@ def test_early_stopping_stops_on_a_plateau(blobs_npz):
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     # A learning rate this small cannot move the validation loss by min_delta: a plateau.
     config = FinetuneConfig(epochs=30, lr=1e-9, patience=2, min_delta=1e-3)
-    result = finetune(model, data.train, data.val, config, progress=False)
+    result = finetune(model, data.train, data.val, config)
     assert result.stopped_early and result.epochs_run == 2 < config.epochs
     assert result.best_epoch == 0
     assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
@@ -78,7 +78,7 @@ def test_deterministic_with_a_seed(blobs_npz):
     curves = []
     for _ in range(2):
         data = load_finetune_data(blobs_npz, ["features"], seed=3)
-        result = finetune(_model(), data.train, data.val, FinetuneConfig(epochs=3, seed=3, patience=5), progress=False)
+        result = finetune(_model(), data.train, data.val, FinetuneConfig(epochs=3, seed=3, patience=5))
         curves.append([(r.train_loss, r.val_loss) for r in result.curve])
     assert curves[0] == curves[1]
 
@@ -90,7 +90,7 @@ def test_labels_beyond_the_output_size_refused(tmp_path):
     np.savez(path, features=x, labels=y)
     data = load_finetune_data(path, ["features"], seed=0)
     with pytest.raises(InputError, match=r"label 11, but the model has 3 outputs"):
-        finetune(_model(3), data.train, data.val, FinetuneConfig(epochs=1), progress=False)
+        finetune(_model(3), data.train, data.val, FinetuneConfig(epochs=1))
 
 
 def test_data_refusals(tmp_path):
@@ -131,7 +131,7 @@ def test_default_loss_needs_class_outputs(blobs_npz):
 
     data = load_finetune_data(blobs_npz, ["features"])
     with pytest.raises(InputError, match="cross-entropy.*hook"):
-        finetune(Regressor(), data.train, data.val, FinetuneConfig(epochs=1), progress=False)
+        finetune(Regressor(), data.train, data.val, FinetuneConfig(epochs=1))
 
 
 HOOK = '''
@@ -166,7 +166,7 @@ def test_hook_with_its_own_loss(tmp_path):
     data = load_finetune_data(f"{hook}:loaders", ["features"])
     assert data.loss is not None and data.source.startswith("hook")
     result = finetune(_model(1), data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3),
-                      loss=data.loss, progress=False)
+                      loss=data.loss)
     assert result.best_val_accuracy is None  # a regression: no accuracy
     assert result.best_val_loss < result.initial_val_loss
     with pytest.raises(InputError, match="returned int"):
@@ -178,12 +178,12 @@ def test_hook_with_its_own_loss(tmp_path):
 def test_distillation_from_a_teacher(blobs_npz):
     data = load_finetune_data(blobs_npz, ["features"])
     teacher = _model()
-    finetune(teacher, data.train, data.val, FinetuneConfig(epochs=5, lr=0.01, patience=5), progress=False)
+    finetune(teacher, data.train, data.val, FinetuneConfig(epochs=5, lr=0.01, patience=5))
     torch.manual_seed(1)
     student = _MLP()
     result = finetune(student, data.train, data.val,
                       FinetuneConfig(epochs=5, lr=0.01, patience=5, distill_weight=0.7, temperature=2.0),
-                      teacher=teacher, progress=False)
+                      teacher=teacher)
     assert result.distilled
     assert result.best_val_accuracy > 0.9
 
@@ -191,10 +191,10 @@ def test_distillation_from_a_teacher(blobs_npz):
 def test_l1_shrinks_weights_and_checkpoint_written(blobs_npz, tmp_path):
     data = load_finetune_data(blobs_npz, ["features"])
     plain, sparse = _model(), _model()
-    finetune(plain, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3), progress=False)
+    finetune(plain, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3))
     checkpoint = tmp_path / "best.pt"
     result = finetune(sparse, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3, l1=1e-2),
-                      progress=False, checkpoint_path=checkpoint)
+                      checkpoint_path=checkpoint)
     assert sparse.fc1.weight.abs().sum() < plain.fc1.weight.abs().sum()
     assert result.checkpoint == str(checkpoint)
     saved = torch.load(checkpoint, weights_only=True)
@@ -208,9 +208,16 @@ def test_array_loader_drops_lonely_training_samples():
     assert [len(labels) for _, labels in ArrayLoader([x], y, 16, shuffle=False)] == [16, 16, 1]
 
 
-def test_progress_bar_goes_to_stderr(blobs_npz, capsys):
+def test_progress_is_events_per_batch_and_per_epoch_never_drawn(blobs_npz, capsys):
+    from edgeopt.events import Events
+
     data = load_finetune_data(blobs_npz, ["features"])
-    finetune(_model(), data.train, data.val, FinetuneConfig(epochs=2, patience=2), progress=True)
+    heard = []
+    finetune(_model(), data.train, data.val, FinetuneConfig(epochs=2, patience=2), events=Events(heard.append))
     captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "fine-tune epoch 2: train loss" in captured.err
+    assert captured.out == "" and captured.err == ""  # the library draws nothing; the CLI renders events
+    batches = len(data.train)
+    progress = [(e.done, e.total, e.message) for e in heard if e.kind == "progress"]
+    assert progress[:batches] == [(i, batches, "fine-tune epoch 1/2") for i in range(1, batches + 1)]
+    notes = [e.message for e in heard if e.kind == "note"]
+    assert len(notes) == 2 and notes[1].startswith("fine-tune epoch 2/2: train loss")

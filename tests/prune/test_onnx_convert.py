@@ -13,8 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.data import InputSpec
 from edgeopt.errors import InputError
-from edgeopt.prune.onnx_convert import onnx_to_torch, unsupported_ops
-from edgeopt.prune.structured import PruneConfig, export_module, prune_module
+from edgeopt.stages.prune.onnx_convert import onnx_to_torch, unsupported_ops
+from edgeopt.stages.prune.structured import PruneConfig, export_module, prune_module
 
 torch = pytest.importorskip("torch")
 DIGITS = Path(__file__).resolve().parents[2] / "models" / "digits"

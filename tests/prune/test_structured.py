@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.prune.structured import (PruneConfig, detect_head_layers, make_prune_config, preferred_channel_multiple,
+from edgeopt.stages.prune.structured import (PruneConfig, detect_head_layers, make_prune_config, preferred_channel_multiple,
                                       prune_module, round_channels)
 from edgeopt.targets import TargetProfile, load_target
 

@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO, detector_model
-from edgeopt.quantize.fidelity import compare_outputs
-from edgeopt.quantize.recipes import isa_family
+from edgeopt.stages.quantize.fidelity import compare_outputs
+from edgeopt.stages.quantize.recipes import isa_family
 from edgeopt.targets import load_target
 
 DIGITS = REPO / "models" / "digits"

@@ -1,4 +1,4 @@
-"""edgeopt.quantize.prepare on tiny real models, quantized by onnxruntime itself.
+"""edgeopt.stages.quantize.prepare on tiny real models, quantized by onnxruntime itself.
 
 What onnxruntime 1.32 does with subgraphs is pinned here (see the module docstring):
 QDQ static quantization never enters If/Loop/Scan bodies, QOperator static with
@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from edgeopt.quantize.prepare import (
+from edgeopt.stages.quantize.prepare import (
     check_quantizable,
     count_quantized_nodes,
     lift_constant_weights,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgeopt.quantize.quantizer import quantize
-from edgeopt.quantize.recipes import Recipe
-from edgeopt.quantize.sensitivity import ensure_node_names, rank_sensitive_nodes
+from edgeopt.stages.quantize.quantizer import quantize
+from edgeopt.stages.quantize.recipes import Recipe
+from edgeopt.stages.quantize.sensitivity import ensure_node_names, rank_sensitive_nodes
 from conftest import detector_model
 
 
@@ -37,7 +37,7 @@ def test_unnamed_nodes_get_unique_names():
 def test_float16_models_can_be_analysed():
     from onnx import TensorProto, helper
 
-    from edgeopt.quantize.sensitivity import up_front_exclusions
+    from edgeopt.stages.quantize.sensitivity import up_front_exclusions
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"])], "fp16",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])],

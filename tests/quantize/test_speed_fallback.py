@@ -8,12 +8,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.quantize.fidelity import measure_fidelity
-from edgeopt.quantize.prepare import count_quantized_nodes, spatial_means_as_global_pool
-from edgeopt.quantize.quantizer import quantize
-from edgeopt.quantize.recipes import Recipe
-from edgeopt.quantize.search import QuantizeOptions, search
-from edgeopt.quantize.speed_fallback import (
+from edgeopt.stages.quantize.fidelity import measure_fidelity
+from edgeopt.stages.quantize.prepare import count_quantized_nodes, spatial_means_as_global_pool
+from edgeopt.stages.quantize.quantizer import quantize
+from edgeopt.stages.quantize.recipes import Recipe
+from edgeopt.stages.quantize.search import QuantizeOptions, search
+from edgeopt.stages.quantize.speed_fallback import (
     ACCEPT_BELOW, keep_slow_layers_float, profile_node_costs, slower_in_int8,
 )
 from edgeopt.targets import load_target

@@ -77,13 +77,14 @@ def test_inputs_are_measured_on_the_device_and_its_outputs_compared(cli, sshd):
 
 
 def test_progress_names_each_device_and_its_stages(sshd):
-    from edgeopt.profiling import profile_model
+    from edgeopt.commands.profile import profile_model
+    from edgeopt.events import Events
 
     dead = f"{sshd.user}@127.0.0.1:{free_port()}"
     heard: list[tuple[str | None, str]] = []
     profile_model(DIGITS, ["host"], runs=2, ssh_hosts=[sshd.alias, dead], max_parallel=2,
                   ssh_options={"config_file": sshd.config, "python": sys.executable},
-                  progress=lambda message, device=None: heard.append((device, message)))
+                  events=Events(lambda event: heard.append((event.device, event.message))))
     stages = [m for d, m in heard if d == sshd.alias]
     assert stages[0] == "connecting" and any(m.startswith("running") for m in stages)
     assert stages[-1].startswith("done: p50")
@@ -152,7 +153,7 @@ def test_a_stream_runs_in_order_on_the_device_as_here(cli, sshd, tmp_path):
 
     # the same samples compared against a host run that carries the state, while the device does not:
     # the comparison sees it (this is what a runner that ignores --state-pairs would look like)
-    from edgeopt.profiling import compare_device_outputs, host_reference_outputs
+    from edgeopt.commands.profile import compare_device_outputs, host_reference_outputs
 
     samples = tmp_path / "samples.npz"
     with np.load(tmp_path / "chunks.npz") as data:

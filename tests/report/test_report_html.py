@@ -334,7 +334,7 @@ def test_gate_budget_table(digits_run):
 
 
 def test_profile_schema_version_matches_profiling():
-    from edgeopt.profiling import PROFILE_SCHEMA_VERSION as current
+    from edgeopt.commands.profile import PROFILE_SCHEMA_VERSION as current
 
     assert PROFILE_SCHEMA_VERSION == current
 

@@ -1,0 +1,206 @@
+"""Small read-only helpers over ONNX protos shared by the analysis modules.
+
+Nothing here mutates its arguments; everything works on models whose external
+data has not been loaded (only ``dims``/``data_type`` are read, never bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import onnx
+from onnx import AttributeProto, GraphProto, NodeProto, TensorProto
+
+DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+
+# (TensorProto enum name, numpy-style name, bits per element; None = variable size).
+# Looked up with getattr so older onnx releases without the newest types still work.
+DTYPES: tuple[tuple[str, str, int | None], ...] = (
+    ("FLOAT", "float32", 32),
+    ("UINT8", "uint8", 8),
+    ("INT8", "int8", 8),
+    ("UINT16", "uint16", 16),
+    ("INT16", "int16", 16),
+    ("INT32", "int32", 32),
+    ("INT64", "int64", 64),
+    ("STRING", "string", None),
+    ("BOOL", "bool", 8),
+    ("FLOAT16", "float16", 16),
+    ("DOUBLE", "float64", 64),
+    ("UINT32", "uint32", 32),
+    ("UINT64", "uint64", 64),
+    ("COMPLEX64", "complex64", 64),
+    ("COMPLEX128", "complex128", 128),
+    ("BFLOAT16", "bfloat16", 16),
+    ("FLOAT8E4M3FN", "float8_e4m3fn", 8),
+    ("FLOAT8E4M3FNUZ", "float8_e4m3fnuz", 8),
+    ("FLOAT8E5M2", "float8_e5m2", 8),
+    ("FLOAT8E5M2FNUZ", "float8_e5m2fnuz", 8),
+    ("UINT4", "uint4", 4),
+    ("INT4", "int4", 4),
+    ("FLOAT4E2M1", "float4_e2m1fn", 4),
+    ("FLOAT8E8M0", "float8_e8m0fnu", 8),
+    ("UINT2", "uint2", 2),
+    ("INT2", "int2", 2),
+    ("FLOAT6E2M3", "float6_e2m3fn", 6),
+    ("FLOAT6E3M2", "float6_e3m2fn", 6),
+)
+_DTYPE_NAME: dict[int, str] = {}
+_DTYPE_BITS: dict[int, int | None] = {}
+for _enum_name, _np_name, _bits in DTYPES:
+    _value = getattr(TensorProto, _enum_name, None)
+    if _value is not None:
+        _DTYPE_NAME[_value] = _np_name
+        _DTYPE_BITS[_value] = _bits
+
+INTEGER_DTYPES = frozenset(
+    {
+        "int2",
+        "uint2",
+        "int4",
+        "uint4",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+    }
+)
+
+
+def dtype_name(elem_type: int) -> str | None:
+    """Numpy-style name of a ``TensorProto.DataType`` value (None for UNDEFINED)."""
+    if elem_type == TensorProto.UNDEFINED:
+        return None
+    return _DTYPE_NAME.get(elem_type, f"unknown({elem_type})")
+
+
+def op_key(op_type: str, domain: str) -> str:
+    """``Conv`` for the default domain, ``com.microsoft.QGemm`` otherwise."""
+    return op_type if domain in DEFAULT_DOMAINS else f"{domain}.{op_type}"
+
+
+def is_op(node: NodeProto, op_type: str, domains: frozenset[str] = DEFAULT_DOMAINS) -> bool:
+    return node.op_type == op_type and node.domain in domains
+
+
+def num_elements(dims: Iterable[int]) -> int:
+    return math.prod(int(d) for d in dims)
+
+
+def tensor_bytes(tensor: TensorProto) -> int:
+    """Bytes the tensor's data takes, from its declared dims (data is never read)."""
+    bits = _DTYPE_BITS.get(tensor.data_type)
+    if bits is not None:
+        return math.ceil(num_elements(tensor.dims) * bits / 8)
+    if tensor.data_type == TensorProto.STRING and not uses_external_data(tensor):
+        return sum(len(s) for s in tensor.string_data)
+    declared = external_data_info(tensor).get("length")
+    return int(declared) if declared and declared.isdigit() else 0
+
+
+def uses_external_data(tensor: TensorProto) -> bool:
+    return tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL
+
+
+def external_data_info(tensor: TensorProto) -> dict[str, str]:
+    """The ``external_data`` key/value entries (location, offset, length, checksum)."""
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A node with its display name and the path of the subgraph holding it ("" = main graph)."""
+
+    node: NodeProto
+    name: str
+    subgraph_path: str
+
+
+def node_name(node: NodeProto, index: int) -> str:
+    """The node's own name, or a stable ``<op_type>_<index>`` (index within its graph)."""
+    return node.name or f"{node.op_type}_{index}"
+
+
+def subgraphs(node: NodeProto) -> list[tuple[str, GraphProto]]:
+    """(attribute name, graph) for every graph attribute (If branches, Loop/Scan bodies)."""
+    found: list[tuple[str, GraphProto]] = []
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            found.append((attr.name, attr.g))
+        elif attr.type == AttributeProto.GRAPHS:
+            found.extend((f"{attr.name}[{i}]", g) for i, g in enumerate(attr.graphs))
+    return found
+
+
+def join_path(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def iter_nodes(graph: GraphProto, path: str = "") -> Iterator[NodeRef]:
+    """Depth-first over all nodes; a node's subgraph nodes follow it directly."""
+    for index, node in enumerate(graph.node):
+        name = node_name(node, index)
+        yield NodeRef(node, name, path)
+        for attr_name, sub in subgraphs(node):
+            yield from iter_nodes(sub, join_path(path, name, attr_name))
+
+
+def iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
+    """The graph itself and every nested subgraph."""
+    yield graph
+    for node in graph.node:
+        for _, sub in subgraphs(node):
+            yield from iter_graphs(sub)
+
+
+def constant_tensor(node: NodeProto) -> tuple[tuple[int, ...], int, TensorProto | None] | None:
+    """(dims, elem_type, tensor proto if any) of a Constant node's value, or None if malformed."""
+    for attr in node.attribute:
+        name = attr.name
+        if name == "value":
+            return tuple(attr.t.dims), attr.t.data_type, attr.t
+        if name == "sparse_value":
+            return tuple(attr.sparse_tensor.dims), attr.sparse_tensor.values.data_type, None
+        if name == "value_float":
+            return (), TensorProto.FLOAT, None
+        if name == "value_floats":
+            return (len(attr.floats),), TensorProto.FLOAT, None
+        if name == "value_int":
+            return (), TensorProto.INT64, None
+        if name == "value_ints":
+            return (len(attr.ints),), TensorProto.INT64, None
+        if name == "value_string":
+            return (), TensorProto.STRING, None
+        if name == "value_strings":
+            return (len(attr.strings),), TensorProto.STRING, None
+    return None
+
+
+def real_input_names(graph: GraphProto) -> list[str]:
+    """Graph inputs that are not initializers (old-IR models list weights as inputs too)."""
+    weights = {t.name for t in graph.initializer} | {
+        s.values.name for s in graph.sparse_initializer
+    }
+    return [vi.name for vi in graph.input if vi.name not in weights]
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with model-local functions inlined (a new proto), or the model itself.
+
+    Inlining lets shape inference and MAC counting see the real ops behind a
+    function call. It is best effort: on failure the original model is analysed.
+    """
+    if not model.functions:
+        return model
+    try:
+        import onnx.inliner
+
+        return onnx.inliner.inline_local_functions(model)
+    except Exception:  # noqa: BLE001 - third-party C++ failure; analysis still works without it
+        return model

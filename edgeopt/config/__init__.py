@@ -1,0 +1,1 @@
+"""Run settings as data (``settings``) and the project file that declares them (``project``)."""

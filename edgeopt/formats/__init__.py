@@ -1,0 +1,1 @@
+"""Model formats: what a file is (``artifact``), and one module per format that reads it safely."""

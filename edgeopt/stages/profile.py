@@ -1,0 +1,51 @@
+"""The profile stage: the static estimate of the final model on every requested target (roofline latency,
+memory fit, accelerator placement), at the run's resolved input shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.stages.common.context import StageContext, StageModel
+
+
+class ProfileStage:
+    name = "profile"
+
+    def applies(self, context: StageContext) -> bool:
+        return True
+
+    def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
+        from edgeopt.analysis.profile import static_profile
+        from edgeopt.targets import host_cpu_of, load_target
+
+        with context.stage("profile", "Profiling for targets") as record:
+            shapes = {s.name: [int(d) for d in s.shape] for s in context.reference.specs}
+            verdicts: dict[str, Any] = {}
+            for name in context.config.targets:
+                target = load_target(name, context.targets_dir())
+                try:
+                    estimate = static_profile(model.proto, target, shapes,
+                                              cpu_target=host_cpu_of(target, context.targets_dir()))
+                except EdgeoptError as exc:
+                    record.warnings.append(f"no static profile for {name}: {exc.message}")
+                    continue
+                record.details[name] = estimate.model_dump(mode="json")
+                verdicts[name] = {
+                    "latency_ms": estimate.latency_ms,
+                    "estimate_unavailable_reason": estimate.estimate_unavailable_reason,
+                    "fits": estimate.fits_all,
+                    "weight_bytes": estimate.weight_bytes,
+                    "peak_activation_bytes": estimate.peak_activation_bytes,
+                    "accelerator": estimate.accelerator,
+                    "accelerator_nodes": estimate.accelerator_node_count,
+                    "cpu_nodes": estimate.cpu_node_count,
+                    "partitions": estimate.partitions,
+                    "full_int8_required": estimate.full_int8_required,
+                    "full_int8": estimate.full_int8,
+                }
+            context.facts["target_verdicts"] = verdicts
+        return model
+
+    def summary(self, final: Any, context: StageContext) -> dict[str, Any]:
+        return {"targets": context.facts.get("target_verdicts", {})}

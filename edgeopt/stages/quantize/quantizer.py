@@ -1,0 +1,184 @@
+"""Apply a Recipe to a float ONNX model with onnxruntime's quantization tools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.errors import InputError
+from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice through the root logger and prints; keep stderr clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over edgeopt batches (created lazily to keep imports light)."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self._batches = batches
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[dict[str, np.ndarray]] | None
+             ) -> onnx.ModelProto:
+    """Return the quantized model; the input model is not modified."""
+    if recipe.mode == "weights-only":
+        return quantize_weights_only(model, per_channel=recipe.per_channel, weight_type=recipe.weight_type)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    # onnxruntime's quantizer rewrites the ModelProto it is given (it moves weights to
+    # external data in its temp folder), so it only ever sees a private copy.
+    private = onnx.ModelProto()
+    private.CopyFrom(model)
+    model = private
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    # EnableSubgraph only helps quantize_dynamic: the static QDQ path ignores it and the
+    # QOperator path crashes on subgraphs (onnxruntime 1.32; see quantize/prepare.py).
+    extra = {"MatMulConstBOnly": True}
+    with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
+        out = Path(tmp) / "quantized.onnx"
+        with _quiet():
+            if recipe.mode == "dynamic":
+                quantize_dynamic(
+                    model, out, op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+                    per_channel=recipe.per_channel, weight_type=types[recipe.weight_type],
+                    nodes_to_exclude=list(recipe.nodes_to_exclude),
+                    extra_options={**extra, "EnableSubgraph": True})
+            else:
+                if not calibration_batches:
+                    raise InputError("static quantization needs calibration data",
+                                     "pass --calib DATA (or --allow-random-calibration for a smoke test)")
+
+                class Reader(_Reader, CalibrationDataReader):
+                    pass
+
+                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                          "percentile": CalibrationMethod.Percentile}[recipe.calibration]
+                quantize_static(
+                    model, out, Reader(calibration_batches),
+                    quant_format=QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator,
+                    op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                    activation_type=types[recipe.activation_type], weight_type=types[recipe.weight_type],
+                    nodes_to_exclude=list(recipe.nodes_to_exclude), calibrate_method=method,
+                    extra_options={**extra, "ActivationSymmetric": False, "WeightSymmetric": True},
+                )
+        quantized = onnx.load(str(out))
+    if recipe.mode == "static" and _has_subgraphs(quantized):
+        # The static quantizer leaves If/Loop/Scan bodies float: store their weights as int8 at least.
+        from edgeopt.stages.quantize.prepare import quantize_subgraph_weights
+
+        quantized, _converted = quantize_subgraph_weights(quantized, per_channel=recipe.per_channel)
+    return quantized
+
+
+def _has_subgraphs(model: onnx.ModelProto) -> bool:
+    return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for node in model.graph.node for attr in node.attribute)
+
+
+def quantize_weights_only(model: onnx.ModelProto, *, per_channel: bool = True, weight_type: str = "s8"
+                          ) -> onnx.ModelProto:
+    """Store Conv/ConvTranspose/MatMul/Gemm float weights as int8 + DequantizeLinear.
+
+    The file shrinks ~4x; onnxruntime folds the DequantizeLinear at load, so compute stays
+    float and accurate. Symmetric per-output-channel scales.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    qmax = 127 if weight_type == "s8" else 255
+    new_nodes: list[onnx.NodeProto] = []
+    replaced: set[str] = set()
+    for node in graph.node:
+        index = 1 if node.op_type in COMPUTE_OPS else None
+        if node.op_type == "MatMul" and node.input[0] in inits and node.input[1] not in inits:
+            index = 0
+        if index is None or len(node.input) <= index:
+            continue
+        name = node.input[index]
+        tensor = inits.get(name)
+        if tensor is None or tensor.data_type != TensorProto.FLOAT or name in replaced or consumers.get(name, 0) != 1:
+            continue
+        weights = numpy_helper.to_array(tensor)
+        if weights.size < 16:
+            continue
+        axis = _channel_axis(node, index, weights.ndim) if per_channel else None
+        if axis is None:
+            scale = np.array(max(float(np.max(np.abs(weights))), 1e-12) / 127, dtype=np.float32)
+        else:
+            reduce_axes = tuple(i for i in range(weights.ndim) if i != axis)
+            scale = (np.maximum(np.max(np.abs(weights), axis=reduce_axes), 1e-12) / 127).astype(np.float32)
+        shaped = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(weights.ndim)])
+        if weight_type == "s8":
+            q = np.clip(np.round(weights / shaped), -127, 127).astype(np.int8)
+            zero = np.zeros_like(scale, dtype=np.int8)
+        else:
+            q = np.clip(np.round(weights / shaped) + 128, 0, qmax).astype(np.uint8)
+            zero = np.full_like(scale, 128, dtype=np.uint8)
+        graph.initializer.remove(tensor)
+        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_quantized"),
+                                  numpy_helper.from_array(scale, f"{name}_scale"),
+                                  numpy_helper.from_array(zero, f"{name}_zero_point")])
+        attrs = {"axis": axis} if axis is not None else {}
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_quantized", f"{name}_scale",
+                                                               f"{name}_zero_point"], [name],
+                                          name=f"{name}_DequantizeLinear", **attrs))
+        replaced.add(name)
+    # DequantizeLinear nodes first: they only read initializers, so topological order holds.
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(new_nodes + nodes)
+    return result
+
+
+def _channel_axis(node: onnx.NodeProto, index: int, ndim: int) -> int | None:
+    if ndim < 2:
+        return None
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul":
+        return ndim - 1 if index == 1 else None
+    return None

@@ -1,0 +1,130 @@
+"""Keep in float the layers whose int8 kernels are slower than their float ones.
+
+onnxruntime's int8 kernels do not win everywhere. On this project's x86 CI CPU a first
+convolution over one input channel ran 3x slower as QLinearConv than as an fp32 NCHWc
+kernel, and a depthwise convolution over 16 channels at 32x32 1.8x slower; together they
+cancelled what int8 gained in the pointwise layers of a pruned MobileNetV2-style CNN
+(benchmarks/prune_int8.py). Per-node profiles of the float and the int8 model rank the
+layers where int8 costs more; each is then kept in float in turn, and stays so only when
+the whole model, timed side by side with the current one, gets faster. The Dequantize /
+Quantize pair that a float island adds is paid for in that measurement, not guessed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+from pydantic import BaseModel, ConfigDict
+
+from edgeopt.events import Events
+from edgeopt.stages.quantize.recipes import Recipe
+
+MAX_TRIALS = 6
+# A trial must be at least this much faster than the current model (trial / current latency):
+# smaller differences are within the noise of a short side-by-side timing.
+ACCEPT_BELOW = 0.97
+# The ranking is by measured per-node cost, so two misses in a row mean the rest will miss too.
+MAX_MISSES_IN_A_ROW = 2
+# Each trial re-quantizes (re-calibrates) the model: on large models that is what the time goes to.
+MAX_SECONDS = 120.0
+# Profiled kernel times have microsecond resolution: a node is a suspect when int8 is 10% slower.
+SLOWER_BY = 1.1
+
+
+class SpeedTrial(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: list[str]  # kept in float by this trial (the node and what must stay float with it)
+    float_us: float | None = None  # the node's kernel time in the float model (profiled)
+    int8_us: float | None = None  # ... and in the int8 model
+    latency_ratio: float | None = None  # whole model with the node in float / without, side by side
+    accepted: bool = False
+    note: str | None = None
+
+
+def node_costs(measurement: Any, model_bytes: bytes) -> dict[str, float]:
+    """Median kernel time per graph node (µs per run) from a runner measurement with per-op
+    timings (onnxruntime's profiler, on this machine or a device). Fused kernels are charged to
+    the node they map back to (``measure.map_op_names``)."""
+    from edgeopt.runtime.measure import map_op_names
+
+    model = onnx.ModelProto()
+    model.ParseFromString(model_bytes)
+    map_op_names(measurement, [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node])
+    costs: dict[str, float] = {}
+    for op in measurement.per_op or []:
+        if op.source_nodes and op.median_us is not None:
+            costs[op.source_nodes[0]] = costs.get(op.source_nodes[0], 0.0) + op.median_us
+    return costs
+
+
+def profile_node_costs(model_bytes: bytes, *, label: str, threads: int = 1) -> dict[str, float]:
+    """``node_costs`` measured on this machine (the runner in a child process)."""
+    from edgeopt.runtime.measure import measure_locally
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-node-costs-") as tmp:
+        path = Path(tmp) / f"{label}.onnx"
+        path.write_bytes(model_bytes)
+        measurement = measure_locally(path, runs=5, warmup=3, threads=threads, profile_ops=True)
+    return node_costs(measurement, model_bytes)
+
+
+def slower_in_int8(float_costs: dict[str, float], int8_costs: dict[str, float], quantized: set[str]
+                   ) -> list[tuple[str, float, float]]:
+    """(node, float µs, int8 µs) for quantized nodes whose int8 kernel is clearly slower, worst first."""
+    rows = [(name, float_costs[name], int8_costs[name]) for name in quantized
+            if name in float_costs and name in int8_costs and int8_costs[name] > float_costs[name] * SLOWER_BY]
+    return sorted(rows, key=lambda row: row[1] - row[2])
+
+
+def keep_slow_layers_float(
+    suspects: list[tuple[str, float, float]],
+    int8_bytes: bytes,
+    recipe: Recipe,
+    *,
+    evaluate: Callable[[Recipe], tuple[bytes | None, object, str | None, object]],
+    meets_floor: Callable[[object], bool],
+    time_against: Callable[[bytes, bytes], float],
+    exclusion_group: Callable[[str], list[str]],
+    events: Events | None = None,
+    max_seconds: float = MAX_SECONDS,
+) -> tuple[bytes, Recipe, object | None, object | None, list[SpeedTrial]]:
+    """Greedy over ``suspects`` (``slower_in_int8``: worst first): keep each in float when the
+    whole model gets faster (``time_against(current, trial)`` → trial / current latency) and
+    still meets the fidelity floor (``evaluate`` quantizes and measures a recipe). No trial starts
+    after ``max_seconds``.
+
+    Returns (model bytes, recipe, fidelity and coverage of the last accepted trial or None, trials)."""
+    current, fidelity, coverage, trials, misses = int8_bytes, None, None, [], 0
+    started = time.monotonic()
+    for name, float_us, int8_us in suspects[:MAX_TRIALS]:
+        if name in recipe.nodes_to_exclude:
+            continue  # joined the float set with an earlier node's group
+        if time.monotonic() - started > max_seconds:
+            (events or Events()).note(f"speed: stopped after {max_seconds:.0f} s")
+            break
+        group = exclusion_group(name)
+        trial = SpeedTrial(nodes=group, float_us=round(float_us, 2), int8_us=round(int8_us, 2))
+        trials.append(trial)
+        (events or Events()).note(f"speed: trying {name} in float ({int8_us:.1f} µs int8 vs {float_us:.1f} µs float)")
+        candidate_recipe = recipe.excluding(group)
+        data, trial_fidelity, rejection, trial_coverage = evaluate(candidate_recipe)
+        if data is None:
+            trial.note = rejection
+        elif not meets_floor(trial_fidelity):
+            trial.note = "below the fidelity floor"
+        else:
+            trial.latency_ratio = round(time_against(current, data), 4)
+            trial.accepted = trial.latency_ratio < ACCEPT_BELOW
+        if trial.accepted:
+            current, recipe, fidelity, coverage, misses = data, candidate_recipe, trial_fidelity, trial_coverage, 0
+        else:
+            misses += 1
+            if misses >= MAX_MISSES_IN_A_ROW:
+                break
+    return current, recipe, fidelity, coverage, trials

@@ -1,0 +1,122 @@
+"""The quantize stage as the pipeline runs it: the int8 search (search.py) over the calibration and
+evaluation data the load stage read, timed on this machine or on the ``--ssh`` device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+
+from edgeopt.stages.common.context import StageContext, StageModel
+
+_FREE_BATCH = 16
+
+
+class QuantizeStage:
+    name = "quantize"
+
+    def applies(self, context: StageContext) -> bool:
+        # exporting only: quantization starts when calibration data is given
+        return context.config.quantize.mode != "none" and context.facts.get("quantization_data") is not None
+
+    def cache_key(self, context: StageContext) -> dict:
+        """Settings, target, data (by content) and where latency is measured decide the result."""
+        from edgeopt.targets import load_target
+
+        calibration, evaluation, _details, _warnings = context.facts["quantization_data"]
+        target = load_target(context.config.targets[0], context.targets_dir())
+        return {"quantize": context.config.quantize.model_dump(mode="json", exclude={"calib", "eval"}),
+                "target": target.model_dump(mode="json", exclude={"origin"}),
+                "calibration": calibration.sha256 if calibration is not None else None,
+                "evaluation": evaluation.sha256, "state_pairs": context.plan.state_pairs,
+                "device": context.device.name if context.device else None}
+
+    def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
+        from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+        from edgeopt.stages.quantize.search import QuantizeOptions, search
+        from edgeopt.targets import load_target
+
+        settings = context.config.quantize
+        current = model.proto
+        with context.stage("quantize", "Quantizing to int8") as record:
+            target = load_target(context.config.targets[0], context.targets_dir())
+            calibration, evaluation, data_details, data_warnings = context.facts["quantization_data"]
+            record.warnings.extend(data_warnings)
+            record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
+                              "min_top1": settings.min_top1, "force_int8": settings.force_int8,
+                              "speed_fallback": settings.speed_fallback}
+            state_pairs = context.plan.state_pairs if context.plan is not None else {}
+            batch = 1 if state_pairs else _calibration_batch_size(current)  # a stream runs one call at a time
+            calib_batches = list(calibration.batches(batch)) if calibration is not None else None
+            if calib_batches and state_pairs:
+                # Calibrate on the states the float model itself carries from call to call.
+                from edgeopt.data import run_stream
+
+                runner = OnnxRuntimeRunner(current.SerializeToString(), label="the float model")
+                calib_batches = [fed for fed, _ in run_stream(runner.run, calib_batches, state_pairs)]
+            # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
+            # quantization picks its scales per batch, so batch 16 would flatter it.
+            deploy_batch = batch if batch != _FREE_BATCH else 1
+            eval_batches = list(evaluation.batches(deploy_batch))
+            timing = eval_batches[0]
+            data_details["eval"]["batch_size"] = deploy_batch
+            overrides = {"activation_type": settings.activation_type, "weight_type": settings.weight_type,
+                         "per_channel": settings.per_channel, "calibration": settings.calibration_method,
+                         "format": settings.format}
+            options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
+                                      overrides={k: v for k, v in overrides.items() if v is not None},
+                                      force_int8=settings.force_int8, speed_fallback=settings.speed_fallback,
+                                      threads=settings.threads)
+            events = context.events.scoped("quantize")
+            device = context.device
+            quantized, outcome = search(
+                current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
+                labels=evaluation.labels, timing_feeds=timing, state_pairs=state_pairs, events=events,
+                device_latency=(lambda models, feeds: device.latency(models, feeds, events.scoped(device=device.name)))
+                if device else None,
+                device_name=device.name if device else None,
+                device_node_costs=(lambda data, label: device.node_costs(
+                    data, label, timing, events.scoped(device=f"{device.name} ({label})"))) if device else None)
+            record.details = {"data": data_details, **outcome.model_dump(mode="json")}
+            record.warnings.extend(outcome.warnings)
+            if quantized is None:
+                record.status = "fallback" if outcome.candidates else "skipped"
+                record.warnings.append(outcome.reason)
+                return model
+            context.save(record, "quantize", quantized)
+            return StageModel(quantized, record.outputs[-1])
+
+    def summary(self, final: Any, context: StageContext) -> dict[str, Any]:
+        record = context.record("quantize")
+        if record is None:
+            return {"quantization": {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}}
+        details = record.details
+        chosen = next((c for c in details.get("candidates", []) if c["name"] == details.get("chosen")), None)
+        fidelity = chosen.get("fidelity") if chosen else None
+        return {"quantization": {
+            "shipped": details.get("shipped"), "recipe": details.get("chosen"), "reason": details.get("reason"),
+            # The figure the floor was held against: per-sample and worst-channel cosine.
+            "worst_cosine": min((min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"]
+                                     is not None else o["cosine_mean"]) for o in fidelity["outputs"]), default=None)
+            if fidelity else None,
+            "accuracy_float": fidelity.get("accuracy_reference") if fidelity else None,
+            "accuracy_int8": fidelity.get("accuracy_candidate") if fidelity else None,
+            "latency_ratio": chosen.get("latency_ratio") if chosen else None,
+            "size_ratio": chosen.get("size_ratio") if chosen else None,
+            "float_nodes": chosen.get("float_nodes") if chosen else [],
+            # Of those, the ones kept in float because their int8 kernels were slower (measured).
+            "float_for_speed": sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
+                                       for n in t["nodes"]}),
+        }}
+
+
+def _calibration_batch_size(model: onnx.ModelProto) -> int:
+    """Batches of 16 where the batch axis is free; otherwise the fixed batch size."""
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+    return _FREE_BATCH

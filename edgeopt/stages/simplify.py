@@ -1,0 +1,58 @@
+"""The simplify stage: onnxslim (constant folding, dead code, fusions). If it fails, or its graph does not
+reproduce the source, the unsimplified graph is kept and the record says why."""
+
+from __future__ import annotations
+
+import onnx
+
+from edgeopt.errors import ModelLoadError, VerificationError
+from edgeopt.stages.common.context import StageContext, StageModel
+
+
+class SimplifyStage:
+    name = "simplify"
+
+    def applies(self, context: StageContext) -> bool:
+        return context.config.simplify
+
+    def cache_key(self, context: StageContext) -> dict:
+        from importlib import metadata
+
+        parity = context.config.parity.model_dump(mode="json")  # the graph is kept only if it passes parity
+        return {"onnxslim": metadata.version("onnxslim"), "parity": parity,
+                "reference": [s.describe() for s in context.reference.specs]}
+
+    def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
+        with context.stage("simplify", "Simplifying graph") as record:
+            record.options = {"tool": "onnxslim"}
+            parent = context.last_artifact()
+            try:
+                simplified = simplify(model.proto)
+            except Exception as exc:  # onnxslim raises many kinds; any of them means "keep the original"
+                record.status = "fallback"
+                record.warnings.append(f"onnxslim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                                       "kept the unsimplified graph")
+                return model
+            try:
+                result = context.save_checked(record, "simplify", simplified, context.reference, parent=parent)
+            except (VerificationError, ModelLoadError) as exc:
+                record.status = "fallback"
+                record.warnings.append(f"the simplified graph was rejected ({exc.message}); kept the unsimplified "
+                                       "graph")
+                context.forget("simplify")
+                record.outputs.clear()
+                return model
+            record.details = {"nodes_before": len(model.proto.graph.node), "nodes_after": len(simplified.graph.node)}
+            return result
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding, dead-code removal and fusion cleanup with onnxslim."""
+    import contextlib
+    import io
+
+    import onnxslim
+
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        return onnxslim.slim(model)

@@ -1,0 +1,67 @@
+"""Stages as units: a stage is one object (``applies`` + ``run``) in the pipeline's list, and results of
+cacheable stages come back from a cache keyed by (stage, settings, input sha256). The worked example of
+docs/architecture.md ("Adding a stage") is the no-op stage below."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+from conftest import REPO
+from edgeopt.config.settings import ConvertConfig, QuantizeConfig
+from edgeopt.pipeline import STAGES, convert
+from edgeopt.stages.common.cache import StageCache
+from edgeopt.stages.common.context import StageContext, StageModel
+
+DIGITS = REPO / "models" / "digits"
+
+
+class CountNodes:
+    """A stage that changes nothing: it records how many nodes the graph has at its point in the run."""
+
+    name = "count-nodes"
+
+    def applies(self, context: StageContext) -> bool:
+        return True
+
+    def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
+        with context.stage(self.name, "Counting nodes") as record:
+            record.details["nodes"] = len(model.proto.graph.node)
+        return model
+
+
+def _config(out, **quantize) -> ConvertConfig:
+    return ConvertConfig(source=str(DIGITS / "digits_cnn.onnx"), output_dir=str(out), targets=["rpi4b"],
+                         quantize=QuantizeConfig(calib=str(DIGITS / "calib.npz"), **quantize))
+
+
+def test_a_stage_is_one_object_in_the_list(tmp_path):
+    names = [stage.name for stage in STAGES]
+    at = names.index("quantize")
+    result = convert(_config(tmp_path / "out"), stages=[*STAGES[:at], CountNodes(), *STAGES[at:]])
+    report = json.loads(result.report_path.read_text())
+    order = [s["name"] for s in report["stages"]]
+    assert order.index("simplify") < order.index("count-nodes") < order.index("quantize")
+    counted = next(s for s in report["stages"] if s["name"] == "count-nodes")
+    simplified = onnx.load(str(tmp_path / "out" / "simplify.onnx"))
+    assert counted["details"]["nodes"] == len(simplified.graph.node) and counted["status"] == "ok"
+    assert report["summary"]["quantization"]["shipped"] == "int8"
+
+
+def test_cached_stages_are_not_run_again_and_give_the_same_model(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    first = convert(_config(tmp_path / "a"), cache=cache)
+    assert cache.hits == []
+    second_cache = StageCache(tmp_path / "cache")
+    second = convert(_config(tmp_path / "b"), cache=second_cache)
+    assert second_cache.hits == ["simplify", "quantize"]
+    assert first.report.final.sha256 == second.report.final.sha256
+    quantized = [s for s in second.report.stages if s.name == "quantize"][0]
+    assert quantized.details["chosen"] == [s for s in first.report.stages if s.name == "quantize"][0].details["chosen"]
+    assert quantized.outputs and quantized.outputs[0].path.endswith("b/quantize.onnx")
+
+    # other settings for one stage: that stage runs again, the ones before it still come from the cache
+    third_cache = StageCache(tmp_path / "cache")
+    convert(_config(tmp_path / "c", min_cosine=0.95), cache=third_cache)
+    assert third_cache.hits == ["simplify"]
