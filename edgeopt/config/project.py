@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from edgeopt.config.settings import ConvertConfig, PipelineFile, ProjectConfig
+from edgeopt.config.settings import ConvertConfig, ProjectConfig
 from edgeopt.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -164,7 +164,15 @@ def _known_keys(loc: KeyPath) -> list[str]:
         model = _model_in(field.annotation)
         if model is None:
             return []
-    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    names = set(model.model_fields)
+    for field in model.model_fields.values():  # the file's own spellings (output for output_dir)
+        choices = getattr(field.validation_alias, "choices", None) or []
+        names.update(c for c in choices if isinstance(c, str))
+    if model is ConvertConfig:
+        names.add("input_shape")
+    return sorted(names)
 
 
 def _model_in(annotation: Any) -> Any:
@@ -228,18 +236,20 @@ def key_lines(text: str) -> dict[KeyPath, int]:
 # -- the pipeline as a ConvertConfig -----------------------------------------------------------------
 
 def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) -> ConvertConfig:
-    """``[pipeline]`` as the ConvertConfig the CLI would build, with paths resolved against the file."""
-    from edgeopt.data import parse_input_shapes
+    """``[pipeline]`` (a ``ConvertConfig``, as the CLI builds it) with its paths resolved against the file."""
+    from edgeopt.data import parse_fills, parse_state_pairs
+    from edgeopt.targets import load_target
 
-    pipeline: PipelineFile | None = loaded.config.pipeline
+    pipeline = loaded.config.pipeline
     if pipeline is None:
         raise ConfigError(f"{loaded.path}: no [pipeline] table, so there is nothing to convert",
                           'add [pipeline] with source = "model.onnx" (and calib, targets...), or pass MODEL')
+    if not pipeline.source:
+        raise ConfigError(f"{loaded.path}:{loaded.line_of(('pipeline',))}: pipeline.source: required key is missing",
+                          'name the model to convert: source = "model.onnx" (relative to this file)')
 
     def resolved(value: str | None) -> str | None:
         return None if value is None else str(loaded.resolve(value))
-
-    from edgeopt.targets import load_target
 
     targets_dir = loaded.resolve(pipeline.targets_dir) if pipeline.targets_dir else None
     for name in pipeline.targets:
@@ -248,30 +258,12 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
         except InputError as exc:
             line = loaded.line_of(("pipeline", "targets"))
             raise ConfigError(f"{loaded.path}:{line}: pipeline.targets: {exc.message}", exc.hint) from None
-
-    shapes: dict[str, list[int]] = {}
-    # (key path for errors, --input-shape text): the single-input shortcut, then the named ones
-    entries = [(("pipeline", "input_shape"), pipeline.input_shape)] if pipeline.input_shape is not None else []
-    entries += [(("pipeline", "input_shapes", name), value) for name, value in pipeline.input_shapes.items()]
-    for key, value in entries:
-        dims = value if isinstance(value, str) else "x".join(str(d) for d in value)
-        text = dims if len(key) == 2 else f"{key[2]}={dims}"
-        try:
-            parsed = parse_input_shapes([text])
-        except InputError as exc:
-            line = loaded.line_of(key) or loaded.line_of(("pipeline",))
-            raise ConfigError(f"{loaded.path}:{line}: {'.'.join(key)}: {exc.message}", exc.hint) from None
-        shapes.update({(k or ""): list(v) for k, v in parsed.items()})
-    from edgeopt.data import parse_fills, parse_state_pairs
-
     for key, parse in (("fills", parse_fills), ("state_pairs", parse_state_pairs)):
         try:
             parse(dict(getattr(pipeline, key)))
         except InputError as exc:
             line = loaded.line_of(("pipeline", key)) or loaded.line_of(("pipeline",))
             raise ConfigError(f"{loaded.path}:{line}: pipeline.{key}: {exc.message}", exc.hint) from None
-    quantize = pipeline.quantize.model_copy(update={"calib": resolved(pipeline.quantize.calib),
-                                                    "eval": resolved(pipeline.quantize.eval)})
     finetune = pipeline.finetune
     if finetune is not None:
         finetune = finetune.model_copy(update={"data": loaded.resolve_source(finetune.data),
@@ -279,11 +271,11 @@ def pipeline_config(loaded: LoadedConfig, output_override: str | None = None) ->
     device = pipeline.device
     if device is not None and device.ssh_config:
         device = device.model_copy(update={"ssh_config": resolved(device.ssh_config)})
-    return ConvertConfig(
-        source=loaded.resolve_source(pipeline.source), output_dir=output_override or str(loaded.resolve(pipeline.output)), input_shapes=shapes,
-        input_dtypes=dict(pipeline.input_dtypes), dims=dict(pipeline.dims), fills=dict(pipeline.fills),
-        state_pairs=dict(pipeline.state_pairs), opset=pipeline.opset, dynamic_batch=pipeline.dynamic_batch,
-        simplify=pipeline.simplify, weights=resolved(pipeline.weights), trust_pickle=pipeline.trust_pickle,
-        keep_failed=pipeline.keep_failed, parity=pipeline.parity, targets=list(dict.fromkeys(pipeline.targets)),
-        targets_dir=resolved(pipeline.targets_dir), quantize=quantize, device=device, prune=pipeline.prune,
-        finetune=finetune)
+    return pipeline.model_copy(update={
+        "source": loaded.resolve_source(pipeline.source),
+        "output_dir": output_override or str(loaded.resolve(pipeline.output_dir)),
+        "weights": resolved(pipeline.weights), "targets_dir": resolved(pipeline.targets_dir),
+        "targets": list(dict.fromkeys(pipeline.targets)),
+        "quantize": pipeline.quantize.model_copy(update={"calib": resolved(pipeline.quantize.calib),
+                                                         "eval": resolved(pipeline.quantize.eval)}),
+        "device": device, "finetune": finetune})

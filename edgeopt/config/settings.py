@@ -8,17 +8,52 @@ file (edgeopt.toml or [tool.edgeopt] in pyproject.toml) is validated by ``Projec
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgeopt.config.declare import Cli, Search
+
+
+def _shapes(values: list[str]) -> dict[str, list[int]]:
+    from edgeopt.data.specs import parse_input_shapes
+
+    return {(name or ""): list(dims) for name, dims in parse_input_shapes(values).items()}
+
+
+def _dtypes(values: list[str]) -> dict[str, str]:
+    from edgeopt.data.specs import parse_input_dtypes
+
+    return parse_input_dtypes(values)
+
+
+def _dims(values: list[str]) -> dict[str, int]:
+    from edgeopt.data.specs import parse_dims
+
+    return parse_dims(values)
+
+
+def _fills(values: list[str]) -> dict[str, str]:
+    from edgeopt.data.specs import parse_fills
+
+    return {name: fill.text for name, fill in parse_fills(values).items()}
+
+
+def _pairs(values: list[str]) -> dict[str, str]:
+    from edgeopt.data.specs import parse_state_pairs
+
+    return parse_state_pairs(values)
 
 
 class ParityConfig(BaseModel):
+    """How every produced float graph is held to its source."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    samples: int = Field(3, ge=1, le=100)
-    atol: float = Field(1e-4, ge=0)
-    rtol: float = Field(1e-3, ge=0)
+    samples: Annotated[int, Cli(("--parity-samples",), "Random samples per parity check.")] = Field(3, ge=1, le=100)
+    atol: Annotated[float, Cli(("--parity-atol",), "Absolute tolerance of parity checks.")] = Field(1e-4, ge=0)
+    rtol: Annotated[float, Cli(("--parity-rtol",), "Tolerance relative to the largest reference value.")] = \
+        Field(1e-3, ge=0)
     min_cosine: float = Field(0.9999, ge=-1, le=1)
     seed: int = 0
 
@@ -28,24 +63,46 @@ class QuantizeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["auto", "static", "dynamic", "weights-only", "none"] = "auto"
-    calib: str | None = None
-    eval: str | None = None
-    calib_preprocess: str | None = None  # image folders: size=224x224,mean=...,std=...,layout=NCHW,order=RGB
-    max_calib_samples: int | None = Field(None, ge=1)
-    allow_random_calibration: bool = False
+    mode: Annotated[Literal["auto", "static", "dynamic", "weights-only", "none"], Cli(
+        ("--quantize",), "auto|static|dynamic|weights-only|none. auto quantizes when --calib is given, tries the "
+                         "target's recipes and ships the fastest faithful one."),
+        Search.choice("auto", "static", "dynamic", "none")] = "auto"
+    calib: Annotated[str | None, Cli(("--calib",), "Calibration data: .npz keyed by input name, a folder of "
+                                                   ".npy/.npz, or a folder of images (with --calib-preprocess).")] = None
+    eval: Annotated[str | None, Cli(("--eval",), "Evaluation data (same formats; a 'labels' key gives task "
+                                                 "accuracy). Default: hold out 20% of --calib.")] = None
+    # image folders: size=224x224,mean=...,std=...,layout=NCHW,order=RGB
+    calib_preprocess: Annotated[str | None, Cli(("--calib-preprocess",), "For image folders: size=224x224,"
+                                                "mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=NCHW,order=RGB")] \
+        = None
+    max_calib_samples: Annotated[int | None, Cli(("--max-calib-samples",), "Use at most N samples.")] = \
+        Field(None, ge=1)
+    allow_random_calibration: Annotated[bool, Cli(("--allow-random-calibration",), "Calibrate on random inputs "
+                                                  "(smoke tests only; warns).", switch=True)] = False
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    min_cosine: float = Field(0.99, ge=-1, le=1)
-    min_top1: float | None = Field(None, ge=0, le=1)
-    force_int8: bool = False
+    min_cosine: Annotated[float, Cli(("--min-cosine",), "Fidelity floor: per-output mean cosine to float.")] = \
+        Field(0.99, ge=-1, le=1)
+    min_top1: Annotated[float | None, Cli(("--min-top1",), "Also require this top-1 agreement on classifier-like "
+                                                          "outputs.")] = Field(None, ge=0, le=1)
+    force_int8: Annotated[bool, Cli(("--force-int8",), "Ship int8 even when it is not faster on host.",
+                                    switch=True)] = False
     # Where latency is measured (host, --ssh): keep the layers whose int8 kernels are slower in float.
-    speed_fallback: bool = True
-    activation_type: Literal["u8", "s8"] | None = None
-    weight_type: Literal["s8", "u8"] | None = None
-    per_channel: bool | None = None
-    calibration_method: Literal["minmax", "entropy", "percentile"] | None = None
-    format: Literal["qdq", "qoperator"] | None = None
-    threads: int = Field(1, ge=1)
+    speed_fallback: Annotated[bool, Cli(("--speed-fallback",), "Where latency is measured (host target, --ssh): "
+                                        "keep in float the layers whose int8 kernels profile slower, if the model "
+                                        "gets faster.", negative="--no-speed-fallback"),
+                              Search.choice(True, False)] = True
+    activation_type: Annotated[Literal["u8", "s8"] | None, Cli(("--activation-type",), "u8|s8 (default: the "
+                                                                "target decides)."), Search.choice("u8", "s8")] = None
+    weight_type: Annotated[Literal["s8", "u8"] | None, Cli(("--weight-type",), "s8|u8 (default s8).")] = None
+    per_channel: Annotated[bool | None, Cli(("--per-channel",), "Weight scales per output channel (default) or per "
+                                            "tensor.", negative="--per-tensor"), Search.choice(True, False)] = None
+    calibration_method: Annotated[Literal["minmax", "entropy", "percentile"] | None, Cli(
+        ("--calibration-method",), "minmax|entropy|percentile."), Search.choice("minmax", "entropy", "percentile")] \
+        = None
+    format: Annotated[Literal["qdq", "qoperator"] | None, Cli(("--quant-format",), "qdq|qoperator (default qdq).")] \
+        = None
+    threads: Annotated[int, Cli(("--threads",), "Threads for latency measurement (host and --ssh).",
+                                also=(("device", "threads"),))] = Field(1, ge=1)
 
 
 class DeviceConfig(BaseModel):
@@ -53,20 +110,24 @@ class DeviceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ssh: str  # ~/.ssh/config alias, user@host or user@host:port
+    # ~/.ssh/config alias, user@host or user@host:port
+    ssh: Annotated[str, Cli(("--ssh",), "Device to profile the final model (and the float baseline) on, over SSH; "
+                                        "its numbers decide whether int8 ships.", creates=True)]
     target: str | None = None  # the target profile this device is an instance of (default: the first target)
-    python: str = "python3"
-    ssh_config: str | None = None
-    accept_new_host_key: bool = False
+    python: Annotated[str, Cli(("--remote-python",), "Python on the device.")] = "python3"
+    ssh_config: Annotated[str | None, Cli(("--ssh-config",), "OpenSSH client config file to use (ssh -F).")] = None
+    accept_new_host_key: Annotated[bool, Cli(("--accept-new-host-key",), "Trust the device's host key on first "
+                                             "contact (accept-new).", switch=True)] = False
     cache_dir: str = "~/.cache/edgeopt"
-    runs: int = Field(50, ge=1)
+    runs: Annotated[int, Cli(("--device-runs",), "Measured runs per model on the device.")] = Field(50, ge=1)
     threads: int = Field(1, ge=1)
 
 
-# -- pruning and fine-tuning (edgeopt.stages.prune applies them) --------------------------------------
+# -- pruning and fine-tuning (edgeopt.stages.prune applies them) --------------------------------
 
 Criterion = Literal["magnitude", "taylor", "bn_scale"]
 Scope = Literal["global", "per_layer"]
+
 
 class PruneConfig(BaseModel):
     """What to prune and how. ``ratio`` is the fraction of output channels removed from each
@@ -74,21 +135,31 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ratio: float
-    criterion: Criterion = "magnitude"
-    scope: Scope = "per_layer"
+    ratio: Annotated[float, Cli(("--prune",), "Remove this fraction of channels (0 < RATIO < 1) structurally, "
+                                              "rounded to the target's SIMD width.", creates=True),
+                     Search.floats(0.1, 0.7, step=0.05)]
+    criterion: Annotated[Criterion, Cli(("--prune-criterion",), "magnitude|taylor|bn_scale."),
+                         Search.choice("magnitude", "taylor")] = "magnitude"
+    scope: Annotated[Scope, Cli(("--prune-scope",), "per_layer|global."), Search.choice("per_layer", "global")] = \
+        "per_layer"
     # Module names (as in named_modules()); None: the layers producing the model's outputs.
-    ignored_layers: list[str] | None = None
-    steps: int = Field(1, ge=1, le=100)
+    ignored_layers: Annotated[list[str] | None, Cli(("--prune-ignore",), "Layer (module name) to keep whole "
+                                                    "(repeatable; default: the detected head).", repeat=True)] = None
+    steps: Annotated[int, Cli(("--prune-steps",), "Prune iteratively in this many steps."), Search.ints(1, 4)] = \
+        Field(1, ge=1, le=100)
     # Kept channels are rounded to a multiple of this; None: no rounding.
-    channel_multiple: int | None = Field(None, ge=1, le=1024)
+    channel_multiple: Annotated[int | None, Cli(("--prune-multiple",), "Round kept channels to this multiple "
+                                                "(default: from the target).")] = Field(None, ge=1, le=1024)
     # ONNX inputs that cannot be converted to torch: continue unpruned (True) or refuse (False).
-    allow_unprunable: bool = False
+    allow_unprunable: Annotated[bool, Cli(("--allow-unprunable",), "An ONNX graph that cannot be pruned continues "
+                                          "unpruned.", switch=True)] = False
     # In global scope, no layer loses more than this fraction (a layer emptied breaks the model).
     max_layer_ratio: float = Field(0.9, gt=0, lt=1)
     # Attention with separate q/k/v projections: remove whole heads ("whole"; "auto" does so where
     # such modules exist) or narrow every head ("dims"). See edgeopt/stages/prune/attention.py.
-    heads: Literal["auto", "whole", "dims"] = "auto"
+    heads: Annotated[Literal["auto", "whole", "dims"], Cli(("--prune-heads",), "Attention with separate q/k/v "
+                     "projections: whole (remove heads), dims (narrow every head) or auto (whole where such "
+                     "modules exist).")] = "auto"
 
     @field_validator("ratio")
     @classmethod
@@ -101,15 +172,26 @@ class PruneConfig(BaseModel):
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = Field(10, ge=1, le=10000)
-    lr: float = Field(1e-3, gt=0, lt=10)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)  # L2 strength (Adam's weight decay)
-    l1: float = Field(0.0, ge=0)  # L1 strength on Conv/Linear weights
-    patience: int = Field(3, ge=1)  # epochs without a better validation loss before stopping
+    epochs: Annotated[int, Cli(("--epochs",), "Fine-tuning epochs (at most)."), Search.ints(2, 30)] = \
+        Field(10, ge=1, le=10000)
+    lr: Annotated[float, Cli(("--lr",), "Fine-tuning learning rate."), Search.floats(1e-4, 1e-2, log=True)] = \
+        Field(1e-3, gt=0, lt=10)
+    schedule: Annotated[Literal["cosine", "step", "constant"], Cli(("--lr-schedule",), "cosine|step|constant.")] = \
+        "cosine"
+    # L2 strength (Adam's weight decay)
+    weight_decay: Annotated[float, Cli(("--l2",), "L2 regularization (weight decay)."),
+                            Search.floats(1e-6, 1e-2, log=True)] = Field(0.0, ge=0)
+    l1: Annotated[float, Cli(("--l1",), "L1 regularization strength."), Search.floats(1e-7, 1e-3, log=True)] = \
+        Field(0.0, ge=0)  # L1 strength on Conv/Linear weights
+    # epochs without a better validation loss before stopping
+    patience: Annotated[int, Cli(("--patience",), "Epochs without a better validation loss before stopping.")] = \
+        Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)  # improvement smaller than this does not count
-    batch_size: int = Field(32, ge=1)
-    distill_weight: float = Field(0.0, ge=0, le=1)  # 0: no distillation; 1: teacher only
+    batch_size: Annotated[int, Cli(("--batch-size",), "Fine-tuning batch size."), Search.choice(16, 32, 64)] = \
+        Field(32, ge=1)
+    # 0: no distillation; 1: teacher only
+    distill_weight: Annotated[float, Cli(("--distill",), "Weight of distillation from the unpruned model (0: off)."),
+                              Search.floats(0.0, 0.9, step=0.1)] = Field(0.0, ge=0, le=1)
     temperature: float = Field(4.0, gt=0)
     seed: int = 0
     threads: int | None = Field(None, ge=1)  # torch intra-op threads while training; None: leave as is
@@ -125,8 +207,11 @@ class FinetuneConfig(BaseModel):
 class FinetuneSettings(FinetuneConfig):
     """Fine-tuning after pruning: the training settings plus where the data comes from."""
 
-    data: str  # .npz with inputs and labels, or a hook pkg.mod:fn / file.py:fn returning loaders
-    val: str | None = None  # a separate validation .npz; default: val_fraction of data held out
+    # .npz with inputs and labels, or a hook pkg.mod:fn / file.py:fn returning loaders
+    data: Annotated[str, Cli(("--finetune",), "Fine-tune after pruning: .npz with inputs and 'labels', or a hook "
+                                              "pkg.mod:fn returning loaders.", creates=True)]
+    # a separate validation .npz; default: val_fraction of data held out
+    val: Annotated[str | None, Cli(("--finetune-val",), "Validation .npz (default: hold out 20%).")] = None
     val_fraction: float = Field(0.2, gt=0, lt=1)
 
     def training(self) -> FinetuneConfig:
@@ -134,29 +219,84 @@ class FinetuneSettings(FinetuneConfig):
 
 
 class ConvertConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """The whole convert run, as the CLI's flags, ``[pipeline]`` in edgeopt.toml and the Python API all
+    give it (in the file, paths are relative to the file, ``output`` names the output folder and
+    ``input_shape`` is the only input's shape)."""
 
-    source: str
-    output_dir: str
-    input_shapes: dict[str, list[int]] = {}  # "" key: the only input
-    input_dtypes: dict[str, str] = {}
-    dims: dict[str, int] = {}  # sizes of named symbolic dims (--dim seq=128)
-    fills: dict[str, str | int | float] = {}  # inputs the data lacks: zeros | ones | a number (--fill)
-    state_pairs: dict[str, str] = {}  # a stream: output -> the input it feeds on the next call
-    opset: int | None = None
-    dynamic_batch: bool = True
-    simplify: bool = True
-    weights: str | None = None
-    trust_pickle: bool = False
-    keep_failed: bool = False
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = ""
+    output_dir: str = Field("out", validation_alias=AliasChoices("output_dir", "output"))
+    # "" key: the only input
+    input_shapes: Annotated[dict[str, list[int]], Cli(("--input-shape",), "Input shape NAME=1x3x224x224 "
+                            "(repeatable; NAME= may be dropped for single-input models).", parse=_shapes)] = {}
+    input_dtypes: Annotated[dict[str, str], Cli(("--input-dtype",), "Input dtype NAME=int64 (default float32).",
+                                                parse=_dtypes)] = {}
+    # sizes of named symbolic dims (--dim seq=128)
+    dims: Annotated[dict[str, int], Cli(("--dim",), "Size of a named symbolic dim, NAME=SIZE (e.g. seq=128, "
+                                                    "height=320), in every input that uses it (repeatable).",
+                                        parse=_dims)] = {}
+    # inputs the data lacks: zeros | ones | a number (--fill)
+    fills: Annotated[dict[str, str | int | float], Cli(("--fill",), "Value of an input the data lacks: "
+                     "NAME=zeros|ones|NUMBER (repeatable; float inputs default to zeros, integer inputs need data "
+                     "or a fill).", parse=_fills)] = {}
+    # a stream: output -> the input it feeds on the next call
+    state_pairs: Annotated[dict[str, str], Cli(("--state-pair",), "A stream's recurrent state: OUTPUT=INPUT feeds "
+                           "the output back into the input on the next call (repeatable).", parse=_pairs)] = {}
+    opset: Annotated[int | None, Cli(("--opset",), "Target ONNX opset (>= 13). Default: keep the source's, "
+                                                   "upgrading anything older than 13; torch's default for exports.")] \
+        = None
+    dynamic_batch: Annotated[bool, Cli(("--static-batch",), "Keep the batch axis fixed instead of dynamic.",
+                                       switch=False)] = True
+    simplify: Annotated[bool, Cli(("--no-simplify",), "Skip graph simplification (onnxslim).", switch=False)] = True
+    weights: Annotated[str | None, Cli(("--weights",), "state_dict for a factory source (loaded weights-only).")] \
+        = None
+    trust_pickle: Annotated[bool, Cli(("--trust-pickle",), "Allow unpickling Python objects (full nn.Module "
+                                      "files). Runs code from the file: only for files you trust.", switch=True)] \
+        = False
+    keep_failed: Annotated[bool, Cli(("--keep-failed",), "Keep the work folder when a run fails.", switch=True)] = \
+        False
     parity: ParityConfig = ParityConfig()
     # The first target picks the quantization recipe; every target gets a static profile.
-    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
-    targets_dir: str | None = None
+    targets: Annotated[list[str], Cli(("--target", "-t"), "Hardware target (repeatable; edgeopt targets list). The "
+                                      "first one picks the quantization recipe; each gets a static latency/memory "
+                                      "profile.", repeat=True)] = Field(default_factory=lambda: ["host"],
+                                                                         min_length=1)
+    targets_dir: Annotated[str | None, Cli(("--targets-dir",), "Extra folder of target .toml files.")] = None
     quantize: QuantizeConfig = QuantizeConfig()
     device: DeviceConfig | None = None
     prune: PruneConfig | None = None
     finetune: FinetuneSettings | None = None
+
+    @field_validator("input_shapes", mode="before")
+    @classmethod
+    def _shape_texts(cls, value: object) -> object:
+        """The file writes shapes as text ("1x3x224x224") or lists."""
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for name, dims in value.items():
+            if isinstance(dims, str):
+                from edgeopt.data.specs import parse_input_shapes
+                from edgeopt.errors import InputError
+
+                try:
+                    (parsed,) = parse_input_shapes([dims]).values()
+                except InputError as exc:
+                    raise ValueError(f"{exc.message} ({exc.hint})") from None
+                dims = list(parsed)
+            out[name] = dims
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_input_shape(cls, value: object) -> object:
+        """``input_shape = "1x1x8x8"`` in the file: the only input's shape."""
+        if isinstance(value, dict) and "input_shape" in value:
+            value = dict(value)
+            shape = value.pop("input_shape")
+            value["input_shapes"] = {**dict(value.get("input_shapes") or {}), "": shape}
+        return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,34 +436,6 @@ class Budget(BaseModel):
         return self.name or (f"{self.artifact} @ {self.target}" if self.target else self.artifact)
 
 
-class PipelineFile(BaseModel):
-    """``[pipeline]``: the convert run, as flags would give it (paths relative to the file)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: str
-    output: str = "out"
-    weights: str | None = None
-    trust_pickle: bool = False
-    input_shape: str | list[int] | None = None  # the only input
-    input_shapes: dict[str, str | list[int]] = {}
-    input_dtypes: dict[str, str] = {}
-    dims: dict[str, int] = {}
-    fills: dict[str, str | int | float] = {}
-    state_pairs: dict[str, str] = {}
-    opset: int | None = None
-    dynamic_batch: bool = True
-    simplify: bool = True
-    keep_failed: bool = False
-    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
-    targets_dir: str | None = None
-    quantize: QuantizeConfig = QuantizeConfig()
-    parity: ParityConfig = ParityConfig()
-    device: DeviceConfig | None = None
-    prune: PruneConfig | None = None
-    finetune: FinetuneSettings | None = None
-
-
 class GateSettings(BaseModel):
     """``[gate]``: where `edgeopt gate` finds the run's report and the committed baseline."""
 
@@ -338,6 +450,6 @@ class GateSettings(BaseModel):
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pipeline: PipelineFile | None = None
+    pipeline: ConvertConfig | None = None
     gate: GateSettings = GateSettings()
     budgets: list[Budget] = []

@@ -48,7 +48,7 @@ def default_report_path(loaded: LoadedConfig) -> Path:
     if gate.report:
         return loaded.resolve(gate.report)
     if loaded.config.pipeline is not None:
-        return loaded.resolve(loaded.config.pipeline.output) / "report.json"
+        return loaded.resolve(loaded.config.pipeline.output_dir) / "report.json"
     return loaded.resolve("out/report.json")
 
 
