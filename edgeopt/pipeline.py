@@ -29,7 +29,7 @@ from edgeopt.events import Events
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
 from edgeopt.formats.onnx import default_opset, load_onnx
 from edgeopt.fsutil import ensure_writable_dir, gzip_size, same_file
-from edgeopt.report.schema import Report
+from edgeopt.report.schema import Report, RunSummary
 from edgeopt.stages.common.cache import StageCache
 from edgeopt.stages.common.context import FINAL_MODEL, STAGE_FILES, Stage, StageContext, StageModel
 from edgeopt.stages.device import DeviceStage
@@ -197,7 +197,7 @@ def _publish(report: Report, context: StageContext, current: onnx.ModelProto, st
                                  "max_abs_diff": max(o.max_abs_diff for c in checks for o in c.outputs),
                                  "min_cosine": min(worst_cos) if worst_cos else None}
         record.outputs.append(final)
-    report.summary = summary
+    report.summary = RunSummary.model_validate(summary)
     report.warnings = [w for s in report.stages for w in s.warnings]
 
     moves = [*context.produced, *final_files[1:], final_files[0]]
@@ -234,8 +234,7 @@ def _summary(current: onnx.ModelProto, final: ModelArtifact, final_files: list[P
         graph = summarize_graph(current, input_shapes={s.name: [int(d) for d in s.shape]
                                                        for s in context.reference.specs})
         summary.update(parameter_count=graph.parameter_count, macs_total=graph.macs_total,
-                       inputs=[i.model_dump(mode="json") for i in graph.inputs],
-                       outputs=[o.model_dump(mode="json") for o in graph.outputs])
+                       inputs=graph.inputs, outputs=graph.outputs)
     except EdgeoptError as exc:
         record.warnings.append(f"static summary unavailable: {exc.message}")
     return summary

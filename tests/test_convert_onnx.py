@@ -28,7 +28,7 @@ def test_opset11_model_is_upgraded_and_matches_source(cli, tmp_path):
 
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert [s["name"] for s in report["stages"]] == ["load", "opset", "simplify", "profile", "finalize"]
     final = out / "model.onnx"
     model = onnx.load(str(final))

@@ -129,34 +129,34 @@ def _settings(merged: dict[str, Any], flags: dict[str, str]) -> Any:
 convert_command = with_setting_options(ConvertConfig, _convert)
 
 
-def _render_pruning(console: Any, pruning: dict[str, Any]) -> None:
-    steps = pruning["steps"]
-    targets = list(steps[0]["estimated_latency_ms"]) if steps else []
-    table = Table(title=f"Pruning {pruning['ratio']:.0%} (channels rounded to multiples of "
-                        f"{pruning['channel_multiple'] or 1})", title_justify="left")
+def _render_pruning(console: Any, pruning: Any) -> None:
+    steps = pruning.steps
+    targets = list(steps[0].estimated_latency_ms) if steps else []
+    table = Table(title=f"Pruning {pruning.ratio:.0%} (channels rounded to multiples of "
+                        f"{pruning.channel_multiple or 1})", title_justify="left")
     for column in ("step", "params", "MACs", "size", *(f"est. {t} ms" for t in targets), "host ms (× unpruned)",
                    "accuracy"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for step in steps:
-        host = "-" if step.get("host_latency_ms") is None else (
-            f"{step['host_latency_ms']:.4g} ({step['host_latency_ratio']:.2f}x)"
-            if step.get("host_latency_ratio") is not None else f"{step['host_latency_ms']:.4g}")
-        quality = (f"{step['accuracy']:.4f}" if step.get("accuracy") is not None else
-                   (f"cos {step['fidelity']:.4f}" if step.get("fidelity") is not None else "-"))
-        estimates = [("-" if step["estimated_latency_ms"].get(t) is None else f"{step['estimated_latency_ms'][t]:.4g}")
+        host = "-" if step.host_latency_ms is None else (
+            f"{step.host_latency_ms:.4g} ({step.host_latency_ratio:.2f}x)"
+            if step.host_latency_ratio is not None else f"{step.host_latency_ms:.4g}")
+        quality = (f"{step.accuracy:.4f}" if step.accuracy is not None else
+                   (f"cos {step.fidelity:.4f}" if step.fidelity is not None else "-"))
+        estimates = ["-" if step.estimated_latency_ms.get(t) is None else f"{step.estimated_latency_ms[t]:.4g}"
                      for t in targets]
-        table.add_row(step["step"], format_count(step["params"]), format_count(step["macs"]),
-                      format_bytes(step["size_bytes"]), *estimates, host, quality)
+        table.add_row(step.step, format_count(step.params), format_count(step.macs), format_bytes(step.size_bytes),
+                      *estimates, host, quality)
     console.print(table)
-    for block in pruning.get("attention", []):
+    for block in pruning.attention:
         console.print(f"attention {block['name']}: {block['heads_before']} → {block['heads_after']} heads of "
                       f"{block['head_size_before']} → {block['head_size_after']}")
-    tuned = pruning.get("finetune")
+    tuned = pruning.finetune
     if tuned:
-        console.print(f"fine-tuning: {tuned['epochs_run']} epoch(s), best epoch {tuned['best_epoch']}"
-                      + (", stopped early" if tuned["stopped_early"] else "")
-                      + (", distilled from the unpruned model" if tuned["distilled"] else ""))
-    for flag in pruning.get("not_faster", []):
+        console.print(f"fine-tuning: {tuned.epochs_run} epoch(s), best epoch {tuned.best_epoch}"
+                      + (", stopped early" if tuned.stopped_early else "")
+                      + (", distilled from the unpruned model" if tuned.distilled else ""))
+    for flag in pruning.not_faster:
         console.print(f"[bold yellow]NOT FASTER[/]: {flag}")
 
 
@@ -183,45 +183,43 @@ def _render(result: Any) -> None:
         data = (load.details.get("quantization_data") or {}).get("calibration") or {}
         print_inputs(console, resolved, data.get("layouts"))
     console.print(
-        f"[bold]{result.model_path}[/bold]: {format_bytes(summary.get('size_bytes'))} "
-        f"(gzip {format_bytes(summary.get('gzip_size_bytes'))}), opset {summary.get('opset')}, "
-        f"{format_count(summary.get('parameter_count'))} parameters, {format_count(summary.get('macs_total'))} MACs"
+        f"[bold]{result.model_path}[/bold]: {format_bytes(summary.size_bytes)} "
+        f"(gzip {format_bytes(summary.gzip_size_bytes)}), opset {summary.opset}, "
+        f"{format_count(summary.parameter_count)} parameters, {format_count(summary.macs_total)} MACs"
     )
-    for name, verdict in (summary.get("targets") or {}).items():
-        latency = (f"~{verdict['latency_ms']:.3g} ms estimated" if verdict.get("latency_ms") is not None
-                   else f"no latency estimate ({str(verdict.get('estimate_unavailable_reason')).split(': latency')[0]}"
+    for name, verdict in summary.targets.items():
+        latency = (f"~{verdict.latency_ms:.3g} ms estimated" if verdict.latency_ms is not None
+                   else f"no latency estimate ({str(verdict.estimate_unavailable_reason).split(': latency')[0]}"
                         + ("; run `edgeopt targets calibrate host`" if name == "host" else "") + ")")
-        fits = {True: "fits in memory", False: "DOES NOT FIT in memory", None: "memory fit unknown"}[verdict["fits"]]
+        fits = {True: "fits in memory", False: "DOES NOT FIT in memory", None: "memory fit unknown"}[verdict.fits]
         line = f"{name}: {latency}, {fits}"
-        if verdict.get("accelerator"):
-            total = verdict["accelerator_nodes"] + verdict["cpu_nodes"]
-            line += (f", {verdict['accelerator_nodes']}/{total} nodes on {verdict['accelerator']} "
-                     f"in {verdict['partitions']} partition(s)")
-            if verdict["full_int8_required"] and not verdict["full_int8"]:
+        if verdict.accelerator:
+            total = verdict.accelerator_nodes + verdict.cpu_nodes
+            line += (f", {verdict.accelerator_nodes}/{total} nodes on {verdict.accelerator} "
+                     f"in {verdict.partitions} partition(s)")
+            if verdict.full_int8_required and not verdict.full_int8:
                 line += ", NOT fully int8 (required)"
         console.print(line)
-    pruning = summary.get("pruning")
-    if pruning:
-        _render_pruning(console, pruning)
-    device = summary.get("device")
-    if device:
-        versus = (f" ({device['ratio_to_float']:.2f}x the float model's {device['float_p50_ms']:.3g} ms)"
-                  if device.get("ratio_to_float") is not None else "")
-        console.print(f"measured on {device['host']}: p50 {device['p50_ms']:.3g} ms{versus}, peak RSS +"
-                      f"{format_bytes(device['peak_rss_increase_bytes'])}")
-    quant = summary.get("quantization") or {}
-    if quant.get("shipped") == "int8":
+    if summary.pruning is not None:
+        _render_pruning(console, summary.pruning)
+    device = summary.device
+    if device is not None:
+        versus = (f" ({device.ratio_to_float:.2f}x the float model's {device.float_p50_ms:.3g} ms)"
+                  if device.ratio_to_float is not None else "")
+        console.print(f"measured on {device.host}: p50 {device.p50_ms:.3g} ms{versus}, peak RSS +"
+                      f"{format_bytes(device.peak_rss_increase_bytes)}")
+    quant = summary.quantization
+    if quant.shipped == "int8":
         accuracy = ""
-        if quant.get("accuracy_float") is not None:
-            accuracy = f", accuracy {quant['accuracy_float']:.4f} → {quant['accuracy_int8']:.4f}"
+        if quant.accuracy_float is not None:
+            accuracy = f", accuracy {quant.accuracy_float:.4f} → {quant.accuracy_int8:.4f}"
         measured_on = report.stage("quantize").details.get("latency_measured_on")
         on = f" on {measured_on}" if measured_on and measured_on != "host" else ""
-        latency = f", {quant['latency_ratio']:.2f}x float latency{on}" if quant.get("latency_ratio") else ""
-        for_speed = f" ({len(quant['float_for_speed'])} for speed)" if quant.get("float_for_speed") else ""
-        kept = f", {len(quant['float_nodes'])} node(s) kept in float{for_speed}" if quant.get("float_nodes") else ""
-        console.print(f"int8: {quant['recipe']} (worst output cosine {quant['worst_cosine']:.4f}{accuracy}{latency}, "
-                      f"{quant['size_ratio']:.2f}x size{kept})")
+        latency = f", {quant.latency_ratio:.2f}x float latency{on}" if quant.latency_ratio else ""
+        for_speed = f" ({len(quant.float_for_speed)} for speed)" if quant.float_for_speed else ""
+        kept = f", {len(quant.float_nodes)} node(s) kept in float{for_speed}" if quant.float_nodes else ""
+        console.print(f"int8: {quant.recipe} (worst output cosine {quant.worst_cosine:.4f}{accuracy}{latency}, "
+                      f"{quant.size_ratio:.2f}x size{kept})")
     elif report.stage("quantize") is not None:
-        console.print(f"shipped the float model: {str(quant.get('reason')).removeprefix('kept the float model: ')}")
+        console.print(f"shipped the float model: {str(quant.reason).removeprefix('kept the float model: ')}")
     console.print(f"report: {result.report_path}")
-

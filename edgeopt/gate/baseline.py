@@ -13,6 +13,7 @@ from edgeopt.config.project import LoadedConfig
 from edgeopt.config.settings import Budget
 from edgeopt.errors import InputError
 from edgeopt.gate.facts import read_json_object, report_facts
+from edgeopt.report.schema import Report, report_from_json
 
 BASELINE_KIND = "edgeopt-gate-baseline"
 BASELINE_SCHEMA_VERSION = 1
@@ -25,7 +26,7 @@ class Baseline:
     description: str
     values: dict[str, dict[str, float]]  # budget key → metric → value
     contributors: dict[str, dict[str, Any]] = field(default_factory=dict)
-    report: dict[str, Any] | None = None  # when the baseline is a convert report
+    report: Report | None = None  # when the baseline is a convert report
 
 
 def budget_key(budget: Budget, artifact: str) -> str:
@@ -93,7 +94,7 @@ def _baseline_from_data(data: Any, description: str) -> Baseline:
                              f"{BASELINE_SCHEMA_VERSION}", "recreate it with edgeopt gate --update-baseline")
         return Baseline(description, data.get("values", {}), data.get("contributors", {}))
     if isinstance(data, dict) and data.get("kind") == "convert":
-        return Baseline(description, {}, {}, report=data)
+        return Baseline(description, {}, {}, report=report_from_json(data, description))
     raise InputError(f"{description} is neither a convert report nor an edgeopt baseline file",
                      "pass OUT/report.json of an earlier run, or a file written by --update-baseline")
 
@@ -103,8 +104,8 @@ def baseline_values(baseline: Baseline, budget: Budget, key: str, path: Path) ->
     report says about its final model when this file is that model (same file name)."""
     if baseline.report is None:
         return baseline.values.get(key)
-    final = baseline.report.get("final") or {}
-    if Path(str(final.get("path", ""))).name != path.name:
+    final = baseline.report.final
+    if final is None or Path(final.path).name != path.name:
         return None
     return {m: f.value for m, f in report_facts(baseline.report, budget).items() if f.value is not None}
 

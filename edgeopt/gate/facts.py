@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeopt.config.settings import Budget
 from edgeopt.errors import EdgeoptError, InputError
+from edgeopt.report.schema import Report
 from edgeopt.gate.checks import Fact
 
 TOP_CONTRIBUTORS = 8
@@ -92,47 +93,46 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
+def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
     """What a convert report says about its final model, for ``budget`` (also a baseline's numbers)."""
     facts: dict[str, Fact] = {}
-    summary = report.get("summary") or {}
-    final = report.get("final") or {}
+    summary, final = report.summary, report.final
     src = "report"
-    if final.get("size_bytes") is not None:  # the artifact's size counts its external data already
-        facts["size"] = Fact(value=final["size_bytes"], source=src)
-    for metric, key in (("compressed_size", "gzip_size_bytes"), ("params", "parameter_count"),
-                        ("macs", "macs_total")):
-        if summary.get(key) is not None:
-            facts[metric] = Fact(value=summary[key], source=src)
+    if final is not None and final.size_bytes is not None:  # the artifact's size counts its external data already
+        facts["size"] = Fact(value=final.size_bytes, source=src)
+    for metric, value in (("compressed_size", summary.gzip_size_bytes), ("params", summary.parameter_count),
+                          ("macs", summary.macs_total)):
+        if value is not None:
+            facts[metric] = Fact(value=value, source=src)
     target = budget.target
     if target is not None:
-        verdict_ = (summary.get("targets") or {}).get(target)
+        verdict_ = summary.targets.get(target)
         if verdict_ is not None:
-            if verdict_.get("latency_ms") is not None:
-                facts["latency_ms@estimated"] = Fact(value=verdict_["latency_ms"], source=f"estimate for {target}",
+            if verdict_.latency_ms is not None:
+                facts["latency_ms@estimated"] = Fact(value=verdict_.latency_ms, source=f"estimate for {target}",
                                                      kind="estimated")
             else:
                 facts["latency_ms@estimated"] = Fact(value=None, kind="estimated",
                                                      missing_reason=f"no latency estimate for {target}: "
-                                                                    f"{verdict_.get('estimate_unavailable_reason')}")
-            if verdict_.get("weight_bytes") is not None and verdict_.get("peak_activation_bytes") is not None:
-                facts["peak_memory@estimated"] = Fact(value=verdict_["weight_bytes"] + verdict_["peak_activation_bytes"],
+                                                                    f"{verdict_.estimate_unavailable_reason}")
+            if verdict_.weight_bytes is not None and verdict_.peak_activation_bytes is not None:
+                facts["peak_memory@estimated"] = Fact(value=verdict_.weight_bytes + verdict_.peak_activation_bytes,
                                                       source=f"estimate for {target} (weights + peak activations)",
                                                       kind="estimated")
-        device = summary.get("device")
-        if device and device.get("target") == target:
-            facts["latency_ms@measured"] = Fact(value=device["p50_ms"], source=f"measured on {device['host']} (p50)",
+        device = summary.device
+        if device is not None and device.target == target:
+            facts["latency_ms@measured"] = Fact(value=device.p50_ms, source=f"measured on {device.host} (p50)",
                                                 kind="measured")
-            facts["peak_memory@measured"] = Fact(value=device["peak_rss_increase_bytes"], kind="measured",
-                                                 source=f"measured on {device['host']} (peak RSS increase)")
-    quantization = summary.get("quantization") or {}
-    stage = next((s for s in report.get("stages", []) if s.get("name") == "quantize"), None)
-    float_accuracy = quantization.get("accuracy_float")
+            facts["peak_memory@measured"] = Fact(value=device.peak_rss_increase_bytes, kind="measured",
+                                                 source=f"measured on {device.host} (peak RSS increase)")
+    quantization = summary.quantization
+    stage = report.stage("quantize")
+    float_accuracy = quantization.accuracy_float
     if float_accuracy is None and stage is not None:
-        float_accuracy = next((c["fidelity"].get("accuracy_reference") for c in stage["details"].get("candidates", [])
+        float_accuracy = next((c["fidelity"].get("accuracy_reference") for c in stage.details.get("candidates", [])
                                if c.get("fidelity") and c["fidelity"].get("accuracy_reference") is not None), None)
-    shipped_int8 = quantization.get("shipped") == "int8"
-    shipped_accuracy = quantization.get("accuracy_int8") if shipped_int8 else float_accuracy
+    shipped_int8 = quantization.shipped == "int8"
+    shipped_accuracy = quantization.accuracy_int8 if shipped_int8 else float_accuracy
     no_accuracy = ("the report has no accuracy: convert with --eval DATA that has a 'labels' array"
                    if stage is not None else "the report has no accuracy: convert with --calib and --eval DATA "
                                              "(with labels)")
@@ -140,24 +140,24 @@ def report_facts(report: dict[str, Any], budget: Budget) -> dict[str, Fact]:
                              else no_accuracy)
     drop = (float_accuracy - shipped_accuracy) if float_accuracy is not None and shipped_accuracy is not None else None
     drop_source = src
-    steps = (summary.get("pruning") or {}).get("steps") or []
-    if steps and steps[0].get("accuracy") is not None and steps[-1].get("accuracy") is not None:
+    steps = summary.pruning.steps if summary.pruning is not None else []
+    if steps and steps[0].accuracy is not None and steps[-1].accuracy is not None:
         # pruning changed the float model itself: the drop that matters is from the unpruned one,
         # measured on one labelled set across the steps
-        drop = steps[0]["accuracy"] - steps[-1]["accuracy"]
-        drop_source = f"report (unpruned → {steps[-1].get('step')}, pruning steps)"
+        drop = steps[0].accuracy - steps[-1].accuracy
+        drop_source = f"report (unpruned → {steps[-1].step}, pruning steps)"
     facts["accuracy_drop"] = Fact(value=drop, source=drop_source,
                                   missing_reason=None if drop is not None else no_accuracy)
     if shipped_int8:
-        cosine = quantization.get("worst_cosine")
+        cosine = quantization.worst_cosine
         facts["fidelity"] = Fact(value=cosine, source="report (int8 vs float, worst output)",
                                  missing_reason=None if cosine is not None else "the report has no fidelity figure")
     else:
-        parity = (summary.get("parity") or {}).get("min_cosine")
+        parity = summary.parity.min_cosine if summary.parity is not None else None
         facts["fidelity"] = Fact(value=parity if parity is not None else 1.0,
                                  source="report (float model: parity with the source)")
     if steps:
-        fidelities = [s["fidelity"] for s in steps[1:] if s.get("fidelity") is not None]
+        fidelities = [s.fidelity for s in steps[1:] if s.fidelity is not None]
         if fidelities and facts["fidelity"].value is not None:  # no labels: agreement with the unpruned model
             facts["fidelity"] = Fact(value=min(facts["fidelity"].value, fidelities[-1]),
                                      source="report (agreement with the unpruned model)")
@@ -180,7 +180,7 @@ def profile_facts(profile: dict[str, Any], target: str) -> dict[str, Fact]:
     return {}
 
 
-def facts_for(budget: Budget, artifact: ArtifactFacts, report: dict[str, Any] | None, report_path: Path | None,
+def facts_for(budget: Budget, artifact: ArtifactFacts, report: Report | None, report_path: Path | None,
            profiles: list[dict[str, Any]]) -> tuple[dict[str, Fact], dict[str, Fact]]:
     """(facts for the budget's metrics, every metric known — for the baseline document)."""
     facts: dict[str, Fact] = {"size": Fact(value=artifact.size, source="file"),

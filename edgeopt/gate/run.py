@@ -30,7 +30,7 @@ from edgeopt.gate.facts import (
     facts_for,
     read_json_object,
 )
-from edgeopt.report.schema import utc_now
+from edgeopt.report.schema import report_from_json, utc_now
 
 # -- the run --------------------------------------------------------------------------------------------
 
@@ -104,11 +104,12 @@ def run_gate(inputs: GateInputs, events: Events | None = None) -> tuple[GateResu
     report = None
     report_sha = None
     if inputs.report_path is not None and inputs.report_path.is_file():
-        report = read_json_object(inputs.report_path, "report")
-        if report.get("kind") != "convert":
-            raise InputError(f"{inputs.report_path} is not a convert report (kind {report.get('kind')!r})",
+        raw = read_json_object(inputs.report_path, "report")
+        if raw.get("kind", "convert") != "convert":
+            raise InputError(f"{inputs.report_path} is not a convert report (kind {raw.get('kind')!r})",
                              "pass OUT/report.json of edgeopt convert; profile reports go in [gate] profile_reports")
-        report_sha = (report.get("final") or {}).get("sha256")
+        report = report_from_json(raw, str(inputs.report_path))
+        report_sha = report.final.sha256 if report.final is not None else None
     profiles = []
     for path in inputs.profile_paths:
         data = read_json_object(path, "profile report")

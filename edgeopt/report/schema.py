@@ -1,7 +1,9 @@
 """The run report: one JSON document per run, under a versioned schema.
 
-Later stages (quantize, profile, gate, tune) add their own stage records and
-top-level sections; readers must check ``schema_version`` first.
+Version 2 types the summary (``RunSummary``: each part is the model of the stage that produced it);
+its JSON is the same as version 1's, so version 1 reports load unchanged (``upgrade``). The JSON
+schema is exported from the models (``report_json_schema``) and kept in ``docs/report.schema.json``
+(a test checks it is current). Readers go through ``read_report`` / ``report_from_json``.
 """
 
 from __future__ import annotations
@@ -10,15 +12,57 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+
+from edgeopt.analysis.summary import TensorSpec
 
 from edgeopt.errors import InputError, first_validation_error
 from edgeopt.stages.common.parity import OutputParity, ParityCheck  # noqa: F401 (part of the report schema)
 from edgeopt.stages.common.records import StageRecord, utc_now  # noqa: F401 (part of the report schema)
 from edgeopt.formats.artifact import ModelArtifact
 from edgeopt.fsutil import write_text_atomic
+from edgeopt.stages.device import DeviceSummary
+from edgeopt.stages.profile import TargetVerdict
+from edgeopt.stages.prune.step import PruningSummary
+from edgeopt.stages.quantize.step import QuantizationSummary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+class ParitySummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checks: int
+    all_passed: bool
+    max_abs_diff: float
+    min_cosine: float | None
+
+
+class RunSummary(BaseModel):
+    """The final model in figures, and what each stage decided (``report.summary``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size_bytes: int | None = None
+    gzip_size_bytes: int | None = None
+    opset: int | None = None
+    nodes: int | None = None
+    parameter_count: int | None = None
+    macs_total: int | None = None
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    quantization: QuantizationSummary = QuantizationSummary()
+    targets: dict[str, TargetVerdict] = {}
+    pruning: PruningSummary | None = None
+    device: DeviceSummary | None = None
+    parity: ParitySummary | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_sections(self, handler: Any) -> dict[str, Any]:
+        """Sections a run did not have are left out, as version 1 wrote them."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in ("pruning", "device", "parity")}
 
 
 class Report(BaseModel):
@@ -36,7 +80,7 @@ class Report(BaseModel):
     source: ModelArtifact | None = None
     stages: list[StageRecord] = []
     final: ModelArtifact | None = None
-    summary: dict[str, Any] = {}
+    summary: RunSummary = RunSummary()
     warnings: list[str] = []
 
     def stage(self, name: str) -> StageRecord | None:
@@ -49,6 +93,27 @@ class Report(BaseModel):
         write_text_atomic(Path(path), self.to_json())
 
 
+def upgrade(raw: dict[str, Any]) -> dict[str, Any]:
+    """A report document of any readable version as the current version (1 -> 2: same JSON, typed)."""
+    if raw.get("schema_version") == 1:
+        return {**raw, "schema_version": 2}
+    return raw
+
+
+def report_from_json(raw: Any, where: str) -> Report:
+    """A parsed report document (``where`` names it in errors), validated as the current version."""
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise InputError(
+            f"{where} has report schema version {version!r}; this edgeopt reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}", "regenerate the report with this edgeopt version")
+    try:
+        return Report.model_validate(upgrade(raw))
+    except ValidationError as exc:
+        where_in, message = first_validation_error(exc)
+        raise InputError(f"{where}: invalid report at {where_in}: {message}", "regenerate it") from None
+
+
 def read_report(path: Path) -> Report:
     path = Path(path)
     try:
@@ -57,14 +122,11 @@ def read_report(path: Path) -> Report:
         raise InputError(f"report not found: {path}", "run `edgeopt convert` first or fix the path") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not a readable JSON report: {exc}", "regenerate it") from None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
-        raise InputError(
-            f"{path} has report schema version {version!r}; this edgeopt reads version {SCHEMA_VERSION}",
-            "regenerate the report with this edgeopt version",
-        )
-    try:
-        return Report.model_validate(raw)
-    except ValidationError as exc:
-        where, message = first_validation_error(exc)
-        raise InputError(f"{path}: invalid report at {where}: {message}", "regenerate it") from None
+    return report_from_json(raw, str(path))
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON schema of the convert report, from the models (``docs/report.schema.json``)."""
+    schema = Report.model_json_schema(mode="validation")
+    schema["$id"] = f"https://edgeopt.dev/schema/report-v{SCHEMA_VERSION}.json"
+    return schema

@@ -6,11 +6,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from edgeopt.formats.artifact import ModelFormat
 from edgeopt.formats.onnx import load_onnx
 from edgeopt.stages.common.context import StageContext, StageModel
 
 _FLOAT_STAGES = ("simplify", "prune", "opset", "export", "load")
+
+
+class DeviceSummary(BaseModel):
+    """The final model measured on the --ssh device (the report's summary.device)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    target: str
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    peak_rss_increase_bytes: int
+    device: dict[str, Any] = {}  # cpu_model, board, machine, cpu_count as the device reported them
+    float_p50_ms: float | None = None  # the float baseline, when int8 shipped
+    ratio_to_float: float | None = None
 
 
 class DeviceStage:
@@ -57,6 +75,7 @@ class DeviceStage:
                 summary["float_p50_ms"] = float_p50
                 summary["ratio_to_float"] = final["latency_ms"]["p50"] / float_p50 if float_p50 > 0 else None
             record.details["summary"] = summary
+            summary_model = DeviceSummary.model_validate(summary)
             comparisons = []
             for name, estimate in estimates.items():
                 if name != target:  # the device is an instance of one target, not of all of them
@@ -65,7 +84,7 @@ class DeviceStage:
                 if comparison is not None:
                     comparisons.append(comparison.model_copy(update={"device": settings.ssh}).model_dump(mode="json"))
             record.details["comparisons"] = comparisons
-            context.facts["device_summary"] = summary
+            context.facts["device_summary"] = summary_model
         return model
 
     def summary(self, final: Any, context: StageContext) -> dict[str, Any]:

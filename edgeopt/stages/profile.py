@@ -5,8 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from edgeopt.errors import EdgeoptError
 from edgeopt.stages.common.context import StageContext, StageModel
+
+
+class TargetVerdict(BaseModel):
+    """The static estimate's verdict on one target (the report's summary.targets[name])."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float | None = None
+    estimate_unavailable_reason: str | None = None
+    fits: bool | None = None
+    weight_bytes: int | None = None
+    peak_activation_bytes: int | None = None
+    accelerator: str | None = None
+    accelerator_nodes: int = 0
+    cpu_nodes: int = 0
+    partitions: int = 0
+    full_int8_required: bool = False
+    full_int8: bool = False
 
 
 class ProfileStage:
@@ -21,7 +41,7 @@ class ProfileStage:
 
         with context.stage("profile", "Profiling for targets") as record:
             shapes = {s.name: [int(d) for d in s.shape] for s in context.reference.specs}
-            verdicts: dict[str, Any] = {}
+            verdicts: dict[str, TargetVerdict] = {}
             for name in context.config.targets:
                 target = load_target(name, context.targets_dir())
                 try:
@@ -31,19 +51,13 @@ class ProfileStage:
                     record.warnings.append(f"no static profile for {name}: {exc.message}")
                     continue
                 record.details[name] = estimate.model_dump(mode="json")
-                verdicts[name] = {
-                    "latency_ms": estimate.latency_ms,
-                    "estimate_unavailable_reason": estimate.estimate_unavailable_reason,
-                    "fits": estimate.fits_all,
-                    "weight_bytes": estimate.weight_bytes,
-                    "peak_activation_bytes": estimate.peak_activation_bytes,
-                    "accelerator": estimate.accelerator,
-                    "accelerator_nodes": estimate.accelerator_node_count,
-                    "cpu_nodes": estimate.cpu_node_count,
-                    "partitions": estimate.partitions,
-                    "full_int8_required": estimate.full_int8_required,
-                    "full_int8": estimate.full_int8,
-                }
+                verdicts[name] = TargetVerdict(
+                    latency_ms=estimate.latency_ms, estimate_unavailable_reason=estimate.estimate_unavailable_reason,
+                    fits=estimate.fits_all, weight_bytes=estimate.weight_bytes,
+                    peak_activation_bytes=estimate.peak_activation_bytes, accelerator=estimate.accelerator,
+                    accelerator_nodes=estimate.accelerator_node_count, cpu_nodes=estimate.cpu_node_count,
+                    partitions=estimate.partitions, full_int8_required=estimate.full_int8_required,
+                    full_int8=estimate.full_int8)
             context.facts["target_verdicts"] = verdicts
         return model
 

@@ -377,7 +377,7 @@ def test_cli_renders_a_profile_report(profile_run, tmp_path):
     (None, "report not found"),
     ("{not json", "is not JSON"),
     ("[1, 2]", "is not an edgeopt report"),
-    ('{"schema_version": 2, "kind": "convert"}', "schema version 2"),
+    ('{"schema_version": 3, "kind": "convert"}', "schema version 3"),
     ('{"kind": "convert"}', "schema version None"),
     ('{"schema_version": 1, "kind": "tune"}', "unknown report kind 'tune'"),
     ('{"schema_version": 1, "kind": "gate", "checks": []}', "is a gate result"),
@@ -515,3 +515,42 @@ def test_page_in_headless_chromium(digits_run, hostile_run, tmp_path):
     for name in HOSTILE_NODES.values():
         assert name in seen["text"]  # shown as text, not run
     assert (artifacts / "report-hostile.png").stat().st_size > 20_000
+
+
+# --------------------------------------------------------------------------- the typed, versioned report
+
+
+def test_the_committed_report_schema_is_the_models_schema():
+    """docs/report.schema.json is exported from the report models; regenerate it when they change:
+    python -c "import json; from edgeopt.report.schema import report_json_schema as s;
+    open('docs/report.schema.json','w').write(json.dumps(s(), indent=2, sort_keys=True) + '\\n')" """
+    from edgeopt.report.schema import SCHEMA_VERSION, report_json_schema
+
+    committed = json.loads((REPO / "docs" / "report.schema.json").read_text())
+    assert committed == json.loads(json.dumps(report_json_schema()))
+    assert committed["$id"].endswith(f"report-v{SCHEMA_VERSION}.json")
+    assert {"quantization", "targets", "pruning", "device"} <= set(committed["$defs"]["RunSummary"]["properties"])
+
+
+def test_a_version_1_report_still_loads_in_gate_and_report(cli, digits_run, tmp_path):
+    from edgeopt.report.schema import read_report
+
+    old = json.loads(digits_run.read_text())
+    assert old["schema_version"] == 2
+    old["schema_version"] = 1
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(old))
+    (folder / "model.onnx").write_bytes((digits_run.parent / "model.onnx").read_bytes())
+    report = read_report(folder / "report.json")
+    assert report.schema_version == 2 and report.summary.quantization.shipped in ("int8", "float")
+    assert report.summary.targets["rpi4b"].weight_bytes > 0  # attributes, not string keys
+    page = cli("report", folder / "report.json", "-o", tmp_path / "page.html")
+    assert page.code == 0, page.stderr
+    (tmp_path / "edgeopt.toml").write_text('[gate]\nreport = "out/report.json"\n[[budgets]]\n'
+                                           'artifact = "out/model.onnx"\ntarget = "rpi4b"\nmax_size = "1 MiB"\n'
+                                           'max_latency_ms = 1000\n')
+    gated = cli("gate", "--config", tmp_path / "edgeopt.toml", "--json")
+    assert gated.code == 0, gated.stdout + gated.stderr
+    checks = {c["metric"]: c for c in json.loads(gated.stdout)["checks"]}
+    assert checks["latency_ms"]["source"] == "estimate for rpi4b"  # read from the version-1 report's summary

@@ -41,9 +41,9 @@ def read_report_json(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: unknown report kind {kind!r} (this edgeopt renders "
                          f"{' and '.join(sorted(REPORT_KINDS))} reports)", "give a convert or profile report")
     version = raw.get("schema_version")
-    if version != REPORT_KINDS[kind]:
+    if version not in REPORT_KINDS[kind]:
         raise InputError(f"{path} has {kind} report schema version {version!r}; this edgeopt reads version "
-                         f"{REPORT_KINDS[kind]}", "regenerate the report with this edgeopt version")
+                         f"{' or '.join(map(str, REPORT_KINDS[kind]))}", "regenerate the report with this edgeopt version")
     return raw
 
 

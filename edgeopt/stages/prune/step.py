@@ -7,10 +7,40 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError
 from edgeopt.formats.onnx import default_opset, load_onnx
 from edgeopt.stages.common.context import Reference, StageContext, StageModel
+from edgeopt.stages.prune.metrics import ModelFigures
+
+
+class FinetuneOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    best_val_accuracy: float | None
+    distilled: bool
+
+
+class PruningSummary(BaseModel):
+    """The per-step table (unpruned, pruned, fine-tuned, quantized) and what pruning removed (the report's
+    summary.pruning)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ratio: float
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    channel_multiple: int | None
+    steps: list[ModelFigures]
+    not_faster: list[str] = []
+    attention: list[dict[str, Any]] = []
+    finetune: FinetuneOutcome | None = None
 
 
 class PruneStage:
@@ -91,14 +121,13 @@ class PruneStage:
                 timing_feeds=context.plan.sample(config.parity.seed + 1, None)))
         prune = details["prune"]
         finetune = details.get("finetune")
-        return {"pruning": {
-            "ratio": config.prune.ratio, "params_before": prune["params_before"],
-            "params_after": prune["params_after"], "macs_before": prune["macs_before"],
-            "macs_after": prune["macs_after"], "channel_multiple": prune["channel_multiple"],
-            "steps": details["steps"], "not_faster": details.get("not_faster", []),
-            "attention": prune.get("attention", []),
-            "finetune": None if finetune is None else {k: finetune[k] for k in (
-                "epochs_run", "best_epoch", "stopped_early", "best_val_accuracy", "distilled")}}}
+        return {"pruning": PruningSummary(
+            ratio=config.prune.ratio, params_before=prune["params_before"], params_after=prune["params_after"],
+            macs_before=prune["macs_before"], macs_after=prune["macs_after"],
+            channel_multiple=prune["channel_multiple"], steps=details["steps"],
+            not_faster=details.get("not_faster", []), attention=prune.get("attention", []),
+            finetune=None if finetune is None else {k: finetune[k] for k in (
+                "epochs_run", "best_epoch", "stopped_early", "best_val_accuracy", "distilled")})}
 
 
 def _prunable_torch_module(source: Any) -> Any:

@@ -3,13 +3,32 @@ evaluation data the load stage read, timed on this machine or on the ``--ssh`` d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import onnx
+from pydantic import BaseModel, ConfigDict
 
 from edgeopt.stages.common.context import StageContext, StageModel
 
 _FREE_BATCH = 16
+
+
+class QuantizationSummary(BaseModel):
+    """What shipped and why, with the figures the decision rested on (the report's summary.quantization)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shipped: Literal["int8", "float"] | None = "float"
+    reason: str | None = None
+    recipe: str | None = None
+    # the figure the floor was held against: per-sample and worst-channel cosine
+    worst_cosine: float | None = None
+    accuracy_float: float | None = None
+    accuracy_int8: float | None = None
+    latency_ratio: float | None = None
+    size_ratio: float | None = None
+    float_nodes: list[str] = []
+    float_for_speed: list[str] = []  # of those, kept in float because their int8 kernels were slower (measured)
 
 
 class QuantizeStage:
@@ -89,25 +108,23 @@ class QuantizeStage:
     def summary(self, final: Any, context: StageContext) -> dict[str, Any]:
         record = context.record("quantize")
         if record is None:
-            return {"quantization": {"shipped": "float", "reason": "not requested (pass --calib DATA to quantize)"}}
+            return {"quantization": QuantizationSummary(shipped="float",
+                                                        reason="not requested (pass --calib DATA to quantize)")}
         details = record.details
         chosen = next((c for c in details.get("candidates", []) if c["name"] == details.get("chosen")), None)
         fidelity = chosen.get("fidelity") if chosen else None
-        return {"quantization": {
-            "shipped": details.get("shipped"), "recipe": details.get("chosen"), "reason": details.get("reason"),
-            # The figure the floor was held against: per-sample and worst-channel cosine.
-            "worst_cosine": min((min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"]
-                                     is not None else o["cosine_mean"]) for o in fidelity["outputs"]), default=None)
+        return {"quantization": QuantizationSummary(
+            shipped=details.get("shipped"), recipe=details.get("chosen"), reason=details.get("reason"),
+            worst_cosine=min((min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"] is not None
+                                  else o["cosine_mean"]) for o in fidelity["outputs"]), default=None)
             if fidelity else None,
-            "accuracy_float": fidelity.get("accuracy_reference") if fidelity else None,
-            "accuracy_int8": fidelity.get("accuracy_candidate") if fidelity else None,
-            "latency_ratio": chosen.get("latency_ratio") if chosen else None,
-            "size_ratio": chosen.get("size_ratio") if chosen else None,
-            "float_nodes": chosen.get("float_nodes") if chosen else [],
-            # Of those, the ones kept in float because their int8 kernels were slower (measured).
-            "float_for_speed": sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
-                                       for n in t["nodes"]}),
-        }}
+            accuracy_float=fidelity.get("accuracy_reference") if fidelity else None,
+            accuracy_int8=fidelity.get("accuracy_candidate") if fidelity else None,
+            latency_ratio=chosen.get("latency_ratio") if chosen else None,
+            size_ratio=chosen.get("size_ratio") if chosen else None,
+            float_nodes=chosen.get("float_nodes") if chosen else [],
+            float_for_speed=sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
+                                    for n in t["nodes"]}))}
 
 
 def _calibration_batch_size(model: onnx.ModelProto) -> int:
