@@ -204,9 +204,9 @@ def host_reference_outputs(path: Path, samples_file: Path,
     """This machine's outputs for every sample (a stream carries its state), to hold the devices' against."""
     from edgeopt.data import run_stream
     from edgeopt.runtime.device_runner import load_samples
-    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from edgeopt.runtime.runner import open_runner
 
-    runner = OnnxRuntimeRunner(path, label=str(path))
+    runner = open_runner(path, label=str(path))
     return [dict(outputs) for _fed, outputs in run_stream(runner.run, load_samples(np, samples_file),
                                                            state_pairs or {})]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from enum import Enum
 from pathlib import Path
 
@@ -60,35 +59,3 @@ class ModelArtifact(BaseModel):
             external_files=[str(p) for p in extra],
             lineage=lineage,
         )
-
-
-_TFLITE_MAGIC = b"TFL3"
-
-
-def sniff_format(path: Path) -> ModelFormat:
-    """Tell the model format from the file's content, falling back to its suffix."""
-    suffix = path.suffix.lower()
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return ModelFormat.UNKNOWN
-    if head[4:8] == _TFLITE_MAGIC or suffix == ".tflite":
-        return ModelFormat.TFLITE
-    if zipfile.is_zipfile(path):
-        try:
-            names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError):
-            return ModelFormat.UNKNOWN
-        if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
-            return ModelFormat.TORCH_EXPORT
-        if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
-            return ModelFormat.TORCHSCRIPT
-        if any(n.endswith("data.pkl") for n in names):
-            return ModelFormat.TORCH_PICKLE
-        return ModelFormat.UNKNOWN
-    if head[:1] == b"\x80" or suffix in {".pt", ".pth", ".pkl", ".bin"}:
-        return ModelFormat.TORCH_PICKLE  # legacy (non-zip) torch.save or plain pickle
-    if suffix == ".onnx" or suffix == ".pb":
-        return ModelFormat.ONNX
-    return ModelFormat.ONNX if suffix == "" else ModelFormat.UNKNOWN

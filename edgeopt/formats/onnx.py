@@ -17,6 +17,8 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from edgeopt.errors import ExportError, InputError, ModelLoadError, OutputError, UnsafeInputError
+from edgeopt.formats.artifact import ModelFormat
+from edgeopt.formats.registry import FormatHandler
 from edgeopt.fsutil import atomic_path
 
 # protobuf refuses to serialise a message of 2 GiB or more into one buffer.
@@ -322,3 +324,12 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
                 else "re-export the model at opset >= 13 from its framework")
         raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
     return converted
+
+
+def _sniff(head: bytes, path: Path) -> bool:
+    """ONNX files have no magic number (a protobuf): the suffix decides, and a file without one is tried."""
+    return path.suffix.lower() in (".onnx", ".pb", "")
+
+
+HANDLER = FormatHandler(ModelFormat.ONNX, sniff=_sniff, load=load_onnx, save=save_onnx,
+                        runner="edgeopt.runtime.onnxruntime_runner:OnnxRuntimeRunner")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeopt.errors import ModelLoadError, UnsupportedFormatError
-from edgeopt.formats.artifact import ModelFormat, sniff_format
+from edgeopt.formats.artifact import ModelFormat
+from edgeopt.formats.registry import sniff_format
 
 _FACTORY_RE = re.compile(r"^(?P<module>.+):(?P<func>[A-Za-z_][A-Za-z0-9_]*)$")
 TORCH_FILES = (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT, ModelFormat.TORCH_PICKLE)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgeopt.runtime.runner import open_runner
 
 
 class LatencyStats(BaseModel):
@@ -48,7 +48,7 @@ def compare_latency(
     max_runs: int = 20000,
     burst: int = 1,
 ) -> dict[str, LatencyStats]:
-    runners = {label: OnnxRuntimeRunner(model, label=label, threads=threads) for label, model in models.items()}
+    runners = {label: open_runner(model, label=label, threads=threads) for label, model in models.items()}
     per_runner_feeds = {label: {s.name: feeds[s.name] for s in r.input_specs()} for label, r in runners.items()}
     labels = list(runners)
     for _ in range(warmup):

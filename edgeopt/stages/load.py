@@ -39,7 +39,7 @@ def _input_shapes(context: StageContext) -> dict[str | None, tuple[int, ...]]:
 
 def _load_onnx(context: StageContext) -> StageModel:
     from edgeopt.analysis.shapes import declared_input_specs
-    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from edgeopt.runtime.runner import open_runner
 
     path = context.source_path
     with context.stage("load", "Loading ONNX model") as record:
@@ -51,7 +51,7 @@ def _load_onnx(context: StageContext) -> StageModel:
         model, freed = free_input_dims(loaded.model)
         if freed:
             record.details["freed_dims"] = freed
-        runner = OnnxRuntimeRunner(model.SerializeToString() if freed else _runtime_source(loaded), label=str(path))
+        runner = open_runner(model.SerializeToString() if freed else _runtime_source(loaded), label=str(path))
         plan = plan_inputs(context, declared_input_specs(model),
                            metadata_dict([(p.key, p.value) for p in model.metadata_props]), record)
         reference = Reference(plan, lambda feeds: list(runner.run(cast_feeds(feeds, runner)).values()))

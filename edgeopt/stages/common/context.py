@@ -179,9 +179,9 @@ class StageContext:
         """``model_path`` against the source on ``parity.samples`` sample inputs, at two batch sizes
         when its batch axis is dynamic."""
         from edgeopt.errors import InputError
-        from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+        from edgeopt.runtime.runner import open_runner
 
-        runner = OnnxRuntimeRunner(model_path, label=f"the produced graph {model_path.name}")
+        runner = open_runner(model_path, label=f"the produced graph {model_path.name}")
         candidate_specs = runner.input_specs()
         dynamic_batch = all(spec.shape and not isinstance(spec.shape[0], int) for spec in candidate_specs
                             if spec.shape) and any(spec.shape for spec in candidate_specs)

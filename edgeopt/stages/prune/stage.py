@@ -240,9 +240,9 @@ def quantized_step(details: dict[str, Any], final_onnx: onnx.ModelProto, unprune
 
 
 def _onnx_accuracy(model: onnx.ModelProto, eval_set: EvalSet, names: list[str]) -> float | None:
-    from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from edgeopt.runtime.runner import open_runner
 
-    runner = OnnxRuntimeRunner(model.SerializeToString(), label="the quantized model")
+    runner = open_runner(model.SerializeToString(), label="the quantized model")
     wanted = {s.name: s for s in runner.input_specs()}
     fixed_batch = any(isinstance(s.shape[0], int) and s.shape[0] > 0 for s in wanted.values() if s.shape)
     step = 1 if fixed_batch else 64

@@ -38,7 +38,7 @@ from edgeopt.stages.quantize.speed_fallback import (
     slower_in_int8,
 )
 from edgeopt.runtime.latency import LatencyStats, compare_latency
-from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgeopt.runtime.runner import open_runner
 from edgeopt.targets import TargetProfile
 
 MAX_MIXED_PRECISION_STEPS = 6
@@ -116,7 +116,7 @@ def _run_all(model_bytes: bytes, batches: Batches, label: str,
     state from call to call, so its errors accumulate as they do in use."""
     from edgeopt.data import run_stream
 
-    runner = OnnxRuntimeRunner(model_bytes, label=label)
+    runner = open_runner(model_bytes, label=label)
     per_output: list[list[np.ndarray]] = []
     for _fed, result in run_stream(runner.run, batches, state_pairs or {}):
         outputs = list(result.values())

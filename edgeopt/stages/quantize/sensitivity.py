@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from edgeopt.runtime.runner import open_runner
 
 _CLIP_DB = 80.0  # an exact tensor counts as 80 dB: more is noise in the ranking
 # onnxruntime's QDQ quantizer names the dequantized copy of tensor T like this: that copy
@@ -98,10 +98,10 @@ def rank_sensitive_nodes(
     watched = sorted(seen_as)
     if not watched:
         return []
-    reference = OnnxRuntimeRunner(_expose(float_model, watched, float_types), label="float model (activations)",
+    reference = open_runner(_expose(float_model, watched, float_types), label="float model (activations)",
                                   optimization="basic")
     quant_types = {seen_as[name]: float_types[name] for name in watched}
-    candidate = OnnxRuntimeRunner(_expose(quant_model, sorted(set(seen_as.values())), quant_types),
+    candidate = open_runner(_expose(quant_model, sorted(set(seen_as.values())), quant_types),
                                   label="int8 model (activations)", optimization="basic")
     sums: dict[str, list[float]] = {name: [] for name in watched}
     peaks: dict[str, float] = {}
@@ -183,7 +183,7 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray
     types = _float_tensors(model)
     watched = sorted(set(types) - {i.name for i in model.graph.input})
     if watched and feeds:
-        runner = OnnxRuntimeRunner(_expose(model, watched, types), label="float model (ranges)",
+        runner = open_runner(_expose(model, watched, types), label="float model (ranges)",
                                    optimization="basic")
         peaks: dict[str, float] = {}
         for batch in feeds[:2]:

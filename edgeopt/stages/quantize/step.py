@@ -51,7 +51,7 @@ class QuantizeStage:
                 "device": context.device.name if context.device else None}
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
-        from edgeopt.runtime.onnxruntime_runner import OnnxRuntimeRunner
+        from edgeopt.runtime.runner import open_runner
         from edgeopt.stages.quantize.search import QuantizeOptions, search
         from edgeopt.targets import load_target
 
@@ -71,7 +71,7 @@ class QuantizeStage:
                 # Calibrate on the states the float model itself carries from call to call.
                 from edgeopt.data import run_stream
 
-                runner = OnnxRuntimeRunner(current.SerializeToString(), label="the float model")
+                runner = open_runner(current.SerializeToString(), label="the float model")
                 calib_batches = [fed for fed, _ in run_stream(runner.run, calib_batches, state_pairs)]
             # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
             # quantization picks its scales per batch, so batch 16 would flatter it.

@@ -1,0 +1,39 @@
+"""What measuring and checking code runs a model through: a ``Runner`` (inputs, outputs, run), opened for
+the model's format by ``open_runner``. onnxruntime today (``onnxruntime_runner``); a format's handler
+(``formats.registry``) names the runner that runs it, so LiteRT is one module and its handler's line."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgeopt.data.specs import InputSpec
+from edgeopt.errors import UnsupportedFormatError
+from edgeopt.formats.artifact import ModelFormat
+
+
+class Runner(Protocol):
+    label: str
+
+    def input_specs(self) -> list[InputSpec]: ...
+
+    def output_names(self) -> list[str]: ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def open_runner(model: bytes | str | Path, *, label: str, threads: int | None = None, optimization: str = "all",
+                format: ModelFormat = ModelFormat.ONNX) -> Runner:
+    """A runner for ``model`` (serialized bytes or a file) in ``format``."""
+    from edgeopt.formats.registry import handler_for
+
+    handler = handler_for(format)
+    if handler is None or handler.runner is None:
+        raise UnsupportedFormatError(f"{label}: no runtime runs {format.value} models here",
+                                     "convert the model to ONNX first")
+    module, _, name = handler.runner.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    return factory(model, label=label, threads=threads, optimization=optimization)
