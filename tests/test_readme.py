@@ -39,3 +39,22 @@ def test_constraints_pin_cpu_torch():
     assert "torch==2.13.0" in lines
     pyproject = (REPO / "pyproject.toml").read_text()
     assert "torch==" not in pyproject  # the library itself does not hard-pin torch
+
+
+def test_the_python_example_runs(tmp_path, monkeypatch):
+    """The README's "From Python" block, run as written (from the repository's folder, outputs redirected)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### From Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace('"out/py"', repr(str(tmp_path / "out"))).replace('".edgeopt-cache"',
+                                                                        repr(str(tmp_path / "cache")))
+    code = code.replace("Events(print)", "Events(seen.append)")
+    monkeypatch.chdir(REPO)
+    seen: list = []
+    namespace = {"seen": seen}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README's example
+    assert namespace["result"].report.summary.quantization.shipped == "int8"
+    assert any(event.kind == "started" and event.source == "quantize" for event in seen)
+    assert (tmp_path / "out" / "model.onnx").is_file() and any((tmp_path / "cache").iterdir())
