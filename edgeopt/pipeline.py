@@ -31,7 +31,9 @@ from edgeopt.formats.onnx import default_opset, load_onnx
 from edgeopt.fsutil import ensure_writable_dir, gzip_size, same_file
 from edgeopt.report.schema import Report, RunSummary
 from edgeopt.stages.common.cache import StageCache
-from edgeopt.stages.common.context import FINAL_MODEL, STAGE_FILES, Stage, StageContext, StageModel
+from edgeopt.stages.common.context import (
+    FINAL_MODEL, STAGE_FILES, Stage, StageContext, StageModel, graph_input_shapes,
+)
 from edgeopt.stages.device import DeviceStage
 from edgeopt.stages.export.step import ExportStage
 from edgeopt.stages.load import LoadStage
@@ -231,8 +233,7 @@ def _summary(current: onnx.ModelProto, final: ModelArtifact, final_files: list[P
         from edgeopt.analysis.summary import summarize_graph
 
         # counted at the run's resolved input shapes, never at a silent 1 for symbolic dims
-        graph = summarize_graph(current, input_shapes={s.name: [int(d) for d in s.shape]
-                                                       for s in context.reference.specs})
+        graph = summarize_graph(current, input_shapes=graph_input_shapes(current, context.reference.specs))
         summary.update(parameter_count=graph.parameter_count, macs_total=graph.macs_total,
                        inputs=graph.inputs, outputs=graph.outputs)
     except EdgeoptError as exc:

@@ -65,3 +65,23 @@ def test_cached_stages_are_not_run_again_and_give_the_same_model(tmp_path):
     third_cache = StageCache(tmp_path / "cache")
     convert(_config(tmp_path / "c", min_cosine=0.95), cache=third_cache)
     assert third_cache.hits == ["simplify"]
+
+
+def test_a_parity_checked_stage_is_not_served_from_the_cache_under_other_tolerances(tmp_path, conv_onnx):
+    """opset and simplify keep a graph only if it passes parity: the tolerances are part of their key."""
+    import onnx as onnx_lib
+
+    from conftest import conv_classifier
+    from edgeopt.config.settings import ParityConfig
+
+    old = tmp_path / "old.onnx"
+    onnx_lib.save(conv_classifier(opset=11), str(old))
+    config = ConvertConfig(source=str(old), output_dir=str(tmp_path / "a"), targets=["rpi4b"])
+    convert(config, cache=StageCache(tmp_path / "cache"))
+    same = StageCache(tmp_path / "cache")
+    convert(config.model_copy(update={"output_dir": str(tmp_path / "b")}), cache=same)
+    assert same.hits == ["opset", "simplify"]
+    stricter = StageCache(tmp_path / "cache")
+    convert(config.model_copy(update={"output_dir": str(tmp_path / "c"), "parity": ParityConfig(atol=1e-6)}),
+            cache=stricter)
+    assert stricter.hits == []

@@ -424,13 +424,14 @@ def _probe_shapes(model: onnx.ModelProto, input_dims: Mapping[str, tuple[int, ..
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+        # tensors only: a sequence or map output has no shape to learn
+        wanted = [o.name for o in session.get_outputs() if o.name in set(names) and o.type.startswith("tensor(")]
         values = session.run(wanted, feeds)
+        return {name: TensorInfo(name, tuple(int(d) for d in value.shape), value.dtype.name)
+                for name, value in zip(wanted, values) if isinstance(value, np.ndarray)}
     except Exception as exc:  # noqa: BLE001 - any failure just leaves the shapes unknown
         log.debug("shape probe failed: %s", exc)
         return {}
-    return {name: TensorInfo(name, tuple(int(d) for d in np.shape(value)), np.asarray(value).dtype.name)
-            for name, value in zip(wanted, values)}
 
 
 def resolve_shapes(

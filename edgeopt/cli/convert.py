@@ -99,8 +99,9 @@ def _merged(base: dict[str, Any], partial: dict[str, Any], flags: dict[str, str]
                          f"(add {creator} or {table})")
                 continue
             merged[key] = {**(merged.get(key) or {}), **value}
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict) and \
-                isinstance(ConvertConfig.model_fields[key].annotation, type):
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "input_shapes":
+            # a section (quantize, parity) or a table (fills, dims, state_pairs, input_dtypes): the flags add to
+            # the file's entries; given shapes replace the file's (an unnamed one cannot sit beside named ones)
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgeopt.data.specs import Fill, InputSpec, format_shape, is_batch_axis, numpy_dtype
+from edgeopt.data.specs import Fill, InputSpec, batch_axis_of, format_shape, numpy_dtype
 from edgeopt.errors import InputError
 
 Layout = Literal["batch", "samples"]
@@ -38,11 +38,13 @@ class FilledInput:
     fill: Fill
     shape: tuple[int, ...]
     dtype: str
-    follows_batch: bool
+    batch_axis: int | None  # the axis that follows the feed's batch size (None: the shape as resolved)
     reason: str  # "--fill", "default: zeros for a float input the data lacks"
 
     def materialise(self, batch: int | None) -> np.ndarray:
-        shape = (batch, *self.shape[1:]) if self.follows_batch and batch is not None and self.shape else self.shape
+        shape = self.shape
+        if self.batch_axis is not None and batch is not None and shape:
+            shape = (*shape[:self.batch_axis], batch, *shape[self.batch_axis + 1:])
         return np.full(shape, self.fill.value, dtype=numpy_dtype(self.dtype))
 
 
@@ -137,6 +139,12 @@ class Dataset:
                                    fills={**self.fills, **fills})
 
     # -- feeding ---------------------------------------------------------------------------
+
+    @property
+    def samples_per_run(self) -> int | None:
+        """How many samples each model run takes when the model fixes it (None: the batch axis is free).
+        Only the inputs the data holds decide: a fill follows the feed."""
+        return _samples_per_run(self.arrays, self.input_specs)
 
     def effective_batch_size(self, batch_size: int) -> int:
         """Samples per model run: ``batch_size`` unless the model fixes it (see module doc)."""
@@ -255,12 +263,15 @@ def content_sha256(arrays: dict[str, np.ndarray], labels: np.ndarray | None = No
     for key in sorted(fills or {}):
         filled = fills[key]
         digest.update(json.dumps(["fill", key, repr(filled.fill.value), list(filled.shape), filled.dtype,
-                                  filled.follows_batch]).encode())
+                                  filled.batch_axis]).encode())
     return digest.hexdigest()
 
 
-def fill_for(spec: InputSpec, shape: tuple[int, ...], fill: Fill, reason: str) -> FilledInput:
-    return FilledInput(fill, tuple(shape), spec.dtype, follows_batch=is_batch_axis(spec), reason=reason)
+def fill_for(spec: InputSpec, shape: tuple[int, ...], fill: Fill, reason: str,
+             peers: Sequence[InputSpec] = ()) -> FilledInput:
+    """``spec`` (as declared) filled at ``shape``, its batch axis following the feed's (``peers``: the other
+    inputs, whose batch axis name a state input may share)."""
+    return FilledInput(fill, tuple(shape), spec.dtype, batch_axis=batch_axis_of(spec, list(peers)), reason=reason)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -247,12 +247,12 @@ def _metadata_dims(metadata: Mapping[str, str]) -> dict[str, object]:
     found: dict[str, object] = {}
     for key, value in metadata.items():
         text = str(value).strip()
-        if text.isdigit() and int(text) > 0:
-            found[key] = int(text)
-        elif key == "imgsz":
+        if key == "imgsz":  # "640", "[640, 640]": (height, width)
             numbers = [int(n) for n in re.findall(r"\d+", text)]
             if len(numbers) in (1, 2) and all(n > 0 for n in numbers):
                 found["imgsz"] = (numbers[0], numbers[-1])
+        elif text.isdigit() and int(text) > 0:
+            found[key] = int(text)
     return found
 
 
@@ -264,6 +264,9 @@ def fill_plan(declared: Sequence[InputSpec], resolved: ResolvedInputs, datasets:
     names = [s.name for s in declared]
     for unknown in [n for n in fills if n not in names]:
         raise InputError(f"--fill names unknown input {unknown!r}", f"the model's inputs are: {', '.join(names)}")
+    for spec in declared:
+        if spec.name in fills:
+            _check_fill(spec, fills[spec.name])
     present = [d for d in datasets if d is not None]
     chosen: dict[str, tuple[Fill, str]] = {}
     warnings: list[str] = []
@@ -276,13 +279,36 @@ def fill_plan(declared: Sequence[InputSpec], resolved: ResolvedInputs, datasets:
             continue
         if spec.is_integer:
             raise InputError(
-                f"input {spec.name!r} ({spec.dtype}) is not in the data ({lacking[0].source.split(' [')[0]}), and "
+                f"input {spec.name!r} ({spec.dtype}) is not in the data ({_data_label(lacking[0])[5:]}), and "
                 "integer inputs are never given random values (token ids, sample rates and indices select code paths)",
                 f"add {spec.name!r} to the data, or give its value: --fill {spec.name}=VALUE")
         chosen[spec.name] = (Fill(0, "zeros"), "default: zeros for a float input the data lacks")
         warnings.append(f"input {spec.name!r} is not in the data: fed zeros (recurrent state?); "
                         f"--fill {spec.name}=VALUE sets another value")
     return chosen, warnings
+
+
+def _check_fill(spec: InputSpec, fill: Fill) -> None:
+    """A fill must be a value of the input's dtype: whole numbers in range for integers, 0 or 1 for bools."""
+    import numpy as np
+
+    from edgeopt.data.specs import numpy_dtype
+
+    value = fill.value
+    if spec.dtype == "bool":
+        if value not in (0, 1):
+            raise InputError(f"--fill {spec.name}={fill.text}: {spec.name!r} is bool", "give 0, 1, zeros or ones")
+        return
+    if not spec.is_integer:
+        return
+    if not float(value).is_integer():
+        raise InputError(f"--fill {spec.name}={fill.text}: {spec.name!r} is {spec.dtype} and takes whole numbers",
+                         f"e.g. --fill {spec.name}={int(value)}")
+    info = np.iinfo(numpy_dtype(spec.dtype))
+    if not info.min <= int(value) <= info.max:
+        raise InputError(f"--fill {spec.name}={fill.text}: outside the range of {spec.dtype} "
+                         f"({info.min} to {info.max})",
+                         f"give a value that fits {spec.dtype}")
 
 
 def metadata_dict(model_metadata: Sequence[tuple[str, str]]) -> dict[str, str]:

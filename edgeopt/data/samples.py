@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeopt.data.dataset import Dataset, fill_for
 from edgeopt.data.resolve import ResolvedInputs
-from edgeopt.data.specs import Fill, InputSpec, is_batch_axis, numpy_dtype
+from edgeopt.data.specs import Fill, InputSpec, batch_axis_of, is_batch_axis, numpy_dtype
 from edgeopt.errors import InputError
 
 RANDOM_SOURCE = "random (no calibration data)"
@@ -68,7 +68,8 @@ class InputPlan:
         """``dataset`` with this plan's fills for the inputs it lacks."""
         by_name = {s.name: s for s in self.resolved.declared}
         shapes = {s.name: tuple(int(d) for d in s.shape) for s in self.resolved.specs}
-        extra = {name: fill_for(by_name[name], shapes[name], fill, why) for name, (fill, why) in self.fills.items()
+        extra = {name: fill_for(by_name[name], shapes[name], fill, why, self.resolved.declared)
+                 for name, (fill, why) in self.fills.items()
                  if name not in dataset.arrays}
         return dataset.with_fills(extra) if extra else dataset
 
@@ -79,8 +80,9 @@ class InputPlan:
         feeds: dict[str, np.ndarray] = {}
         for spec in self.resolved.specs:
             shape = tuple(int(d) for d in spec.shape)
-            if batch is not None and shape and is_batch_axis(declared[spec.name]):
-                shape = (batch, *shape[1:])
+            axis = batch_axis_of(declared[spec.name], self.resolved.declared)
+            if batch is not None and shape and axis is not None:
+                shape = (*shape[:axis], batch, *shape[axis + 1:])
             dtype = numpy_dtype(spec.dtype)
             if spec.name in self.fills:
                 feeds[spec.name] = np.full(shape, self.fills[spec.name][0].value, dtype=dtype)

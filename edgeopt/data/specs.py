@@ -101,6 +101,15 @@ def is_batch_axis(spec: InputSpec, axis: int = 0) -> bool:
     return name == UNNAMED or not _NOT_A_BATCH.search(name)
 
 
+def batch_axis_of(spec: InputSpec, peers: list[InputSpec] | tuple[InputSpec, ...] = ()) -> int | None:
+    """Where ``spec`` counts samples: axis 0 when it is a batch axis, else the axis that shares the name of
+    another input's batch axis (recurrent state ``[layers, batch, hidden]`` beside ``x[batch, ...]``)."""
+    if is_batch_axis(spec):
+        return 0
+    names = {str(p.shape[0]) for p in peers if is_batch_axis(p) and p.shape[0] != UNNAMED}
+    return next((axis for axis, dim in enumerate(spec.shape) if isinstance(dim, str) and dim in names), None)
+
+
 # ---------------------------------------------------------------------------------------------
 # Flags
 
@@ -112,7 +121,9 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str | None, tuple[int, .
     0-d input. The key None means "the only input"."""
     shapes: dict[str | None, tuple[int, ...]] = {}
     for raw in specs or []:
-        text = raw.strip().replace("X", "x").replace(",", "x")
+        name_part, sep, dims_part = raw.strip().rpartition("=")
+        # only the dims are normalised ("1X3,224" -> "1x3x224"): an input may well be called "X"
+        text = name_part + sep + dims_part.replace("X", "x").replace(",", "x")
         match = _SHAPE_RE.match(text)
         if not match:
             raise InputError(

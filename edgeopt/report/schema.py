@@ -95,8 +95,14 @@ class Report(BaseModel):
 
 def upgrade(raw: dict[str, Any]) -> dict[str, Any]:
     """A report document of any readable version as the current version (1 -> 2: same JSON, typed)."""
-    if raw.get("schema_version") == 1:
-        return {**raw, "schema_version": 2}
+    if raw.get("schema_version") != 1:
+        return raw
+    raw = {**raw, "schema_version": 2}
+    summary = raw.get("summary")
+    device = summary.get("device") if isinstance(summary, dict) else None
+    if isinstance(device, dict) and not device.get("target"):  # early version-1 reports had no device target
+        targets = (raw.get("config") or {}).get("targets") or []
+        raw["summary"] = {**summary, "device": {**device, "target": targets[0] if targets else None}}
     return raw
 
 

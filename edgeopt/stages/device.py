@@ -21,11 +21,11 @@ class DeviceSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str
-    target: str
-    threads: int
+    target: str | None = None  # None only in reports of early versions (report.schema.upgrade fills it)
+    threads: int = 1
     p50_ms: float
-    p90_ms: float
-    peak_rss_increase_bytes: int
+    p90_ms: float | None = None
+    peak_rss_increase_bytes: int | None = None
     device: dict[str, Any] = {}  # cpu_model, board, machine, cpu_count as the device reported them
     float_p50_ms: float | None = None  # the float baseline, when int8 shipped
     ratio_to_float: float | None = None

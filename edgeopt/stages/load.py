@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import (
-    Dataset, ImagePreprocessing, InputPlan, InputSpec, apply_user_shapes, fill_plan, load_dataset, metadata_dict,
+    Dataset, ImagePreprocessing, InputPlan, InputSpec, apply_user_shapes, check_state_pairs, fill_plan, load_dataset,
+    metadata_dict,
     parse_dims, parse_fills, parse_state_pairs, resolve_inputs,
 )
 from edgeopt.errors import InputError
@@ -54,6 +55,8 @@ def _load_onnx(context: StageContext) -> StageModel:
         runner = open_runner(model.SerializeToString() if freed else _runtime_source(loaded), label=str(path))
         plan = plan_inputs(context, declared_input_specs(model),
                            metadata_dict([(p.key, p.value) for p in model.metadata_props]), record)
+        if plan.state_pairs:
+            check_state_pairs(plan.state_pairs, plan.specs, [o.name for o in model.graph.output])
         reference = Reference(plan, lambda feeds: list(runner.run(cast_feeds(feeds, runner)).values()))
         reference.sample(context.config.parity.seed, None)  # the source must run on these inputs
         context.reference = reference
@@ -92,6 +95,8 @@ def _load_torch(context: StageContext) -> None:
         context.facts["torch_specs"] = specs
         _feeds, outputs = reference.sample(config.parity.seed, None)
         output_names = output_names_from(list(zip(output_keys, outputs)))
+        if plan.state_pairs:
+            check_state_pairs(plan.state_pairs, plan.specs, output_names or [])
         context.facts["output_names"] = output_names
         context.facts["output_count"] = len(outputs)
         record.details.update({"kind": source.description, "inputs": [s.describe() for s in specs],

@@ -22,7 +22,7 @@ class OpsetStage:
         return context.source_format is ModelFormat.ONNX
 
     def cache_key(self, context: StageContext) -> dict:
-        return {"opset": context.config.opset}
+        return {"opset": context.config.opset, **context.parity_key()}
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         target = _wanted(model, context)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.stages.common.context import StageContext, StageModel
+from edgeopt.stages.common.context import StageContext, StageModel, graph_input_shapes
 
 
 class TargetVerdict(BaseModel):
@@ -40,7 +40,7 @@ class ProfileStage:
         from edgeopt.targets import host_cpu_of, load_target
 
         with context.stage("profile", "Profiling for targets") as record:
-            shapes = {s.name: [int(d) for d in s.shape] for s in context.reference.specs}
+            shapes = graph_input_shapes(model.proto, context.reference.specs)
             verdicts: dict[str, TargetVerdict] = {}
             for name in context.config.targets:
                 target = load_target(name, context.targets_dir())

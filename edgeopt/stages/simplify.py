@@ -18,9 +18,8 @@ class SimplifyStage:
     def cache_key(self, context: StageContext) -> dict:
         from importlib import metadata
 
-        parity = context.config.parity.model_dump(mode="json")  # the graph is kept only if it passes parity
-        return {"onnxslim": metadata.version("onnxslim"), "parity": parity,
-                "reference": [s.describe() for s in context.reference.specs]}
+        # the simplified graph is kept only if it passes parity
+        return {"onnxslim": metadata.version("onnxslim"), **context.parity_key()}
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         with context.stage("simplify", "Simplifying graph") as record:

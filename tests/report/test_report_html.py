@@ -554,3 +554,15 @@ def test_a_version_1_report_still_loads_in_gate_and_report(cli, digits_run, tmp_
     assert gated.code == 0, gated.stdout + gated.stderr
     checks = {c["metric"]: c for c in json.loads(gated.stdout)["checks"]}
     assert checks["latency_ms"]["source"] == "estimate for rpi4b"  # read from the version-1 report's summary
+
+
+def test_an_early_version_1_report_without_a_device_target_loads(digits_run):
+    """Reports of the first --ssh sessions wrote summary.device without "target": the first target stands in."""
+    from edgeopt.report.schema import report_from_json
+
+    old = json.loads(digits_run.read_text())
+    old["schema_version"] = 1
+    old["summary"]["device"] = {"host": "pi@board", "threads": 1, "p50_ms": 1.5, "p90_ms": 2.0,
+                                "peak_rss_increase_bytes": 1000, "device": {}}
+    report = report_from_json(old, "old report")
+    assert report.summary.device.target == old["config"]["targets"][0] and report.summary.device.p50_ms == 1.5

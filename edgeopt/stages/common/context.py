@@ -118,6 +118,13 @@ class StageContext:
                 return record.outputs[-1]
         return self.source
 
+    def parity_key(self) -> dict[str, Any]:
+        """What a parity-checked stage's result depends on besides its input graph and own settings (its
+        cache key): the tolerances and the sample inputs the reference is run on."""
+        return {"parity": self.config.parity.model_dump(mode="json"),
+                "plan": self.plan.summary() if self.plan else None,
+                "reference": [s.describe() for s in self.reference.specs] if self.reference else None}
+
     @contextlib.contextmanager
     def stage(self, name: str, description: str) -> Iterator[StageRecord]:
         """The stage's record in the report, timed, announced and closed as events."""
@@ -209,6 +216,12 @@ class StageContext:
             used.append(batch if batch is not None else (base or 1))
         return parity_check(str(model_path.name), "source", samples, runner.output_names(), self.tolerance,
                             sorted(set(used)))
+
+
+def graph_input_shapes(model: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, list[int]]:
+    """The resolved shapes of the inputs ``model`` still has (onnxslim drops inputs nothing reads)."""
+    present = {value.name for value in model.graph.input}
+    return {s.name: [int(d) for d in s.shape] for s in specs if s.name in present}
 
 
 class Stage(Protocol):

@@ -40,6 +40,8 @@ def onnx_figures(step: str, model: onnx.ModelProto, targets: Sequence[Any] = (),
     from edgeopt.analysis.summary import summarize_graph
     from edgeopt.targets import host_cpu_of
 
+    present = {value.name for value in model.graph.input}  # simplification may drop unused inputs
+    input_shapes = {name: dims for name, dims in (input_shapes or {}).items() if name in present}
     summary = summarize_graph(model, input_shapes)
     estimates: dict[str, float | None] = {}
     for target in targets:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import onnx
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.stages.common.context import StageContext, StageModel
@@ -65,7 +64,9 @@ class QuantizeStage:
                               "min_top1": settings.min_top1, "force_int8": settings.force_int8,
                               "speed_fallback": settings.speed_fallback}
             state_pairs = context.plan.state_pairs if context.plan is not None else {}
-            batch = 1 if state_pairs else _calibration_batch_size(current)  # a stream runs one call at a time
+            # a stream runs one call at a time; else batches of 16 where the data's batch axis is free
+            fixed = (calibration or evaluation).samples_per_run
+            batch = 1 if state_pairs else (fixed if fixed is not None else _FREE_BATCH)
             calib_batches = list(calibration.batches(batch)) if calibration is not None else None
             if calib_batches and state_pairs:
                 # Calibrate on the states the float model itself carries from call to call.
@@ -75,7 +76,7 @@ class QuantizeStage:
                 calib_batches = [fed for fed, _ in run_stream(runner.run, calib_batches, state_pairs)]
             # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
             # quantization picks its scales per batch, so batch 16 would flatter it.
-            deploy_batch = batch if batch != _FREE_BATCH else 1
+            deploy_batch = 1 if state_pairs or fixed is None else fixed
             eval_batches = list(evaluation.batches(deploy_batch))
             timing = eval_batches[0]
             data_details["eval"]["batch_size"] = deploy_batch
@@ -125,15 +126,3 @@ class QuantizeStage:
             float_nodes=chosen.get("float_nodes") if chosen else [],
             float_for_speed=sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
                                     for n in t["nodes"]}))}
-
-
-def _calibration_batch_size(model: onnx.ModelProto) -> int:
-    """Batches of 16 where the batch axis is free; otherwise the fixed batch size."""
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-            return int(dims[0].dim_value)
-    return _FREE_BATCH
