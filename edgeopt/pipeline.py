@@ -12,6 +12,7 @@ are written into a hidden work folder inside OUT and renamed into place only whe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -32,7 +33,7 @@ from edgeopt.fsutil import ensure_writable_dir, gzip_size, same_file
 from edgeopt.report.schema import Report, RunSummary
 from edgeopt.stages.common.cache import StageCache
 from edgeopt.stages.common.context import (
-    FINAL_MODEL, STAGE_FILES, Stage, StageContext, StageModel, graph_input_shapes,
+    FINAL_MODEL, STAGE_FILES, Stage, StageContext, StageModel, graph_input_shapes, measure_cost,
 )
 from edgeopt.stages.device import DeviceStage
 from edgeopt.stages.export.step import ExportStage
@@ -84,6 +85,7 @@ def convert(config: ConvertConfig, events: Events | None = None, command: list[s
     _check_targets(config)
     source, fmt, source_path = _identify_source(config)
     report.source = source
+    created = not out_dir.exists()
     ensure_writable_dir(out_dir)
     _refuse_overwriting_inputs(config, out_dir, source_path)
     work_dir = Path(tempfile.mkdtemp(prefix=".edgeopt-run-", dir=out_dir))
@@ -101,6 +103,9 @@ def convert(config: ConvertConfig, events: Events | None = None, command: list[s
                 f"intermediate files kept in {work_dir}"
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
+            if created:  # a failed run leaves no empty output folder behind (rmdir: only when empty)
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
         raise
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
@@ -121,10 +126,10 @@ def _run_stage(stage: Stage, model: StageModel | None, context: StageContext, ca
         events.started(f"{stage.name} (cached)")
         record.outputs = []
         context.records.append(record)
+        with measure_cost(record):  # this run's cost of the hit, not the cost recorded when it was cached
+            result = model if proto is None else StageModel(proto, context.save(record, stage.name, proto))
         events.finished(record.status)
-        if proto is None:
-            return model
-        return StageModel(proto, context.save(record, stage.name, proto))
+        return result
     count = len(context.records)
     result = stage.run(model, context)
     if len(context.records) > count:  # the stage ran (it may also decide there was nothing to do)

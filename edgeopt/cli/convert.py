@@ -165,7 +165,7 @@ def _render(result: Any) -> None:
     report = result.report
     console = out_console()
     table = Table(title=f"edgeopt convert: {report.source.path if report.source else ''}", title_justify="left")
-    for column in ("stage", "status", "output", "size", "parity (max |diff|, min cosine)", "time"):
+    for column in ("stage", "status", "output", "size", "parity (max |diff|, min cosine)", "time", "peak RSS"):
         table.add_column(column)
     for stage in report.stages:
         output = stage.outputs[-1] if stage.outputs else None
@@ -175,7 +175,8 @@ def _render(result: Any) -> None:
             cosines = [o.cosine for o in outputs if o.cosine is not None]
             parity = f"{max(o.max_abs_diff for o in outputs):.2e}, " + (f"{min(cosines):.6f}" if cosines else "exact")
         table.add_row(stage.name, stage.status, Path(output.path).name if output else "-",
-                      format_bytes(output.size_bytes) if output else "-", parity, f"{stage.duration_s:.2f}s")
+                      format_bytes(output.size_bytes) if output else "-", parity, f"{stage.duration_s:.2f}s",
+                      format_bytes(stage.peak_rss_bytes))
     console.print(table)
     summary = report.summary
     load = report.stage("load")
@@ -219,8 +220,16 @@ def _render(result: Any) -> None:
         latency = f", {quant.latency_ratio:.2f}x float latency{on}" if quant.latency_ratio else ""
         for_speed = f" ({len(quant.float_for_speed)} for speed)" if quant.float_for_speed else ""
         kept = f", {len(quant.float_nodes)} node(s) kept in float{for_speed}" if quant.float_nodes else ""
-        console.print(f"int8: {quant.recipe} (worst output cosine {quant.worst_cosine:.4f}{accuracy}{latency}, "
+        judged = quant.decided_by or (f"worst output cosine {quant.worst_cosine:.4f}"
+                                      if quant.worst_cosine is not None else "fidelity not recorded")
+        console.print(f"int8: {quant.recipe} ({judged}{accuracy}{latency}, "
                       f"{quant.size_ratio:.2f}x size{kept})")
     elif report.stage("quantize") is not None:
         console.print(f"shipped the float model: {str(quant.reason).removeprefix('kept the float model: ')}")
+    quantize = report.stage("quantize")
+    memory = (quantize.details.get("memory") or {}) if quantize else {}
+    if memory.get("estimate"):
+        console.print(f"quantize memory: expected ~{format_bytes(memory['estimate']['expected_peak_bytes'])} at "
+                      f"calibration batch {memory['calibration_batch']}, measured peak "
+                      f"{format_bytes(quantize.peak_rss_bytes)}")
     console.print(f"report: {result.report_path}")

@@ -45,6 +45,24 @@ def _pairs(values: list[str]) -> dict[str, str]:
     return parse_state_pairs(values)
 
 
+def _metrics(values: list[str]) -> dict[str, str]:
+    from edgeopt.config.metric_spec import parse_metric_flags
+
+    return parse_metric_flags(values)
+
+
+class Bytes(int):
+    """A size in bytes, written as a number of bytes or with a unit ("4 GiB", exactly: units.parse_bytes).
+    Not a plain int, so that its flag takes text (cli/flags.py gives other types a str option)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.with_info_before_validator_function(
+            lambda value, info: _whole_limit(value, info.field_name or "size", "size"), core_schema.int_schema())
+
+
 class ParityConfig(BaseModel):
     """How every produced float graph is held to its source."""
 
@@ -77,6 +95,16 @@ class QuantizeConfig(BaseModel):
         = None
     max_calib_samples: Annotated[int | None, Cli(("--max-calib-samples",), "Use at most N samples.")] = \
         Field(None, ge=1)
+    # memory against speed: activations of this many samples are alive at once per session
+    calib_batch: Annotated[int, Cli(("--calib-batch",), "Samples per onnxruntime run in calibration and the other "
+                                    "passes over the calibration data (fewer: less memory, slower). A batch axis the "
+                                    "model fixes wins; recurrent state pairs run one sample at a time.")] = \
+        Field(16, ge=1)
+    # None: 70% of MemAvailable when the quantize stage starts
+    max_memory: Annotated[Bytes | None, Cli(("--max-memory",), "Memory the quantize stage may expect to use, e.g. "
+                                            "\"4 GiB\": a smaller --calib-batch is chosen to fit, or the run is "
+                                            "refused before quantizing. Default: 70% of the memory available.")] \
+        = None
     allow_random_calibration: Annotated[bool, Cli(("--allow-random-calibration",), "Calibrate on random inputs "
                                                   "(smoke tests only; warns).", switch=True)] = False
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
@@ -84,6 +112,11 @@ class QuantizeConfig(BaseModel):
         Field(0.99, ge=-1, le=1)
     min_top1: Annotated[float | None, Cli(("--min-top1",), "Also require this top-1 agreement on classifier-like "
                                                           "outputs.")] = Field(None, ge=0, le=1)
+    metrics: Annotated[dict[str, str], Cli(
+        ("--metric",), "Task metric judging int8 fidelity: [OUTPUT=]METRIC[[PARAM]][@FLOOR], METRIC one of top1, "
+                       "accuracy, cosine, retrieval, iou, detection, sequence, sqnr, exact, or a hook pkg.mod:fn "
+                       "(repeatable; default: chosen per output from its shape, printed with the reason).",
+        parse=_metrics, repeat=True)] = {}
     force_int8: Annotated[bool, Cli(("--force-int8",), "Ship int8 even when it is not faster on host.",
                                     switch=True)] = False
     # Where latency is measured (host, --ssh): keep the layers whose int8 kernels are slower in float.
@@ -103,6 +136,17 @@ class QuantizeConfig(BaseModel):
         = None
     threads: Annotated[int, Cli(("--threads",), "Threads for latency measurement (host and --ssh).",
                                 also=(("device", "threads"),))] = Field(1, ge=1)
+
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_specs(cls, value: dict[str, str]) -> dict[str, str]:
+        """Checked where they are written (flag or edgeopt.toml), not after quantizing."""
+        from edgeopt.config.metric_spec import ALL_OUTPUTS, parse_metric_spec
+
+        for output, text in value.items():
+            parse_metric_spec(text if output == ALL_OUTPUTS else f"{output}={text}")
+        return value
 
 
 class DeviceConfig(BaseModel):

@@ -12,6 +12,7 @@ from edgeopt.data.resolve import (
     resolve_inputs,
 )
 from edgeopt.data.samples import RANDOM_SOURCE, InputPlan, random_inputs
+from edgeopt.data.sources import ArraySource
 from edgeopt.data.specs import (
     Dim,
     Fill,
@@ -29,7 +30,7 @@ from edgeopt.data.specs import (
 from edgeopt.data.streams import check_state_pairs, run_stream
 
 __all__ = [
-    "Dataset", "FilledInput", "content_sha256", "ImagePreprocessing", "LABELS_KEY", "load_dataset",
+    "ArraySource", "Dataset", "FilledInput", "content_sha256", "ImagePreprocessing", "LABELS_KEY", "load_dataset",
     "ResolvedInputs", "apply_user_shapes", "fill_plan", "metadata_dict", "resolve_inputs", "RANDOM_SOURCE",
     "InputPlan", "random_inputs", "Dim", "Fill", "InputSpec", "declared_dim", "format_shape", "is_batch_axis",
     "is_symbolic", "parse_dims", "parse_fills", "parse_input_dtypes", "parse_input_shapes", "parse_state_pairs",

@@ -12,6 +12,11 @@ Each input's array has samples along axis 0, in one of two layouts (``layout_of`
 
 Inputs the data lacks may have a ``Fill`` (zeros, ones, a number): it is materialised per feed at the
 resolved shape, following the feed's batch size where its axis 0 is a batch axis.
+
+The arrays are sources (data.sources), not arrays in memory: a file's rows are read when a feed needs
+them, so feeding a calibration set of any size holds about one batch. Everything that looks at all
+the data (the content hash, value statistics) makes one streaming pass; ``take`` and ``split`` select
+rows without reading them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Literal
 
 import numpy as np
 
+from edgeopt.data.sources import ArraySource, MemorySource, RowsSource, Scratch, frozen, row_chunks
 from edgeopt.data.specs import Fill, InputSpec, batch_axis_of, format_shape, numpy_dtype
+from edgeopt.data.values import StatsAccumulator, ValueStats
 from edgeopt.errors import InputError
 
 Layout = Literal["batch", "samples"]
@@ -53,22 +60,32 @@ class Dataset:
     """Model inputs with samples along axis 0, optional labels, fills for absent inputs, a content hash.
 
     Build one with ``load_dataset``, ``random_dataset`` or ``Dataset.from_arrays`` (which computes
-    ``count`` and ``sha256`` and makes the arrays read-only so the hash stays true). ``input_specs``
+    ``count`` and ``sha256`` and makes the arrays read-only so the hash stays true). ``arrays`` holds
+    one ``ArraySource`` per input (``np.asarray`` reads one whole; feeds read rows). ``input_specs``
     (the model's inputs) tells ``batches`` how to feed each array; without it every array is treated
     as having a free batch axis. Equality is identity: compare ``sha256`` to compare contents.
+    ``close()`` removes the temporary files of the data it was read from (also done at exit); the
+    datasets derived from it (take, split, with_fills) share them.
     """
 
-    arrays: dict[str, np.ndarray] = field(repr=False)
+    arrays: dict[str, ArraySource] = field(repr=False)
     labels: np.ndarray | None = field(repr=False)
     count: int
     sha256: str
     source: str
     input_specs: tuple[InputSpec, ...] = field(default=(), repr=False)
     fills: Mapping[str, FilledInput] = field(default_factory=dict, repr=False)
+    # the hash of the arrays and labels before the fills: with_fills adds fills without a pass over the data
+    content: ContentHash | None = field(default=None, repr=False)
+    stats: dict[str, ValueStats | None] = field(default_factory=dict, repr=False)  # value_stats, cached
+    scratch: tuple[Scratch, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.arrays or self.count < 1:
             raise ValueError("a Dataset needs at least one input array and one sample")
+        if any(not isinstance(array, ArraySource) for array in self.arrays.values()):
+            object.__setattr__(self, "arrays", {name: array if isinstance(array, ArraySource)
+                                                else MemorySource(frozen(array)) for name, array in self.arrays.items()})
         for name, array in self.arrays.items():
             if array.ndim == 0 or array.shape[0] != self.count:
                 raise ValueError(f"array {name!r} has shape {array.shape}, expected {self.count} samples on axis 0")
@@ -78,23 +95,38 @@ class Dataset:
     @classmethod
     def from_arrays(
         cls,
-        arrays: dict[str, np.ndarray],
+        arrays: Mapping[str, np.ndarray | ArraySource],
         labels: np.ndarray | None = None,
         *,
         source: str,
         input_specs: Sequence[InputSpec] = (),
         fills: Mapping[str, FilledInput] | None = None,
+        scratch: Sequence[Scratch] = (),
     ) -> Dataset:
-        """Wrap already-checked arrays (samples on axis 0). Takes ownership: they become read-only."""
+        """Wrap already-checked arrays or sources (samples on axis 0), hashing them in one streaming pass.
+        Takes ownership of arrays: they become read-only."""
         if not arrays:
             raise ValueError("a Dataset needs at least one input array")
-        owned = {name: _frozen(array) for name, array in arrays.items()}
-        owned_labels = _frozen(labels) if labels is not None else None
+        owned = {name: array if isinstance(array, ArraySource) else MemorySource(frozen(array))
+                 for name, array in arrays.items()}
+        owned_labels = frozen(labels) if labels is not None else None
         first = next(iter(owned.values()))
         count = int(first.shape[0]) if first.ndim else 0
         fills = dict(fills or {})
-        return cls(owned, owned_labels, count, content_sha256(owned, owned_labels, fills), source,
-                   tuple(input_specs), fills)
+        content = ContentHash.of(owned, owned_labels)
+        return cls(owned, owned_labels, count, content.hexdigest(fills), source, tuple(input_specs), fills,
+                   content, {}, tuple(scratch))
+
+    def close(self) -> None:
+        """Remove the temporary files behind this dataset (and the datasets derived from it)."""
+        for scratch in self.scratch:
+            scratch.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- layouts ---------------------------------------------------------------------------
 
@@ -135,8 +167,21 @@ class Dataset:
         return tuple(array.shape[1:]) if self.layout_of(name) == "samples" else (1, *array.shape[1:])
 
     def with_fills(self, fills: Mapping[str, FilledInput]) -> Dataset:
-        return Dataset.from_arrays(dict(self.arrays), self.labels, source=self.source, input_specs=self.input_specs,
-                                   fills={**self.fills, **fills})
+        """The same data with more fills (the data is not read again: its hash is kept up to the fills)."""
+        merged = {**self.fills, **fills}
+        content = self.content or ContentHash.of(self.arrays, self.labels)
+        return Dataset(dict(self.arrays), self.labels, self.count, content.hexdigest(merged), self.source,
+                       self.input_specs, merged, content, self.stats, self.scratch)
+
+    def value_stats(self, name: str) -> ValueStats | None:
+        """Mean, spread and range of input ``name``'s values (one streaming pass, then cached)."""
+        if name not in self.stats:
+            accumulator = StatsAccumulator()
+            for chunk in row_chunks(self.arrays[name]):
+                accumulator.add(chunk)
+                del chunk
+            self.stats[name] = accumulator.result()
+        return self.stats[name]
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -155,7 +200,18 @@ class Dataset:
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds for the model, in sample order (see the module doc for how each layout is fed).
-        Feeds are read-only views; fills are materialised per feed."""
+        Feeds are read-only: fresh arrays read for this feed from files, views of in-memory arrays;
+        nothing here keeps a feed once it is handed out. Fills are materialised per feed."""
+        for start, stop, whole in self._spans(batch_size):
+            yield self._feed(start, stop, whole)
+
+    def labelled_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """``batches`` paired with the labels of the same samples (None without labels)."""
+        for start, stop, whole in self._spans(batch_size):
+            yield self._feed(start, stop, whole), None if self.labels is None else self.labels[start:stop]
+
+    def _spans(self, batch_size: int) -> Iterator[tuple[int, int, set[str]]]:
+        """(start, stop, inputs fed one whole sample at a time) per feed, after the checks."""
         missing = self.missing
         if missing:
             raise InputError(f"the data has no values for input {', '.join(repr(m) for m in missing)}",
@@ -169,22 +225,20 @@ class Dataset:
                 f"give at least {fixed} samples",
             )
         stop_at = self.count - self.count % step if fixed is not None and fixed > 1 else self.count
-        batched = [name for name in self.arrays if name not in whole]
         for start in range(0, stop_at, step):
-            stop = min(start + step, self.count)
-            feed = {name: array[start, ...] if name in whole else array[start:stop]
-                    for name, array in self.arrays.items()}
-            rows = feed[batched[0]].shape[0] if batched else None
-            for name, filled in self.fills.items():
-                feed[name] = filled.materialise(rows)
-            yield feed
+            yield start, min(start + step, self.count), whole
 
-    def labelled_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
-        """``batches`` paired with the labels of the same samples (None without labels)."""
-        step = self.effective_batch_size(batch_size)
-        for index, feeds in enumerate(self.batches(batch_size)):
-            labels = None if self.labels is None else self.labels[index * step:index * step + step]
-            yield feeds, labels
+    def _feed(self, start: int, stop: int, whole: set[str]) -> dict[str, np.ndarray]:
+        feed = {}
+        for name, array in self.arrays.items():
+            rows = array.read(start, start + 1)[0, ...] if name in whole else array.read(start, stop)
+            rows.flags.writeable = False
+            feed[name] = rows
+        batched = next((name for name in self.arrays if name not in whole), None)
+        rows = feed[batched].shape[0] if batched is not None else None
+        for name, filled in self.fills.items():
+            feed[name] = filled.materialise(rows)
+        return feed
 
     # -- subsets ---------------------------------------------------------------------------
 
@@ -224,9 +278,13 @@ class Dataset:
                 self._subset(held_index, f"{self.source} [{note}: {held_index.size} held out]"))
 
     def _subset(self, index: np.ndarray, source: str) -> Dataset:
+        """The rows at ``index``, selected without reading them (the new hash reads them, streaming)."""
+        index = np.where(index < 0, index + self.count, index).astype(np.intp)
         labels = self.labels[index] if self.labels is not None else None
-        return Dataset.from_arrays({name: array[index] for name, array in self.arrays.items()}, labels,
-                                   source=source, input_specs=self.input_specs, fills=self.fills)
+        arrays = {name: RowsSource(array.base, np.asarray(array.index)[index]) if isinstance(array, RowsSource)
+                  else RowsSource(array, index) for name, array in self.arrays.items()}
+        return Dataset.from_arrays(arrays, labels, source=source, input_specs=self.input_specs, fills=self.fills,
+                                   scratch=self.scratch)
 
     def summary(self) -> dict:
         """JSON-ready description for reports."""
@@ -242,29 +300,54 @@ class Dataset:
         }
 
 
-def content_sha256(arrays: dict[str, np.ndarray], labels: np.ndarray | None = None,
+class ContentHash:
+    """The content hash, fed one input at a time and each input chunk by chunk: sorted keys, then per
+    array its kind, key, dtype and shape (JSON) and its bytes (little-endian), then labels; ``hexdigest``
+    adds the fills to a copy. The value depends only on the content, not on the files it came from."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256(b"edgeopt-dataset-v1\0")
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, np.ndarray | ArraySource], labels: np.ndarray | None = None) -> ContentHash:
+        content = cls()
+        for key in sorted(arrays):
+            content.add("input", key, arrays[key])
+        if labels is not None:
+            content.add("labels", "", labels)
+        return content
+
+    def begin(self, kind: str, key: str, dtype: np.dtype, shape: Sequence[int]) -> None:
+        header = json.dumps([kind, key, np.dtype(dtype).newbyteorder("<").str, [int(d) for d in shape]]).encode()
+        self._digest.update(len(header).to_bytes(8, "little") + header)
+
+    def rows(self, chunk: np.ndarray) -> None:
+        data = np.ascontiguousarray(chunk, dtype=chunk.dtype.newbyteorder("<"))
+        self._digest.update(data.reshape(-1).view(np.uint8))
+
+    def add(self, kind: str, key: str, array: np.ndarray | ArraySource) -> None:
+        self.begin(kind, key, array.dtype, array.shape)
+        for chunk in row_chunks(array):
+            self.rows(chunk)
+            del chunk  # a loop variable would hold it while the next chunk is read
+
+    def hexdigest(self, fills: Mapping[str, FilledInput] | None = None) -> str:
+        digest = self._digest.copy()
+        for key in sorted(fills or {}):
+            filled = fills[key]
+            digest.update(json.dumps(["fill", key, repr(filled.fill.value), list(filled.shape), filled.dtype,
+                                      filled.batch_axis]).encode())
+        return digest.hexdigest()
+
+
+def content_sha256(arrays: Mapping[str, np.ndarray | ArraySource], labels: np.ndarray | None = None,
                    fills: Mapping[str, FilledInput] | None = None) -> str:
-    """Hash over sorted keys, dtypes, shapes and bytes (little-endian), then the labels and fills.
+    """Hash over sorted keys, dtypes, shapes and bytes (little-endian), then the labels and fills
+    (``ContentHash``; streaming, so sources are never read whole).
 
     It depends only on the content, not on the file layout it came from.
     """
-    digest = hashlib.sha256(b"edgeopt-dataset-v1\0")
-
-    def add(kind: str, key: str, array: np.ndarray) -> None:
-        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-        header = json.dumps([kind, key, data.dtype.str, list(data.shape)]).encode()
-        digest.update(len(header).to_bytes(8, "little") + header)
-        digest.update(data.reshape(-1).view(np.uint8))
-
-    for key in sorted(arrays):
-        add("input", key, arrays[key])
-    if labels is not None:
-        add("labels", "", labels)
-    for key in sorted(fills or {}):
-        filled = fills[key]
-        digest.update(json.dumps(["fill", key, repr(filled.fill.value), list(filled.shape), filled.dtype,
-                                  filled.batch_axis]).encode())
-    return digest.hexdigest()
+    return ContentHash.of(arrays, labels).hexdigest(fills)
 
 
 def fill_for(spec: InputSpec, shape: tuple[int, ...], fill: Fill, reason: str,
@@ -274,18 +357,12 @@ def fill_for(spec: InputSpec, shape: tuple[int, ...], fill: Fill, reason: str,
     return FilledInput(fill, tuple(shape), spec.dtype, batch_axis=batch_axis_of(spec, list(peers)), reason=reason)
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array)
-    array.flags.writeable = False
-    return array
-
-
-def whole_inputs(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> set[str]:
+def whole_inputs(arrays: Mapping[str, np.ndarray | ArraySource], specs: Sequence[InputSpec]) -> set[str]:
     """Inputs stored in the sample-axis layout (one whole model input per sample)."""
     return {spec.name for spec in specs if spec.name in arrays and arrays[spec.name].ndim == len(spec.shape) + 1}
 
 
-def _samples_per_run(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> int | None:
+def _samples_per_run(arrays: Mapping[str, np.ndarray | ArraySource], specs: Sequence[InputSpec]) -> int | None:
     """The number of samples each model run must take, or None when the batch axis is free."""
     fixed: set[int] = set()
     whole = whole_inputs(arrays, specs)

@@ -1,14 +1,18 @@
 """Image folders as model input: how decoded pixels become a sample (``ImagePreprocessing``),
-and whether a model input can take them."""
+whether a model input can take them, and the folder as a source of samples decoded per read
+(``ImageSource``: a batch costs its own images, never the folder's)."""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from edgeopt.data.sources import ArraySource, FileIdentity
 from edgeopt.data.specs import InputSpec, format_shape
 from edgeopt.errors import InputError
 
@@ -243,3 +247,50 @@ def check_image_input(spec: InputSpec, prep: ImagePreprocessing) -> None:
 
 def _fixed(dim: object) -> bool:
     return isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+
+
+class ImageSource(ArraySource):
+    """The images of a folder as samples (N x C x H x W, or N x H x W x C for NHWC), decoded with Pillow
+    and preprocessed when rows are read. A file that changes after its first decode is refused."""
+
+    def __init__(self, files: list[Path], preprocessing: ImagePreprocessing, folder: Path) -> None:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise InputError("reading image folders needs Pillow, which is not installed",
+                             "pip install pillow (or convert the images to an .npz)") from None
+        self.image, self.files, self.preprocessing, self.folder = Image, list(files), preprocessing, folder
+        self.identities: list[FileIdentity | None] = [None] * len(self.files)  # taken at the first decode
+        height, width = preprocessing.size
+        channels = preprocessing.channels
+        sample = (channels, height, width) if preprocessing.layout == "NCHW" else (height, width, channels)
+        self.shape, self.dtype = (len(self.files), *sample), np.dtype(np.float32)
+
+    def _decode(self, number: int) -> np.ndarray:
+        image_module, file, prep = self.image, self.files[number], self.preprocessing
+        height, width = prep.size
+        try:
+            identity = FileIdentity.of(os.stat(file))
+            if self.identities[number] is None:
+                self.identities[number] = identity
+            elif identity != self.identities[number]:
+                raise InputError(f"image {file.name} in {self.folder} changed on disk after it was read",
+                                 "keep the data files unchanged until the run ends, then run again")
+            with image_module.open(file) as image:
+                converted = image.convert("L" if prep.grayscale else "RGB")
+            if converted.size != (width, height):
+                converted = converted.resize((width, height), getattr(image_module, "Resampling", image_module).BILINEAR)
+            pixels = np.asarray(converted)
+        except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
+            raise InputError(f"cannot read image {file.name} in {self.folder} ({exc})",
+                             "remove or re-save the file") from None
+        return prep.apply(pixels)
+
+    def take(self, index) -> np.ndarray:
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        for row, number in enumerate(index):
+            out[row] = self._decode(int(number))
+        return out
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.take(range(start, stop))

@@ -9,7 +9,12 @@ Accepted sources:
 3. a folder of images (``.png .jpg .jpeg .bmp .ppm .pgm``) for a model with one image input,
    decoded with Pillow (optional dependency) and preprocessed per ``ImagePreprocessing``.
 
-Nothing is ever unpickled (``allow_pickle=False`` everywhere): an object array is refused.
+Nothing is ever unpickled: an object array is refused from its header (data.arrayfiles).
+
+Nothing is loaded whole either: files are opened as sources of rows (data.sources, data.arrayfiles,
+``images.ImageSource``) and checked from their headers (shapes, layouts, counts) and in one streaming
+pass (values, dtypes, the content hash, value statistics), so reading a calibration set costs a chunk
+of memory, not the set.
 
 How data axes map to the model's input axes (the layouts of ``dataset.py``)
 ---------------------------------------------------------------------------
@@ -24,22 +29,32 @@ time steps in data of its own rank: such a file is refused as ambiguous, with th
 
 from __future__ import annotations
 
-import zipfile
-import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from edgeopt.data.dataset import Dataset, whole_inputs
+from edgeopt.data.arrayfiles import open_npy, open_npz
+from edgeopt.data.dataset import ContentHash, Dataset, whole_inputs
 from edgeopt.data.images import (
     IMAGE_SUFFIXES,
     PREPROCESS_EXAMPLE,
     PREPROCESS_FLAG,
     ImagePreprocessing,
+    ImageSource,
     check_image_input,
 )
+from edgeopt.data.sources import (
+    ArraySource,
+    CastSource,
+    ConcatSource,
+    RowsSource,
+    Scratch,
+    frozen,
+    row_chunks,
+)
 from edgeopt.data.specs import InputSpec, format_shape, is_batch_axis
+from edgeopt.data.values import StatsAccumulator, ValueCheck, convert, target_dtype
 from edgeopt.errors import InputError
 
 LABELS_KEY = "labels"
@@ -75,13 +90,23 @@ def load_dataset(
     path = Path(path)
     if not path.exists():
         raise InputError(f"data path {path} does not exist", _ACCEPTED_FORMS)
+    scratch = Scratch()  # unpacked compressed members live here; removed on any refusal below
+    try:
+        return _load(path, specs, preprocessing, max_samples, require_labels, optional, scratch)
+    except BaseException:
+        scratch.close()
+        raise
+
+
+def _load(path: Path, specs: tuple[InputSpec, ...], preprocessing: ImagePreprocessing | None,
+          max_samples: int | None, require_labels: bool, optional: Collection[str], scratch: Scratch) -> Dataset:
     if path.is_dir():
-        arrays, labels, source = _load_folder(path, specs, preprocessing, max_samples, optional)
+        arrays, labels, source = _load_folder(path, specs, preprocessing, max_samples, optional, scratch)
     elif path.suffix.lower() == ".npz":
-        arrays, labels = _split_npz(path, _read_npz(path), specs, path.name, optional)
+        arrays, labels = _split_npz(path, open_npz(path, scratch), specs, path.name, optional)
         source = f"{path} (.npz)"
     elif path.suffix.lower() == ".npy":
-        arrays, labels = _load_npy_files([path], specs, max_samples)[0], None
+        arrays, labels = _load_npy_files([path], specs, max_samples, scratch)[0], None
         source = f"{path} (.npy)"
     else:
         raise InputError(f"data file {path.name} is not an .npz or .npy file", _ACCEPTED_FORMS)
@@ -108,14 +133,18 @@ def load_dataset(
             f"{path} has no labels, but labels are required here",
             f"add a '{LABELS_KEY}' array (one entry per sample) to the .npz",
         )
+    if labels is not None:
+        labels = np.asarray(labels)  # labels are small: one id per sample, kept in memory
     if max_samples is not None and count > max_samples:
-        arrays = {name: array[:max_samples].copy() for name, array in arrays.items()}
+        arrays = {name: RowsSource(array, range(max_samples)) for name, array in arrays.items()}
         labels = labels[:max_samples].copy() if labels is not None else None
         source = f"{source}, first {max_samples} of {count} samples"
-    arrays = {spec.name: _conform_values(spec, arrays[spec.name], path.name) for spec in present}
+        count = max_samples
+    arrays, content, stats = _conform_values(present, arrays, labels, path.name)
     _check_samples_per_run(arrays, present)
     _check_shared_dims(arrays, present)
-    return Dataset.from_arrays(arrays, labels, source=source, input_specs=specs)
+    return Dataset(arrays, frozen(labels) if labels is not None else None, count, content.hexdigest(), source,
+                   specs, {}, content, stats, (scratch,) if scratch.path is not None else ())
 
 
 # -- specs and shapes -----------------------------------------------------------------------------
@@ -129,20 +158,8 @@ def _check_specs(input_specs: Sequence[InputSpec]) -> tuple[InputSpec, ...]:
     if len(set(names)) != len(names):
         raise InputError(f"the model lists an input name twice ({', '.join(names)})", "re-export the model")
     for spec in specs:
-        _target_dtype(spec)
+        target_dtype(spec)
     return specs
-
-
-def _target_dtype(spec: InputSpec) -> np.dtype:
-    name = "float32" if spec.dtype == "bfloat16" else spec.dtype  # numpy has no bfloat16
-    try:
-        dtype = np.dtype(name)
-    except TypeError:
-        dtype = None
-    if dtype is None or dtype.kind not in "biuf":
-        raise InputError(f"model input {spec.name!r} has type {spec.dtype}, which calibration data cannot feed",
-                         "only numeric and bool inputs can be calibrated")
-    return dtype
 
 
 def _is_fixed(dim: object) -> bool:
@@ -159,8 +176,9 @@ def _expected_layout(spec: InputSpec) -> str:
     return whole
 
 
-def _canonical(spec: InputSpec, array: np.ndarray, where: str) -> np.ndarray:
-    """Check the layout, rank and fixed dims; return the array with samples on axis 0 (module doc)."""
+def _canonical(spec: InputSpec, array: ArraySource, where: str) -> ArraySource:
+    """Check the layout, rank and fixed dims (from the shape alone); return the source with samples on
+    axis 0 (module doc)."""
     rank, original = len(spec.shape), array.shape
     if array.ndim == 0:
         raise InputError(
@@ -201,7 +219,7 @@ def _canonical(spec: InputSpec, array: np.ndarray, where: str) -> np.ndarray:
     return array
 
 
-def _common_count(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], where: str) -> int:
+def _common_count(arrays: Mapping[str, ArraySource], specs: Sequence[InputSpec], where: str) -> int:
     counts = {spec.name: int(arrays[spec.name].shape[0]) for spec in specs}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
@@ -210,7 +228,7 @@ def _common_count(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec], whe
     return next(iter(counts.values()))
 
 
-def _check_samples_per_run(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> None:
+def _check_samples_per_run(arrays: Mapping[str, ArraySource], specs: Sequence[InputSpec]) -> None:
     needs: dict[str, int] = {}
     whole = whole_inputs(arrays, specs)
     for spec in specs:
@@ -233,7 +251,7 @@ def _check_samples_per_run(arrays: dict[str, np.ndarray], specs: Sequence[InputS
         )
 
 
-def _check_shared_dims(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]) -> None:
+def _check_shared_dims(arrays: Mapping[str, ArraySource], specs: Sequence[InputSpec]) -> None:
     """A symbolic dim named in several inputs (e.g. 'seq') must have one size across them."""
     whole = whole_inputs(arrays, specs)
     seen: dict[str, tuple[str, int, int]] = {}
@@ -256,135 +274,46 @@ def _check_shared_dims(arrays: dict[str, np.ndarray], specs: Sequence[InputSpec]
 # -- values and dtypes ----------------------------------------------------------------------------
 
 
-def _conform_values(spec: InputSpec, array: np.ndarray, where: str) -> np.ndarray:
-    """Refuse NaN/Inf and unsafe casts; return the array in the model's dtype."""
-    target, kind, name = _target_dtype(spec), array.dtype.kind, spec.name
-    if kind not in "biuf":
-        raise InputError(f"{where}: input {name!r} holds {array.dtype} data, which cannot feed a {target} input",
-                         "store numbers (integers, floats or bools)")
-    if array.size == 0:
-        return np.ascontiguousarray(array, dtype=target)
-    if kind == "f":
-        nan = int(np.count_nonzero(np.isnan(array)))
-        inf = int(np.count_nonzero(np.isinf(array)))
-        if nan or inf:
-            raise InputError(f"{where}: input {name!r} has {nan} NaN and {inf} infinite values",
-                             "remove or repair those samples; calibration needs finite numbers")
-    if target.kind == "f":
-        with np.errstate(over="ignore"):  # overflow is reported below, in words
-            result = array.astype(target)
-        if not np.isfinite(result).all():
-            raise InputError(f"{where}: input {name!r} has values too large for {target} "
-                             f"(largest magnitude {float(np.max(np.abs(array))):g})",
-                             f"scale the data into the range of {target}")
-        return np.ascontiguousarray(result)
-    if target.kind == "b":
-        if kind != "b":
-            bad = int(np.count_nonzero((array != 0) & (array != 1)))
-            if bad:
-                raise InputError(f"{where}: input {name!r} is bool in the model but the data has {bad} values "
-                                 "other than 0 and 1", "store 0/1 or True/False")
-        return np.ascontiguousarray(array, dtype=bool)
-    # integer target
-    if kind == "f":
-        fractional = array != np.floor(array)
-        bad = int(np.count_nonzero(fractional))
-        if bad:
-            example = float(array[fractional].flat[0])
-            raise InputError(
-                f"{where}: input {name!r} is {target} in the model but the data has {bad} non-integral values "
-                f"(e.g. {example:g})",
-                f"store integer values (token ids, indices) as {target}",
-            )
-    info = np.iinfo(target)
-    low, high = array.min(), array.max()
-    too_low = float(low) < float(info.min) if kind == "f" else int(low) < info.min
-    too_high = float(high) >= float(info.max + 1) if kind == "f" else int(high) > info.max
-    if too_low or too_high:
-        raise InputError(
-            f"{where}: input {name!r} has values from {low} to {high}, outside the range of {target} "
-            f"({info.min} to {info.max})",
-            f"store values that fit in {target}",
-        )
-    return np.ascontiguousarray(array, dtype=target)
+def _conform_values(specs: Sequence[InputSpec], arrays: Mapping[str, ArraySource], labels: np.ndarray | None,
+                    where: str) -> tuple[dict[str, ArraySource], ContentHash, dict]:
+    """One streaming pass per input: refuse NaN/Inf and unsafe casts (data.values), hash the values in
+    the model's dtype and take the statistics of float inputs. Returns the inputs as sources in the
+    model's dtype, the content hash (arrays and labels) and the statistics. Every input is checked before
+    the first refusal (in input order) is raised: the same one a check input by input would raise."""
+    checks = {spec.name: ValueCheck(spec, arrays[spec.name].dtype, where) for spec in specs}
+    content, stats = ContentHash(), {}
+    for name in sorted(checks):
+        check, raw = checks[name], arrays[name]
+        if check.kind_refusal is not None:
+            continue
+        content.begin("input", name, check.target, raw.shape)
+        accumulator = StatsAccumulator() if check.target.kind == "f" else None
+        for chunk in row_chunks(raw):
+            converted = check.add(chunk)
+            del chunk
+            content.rows(converted)
+            if accumulator is not None and not (check.nan or check.inf or check.largest is not None):
+                accumulator.add(converted)  # (non-finite values are refused below: no statistics of them)
+            del converted  # else it stays alive while the next chunk is read
+        if accumulator is not None:
+            stats[name] = accumulator.result()
+    for spec in specs:
+        refusal = checks[spec.name].refusal()
+        if refusal is not None:
+            raise refusal
+    if labels is not None:
+        content.add("labels", "", labels)
+    conformed = {spec.name: arrays[spec.name] if arrays[spec.name].dtype == checks[spec.name].target
+                 else CastSource(arrays[spec.name], checks[spec.name].target, convert) for spec in specs}
+    return conformed, content, stats
 
 
 # -- file readers ---------------------------------------------------------------------------------
 
 
-def _pickle_refused(path: Path) -> InputError:
-    return InputError(
-        f"{path.name} holds pickled (object) arrays, which are refused: loading them could run arbitrary code",
-        "save plain numeric arrays (np.savez(path, **{input_name: array}) with a numeric dtype)",
-    )
-
-
-def _corrupt(path: Path, kind: str, exc: BaseException) -> InputError:
-    return InputError(f"{path.name} is not a readable {kind} file ({exc})",
-                      f"re-save it with numpy ({'np.savez' if kind == '.npz' else 'np.save'})")
-
-
-def _sniff(path: Path, kind: str) -> None:
-    """Refuse files that are neither .npy nor zip before numpy looks at them."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(6)
-    except OSError as exc:
-        raise InputError(f"cannot read {path} ({exc.strerror or exc})", "check the path and its permissions") from None
-    if head.startswith(b"\x93NUMPY") or head.startswith(b"PK"):
-        return
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}"):  # pickle protocol 2+ / protocol 0-1 openers
-        raise _pickle_refused(path)
-    raise InputError(f"{path.name} is not a numpy {kind} file",
-                     f"save it with numpy ({'np.savez' if kind == '.npz' else 'np.save'})")
-
-
-def _np_load(path: Path, kind: str, read):
-    """Run ``read(np.load(fh))`` on an open file we close ourselves (numpy leaks it on a bad zip),
-    turning numpy's refusals into InputErrors."""
-    _sniff(path, kind)
-    try:
-        with open(path, "rb") as fh:
-            return read(np.load(fh, allow_pickle=False))
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise _pickle_refused(path) from None
-        raise _corrupt(path, kind, exc) from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise _corrupt(path, kind, exc) from None
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    def read(archive) -> dict[str, object]:
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise InputError(f"{path.name} is a single .npy array, not an .npz archive",
-                             "rename it to .npy, or save an .npz keyed by input name with np.savez")
-        with archive:
-            return {key: archive[key] for key in archive.files}
-
-    arrays = _np_load(path, ".npz", read)
-    for key, value in arrays.items():
-        if not isinstance(value, np.ndarray):  # numpy hands back raw bytes for non-.npy members
-            raise InputError(f"{path.name}: member {key!r} is not a numpy array",
-                             "save the archive with np.savez / np.savez_compressed")
-    if not arrays:
-        raise InputError(f"{path.name} holds no arrays", "save one array per model input with np.savez")
-    return arrays
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    def read(loaded) -> np.ndarray:
-        if not isinstance(loaded, np.ndarray):
-            loaded.close()
-            raise InputError(f"{path.name} is an .npz archive, not an .npy array", "rename it to .npz")
-        return loaded
-
-    return _np_load(path, ".npy", read)
-
-
-def _split_npz(path: Path, raw: dict[str, np.ndarray], specs: Sequence[InputSpec],
-               where: str, optional: Collection[str] = ()) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Match an archive's keys to the inputs; canonicalise each input array."""
+def _split_npz(path: Path, raw: dict[str, ArraySource], specs: Sequence[InputSpec], where: str,
+               optional: Collection[str] = ()) -> tuple[dict[str, ArraySource], ArraySource | None]:
+    """Match an archive's keys to the inputs; canonicalise each input's source."""
     names = [spec.name for spec in specs]
     labels = raw.pop(LABELS_KEY) if LABELS_KEY in raw and LABELS_KEY not in names else None
     if labels is not None and labels.ndim == 0:
@@ -409,7 +338,8 @@ def _split_npz(path: Path, raw: dict[str, np.ndarray], specs: Sequence[InputSpec
     return arrays, labels
 
 
-def _concatenate(parts: list[tuple[str, dict[str, np.ndarray]]], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+def _concatenate(parts: list[tuple[str, dict[str, ArraySource]]],
+                 specs: Sequence[InputSpec]) -> dict[str, ArraySource]:
     first_file, first = parts[0]
     specs = [spec for spec in specs if spec.name in first]
     for file, arrays in parts[1:]:
@@ -426,12 +356,21 @@ def _concatenate(parts: list[tuple[str, dict[str, np.ndarray]]], specs: Sequence
                 )
     if len(parts) == 1:
         return dict(first)
-    return {spec.name: np.concatenate([arrays[spec.name] for _, arrays in parts]) for spec in specs}
+    joined = {}
+    for spec in specs:
+        sources = [arrays[spec.name] for _, arrays in parts]
+        try:
+            joined[spec.name] = ConcatSource(sources)
+        except TypeError:  # no common dtype (text in one file, numbers in another)
+            kinds = ", ".join(sorted({str(source.dtype) for source in sources}))
+            raise InputError(f"input {spec.name!r} is stored as {kinds} in different files of the folder",
+                             "store numbers (integers, floats or bools) in every file") from None
+    return joined
 
 
 def _load_folder(path: Path, specs: Sequence[InputSpec], preprocessing: ImagePreprocessing | None,
-                 max_samples: int | None, optional: Collection[str] = ()
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
+                 max_samples: int | None, optional: Collection[str], scratch: Scratch
+                 ) -> tuple[dict[str, ArraySource], np.ndarray | None, str]:
     files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
     npz = [p for p in files if p.suffix.lower() == ".npz"]
     npy = [p for p in files if p.suffix.lower() == ".npy"]
@@ -444,10 +383,10 @@ def _load_folder(path: Path, specs: Sequence[InputSpec], preprocessing: ImagePre
         raise InputError(f"folder {path} mixes {' and '.join(kinds)} files",
                          "put one kind of data file in the folder")
     if npz:
-        arrays, labels, used = _load_npz_files(npz, specs, max_samples, optional)
+        arrays, labels, used = _load_npz_files(npz, specs, max_samples, optional, scratch)
         return arrays, labels, f"{path}/ ({used} .npz file{'s' if used > 1 else ''})"
     if npy:
-        arrays, used = _load_npy_files(npy, specs, max_samples)
+        arrays, used = _load_npy_files(npy, specs, max_samples, scratch)
         return arrays, None, f"{path}/ ({used} .npy file{'s' if used > 1 else ''})"
     arrays = _load_images(images, specs, preprocessing, max_samples, path)
     used = min(len(images), max_samples or len(images))
@@ -455,12 +394,13 @@ def _load_folder(path: Path, specs: Sequence[InputSpec], preprocessing: ImagePre
 
 
 def _load_npz_files(files: list[Path], specs: Sequence[InputSpec], max_samples: int | None,
-                    optional: Collection[str] = ()) -> tuple[dict[str, np.ndarray], np.ndarray | None, int]:
-    parts: list[tuple[str, dict[str, np.ndarray]]] = []
-    labels: list[tuple[str, np.ndarray | None]] = []
+                    optional: Collection[str], scratch: Scratch
+                    ) -> tuple[dict[str, ArraySource], np.ndarray | None, int]:
+    parts: list[tuple[str, dict[str, ArraySource]]] = []
+    labels: list[tuple[str, ArraySource | None]] = []
     total = 0
     for file in files:
-        arrays, file_labels = _split_npz(file, _read_npz(file), specs, file.name, optional)
+        arrays, file_labels = _split_npz(file, open_npz(file, scratch), specs, file.name, optional)
         if file_labels is not None and len(file_labels) != next(iter(arrays.values())).shape[0]:
             raise InputError(f"{file.name}: 'labels' has {len(file_labels)} entries but the file has "
                              f"{next(iter(arrays.values())).shape[0]} samples",
@@ -481,7 +421,7 @@ def _load_npz_files(files: list[Path], specs: Sequence[InputSpec], max_samples: 
         if len({value.shape[1:] for value in label_arrays}) > 1:
             raise InputError("the label arrays in the folder have different per-sample shapes",
                              "store labels the same way in every file")
-        merged_labels = np.concatenate(label_arrays)
+        merged_labels = np.concatenate([np.asarray(value) for value in label_arrays])
     return _concatenate(parts, specs), merged_labels, len(parts)
 
 
@@ -491,19 +431,19 @@ def _single_input(specs: Sequence[InputSpec], what: str, hint: str) -> InputSpec
     return specs[0]
 
 
-def _load_npy_files(files: list[Path], specs: Sequence[InputSpec],
-                    max_samples: int | None) -> tuple[dict[str, np.ndarray], int]:
+def _load_npy_files(files: list[Path], specs: Sequence[InputSpec], max_samples: int | None,
+                    scratch: Scratch) -> tuple[dict[str, ArraySource], int]:
     spec = _single_input(specs, ".npy data feeds a single input",
                          "save an .npz keyed by input name: np.savez(path, **{input_name: array})")
     batch_like = bool(spec.shape) and (_is_fixed(spec.shape[0]) or is_batch_axis(spec))
     # one sample: the input without its batch axis, or the whole input where axis 0 is not a batch
     sample_rank = len(spec.shape) - 1 if batch_like else len(spec.shape)
-    parts: list[tuple[str, dict[str, np.ndarray]]] = []
+    parts: list[tuple[str, dict[str, ArraySource]]] = []
     total = 0
     for file in files:
-        array = _read_npy(file)
+        array = open_npy(file, scratch)
         if array.ndim == sample_rank:
-            array = array[None]  # one sample
+            array = array.reshape(1, *array.shape)  # one sample
         array = _canonical(spec, array, file.name)
         parts.append((file.name, {spec.name: array}))
         total += array.shape[0]
@@ -513,7 +453,7 @@ def _load_npy_files(files: list[Path], specs: Sequence[InputSpec],
 
 
 def _load_images(files: list[Path], specs: Sequence[InputSpec], preprocessing: ImagePreprocessing | None,
-                 max_samples: int | None, folder: Path) -> dict[str, np.ndarray]:
+                 max_samples: int | None, folder: Path) -> dict[str, ArraySource]:
     if preprocessing is None:
         raise InputError(
             f"folder {folder} holds images, but no image preprocessing was given",
@@ -523,24 +463,5 @@ def _load_images(files: list[Path], specs: Sequence[InputSpec], preprocessing: I
     spec = _single_input(specs, "image folders feed a single image input",
                          "preprocess the images yourself and save an .npz keyed by input name")
     check_image_input(spec, preprocessing)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise InputError("reading image folders needs Pillow, which is not installed",
-                         "pip install pillow (or convert the images to an .npz)") from None
-    height, width = preprocessing.size
-    samples = []
-    for file in files[:max_samples]:
-        try:
-            with Image.open(file) as image:
-                converted = image.convert("L" if preprocessing.grayscale else "RGB")
-            if converted.size != (width, height):
-                converted = converted.resize((width, height), getattr(Image, "Resampling", Image).BILINEAR)
-            pixels = np.asarray(converted)
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-            raise InputError(f"cannot read image {file.name} in {folder} ({exc})",
-                             "remove or re-save the file") from None
-        samples.append(preprocessing.apply(pixels))
-    return {spec.name: _canonical(spec, np.stack(samples), folder.name)}
-
-
+    # decoded when rows are read: the load pass checks every image, feeds decode their own batch
+    return {spec.name: _canonical(spec, ImageSource(files[:max_samples], preprocessing, folder), folder.name)}

@@ -57,12 +57,11 @@ class InputPlan:
             array = dataset.arrays.get(spec.name)
             if array is None or spec.name in self.ranges or spec.name in self.examples:
                 continue
-            if spec.is_integer:
+            if spec.is_integer:  # the source itself: _example reads the rows it needs
                 self.examples[spec.name] = (array, dataset.layout_of(spec.name) == "samples")
             elif array.size:
-                values = np.asarray(array, dtype=np.float64)
-                self.ranges[spec.name] = ValueRange(float(values.mean()), float(values.std()),
-                                                    float(values.min()), float(values.max()))
+                stats = dataset.value_stats(spec.name)  # kept from the load's pass, or one streaming pass
+                self.ranges[spec.name] = ValueRange(stats.mean, stats.std, stats.low, stats.high)
 
     def with_fills(self, dataset: Dataset) -> Dataset:
         """``dataset`` with this plan's fills for the inputs it lacks."""

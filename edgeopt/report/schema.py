@@ -4,6 +4,10 @@ Version 2 types the summary (``RunSummary``: each part is the model of the stage
 its JSON is the same as version 1's, so version 1 reports load unchanged (``upgrade``). The JSON
 schema is exported from the models (``report_json_schema``) and kept in ``docs/report.schema.json``
 (a test checks it is current). Readers go through ``read_report`` / ``report_from_json``.
+
+Optional fields added later within a version keep it (each stage's peak RSS): every earlier version-2
+document is still a valid one. The models forbid unknown keys, so an edgeopt older than such a field
+refuses a newer report, naming that key, rather than misreading it.
 """
 
 from __future__ import annotations

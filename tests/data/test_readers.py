@@ -59,7 +59,7 @@ def test_npz_loads_with_labels_hash_and_float64_cast(tmp_path: Path):
     np.testing.assert_array_equal(ds.labels, labels)
     assert ds.sha256 == content_sha256({"image": data.astype(np.float32)}, labels)
     assert "calib.npz" in ds.source
-    assert not ds.arrays["image"].flags.writeable  # the hash stays true
+    assert not next(ds.batches(6))["image"].flags.writeable  # feeds are read-only: the hash stays true
     assert ds.summary()["inputs"] == {"image": {"shape": [6, 3, 4, 4], "dtype": "float32"}}
 
 
@@ -413,10 +413,10 @@ def test_grayscale_and_raw_uint8_images(tmp_path: Path):
     grey = load_dataset(folder, [InputSpec("x", ("n", 1, 5, 5), "float32")],
                         preprocessing=ImagePreprocessing.parse("size=5,mean=0.5,std=0.25,grayscale=true"))
     assert grey.arrays["x"].shape == (2, 1, 5, 5)
-    assert (grey.arrays["x"] == np.float32((77 / 255 - 0.5) / 0.25)).all()
+    assert (np.asarray(grey.arrays["x"]) == np.float32((77 / 255 - 0.5) / 0.25)).all()
     raw = load_dataset(folder, [InputSpec("x", ("n", 5, 5, 3), "uint8")],
                        preprocessing=ImagePreprocessing.parse("size=5x5,mean=0,std=1,scale=1,layout=NHWC"))
-    assert raw.arrays["x"].dtype == np.uint8 and (raw.arrays["x"] == 77).all()
+    assert raw.arrays["x"].dtype == np.uint8 and (np.asarray(raw.arrays["x"]) == 77).all()
 
 
 def test_image_refusals(tmp_path: Path):

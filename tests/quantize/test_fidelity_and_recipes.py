@@ -75,11 +75,15 @@ def test_target_isa_picks_the_default(arch, features, family, activation, reduce
 def test_auto_candidates_and_overrides():
     target = _target("x86_64", ("avx512_vnni",))
     cnn = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"Conv": 10, "Gemm": 1})
-    assert [c.recipe.activation_type for c in cnn] == ["u8", "s8"]
+    assert [(c.recipe.activation_type, c.recipe.reduce_range) for c in cnn] == [("u8", False), ("u8", True),
+                                                                                ("s8", False)]
+    # Saturation is measured, not assumed: an AVX2-only target gets the full-range weights tried too.
+    avx2 = candidate_recipes(_target("x86_64", ("avx2",)), "auto", has_calibration=True, op_histogram={"Conv": 1})
+    assert [c.recipe.reduce_range for c in avx2][:2] == [True, False]
     transformer = candidate_recipes(target, "auto", has_calibration=True,
                                     op_histogram={"MatMul": 40, "Softmax": 4, "Add": 40, "LayerNormalization": 8})
     assert transformer[-1].recipe.mode == "dynamic"
-    assert transformer[2].recipe.op_types == ("Conv", "ConvTranspose", "MatMul", "Gemm")
+    assert transformer[3].recipe.op_types == ("Conv", "ConvTranspose", "MatMul", "Gemm")
     forced = candidate_recipes(target, "auto", has_calibration=True, op_histogram={"Conv": 1},
                                overrides={"activation_type": "s8"})
     assert [c.recipe.activation_type for c in forced] == ["s8"]

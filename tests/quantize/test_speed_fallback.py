@@ -263,7 +263,7 @@ def test_search_records_measured_trials_and_ships_what_they_chose(speed_fallback
     assert chosen.quantized_nodes == 4 - len(float_compute)
     float_weights = {t.name for t in shipped.graph.initializer if t.data_type == TensorProto.FLOAT}
     assert {weights[n] for n in float_compute} <= float_weights
-    assert chosen.fidelity.worst_cosine >= 0.99
+    assert chosen.fidelity.metrics and all(m.passed for m in chosen.fidelity.metrics)  # the task metric holds
     # The recorded latency is the shipped model's, timed against float after the fallback.
     assert chosen.latency_ratio is not None and outcome.float_latency is not None
 

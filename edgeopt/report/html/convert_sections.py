@@ -185,6 +185,45 @@ def stages_section(report: dict[str, Any]) -> Html | None:
     return Html(table + para(f"total {duration_text(total)} over {len(stages)} stages", "muted small"))
 
 
+MIB = 1024 * 1024
+
+
+def mib_text(value: Any) -> str | Html:
+    number = as_number(value)
+    return DASH if number is None else f"{number / MIB:,.1f}"
+
+
+def cost_section(report: dict[str, Any]) -> Html | None:
+    """What the run itself cost, per stage: wall time and the process's peak RSS (MiB), with the quantize
+    stage's memory estimate beside its measurement."""
+    stages = [s for s in as_list(report.get("stages")) if isinstance(s, dict)]
+    measured = [s for s in stages if as_number(s.get("peak_rss_bytes")) is not None]
+    if not measured:
+        return None  # reports from before stage costs were recorded
+    rows = []
+    for stage in stages:
+        memory = as_dict(as_dict(stage.get("details")).get("memory"))
+        estimate = as_dict(memory.get("estimate"))
+        expected = as_number(estimate.get("expected_peak_bytes"))
+        note = (f"expected ~{expected / MIB:,.0f} MiB at calibration batch {as_text(memory.get('calibration_batch'))}"
+                if expected is not None else None)
+        if note and as_number(memory.get("requested_batch")) not in (None, as_number(memory.get("calibration_batch"))):
+            note += f" (lowered from {as_text(memory.get('requested_batch'))} to fit {as_text(memory.get('limit'))})"
+        rows.append([as_text(stage.get("name")), duration_text(stage.get("duration_s")),
+                     mib_text(stage.get("peak_rss_bytes")), mib_text(stage.get("peak_rss_increase_bytes")), note])
+    total = sum(as_number(s.get("duration_s")) or 0.0 for s in stages)
+    peak = max(as_number(s.get("peak_rss_bytes")) for s in measured)
+    table = table_html([Col("stage"), Col("time", True), Col("peak RSS (MiB)", True), Col("added (MiB)", True),
+                        Col("notes", wrap=True)], rows)
+    scopes = {as_text(s.get("peak_rss_scope")) for s in measured}
+    how = ("each stage's own peak (the high-water mark is reset as it starts); added: over what was resident then"
+           if scopes == {"stage"} else
+           "the process's peak up to the end of each stage (this system cannot reset it per stage); added: how far "
+           "the stage raised it")
+    return Html(table + para(f"total {duration_text(total)}, peak {peak / MIB:,.1f} MiB. Peak RSS: {how}.",
+                             "muted small"))
+
+
 def int_text(value: Any) -> str:
     number = as_number(value)
     return "–" if number is None else f"{int(number):,}"
@@ -284,7 +323,8 @@ def quantization_section(report: dict[str, Any]) -> Html | None:
     if summary:
         accuracy = (f"{fixed_html(summary.get('accuracy_float'), 4)} → {fixed_html(summary.get('accuracy_int8'), 4)}"
                     if as_number(summary.get("accuracy_float")) is not None else None)
-        facts += [("worst output cosine", fixed_html(summary.get("worst_cosine"), 4)
+        facts += [("decided by", as_text(summary.get("decided_by")) or None),
+                  ("worst output cosine", fixed_html(summary.get("worst_cosine"), 4)
                    if as_number(summary.get("worst_cosine")) is not None else None),
                   ("accuracy float → int8", accuracy),
                   ("size ratio", ratio_html(summary.get("size_ratio")) if as_number(summary.get("size_ratio")) is not None
@@ -292,6 +332,10 @@ def quantization_section(report: dict[str, Any]) -> Html | None:
                   ("latency ratio", ratio_html(summary.get("latency_ratio"))
                    if as_number(summary.get("latency_ratio")) is not None else None),
                   ("kept in float", ", ".join(str(n) for n in as_list(summary.get("float_nodes"))) or None)]
+    for judged in as_list(details.get("metrics")):
+        judged = as_dict(judged)
+        where = "every output" if judged.get("output") == "*" else f"output {judged.get('output')}"
+        facts.append((f"metric for {where}", f"{judged.get('metric')} ≥ {judged.get('floor')} ({judged.get('chosen')})"))
     parts.append(facts_html(facts))
     candidates = [c for c in as_list(details.get("candidates")) if isinstance(c, dict)]
     if candidates:
@@ -352,11 +396,22 @@ def candidates_table(candidates: list[dict[str, Any]], chosen: str | None, detai
         float_nodes = [str(n) for n in as_list(candidate.get("float_nodes"))]
         if float_nodes:
             notes.append(f"kept in float ({len(float_nodes)}): {', '.join(float_nodes)}")
+        for metric in as_list(fidelity.get("metrics")):
+            metric = as_dict(metric)
+            notes.append(f"{metric.get('output')}: {metric.get('metric')} {fixed_html(metric.get('score'), 4)} "
+                         f"(floor {metric.get('floor')}, {'passes' if metric.get('passed') else 'fails'})")
+        ranking = [as_dict(r) for r in as_list(candidate.get("mixed_precision_ranking"))]
+        if ranking:
+            notes.append("mixed precision ranking (revert alone → margin gained): " + "; ".join(
+                f"{'+'.join(str(n) for n in as_list(r.get('nodes')))} {fixed_html(r.get('effect'), 4)}"
+                for r in ranking))
         for step_index, step in enumerate(as_list(candidate.get("mixed_precision")), start=1):
             step = as_dict(step)
+            judged = as_text(step.get("verdict")) or f"worst cosine {fixed_html(step.get('worst_cosine'), 4)}"
             notes.append(f"mixed precision step {step_index}: {len(as_list(step.get('float_nodes')))} node(s) in float → "
-                         f"worst cosine {fixed_html(step.get('worst_cosine'), 4)}"
-                         + (" (meets the floor)" if step.get("meets_floor") else ""))
+                         f"{judged}" + (" (meets the floor)" if step.get("meets_floor") else ""))
+        if as_text(candidate.get("mixed_precision_stop")):
+            notes.append(f"mixed precision stopped: {candidate['mixed_precision_stop']}")
         for trial in as_list(candidate.get("speed_fallback")):
             trial = as_dict(trial)
             outcome = (f"whole model {fixed_html(trial.get('latency_ratio'), 3)}x → "

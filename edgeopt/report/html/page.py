@@ -17,7 +17,7 @@ from edgeopt.fsutil import read_json
 
 from edgeopt.report.html.constants import REPORT_KINDS
 from edgeopt.report.html.blocks import as_dict, base_name, esc
-from edgeopt.report.html.convert_sections import Section, gate_section, guarded, header_html, key_cards, parity_section, quantization_section, stages_section, warnings_section
+from edgeopt.report.html.convert_sections import Section, cost_section, gate_section, guarded, header_html, key_cards, parity_section, quantization_section, stages_section, warnings_section
 from edgeopt.report.html.target_sections import comparisons_section, device_section, footer_html, heaviest_section, measurements_section, pruning_section, targets_section
 from edgeopt.report.html.style import CSS
 
@@ -82,6 +82,7 @@ def render_html(report: dict[str, Any], gate: dict[str, Any] | None = None, *,
     else:
         sections += [
             guarded("stages", "Pipeline stages", lambda: stages_section(report)),
+            guarded("cost", "Cost of the run", lambda: cost_section(report)),
             guarded("parity", "Parity checks", lambda: parity_section(report)),
             guarded("pruning", "Pruning", lambda: pruning_section(report)),
             guarded("quantization", "Quantization", lambda: quantization_section(report)),

@@ -127,16 +127,16 @@ class StageContext:
 
     @contextlib.contextmanager
     def stage(self, name: str, description: str) -> Iterator[StageRecord]:
-        """The stage's record in the report, timed, announced and closed as events."""
+        """The stage's record in the report, its cost measured (wall time, peak RSS), announced and closed as
+        events."""
         events = self.events.scoped(name)
         events.started(description)
         record = StageRecord(name=name, status="ok", started_at=utc_now(), duration_s=0.0)
         self.records.append(record)
-        started = time.perf_counter()
         try:
-            yield record
+            with measure_cost(record):
+                yield record
         finally:
-            record.duration_s = round(time.perf_counter() - started, 4)
             events.finished(record.status)
 
     def save(self, record: StageRecord, stage: str, model: onnx.ModelProto,
@@ -216,6 +216,23 @@ class StageContext:
             used.append(batch if batch is not None else (base or 1))
         return parity_check(str(model_path.name), "source", samples, runner.output_names(), self.tolerance,
                             sorted(set(used)))
+
+
+@contextlib.contextmanager
+def measure_cost(record: StageRecord) -> Iterator[None]:
+    """Wall time and peak RSS of the work inside the ``with``, written to ``record`` (also when it fails)."""
+    from edgeopt.runtime.rss import peak_window
+
+    started = time.perf_counter()
+    window = None
+    try:
+        with peak_window() as window:
+            yield
+    finally:
+        record.duration_s = round(time.perf_counter() - started, 4)
+        if window is not None:  # closed by now: its peak is read
+            record.peak_rss_bytes, record.peak_rss_increase_bytes = window.peak_bytes, window.increase_bytes
+            record.peak_rss_scope = window.scope
 
 
 def graph_input_shapes(model: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, list[int]]:

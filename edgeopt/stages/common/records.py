@@ -1,5 +1,5 @@
-"""A stage's record in the run report: status, timing, options, the files it wrote, parity checks,
-warnings and details."""
+"""A stage's record in the run report: status, its cost (wall time, peak RSS), options, the files it
+wrote, parity checks, warnings and details."""
 
 from __future__ import annotations
 
@@ -24,7 +24,14 @@ class StageRecord(BaseModel):
     name: str
     status: StageStatus
     started_at: str
-    duration_s: float
+    duration_s: float  # wall time
+    # The process's peak resident memory while the stage ran, and how far the stage raised it over where it
+    # started (see runtime/rss.py). scope "stage": the high-water mark was reset at the stage's start, so the
+    # peak is the stage's own and the increase is peak - resident at the start; "process" (no reset possible):
+    # the lifetime peak at the stage's end, and how much the stage raised it. None: not measured (older reports).
+    peak_rss_bytes: int | None = None
+    peak_rss_increase_bytes: int | None = None
+    peak_rss_scope: Literal["stage", "process"] | None = None
     inputs: list[ModelArtifact] = []
     outputs: list[ModelArtifact] = []
     options: dict[str, Any] = {}

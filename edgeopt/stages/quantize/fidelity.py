@@ -1,4 +1,9 @@
-"""How close an int8 model's outputs are to the float model's, on held-out data."""
+"""How close an int8 model's outputs are to the float model's, on held-out data, batch by batch.
+
+The verdict comes from the task metrics (metrics.py, one per output, chosen by default or configured);
+the per-output statistics here (cosines, SQNR, worst channel, top-1, exact agreement) are diagnostics
+shown beside it. Everything accumulates per batch: nothing holds all outputs of all samples.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.numeric import channel_cosines
+from edgeopt.metrics import MetricPlan, MetricResult
 
 
 class OutputFidelity(BaseModel):
@@ -44,13 +49,45 @@ class Fidelity(BaseModel):
     outputs: list[OutputFidelity]
     accuracy_reference: float | None = None  # with labels: task accuracy of the float model
     accuracy_candidate: float | None = None
+    # The task metrics that decide (empty: judged by the cosine floor alone, as before metrics existed).
+    metrics: list[MetricResult] = []
 
     @property
     def worst_cosine(self) -> float:
         return min((o.floor_cosine for o in self.outputs), default=1.0)
 
+    @property
+    def decisive(self) -> MetricResult | None:
+        """The metric closest to (or furthest below) its floor."""
+        return min(self.metrics, key=lambda m: m.margin, default=None)
+
+    @property
+    def margin(self) -> float:
+        """How far above its floor the worst output is (negative: below); one number to compare candidates
+        and mixed-precision steps by."""
+        decisive = self.decisive
+        return decisive.margin if decisive is not None else self.worst_cosine - 1.0
+
+    @property
+    def smooth_margin(self) -> float:
+        """``margin`` plus a small continuous term (the worst output's mean cosine): task metrics move in
+        steps of one sample, so two trials that tie on them are told apart by how close they came."""
+        closeness = min((o.cosine_mean for o in self.outputs), default=1.0)
+        return self.margin + 0.01 * closeness
+
+    def verdict(self) -> str:
+        """One line: which output, which metric, score against floor."""
+        decisive = self.decisive
+        if decisive is None:
+            return f"worst output cosine {self.worst_cosine:.4f}"
+        where = "every output" if decisive.output == "*" else f"output {decisive.output!r}"
+        return f"{where}: {decisive.metric} {decisive.score:.4f} (floor {decisive.floor:g})"
+
     def meets(self, min_cosine: float, min_top1: float | None = None) -> bool:
-        if any(o.floor_cosine < min_cosine for o in self.outputs):
+        if self.metrics:
+            if not all(m.passed for m in self.metrics):
+                return False
+        elif any(o.floor_cosine < min_cosine for o in self.outputs):
             return False
         if min_top1 is not None and any(o.top1_agreement is not None and o.top1_agreement < min_top1
                                         for o in self.outputs):
@@ -58,57 +95,148 @@ class Fidelity(BaseModel):
         return True
 
 
-def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    ref2 = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(-1, 1)
-    cand2 = cand.reshape(ref2.shape)
-    dot = np.sum(ref2 * cand2, axis=1)
-    norms = np.linalg.norm(ref2, axis=1) * np.linalg.norm(cand2, axis=1)
-    both_zero = (np.linalg.norm(ref2, axis=1) == 0) & (np.linalg.norm(cand2, axis=1) == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)
-    return np.where(both_zero, 1.0, cosine)
-
-
 def is_classifier_like(array: np.ndarray) -> bool:
     """[N, C] float scores with a handful-to-thousands of classes."""
     return array.ndim == 2 and 2 <= array.shape[1] <= 10000 and array.dtype.kind == "f"
 
 
+class _OutputStats:
+    """Running diagnostics for one output: per-sample cosines, sums for SQNR and per-channel cosines,
+    the largest error, top-1 and exact agreement counts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cosines: list[np.ndarray] = []
+        self.signal = self.noise = 0.0
+        self.max_error = 0.0
+        self.channels: list[np.ndarray] | None = None  # Σref·cand, Σref², Σcand² per last-axis channel
+        self.top1 = [0, 0]
+        self.exact: list[int] | None = None
+        self.broken = False  # shapes differ or the candidate is not finite
+
+    def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        raw_ref, raw_cand = np.asarray(reference), np.asarray(candidate)
+        if raw_ref.dtype.kind in "iub" and raw_ref.shape == raw_cand.shape:
+            self.exact = self.exact or [0, 0]
+            self.exact[0] += int(np.sum(raw_ref == raw_cand))
+            self.exact[1] += int(raw_ref.size)
+            if raw_ref.size:
+                self.max_error = max(self.max_error, float(np.max(np.abs(raw_ref.astype(np.float64)
+                                                                          - raw_cand.astype(np.float64)))))
+            return
+        ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+        if ref.shape != cand.shape or not np.all(np.isfinite(cand)):
+            self.broken = True
+            return
+        if ref.ndim == 0:
+            ref, cand = ref.reshape(1), cand.reshape(1)
+        rows_ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(-1, 1)
+        rows_cand = cand.reshape(rows_ref.shape)
+        dot = np.sum(rows_ref * rows_cand, axis=1)
+        norm_ref, norm_cand = np.linalg.norm(rows_ref, axis=1), np.linalg.norm(rows_cand, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cosine = np.where(norm_ref * norm_cand > 0, dot / np.where(norm_ref * norm_cand > 0,
+                                                                       norm_ref * norm_cand, 1), 0.0)
+        self.cosines.append(np.where((norm_ref == 0) & (norm_cand == 0), 1.0, cosine))
+        self.signal += float(np.sum(ref * ref))
+        self.noise += float(np.sum((ref - cand) ** 2))
+        if ref.size:
+            self.max_error = max(self.max_error, float(np.max(np.abs(ref - cand))))
+        if ref.ndim >= 2 and 2 <= ref.shape[-1] <= 4096:
+            r, c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])
+            sums = [np.sum(r * c, axis=0), np.sum(r * r, axis=0), np.sum(c * c, axis=0)]
+            self.channels = sums if self.channels is None else [a + b for a, b in zip(self.channels, sums)]
+        if is_classifier_like(raw_ref):
+            self.top1[0] += int(np.sum(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
+            self.top1[1] += int(ref.shape[0])
+
+    def result(self) -> OutputFidelity:
+        if self.exact is not None and not self.cosines and not self.broken:
+            agreement = self.exact[0] / self.exact[1] if self.exact[1] else 1.0
+            return OutputFidelity(name=self.name, cosine_mean=agreement, cosine_min=agreement,
+                                  sqnr_db=math.inf if agreement == 1.0 else -math.inf,
+                                  max_abs_error=self.max_error, exact_agreement=agreement)
+        if self.broken or not self.cosines:
+            return OutputFidelity(name=self.name, cosine_mean=0.0, cosine_min=0.0, sqnr_db=-math.inf,
+                                  max_abs_error=math.inf, channel_cosine_min=0.0 if self.broken else None)
+        cosine = np.concatenate(self.cosines)
+        if self.noise == 0:
+            sqnr = math.inf
+        elif self.signal == 0:
+            sqnr = -math.inf
+        else:
+            sqnr = 10 * math.log10(self.signal / self.noise)
+        channel_min, worst_channel = _worst_channel(self.channels)
+        return OutputFidelity(
+            name=self.name, cosine_mean=float(np.mean(cosine)), cosine_min=float(np.min(cosine)), sqnr_db=sqnr,
+            channel_cosine_min=channel_min, worst_channel=worst_channel, max_abs_error=self.max_error,
+            top1_agreement=self.top1[0] / self.top1[1] if self.top1[1] else None)
+
+
+def _worst_channel(sums: list[np.ndarray] | None) -> tuple[float | None, int | None]:
+    """Min cosine over last-axis channels that carry signal (a concatenated output's small part)."""
+    if sums is None:
+        return None, None
+    dot, energy, cand_energy = sums
+    meaningful = energy > 1e-6 * float(np.mean(energy)) if np.any(energy > 0) else np.zeros_like(energy, bool)
+    if not np.any(meaningful):
+        return None, None
+    norms = np.sqrt(energy * cand_energy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)
+    cosine = np.where(meaningful, cosine, np.inf)
+    worst = int(np.argmin(cosine))
+    return float(cosine[worst]), worst
+
+
+class FidelityRun:
+    """One candidate against the float model, fed batch by batch: ``update(reference outputs, candidate
+    outputs, labels)`` per batch (outputs in ``output_names`` order), then ``result()``."""
+
+    def __init__(self, output_names: list[str], plan: MetricPlan | None = None) -> None:
+        self.output_names = output_names
+        self.stats = [_OutputStats(name) for name in output_names]
+        self.judgement = plan.judge() if plan is not None else None
+        self.samples = 0
+        self.accuracy = [0, 0, 0]  # float right, int8 right, total (first classifier-like output)
+        self.labelled: int | None = None
+
+    def update(self, reference: list[np.ndarray], candidate: list[np.ndarray],
+               labels: np.ndarray | None = None) -> None:
+        for stats, ref, cand in zip(self.stats, reference, candidate):
+            stats.update(ref, cand)
+        first = np.asarray(reference[0]) if reference else np.empty(0)
+        self.samples += int(first.shape[0]) if first.ndim else 1
+        if labels is not None:
+            labels = np.asarray(labels).reshape(-1)
+            if self.labelled is None:
+                self.labelled = next((i for i, r in enumerate(reference)
+                                      if is_classifier_like(np.asarray(r)) and np.asarray(r).shape[0] == len(labels)),
+                                     -1)
+            if self.labelled >= 0:
+                ref, cand = np.asarray(reference[self.labelled]), np.asarray(candidate[self.labelled])
+                if ref.shape[0] == len(labels):
+                    self.accuracy[0] += int(np.sum(np.argmax(ref, axis=1) == labels))
+                    self.accuracy[1] += int(np.sum(np.argmax(cand, axis=1) == labels))
+                    self.accuracy[2] += len(labels)
+        if self.judgement is not None:
+            self.judgement.update(reference, candidate, labels)
+
+    def result(self) -> Fidelity:
+        fidelity = Fidelity(samples=self.samples, outputs=[s.result() for s in self.stats])
+        if self.accuracy[2]:
+            fidelity.accuracy_reference = self.accuracy[0] / self.accuracy[2]
+            fidelity.accuracy_candidate = self.accuracy[1] / self.accuracy[2]
+        if self.judgement is not None:
+            fidelity.metrics = self.judgement.results()
+        return fidelity
+
+
 def compare_outputs(name: str, reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
-    raw_ref, raw_cand = np.asarray(reference), np.asarray(candidate)
-    if raw_ref.dtype.kind in "iub" and raw_ref.shape == raw_cand.shape:
-        agreement = float(np.mean(raw_ref == raw_cand)) if raw_ref.size else 1.0
-        errors = np.abs(raw_ref.astype(np.float64) - raw_cand.astype(np.float64))
-        return OutputFidelity(name=name, cosine_mean=agreement, cosine_min=agreement, sqnr_db=math.inf
-                              if agreement == 1.0 else -math.inf, max_abs_error=float(errors.max()) if errors.size
-                              else 0.0, exact_agreement=agreement)
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape != cand.shape:
-        return OutputFidelity(name=name, cosine_mean=0.0, cosine_min=0.0, sqnr_db=-math.inf,
-                              max_abs_error=math.inf)
-    if ref.ndim == 0:
-        ref, cand = ref.reshape(1), cand.reshape(1)
-    finite = np.isfinite(cand).all()
-    cosine = _per_sample_cosine(ref, cand) if finite else np.zeros(1)
-    noise = float(np.sum((ref - cand) ** 2)) if finite else math.inf
-    signal = float(np.sum(ref**2))
-    if noise == 0:
-        sqnr = math.inf
-    elif signal == 0 or not math.isfinite(noise):
-        sqnr = -math.inf
-    else:
-        sqnr = 10 * math.log10(signal / noise)
-    channel_min, worst_channel = channel_cosines(ref, cand) if finite else (0.0, None)
-    top1 = None
-    if is_classifier_like(np.asarray(reference)):
-        top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
-    return OutputFidelity(
-        name=name, cosine_mean=float(np.mean(cosine)), cosine_min=float(np.min(cosine)), sqnr_db=sqnr,
-        channel_cosine_min=channel_min, worst_channel=worst_channel,
-        max_abs_error=float(np.max(np.abs(ref - cand))) if finite and ref.size else (0.0 if finite else math.inf),
-        top1_agreement=top1,
-    )
+    """Diagnostics for one output, samples on axis 0."""
+    stats = _OutputStats(name)
+    stats.update(reference, candidate)
+    return stats.result()
 
 
 def measure_fidelity(
@@ -116,14 +244,9 @@ def measure_fidelity(
     reference: list[np.ndarray],
     candidate: list[np.ndarray],
     labels: np.ndarray | None = None,
+    plan: MetricPlan | None = None,
 ) -> Fidelity:
-    """``reference``/``candidate``: one array per output, samples stacked on axis 0."""
-    outputs = [compare_outputs(n, r, c) for n, r, c in zip(output_names, reference, candidate)]
-    samples = int(reference[0].shape[0]) if reference and reference[0].ndim else 1
-    fidelity = Fidelity(samples=samples, outputs=outputs)
-    if labels is not None:
-        index = next((i for i, r in enumerate(reference) if is_classifier_like(r) and r.shape[0] == len(labels)), None)
-        if index is not None:
-            fidelity.accuracy_reference = float(np.mean(np.argmax(reference[index], axis=1) == labels))
-            fidelity.accuracy_candidate = float(np.mean(np.argmax(candidate[index], axis=1) == labels))
-    return fidelity
+    """``reference``/``candidate``: one array per output, samples stacked on axis 0 (one batch)."""
+    run = FidelityRun(output_names, plan)
+    run.update(reference, candidate, labels)
+    return run.result()

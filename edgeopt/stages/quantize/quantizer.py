@@ -1,19 +1,32 @@
-"""Apply a Recipe to a float ONNX model with onnxruntime's quantization tools."""
+"""Apply a Recipe to a float ONNX model with onnxruntime's quantization tools.
+
+Static recipes get their activation ranges from edgeopt's own streaming calibration pass
+(calibration.py), handed to onnxruntime as a calibration cache: onnxruntime's calibrator, which
+keeps every batch's activations until it is done, never runs."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import io
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.errors import InputError
+from edgeopt.stages.quantize.calibration import (
+    ActivationStatistics,
+    CalibrationBatches,
+    collect_activation_statistics,
+)
 from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
 
 
@@ -30,39 +43,31 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over edgeopt batches (created lazily to keep imports light)."""
+def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: CalibrationBatches | None,
+             statistics: ActivationStatistics | None = None) -> onnx.ModelProto:
+    """Return the quantized model; the input model is not modified.
 
-    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
-        self._batches = batches
-        self._it = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = iter(self._batches)
-
-
-def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[dict[str, np.ndarray]] | None
-             ) -> onnx.ModelProto:
-    """Return the quantized model; the input model is not modified."""
+    A static recipe takes its activation ranges from ``statistics`` (one calibration pass of this
+    very model, shared by every recipe) or, without them, from a pass over ``calibration_batches``
+    made here."""
     if recipe.mode == "weights-only":
         return quantize_weights_only(model, per_channel=recipe.per_channel, weight_type=recipe.weight_type)
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic
 
+    if recipe.mode == "static" and statistics is None:
+        if calibration_batches is None or (isinstance(calibration_batches, list) and not calibration_batches):
+            raise InputError("static quantization needs calibration data",
+                             "pass --calib DATA (or --allow-random-calibration for a smoke test)")
+        statistics = collect_activation_statistics(model, calibration_batches,
+                                                   histograms=recipe.calibration != "minmax")
     # onnxruntime's quantizer rewrites the ModelProto it is given (it moves weights to
     # external data in its temp folder), so it only ever sees a private copy.
     private = onnx.ModelProto()
     private.CopyFrom(model)
     model = private
+    if recipe.mode == "static" and not statistics.matches(model):
+        raise ValueError("the activation statistics were collected on another model: "
+                         "collect them on the model being quantized")
     types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
     # EnableSubgraph only helps quantize_dynamic: the static QDQ path ignores it and the
     # QOperator path crashes on subgraphs (onnxruntime 1.32; see quantize/prepare.py).
@@ -77,24 +82,13 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[d
                     nodes_to_exclude=list(recipe.nodes_to_exclude),
                     extra_options={**extra, "EnableSubgraph": True})
             else:
-                if not calibration_batches:
-                    raise InputError("static quantization needs calibration data",
-                                     "pass --calib DATA (or --allow-random-calibration for a smoke test)")
-
-                class Reader(_Reader, CalibrationDataReader):
-                    pass
-
-                method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                          "percentile": CalibrationMethod.Percentile}[recipe.calibration]
-                quantize_static(
-                    model, out, Reader(calibration_batches),
-                    quant_format=QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator,
-                    op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
-                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                    activation_type=types[recipe.activation_type], weight_type=types[recipe.weight_type],
-                    nodes_to_exclude=list(recipe.nodes_to_exclude), calibrate_method=method,
-                    extra_options={**extra, "ActivationSymmetric": False, "WeightSymmetric": True},
-                )
+                _quantize_static(model, out, recipe, statistics, Path(tmp), {
+                    "quant_format": QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator,
+                    "op_types_to_quantize": list(recipe.op_types) if recipe.op_types else None,
+                    "per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range,
+                    "activation_type": types[recipe.activation_type], "weight_type": types[recipe.weight_type],
+                    "nodes_to_exclude": list(recipe.nodes_to_exclude),
+                    "extra_options": {**extra, "ActivationSymmetric": False, "WeightSymmetric": True}})
         quantized = onnx.load(str(out))
     if recipe.mode == "static" and _has_subgraphs(quantized):
         # The static quantizer leaves If/Loop/Scan bodies float: store their weights as int8 at least.
@@ -102,6 +96,57 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: list[d
 
         quantized, _converted = quantize_subgraph_weights(quantized, per_channel=recipe.per_channel)
     return quantized
+
+
+_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# The stand-in calibrator below swaps a module global of onnxruntime's for one call.
+_PATCH_LOCK = threading.Lock()
+
+
+def _quantize_static(model: onnx.ModelProto, out: Path, recipe: Recipe, statistics: ActivationStatistics,
+                     tmp: Path, arguments: dict[str, Any], *, use_cache_argument: bool | None = None) -> None:
+    """quantize_static with the ranges taken from ``statistics``: onnxruntime never calibrates.
+
+    Recent onnxruntime (1.32 here; the argument came with onnxruntime PR #28221, May 2026) loads
+    them from a calibration cache (``calibration_cache_path``: a cache hit skips its calibrator).
+    Older versions, which pyproject still allows, lack the argument; there onnxruntime's
+    ``create_calibrator`` is replaced, for this call, by one that returns the ranges."""
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+
+    method = getattr(CalibrationMethod, _METHODS[recipe.calibration])
+    ranges = statistics.tensors_data(recipe.calibration)
+    if use_cache_argument is None:
+        use_cache_argument = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+    if use_cache_argument:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        cache = tmp / "calibration.json"
+        save_tensors_data(ranges, cache)
+        quantize_static(model, out, None, calibrate_method=method, calibration_cache_path=cache, **arguments)
+        return
+    # the module, not the function of the same name that onnxruntime.quantization exports
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+
+    class _Ranges:
+        """What quantize_static asks of a calibrator, answered from the statistics."""
+
+        def collect_data(self, _reader: object) -> None:
+            pass
+
+        def compute_data(self) -> Any:
+            return ranges
+
+    class _NoData:
+        def get_next(self) -> None:
+            return None
+
+    with _PATCH_LOCK:
+        original = ort_quantize.create_calibrator
+        ort_quantize.create_calibrator = lambda *args, **kwargs: _Ranges()
+        try:
+            quantize_static(model, out, _NoData(), calibrate_method=method, **arguments)
+        finally:
+            ort_quantize.create_calibrator = original
 
 
 def _has_subgraphs(model: onnx.ModelProto) -> bool:

@@ -115,6 +115,17 @@ def candidate_recipes(
     if has_calibration:
         choices.append(primary)
         flipped = "s8" if primary.recipe.activation_type == "u8" else "u8"
+        family = isa_family(target)
+        if family in ("x86", "x86-vnni") and primary.recipe.activation_type == "u8" and "reduce_range" not in overrides:
+            # Whether u8×s8 pair sums saturate depends on the CPU the kernels run on (VPMADDUBSW without
+            # VNNI) and on the data, not on the target file alone (an emulated or misreported CPU): both
+            # weight ranges are measured, and the more faithful of equally fast candidates ships.
+            other = not primary.recipe.reduce_range
+            choices.append(RecipeChoice(
+                recipe=primary.recipe.model_copy(update={"reduce_range": other}),
+                reason=("7-bit weights (reduce_range): no int16 saturation on AVX2-only CPUs; kept if measured "
+                        "more faithful" if other else "full 8-bit weights: more precise when the measured error "
+                        "shows no saturation on this CPU and data")))
         if "activation_type" not in overrides:
             choices.append(RecipeChoice(
                 recipe=primary.recipe.model_copy(update={"activation_type": flipped}),

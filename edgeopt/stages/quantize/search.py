@@ -1,10 +1,15 @@
 """Choosing the int8 model to ship: candidates, fidelity floor, mixed precision, latency.
 
 For each candidate recipe: quantize, refuse degenerate results (does not load, nothing
-quantized, bigger than the float model), measure fidelity on held-out data, and when it
-is below the floor keep the most sensitive nodes in float, step by step. On the host
-target the surviving candidates and the float model are timed side by side; an int8
-model that is not faster is not shipped unless the user insists.
+quantized, bigger than the float model), measure fidelity on held-out data with each output's task
+metric (metrics.py), and when it is below the floor keep quantizer groups in float: ranked by the
+measured effect of reverting each one alone on the task metric, reverted greedily until the floor is
+met (the accuracy-control idea of NNCF), within a time budget. On the host target the surviving
+candidates and the float model are timed side by side; an int8 model that is not faster is not
+shipped unless the user insists.
+
+The float model's outputs on the evaluation data are computed once and reused by every candidate and
+every mixed-precision step; a candidate's outputs are judged batch by batch and dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError, VerificationError
 from edgeopt.events import Events
-from edgeopt.stages.quantize.fidelity import Fidelity, measure_fidelity
+from edgeopt.stages.quantize.calibration import BatchSource, StatisticsCache, head
+from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
+from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
+from edgeopt.stages.quantize.techniques import choose_techniques
+from edgeopt.metrics import MetricPlan
 from edgeopt.stages.quantize.recipes import (
     COMPUTE_OPS,
     QuantizeMode,
@@ -28,7 +37,6 @@ from edgeopt.stages.quantize.recipes import (
 from edgeopt.stages.quantize.sensitivity import (
     ensure_node_names,
     exclusion_group,
-    rank_sensitive_nodes,
     up_front_exclusions,
 )
 from edgeopt.stages.quantize.speed_fallback import (
@@ -41,9 +49,10 @@ from edgeopt.runtime.latency import LatencyStats, compare_latency
 from edgeopt.runtime.runner import open_runner
 from edgeopt.targets import TargetProfile
 
-MAX_MIXED_PRECISION_STEPS = 6
 # Below this latency ratio an int8 model counts as faster; between it and 1.0 is noise.
 FASTER_THAN_FLOAT = 0.95
+# Latency ratios this close (relative) are the same speed: fidelity decides between them.
+SAME_SPEED = 0.03
 
 
 class QuantizeOptions(BaseModel):
@@ -57,16 +66,14 @@ class QuantizeOptions(BaseModel):
     measure_latency: bool = True
     threads: int = 1
     latency_budget_s: float = 8.0
+    # {output or "*": metric spec} (metrics.py); unset outputs get the default for their shape.
+    metrics: dict[str, str] = {}
+    # Try SmoothQuant / cross-layer equalization / bias correction (kept only where the task metric gains).
+    techniques: bool = True
+    # Wall-time budget for ranking and reverting groups (mixed precision), per candidate.
+    mixed_precision_budget_s: float = 240.0
     # Where latency is measured: keep in float the layers whose int8 kernels are slower.
     speed_fallback: bool = True
-
-
-class MixedPrecisionStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    float_nodes: list[str]
-    worst_cosine: float
-    meets_floor: bool
 
 
 class Candidate(BaseModel):
@@ -83,6 +90,8 @@ class Candidate(BaseModel):
     quantizable_nodes: int | None = None
     float_nodes: list[str] = []
     mixed_precision: list[MixedPrecisionStep] = []
+    mixed_precision_ranking: list[RevertEffect] = []
+    mixed_precision_stop: str | None = None  # why reverting stopped
     speed_fallback: list[SpeedTrial] = []
     fidelity: Fidelity | None = None
     latency: LatencyStats | None = None
@@ -103,6 +112,8 @@ class QuantizeOutcome(BaseModel):
     speed_fallback_profiled_on: str | None = None  # where the per-node ranking was profiled
     float_size_bytes: int = 0
     floor: dict[str, float | None] = {}
+    # Which metric judged each output, its floor, and why it was chosen.
+    metrics: list[dict[str, Any]] = []
     prepare: dict[str, Any] = {}
     warnings: list[str] = []
 
@@ -110,21 +121,48 @@ class QuantizeOutcome(BaseModel):
 Batches = list[dict[str, np.ndarray]]
 
 
-def _run_all(model_bytes: bytes, batches: Batches, label: str,
-             state_pairs: dict[str, str] | None = None) -> list[np.ndarray]:
-    """Every output over ``batches``, concatenated; a stream (``state_pairs``) carries the model's own
-    state from call to call, so its errors accumulate as they do in use."""
+def _outputs_per_batch(model_bytes: bytes, batches: Batches, label: str,
+                       state_pairs: dict[str, str] | None = None):
+    """Every output per batch, in order, one batch at a time; a stream (``state_pairs``) carries the
+    model's own state from call to call, so its errors accumulate as they do in use."""
     from edgeopt.data import run_stream
 
     runner = open_runner(model_bytes, label=label)
-    per_output: list[list[np.ndarray]] = []
     for _fed, result in run_stream(runner.run, batches, state_pairs or {}):
-        outputs = list(result.values())
-        if not per_output:
-            per_output = [[] for _ in outputs]
-        for slot, value in zip(per_output, outputs):
-            slot.append(np.asarray(value) if np.ndim(value) else np.asarray(value).reshape(1))
-    return [np.concatenate(chunks, axis=0) for chunks in per_output]
+        yield [np.asarray(value) if np.ndim(value) else np.asarray(value).reshape(1) for value in result.values()]
+
+
+def _first_samples(reference: list[list[np.ndarray]], enough: int = 64) -> list[np.ndarray]:
+    """The float outputs of the first batches (about ``enough`` samples), joined per output where their
+    shapes allow: what default metrics are chosen from (one sample says little about an output)."""
+    if not reference:
+        return []
+    taken, count = [], 0
+    for outputs in reference:
+        taken.append(outputs)
+        count += int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 1
+        if count >= enough:
+            break
+    joined = []
+    for index in range(len(taken[0])):
+        parts = [outputs[index] for outputs in taken]
+        same = all(p.ndim >= 1 and p.shape[1:] == parts[0].shape[1:] for p in parts)
+        joined.append(np.concatenate(parts) if same else parts[0])
+    return joined
+
+
+def _batch_labels(labels: np.ndarray | list | None, reference: list[list[np.ndarray]]) -> list[np.ndarray | None]:
+    """Labels per evaluation batch: given per batch, or one array cut by each batch's sample count."""
+    if labels is None:
+        return [None] * len(reference)
+    if isinstance(labels, list):
+        return labels
+    cuts, start = [], 0
+    for outputs in reference:
+        count = int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 1
+        cuts.append(labels[start:start + count])
+        start += count
+    return cuts
 
 
 def search(
@@ -132,9 +170,9 @@ def search(
     *,
     target: TargetProfile,
     options: QuantizeOptions,
-    calibration: Batches | None,
+    calibration: BatchSource | None,
     evaluation: Batches,
-    labels: np.ndarray | None,
+    labels: np.ndarray | list[np.ndarray | None] | None,
     timing_feeds: dict[str, np.ndarray],
     events: Events | None = None,
     device_latency: Callable[[dict[str, bytes], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
@@ -149,7 +187,8 @@ def search(
     (models by label, feeds → stats with ratios to "float"), whatever the target. The speed
     fallback ranks layers by ``device_node_costs`` (model bytes, label → µs per node) when given,
     else by a profile on this machine. ``state_pairs`` ({output: input}) makes the evaluation a
-    stream: each model carries its own recurrent state from one batch to the next.
+    stream: each model carries its own recurrent state from one batch to the next. ``labels``: one
+    array over the evaluation samples, or one per evaluation batch.
     """
     events = events or Events()
     progress = events.note
@@ -173,21 +212,38 @@ def search(
         outcome.warnings.extend(reasons)
     float_bytes = prepared.SerializeToString()
     outcome.float_size_bytes = len(float_bytes)
-    reference = _run_all(float_bytes, evaluation, "float model", state_pairs)
+    reference = list(_outputs_per_batch(float_bytes, evaluation, "float model", state_pairs))
     output_names = [o.name for o in prepared.graph.output]
+    labels_per_batch = _batch_labels(labels, reference)
+    floors = {"cosine": options.min_cosine, **({"top1": options.min_top1} if options.min_top1 is not None else {})}
+    plan = MetricPlan(output_names, _first_samples(reference), options.metrics,
+                      has_labels=any(b is not None for b in labels_per_batch), floors=floors)
+    outcome.metrics = plan.describe()
+    for judged in outcome.metrics:
+        where = "every output" if judged["output"] == "*" else f"output {judged['output']}"
+        progress(f"{where}: judged by {judged['metric']} (floor {judged['floor']:g}; {judged['chosen']})")
     op_histogram: dict[str, int] = {}
     for node in prepared.graph.node:
         op_histogram[node.op_type] = op_histogram.get(node.op_type, 0) + 1
     choices = candidate_recipes(target, options.mode, has_calibration=bool(calibration),
                                 op_histogram=op_histogram, overrides=options.overrides)
-    float_up_front = up_front_exclusions(prepared, calibration or evaluation)
+    # One calibration pass per float model serves every static candidate and re-quantization: they differ in
+    # nodes excluded, op types and quantized types, never in the float activations.
+    passes = StatisticsCache(calibration, events=events, histograms=any(
+        c.recipe.mode == "static" and c.recipe.calibration != "minmax" for c in choices)) if calibration else None
+    float_up_front = up_front_exclusions(prepared, head(calibration, 2) or evaluation)
     if float_up_front:
         outcome.prepare["kept_float_up_front"] = float_up_front
     quantized_models: dict[str, bytes] = {}
+    # The float model the quantizer gets: ``prepared``, or what the techniques that helped made of it.
+    source = [prepared]
 
-    def evaluate(recipe: Recipe) -> tuple[bytes | None, Fidelity | None, str | None, Any]:
+    def evaluate(recipe: Recipe, model_in: onnx.ModelProto | None = None
+                 ) -> tuple[bytes | None, Fidelity | None, str | None, Any]:
+        float_in = model_in if model_in is not None else source[0]
         try:
-            model = quantize(prepared, recipe, calibration)
+            statistics = passes.get(float_in) if passes is not None and recipe.mode == "static" else None
+            model = quantize(float_in, recipe, calibration, statistics=statistics)
         except VerificationError:
             raise
         except Exception as exc:  # the quantizer raises many kinds of errors on odd graphs
@@ -196,12 +252,26 @@ def search(
         coverage = count_quantized_nodes(prepared, model)
         if coverage.quantized == 0:
             return None, None, "no node was quantized (nothing this recipe can quantize in the graph)", coverage
+        return judge(data, recipe.name, coverage)
+
+    def judge(data: bytes, name: str, coverage: Any, batches: int | None = None):
+        """The candidate's task metrics over the evaluation data (or its first ``batches``), batch by batch."""
+        run = FidelityRun(output_names, plan)
+        count = len(evaluation) if batches is None else min(batches, len(evaluation))
         try:
-            got = _run_all(data, evaluation, f"int8 model ({recipe.name})", state_pairs)
+            outputs = _outputs_per_batch(data, evaluation[:count], f"int8 model ({name})", state_pairs)
+            for ref, got, batch_labels in zip(reference[:count], outputs, labels_per_batch[:count]):
+                run.update(ref, got, batch_labels)
+        except InputError:
+            raise  # a metric hook that fails is the user's to fix
         except Exception as exc:
             return None, None, f"onnxruntime cannot run the int8 model: {getattr(exc, 'message', exc)}", coverage
-        return data, measure_fidelity(output_names, reference, got, labels), None, coverage
+        return data, run.result(), None, coverage
 
+    first_static = next((c.recipe for c in choices if c.recipe.mode == "static"), None)
+    if first_static is not None and calibration and options.techniques:
+        source[0], outcome.prepare["techniques"] = choose_techniques(
+            prepared, first_static.excluding(list(float_up_front)), calibration, evaluate, progress)
     for choice in choices:
         recipe = choice.recipe
         if recipe.mode == "static" and float_up_front:
@@ -216,8 +286,9 @@ def search(
             candidate.status, candidate.rejection = "rejected", rejection
             continue
         meets = fidelity.meets(options.min_cosine, options.min_top1)
-        if not meets and recipe.mode == "static":
-            data, fidelity, recipe = _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation,
+        if not meets and recipe.mode in ("static", "dynamic"):
+            # (the float model the quantizer saw: its activations are what int8 ones are matched with)
+            data, fidelity, recipe = revert_until_floor(source[0], data, fidelity, recipe, candidate, evaluation,
                                                       options, evaluate, progress)
             meets = fidelity.meets(options.min_cosine, options.min_top1)
         candidate.fidelity = fidelity
@@ -231,8 +302,7 @@ def search(
             continue
         if not meets:
             candidate.status = "below-floor"
-            candidate.rejection = (f"fidelity below the floor: worst output cosine {fidelity.worst_cosine:.4f} "
-                                   f"< {options.min_cosine}")
+            candidate.rejection = f"fidelity below the floor: {fidelity.verdict()}"
             continue
         quantized_models[candidate.name] = data
 
@@ -268,24 +338,38 @@ def search(
         outcome.reason = f"kept the float model: no int8 candidate was usable ({summary})"
         return None, outcome
     if timed:
-        best = min(passing, key=lambda c: c.latency_ratio or 1e9)
+        fastest_ratio = min(c.latency_ratio or 1e9 for c in passing)
+        # Candidates within timing noise of the fastest are equally fast: the most faithful of them ships.
+        equally_fast = [c for c in passing if (c.latency_ratio or 1e9) <= fastest_ratio * (1 + SAME_SPEED)]
+        best = max(equally_fast, key=lambda c: (c.fidelity.margin if c.fidelity else -1e9, -(c.latency_ratio or 1e9)))
         if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT and not (
                 explicit or options.force_int8):
             outcome.reason = (f"kept the float model: the fastest faithful int8 candidate ({best.name}) runs at "
                               f"{best.latency_ratio:.2f}x of float {where}; pass --force-int8 to ship it")
             return None, outcome
-        outcome.reason = (f"{best.name}: fastest candidate meeting the fidelity floor "
+        outcome.reason = (f"{best.name}: fastest candidate meeting the fidelity floor (the most faithful "
+                          f"within {SAME_SPEED:.0%}) "
                           f"({best.latency_ratio:.2f}x float latency {where}, {best.size_ratio:.2f}x size)")
         if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT:
             outcome.warnings.append(f"the shipped int8 model is not faster than float ({best.latency_ratio:.2f}x)")
     else:
         best = passing[0]
+        twin = next((c for c in passing[1:] if _weight_range_twins(c.recipe, best.recipe)), None)
+        if twin is not None and twin.fidelity is not None and best.fidelity is not None and \
+                twin.fidelity.margin > best.fidelity.margin:
+            best = twin  # the measured error decides between 7-bit and 8-bit weights, not the ISA rule
         outcome.reason = f"{best.name}: first candidate meeting the fidelity floor for target {target.name} " \
                          f"({best.reason})"
     outcome.chosen, outcome.shipped = best.name, "int8"
     model = onnx.ModelProto()
     model.ParseFromString(quantized_models[best.name])
     return model, outcome
+
+
+def _weight_range_twins(a: Recipe, b: Recipe) -> bool:
+    """The same recipe but for reduce_range (7-bit vs 8-bit weights), nodes kept in float aside."""
+    strip = {"reduce_range": False, "nodes_to_exclude": ()}
+    return a.reduce_range != b.reduce_range and a.model_copy(update=strip) == b.model_copy(update=strip)
 
 
 def _against_float(models: dict[str, bytes], feeds: dict[str, np.ndarray], options: QuantizeOptions,
@@ -345,36 +429,3 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
     candidate.latency, candidate.latency_ratio = stats["int8"], round(stats["int8"].ratio_to_reference or 1.0, 4)
     outcome.float_latency = stats["float"]
     quantized_models[candidate.name] = data
-
-
-def _mixed_precision(prepared, data, fidelity, recipe, candidate, evaluation, options, evaluate, progress):
-    """Keep the nodes that lose the most SQNR in float until the floor is met.
-
-    Returns (model bytes, fidelity, recipe) of the last step tried, or the inputs
-    unchanged when no step could be made."""
-    quant = onnx.ModelProto()
-    quant.ParseFromString(data)
-    ranking = rank_sensitive_nodes(prepared, quant, evaluation[: max(1, min(len(evaluation), 8))])
-    best = (data, fidelity, recipe)
-    count = 1
-    stalled = 0
-    for _ in range(MAX_MIXED_PRECISION_STEPS):
-        if not ranking:
-            break
-        chosen = sorted({member for name, _ in ranking[:count] for member in exclusion_group(prepared, name)})
-        progress(f"mixed precision: keeping {len(chosen)} node(s) in float")
-        trial = recipe.excluding(chosen)
-        trial_data, trial_fidelity, _rejection, _coverage = evaluate(trial)
-        if trial_data is None:
-            break
-        meets = trial_fidelity.meets(options.min_cosine, options.min_top1)
-        candidate.mixed_precision.append(MixedPrecisionStep(
-            float_nodes=chosen, worst_cosine=trial_fidelity.worst_cosine, meets_floor=meets))
-        improved = trial_fidelity.worst_cosine > best[1].worst_cosine + 1e-4
-        if improved or meets:  # keep the best step: a later one may lose fidelity
-            best = (trial_data, trial_fidelity, trial)
-        stalled = 0 if improved else stalled + 1
-        if meets or count >= len(ranking) or stalled >= 2:  # two steps that buy nothing: stop paying for more
-            break
-        count = min(len(ranking), count * 2)
-    return best

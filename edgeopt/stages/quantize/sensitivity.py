@@ -23,6 +23,10 @@ _DQ_SUFFIX = "_DequantizeLinear_Output"
 # Activations beyond this magnitude (additive attention masks of -3e38 and the like) make an
 # int8 scale that rounds every real value to zero.
 HUGE_RANGE = 1e6
+# An Add input this large beside one 10x smaller is an additive mask (BERT-style masks use -1e4).
+MASK_RANGE = 1e3
+FLOAT_BY_RULE = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "Softmax",
+                 "LogSoftmax", "Gelu", "FastGelu", "BiasGelu", "Erf")
 
 
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -64,6 +68,11 @@ def _expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | No
             elem = (types or {}).get(name, TensorProto.FLOAT)
             augmented.graph.output.append(helper.make_tensor_value_info(name, elem, None))
     return augmented.SerializeToString()
+
+
+def expose_tensors(model: onnx.ModelProto, names: list[str]) -> bytes:
+    """The model with ``names`` (float activations or inputs) as extra outputs, typed by shape inference."""
+    return _expose(model, names, _float_tensors(model))
 
 
 def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -174,12 +183,19 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray
       subgraph silently reads the pre-activation values.
     - Producers and consumers of tensors with huge ranges (additive masks): one int8 scale
       for ±3e38 turns every real value into zero.
+    - By rule, ops whose int8 form loses what they compute (``FLOAT_BY_RULE``): normalisations divide
+      by a statistic of the very values int8 rounds, Softmax and GELU are steep where it matters, and
+      onnxruntime has no int8 kernel for them on the CPU, so their Q/DQ pairs only cost time.
+    - Additive attention masks: an Add of scores (tens) and a mask (-1e4 and below) needs one scale
+      for both; the scores round to a handful of levels.
     """
     reasons: dict[str, str] = {}
     read_inside = _subgraph_reads(model.graph)
     for node in model.graph.node:
         if node.op_type in ("Relu", "Clip") and set(node.output) & read_inside:
             reasons[node.name] = "activation read inside a subgraph (the quantizer would fold it away)"
+        elif node.op_type in FLOAT_BY_RULE:
+            reasons[node.name] = f"{node.op_type}: kept in float by rule (int8 cannot represent it faithfully)"
     types = _float_tensors(model)
     watched = sorted(set(types) - {i.name for i in model.graph.input})
     if watched and feeds:
@@ -187,13 +203,24 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray
                                    optimization="basic")
         peaks: dict[str, float] = {}
         for batch in feeds[:2]:
-            for name, value in runner.run(batch).items():
+            # graph inputs too: an additive mask may come in as a float input
+            for name, value in [*batch.items(), *runner.run(batch).items()]:
                 value = np.asarray(value)
                 if value.dtype.kind == "f" and value.size:
-                    finite = np.abs(value[np.isfinite(value)])
-                    if finite.size:
-                        peaks[name] = max(peaks.get(name, 0.0), float(np.max(finite)))
+                    peak = max(-float(value.min()), float(value.max()))  # no copy unless NaN/inf
+                    if not np.isfinite(peak):
+                        # ±inf (masked_fill(-inf) masks) is the hugest range of all; NaN says nothing
+                        ordered = value[~np.isnan(value)]
+                        peak = float(np.max(np.abs(ordered))) if ordered.size else None
+                    if peak is not None:
+                        peaks[name] = max(peaks.get(name, 0.0), peak)
         for node in model.graph.node:
+            if node.op_type == "Add" and len(node.input) == 2:
+                sides = sorted(peaks.get(i, 0.0) for i in node.input)
+                if sides[1] >= MASK_RANGE and 0 < sides[0] * 10 <= sides[1]:
+                    for name in exclusion_group(model, node.name):
+                        reasons.setdefault(name, f"additive mask: {node.name} adds ±{sides[1]:.3g} to values "
+                                                 f"within ±{sides[0]:.3g}")
             huge = [o for o in node.output if peaks.get(o, 0.0) > HUGE_RANGE]
             if huge:
                 for name in exclusion_group(model, node.name):

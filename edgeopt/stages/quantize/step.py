@@ -3,13 +3,14 @@ evaluation data the load stage read, timed on this machine or on the ``--ssh`` d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.stages.common.context import StageContext, StageModel
-
-_FREE_BATCH = 16
+from edgeopt.stages.common.context import StageContext, StageModel, graph_input_shapes
+from edgeopt.stages.quantize.calibration import BatchStream
 
 
 class QuantizationSummary(BaseModel):
@@ -22,12 +23,26 @@ class QuantizationSummary(BaseModel):
     recipe: str | None = None
     # the figure the floor was held against: per-sample and worst-channel cosine
     worst_cosine: float | None = None
+    # the task metric that decided: "output 'probs': iou 0.9712 (floor 0.95)"
+    decided_by: str | None = None
     accuracy_float: float | None = None
     accuracy_int8: float | None = None
     latency_ratio: float | None = None
     size_ratio: float | None = None
     float_nodes: list[str] = []
     float_for_speed: list[str] = []  # of those, kept in float because their int8 kernels were slower (measured)
+
+
+def _calibration_feeds(calibration: Any, batch: int, model: Any, state_pairs: dict[str, str]) -> Iterator[dict]:
+    """The calibration feeds; a stream's carry the states the float model itself passes from call to call."""
+    if not state_pairs:
+        yield from calibration.batches(batch)
+        return
+    from edgeopt.data import run_stream
+    from edgeopt.runtime.runner import open_runner
+
+    runner = open_runner(model.SerializeToString(), label="the float model")
+    yield from (fed for fed, _outputs in run_stream(runner.run, calibration.batches(batch), state_pairs))
 
 
 class QuantizeStage:
@@ -50,7 +65,7 @@ class QuantizeStage:
                 "device": context.device.name if context.device else None}
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
-        from edgeopt.runtime.runner import open_runner
+        from edgeopt.stages.quantize.budget import plan_calibration_batch
         from edgeopt.stages.quantize.search import QuantizeOptions, search
         from edgeopt.targets import load_target
 
@@ -64,20 +79,27 @@ class QuantizeStage:
                               "min_top1": settings.min_top1, "force_int8": settings.force_int8,
                               "speed_fallback": settings.speed_fallback}
             state_pairs = context.plan.state_pairs if context.plan is not None else {}
-            # a stream runs one call at a time; else batches of 16 where the data's batch axis is free
+            # a stream runs one call at a time; else --calib-batch where the data's batch axis is free, lowered
+            # to what the memory budget allows (checked here, before any quantizing)
             fixed = (calibration or evaluation).samples_per_run
-            batch = 1 if state_pairs else (fixed if fixed is not None else _FREE_BATCH)
-            calib_batches = list(calibration.batches(batch)) if calibration is not None else None
-            if calib_batches and state_pairs:
-                # Calibrate on the states the float model itself carries from call to call.
-                from edgeopt.data import run_stream
-
-                runner = open_runner(current.SerializeToString(), label="the float model")
-                calib_batches = [fed for fed, _ in run_stream(runner.run, calib_batches, state_pairs)]
+            batch = 1 if state_pairs else (fixed if fixed is not None else settings.calib_batch)
+            budget = plan_calibration_batch(
+                current, graph_input_shapes(current, context.plan.specs) if context.plan else {}, batch,
+                free=not state_pairs and fixed is None, max_memory=settings.max_memory,
+                events=context.events.scoped("quantize"))
+            batch = budget.calibration_batch
+            record.warnings.extend([budget.warning] if budget.warning else [])
+            # Read afresh on each walk with one batch alive at a time: calibration is one streamed pass.
+            calib_batches = BatchStream(partial(_calibration_feeds, calibration, batch, current, state_pairs),
+                                        samples=calibration.count,
+                                        batch_size=calibration.effective_batch_size(batch)
+                                        ) if calibration is not None else None
             # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
             # quantization picks its scales per batch, so batch 16 would flatter it.
             deploy_batch = 1 if state_pairs or fixed is None else fixed
-            eval_batches = list(evaluation.batches(deploy_batch))
+            labelled = list(evaluation.labelled_batches(deploy_batch))
+            eval_batches = [feeds for feeds, _labels in labelled]
+            eval_labels = [labels for _feeds, labels in labelled] if evaluation.labels is not None else None
             timing = eval_batches[0]
             data_details["eval"]["batch_size"] = deploy_batch
             overrides = {"activation_type": settings.activation_type, "weight_type": settings.weight_type,
@@ -86,18 +108,19 @@ class QuantizeStage:
             options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
                                       overrides={k: v for k, v in overrides.items() if v is not None},
                                       force_int8=settings.force_int8, speed_fallback=settings.speed_fallback,
-                                      threads=settings.threads)
+                                      threads=settings.threads, metrics=dict(settings.metrics))
             events = context.events.scoped("quantize")
             device = context.device
             quantized, outcome = search(
                 current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
-                labels=evaluation.labels, timing_feeds=timing, state_pairs=state_pairs, events=events,
+                labels=eval_labels, timing_feeds=timing, state_pairs=state_pairs, events=events,
                 device_latency=(lambda models, feeds: device.latency(models, feeds, events.scoped(device=device.name)))
                 if device else None,
                 device_name=device.name if device else None,
                 device_node_costs=(lambda data, label: device.node_costs(
                     data, label, timing, events.scoped(device=f"{device.name} ({label})"))) if device else None)
-            record.details = {"data": data_details, **outcome.model_dump(mode="json")}
+            record.details = {"data": data_details, "memory": budget.model_dump(mode="json"),
+                              **outcome.model_dump(mode="json")}
             record.warnings.extend(outcome.warnings)
             if quantized is None:
                 record.status = "fallback" if outcome.candidates else "skipped"
@@ -116,6 +139,7 @@ class QuantizeStage:
         fidelity = chosen.get("fidelity") if chosen else None
         return {"quantization": QuantizationSummary(
             shipped=details.get("shipped"), recipe=details.get("chosen"), reason=details.get("reason"),
+            decided_by=_verdict(fidelity),
             worst_cosine=min((min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"] is not None
                                   else o["cosine_mean"]) for o in fidelity["outputs"]), default=None)
             if fidelity else None,
@@ -126,3 +150,14 @@ class QuantizeStage:
             float_nodes=chosen.get("float_nodes") if chosen else [],
             float_for_speed=sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
                                     for n in t["nodes"]}))}
+
+
+def _verdict(fidelity: dict | None) -> str | None:
+    """The decisive task metric of a recorded fidelity, as one line."""
+    from edgeopt.metrics import MetricResult
+    from edgeopt.stages.quantize.fidelity import Fidelity
+
+    if not fidelity or not fidelity.get("metrics"):
+        return None
+    metrics = [MetricResult.model_validate(m) for m in fidelity["metrics"]]
+    return Fidelity(samples=fidelity.get("samples") or 0, outputs=[], metrics=metrics).verdict()

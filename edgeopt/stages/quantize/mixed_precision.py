@@ -1,0 +1,128 @@
+"""Mixed precision: quantizer groups reverted to float until the task metric meets its floor.
+
+The SQNR activation matching (sensitivity.py, one pass) names the groups that add the most error; each
+of the first ``MAX_RANKED_GROUPS`` is then reverted *alone* and the task metric measured, so groups are
+ranked by the margin they buy on the task (the idea of NNCF's accuracy-control algorithm), not by a
+tensor statistic. They are reverted cumulatively in that order, one per step, until the floor is met,
+the ranking is used up, or the time budget ends. The ranking, every step and why it stopped are
+recorded on the candidate.
+"""
+
+from __future__ import annotations
+
+import time
+
+import onnx
+from pydantic import BaseModel, ConfigDict
+
+from edgeopt.stages.quantize.fidelity import Fidelity
+from edgeopt.stages.quantize.sensitivity import exclusion_group, rank_sensitive_nodes
+
+# Groups whose solo revert is measured (the SQNR ranking picks them, the task metric orders them).
+MAX_RANKED_GROUPS = 12
+MAX_MIXED_PRECISION_STEPS = 12
+
+
+class MixedPrecisionStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    float_nodes: list[str]
+    worst_cosine: float
+    meets_floor: bool
+    margin: float | None = None  # the decisive task metric's distance to its floor
+    verdict: str | None = None
+
+
+class RevertEffect(BaseModel):
+    """One quantizer group reverted to float alone, and what it did to the task metric."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nodes: list[str]
+    margin: float | None  # None: the trial could not be evaluated
+    effect: float | None  # margin gained over the all-int8 candidate
+
+
+def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation, options, evaluate, progress):
+    """Revert quantizer groups to float until the task metric meets its floor.
+
+    1. The SQNR activation matching (one pass) names the groups that add the most error;
+    2. each of the first ``MAX_RANKED_GROUPS`` is reverted alone and the task metric measured: groups are
+       ranked by the margin they buy (what NNCF's accuracy control does), so the order follows the
+       task, not a tensor statistic;
+    3. groups are reverted cumulatively in that order, one per step, until the floor is met, the
+       ranking is used up, or the time budget ends. The best step is kept.
+
+    Returns (model bytes, fidelity, recipe) of the best step, or the inputs unchanged."""
+    started = time.monotonic()
+    budget = options.mixed_precision_budget_s
+
+    def out_of_time() -> bool:
+        return time.monotonic() - started > budget
+
+    quant = onnx.ModelProto()
+    quant.ParseFromString(data)
+    sensitive = rank_sensitive_nodes(prepared, quant, evaluation[: max(1, min(len(evaluation), 8))])
+    groups: list[tuple[str, ...]] = []
+    for name, _score in sensitive:
+        group = tuple(sorted(set(exclusion_group(prepared, name)) - set(recipe.nodes_to_exclude)))
+        if group and group not in groups:
+            groups.append(group)
+        if len(groups) >= MAX_RANKED_GROUPS:
+            break
+    best = (data, fidelity, recipe)
+    if not groups:
+        candidate.mixed_precision_stop = "no quantized node adds measurable error"
+        return best
+    ranked: list[RevertEffect] = []
+    for index, group in enumerate(groups):
+        if out_of_time():
+            candidate.mixed_precision_stop = f"time budget ({budget:g} s) ended while ranking"
+            break
+        progress(f"mixed precision: ranking group {index + 1}/{len(groups)} by the task metric")
+        trial_data, trial_fidelity, _rejection, _coverage = evaluate(recipe.excluding(list(group)))
+        margin = trial_fidelity.margin if trial_fidelity is not None else None
+        ranked.append(RevertEffect(nodes=list(group), margin=margin, effect=None if margin is None else round(
+            trial_fidelity.smooth_margin - fidelity.smooth_margin, 6)))
+        if trial_fidelity is not None and trial_fidelity.margin > best[1].margin:
+            best = (trial_data, trial_fidelity, recipe.excluding(list(group)))
+        if trial_fidelity is not None and trial_fidelity.meets(options.min_cosine, options.min_top1):
+            # One group alone is enough: the cheapest fix there is.
+            candidate.mixed_precision.append(step_record(list(group), trial_fidelity, True))
+            candidate.mixed_precision_ranking = ranked
+            candidate.mixed_precision_stop = "floor met by reverting one group"
+            return best
+    # Groups that measurably help go first, best first; unmeasured and harmful ones last.
+    ranked.sort(key=lambda r: -(r.effect if r.effect is not None else -1e9))
+    candidate.mixed_precision_ranking = ranked
+    reverted: list[str] = []
+    for effect in ranked[:MAX_MIXED_PRECISION_STEPS]:
+        if effect.effect is None or effect.effect <= 0:
+            candidate.mixed_precision_stop = candidate.mixed_precision_stop or \
+                "no further group improves the task metric on its own"
+            break
+        if out_of_time():
+            candidate.mixed_precision_stop = f"time budget ({budget:g} s) ended"
+            break
+        reverted = sorted(set(reverted) | set(effect.nodes))
+        progress(f"mixed precision: keeping {len(reverted)} node(s) in float")
+        trial = recipe.excluding(reverted)
+        trial_data, trial_fidelity, _rejection, _coverage = evaluate(trial)
+        if trial_data is None:
+            candidate.mixed_precision_stop = "a step could not be quantized or run"
+            break
+        meets = trial_fidelity.meets(options.min_cosine, options.min_top1)
+        candidate.mixed_precision.append(step_record(reverted, trial_fidelity, meets))
+        if meets or trial_fidelity.margin > best[1].margin:  # keep the best step: a later one may lose
+            best = (trial_data, trial_fidelity, trial)
+        if meets:
+            candidate.mixed_precision_stop = f"floor met after {len(candidate.mixed_precision)} step(s)"
+            break
+    else:
+        candidate.mixed_precision_stop = candidate.mixed_precision_stop or "ranked groups used up"
+    return best
+
+
+def step_record(nodes: list[str], fidelity: Fidelity, meets: bool) -> MixedPrecisionStep:
+    return MixedPrecisionStep(float_nodes=list(nodes), worst_cosine=fidelity.worst_cosine, meets_floor=meets,
+                              margin=round(fidelity.margin, 6), verdict=fidelity.verdict())

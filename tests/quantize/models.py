@@ -1,0 +1,175 @@
+"""Small graphs with the structures int8 struggles with in real models, built in numpy + onnx.helper."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(nodes, inputs, outputs, initializers, opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def transformer_model(d: int = 64, heads: int = 4, outlier: float = 40.0, seed: int = 0) -> onnx.ModelProto:
+    """One encoder block with a BERT-style additive mask ((1 - mask) * -10000 on the scores) and, like
+    real LayerNorm outputs, a few feature dimensions `outlier` times larger than the rest: the
+    projections that read them lose the small dimensions under one activation scale.
+
+    Inputs: x [N, T, d] float, mask [N, T] float (1 keep, 0 pad). Outputs: hidden [N, T, d] and a
+    mean-pooled, L2-normalised sentence embedding [N, d]."""
+    rng = np.random.default_rng(seed)
+    head = d // heads
+
+    def w(name, *shape, scale=None):
+        scale = scale if scale is not None else 1 / np.sqrt(shape[0])
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    def c(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    gamma = np.ones(d, np.float32)
+    gamma[[3, 17]] = outlier
+    inits = [w("wq", d, d), w("wk", d, d), w("wv", d, d), w("wo", d, d), w("w1", d, 4 * d), w("w2", 4 * d, d),
+             numpy_helper.from_array(gamma, "ln0_g"), c("ln0_b", np.zeros(d)), c("ln1_g", np.ones(d)),
+             c("ln1_b", np.zeros(d)), c("ln2_g", np.ones(d)), c("ln2_b", np.zeros(d)),
+             c("one", 1.0), c("neg", -10000.0), c("scale", 1 / np.sqrt(head)), c("half", 0.5),
+             c("rsqrt2", 1 / np.sqrt(2)), c("eps", 1e-12),
+             numpy_helper.from_array(np.array([0, 0, heads, head], np.int64), "split_shape"),
+             numpy_helper.from_array(np.array([0, 0, d], np.int64), "merge_shape"),
+             numpy_helper.from_array(np.array([1, 2], np.int64), "mask_axes"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ln0_g", "ln0_b"], ["h0"], name="ln0", axis=-1),
+        helper.make_node("MatMul", ["h0", "wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["h0", "wk"], ["k"], name="k_proj"),
+        helper.make_node("MatMul", ["h0", "wv"], ["v"], name="v_proj"),
+        helper.make_node("Reshape", ["q", "split_shape"], ["q4"], name="q_split"),
+        helper.make_node("Reshape", ["k", "split_shape"], ["k4"], name="k_split"),
+        helper.make_node("Reshape", ["v", "split_shape"], ["v4"], name="v_split"),
+        helper.make_node("Transpose", ["q4"], ["qh"], name="q_heads", perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k4"], ["kh"], name="k_heads", perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v4"], ["vh"], name="v_heads", perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qh", "kh"], ["s0"], name="scores"),
+        helper.make_node("Mul", ["s0", "scale"], ["s1"], name="scores_scale"),
+        helper.make_node("Sub", ["one", "mask"], ["pad"], name="mask_invert"),
+        helper.make_node("Mul", ["pad", "neg"], ["bias"], name="mask_bias"),
+        helper.make_node("Unsqueeze", ["bias", "mask_axes"], ["bias4"], name="mask_unsqueeze"),
+        helper.make_node("Add", ["s1", "bias4"], ["s2"], name="mask_add"),
+        helper.make_node("Softmax", ["s2"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "vh"], ["ctx4"], name="context"),
+        helper.make_node("Transpose", ["ctx4"], ["ctx_t"], name="merge_heads", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "merge_shape"], ["ctx"], name="merge"),
+        helper.make_node("MatMul", ["ctx", "wo"], ["attn"], name="o_proj"),
+        helper.make_node("Add", ["attn", "x"], ["r1"], name="residual1"),
+        helper.make_node("LayerNormalization", ["r1", "ln1_g", "ln1_b"], ["h1"], name="ln1", axis=-1),
+        helper.make_node("MatMul", ["h1", "w1"], ["f0"], name="ffn_up"),
+        helper.make_node("Mul", ["f0", "rsqrt2"], ["f1"], name="gelu_scale"),
+        helper.make_node("Erf", ["f1"], ["f2"], name="gelu_erf"),
+        helper.make_node("Add", ["f2", "one"], ["f3"], name="gelu_add"),
+        helper.make_node("Mul", ["f0", "f3"], ["f4"], name="gelu_mul"),
+        helper.make_node("Mul", ["f4", "half"], ["f5"], name="gelu_half"),
+        helper.make_node("MatMul", ["f5", "w2"], ["f6"], name="ffn_down"),
+        helper.make_node("Add", ["f6", "h1"], ["r2"], name="residual2"),
+        helper.make_node("LayerNormalization", ["r2", "ln2_g", "ln2_b"], ["hidden"], name="ln2", axis=-1),
+        # masked mean pooling, then L2 normalisation: the sentence embedding
+        helper.make_node("Unsqueeze", ["mask", "axis1"], ["mask3"], name="pool_mask"),
+        helper.make_node("Transpose", ["mask3"], ["mask_col"], name="pool_mask_t", perm=[0, 2, 1]),
+        helper.make_node("Mul", ["hidden", "mask_col"], ["kept"], name="pool_keep"),
+        helper.make_node("ReduceSum", ["kept", "axis1"], ["summed"], name="pool_sum", keepdims=0),
+        helper.make_node("ReduceSum", ["mask_col", "axis1"], ["count"], name="pool_count", keepdims=0),
+        helper.make_node("Div", ["summed", "count"], ["pooled"], name="pool_mean"),
+        helper.make_node("ReduceL2", ["pooled"], ["norm"], name="l2", axes=[1], keepdims=1),
+        helper.make_node("Max", ["norm", "eps"], ["norm_safe"], name="l2_safe"),
+        helper.make_node("Div", ["pooled", "norm_safe"], ["sentence_embedding"], name="normalize"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "t", d]),
+              helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["n", "t"])]
+    outputs = [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["n", "t", d]),
+               helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["n", d])]
+    return _model(nodes, inputs, outputs, inits)
+
+
+def transformer_feeds(count: int, t: int = 16, d: int = 64, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    """One sample per feed, with clustered inputs (so nearest neighbours mean something) and padding."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(2, count // 4), t, d)).astype(np.float32)
+    feeds = []
+    for i in range(count):
+        x = centres[i % len(centres)] + 0.35 * rng.standard_normal((t, d)).astype(np.float32)
+        mask = np.ones(t, np.float32)
+        mask[t - int(rng.integers(0, t // 2)):] = 0
+        feeds.append({"x": x[None].astype(np.float32), "mask": mask[None]})
+    return feeds
+
+
+def detector_head_model(anchors: int = 96, classes: int = 6, seed: int = 0) -> onnx.ModelProto:
+    """A YOLO-style head: per-anchor boxes in pixels (cx, cy, w, h over 0..320) concatenated with
+    sigmoid class scores into one [N, anchors, 4 + classes] output. Input x [N, anchors, 16]."""
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
+
+    inits = [w("w1", 16, 64), w("w2", 64, 64), w("wb", 64, 4), w("ws", 64, classes),
+             numpy_helper.from_array(np.array(320.0, np.float32), "image_size"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "sharpen")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"], name="stem"),
+        helper.make_node("Relu", ["h0"], ["h1"], name="stem_relu"),
+        helper.make_node("MatMul", ["h1", "w2"], ["h2"], name="neck"),
+        helper.make_node("Relu", ["h2"], ["h3"], name="neck_relu"),
+        helper.make_node("MatMul", ["h3", "wb"], ["b0"], name="box_head"),
+        helper.make_node("Sigmoid", ["b0"], ["b1"], name="box_sigmoid"),
+        helper.make_node("Mul", ["b1", "image_size"], ["boxes"], name="box_scale"),
+        helper.make_node("MatMul", ["h3", "ws"], ["s0"], name="cls_head"),
+        helper.make_node("Mul", ["s0", "sharpen"], ["s1"], name="cls_sharpen"),
+        helper.make_node("Sigmoid", ["s1"], ["scores"], name="cls_sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["detections"], name="concat", axis=2),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", anchors, 16])]
+    outputs = [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["n", anchors, 4 + classes])]
+    return _model(nodes, inputs, outputs, inits, opset=13)
+
+
+def detector_feeds(count: int, anchors: int = 96, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, anchors, 16)).astype(np.float32)} for _ in range(count)]
+
+
+def depthwise_cnn_model(seed: int = 0, spread: float = 30.0) -> onnx.ModelProto:
+    """A MobileNet-style block whose stem output channels span a `spread`-fold range (as batch-norm
+    folding leaves them): stem 3→16 → ReLU → depthwise 3x3 → ReLU → pointwise 16→32 → ReLU → pool → Gemm
+    over 10 classes. Input x [N, 3, 24, 24]."""
+    rng = np.random.default_rng(seed)
+    channel_scale = np.geomspace(1 / np.sqrt(spread), np.sqrt(spread), 16)[rng.permutation(16)]
+    stem = rng.standard_normal((16, 3, 3, 3)) * 0.3 * channel_scale[:, None, None, None]
+    depthwise = rng.standard_normal((16, 1, 3, 3)) * 0.5 / channel_scale[:, None, None, None] ** 0.5
+    pointwise = rng.standard_normal((32, 16, 1, 1)) * 0.3
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w_stem", stem), ("b_stem", 0.1 * channel_scale), ("w_dw", depthwise), ("b_dw", rng.standard_normal(16) * 0.05),
+        ("w_pw", pointwise), ("b_pw", rng.standard_normal(32) * 0.05), ("w_fc", rng.standard_normal((10, 32)) * 0.3),
+        ("b_fc", np.zeros(10))]]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_stem", "b_stem"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="stem_relu"),
+        helper.make_node("Conv", ["r1", "w_dw", "b_dw"], ["c2"], name="depthwise", pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Relu", ["c2"], ["r2"], name="dw_relu"),
+        helper.make_node("Conv", ["r2", "w_pw", "b_pw"], ["c3"], name="pointwise"),
+        helper.make_node("Relu", ["c3"], ["r3"], name="pw_relu"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w_fc", "b_fc"], ["logits"], name="classifier", transB=1),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 24, 24])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])]
+    return _model(nodes, inputs, outputs, inits, opset=13)
+
+
+def image_feeds(count: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(count)]
