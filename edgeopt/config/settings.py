@@ -129,9 +129,10 @@ class QuantizeConfig(BaseModel):
     weight_type: Annotated[Literal["s8", "u8"] | None, Cli(("--weight-type",), "s8|u8 (default s8).")] = None
     per_channel: Annotated[bool | None, Cli(("--per-channel",), "Weight scales per output channel (default) or per "
                                             "tensor.", negative="--per-tensor"), Search.choice(True, False)] = None
-    calibration_method: Annotated[Literal["minmax", "entropy", "percentile"] | None, Cli(
-        ("--calibration-method",), "minmax|entropy|percentile."), Search.choice("minmax", "entropy", "percentile")] \
-        = None
+    calibration_method: Annotated[Literal["minmax", "entropy", "percentile", "per-activation"] | None, Cli(
+        ("--calibration-method",), "minmax|entropy|percentile|per-activation (default: min/max, or a clipping "
+                                   "method where it measures better)."),
+        Search.choice("minmax", "entropy", "percentile", "per-activation")] = None
     format: Annotated[Literal["qdq", "qoperator"] | None, Cli(("--quant-format",), "qdq|qoperator (default qdq).")] \
         = None
     threads: Annotated[int, Cli(("--threads",), "Threads for latency measurement (host and --ssh).",

@@ -47,4 +47,6 @@ def run_stream(run: Callable[[Feeds], Mapping[str, np.ndarray]], feeds: Iterable
         outputs = run(fed)
         state = {name: np.asarray(outputs[output]).astype(feed[name].dtype, copy=False)
                  for output, name in pairs.items() if name in feed}
+        del feed
         yield fed, outputs
+        del fed, outputs  # the next feed is read with none of this one held (one batch alive at a time)

@@ -29,8 +29,9 @@ Specs (``--metric``, ``[pipeline] metrics``): ``[OUTPUT=]METRIC[[PARAM]][@FLOOR]
 """
 
 from edgeopt.config.metric_spec import ALL_OUTPUTS, BUILTIN_FLOORS, MetricSpec, parse_metric_flags, parse_metric_spec
+from edgeopt.metrics.accumulators import MetricHookError
 from edgeopt.metrics.defaults import default_metric
 from edgeopt.metrics.plan import Judgement, MetricPlan, MetricResult
 
-__all__ = ["ALL_OUTPUTS", "BUILTIN_FLOORS", "Judgement", "MetricPlan", "MetricResult", "MetricSpec",
+__all__ = ["ALL_OUTPUTS", "BUILTIN_FLOORS", "Judgement", "MetricHookError", "MetricPlan", "MetricResult", "MetricSpec",
            "default_metric", "parse_metric_flags", "parse_metric_spec"]

@@ -13,6 +13,10 @@ from edgeopt.config.metric_spec import MetricSpec
 from edgeopt.errors import InputError
 from edgeopt.metrics.defaults import detection_axis
 
+class MetricHookError(InputError):
+    """A user's metric function failed: the user's to fix, never a reason to drop a candidate."""
+
+
 # A channel whose int8 spread is below this share of its float spread has collapsed (flattened).
 COLLAPSED_SPREAD = 0.5
 # Channels whose float spread is below this share of the output's widest channel carry no signal.
@@ -206,6 +210,7 @@ class _Detection(Metric):
     detection is a row whose best score passes the threshold; boxes are read as (cx, cy, w, h)."""
 
     MAX_DETECTIONS = 1000
+    NMS_IOU = 0.5
 
     def __init__(self, threshold: float | None) -> None:
         self.threshold = 0.25 if threshold is None else threshold
@@ -229,11 +234,24 @@ class _Detection(Metric):
             self.matched += _match(ref_boxes, ref_class, cand_boxes, cand_class)
 
     def _detections(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The detections a user would see: rows over the threshold, then class-aware non-maximum
+        suppression (a raw head proposes many overlapping anchors per object; which of them survives
+        near the threshold is noise, the object is not)."""
         scores = rows[:, 4:]
         best = scores.max(axis=1) if scores.shape[1] else np.zeros(len(rows))
         keep = np.flatnonzero(best >= self.threshold)
-        keep = keep[np.argsort(-best[keep])][: self.MAX_DETECTIONS]
-        return rows[keep, :4], np.argmax(scores[keep], axis=1) if scores.shape[1] else np.zeros(len(keep), int)
+        keep = keep[np.argsort(-best[keep], kind="stable")][: self.MAX_DETECTIONS]
+        classes = np.argmax(scores[keep], axis=1) if scores.shape[1] else np.zeros(len(keep), int)
+        boxes = _corners(rows[keep, :4])
+        kept: list[int] = []
+        suppressed = np.zeros(len(keep), bool)
+        for index in range(len(keep)):
+            if suppressed[index]:
+                continue
+            kept.append(index)
+            overlap = _iou_one(boxes[index], boxes)
+            suppressed |= (overlap > self.NMS_IOU) & (classes == classes[index])
+        return rows[keep[kept], :4], classes[kept]
 
     def result(self):
         total = self.reference_count + self.candidate_count
@@ -242,16 +260,26 @@ class _Detection(Metric):
             "matched": self.matched, "score_threshold": self.threshold}
 
 
+def _corners(boxes: np.ndarray) -> np.ndarray:
+    """(cx, cy, w, h) → (x0, y0, x1, y1)."""
+    cx, cy, w, h = boxes.T
+    return np.stack([cx - np.abs(w) / 2, cy - np.abs(h) / 2, cx + np.abs(w) / 2, cy + np.abs(h) / 2], axis=1)
+
+
+def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    low = np.maximum(box[:2], boxes[:, :2])
+    high = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=1)
+    union = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
 def _match(ref_boxes, ref_class, cand_boxes, cand_class) -> int:
     """Greedy one-to-one matching by IoU (best pairs first), same class, IoU ≥ 0.5."""
     if not len(ref_boxes) or not len(cand_boxes):
         return 0
-
-    def corners(boxes):
-        cx, cy, w, h = boxes.T
-        return np.stack([cx - np.abs(w) / 2, cy - np.abs(h) / 2, cx + np.abs(w) / 2, cy + np.abs(h) / 2], axis=1)
-
-    a, b = corners(ref_boxes), corners(cand_boxes)
+    a, b = _corners(ref_boxes), _corners(cand_boxes)
     low = np.maximum(a[:, None, :2], b[None, :, :2])
     high = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(high - low, 0, None), axis=2)
@@ -331,7 +359,7 @@ class _Hook(Metric):
             value = self.function(joined(self.reference), joined(self.candidate), labels)
             score = float(value)
         except Exception as exc:
-            raise InputError(f"metric hook {self.text} failed: {type(exc).__name__}: {exc}",
+            raise MetricHookError(f"metric hook {self.text} failed: {type(exc).__name__}: {exc}",
                              "the hook gets (float outputs, int8 outputs, labels or None) and returns a number") \
                 from exc
         return score, {}

@@ -175,7 +175,9 @@ def _search(model, feeds, **options):
 
 
 def test_mixed_precision_converges_on_a_transformer_with_an_additive_mask():
-    model, outcome = _search(transformer_model(), transformer_feeds(48))
+    # (techniques off: with SmoothQuant and clipped ranges this model needs no revert at all,
+    # test_techniques.py; here mixed precision must find its way alone)
+    model, outcome = _search(transformer_model(), transformer_feeds(48), techniques=False)
     assert model is not None and outcome.shipped == "int8"
     judged = {m["output"]: m["metric"] for m in outcome.metrics}
     assert judged == {"hidden": "cosine", "sentence_embedding": "retrieval"}
@@ -191,7 +193,7 @@ def test_mixed_precision_converges_on_a_transformer_with_an_additive_mask():
 
 
 def test_mixed_precision_converges_on_a_detector_with_scores_beside_boxes():
-    model, outcome = _search(detector_head_model(), detector_feeds(48), mode="static")
+    model, outcome = _search(detector_head_model(), detector_feeds(48), mode="static", techniques=False)
     assert outcome.metrics[0]["metric"] == "detection"
     (chosen,) = outcome.candidates
     assert chosen.status == "ok" and "concat" in chosen.float_nodes
@@ -205,11 +207,11 @@ def test_mixed_precision_converges_on_a_detector_with_scores_beside_boxes():
 def test_weight_range_is_chosen_by_measured_error_on_every_cpu():
     """7-bit (reduce_range) and 8-bit weights are both measured; the more faithful ships. Which one
     that is depends on the CPU (u8×s8 pair sums saturate without VNNI), so the test checks the rule."""
-    model, outcome = _search(detector_head_model(), detector_feeds(48))
+    # (a lenient whole-output SQNR floor: both weight ranges pass, and their errors decide)
+    model, outcome = _search(detector_head_model(), detector_feeds(48), metrics={"*": "sqnr@10"}, techniques=False)
     twins = [c for c in outcome.candidates if c.recipe.mode == "static" and c.recipe.activation_type == "u8"
              and c.recipe.op_types is None]
     assert sorted(c.recipe.reduce_range for c in twins) == [False, True]
     passing = [c for c in twins if c.status == "ok"]
-    assert model is not None and passing
-    if len(passing) == 2:
-        assert outcome.chosen == max(passing, key=lambda c: c.fidelity.margin).name
+    assert model is not None and len(passing) == 2
+    assert outcome.chosen == max(passing, key=lambda c: c.fidelity.margin).name

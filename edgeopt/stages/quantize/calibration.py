@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from onnxruntime.quantization.calibrate import TensorsData
 
 Feeds = dict[str, np.ndarray]
-CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
+# "per-activation": each tensor's range by the least expected quantization error (``least_error_range``).
+CalibrationMethodName = Literal["minmax", "percentile", "entropy", "per-activation"]
 
 # Signed bins over [-bound, bound). The bound is at most twice the largest magnitude seen, so a
 # side keeps >= 1024 bins over the data: as fine as onnxruntime's 2048 |x| bins within 2x.
@@ -247,6 +248,8 @@ class ActivationStatistics:
         - minmax: (lowest, highest), as 1-element arrays like onnxruntime's MinMaxCalibrater.
         - percentile: symmetric like onnxruntime's default: t = the ``percentile`` of |x|, the range
           (-t, t) clipped to (lowest, highest).
+        - per-activation: per tensor, whichever of min/max, percentile (99.99, 99.999) and entropy
+          gives the least expected squared quantization error on its histogram (``least_error_range``).
         - entropy: the threshold of least KL divergence (``entropy_threshold``), clipped to
           (lowest, highest). onnxruntime 1.32's quantize_static builds its entropy histogram with as
           many bins as it quantizes to (128), so its "entropy" ranges are exactly min/max; this one
@@ -259,7 +262,7 @@ class ActivationStatistics:
         )
 
         enum = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                "entropy": CalibrationMethod.Entropy}[method]
+                "entropy": CalibrationMethod.Entropy, "per-activation": CalibrationMethod.MinMax}[method]
         if method != "minmax" and not self.has_histograms:
             raise ValueError(f"{method} ranges need histograms: collect the statistics with histograms=True")
         if not 0 <= percentile <= 100:
@@ -274,6 +277,11 @@ class ActivationStatistics:
             if method == "minmax":
                 data[name] = TensorData(lowest=low.reshape(1), highest=high.reshape(1))
                 continue
+            if method == "per-activation":
+                _chosen, clipped_low, clipped_high = least_error_range(stats, levels)
+                data[name] = TensorData(lowest=np.asarray(clipped_low, dtype=stats.dtype),
+                                        highest=np.asarray(clipped_high, dtype=stats.dtype))
+                continue
             if method == "percentile":
                 threshold = percentile_threshold(stats.histogram, percentile)
             else:
@@ -282,6 +290,45 @@ class ActivationStatistics:
             clipped_high = np.asarray(min(threshold, float(high)), dtype=stats.dtype)
             data[name] = TensorData(lowest=clipped_low, highest=clipped_high)
         return TensorsData(enum, data)
+
+
+    def methods_chosen(self, levels: int = ACTIVATION_LEVELS) -> dict[str, int]:
+        """How many tensors each method's range won for "per-activation" (for the report)."""
+        counts: dict[str, int] = {}
+        for stats in self.tensors.values():
+            low, high = stats.bounds()
+            if np.isfinite(low) and np.isfinite(high) and stats.histogram is not None:
+                chosen = least_error_range(stats, levels)[0]
+                counts[chosen] = counts.get(chosen, 0) + 1
+        return counts
+
+
+def least_error_range(stats: TensorStatistics, levels: int = ACTIVATION_LEVELS) -> tuple[str, float, float]:
+    """(method, low, high): of the min/max, percentile (99.99, 99.999) and entropy ranges, the one with the
+    least expected squared error on the tensor's histogram: values inside the range cost the rounding
+    noise of its step (step²/12), values outside cost their distance to the range, squared. Min/max wins
+    ties, so a tensor without outliers keeps its full range."""
+    low, high = float(stats.bounds()[0]), float(stats.bounds()[1])
+    histogram = stats.histogram
+    if histogram is None or histogram.bound == 0 or high <= low:
+        return "minmax", low, high
+    thresholds = {"minmax": max(-low, high), "percentile-99.99": percentile_threshold(histogram, 99.99),
+                  "percentile-99.999": percentile_threshold(histogram, 99.999),
+                  "entropy": entropy_threshold(histogram, low, high, levels)}
+    centres = (np.arange(histogram.bins) - histogram.bins // 2 + 0.5) * histogram.width
+    counts = histogram.counts.astype(np.float64)
+    best = ("minmax", low, high, math.inf)
+    for name, threshold in thresholds.items():
+        clipped_low, clipped_high = max(-threshold, low), min(threshold, high)
+        lo, hi = min(clipped_low, 0.0), max(clipped_high, 0.0)  # onnxruntime keeps zero representable
+        if hi <= lo:
+            continue
+        step = (hi - lo) / (levels - 1)
+        outside = np.where(centres < lo, lo - centres, np.where(centres > hi, centres - hi, 0.0))
+        error = float(np.sum(counts * np.where(outside > 0, outside ** 2, step * step / 12)))
+        if error < best[3] * (1 - 1e-9):  # strictly better: min/max, tried first, wins ties
+            best = (name, clipped_low, clipped_high, error)
+    return best[0], best[1], best[2]
 
 
 def model_fingerprint(model: onnx.ModelProto) -> str:
@@ -337,6 +384,8 @@ def entropy_threshold(histogram: RunningHistogram, lowest: float, highest: float
             # Fewer bins than levels: Q would copy P and hide what clipping loses (TensorRT starts
             # its search at as many bins as levels for the same reason).
             break
+        if high <= low:  # every value lies on the other side of zero at this width: nothing kept
+            continue
         kept = counts[low:high]
         reference = kept.copy()
         reference[0] += cumulative[low]

@@ -10,17 +10,21 @@ recorded on the candidate.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import onnx
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.stages.quantize.calibration import BatchSource, walk
 from edgeopt.stages.quantize.fidelity import Fidelity
 from edgeopt.stages.quantize.sensitivity import exclusion_group, rank_sensitive_nodes
 
 # Groups whose solo revert is measured (the SQNR ranking picks them, the task metric orders them).
 MAX_RANKED_GROUPS = 12
 MAX_MIXED_PRECISION_STEPS = 12
+# Evaluation batches the SQNR matching runs over: it only names candidates, the task metric orders them.
+RANKING_BATCHES = 8
 
 
 class MixedPrecisionStep(BaseModel):
@@ -43,8 +47,10 @@ class RevertEffect(BaseModel):
     effect: float | None  # margin gained over the all-int8 candidate
 
 
-def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation, options, evaluate, progress):
-    """Revert quantizer groups to float until the task metric meets its floor.
+def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: BatchSource, options, evaluate,
+                       progress):
+    """Revert quantizer groups to float until the task metric meets its floor (``evaluation``: the feeds,
+    re-iterable; the first ``RANKING_BATCHES`` are read, one at a time).
 
     1. The SQNR activation matching (one pass) names the groups that add the most error;
     2. each of the first ``MAX_RANKED_GROUPS`` is reverted alone and the task metric measured: groups are
@@ -62,7 +68,7 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation, 
 
     quant = onnx.ModelProto()
     quant.ParseFromString(data)
-    sensitive = rank_sensitive_nodes(prepared, quant, evaluation[: max(1, min(len(evaluation), 8))])
+    sensitive = rank_sensitive_nodes(prepared, quant, itertools.islice(walk(evaluation), RANKING_BATCHES))
     groups: list[tuple[str, ...]] = []
     for name, _score in sensitive:
         group = tuple(sorted(set(exclusion_group(prepared, name)) - set(recipe.nodes_to_exclude)))

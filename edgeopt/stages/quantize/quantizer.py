@@ -98,7 +98,8 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
     return quantized
 
 
-_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile",
+            "per-activation": "MinMax"}  # (ranges given through the cache: the method only has to match)
 # The stand-in calibrator below swaps a module global of onnxruntime's for one call.
 _PATCH_LOCK = threading.Lock()
 

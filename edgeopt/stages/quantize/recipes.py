@@ -33,7 +33,8 @@ class Recipe(BaseModel):
     weight_type: Literal["s8", "u8"] = "s8"
     per_channel: bool = True
     reduce_range: bool = False
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # per-activation: each tensor's range by least expected error (calibration.least_error_range)
+    calibration: Literal["minmax", "entropy", "percentile", "per-activation"] = "minmax"
     op_types: tuple[str, ...] | None = None  # None: every op the quantizer supports
     nodes_to_exclude: tuple[str, ...] = ()
 

@@ -8,13 +8,20 @@ met (the accuracy-control idea of NNCF), within a time budget. On the host targe
 candidates and the float model are timed side by side; an int8 model that is not faster is not
 shipped unless the user insists.
 
-The float model's outputs on the evaluation data are computed once and reused by every candidate and
-every mixed-precision step; a candidate's outputs are judged batch by batch and dropped.
+The evaluation data is walked afresh, one batch alive at a time, wherever it is used (issue 22): its
+inputs are never kept. The float model's outputs on it are computed once and kept, one entry per batch,
+for every candidate and every mixed-precision step to be compared with (outputs only; for a detector
+over large images that is the one part that grows with the evaluation set); a candidate's outputs are
+judged batch by batch and dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -23,11 +30,11 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError, VerificationError
 from edgeopt.events import Events
-from edgeopt.stages.quantize.calibration import BatchSource, StatisticsCache, head
+from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, StatisticsCache, walk
 from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
 from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
 from edgeopt.stages.quantize.techniques import choose_techniques
-from edgeopt.metrics import MetricPlan
+from edgeopt.metrics import MetricHookError, MetricPlan
 from edgeopt.stages.quantize.recipes import (
     COMPUTE_OPS,
     QuantizeMode,
@@ -70,8 +77,8 @@ class QuantizeOptions(BaseModel):
     metrics: dict[str, str] = {}
     # Try SmoothQuant / cross-layer equalization / bias correction (kept only where the task metric gains).
     techniques: bool = True
-    # Wall-time budget for ranking and reverting groups (mixed precision), per candidate.
-    mixed_precision_budget_s: float = 240.0
+    # Wall-time budget for ranking and reverting groups (mixed precision), for the whole search.
+    mixed_precision_budget_s: float = 180.0
     # Where latency is measured: keep in float the layers whose int8 kernels are slower.
     speed_fallback: bool = True
 
@@ -118,18 +125,77 @@ class QuantizeOutcome(BaseModel):
     warnings: list[str] = []
 
 
-Batches = list[dict[str, np.ndarray]]
+Feeds = dict[str, np.ndarray]
+# Evaluation data: a re-iterable BatchSource (a list, a BatchStream) of feed dicts or (feeds, labels) pairs.
+Evaluation = BatchSource
 
 
-def _outputs_per_batch(model_bytes: bytes, batches: Batches, label: str,
-                       state_pairs: dict[str, str] | None = None):
-    """Every output per batch, in order, one batch at a time; a stream (``state_pairs``) carries the
-    model's own state from call to call, so its errors accumulate as they do in use."""
+def _labelled(evaluation: Evaluation, count: int | None = None) -> Iterator[tuple[Feeds, Any]]:
+    """(feeds, labels or None) per evaluation batch, read afresh, the first ``count`` only when given.
+    No name here holds a batch while the next one is read (issue 22: one batch alive at a time)."""
+    items = itertools.islice(walk(evaluation), count)
+    while (item := next(items, None)) is not None:
+        pair = item if isinstance(item, tuple) else (item, None)
+        del item
+        yield pair
+        del pair
+
+
+def _feeds(evaluation: Evaluation, count: int | None = None) -> Iterator[Feeds]:
+    """The feeds of ``_labelled``, labels dropped."""
+    pairs = _labelled(evaluation, count)
+    while (pair := next(pairs, None)) is not None:
+        feeds = pair[0]
+        del pair
+        yield feeds
+        del feeds
+
+
+def _first_feeds(evaluation: Evaluation) -> Feeds:
+    """The first evaluation batch, read when needed (timing, profiles) rather than held all search long."""
+    first = next(_feeds(evaluation, 1), None)
+    if first is None:
+        raise InputError("the evaluation data yielded no batch", "give at least one evaluation sample")
+    return first
+
+
+def _outputs_per_batch(model_bytes: bytes, evaluation: Evaluation, label: str,
+                       state_pairs: dict[str, str] | None = None, unreadable: list[Exception] | None = None
+                       ) -> Iterator[tuple[list[np.ndarray], Any]]:
+    """(every output, the batch's labels) per evaluation batch, in order, one batch at a time; a stream
+    (``state_pairs``) carries the model's own state from call to call, so its errors accumulate as they
+    do in use. An error reading the data is added to ``unreadable`` as it passes, so that a caller can tell
+    it from the model's."""
     from edgeopt.data import run_stream
 
     runner = open_runner(model_bytes, label=label)
-    for _fed, result in run_stream(runner.run, batches, state_pairs or {}):
-        yield [np.asarray(value) if np.ndim(value) else np.asarray(value).reshape(1) for value in result.values()]
+    labels: deque = deque()  # run_stream takes feeds only: each batch's labels wait here for its outputs
+
+    def feeds() -> Iterator[Feeds]:
+        pairs = _labelled(evaluation)
+        while (pair := _read(pairs, unreadable)) is not None:
+            labels.append(pair[1])
+            feed = pair[0]
+            del pair
+            yield feed
+            del feed
+
+    stream = run_stream(runner.run, feeds(), state_pairs or {})
+    while (ran := next(stream, None)) is not None:
+        result = ran[1]
+        del ran  # (holds the fed batch)
+        yield ([np.asarray(value) if np.ndim(value) else np.asarray(value).reshape(1) for value in result.values()],
+               labels.popleft())
+
+
+def _read(pairs: Iterator, unreadable: list[Exception] | None):
+    """The next of ``pairs`` (None at the end), noting an error the data raises in ``unreadable``."""
+    try:
+        return next(pairs, None)
+    except Exception as exc:
+        if unreadable is not None:
+            unreadable.append(exc)
+        raise
 
 
 def _first_samples(reference: list[list[np.ndarray]], enough: int = 64) -> list[np.ndarray]:
@@ -152,7 +218,8 @@ def _first_samples(reference: list[list[np.ndarray]], enough: int = 64) -> list[
 
 
 def _batch_labels(labels: np.ndarray | list | None, reference: list[list[np.ndarray]]) -> list[np.ndarray | None]:
-    """Labels per evaluation batch: given per batch, or one array cut by each batch's sample count."""
+    """Labels given beside the evaluation, per batch: given per batch, or one array cut by each batch's
+    sample count (views: nothing is copied)."""
     if labels is None:
         return [None] * len(reference)
     if isinstance(labels, list):
@@ -171,9 +238,9 @@ def search(
     target: TargetProfile,
     options: QuantizeOptions,
     calibration: BatchSource | None,
-    evaluation: Batches,
-    labels: np.ndarray | list[np.ndarray | None] | None,
-    timing_feeds: dict[str, np.ndarray],
+    evaluation: Evaluation,
+    labels: np.ndarray | list[np.ndarray | None] | None = None,
+    timing_feeds: dict[str, np.ndarray] | None = None,
     events: Events | None = None,
     device_latency: Callable[[dict[str, bytes], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
     device_name: str | None = None,
@@ -187,8 +254,14 @@ def search(
     (models by label, feeds → stats with ratios to "float"), whatever the target. The speed
     fallback ranks layers by ``device_node_costs`` (model bytes, label → µs per node) when given,
     else by a profile on this machine. ``state_pairs`` ({output: input}) makes the evaluation a
-    stream: each model carries its own recurrent state from one batch to the next. ``labels``: one
-    array over the evaluation samples, or one per evaluation batch.
+    stream: each model carries its own recurrent state from one batch to the next.
+
+    ``evaluation`` is walked afresh, batch by batch, wherever it is used (a list, or a ``BatchStream``
+    that re-reads its data), so one batch of inputs is alive at a time; its items are feed dicts or
+    (feeds, labels) pairs. ``labels`` may instead be given beside it: one array over the evaluation
+    samples, or one per batch. The float model's outputs are kept, once per batch, for every candidate
+    to be compared with (outputs only: the inputs are read again). ``timing_feeds`` default to the
+    first evaluation batch, read when timing starts.
     """
     events = events or Events()
     progress = events.note
@@ -212,12 +285,17 @@ def search(
         outcome.warnings.extend(reasons)
     float_bytes = prepared.SerializeToString()
     outcome.float_size_bytes = len(float_bytes)
-    reference = list(_outputs_per_batch(float_bytes, evaluation, "float model", state_pairs))
+    reference, labelled = [], False
+    for outputs, batch_labels in _outputs_per_batch(float_bytes, evaluation, "float model", state_pairs):
+        reference.append(outputs)
+        labelled = labelled or batch_labels is not None
+    if not reference:
+        raise InputError("the evaluation data yielded no batch", "give at least one evaluation sample")
     output_names = [o.name for o in prepared.graph.output]
-    labels_per_batch = _batch_labels(labels, reference)
+    given_labels = _batch_labels(labels, reference)
     floors = {"cosine": options.min_cosine, **({"top1": options.min_top1} if options.min_top1 is not None else {})}
     plan = MetricPlan(output_names, _first_samples(reference), options.metrics,
-                      has_labels=any(b is not None for b in labels_per_batch), floors=floors)
+                      has_labels=labelled or any(b is not None for b in given_labels), floors=floors)
     outcome.metrics = plan.describe()
     for judged in outcome.metrics:
         where = "every output" if judged["output"] == "*" else f"output {judged['output']}"
@@ -229,9 +307,15 @@ def search(
                                 op_histogram=op_histogram, overrides=options.overrides)
     # One calibration pass per float model serves every static candidate and re-quantization: they differ in
     # nodes excluded, op types and quantized types, never in the float activations.
-    passes = StatisticsCache(calibration, events=events, histograms=any(
+    # (histograms too when ranges may be chosen per activation, or a recipe clips)
+    passes = StatisticsCache(calibration, events=events, histograms=options.techniques or any(
         c.recipe.mode == "static" and c.recipe.calibration != "minmax" for c in choices)) if calibration else None
-    float_up_front = up_front_exclusions(prepared, head(calibration, 2) or evaluation)
+    float_up_front = up_front_exclusions(prepared, calibration if calibration else _feeds(evaluation))
+    # The feeds alone, walked afresh (the SQNR ranking); timing feeds are read when timing starts, not held.
+    eval_feeds = BatchStream(partial(_feeds, evaluation))
+
+    def timing_batch() -> Feeds:
+        return timing_feeds if timing_feeds is not None else _first_feeds(evaluation)
     if float_up_front:
         outcome.prepare["kept_float_up_front"] = float_up_front
     quantized_models: dict[str, bytes] = {}
@@ -254,24 +338,42 @@ def search(
             return None, None, "no node was quantized (nothing this recipe can quantize in the graph)", coverage
         return judge(data, recipe.name, coverage)
 
-    def judge(data: bytes, name: str, coverage: Any, batches: int | None = None):
-        """The candidate's task metrics over the evaluation data (or its first ``batches``), batch by batch."""
+    def judge(data: bytes, name: str, coverage: Any):
+        """The candidate's task metrics over the evaluation data, batch by batch."""
         run = FidelityRun(output_names, plan)
-        count = len(evaluation) if batches is None else min(batches, len(evaluation))
+        unreadable: list[Exception] = []  # the data's own errors (read as the candidate runs): never the model's
+        walked = 0
         try:
-            outputs = _outputs_per_batch(data, evaluation[:count], f"int8 model ({name})", state_pairs)
-            for ref, got, batch_labels in zip(reference[:count], outputs, labels_per_batch[:count]):
-                run.update(ref, got, batch_labels)
-        except InputError:
-            raise  # a metric hook that fails is the user's to fix
+            for got, batch_labels in _outputs_per_batch(data, evaluation, f"int8 model ({name})", state_pairs,
+                                                        unreadable):
+                if walked == len(reference):
+                    walked += 1  # one batch more than the float model saw
+                    break
+                run.update(reference[walked], got, batch_labels if batch_labels is not None else given_labels[walked])
+                walked += 1
+        except MetricHookError:
+            raise  # the user's to fix; a model onnxruntime cannot load or run only rejects this candidate
         except Exception as exc:
+            if any(exc is error for error in unreadable):
+                raise
             return None, None, f"onnxruntime cannot run the int8 model: {getattr(exc, 'message', exc)}", coverage
+        if walked != len(reference):
+            raise InputError(f"the evaluation data gave {len(reference)} batches on its first pass, then "
+                             f"{'more' if walked > len(reference) else walked}",
+                             "evaluation data must read the same on every pass")
         return data, run.result(), None, coverage
 
     first_static = next((c.recipe for c in choices if c.recipe.mode == "static"), None)
     if first_static is not None and calibration and options.techniques:
-        source[0], outcome.prepare["techniques"] = choose_techniques(
-            prepared, first_static.excluding(list(float_up_front)), calibration, evaluate, progress)
+        source[0], method, outcome.prepare["techniques"] = choose_techniques(
+            prepared, first_static.excluding(list(float_up_front)), calibration, evaluate, progress,
+            statistics_of=passes.get if "calibration" not in options.overrides else None)
+        if method != first_static.calibration:  # ranges per activation measured better: every static recipe
+            choices = [c.model_copy(update={"recipe": c.recipe.model_copy(update={"calibration": method})})
+                       if c.recipe.mode == "static" else c for c in choices]
+    # Every candidate plainly first; mixed precision only where no candidate meets the floor as it is,
+    # most promising first, within one time budget for the whole search.
+    below: list[tuple[Candidate, bytes, Fidelity]] = []
     for choice in choices:
         recipe = choice.recipe
         if recipe.mode == "static" and float_up_front:
@@ -285,26 +387,27 @@ def search(
         if data is None:
             candidate.status, candidate.rejection = "rejected", rejection
             continue
-        meets = fidelity.meets(options.min_cosine, options.min_top1)
-        if not meets and recipe.mode in ("static", "dynamic"):
+        if fidelity.meets(options.min_cosine, options.min_top1) or recipe.mode not in ("static", "dynamic"):
+            _settle(candidate, data, fidelity, recipe, float_bytes, quantized_models, options)
+        else:
+            below.append((candidate, data, fidelity))
+    deadline = time.monotonic() + options.mixed_precision_budget_s
+    # (a faithful dynamic candidate does not count: on conv graphs it is often far slower than static int8)
+    faithful = any(c.name in quantized_models and c.recipe.mode == "static" for c in outcome.candidates)
+    for candidate, data, fidelity in sorted(below, key=lambda item: -item[2].margin):
+        recipe = candidate.recipe
+        remaining = deadline - time.monotonic()
+        if faithful or remaining <= 0:
+            candidate.mixed_precision_stop = ("not tried: another candidate meets the floor" if faithful else
+                                              f"not tried: the time budget ({options.mixed_precision_budget_s:g} s)"
+                                              " was used up")
+        else:
             # (the float model the quantizer saw: its activations are what int8 ones are matched with)
-            data, fidelity, recipe = revert_until_floor(source[0], data, fidelity, recipe, candidate, evaluation,
-                                                      options, evaluate, progress)
-            meets = fidelity.meets(options.min_cosine, options.min_top1)
-        candidate.fidelity = fidelity
-        candidate.recipe = recipe
-        candidate.float_nodes = list(recipe.nodes_to_exclude)
-        candidate.size_bytes = len(data)
-        candidate.size_ratio = round(len(data) / len(float_bytes), 4)
-        if len(data) > len(float_bytes):
-            candidate.status, candidate.rejection = "rejected", (
-                f"the int8 model is larger than the float model ({len(data)} > {len(float_bytes)} bytes)")
-            continue
-        if not meets:
-            candidate.status = "below-floor"
-            candidate.rejection = f"fidelity below the floor: {fidelity.verdict()}"
-            continue
-        quantized_models[candidate.name] = data
+            data, fidelity, recipe = revert_until_floor(
+                source[0], data, fidelity, recipe, candidate, eval_feeds,
+                options.model_copy(update={"mixed_precision_budget_s": remaining}), evaluate, progress)
+        _settle(candidate, data, fidelity, recipe, float_bytes, quantized_models, options)
+        faithful = faithful or (candidate.name in quantized_models and candidate.recipe.mode == "static")
 
     passing = [c for c in outcome.candidates if c.status == "ok"]
     timed = (target.name == "host" or device_latency is not None) and options.measure_latency
@@ -313,7 +416,7 @@ def search(
     if passing and timed:
         progress(f"timing float vs int8 {where}")
         models = {"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}}
-        stats = _against_float(models, timing_feeds, options, device_latency)
+        stats = _against_float(models, timing_batch(), options, device_latency)
         outcome.float_latency = stats["float"]
         for c in passing:
             c.latency = stats[c.name]
@@ -321,7 +424,7 @@ def search(
         fastest = min(passing, key=lambda c: c.latency_ratio or 1e9)
         if options.speed_fallback and fastest.recipe.mode == "static":
             _speed_fallback(prepared, float_bytes, fastest, quantized_models, outcome, options, evaluate,
-                            timing_feeds, device_latency, device_node_costs, events)
+                            timing_batch, device_latency, device_node_costs, events)
 
     explicit = options.mode in ("static", "dynamic", "weights-only")
     nothing = [c for c in outcome.candidates if c.rejection and c.rejection.startswith("no node was quantized")]
@@ -366,6 +469,22 @@ def search(
     return model, outcome
 
 
+def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recipe, float_bytes: bytes,
+            quantized_models: dict[str, bytes], options: QuantizeOptions) -> None:
+    """Record a candidate's final model: ok (kept for timing), too big, or below the floor."""
+    candidate.fidelity, candidate.recipe = fidelity, recipe
+    candidate.float_nodes = list(recipe.nodes_to_exclude)
+    candidate.size_bytes = len(data)
+    candidate.size_ratio = round(len(data) / len(float_bytes), 4)
+    if len(data) > len(float_bytes):
+        candidate.status, candidate.rejection = "rejected", (
+            f"the int8 model is larger than the float model ({len(data)} > {len(float_bytes)} bytes)")
+    elif not fidelity.meets(options.min_cosine, options.min_top1):
+        candidate.status, candidate.rejection = "below-floor", f"fidelity below the floor: {fidelity.verdict()}"
+    else:
+        quantized_models[candidate.name] = data
+
+
 def _weight_range_twins(a: Recipe, b: Recipe) -> bool:
     """The same recipe but for reduce_range (7-bit vs 8-bit weights), nodes kept in float aside."""
     strip = {"reduce_range": False, "nodes_to_exclude": ()}
@@ -384,14 +503,15 @@ def _against_float(models: dict[str, bytes], feeds: dict[str, np.ndarray], optio
     return compare_latency(models, feeds, reference="float", threads=options.threads, **timing)
 
 
-def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome, options, evaluate, timing_feeds,
+def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome, options, evaluate, timing_batch,
                     device_latency, device_node_costs, events) -> None:
     """Keep the layers whose int8 kernels are slower in float (speed_fallback.py); on success the
-    candidate's model, recipe, fidelity and latency (re-timed against float) are replaced."""
+    candidate's model, recipe, fidelity and latency (re-timed against float) are replaced. Profiles and
+    timings run on ``timing_batch()`` (one batch, read for each measurement and dropped after it)."""
 
     def time_against(current: bytes, trial: bytes) -> float:
         # The current model is the reference, under the reference label "float".
-        stats = _against_float({"float": current, "trial": trial}, timing_feeds, options, device_latency,
+        stats = _against_float({"float": current, "trial": trial}, timing_batch(), options, device_latency,
                                min_time_s=min(1.0, options.latency_budget_s / 4), budget_s=options.latency_budget_s / 2)
         return stats["trial"].ratio_to_reference or 1.0
 
@@ -405,8 +525,9 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
         if device_node_costs is not None:
             float_costs, int8_costs = device_node_costs(float_bytes, "float"), device_node_costs(int8_bytes, "int8")
         else:
-            float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads)
-            int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads)
+            float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads,
+                                             feeds=timing_batch())
+            int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads, feeds=timing_batch())
     except MeasurementError as exc:  # an optimisation that cannot profile is skipped, not fatal
         outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
         return
@@ -420,7 +541,7 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
     if fidelity is None:
         return
     progress("timing float vs int8 with the slow layers in float")
-    stats = _against_float({"float": float_bytes, "int8": data}, timing_feeds, options, device_latency)
+    stats = _against_float({"float": float_bytes, "int8": data}, timing_batch(), options, device_latency)
     del quantized_models[candidate.name]
     candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
     candidate.float_nodes = list(recipe.nodes_to_exclude)

@@ -8,13 +8,16 @@ in float is what automatic mixed precision does.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from edgeopt.runtime.runner import open_runner
+from edgeopt.stages.quantize.calibration import CalibrationBatches, walk
 
 _CLIP_DB = 80.0  # an exact tensor counts as 80 dB: more is noise in the ranking
 # onnxruntime's QDQ quantizer names the dequantized copy of tensor T like this: that copy
@@ -94,9 +97,10 @@ def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
 def rank_sensitive_nodes(
     float_model: onnx.ModelProto,
     quant_model: onnx.ModelProto,
-    feeds: list[dict[str, np.ndarray]],
+    feeds: Iterable[dict[str, np.ndarray]],
 ) -> list[tuple[str, float]]:
-    """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first."""
+    """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first (one pass over ``feeds``,
+    one batch alive at a time)."""
     produced_in_quant = {out for node in quant_model.graph.node for out in node.output}
     float_types = _float_tensors(float_model)
     float_names = set(float_types)
@@ -117,6 +121,7 @@ def rank_sensitive_nodes(
     for batch in feeds:
         ref_out = reference.run(batch)
         cand_out = candidate.run(batch)
+        del batch  # gone before the next one is read
         for name in watched:
             if name in ref_out and seen_as[name] in cand_out:
                 sums[name].append(_sqnr(ref_out[name], cand_out[seen_as[name]]))
@@ -175,8 +180,10 @@ def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> dict[str, str]:
-    """Nodes to keep float before the first quantization, with the reason for each.
+def up_front_exclusions(model: onnx.ModelProto, feeds: CalibrationBatches | Iterable[dict[str, np.ndarray]]
+                        ) -> dict[str, str]:
+    """Nodes to keep float before the first quantization, with the reason for each; ranges are measured on
+    the first two of ``feeds``, read one at a time.
 
     - Relu/Clip whose output is read inside an If/Loop/Scan body: onnxruntime's QDQ
       quantizer folds such activations into the producer and renames tensors, so the
@@ -202,18 +209,15 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray
         runner = open_runner(_expose(model, watched, types), label="float model (ranges)",
                                    optimization="basic")
         peaks: dict[str, float] = {}
-        for batch in feeds[:2]:
+        batches = itertools.islice(walk(feeds), 2)
+        while (batch := next(batches, None)) is not None:
             # graph inputs too: an additive mask may come in as a float input
-            for name, value in [*batch.items(), *runner.run(batch).items()]:
-                value = np.asarray(value)
-                if value.dtype.kind == "f" and value.size:
-                    peak = max(-float(value.min()), float(value.max()))  # no copy unless NaN/inf
-                    if not np.isfinite(peak):
-                        # ±inf (masked_fill(-inf) masks) is the hugest range of all; NaN says nothing
-                        ordered = value[~np.isnan(value)]
-                        peak = float(np.max(np.abs(ordered))) if ordered.size else None
-                    if peak is not None:
-                        peaks[name] = max(peaks.get(name, 0.0), peak)
+            # (a comprehension: no name outlives it to hold the batch while the next one is read)
+            found = {name: _peak(value) for name, value in {**batch, **runner.run(batch)}.items()}
+            del batch
+            for name, peak in found.items():
+                if peak is not None:
+                    peaks[name] = max(peaks.get(name, 0.0), peak)
         for node in model.graph.node:
             if node.op_type == "Add" and len(node.input) == 2:
                 sides = sorted(peaks.get(i, 0.0) for i in node.input)
@@ -227,3 +231,16 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray
                     reasons.setdefault(name, f"tensor {huge[0]} spans ±{peaks[huge[0]]:.3g}, "
                                              "far beyond what one int8 scale can hold")
     return reasons
+
+
+def _peak(value: np.ndarray) -> float | None:
+    """The largest magnitude of a float tensor (None: not float, empty, or only NaN)."""
+    value = np.asarray(value)
+    if value.dtype.kind != "f" or not value.size:
+        return None
+    peak = max(-float(value.min()), float(value.max()))  # no copy unless NaN/inf
+    if not np.isfinite(peak):
+        # ±inf (masked_fill(-inf) masks) is the hugest range of all; NaN says nothing
+        ordered = value[~np.isnan(value)]
+        peak = float(np.max(np.abs(ordered))) if ordered.size else None
+    return peak

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict
 
@@ -63,14 +64,20 @@ def node_costs(measurement: Any, model_bytes: bytes) -> dict[str, float]:
     return costs
 
 
-def profile_node_costs(model_bytes: bytes, *, label: str, threads: int = 1) -> dict[str, float]:
-    """``node_costs`` measured on this machine (the runner in a child process)."""
+def profile_node_costs(model_bytes: bytes, *, label: str, threads: int = 1,
+                       feeds: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """``node_costs`` measured on this machine (the runner in a child process), on ``feeds`` (one batch,
+    at the shapes the model will run at) when given, else on the runner's own inputs (free dims at 1)."""
     from edgeopt.runtime.measure import measure_locally
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-node-costs-") as tmp:
         path = Path(tmp) / f"{label}.onnx"
         path.write_bytes(model_bytes)
-        measurement = measure_locally(path, runs=5, warmup=3, threads=threads, profile_ops=True)
+        inputs = None
+        if feeds is not None:
+            inputs = Path(tmp) / "inputs.npz"
+            np.savez(inputs, **feeds)
+        measurement = measure_locally(path, runs=5, warmup=3, threads=threads, profile_ops=True, inputs=inputs)
     return node_costs(measurement, model_bytes)
 
 

@@ -42,7 +42,12 @@ def _calibration_feeds(calibration: Any, batch: int, model: Any, state_pairs: di
     from edgeopt.runtime.runner import open_runner
 
     runner = open_runner(model.SerializeToString(), label="the float model")
-    yield from (fed for fed, _outputs in run_stream(runner.run, calibration.batches(batch), state_pairs))
+    stream = run_stream(runner.run, calibration.batches(batch), state_pairs)
+    while (ran := next(stream, None)) is not None:
+        fed = ran[0]
+        del ran
+        yield fed
+        del fed  # (no batch held here while the next is read)
 
 
 class QuantizeStage:
@@ -97,10 +102,13 @@ class QuantizeStage:
             # Fidelity and latency at the deployment batch (1 unless the model fixes it): dynamic
             # quantization picks its scales per batch, so batch 16 would flatter it.
             deploy_batch = 1 if state_pairs or fixed is None else fixed
-            labelled = list(evaluation.labelled_batches(deploy_batch))
-            eval_batches = [feeds for feeds, _labels in labelled]
-            eval_labels = [labels for _feeds, labels in labelled] if evaluation.labels is not None else None
-            timing = eval_batches[0]
+            # (feeds, labels) pairs read afresh on every walk: the search never holds the evaluation inputs
+            eval_batches = BatchStream(partial(evaluation.labelled_batches, deploy_batch), samples=evaluation.count,
+                                       batch_size=evaluation.effective_batch_size(deploy_batch))
+
+            def timing() -> dict:
+                return next(iter(eval_batches))[0]  # the first batch, read when a device profile needs it
+
             data_details["eval"]["batch_size"] = deploy_batch
             overrides = {"activation_type": settings.activation_type, "weight_type": settings.weight_type,
                          "per_channel": settings.per_channel, "calibration": settings.calibration_method,
@@ -113,12 +121,12 @@ class QuantizeStage:
             device = context.device
             quantized, outcome = search(
                 current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
-                labels=eval_labels, timing_feeds=timing, state_pairs=state_pairs, events=events,
+                state_pairs=state_pairs, events=events,
                 device_latency=(lambda models, feeds: device.latency(models, feeds, events.scoped(device=device.name)))
                 if device else None,
                 device_name=device.name if device else None,
                 device_node_costs=(lambda data, label: device.node_costs(
-                    data, label, timing, events.scoped(device=f"{device.name} ({label})"))) if device else None)
+                    data, label, timing(), events.scoped(device=f"{device.name} ({label})"))) if device else None)
             record.details = {"data": data_details, "memory": budget.model_dump(mode="json"),
                               **outcome.model_dump(mode="json")}
             record.warnings.extend(outcome.warnings)

@@ -99,6 +99,7 @@ def channel_statistics(model: onnx.ModelProto, tensors: dict[str, int], batches:
     counts: dict[str, int] = {}
     for batch in batches:
         outputs = runner.run(batch)
+        del batch  # gone before the next one is read
         for name, axis in tensors.items():
             value = outputs.get(name)
             if value is None or np.ndim(value) == 0:
@@ -319,35 +320,42 @@ def bias_correction(model: onnx.ModelProto, statistics: dict[str, tuple[np.ndarr
 TECHNIQUE_GAIN = 1e-3
 
 
-def choose_techniques(prepared, recipe, calibration, evaluate, progress):
-    """SmoothQuant, cross-layer equalization and bias correction (techniques.py), each tried where the graph
-    has its pattern, on ``recipe``, and kept only if the task metric improves; greedy, in that order.
-    Returns (the float model to quantize, one record per technique tried)."""
+def choose_techniques(prepared, recipe, calibration, evaluate, progress, statistics_of=None):
+    """SmoothQuant, cross-layer equalization and bias correction, each tried where the graph has its
+    pattern, then ranges chosen per activation (``statistics_of(model)`` gives the calibration pass with
+    histograms; skipped without it or when the recipe's method was set), all on ``recipe``; each kept
+    only if the task metric improves, greedily, in that order.
+    Returns (the float model to quantize, the calibration method to use, one record per attempt)."""
     records: list[dict[str, Any]] = []
     sites = {norm.output[0]: -1 for norm, _ in smooth_quant_sites(prepared)}
     pairs = equalization_pairs(prepared)
     corrections = correction_sites(prepared, recipe.nodes_to_exclude)
-    if not (sites or pairs or corrections):
-        return prepared, records
+    per_activation = statistics_of is not None and recipe.calibration == "minmax"
+    if not (sites or pairs or corrections or per_activation):
+        return prepared, recipe.calibration, records
     progress("post-training techniques: measuring the plain recipe")
     _data, fidelity, _rejection, _coverage = evaluate(recipe, prepared)
     if fidelity is None:
-        return prepared, records
+        return prepared, recipe.calibration, records
     current, margin = prepared, fidelity.smooth_margin
 
-    def attempt(name: str, where: list[str], model: onnx.ModelProto) -> None:
-        nonlocal current, margin
+    method = recipe.calibration
+
+    def attempt(name: str, where: list[str], model: onnx.ModelProto, trial_method: str | None = None) -> bool:
+        nonlocal current, margin, method
         if not where:
-            return
+            return False
         progress(f"post-training techniques: trying {name}")
-        _data, trial, rejection, _coverage = evaluate(recipe, model)
+        trial_recipe = recipe.model_copy(update={"calibration": trial_method or method})
+        _data, trial, rejection, _coverage = evaluate(trial_recipe, model)
         after = trial.smooth_margin if trial is not None else None
         applied = after is not None and after > margin + TECHNIQUE_GAIN
         records.append({"technique": name, "where": where, "applied": applied,
                         "margin_before": round(margin, 6), "margin_after": None if after is None else round(after, 6),
                         **({"note": rejection} if rejection else {})})
         if applied:
-            current, margin = model, after
+            current, margin, method = model, after, trial_method or method
+        return applied
 
     if sites:
         statistics = channel_statistics(prepared, sites, reiterable(calibration))
@@ -362,4 +370,14 @@ def choose_techniques(prepared, recipe, calibration, evaluate, progress):
         corrected, where = bias_correction(current, statistics, reduce_range=recipe.reduce_range,
                                               per_channel=recipe.per_channel, excluded=recipe.nodes_to_exclude)
         attempt("bias correction", where, corrected)
-    return current, records
+    if per_activation:
+        # Ranges that clip: the same for every activation (percentile, entropy), or per activation the
+        # method of least expected error on its histogram; each kept only if the task metric gains.
+        statistics = statistics_of(current)
+        for name in ("percentile", "entropy"):
+            attempt(f"calibration: {name}", ["every activation"], current, name)
+        chosen = statistics.methods_chosen()
+        clipped = {name: count for name, count in chosen.items() if name != "minmax"}
+        attempt("calibration per activation", [f"{name}: {count}" for name, count in sorted(chosen.items())]
+                if clipped else [], current, "per-activation")
+    return current, method, records
