@@ -41,7 +41,9 @@ def default_metric(name: str, sample: np.ndarray, has_labels: bool) -> tuple[Met
             count = array.shape[attributes]
             return MetricSpec("detection"), (f"boxes beside {count - 4} score column(s) on axis {attributes}: "
                                              "matched detections")
-        if 2 <= last <= 20000 and (any(word in lowered for word in _SEQUENCE_NAMES) or _distribution_rows(array)):
+        embedding_named = any(word in lowered for word in _EMBEDDING_NAMES)  # "token_embeddings" is not CTC
+        if 2 <= last <= 20000 and not embedding_named and (any(word in lowered for word in _SEQUENCE_NAMES)
+                                                           or _distribution_rows(array)):
             return MetricSpec("sequence"), f"per-step class scores over {last} classes: per-step agreement"
         return MetricSpec("cosine"), f"{list(array.shape[1:])} per-sample features: per-sample cosine"
     if array.ndim == 4 and (in_unit or any(word in lowered for word in _MASK_NAMES)) and array.shape[1] <= 4:

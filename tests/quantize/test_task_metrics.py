@@ -43,6 +43,8 @@ def _softmax(x, axis=-1):
     ("probs", _softmax(RNG.standard_normal((4, 40, 6000)).astype(np.float32)), False, "sequence"),
     ("x", RNG.uniform(0, 1, (4, 1, 64, 64)).astype(np.float32), False, "iou"),
     ("last_hidden_state", RNG.standard_normal((4, 32, 384)).astype(np.float32), False, "cosine"),
+    ("token_embeddings", RNG.standard_normal((4, 32, 384)).astype(np.float32), False, "cosine"),
+    ("ctc_logits", RNG.standard_normal((4, 40, 100)).astype(np.float32), False, "sequence"),
     ("label_ids", RNG.integers(0, 5, (8, 3)), False, "exact"),
 ])
 def test_default_metric_follows_the_output(name, array, labels, metric):
