@@ -278,3 +278,25 @@ def test_nothing_to_quantize_is_bad_input_not_a_verification_failure(cli, tmp_pa
     onnx.save(model, str(source))
     result = cli("convert", source, "--quantize", "dynamic", "-o", tmp_path / "out")
     assert result.code == 2 and "nothing to quantize" in result.stderr
+
+
+def test_an_already_quantized_model_is_kept_as_it_came(cli, tmp_path):
+    from onnxruntime.quantization import quantize_dynamic
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / "int8.onnx"))  # a published int8 model
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((32, 64)).astype(np.float32))
+    again = cli("convert", tmp_path / "int8.onnx", "--calib", calib, "-o", tmp_path / "again", "--json")
+    assert again.code == 0, again.stderr
+    details = _quantize_stage(json.loads(again.stdout))["details"]
+    assert details["shipped"] == "float" and "already quantized" in details["reason"] and not details["candidates"]
+    refused = cli("convert", tmp_path / "int8.onnx", "--calib", calib, "--quantize", "static", "-o", tmp_path / "no")
+    assert refused.code == 2 and "already quantized" in refused.stderr and "--quantize none" in refused.stderr
+    assert not (tmp_path / "no").exists()

@@ -283,6 +283,17 @@ def search(
     reasons = check_quantizable(prepared)
     if reasons:
         outcome.warnings.extend(reasons)
+    from edgeopt.analysis.graph import iter_nodes
+    from edgeopt.analysis.summary import quantization_kind
+
+    kind, detail, _ = quantization_kind(prepared.graph, [ref.node for ref in iter_nodes(prepared.graph)], {})
+    if kind != "none":
+        # Quantizing int8 again stacks the errors, and onnxruntime's quantizer breaks on such graphs.
+        if options.mode in ("static", "dynamic", "weights-only"):
+            raise InputError(f"the model is already quantized ({kind}: {detail})",
+                             "start from the float model, or pass --quantize none to keep this one")
+        outcome.reason = f"kept the model as it came: it is already quantized ({kind}: {detail})"
+        return None, outcome
     float_bytes = prepared.SerializeToString()
     outcome.float_size_bytes = len(float_bytes)
     reference, labelled = [], False
