@@ -12,6 +12,8 @@ import numpy as np
 from edgeopt.config.metric_spec import MetricSpec
 from edgeopt.errors import InputError
 from edgeopt.metrics.defaults import detection_axis
+from edgeopt.numeric import row_cosines
+
 
 class MetricHookError(InputError):
     """A user's metric function failed: the user's to fix, never a reason to drop a candidate."""
@@ -54,13 +56,7 @@ class _Cosine(Metric):
         if not np.all(np.isfinite(cand)):
             self.non_finite = True
             return
-        dot = np.sum(ref * cand, axis=1)
-        ref_norm, cand_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cosine = np.where(ref_norm * cand_norm > 0, dot / np.where(ref_norm * cand_norm > 0,
-                                                                       ref_norm * cand_norm, 1), 0.0)
-        cosine = np.where((ref_norm == 0) & (cand_norm == 0), 1.0, cosine)
-        self.cosines.append(cosine)
+        self.cosines.append(row_cosines(ref, cand))
         raw = np.asarray(reference)
         if raw.ndim >= 2:
             axis = raw.ndim - 1 if raw.ndim <= 3 else 1

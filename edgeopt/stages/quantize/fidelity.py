@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.metrics import MetricPlan, MetricResult
+from edgeopt.numeric import channel_sums, has_channels, row_cosines, worst_channel
 
 
 class OutputFidelity(BaseModel):
@@ -132,19 +133,13 @@ class _OutputStats:
             ref, cand = ref.reshape(1), cand.reshape(1)
         rows_ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(-1, 1)
         rows_cand = cand.reshape(rows_ref.shape)
-        dot = np.sum(rows_ref * rows_cand, axis=1)
-        norm_ref, norm_cand = np.linalg.norm(rows_ref, axis=1), np.linalg.norm(rows_cand, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cosine = np.where(norm_ref * norm_cand > 0, dot / np.where(norm_ref * norm_cand > 0,
-                                                                       norm_ref * norm_cand, 1), 0.0)
-        self.cosines.append(np.where((norm_ref == 0) & (norm_cand == 0), 1.0, cosine))
+        self.cosines.append(row_cosines(rows_ref, rows_cand))
         self.signal += float(np.sum(ref * ref))
         self.noise += float(np.sum((ref - cand) ** 2))
         if ref.size:
             self.max_error = max(self.max_error, float(np.max(np.abs(ref - cand))))
-        if ref.ndim >= 2 and 2 <= ref.shape[-1] <= 4096:
-            r, c = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, ref.shape[-1])
-            sums = [np.sum(r * c, axis=0), np.sum(r * r, axis=0), np.sum(c * c, axis=0)]
+        if has_channels(ref):
+            sums = channel_sums(ref, cand)
             self.channels = sums if self.channels is None else [a + b for a, b in zip(self.channels, sums)]
         if is_classifier_like(raw_ref):
             self.top1[0] += int(np.sum(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
@@ -166,27 +161,11 @@ class _OutputStats:
             sqnr = -math.inf
         else:
             sqnr = 10 * math.log10(self.signal / self.noise)
-        channel_min, worst_channel = _worst_channel(self.channels)
+        channel_min, worst_index = worst_channel(self.channels)
         return OutputFidelity(
             name=self.name, cosine_mean=float(np.mean(cosine)), cosine_min=float(np.min(cosine)), sqnr_db=sqnr,
-            channel_cosine_min=channel_min, worst_channel=worst_channel, max_abs_error=self.max_error,
+            channel_cosine_min=channel_min, worst_channel=worst_index, max_abs_error=self.max_error,
             top1_agreement=self.top1[0] / self.top1[1] if self.top1[1] else None)
-
-
-def _worst_channel(sums: list[np.ndarray] | None) -> tuple[float | None, int | None]:
-    """Min cosine over last-axis channels that carry signal (a concatenated output's small part)."""
-    if sums is None:
-        return None, None
-    dot, energy, cand_energy = sums
-    meaningful = energy > 1e-6 * float(np.mean(energy)) if np.any(energy > 0) else np.zeros_like(energy, bool)
-    if not np.any(meaningful):
-        return None, None
-    norms = np.sqrt(energy * cand_energy)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1), 0.0)
-    cosine = np.where(meaningful, cosine, np.inf)
-    worst = int(np.argmin(cosine))
-    return float(cosine[worst]), worst
 
 
 class FidelityRun:

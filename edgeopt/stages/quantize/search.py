@@ -266,6 +266,7 @@ def search(
     events = events or Events()
     progress = events.note
     from edgeopt.stages.quantize.prepare import (
+        already_quantized,
         check_quantizable,
         count_quantized_nodes,
         lift_constant_weights,
@@ -283,16 +284,13 @@ def search(
     reasons = check_quantizable(prepared)
     if reasons:
         outcome.warnings.extend(reasons)
-    from edgeopt.analysis.graph import iter_nodes
-    from edgeopt.analysis.summary import quantization_kind
-
-    kind, detail, _ = quantization_kind(prepared.graph, [ref.node for ref in iter_nodes(prepared.graph)], {})
-    if kind != "none":
+    quantized = already_quantized(prepared)
+    if quantized is not None:
         # Quantizing int8 again stacks the errors, and onnxruntime's quantizer breaks on such graphs.
         if options.mode in ("static", "dynamic", "weights-only"):
-            raise InputError(f"the model is already quantized ({kind}: {detail})",
+            raise InputError(f"the model is already quantized ({quantized})",
                              "start from the float model, or pass --quantize none to keep this one")
-        outcome.reason = f"kept the model as it came: it is already quantized ({kind}: {detail})"
+        outcome.reason = f"kept the model as it came: it is already quantized ({quantized})"
         return None, outcome
     float_bytes = prepared.SerializeToString()
     outcome.float_size_bytes = len(float_bytes)

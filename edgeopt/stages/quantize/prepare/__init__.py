@@ -47,7 +47,7 @@ stores their weights as int8 with a ``DequantizeLinear`` (weights-only), the mos
 that can be done without calibration ranges inside subgraphs.
 """
 
-from edgeopt.stages.quantize.prepare.checks import check_quantizable
+from edgeopt.stages.quantize.prepare.checks import already_quantized, check_quantizable
 from edgeopt.stages.quantize.prepare.coverage import NodeCoverage, QuantCoverage, QuantHow, count_quantized_nodes
 from edgeopt.stages.quantize.prepare.lift import LiftedGraph, LiftReport, lift_constant_weights, spatial_means_as_global_pool
 from edgeopt.stages.quantize.prepare.scopes import (
@@ -69,6 +69,7 @@ __all__ = [
     "QuantCoverage",
     "QuantHow",
     "Scope",
+    "already_quantized",
     "check_quantizable",
     "compute_nodes",
     "const_derived",

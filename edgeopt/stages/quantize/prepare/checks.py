@@ -41,6 +41,12 @@ def _ops_text(nodes: Sequence[NodeProto]) -> str:
     return ", ".join(f"{c} {op}" for op, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def already_quantized(model: onnx.ModelProto) -> str | None:
+    """"kind: detail" when the model already holds quantized ops (QDQ, QOperator, dynamic int8), else None."""
+    kind, detail, _ = quantization_kind(model.graph, [ref.node for ref in iter_nodes(model.graph)], {})
+    return None if kind == "none" else f"{kind}: {detail}"
+
+
 def check_quantizable(model: onnx.ModelProto) -> list[str]:
     """Reasons why onnxruntime's static quantization would achieve nothing or break.
 
@@ -56,11 +62,10 @@ def check_quantizable(model: onnx.ModelProto) -> list[str]:
             f"onnx.version_converter.convert_version)"
         )
 
-    all_nodes = [ref.node for ref in iter_nodes(model.graph)]
-    kind, detail, _ = quantization_kind(model.graph, all_nodes, {})
-    if kind != "none":
+    quantized = already_quantized(model)
+    if quantized is not None:
         reasons.append(
-            f"the model is already quantized ({kind}: {detail}); quantizing it again would "
+            f"the model is already quantized ({quantized}); quantizing it again would "
             "stack quantization errors (start from the float model)"
         )
 
