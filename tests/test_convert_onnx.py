@@ -219,3 +219,18 @@ def test_rerun_removes_stale_intermediates_and_outputs_are_readable(cli, conv_on
     assert not (out / "quantize.onnx").exists()  # the new report does not mention it
     mode = stat.S_IMODE((out / "model.onnx").stat().st_mode)
     assert mode & 0o044  # group/other can read it (not mkstemp's 0600)
+
+
+def test_the_shipped_model_carries_no_inferred_intermediate_shapes(cli, tmp_path):
+    # onnxslim records a shape for every intermediate tensor (value_info); runtimes infer them again, and
+    # with a TensorFlow export's long names they made basic-pitch's model 1.24x its published size.
+    source = tmp_path / "m.onnx"
+    onnx.save(conv_classifier(), str(source))
+    assert not onnx.load(str(source)).graph.value_info
+    result = cli("convert", source, "-o", tmp_path / "out", "--quantize", "none")
+    assert result.code == 0, result.stderr
+    simplified = onnx.load(str(tmp_path / "out" / "simplify.onnx"))
+    shipped = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert len(simplified.graph.value_info) > 0  # what the test is about happened
+    assert len(shipped.graph.value_info) == 0
+    assert len(shipped.graph.node) == len(simplified.graph.node)

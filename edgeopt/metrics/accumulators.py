@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeopt.config.metric_spec import MetricSpec
 from edgeopt.errors import InputError
-from edgeopt.metrics.defaults import detection_axis
+from edgeopt.metrics.detection import Detection, HeadLayout
 from edgeopt.numeric import row_cosines
 
 
@@ -201,99 +201,6 @@ class _IoU(Metric):
             "threshold": self.threshold, "foreground": self.union}
 
 
-class _Detection(Metric):
-    """F1 of detections matched one to one (same class, box IoU ≥ 0.5) between float and int8, where a
-    detection is a row whose best score passes the threshold; boxes are read as (cx, cy, w, h)."""
-
-    MAX_DETECTIONS = 1000
-    NMS_IOU = 0.5
-
-    def __init__(self, threshold: float | None) -> None:
-        self.threshold = 0.25 if threshold is None else threshold
-        self.matched = 0
-        self.reference_count = 0
-        self.candidate_count = 0
-        self.axis: int | None = None
-
-    def update(self, reference, candidate, labels) -> None:
-        ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-        if ref.ndim == 2:  # one detection per sample
-            ref, cand = ref[:, None, :], cand[:, None, :]
-        if self.axis is None:
-            self.axis = detection_axis(ref) or 2
-        ref, cand = np.moveaxis(ref, self.axis, -1), np.moveaxis(cand, self.axis, -1)
-        for ref_rows, cand_rows in zip(ref, cand):
-            ref_boxes, ref_class = self._detections(ref_rows)
-            cand_boxes, cand_class = self._detections(np.where(np.isfinite(cand_rows), cand_rows, 0))
-            self.reference_count += len(ref_boxes)
-            self.candidate_count += len(cand_boxes)
-            self.matched += _match(ref_boxes, ref_class, cand_boxes, cand_class)
-
-    def _detections(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The detections a user would see: rows over the threshold, then class-aware non-maximum
-        suppression (a raw head proposes many overlapping anchors per object; which of them survives
-        near the threshold is noise, the object is not)."""
-        scores = rows[:, 4:]
-        best = scores.max(axis=1) if scores.shape[1] else np.zeros(len(rows))
-        keep = np.flatnonzero(best >= self.threshold)
-        keep = keep[np.argsort(-best[keep], kind="stable")][: self.MAX_DETECTIONS]
-        classes = np.argmax(scores[keep], axis=1) if scores.shape[1] else np.zeros(len(keep), int)
-        boxes = _corners(rows[keep, :4])
-        kept: list[int] = []
-        suppressed = np.zeros(len(keep), bool)
-        for index in range(len(keep)):
-            if suppressed[index]:
-                continue
-            kept.append(index)
-            overlap = _iou_one(boxes[index], boxes)
-            suppressed |= (overlap > self.NMS_IOU) & (classes == classes[index])
-        return rows[keep[kept], :4], classes[kept]
-
-    def result(self):
-        total = self.reference_count + self.candidate_count
-        return (2 * self.matched / total if total else 1.0), {
-            "detections_float": self.reference_count, "detections_int8": self.candidate_count,
-            "matched": self.matched, "score_threshold": self.threshold}
-
-
-def _corners(boxes: np.ndarray) -> np.ndarray:
-    """(cx, cy, w, h) → (x0, y0, x1, y1)."""
-    cx, cy, w, h = boxes.T
-    return np.stack([cx - np.abs(w) / 2, cy - np.abs(h) / 2, cx + np.abs(w) / 2, cy + np.abs(h) / 2], axis=1)
-
-
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    low = np.maximum(box[:2], boxes[:, :2])
-    high = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(high - low, 0, None), axis=1)
-    union = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _match(ref_boxes, ref_class, cand_boxes, cand_class) -> int:
-    """Greedy one-to-one matching by IoU (best pairs first), same class, IoU ≥ 0.5."""
-    if not len(ref_boxes) or not len(cand_boxes):
-        return 0
-    a, b = _corners(ref_boxes), _corners(cand_boxes)
-    low = np.maximum(a[:, None, :2], b[None, :, :2])
-    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(high - low, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(inter > 0, inter / (area_a[:, None] + area_b[None, :] - inter), 0.0)
-    iou[ref_class[:, None] != cand_class[None, :]] = 0.0
-    matched = 0
-    while True:
-        index = np.unravel_index(np.argmax(iou), iou.shape)
-        if iou[index] < 0.5:
-            return matched
-        matched += 1
-        iou[index[0], :] = 0.0
-        iou[:, index[1]] = 0.0
-
-
 class _Sqnr(Metric):
     def __init__(self) -> None:
         self.signal = 0.0
@@ -376,12 +283,12 @@ def load_hook(text: str) -> Callable[..., Any]:
     return function
 
 
-def make_metric(spec: MetricSpec) -> Metric:
+def make_metric(spec: MetricSpec, layout: HeadLayout | None = None) -> Metric:
     if spec.is_hook:
         return _Hook(load_hook(spec.metric), spec.metric)
     factories: dict[str, Callable[[], Metric]] = {
         "top1": _Top1, "sequence": _Top1, "accuracy": _Accuracy, "cosine": _Cosine, "retrieval": _Retrieval,
-        "iou": lambda: _IoU(spec.param), "detection": lambda: _Detection(spec.param), "sqnr": _Sqnr,
+        "iou": lambda: _IoU(spec.param), "detection": lambda: Detection(spec.param, layout), "sqnr": _Sqnr,
         "exact": _Exact,
     }
     return factories[spec.metric]()

@@ -45,6 +45,11 @@ def default_metric(name: str, sample: np.ndarray, has_labels: bool) -> tuple[Met
         if 2 <= last <= 20000 and not embedding_named and (any(word in lowered for word in _SEQUENCE_NAMES)
                                                            or _distribution_rows(array)):
             return MetricSpec("sequence"), f"per-step class scores over {last} classes: per-step agreement"
+        if in_unit and not embedding_named:
+            # independent sigmoids per step (note or tag posteriorgrams): what is used is the map above a
+            # threshold, and a cosine over mostly-empty maps is dominated by their noise floor
+            return MetricSpec("iou", param=0.5), (f"{list(array.shape[1:])} map of probabilities (not one "
+                                                  "distribution per step): IoU above 0.5")
         return MetricSpec("cosine"), f"{list(array.shape[1:])} per-sample features: per-sample cosine"
     if array.ndim == 4 and (in_unit or any(word in lowered for word in _MASK_NAMES)) and array.shape[1] <= 4:
         threshold = 0.5 if in_unit else 0.0

@@ -14,6 +14,7 @@ from edgeopt.config.metric_spec import ALL_OUTPUTS, MetricSpec, parse_metric_spe
 from edgeopt.errors import InputError
 from edgeopt.metrics.accumulators import load_hook, make_metric
 from edgeopt.metrics.defaults import default_metric
+from edgeopt.metrics.detection import HeadLayout, infer_layout
 
 # Margins are compared across metrics (which output is worst): dB are brought to a fraction's scale.
 _MARGIN_SCALE = {"sqnr": 40.0}
@@ -45,15 +46,18 @@ class JudgedOutput:
     output: str  # "*": a whole-model hook
     spec: MetricSpec
     chosen: str
+    layout: HeadLayout | None = None  # how a detection output is read
 
 
 class MetricPlan:
     """Which metric judges which output, decided once from the float model's first batch of outputs
     (defaults) and the configured specs ({output or "*": spec text}); ``judge`` runs a fresh set of
-    accumulators for one candidate."""
+    accumulators for one candidate. ``image_size``: the (height, width) of the model's image input, which
+    tells a detector's stride pyramid."""
 
     def __init__(self, output_names: list[str], first_outputs: list[np.ndarray], configured: Mapping[str, str],
-                 *, has_labels: bool, floors: Mapping[str, float] | None = None) -> None:
+                 *, has_labels: bool, floors: Mapping[str, float] | None = None,
+                 image_size: tuple[int, int] | None = None) -> None:
         unknown = sorted(set(configured) - set(output_names) - {ALL_OUTPUTS})
         if unknown:
             raise InputError(f"--metric names output(s) {', '.join(map(repr, unknown))} that the model does not "
@@ -85,7 +89,11 @@ class MetricPlan:
             if spec.metric == "accuracy" and not has_labels:
                 raise InputError(f"--metric accuracy for output {name!r} needs labels in the evaluation data",
                                  "add a 'labels' array to --eval (or --calib), or use top1")
-            self.judged.append(JudgedOutput(name, spec, chosen))
+            layout = None
+            if spec.metric == "detection":
+                layout = infer_layout(sample, image_size)
+                chosen = f"{chosen}; read as {layout.describe()}"
+            self.judged.append(JudgedOutput(name, spec, chosen, layout))
         for judged in self.judged:
             if judged.spec.is_hook:
                 load_hook(judged.spec.metric)  # fail now, not after quantizing
@@ -104,7 +112,7 @@ class Judgement:
 
     def __init__(self, plan: MetricPlan) -> None:
         self.plan = plan
-        self.metrics = [make_metric(j.spec) for j in plan.judged]
+        self.metrics = [make_metric(j.spec, j.layout) for j in plan.judged]
 
     def update(self, reference: list[np.ndarray], candidate: list[np.ndarray], labels: np.ndarray | None) -> None:
         by_name_ref = dict(zip(self.plan.output_names, reference))

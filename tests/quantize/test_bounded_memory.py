@@ -84,7 +84,9 @@ def test_a_search_with_every_pass_holds_one_batch_of_samples_at_a_time():
     evaluation = BoundedReader(ledger, _anchors, batches=10, seed=2)
     # The detection metric's default floor needs the concat kept float (the boxes swamp the scores):
     # mixed precision ranks and reverts groups; on the host the candidates are timed and profiled.
-    options = QuantizeOptions(mode="static", measure_latency=True, speed_fallback=True, latency_budget_s=1.0)
+    # (floor 0.95: with 7-bit weights, the AVX2 default, this small head keeps ~0.97 of its boxes)
+    options = QuantizeOptions(mode="static", measure_latency=True, speed_fallback=True, latency_budget_s=1.0,
+                              metrics={"detections": "detection@0.95"})
     model, outcome = search(detector_head_model(), target=load_target("host"), options=options,
                             calibration=calibration, evaluation=evaluation)
     assert ledger.violations == []

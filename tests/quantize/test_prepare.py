@@ -629,3 +629,46 @@ def test_count_unnamed_nodes_match_by_output(tmp_path):
     for quant in (_static(model, tmp_path), _static(model, tmp_path, fmt=QuantFormat.QOperator)):
         coverage = count_quantized_nodes(model, quant)
         assert (coverage.total, coverage.quantized) == (2, 2), coverage.nodes
+
+
+def _shared_bias_model() -> onnx.ModelProto:
+    """Two Convs reading one bias initializer "b", beside a tensor named "b0" (as TensorFlow exports name
+    ``…/conv1d_25`` and ``…/conv1d_252``): onnxruntime's quantizer copies the shared bias as "b0"."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.3, "w1"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w0", "b"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+             helper.make_node("Conv", ["r0", "w1", "b"], ["b0"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Neg", ["b0"], ["neg"], name="neg"),
+             helper.make_node("Transpose", ["neg"], ["y"], name="to_nhwc", perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(nodes, "shared_bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_shared_bias_gets_its_own_copy_so_the_quantized_model_loads(tmp_path):
+    from edgeopt.stages.quantize.prepare import unshare_biases
+
+    model = _shared_bias_model()
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)} for i in range(4)]
+
+    def quantized(source: onnx.ModelProto, name: str) -> Path:
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(source, tmp_path / f"{name}_float.onnx")
+        quantize_static(str(tmp_path / f"{name}_float.onnx"), str(path), Reader(feeds), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return path
+
+    # onnxruntime alone wires its copy of the bias into the Neg (tensor "b0"): the file does not load.
+    with pytest.raises(Exception, match="perm"):
+        ort.InferenceSession(str(quantized(model, "plain")), providers=["CPUExecutionProvider"])
+    fixed, created = unshare_biases(model)
+    assert created == ["b__bias1"] and [n.input[2] for n in fixed.graph.node if n.op_type == "Conv"] == ["b", "b__bias1"]
+    assert [n.input[2] for n in model.graph.node if n.op_type == "Conv"] == ["b", "b"]  # the input is untouched
+    session = ort.InferenceSession(str(quantized(fixed, "fixed")), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, want = session.run(None, feeds[0])[0], reference.run(None, feeds[0])[0]
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+    assert unshare_biases(fixed) == (fixed, [])

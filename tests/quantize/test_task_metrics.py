@@ -46,6 +46,7 @@ def _softmax(x, axis=-1):
     ("token_embeddings", RNG.standard_normal((4, 32, 384)).astype(np.float32), False, "cosine"),
     ("ctc_logits", RNG.standard_normal((4, 40, 100)).astype(np.float32), False, "sequence"),
     ("label_ids", RNG.integers(0, 5, (8, 3)), False, "exact"),
+    ("StatefulPartitionedCall:1", RNG.uniform(0, 1, (4, 172, 88)) ** 6, False, "iou"),  # note posteriorgram
 ])
 def test_default_metric_follows_the_output(name, array, labels, metric):
     spec, reason = default_metric(name, array, labels)
@@ -108,6 +109,59 @@ def test_each_metric_in_both_directions():
     assert _score("detection", detections, moved).score == 0.0
     assert _score("sqnr", np.ones((4, 4)), np.ones((4, 4)) + 0.1).score == pytest.approx(20.0)
     assert not _score("sqnr@30", np.ones((4, 4)), np.ones((4, 4)) + 0.1).passed
+
+
+def _yolox_raw(n=3, size=64, seed=0):
+    """A raw YOLOX head at size x size (strides 8/16/32: 64 + 16 + 4 cells): offsets and log sizes per
+    cell, sigmoid objectness, one conditional class score that is arbitrary (0.4-0.9) on background; one
+    object per sample: a 40-pixel box at stride 8, cell (3, 3), and its neighbour."""
+    rng = np.random.default_rng(seed)
+    cells = sum((size // stride) ** 2 for stride in (8, 16, 32))
+    out = np.concatenate([rng.uniform(0, 1, (n, cells, 2)), rng.uniform(-1, 1, (n, cells, 2)),
+                          rng.uniform(0, 0.05, (n, cells, 1)), rng.uniform(0.4, 0.9, (n, cells, 1))], axis=-1)
+    for cell in (3 * 8 + 3, 3 * 8 + 4):
+        out[:, cell, :4] = [0.5, 0.5, np.log(5.0), np.log(5.0)]  # a 40 x 40 box centred in the cell
+        out[:, cell, 4:] = [0.95, 0.9]
+    out[:, 64 + 5, 2:4] = np.log(12.0)  # a large background prediction at stride 16, as real heads have
+    return out.astype(np.float32)
+
+
+def test_raw_yolox_head_is_decoded_and_scored_by_objectness_times_class():
+    head = _yolox_raw()
+    plan = MetricPlan(["output"], [head], {}, has_labels=False, image_size=(64, 64))
+    (judged,) = plan.describe()
+    assert judged["metric"] == "detection"
+    assert "objectness" in judged["chosen"] and "raw grid offsets" in judged["chosen"]
+    # Background cells' class scores are arbitrary: int8 noise there changes no detection.
+    noisy = head.copy()
+    noisy[:, :, 5] = np.random.default_rng(1).uniform(0.4, 0.9, noisy.shape[:2])
+    result = _judge(plan, head, noisy)
+    # The two proposals of the one object collapse to one detection per sample after NMS.
+    assert result.score == 1.0 and result.details["detections_float"] == 3
+    # An offset of 0.5 cell moves the decoded box by 4 pixels (IoU 0.82): still the same detection.
+    nudged = head.copy()
+    nudged[:, 3 * 8 + 3, :2] += 0.5
+    nudged[:, 3 * 8 + 4, 4] = 0.0
+    assert _judge(plan, head, nudged).score == 1.0
+    # Two cells off at stride 8 (16 pixels on a 40-pixel box: IoU 0.43) is another box.
+    moved = nudged.copy()
+    moved[0, 3 * 8 + 3, :2] += 2.0
+    assert _judge(plan, head, moved).score == pytest.approx(2 * 2 / 6)
+
+
+def test_a_head_that_fits_no_stride_pyramid_is_read_as_plain_boxes():
+    head = _boxes_and_scores(n=2, anchors=50)
+    plan = MetricPlan(["output"], [head], {}, has_labels=False, image_size=(64, 64))
+    (judged,) = plan.describe()
+    assert judged["metric"] == "detection" and "objectness" not in judged["chosen"]
+    assert "grid" not in judged["chosen"]
+
+
+def _judge(plan, reference, candidate):
+    judgement = plan.judge()
+    judgement.update([reference], [candidate], None)
+    (result,) = judgement.results()
+    return result
 
 
 def test_streaming_equals_one_pass():

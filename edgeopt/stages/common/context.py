@@ -153,7 +153,19 @@ class StageContext:
         """The final model saved once as the work folder's model.onnx (+ its data file), for stages that
         measure the file itself and for publication."""
         if "final_files" not in self.facts:
-            self.facts["final_files"] = save_onnx(model, self.work_dir / FINAL_MODEL)
+            # Shapes of intermediate tensors (value_info, which onnxslim fills in) are metadata runtimes infer
+            # again; with a TensorFlow export's long names they made a 230 KB model 25% larger. Kept only
+            # where a custom op produces the tensor (nothing can infer those).
+            custom = {name for node in model.graph.node if node.domain not in ("", "ai.onnx", "com.microsoft")
+                      for name in node.output}
+            every = list(model.graph.value_info)
+            del model.graph.value_info[:]
+            model.graph.value_info.extend(info for info in every if info.name in custom)
+            try:
+                self.facts["final_files"] = save_onnx(model, self.work_dir / FINAL_MODEL)
+            finally:
+                del model.graph.value_info[:]
+                model.graph.value_info.extend(every)
         return self.facts["final_files"]
 
     def forget(self, stage: str) -> None:

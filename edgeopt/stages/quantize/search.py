@@ -35,6 +35,7 @@ from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
 from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
 from edgeopt.stages.quantize.techniques import choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
+from edgeopt.metrics.detection import image_size_of
 from edgeopt.stages.quantize.recipes import (
     COMPUTE_OPS,
     QuantizeMode,
@@ -271,6 +272,7 @@ def search(
         count_quantized_nodes,
         lift_constant_weights,
         spatial_means_as_global_pool,
+        unshare_biases,
     )
     from edgeopt.stages.quantize.quantizer import quantize
 
@@ -278,9 +280,12 @@ def search(
                               floor={"min_cosine": options.min_cosine, "min_top1": options.min_top1})
     prepared, lift = lift_constant_weights(ensure_node_names(float_model))
     prepared, pooled = spatial_means_as_global_pool(prepared)
+    prepared, own_biases = unshare_biases(prepared)
     outcome.prepare = {"lifted_constants": lift.model_dump(mode="json")}
     if pooled:
         outcome.prepare["spatial_means_as_global_pool"] = pooled
+    if own_biases:
+        outcome.prepare["biases_unshared"] = own_biases
     reasons = check_quantizable(prepared)
     if reasons:
         outcome.warnings.extend(reasons)
@@ -303,8 +308,11 @@ def search(
     output_names = [o.name for o in prepared.graph.output]
     given_labels = _batch_labels(labels, reference)
     floors = {"cosine": options.min_cosine, **({"top1": options.min_top1} if options.min_top1 is not None else {})}
+    first_feeds = next(_feeds(evaluation, 1), {})
     plan = MetricPlan(output_names, _first_samples(reference), options.metrics,
-                      has_labels=labelled or any(b is not None for b in given_labels), floors=floors)
+                      has_labels=labelled or any(b is not None for b in given_labels), floors=floors,
+                      image_size=image_size_of(first_feeds))
+    del first_feeds
     outcome.metrics = plan.describe()
     for judged in outcome.metrics:
         where = "every output" if judged["output"] == "*" else f"output {judged['output']}"
@@ -446,7 +454,8 @@ def search(
         summary = "; ".join(f"{c.name}: {c.rejection}" for c in outcome.candidates) or "no recipe applies"
         if explicit:
             raise VerificationError(f"no int8 model meets the fidelity floor ({summary})",
-                                    "lower --min-cosine, add calibration data, or use --quantize auto")
+                                    "lower the floor that refused them (--metric OUTPUT=METRIC@FLOOR, or "
+                                    "--min-cosine / --min-top1), add calibration data, or use --quantize auto")
         outcome.reason = f"kept the float model: no int8 candidate was usable ({summary})"
         return None, outcome
     if timed:

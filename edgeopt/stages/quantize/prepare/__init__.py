@@ -47,6 +47,7 @@ stores their weights as int8 with a ``DequantizeLinear`` (weights-only), the mos
 that can be done without calibration ranges inside subgraphs.
 """
 
+from edgeopt.stages.quantize.prepare.biases import unshare_biases
 from edgeopt.stages.quantize.prepare.checks import already_quantized, check_quantizable
 from edgeopt.stages.quantize.prepare.coverage import NodeCoverage, QuantCoverage, QuantHow, count_quantized_nodes
 from edgeopt.stages.quantize.prepare.lift import LiftedGraph, LiftReport, lift_constant_weights, spatial_means_as_global_pool
@@ -78,6 +79,7 @@ __all__ = [
     "node_key",
     "norm_domain",
     "quantize_subgraph_weights",
+    "unshare_biases",
     "spatial_means_as_global_pool",
     "walk_scopes",
 ]
