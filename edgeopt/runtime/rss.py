@@ -113,3 +113,29 @@ def peak_window() -> Iterator[PeakWindow]:
         else:
             # how far it raised the process's lifetime peak (0 when it stayed under an earlier one)
             window.increase_bytes = max(0, window.peak_bytes - window.start_peak)
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the kernel (glibc's ``malloc_trim``). Model protos, sessions
+    and their arenas free hundreds of MB between stages, and glibc keeps freed heap resident: the next
+    stage's peak would stand on it. A no-op where glibc is not the allocator."""
+    if not sys.platform.startswith("linux"):
+        return
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        import gc
+
+        gc.collect()
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None

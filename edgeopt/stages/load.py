@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgeopt.data import (
     Dataset, ImagePreprocessing, InputPlan, InputSpec, apply_user_shapes, check_state_pairs, fill_plan, load_dataset,
@@ -40,7 +41,6 @@ def _input_shapes(context: StageContext) -> dict[str | None, tuple[int, ...]]:
 
 def _load_onnx(context: StageContext) -> StageModel:
     from edgeopt.analysis.shapes import declared_input_specs
-    from edgeopt.runtime.runner import open_runner
 
     path = context.source_path
     with context.stage("load", "Loading ONNX model") as record:
@@ -52,12 +52,12 @@ def _load_onnx(context: StageContext) -> StageModel:
         model, freed = free_input_dims(loaded.model)
         if freed:
             record.details["freed_dims"] = freed
-        runner = open_runner(model.SerializeToString() if freed else _runtime_source(loaded), label=str(path))
+        runner = _SourceRunner(_runtime_source(loaded, context, model if freed else None), label=str(path))
         plan = plan_inputs(context, declared_input_specs(model),
                            metadata_dict([(p.key, p.value) for p in model.metadata_props]), record)
         if plan.state_pairs:
             check_state_pairs(plan.state_pairs, plan.specs, [o.name for o in model.graph.output])
-        reference = Reference(plan, lambda feeds: list(runner.run(cast_feeds(feeds, runner)).values()))
+        reference = Reference(plan, runner)
         reference.sample(context.config.parity.seed, None)  # the source must run on these inputs
         context.reference = reference
         record.details.update({"opset": default_opset(model), "inputs": [s.describe() for s in plan.specs],
@@ -107,12 +107,33 @@ def _load_torch(context: StageContext) -> None:
                 mode="json")
 
 
-def _runtime_source(loaded: LoadedOnnx) -> Any:
-    if loaded.external_files and not loaded.external_data_loaded:
+class _SourceRunner:
+    """The source model run on one sample: a session opened for the call and closed after it. Reference
+    computes each sample once (three by default), and a session kept open for the whole run would hold
+    the weights, their pre-packed copies and the arena of its largest batch through every later stage
+    (issue 22: 230 MB for a 54 MB model)."""
+
+    def __init__(self, source: Any, label: str) -> None:
+        from edgeopt.runtime.runner import open_runner
+
+        self.source, self.label = source, label
+        open_runner(source, label=label)  # fails here, in the load stage, when the source cannot load
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from edgeopt.runtime.runner import open_runner
+
+        runner = open_runner(self.source, label=self.label)
+        return list(runner.run(cast_feeds(feeds, runner)).values())
+
+
+def _runtime_source(loaded: LoadedOnnx, context: StageContext, changed: onnx.ModelProto | None) -> Any:
+    """What onnxruntime opens for the source: its file where the file is what runs, else the changed
+    graph saved once in the work folder (a path: no serialized copy stays in memory)."""
+    if changed is None:
         return loaded.path
-    if loaded.model.ByteSize() < 2**31 - 1:
-        return loaded.model.SerializeToString()
-    return loaded.path
+    from edgeopt.formats.onnx import save_onnx
+
+    return save_onnx(changed, context.work_dir / "source-inputs-freed.onnx")[0]
 
 
 # -- inputs and data ------------------------------------------------------------------------------------

@@ -402,3 +402,23 @@ def test_search_calibrates_once_for_every_static_candidate():
     assert sum(len(c.mixed_precision) + len(c.mixed_precision_ranking) for c in static) > 0
     # one full pass for the statistics; the up-front range check reads the first two batches
     assert source.complete == 1 and source.read == len(source.batches) + 2
+
+
+def test_a_forgotten_model_gives_up_its_pass_and_a_kept_one_is_not_recomputed():
+    from edgeopt.stages.quantize.calibration import StatisticsCache
+
+    reads = []
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        reads.append(1)
+        yield from _batches("cnn", 2, seed=3)
+
+    kept, trial = small_cnn(), small_cnn()
+    cache = StatisticsCache(batches)
+    kept_stats = cache.get(kept)
+    cache.get(trial)
+    assert len(reads) == 2
+    cache.retain(kept)
+    assert cache.get(kept) is kept_stats and len(reads) == 2
+    cache.get(trial)  # its pass (and the reference to the trial model) was dropped
+    assert len(reads) == 3

@@ -233,7 +233,7 @@ class StageContext:
 @contextlib.contextmanager
 def measure_cost(record: StageRecord) -> Iterator[None]:
     """Wall time and peak RSS of the work inside the ``with``, written to ``record`` (also when it fails)."""
-    from edgeopt.runtime.rss import peak_window
+    from edgeopt.runtime.rss import peak_window, release_free_memory
 
     started = time.perf_counter()
     window = None
@@ -241,6 +241,7 @@ def measure_cost(record: StageRecord) -> Iterator[None]:
         with peak_window() as window:
             yield
     finally:
+        release_free_memory()  # what the stage freed is not the next stage's floor
         record.duration_s = round(time.perf_counter() - started, 4)
         if window is not None:  # closed by now: its peak is read
             record.peak_rss_bytes, record.peak_rss_increase_bytes = window.peak_bytes, window.increase_bytes

@@ -526,6 +526,12 @@ class StatisticsCache:
             raise found
         return found
 
+    def retain(self, *models: onnx.ModelProto) -> None:
+        """Forget the passes of every other model: a technique's rejected trial model (a full copy of
+        the weights) would otherwise stay alive until the search ends."""
+        keep = {id(model) for model in models}
+        self._passes = {key: value for key, value in self._passes.items() if key in keep}
+
 
 def _report(events: Events, done: int, total_batches: int | None, total_samples: int | None,
             batch_size: int | None) -> None:

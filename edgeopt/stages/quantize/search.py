@@ -385,6 +385,7 @@ def search(
         source[0], method, outcome.prepare["techniques"] = choose_techniques(
             prepared, first_static.excluding(list(float_up_front)), calibration, evaluate, progress,
             statistics_of=passes.get if "calibration" not in options.overrides else None)
+        passes.retain(source[0], prepared)
         if method != first_static.calibration:  # ranges per activation measured better: every static recipe
             choices = [c.model_copy(update={"recipe": c.recipe.model_copy(update={"calibration": method})})
                        if c.recipe.mode == "static" else c for c in choices]

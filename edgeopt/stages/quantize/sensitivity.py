@@ -33,7 +33,11 @@ FLOAT_BY_RULE = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLaye
 
 
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Give every main-graph node a unique name: nodes_to_exclude works by name."""
+    """Give every main-graph node a unique name: nodes_to_exclude works by name. The model itself is
+    returned when its names already are (no copy of its weights)."""
+    names = [node.name for node in model.graph.node]
+    if all(names) and len(set(names)) == len(names):
+        return model
     result = onnx.ModelProto()
     result.CopyFrom(model)
     seen: set[str] = set()

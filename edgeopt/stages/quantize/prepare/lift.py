@@ -80,8 +80,11 @@ def lift_constant_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Lift
     Main graph and every ``If``/``Loop``/``Scan`` body (recursively) are handled. Names
     and scopes do not change, so the model computes exactly what it did. Constants that
     are graph outputs, sparse, or function-attribute references are left alone (listed in
-    ``skipped``). The input model is not modified. Model-local functions are not touched.
+    ``skipped``). The input model is not modified (and is returned as it is when it has no Constant
+    node: no copy of its weights). Model-local functions are not touched.
     """
+    if not any(is_op(ref.node, "Constant") for ref in iter_nodes(model.graph)):
+        return model, LiftReport(graphs=[], total_constants=0, total_bytes=0, skipped=[], ir_version_raised_from=None)
     result = onnx.ModelProto()
     result.CopyFrom(model)
     lifted: list[LiftedGraph] = []
@@ -146,6 +149,8 @@ def spatial_means_as_global_pool(model: onnx.ModelProto) -> tuple[onnx.ModelProt
     onnxruntime's quantizer leaves in float (a Dequantize, a float mean and a Quantize between the
     last conv and the head), while GlobalAveragePool has an int8 kernel. The two compute the same.
     """
+    if not any(is_op(node, "ReduceMean") for node in model.graph.node):
+        return model, []  # nothing to rewrite: neither shape inference nor a copy (each a copy of the weights)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shape inference fails on some valid graphs; then nothing is rewritten
