@@ -672,3 +672,42 @@ def test_a_shared_bias_gets_its_own_copy_so_the_quantized_model_loads(tmp_path):
     got, want = session.run(None, feeds[0])[0], reference.run(None, feeds[0])[0]
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
     assert unshare_biases(fixed) == (fixed, [])
+
+
+def test_names_the_quantizer_added_are_made_short_and_the_model_computes_the_same(tmp_path):
+    from edgeopt.stages.quantize.names import compact_added_names, graph_names
+
+    model = _shared_bias_model()
+    stem = "model_1/" + "very_long_tensorflow_scope/" * 6  # names as a TensorFlow export writes them
+    renames = {name: stem + name for name in ("r0", "neg", "c0")}
+    for node in model.graph.node:
+        node.input[:] = [renames.get(i, i) for i in node.input]
+        node.output[:] = [renames.get(o, o) for o in node.output]
+    model = unshare_biases_for_test(model)
+    onnx.save(model, tmp_path / "float.onnx")
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)} for i in range(4)]
+    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "int8.onnx"), Reader(feeds), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    data = (tmp_path / "int8.onnx").read_bytes()
+    compact = compact_added_names(data, graph_names(model))
+    assert len(compact) < 0.6 * len(data)
+    short = onnx.ModelProto()
+    short.ParseFromString(compact)
+    onnx.checker.check_model(short)
+    names = graph_names(short)
+    long = onnx.ModelProto()
+    long.ParseFromString(data)
+    del long.graph.value_info[:]  # (dropped from the shipped file: it names a tensor the quantizer fused away)
+    kept = graph_names(long) & graph_names(model)  # (the quantizer folds the Relu away, and its input name)
+    assert {renames["r0"], renames["neg"]} <= kept <= names  # the float model's own names stay
+    assert not [n for n in names - kept if n.startswith(stem)] and len(names) == len(graph_names(long))
+    long_session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    short_session = ort.InferenceSession(compact, providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        np.testing.assert_array_equal(long_session.run(None, feed)[0], short_session.run(None, feed)[0])
+
+
+def unshare_biases_for_test(model: onnx.ModelProto) -> onnx.ModelProto:
+    from edgeopt.stages.quantize.prepare import unshare_biases
+
+    return unshare_biases(model)[0]

@@ -274,3 +274,19 @@ def test_weight_range_is_chosen_by_measured_error_on_every_cpu():
     passing = [c for c in twins if c.status == "ok"]
     assert model is not None and len(passing) == 2
     assert outcome.chosen == max(passing, key=lambda c: c.fidelity.margin).name
+
+
+def test_every_evaluation_pass_reports_its_samples():
+    from edgeopt.events import Events
+
+    seen = []
+    feeds = detector_feeds(40)
+    search(detector_head_model(), target=load_target("host"),
+           options=QuantizeOptions(mode="static", measure_latency=False, techniques=False,
+                                   metrics={"detections": "detection@0.5"}),
+           calibration=feeds[:32], evaluation=feeds[32:], labels=None, events=Events(seen.append))
+    passes = [e for e in seen if e.kind == "progress" and e.message.startswith("evaluating ")]
+    assert passes and all(e.total == 8 for e in passes)
+    finished = [e for e in passes if e.done == e.total]
+    assert len(finished) >= 1 and finished[0].message.endswith("8/8 samples")
+    assert [e.done for e in passes[:8]] == list(range(1, 9))  # one step per batch of one sample

@@ -32,6 +32,7 @@ from edgeopt.errors import InputError, VerificationError
 from edgeopt.events import Events
 from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, StatisticsCache, walk
 from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
+from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
 from edgeopt.stages.quantize.techniques import choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
@@ -189,6 +190,11 @@ def _outputs_per_batch(model_bytes: bytes, evaluation: Evaluation, label: str,
                labels.popleft())
 
 
+def _samples_in(outputs: list[np.ndarray]) -> int:
+    """The samples of one batch, read from its outputs (axis 0 of the first; a scalar output is one)."""
+    return int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 1
+
+
 def _read(pairs: Iterator, unreadable: list[Exception] | None):
     """The next of ``pairs`` (None at the end), noting an error the data raises in ``unreadable``."""
     try:
@@ -207,7 +213,7 @@ def _first_samples(reference: list[list[np.ndarray]], enough: int = 64) -> list[
     taken, count = [], 0
     for outputs in reference:
         taken.append(outputs)
-        count += int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 1
+        count += _samples_in(outputs)
         if count >= enough:
             break
     joined = []
@@ -298,7 +304,9 @@ def search(
         outcome.reason = f"kept the model as it came: it is already quantized ({quantized})"
         return None, outcome
     float_bytes = prepared.SerializeToString()
-    outcome.float_size_bytes = len(float_bytes)
+    # Sizes are compared as the files ship: no value_info, the quantizer's added names short (names.py).
+    outcome.float_size_bytes = without_value_info_size(prepared)
+    float_names = graph_names(prepared)
     reference, labelled = [], False
     for outputs, batch_labels in _outputs_per_batch(float_bytes, evaluation, "float model", state_pairs):
         reference.append(outputs)
@@ -306,6 +314,7 @@ def search(
     if not reference:
         raise InputError("the evaluation data yielded no batch", "give at least one evaluation sample")
     output_names = [o.name for o in prepared.graph.output]
+    evaluation_samples = sum(_samples_in(outputs) for outputs in reference)
     given_labels = _batch_labels(labels, reference)
     floors = {"cosine": options.min_cosine, **({"top1": options.min_top1} if options.min_top1 is not None else {})}
     first_feeds = next(_feeds(evaluation, 1), {})
@@ -359,7 +368,7 @@ def search(
         """The candidate's task metrics over the evaluation data, batch by batch."""
         run = FidelityRun(output_names, plan)
         unreadable: list[Exception] = []  # the data's own errors (read as the candidate runs): never the model's
-        walked = 0
+        walked = seen = 0
         try:
             for got, batch_labels in _outputs_per_batch(data, evaluation, f"int8 model ({name})", state_pairs,
                                                         unreadable):
@@ -367,7 +376,9 @@ def search(
                     walked += 1  # one batch more than the float model saw
                     break
                 run.update(reference[walked], got, batch_labels if batch_labels is not None else given_labels[walked])
+                seen += _samples_in(reference[walked])
                 walked += 1
+                events.progress(seen, evaluation_samples, f"evaluating {name}: {seen}/{evaluation_samples} samples")
         except MetricHookError:
             raise  # the user's to fix; a model onnxruntime cannot load or run only rejects this candidate
         except Exception as exc:
@@ -406,7 +417,8 @@ def search(
             candidate.status, candidate.rejection = "rejected", rejection
             continue
         if fidelity.meets(options.min_cosine, options.min_top1) or recipe.mode not in ("static", "dynamic"):
-            _settle(candidate, data, fidelity, recipe, float_bytes, quantized_models, options)
+            _settle(candidate, data, fidelity, recipe, outcome.float_size_bytes, float_names, quantized_models,
+                    options)
         else:
             below.append((candidate, data, fidelity))
     deadline = time.monotonic() + options.mixed_precision_budget_s
@@ -424,7 +436,7 @@ def search(
             data, fidelity, recipe = revert_until_floor(
                 source[0], data, fidelity, recipe, candidate, eval_feeds,
                 options.model_copy(update={"mixed_precision_budget_s": remaining}), evaluate, progress)
-        _settle(candidate, data, fidelity, recipe, float_bytes, quantized_models, options)
+        _settle(candidate, data, fidelity, recipe, outcome.float_size_bytes, float_names, quantized_models, options)
         faithful = faithful or (candidate.name in quantized_models and candidate.recipe.mode == "static")
 
     passing = [c for c in outcome.candidates if c.status == "ok"]
@@ -484,20 +496,24 @@ def search(
                          f"({best.reason})"
     outcome.chosen, outcome.shipped = best.name, "int8"
     model = onnx.ModelProto()
-    model.ParseFromString(quantized_models[best.name])
+    model.ParseFromString(compact_added_names(quantized_models[best.name], float_names))
     return model, outcome
 
 
-def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recipe, float_bytes: bytes,
-            quantized_models: dict[str, bytes], options: QuantizeOptions) -> None:
+def _shipped_size(data: bytes, float_names: frozenset[str]) -> int:
+    return len(compact_added_names(data, float_names))
+
+
+def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recipe, float_size: int,
+            float_names: frozenset[str], quantized_models: dict[str, bytes], options: QuantizeOptions) -> None:
     """Record a candidate's final model: ok (kept for timing), too big, or below the floor."""
     candidate.fidelity, candidate.recipe = fidelity, recipe
     candidate.float_nodes = list(recipe.nodes_to_exclude)
-    candidate.size_bytes = len(data)
-    candidate.size_ratio = round(len(data) / len(float_bytes), 4)
-    if len(data) > len(float_bytes):
+    candidate.size_bytes = _shipped_size(data, float_names)
+    candidate.size_ratio = round(candidate.size_bytes / float_size, 4)
+    if candidate.size_bytes > float_size:
         candidate.status, candidate.rejection = "rejected", (
-            f"the int8 model is larger than the float model ({len(data)} > {len(float_bytes)} bytes)")
+            f"the int8 model is larger than the float model ({candidate.size_bytes} > {float_size} bytes)")
     elif not fidelity.meets(options.min_cosine, options.min_top1):
         candidate.status, candidate.rejection = "below-floor", f"fidelity below the floor: {fidelity.verdict()}"
     else:
@@ -565,7 +581,8 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
     candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
     candidate.float_nodes = list(recipe.nodes_to_exclude)
     candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
-    candidate.size_bytes, candidate.size_ratio = len(data), round(len(data) / len(float_bytes), 4)
+    candidate.size_bytes = _shipped_size(data, graph_names(prepared))
+    candidate.size_ratio = round(candidate.size_bytes / outcome.float_size_bytes, 4)
     candidate.latency, candidate.latency_ratio = stats["int8"], round(stats["int8"].ratio_to_reference or 1.0, 4)
     outcome.float_latency = stats["float"]
     quantized_models[candidate.name] = data
