@@ -117,12 +117,13 @@ class _SourceRunner:
         from edgeopt.runtime.runner import open_runner
 
         self.source, self.label = source, label
-        open_runner(source, label=label)  # fails here, in the load stage, when the source cannot load
+        # opened now, so that a source that cannot load fails in the load stage; it serves the first sample
+        self._first: Any = open_runner(source, label=label)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         from edgeopt.runtime.runner import open_runner
 
-        runner = open_runner(self.source, label=self.label)
+        runner, self._first = self._first or open_runner(self.source, label=self.label), None
         return list(runner.run(cast_feeds(feeds, runner)).values())
 
 

@@ -45,3 +45,25 @@ def test_float16_models_can_be_analysed():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 7
     assert up_front_exclusions(model, [{"x": np.full((1, 4), 2e7 / 1e3, np.float16)}]) == {}
+
+
+def test_activations_compared_a_few_per_run_rank_as_all_at_once(tmp_path, monkeypatch):
+    # A big model's every activation, exposed at once, is held twice per model (outputs and arena):
+    # groups of EXPOSED_PER_RUN per pass over re-readable data must give the same ranking.
+    from edgeopt.stages.quantize import sensitivity
+    from tests.quantize.models import transformer_feeds, transformer_model
+
+    model = ensure_node_names(transformer_model())
+    batches = transformer_feeds(6)
+    quantized = quantize(model, Recipe(mode="static"), batches)
+    at_once = rank_sensitive_nodes(model, quantized, iter(batches[:3]))  # one-shot: everything in one pass
+    reads = []
+
+    def fresh():
+        reads.append(1)
+        return iter(batches[:3])
+
+    monkeypatch.setattr(sensitivity, "EXPOSED_PER_RUN", 4)
+    grouped = rank_sensitive_nodes(model, quantized, fresh)
+    assert len(reads) > 3  # several passes, a few activations each
+    assert grouped == at_once and len(at_once) > 4

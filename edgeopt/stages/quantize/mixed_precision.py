@@ -68,7 +68,7 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: 
 
     quant = onnx.ModelProto()
     quant.ParseFromString(data)
-    sensitive = rank_sensitive_nodes(prepared, quant, itertools.islice(walk(evaluation), RANKING_BATCHES))
+    sensitive = rank_sensitive_nodes(prepared, quant, lambda: itertools.islice(walk(evaluation), RANKING_BATCHES))
     groups: list[tuple[str, ...]] = []
     for name, _score in sensitive:
         group = tuple(sorted(set(exclusion_group(prepared, name)) - set(recipe.nodes_to_exclude)))

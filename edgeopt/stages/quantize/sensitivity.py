@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -98,13 +98,28 @@ def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
     return max(-_CLIP_DB, min(_CLIP_DB, 10 * math.log10(signal / noise)))
 
 
+# Activations compared per run of the two models (see rank_sensitive_nodes).
+EXPOSED_PER_RUN = 48
+
+
 def rank_sensitive_nodes(
     float_model: onnx.ModelProto,
     quant_model: onnx.ModelProto,
-    feeds: Iterable[dict[str, np.ndarray]],
+    feeds: Iterable[dict[str, np.ndarray]] | Callable[[], Iterable[dict[str, np.ndarray]]],
 ) -> list[tuple[str, float]]:
-    """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first (one pass over ``feeds``,
-    one batch alive at a time)."""
+    """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first, one batch alive at a time.
+
+    Every watched activation of both models is an output of one run: for a detector at 416x416 that is
+    a few hundred MB per model, held twice (the outputs and the session's arena). So the activations are
+    compared ``EXPOSED_PER_RUN`` at a time, one pass over the data per group, when ``feeds`` can be read
+    again (a callable that gives a fresh iterable, or a sequence); a one-shot iterator gets one pass
+    with everything exposed."""
+    if callable(feeds):
+        fresh = feeds
+    elif iter(feeds) is not feeds:  # a sequence: readable again as it is
+        fresh = lambda: feeds  # noqa: E731
+    else:
+        fresh = None
     produced_in_quant = {out for node in quant_model.graph.node for out in node.output}
     float_types = _float_tensors(float_model)
     float_names = set(float_types)
@@ -115,24 +130,29 @@ def rank_sensitive_nodes(
     watched = sorted(seen_as)
     if not watched:
         return []
-    reference = open_runner(_expose(float_model, watched, float_types), label="float model (activations)",
-                                  optimization="basic")
     quant_types = {seen_as[name]: float_types[name] for name in watched}
-    candidate = open_runner(_expose(quant_model, sorted(set(seen_as.values())), quant_types),
-                                  label="int8 model (activations)", optimization="basic")
     sums: dict[str, list[float]] = {name: [] for name in watched}
     peaks: dict[str, float] = {}
-    for batch in feeds:
-        ref_out = reference.run(batch)
-        cand_out = candidate.run(batch)
-        del batch  # gone before the next one is read
-        for name in watched:
-            if name in ref_out and seen_as[name] in cand_out:
-                sums[name].append(_sqnr(ref_out[name], cand_out[seen_as[name]]))
-            if name in ref_out and np.size(ref_out[name]):
-                finite = np.abs(ref_out[name][np.isfinite(ref_out[name])])
-                if finite.size:
-                    peaks[name] = max(peaks.get(name, 0.0), float(np.max(finite)))
+    step = EXPOSED_PER_RUN if fresh is not None else len(watched)
+    for start in range(0, len(watched), step):
+        names = watched[start:start + step]
+        reference = open_runner(_expose(float_model, names, float_types), label="float model (activations)",
+                                optimization="basic")
+        candidate = open_runner(_expose(quant_model, sorted({seen_as[name] for name in names}), quant_types),
+                                label="int8 model (activations)", optimization="basic")
+        for batch in (fresh() if fresh is not None else feeds):
+            ref_out = reference.run(batch)
+            cand_out = candidate.run(batch)
+            del batch  # gone before the next one is read
+            for name in names:
+                if name in ref_out and seen_as[name] in cand_out:
+                    sums[name].append(_sqnr(ref_out[name], cand_out[seen_as[name]]))
+                if name in ref_out and np.size(ref_out[name]):
+                    finite = np.abs(ref_out[name][np.isfinite(ref_out[name])])
+                    if finite.size:
+                        peaks[name] = max(peaks.get(name, 0.0), float(np.max(finite)))
+            del ref_out, cand_out  # (this group's activations) gone before the next batch runs
+        del reference, candidate
     sqnr = {name: float(np.mean(values)) for name, values in sums.items() if values}
     initializers = {t.name for t in float_model.graph.initializer}
     ranking = []
