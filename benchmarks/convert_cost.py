@@ -21,8 +21,8 @@ seed per size (click-captcha-like scenes), nothing downloaded.
 
     python benchmarks/convert_cost.py [--model det] [--sizes 8,32,128,512] [--timeout 1800] [--quick]
 
-`--quick`: sizes 8 and 32 on the OCR recognizer (common.onnx, 1x1x64x192), a few minutes; the
-detector takes over 7 minutes per edgeopt run even at 8 samples.
+`--quick`: sizes 8 and 32 on the OCR recognizer (common.onnx, 1x1x64x192), about 2 minutes; the
+detector takes 1-5 minutes per edgeopt run (8 to 512 samples), about 14 minutes for all five sizes.
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=zoo.DEFAULT_WORKDIR,
                         help=f"wheels, models, data and outputs (default {zoo.DEFAULT_WORKDIR})")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
-    parser.add_argument("--quick", action="store_true", help="sizes 8,32 on the OCR recognizer (the detector takes "
-                                                             "7+ minutes per run): a few minutes")
+    parser.add_argument("--quick", action="store_true", help="sizes 8,32 on the OCR recognizer: about 2 minutes "
+                                                             "(the detector: 1-5 minutes per run)")
     parser.add_argument("--child-ort-static", nargs=3, metavar=("MODEL", "CALIB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_ort_static:
