@@ -115,10 +115,12 @@ def peak_window() -> Iterator[PeakWindow]:
             window.increase_bytes = max(0, window.peak_bytes - window.start_peak)
 
 
-def release_free_memory() -> None:
+def release_free_memory(collect: bool = False) -> None:
     """Hand the allocator's free pages back to the kernel (glibc's ``malloc_trim``). Model protos, sessions
     and their arenas free hundreds of MB between stages, and glibc keeps freed heap resident: the next
-    stage's peak would stand on it. A no-op where glibc is not the allocator."""
+    stage's peak would stand on it. ``collect``: first free what only reference cycles hold (a full
+    ``gc.collect``, whose cost grows with every object of the process: worth it after a stage that used
+    a lot of memory, not after every small one). A no-op where glibc is not the allocator."""
     if not sys.platform.startswith("linux"):
         return
     global _LIBC
@@ -132,10 +134,13 @@ def release_free_memory() -> None:
         except (OSError, AttributeError):
             _LIBC = False
     if _LIBC:
-        import gc
+        if collect:
+            import gc
 
-        gc.collect()
+            gc.collect()
         _LIBC.malloc_trim(0)
 
 
 _LIBC = None
+# A stage whose peak rose this much above where it started is followed by a full garbage collection.
+COLLECT_AFTER_BYTES = 64 << 20

@@ -233,7 +233,7 @@ class StageContext:
 @contextlib.contextmanager
 def measure_cost(record: StageRecord) -> Iterator[None]:
     """Wall time and peak RSS of the work inside the ``with``, written to ``record`` (also when it fails)."""
-    from edgeopt.runtime.rss import peak_window, release_free_memory
+    from edgeopt.runtime.rss import COLLECT_AFTER_BYTES, peak_window, release_free_memory
 
     started = time.perf_counter()
     window = None
@@ -241,11 +241,12 @@ def measure_cost(record: StageRecord) -> Iterator[None]:
         with peak_window() as window:
             yield
     finally:
-        release_free_memory()  # what the stage freed is not the next stage's floor
         record.duration_s = round(time.perf_counter() - started, 4)
         if window is not None:  # closed by now: its peak is read
             record.peak_rss_bytes, record.peak_rss_increase_bytes = window.peak_bytes, window.increase_bytes
             record.peak_rss_scope = window.scope
+        # what the stage freed is not the next stage's floor
+        release_free_memory(collect=window is not None and (window.increase_bytes or 0) > COLLECT_AFTER_BYTES)
 
 
 def graph_input_shapes(model: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, list[int]]:
