@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeopt.stages.common.parity import Tolerance, compare_output
+from edgeopt.stages.common.parity import Tolerance, compare_output, parity_check
 
 
 def test_error_in_small_scale_channels_is_not_forgiven():
@@ -22,3 +22,13 @@ def test_integer_and_nan_outputs():
     nan = np.array([1.0, np.nan])
     assert compare_output("y", nan, nan.copy(), Tolerance()).passed
     assert not compare_output("y", nan, np.array([1.0, 0.0]), Tolerance()).passed
+
+
+def test_a_shape_mismatch_is_named_not_reported_as_an_infinite_difference():
+    check = parity_check("candidate", "source", [([np.zeros((24, 1, 8))], [np.zeros((1, 192))])], ["probs"],
+                         Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999), [1])
+    (output,) = check.outputs
+    assert not check.passed and output.mismatch == "shape [1, 192] where the source gives [24, 1, 8]"
+    count = parity_check("candidate", "source", [([np.zeros(2), np.zeros(2)], [np.zeros(2)])], ["a", "b"],
+                         Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999), [1])
+    assert count.outputs[0].mismatch == "1 outputs where the source gives 2"

@@ -185,10 +185,10 @@ class StageContext:
             worst = next(o for o in check.outputs if not o.passed)
             record.status = "failed"
             cosine = f", cosine {worst.cosine:.6f}" if worst.cosine is not None else ""
+            how = worst.mismatch or (f"max abs diff {worst.max_abs_diff:.3g}{cosine}; allowed {check.atol:g} + "
+                                     f"{check.rtol:g}·|ref|, cosine >= {check.min_cosine}")
             raise VerificationError(
-                f"parity check failed after {stage}: output {worst.name!r} differs from the source "
-                f"(max abs diff {worst.max_abs_diff:.3g}{cosine}; allowed {check.atol:g} + {check.rtol:g}·|ref|, "
-                f"cosine >= {check.min_cosine})",
+                f"parity check failed after {stage}: output {worst.name!r} differs from the source ({how})",
                 "the exported graph does not reproduce the model; rerun with --debug --keep-failed to inspect it, "
                 "or loosen --parity-atol/--parity-rtol if the difference is expected",
             )

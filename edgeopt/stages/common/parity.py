@@ -24,6 +24,7 @@ class OutputParity(BaseModel):
     cosine: float | None  # None when both outputs are all zeros or non-float
     exact: bool  # integer/bool outputs must match exactly
     passed: bool
+    mismatch: str | None = None  # why values could not be compared at all (shapes, output count)
 
 
 class ParityCheck(BaseModel):
@@ -54,7 +55,8 @@ def compare_output(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
     candidate = np.asarray(candidate)
     if reference.shape != candidate.shape:
         return OutputParity(name=name, max_abs_diff=float("inf"), max_rel_diff=float("inf"),
-                            cosine=None, exact=False, passed=False)
+                            cosine=None, exact=False, passed=False,
+                            mismatch=f"shape {list(candidate.shape)} where the source gives {list(reference.shape)}")
     if reference.dtype.kind not in "fc" or candidate.dtype.kind not in "fc":
         equal = bool(np.array_equal(reference, candidate))
         diff = 0.0 if equal or reference.size == 0 else float(
@@ -105,6 +107,7 @@ def merge_checks(name: str, results: list[OutputParity]) -> OutputParity:
         cosine=min(cosines) if cosines else None,
         exact=all(r.exact for r in results),
         passed=all(r.passed for r in results),
+        mismatch=next((r.mismatch for r in results if r.mismatch), None),
     )
 
 
@@ -121,7 +124,9 @@ def parity_check(
     for reference_outputs, candidate_outputs in samples:
         if len(reference_outputs) != len(candidate_outputs):
             mismatch = OutputParity(name="<output count>", max_abs_diff=float("inf"), max_rel_diff=float("inf"),
-                                    cosine=None, exact=False, passed=False)
+                                    cosine=None, exact=False, passed=False,
+                                    mismatch=f"{len(candidate_outputs)} outputs where the source gives "
+                                             f"{len(reference_outputs)}")
             return ParityCheck(candidate=candidate_label, reference=reference_label, samples=len(samples),
                                atol=tol.atol, rtol=tol.rtol, min_cosine=tol.min_cosine,
                                batch_sizes=batch_sizes, outputs=[mismatch], passed=False)
