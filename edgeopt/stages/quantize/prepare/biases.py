@@ -11,6 +11,8 @@ node its own copy first leaves the quantizer nothing to rename.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import onnx
 
 from edgeopt.analysis.graph import is_op
@@ -23,10 +25,7 @@ def unshare_biases(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     input reads (the input model is returned as it is when none is shared), and the new bias names."""
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = Counter(name for node in graph.node for name in node.input)
     shared = [index for index, node in enumerate(graph.node)
               if any(is_op(node, op) for op in _BIASED_OPS) and len(node.input) > 2
               and node.input[2] in initializers and readers[node.input[2]] > 1]
