@@ -15,18 +15,12 @@ import itertools
 import onnx
 
 from edgeopt.analysis.graph import iter_nodes, subgraphs
+from edgeopt.stages.quantize.prepare.scopes import all_names
 
 
 def graph_names(model: onnx.ModelProto) -> frozenset[str]:
     """Every tensor and node name of a model, subgraphs included."""
-    names: set[str] = {value.name for value in (*model.graph.input, *model.graph.output, *model.graph.value_info)}
-    names.update(tensor.name for tensor in model.graph.initializer)
-    for ref in iter_nodes(model.graph):
-        names.update((ref.node.name, *ref.node.input, *ref.node.output))
-        for _, sub in subgraphs(ref.node):
-            names.update(tensor.name for tensor in sub.initializer)
-    names.discard("")
-    return frozenset(names)
+    return frozenset(all_names(model))
 
 
 def compact_added_names(data: bytes, original: frozenset[str]) -> bytes:
@@ -41,7 +35,7 @@ def compact_added_names(data: bytes, original: frozenset[str]) -> bytes:
         for _, sub in subgraphs(node):
             for ref in iter_nodes(sub):
                 inner.update((*ref.node.input, *ref.node.output))
-    taken = set(graph_names(model))
+    taken = all_names(model)
     fresh = (name for name in (f"q{index}" for index in itertools.count()) if name not in taken)
     renamed: dict[str, str] = {}
 

@@ -16,6 +16,7 @@ from collections import Counter
 import onnx
 
 from edgeopt.analysis.graph import is_op
+from edgeopt.stages.quantize.prepare.scopes import all_names
 
 _BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -33,8 +34,7 @@ def unshare_biases(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
         return model, []
     result = onnx.ModelProto()
     result.CopyFrom(model)
-    taken = {name for node in result.graph.node for name in (*node.input, *node.output)}
-    taken |= {t.name for t in result.graph.initializer} | {v.name for v in result.graph.input}
+    taken = all_names(result)
     kept_first: set[str] = set()
     created: list[str] = []
     for index in shared:

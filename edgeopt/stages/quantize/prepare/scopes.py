@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from onnx import (
     GraphProto,
+    ModelProto,
     NodeProto,
     TensorProto,
 )
@@ -140,6 +141,21 @@ def walk_scopes(graph: GraphProto) -> Iterator[Scope]:
                 yield from walk(child)
 
     yield from walk(Scope(graph=graph, path="", key=(), parent=None))
+
+
+def all_names(model: ModelProto) -> set[str]:
+    """Every tensor and node name of ``model``, subgraphs included: what a new name must not be."""
+    names: set[str] = set()
+    for scope in walk_scopes(model.graph):
+        g = scope.graph
+        names.update(t.name for t in g.initializer)
+        names.update(v.name for v in (*g.input, *g.output, *g.value_info))
+        for node in g.node:
+            names.update(node.input)
+            names.update(node.output)
+            names.add(node.name)
+    names.discard("")
+    return names
 
 
 def _display(scope: Scope, node: NodeProto, index: int) -> str:

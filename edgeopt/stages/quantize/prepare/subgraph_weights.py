@@ -21,7 +21,7 @@ from edgeopt.analysis.graph import (
 )
 from edgeopt.errors import InputError
 from edgeopt.formats.onnx import MIN_OPSET, default_opset
-from edgeopt.stages.quantize.prepare.scopes import COMPUTE_WEIGHT_SLOTS, norm_domain, walk_scopes
+from edgeopt.stages.quantize.prepare.scopes import COMPUTE_WEIGHT_SLOTS, all_names, norm_domain, walk_scopes
 
 # -------------------------------------------------------- subgraph weights (int8)
 
@@ -44,19 +44,6 @@ def _weight_axis(node: NodeProto, slot: int, ndim: int) -> int | None:
     if node.op_type == "MatMul":
         return ndim - 1 if slot == 1 else ndim - 2
     return None
-
-
-def _all_names(model: onnx.ModelProto) -> set[str]:
-    names: set[str] = set()
-    for scope in walk_scopes(model.graph):
-        g = scope.graph
-        names.update(t.name for t in g.initializer)
-        names.update(v.name for v in (*g.input, *g.output, *g.value_info))
-        for node in g.node:
-            names.update(node.input)
-            names.update(node.output)
-            names.add(node.name)
-    return names
 
 
 def _fresh(base: str, taken: set[str]) -> str:
@@ -102,7 +89,7 @@ def quantize_subgraph_weights(
     per_channel = per_channel and opset >= MIN_OPSET
     result = onnx.ModelProto()
     result.CopyFrom(model)
-    taken = _all_names(result)
+    taken = all_names(result)
     done: list[str] = []
     # Innermost graphs first: rewriting a graph's node list re-creates its nodes, so a nested
     # body edited after its parent would be edited in a detached copy.
