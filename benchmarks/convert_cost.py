@@ -211,9 +211,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per child (default 1800)")
     parser.add_argument("--max-rss", type=float, help="GiB a child may use before it is ended "
                                                       "(default 80%% of the memory available at start)")
-    parser.add_argument("--workdir", type=Path, default=zoo.DEFAULT_WORKDIR,
-                        help=f"wheels, models, data and outputs (default {zoo.DEFAULT_WORKDIR})")
-    parser.add_argument("--json", type=Path, help="also write every number to this file")
+    zoo.add_output_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="sizes 8,32 on the OCR recognizer: about 2 minutes "
                                                              "(the detector: 1-5 minutes per run)")
     parser.add_argument("--child-ort-static", nargs=3, metavar=("MODEL", "CALIB", "OUT"), help=argparse.SUPPRESS)

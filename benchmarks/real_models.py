@@ -499,9 +499,7 @@ def main() -> None:
     parser.add_argument("--models", help=f"subset of {','.join(zoo.MODELS)} (default all; --quick {','.join(QUICK)})")
     parser.add_argument("--samples", type=int, help="calibration samples, and as many eval samples (default 32; "
                                                      "--quick: 8)")
-    parser.add_argument("--workdir", type=Path, default=zoo.DEFAULT_WORKDIR,
-                        help=f"wheels, models, data and outputs (default {zoo.DEFAULT_WORKDIR})")
-    parser.add_argument("--json", type=Path, help="also write every number to this file")
+    zoo.add_output_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="the four fast models, 8 samples, short timing: about "
                                                              "5 minutes")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed for one edgeopt convert")

@@ -510,6 +510,13 @@ def data_file(key: str, split: str, samples: int, workdir: Path = DEFAULT_WORKDI
     return path
 
 
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workdir and --json, as every zoo benchmark takes them."""
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help=f"wheels, models, data and outputs (default {DEFAULT_WORKDIR})")
+    parser.add_argument("--json", type=Path, help="also write every number to this file")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)

@@ -54,20 +54,22 @@ def wide_cnn(size: int = 128, width: int = 32) -> onnx.ModelProto:
     return model
 
 
+def _model_and_calibration(folder: Path, model: onnx.ModelProto, side: int, seed: int) -> tuple[Path, Path]:
+    """The model and 40 random 3 x side x side calibration samples, saved in ``folder``."""
+    onnx.save(model, str(folder / "model.onnx"))
+    samples = np.random.default_rng(seed).standard_normal((40, 3, side, side)).astype(np.float32)
+    np.savez(folder / "calib.npz", x=samples)
+    return folder / "model.onnx", folder / "calib.npz"
+
+
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("wide")
-    onnx.save(wide_cnn(), str(folder / "model.onnx"))
-    np.savez(folder / "calib.npz", x=np.random.default_rng(1).standard_normal((40, 3, 128, 128)).astype(np.float32))
-    return folder / "model.onnx", folder / "calib.npz"
+    return _model_and_calibration(tmp_path_factory.mktemp("wide"), wide_cnn(), side=128, seed=1)
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("small")
-    onnx.save(conv_classifier(), str(folder / "model.onnx"))
-    np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32))
-    return folder / "model.onnx", folder / "calib.npz"
+    return _model_and_calibration(tmp_path_factory.mktemp("small"), conv_classifier(), side=8, seed=0)
 
 
 def _stage(report: dict, name: str) -> dict:
