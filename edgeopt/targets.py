@@ -18,13 +18,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeopt.errors import InputError, first_validation_error
+from edgeopt.graph.onnx_kinds import kind_of_key
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-TARGET_SCHEMA_VERSION = 1
+# 2: efficiency and supported_ops are keyed by op kinds (graph.kinds); 1 spelled ONNX op types, still read
+TARGET_SCHEMA_VERSION = 2
+_READABLE_SCHEMA_VERSIONS = (1, 2)
 TARGETS_DIR_ENV = "EDGEOPT_TARGETS_DIR"
 DETECT = "detect"
 
@@ -60,12 +63,22 @@ class Accelerator(BaseModel):
     peak_ops_per_s: PeakThroughput = PeakThroughput()
     sram_bytes: int | None = Field(None, gt=0)
     flash_bytes: int | None = Field(None, gt=0)
-    # ONNX op types (per dtype) that run on the accelerator; anything else falls back to the CPU.
+    # Op kinds (per dtype) that run on the accelerator; anything else falls back to the CPU.
     supported_ops: dict[str, tuple[str, ...]] = {}
-    # Known shape limits, per op type, as the vendor states them.
+    # Known shape limits, per op kind, as the vendor states them.
     op_constraints: dict[str, str] = {}
     partition_switch_us: float | None = Field(None, ge=0)  # cost of each CPU<->accelerator hand-over
     host_cpu: str | None = None  # name of the target profile of the CPU that drives it
+
+    @field_validator("supported_ops")
+    @classmethod
+    def _as_kinds(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {dtype: tuple(dict.fromkeys(kind_of_key(op) for op in ops)) for dtype, ops in value.items()}
+
+    @field_validator("op_constraints")
+    @classmethod
+    def _constraints_by_kind(cls, value: dict[str, str]) -> dict[str, str]:
+        return {kind_of_key(op): text for op, text in value.items()}
 
 
 class TargetProfile(BaseModel):
@@ -85,7 +98,8 @@ class TargetProfile(BaseModel):
     caches: Caches = Caches()
     sram_bytes: int | None = Field(None, gt=0)  # on-chip memory usable for tensors (MCUs, NPUs)
     storage: str | None = None
-    # Fraction of peak throughput reached per ONNX op type (roofline efficiency factors).
+    # Fraction of peak throughput reached per op kind (roofline efficiency factors; "conv.depthwise" refines
+    # a kind by class, "default" covers the kinds not listed).
     efficiency: dict[str, float] = {}
     accelerator: Accelerator | None = None
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
@@ -100,9 +114,14 @@ class TargetProfile(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value != TARGET_SCHEMA_VERSION:
+        if value not in _READABLE_SCHEMA_VERSIONS:
             raise ValueError(f"schema_version {value} is not supported (expected {TARGET_SCHEMA_VERSION})")
-        return value
+        return TARGET_SCHEMA_VERSION  # version 1's ONNX op names are read as kinds below
+
+    @field_validator("efficiency")
+    @classmethod
+    def _efficiency_by_kind(cls, value: dict[str, float]) -> dict[str, float]:
+        return {kind_of_key(key): factor for key, factor in value.items()}
 
 
 def builtin_targets_dir() -> Path:

@@ -16,7 +16,7 @@ PACKAGE = REPO / "edgeopt"
 # Lower numbers are lower layers; a module may import its own layer and below.
 LAYERS = {
     "errors": 0, "events": 0, "units": 0, "fsutil": 0, "numeric": 0, "__init__": 0,
-    "config": 1, "formats": 1, "data": 1, "targets": 1,
+    "config": 1, "formats": 1, "data": 1, "targets": 1, "graph": 1,
     "analysis": 2, "runtime": 2, "metrics": 2,
     "stages": 3,
     "remote": 4,
@@ -111,6 +111,35 @@ def test_a_forbidden_import_is_caught(tmp_path):
     assert any("data (layer 1) imports edgeopt.pipeline" in v for v in found)
     assert any("private name(s) _secret" in v for v in found)
     assert any("stage stages.quantize imports stage edgeopt.stages.prune.stage" in v for v in found)
+
+
+# Static analysis and what it reads never see a model format: a format reaches them through its graph adapter.
+FORMAT_NEUTRAL = ("edgeopt.analysis.memory", "edgeopt.analysis.placement", "edgeopt.analysis.profile",
+                  "edgeopt.analysis.comparison", "edgeopt.graph.model", "edgeopt.graph.kinds", "edgeopt.graph.build")
+FORMAT_LIBRARIES = ("onnx", "onnxruntime", "google.protobuf", "ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+def format_imports(path: Path) -> list[str]:
+    """Imports of a format's library or of a format-specific edgeopt module (edgeopt.graph.onnx_*)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+            [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        found += [n for n in names if n.split(".")[0] in FORMAT_LIBRARIES or n.startswith("google.protobuf")
+                  or n.startswith(("edgeopt.graph.onnx_", "edgeopt.formats.onnx"))]
+    return found
+
+
+@pytest.mark.parametrize("module", FORMAT_NEUTRAL)
+def test_static_analysis_imports_no_format(module):
+    path = REPO / (module.replace(".", "/") + ".py")
+    assert format_imports(path) == [], f"{module} must work on graph.model only"
+
+
+def test_a_format_import_is_caught(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("import onnx\nfrom edgeopt.graph.onnx_shapes import TensorInfo\n")
+    assert format_imports(bad) == ["onnx", "edgeopt.graph.onnx_shapes"]
 
 
 @pytest.mark.parametrize("module, path", _modules(), ids=[m for m, _ in _modules()])

@@ -62,13 +62,14 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert result.matmul_fp32_ops_per_s > 1e8 and result.memory_bandwidth_bytes_per_s > 1e8
     profile = calibrated_profile(load_target("host"), result, "2026-01-01")
     assert profile.peak_ops_per_s.fp32 == max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
-    assert 0 < profile.efficiency["Conv"] <= 1
+    assert 0 < profile.efficiency["conv"] <= 1 and profile.efficiency["matmul"] == profile.efficiency["fully_connected"]
     out = cli("targets", "calibrate", "host", "--output-dir", tmp_path, "--threads", "1", "--seconds", "0.05", "--json")
     assert out.code == 0, out.stderr
     written = {t.name: t for t in list_targets(tmp_path)}["host"]
     assert written.origin == str(tmp_path / "host.toml")
     assert written.peak_ops_per_s.fp32 == pytest.approx(json.loads(out.stdout)["peak_ops_per_s"]["fp32"])
     assert written.memory_bandwidth_bytes_per_s > 0
+    assert "schema_version = 2" in (tmp_path / "host.toml").read_text() and 0 < written.efficiency["conv"] <= 1
 
 
 def test_calibrating_another_target_is_refused(cli, tmp_path):

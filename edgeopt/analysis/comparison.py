@@ -3,9 +3,10 @@ kernels mapped back to the graph's nodes)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
+
+from edgeopt.analysis.profile import StaticProfile
+from edgeopt.runtime.measure import Measurement
 
 
 class OpTypeComparison(BaseModel):
@@ -28,26 +29,26 @@ class EstimateVsMeasurement(BaseModel):
     by_op_type: dict[str, OpTypeComparison]
 
 
-def compare(estimate: dict[str, Any], measurement: dict[str, Any]) -> EstimateVsMeasurement | None:
+def compare(estimate: StaticProfile, measurement: Measurement) -> EstimateVsMeasurement | None:
     """Estimated vs measured time per op type, where both exist."""
-    if estimate.get("latency_ms") is None:
+    if estimate.latency_ms is None:
         return None
-    op_of = {n["name"]: n["op_type"] for n in estimate["nodes"]}
+    op_of = {n.name: n.op_type for n in estimate.nodes}
     estimated: dict[str, float] = {}
-    for node in estimate["nodes"]:
-        if node.get("time_us"):
-            estimated[node["op_type"]] = estimated.get(node["op_type"], 0.0) + node["time_us"] / 1000
+    for node in estimate.nodes:
+        if node.time_us:
+            estimated[node.op_type] = estimated.get(node.op_type, 0.0) + node.time_us / 1000
     measured: dict[str, float] = {}
-    for op in measurement.get("per_op") or []:
-        op_type = next((op_of[n] for n in op.get("source_nodes", []) if n in op_of), op.get("op_type") or "?")
-        per_run_us = op["median_us"] if op.get("median_us") is not None else op["total_us"] / max(1, op["calls"])
+    for op in measurement.per_op or []:
+        op_type = next((op_of[n] for n in op.source_nodes if n in op_of), op.op_type or "?")
+        per_run_us = op.median_us if op.median_us is not None else op.total_us / max(1, op.calls)
         measured[op_type] = measured.get(op_type, 0.0) + per_run_us / 1000
     by_op = {}
     for op_type in sorted(set(estimated) | set(measured)):
         est, meas = estimated.get(op_type, 0.0), measured.get(op_type, 0.0)
         by_op[op_type] = OpTypeComparison(estimated_ms=est, measured_ms=meas, ratio=est / meas if meas > 0 else None)
-    total_measured = measurement["latency_ms"]["p50"]
-    total = OpTypeComparison(estimated_ms=estimate["latency_ms"], measured_ms=total_measured,
-                             ratio=estimate["latency_ms"] / total_measured if total_measured > 0 else None)
-    return EstimateVsMeasurement(target=estimate["target"], threads=measurement["threads"], total=total,
+    total_measured = measurement.latency_ms.p50
+    total = OpTypeComparison(estimated_ms=estimate.latency_ms, measured_ms=total_measured,
+                             ratio=estimate.latency_ms / total_measured if total_measured > 0 else None)
+    return EstimateVsMeasurement(target=estimate.target, threads=measurement.threads, total=total,
                                  by_op_type=by_op)

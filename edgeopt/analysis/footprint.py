@@ -1,5 +1,5 @@
-"""The expected peak memory of quantizing a model, from the static analysis: ``shapes.py`` resolves every
-tensor, ``memory.py`` sizes it and plans its liveness.
+"""The expected peak memory of quantizing an ONNX model, from the static analysis: ``graph/onnx_shapes.py``
+resolves every tensor, ``memory.py`` sizes it and plans its liveness.
 
     expected peak = resident + weights x copies + one batch of activations per live session
 
@@ -27,7 +27,8 @@ import onnx
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.memory import liveness_plan
-from edgeopt.analysis.shapes import model_inputs, resolve_shapes
+from edgeopt.graph.onnx_adapter import to_graph
+from edgeopt.graph.onnx_shapes import model_inputs, resolve_shapes
 
 __all__ = [
     "FIXED_OVERHEAD_BYTES",
@@ -95,7 +96,7 @@ def _at_batch(shapes: Mapping[str, Sequence[int]], batch_inputs: Sequence[str], 
 
 
 def _plan(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> tuple[list[int], int, int]:
-    plan = liveness_plan(model, resolve_shapes(model, shapes))
+    plan = liveness_plan(to_graph(model, shapes=resolve_shapes(model, shapes)))
     return list(plan.live_bytes), sum(t.bytes or 0 for t in plan.tensors), len(plan.unknown_tensors)
 
 

@@ -1,12 +1,12 @@
 """The static profile of a model on a target: per-node cost, a roofline latency estimate,
 memory fit and accelerator placement, all without running the model.
 
-Per node (main graph, in node order = execution order):
+It reads the format-neutral graph (graph.model) a format's adapter builds: for ONNX,
+graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
 
-* ``execution_dtype`` and role from :func:`~edgeopt.analysis.placement.analyse_execution`
-  (QDQ-aware: DQ -> Conv/MatMul/... -> Q runs int8, its fused Q/DQ nodes cost 0).
-* ``macs`` from :func:`~edgeopt.analysis.macs.compute_macs`; an If/Loop/Scan node carries
-  the MACs of its body (If: the larger branch; Loop: the body once).
+* ``execution_dtype``, role, op kind and ``macs`` from the adapter (ONNX: QDQ-aware,
+  DQ -> Conv/MatMul/... -> Q runs int8 and its fused Q/DQ nodes cost 0; an If/Loop/Scan
+  node carries the MACs of its body, If: the larger branch, Loop: the body once).
 * bytes read and written from :func:`~edgeopt.analysis.memory.node_traffic`, on the
   tensors that really exist (the int8 ones inside a fused QDQ group).
 * ``device`` from :func:`~edgeopt.analysis.placement.place_nodes`.
@@ -18,9 +18,9 @@ Per node (main graph, in node order = execution order):
 
   ``bound`` says which term won ("compute" or "memory"); "none" for nodes that do not
   run (Constants, fused Q/DQ: time 0, no overhead); "unknown" when the node's cost or
-  the target's figures are unknown. ``efficiency`` is ``target.efficiency[op_type]``,
-  else the entry for the float op a quantized op implements (QLinearConv -> Conv), else
-  ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead,
+  the target's figures are unknown. ``efficiency`` is ``target.efficiency[kind]`` (the op
+  kind: ``conv`` for Conv, QLinearConv and FusedConv alike; ``conv.depthwise`` first where
+  stated), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead,
   :data:`NODE_OVERHEAD_US` by default, stands for kernel dispatch (argument checks,
   output allocation, thread-pool wake-up): about 1-5 µs per kernel in onnxruntime on
   ARM/x86 CPUs.
@@ -47,28 +47,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import onnx
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.analysis.graph import DEFAULT_DOMAINS, inline_functions, op_key
-from edgeopt.analysis.macs import NodeCost, compute_macs, get_op_cost
-from edgeopt.analysis.memory import (
-    MemoryPlan,
-    NodeTraffic,
-    liveness_plan,
-    node_traffic,
-)
-from edgeopt.analysis.placement import (
-    ExecutionPlan,
-    NodeExecution,
-    Placement,
-    analyse_execution,
-    base_op_type,
-    place_nodes,
-)
-from edgeopt.analysis.shapes import TensorInfo, model_inputs, resolve_shapes_with_error
-from edgeopt.data.specs import InputSpec
-from edgeopt.errors import InputError
+from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic
+from edgeopt.analysis.placement import Placement, place_nodes
+from edgeopt.graph.build import build_graph
+from edgeopt.graph.model import Graph, Node
 from edgeopt.targets import PeakThroughput, TargetProfile
 
 __all__ = [
@@ -85,35 +69,6 @@ NODE_OVERHEAD_US = 2.0
 Bound = Literal["compute", "memory", "unknown", "none"]
 TopKey = Literal["time_us", "macs", "bytes"]
 
-# Default-domain ops that do real arithmetic but have no MAC cost function: unknown.
-_UNCOSTED_DEFAULT_OPS = frozenset({"Attention", "DeformConv", "DFT", "STFT"})
-# com.microsoft ops without a MAC cost function that are elementwise/normalisation
-# (memory-bound, costed by bytes). Other contrib ops without a cost function are unknown.
-_MEMORY_BOUND_CONTRIB_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "QLinearAdd",
-        "QLinearMul",
-        "QLinearSigmoid",
-        "QLinearLeakyRelu",
-        "QLinearAveragePool",
-        "QLinearGlobalAveragePool",
-        "QLinearConcat",
-        "QLinearSoftmax",
-        "QLinearWhere",
-        "QLinearReduceMean",
-        "Gelu",
-        "FastGelu",
-        "BiasGelu",
-        "QuickGelu",
-        "BiasAdd",
-        "SkipLayerNormalization",
-        "SimplifiedLayerNormalization",
-        "SkipSimplifiedLayerNormalization",
-        "NhwcMaxPool",
-    }
-)
 _PEAK_KEYS = ("fp32", "fp16", "int8")
 
 
@@ -126,8 +81,9 @@ class NodeProfile(_Frozen):
 
     index: int
     name: str
-    op_type: str
+    op_type: str  # the format's own operator name
     domain: str
+    kind: str = ""  # the op kind targets price (graph.kinds); "" in reports written before kinds
     role: Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
     op_class: str | None = None  # "depthwise" / "1x1" for convolutions
     fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
@@ -226,70 +182,7 @@ class StaticProfile(_Frozen):
         raise KeyError(name)
 
 
-# ------------------------------------------------------------------- input shapes
-
-
-def _complete_input_shapes(
-    model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None
-) -> tuple[dict[str, Sequence[int]], list[str]]:
-    """Concrete shapes for every input (data.resolve: the given shapes, shared dim names, the model's
-    metadata, a batch axis at 1), or InputError naming each dim without a size and the flag for it."""
-    from edgeopt.data.resolve import metadata_dict, resolve_inputs
-
-    given = dict(input_shapes or {})
-    declared = []
-    for tensor in model_inputs(model):
-        if (tensor.dtype or "").startswith(("sequence", "optional", "map")):
-            continue  # no shape to set
-        if tensor.shape is None and tensor.name not in given:
-            raise InputError(f"input '{tensor.name}' has no declared shape",
-                             f"pass --input-shape {tensor.name}=DIMxDIM...")
-        shape = tensor.shape if tensor.shape is not None else tuple("?" for _ in given[tensor.name])
-        declared.append(InputSpec(tensor.name, tuple(shape), tensor.dtype or "float32"))
-    resolved = resolve_inputs(declared, shapes=given,
-                              metadata=metadata_dict([(p.key, p.value) for p in model.metadata_props]))
-    return resolved.shapes, list(resolved.notes)
-
-
 # ---------------------------------------------------------------------- node costs
-
-
-def _op_known(op_type: str, domain: str) -> bool:
-    if get_op_cost(op_type, domain) is not None:
-        return True
-    if domain in DEFAULT_DOMAINS:
-        return op_type not in _UNCOSTED_DEFAULT_OPS and onnx.defs.has(op_type)
-    return domain == "com.microsoft" and op_type in _MEMORY_BOUND_CONTRIB_OPS
-
-
-def _split_rows(rows: Sequence[NodeCost]) -> list[tuple[NodeCost, list[NodeCost]]]:
-    """compute_macs rows grouped per main-graph node: (its row, its subgraph rows)."""
-    grouped: list[tuple[NodeCost, list[NodeCost]]] = []
-    for row in rows:
-        if not row.subgraph_path:
-            grouped.append((row, []))
-        elif grouped:
-            grouped[-1][1].append(row)
-    return grouped
-
-
-def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str | None]:
-    """(MACs, why unknown) of a main-graph node, its subgraph bodies included."""
-    key = op_key(own.op_type, own.domain)
-    if not _op_known(own.op_type, own.domain):
-        return None, f"no cost model for op {key}"
-    if own.macs is None:
-        return None, f"shapes needed for the MACs of {key} are unknown"
-    total = own.macs
-    unknown = [
-        r.qualified_name
-        for r in body
-        if r.weight and (r.macs is None or not _op_known(r.op_type, r.domain))
-    ]
-    if unknown:
-        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-        return None, f"its subgraph has nodes of unknown cost: {shown}"
-    return total + sum(r.macs * r.weight for r in body if r.macs), None
 
 
 def _peak_for(peaks: PeakThroughput, dtype: str | None) -> tuple[float | None, bool]:
@@ -305,43 +198,27 @@ def _peak_for(peaks: PeakThroughput, dtype: str | None) -> tuple[float | None, b
 # benchmarks/estimate_accuracy.py (achieved fraction of the calibrated peak in real models):
 # recurrent cells are sequential matrix-vector steps; depthwise and 1x1 convolutions reach a
 # fraction of what a dense 3x3 conv does.
-DEFAULT_EFFICIENCY = {"LSTM": 0.5, "GRU": 0.5, "RNN": 0.5}
-CLASS_FACTOR = {("Conv.depthwise", "fp32"): 0.32, ("Conv.depthwise", "int8"): 0.13,
-                ("Conv.1x1", "fp32"): 0.75, ("Conv.1x1", "int8"): 0.76}
+DEFAULT_EFFICIENCY = {"lstm": 0.5, "gru": 0.5, "rnn": 0.5}
+CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.13,
+                ("conv.1x1", "fp32"): 0.75, ("conv.1x1", "int8"): 0.76}
 
 
-def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
-    """"depthwise", "1x1" or None (dense) for a Conv; a target may state "Conv.depthwise"."""
-    if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
-        return None
-    weight = shapes.get(node.input[1])
-    dims = weight.shape if weight is not None else None
-    group = next((a.i for a in node.attribute if a.name == "group"), 1)
-    if dims and group > 1 and len(dims) >= 2 and dims[1] == 1:
-        return "depthwise"
-    if dims and len(dims) > 2 and all(d == 1 for d in dims[2:]):
-        return "1x1"
-    return None
-
-
-def _efficiency(profile: TargetProfile, op_type: str, op_class: str | None = None,
+def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
                 dtype: str | None = None) -> float | None:
-    if op_class:
-        stated = profile.efficiency.get(f"{op_type}.{op_class}")
+    refined = f"{kind}.{op_class}" if op_class else None
+    if refined:
+        stated = profile.efficiency.get(refined)
         if stated:
             return stated
-    for key in (op_type, base_op_type(op_type), "default"):
+    factor = CLASS_FACTOR.get((refined, dtype or "fp32"), 1.0) if refined else 1.0
+    for key in (kind, "default"):
         value = profile.efficiency.get(key)
         if value is not None and value > 0:
-            factor = CLASS_FACTOR.get((f"{base_op_type(op_type)}.{op_class}", dtype or "fp32"), 1.0) \
-                if op_class else 1.0
             return value * factor
-    default = DEFAULT_EFFICIENCY.get(base_op_type(op_type))
+    default = DEFAULT_EFFICIENCY.get(kind)
     if default is not None:
         return default
-    if op_class:
-        return CLASS_FACTOR.get((f"{base_op_type(op_type)}.{op_class}", dtype or "fp32"))
-    return None
+    return CLASS_FACTOR.get((refined, dtype or "fp32")) if refined else None
 
 
 def _fits(
@@ -394,39 +271,35 @@ class _Figures:
         return texts
 
 
-def _node_facts(
-    row: NodeExecution,
-    traffic: NodeTraffic,
-    macs_rows: tuple[NodeCost, list[NodeCost]] | None,
-    device: str,
-    names: Mapping[int, str],
-) -> dict[str, Any]:
+def _node_facts(node: Node, traffic: NodeTraffic, device: str, names: Mapping[int, str]) -> dict[str, Any]:
     """The NodeProfile fields that do not depend on the target's figures."""
     facts: dict[str, Any] = {
-        "index": row.index,
-        "name": row.name,
-        "op_type": row.op_type,
-        "domain": row.domain,
-        "role": row.role,
+        "index": node.index,
+        "name": node.name,
+        "op_type": node.op_type,
+        "domain": node.domain,
+        "kind": node.kind,
+        "op_class": node.op_class,
+        "role": node.role,
         "fused_into": (
-            names.get(row.attached_to)
-            if row.role in ("fused_qdq", "fused_activation") and row.attached_to is not None
+            names.get(node.attached_to)
+            if node.role in ("fused_qdq", "fused_activation") and node.attached_to is not None
             else None
         ),
         "device": device,
-        "execution_dtype": row.dtype,
+        "execution_dtype": node.dtype,
         "unknown_size_tensors": [],
         "cost_unknown_reason": None,
     }
-    if not row.runs_alone:  # Constant / fused Q/DQ: no kernel of their own
+    if not node.runs_alone:  # Constant / fused Q/DQ: no kernel of their own
         facts.update(macs=0, weight_bytes_read=0, activation_bytes_read=0, bytes_read=0, bytes_written=0)
         return facts
-    macs, reason = (None, "no MAC count") if macs_rows is None else _node_macs(*macs_rows)
+    reason = node.cost_unknown_reason
     if reason is None and not traffic.known:
         unknown = list(traffic.unknown_tensors)
         reason = f"size of {_plural(len(unknown), 'tensor')} unknown: {_names(unknown, 3)}"
     facts.update(
-        macs=macs,
+        macs=node.macs,
         weight_bytes_read=traffic.weight_bytes_read,
         activation_bytes_read=traffic.activation_bytes_read,
         bytes_read=traffic.bytes_read,
@@ -443,7 +316,7 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
     compute_s = 0.0
     peak: float | None = None
     fell_back = False
-    efficiency = _efficiency(fig.owner, facts["op_type"], facts.get("op_class"),
+    efficiency = _efficiency(fig.owner, facts["kind"], facts.get("op_class"),
                              facts["execution_dtype"]) if macs else None
     if macs:
         peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
@@ -475,7 +348,7 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 
 
 def static_profile(
-    model: onnx.ModelProto,
+    model: Any,
     target: TargetProfile,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     *,
@@ -484,41 +357,27 @@ def static_profile(
 ) -> StaticProfile:
     """Profile ``model`` on ``target`` statically (see the module doc for the cost model).
 
-    ``input_shapes`` sets the sizes of symbolic input dims; a leading batch dim left
-    unset is 1 (recorded in ``assumptions``), any other unset symbolic dim raises
-    :class:`~edgeopt.errors.InputError` naming the inputs and dims. A None key (an
-    unnamed ``--input-shape`` from :func:`edgeopt.data.parse_input_shapes`) stands for
-    the only input of a single-input model. ``cpu_target`` is
-    the profile whose peaks, bandwidth and efficiency cost the nodes that run on the
-    CPU (for an accelerator target whose ``host_cpu`` names another profile); default:
+    ``model`` is a neutral :class:`~edgeopt.graph.model.Graph`, or a loaded model of a format with a graph
+    adapter (an ``onnx.ModelProto``), which is adapted at ``input_shapes``: they set the sizes of symbolic
+    input dims; a leading batch dim left unset is 1 (recorded in ``assumptions``), any other unset symbolic
+    dim raises :class:`~edgeopt.errors.InputError` naming the inputs and dims. A None key (an unnamed
+    ``--input-shape`` from :func:`edgeopt.data.parse_input_shapes`) stands for the only input of a
+    single-input model. ``cpu_target`` is the profile whose peaks, bandwidth and efficiency cost the nodes
+    that run on the CPU (for an accelerator target whose ``host_cpu`` names another profile); default:
     ``target`` itself. The model is not mutated and external data is not read.
     """
-    analysed = inline_functions(model)
-    complete, assumptions = _complete_input_shapes(analysed, input_shapes)
-    shapes, inference_error = resolve_shapes_with_error(analysed, complete)
-    macs_report = compute_macs(analysed, shapes=shapes)
-    execution: ExecutionPlan = analyse_execution(analysed, shapes)
-    placement: Placement = place_nodes(analysed, target, execution=execution)
-    traffic: list[NodeTraffic] = node_traffic(analysed, shapes, aliases=execution.aliases)
-    plan: MemoryPlan = liveness_plan(analysed, shapes, aliases=execution.aliases)
-    grouped = _split_rows(macs_report.rows)
+    graph = model if isinstance(model, Graph) else build_graph(model, input_shapes)
+    placement: Placement = place_nodes(graph, target)
+    traffic: list[NodeTraffic] = node_traffic(graph)
+    plan: MemoryPlan = liveness_plan(graph)
     cpu_profile = cpu_target or target
     acc = target.accelerator
-    warnings: list[str] = []
-    if inference_error:
-        warnings.append(f"ONNX shape inference failed, shapes are partial: {inference_error}")
-    if macs_report.trip_count_unknown:
-        warnings.append("a loop's trip count is unknown: its body's MACs are counted once")
+    warnings: list[str] = list(graph.warnings)
+    assumptions: list[str] = list(graph.assumptions)
 
     # -- per node: MACs, bytes, and why the cost is unknown if it is
-    names = {row.index: row.name for row in execution.nodes}
-    rows = [
-        _node_facts(row, traffic[row.index], grouped[row.index] if row.index < len(grouped) else None,
-                    placement.devices[row.index], names)
-        for row in execution.nodes
-    ]
-    for facts in rows:
-        facts["op_class"] = conv_class(analysed.graph.node[facts["index"]], shapes)
+    names = {node.index: node.name for node in graph.nodes}
+    rows = [_node_facts(node, traffic[node.index], placement.devices[node.index], names) for node in graph.nodes]
 
     # -- can the target's figures price every costed node?
     cpu_figures = _Figures(f"target '{cpu_profile.name}'", cpu_profile.peak_ops_per_s,
@@ -563,7 +422,7 @@ def static_profile(
                 key = f"{fig.label}: no {facts['execution_dtype']} peak, the fp32 peak is used"
                 fallback_nodes[key] = fallback_nodes.get(key, 0) + 1
             if facts["macs"] and times["efficiency"] is None:
-                no_efficiency.add(facts["op_type"])
+                no_efficiency.add(facts["kind"])
                 times["efficiency"] = 1.0
         nodes.append(NodeProfile(**facts, **times))
 
@@ -633,11 +492,7 @@ def static_profile(
         target=target.name,
         target_kind=target.kind,
         accelerator=placement.accelerator,
-        input_shapes={
-            t.name: list(info.shape)
-            for t in model_inputs(analysed)
-            if (info := shapes.get(t.name)) is not None and info.shape is not None
-        },
+        input_shapes={name: list(shape) for name, shape in graph.input_shapes.items()},
         node_overhead_us=node_overhead_us,
         nodes=nodes,
         latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0)) / 1000,

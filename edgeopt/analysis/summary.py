@@ -10,12 +10,14 @@ import onnx
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     INTEGER_DTYPES,
+    Q_DOMAINS,
     constant_tensor,
     dtype_name,
     external_data_info,
     inline_functions,
+    is_integer_op,
     is_op,
     iter_graphs,
     iter_nodes,
@@ -24,8 +26,8 @@ from edgeopt.analysis.graph import (
     tensor_bytes,
     uses_external_data,
 )
-from edgeopt.analysis.macs import compute_macs, macs_by_op_type
-from edgeopt.analysis.shapes import (
+from edgeopt.graph.onnx_macs import compute_macs, macs_by_op_type
+from edgeopt.graph.onnx_shapes import (
     DeclaredTensor,
     TensorInfo,
     model_inputs,
@@ -105,7 +107,6 @@ class GraphSummary(_Frozen):
 
 _SMALL_INT_TYPES = frozenset({TensorProto.INT32, TensorProto.INT64})
 _SMALL_INT_MAX_ELEMENTS = 16
-_Q_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
 
 
 def _node_tensors(node: NodeProto) -> Iterator[TensorProto]:
@@ -134,7 +135,7 @@ def _quantized_data_names(nodes: Sequence[NodeProto]) -> set[str]:
     """Small int tensors that are quantized data (int32 biases), not shapes or axes."""
     names: set[str] = set()
     for node in nodes:
-        if is_op(node, "DequantizeLinear", _Q_DOMAINS) and node.input:
+        if is_op(node, "DequantizeLinear", Q_DOMAINS) and node.input:
             names.add(node.input[0])
         elif is_op(node, "QLinearConv") and len(node.input) > 8:
             names.add(node.input[8])
@@ -209,26 +210,7 @@ def _external_data(graph: GraphProto) -> list[ExternalDataFile]:
 # -------------------------------------------------------------------- quantization
 
 DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
-_INTEGER_OPS = frozenset(
-    {
-        "ConvInteger",
-        "MatMulInteger",
-        "MatMulIntegerToFloat",
-        "DynamicQuantizeMatMul",
-        "DynamicQuantizeLSTM",
-        "QGemm",
-        "QAttention",
-        "QEmbedLayerNormalization",
-    }
-)
 WEIGHTS_ONLY_QUANT_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized", "MatMulBnb4", "MatMulFpQ4"})
-
-
-def is_integer_op(node: NodeProto) -> bool:
-    """QOperator-style ops computing on quantized tensors (QLinear*, *Integer, QGemm, ...)."""
-    return node.domain in _Q_DOMAINS and (
-        node.op_type.startswith("QLinear") or node.op_type in _INTEGER_OPS
-    )
 
 
 def _op_list(nodes: Iterable[NodeProto]) -> str:
@@ -246,9 +228,9 @@ def quantization_kind(
     graph: GraphProto, nodes: Sequence[NodeProto], shapes: Mapping[str, TensorInfo]
 ) -> tuple[QuantizationKind, str, int]:
     """(kind, detail, number of quantized compute nodes)."""
-    q = [n for n in nodes if is_op(n, "QuantizeLinear", _Q_DOMAINS)]
-    dq = [n for n in nodes if is_op(n, "DequantizeLinear", _Q_DOMAINS)]
-    dynamic = [n for n in nodes if n.domain in _Q_DOMAINS and n.op_type in DYNAMIC_QUANT_OPS]
+    q = [n for n in nodes if is_op(n, "QuantizeLinear", Q_DOMAINS)]
+    dq = [n for n in nodes if is_op(n, "DequantizeLinear", Q_DOMAINS)]
+    dynamic = [n for n in nodes if n.domain in Q_DOMAINS and n.op_type in DYNAMIC_QUANT_OPS]
     integer = [n for n in nodes if is_integer_op(n)]
     weights_only_ops = [n for n in nodes if n.op_type in WEIGHTS_ONLY_QUANT_OPS]
 

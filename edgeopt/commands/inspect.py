@@ -38,7 +38,7 @@ class InspectResult(BaseModel):
 
 def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | None = None,
                   dims: dict[str, int] | None = None) -> InspectResult:
-    from edgeopt.analysis.shapes import declared_input_specs
+    from edgeopt.graph.onnx_shapes import declared_input_specs
     from edgeopt.analysis.summary import summarize_graph
     from edgeopt.data import metadata_dict, resolve_inputs
     from edgeopt.formats.sources import identify_source

@@ -332,4 +332,5 @@ def _sniff(head: bytes, path: Path) -> bool:
 
 
 HANDLER = FormatHandler(ModelFormat.ONNX, sniff=_sniff, load=load_onnx, save=save_onnx,
-                        runner="edgeopt.runtime.onnxruntime_runner:OnnxRuntimeRunner")
+                        runner="edgeopt.runtime.onnxruntime_runner:OnnxRuntimeRunner",
+                        graph="edgeopt.graph.onnx_adapter:to_graph")

@@ -1,5 +1,6 @@
 """Model formats, one handler each: how a file is recognised (``sniff``), and, where edgeopt reads the
-format as a graph, how it is loaded safely, what its inputs are and how it is saved. ``sniff_format``
+format as a graph, how it is loaded safely, what its inputs are, how it is saved, the runner that runs it
+and the adapter that turns it into the neutral graph static analysis prices. ``sniff_format``
 asks the handlers in registration order.
 
 A new format is one module with its handler plus its line in ``_BUILTIN`` (TFLite: ``formats/tflite.py``).
@@ -25,6 +26,7 @@ class FormatHandler:
     input_specs: Callable[[Any], list[Any]] | None = None  # the loaded model's inputs as data.InputSpec
     save: Callable[[Any, Path], list[Path]] | None = None  # atomic; returns the files written
     runner: str | None = None  # "module:factory" of the runtime that runs it (runtime.runner)
+    graph: str | None = None  # "module:function" adapting a loaded model to graph.model.Graph (graph.build)
 
 
 _HANDLERS: list[FormatHandler] = []
@@ -46,6 +48,17 @@ def handlers() -> list[FormatHandler]:
 
 def handler_for(fmt: ModelFormat) -> FormatHandler | None:
     return next((h for h in handlers() if h.format is fmt), None)
+
+
+def entry_point(fmt: ModelFormat, role: str) -> Callable[..., Any] | None:
+    """The callable a format's handler names for ``role`` ("runner" or "graph"), imported; None when the
+    format has no handler or its handler names none."""
+    handler = handler_for(fmt)
+    spec = getattr(handler, role) if handler is not None else None
+    if spec is None:
+        return None
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def sniff_format(path: Path) -> ModelFormat:

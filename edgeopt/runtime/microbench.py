@@ -137,9 +137,9 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     int8 = max(int8_values) if int8_values else None
     efficiency = dict(base.efficiency)
     efficiency.update({
-        "MatMul": round(result.matmul_fp32_ops_per_s / fp32, 3),
-        "Gemm": round(result.matmul_fp32_ops_per_s / fp32, 3),
-        "Conv": round(result.conv_fp32_ops_per_s / fp32, 3),
+        "matmul": round(result.matmul_fp32_ops_per_s / fp32, 3),
+        "fully_connected": round(result.matmul_fp32_ops_per_s / fp32, 3),
+        "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
     on = f" --ssh {where}" if where else ""
     source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s): "

@@ -4,7 +4,6 @@ the model's format by ``open_runner``. onnxruntime today (``onnxruntime_runner``
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Protocol
 
@@ -28,12 +27,10 @@ class Runner(Protocol):
 def open_runner(model: bytes | str | Path, *, label: str, threads: int | None = None, optimization: str = "all",
                 format: ModelFormat = ModelFormat.ONNX) -> Runner:
     """A runner for ``model`` (serialized bytes or a file) in ``format``."""
-    from edgeopt.formats.registry import handler_for
+    from edgeopt.formats.registry import entry_point
 
-    handler = handler_for(format)
-    if handler is None or handler.runner is None:
+    factory = entry_point(format, "runner")
+    if factory is None:
         raise UnsupportedFormatError(f"{label}: no runtime runs {format.value} models here",
                                      "convert the model to ONNX first")
-    module, _, name = handler.runner.partition(":")
-    factory = getattr(importlib.import_module(module), name)
     return factory(model, label=label, threads=threads, optimization=optimization)

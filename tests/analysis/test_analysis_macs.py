@@ -7,17 +7,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.analysis import (
+from edgeopt.graph.onnx_macs import (
     NodeCost,
-    TensorInfo,
     compute_macs,
     get_op_cost,
+    input_shape,
     macs_by_op_type,
     register_op_cost,
-    resolve_shapes,
     total_macs,
 )
-from edgeopt.analysis.macs import input_shape
+from edgeopt.graph.onnx_shapes import TensorInfo, resolve_shapes
 
 from .helpers import if_model, make_model, run_ort, tensor, unchanged, weight
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.analysis import (
+from edgeopt.graph.onnx_shapes import (
     DeclaredTensor,
     TensorInfo,
     model_inputs,
@@ -245,7 +245,7 @@ def test_inference_failure_falls_back_to_partial_information(monkeypatch) -> Non
     assert shapes["W"].shape == (8, 3, 3, 3)  # weights still known
     # intermediates: recovered by running the graph once at the fixed input shapes
     assert shapes["feat"].shape == (2, 8, 8, 8)
-    from edgeopt.analysis import shapes as module
+    from edgeopt.graph import onnx_shapes as module
 
     monkeypatch.setattr(module, "_probe_shapes", lambda *args: {})
     assert resolve_shapes(model, {"image": (2, 3, 8, 8)})["feat"].shape is None  # unknown, but no crash

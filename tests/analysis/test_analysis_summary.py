@@ -11,7 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.analysis import GraphSummary, resolve_shapes, summarize_graph
+from edgeopt.analysis import GraphSummary, summarize_graph
+from edgeopt.graph.onnx_shapes import resolve_shapes
 from edgeopt.errors import InputError
 
 from .helpers import if_model, make_model, run_ort, tensor, unchanged, weight
@@ -298,9 +299,9 @@ def test_inference_failure_is_reported_not_raised(monkeypatch) -> None:
     assert summary.macs_by_op_type == {"Conv": CONV_MACS, "MatMul": 720}
     assert summary.macs_unknown_nodes == []
     # without the probe (e.g. weights left in external files) the MatMul stays unknown, and says so
-    from edgeopt.analysis import shapes
+    from edgeopt.graph import onnx_shapes
 
-    monkeypatch.setattr(shapes, "_probe_shapes", lambda *args: {})
+    monkeypatch.setattr(onnx_shapes, "_probe_shapes", lambda *args: {})
     summary = summarize_graph(conv_mlp_model())
     assert summary.macs_by_op_type == {"Conv": CONV_MACS}
     assert summary.macs_unknown_nodes == ["MatMul_3"]

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.analysis.memory import node_traffic
 from edgeopt.analysis.profile import NODE_OVERHEAD_US, static_profile
-from edgeopt.analysis.shapes import resolve_shapes
+from edgeopt.graph.onnx_adapter import to_graph
 from edgeopt.errors import InputError
 from edgeopt.targets import TargetProfile
 
@@ -63,7 +63,7 @@ def test_conv_macs_and_bytes():
     assert profile.weight_bytes == 448
     assert profile.weight_bytes_by_dtype == {"float32": 448}
     # the same numbers straight from memory.node_traffic
-    (traffic,) = node_traffic(model, resolve_shapes(model))
+    (traffic,) = node_traffic(to_graph(model))
     assert traffic.read_bytes_by_dtype == {"float32": 1216}
     assert traffic.written_bytes_by_dtype == {"float32": 1024}
     assert traffic.known

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.analysis.memory import liveness_plan, node_traffic, tensor_size_bytes
-from edgeopt.analysis.shapes import TensorInfo, resolve_shapes
+from edgeopt.analysis.memory import liveness_plan, node_traffic
+from edgeopt.graph.model import tensor_size_bytes
+from edgeopt.graph.onnx_adapter import to_graph
+from edgeopt.graph.onnx_shapes import TensorInfo, resolve_shapes
 
 from .helpers import make_model, run_ort, tensor, unchanged
 
@@ -36,7 +38,7 @@ def test_liveness_peak_with_a_tensor_kept_alive_across_a_branch():
     run_ort(model, {"x": np.ones((1, 1000), np.float32)})
     shapes = resolve_shapes(model)
     with unchanged(model):
-        plan = liveness_plan(model, shapes)
+        plan = liveness_plan(to_graph(model, shapes=shapes))
     assert plan.order == ("const", "relu", "mul", "neg", "mean", "add")
     # const: x | relu: x a | mul: a c | neg: a c d | mean: a d s | add: a s y
     assert plan.live_bytes == (4000, 8000, 8000, 12000, 8004, 8004)
@@ -66,7 +68,7 @@ def test_unused_output_lives_only_at_its_producer_and_outputs_to_the_end():
     ]
     model = make_model(nodes, [tensor("x", F, [1, 8])],
                        [tensor("y", F, [1, 4]), tensor("z", F, [1, 4])], opset=18)
-    plan = liveness_plan(model, resolve_shapes(model))
+    plan = liveness_plan(to_graph(model))
     intervals = {t.name: (t.start, t.end) for t in plan.tensors}
     assert intervals["q"] == (0, 0)  # never consumed
     assert intervals["y"] == (1, 2)  # a graph output, also read by neg: live to the end
@@ -77,11 +79,11 @@ def test_unknown_sizes_are_flagged_not_fatal():
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
     model = make_model(nodes, [tensor("x", F, [1, 4])], [tensor("y", F, [1, 4])])
     shapes = {"x": TensorInfo("x", (1, 4), "float32"), "y": TensorInfo("y", None, "float32")}
-    plan = liveness_plan(model, shapes)
+    plan = liveness_plan(to_graph(model, shapes=shapes))
     assert plan.unknown_tensors == ("y",)
     assert plan.peak_is_lower_bound
     assert plan.peak_activation_bytes == 16
-    (traffic,) = node_traffic(model, shapes)
+    (traffic,) = node_traffic(to_graph(model, shapes=shapes))
     assert traffic.unknown_tensors == ("y",) and not traffic.known
     assert traffic.bytes_read == 16 and traffic.bytes_written == 0
     assert tensor_size_bytes(TensorInfo("s", (2,), "string")) is None
@@ -96,7 +98,7 @@ def test_aliases_plan_storage_of_the_real_tensor():
     ]
     model = make_model(nodes, [tensor("x", F, [1, 4])], [tensor("y", F, [1, 4])])
     shapes = resolve_shapes(model)
-    assert liveness_plan(model, shapes).peak_activation_bytes == 16 + 16  # x+dq, then dq+y
-    plan = liveness_plan(model, shapes, aliases={"dq": "x"})
+    assert liveness_plan(to_graph(model, shapes=shapes)).peak_activation_bytes == 16 + 16  # x+dq, then dq+y
+    plan = liveness_plan(to_graph(model, shapes=shapes), aliases={"dq": "x"})
     assert {t.name for t in plan.tensors} == {"x", "y"}
     assert plan.live_bytes == (16, 32)

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.analysis.placement import analyse_execution, place_nodes
+from edgeopt.analysis.placement import place_nodes
 from edgeopt.analysis.profile import NODE_OVERHEAD_US, static_profile
-from edgeopt.analysis.shapes import resolve_shapes
+from edgeopt.graph.onnx_adapter import to_graph
 from edgeopt.targets import TargetProfile
 
 from .helpers import make_model, run_ort, tensor, weight
@@ -172,7 +172,7 @@ def chain_with_unsupported_middle() -> onnx.ModelProto:
 def test_one_unsupported_op_splits_the_graph_in_two_partitions():
     model = chain_with_unsupported_middle()
     target = npu_target({"fp32": ["MatMul", "Relu"]}, dtypes=("fp32",))
-    placement = place_nodes(model, target, resolve_shapes(model))
+    placement = place_nodes(to_graph(model), target)
     assert placement.devices == ("accelerator", "accelerator", "cpu", "accelerator", "accelerator")
     assert placement.partitions == ((0, 1), (3, 4))
     # each partition: one hand-over in from the CPU, one back out
@@ -195,9 +195,9 @@ def test_one_unsupported_op_splits_the_graph_in_two_partitions():
 def test_unsupported_dtype_falls_back_and_whole_model_is_one_partition():
     model = chain_with_unsupported_middle()
     everything = npu_target({"fp32": ["MatMul", "Relu", "Erf"]}, dtypes=("fp32",))
-    assert place_nodes(model, everything).partitions == ((0, 1, 2, 3, 4),)
+    assert place_nodes(to_graph(model), everything).partitions == ((0, 1, 2, 3, 4),)
     int8_only = npu_target({"int8": ["MatMul", "Relu", "Erf"]})
-    placement = place_nodes(model, int8_only)
+    placement = place_nodes(to_graph(model), int8_only)
     assert placement.partitions == () and placement.handovers == 0
     assert set(placement.cpu_fallback) == {"mm1", "relu1", "erf", "mm2", "relu2"}
 
@@ -221,6 +221,6 @@ def test_shape_arithmetic_is_not_a_float_offender():
     ]
     model = make_model(nodes, [tensor("x", TensorProto.UINT8, [2, 3])],
                        [tensor("y", TensorProto.UINT8, [2, 3])])
-    plan = analyse_execution(model, resolve_shapes(model))
+    plan = to_graph(model)
     assert [n.dtype for n in plan.nodes] == ["int8", "int64", "int8"]
     assert plan.full_int8_offenders() == []

@@ -14,7 +14,7 @@ import itertools
 
 import onnx
 
-from edgeopt.analysis.graph import iter_nodes, subgraphs
+from edgeopt.graph.onnx_protos import iter_nodes, subgraphs
 from edgeopt.stages.quantize.prepare.scopes import all_names
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 
 import onnx
 
-from edgeopt.analysis.graph import is_op
+from edgeopt.graph.onnx_protos import is_op
 from edgeopt.stages.quantize.prepare.scopes import all_names
 
 _BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")

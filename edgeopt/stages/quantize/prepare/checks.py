@@ -11,7 +11,7 @@ from onnx import (
     NodeProto,
 )
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     iter_nodes,
     op_key,
     uses_external_data,

@@ -12,18 +12,15 @@ from onnx import (
     NodeProto,
 )
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     DEFAULT_DOMAINS,
     dtype_name,
+    is_integer_op,
     is_op,
     iter_nodes,
     op_key,
 )
-from edgeopt.analysis.summary import (
-    DYNAMIC_QUANT_OPS,
-    WEIGHTS_ONLY_QUANT_OPS,
-    is_integer_op,
-)
+from edgeopt.analysis.summary import DYNAMIC_QUANT_OPS, WEIGHTS_ONLY_QUANT_OPS
 from edgeopt.stages.quantize.prepare.scopes import (
     COMPUTE_WEIGHT_SLOTS,
     MS_DOMAIN,

@@ -14,7 +14,7 @@ from onnx import (
     numpy_helper,
 )
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     is_op,
     iter_nodes,
     join_path,

@@ -15,7 +15,7 @@ from onnx import (
 )
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     DEFAULT_DOMAINS,
     constant_tensor,
     is_op,

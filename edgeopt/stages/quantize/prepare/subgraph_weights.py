@@ -14,7 +14,7 @@ from onnx import (
     numpy_helper,
 )
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     join_path,
     subgraphs,
     uses_external_data,

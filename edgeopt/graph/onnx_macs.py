@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 from onnx import GraphProto, NodeProto
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     DEFAULT_DOMAINS,
     inline_functions,
     is_op,
@@ -32,7 +32,7 @@ from edgeopt.analysis.graph import (
     op_key,
     subgraphs,
 )
-from edgeopt.analysis.shapes import TensorInfo, resolve_shapes
+from edgeopt.graph.onnx_shapes import TensorInfo, resolve_shapes
 
 __all__ = [
     "CostFn",

@@ -13,47 +13,51 @@ from dataclasses import dataclass
 import onnx
 from onnx import AttributeProto, GraphProto, NodeProto, TensorProto
 
-DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+from edgeopt.graph.model import DTYPE_BITS
 
-# (TensorProto enum name, numpy-style name, bits per element; None = variable size).
+DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+# Domains whose QuantizeLinear/DequantizeLinear and integer ops onnxruntime runs
+Q_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
+
+# (TensorProto enum name, numpy-style name); bits per element in graph.model.DTYPE_BITS.
 # Looked up with getattr so older onnx releases without the newest types still work.
-DTYPES: tuple[tuple[str, str, int | None], ...] = (
-    ("FLOAT", "float32", 32),
-    ("UINT8", "uint8", 8),
-    ("INT8", "int8", 8),
-    ("UINT16", "uint16", 16),
-    ("INT16", "int16", 16),
-    ("INT32", "int32", 32),
-    ("INT64", "int64", 64),
-    ("STRING", "string", None),
-    ("BOOL", "bool", 8),
-    ("FLOAT16", "float16", 16),
-    ("DOUBLE", "float64", 64),
-    ("UINT32", "uint32", 32),
-    ("UINT64", "uint64", 64),
-    ("COMPLEX64", "complex64", 64),
-    ("COMPLEX128", "complex128", 128),
-    ("BFLOAT16", "bfloat16", 16),
-    ("FLOAT8E4M3FN", "float8_e4m3fn", 8),
-    ("FLOAT8E4M3FNUZ", "float8_e4m3fnuz", 8),
-    ("FLOAT8E5M2", "float8_e5m2", 8),
-    ("FLOAT8E5M2FNUZ", "float8_e5m2fnuz", 8),
-    ("UINT4", "uint4", 4),
-    ("INT4", "int4", 4),
-    ("FLOAT4E2M1", "float4_e2m1fn", 4),
-    ("FLOAT8E8M0", "float8_e8m0fnu", 8),
-    ("UINT2", "uint2", 2),
-    ("INT2", "int2", 2),
-    ("FLOAT6E2M3", "float6_e2m3fn", 6),
-    ("FLOAT6E3M2", "float6_e3m2fn", 6),
+DTYPES: tuple[tuple[str, str], ...] = (
+    ("FLOAT", "float32"),
+    ("UINT8", "uint8"),
+    ("INT8", "int8"),
+    ("UINT16", "uint16"),
+    ("INT16", "int16"),
+    ("INT32", "int32"),
+    ("INT64", "int64"),
+    ("STRING", "string"),
+    ("BOOL", "bool"),
+    ("FLOAT16", "float16"),
+    ("DOUBLE", "float64"),
+    ("UINT32", "uint32"),
+    ("UINT64", "uint64"),
+    ("COMPLEX64", "complex64"),
+    ("COMPLEX128", "complex128"),
+    ("BFLOAT16", "bfloat16"),
+    ("FLOAT8E4M3FN", "float8_e4m3fn"),
+    ("FLOAT8E4M3FNUZ", "float8_e4m3fnuz"),
+    ("FLOAT8E5M2", "float8_e5m2"),
+    ("FLOAT8E5M2FNUZ", "float8_e5m2fnuz"),
+    ("UINT4", "uint4"),
+    ("INT4", "int4"),
+    ("FLOAT4E2M1", "float4_e2m1fn"),
+    ("FLOAT8E8M0", "float8_e8m0fnu"),
+    ("UINT2", "uint2"),
+    ("INT2", "int2"),
+    ("FLOAT6E2M3", "float6_e2m3fn"),
+    ("FLOAT6E3M2", "float6_e3m2fn"),
 )
 _DTYPE_NAME: dict[int, str] = {}
 _DTYPE_BITS: dict[int, int | None] = {}
-for _enum_name, _np_name, _bits in DTYPES:
+for _enum_name, _np_name in DTYPES:
     _value = getattr(TensorProto, _enum_name, None)
     if _value is not None:
         _DTYPE_NAME[_value] = _np_name
-        _DTYPE_BITS[_value] = _bits
+        _DTYPE_BITS[_value] = DTYPE_BITS[_np_name]
 
 INTEGER_DTYPES = frozenset(
     {
@@ -204,3 +208,24 @@ def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.inliner.inline_local_functions(model)
     except Exception:  # noqa: BLE001 - third-party C++ failure; analysis still works without it
         return model
+
+
+INTEGER_OPS = frozenset(
+    {
+        "ConvInteger",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "QGemm",
+        "QAttention",
+        "QEmbedLayerNormalization",
+    }
+)
+
+
+def is_integer_op(node: NodeProto) -> bool:
+    """QOperator-style ops computing on quantized tensors (QLinear*, *Integer, QGemm, ...)."""
+    return node.domain in Q_DOMAINS and (
+        node.op_type.startswith("QLinear") or node.op_type in INTEGER_OPS
+    )

@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import Message
 from onnx import GraphProto, TypeProto, ValueInfoProto
 
-from edgeopt.analysis.graph import (
+from edgeopt.graph.onnx_protos import (
     constant_tensor,
     dtype_name,
     inline_functions,

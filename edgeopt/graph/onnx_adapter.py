@@ -1,0 +1,238 @@
+"""An ONNX model as the neutral graph (graph.model), as onnxruntime's CPU provider runs it: model-local
+functions inlined, symbolic input dims resolved (data.resolve), shapes inferred, MACs counted (onnx_macs),
+execution and QDQ fusion decided (onnx_execution), ONNX op types mapped to kinds (onnx_kinds)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import onnx
+
+from edgeopt.data.specs import InputSpec
+from edgeopt.errors import InputError
+from edgeopt.graph.model import Graph, Node, Tensor, bits_per_element
+from edgeopt.graph.onnx_execution import analyse_execution
+from edgeopt.graph.onnx_kinds import onnx_kind
+from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
+from edgeopt.graph.onnx_protos import (
+    DEFAULT_DOMAINS,
+    constant_tensor,
+    dtype_name,
+    inline_functions,
+    is_op,
+    iter_graphs,
+    num_elements,
+    op_key,
+    real_input_names,
+    subgraphs,
+    tensor_bytes,
+)
+from edgeopt.graph.onnx_shapes import TensorInfo, model_inputs, resolve_shapes_with_error
+
+# Default-domain ops that do real arithmetic but have no MAC cost function: unknown.
+_UNCOSTED_DEFAULT_OPS = frozenset({"Attention", "DeformConv", "DFT", "STFT"})
+# com.microsoft ops without a MAC cost function that are elementwise/normalisation
+# (memory-bound, costed by bytes). Other contrib ops without a cost function are unknown.
+_MEMORY_BOUND_CONTRIB_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearConcat",
+        "QLinearSoftmax",
+        "QLinearWhere",
+        "QLinearReduceMean",
+        "Gelu",
+        "FastGelu",
+        "BiasGelu",
+        "QuickGelu",
+        "BiasAdd",
+        "SkipLayerNormalization",
+        "SimplifiedLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "NhwcMaxPool",
+    }
+)
+
+
+def complete_input_shapes(
+    model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None
+) -> tuple[dict[str, Sequence[int]], list[str]]:
+    """Concrete shapes for every input (data.resolve: the given shapes, shared dim names, the model's
+    metadata, a batch axis at 1), or InputError naming each dim without a size and the flag for it."""
+    from edgeopt.data.resolve import metadata_dict, resolve_inputs
+
+    given = dict(input_shapes or {})
+    declared = []
+    for tensor in model_inputs(model):
+        if (tensor.dtype or "").startswith(("sequence", "optional", "map")):
+            continue  # no shape to set
+        if tensor.shape is None and tensor.name not in given:
+            raise InputError(f"input '{tensor.name}' has no declared shape",
+                             f"pass --input-shape {tensor.name}=DIMxDIM...")
+        shape = tensor.shape if tensor.shape is not None else tuple("?" for _ in given[tensor.name])
+        declared.append(InputSpec(tensor.name, tuple(shape), tensor.dtype or "float32"))
+    resolved = resolve_inputs(declared, shapes=given,
+                              metadata=metadata_dict([(p.key, p.value) for p in model.metadata_props]))
+    return resolved.shapes, list(resolved.notes)
+
+
+def _op_known(op_type: str, domain: str) -> bool:
+    if get_op_cost(op_type, domain) is not None:
+        return True
+    if domain in DEFAULT_DOMAINS:
+        return op_type not in _UNCOSTED_DEFAULT_OPS and onnx.defs.has(op_type)
+    return domain == "com.microsoft" and op_type in _MEMORY_BOUND_CONTRIB_OPS
+
+
+def _split_rows(rows: Sequence[NodeCost]) -> list[tuple[NodeCost, list[NodeCost]]]:
+    """compute_macs rows grouped per main-graph node: (its row, its subgraph rows)."""
+    grouped: list[tuple[NodeCost, list[NodeCost]]] = []
+    for row in rows:
+        if not row.subgraph_path:
+            grouped.append((row, []))
+        elif grouped:
+            grouped[-1][1].append(row)
+    return grouped
+
+
+def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str | None]:
+    """(MACs, why unknown) of a main-graph node, its subgraph bodies included."""
+    key = op_key(own.op_type, own.domain)
+    if not _op_known(own.op_type, own.domain):
+        return None, f"no cost model for op {key}"
+    if own.macs is None:
+        return None, f"shapes needed for the MACs of {key} are unknown"
+    unknown = [r.qualified_name for r in body if r.weight and (r.macs is None or not _op_known(r.op_type, r.domain))]
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        return None, f"its subgraph has nodes of unknown cost: {shown}"
+    return own.macs + sum(r.macs * r.weight for r in body if r.macs), None
+
+
+def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
+    """"depthwise", "1x1" or None (dense) for a Conv; a target may state "conv.depthwise"."""
+    if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
+        return None
+    weight = shapes.get(node.input[1])
+    dims = weight.shape if weight is not None else None
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    if dims and group > 1 and len(dims) >= 2 and dims[1] == 1:
+        return "depthwise"
+    if dims and len(dims) > 2 and all(d == 1 for d in dims[2:]):
+        return "1x1"
+    return None
+
+
+def weight_names(graph: onnx.GraphProto) -> set[str]:
+    """Initializers (sparse ones included) and Constant outputs of ``graph`` (not its subgraphs)."""
+    names = {t.name for t in graph.initializer}
+    names |= {s.values.name for s in graph.sparse_initializer}
+    names |= {n.output[0] for n in graph.node if is_op(n, "Constant") and n.output}
+    return names
+
+
+def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
+    """Bytes of all stored weights per dtype, subgraphs included, largest first.
+
+    Initializers, sparse initializers (values + indices) and Constant-node values.
+    """
+    acc: dict[str, int] = {}
+
+    def add(dtype: str | None, size: int) -> None:
+        key = dtype or "undefined"
+        acc[key] = acc.get(key, 0) + size
+
+    for graph in iter_graphs(model.graph):
+        for tensor in graph.initializer:
+            add(dtype_name(tensor.data_type), tensor_bytes(tensor))
+        for sparse in graph.sparse_initializer:
+            add(dtype_name(sparse.values.data_type), tensor_bytes(sparse.values))
+            add(dtype_name(sparse.indices.data_type), tensor_bytes(sparse.indices))
+        for node in graph.node:
+            if not (is_op(node, "Constant") and node.output):
+                continue
+            const = constant_tensor(node)
+            if const is None:
+                continue
+            dims, elem_type, proto = const
+            if proto is not None:
+                add(dtype_name(elem_type), tensor_bytes(proto))
+            else:
+                bits = bits_per_element(dtype_name(elem_type)) or 0
+                add(dtype_name(elem_type), math.ceil(num_elements(dims) * bits / 8))
+    return dict(sorted(acc.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read from enclosing scopes (If/Loop/Scan implicit inputs)."""
+    used: set[str] = set()
+    defined: set[str] = set()
+    for _, sub in subgraphs(node):
+        for graph in iter_graphs(sub):
+            defined.update(vi.name for vi in graph.input)
+            defined.update(t.name for t in graph.initializer)
+            defined.update(s.values.name for s in graph.sparse_initializer)
+            for inner in graph.node:
+                used.update(i for i in inner.input if i)
+                defined.update(o for o in inner.output if o)
+            used.update(vi.name for vi in graph.output)
+    return used - defined
+
+
+def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None = None, *,
+             shapes: Mapping[str, TensorInfo] | None = None) -> Graph:
+    """The neutral graph of ``model`` at ``input_shapes`` (see the module doc). ``shapes``: already
+    resolved shapes of the same (function-inlined) model. The model is not mutated; external data is not
+    read. Raises InputError when a symbolic dim has no size."""
+    analysed = inline_functions(model)
+    warnings: list[str] = []
+    if shapes is None:
+        complete, assumptions = complete_input_shapes(analysed, input_shapes)
+        shapes, inference_error = resolve_shapes_with_error(analysed, complete)
+        if inference_error:
+            warnings.append(f"ONNX shape inference failed, shapes are partial: {inference_error}")
+    else:
+        assumptions = []
+    macs_report = compute_macs(analysed, shapes=shapes)
+    if macs_report.trip_count_unknown:
+        warnings.append("a loop's trip count is unknown: its body's MACs are counted once")
+    execution = analyse_execution(analysed, shapes)
+    grouped = _split_rows(macs_report.rows)
+    graph = analysed.graph
+    weights = weight_names(graph)
+    nodes = []
+    for row, node in zip(execution.nodes, graph.node, strict=True):
+        macs, reason = (0, None)
+        if row.runs_alone:
+            macs, reason = _node_macs(*grouped[row.index]) if row.index < len(grouped) else (None, "no MAC count")
+        gathered = node.input[0] if (node.op_type == "Gather" and node.input and node.input[0] in weights) else None
+        nodes.append(Node(
+            index=row.index, name=row.name, op_type=node.op_type, domain=node.domain,
+            kind=onnx_kind(node.op_type, node.domain),
+            inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=row.dtype,
+            attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
+            op_class=conv_class(node, shapes), outer_reads=tuple(sorted(outer_names(node))),
+            reads_rows_of=gathered))
+    inputs = tuple(real_input_names(graph))
+    return Graph(
+        format="onnx",
+        nodes=tuple(nodes),
+        tensors={name: Tensor(name, info.shape, info.dtype) for name, info in shapes.items()},
+        weights=frozenset(weights),
+        inputs=inputs,
+        outputs=tuple(vi.name for vi in graph.output),
+        input_shapes={t.name: tuple(info.shape) for t in model_inputs(analysed)
+                      if (info := shapes.get(t.name)) is not None and info.shape is not None},
+        weight_bytes_by_dtype=weight_bytes_by_dtype(analysed),
+        aliases=execution.aliases,
+        assumptions=tuple(assumptions),
+        warnings=tuple(warnings),
+    )
