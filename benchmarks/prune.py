@@ -130,15 +130,15 @@ def datasets(name: str, size: int):
 
 
 def train_from_scratch(model, x, y, epochs: int, seed: int):
-    from edgeopt.stages.prune.finetuning import ArrayLoader, FinetuneConfig, finetune
+    from edgeopt.stages.prune.finetuning import BatchLoader, FinetuneConfig, finetune
 
     count = len(y)
     order = np.random.default_rng(seed).permutation(count)
     val, fit = np.sort(order[: count // 10]), np.sort(order[count // 10:])
     config = FinetuneConfig(epochs=epochs, lr=3e-3, schedule="cosine", weight_decay=1e-4, patience=epochs,
                             batch_size=32, seed=seed)
-    return finetune(model, ArrayLoader([x[fit]], y[fit], 32, shuffle=True, seed=seed),
-                    ArrayLoader([x[val]], y[val], 256, shuffle=False), config)
+    return finetune(model, BatchLoader.of_arrays([x[fit]], y[fit], 32, shuffle=True, seed=seed),
+                    BatchLoader.of_arrays([x[val]], y[val], 256, shuffle=False), config)
 
 
 def accuracy_torch(model, x, y) -> float:
@@ -212,7 +212,7 @@ def run_model(name: str, args, work: Path) -> list[str]:
 
     # Fine-tuning data: the train split with a seeded validation hold-out (eval stays unseen).
     np.savez(work / f"{name}_train.npz", image=x_train, labels=y_train)
-    data = load_finetune_data(work / f"{name}_train.npz", ["image"], val_fraction=0.15, batch_size=32, seed=0)
+    data = load_finetune_data(work / f"{name}_train.npz", spec, val_fraction=0.15, batch_size=32, seed=0)
     rows = []
     models: dict[str, Path] = {}
     for ratio in RATIOS:

@@ -12,9 +12,16 @@ from conftest import REPO
 from edgeopt.config.settings import ConvertConfig, QuantizeConfig
 from edgeopt.pipeline import STAGES, convert
 from edgeopt.stages.common.cache import StageCache
+from edgeopt.report.schema import read_report
 from edgeopt.stages.common.context import StageContext, StageModel
+from edgeopt.stages.common.records import StageDetails, register_details
 
 DIGITS = REPO / "models" / "digits"
+
+
+@register_details("count-nodes")
+class NodeCount(StageDetails):
+    nodes: int = 0
 
 
 class CountNodes:
@@ -27,7 +34,7 @@ class CountNodes:
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         with context.stage(self.name, "Counting nodes") as record:
-            record.details["nodes"] = len(model.proto.graph.node)
+            record.details = NodeCount(nodes=len(model.proto.graph.node))
         return model
 
 
@@ -47,6 +54,9 @@ def test_a_stage_is_one_object_in_the_list(tmp_path):
     simplified = onnx.load(str(tmp_path / "out" / "simplify.onnx"))
     assert counted["details"]["nodes"] == len(simplified.graph.node) and counted["status"] == "ok"
     assert report["summary"]["quantization"]["shipped"] == "int8"
+    # read back, the stage's record holds its own details model
+    again = read_report(result.report_path).stage("count-nodes")
+    assert isinstance(again.details, NodeCount) and again.details.nodes == len(simplified.graph.node)
 
 
 def test_cached_stages_are_not_run_again_and_give_the_same_model(tmp_path):
@@ -58,7 +68,7 @@ def test_cached_stages_are_not_run_again_and_give_the_same_model(tmp_path):
     assert second_cache.hits == ["simplify", "quantize"]
     assert first.report.final.sha256 == second.report.final.sha256
     quantized = [s for s in second.report.stages if s.name == "quantize"][0]
-    assert quantized.details["chosen"] == [s for s in first.report.stages if s.name == "quantize"][0].details["chosen"]
+    assert quantized.details.chosen == [s for s in first.report.stages if s.name == "quantize"][0].details.chosen
     assert quantized.outputs and quantized.outputs[0].path.endswith("b/quantize.onnx")
 
     # other settings for one stage: that stage runs again, the ones before it still come from the cache

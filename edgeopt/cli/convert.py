@@ -180,10 +180,10 @@ def _render(result: Any) -> None:
     console.print(table)
     summary = report.summary
     load = report.stage("load")
-    resolved = (load.details.get("resolved_inputs") or {}) if load else {}
-    if resolved.get("inputs"):
-        data = (load.details.get("quantization_data") or {}).get("calibration") or {}
-        print_inputs(console, resolved, data.get("layouts"))
+    resolved = getattr(load.details, "resolved_inputs", None) if load else None
+    if resolved is not None and resolved.inputs:
+        data = getattr(load.details, "quantization_data", None)
+        print_inputs(console, resolved, data.calibration.layouts if data and data.calibration else None)
     console.print(
         f"[bold]{result.model_path}[/bold]: {format_bytes(summary.size_bytes)} "
         f"(gzip {format_bytes(summary.gzip_size_bytes)}), opset {summary.opset}, "
@@ -215,7 +215,7 @@ def _render(result: Any) -> None:
         accuracy = ""
         if quant.accuracy_float is not None:
             accuracy = f", accuracy {quant.accuracy_float:.4f} → {quant.accuracy_int8:.4f}"
-        measured_on = report.stage("quantize").details.get("latency_measured_on")
+        measured_on = getattr(report.stage("quantize").details, "latency_measured_on", None)
         on = f" on {measured_on}" if measured_on and measured_on != "host" else ""
         latency = f", {quant.latency_ratio:.2f}x float latency{on}" if quant.latency_ratio else ""
         for_speed = f" ({len(quant.float_for_speed)} for speed)" if quant.float_for_speed else ""
@@ -227,9 +227,9 @@ def _render(result: Any) -> None:
     elif report.stage("quantize") is not None:
         console.print(f"shipped the float model: {str(quant.reason).removeprefix('kept the float model: ')}")
     quantize = report.stage("quantize")
-    memory = (quantize.details.get("memory") or {}) if quantize else {}
-    if memory.get("estimate"):
-        console.print(f"quantize memory: expected ~{format_bytes(memory['estimate']['expected_peak_bytes'])} at "
-                      f"calibration batch {memory['calibration_batch']}, measured peak "
+    memory = getattr(quantize.details, "memory", None) if quantize else None
+    if memory is not None and memory.estimate is not None:
+        console.print(f"quantize memory: expected ~{format_bytes(memory.estimate.expected_peak_bytes)} at "
+                      f"calibration batch {memory.calibration_batch}, measured peak "
                       f"{format_bytes(quantize.peak_rss_bytes)}")
     console.print(f"report: {result.report_path}")

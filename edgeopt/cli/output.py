@@ -8,6 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
+from edgeopt.data.resolve import ResolvedInput
+from edgeopt.data.samples import InputsSummary
+
 # Progress, warnings and errors: stderr, so `--json` stdout stays machine-readable.
 err_console = Console(stderr=True, highlight=False)
 
@@ -27,24 +30,23 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, soft_wrap=True)
 
 
-def print_inputs(console: Console, resolved: dict[str, Any], layouts: dict[str, str] | None = None) -> None:
+def print_inputs(console: Console, resolved: InputsSummary, layouts: dict[str, str] | None = None) -> None:
     """The run's inputs as resolved ("images=1x3x320x320 (height, width from data calib.npz)"), fills,
     stream state, and the rule each data array was read with."""
     from rich.markup import escape
 
-    def line(entry: dict[str, Any]) -> str:
-        shape = "x".join(str(d) for d in entry["shape"]) or "scalar"
+    def line(entry: ResolvedInput) -> str:
+        shape = "x".join(str(d) for d in entry.shape) or "scalar"
         by_source: dict[str, list[str]] = {}
-        for axis, (dim, source) in enumerate(zip(entry["declared"], entry["sources"])):
+        for axis, (dim, source) in enumerate(zip(entry.declared, entry.sources)):
             if source and source != "model":
                 by_source.setdefault(source, []).append(f"axis {axis}" if dim == "?" else str(dim))
         told = "; ".join(f"{', '.join(dims)} from {source}" for source, dims in by_source.items())
-        return f"{entry['name']}={shape}" + (f" ({told})" if told else "")
+        return f"{entry.name}={shape}" + (f" ({told})" if told else "")
 
-    pairs = resolved.get("state_pairs") or {}
-    console.print(escape("inputs: " + ", ".join(line(entry) for entry in resolved["inputs"])
-                         + "".join(f"; {name} filled with {fill['value']}"
-                                   for name, fill in (resolved.get("fills") or {}).items())
+    pairs = resolved.state_pairs
+    console.print(escape("inputs: " + ", ".join(line(entry) for entry in resolved.inputs)
+                         + "".join(f"; {name} filled with {fill.value}" for name, fill in resolved.fills.items())
                          + (f"; stream state {', '.join(f'{o} → {i}' for o, i in pairs.items())}" if pairs else "")))
     for name, rule in (layouts or {}).items():
         console.print(escape(f"  data for {name}: {rule}"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -20,6 +20,10 @@ from edgeopt.cli.output import (
 )
 from edgeopt.events import Events
 from edgeopt.units import format_bytes, format_count
+
+if TYPE_CHECKING:  # the library is imported when the command runs (a fast --help)
+    from edgeopt.commands.profile import ProfileReport
+    from edgeopt.runtime.measure import Measurement
 
 
 def profile_command(
@@ -92,7 +96,7 @@ def profile_command(
     if as_json:
         print_json(payload)
         return
-    _render(payload, top)
+    _render(report, top)
 
 
 def _ms(value: float | None) -> str:
@@ -105,12 +109,12 @@ def _sqnr(value: float | None, max_abs_error: float | None) -> str:
     return f"{value:.1f}"
 
 
-def _device_line(measurement: dict[str, Any]) -> str:
+def _device_line(measurement: Measurement) -> str:
     """CPU, runtime, temperature and throttling: what explains a surprising device number."""
-    facts, after = measurement["device"], measurement.get("device_after") or {}
+    facts, after = measurement.device, measurement.device_after
     parts = [facts.get("board") or facts.get("cpu_model") or facts.get("machine", "?"),
-             f"{facts.get('cpu_count', '?')} cores", f"{measurement['runtime'].get('name')} "
-             f"{measurement['runtime'].get('version') or ''}".strip()]
+             f"{facts.get('cpu_count', '?')} cores", f"{measurement.runtime.get('name')} "
+             f"{measurement.runtime.get('version') or ''}".strip()]
     if facts.get("cpu_governor"):
         parts.append(f"governor {facts['cpu_governor']}")
     if facts.get("soc_temp_c") is not None:
@@ -127,70 +131,69 @@ def _device_line(measurement: dict[str, Any]) -> str:
     return "  " + "; ".join(parts)
 
 
-def _render(report: dict[str, Any], top: int) -> None:
+def _render(report: ProfileReport, top: int) -> None:
     console = out_console()
-    if report.get("resolved_inputs"):
-        print_inputs(console, report["resolved_inputs"], (report.get("inputs") or {}).get("layouts"))
-    for name, est in report["estimates"].items():
-        fits = "unknown" if est["fits_all"] is None else ("yes" if est["fits_all"] else "NO")
-        latency = (f"{_ms(est['latency_ms'])} ms" if est["latency_ms"] is not None
-                   else f"no estimate ({est['estimate_unavailable_reason']})")
-        console.print(f"[bold]{escape(name)}[/bold]: latency {escape(latency)}, {format_count(est['macs_total'])} MACs,"
-                      f" weights {format_bytes(est['weight_bytes'])}, peak activations "
-                      f"{format_bytes(est['peak_activation_bytes'])}, fits in memory: {fits}")
-        for check in est["fits"]:
-            status = "?" if check["fits"] is None else ("ok" if check["fits"] else "DOES NOT FIT")
-            console.print(f"  {check['memory']}: {check['contents']} {format_bytes(check['required_bytes'])} of "
-                          f"{format_bytes(check['available_bytes'])} → {status}")
-        if est["accelerator"]:
-            console.print(f"  accelerator {escape(est['accelerator'])}: {est['accelerator_node_count']} nodes on it, "
-                          f"{est['cpu_node_count']} on the CPU, {est['partitions']} partition(s), "
-                          f"full int8: {'yes' if est['full_int8'] else 'no'}"
-                          + (" (REQUIRED)" if est["full_int8_required"] and not est["full_int8"] else ""))
-        if est["unknown_node_count"]:
-            console.print(f"  {est['unknown_node_count']} node(s) with unknown cost: "
-                          f"{escape(', '.join(est['unknown_nodes'][:5]))}")
-        nodes = sorted((n for n in est["nodes"] if (n["time_us"] or n["macs"])),
-                       key=lambda n: -(n["time_us"] or 0 if est["latency_ms"] is not None else n["macs"] or 0))[:top]
+    if report.resolved_inputs is not None:
+        print_inputs(console, report.resolved_inputs, report.inputs.layouts if report.inputs else None)
+    for name, est in report.estimates.items():
+        fits = "unknown" if est.fits_all is None else ("yes" if est.fits_all else "NO")
+        latency = (f"{_ms(est.latency_ms)} ms" if est.latency_ms is not None
+                   else f"no estimate ({est.estimate_unavailable_reason})")
+        console.print(f"[bold]{escape(name)}[/bold]: latency {escape(latency)}, {format_count(est.macs_total)} MACs,"
+                      f" weights {format_bytes(est.weight_bytes)}, peak activations "
+                      f"{format_bytes(est.peak_activation_bytes)}, fits in memory: {fits}")
+        for check in est.fits:
+            status = "?" if check.fits is None else ("ok" if check.fits else "DOES NOT FIT")
+            console.print(f"  {check.memory}: {check.contents} {format_bytes(check.required_bytes)} of "
+                          f"{format_bytes(check.available_bytes)} → {status}")
+        if est.accelerator:
+            console.print(f"  accelerator {escape(est.accelerator)}: {est.accelerator_node_count} nodes on it, "
+                          f"{est.cpu_node_count} on the CPU, {est.partitions} partition(s), "
+                          f"full int8: {'yes' if est.full_int8 else 'no'}"
+                          + (" (REQUIRED)" if est.full_int8_required and not est.full_int8 else ""))
+        if est.unknown_node_count:
+            console.print(f"  {est.unknown_node_count} node(s) with unknown cost: "
+                          f"{escape(', '.join(est.unknown_nodes[:5]))}")
+        nodes = est.top_nodes(top)
         if nodes:
             table = Table(title=f"Heaviest nodes on {name}", title_justify="left")
             for column in ("node", "op", "dtype", "device", "MACs", "bytes", "est. µs", "bound"):
                 table.add_column(column, justify="right" if column in ("MACs", "bytes", "est. µs") else "left")
             for n in nodes:
-                table.add_row(escape(n["name"]), n["op_type"], str(n["execution_dtype"]), n["device"],
-                              format_count(n["macs"]), format_bytes(n["bytes_read"] + n["bytes_written"]),
-                              "-" if n["time_us"] is None else f"{n['time_us']:.1f}", n["bound"])
+                table.add_row(escape(n.name), n.op_type, str(n.execution_dtype), n.device,
+                              format_count(n.macs), format_bytes(n.bytes_total),
+                              "-" if n.time_us is None else f"{n.time_us:.1f}", n.bound)
             console.print(table)
-    for device, runs in report["measurements"].items():
+    for device, runs in report.measurements.items():
         table = Table(title=f"Measured on {device}", title_justify="left")
         for column in ("threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "first run ms", "load ms", "peak RSS +"):
             table.add_column(column, justify="right")
         for m in runs:
-            lat = m["latency_ms"]
-            table.add_row(str(m["threads"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), _ms(lat["mean"]),
-                          _ms(m["first_run_ms"]), _ms(m["load_ms"]), format_bytes(m["memory"]["peak_rss_increase_bytes"]))
+            lat = m.latency_ms
+            table.add_row(str(m.threads), _ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.mean),
+                          _ms(m.first_run_ms), _ms(m.load_ms), format_bytes(m.memory.peak_rss_increase_bytes))
         console.print(table)
         if runs and device != "host":
             console.print(escape(_device_line(runs[-1])))
-    for device, fidelity in report["device_fidelity"].items():
-        if fidelity.get("skipped"):
-            console.print(f"outputs on {escape(device)}: not compared ({escape(fidelity['skipped'])})")
+    for device, fidelity in report.device_fidelity.items():
+        if fidelity.skipped:
+            console.print(f"outputs on {escape(device)}: not compared ({escape(fidelity.skipped)})")
             continue
-        table = Table(title=f"Outputs on {device} vs this machine ({fidelity['samples']} samples)",
+        table = Table(title=f"Outputs on {device} vs this machine ({fidelity.samples} samples)",
                       title_justify="left")
         for column in ("output", "cosine mean", "worst channel cosine", "SQNR dB", "max abs error", "agreement"):
             table.add_column(column, justify="left" if column == "output" else "right")
-        for o in fidelity["outputs"]:
-            agreement = o["exact_agreement"] if o["exact_agreement"] is not None else o["top1_agreement"]
-            table.add_row(escape(o["name"]), f"{o['cosine_mean']:.6f}",
-                          "-" if o["channel_cosine_min"] is None else f"{o['channel_cosine_min']:.6f}",
-                          _sqnr(o["sqnr_db"], o["max_abs_error"]), "-" if o["max_abs_error"] is None
-                          else f"{o['max_abs_error']:.3g}",
+        for o in fidelity.outputs:
+            agreement = o.exact_agreement if o.exact_agreement is not None else o.top1_agreement
+            table.add_row(escape(o.name), f"{o.cosine_mean:.6f}",
+                          "-" if o.channel_cosine_min is None else f"{o.channel_cosine_min:.6f}",
+                          _sqnr(o.sqnr_db, o.max_abs_error), "-" if o.max_abs_error is None
+                          else f"{o.max_abs_error:.3g}",
                           "-" if agreement is None else f"{agreement:.2%}")
         console.print(table)
-    for comparison in report["comparisons"]:
-        total = comparison["total"]
-        ratio = "-" if total["ratio"] is None else f"{total['ratio']:.2f}"
-        console.print(f"estimate ({comparison['target']}) / measurement ({comparison['device']}, "
-                      f"{comparison['threads']} thread(s)): "
-                      f"{_ms(total['estimated_ms'])} / {_ms(total['measured_ms'])} ms = {ratio}")
+    for comparison in report.comparisons:
+        total = comparison.total
+        ratio = "-" if total.ratio is None else f"{total.ratio:.2f}"
+        console.print(f"estimate ({comparison.target}) / measurement ({comparison.device}, "
+                      f"{comparison.threads} thread(s)): "
+                      f"{_ms(total.estimated_ms)} / {_ms(total.measured_ms)} ms = {ratio}")

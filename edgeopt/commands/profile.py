@@ -11,35 +11,18 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt import __version__
 from edgeopt.analysis.comparison import EstimateVsMeasurement, OpTypeComparison, compare  # noqa: F401
 from edgeopt.errors import InputError, first_validation_error
 from edgeopt.events import Events
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
 from edgeopt.formats.onnx import load_onnx
-from edgeopt.report.schema import utc_now
-
-PROFILE_SCHEMA_VERSION = 1
-
-
-class ProfileReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = PROFILE_SCHEMA_VERSION
-    kind: str = "profile"
-    created_at: str = Field(default_factory=utc_now)
-    edgeopt_version: str = __version__
-    model: ModelArtifact
-    input_shapes: dict[str, list[int]] = {}
-    estimates: dict[str, dict[str, Any]] = {}
-    measurements: dict[str, list[dict[str, Any]]] = {}
-    comparisons: list[EstimateVsMeasurement] = []
-    # --inputs: each device's outputs compared with this machine's on the same samples
-    device_fidelity: dict[str, dict[str, Any]] = {}
-    inputs: dict[str, Any] | None = None  # where the measured inputs came from (--inputs, or random)
-    resolved_inputs: dict[str, Any] | None = None  # shapes with each dim's source, fills, state pairs
-    warnings: list[str] = []
-
+from edgeopt.report.profile_schema import (  # noqa: F401 (the report's models, used by callers)
+    PROFILE_SCHEMA_VERSION,
+    DeviceOutputs,
+    InputsUsed,
+    ProfileReport,
+)
+from edgeopt.runtime.measure import Measurement, Upload
 
 def profile_model(
     path: Path,
@@ -97,7 +80,7 @@ def profile_model(
         target = load_target(name, targets_dir)
         events.note(f"estimating for {name}")
         estimate = static_profile(model, target, report.input_shapes, cpu_target=host_cpu_of(target, targets_dir))
-        report.estimates[name] = estimate.model_dump(mode="json")
+        report.estimates[name] = estimate
     with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
         samples_file, report.inputs = _write_samples(plan, dataset, max_input_samples, Path(tmp))
         runnable = _runnable_copy(path, model, Path(tmp))
@@ -110,7 +93,7 @@ def _plan_inputs(model: Any, input_shapes: dict[str | None, tuple[int, ...]] | N
                  fills: dict[str, Any] | None, state_pairs: dict[str, str] | None, inputs: Path | None,
                  preprocess: str | None) -> tuple[Any, Any]:
     """(InputPlan, the --inputs Dataset or None): the model's inputs sized and valued (data.resolve)."""
-    from edgeopt.analysis.shapes import declared_input_specs
+    from edgeopt.graph.onnx_shapes import declared_input_specs
     from edgeopt.data import (
         ImagePreprocessing,
         InputPlan,
@@ -178,13 +161,13 @@ def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, r
                          samples_file, compare_with, compare_outputs, state_pairs)
 
 
-def _write_samples(plan: Any, dataset: Any, max_samples: int, folder: Path) -> tuple[Path, dict[str, Any]]:
+def _write_samples(plan: Any, dataset: Any, max_samples: int, folder: Path) -> tuple[Path, InputsUsed]:
     """The runner's ``s<i>/<input>`` .npz: the first ``max_samples`` model runs' feeds of the data, or one
     sample made by the plan (resolved shapes, fills) when there is no data. Devices never guess."""
     arrays: dict[str, np.ndarray] = {}
     if dataset is None:
         arrays = {f"s0/{name}": np.array(value, copy=True) for name, value in plan.sample(0).items()}
-        described: dict[str, Any] = {"source": "random values at the resolved shapes", "samples_used": 1}
+        described = InputsUsed(source="random values at the resolved shapes", samples_used=1)
     else:
         count = 0
         for index, feeds in enumerate(dataset.batches(1)):
@@ -192,8 +175,8 @@ def _write_samples(plan: Any, dataset: Any, max_samples: int, folder: Path) -> t
                 break
             arrays.update({f"s{index}/{name}": np.array(value, copy=True) for name, value in feeds.items()})
             count += 1
-        described = {"source": dataset.source, "sha256": dataset.sha256, "samples_used": count,
-                     "samples_available": dataset.count, "layouts": dataset.describe_layouts()}
+        described = InputsUsed(source=dataset.source, sha256=dataset.sha256, samples_used=count,
+                               samples_available=dataset.count, layouts=dataset.describe_layouts())
     target = folder / "inputs.npz"
     np.savez(target, **arrays)
     return target, described
@@ -212,7 +195,7 @@ def host_reference_outputs(path: Path, samples_file: Path,
 
 
 def compare_device_outputs(reference: list[dict[str, np.ndarray]],
-                           device: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+                           device: list[dict[str, np.ndarray]]) -> DeviceOutputs:
     """Per output: cosine (per sample and worst channel), SQNR, max error, top-1 / exact agreement."""
     from edgeopt.stages.quantize.fidelity import compare_outputs
 
@@ -224,11 +207,11 @@ def compare_device_outputs(reference: list[dict[str, np.ndarray]],
             raise ValueError(f"the device returned no output {name!r}")
         ref = _join([np.asarray(sample[name]) for sample in reference])
         dev = _join([np.asarray(sample[name]) for sample in device])
-        outputs.append(compare_outputs(name, ref, dev if dev is not None else np.empty(0)).model_dump(mode="json"))
-    worst = min((o["exact_agreement"] if o["exact_agreement"] is not None else
-                 min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"] is not None else 1.0))
+        outputs.append(compare_outputs(name, ref, dev if dev is not None else np.empty(0)))
+    worst = min((o.exact_agreement if o.exact_agreement is not None else
+                 min(o.cosine_mean, o.channel_cosine_min if o.channel_cosine_min is not None else 1.0))
                 for o in outputs) if outputs else 1.0
-    return {"samples": len(reference), "outputs": outputs, "worst_cosine": worst}
+    return DeviceOutputs(samples=len(reference), outputs=outputs, worst_cosine=worst)
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray | None:
@@ -321,10 +304,9 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
             map_op_names(run.measurement, names)
             if reference is not None and not results:
                 report.device_fidelity[device.name] = _device_fidelity(device.name, reference, run.measurement)
-            results.append({**run.measurement.model_dump(mode="json"),
-                            "ssh": {"host": device.ssh, "uploaded_bytes": run.uploaded_bytes,
-                                    "model_cached": run.model_cached}})
-        p50 = results[-1]["latency_ms"]["p50"]
+            results.append(run.measurement.model_copy(update={"outputs": None, "ssh": Upload(
+                host=device.ssh, uploaded_bytes=run.uploaded_bytes, model_cached=run.model_cached)}))
+        p50 = results[-1].latency_ms.p50
         tell(device, f"done: p50 {p50:.3f} ms")
         return results
 
@@ -339,10 +321,10 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
                 report.warnings.append(f"measuring on {device.name} failed: {exc}")
                 tell(device, f"FAILED: {exc.message}")
     for name, fidelity in report.device_fidelity.items():
-        if fidelity.get("worst_cosine") is not None and fidelity["worst_cosine"] < DEVICE_AGREEMENT_FLOOR:
-            worst = min(fidelity["outputs"], key=lambda o: o["cosine_mean"])
+        worst = fidelity.worst_output
+        if fidelity.worst_cosine is not None and fidelity.worst_cosine < DEVICE_AGREEMENT_FLOOR and worst:
             report.warnings.append(f"outputs on {name} differ from this machine's on the same inputs: worst "
-                                   f"agreement {fidelity['worst_cosine']:.4f} (output {worst['name']!r}); "
+                                   f"agreement {fidelity.worst_cosine:.4f} (output {worst.name!r}); "
                                    f"check accuracy on the device itself")
     for device in devices:
         for target in [device.target] if device.target else (compare_with or {}).get(device.name, []):
@@ -355,12 +337,11 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
         raise RemoteError(f"every device failed: {'; '.join(failures)}", "check the hosts with ssh HOST true")
 
 
-def _device_fidelity(name: str, reference: list[dict[str, np.ndarray]], measurement: Any) -> dict[str, Any]:
+def _device_fidelity(name: str, reference: list[dict[str, np.ndarray]], measurement: Any) -> DeviceOutputs:
     from edgeopt.errors import RemoteError
 
     if measurement.outputs and measurement.outputs.get("skipped"):
-        return {"samples": len(reference), "outputs": [], "worst_cosine": None,
-                "skipped": measurement.outputs["skipped"]}
+        return DeviceOutputs(samples=len(reference), skipped=measurement.outputs["skipped"])
     try:
         device_outputs = measurement.outputs_arrays()
         if device_outputs is None:
@@ -372,7 +353,7 @@ def _device_fidelity(name: str, reference: list[dict[str, np.ndarray]], measurem
 
 
 def _measure_host(path: Path, model: Any, runs: int, threads: list[int] | None, events: Events,
-                  samples_file: Path) -> list[dict[str, Any]]:
+                  samples_file: Path) -> list[Measurement]:
     from edgeopt.runtime.measure import check_runs, map_op_names, measure_locally
 
     check_runs(runs)
@@ -383,5 +364,5 @@ def _measure_host(path: Path, model: Any, runs: int, threads: list[int] | None, 
         events.note(f"measuring on this machine, {count} thread(s)")
         measurement = measure_locally(path, runs=runs, threads=count, inputs=samples_file)
         map_op_names(measurement, names)
-        results.append(measurement.model_dump(mode="json"))
+        results.append(measurement.model_copy(update={"outputs": None}))
     return results

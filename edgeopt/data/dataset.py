@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt.data.sources import ArraySource, MemorySource, RowsSource, Scratch, frozen, row_chunks
 from edgeopt.data.specs import Fill, InputSpec, batch_axis_of, format_shape, numpy_dtype
@@ -36,6 +37,43 @@ from edgeopt.data.values import StatsAccumulator, ValueStats
 from edgeopt.errors import InputError
 
 Layout = Literal["batch", "samples"]
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class ArrayFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int]
+    dtype: str
+
+
+class DatasetSummary(BaseModel):
+    """A dataset as reports describe it; ``random`` (calibration on random inputs) and ``batch_size`` (the
+    batch it was run at) are set by the stage that used it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    count: int
+    sha256: str
+    labels: bool
+    inputs: dict[str, ArrayFacts]
+    layouts: dict[str, str] = {}
+    fills: dict[str, str] | None = Field(None, exclude_if=_absent)
+    random: bool | None = Field(None, exclude_if=_absent)
+    batch_size: int | None = Field(None, exclude_if=_absent)
+
+
+class QuantizationData(BaseModel):
+    """The data quantization calibrates and evaluates on, as the report describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibration: DatasetSummary | None = Field(None, exclude_if=_absent)
+    eval: DatasetSummary | None = Field(None, exclude_if=_absent)
 
 
 @dataclass(frozen=True)
@@ -240,6 +278,19 @@ class Dataset:
             feed[name] = filled.materialise(rows)
         return feed
 
+    def rows(self, index: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The samples at ``index`` (in that order) as one feed, with their labels: for training loops that
+        shuffle. Only those rows are read; fills are materialised for them."""
+        index = np.asarray(index, dtype=np.intp)
+        feed = {}
+        for name, array in self.arrays.items():
+            rows = array.take(index)
+            rows.flags.writeable = False
+            feed[name] = rows
+        for name, filled in self.fills.items():
+            feed[name] = filled.materialise(len(index))
+        return feed, None if self.labels is None else self.labels[index]
+
     # -- subsets ---------------------------------------------------------------------------
 
     def take(self, indices: Iterable[int] | np.ndarray) -> Dataset:
@@ -286,18 +337,14 @@ class Dataset:
         return Dataset.from_arrays(arrays, labels, source=source, input_specs=self.input_specs, fills=self.fills,
                                    scratch=self.scratch)
 
-    def summary(self) -> dict:
-        """JSON-ready description for reports."""
-        return {
-            "source": self.source,
-            "count": self.count,
-            "sha256": self.sha256,
-            "labels": self.labels is not None,
-            "inputs": {name: {"shape": list(array.shape), "dtype": array.dtype.name}
-                       for name, array in self.arrays.items()},
-            "layouts": self.describe_layouts(),
-            **({"fills": {name: f.fill.describe() for name, f in self.fills.items()}} if self.fills else {}),
-        }
+    def summary(self) -> DatasetSummary:
+        """The dataset as reports describe it."""
+        return DatasetSummary(
+            source=self.source, count=self.count, sha256=self.sha256, labels=self.labels is not None,
+            inputs={name: ArrayFacts(shape=list(array.shape), dtype=array.dtype.name)
+                    for name, array in self.arrays.items()},
+            layouts=self.describe_layouts(),
+            fills={name: f.fill.describe() for name, f in self.fills.items()} if self.fills else None)
 
 
 class ContentHash:

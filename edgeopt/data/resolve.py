@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from edgeopt.data.dataset import Dataset
 from edgeopt.data.specs import (
     UNNAMED,
@@ -38,6 +40,18 @@ INPUT_SHAPE_FLAG = "--input-shape"
 DIM_FLAG = "--dim"
 METADATA = "model metadata"
 BATCH_DEFAULT = "deployment batch"
+
+
+class ResolvedInput(BaseModel):
+    """One input as the report shows it: resolved and declared shapes, and where each dim's size came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int | str]
+    dtype: str
+    declared: list[int | str]
+    sources: list[str]
 
 
 @dataclass(frozen=True)
@@ -73,10 +87,10 @@ class ResolvedInputs:
     def shapes(self) -> dict[str, list[int]]:
         return {s.name: [int(d) for d in s.shape] for s in self.specs if s.is_concrete}
 
-    def summary(self) -> list[dict[str, object]]:
-        """JSON-ready, per input: the resolved shape, the declared one, and each dim's source."""
-        return [{"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype,
-                 "declared": list(declared.shape), "sources": list(self.sources.get(spec.name, ()))}
+    def summary(self) -> list[ResolvedInput]:
+        """Per input, for reports: the resolved shape, the declared one, and each dim's source."""
+        return [ResolvedInput(name=spec.name, shape=list(spec.shape), dtype=spec.dtype, declared=list(declared.shape),
+                              sources=list(self.sources.get(spec.name, ())))
                 for spec, declared in zip(self.specs, self.declared)]
 
     def describe(self) -> str:

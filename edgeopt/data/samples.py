@@ -13,13 +13,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from edgeopt.data.dataset import Dataset, fill_for
-from edgeopt.data.resolve import ResolvedInputs
+from edgeopt.data.resolve import ResolvedInput, ResolvedInputs
 from edgeopt.data.specs import Fill, InputSpec, batch_axis_of, is_batch_axis, numpy_dtype
 from edgeopt.errors import InputError
 
 RANDOM_SOURCE = "random (no calibration data)"
+
+
+class FillChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str  # the fill, described ("zeros", "9", ...)
+    why: str  # what chose it ("--fill", "the data lacks it", ...)
+
+
+class InputsSummary(BaseModel):
+    """How a run's inputs were sized and filled (the load stage's ``resolved_inputs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[ResolvedInput]
+    fills: dict[str, FillChoice] = {}
+    state_pairs: dict[str, str] = {}
+    notes: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -128,11 +147,12 @@ class InputPlan:
         specs = [InputSpec(s.name, declared[s.name].shape, s.dtype) for s in self.resolved.specs]
         return Dataset.from_arrays(arrays, None, source=RANDOM_SOURCE, input_specs=specs)
 
-    def summary(self) -> dict[str, object]:
-        """JSON-ready, for report.json: resolved shapes with sources, fills, state pairs, notes."""
-        return {"inputs": self.resolved.summary(),
-                "fills": {name: {"value": fill.describe(), "why": why} for name, (fill, why) in self.fills.items()},
-                "state_pairs": dict(self.state_pairs), "notes": list(self.resolved.notes)}
+    def summary(self) -> InputsSummary:
+        """For reports: resolved shapes with sources, fills, state pairs, notes."""
+        return InputsSummary(inputs=self.resolved.summary(),
+                             fills={name: FillChoice(value=fill.describe(), why=why)
+                                    for name, (fill, why) in self.fills.items()},
+                             state_pairs=dict(self.state_pairs), notes=list(self.resolved.notes))
 
 
 def random_inputs(specs: Sequence[InputSpec], seed: int, batch: int | None = None) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeopt.config.settings import Budget
 from edgeopt.errors import EdgeoptError, InputError
+from edgeopt.report.profile_schema import ProfileReport
 from edgeopt.report.schema import Report
 from edgeopt.gate.checks import Fact
 
@@ -75,7 +76,7 @@ class ArtifactFacts:
         return self._estimates[target_name]
 
     def top_initializers(self, count: int) -> list[dict[str, Any]]:
-        from edgeopt.analysis.graph import tensor_bytes
+        from edgeopt.graph.onnx_protos import tensor_bytes
         from edgeopt.formats.onnx import iter_model_tensors
 
         sizes = sorted(((tensor_bytes(t), t.name) for t in iter_model_tensors(self.loaded.model)), reverse=True)
@@ -129,8 +130,8 @@ def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
     stage = report.stage("quantize")
     float_accuracy = quantization.accuracy_float
     if float_accuracy is None and stage is not None:
-        float_accuracy = next((c["fidelity"].get("accuracy_reference") for c in stage.details.get("candidates", [])
-                               if c.get("fidelity") and c["fidelity"].get("accuracy_reference") is not None), None)
+        float_accuracy = next((c.fidelity.accuracy_reference for c in getattr(stage.details, "candidates", [])
+                               if c.fidelity and c.fidelity.accuracy_reference is not None), None)
     shipped_int8 = quantization.shipped == "int8"
     shipped_accuracy = quantization.accuracy_int8 if shipped_int8 else float_accuracy
     no_accuracy = ("the report has no accuracy: convert with --eval DATA that has a 'labels' array"
@@ -164,24 +165,24 @@ def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
     return facts
 
 
-def profile_facts(profile: dict[str, Any], target: str) -> dict[str, Fact]:
+def profile_facts(profile: ProfileReport, target: str) -> dict[str, Fact]:
     """Measurements in an `edgeopt profile` report for ``target``: this machine for "host", and
     devices whose comparison names the target."""
     devices = {"host"} if target == "host" else set()
-    devices |= {c["device"] for c in profile.get("comparisons", []) if c.get("target") == target}
+    devices |= {c.device for c in profile.comparisons if c.target == target}
     for device in sorted(devices):
-        runs = profile.get("measurements", {}).get(device) or []
+        runs = profile.measurements.get(device) or []
         if runs:
-            run = min(runs, key=lambda m: m.get("threads", 1))  # 1 thread unless only more were measured
-            return {"latency_ms@measured": Fact(value=run["latency_ms"]["p50"], kind="measured",
-                                                source=f"measured on {device} (p50, {run['threads']} thread(s))"),
-                    "peak_memory@measured": Fact(value=run["memory"]["peak_rss_increase_bytes"], kind="measured",
+            run = min(runs, key=lambda m: m.threads)  # 1 thread unless only more were measured
+            return {"latency_ms@measured": Fact(value=run.latency_ms.p50, kind="measured",
+                                                source=f"measured on {device} (p50, {run.threads} thread(s))"),
+                    "peak_memory@measured": Fact(value=run.memory.peak_rss_increase_bytes, kind="measured",
                                                  source=f"measured on {device} (peak RSS increase)")}
     return {}
 
 
 def facts_for(budget: Budget, artifact: ArtifactFacts, report: Report | None, report_path: Path | None,
-           profiles: list[dict[str, Any]]) -> tuple[dict[str, Fact], dict[str, Fact]]:
+           profiles: list[ProfileReport]) -> tuple[dict[str, Fact], dict[str, Fact]]:
     """(facts for the budget's metrics, every metric known — for the baseline document)."""
     facts: dict[str, Fact] = {"size": Fact(value=artifact.size, source="file"),
                               "compressed_size": Fact(value=artifact.compressed_size, source="file (gzip -6)")}
@@ -211,7 +212,7 @@ def facts_for(budget: Budget, artifact: ArtifactFacts, report: Report | None, re
                 source=f"estimate for {budget.target} (weights + peak activations)")
         if "latency_ms@measured" not in from_report:
             for profile in profiles:
-                if (profile.get("model") or {}).get("sha256") == artifact.sha256:
+                if profile.model.sha256 == artifact.sha256:
                     found = profile_facts(profile, budget.target)
                     if found:
                         from_report.update(found)

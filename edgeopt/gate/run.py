@@ -30,6 +30,7 @@ from edgeopt.gate.facts import (
     facts_for,
     read_json_object,
 )
+from edgeopt.report.profile_schema import profile_report_from_json
 from edgeopt.report.schema import report_from_json, utc_now
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def run_gate(inputs: GateInputs, events: Events | None = None) -> tuple[GateResu
         data = read_json_object(path, "profile report")
         if data.get("kind") != "profile":
             raise InputError(f"{path} is not an `edgeopt profile` report", "write one with edgeopt profile -o FILE")
-        profiles.append(data)
+        profiles.append(profile_report_from_json(data, str(path)))
     artifacts: dict[Path, ArtifactFacts] = {}
     checks: list[Check] = []
     values: dict[str, dict[str, float]] = {}

@@ -22,9 +22,11 @@ from edgeopt.analysis.summary import TensorSpec
 
 from edgeopt.errors import InputError, first_validation_error
 from edgeopt.stages.common.parity import OutputParity, ParityCheck  # noqa: F401 (part of the report schema)
-from edgeopt.stages.common.records import StageRecord, utc_now  # noqa: F401 (part of the report schema)
+from edgeopt.stages.common.records import StageRecord, registered_details, utc_now  # noqa: F401 (report schema)
 from edgeopt.formats.artifact import ModelArtifact
 from edgeopt.fsutil import write_text_atomic
+from edgeopt.stages import load, opset, simplify  # noqa: F401 (register their details models)
+from edgeopt.stages.export import step  # noqa: F401 (registers its details model)
 from edgeopt.stages.device import DeviceSummary
 from edgeopt.stages.profile import TargetVerdict
 from edgeopt.stages.prune.step import PruningSummary
@@ -136,7 +138,20 @@ def read_report(path: Path) -> Report:
 
 
 def report_json_schema() -> dict[str, Any]:
-    """The JSON schema of the convert report, from the models (``docs/report.schema.json``)."""
+    """The JSON schema of the convert report, from the models (``docs/report.schema.json``). A stage
+    record's ``details`` is the model its stage registered (by the record's ``name``; ``x-details-by-stage``)."""
+    from pydantic.json_schema import models_json_schema
+
     schema = Report.model_json_schema(mode="validation")
+    # edgeopt's own stages: a stage added at run time (a plugin, a test) is not part of the published schema
+    by_stage = {name: model for name, model in sorted(registered_details().items())
+                if model.__module__.startswith("edgeopt.")}
+    _, details = models_json_schema([(model, "validation") for model in by_stage.values()],
+                                    ref_template="#/$defs/{model}")
+    schema["$defs"].update(details.get("$defs", {}))
+    schema["$defs"]["StageRecord"]["properties"]["details"] = {
+        "anyOf": [{"$ref": f"#/$defs/{model.__name__}"} for model in by_stage.values()] + [{"type": "object"}],
+        "description": "the details model of the record's stage (an object for a stage that registered none)",
+        "x-details-by-stage": {name: model.__name__ for name, model in by_stage.items()}}
     schema["$id"] = f"https://edgeopt.dev/schema/report-v{SCHEMA_VERSION}.json"
     return schema

@@ -53,6 +53,16 @@ class OpTiming(BaseModel):
     source_nodes: list[str] = []  # the model's node names it maps back to
 
 
+class Upload(BaseModel):
+    """How the model reached a device over SSH (a measurement's ``ssh``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    uploaded_bytes: int
+    model_cached: bool
+
+
 class Measurement(BaseModel):
     """One runner result, validated: what `profile --measure` reports per device."""
 
@@ -77,6 +87,7 @@ class Measurement(BaseModel):
     # --emit-outputs: the samples' outputs (npz, base64). Kept out of reports: the host compares
     # them with its own outputs and records the comparison instead (see outputs_arrays).
     outputs: dict[str, Any] | None = Field(default=None, exclude=True)
+    ssh: Upload | None = Field(None, exclude_if=lambda value: value is None)  # measured over SSH (set by edgeopt)
 
     def outputs_arrays(self) -> list[dict[str, Any]] | None:
         """The emitted outputs as one {output name: array} per sample; None when not emitted or skipped."""

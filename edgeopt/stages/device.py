@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeopt.analysis.comparison import EstimateVsMeasurement
 from edgeopt.formats.artifact import ModelFormat
 from edgeopt.formats.onnx import load_onnx
+from edgeopt.runtime.measure import Measurement, Upload
 from edgeopt.stages.common.context import StageContext, StageModel
+from edgeopt.stages.common.records import StageDetails, absent, register_details
 
 _FLOAT_STAGES = ("simplify", "prune", "opset", "export", "load")
 
@@ -31,6 +34,13 @@ class DeviceSummary(BaseModel):
     ratio_to_float: float | None = None
 
 
+@register_details("device")
+class DeviceDetails(StageDetails):
+    measurements: dict[str, Measurement] = {}  # "final", and "float_baseline" when int8 shipped
+    summary: DeviceSummary | None = Field(None, exclude_if=absent)
+    comparisons: list[EstimateVsMeasurement] = []  # per op type, against the device's target estimate
+
+
 class DeviceStage:
     name = "device"
 
@@ -42,49 +52,45 @@ class DeviceStage:
         from edgeopt.runtime.measure import map_op_names
 
         device, settings = context.device, context.config.device
-        estimates = (context.record("profile").details if context.record("profile") else {})
+        profile = context.record("profile")
+        estimates = getattr(profile.details, "estimates", {}) if profile else {}
         with context.stage("device", f"Profiling on {device.name}") as record:
             record.options = {"ssh": settings.ssh, "runs": settings.runs, "threads": settings.threads}
             models = {"final": context.final_files(model.proto)[0]}
             quantize = context.record("quantize")
             baseline = _float_baseline_path(context) if quantize is not None and \
-                quantize.details.get("shipped") == "int8" else None
+                getattr(quantize.details, "shipped", None) == "int8" else None
             if baseline is not None:
                 models["float_baseline"] = baseline
             feeds = context.plan.sample(context.config.parity.seed, None)
-            measurements: dict[str, Any] = {}
+            measurements: dict[str, Measurement] = {}
             for label, path in models.items():
                 context.events.scoped("device").note(f"measuring {label}")
                 run = device.measure(path, feeds, context.events.scoped("device", device=f"{device.name} ({label})"))
                 graph = load_onnx(path, load_external_data=False).model
                 map_op_names(run.measurement, [(n.name, n.op_type, list(n.input), list(n.output))
                                                for n in graph.graph.node])
-                measurements[label] = {**run.measurement.model_dump(mode="json"),
-                                       "ssh": {"host": device.name, "uploaded_bytes": run.uploaded_bytes,
-                                               "model_cached": run.model_cached}}
-            record.details["measurements"] = measurements
+                measurements[label] = run.measurement.model_copy(update={"outputs": None, "ssh": Upload(
+                    host=device.name, uploaded_bytes=run.uploaded_bytes, model_cached=run.model_cached)})
             final = measurements["final"]
             target = settings.target or context.config.targets[0]
-            summary: dict[str, Any] = {"host": settings.ssh, "target": target, "threads": settings.threads,
-                                       "p50_ms": final["latency_ms"]["p50"], "p90_ms": final["latency_ms"]["p90"],
-                                       "peak_rss_increase_bytes": final["memory"]["peak_rss_increase_bytes"],
-                                       "device": {k: final["device"].get(k) for k in ("cpu_model", "board", "machine",
-                                                                                       "cpu_count")}}
+            summary = DeviceSummary(
+                host=settings.ssh, target=target, threads=settings.threads, p50_ms=final.latency_ms.p50,
+                p90_ms=final.latency_ms.p90, peak_rss_increase_bytes=final.memory.peak_rss_increase_bytes,
+                device={k: final.device.get(k) for k in ("cpu_model", "board", "machine", "cpu_count")})
             if "float_baseline" in measurements:
-                float_p50 = measurements["float_baseline"]["latency_ms"]["p50"]
-                summary["float_p50_ms"] = float_p50
-                summary["ratio_to_float"] = final["latency_ms"]["p50"] / float_p50 if float_p50 > 0 else None
-            record.details["summary"] = summary
-            summary_model = DeviceSummary.model_validate(summary)
+                float_p50 = measurements["float_baseline"].latency_ms.p50
+                summary.float_p50_ms = float_p50
+                summary.ratio_to_float = final.latency_ms.p50 / float_p50 if float_p50 > 0 else None
             comparisons = []
             for name, estimate in estimates.items():
                 if name != target:  # the device is an instance of one target, not of all of them
                     continue
                 comparison = compare(estimate, final)
                 if comparison is not None:
-                    comparisons.append(comparison.model_copy(update={"device": settings.ssh}).model_dump(mode="json"))
-            record.details["comparisons"] = comparisons
-            context.facts["device_summary"] = summary_model
+                    comparisons.append(comparison.model_copy(update={"device": settings.ssh}))
+            record.details = DeviceDetails(measurements=measurements, summary=summary, comparisons=comparisons)
+            context.facts["device_summary"] = summary
         return model
 
     def summary(self, final: Any, context: StageContext) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from pydantic import Field
 
 from edgeopt.data import (
     Dataset, ImagePreprocessing, InputPlan, InputSpec, apply_user_shapes, check_state_pairs, fill_plan, load_dataset,
@@ -19,7 +20,25 @@ from edgeopt.errors import InputError
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
 from edgeopt.formats.onnx import LoadedOnnx, default_opset, free_input_dims, load_onnx
 from edgeopt.stages.common.context import Reference, StageContext, StageModel, cast_feeds
-from edgeopt.stages.common.records import StageRecord
+from edgeopt.data.dataset import QuantizationData
+from edgeopt.data.samples import InputsSummary
+from edgeopt.stages.common.records import StageDetails, StageRecord, absent, register_details
+
+
+@register_details("load")
+class LoadDetails(StageDetails):
+    """The source as read: its inputs (and outputs, for torch), how they were sized, the data quantization
+    will use. Fields of the other source kind are left out."""
+
+    kind: str | None = Field(None, exclude_if=absent)  # a torch source, described
+    opset: int | None = Field(None, exclude_if=absent)  # an ONNX source's
+    inputs: list[str] = []
+    outputs: list[str] | int | None = Field(None, exclude_if=absent)  # a torch source's names, else their count
+    external_files: list[str] | None = Field(None, exclude_if=absent)
+    freed_dims: list[str] | None = Field(None, exclude_if=absent)  # -1 / 0 input dims made symbolic
+    weights: ModelArtifact | None = Field(None, exclude_if=absent)  # a factory's state_dict
+    resolved_inputs: InputsSummary | None = Field(None, exclude_if=absent)
+    quantization_data: QuantizationData | None = Field(None, exclude_if=absent)
 
 
 class LoadStage:
@@ -40,7 +59,7 @@ def _input_shapes(context: StageContext) -> dict[str | None, tuple[int, ...]]:
 
 
 def _load_onnx(context: StageContext) -> StageModel:
-    from edgeopt.analysis.shapes import declared_input_specs
+    from edgeopt.graph.onnx_shapes import declared_input_specs
 
     path = context.source_path
     with context.stage("load", "Loading ONNX model") as record:
@@ -51,7 +70,7 @@ def _load_onnx(context: StageContext) -> StageModel:
         # a 0, so the graph gets real symbolic dims before anything runs it.
         model, freed = free_input_dims(loaded.model)
         if freed:
-            record.details["freed_dims"] = freed
+            record.details.freed_dims = freed
         runner = _SourceRunner(_runtime_source(loaded, context, model if freed else None), label=str(path))
         plan = plan_inputs(context, declared_input_specs(model),
                            metadata_dict([(p.key, p.value) for p in model.metadata_props]), record)
@@ -60,8 +79,9 @@ def _load_onnx(context: StageContext) -> StageModel:
         reference = Reference(plan, runner)
         reference.sample(context.config.parity.seed, None)  # the source must run on these inputs
         context.reference = reference
-        record.details.update({"opset": default_opset(model), "inputs": [s.describe() for s in plan.specs],
-                               "external_files": [f.location for f in loaded.external_files]})
+        record.details.opset = default_opset(model)
+        record.details.inputs = [s.describe() for s in plan.specs]
+        record.details.external_files = [f.location for f in loaded.external_files]
         context.source.opset = default_opset(model)
     return StageModel(model)
 
@@ -99,12 +119,12 @@ def _load_torch(context: StageContext) -> None:
             check_state_pairs(plan.state_pairs, plan.specs, output_names or [])
         context.facts["output_names"] = output_names
         context.facts["output_count"] = len(outputs)
-        record.details.update({"kind": source.description, "inputs": [s.describe() for s in specs],
-                               "outputs": output_names or len(outputs)})
+        record.details.kind = source.description
+        record.details.inputs = [s.describe() for s in specs]
+        record.details.outputs = output_names or len(outputs)
         if weights is not None:
             context.source.external_files = [str(weights)]
-            record.details["weights"] = ModelArtifact.from_file(weights, ModelFormat.TORCH_PICKLE).model_dump(
-                mode="json")
+            record.details.weights = ModelArtifact.from_file(weights, ModelFormat.TORCH_PICKLE)
 
 
 class _SourceRunner:
@@ -164,7 +184,7 @@ def plan_inputs(context: StageContext, declared: list[InputSpec], metadata: dict
     calibration = plan.with_fills(calibration) if calibration is not None else None
     evaluation = plan.with_fills(evaluation) if evaluation is not None else None
     load_record.warnings.extend(warnings)
-    load_record.details["resolved_inputs"] = plan.summary()
+    load_record.details.resolved_inputs = plan.summary()
     context.plan = plan
     for note in resolved.notes:
         context.events.scoped("load").note(note)
@@ -183,40 +203,42 @@ def _keep_quantization_data(context: StageContext, plan: InputPlan, calibration:
                          "pass --calib DATA (a .npz keyed by input name), or --quantize dynamic")
     data = _quantization_data(context, plan, calibration, evaluation)
     context.facts["quantization_data"] = data
-    load_record.details["quantization_data"] = data[2]
+    load_record.details.quantization_data = data[2]
 
 
 def _quantization_data(context: StageContext, plan: InputPlan, calibration: Dataset | None,
-                       evaluation: Dataset | None) -> tuple[Any, Any, dict[str, Any], list[str]]:
+                       evaluation: Dataset | None) -> tuple[Any, Any, QuantizationData, list[str]]:
     """(calibration, evaluation, report details, warnings) per --calib / --eval / random."""
     settings = context.config.quantize
     seed = context.config.parity.seed
     warnings: list[str] = []
-    details: dict[str, Any] = {}
+    details = QuantizationData()
     if calibration is None and settings.allow_random_calibration:
         calibration = plan.random_dataset(64, seed=seed)
         warnings.append("RANDOM CALIBRATION: activation ranges come from random inputs, not real data; "
                         "the int8 model's accuracy is unknown. Do not ship it.")
     if evaluation is not None:
-        details["eval"] = evaluation.summary()
+        details.eval = evaluation.summary()
     elif calibration is not None and calibration.count >= 10 and not plan.state_pairs:
         calibration, evaluation = calibration.split(settings.holdout_fraction, seed=0)
-        details["eval"] = {**evaluation.summary(),
-                           "source": f"held out from calibration ({settings.holdout_fraction:.0%})"}
+        details.eval = evaluation.summary().model_copy(
+            update={"source": f"held out from calibration ({settings.holdout_fraction:.0%})"})
     elif calibration is not None and calibration.count >= 10:
         # A stream's samples are in time order: hold out its tail, not a random subset.
         held = max(1, round(calibration.count * settings.holdout_fraction))
         calibration, evaluation = (calibration.take(range(calibration.count - held)),
                                    calibration.take(range(calibration.count - held, calibration.count)))
-        details["eval"] = {**evaluation.summary(), "source": f"the last {held} samples of the calibration stream"}
+        details.eval = evaluation.summary().model_copy(
+            update={"source": f"the last {held} samples of the calibration stream"})
     elif calibration is not None:
         evaluation = calibration
         warnings.append(f"only {calibration.count} calibration samples: fidelity is measured on the "
                         "calibration data itself (pass --eval DATA for an honest figure)")
-        details["eval"] = {**evaluation.summary(), "source": "the calibration data (too few samples to hold out)"}
+        details.eval = evaluation.summary().model_copy(
+            update={"source": "the calibration data (too few samples to hold out)"})
     else:
         evaluation = plan.random_dataset(16, seed=seed + 1)
-        details["eval"] = {**evaluation.summary(), "source": "random inputs (no --calib/--eval)"}
+        details.eval = evaluation.summary().model_copy(update={"source": "random inputs (no --calib/--eval)"})
     if calibration is not None:
-        details["calibration"] = {**calibration.summary(), "random": settings.calib is None}
+        details.calibration = calibration.summary().model_copy(update={"random": settings.calib is None})
     return calibration, evaluation, details, warnings

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from edgeopt.formats.artifact import ModelFormat
 from edgeopt.formats.onnx import MIN_OPSET, default_opset
-from edgeopt.stages.common.context import StageContext, StageModel
 from edgeopt.formats.onnx import convert_opset
+from edgeopt.stages.common.context import StageContext, StageModel
+from edgeopt.stages.common.records import StageDetails, register_details
+
+
+@register_details("opset")
+class OpsetDetails(StageDetails):
+    """Nothing beyond the record: its options say from which opset to which."""
 
 
 def _wanted(model: StageModel, context: StageContext) -> int | None:

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeopt.analysis.profile import StaticProfile
 from edgeopt.errors import EdgeoptError
 from edgeopt.stages.common.context import StageContext, StageModel, graph_input_shapes
+from edgeopt.stages.common.records import StageDetails, register_details
+
+
+@register_details("profile")
+class ProfileDetails(StageDetails):
+    """The static profile of the final model on each target, under the target's name."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, StaticProfile] = Field(init=False)
+
+    @property
+    def estimates(self) -> dict[str, StaticProfile]:
+        return dict(self.__pydantic_extra__ or {})
 
 
 class TargetVerdict(BaseModel):
@@ -42,6 +56,7 @@ class ProfileStage:
         with context.stage("profile", "Profiling for targets") as record:
             shapes = graph_input_shapes(model.proto, context.reference.specs)
             verdicts: dict[str, TargetVerdict] = {}
+            estimates: dict[str, StaticProfile] = {}
             for name in context.config.targets:
                 target = load_target(name, context.targets_dir())
                 try:
@@ -50,7 +65,7 @@ class ProfileStage:
                 except EdgeoptError as exc:
                     record.warnings.append(f"no static profile for {name}: {exc.message}")
                     continue
-                record.details[name] = estimate.model_dump(mode="json")
+                estimates[name] = estimate
                 verdicts[name] = TargetVerdict(
                     latency_ms=estimate.latency_ms, estimate_unavailable_reason=estimate.estimate_unavailable_reason,
                     fits=estimate.fits_all, weight_bytes=estimate.weight_bytes,
@@ -58,6 +73,7 @@ class ProfileStage:
                     accelerator_nodes=estimate.accelerator_node_count, cpu_nodes=estimate.cpu_node_count,
                     partitions=estimate.partitions, full_int8_required=estimate.full_int8_required,
                     full_int8=estimate.full_int8)
+            record.details = ProfileDetails(**estimates)
             context.facts["target_verdicts"] = verdicts
         return model
 

@@ -4,9 +4,17 @@ reproduce the source, the unsimplified graph is kept and the record says why."""
 from __future__ import annotations
 
 import onnx
+from pydantic import Field
 
 from edgeopt.errors import ModelLoadError, VerificationError
 from edgeopt.stages.common.context import StageContext, StageModel
+from edgeopt.stages.common.records import StageDetails, absent, register_details
+
+
+@register_details("simplify")
+class SimplifyDetails(StageDetails):
+    nodes_before: int | None = Field(None, exclude_if=absent)  # both None: the simplified graph was rejected
+    nodes_after: int | None = Field(None, exclude_if=absent)
 
 
 class SimplifyStage:
@@ -41,7 +49,8 @@ class SimplifyStage:
                 context.forget("simplify")
                 record.outputs.clear()
                 return model
-            record.details = {"nodes_before": len(model.proto.graph.node), "nodes_after": len(simplified.graph.node)}
+            record.details = SimplifyDetails(nodes_before=len(model.proto.graph.node),
+                                             nodes_after=len(simplified.graph.node))
             return result
 
 

@@ -60,7 +60,7 @@ def test_npz_loads_with_labels_hash_and_float64_cast(tmp_path: Path):
     assert ds.sha256 == content_sha256({"image": data.astype(np.float32)}, labels)
     assert "calib.npz" in ds.source
     assert not next(ds.batches(6))["image"].flags.writeable  # feeds are read-only: the hash stays true
-    assert ds.summary()["inputs"] == {"image": {"shape": [6, 3, 4, 4], "dtype": "float32"}}
+    assert ds.summary().model_dump()["inputs"] == {"image": {"shape": [6, 3, 4, 4], "dtype": "float32"}}
 
 
 def test_same_data_same_hash_whatever_the_layout(tmp_path: Path):

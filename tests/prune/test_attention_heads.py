@@ -15,6 +15,7 @@ from edgeopt.errors import InputError
 from edgeopt.stages.prune.attention import find_attention_modules
 from edgeopt.stages.prune.structured import PruneConfig, prune_module
 from edgeopt.report.html import render_html
+from edgeopt.report.schema import report_from_json
 
 ENCODER_SOURCE = '''
 import torch
@@ -151,7 +152,7 @@ def test_convert_prunes_heads_and_reports_them(cli, tmp_path):
     pruning = report["summary"]["pruning"]
     assert [(a["name"], a["heads_before"], a["heads_after"]) for a in pruning["attention"]] == [
         ("blocks.0.attn", 8, 4), ("blocks.1.attn", 8, 4)]
-    page = render_html(report)
+    page = render_html(report_from_json(report, "report"))
     assert "attention heads" in page and "<code>blocks.1.attn</code>" in page and "8 → 4" in page
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": np.random.default_rng(0).standard_normal((1, 10, 16)).astype(np.float32)})

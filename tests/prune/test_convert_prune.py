@@ -70,9 +70,10 @@ def test_prune_an_onnx_source_then_quantize(cli, tmp_path):
     assert report["summary"]["quantization"]["shipped"] == "int8"
     # the HTML page shows the per-step table
     from edgeopt.report.html import render_html
+    from edgeopt.report.schema import report_from_json
     from edgeopt.units import format_count
 
-    page = render_html(report)
+    page = render_html(report_from_json(report, "report"))
     assert 'id="pruning"' in page and "fine-tuning curve" in page
     for step in steps:
         assert f"<td>{step['step']}</td>" in page and format_count(step["params"]) in page

@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.stages.prune.finetuning import ArrayLoader, FinetuneConfig, evaluate, finetune, load_finetune_data
+from edgeopt.data.specs import InputSpec
+from edgeopt.stages.prune.finetuning import BatchLoader, FinetuneConfig, evaluate, finetune, load_finetune_data
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
+
+
+FEATURES = [InputSpec("features", (1, 6), "float32")]  # forward()'s argument at the run's resolved shape
 
 
 def _blobs(count: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +50,7 @@ def blobs_npz(tmp_path):
 
 
 def test_training_improves_and_keeps_the_best_state(blobs_npz):
-    data = load_finetune_data(blobs_npz, ["features"], val_fraction=0.25, batch_size=32, seed=0)
+    data = load_finetune_data(blobs_npz, FEATURES, val_fraction=0.25, batch_size=32, seed=0)
     assert (data.train_count, data.val_count) == (180, 60)
     model = _model()
     seen = []
@@ -63,7 +67,7 @@ def test_training_improves_and_keeps_the_best_state(blobs_npz):
 
 
 def test_early_stopping_stops_on_a_plateau(blobs_npz):
-    data = load_finetune_data(blobs_npz, ["features"])
+    data = load_finetune_data(blobs_npz, FEATURES)
     model = _model()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     # A learning rate this small cannot move the validation loss by min_delta: a plateau.
@@ -77,7 +81,7 @@ def test_early_stopping_stops_on_a_plateau(blobs_npz):
 def test_deterministic_with_a_seed(blobs_npz):
     curves = []
     for _ in range(2):
-        data = load_finetune_data(blobs_npz, ["features"], seed=3)
+        data = load_finetune_data(blobs_npz, FEATURES, seed=3)
         result = finetune(_model(), data.train, data.val, FinetuneConfig(epochs=3, seed=3, patience=5))
         curves.append([(r.train_loss, r.val_loss) for r in result.curve])
     assert curves[0] == curves[1]
@@ -88,36 +92,48 @@ def test_labels_beyond_the_output_size_refused(tmp_path):
     y[5] = 11
     path = tmp_path / "bad.npz"
     np.savez(path, features=x, labels=y)
-    data = load_finetune_data(path, ["features"], seed=0)
+    data = load_finetune_data(path, FEATURES, seed=0)
     with pytest.raises(InputError, match=r"label 11, but the model has 3 outputs"):
         finetune(_model(3), data.train, data.val, FinetuneConfig(epochs=1))
 
 
 def test_data_refusals(tmp_path):
+    """Fine-tuning data is read as calibration and evaluation data are (data.load_dataset): the same checks
+    and messages, plus the class-index rule of a classification loss."""
     x, y = _blobs(20)
     cases = {
-        "nolabels.npz": (dict(features=x), "no 'labels'"),
+        "nolabels.npz": (dict(features=x), "has no labels, but labels are required"),
         "onehot.npz": (dict(features=x, labels=np.eye(3, dtype=np.float32)[y]), "one-hot"),
-        "names.npz": (dict(a=x, b=x, labels=y), "holds a, b; the model takes features"),
-        "count.npz": (dict(features=x[:10], labels=y), "10 samples but there are 20 labels"),
+        "names.npz": (dict(a=x, b=x, labels=y), "no array for input 'features'.*arrays in the file: a, b"),
+        "count.npz": (dict(features=x[:10], labels=y), "'labels' has 20 entries but the data has 10 samples"),
         "nan.npz": (dict(features=np.full_like(x, np.nan), labels=y), "NaN"),
+        "negative.npz": (dict(features=x, labels=y - 5), "labels must be >= 0"),
     }
     for name, (arrays, message) in cases.items():
         np.savez(tmp_path / name, **arrays)
         with pytest.raises(InputError, match=message):
-            load_finetune_data(tmp_path / name, ["features"])
+            load_finetune_data(tmp_path / name, FEATURES)
     with pytest.raises(InputError, match="not found"):
-        load_finetune_data(tmp_path / "missing.npz", ["features"])
-    with pytest.raises(InputError, match="not an .npz"):
-        load_finetune_data(tmp_path / "data.csv", ["features"])
+        load_finetune_data(tmp_path / "missing.npz", FEATURES)
+    (tmp_path / "data.csv").write_text("1,2\n")
+    with pytest.raises(InputError, match="not an .npz or .npy"):
+        load_finetune_data(tmp_path / "data.csv", FEATURES)
 
 
-def test_single_array_and_separate_validation_file(tmp_path):
+def test_separate_validation_file_and_a_folder_of_files(tmp_path):
     x, y = _blobs(40)
-    np.savez(tmp_path / "t.npz", anything=x, labels=y)
-    np.savez(tmp_path / "v.npz", anything=x[:8], labels=y[:8])
-    data = load_finetune_data(tmp_path / "t.npz", ["features"], val=tmp_path / "v.npz")
+    np.savez(tmp_path / "t.npz", features=x, labels=y)
+    np.savez(tmp_path / "v.npz", features=x[:8], labels=y[:8])
+    data = load_finetune_data(tmp_path / "t.npz", FEATURES, val=tmp_path / "v.npz")
     assert (data.train_count, data.val_count) == (40, 8)
+    # a folder of .npz files, as --calib reads it: the batches hold the rows of both files
+    (tmp_path / "parts").mkdir()
+    np.savez(tmp_path / "parts" / "a.npz", features=x[:25], labels=y[:25])
+    np.savez(tmp_path / "parts" / "b.npz", features=x[25:], labels=y[25:])
+    data = load_finetune_data(tmp_path / "parts", FEATURES, val=tmp_path / "v.npz")
+    assert data.train_count == 40
+    seen = np.concatenate([labels.numpy() for _, labels in data.train])
+    assert sorted(seen.tolist()) == sorted(y.tolist())
 
 
 def test_default_loss_needs_class_outputs(blobs_npz):
@@ -129,7 +145,7 @@ def test_default_loss_needs_class_outputs(blobs_npz):
         def forward(self, features):
             return self.fc(features).squeeze(1)
 
-    data = load_finetune_data(blobs_npz, ["features"])
+    data = load_finetune_data(blobs_npz, FEATURES)
     with pytest.raises(InputError, match="cross-entropy.*hook"):
         finetune(Regressor(), data.train, data.val, FinetuneConfig(epochs=1))
 
@@ -163,20 +179,20 @@ def not_loaders():
 def test_hook_with_its_own_loss(tmp_path):
     hook = tmp_path / "ft_hook.py"
     hook.write_text(HOOK)
-    data = load_finetune_data(f"{hook}:loaders", ["features"])
+    data = load_finetune_data(f"{hook}:loaders", FEATURES)
     assert data.loss is not None and data.source.startswith("hook")
     result = finetune(_model(1), data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3),
                       loss=data.loss)
     assert result.best_val_accuracy is None  # a regression: no accuracy
     assert result.best_val_loss < result.initial_val_loss
     with pytest.raises(InputError, match="returned int"):
-        load_finetune_data(f"{hook}:not_loaders", ["features"])
+        load_finetune_data(f"{hook}:not_loaders", FEATURES)
     with pytest.raises(InputError, match="no callable 'missing'"):
-        load_finetune_data(f"{hook}:missing", ["features"])
+        load_finetune_data(f"{hook}:missing", FEATURES)
 
 
 def test_distillation_from_a_teacher(blobs_npz):
-    data = load_finetune_data(blobs_npz, ["features"])
+    data = load_finetune_data(blobs_npz, FEATURES)
     teacher = _model()
     finetune(teacher, data.train, data.val, FinetuneConfig(epochs=5, lr=0.01, patience=5))
     torch.manual_seed(1)
@@ -189,7 +205,7 @@ def test_distillation_from_a_teacher(blobs_npz):
 
 
 def test_l1_shrinks_weights_and_checkpoint_written(blobs_npz, tmp_path):
-    data = load_finetune_data(blobs_npz, ["features"])
+    data = load_finetune_data(blobs_npz, FEATURES)
     plain, sparse = _model(), _model()
     finetune(plain, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3))
     checkpoint = tmp_path / "best.pt"
@@ -203,15 +219,15 @@ def test_l1_shrinks_weights_and_checkpoint_written(blobs_npz, tmp_path):
 
 def test_array_loader_drops_lonely_training_samples():
     x, y = _blobs(33)
-    batches = list(ArrayLoader([x], y, 16, shuffle=True))
+    batches = list(BatchLoader.of_arrays([x], y, 16, shuffle=True))
     assert [len(labels) for _, labels in batches] == [16, 16]
-    assert [len(labels) for _, labels in ArrayLoader([x], y, 16, shuffle=False)] == [16, 16, 1]
+    assert [len(labels) for _, labels in BatchLoader.of_arrays([x], y, 16, shuffle=False)] == [16, 16, 1]
 
 
 def test_progress_is_events_per_batch_and_per_epoch_never_drawn(blobs_npz, capsys):
     from edgeopt.events import Events
 
-    data = load_finetune_data(blobs_npz, ["features"])
+    data = load_finetune_data(blobs_npz, FEATURES)
     heard = []
     finetune(_model(), data.train, data.val, FinetuneConfig(epochs=2, patience=2), events=Events(heard.append))
     captured = capsys.readouterr()

@@ -183,7 +183,7 @@ def test_digits_example_prunes_and_reports():
     result = prune_module(model, torch.randn(1, 1, 8, 8), PruneConfig(ratio=0.5, channel_multiple=4))
     assert _widths(result) == {"features.0": (8, 1), "features.3": (16, 8), "features.7": (32, 16),
                                "classifier": (10, 32)}
-    summary = result.summary()
+    summary = result.model_dump(mode="json")  # as the report holds it
     assert summary["params_before"] == 24058 and summary["params_after"] < 24058 / 3
     assert "module" not in summary
 

@@ -18,7 +18,12 @@ import onnx
 import pytest
 
 from conftest import REPO, conv_classifier, run_cli
-from edgeopt.report.html import PROFILE_SCHEMA_VERSION, render_html
+from edgeopt.errors import InputError
+from edgeopt.gate.checks import GateResult
+from edgeopt.report.html import PROFILE_SCHEMA_VERSION
+from edgeopt.report.html import render_html as render_typed
+from edgeopt.report.profile_schema import profile_report_from_json
+from edgeopt.report.schema import report_from_json
 from edgeopt.units import format_bytes, format_count
 
 DIGITS = REPO / "models" / "digits"
@@ -29,6 +34,13 @@ HOSTILE_NODES = {"conv": "<script>alert(1)</script>", "pool": '"><img src=x oner
                  "fc": "fc & <b>bold</b>"}
 HOSTILE_OUTPUT = "logits</td><script>alert(4)</script>"
 NOT_RENDERED = "could not be rendered"
+
+
+def render_html(report: dict[str, Any], gate: dict[str, Any] | None = None) -> str:
+    """The page of a report document as its JSON holds it (validated as `edgeopt report` reads it)."""
+    typed = (profile_report_from_json(report, "report") if report.get("kind") == "profile"
+             else report_from_json(report, "report"))
+    return render_typed(typed, GateResult.model_validate(gate) if gate is not None else None)
 
 
 def _sha(path: Path) -> str:
@@ -111,7 +123,7 @@ def profile_run(tmp_path_factory, calibrated_targets) -> Path:
 
 
 def _gate(report_path: Path, size: int) -> dict[str, Any]:
-    return {"kind": "gate", "passed": False, "config": "cfg/<edgeopt>.toml", "checks": [
+    return {"kind": "gate", "passed": False, "exit_code": 1, "config": "cfg/<edgeopt>.toml", "checks": [
         {"budget": "out/model.onnx @ rpi4b", "artifact": "out/model.onnx", "target": "rpi4b", "metric": "max_size",
          "limit": 4194304, "limit_text": "4 MiB", "actual": size, "actual_text": format_bytes(size), "unit": "bytes",
          "baseline": size - 1000, "delta": 1000, "delta_pct": 2.88, "status": "pass", "message": "within budget",
@@ -121,10 +133,10 @@ def _gate(report_path: Path, size: int) -> dict[str, Any]:
          "baseline": None, "delta": None, "delta_pct": None, "status": "fail",
          "message": "latency 0.0767 ms > 0.01 ms <script>alert(5)</script>", "line": 14},
         {"budget": "out/model.onnx", "artifact": "out/model.onnx", "target": None, "metric": "min_accuracy",
-         "limit": 0.9, "limit_text": "0.9", "actual": None, "actual_text": None, "unit": None, "baseline": None,
+         "limit": 0.9, "limit_text": "0.9", "actual": None, "actual_text": "-", "unit": "", "baseline": None,
          "delta": None, "delta_pct": None, "status": "error", "message": "no accuracy in the report", "line": 15},
         {"budget": "out/other.onnx", "artifact": "out/other.onnx", "target": None, "metric": "max_size",
-         "limit": 1, "limit_text": "1 B", "actual": None, "actual_text": None, "unit": "bytes", "baseline": None,
+         "limit": 1, "limit_text": "1 B", "actual": None, "actual_text": "-", "unit": "bytes", "baseline": None,
          "delta": None, "delta_pct": None, "status": "skip", "message": "artifact not built", "line": 20},
     ]}
 
@@ -237,7 +249,9 @@ def test_hostile_names_are_shown_as_text(hostile_run):
 
 
 HOSTILE = '<img src=x onerror=alert(9)>"\'&'
-KEEP = {"kind", "status", "shipped"}  # values the page dispatches on
+# values the report's models constrain to a set (statuses, formats, devices, ...): not free text
+KEEP = {"kind", "status", "shipped", "activation_type", "weight_type", "calibration", "format", "mode", "bound",
+        "device", "memory", "role", "peak_rss_scope"}
 
 
 def _poison(value: Any, key: str | None = None) -> Any:
@@ -262,24 +276,25 @@ def test_every_report_string_is_escaped(digits_run, profile_run):
         assert page.count(html.escape(HOSTILE, quote=True)) > 40
 
 
-def test_missing_and_malformed_sections_still_render(digits_run):
+def test_partial_reports_render_and_malformed_ones_are_refused_in_one_line(digits_run):
     report = json.loads(digits_run.read_text())
-    minimal = render_html({"schema_version": 1, "kind": "convert"})
-    assert "<h1>model</h1>" in minimal and "</html>" in minimal and NOT_RENDERED not in minimal
+    minimal = render_html({"schema_version": 2, "kind": "convert", "edgeopt_version": "0.1.0"})
+    assert "<h1>model</h1>" in minimal and "</html>" in minimal
     # an older/partial report: no summary, no final artifact, stages without details
     partial = copy.deepcopy(report)
     del partial["summary"], partial["final"]
     for stage in partial["stages"]:
         stage.pop("details")
     page = render_html(partial)
-    assert NOT_RENDERED not in page and "<h2>Pipeline stages</h2>" in page
-    assert "<h2>Quantization</h2>" not in page and "<h2>Heaviest nodes</h2>" not in page
+    assert "<h2>Pipeline stages</h2>" in page
+    assert "<h2>Quantization</h2>" in page and "<h2>Heaviest nodes</h2>" not in page
     # a summary-only target digest (no full profile stage) still gives the charts
     digest_only = copy.deepcopy(report)
     digest_only["stages"] = [s for s in digest_only["stages"] if s["name"] != "profile"]
     page = render_html(digest_only)
     assert "Latency per target" in page and "<h2>Heaviest nodes</h2>" not in page
-    # every value up to four levels deep replaced by each wrong type: never a broken section
+    # every value up to four levels deep replaced by each wrong type: the report is refused with the place
+    # that is wrong (edgeopt report exits 2 on it), or, where the value is still valid, the page renders
     paths: list[tuple[Any, ...]] = []
 
     def walk(node: Any, path: tuple[Any, ...]) -> None:
@@ -294,6 +309,7 @@ def test_missing_and_malformed_sections_still_render(digits_run):
 
     walk(report, ())
     assert len(paths) > 150
+    refused = 0
     for path in paths:
         for wrong in (None, "text", [1, "x"], {"a": 1}, float("nan"), True):
             broken = copy.deepcopy(report)
@@ -301,9 +317,14 @@ def test_missing_and_malformed_sections_still_render(digits_run):
             for key in path[:-1]:
                 parent = parent[key]
             parent[path[-1]] = wrong
-            page = render_html(broken)
-            assert NOT_RENDERED not in page, (path, wrong)
+            try:
+                page = render_html(broken)
+            except InputError as exc:
+                refused += 1
+                assert exc.message.startswith("report") and "\n" not in exc.message and exc.hint, exc.message
+                continue
             assert page.endswith("</html>\n")
+    assert refused > 500
 
 
 def test_render_is_pure(digits_run):
@@ -330,7 +351,8 @@ def test_gate_budget_table(digits_run):
     passed = _gate(digits_run, size)
     passed["passed"], passed["checks"] = True, passed["checks"][:1]
     assert '<span class="badge ok">PASSED</span>' in render_html(report, passed)
-    assert "the gate result lists no checks" in render_html(report, {"kind": "gate", "checks": []})
+    assert "the gate result lists no checks" in render_html(
+        report, {"kind": "gate", "passed": True, "exit_code": 0, "checks": []})
 
 
 def test_profile_schema_version_matches_profiling():
@@ -401,7 +423,7 @@ def test_cli_bad_report_exits_2_with_one_line(tmp_path, content, message):
 @pytest.mark.parametrize("content, message", [
     (None, "gate result not found"),
     ('{"kind": "convert", "schema_version": 1}', "is not a gate result (kind 'convert'"),
-    ('{"kind": "gate", "checks": {"a": 1}}', "needs a list of checks"),
+    ('{"kind": "gate", "passed": true, "exit_code": 0, "checks": {"a": 1}}', "invalid gate result at checks"),
     ('"gate"', "is not a gate result"),
 ])
 def test_cli_bad_gate_exits_2(digits_run, tmp_path, content, message):

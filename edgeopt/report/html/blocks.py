@@ -40,19 +40,6 @@ def as_number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def as_int(value: Any) -> int | None:
-    number = as_number(value)
-    return None if number is None else int(number)
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def as_text(value: Any) -> str | None:
     """Text for a scalar; None for missing or structured values."""
     if value is None or isinstance(value, (dict, list)):

@@ -3,31 +3,52 @@
 Nothing is fetched when the page is viewed: CSS and SVG charts are inline, there is no script,
 and a Content-Security-Policy forbids loading anything else. Every string taken from a report
 is HTML-escaped (``Html`` marks the markup built here; everything else goes through ``esc``).
-Sections are drawn from whatever keys are present, so older or partial reports still render;
-a section whose data has an unexpected shape says so instead of breaking the page.
+The page is drawn from the typed reports (report.schema.Report, report.profile_schema.ProfileReport,
+gate.checks.GateResult): a document that is not one of them is refused when read, with the place that is
+wrong; sections a run did not have are left out.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from edgeopt.errors import InputError
+from pydantic import ValidationError
+
+from edgeopt.errors import InputError, first_validation_error
 from edgeopt.fsutil import read_json
-
+from edgeopt.gate.checks import GateResult
+from edgeopt.report.html.blocks import base_name, esc
 from edgeopt.report.html.constants import REPORT_KINDS
-from edgeopt.report.html.blocks import as_dict, base_name, esc
-from edgeopt.report.html.convert_sections import Section, cost_section, gate_section, guarded, header_html, key_cards, parity_section, quantization_section, stages_section, warnings_section
-from edgeopt.report.html.target_sections import comparisons_section, device_section, footer_html, heaviest_section, measurements_section, pruning_section, targets_section
+from edgeopt.report.html.convert_sections import (
+    Section,
+    cost_section,
+    gate_section,
+    header_html,
+    key_cards,
+    parity_section,
+    quantization_section,
+    section,
+    stages_section,
+    warnings_section,
+)
 from edgeopt.report.html.style import CSS
-
+from edgeopt.report.html.target_sections import (
+    comparisons_section,
+    device_section,
+    footer_html,
+    heaviest_section,
+    measurements_section,
+    pruning_section,
+    targets_section,
+)
+from edgeopt.report.profile_schema import ProfileReport, profile_report_from_json
+from edgeopt.report.schema import Report, report_from_json
 
 # --------------------------------------------------------------------------- reading
 
 
-def read_report_json(path: Path) -> dict[str, Any]:
-    """A convert report (``OUT/report.json``) or a profile report (``edgeopt profile -o``), checked
-    only for what the page needs: a JSON object of a known kind and schema version."""
+def read_report_json(path: Path) -> Report | ProfileReport:
+    """A convert report (``OUT/report.json``) or a profile report (``edgeopt profile -o``), validated."""
     raw = read_json(path, "report", "give the report.json written by `edgeopt convert` or a profile JSON "
                                      "written by `edgeopt profile -o`")
     if not isinstance(raw, dict):
@@ -40,64 +61,60 @@ def read_report_json(path: Path) -> dict[str, Any]:
     if kind not in REPORT_KINDS:
         raise InputError(f"{path}: unknown report kind {kind!r} (this edgeopt renders "
                          f"{' and '.join(sorted(REPORT_KINDS))} reports)", "give a convert or profile report")
-    version = raw.get("schema_version")
-    if version not in REPORT_KINDS[kind]:
-        raise InputError(f"{path} has {kind} report schema version {version!r}; this edgeopt reads version "
-                         f"{' or '.join(map(str, REPORT_KINDS[kind]))}", "regenerate the report with this edgeopt version")
-    return raw
+    return profile_report_from_json(raw, str(path)) if kind == "profile" else report_from_json(raw, str(path))
 
 
-def read_gate_json(path: Path) -> dict[str, Any]:
-    """A gate result (``edgeopt gate --json``): an object of kind "gate" with a list of checks."""
+def read_gate_json(path: Path) -> GateResult:
+    """A gate result (``edgeopt gate --json``), validated."""
     raw = read_json(path, "gate result", "give the JSON printed by `edgeopt gate --json`")
     if not isinstance(raw, dict) or raw.get("kind") != "gate":
         found = raw.get("kind") if isinstance(raw, dict) else type(raw).__name__
         raise InputError(f"{path} is not a gate result (kind {found!r}, expected 'gate')",
                          "give the JSON printed by `edgeopt gate --json`")
-    checks = raw.get("checks")
-    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
-        raise InputError(f"{path}: a gate result needs a list of checks (objects)",
-                         "give the JSON printed by `edgeopt gate --json`")
-    return raw
+    try:
+        return GateResult.model_validate(raw)
+    except ValidationError as exc:
+        where, message = first_validation_error(exc)
+        raise InputError(f"{path}: invalid gate result at {where}: {message}",
+                         "give the JSON printed by `edgeopt gate --json`") from None
 
 
 # --------------------------------------------------------------------------- the page
 
 
-def render_html(report: dict[str, Any], gate: dict[str, Any] | None = None, *,
+def render_html(report: Report | ProfileReport, gate: GateResult | None = None, *,
                 source_label: str | None = None) -> str:
-    """The whole page for one convert or profile report dict (as read from its JSON), with the
-    budget table of a gate result when given. Pure: no I/O, deterministic for the same input."""
-    kind = report.get("kind", "convert")
+    """The whole page for one convert or profile report, with the budget table of a gate result when
+    given. Pure: no I/O, deterministic for the same input."""
     sections: list[Section | None] = []
     if gate is not None:
-        sections.append(guarded("budgets", "Budgets", lambda: gate_section(gate)))
-    if kind == "profile":
+        sections.append(section("budgets", "Budgets", gate_section(gate)))
+    if isinstance(report, ProfileReport):
+        kind, title = "profile", base_name(report.model.path) or "model"
         sections += [
-            guarded("targets", "Targets: latency and memory", lambda: targets_section(report)),
-            guarded("nodes", "Heaviest nodes", lambda: heaviest_section(report)),
-            guarded("measurements", "Measurements", lambda: measurements_section(report)),
-            guarded("comparison", "Estimate vs measurement", lambda: comparisons_section(report)),
+            section("targets", "Targets: latency and memory", targets_section(report)),
+            section("nodes", "Heaviest nodes", heaviest_section(report)),
+            section("measurements", "Measurements", measurements_section(report)),
+            section("comparison", "Estimate vs measurement", comparisons_section(report)),
         ]
     else:
+        kind, title = report.kind, base_name(report.source.path if report.source else None) or "model"
         sections += [
-            guarded("stages", "Pipeline stages", lambda: stages_section(report)),
-            guarded("cost", "Cost of the run", lambda: cost_section(report)),
-            guarded("parity", "Parity checks", lambda: parity_section(report)),
-            guarded("pruning", "Pruning", lambda: pruning_section(report)),
-            guarded("quantization", "Quantization", lambda: quantization_section(report)),
-            guarded("targets", "Targets: latency and memory", lambda: targets_section(report)),
-            guarded("nodes", "Heaviest nodes", lambda: heaviest_section(report)),
-            guarded("device", "Measured on the device", lambda: device_section(report)),
-            guarded("comparison", "Estimate vs measurement", lambda: comparisons_section(report)),
+            section("stages", "Pipeline stages", stages_section(report)),
+            section("cost", "Cost of the run", cost_section(report)),
+            section("parity", "Parity checks", parity_section(report)),
+            section("pruning", "Pruning", pruning_section(report)),
+            section("quantization", "Quantization", quantization_section(report)),
+            section("targets", "Targets: latency and memory", targets_section(report)),
+            section("nodes", "Heaviest nodes", heaviest_section(report)),
+            section("device", "Measured on the device", device_section(report)),
+            section("comparison", "Estimate vs measurement", comparisons_section(report)),
         ]
     present = [s for s in sections if s is not None]
-    warnings = guarded("warnings", "Warnings", lambda: warnings_section(report))
-    header = guarded("header", "", lambda: header_html(report))
-    cards = guarded("summary", "", lambda: key_cards(report)) if kind != "profile" else None
+    warnings = warnings_section(report)
+    cards = key_cards(report) if isinstance(report, Report) else ""
     nav = "".join(f'<a href="#{s.anchor}">{esc(s.title)}</a>' for s in present)
     body = "".join(f'<section id="{s.anchor}"><h2>{esc(s.title)}</h2>{s.body}</section>' for s in present)
-    title = base_name(as_dict(report.get("model") if kind == "profile" else report.get("source")).get("path")) or "model"
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -106,9 +123,9 @@ def render_html(report: dict[str, Any], gate: dict[str, Any] | None = None, *,
         "img-src data:\">"
         '<link rel="icon" href="data:,">'
         f"<title>edgeopt {esc(kind)} report: {esc(title)}</title><style>{CSS}</style></head><body><main>"
-        + (header.body if header else "")
-        + (cards.body if cards else "")
-        + (f'<section id="warnings" class="warnings"><h2>Warnings</h2>{warnings.body}</section>' if warnings else "")
+        + header_html(report)
+        + cards
+        + (f'<section id="warnings" class="warnings"><h2>Warnings</h2>{warnings}</section>' if warnings else "")
         + (f'<nav>{nav}</nav>' if nav else "")
         + body
         + footer_html(report, source_label)

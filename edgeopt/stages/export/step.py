@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from edgeopt.formats.artifact import ModelFormat
 from edgeopt.formats.onnx import MIN_OPSET, default_opset, load_onnx
-from edgeopt.stages.common.context import STAGE_FILES, StageContext, StageModel
 from edgeopt.formats.onnx import convert_opset
+from edgeopt.stages.common.context import STAGE_FILES, StageContext, StageModel
+from edgeopt.stages.common.records import StageDetails, register_details
+
+
+@register_details("export")
+class ExportDetails(StageDetails):
+    exporter: str | None = None  # "dynamo", "static", "torchscript": the exporter that worked
+    dynamic_batch: bool | None = None
+    failed_attempts: list[str] = []  # what failed before it
 
 
 class ExportStage:
@@ -25,8 +33,8 @@ class ExportStage:
                                   opset=config.opset, dynamic_batch=config.dynamic_batch,
                                   output_count=context.facts["output_count"],
                                   output_names=context.facts["output_names"])
-            record.details = {"exporter": result.exporter, "dynamic_batch": result.dynamic_batch,
-                              "failed_attempts": result.attempts}
+            record.details = ExportDetails(exporter=result.exporter, dynamic_batch=result.dynamic_batch,
+                                           failed_attempts=result.attempts)
             record.warnings.extend(result.warnings)
             if result.exporter != "dynamo":
                 record.status = "fallback"

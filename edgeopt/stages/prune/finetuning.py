@@ -1,8 +1,9 @@
 """Fine-tuning after pruning: a small, deterministic CPU training loop with early stopping.
 
-Data comes from ``load_finetune_data``: an ``.npz`` (arrays named like the model's forward
-arguments, or one array for a single-input model, plus integer ``labels``; validation from a
-second file or a seeded ``val_fraction`` split), or a hook ``pkg.mod:fn`` / ``file.py:fn``
+Data comes from ``load_finetune_data``: data as calibration and evaluation read it (data.load_dataset:
+an ``.npz`` with arrays named like the model's forward arguments, a folder of them, ...) with integer
+``labels``; validation from a second file or a seeded ``val_fraction`` split; batches read row by row,
+never the whole file; or a hook ``pkg.mod:fn`` / ``file.py:fn``
 returning ``(train_loader, val_loader)`` or ``(train_loader, val_loader, loss_fn)``. A loader
 is anything re-iterable that yields ``(inputs, labels)``; inputs are a tensor, a tuple of
 tensors in forward() order, or a dict keyed by argument name.
@@ -29,10 +30,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.config.settings import FinetuneConfig  # noqa: F401 (re-exported)
+from edgeopt.data.dataset import Dataset
+from edgeopt.data.readers import LABELS_KEY
+from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
 from edgeopt.events import Events
 
-LABELS_KEY = "labels"
 LossFn = Callable[[Any, Any], Any]
 
 
@@ -75,39 +78,70 @@ class FinetuneData:
     num_classes_needed: int | None = None  # max label + 1, when the labels are known up front
 
 
-class ArrayLoader:
-    """Batches of numpy arrays as torch tensors; reshuffled every epoch from a seeded generator."""
+class BatchLoader:
+    """Batches of a data.Dataset as torch tensors, inputs in forward() order with their labels; reshuffled
+    every epoch from a seeded generator. Only a batch's rows are read (data.Dataset.rows), so files are
+    never loaded whole. ``index``: the dataset's samples this loader serves (a split)."""
 
-    def __init__(self, arrays: Sequence[np.ndarray], labels: np.ndarray, batch_size: int, *,
-                 shuffle: bool, seed: int = 0) -> None:
-        self.arrays = [np.ascontiguousarray(a) for a in arrays]
-        self.labels = np.ascontiguousarray(labels)
+    def __init__(self, dataset: Dataset, names: Sequence[str], batch_size: int, *, shuffle: bool, seed: int = 0,
+                 index: np.ndarray | None = None) -> None:
+        if dataset.labels is None:
+            raise InputError(f"{dataset.source} has no labels", "fine-tuning needs integer class labels under "
+                             f"the key '{LABELS_KEY}'")
+        self.dataset, self.names = dataset, list(names)
+        self.index = np.arange(dataset.count) if index is None else np.asarray(index, dtype=np.intp)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
 
+    @classmethod
+    def of_arrays(cls, arrays: Sequence[np.ndarray], labels: np.ndarray, batch_size: int, *, shuffle: bool,
+                  seed: int = 0) -> BatchLoader:
+        """A loader over arrays already in memory (inputs in forward() order)."""
+        names = [f"input{i}" for i in range(len(arrays))]
+        dataset = Dataset.from_arrays(dict(zip(names, arrays)), np.asarray(labels), source="arrays")
+        return cls(dataset, names, batch_size, shuffle=shuffle, seed=seed)
+
+    @property
+    def labels(self) -> np.ndarray:
+        assert self.dataset.labels is not None  # checked in __init__
+        return self.dataset.labels[self.index]
+
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return math.ceil(len(self.index) / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[tuple[Any, ...], Any]]:
-        import torch
-
-        count = len(self.labels)
-        order = self.rng.permutation(count) if self.shuffle else np.arange(count)
+    def numpy_batches(self) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
+        """(inputs in forward() order, labels) per batch, as numpy arrays (for onnxruntime)."""
+        count = len(self.index)
+        order = self.index[self.rng.permutation(count)] if self.shuffle else self.index
         for start in range(0, count, self.batch_size):
             index = order[start:start + self.batch_size]
             if self.shuffle and len(index) == 1 and count > 1:
                 continue  # a 1-sample training batch breaks BatchNorm in train mode
-            yield (tuple(torch.from_numpy(a[index]) for a in self.arrays), torch.from_numpy(self.labels[index]))
+            feed, labels = self.dataset.rows(index)
+            assert labels is not None  # checked in __init__
+            yield [feed[name] for name in self.names], labels
+
+    def __iter__(self) -> Iterator[tuple[tuple[Any, ...], Any]]:
+        import torch
+
+        for arrays, labels in self.numpy_batches():
+            yield (tuple(torch.from_numpy(_writable(a)) for a in arrays),
+                   torch.from_numpy(_writable(labels).astype(np.int64, copy=False)))
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.writeable else array.copy()  # torch.from_numpy warns on read-only arrays
 
 
 # ---------------------------------------------------------------------------------------------
 # data
 
 
-def load_finetune_data(spec: str | Path, input_names: Sequence[str], *, val: str | Path | None = None,
+def load_finetune_data(spec: str | Path, inputs: Sequence[InputSpec], *, val: str | Path | None = None,
                        val_fraction: float = 0.2, batch_size: int = 32, seed: int = 0) -> FinetuneData:
-    """Read fine-tuning data (see the module doc). ``input_names``: forward()'s arguments in order."""
+    """Read fine-tuning data (see the module doc). ``inputs``: forward()'s arguments in order, with their
+    per-sample shapes (axis 0 is the batch)."""
     from edgeopt.formats.sources import is_factory_spec
 
     text = str(spec)
@@ -116,77 +150,42 @@ def load_finetune_data(spec: str | Path, input_names: Sequence[str], *, val: str
             raise InputError("a fine-tuning hook returns its own validation loader; a separate validation file "
                              "does not apply", "drop the validation file, or return it from the hook")
         return _from_hook(text)
-    train_arrays, train_labels = _read_npz(Path(spec), input_names)
+    specs = [InputSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in inputs]
+    names = [s.name for s in specs]
+    train = _read(Path(spec), specs)
     if val is not None:
-        val_arrays, val_labels = _read_npz(Path(val), input_names)
+        validation = _read(Path(val), specs)
+        loaders = (BatchLoader(train, names, batch_size, shuffle=True, seed=seed),
+                   BatchLoader(validation, names, batch_size, shuffle=False))
         source = f"{spec} (validation: {val})"
     else:
         if not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
             raise InputError(f"the validation fraction must be between 0 and 1, got {val_fraction!r}",
                              "e.g. 0.2 holds out a fifth of the samples")
-        count = len(train_labels)
+        count = train.count
         held = min(max(round(count * val_fraction), 1), count - 1) if count >= 2 else 0
         if held < 1:
             raise InputError(f"{spec} has {count} sample(s); fine-tuning needs at least 2 to hold some out",
                              "give more samples or a separate validation file")
         order = np.random.default_rng(seed).permutation(count)
-        val_index, train_index = np.sort(order[:held]), np.sort(order[held:])
-        val_arrays, val_labels = [a[val_index] for a in train_arrays], train_labels[val_index]
-        train_arrays, train_labels = [a[train_index] for a in train_arrays], train_labels[train_index]
+        loaders = (BatchLoader(train, names, batch_size, shuffle=True, seed=seed, index=np.sort(order[held:])),
+                   BatchLoader(train, names, batch_size, shuffle=False, index=np.sort(order[:held])))
         source = f"{spec} (validation: {held} samples held out, seed {seed})"
-    needed = int(max(train_labels.max(), val_labels.max())) + 1
-    return FinetuneData(ArrayLoader(train_arrays, train_labels, batch_size, shuffle=True, seed=seed),
-                        ArrayLoader(val_arrays, val_labels, batch_size, shuffle=False),
-                        None, source, len(train_labels), len(val_labels), needed)
+    labels = [loader.labels for loader in loaders]
+    if min(int(x.min()) for x in labels) < 0:
+        raise InputError(f"{spec}: labels must be >= 0, found {min(int(x.min()) for x in labels)}",
+                         "use class indices 0..N-1")
+    needed = max(int(x.max()) for x in labels) + 1
+    return FinetuneData(loaders[0], loaders[1], None, source, len(loaders[0].index), len(loaders[1].index), needed)
 
 
-def _read_npz(path: Path, input_names: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
-    if path.suffix.lower() != ".npz":
-        raise InputError(f"fine-tuning data {path} is not an .npz file",
-                         "give an .npz with the model's inputs and 'labels', or a hook pkg.module:function")
-    if not path.is_file():
+def _read(path: Path, specs: Sequence[InputSpec]) -> Dataset:
+    """The labelled samples at ``path``, read and checked by data.load_dataset (rows stay in the file)."""
+    from edgeopt.data import load_dataset
+
+    if not path.exists():
         raise InputError(f"fine-tuning data not found: {path}", "check the path")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise InputError(f"{path} holds pickled (object) arrays", "save plain numeric arrays") from None
-        raise InputError(f"cannot read {path}: {exc}", "re-save it with numpy.savez") from None
-    except Exception as exc:
-        raise InputError(f"cannot read {path}: {type(exc).__name__}: {exc}", "re-save it with numpy.savez") from None
-    if LABELS_KEY not in arrays:
-        raise InputError(f"{path} has no '{LABELS_KEY}' array (found: {', '.join(sorted(arrays)) or 'nothing'})",
-                         "fine-tuning needs integer class labels under the key 'labels'")
-    labels = arrays.pop(LABELS_KEY)
-    if labels.ndim == 2 and labels.shape[1] > 1 and labels.dtype.kind == "f":
-        raise InputError(f"{path}: labels look one-hot ({labels.shape[0]}x{labels.shape[1]} floats)",
-                         "save class indices: labels = onehot.argmax(axis=1)")
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise InputError(f"{path}: labels must be a 1-D integer array of class indices, got "
-                         f"{labels.dtype.name} {list(labels.shape)}", "save class indices as int64")
-    if len(labels) == 0:
-        raise InputError(f"{path} holds no samples", "give at least one labelled sample")
-    if labels.min() < 0:
-        raise InputError(f"{path}: labels must be >= 0, found {int(labels.min())}", "use class indices 0..N-1")
-    names = list(input_names)
-    if all(name in arrays for name in names):
-        chosen = [arrays[name] for name in names]
-    elif len(names) == 1 and len(arrays) == 1:
-        chosen = list(arrays.values())
-    else:
-        raise InputError(f"{path} holds {', '.join(sorted(arrays)) or 'no inputs'}; the model takes "
-                         f"{', '.join(names)}", "name each array after a forward() argument")
-    for name, array in zip(names, chosen):
-        if array.dtype.kind == "O":
-            raise InputError(f"{path}: input {name!r} is an object array", "save numeric arrays")
-        if array.ndim == 0 or array.shape[0] != len(labels):
-            raise InputError(f"{path}: input {name!r} has {array.shape[0] if array.ndim else 0} samples but there "
-                             f"are {len(labels)} labels", "give one label per sample (axis 0)")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InputError(f"{path}: input {name!r} contains NaN or Inf", "clean the data")
-    chosen = [a.astype(np.float32) if a.dtype == np.float64 else a for a in chosen]
-    return chosen, labels.astype(np.int64)
+    return load_dataset(path, list(specs), require_labels=True)
 
 
 def _from_hook(spec: str) -> FinetuneData:
@@ -405,7 +404,7 @@ def finetune(
         initial_loss, initial_accuracy = trainer.evaluate(val)
         if trainer.checked_outputs is not None:  # whole label arrays known: refuse before any training
             for where, loader in (("training data", train), ("validation data", val)):
-                if isinstance(loader, ArrayLoader):
+                if isinstance(loader, BatchLoader):
                     check_labels(torch.from_numpy(loader.labels), trainer.checked_outputs, where)
         best_loss, best_accuracy, best_epoch = initial_loss, initial_accuracy, 0
         best_state = copy.deepcopy(module.state_dict())

@@ -19,24 +19,27 @@ import onnx
 
 from edgeopt.config.settings import FinetuneSettings, PruneConfig
 from edgeopt.data import InputSpec, random_inputs
+from edgeopt.data.dataset import Dataset
 from edgeopt.data.specs import require_concrete
 from edgeopt.errors import InputError
 from edgeopt.events import Events
+from edgeopt.stages.prune.details import PruneDetails
+from edgeopt.stages.prune.finetuning import BatchLoader
 from edgeopt.stages.prune.metrics import ModelFigures, flag_not_faster, onnx_figures
 
 
 @dataclass
 class EvalSet:
-    """Labelled samples as numpy arrays in forward() order, for torch and onnxruntime alike."""
+    """Labelled samples (``index``: those of ``dataset`` it holds; None: all), read batch by batch with the
+    inputs in forward() order (``names``), for torch and onnxruntime alike."""
 
-    arrays: list[np.ndarray]
-    labels: np.ndarray
+    dataset: Dataset
+    names: list[str]
     source: str
+    index: np.ndarray | None = None
 
-    def loader(self, batch_size: int = 64):
-        from edgeopt.stages.prune.finetuning import ArrayLoader
-
-        return ArrayLoader(self.arrays, self.labels, batch_size, shuffle=False)
+    def loader(self, batch_size: int = 64) -> BatchLoader:
+        return BatchLoader(self.dataset, self.names, batch_size, shuffle=False, index=self.index)
 
 
 @dataclass
@@ -44,7 +47,7 @@ class PruneStageResult:
     onnx_path: Path  # the exported pruned (and fine-tuned) model
     module: Any  # the pruned torch module: the new reference for parity checks
     input_names: list[str]
-    details: dict[str, Any]
+    details: PruneDetails
     warnings: list[str] = field(default_factory=list)
     # the labelled samples every step's accuracy was measured on, as arrays (None: a hook's loaders)
     accuracy_set: EvalSet | None = None
@@ -115,16 +118,14 @@ def run_prune_stage(
     warnings: list[str] = []
     data = None
     if finetune is not None:
-        data = load_finetune_data(finetune.data, names, val=finetune.val, val_fraction=finetune.val_fraction,
+        data = load_finetune_data(finetune.data, specs, val=finetune.val, val_fraction=finetune.val_fraction,
                                   batch_size=finetune.batch_size, seed=finetune.seed)
-    from edgeopt.stages.prune.finetuning import ArrayLoader
-
     # Accuracy per step on held-out data when there is some (--eval with labels): the fine-tuning
     # validation split also decides early stopping, so its numbers flatter the fine-tuned step.
     if eval_set is not None:
         accuracy_set = eval_set
-    elif data is not None and isinstance(data.val, ArrayLoader):
-        accuracy_set = EvalSet(data.val.arrays, data.val.labels, f"{data.source} (validation split)")
+    elif data is not None and isinstance(data.val, BatchLoader):
+        accuracy_set = EvalSet(data.val.dataset, data.val.names, f"{data.source} (validation split)", data.val.index)
     else:
         accuracy_set = None
     labelled = accuracy_set.loader() if accuracy_set is not None else (data.val if data is not None else None)
@@ -176,13 +177,8 @@ def run_prune_stage(
                       timing_feeds or random_inputs(concrete, seed=1), latency_threads)
     flags = flag_not_faster(before, steps[-1])
     warnings.extend(flags)
-    details = {
-        "prune": result.summary(),
-        "finetune": finetuned.model_dump(mode="json") if finetuned is not None else None,
-        "accuracy_data": labelled_source,
-        "steps": [s.model_dump(mode="json") for s in steps],
-        "not_faster": flags,
-    }
+    details = PruneDetails(prune=result, finetune=finetuned, accuracy_data=labelled_source, steps=steps,
+                           not_faster=flags)
     return PruneStageResult(out_path, pruned, names, details, warnings, accuracy_set)
 
 
@@ -215,7 +211,7 @@ def _host_latency(steps: list[ModelFigures], models: dict[str, bytes | Path], fe
         step.host_latency_ratio = 1.0 if label == "unpruned" else stats[label].ratio_to_reference
 
 
-def quantized_step(details: dict[str, Any], final_onnx: onnx.ModelProto, unpruned_path: bytes | Path,
+def quantized_step(details: PruneDetails, final_onnx: onnx.ModelProto, unpruned_path: bytes | Path,
                    targets: Sequence[Any], specs: Sequence[InputSpec], eval_set: EvalSet | None,
                    threads: int = 1, targets_dir: Path | None = None,
                    timing_feeds: dict[str, np.ndarray] | None = None) -> list[str]:
@@ -232,10 +228,9 @@ def quantized_step(details: dict[str, Any], final_onnx: onnx.ModelProto, unprune
     row.host_latency_ratio = stats["quantized"].ratio_to_reference
     if eval_set is not None:
         row.accuracy = _onnx_accuracy(final_onnx, eval_set, [s.name for s in specs])
-    details["steps"].append(row.model_dump(mode="json"))
-    first = ModelFigures.model_validate(details["steps"][0])
-    flags = flag_not_faster(first, row)
-    details["not_faster"] = list(details.get("not_faster", [])) + flags
+    details.steps.append(row)
+    flags = flag_not_faster(details.steps[0], row)
+    details.not_faster = [*details.not_faster, *flags]
     return flags
 
 
@@ -246,11 +241,11 @@ def _onnx_accuracy(model: onnx.ModelProto, eval_set: EvalSet, names: list[str]) 
     wanted = {s.name: s for s in runner.input_specs()}
     fixed_batch = any(isinstance(s.shape[0], int) and s.shape[0] > 0 for s in wanted.values() if s.shape)
     step = 1 if fixed_batch else 64
-    correct = 0
-    for start in range(0, len(eval_set.labels), step):
-        feeds = {name: array[start:start + step] for name, array in zip(names, eval_set.arrays)}
-        logits = next(iter(runner.run(feeds).values()))
-        logits = np.asarray(logits).reshape(len(eval_set.labels[start:start + step]), -1)
-        correct += int(np.sum(np.argmax(logits, axis=1) == eval_set.labels[start:start + step]))
-    return correct / len(eval_set.labels) if len(eval_set.labels) else None
+    correct = total = 0
+    for arrays, labels in eval_set.loader(step).numpy_batches():
+        logits = next(iter(runner.run(dict(zip(names, arrays))).values()))
+        logits = np.asarray(logits).reshape(len(labels), -1)
+        correct += int(np.sum(np.argmax(logits, axis=1) == labels))
+        total += len(labels)
+    return correct / total if total else None
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError
 from edgeopt.formats.onnx import default_opset, load_onnx
 from edgeopt.stages.common.context import Reference, StageContext, StageModel
+from edgeopt.stages.prune.details import PruneDetails  # noqa: F401 (registers the stage's details)
 from edgeopt.stages.prune.metrics import ModelFigures
+from edgeopt.stages.prune.structured import HeadChange
 
 
 class FinetuneOutcome(BaseModel):
@@ -39,7 +40,7 @@ class PruningSummary(BaseModel):
     channel_multiple: int | None
     steps: list[ModelFigures]
     not_faster: list[str] = []
-    attention: list[dict[str, Any]] = []
+    attention: list[HeadChange] = []
     finetune: FinetuneOutcome | None = None
 
 
@@ -69,7 +70,7 @@ class PruneStage:
             torch_module = _prunable_torch_module(context.facts.get("torch_source"))
             if torch_module is not None:
                 module, output_names = torch_module, context.facts.get("output_names")
-                record.details["path"] = "torch source"
+                record.details.path = "torch source"
             else:  # an ONNX source, or a TorchScript / .pt2 archive: prune through the exported graph
                 module, names, output_names, skipped = module_from_onnx(current, settings.allow_unprunable)
                 if skipped:
@@ -78,7 +79,7 @@ class PruneStage:
                     return model
                 if names != [s.name for s in reference.specs]:
                     reference = Reference(reference.plan, reference.compute, order=list(names))
-                record.details["path"] = "ONNX graph converted to torch"
+                record.details.path = "ONNX graph converted to torch"
             specs = reference.specs
             export_path = context.work_dir / ".prune-export.onnx"
             try:
@@ -95,7 +96,7 @@ class PruneStage:
                 export_path.unlink(missing_ok=True)
             context.facts["unpruned"] = current
             context.facts["prune_accuracy_set"] = result.accuracy_set
-            record.details.update(result.details)
+            record.details = result.details.model_copy(update={"path": record.details.path})
             record.warnings.extend(result.warnings)
             context.reference = Reference(reference.plan, run_module(result.module, specs),
                                           order=[s.name for s in specs])
@@ -113,21 +114,21 @@ class PruneStage:
         details = record.details
         quantize = context.record("quantize")
         config = context.config
-        if quantize is not None and quantize.details.get("shipped") == "int8":
+        if quantize is not None and getattr(quantize.details, "shipped", None) == "int8":
             targets = [load_target(name, context.targets_dir()) for name in config.targets]
             record.warnings.extend(quantized_step(
                 details, final, unpruned.SerializeToString(), targets, context.reference.specs,
                 context.facts.get("prune_accuracy_set"), config.quantize.threads, context.targets_dir(),
                 timing_feeds=context.plan.sample(config.parity.seed + 1, None)))
-        prune = details["prune"]
-        finetune = details.get("finetune")
+        prune, finetune = details.prune, details.finetune
+        assert prune is not None  # an "ok" prune record has its result
         return {"pruning": PruningSummary(
-            ratio=config.prune.ratio, params_before=prune["params_before"], params_after=prune["params_after"],
-            macs_before=prune["macs_before"], macs_after=prune["macs_after"],
-            channel_multiple=prune["channel_multiple"], steps=details["steps"],
-            not_faster=details.get("not_faster", []), attention=prune.get("attention", []),
-            finetune=None if finetune is None else {k: finetune[k] for k in (
-                "epochs_run", "best_epoch", "stopped_early", "best_val_accuracy", "distilled")})}
+            ratio=config.prune.ratio, params_before=prune.params_before, params_after=prune.params_after,
+            macs_before=prune.macs_before, macs_after=prune.macs_after, channel_multiple=prune.channel_multiple,
+            steps=details.steps, not_faster=details.not_faster, attention=prune.attention,
+            finetune=None if finetune is None else FinetuneOutcome(
+                epochs_run=finetune.epochs_run, best_epoch=finetune.best_epoch, stopped_early=finetune.stopped_early,
+                best_val_accuracy=finetune.best_val_accuracy, distilled=finetune.distilled))}
 
 
 def _prunable_torch_module(source: Any) -> Any:
@@ -152,5 +153,4 @@ def _labelled_eval_set(context: StageContext, names: list[str]) -> Any:
     evaluation = data[1]
     if evaluation is None or evaluation.labels is None or any(n not in evaluation.arrays for n in names):
         return None
-    return EvalSet([np.asarray(evaluation.arrays[n]) for n in names], np.asarray(evaluation.labels),
-                   evaluation.source)
+    return EvalSet(evaluation, names, evaluation.source)

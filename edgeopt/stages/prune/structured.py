@@ -77,7 +77,7 @@ class PruneResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    module: Any = Field(exclude=True)
+    module: Any = Field(None, exclude=True)  # (None in a report read back)
     config: PruneConfig
     ignored_layers: list[str]
     ignored_auto_detected: bool
@@ -97,10 +97,6 @@ class PruneResult(BaseModel):
     @property
     def macs_ratio(self) -> float:
         return self.macs_after / self.macs_before if self.macs_before else 1.0
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready record for the report."""
-        return self.model_dump(mode="json", exclude={"module"})
 
 
 # ---------------------------------------------------------------------------------------------

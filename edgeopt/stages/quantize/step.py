@@ -7,10 +7,29 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeopt.data.dataset import QuantizationData
 from edgeopt.stages.common.context import StageContext, StageModel, graph_input_shapes
+from edgeopt.stages.common.records import StageDetails, absent, register_details
+from edgeopt.stages.quantize.budget import MemoryBudget
 from edgeopt.stages.quantize.calibration import BatchStream
+from edgeopt.stages.quantize.search import Candidate, QuantizeOutcome
+
+
+@register_details("quantize")
+class QuantizeDetails(QuantizeOutcome, StageDetails):
+    """The search's outcome (every candidate tried, what shipped and why), the data it ran on and the memory
+    it expected (``memory``: the calibration batch chosen against --max-memory)."""
+
+    mode: str = ""  # (set by the search; empty only in the record of a stage that failed before it)
+    target: str = ""
+    data: QuantizationData | None = Field(None, exclude_if=absent)
+    memory: MemoryBudget | None = Field(None, exclude_if=absent)
+
+    @property
+    def chosen_candidate(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.name == self.chosen), None)
 
 
 class QuantizationSummary(BaseModel):
@@ -109,7 +128,8 @@ class QuantizeStage:
             def timing() -> dict:
                 return next(iter(eval_batches))[0]  # the first batch, read when a device profile needs it
 
-            data_details["eval"]["batch_size"] = deploy_batch
+            if data_details.eval is not None:
+                data_details.eval.batch_size = deploy_batch
             overrides = {"activation_type": settings.activation_type, "weight_type": settings.weight_type,
                          "per_channel": settings.per_channel, "calibration": settings.calibration_method,
                          "format": settings.format}
@@ -127,8 +147,7 @@ class QuantizeStage:
                 device_name=device.name if device else None,
                 device_node_costs=(lambda data, label: device.node_costs(
                     data, label, timing(), events.scoped(device=f"{device.name} ({label})"))) if device else None)
-            record.details = {"data": data_details, "memory": budget.model_dump(mode="json"),
-                              **outcome.model_dump(mode="json")}
+            record.details = QuantizeDetails(**dict(outcome), data=data_details, memory=budget)
             record.warnings.extend(outcome.warnings)
             if quantized is None:
                 record.status = "fallback" if outcome.candidates else "skipped"
@@ -143,29 +162,18 @@ class QuantizeStage:
             return {"quantization": QuantizationSummary(shipped="float",
                                                         reason="not requested (pass --calib DATA to quantize)")}
         details = record.details
-        chosen = next((c for c in details.get("candidates", []) if c["name"] == details.get("chosen")), None)
-        fidelity = chosen.get("fidelity") if chosen else None
+        chosen = details.chosen_candidate
+        fidelity = chosen.fidelity if chosen else None
         return {"quantization": QuantizationSummary(
-            shipped=details.get("shipped"), recipe=details.get("chosen"), reason=details.get("reason"),
-            decided_by=_verdict(fidelity),
-            worst_cosine=min((min(o["cosine_mean"], o["channel_cosine_min"] if o["channel_cosine_min"] is not None
-                                  else o["cosine_mean"]) for o in fidelity["outputs"]), default=None)
+            shipped=details.shipped, recipe=details.chosen, reason=details.reason,
+            decided_by=fidelity.verdict() if fidelity and fidelity.metrics else None,
+            worst_cosine=min((min(o.cosine_mean, o.channel_cosine_min if o.channel_cosine_min is not None
+                                  else o.cosine_mean) for o in fidelity.outputs), default=None)
             if fidelity else None,
-            accuracy_float=fidelity.get("accuracy_reference") if fidelity else None,
-            accuracy_int8=fidelity.get("accuracy_candidate") if fidelity else None,
-            latency_ratio=chosen.get("latency_ratio") if chosen else None,
-            size_ratio=chosen.get("size_ratio") if chosen else None,
-            float_nodes=chosen.get("float_nodes") if chosen else [],
-            float_for_speed=sorted({n for t in (chosen or {}).get("speed_fallback", []) if t["accepted"]
-                                    for n in t["nodes"]}))}
-
-
-def _verdict(fidelity: dict | None) -> str | None:
-    """The decisive task metric of a recorded fidelity, as one line."""
-    from edgeopt.metrics import MetricResult
-    from edgeopt.stages.quantize.fidelity import Fidelity
-
-    if not fidelity or not fidelity.get("metrics"):
-        return None
-    metrics = [MetricResult.model_validate(m) for m in fidelity["metrics"]]
-    return Fidelity(samples=fidelity.get("samples") or 0, outputs=[], metrics=metrics).verdict()
+            accuracy_float=fidelity.accuracy_reference if fidelity else None,
+            accuracy_int8=fidelity.accuracy_candidate if fidelity else None,
+            latency_ratio=chosen.latency_ratio if chosen else None,
+            size_ratio=chosen.size_ratio if chosen else None,
+            float_nodes=chosen.float_nodes if chosen else [],
+            float_for_speed=sorted({n for t in (chosen.speed_fallback if chosen else []) if t.accepted
+                                    for n in t.nodes}))}
