@@ -8,7 +8,7 @@ resolved) before any byte of them is read.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,19 +311,69 @@ def check_requested_opset(opset: int | None) -> None:
         )
 
 
+# Initializers with more raw bytes than this are set aside while the version converter runs.
+_WEIGHT_BYTES_ASIDE = 1024
+
+
+def _large_initializers(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    """The initializers of ``graph`` and its subgraphs whose data is raw bytes over _WEIGHT_BYTES_ASIDE."""
+    for tensor in graph.initializer:
+        if len(tensor.raw_data) > _WEIGHT_BYTES_ASIDE:
+            yield tensor
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _large_initializers(attr.g)
+            for sub in attr.graphs:
+                yield from _large_initializers(sub)
+
+
 def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
-    """Convert the default-domain opset; raises ExportError naming the blocker."""
+    """Convert the default-domain opset; raises ExportError naming the blocker.
+
+    The converter copies the model several times (into C++ and back, per pass): with a 54 MB model that
+    was ~540 MB at once. Weight data is set aside while it runs (no default-domain conversion reads an
+    initializer's values: they only move attributes to inputs and rewrite ops) and put back by name, so
+    the peak is the model and its converted copy. ``model`` is restored before this returns."""
     from onnx import version_converter
 
     current = default_opset(model)
+    large = list(_large_initializers(model.graph))
+    names = [t.name for t in large]
+    aside = {t.name: t.raw_data for t in large} if len(set(names)) == len(names) else {}
     try:
+        for tensor in large if aside else ():
+            tensor.ClearField("raw_data")
         converted = version_converter.convert_version(model, target)
     except Exception as exc:  # the converter raises RuntimeError/IndexError/… depending on the op
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         hint = ("omit --opset to keep the model's own opset" if target < current
                 else "re-export the model at opset >= 13 from its framework")
         raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
+    finally:
+        for tensor in large if aside else ():
+            tensor.raw_data = aside[tensor.name]
+    if aside:
+        restored = 0
+        for tensor in _large_initializers_by_name(converted.graph, aside):
+            tensor.raw_data = aside[tensor.name]
+            restored += 1
+        if restored != len(aside):  # the converter renamed or dropped a weight: convert with the data
+            return version_converter.convert_version(model, target)
     return converted
+
+
+def _large_initializers_by_name(graph: onnx.GraphProto, names: Mapping[str, bytes]) -> Iterator[TensorProto]:
+    """Initializers of ``graph`` and its subgraphs named in ``names`` whose data was set aside (now empty)."""
+    for tensor in graph.initializer:
+        if tensor.name in names and not tensor.raw_data:
+            yield tensor
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _large_initializers_by_name(attr.g, names)
+            for sub in attr.graphs:
+                yield from _large_initializers_by_name(sub, names)
 
 
 def _sniff(head: bytes, path: Path) -> bool:
