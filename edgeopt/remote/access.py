@@ -26,7 +26,7 @@ class SshDevice:
             options["config_file"] = self.settings.ssh_config
         return options
 
-    def latency(self, models: dict[str, bytes], feeds: dict[str, np.ndarray], events: Events) -> dict[str, Any]:
+    def latency(self, models: dict[str, bytes | Path], feeds: dict[str, np.ndarray], events: Events) -> dict[str, Any]:
         """Float vs int8 candidates measured side by side on the device (quantize's latency rule)."""
         from edgeopt.remote.device import compare_latency_over_ssh
 
@@ -34,14 +34,16 @@ class SshDevice:
                                         runs=max(5, min(self.settings.runs, 30)), threads=self.settings.threads,
                                         events=events, **self._options())
 
-    def node_costs(self, model: bytes, label: str, feeds: dict[str, np.ndarray], events: Events) -> dict[str, float]:
+    def node_costs(self, model: bytes | Path, label: str, feeds: dict[str, np.ndarray], events: Events
+                   ) -> dict[str, float]:
         """Per-node kernel times of a quantization candidate on the device (the speed fallback's ranking)."""
         from edgeopt.remote.device import profile_over_ssh
         from edgeopt.stages.quantize.speed_fallback import node_costs
 
         with tempfile.TemporaryDirectory(prefix="edgeopt-device-costs-") as tmp:
-            path = Path(tmp) / f"{label}.onnx"
-            path.write_bytes(model)
+            path = model if isinstance(model, Path) else Path(tmp) / f"{label}.onnx"
+            if not isinstance(model, Path):
+                path.write_bytes(model)
             run = profile_over_ssh(self.name, path, runs=5, warmup=3, threads=self.settings.threads, profile_ops=True,
                                    inputs=_inputs_file(Path(tmp), feeds), events=events, **self._options())
         return node_costs(run.measurement, model)

@@ -371,7 +371,7 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
     raise RemoteError(f"the microbenchmarks on {host} printed no result", "rerun with --debug")  # pragma: no cover
 
 
-def compare_latency_over_ssh(host: str, models: dict[str, bytes], feeds: dict, *, reference: str = "float",
+def compare_latency_over_ssh(host: str, models: dict[str, bytes | Path], feeds: dict, *, reference: str = "float",
                              rounds: int = 3, runs: int = 30, threads: int = 1,
                              events: Events | None = None, **options) -> dict:
     """Side-by-side latency of several models on ``host``: ``rounds`` rounds, each measuring every
@@ -392,8 +392,10 @@ def compare_latency_over_ssh(host: str, models: dict[str, bytes], feeds: dict, *
     with tempfile.TemporaryDirectory(prefix="edgeopt-device-latency-") as tmp:
         paths = {}
         for index, label in enumerate(labels):
-            paths[label] = Path(tmp) / f"model{index}.onnx"
-            paths[label].write_bytes(models[label])
+            model = models[label]
+            paths[label] = model if isinstance(model, Path) else Path(tmp) / f"model{index}.onnx"
+            if not isinstance(model, Path):
+                paths[label].write_bytes(model)
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **feeds)
         for round_index in range(rounds):

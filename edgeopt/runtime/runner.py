@@ -14,6 +14,9 @@ from edgeopt.errors import UnsupportedFormatError
 from edgeopt.formats.artifact import ModelFormat
 
 
+ModelSource = bytes | str | Path  # a serialized model, or its file
+
+
 class Runner(Protocol):
     label: str
 
@@ -24,7 +27,7 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-def open_runner(model: bytes | str | Path, *, label: str, threads: int | None = None, optimization: str = "all",
+def open_runner(model: ModelSource, *, label: str, threads: int | None = None, optimization: str = "all",
                 format: ModelFormat = ModelFormat.ONNX) -> Runner:
     """A runner for ``model`` (serialized bytes or a file) in ``format``."""
     from edgeopt.formats.registry import entry_point

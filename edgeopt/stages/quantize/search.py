@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -55,7 +56,7 @@ from edgeopt.stages.quantize.speed_fallback import (
     slower_in_int8,
 )
 from edgeopt.runtime.latency import LatencyStats, compare_latency
-from edgeopt.runtime.runner import open_runner
+from edgeopt.runtime.runner import ModelSource, open_runner
 from edgeopt.targets import TargetProfile
 
 # Below this latency ratio an int8 model counts as faster; between it and 1.0 is noise.
@@ -161,7 +162,7 @@ def _first_feeds(evaluation: Evaluation) -> Feeds:
     return first
 
 
-def _outputs_per_batch(model_bytes: bytes, evaluation: Evaluation, label: str,
+def _outputs_per_batch(model_bytes: ModelSource, evaluation: Evaluation, label: str,
                        state_pairs: dict[str, str] | None = None, unreadable: list[Exception] | None = None
                        ) -> Iterator[tuple[list[np.ndarray], Any]]:
     """(every output, the batch's labels) per evaluation batch, in order, one batch at a time; a stream
@@ -249,10 +250,11 @@ def search(
     labels: np.ndarray | list[np.ndarray | None] | None = None,
     timing_feeds: dict[str, np.ndarray] | None = None,
     events: Events | None = None,
-    device_latency: Callable[[dict[str, bytes], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
+    device_latency: Callable[[dict[str, ModelSource], dict[str, np.ndarray]], dict[str, LatencyStats]] | None = None,
     device_name: str | None = None,
-    device_node_costs: Callable[[bytes, str], dict[str, float]] | None = None,
+    device_node_costs: Callable[[ModelSource, str], dict[str, float]] | None = None,
     state_pairs: dict[str, str] | None = None,
+    scratch_dir: Path | None = None,
 ) -> tuple[onnx.ModelProto | None, QuantizeOutcome]:
     """Returns (model to ship or None for "ship the float model", outcome for the report).
 
@@ -303,7 +305,14 @@ def search(
                              "start from the float model, or pass --quantize none to keep this one")
         outcome.reason = f"kept the model as it came: it is already quantized ({quantized})"
         return None, outcome
-    float_bytes = prepared.SerializeToString()
+    # The float model every session opens: a file in ``scratch_dir`` (the stage's work folder) rather than
+    # its serialized bytes held all search long (issue 22: a copy of the weights less).
+    float_bytes: ModelSource = prepared.SerializeToString()
+    if scratch_dir is not None:
+        from edgeopt.formats.onnx import save_onnx
+
+        del float_bytes
+        float_bytes = save_onnx(prepared, scratch_dir / "quantize-float.onnx")[0]
     # Sizes are compared as the files ship: no value_info, the quantizer's added names short (names.py).
     outcome.float_size_bytes = without_value_info_size(prepared)
     float_names = graph_names(prepared)

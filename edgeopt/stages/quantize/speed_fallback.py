@@ -48,14 +48,17 @@ class SpeedTrial(BaseModel):
     note: str | None = None
 
 
-def node_costs(measurement: Any, model_bytes: bytes) -> dict[str, float]:
+def node_costs(measurement: Any, model_bytes: bytes | Path) -> dict[str, float]:
     """Median kernel time per graph node (µs per run) from a runner measurement with per-op
     timings (onnxruntime's profiler, on this machine or a device). Fused kernels are charged to
-    the node they map back to (``measure.map_op_names``)."""
+    the node they map back to (``measure.map_op_names``). ``model_bytes``: the model, or its file."""
     from edgeopt.runtime.measure import map_op_names
 
-    model = onnx.ModelProto()
-    model.ParseFromString(model_bytes)
+    if isinstance(model_bytes, Path):
+        model = onnx.load(str(model_bytes), load_external_data=False)
+    else:
+        model = onnx.ModelProto()
+        model.ParseFromString(model_bytes)
     map_op_names(measurement, [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node])
     costs: dict[str, float] = {}
     for op in measurement.per_op or []:
@@ -64,15 +67,16 @@ def node_costs(measurement: Any, model_bytes: bytes) -> dict[str, float]:
     return costs
 
 
-def profile_node_costs(model_bytes: bytes, *, label: str, threads: int = 1,
+def profile_node_costs(model_bytes: bytes | Path, *, label: str, threads: int = 1,
                        feeds: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """``node_costs`` measured on this machine (the runner in a child process), on ``feeds`` (one batch,
     at the shapes the model will run at) when given, else on the runner's own inputs (free dims at 1)."""
     from edgeopt.runtime.measure import measure_locally
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-node-costs-") as tmp:
-        path = Path(tmp) / f"{label}.onnx"
-        path.write_bytes(model_bytes)
+        path = model_bytes if isinstance(model_bytes, Path) else Path(tmp) / f"{label}.onnx"
+        if not isinstance(model_bytes, Path):
+            path.write_bytes(model_bytes)
         inputs = None
         if feeds is not None:
             inputs = Path(tmp) / "inputs.npz"

@@ -146,7 +146,8 @@ class QuantizeStage:
                 if device else None,
                 device_name=device.name if device else None,
                 device_node_costs=(lambda data, label: device.node_costs(
-                    data, label, timing(), events.scoped(device=f"{device.name} ({label})"))) if device else None)
+                    data, label, timing(), events.scoped(device=f"{device.name} ({label})"))) if device else None,
+                scratch_dir=context.work_dir)
             record.details = QuantizeDetails(**dict(outcome), data=data_details, memory=budget)
             record.warnings.extend(outcome.warnings)
             if quantized is None:
