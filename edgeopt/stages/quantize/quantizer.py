@@ -44,12 +44,14 @@ def _quiet() -> Iterator[None]:
 
 
 def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: CalibrationBatches | None,
-             statistics: ActivationStatistics | None = None) -> onnx.ModelProto:
+             statistics: ActivationStatistics | None = None, *, model_file: Path | None = None) -> onnx.ModelProto:
     """Return the quantized model; the input model is not modified.
 
     A static recipe takes its activation ranges from ``statistics`` (one calibration pass of this
     very model, shared by every recipe) or, without them, from a pass over ``calibration_batches``
-    made here."""
+    made here. ``model_file``: ``model`` saved as it is; onnxruntime then reads the file instead of a
+    private copy of the proto, which it would also serialize for its shape inference (two copies of the
+    weights less while it runs)."""
     if recipe.mode == "weights-only":
         return quantize_weights_only(model, per_channel=recipe.per_channel, weight_type=recipe.weight_type)
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic
@@ -60,14 +62,16 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
                              "pass --calib DATA (or --allow-random-calibration for a smoke test)")
         statistics = collect_activation_statistics(model, calibration_batches,
                                                    histograms=recipe.calibration != "minmax")
-    # onnxruntime's quantizer rewrites the ModelProto it is given (it moves weights to
-    # external data in its temp folder), so it only ever sees a private copy.
-    private = onnx.ModelProto()
-    private.CopyFrom(model)
-    model = private
     if recipe.mode == "static" and not statistics.matches(model):
         raise ValueError("the activation statistics were collected on another model: "
                          "collect them on the model being quantized")
+    source: onnx.ModelProto | str = str(model_file) if model_file is not None else model
+    if model_file is None:
+        # onnxruntime's quantizer rewrites the ModelProto it is given (it moves weights to
+        # external data in its temp folder), so it only ever sees a private copy.
+        private = onnx.ModelProto()
+        private.CopyFrom(model)
+        source = private
     types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
     # EnableSubgraph only helps quantize_dynamic: the static QDQ path ignores it and the
     # QOperator path crashes on subgraphs (onnxruntime 1.32; see quantize/prepare.py).
@@ -77,12 +81,12 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
         with _quiet():
             if recipe.mode == "dynamic":
                 quantize_dynamic(
-                    model, out, op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
+                    source, out, op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
                     per_channel=recipe.per_channel, weight_type=types[recipe.weight_type],
                     nodes_to_exclude=list(recipe.nodes_to_exclude),
                     extra_options={**extra, "EnableSubgraph": True})
             else:
-                _quantize_static(model, out, recipe, statistics, Path(tmp), {
+                _quantize_static(source, out, recipe, statistics, Path(tmp), {
                     "quant_format": QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator,
                     "op_types_to_quantize": list(recipe.op_types) if recipe.op_types else None,
                     "per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range,
@@ -104,7 +108,7 @@ _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"
 _PATCH_LOCK = threading.Lock()
 
 
-def _quantize_static(model: onnx.ModelProto, out: Path, recipe: Recipe, statistics: ActivationStatistics,
+def _quantize_static(model: onnx.ModelProto | str, out: Path, recipe: Recipe, statistics: ActivationStatistics,
                      tmp: Path, arguments: dict[str, Any], *, use_cache_argument: bool | None = None) -> None:
     """quantize_static with the ranges taken from ``statistics``: onnxruntime never calibrates.
 

@@ -362,7 +362,8 @@ def search(
         float_in = model_in if model_in is not None else source[0]
         try:
             statistics = passes.get(float_in) if passes is not None and recipe.mode == "static" else None
-            model = quantize(float_in, recipe, calibration, statistics=statistics)
+            model = quantize(float_in, recipe, calibration, statistics=statistics,
+                             model_file=float_bytes if float_in is prepared and isinstance(float_bytes, Path) else None)
         except VerificationError:
             raise
         except Exception as exc:  # the quantizer raises many kinds of errors on odd graphs
