@@ -77,6 +77,39 @@ def test_calibrating_another_target_is_refused(cli, tmp_path):
     assert out.code == 2 and "only 'host'" in out.stderr
 
 
+def test_latency_in_pairs_keeps_two_sessions_open_and_pools_the_reference(monkeypatch):
+    """in_pairs: each model timed against the reference alone (two real sessions at a time, for memory)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from edgeopt.runtime import latency
+
+    alive: list[weakref.ref] = []
+    most = [0]
+    real_open = latency.open_runner
+
+    def counting_open(*args, **kwargs):
+        gc.collect()
+        runner = real_open(*args, **kwargs)
+        alive.append(weakref.ref(runner))
+        most[0] = max(most[0], sum(ref() is not None for ref in alive))
+        return runner
+
+    monkeypatch.setattr(latency, "open_runner", counting_open)
+    models = {name: conv_classifier(seed=seed).SerializeToString() for seed, name in enumerate("rabc")}
+    feeds = {"x": np.zeros((1, 3, 8, 8), np.float32)}
+    timing = {"min_runs": 6, "min_time_s": 0.0, "budget_s": 5.0, "warmup": 1}
+    paired = latency.compare_latency(models, feeds, reference="r", in_pairs=True, **timing)
+    assert most[0] == 2 and set(paired) == set(models)
+    assert paired["r"].ratio_to_reference is None and all(paired[m].ratio_to_reference > 0 for m in "abc")
+    assert paired["r"].runs == sum(paired[m].runs for m in "abc")  # the reference ran in every pair
+    most[0] = 0
+    together = latency.compare_latency(models, feeds, reference="r", **timing)
+    assert most[0] == 4 and together["r"].runs == together["a"].runs
+
+
 @pytest.mark.parametrize("burst", [1, 4])
 def test_side_by_side_latency_counts_every_run_and_ratios_to_the_reference(burst):
     import numpy as np

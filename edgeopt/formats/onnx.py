@@ -7,6 +7,7 @@ resolved) before any byte of them is read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -328,6 +329,22 @@ def _large_initializers(graph: onnx.GraphProto) -> Iterator[TensorProto]:
                 yield from _large_initializers(sub)
 
 
+@contextlib.contextmanager
+def weight_data_aside(model: onnx.ModelProto) -> Iterator[list[TensorProto]]:
+    """While the block runs, ``model``'s large initializers (main graph and subgraphs) hold no data: for
+    onnx passes that copy the whole model but read no weight values (shape inference, version conversion).
+    The data is put back afterwards, whatever happens; yields the emptied tensors."""
+    large = list(_large_initializers(model.graph))
+    aside = [t.raw_data for t in large]
+    try:
+        for tensor in large:
+            tensor.ClearField("raw_data")
+        yield large
+    finally:
+        for tensor, data in zip(large, aside):
+            tensor.raw_data = data
+
+
 def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     """Convert the default-domain opset; raises ExportError naming the blocker.
 
@@ -342,17 +359,13 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     names = [t.name for t in large]
     aside = {t.name: t.raw_data for t in large} if len(set(names)) == len(names) else {}
     try:
-        for tensor in large if aside else ():
-            tensor.ClearField("raw_data")
-        converted = version_converter.convert_version(model, target)
+        with weight_data_aside(model) if aside else contextlib.nullcontext():
+            converted = version_converter.convert_version(model, target)
     except Exception as exc:  # the converter raises RuntimeError/IndexError/… depending on the op
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         hint = ("omit --opset to keep the model's own opset" if target < current
                 else "re-export the model at opset >= 13 from its framework")
         raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
-    finally:
-        for tensor in large if aside else ():
-            tensor.raw_data = aside[tensor.name]
     if aside:
         restored = 0
         for tensor in _large_initializers_by_name(converted.graph, aside):

@@ -47,7 +47,40 @@ def compare_latency(
     budget_s: float = 8.0,
     max_runs: int = 20000,
     burst: int = 1,
+    in_pairs: bool = False,
 ) -> dict[str, LatencyStats]:
+    """Each model's latency, timed side by side (rounds in a rotating order); ratios to ``reference``
+    are medians of per-round ratios. ``in_pairs`` (with a reference): each other model is timed against
+    the reference alone, so only two sessions are open at once (their weights and pre-packed copies);
+    the reference's figures pool its runs over all pairs."""
+    timing = {"threads": threads, "warmup": warmup, "min_runs": min_runs, "min_time_s": min_time_s,
+              "budget_s": budget_s, "max_runs": max_runs, "burst": burst}
+    if not in_pairs or reference is None or len(models) <= 2:
+        samples = _side_by_side(models, feeds, **timing)
+        return {label: _stats(values, samples.get(reference) if label != reference else None, threads, burst)
+                for label, values in samples.items()}
+    stats: dict[str, LatencyStats] = {}
+    pooled: list[float] = []
+    for label in (name for name in models if name != reference):
+        pair = _side_by_side({reference: models[reference], label: models[label]}, feeds, **timing)
+        stats[label] = _stats(pair[label], pair[reference], threads, burst)
+        pooled += pair[reference]
+    return {reference: _stats(pooled, None, threads, burst), **stats}
+
+
+def _stats(values: list[float], reference: list[float] | None, threads: int, burst: int) -> LatencyStats:
+    ratio = None
+    if reference is not None:
+        ratio = statistics.median(v / r for v, r in zip(values, reference) if r > 0)
+    return LatencyStats(median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
+                        mean_ms=statistics.fmean(values), runs=len(values) * max(1, burst), threads=threads,
+                        ratio_to_reference=ratio)
+
+
+def _side_by_side(models: dict[str, bytes | Path], feeds: dict[str, np.ndarray], *, threads: int, warmup: int,
+                  min_runs: int, min_time_s: float, budget_s: float, max_runs: int, burst: int
+                  ) -> dict[str, list[float]]:
+    """Per-round times (ms; the median of each burst) of every model, in rotating order."""
     runners = {label: open_runner(model, label=label, threads=threads) for label, model in models.items()}
     per_runner_feeds = {label: {s.name: feeds[s.name] for s in r.input_specs()} for label, r in runners.items()}
     labels = list(runners)
@@ -71,12 +104,4 @@ def compare_latency(
                 burst_ms.append((time.perf_counter() - t0) * 1000)
             samples[label].append(statistics.median(burst_ms))
         rounds += 1
-    stats = {}
-    for label, values in samples.items():
-        ratio = None
-        if reference is not None and label != reference:
-            ratio = statistics.median(v / r for v, r in zip(values, samples[reference]) if r > 0)
-        stats[label] = LatencyStats(median_ms=statistics.median(values), p90_ms=float(np.percentile(values, 90)),
-                                    mean_ms=statistics.fmean(values), runs=len(values) * max(1, burst),
-                                    threads=threads, ratio_to_reference=ratio)
-    return stats
+    return samples

@@ -29,3 +29,19 @@ def test_quantizing_from_the_file_gives_the_proto_result(tmp_path, recipe):
     assert model.SerializeToString() == before and path.read_bytes() == before
     assert any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
                for n in from_file.graph.node)
+
+
+def test_candidates_are_kept_as_files_in_the_work_folder(tmp_path):
+    from edgeopt.stages.quantize.store import ModelStore
+
+    store = ModelStore(tmp_path)
+    store["a"] = b"first"
+    first = store["a"]
+    assert first.parent == tmp_path and first.read_bytes() == b"first" and store.bytes_of("a") == b"first"
+    store["a"] = b"second"  # a candidate replaced (the speed fallback's result): the old file goes
+    assert not first.exists() and store.bytes_of("a") == b"second"
+    del store["a"]
+    assert list(tmp_path.iterdir()) == [] and "a" not in store
+    in_memory = ModelStore()
+    in_memory["b"] = b"bytes"
+    assert in_memory["b"] == b"bytes" and in_memory.bytes_of("b") == b"bytes"

@@ -463,15 +463,19 @@ def collect_activation_statistics(
     selected = tensors_to_calibrate(model)
     inputs = {i.name for i in model.graph.input}
     exposed = [name for name in selected if name not in inputs]
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    present = {o.name for o in augmented.graph.output}
-    for name in exposed:
-        if name not in present:
-            elem = TensorProto.FLOAT16 if selected[name] == np.float16 else TensorProto.FLOAT
-            augmented.graph.output.append(helper.make_tensor_value_info(name, elem, None))
-    runner = open_runner(augmented.SerializeToString(), label="float model (calibration)", threads=threads,
-                         optimization="none")
+    # The activations become outputs of the model itself for as long as it takes to serialize it (then the
+    # outputs are removed again): a copy of the model would be one more copy of its weights.
+    outputs_before = len(model.graph.output)
+    present = {o.name for o in model.graph.output}
+    try:
+        for name in exposed:
+            if name not in present:
+                elem = TensorProto.FLOAT16 if selected[name] == np.float16 else TensorProto.FLOAT
+                model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+        augmented = model.SerializeToString()
+    finally:
+        del model.graph.output[outputs_before:]
+    runner = open_runner(augmented, label="float model (calibration)", threads=threads, optimization="none")
     del augmented
     stats = {name: TensorStatistics(dtype=dtype, histogram=RunningHistogram() if histograms else None)
              for name, dtype in selected.items()}

@@ -30,10 +30,12 @@ import onnx
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError, VerificationError
+from edgeopt.formats.onnx import save_onnx
 from edgeopt.events import Events
 from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, StatisticsCache, walk
 from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
+from edgeopt.stages.quantize.store import ModelStore
 from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
 from edgeopt.stages.quantize.techniques import choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
@@ -309,8 +311,6 @@ def search(
     # its serialized bytes held all search long (issue 22: a copy of the weights less).
     float_bytes: ModelSource = prepared.SerializeToString()
     if scratch_dir is not None:
-        from edgeopt.formats.onnx import save_onnx
-
         del float_bytes
         float_bytes = save_onnx(prepared, scratch_dir / "quantize-float.onnx")[0]
     # Sizes are compared as the files ship: no value_info, the quantizer's added names short (names.py).
@@ -353,7 +353,7 @@ def search(
         return timing_feeds if timing_feeds is not None else _first_feeds(evaluation)
     if float_up_front:
         outcome.prepare["kept_float_up_front"] = float_up_front
-    quantized_models: dict[str, bytes] = {}
+    quantized_models = ModelStore(scratch_dir)
     # The float model the quantizer gets: ``prepared``, or what the techniques that helped made of it.
     source = [prepared]
 
@@ -456,7 +456,7 @@ def search(
     if passing and timed:
         progress(f"timing float vs int8 {where}")
         models = {"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}}
-        stats = _against_float(models, timing_batch(), options, device_latency)
+        stats = _against_float(models, timing_batch(), options, device_latency, in_pairs=True)  # memory: 2 sessions
         outcome.float_latency = stats["float"]
         for c in passing:
             c.latency = stats[c.name]
@@ -506,7 +506,7 @@ def search(
                          f"({best.reason})"
     outcome.chosen, outcome.shipped = best.name, "int8"
     model = onnx.ModelProto()
-    model.ParseFromString(compact_added_names(quantized_models[best.name], float_names))
+    model.ParseFromString(compact_added_names(quantized_models.bytes_of(best.name), float_names))
     return model, outcome
 
 
@@ -515,7 +515,7 @@ def _shipped_size(data: bytes, float_names: frozenset[str]) -> int:
 
 
 def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recipe, float_size: int,
-            float_names: frozenset[str], quantized_models: dict[str, bytes], options: QuantizeOptions) -> None:
+            float_names: frozenset[str], quantized_models: ModelStore, options: QuantizeOptions) -> None:
     """Record a candidate's final model: ok (kept for timing), too big, or below the floor."""
     candidate.fidelity, candidate.recipe = fidelity, recipe
     candidate.float_nodes = list(recipe.nodes_to_exclude)
@@ -537,7 +537,7 @@ def _weight_range_twins(a: Recipe, b: Recipe) -> bool:
 
 
 def _against_float(models: dict[str, bytes], feeds: dict[str, np.ndarray], options: QuantizeOptions,
-                   device_latency: Callable[..., dict[str, LatencyStats]] | None, **timing: float
+                   device_latency: Callable[..., dict[str, LatencyStats]] | None, **timing: float | bool
                    ) -> dict[str, LatencyStats]:
     """Side-by-side latency with ratios to the model labelled "float": on the device when a
     ``device_latency`` is given (its own rounds), else on this machine (``timing``: compare_latency's

@@ -66,15 +66,18 @@ def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
 
 def _expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None = None) -> bytes:
     """The model with ``names`` as extra outputs, each declared with its own element type
-    (a float16 tensor declared float would not load)."""
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    existing = {o.name for o in augmented.graph.output}
-    for name in names:
-        if name not in existing:
-            elem = (types or {}).get(name, TensorProto.FLOAT)
-            augmented.graph.output.append(helper.make_tensor_value_info(name, elem, None))
-    return augmented.SerializeToString()
+    (a float16 tensor declared float would not load), serialized. The outputs are added to ``model`` for as
+    long as that takes and removed again: a copy would be one more copy of its weights."""
+    before = len(model.graph.output)
+    existing = {o.name for o in model.graph.output}
+    try:
+        for name in names:
+            if name not in existing:
+                elem = (types or {}).get(name, TensorProto.FLOAT)
+                model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+        return model.SerializeToString()
+    finally:
+        del model.graph.output[before:]
 
 
 def expose_tensors(model: onnx.ModelProto, names: list[str]) -> bytes:
