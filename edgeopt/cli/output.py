@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from edgeopt.data.resolve import ResolvedInput
-from edgeopt.data.samples import InputsSummary
+if TYPE_CHECKING:  # the CLI's modules import the library only when a command runs (a fast --help)
+    from edgeopt.data.resolve import ResolvedInput
+    from edgeopt.data.samples import InputsSummary
 
 # Progress, warnings and errors: stderr, so `--json` stdout stays machine-readable.
 err_console = Console(stderr=True, highlight=False)
