@@ -11,6 +11,10 @@ Exit codes (documented in README and docs/cli.md):
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -71,6 +75,18 @@ class VerificationError(EdgeoptError):
 
 class CheckFailed(EdgeoptError):
     exit_code = EXIT_CHECK_FAILED
+
+
+def validated_document(model: type[T], raw: object, where: str, what: str, hint: str) -> T:
+    """``raw`` (a parsed JSON document) as ``model``, or InputError "WHERE: invalid WHAT at LOCATION:
+    MESSAGE" for the first thing wrong (reports, profile reports, gate results read back)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(raw)  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        location, message = first_validation_error(exc)
+        raise InputError(f"{where}: invalid {what} at {location}: {message}", hint) from None
 
 
 def first_validation_error(exc: Exception, empty: str = "") -> tuple[str, str]:

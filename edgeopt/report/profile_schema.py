@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt import __version__
 from edgeopt.analysis.comparison import EstimateVsMeasurement
 from edgeopt.analysis.profile import StaticProfile
 from edgeopt.data.samples import InputsSummary
-from edgeopt.errors import InputError, first_validation_error
+from edgeopt.errors import InputError, validated_document
 from edgeopt.formats.artifact import ModelArtifact
 from edgeopt.runtime.measure import Measurement
 from edgeopt.stages.common.records import absent, utc_now
@@ -73,8 +73,4 @@ def profile_report_from_json(raw: Any, where: str) -> ProfileReport:
     if version != PROFILE_SCHEMA_VERSION:
         raise InputError(f"{where} has profile report schema version {version!r}; this edgeopt reads version "
                          f"{PROFILE_SCHEMA_VERSION}", "regenerate it with this edgeopt version (edgeopt profile -o)")
-    try:
-        return ProfileReport.model_validate(raw)
-    except ValidationError as exc:
-        where_in, message = first_validation_error(exc)
-        raise InputError(f"{where}: invalid profile report at {where_in}: {message}", "regenerate it") from None
+    return validated_document(ProfileReport, raw, where, "profile report", "regenerate it")

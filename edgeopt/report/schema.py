@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from edgeopt.analysis.summary import TensorSpec
 
-from edgeopt.errors import InputError, first_validation_error
+from edgeopt.errors import InputError, validated_document
 from edgeopt.stages.common.parity import OutputParity, ParityCheck  # noqa: F401 (part of the report schema)
 from edgeopt.stages.common.records import StageRecord, registered_details, utc_now  # noqa: F401 (report schema)
 from edgeopt.formats.artifact import ModelArtifact
@@ -119,11 +119,7 @@ def report_from_json(raw: Any, where: str) -> Report:
         raise InputError(
             f"{where} has report schema version {version!r}; this edgeopt reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))}", "regenerate the report with this edgeopt version")
-    try:
-        return Report.model_validate(upgrade(raw))
-    except ValidationError as exc:
-        where_in, message = first_validation_error(exc)
-        raise InputError(f"{where}: invalid report at {where_in}: {message}", "regenerate it") from None
+    return validated_document(Report, upgrade(raw), where, "report", "regenerate it")
 
 
 def read_report(path: Path) -> Report:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
 
-from edgeopt.errors import InputError, first_validation_error
+from edgeopt.errors import InputError, validated_document
 from edgeopt.fsutil import read_json
 from edgeopt.gate.checks import GateResult
 from edgeopt.report.html.blocks import base_name, esc
@@ -71,12 +70,8 @@ def read_gate_json(path: Path) -> GateResult:
         found = raw.get("kind") if isinstance(raw, dict) else type(raw).__name__
         raise InputError(f"{path} is not a gate result (kind {found!r}, expected 'gate')",
                          "give the JSON printed by `edgeopt gate --json`")
-    try:
-        return GateResult.model_validate(raw)
-    except ValidationError as exc:
-        where, message = first_validation_error(exc)
-        raise InputError(f"{path}: invalid gate result at {where}: {message}",
-                         "give the JSON printed by `edgeopt gate --json`") from None
+    return validated_document(GateResult, raw, str(path), "gate result",
+                              "give the JSON printed by `edgeopt gate --json`")
 
 
 # --------------------------------------------------------------------------- the page
