@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,32 +316,29 @@ def check_requested_opset(opset: int | None) -> None:
 _WEIGHT_BYTES_ASIDE = 1024
 
 
-def _large_initializers(graph: onnx.GraphProto) -> Iterator[TensorProto]:
-    """The initializers of ``graph`` and its subgraphs whose data is raw bytes over _WEIGHT_BYTES_ASIDE."""
-    for tensor in graph.initializer:
-        if len(tensor.raw_data) > _WEIGHT_BYTES_ASIDE:
-            yield tensor
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _large_initializers(attr.g)
-            for sub in attr.graphs:
-                yield from _large_initializers(sub)
+def _initializers(graph: onnx.GraphProto, keep: Callable[[TensorProto], bool]) -> Iterator[TensorProto]:
+    """The initializers of ``graph`` and its subgraphs that ``keep`` accepts."""
+    from edgeopt.graph.onnx_protos import iter_graphs
+
+    return (tensor for sub in iter_graphs(graph) for tensor in sub.initializer if keep(tensor))
+
+
+def _large(tensor: TensorProto) -> bool:
+    return len(tensor.raw_data) > _WEIGHT_BYTES_ASIDE
 
 
 @contextlib.contextmanager
-def weight_data_aside(model: onnx.ModelProto) -> Iterator[list[TensorProto]]:
+def weight_data_aside(model: onnx.ModelProto) -> Iterator[list[tuple[TensorProto, bytes]]]:
     """While the block runs, ``model``'s large initializers (main graph and subgraphs) hold no data: for
     onnx passes that copy the whole model but read no weight values (shape inference, version conversion).
-    The data is put back afterwards, whatever happens; yields the emptied tensors."""
-    large = list(_large_initializers(model.graph))
-    aside = [t.raw_data for t in large]
+    The data is put back afterwards, whatever happens; yields (emptied tensor, its data) pairs."""
+    aside = [(tensor, tensor.raw_data) for tensor in _initializers(model.graph, _large)]
     try:
-        for tensor in large:
+        for tensor, _data in aside:
             tensor.ClearField("raw_data")
-        yield large
+        yield aside
     finally:
-        for tensor, data in zip(large, aside):
+        for tensor, data in aside:
             tensor.raw_data = data
 
 
@@ -355,38 +352,24 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     from onnx import version_converter
 
     current = default_opset(model)
-    large = list(_large_initializers(model.graph))
-    names = [t.name for t in large]
-    aside = {t.name: t.raw_data for t in large} if len(set(names)) == len(names) else {}
+    names = [tensor.name for tensor in _initializers(model.graph, _large)]
+    by_name = len(set(names)) == len(names)  # names to put the data back by (else convert with the data)
     try:
-        with weight_data_aside(model) if aside else contextlib.nullcontext():
+        with weight_data_aside(model) if by_name else contextlib.nullcontext([]) as aside:
             converted = version_converter.convert_version(model, target)
     except Exception as exc:  # the converter raises RuntimeError/IndexError/… depending on the op
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         hint = ("omit --opset to keep the model's own opset" if target < current
                 else "re-export the model at opset >= 13 from its framework")
         raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
-    if aside:
-        restored = 0
-        for tensor in _large_initializers_by_name(converted.graph, aside):
-            tensor.raw_data = aside[tensor.name]
-            restored += 1
-        if restored != len(aside):  # the converter renamed or dropped a weight: convert with the data
-            return version_converter.convert_version(model, target)
+    data = {tensor.name: raw for tensor, raw in aside}
+    restored = 0
+    for tensor in _initializers(converted.graph, lambda t: t.name in data and not t.raw_data):
+        tensor.raw_data = data[tensor.name]
+        restored += 1
+    if restored != len(data):  # the converter renamed or dropped a weight: convert with the data
+        return version_converter.convert_version(model, target)
     return converted
-
-
-def _large_initializers_by_name(graph: onnx.GraphProto, names: Mapping[str, bytes]) -> Iterator[TensorProto]:
-    """Initializers of ``graph`` and its subgraphs named in ``names`` whose data was set aside (now empty)."""
-    for tensor in graph.initializer:
-        if tensor.name in names and not tensor.raw_data:
-            yield tensor
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _large_initializers_by_name(attr.g, names)
-            for sub in attr.graphs:
-                yield from _large_initializers_by_name(sub, names)
 
 
 def _sniff(head: bytes, path: Path) -> bool:
