@@ -42,6 +42,15 @@ class TargetVerdict(BaseModel):
     full_int8_required: bool = False
     full_int8: bool = False
 
+    @classmethod
+    def of(cls, estimate: StaticProfile) -> TargetVerdict:
+        return cls(latency_ms=estimate.latency_ms, estimate_unavailable_reason=estimate.estimate_unavailable_reason,
+                   fits=estimate.fits_all, weight_bytes=estimate.weight_bytes,
+                   peak_activation_bytes=estimate.peak_activation_bytes, accelerator=estimate.accelerator,
+                   accelerator_nodes=estimate.accelerator_node_count, cpu_nodes=estimate.cpu_node_count,
+                   partitions=estimate.partitions, full_int8_required=estimate.full_int8_required,
+                   full_int8=estimate.full_int8)
+
 
 class ProfileStage:
     name = "profile"
@@ -66,13 +75,7 @@ class ProfileStage:
                     record.warnings.append(f"no static profile for {name}: {exc.message}")
                     continue
                 estimates[name] = estimate
-                verdicts[name] = TargetVerdict(
-                    latency_ms=estimate.latency_ms, estimate_unavailable_reason=estimate.estimate_unavailable_reason,
-                    fits=estimate.fits_all, weight_bytes=estimate.weight_bytes,
-                    peak_activation_bytes=estimate.peak_activation_bytes, accelerator=estimate.accelerator,
-                    accelerator_nodes=estimate.accelerator_node_count, cpu_nodes=estimate.cpu_node_count,
-                    partitions=estimate.partitions, full_int8_required=estimate.full_int8_required,
-                    full_int8=estimate.full_int8)
+                verdicts[name] = TargetVerdict.of(estimate)
             record.details = ProfileDetails(**estimates)
             context.facts["target_verdicts"] = verdicts
         return model

@@ -49,22 +49,13 @@ class TargetFigures:
         return self.profile.fits_all if self.profile is not None else self.verdict.fits
 
 
-def _verdict_of(profile: StaticProfile) -> TargetVerdict:
-    return TargetVerdict(latency_ms=profile.latency_ms, estimate_unavailable_reason=profile.estimate_unavailable_reason,
-                         fits=profile.fits_all, weight_bytes=profile.weight_bytes,
-                         peak_activation_bytes=profile.peak_activation_bytes, accelerator=profile.accelerator,
-                         accelerator_nodes=profile.accelerator_node_count, cpu_nodes=profile.cpu_node_count,
-                         partitions=profile.partitions, full_int8_required=profile.full_int8_required,
-                         full_int8=profile.full_int8)
-
-
 def target_figures(report: Report | ProfileReport) -> list[TargetFigures]:
     if isinstance(report, ProfileReport):
-        return [TargetFigures(name, _verdict_of(p), p) for name, p in report.estimates.items()]
+        return [TargetFigures(name, TargetVerdict.of(p), p) for name, p in report.estimates.items()]
     stage = report.stage("profile")
     full = stage.details.estimates if stage is not None and isinstance(stage.details, ProfileDetails) else {}
     names = [*report.summary.targets, *(n for n in full if n not in report.summary.targets)]
-    return [TargetFigures(name, report.summary.targets.get(name) or _verdict_of(full[name]), full.get(name))
+    return [TargetFigures(name, report.summary.targets.get(name) or TargetVerdict.of(full[name]), full.get(name))
             for name in names]
 
 
