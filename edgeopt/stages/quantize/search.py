@@ -309,15 +309,13 @@ def search(
         return None, outcome
     # The float model every session opens: a file in ``scratch_dir`` (the stage's work folder) rather than
     # its serialized bytes held all search long (issue 22: a copy of the weights less).
-    float_bytes: ModelSource = prepared.SerializeToString()
-    if scratch_dir is not None:
-        del float_bytes
-        float_bytes = save_onnx(prepared, scratch_dir / "quantize-float.onnx")[0]
+    float_source: ModelSource = (save_onnx(prepared, scratch_dir / "quantize-float.onnx")[0]
+                                 if scratch_dir is not None else prepared.SerializeToString())
     # Sizes are compared as the files ship: no value_info, the quantizer's added names short (names.py).
     outcome.float_size_bytes = without_value_info_size(prepared)
     float_names = graph_names(prepared)
     reference, labelled = [], False
-    for outputs, batch_labels in _outputs_per_batch(float_bytes, evaluation, "float model", state_pairs):
+    for outputs, batch_labels in _outputs_per_batch(float_source, evaluation, "float model", state_pairs):
         reference.append(outputs)
         labelled = labelled or batch_labels is not None
     if not reference:
@@ -362,8 +360,9 @@ def search(
         float_in = model_in if model_in is not None else source[0]
         try:
             statistics = passes.get(float_in) if passes is not None and recipe.mode == "static" else None
+            from_file = float_in is prepared and isinstance(float_source, Path)
             model = quantize(float_in, recipe, calibration, statistics=statistics,
-                             model_file=float_bytes if float_in is prepared and isinstance(float_bytes, Path) else None)
+                             model_file=float_source if from_file else None)
         except VerificationError:
             raise
         except Exception as exc:  # the quantizer raises many kinds of errors on odd graphs
@@ -455,7 +454,7 @@ def search(
     outcome.latency_measured_on = device_name if device_latency is not None else ("host" if timed else None)
     if passing and timed:
         progress(f"timing float vs int8 {where}")
-        models = {"float": float_bytes, **{c.name: quantized_models[c.name] for c in passing}}
+        models = {"float": float_source, **{c.name: quantized_models[c.name] for c in passing}}
         stats = _against_float(models, timing_batch(), options, device_latency, in_pairs=True)  # memory: 2 sessions
         outcome.float_latency = stats["float"]
         for c in passing:
@@ -463,7 +462,7 @@ def search(
             c.latency_ratio = round(stats[c.name].ratio_to_reference or 1.0, 4)
         fastest = min(passing, key=lambda c: c.latency_ratio or 1e9)
         if options.speed_fallback and fastest.recipe.mode == "static":
-            _speed_fallback(prepared, float_bytes, fastest, quantized_models, outcome, options, evaluate,
+            _speed_fallback(prepared, float_source, fastest, quantized_models, outcome, options, evaluate,
                             timing_batch, device_latency, device_node_costs, events)
 
     explicit = options.mode in ("static", "dynamic", "weights-only")
@@ -548,7 +547,7 @@ def _against_float(models: dict[str, bytes], feeds: dict[str, np.ndarray], optio
     return compare_latency(models, feeds, reference="float", threads=options.threads, **timing)
 
 
-def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome, options, evaluate, timing_batch,
+def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome, options, evaluate, timing_batch,
                     device_latency, device_node_costs, events) -> None:
     """Keep the layers whose int8 kernels are slower in float (speed_fallback.py); on success the
     candidate's model, recipe, fidelity and latency (re-timed against float) are replaced. Profiles and
@@ -563,30 +562,30 @@ def _speed_fallback(prepared, float_bytes, candidate, quantized_models, outcome,
     from edgeopt.runtime.measure import MeasurementError
 
     progress = events.note
-    int8_bytes = quantized_models[candidate.name]
+    int8_model = quantized_models[candidate.name]
     progress("profiling float and int8 kernels")
     outcome.speed_fallback_profiled_on = outcome.latency_measured_on if device_node_costs is not None else "host"
     try:
         if device_node_costs is not None:
-            float_costs, int8_costs = device_node_costs(float_bytes, "float"), device_node_costs(int8_bytes, "int8")
+            float_costs, int8_costs = device_node_costs(float_source, "float"), device_node_costs(int8_model, "int8")
         else:
-            float_costs = profile_node_costs(float_bytes, label="float", threads=options.threads,
+            float_costs = profile_node_costs(float_source, label="float", threads=options.threads,
                                              feeds=timing_batch())
-            int8_costs = profile_node_costs(int8_bytes, label="int8", threads=options.threads, feeds=timing_batch())
+            int8_costs = profile_node_costs(int8_model, label="int8", threads=options.threads, feeds=timing_batch())
     except MeasurementError as exc:  # an optimisation that cannot profile is skipped, not fatal
         outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
         return
     quantized = {n.name for n in prepared.graph.node
                  if n.op_type in COMPUTE_OPS and n.name not in candidate.recipe.nodes_to_exclude}
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
-        slower_in_int8(float_costs, int8_costs, quantized), int8_bytes, candidate.recipe, evaluate=evaluate,
+        slower_in_int8(float_costs, int8_costs, quantized), int8_model, candidate.recipe, evaluate=evaluate,
         meets_floor=lambda f: f.meets(options.min_cosine, options.min_top1), time_against=time_against,
         exclusion_group=lambda name: exclusion_group(prepared, name), events=events)
     candidate.speed_fallback = trials
     if fidelity is None:
         return
     progress("timing float vs int8 with the slow layers in float")
-    stats = _against_float({"float": float_bytes, "int8": data}, timing_batch(), options, device_latency)
+    stats = _against_float({"float": float_source, "int8": data}, timing_batch(), options, device_latency)
     del quantized_models[candidate.name]
     candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
     candidate.float_nodes = list(recipe.nodes_to_exclude)
