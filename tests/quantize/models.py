@@ -173,3 +173,48 @@ def depthwise_cnn_model(seed: int = 0, spread: float = 30.0) -> onnx.ModelProto:
 def image_feeds(count: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal((1, 3, 24, 24)).astype(np.float32)} for _ in range(count)]
+
+
+def log_spectrogram_model(bins: int = 24, window: int = 128, hop: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """basic-pitch's front end in small: a spectrogram by convolution (cosine and sine filters over raw
+    audio), power = re² + im², log(power + 1e-10), then a learned 1x5 conv and a sigmoid note map.
+    Input audio [N, 1, 1, samples]; output notes [N, 4, 1, frames]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(window)
+    frequencies = np.geomspace(0.01, 0.45, bins)  # cycles per sample: 12 octaves-ish, like a CQT
+    taper = np.hanning(window)
+    real = (np.cos(2 * np.pi * frequencies[:, None] * t) * taper)[:, None, None, :]
+    imag = (np.sin(2 * np.pi * frequencies[:, None] * t) * taper)[:, None, None, :]
+    head = rng.standard_normal((4, bins, 1, 5)) * 0.15
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w_re", real), ("w_im", imag), ("eps", np.array(1e-10)), ("w_head", head),
+        ("b_head", np.full(4, -1.0)), ("norm", np.array(0.05))]]
+    nodes = [
+        helper.make_node("Conv", ["audio", "w_re"], ["re"], name="cqt_re", strides=[1, hop]),
+        helper.make_node("Conv", ["audio", "w_im"], ["im"], name="cqt_im", strides=[1, hop]),
+        helper.make_node("Mul", ["re", "re"], ["re2"], name="re_squared"),
+        helper.make_node("Mul", ["im", "im"], ["im2"], name="im_squared"),
+        helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
+        helper.make_node("Add", ["power", "eps"], ["power_eps"], name="floor"),
+        helper.make_node("Log", ["power_eps"], ["log_power"], name="log"),
+        helper.make_node("Mul", ["log_power", "norm"], ["features"], name="scale"),
+        helper.make_node("Conv", ["features", "w_head", "b_head"], ["logits"], name="head", pads=[0, 2, 0, 2]),
+        helper.make_node("Sigmoid", ["logits"], ["notes"], name="notes"),
+    ]
+    inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["n", 1, 1, "samples"])]
+    outputs = [helper.make_tensor_value_info("notes", TensorProto.FLOAT, ["n", 4, 1, "frames"])]
+    return _model(nodes, inputs, outputs, inits, opset=13)
+
+
+def audio_feeds(count: int, samples: int = 4096, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    """Tones over four decades of loudness in faint noise: a log spectrum's range, most of it far
+    below one int8 step of the loudest tone."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples)
+    feeds = []
+    for _ in range(count):
+        tones = sum(10.0 ** -rng.uniform(0, 4) * np.sin(2 * np.pi * rng.uniform(0.01, 0.45) * t + rng.uniform(0, 6))
+                    for _ in range(6))
+        audio = tones + 1e-5 * rng.standard_normal(samples)
+        feeds.append({"audio": audio.reshape(1, 1, 1, samples).astype(np.float32)})
+    return feeds

@@ -190,27 +190,44 @@ def _greedy(prepared_cnn, suspects, ratios, floor_fails=(), max_seconds=60.0):
         return quantize_and_measure(recipe)
 
     def time_against(current: bytes, trial: bytes) -> float:
-        graph = onnx.ModelProto()
-        graph.ParseFromString(trial)
-        float_convs = {n.name for n in graph.graph.node if n.op_type in ("Conv", "Gemm")}
-        newest = next(name for name, _, _ in suspects if name in float_convs and name not in tried)
-        tried.append(newest)
-        return ratios[newest]
+        # the trial's newly float suspects: one name, or "together" for the first, all-at-once trial
+        added = [name for name, _, _ in suspects if name in evaluated[-1].nodes_to_exclude and name not in tried]
+        tried.extend(added if len(added) == 1 else [])
+        return ratios[added[0] if len(added) == 1 else "together"]
 
     def meets(fidelity) -> bool:
-        return not set(floor_fails) & set(evaluated[-1].nodes_to_exclude) and fidelity.worst_cosine > 0.9
+        newly = set(evaluated[-1].nodes_to_exclude) - set(tried)
+        return not set(floor_fails) & newly and fidelity.worst_cosine > 0.9
 
     return keep_slow_layers_float(suspects, int8, base, evaluate=evaluate, meets_floor=meets,
                                   time_against=time_against, exclusion_group=lambda name: [name],
                                   max_seconds=max_seconds)
 
 
+def test_all_slower_layers_go_float_together_when_that_measures_faster(prepared_cnn):
+    suspects = [("stem", 5.0, 20.0), ("depthwise", 5.0, 9.0), ("pointwise", 5.0, 6.0)]
+    data, recipe, fidelity, coverage, trials = _greedy(prepared_cnn, suspects,
+                                                       {"together": 0.8, "stem": 0.5, "depthwise": 0.5,
+                                                        "pointwise": 0.5})
+    (trial,) = trials  # one trial: no layer was tried alone
+    assert trial.accepted and trial.nodes == ["stem", "depthwise", "pointwise"] and trial.latency_ratio == 0.8
+    assert (trial.float_us, trial.int8_us) == (15.0, 35.0) and trial.note == "all slower layers at once"
+    assert set(recipe.nodes_to_exclude) == {"stem", "depthwise", "pointwise"} and coverage.quantized == 1
+    shipped = onnx.ModelProto()
+    shipped.ParseFromString(data)
+    float_weights = {t.name for t in shipped.graph.initializer if t.data_type == TensorProto.FLOAT}
+    assert {"w_stem", "w_dw", "w_pw"} <= float_weights and fidelity is not None
+
+
 def test_greedy_keeps_only_trials_that_measure_faster(prepared_cnn):
     suspects = [("stem", 5.0, 20.0), ("depthwise", 5.0, 9.0), ("pointwise", 5.0, 6.0)]
     data, recipe, fidelity, coverage, trials = _greedy(prepared_cnn, suspects,
-                                                       {"stem": 0.8, "depthwise": 1.01, "pointwise": 0.9})
-    assert [(t.nodes, t.accepted) for t in trials] == [(["stem"], True), (["depthwise"], False),
-                                                        (["pointwise"], True)]
+                                                       {"together": 0.98, "stem": 0.8, "depthwise": 1.01,
+                                                        "pointwise": 0.9})
+    together, *alone = trials  # not faster enough together: then one by one
+    assert not together.accepted and together.latency_ratio == 0.98
+    assert [(t.nodes, t.accepted) for t in alone] == [(["stem"], True), (["depthwise"], False),
+                                                       (["pointwise"], True)]
     assert recipe.nodes_to_exclude == ("pointwise", "stem")
     assert coverage.quantized == 2 and fidelity is not None
     shipped = onnx.ModelProto()
@@ -222,8 +239,11 @@ def test_greedy_keeps_only_trials_that_measure_faster(prepared_cnn):
 def test_greedy_stops_after_two_misses_in_a_row(prepared_cnn):
     suspects = [("stem", 5.0, 20.0), ("depthwise", 5.0, 9.0), ("pointwise", 5.0, 6.0)]
     data, recipe, fidelity, _coverage, trials = _greedy(prepared_cnn, suspects,
-                                                        {"stem": 0.99, "depthwise": ACCEPT_BELOW, "pointwise": 0.5})
-    assert [t.nodes for t in trials] == [["stem"], ["depthwise"]] and not any(t.accepted for t in trials)
+                                                        {"stem": 0.99, "depthwise": ACCEPT_BELOW, "pointwise": 0.5},
+                                                        floor_fails=["pointwise"])
+    # together: below the floor (pointwise); alone: two misses, so pointwise is never tried alone
+    assert trials[0].note == "all slower layers at once; below the fidelity floor"
+    assert [t.nodes for t in trials[1:]] == [["stem"], ["depthwise"]] and not any(t.accepted for t in trials)
     assert recipe.nodes_to_exclude == () and fidelity is None
     assert data == prepared_cnn[1](Recipe(mode="static"))[0]
 

@@ -15,7 +15,14 @@ from edgeopt.metrics import MetricPlan, default_metric, parse_metric_spec
 from edgeopt.stages.quantize.fidelity import FidelityRun
 from edgeopt.stages.quantize.search import QuantizeOptions, search
 from edgeopt.targets import load_target
-from tests.quantize.models import detector_feeds, detector_head_model, transformer_feeds, transformer_model
+from tests.quantize.models import (
+    audio_feeds,
+    detector_feeds,
+    detector_head_model,
+    log_spectrogram_model,
+    transformer_feeds,
+    transformer_model,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -261,6 +268,22 @@ def test_mixed_precision_converges_on_a_detector_with_scores_beside_boxes():
     assert chosen.mixed_precision_ranking[0].nodes == ["concat"] and chosen.mixed_precision_ranking[0].effect > 0.3
     detection = chosen.fidelity.metrics[0]
     assert detection.score >= 0.9 and detection.details["detections_float"] > 0
+
+
+def test_what_feeds_a_log_stays_float_and_the_rest_ships_int8():
+    # A spectrogram by convolution, then log(power): int8 steps sized for the loudest tone turn the quiet
+    # bins into noise, and the log magnifies it (plain quantize_static: note-map IoU ~0.58 on this model).
+    model, outcome = _search(log_spectrogram_model(), audio_feeds(48), mode="static", techniques=False,
+                             metrics={"notes": "iou"})
+    up_front = outcome.prepare["kept_float_up_front"]
+    front_end = {"cqt_re", "cqt_im", "re_squared", "im_squared", "power", "floor"}
+    assert front_end <= set(up_front) and all("feeds log" in up_front[name] for name in front_end)
+    assert "head" not in up_front and "scale" not in up_front  # after the Log, int8 is fine
+    assert model is not None and outcome.shipped == "int8"
+    chosen = next(c for c in outcome.candidates if c.name == outcome.chosen)
+    assert "head" not in chosen.float_nodes and not chosen.mixed_precision  # no revert was needed
+    (iou,) = chosen.fidelity.metrics
+    assert iou.metric == "iou" and iou.score >= 0.95
 
 
 def test_weight_range_is_chosen_by_measured_error_on_every_cpu():

@@ -84,6 +84,35 @@ def test_bias_correction_removes_the_mean_shift_of_int8_weights():
     assert bias_fixed <= bias_plain + 1e-4
 
 
+def _bias(model, node_name):
+    from onnx import numpy_helper
+
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == node.input[2])
+
+
+def test_bias_correction_is_redone_for_each_recipe_and_undone_where_a_conv_stays_float():
+    model = ensure_node_names(depthwise_cnn_model())
+    stats = techniques.channel_statistics(model, techniques.correction_sites(model), image_feeds(16))
+    corrected, nodes = techniques.bias_correction(model, stats, reduce_range=True, per_channel=True)
+    correction = techniques.BiasCorrection(stats, nodes, reduce_range=True, per_channel=True)
+    correction.record_original(model)
+    before = corrected.SerializeToString()
+    assert correction.for_recipe(corrected, RECIPE) is corrected  # the recipe it was made for: no copy
+    # The speed fallback keeps the stem in float: its corrected bias would be its only error.
+    stem_float = correction.for_recipe(corrected, RECIPE.excluding(["stem", "stem_relu"]))
+    assert np.array_equal(_bias(stem_float, "stem"), _bias(model, "stem"))
+    assert not np.array_equal(_bias(corrected, "stem"), _bias(model, "stem"))
+    assert np.array_equal(_bias(stem_float, "depthwise"), _bias(corrected, "depthwise"))
+    # 8-bit weights err differently from 7-bit ones: corrected afresh, from the original biases.
+    full_range = correction.for_recipe(corrected, RECIPE.model_copy(update={"reduce_range": False}))
+    direct, _ = techniques.bias_correction(model, stats, reduce_range=False, per_channel=True)
+    for name in nodes:
+        assert np.allclose(_bias(full_range, name), _bias(direct, name), atol=1e-6)
+        assert not np.allclose(_bias(full_range, name), _bias(corrected, name), atol=1e-6)
+    assert corrected.SerializeToString() == before  # variants are copies
+
+
 @pytest.mark.parametrize("builder", [transformer_model, depthwise_cnn_model])
 def test_techniques_leave_the_input_model_alone(builder):
     model = ensure_node_names(builder())

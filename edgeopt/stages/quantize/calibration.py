@@ -14,11 +14,12 @@ every mixed-precision step of a search reuses one pass.
 
 from __future__ import annotations
 
+
 import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -241,6 +242,12 @@ class ActivationStatistics:
     def matches(self, model: onnx.ModelProto) -> bool:
         return model_fingerprint(model) == self.model_sha256
 
+    def for_bias_variant(self, model: onnx.ModelProto) -> ActivationStatistics:
+        """These statistics for ``model``: the model they were collected on with only Conv biases changed
+        (bias correction redone for another recipe). Those shifts are small beside the activations' ranges;
+        a second calibration pass per recipe would cost far more than it changes."""
+        return replace(self, model_sha256=model_fingerprint(model))
+
     def tensors_data(self, method: CalibrationMethodName = "minmax", *, percentile: float = DEFAULT_PERCENTILE,
                      levels: int = ACTIVATION_LEVELS) -> TensorsData:
         """onnxruntime's ``TensorsData`` for ``method``, as its own calibrators would shape them.
@@ -332,7 +339,15 @@ def least_error_range(stats: TensorStatistics, levels: int = ACTIVATION_LEVELS) 
 
 
 def model_fingerprint(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString()).hexdigest()
+    """sha256 over the graph, node by node and weight by weight: no serialized copy of the whole model."""
+    digest = hashlib.sha256()
+    graph = model.graph
+    for tensor in graph.initializer:
+        digest.update(f"{tensor.name}:{tensor.data_type}:{list(tensor.dims)}".encode())
+        digest.update(tensor.raw_data if tensor.HasField("raw_data") else tensor.SerializeToString())
+    for part in (*graph.node, *graph.input, *graph.output, *graph.sparse_initializer):
+        digest.update(part.SerializeToString())
+    return digest.hexdigest()
 
 
 # -- thresholds from histograms --------------------------------------------------------------------

@@ -37,20 +37,11 @@ from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.store import ModelStore
 from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
-from edgeopt.stages.quantize.techniques import choose_techniques
+from edgeopt.stages.quantize.techniques import BiasCorrection, choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
 from edgeopt.metrics.detection import image_size_of
-from edgeopt.stages.quantize.recipes import (
-    COMPUTE_OPS,
-    QuantizeMode,
-    Recipe,
-    candidate_recipes,
-)
-from edgeopt.stages.quantize.sensitivity import (
-    ensure_node_names,
-    exclusion_group,
-    up_front_exclusions,
-)
+from edgeopt.stages.quantize.recipes import COMPUTE_OPS, QuantizeMode, Recipe, candidate_recipes
+from edgeopt.stages.quantize.sensitivity import ensure_node_names, exclusion_group, up_front_exclusions
 from edgeopt.stages.quantize.speed_fallback import (
     SpeedTrial,
     keep_slow_layers_float,
@@ -352,14 +343,20 @@ def search(
     if float_up_front:
         outcome.prepare["kept_float_up_front"] = float_up_front
     quantized_models = ModelStore(scratch_dir)
-    # The float model the quantizer gets: ``prepared``, or what the techniques that helped made of it.
+    # The float model the quantizer gets: ``prepared``, or what the techniques that helped made of it;
+    # bias correction is redone for each recipe's quantized Convs (its ranges stay the corrected model's).
     source = [prepared]
+    correction: list[BiasCorrection | None] = [None]
 
     def evaluate(recipe: Recipe, model_in: onnx.ModelProto | None = None
                  ) -> tuple[bytes | None, Fidelity | None, str | None, Any]:
         float_in = model_in if model_in is not None else source[0]
         try:
             statistics = passes.get(float_in) if passes is not None and recipe.mode == "static" else None
+            if model_in is None and correction[0] is not None and recipe.mode == "static":
+                variant = correction[0].for_recipe(float_in, recipe)
+                if variant is not float_in:
+                    float_in, statistics = variant, statistics and statistics.for_bias_variant(variant)
             from_file = float_in is prepared and isinstance(float_source, Path)
             model = quantize(float_in, recipe, calibration, statistics=statistics,
                              model_file=float_source if from_file else None)
@@ -402,7 +399,7 @@ def search(
 
     first_static = next((c.recipe for c in choices if c.recipe.mode == "static"), None)
     if first_static is not None and calibration and options.techniques:
-        source[0], method, outcome.prepare["techniques"] = choose_techniques(
+        source[0], method, outcome.prepare["techniques"], correction[0] = choose_techniques(
             prepared, first_static.excluding(list(float_up_front)), calibration, evaluate, progress,
             statistics_of=passes.get if "calibration" not in options.overrides else None)
         passes.retain(source[0], prepared)

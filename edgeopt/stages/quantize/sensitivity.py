@@ -28,6 +28,13 @@ _DQ_SUFFIX = "_DequantizeLinear_Output"
 HUGE_RANGE = 1e6
 # An Add input this large beside one 10x smaller is an additive mask (BERT-style masks use -1e4).
 MASK_RANGE = 1e3
+# Walking back from a Log stops at these: their output is the last value whose small magnitudes matter
+# (a Relu's zeros are exact in int8; what feeds it is not read by the Log any more).
+_LOG_WALK_STOPS = frozenset({"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Softmax",
+                             "Elu", "Selu", "Softplus", "Exp"})
+_DATA_FIRST = frozenset({"Reshape", "Expand", "Tile", "Slice", "Pad", "Squeeze", "Unsqueeze", "Resize",
+                         "Gather", "GatherElements", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Split",
+                         "Transpose", "Flatten", "Cast"})
 FLOAT_BY_RULE = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "Softmax",
                  "LogSoftmax", "Gelu", "FastGelu", "BiasGelu", "Erf")
 
@@ -222,8 +229,9 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: CalibrationBatches | Iter
       onnxruntime has no int8 kernel for them on the CPU, so their Q/DQ pairs only cost time.
     - Additive attention masks: an Add of scores (tens) and a mask (-1e4 and below) needs one scale
       for both; the scores round to a handful of levels.
+    - What feeds a Log (``log_domain_feeders``).
     """
-    reasons: dict[str, str] = {}
+    reasons: dict[str, str] = dict(log_domain_feeders(model))
     read_inside = _subgraph_reads(model.graph)
     for node in model.graph.node:
         if node.op_type in ("Relu", "Clip") and set(node.output) & read_inside:
@@ -257,6 +265,32 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: CalibrationBatches | Iter
                 for name in exclusion_group(model, node.name):
                     reasons.setdefault(name, f"tensor {huge[0]} spans ±{peaks[huge[0]]:.3g}, "
                                              "far beyond what one int8 scale can hold")
+    return reasons
+
+
+def log_domain_feeders(model: onnx.ModelProto) -> dict[str, str]:
+    """The nodes a Log reads through, back to the graph inputs or the last activation on each path.
+
+    A logarithm magnifies relative error: int8's steps are absolute (range / 255), so every value
+    below one step, which a log spectrogram or a log-likelihood is made of, becomes noise or zero
+    and then -inf. Linear ops (convolutions of raw audio, squares, sums) carry the step forward
+    unchanged, so the whole linear chain that feeds the Log stays float, the input too.
+    """
+    producers = {output: node for node in model.graph.node for output in node.output if output}
+    weights = {t.name for t in model.graph.initializer}
+    reasons: dict[str, str] = {}
+    for log in (n for n in model.graph.node if n.op_type == "Log"):
+        pending = [log.input[0]] if log.input else []
+        while pending:
+            node = producers.get(pending.pop())
+            if node is None or node.name in reasons or node.op_type == "Constant":
+                continue
+            reasons[node.name] = (f"feeds {log.name or 'a Log'} through linear ops: a logarithm magnifies "
+                                  "the small values int8 rounds away")
+            if node.op_type not in _LOG_WALK_STOPS:
+                # the shapes, pads and indices of data-movement ops are integers: only the data matters
+                data = node.input[:1] if node.op_type in _DATA_FIRST else node.input
+                pending.extend(i for i in data if i and i not in weights)
     return reasons
 
 

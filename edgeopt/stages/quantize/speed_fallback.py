@@ -105,35 +105,51 @@ def keep_slow_layers_float(
     events: Events | None = None,
     max_seconds: float = MAX_SECONDS,
 ) -> tuple[bytes, Recipe, object | None, object | None, list[SpeedTrial]]:
-    """Greedy over ``suspects`` (``slower_in_int8``: worst first): keep each in float when the
-    whole model gets faster (``time_against(current, trial)`` → trial / current latency) and
-    still meets the fidelity floor (``evaluate`` quantizes and measures a recipe). No trial starts
-    after ``max_seconds``.
+    """Keep in float what ``suspects`` (``slower_in_int8``: worst first) name, when the whole model gets
+    faster (``time_against(current, trial)`` → trial / current latency) and still meets the fidelity
+    floor (``evaluate`` quantizes and measures a recipe).
+
+    First all suspects at once: the slow kernels of a MobileNet (a dozen depthwise convolutions) each
+    save too little alone to show in a timing, and the Quantize/Dequantize pairs between float
+    islands only go away when the islands join. When that is not accepted, greedily one by one. No
+    trial starts after ``max_seconds``.
 
     Returns (model bytes, recipe, fidelity and coverage of the last accepted trial or None, trials)."""
     current, fidelity, coverage, trials, misses = int8_bytes, None, None, [], 0
     started = time.monotonic()
-    for name, float_us, int8_us in suspects[:MAX_TRIALS]:
-        if name in recipe.nodes_to_exclude:
-            continue  # joined the float set with an earlier node's group
-        if time.monotonic() - started > max_seconds:
-            (events or Events()).note(f"speed: stopped after {max_seconds:.0f} s")
-            break
-        group = exclusion_group(name)
-        trial = SpeedTrial(nodes=group, float_us=round(float_us, 2), int8_us=round(int8_us, 2))
+    say = (events or Events()).note
+
+    def attempt(nodes: list[str], float_us: float, int8_us: float, note: str | None = None) -> bool:
+        nonlocal current, recipe, fidelity, coverage
+        trial = SpeedTrial(nodes=nodes, float_us=round(float_us, 2), int8_us=round(int8_us, 2), note=note)
         trials.append(trial)
-        (events or Events()).note(f"speed: trying {name} in float ({int8_us:.1f} µs int8 vs {float_us:.1f} µs float)")
-        candidate_recipe = recipe.excluding(group)
+        candidate_recipe = recipe.excluding(nodes)
         data, trial_fidelity, rejection, trial_coverage = evaluate(candidate_recipe)
         if data is None:
-            trial.note = rejection
+            trial.note = "; ".join(filter(None, (note, rejection)))
         elif not meets_floor(trial_fidelity):
-            trial.note = "below the fidelity floor"
+            trial.note = "; ".join(filter(None, (note, "below the fidelity floor")))
         else:
             trial.latency_ratio = round(time_against(current, data), 4)
             trial.accepted = trial.latency_ratio < ACCEPT_BELOW
         if trial.accepted:
-            current, recipe, fidelity, coverage, misses = data, candidate_recipe, trial_fidelity, trial_coverage, 0
+            current, recipe, fidelity, coverage = data, candidate_recipe, trial_fidelity, trial_coverage
+        return trial.accepted
+
+    if len(suspects) > 1 and max_seconds >= 0:
+        together = list(dict.fromkeys(n for name, _, _ in suspects for n in exclusion_group(name)))
+        say(f"speed: trying all {len(suspects)} slower layers in float at once")
+        if attempt(together, sum(s[1] for s in suspects), sum(s[2] for s in suspects), "all slower layers at once"):
+            return current, recipe, fidelity, coverage, trials
+    for name, float_us, int8_us in suspects[:MAX_TRIALS]:
+        if name in recipe.nodes_to_exclude:
+            continue  # joined the float set with an earlier node's group
+        if time.monotonic() - started > max_seconds:
+            say(f"speed: stopped after {max_seconds:.0f} s")
+            break
+        say(f"speed: trying {name} in float ({int8_us:.1f} µs int8 vs {float_us:.1f} µs float)")
+        if attempt(exclusion_group(name), float_us, int8_us):
+            misses = 0
         else:
             misses += 1
             if misses >= MAX_MISSES_IN_A_ROW:

@@ -278,18 +278,29 @@ def fake_quantized(weight: np.ndarray, reduce_range: bool, per_channel: bool) ->
 
 
 def bias_correction(model: onnx.ModelProto, statistics: dict[str, tuple[np.ndarray, np.ndarray]], *,
-                    reduce_range: bool, per_channel: bool, excluded: Iterable[str] = ()
-                    ) -> tuple[onnx.ModelProto, list[str]]:
-    """The model with each quantized Conv's bias corrected for the mean shift its int8 weights cause."""
+                    reduce_range: bool, per_channel: bool, excluded: Iterable[str] = (),
+                    original: dict[str, np.ndarray | None] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+    """The model with each quantized Conv's bias corrected for the mean shift its int8 weights cause.
+    ``original``: {node: its bias before an earlier correction (None: it had none)} when ``model`` is
+    already corrected for another recipe: those biases are corrected afresh, or restored where the node
+    is now excluded (a float Conv has no int8 error to correct)."""
     result = onnx.ModelProto()
     result.CopyFrom(model)
     corrected = []
     skip = set(excluded)
+    original = original or {}
     for node in result.graph.node:
         conv = _conv(result, node)
-        if node.name in skip or conv is None or node.input[0] not in statistics:
+        if conv is None:
             continue
         weight, bias, group = conv
+        if node.name in original:
+            bias = original[node.name]
+            if node.name in skip or node.input[0] not in statistics:
+                _set(result, node, 2, bias if bias is not None else np.zeros(weight.shape[0]), "corrected")
+                continue
+        if node.name in skip or node.input[0] not in statistics:
+            continue
         mean = statistics[node.input[0]][1]
         out_channels, in_per_group = weight.shape[0], weight.shape[1]
         if mean.shape[0] != in_per_group * group:
@@ -300,9 +311,11 @@ def bias_correction(model: onnx.ModelProto, statistics: dict[str, tuple[np.ndarr
         means = mean.reshape(group, in_per_group)[groups_of]  # each output's own input channels
         shift = np.sum(per_input * means, axis=1)
         if not np.any(np.abs(shift) > 0):
+            if node.name in original:  # corrected before, nothing to correct now
+                _set(result, node, 2, bias if bias is not None else np.zeros(out_channels), "corrected")
             continue
         new_bias = (bias if bias is not None else np.zeros(out_channels)) - shift
-        if bias is None:
+        if len(node.input) < 3 or not node.input[2]:  # (a bias made by an earlier correction is an input)
             name = f"{node.name}_corrected_bias"
             result.graph.initializer.append(numpy_helper.from_array(new_bias.astype(np.float32), name))
             while len(node.input) < 3:
@@ -312,6 +325,35 @@ def bias_correction(model: onnx.ModelProto, statistics: dict[str, tuple[np.ndarr
             _set(result, node, 2, new_bias, "corrected")
         corrected.append(node.name)
     return result, corrected
+
+
+class BiasCorrection:
+    """Bias correction as applied to the float model, redone for each recipe: the mean shift depends on
+    which Convs are quantized and how (7-bit or 8-bit weights, per channel or per tensor). A Conv that a
+    later recipe keeps in float must get its own bias back: the correction would be its only error."""
+
+    def __init__(self, statistics: dict[str, tuple[np.ndarray, np.ndarray]], nodes: list[str],
+                 reduce_range: bool, per_channel: bool) -> None:
+        self.statistics = statistics  # per input channel of the corrected Convs: small
+        self.reduce_range, self.per_channel, self.nodes = reduce_range, per_channel, frozenset(nodes)
+        self.original: dict[str, np.ndarray | None] = {}  # filled by ``record_original``
+
+    def record_original(self, before: onnx.ModelProto) -> None:
+        for node in before.graph.node:
+            if node.name in self.nodes:
+                conv = _conv(before, node)
+                self.original[node.name] = conv[1] if conv is not None else None
+
+    def for_recipe(self, corrected: onnx.ModelProto, recipe: Any) -> onnx.ModelProto:
+        """``corrected`` (the model this correction made) as ``recipe`` needs it: itself when the recipe
+        quantizes the same Convs the same way, else a copy with the biases corrected for the recipe."""
+        if ((recipe.reduce_range, recipe.per_channel) == (self.reduce_range, self.per_channel)
+                and not self.nodes & set(recipe.nodes_to_exclude)):
+            return corrected
+        redone, _ = bias_correction(corrected, self.statistics, reduce_range=recipe.reduce_range,
+                                    per_channel=recipe.per_channel, excluded=recipe.nodes_to_exclude,
+                                    original=self.original)
+        return redone
 
 
 # ------------------------------------------------------------------------------------ choosing by measurement
@@ -325,18 +367,20 @@ def choose_techniques(prepared, recipe, calibration, evaluate, progress, statist
     pattern, then ranges chosen per activation (``statistics_of(model)`` gives the calibration pass with
     histograms; skipped without it or when the recipe's method was set), all on ``recipe``; each kept
     only if the task metric improves, greedily, in that order.
-    Returns (the float model to quantize, the calibration method to use, one record per attempt)."""
+    Returns (the float model to quantize, the calibration method to use, one record per attempt, and the
+    ``BiasCorrection`` to redo per recipe when bias correction was kept, else None)."""
     records: list[dict[str, Any]] = []
+    correction: BiasCorrection | None = None
     sites = {norm.output[0]: -1 for norm, _ in smooth_quant_sites(prepared)}
     pairs = equalization_pairs(prepared)
     corrections = correction_sites(prepared, recipe.nodes_to_exclude)
     per_activation = statistics_of is not None and recipe.calibration == "minmax"
     if not (sites or pairs or corrections or per_activation):
-        return prepared, recipe.calibration, records
+        return prepared, recipe.calibration, records, None
     progress("post-training techniques: measuring the plain recipe")
     _data, fidelity, _rejection, _coverage = evaluate(recipe, prepared)
     if fidelity is None:
-        return prepared, recipe.calibration, records
+        return prepared, recipe.calibration, records, None
     current, margin = prepared, fidelity.smooth_margin
 
     method = recipe.calibration
@@ -369,7 +413,11 @@ def choose_techniques(prepared, recipe, calibration, evaluate, progress, statist
         statistics = channel_statistics(current, corrections, reiterable(calibration))
         corrected, where = bias_correction(current, statistics, reduce_range=recipe.reduce_range,
                                               per_channel=recipe.per_channel, excluded=recipe.nodes_to_exclude)
-        attempt("bias correction", where, corrected)
+        before = current
+        if attempt("bias correction", where, corrected):
+            correction = BiasCorrection(statistics, where, recipe.reduce_range, recipe.per_channel)
+            correction.record_original(before)
+        del before
     if per_activation:
         # Ranges that clip: the same for every activation (percentile, entropy), or per activation the
         # method of least expected error on its histogram; each kept only if the task metric gains.
@@ -380,4 +428,4 @@ def choose_techniques(prepared, recipe, calibration, evaluate, progress, statist
         clipped = {name: count for name, count in chosen.items() if name != "minmax"}
         attempt("calibration per activation", [f"{name}: {count}" for name, count in sorted(chosen.items())]
                 if clipped else [], current, "per-activation")
-    return current, method, records
+    return current, method, records, correction
