@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -340,6 +341,61 @@ def weight_data_aside(model: onnx.ModelProto) -> Iterator[list[tuple[TensorProto
     finally:
         for tensor, data in aside:
             tensor.raw_data = data
+
+
+def _copy_fields(source: Any, target: Any, skip: str) -> None:
+    """Every field of the message ``source`` but ``skip`` into ``target``."""
+    for descriptor, value in source.ListFields():
+        if descriptor.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(target, descriptor.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # a message
+            getattr(target, descriptor.name).CopyFrom(value)
+        else:
+            setattr(target, descriptor.name, value)
+
+
+def _light_copy(model: onnx.ModelProto, large: Callable[[TensorProto, TensorProto], None]) -> onnx.ModelProto:
+    """A new model with ``model``'s fields; each large main-graph initializer is copied as its name, type
+    and dims only, then handed to ``large(original, copy)`` (which may point the copy at its data)."""
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if _large(tensor):
+            large(tensor, light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims))
+        else:
+            light.graph.initializer.add().CopyFrom(tensor)
+    return light
+
+
+def weightless_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without the data of its large main-graph weights (their names, types and dims stay): for
+    passes that read the graph, not the weights (shape inference copies the whole model several times)."""
+    return _light_copy(model, lambda _original, _copy: None)
+
+
+def save_with_weights_beside(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` to ``path`` with its large main-graph weights in ``<path>.data`` beside it, one
+    tensor at a time: no serialized copy of the whole model is made (protobuf's serializer holds two while
+    it runs, which was the peak of every pass that opens a session on a model with extra outputs). The
+    written graph is a new, weightless message: ``model`` is not touched (clearing and restoring its
+    tensors' data would grow its protobuf arena by a model's weights each time). For folders of edgeopt's
+    own (the data file is referenced by name)."""
+    data_path = path.with_name(path.name + ".data")
+    with open(data_path, "wb") as out:
+
+        def point_to_file(tensor: TensorProto, written: TensorProto) -> None:
+            offset = out.tell()
+            out.write(tensor.raw_data)
+            written.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data_path.name), ("offset", str(offset)),
+                               ("length", str(out.tell() - offset))):
+                written.external_data.add(key=key, value=value)
+
+        light = _light_copy(model, point_to_file)
+    path.write_bytes(light.SerializeToString())
 
 
 def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:

@@ -250,6 +250,8 @@ def test_mixed_precision_converges_on_a_transformer_with_an_additive_mask():
     assert all(m.passed for m in chosen.fidelity.metrics)
     assert len(chosen.mixed_precision) <= 4 and chosen.mixed_precision[-1].meets_floor
     assert chosen.mixed_precision_ranking and chosen.mixed_precision_stop.startswith("floor met")
+    # ranked on the first 8 of the 16 evaluation batches; what ships is judged on all 16
+    assert {r.batches for r in chosen.mixed_precision_ranking} == {8} and chosen.fidelity.samples == 16
     # Without the mask rule the mask Add is quantized: one scale for -1e4 and the scores.
     assert not any(c.status == "ok" and "mask_add" not in c.float_nodes for c in outcome.candidates
                    if c.recipe.mode == "static")

@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -28,6 +30,7 @@ from onnx import TensorProto, helper
 
 from edgeopt.errors import InputError
 from edgeopt.events import Events
+from edgeopt.formats.onnx import weightless_copy
 
 if TYPE_CHECKING:
     from onnxruntime.quantization.calibrate import TensorsData
@@ -434,13 +437,39 @@ def _kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
 # -- the pass --------------------------------------------------------------------------------------
 
 
+def open_exposed_runner(model: onnx.ModelProto, outputs: dict[str, int], *, label: str, threads: int | None = None,
+                        optimization: str = "basic"):
+    """A runner for ``model`` with ``outputs`` ({tensor: ONNX element type}; a float16 tensor declared float
+    would not load) as extra graph outputs, so a pass can read its activations.
+
+    The outputs are added to ``model`` itself for as long as it takes to write it (a copy would be one more
+    copy of its weights) and the model is written weight by weight beside a small graph file
+    (``save_with_weights_beside``): the session is opened from that folder, and no serialized copy of the
+    whole model is made (serializing one held two while it ran)."""
+    from edgeopt.formats.onnx import save_with_weights_beside
+    from edgeopt.runtime.runner import open_runner
+
+    before = len(model.graph.output)
+    existing = {o.name for o in model.graph.output}
+    with tempfile.TemporaryDirectory(prefix="edgeopt-session-") as folder:
+        path = Path(folder) / "model.onnx"
+        try:
+            for name, elem in outputs.items():
+                if name not in existing:
+                    model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+            save_with_weights_beside(model, path)
+        finally:
+            del model.graph.output[before:]
+        return open_runner(path, label=label, threads=threads, optimization=optimization)
+
+
 def tensors_to_calibrate(model: onnx.ModelProto) -> dict[str, np.dtype]:
     """Float activations onnxruntime's calibrator would ask ranges for, with their dtypes: inputs
     and outputs of every main-graph node that ONNX shape inference types as float/float16 and
     that are not initializers (``CalibraterBase.select_tensors_to_calibrate`` with every op type,
     a superset of any ``op_types_to_quantize``)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model))  # (types, not weights)
     except Exception:  # onnxruntime's own inference is non-strict too; keep what the model declares
         inferred = model
     graph = inferred.graph
@@ -472,26 +501,13 @@ def collect_activation_statistics(
     its outputs are dropped before the next batch is read. ``histograms=False`` keeps min/max only
     (enough for minmax ranges, and cheaper on large activations).
     """
-    from edgeopt.runtime.runner import open_runner
-
     events = events or Events()
     selected = tensors_to_calibrate(model)
     inputs = {i.name for i in model.graph.input}
     exposed = [name for name in selected if name not in inputs]
-    # The activations become outputs of the model itself for as long as it takes to serialize it (then the
-    # outputs are removed again): a copy of the model would be one more copy of its weights.
-    outputs_before = len(model.graph.output)
-    present = {o.name for o in model.graph.output}
-    try:
-        for name in exposed:
-            if name not in present:
-                elem = TensorProto.FLOAT16 if selected[name] == np.float16 else TensorProto.FLOAT
-                model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
-        augmented = model.SerializeToString()
-    finally:
-        del model.graph.output[outputs_before:]
-    runner = open_runner(augmented, label="float model (calibration)", threads=threads, optimization="none")
-    del augmented
+    runner = open_exposed_runner(model, {name: TensorProto.FLOAT16 if selected[name] == np.float16 else
+                                         TensorProto.FLOAT for name in exposed},
+                                 label="float model (calibration)", threads=threads, optimization="none")
     stats = {name: TensorStatistics(dtype=dtype, histogram=RunningHistogram() if histograms else None)
              for name, dtype in selected.items()}
     measured_inputs = [name for name in selected if name in inputs]

@@ -45,15 +45,18 @@ class RevertEffect(BaseModel):
     nodes: list[str]
     margin: float | None  # None: the trial could not be evaluated
     effect: float | None  # margin gained over the all-int8 candidate
+    batches: int | None = None  # judged on the first this many evaluation batches (None: all of them)
 
 
 def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: BatchSource, options, evaluate,
-                       progress):
+                       progress, evaluation_batches: int | None = None):
     """Revert quantizer groups to float until the task metric meets its floor (``evaluation``: the feeds,
     re-iterable; the first ``RANKING_BATCHES`` are read, one at a time).
 
     1. The SQNR activation matching (one pass) names the groups that add the most error;
-    2. each of the first ``MAX_RANKED_GROUPS`` is reverted alone and the task metric measured: groups are
+    2. each of the first ``MAX_RANKED_GROUPS`` is reverted alone and the task metric measured on the first
+       ``RANKING_BATCHES`` of the ``evaluation_batches`` (a ranking needs the order, not the full count;
+       on a detector over large images this is most of the time mixed precision takes): groups are
        ranked by the margin they buy (what NNCF's accuracy control does), so the order follows the
        task, not a tensor statistic;
     3. groups are reverted cumulatively in that order, one per step, until the floor is met, the
@@ -81,17 +84,29 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: 
         candidate.mixed_precision_stop = "no quantized node adds measurable error"
         return best
     ranked: list[RevertEffect] = []
+    part = RANKING_BATCHES if evaluation_batches is not None and evaluation_batches > RANKING_BATCHES else None
+    baseline = fidelity
+    if part is not None:  # the all-int8 candidate on the same part: effects compare like with like
+        _data, baseline, _rejection, _coverage = evaluate(recipe, batches=part)
+        baseline = baseline or fidelity
     for index, group in enumerate(groups):
         if out_of_time():
             candidate.mixed_precision_stop = f"time budget ({budget:g} s) ended while ranking"
             break
         progress(f"mixed precision: ranking group {index + 1}/{len(groups)} by the task metric")
-        trial_data, trial_fidelity, _rejection, _coverage = evaluate(recipe.excluding(list(group)))
+        trial_recipe = recipe.excluding(list(group))
+        trial_data, trial_fidelity, _rejection, _coverage = evaluate(trial_recipe, batches=part)
         margin = trial_fidelity.margin if trial_fidelity is not None else None
-        ranked.append(RevertEffect(nodes=list(group), margin=margin, effect=None if margin is None else round(
-            trial_fidelity.smooth_margin - fidelity.smooth_margin, 6)))
+        ranked.append(RevertEffect(nodes=list(group), margin=margin, batches=part, effect=None if margin is None else
+                                   round(trial_fidelity.smooth_margin - baseline.smooth_margin, 6)))
+        if part is not None and trial_fidelity is not None and trial_fidelity.meets(options.min_cosine,
+                                                                                    options.min_top1):
+            # meets the floor on the part: judged on all the data before it counts
+            trial_data, trial_fidelity, _rejection, _coverage = evaluate(trial_recipe)
+        elif part is not None:
+            continue  # a margin on the part is not comparable with ``best``'s
         if trial_fidelity is not None and trial_fidelity.margin > best[1].margin:
-            best = (trial_data, trial_fidelity, recipe.excluding(list(group)))
+            best = (trial_data, trial_fidelity, trial_recipe)
         if trial_fidelity is not None and trial_fidelity.meets(options.min_cosine, options.min_top1):
             # One group alone is enough: the cheapest fix there is.
             candidate.mixed_precision.append(step_record(list(group), trial_fidelity, True))

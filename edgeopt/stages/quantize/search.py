@@ -348,8 +348,9 @@ def search(
     source = [prepared]
     correction: list[BiasCorrection | None] = [None]
 
-    def evaluate(recipe: Recipe, model_in: onnx.ModelProto | None = None
+    def evaluate(recipe: Recipe, model_in: onnx.ModelProto | None = None, batches: int | None = None
                  ) -> tuple[bytes | None, Fidelity | None, str | None, Any]:
+        """Quantize ``recipe`` and judge it on the evaluation data (its first ``batches`` only, if given)."""
         float_in = model_in if model_in is not None else source[0]
         try:
             statistics = passes.get(float_in) if passes is not None and recipe.mode == "static" else None
@@ -368,16 +369,19 @@ def search(
         coverage = count_quantized_nodes(prepared, model)
         if coverage.quantized == 0:
             return None, None, "no node was quantized (nothing this recipe can quantize in the graph)", coverage
-        return judge(data, recipe.name, coverage)
+        return judge(data, recipe.name, coverage, batches)
 
-    def judge(data: bytes, name: str, coverage: Any):
-        """The candidate's task metrics over the evaluation data, batch by batch."""
+    def judge(data: bytes, name: str, coverage: Any, batches: int | None = None):
+        """The candidate's task metrics over the evaluation data (or its first ``batches``), batch by batch."""
+        part = batches is not None and batches < len(reference)
         run = FidelityRun(output_names, plan)
         unreadable: list[Exception] = []  # the data's own errors (read as the candidate runs): never the model's
         walked = seen = 0
         try:
             for got, batch_labels in _outputs_per_batch(data, evaluation, f"int8 model ({name})", state_pairs,
                                                         unreadable):
+                if part and walked == batches:
+                    break
                 if walked == len(reference):
                     walked += 1  # one batch more than the float model saw
                     break
@@ -391,7 +395,7 @@ def search(
             if any(exc is error for error in unreadable):
                 raise
             return None, None, f"onnxruntime cannot run the int8 model: {getattr(exc, 'message', exc)}", coverage
-        if walked != len(reference):
+        if walked != (batches if part else len(reference)):
             raise InputError(f"the evaluation data gave {len(reference)} batches on its first pass, then "
                              f"{'more' if walked > len(reference) else walked}",
                              "evaluation data must read the same on every pass")
@@ -441,7 +445,8 @@ def search(
             # (the float model the quantizer saw: its activations are what int8 ones are matched with)
             data, fidelity, recipe = revert_until_floor(
                 source[0], data, fidelity, recipe, candidate, eval_feeds,
-                options.model_copy(update={"mixed_precision_budget_s": remaining}), evaluate, progress)
+                options.model_copy(update={"mixed_precision_budget_s": remaining}), evaluate, progress,
+                evaluation_batches=len(reference))
         _settle(candidate, data, fidelity, recipe, outcome.float_size_bytes, float_names, quantized_models, options)
         faithful = faithful or (candidate.name in quantized_models and candidate.recipe.mode == "static")
 

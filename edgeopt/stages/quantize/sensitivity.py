@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
-from edgeopt.runtime.runner import open_runner
-from edgeopt.stages.quantize.calibration import CalibrationBatches, walk
+from edgeopt.stages.quantize.calibration import CalibrationBatches, open_exposed_runner, walk
+from edgeopt.formats.onnx import weightless_copy
 
 _CLIP_DB = 80.0  # an exact tensor counts as 80 dB: more is noise in the ranking
 # onnxruntime's QDQ quantizer names the dequantized copy of tensor T like this: that copy
@@ -62,7 +62,7 @@ def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     """Float activations (name -> element type), from shape inference (best effort)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model))  # (types, not weights)
     except Exception:  # shape inference is best effort here
         inferred = model
     float_types = {TensorProto.FLOAT, TensorProto.FLOAT16}
@@ -71,25 +71,16 @@ def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
             if vi.type.tensor_type.elem_type in float_types}
 
 
-def _expose(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None = None) -> bytes:
-    """The model with ``names`` as extra outputs, each declared with its own element type
-    (a float16 tensor declared float would not load), serialized. The outputs are added to ``model`` for as
-    long as that takes and removed again: a copy would be one more copy of its weights."""
-    before = len(model.graph.output)
-    existing = {o.name for o in model.graph.output}
-    try:
-        for name in names:
-            if name not in existing:
-                elem = (types or {}).get(name, TensorProto.FLOAT)
-                model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
-        return model.SerializeToString()
-    finally:
-        del model.graph.output[before:]
+def _exposed_runner(model: onnx.ModelProto, names: list[str], types: dict[str, int] | None, label: str):
+    """A runner for ``model`` with ``names`` as extra outputs, typed by ``types`` (default float)."""
+    return open_exposed_runner(model, {name: (types or {}).get(name, TensorProto.FLOAT) for name in names},
+                               label=label)
 
 
-def expose_tensors(model: onnx.ModelProto, names: list[str]) -> bytes:
-    """The model with ``names`` (float activations or inputs) as extra outputs, typed by shape inference."""
-    return _expose(model, names, _float_tensors(model))
+def exposed_tensors_runner(model: onnx.ModelProto, names: list[str], label: str):
+    """A runner for ``model`` with ``names`` (float activations or inputs) as extra outputs, typed by shape
+    inference."""
+    return _exposed_runner(model, names, _float_tensors(model), label)
 
 
 def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -146,10 +137,9 @@ def rank_sensitive_nodes(
     step = EXPOSED_PER_RUN if fresh is not None else len(watched)
     for start in range(0, len(watched), step):
         names = watched[start:start + step]
-        reference = open_runner(_expose(float_model, names, float_types), label="float model (activations)",
-                                optimization="basic")
-        candidate = open_runner(_expose(quant_model, sorted({seen_as[name] for name in names}), quant_types),
-                                label="int8 model (activations)", optimization="basic")
+        reference = _exposed_runner(float_model, names, float_types, "float model (activations)")
+        candidate = _exposed_runner(quant_model, sorted({seen_as[name] for name in names}), quant_types,
+                                    "int8 model (activations)")
         for batch in (fresh() if fresh is not None else feeds):
             ref_out = reference.run(batch)
             cand_out = candidate.run(batch)
@@ -241,8 +231,7 @@ def up_front_exclusions(model: onnx.ModelProto, feeds: CalibrationBatches | Iter
     types = _float_tensors(model)
     watched = sorted(set(types) - {i.name for i in model.graph.input})
     if watched and feeds:
-        runner = open_runner(_expose(model, watched, types), label="float model (ranges)",
-                                   optimization="basic")
+        runner = _exposed_runner(model, watched, types, "float model (ranges)")
         peaks: dict[str, float] = {}
         batches = itertools.islice(walk(feeds), 2)
         while (batch := next(batches, None)) is not None:

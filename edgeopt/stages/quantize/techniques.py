@@ -26,9 +26,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgeopt.runtime.runner import open_runner
 from edgeopt.stages.quantize.calibration import reiterable
-from edgeopt.stages.quantize.sensitivity import expose_tensors
+from edgeopt.stages.quantize.sensitivity import exposed_tensors_runner
 
 SMOOTH_ALPHA = 0.5
 _FLOOR = 1e-5
@@ -92,8 +91,7 @@ def channel_statistics(model: onnx.ModelProto, tensors: dict[str, int], batches:
     streaming pass over ``batches``; only the current batch's activations are alive."""
     if not tensors:
         return {}
-    runner = open_runner(expose_tensors(model, sorted(tensors)), label="float model (channel statistics)",
-                         optimization="basic")
+    runner = exposed_tensors_runner(model, sorted(tensors), "float model (channel statistics)")
     peaks: dict[str, np.ndarray] = {}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}

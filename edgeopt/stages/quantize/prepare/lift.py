@@ -24,6 +24,7 @@ from edgeopt.graph.onnx_protos import (
 )
 from edgeopt.formats.onnx import default_opset
 from edgeopt.stages.quantize.prepare.scopes import FLOAT_TYPES, Frozen
+from edgeopt.formats.onnx import weightless_copy
 
 # ------------------------------------------------------------------------ lifting
 
@@ -152,7 +153,7 @@ def spatial_means_as_global_pool(model: onnx.ModelProto) -> tuple[onnx.ModelProt
     if not any(is_op(node, "ReduceMean") for node in model.graph.node):
         return model, []  # nothing to rewrite: neither shape inference nor a copy (each a copy of the weights)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model))  # (types, not weights)
     except Exception:  # shape inference fails on some valid graphs; then nothing is rewritten
         return model, []
     info = {v.name: v.type.tensor_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
