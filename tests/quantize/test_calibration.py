@@ -422,3 +422,25 @@ def test_a_forgotten_model_gives_up_its_pass_and_a_kept_one_is_not_recomputed():
     assert cache.get(kept) is kept_stats and len(reads) == 2
     cache.get(trial)  # its pass (and the reference to the trial model) was dropped
     assert len(reads) == 3
+
+
+def test_histograms_are_collected_only_when_asked_for():
+    from edgeopt.stages.quantize.calibration import StatisticsCache
+
+    reads = []
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        reads.append(1)
+        yield from _batches("cnn", 2, seed=3)
+
+    model = small_cnn()
+    cache = StatisticsCache(batches)
+    ranges = cache.get(model)  # min/max serve minmax recipes
+    assert not ranges.has_histograms and cache.get(model) is ranges and len(reads) == 1
+    with_histograms = cache.get(model, histograms=True)  # percentile/entropy: the pass again, with them
+    assert with_histograms.has_histograms and len(reads) == 2
+    assert with_histograms.ranges() == ranges.ranges()
+    assert cache.get(model) is with_histograms and cache.get(model, histograms=True) is with_histograms
+    assert len(reads) == 2
+    never = StatisticsCache(batches, histograms=False)  # not allowed at construction: never collected
+    assert not never.get(model, histograms=True).has_histograms

@@ -542,17 +542,23 @@ def collect_activation_statistics(
 class StatisticsCache:
     """Calibration passes shared by many quantizations: one pass per float model (by identity: a
     model that a technique transformed has activations of its own), made on first use. A pass that
-    failed raises its error again instead of running again."""
+    failed raises its error again instead of running again. Histograms (``histograms=True`` at
+    construction allows them) are collected only when a caller asks for them: they are most of a pass's
+    cost on large activations, and min/max ranges need none; a later request for them makes the pass
+    again, with them."""
 
-    def __init__(self, batches: CalibrationBatches, **options: object) -> None:
-        self._batches, self._options = reiterable(batches), options
+    def __init__(self, batches: CalibrationBatches, *, histograms: bool = True, **options: object) -> None:
+        self._batches, self._options, self._histograms = reiterable(batches), options, histograms
         self._passes: dict[int, tuple[onnx.ModelProto, ActivationStatistics | Exception]] = {}
 
-    def get(self, model: onnx.ModelProto) -> ActivationStatistics:
-        if id(model) not in self._passes:
+    def get(self, model: onnx.ModelProto, histograms: bool = False) -> ActivationStatistics:
+        histograms = histograms and self._histograms
+        cached = self._passes.get(id(model))
+        if cached is None or (histograms and isinstance(cached[1], ActivationStatistics)
+                              and not cached[1].has_histograms):
             try:
                 found: ActivationStatistics | Exception = collect_activation_statistics(
-                    model, self._batches, **self._options)
+                    model, self._batches, histograms=histograms, **self._options)
             except Exception as exc:  # kept: every later quantization of this model would fail alike
                 found = exc
             self._passes[id(model)] = (model, found)  # holding the model keeps its id its own

@@ -23,6 +23,8 @@ from edgeopt.stages.quantize.sensitivity import exclusion_group, rank_sensitive_
 # Groups whose solo revert is measured (the SQNR ranking picks them, the task metric orders them).
 MAX_RANKED_GROUPS = 12
 MAX_MIXED_PRECISION_STEPS = 12
+# Cumulative reverts in a row that leave the task metric where it was end the search for this candidate.
+MAX_FLAT_STEPS = 2
 # Evaluation batches the SQNR matching runs over: it only names candidates, the task metric orders them.
 RANKING_BATCHES = 8
 
@@ -117,6 +119,7 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: 
     ranked.sort(key=lambda r: -(r.effect if r.effect is not None else -1e9))
     candidate.mixed_precision_ranking = ranked
     reverted: list[str] = []
+    highest, flat = fidelity.smooth_margin, 0  # the best smooth margin on all the data so far
     for effect in ranked[:MAX_MIXED_PRECISION_STEPS]:
         if effect.effect is None or effect.effect <= 0:
             candidate.mixed_precision_stop = candidate.mixed_precision_stop or \
@@ -138,6 +141,13 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: 
             best = (trial_data, trial_fidelity, trial)
         if meets:
             candidate.mixed_precision_stop = f"floor met after {len(candidate.mixed_precision)} step(s)"
+            break
+        # A ranking (on part of the data) that predicts gains the full data does not show: stop early.
+        flat = flat + 1 if trial_fidelity.smooth_margin <= highest + 1e-6 else 0
+        highest = max(highest, trial_fidelity.smooth_margin)
+        if flat >= MAX_FLAT_STEPS:
+            candidate.mixed_precision_stop = (f"{MAX_FLAT_STEPS} reverts in a row did not raise the task metric "
+                                              "on all the evaluation data")
             break
     else:
         candidate.mixed_precision_stop = candidate.mixed_precision_stop or "ranked groups used up"

@@ -1,18 +1,14 @@
 """Choosing the int8 model to ship: candidates, fidelity floor, mixed precision, latency.
 
-For each candidate recipe: quantize, refuse degenerate results (does not load, nothing
-quantized, bigger than the float model), measure fidelity on held-out data with each output's task
-metric (metrics.py), and when it is below the floor keep quantizer groups in float: ranked by the
-measured effect of reverting each one alone on the task metric, reverted greedily until the floor is
-met (the accuracy-control idea of NNCF), within a time budget. On the host target the surviving
-candidates and the float model are timed side by side; an int8 model that is not faster is not
-shipped unless the user insists.
+For each candidate recipe: quantize, refuse degenerate results (does not load, nothing quantized, bigger
+than the float model), measure fidelity on held-out data with each output's task metric (metrics.py),
+and when it is below the floor keep quantizer groups in float (mixed_precision.py, within a time
+budget). On the host target the surviving candidates and the float model are timed side by side; an
+int8 model that is not faster is not shipped unless the user insists.
 
 The evaluation data is walked afresh, one batch alive at a time, wherever it is used (issue 22): its
 inputs are never kept. The float model's outputs on it are computed once and kept, one entry per batch,
-for every candidate and every mixed-precision step to be compared with (outputs only; for a detector
-over large images that is the one part that grows with the evaluation set); a candidate's outputs are
-judged batch by batch and dropped.
+for every candidate and mixed-precision step to be compared with; a candidate's are judged and dropped.
 """
 
 from __future__ import annotations
@@ -329,9 +325,8 @@ def search(
         op_histogram[node.op_type] = op_histogram.get(node.op_type, 0) + 1
     choices = candidate_recipes(target, options.mode, has_calibration=bool(calibration),
                                 op_histogram=op_histogram, overrides=options.overrides)
-    # One calibration pass per float model serves every static candidate and re-quantization: they differ in
-    # nodes excluded, op types and quantized types, never in the float activations.
-    # (histograms too when ranges may be chosen per activation, or a recipe clips)
+    # One calibration pass per float model serves every static candidate and re-quantization (they differ in
+    # nodes excluded, op types and quantized types, never in the float activations); histograms when asked for.
     passes = StatisticsCache(calibration, events=events, histograms=options.techniques or any(
         c.recipe.mode == "static" and c.recipe.calibration != "minmax" for c in choices)) if calibration else None
     float_up_front = up_front_exclusions(prepared, calibration if calibration else _feeds(evaluation))
@@ -353,7 +348,8 @@ def search(
         """Quantize ``recipe`` and judge it on the evaluation data (its first ``batches`` only, if given)."""
         float_in = model_in if model_in is not None else source[0]
         try:
-            statistics = passes.get(float_in) if passes is not None and recipe.mode == "static" else None
+            statistics = (passes.get(float_in, histograms=recipe.calibration != "minmax")
+                          if passes is not None and recipe.mode == "static" else None)
             if model_in is None and correction[0] is not None and recipe.mode == "static":
                 variant = correction[0].for_recipe(float_in, recipe)
                 if variant is not float_in:
@@ -405,7 +401,7 @@ def search(
     if first_static is not None and calibration and options.techniques:
         source[0], method, outcome.prepare["techniques"], correction[0] = choose_techniques(
             prepared, first_static.excluding(list(float_up_front)), calibration, evaluate, progress,
-            statistics_of=passes.get if "calibration" not in options.overrides else None)
+            statistics_of=partial(passes.get, histograms=True) if "calibration" not in options.overrides else None)
         passes.retain(source[0], prepared)
         if method != first_static.calibration:  # ranges per activation measured better: every static recipe
             choices = [c.model_copy(update={"recipe": c.recipe.model_copy(update={"calibration": method})})
