@@ -18,8 +18,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tests never read or write the user's own calibrated targets (~/.config/edgeopt).
+# Tests never read or write the user's own calibrated targets (~/.config/edgeopt) nor the host figures
+# measured on first use (~/.cache/edgeopt): a test run measures its own, once.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="edgeopt-tests-config-")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="edgeopt-tests-cache-")
 os.environ.pop("EDGEOPT_TARGETS_DIR", None)
 
 

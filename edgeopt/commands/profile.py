@@ -54,6 +54,7 @@ def profile_model(
     what is happening; each device measured in parallel speaks on its own line (``device=``).
     """
     from edgeopt.analysis.profile import static_profile
+    from edgeopt.commands.calibrate import host_for_estimates
     from edgeopt.targets import host_cpu_of, load_target
 
     events = events or Events()
@@ -77,7 +78,7 @@ def profile_model(
     report.resolved_inputs = plan.summary()
     report.warnings.extend(plan.warnings)
     for name in targets:
-        target = load_target(name, targets_dir)
+        target = host_for_estimates(load_target(name, targets_dir), events)
         events.note(f"estimating for {name}")
         estimate = static_profile(model, target, report.input_shapes, cpu_target=host_cpu_of(target, targets_dir))
         report.estimates[name] = estimate

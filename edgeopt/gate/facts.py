@@ -65,9 +65,10 @@ class ArtifactFacts:
         """The static profile on ``target_name`` (None with the reason when it cannot be made)."""
         if target_name not in self._estimates:
             from edgeopt.analysis.profile import static_profile
+            from edgeopt.commands.calibrate import host_for_estimates
             from edgeopt.targets import host_cpu_of, load_target
 
-            target = load_target(target_name, self.targets_dir)
+            target = host_for_estimates(load_target(target_name, self.targets_dir))
             cpu = host_cpu_of(target, self.targets_dir)
             try:
                 self._estimates[target_name] = (static_profile(self.loaded.model, target, cpu_target=cpu), None)

@@ -60,6 +60,7 @@ class ProfileStage:
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         from edgeopt.analysis.profile import static_profile
+        from edgeopt.commands.calibrate import host_for_estimates
         from edgeopt.targets import host_cpu_of, load_target
 
         with context.stage("profile", "Profiling for targets") as record:
@@ -67,7 +68,7 @@ class ProfileStage:
             verdicts: dict[str, TargetVerdict] = {}
             estimates: dict[str, StaticProfile] = {}
             for name in context.config.targets:
-                target = load_target(name, context.targets_dir())
+                target = host_for_estimates(load_target(name, context.targets_dir()), context.events)
                 try:
                     estimate = static_profile(model.proto, target, shapes,
                                               cpu_target=host_cpu_of(target, context.targets_dir()))

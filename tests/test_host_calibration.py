@@ -1,0 +1,72 @@
+"""The host target's figures on first use: measured here once per CPU, cached, and said so."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeopt.commands import calibrate
+from edgeopt.events import Events
+from edgeopt.targets import load_target
+
+
+class Notes(Events):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.lines.append(message)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(calibrate.AUTO_CALIBRATE_ENV, raising=False)
+    return tmp_path
+
+
+def test_an_uncalibrated_host_is_measured_once_then_read_from_the_cache(fresh_cache, monkeypatch):
+    host = load_target("host")
+    assert host.peak_ops_per_s.fp32 is None  # the packaged profile has no figures
+    notes = Notes()
+    measured = calibrate.host_for_estimates(host, notes)
+    assert measured.peak_ops_per_s.fp32 > 1e8 and measured.memory_bandwidth_bytes_per_s > 1e8
+    assert measured.cores == host.cores and measured.isa_features == host.isa_features
+    (said,) = notes.lines
+    assert said.startswith("host: measured this machine's peaks in") and "targets calibrate host" in said
+    cached = fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key() / "host.toml"
+    assert cached.is_file() and measured.origin == str(cached)
+
+    calls: list[str] = []
+
+    def counted(*_args, **_kwargs):
+        calls.append(calibrate.machine_key())
+        raise RuntimeError("measuring is not what this part checks")
+
+    monkeypatch.setattr("edgeopt.runtime.microbench.run_microbenchmarks", counted)
+    again = Notes()
+    assert calibrate.host_for_estimates(host, again).peak_ops_per_s == measured.peak_ops_per_s and not again.lines
+    assert calls == []  # read from the cache
+    # Another CPU (or onnxruntime) is another key: measured afresh, not read from this one's entry.
+    monkeypatch.setattr(calibrate, "machine_key", lambda: "another-cpu")
+    assert calibrate.host_for_estimates(host, Notes()) is host and calls == ["another-cpu"]
+
+
+def test_profiles_with_figures_and_the_opt_out_are_left_alone(fresh_cache, monkeypatch):
+    pi = load_target("rpi4b")
+    assert calibrate.host_for_estimates(pi) is pi
+    monkeypatch.setenv(calibrate.AUTO_CALIBRATE_ENV, "0")
+    host = load_target("host")
+    assert calibrate.host_for_estimates(host) is host
+    assert not (fresh_cache / "edgeopt").exists()
+
+
+def test_a_failed_measurement_leaves_the_estimate_unavailable_not_the_run(fresh_cache, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no kernels")
+
+    monkeypatch.setattr("edgeopt.runtime.microbench.run_microbenchmarks", broken)
+    notes = Notes()
+    host = load_target("host")
+    assert calibrate.host_for_estimates(host, notes) is host
+    assert notes.lines == ["host: could not measure this machine's peaks (RuntimeError); no latency estimate"]
