@@ -43,7 +43,7 @@ DERIVED_CPU_PEAKS = {
 DERIVED_ACCEL_PEAKS = {
     "coral-edgetpu": {"int8": 4e12},                      # Google's 4 TOPS
     "ethos-u55": {"int8": 128 * 2 * 500e6},               # 128 MACs x 2 x 500 MHz (Vela High_End_Embedded)
-    "rk3588-npu": {"int8": 3 * 2e12},                     # 3 NPU cores x 2 TOPS
+    "rk3588-npu": {"int8": 2e12},                         # one NPU core of 3 (one model, default core_mask)
     "jetson-orin-nano": {"fp32": 1024 * 2 * 625e6,        # CUDA cores x FMA x GPU clock
                          "int8": 40e12 / 2},              # 40 sparse TOPS -> 20 dense
 }
