@@ -198,7 +198,7 @@ def _detect_host() -> dict[str, Any]:
     return facts
 
 
-def _parse(path: Path) -> TargetProfile:
+def read_target_file(path: Path) -> TargetProfile:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -232,7 +232,7 @@ def list_targets(extra_dir: Path | None = None) -> list[TargetProfile]:
                 raise InputError(f"targets folder not found: {directory}", f"check --targets-dir / {TARGETS_DIR_ENV}")
             continue
         for path in sorted(directory.glob("*.toml")):
-            found[path.stem] = _parse(path)
+            found[path.stem] = read_target_file(path)
     return sorted(found.values(), key=lambda t: t.name)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeopt.commands import calibrate
+from edgeopt.runtime import host_calibration as calibrate
 from edgeopt.events import Events
 from edgeopt.targets import load_target
 
@@ -36,6 +36,7 @@ def test_an_uncalibrated_host_is_measured_once_then_read_from_the_cache(fresh_ca
     assert said.startswith("host: measured this machine's peaks in") and "targets calibrate host" in said
     cached = fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key() / "host.toml"
     assert cached.is_file() and measured.origin == str(cached)
+    assert any(s.startswith("measured automatically by edgeopt") for s in measured.sources)
 
     calls: list[str] = []
 

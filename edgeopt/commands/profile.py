@@ -54,7 +54,7 @@ def profile_model(
     what is happening; each device measured in parallel speaks on its own line (``device=``).
     """
     from edgeopt.analysis.profile import static_profile
-    from edgeopt.commands.calibrate import host_for_estimates
+    from edgeopt.runtime.host_calibration import host_for_estimates
     from edgeopt.targets import host_cpu_of, load_target
 
     events = events or Events()

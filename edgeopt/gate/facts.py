@@ -65,7 +65,7 @@ class ArtifactFacts:
         """The static profile on ``target_name`` (None with the reason when it cannot be made)."""
         if target_name not in self._estimates:
             from edgeopt.analysis.profile import static_profile
-            from edgeopt.commands.calibrate import host_for_estimates
+            from edgeopt.runtime.host_calibration import host_for_estimates
             from edgeopt.targets import host_cpu_of, load_target
 
             target = host_for_estimates(load_target(target_name, self.targets_dir))

@@ -60,7 +60,7 @@ class ProfileStage:
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         from edgeopt.analysis.profile import static_profile
-        from edgeopt.commands.calibrate import host_for_estimates
+        from edgeopt.runtime.host_calibration import host_for_estimates
         from edgeopt.targets import host_cpu_of, load_target
 
         with context.stage("profile", "Profiling for targets") as record:
