@@ -257,6 +257,15 @@ def test_mixed_precision_converges_on_a_transformer_with_an_additive_mask():
                    if c.recipe.mode == "static")
 
 
+def test_the_search_budget_bounds_mixed_precision():
+    # The same transformer with no time left for the search: no candidate is reverted, the float model ships.
+    model, outcome = _search(transformer_model(), transformer_feeds(48), techniques=False, search_budget_s=0)
+    assert model is None and outcome.shipped == "float"
+    below = [c for c in outcome.candidates if c.status == "below-floor"]
+    assert below and all(not c.mixed_precision_ranking and c.mixed_precision_stop.startswith(
+        "not tried: the time budget (mixed precision 180 s, the search 0 s)") for c in below)
+
+
 def test_mixed_precision_converges_on_a_detector_with_scores_beside_boxes():
     # (floor 0.9: with 7-bit weights, the AVX2 default, this small head keeps ~0.945 of its boxes once the
     # concat is float; what matters here is the climb from ~0.55 in one revert, on every CPU)

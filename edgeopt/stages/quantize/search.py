@@ -69,8 +69,10 @@ class QuantizeOptions(BaseModel):
     metrics: dict[str, str] = {}
     # Try SmoothQuant / cross-layer equalization / bias correction (kept only where the task metric gains).
     techniques: bool = True
-    # Wall-time budget for ranking and reverting groups (mixed precision), for the whole search.
+    # Wall-time budget for ranking and reverting groups (mixed precision), for the whole search, and for
+    # the search up to the end of mixed precision (timing comes after): mixed precision gets what is left.
     mixed_precision_budget_s: float = 180.0
+    search_budget_s: float = 240.0
     # Where latency is measured: keep in float the layers whose int8 kernels are slower.
     speed_fallback: bool = True
 
@@ -261,7 +263,7 @@ def search(
     to be compared with (outputs only: the inputs are read again). ``timing_feeds`` default to the
     first evaluation batch, read when timing starts.
     """
-    events = events or Events()
+    events, started = events or Events(), time.monotonic()
     progress = events.note
     from edgeopt.stages.quantize.prepare import (
         already_quantized,
@@ -427,16 +429,17 @@ def search(
                     options)
         else:
             below.append((candidate, data, fidelity))
-    deadline = time.monotonic() + options.mixed_precision_budget_s
+    deadline = min(time.monotonic() + options.mixed_precision_budget_s, started + options.search_budget_s)
     # (a faithful dynamic candidate does not count: on conv graphs it is often far slower than static int8)
     faithful = any(c.name in quantized_models and c.recipe.mode == "static" for c in outcome.candidates)
     for candidate, data, fidelity in sorted(below, key=lambda item: -item[2].margin):
         recipe = candidate.recipe
         remaining = deadline - time.monotonic()
         if faithful or remaining <= 0:
-            candidate.mixed_precision_stop = ("not tried: another candidate meets the floor" if faithful else
-                                              f"not tried: the time budget ({options.mixed_precision_budget_s:g} s)"
-                                              " was used up")
+            candidate.mixed_precision_stop = (
+                "not tried: another candidate meets the floor" if faithful else
+                f"not tried: the time budget (mixed precision {options.mixed_precision_budget_s:g} s, "
+                f"the search {options.search_budget_s:g} s) was used up")
         else:
             # (the float model the quantizer saw: its activations are what int8 ones are matched with)
             data, fidelity, recipe = revert_until_floor(
