@@ -7,7 +7,6 @@ resolved) before any byte of them is read.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -328,21 +327,6 @@ def _large(tensor: TensorProto) -> bool:
     return len(tensor.raw_data) > _WEIGHT_BYTES_ASIDE
 
 
-@contextlib.contextmanager
-def weight_data_aside(model: onnx.ModelProto) -> Iterator[list[tuple[TensorProto, bytes]]]:
-    """While the block runs, ``model``'s large initializers (main graph and subgraphs) hold no data: for
-    onnx passes that copy the whole model but read no weight values (shape inference, version conversion).
-    The data is put back afterwards, whatever happens; yields (emptied tensor, its data) pairs."""
-    aside = [(tensor, tensor.raw_data) for tensor in _initializers(model.graph, _large)]
-    try:
-        for tensor, _data in aside:
-            tensor.ClearField("raw_data")
-        yield aside
-    finally:
-        for tensor, data in aside:
-            tensor.raw_data = data
-
-
 def _copy_fields(source: Any, target: Any, skip: str) -> None:
     """Every field of the message ``source`` but ``skip`` into ``target``."""
     for descriptor, value in source.ListFields():
@@ -402,28 +386,30 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     """Convert the default-domain opset; raises ExportError naming the blocker.
 
     The converter copies the model several times (into C++ and back, per pass): with a 54 MB model that
-    was ~540 MB at once. Weight data is set aside while it runs (no default-domain conversion reads an
-    initializer's values: they only move attributes to inputs and rewrite ops) and put back by name, so
-    the peak is the model and its converted copy. ``model`` is restored before this returns."""
+    was ~540 MB at once. It converts a weightless copy (no default-domain conversion reads an
+    initializer's values: they only move attributes to inputs and rewrite ops) and the data is put back
+    by name, so the peak is the model and its converted copy. ``model`` is not touched."""
     from onnx import version_converter
 
     current = default_opset(model)
-    names = [tensor.name for tensor in _initializers(model.graph, _large)]
+    names = [tensor.name for tensor in model.graph.initializer if _large(tensor)]
     by_name = len(set(names)) == len(names)  # names to put the data back by (else convert with the data)
     try:
-        with weight_data_aside(model) if by_name else contextlib.nullcontext([]) as aside:
-            converted = version_converter.convert_version(model, target)
+        converted = version_converter.convert_version(weightless_copy(model) if by_name else model, target)
     except Exception as exc:  # the converter raises RuntimeError/IndexError/… depending on the op
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         hint = ("omit --opset to keep the model's own opset" if target < current
                 else "re-export the model at opset >= 13 from its framework")
         raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
-    data = {tensor.name: raw for tensor, raw in aside}
+    if not by_name:
+        return converted
+    originals = {tensor.name: tensor for tensor in model.graph.initializer if tensor.name in set(names)}
     restored = 0
-    for tensor in _initializers(converted.graph, lambda t: t.name in data and not t.raw_data):
-        tensor.raw_data = data[tensor.name]
-        restored += 1
-    if restored != len(data):  # the converter renamed or dropped a weight: convert with the data
+    for tensor in converted.graph.initializer:
+        if tensor.name in originals and not tensor.raw_data:
+            tensor.raw_data = originals[tensor.name].raw_data
+            restored += 1
+    if restored != len(originals):  # the converter renamed or dropped a weight: convert with the data
         return version_converter.convert_version(model, target)
     return converted
 
