@@ -81,6 +81,26 @@ class Accelerator(BaseModel):
         return {kind_of_key(op): text for op, text in value.items()}
 
 
+class RuntimeMemory(BaseModel):
+    """How the target's runtime holds a model (analysis.runtime_memory): measured on the device by
+    `targets calibrate` with probe models, or edgeopt's defaults for the runtime and architecture."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interpreter_baseline_bytes: int | None = Field(None, ge=0)  # Python + numpy + the runtime imported
+    session_fixed_bytes: int = Field(ge=0)  # a one-op model's session, loaded and run
+    # copies of a weight the runtime keeps, by the kind of the node reading it ("conv", "conv.int8", "default")
+    weight_copies: dict[str, float] = {}
+    load_weight_copies: float = Field(2.0, ge=1.0)  # the weights held at once while a session is created
+    arena_factor: float = Field(ge=0.0)  # activation arena / the liveness plan's peak
+    source: str = ""
+
+    @field_validator("weight_copies")
+    @classmethod
+    def _copies_by_kind(cls, value: dict[str, float]) -> dict[str, float]:
+        return {(key if key == "default" else kind_of_key(key)): factor for key, factor in value.items()}
+
+
 class TargetProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,6 +124,7 @@ class TargetProfile(BaseModel):
     accelerator: Accelerator | None = None
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
     execution_provider: str | None = None
+    runtime_memory: RuntimeMemory | None = None
     # Channel counts the kernels handle without padding (SIMD lanes, NPU blocks); structured pruning
     # rounds kept channels to it. Unset: derived from isa_features (edgeopt.stages.prune.preferred_channel_multiple).
     preferred_channel_multiple: int | None = Field(None, ge=1)

@@ -70,6 +70,35 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert written.peak_ops_per_s.fp32 == pytest.approx(json.loads(out.stdout)["peak_ops_per_s"]["fp32"])
     assert written.memory_bandwidth_bytes_per_s > 0
     assert "schema_version = 2" in (tmp_path / "host.toml").read_text() and 0 < written.efficiency["conv"] <= 1
+    # the memory probes measured the runtime's own costs (issue 16: kept in the target profile)
+    memory = written.runtime_memory
+    assert memory is not None and "memory probes" in memory.source
+    assert 1 << 20 < memory.session_fixed_bytes < 256 << 20 and memory.interpreter_baseline_bytes > 1 << 20
+    assert memory.weight_copies["conv"] >= 1 and memory.weight_copies["matmul"] >= 1 and memory.arena_factor >= 1
+
+
+def test_memory_is_measured_by_phase_without_the_profiled_pass(tmp_path):
+    """32 MiB of MatMul weights: the profiled pass opens a second session (another copy of the weights), which the
+    reported peak must not include; loading and running are reported apart."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((1024, 1024)).astype(np.float32), f"w{i}") for i in range(8)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"y{i - 1}", f"w{i}"], [f"y{i}"]) for i in range(8)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                              [helper.make_tensor_value_info("y7", TensorProto.FLOAT, [1, 1024])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "matmuls.onnx"
+    onnx.save(model, str(path))
+    memory = measure_locally(path, runs=3, warmup=1, profile_ops=True).memory
+    size = 32 << 20
+    assert memory.phases_measured
+    assert memory.after_load_increase_bytes >= size  # the weights are resident once loaded
+    assert memory.load_peak_increase_bytes >= memory.after_load_increase_bytes
+    assert memory.peak_rss_increase_bytes == max(memory.load_peak_increase_bytes, memory.run_peak_increase_bytes)
+    assert memory.peak_rss_increase_bytes < memory.after_load_increase_bytes + size // 2  # no second session
 
 
 def test_calibrating_another_target_is_refused(cli, tmp_path):

@@ -50,6 +50,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic
+from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node
@@ -144,6 +145,8 @@ class StaticProfile(_Frozen):
     peak_activation_is_lower_bound: bool
     fits: list[FitCheck]
     fits_all: bool | None  # None when no memory size is known
+    # memory as the runtime allocates it (analysis.runtime_memory); None where it does not apply (MCUs, TFLite)
+    runtime_memory: RuntimeMemoryEstimate | None = None
     # nodes whose cost could not be computed (left out of latency_ms and macs_total)
     unknown_nodes: list[str]
     unknown_node_count: int
@@ -222,7 +225,7 @@ def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
 
 
 def _fits(
-    target: TargetProfile, weights: int, peak: int
+    target: TargetProfile, weights: int, peak: int, runtime: RuntimeMemoryEstimate | None = None
 ) -> list[FitCheck]:
     both = "weights + peak activations"
 
@@ -235,7 +238,12 @@ def _fits(
 
     acc = target.accelerator
     checks: list[FitCheck] = []
-    if target.kind != "mcu" or target.ram_bytes is not None:
+    if runtime is not None:
+        held = runtime.total_bytes if runtime.total_bytes is not None else runtime.peak_increase_bytes
+        checks.append(check("ram", "the runtime's peak (" + ("interpreter + " if runtime.total_bytes is not None
+                                                               else "") + "session, weights as loaded, arena)",
+                            held, target.ram_bytes))
+    elif target.kind != "mcu" or target.ram_bytes is not None:
         checks.append(check("ram", both, weights + peak, target.ram_bytes))
     if target.kind == "mcu":
         # Weights stay in flash (read in place), activations live in SRAM.
@@ -478,7 +486,9 @@ def static_profile(
             f"size of {_plural(len(plan.unknown_tensors), 'activation')} unknown: "
             "the peak activation memory is a lower bound"
         )
-    fits = _fits(target, plan.weight_bytes, plan.peak_activation_bytes)
+    runtime_facts = default_runtime_memory(target)
+    runtime = None if runtime_facts is None else estimate_runtime_memory(graph, plan, runtime_facts)
+    fits = _fits(target, plan.weight_bytes, plan.peak_activation_bytes, runtime)
     for check in fits:
         if check.fits is False:
             warnings.append(
@@ -509,6 +519,7 @@ def static_profile(
         peak_activation_is_lower_bound=plan.peak_is_lower_bound,
         fits=fits,
         fits_all=all(known_fits) if known_fits else None,
+        runtime_memory=runtime,
         unknown_nodes=unknown_nodes,
         unknown_node_count=len(unknown_nodes),
         partitions=placement.num_partitions,

@@ -142,6 +142,11 @@ def _render(report: ProfileReport, top: int) -> None:
         console.print(f"[bold]{escape(name)}[/bold]: latency {escape(latency)}, {format_count(est.macs_total)} MACs,"
                       f" weights {format_bytes(est.weight_bytes)}, peak activations "
                       f"{format_bytes(est.peak_activation_bytes)}, fits in memory: {fits}")
+        if est.runtime_memory is not None:
+            memory = est.runtime_memory
+            parts = ", ".join(f"{part.key} {format_bytes(part.bytes)}" for part in memory.parts if part.key != "baseline")
+            console.print(f"  memory: peak RSS increase {format_bytes(memory.peak_increase_bytes)} ({escape(parts)})"
+                          + (f", {format_bytes(memory.total_bytes)} with the interpreter" if memory.total_bytes else ""))
         for check in est.fits:
             status = "?" if check.fits is None else ("ok" if check.fits else "DOES NOT FIT")
             console.print(f"  {check.memory}: {check.contents} {format_bytes(check.required_bytes)} of "
@@ -166,12 +171,14 @@ def _render(report: ProfileReport, top: int) -> None:
             console.print(table)
     for device, runs in report.measurements.items():
         table = Table(title=f"Measured on {device}", title_justify="left")
-        for column in ("threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "first run ms", "load ms", "peak RSS +"):
+        for column in ("threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "first run ms", "load ms", "loaded RSS +",
+                       "peak RSS +"):
             table.add_column(column, justify="right")
         for m in runs:
             lat = m.latency_ms
             table.add_row(str(m.threads), _ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.mean),
-                          _ms(m.first_run_ms), _ms(m.load_ms), format_bytes(m.memory.peak_rss_increase_bytes))
+                          _ms(m.first_run_ms), _ms(m.load_ms), format_bytes(m.memory.after_load_increase_bytes),
+                          format_bytes(m.memory.peak_rss_increase_bytes))
         console.print(table)
         if runs and device != "host":
             console.print(escape(_device_line(runs[-1])))

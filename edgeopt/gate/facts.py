@@ -117,7 +117,10 @@ def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
                 facts["latency_ms@estimated"] = Fact(value=None, kind="estimated",
                                                      missing_reason=f"no latency estimate for {target}: "
                                                                     f"{verdict_.estimate_unavailable_reason}")
-            if verdict_.weight_bytes is not None and verdict_.peak_activation_bytes is not None:
+            if verdict_.peak_memory_bytes is not None:
+                facts["peak_memory@estimated"] = Fact(value=verdict_.peak_memory_bytes, kind="estimated",
+                                                      source=f"estimate for {target} (runtime peak RSS increase)")
+            elif verdict_.weight_bytes is not None and verdict_.peak_activation_bytes is not None:
                 facts["peak_memory@estimated"] = Fact(value=verdict_.weight_bytes + verdict_.peak_activation_bytes,
                                                       source=f"estimate for {target} (weights + peak activations)",
                                                       kind="estimated")
@@ -208,9 +211,11 @@ def facts_for(budget: Budget, artifact: ArtifactFacts, report: Report | None, re
                 value=estimate.latency_ms if estimate else None, source=f"estimate for {budget.target}",
                 missing_reason=(estimate.estimate_unavailable_reason if estimate else reason), kind="estimated")
         if "peak_memory@estimated" not in from_report and estimate is not None:
+            runtime = estimate.runtime_memory
             from_report["peak_memory@estimated"] = Fact(
-                value=estimate.weight_bytes + estimate.peak_activation_bytes, kind="estimated",
-                source=f"estimate for {budget.target} (weights + peak activations)")
+                value=runtime.peak_increase_bytes if runtime else estimate.weight_bytes + estimate.peak_activation_bytes,
+                kind="estimated", source=f"estimate for {budget.target} " + (
+                    "(runtime peak RSS increase)" if runtime else "(weights + peak activations)"))
         if "latency_ms@measured" not in from_report:
             for profile in profiles:
                 if profile.model.sha256 == artifact.sha256:

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 3  # 3: --state-pairs (outputs emitted as a stream)
+RUNNER_VERSION = 4  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run)
 
 
 def _peak_rss_bytes() -> int:
@@ -40,6 +40,16 @@ def _peak_rss_bytes() -> int:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Start a new peak window (Linux: VmHWM reset through clear_refs); False where the peak cannot be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _current_rss_bytes() -> int:
@@ -323,14 +333,20 @@ def measure(args) -> dict:
     engine_cls = _LiteRT if args.model.endswith(".tflite") else _OnnxRuntime
     profile = args.profile
     args.profile = False  # the profiler slows kernels: time without it, profile in a second pass
-    # Import the runtime before the baseline so the RSS increase is the model's, not the library's.
+    # The runtime is imported and the samples read before the baseline, so the increase is the model's alone.
     if engine_cls is _OnnxRuntime:
         import onnxruntime  # noqa: F401
+    samples = load_samples(np, args.inputs) if args.inputs else None
     rss_before = _current_rss_bytes()
+    windowed = _reset_peak_rss()
     start = time.perf_counter()
     engine = engine_cls(args.model, args.threads, args.profile)
     load_ms = (time.perf_counter() - start) * 1000
-    samples = load_samples(np, args.inputs) if args.inputs else [_random_inputs(np, engine.specs())]
+    after_load = _current_rss_bytes()
+    load_peak = _peak_rss_bytes()
+    if windowed:
+        _reset_peak_rss()
+    samples = samples or [_random_inputs(np, engine.specs())]
     feeds = samples[0]
     start = time.perf_counter()
     outputs = engine.run(feeds)
@@ -343,6 +359,15 @@ def measure(args) -> dict:
         start = time.perf_counter()
         engine.run(sample)
         times.append((time.perf_counter() - start) * 1000)
+    # Memory is read here: the profiled pass below opens a second session and must not count.
+    run_peak = _peak_rss_bytes()
+    memory = {"rss_before_load_bytes": rss_before, "after_load_increase_bytes": max(0, after_load - rss_before),
+              "load_peak_increase_bytes": max(0, load_peak - rss_before),
+              "run_peak_increase_bytes": max(0, run_peak - rss_before),
+              "peak_rss_bytes": max(load_peak, run_peak),
+              "peak_rss_increase_bytes": max(0, load_peak - rss_before, run_peak - rss_before),
+              # without a resettable peak (not Linux), every figure is the process's peak since it started
+              "phases_measured": windowed}
     if args.save_outputs:
         np.savez(args.save_outputs, **dict(zip(engine.output_names(), outputs)))
     per_op = None
@@ -365,8 +390,7 @@ def measure(args) -> dict:
             "mean": statistics.fmean(times), "stdev": statistics.stdev(times) if len(times) > 1 else 0.0,
             "min": min(times), "max": max(times),
         },
-        "memory": {"rss_before_load_bytes": rss_before, "peak_rss_bytes": _peak_rss_bytes(),
-                   "peak_rss_increase_bytes": max(0, _peak_rss_bytes() - rss_before)},
+        "memory": memory,
         "per_op": per_op,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
         "input_samples": len(samples),
@@ -390,6 +414,54 @@ def best_time(fn, budget_s: float, min_runs: int = 5) -> float:
         best = min(best, time.perf_counter() - t0)
         runs += 1
     return best
+
+
+# Runs in a fresh interpreter per probe (RSS windows need a process of their own): the model's bytes on stdin,
+# read with the runtime imported before the baseline; prints the RSS increases of loading and running.
+_MEMORY_PROBE = r"""
+import json, sys
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
+def reset():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+import numpy as np, onnxruntime as ort
+data = sys.stdin.buffer.read()
+base = status("VmRSS:")
+reset()
+options = ort.SessionOptions()
+options.log_severity_level = 4
+options.intra_op_num_threads = int(sys.argv[1])
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+after_load, load_peak = status("VmRSS:"), status("VmHWM:")
+reset()
+feeds = {i.name: np.random.default_rng(0).standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
+         .astype(np.float32) for i in session.get_inputs()}
+for _ in range(3):
+    session.run(None, feeds)
+print(json.dumps({"baseline": base, "after_load": after_load - base, "load_peak": load_peak - base,
+                  "run_peak": status("VmHWM:") - base}))
+"""
+
+
+def memory_probes(models: list, threads: int, progress=None) -> dict:
+    """RSS increases of loading and running each probe model (Linux only: the windows reset VmHWM)."""
+    import base64
+    import subprocess
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        return {}
+    found = {}
+    for item in models:
+        if progress:
+            progress(f"memory: {item['name']}")
+        done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(threads)],
+                              input=base64.b64decode(item["model_b64"]), capture_output=True, timeout=120)
+        if done.returncode == 0:
+            found[item["name"]] = json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])
+    return found
 
 
 def microbench(bundle: dict, progress=None) -> dict:
@@ -433,8 +505,9 @@ def microbench(bundle: dict, progress=None) -> dict:
     src = np.ones(megabytes * 1024 * 1024 // 8, dtype=np.float64)
     dst = np.empty_like(src)
     bandwidth = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), min(1.0, budget_s), min_runs=3)
+    probes = memory_probes(bundle.get("memory_probes") or [], 1, progress)
     return {"runner_version": RUNNER_VERSION, "kind": "microbench", "threads": threads, "ops_per_s": ops_per_s,
-            "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes,
+            "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
             "runtime": {"name": "onnxruntime", "version": ort.__version__}, "device": device_facts()}
 
 

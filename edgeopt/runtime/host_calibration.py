@@ -16,7 +16,8 @@ from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
-AUTO_SECONDS = 0.3  # per microbenchmark: about 2 s in all, against 1.5 s each for `targets calibrate`
+AUTO_SECONDS = 0.3  # per microbenchmark: about 5 s in all with the memory probes (1.5 s each: `targets calibrate`)
+RECIPE = 2  # what is measured (2: memory probes); a new recipe measures again
 
 
 def host_calibration_dir() -> Path:
@@ -39,13 +40,13 @@ def machine_key() -> str:
     except OSError:
         pass
     facts = "|".join([platform.machine(), model or platform.processor(), str(os.cpu_count()),
-                      ",".join(host_cpu_features()), onnxruntime.__version__])
+                      ",".join(host_cpu_features()), onnxruntime.__version__, f"recipe {RECIPE}"])
     return hashlib.sha256(facts.encode()).hexdigest()[:16]
 
 
 def host_for_estimates(target: TargetProfile, events: Events | None = None) -> TargetProfile:
     """``target``, unless it is a host profile without measured peaks: then this machine's, measured once
-    per CPU (about two seconds) and cached, so a fresh machine gets latency estimates without a manual
+    per CPU (about five seconds) and cached, so a fresh machine gets latency estimates without a manual
     step. Says so once when it measures; a failed measurement leaves the profile as it was."""
     from edgeopt.fsutil import write_text_atomic
     from edgeopt.runtime.microbench import calibrated_profile, run_microbenchmarks

@@ -35,11 +35,20 @@ class LatencySummary(BaseModel):
 
 
 class MemorySummary(BaseModel):
+    """The runner's RSS by phase, each increase over ``rss_before_load_bytes`` (the interpreter with the runtime
+    imported and the samples read: the baseline). Loading: the session's steady size after it was created and
+    the peak while it was created (parsed file and runtime copies of the weights); running: the peak of the
+    first and timed runs (the activation arena). The profiled pass and the emitted outputs are not counted."""
+
     model_config = ConfigDict(extra="forbid")
 
     rss_before_load_bytes: int
     peak_rss_bytes: int
     peak_rss_increase_bytes: int
+    after_load_increase_bytes: int | None = None  # None: a runner before version 4
+    load_peak_increase_bytes: int | None = None
+    run_peak_increase_bytes: int | None = None
+    phases_measured: bool = False  # False: no resettable peak (not Linux), the phase peaks are the process's
 
 
 class OpTiming(BaseModel):

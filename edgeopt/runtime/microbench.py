@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.events import Events
-from edgeopt.targets import TargetProfile
+from edgeopt.targets import RuntimeMemory, TargetProfile
 
 
 class MicrobenchResult(BaseModel):
@@ -28,6 +28,8 @@ class MicrobenchResult(BaseModel):
     conv_fp32_ops_per_s: float
     conv_int8_ops_per_s: float | None
     memory_bandwidth_bytes_per_s: float
+    # RSS increases (baseline, after_load, load_peak, run_peak) of the memory probes, by probe name
+    memory_probes: dict[str, dict[str, int]] = {}
 
 
 def _model(nodes, inputs, outputs, inits) -> bytes:
@@ -86,6 +88,65 @@ def _int8(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[int], 
                   [helper.make_tensor_value_info("y_dq", TensorProto.FLOAT, y_shape)], [*inits, *x_inits, *y_inits])
 
 
+def _stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int], **attrs: Any) -> bytes:
+    rng = np.random.default_rng(0)
+    inits, nodes, previous = [], [], "x"
+    for index in range(count):
+        inits.append(numpy_helper.from_array(rng.standard_normal(weight_shape).astype(np.float32), f"w{index}"))
+        nodes.append(helper.make_node(op, [previous, f"w{index}"], [f"y{index}"], **attrs))
+        previous = f"y{index}"
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, x_shape)], inits)
+
+
+def _chain(count: int, shape: list[int]) -> bytes:
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes += [helper.make_node("Sigmoid", [previous], [f"s{index}"]),
+                  helper.make_node("Add", [f"s{index}", previous], [f"a{index}"])]
+        previous = f"a{index}"
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)], [])
+
+
+def memory_probe_models() -> dict[str, bytes]:
+    """What `runtime_memory_from_probes` reads: a one-op session, convolution and MatMul weights (9 and 16 MiB),
+    and an activation chain (three 3 MiB tensors live at once)."""
+    return {
+        "session": _chain(1, [1, 4]),
+        "conv": _stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
+        "matmul": _stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
+        "arena": _chain(10, [1, 64, 112, 112]),
+    }
+
+
+def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -> RuntimeMemory | None:
+    """The runtime memory factors (targets.RuntimeMemory) from the probes' RSS increases; None if any is missing."""
+    from edgeopt.analysis.memory import liveness_plan
+    from edgeopt.graph.build import build_graph
+
+    models = memory_probe_models()
+    if set(models) - set(probes):
+        return None
+    session, conv, matmul, arena = (probes[k] for k in ("session", "conv", "matmul", "arena"))
+
+    def weights(name: str) -> int:
+        return sum(numpy_helper.to_array(t).nbytes for t in onnx.load_from_string(models[name]).graph.initializer)
+
+    planned = liveness_plan(build_graph(onnx.load_from_string(models["arena"]))).peak_activation_bytes
+    first_run = session["run_peak"] - session["after_load"]  # the session's own first-run set-up
+    return RuntimeMemory(
+        interpreter_baseline_bytes=session["baseline"],
+        session_fixed_bytes=max(session["run_peak"], session["load_peak"]),
+        weight_copies={"conv": round(max(1.0, (conv["after_load"] - session["after_load"]) / weights("conv")), 2),
+                       "matmul": round(max(1.0, (matmul["after_load"] - session["after_load"]) / weights("matmul")), 2),
+                       "fully_connected": round(max(1.0, (matmul["after_load"] - session["after_load"])
+                                                    / weights("matmul")), 2)},
+        load_weight_copies=round(max(1.0, (matmul["load_peak"] - session["load_peak"]) / weights("matmul")), 2),
+        arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / planned), 2),
+        source=source)
+
+
 def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict[str, Any]:
     """The one-op models (fp32 and QDQ int8, built here) for the device runner's ``--microbench`` mode."""
     import base64
@@ -102,7 +163,10 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict
     conv, conv_weights, conv_ops = _conv(64, 56)
     add("conv_fp32", conv, conv_ops)
     add("conv_int8", _int8("Conv", conv_weights, [1, 64, 56, 56], [1, 64, 56, 56], pads=[1, 1, 1, 1]), conv_ops)
-    return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models}
+    probes = [{"name": name, "model_b64": base64.b64encode(data).decode("ascii")}
+              for name, data in memory_probe_models().items()]
+    return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models,
+            "memory_probes": probes}
 
 
 def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
@@ -111,7 +175,8 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
     return MicrobenchResult(threads=payload["threads"], matmul_fp32_ops_per_s=ops["matmul_fp32"],
                             matmul_int8_ops_per_s=ops.get("matmul_int8"), conv_fp32_ops_per_s=ops["conv_fp32"],
                             conv_int8_ops_per_s=ops.get("conv_int8"),
-                            memory_bandwidth_bytes_per_s=payload["memory_bandwidth_bytes_per_s"])
+                            memory_bandwidth_bytes_per_s=payload["memory_bandwidth_bytes_per_s"],
+                            memory_probes=payload.get("memory_probes") or {})
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
@@ -142,6 +207,9 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
     on = f" --ssh {where}" if where else ""
+    runtime_memory = runtime_memory_from_probes(
+        result.memory_probes, f"measured by `edgeopt targets calibrate {base.name}{on}` on {when}: memory probes "
+                              "(a one-op session, Conv and MatMul weights, an activation chain) in fresh processes")
     source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s): "
               f"MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
               + (f"; device: {device}" if device else ""))
@@ -149,6 +217,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "peak_ops_per_s": PeakThroughput(fp32=fp32, fp16=base.peak_ops_per_s.fp16, int8=int8),
         "memory_bandwidth_bytes_per_s": result.memory_bandwidth_bytes_per_s,
         "efficiency": efficiency,
+        "runtime_memory": runtime_memory or base.runtime_memory,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })

@@ -35,6 +35,8 @@ class TargetVerdict(BaseModel):
     fits: bool | None = None
     weight_bytes: int | None = None
     peak_activation_bytes: int | None = None
+    # the runtime's peak RSS increase, estimated part by part (analysis.runtime_memory); None: not modelled
+    peak_memory_bytes: int | None = None
     accelerator: str | None = None
     accelerator_nodes: int = 0
     cpu_nodes: int = 0
@@ -47,6 +49,8 @@ class TargetVerdict(BaseModel):
         return cls(latency_ms=estimate.latency_ms, estimate_unavailable_reason=estimate.estimate_unavailable_reason,
                    fits=estimate.fits_all, weight_bytes=estimate.weight_bytes,
                    peak_activation_bytes=estimate.peak_activation_bytes, accelerator=estimate.accelerator,
+                   peak_memory_bytes=(estimate.runtime_memory.peak_increase_bytes if estimate.runtime_memory
+                                      else None),
                    accelerator_nodes=estimate.accelerator_node_count, cpu_nodes=estimate.cpu_node_count,
                    partitions=estimate.partitions, full_int8_required=estimate.full_int8_required,
                    full_int8=estimate.full_int8)

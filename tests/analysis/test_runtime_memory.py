@@ -1,0 +1,118 @@
+"""The runtime memory estimate (analysis.runtime_memory), part by part, on graphs small enough to add up by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.analysis.memory import liveness_plan
+from edgeopt.analysis.profile import static_profile
+from edgeopt.analysis.runtime_memory import default_runtime_memory, estimate_runtime_memory
+from edgeopt.graph.build import build_graph
+from edgeopt.targets import RuntimeMemory, TargetProfile, load_target
+
+F = TensorProto.FLOAT
+
+
+def model(nodes, inputs, outputs, weights) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=weights)
+    built = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    built.ir_version = 8
+    return built
+
+
+def weight(name: str, shape) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.ones(shape, np.float32), name)
+
+
+def vi(name, shape, dtype=F):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+RUNTIME = RuntimeMemory(interpreter_baseline_bytes=1000, session_fixed_bytes=500,
+                        weight_copies={"conv": 3.0, "matmul": 2.0}, load_weight_copies=2.0, arena_factor=1.5)
+
+
+def estimate(onnx_model, runtime=RUNTIME):
+    graph = build_graph(onnx_model)
+    return estimate_runtime_memory(graph, liveness_plan(graph), runtime)
+
+
+def parts(result) -> dict[str, int]:
+    return {part.key: part.bytes for part in result.parts}
+
+
+def test_session_part_alone_for_a_model_without_weights():
+    # Relu of x (1, 4): 16 B in, 16 B out, both live at the one node: plan peak 32 B, arena 48 B
+    relu = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [1, 4])], [vi("y", [1, 4])], [])
+    result = estimate(relu)
+    assert parts(result) == {"baseline": 1000, "session": 500, "weights": 0, "arena": 48, "loading": 0}
+    assert result.run_peak_increase_bytes == 500 + 48
+    assert result.peak_increase_bytes == 548 and result.total_bytes == 1548
+
+
+def test_weights_are_counted_with_the_copies_of_the_kind_that_reads_them():
+    # Conv weight 4x3x3x3 = 432 B (3 copies), MatMul weight 8x8 = 256 B (2 copies), Gather table 10x8 = 320 B
+    # (unlisted kind: 1 copy), a weight read by a Conv and by an Add keeps the larger factor (bias 16 B, 3 copies)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "b4"], ["c2"]),
+             helper.make_node("Gather", ["table", "i"], ["g"]),
+             helper.make_node("MatMul", ["g", "m"], ["y"])]
+    conv_and_add = model(nodes, [vi("x", [1, 3, 4, 4]), vi("i", [2], TensorProto.INT64)],
+                         [vi("c2", [1, 4, 4, 4]), vi("y", [2, 8])],
+                         [weight("w", (4, 3, 3, 3)), weight("b", (4,)), weight("b4", (4, 1, 1)),
+                          weight("table", (10, 8)), weight("m", (8, 8))])
+    result = estimate(conv_and_add)
+    assert parts(result)["weights"] == 432 * 3 + 16 * 3 + 16 * 1 + 320 + 256 * 2
+
+
+def test_a_weight_read_by_two_kinds_takes_the_larger_factor():
+    nodes = [helper.make_node("MatMul", ["x", "m"], ["a"]), helper.make_node("Add", ["a", "m"], ["y"])]
+    shared = model(nodes, [vi("x", [8, 8])], [vi("y", [8, 8])], [weight("m", (8, 8))])
+    assert parts(estimate(shared))["weights"] == 256 * 2
+
+
+def test_loading_holds_the_weights_twice_when_that_exceeds_the_loaded_copies():
+    # MatMul weight 256x256 = 262144 B kept once (factor 1); loading holds it twice: 262144 B more at load time.
+    runtime = RUNTIME.model_copy(update={"weight_copies": {}})
+    big = model([helper.make_node("MatMul", ["x", "m"], ["y"])], [vi("x", [1, 256])], [vi("y", [1, 256])],
+                [weight("m", (256, 256))])
+    result = estimate(big, runtime)
+    assert parts(result)["loading"] == 262144
+    assert result.load_peak_increase_bytes == 500 + 262144 * 2
+    assert result.run_peak_increase_bytes == 500 + 262144 + int(2048 * 1.5)  # x and y, 1 KiB each
+    assert result.peak_increase_bytes == result.load_peak_increase_bytes
+    # kept three times, nothing more is needed while loading
+    heavy = estimate(big, runtime.model_copy(update={"weight_copies": {"matmul": 3.0}}))
+    assert parts(heavy)["loading"] == 0 and heavy.peak_increase_bytes == heavy.run_peak_increase_bytes
+
+
+def test_the_arena_is_the_planned_peak_times_the_factor():
+    # Sigmoid then Add of (1, 256): at the Add, x, s and y are live: 3 KiB planned, 4.5 KiB with the factor
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Add", ["s", "x"], ["y"])]
+    chain = model(nodes, [vi("x", [1, 256])], [vi("y", [1, 256])], [])
+    assert parts(estimate(chain))["arena"] == int(3072 * 1.5)
+
+
+def target(**fields) -> TargetProfile:
+    return TargetProfile.model_validate({"name": "t", "display_name": "T", "kind": "cpu", "arch": "aarch64",
+                                         **fields})
+
+
+def test_defaults_follow_the_architecture_and_a_measured_section_wins():
+    arm, x86 = default_runtime_memory(target()), default_runtime_memory(target(arch="x86_64"))
+    assert arm.weight_copies["conv"] < x86.weight_copies["conv"]  # no NCHWc layout in aarch64 builds
+    measured = target(runtime_memory=RUNTIME.model_dump())
+    assert default_runtime_memory(measured) == RUNTIME
+    assert default_runtime_memory(target(kind="mcu")) is None
+    assert default_runtime_memory(target(runtime="tflite")) is None
+
+
+def test_the_profile_carries_the_estimate_and_the_gate_figure():
+    relu = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [1, 4])], [vi("y", [1, 4])], [])
+    profile = static_profile(relu, target(runtime_memory=RUNTIME.model_dump(), ram_bytes=1 << 30))
+    assert profile.runtime_memory.peak_increase_bytes == 548
+    (ram,) = profile.fits
+    assert ram.required_bytes == 1548 and "interpreter" in ram.contents
+    assert static_profile(relu, load_target("rpi4b")).runtime_memory.source.startswith("edgeopt's defaults")
