@@ -348,7 +348,9 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
                        connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
     kernels = len(bundle.get("models", [])) + 1
     # each kernel runs for its budget after a first call; slow boards need the margin
-    timeout_s = timeout_s or connect_timeout_s + 120 + 4 * kernels * float(bundle.get("budget_s", 1.5))
+    # each memory probe starts an interpreter and imports the runtime (seconds on a Pi)
+    probes = len(bundle.get("memory_probes") or [])
+    timeout_s = timeout_s or connect_timeout_s + 120 + 4 * kernels * float(bundle.get("budget_s", 1.5)) + 15 * probes
     command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"))
     try:
         result = client.run(command, timeout_s=timeout_s, input_bytes=json.dumps(bundle).encode(),
