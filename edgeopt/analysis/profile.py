@@ -238,11 +238,12 @@ def _fits(
 
     acc = target.accelerator
     checks: list[FitCheck] = []
-    if runtime is not None:
-        held = runtime.total_bytes if runtime.total_bytes is not None else runtime.peak_increase_bytes
-        checks.append(check("ram", "the runtime's peak (" + ("interpreter + " if runtime.total_bytes is not None
-                                                               else "") + "session, weights as loaded, arena)",
-                            held, target.ram_bytes))
+    if runtime is not None and runtime.total_bytes is not None:
+        checks.append(check("ram", "the runtime's peak (interpreter + session, weights as loaded, arena)",
+                            runtime.total_bytes, target.ram_bytes))
+    elif runtime is not None:
+        checks.append(check("ram", "the runtime's peak (session, weights as loaded, arena)",
+                            runtime.peak_increase_bytes, target.ram_bytes))
     elif target.kind != "mcu" or target.ram_bytes is not None:
         checks.append(check("ram", both, weights + peak, target.ram_bytes))
     if target.kind == "mcu":

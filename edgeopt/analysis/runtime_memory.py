@@ -88,27 +88,27 @@ def default_runtime_memory(target: TargetProfile) -> RuntimeMemory | None:
 
 def _copies(graph: Graph, runtime: RuntimeMemory) -> dict[str, float]:
     """Copies kept of each weight: the largest factor among the kinds of the nodes that read it (a weight
-    read through a fused DequantizeLinear counts as read by the kernel it is fused into)."""
+    read through a fused DequantizeLinear counts as read by the kernel it is fused into); a weight no node
+    reads keeps the default."""
     by_index = {node.index: node for node in graph.nodes}
-    copies: dict[str, float] = {}
     default = runtime.weight_copies.get("default", 1.0)
+    copies = dict.fromkeys(graph.weights, default)
+    read: set[str] = set()
     for node in graph.nodes:
-        reader = by_index.get(node.attached_to, node) if node.attached_to is not None else node
+        reader = by_index.get(node.attached_to, node)
         keys = (f"{reader.kind}.{reader.dtype}", reader.kind) if reader.dtype else (reader.kind,)
         factor = next((runtime.weight_copies[k] for k in keys if k in runtime.weight_copies), default)
         for name in node.inputs:
-            if name in graph.weights:
-                copies[name] = max(copies.get(name, factor), factor)
+            if name in copies:
+                copies[name] = max(copies[name], factor) if name in read else factor
+                read.add(name)
     return copies
 
 
 def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory) -> RuntimeMemoryEstimate:
     copies = _copies(graph, runtime)
     weights = plan.weight_bytes
-    loaded = 0.0
-    for name in graph.weights:
-        size = tensor_size_bytes(graph.tensors.get(name)) or 0
-        loaded += size * copies.get(name, runtime.weight_copies.get("default", 1.0))
+    loaded = sum((tensor_size_bytes(graph.tensors.get(name)) or 0) * factor for name, factor in copies.items())
     weights_loaded = int(round(loaded))
     arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
     session = runtime.session_fixed_bytes

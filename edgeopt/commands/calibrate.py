@@ -72,4 +72,3 @@ def calibrate_target(name: str, *, ssh: str | None = None, ssh_options: dict[str
     write_text_atomic(path, target_to_toml(profile, f"Calibrated by edgeopt on {when}" + (f" on {ssh}" if ssh else "")
                                            + f"; rerun `{command}` after hardware changes."))
     return Calibration(profile, path, result, ssh)
-

@@ -316,13 +316,6 @@ def check_requested_opset(opset: int | None) -> None:
 _WEIGHT_BYTES_ASIDE = 1024
 
 
-def _initializers(graph: onnx.GraphProto, keep: Callable[[TensorProto], bool]) -> Iterator[TensorProto]:
-    """The initializers of ``graph`` and its subgraphs that ``keep`` accepts."""
-    from edgeopt.graph.onnx_protos import iter_graphs
-
-    return (tensor for sub in iter_graphs(graph) for tensor in sub.initializer if keep(tensor))
-
-
 def _large(tensor: TensorProto) -> bool:
     return len(tensor.raw_data) > _WEIGHT_BYTES_ASIDE
 
@@ -403,7 +396,8 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
         raise ExportError(f"cannot convert the graph from opset {current} to {target}: {text}", hint) from None
     if not by_name:
         return converted
-    originals = {tensor.name: tensor for tensor in model.graph.initializer if tensor.name in set(names)}
+    wanted = set(names)
+    originals = {tensor.name: tensor for tensor in model.graph.initializer if tensor.name in wanted}
     restored = 0
     for tensor in converted.graph.initializer:
         if tensor.name in originals and not tensor.raw_data:

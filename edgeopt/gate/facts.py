@@ -15,6 +15,7 @@ from edgeopt.errors import EdgeoptError, InputError
 from edgeopt.report.profile_schema import ProfileReport
 from edgeopt.report.schema import Report
 from edgeopt.gate.checks import Fact
+from edgeopt.stages.profile import TargetVerdict
 
 TOP_CONTRIBUTORS = 8
 
@@ -95,6 +96,18 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def estimated_memory_fact(verdict: TargetVerdict, target: str) -> Fact | None:
+    """The estimated peak memory on ``target``: the runtime's peak RSS increase (comparable with a measured
+    one), or weights + peak activations where the runtime is not modelled (MCUs, TFLite); None if unknown."""
+    if verdict.peak_memory_bytes is not None:
+        return Fact(value=verdict.peak_memory_bytes, kind="estimated",
+                    source=f"estimate for {target} (runtime peak RSS increase)")
+    if verdict.weight_bytes is not None and verdict.peak_activation_bytes is not None:
+        return Fact(value=verdict.weight_bytes + verdict.peak_activation_bytes, kind="estimated",
+                    source=f"estimate for {target} (weights + peak activations)")
+    return None
+
+
 def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
     """What a convert report says about its final model, for ``budget`` (also a baseline's numbers)."""
     facts: dict[str, Fact] = {}
@@ -117,13 +130,9 @@ def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
                 facts["latency_ms@estimated"] = Fact(value=None, kind="estimated",
                                                      missing_reason=f"no latency estimate for {target}: "
                                                                     f"{verdict_.estimate_unavailable_reason}")
-            if verdict_.peak_memory_bytes is not None:
-                facts["peak_memory@estimated"] = Fact(value=verdict_.peak_memory_bytes, kind="estimated",
-                                                      source=f"estimate for {target} (runtime peak RSS increase)")
-            elif verdict_.weight_bytes is not None and verdict_.peak_activation_bytes is not None:
-                facts["peak_memory@estimated"] = Fact(value=verdict_.weight_bytes + verdict_.peak_activation_bytes,
-                                                      source=f"estimate for {target} (weights + peak activations)",
-                                                      kind="estimated")
+            memory = estimated_memory_fact(verdict_, target)
+            if memory is not None:
+                facts["peak_memory@estimated"] = memory
         device = summary.device
         if device is not None and device.target == target:
             facts["latency_ms@measured"] = Fact(value=device.p50_ms, source=f"measured on {device.host} (p50)",
@@ -211,11 +220,9 @@ def facts_for(budget: Budget, artifact: ArtifactFacts, report: Report | None, re
                 value=estimate.latency_ms if estimate else None, source=f"estimate for {budget.target}",
                 missing_reason=(estimate.estimate_unavailable_reason if estimate else reason), kind="estimated")
         if "peak_memory@estimated" not in from_report and estimate is not None:
-            runtime = estimate.runtime_memory
-            from_report["peak_memory@estimated"] = Fact(
-                value=runtime.peak_increase_bytes if runtime else estimate.weight_bytes + estimate.peak_activation_bytes,
-                kind="estimated", source=f"estimate for {budget.target} " + (
-                    "(runtime peak RSS increase)" if runtime else "(weights + peak activations)"))
+            memory = estimated_memory_fact(TargetVerdict.of(estimate), budget.target)
+            if memory is not None:
+                from_report["peak_memory@estimated"] = memory
         if "latency_ms@measured" not in from_report:
             for profile in profiles:
                 if profile.model.sha256 == artifact.sha256:

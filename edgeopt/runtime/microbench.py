@@ -125,24 +125,25 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
     from edgeopt.analysis.memory import liveness_plan
     from edgeopt.graph.build import build_graph
 
-    models = memory_probe_models()
+    models = {name: onnx.load_from_string(data) for name, data in memory_probe_models().items()}
     if set(models) - set(probes):
         return None
-    session, conv, matmul, arena = (probes[k] for k in ("session", "conv", "matmul", "arena"))
+    session, arena = probes["session"], probes["arena"]
+    weights = {name: sum(numpy_helper.to_array(t).nbytes for t in models[name].graph.initializer)
+               for name in ("conv", "matmul")}
 
-    def weights(name: str) -> int:
-        return sum(numpy_helper.to_array(t).nbytes for t in onnx.load_from_string(models[name]).graph.initializer)
+    def copies(name: str, phase: str) -> float:
+        """The probe's weights held in ``phase`` beyond the one-op session, as a multiple of its file's."""
+        return round(max(1.0, (probes[name][phase] - session[phase]) / weights[name]), 2)
 
-    planned = liveness_plan(build_graph(onnx.load_from_string(models["arena"]))).peak_activation_bytes
+    planned = liveness_plan(build_graph(models["arena"])).peak_activation_bytes
     first_run = session["run_peak"] - session["after_load"]  # the session's own first-run set-up
+    matmul = copies("matmul", "after_load")
     return RuntimeMemory(
         interpreter_baseline_bytes=session["baseline"],
         session_fixed_bytes=max(session["run_peak"], session["load_peak"]),
-        weight_copies={"conv": round(max(1.0, (conv["after_load"] - session["after_load"]) / weights("conv")), 2),
-                       "matmul": round(max(1.0, (matmul["after_load"] - session["after_load"]) / weights("matmul")), 2),
-                       "fully_connected": round(max(1.0, (matmul["after_load"] - session["after_load"])
-                                                    / weights("matmul")), 2)},
-        load_weight_copies=round(max(1.0, (matmul["load_peak"] - session["load_peak"]) / weights("matmul")), 2),
+        weight_copies={"conv": copies("conv", "after_load"), "matmul": matmul, "fully_connected": matmul},
+        load_weight_copies=copies("matmul", "load_peak"),
         arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / planned), 2),
         source=source)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from edgeopt.errors import InputError, validated_document
 from edgeopt.fsutil import read_json
 from edgeopt.gate.checks import GateResult

@@ -14,7 +14,6 @@ every mixed-precision step of a search reuses one pass.
 
 from __future__ import annotations
 
-
 import hashlib
 import itertools
 import math

@@ -22,9 +22,8 @@ from edgeopt.graph.onnx_protos import (
     subgraphs,
     tensor_bytes,
 )
-from edgeopt.formats.onnx import default_opset
+from edgeopt.formats.onnx import default_opset, weightless_copy
 from edgeopt.stages.quantize.prepare.scopes import FLOAT_TYPES, Frozen
-from edgeopt.formats.onnx import weightless_copy
 
 # ------------------------------------------------------------------------ lifting
 
