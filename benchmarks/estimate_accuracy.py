@@ -843,7 +843,8 @@ def price(model: Model, facts: GraphFacts, micro: Micro, what: WhatIf, dram: flo
                 step_us = r_bytes / bandwidth_for(micro, r_bytes, dram) * 1e6 + micro.node_overhead_us
                 compute_us = xw_us + seq * dirs * step_us
                 memory_us = 0.0
-        per_node[n["name"]] = max(compute_us, memory_us) + overhead
+        copies_us = n.get("layout_copy_us") or 0.0  # NCHWc reorders edgeopt prices on x86, kept as they are
+        per_node[n["name"]] = max(compute_us, memory_us) + overhead + (copies_us + overhead if copies_us else 0.0)
     total_ms = sum(per_node.values()) / 1000
     if what.overhead:
         total_ms += consts.run_overhead_us / 1000

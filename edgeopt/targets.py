@@ -114,6 +114,11 @@ class TargetProfile(BaseModel):
     clock_ghz: float | None = Field(None, gt=0)
     ram_bytes: int | None = Field(None, gt=0)
     peak_ops_per_s: PeakThroughput = PeakThroughput()
+    # The thread count ``peak_ops_per_s`` holds for (unset: ``cores``), and the peaks of one thread where
+    # measured (unset: an equal share of ``peak_ops_per_s`` per thread). Estimates at other thread counts
+    # interpolate between the two (`peaks_at`).
+    peak_threads: int | None = Field(None, ge=1)
+    single_thread_peak_ops_per_s: PeakThroughput | None = None
     memory_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
     caches: Caches = Caches()
     sram_bytes: int | None = Field(None, gt=0)  # on-chip memory usable for tensors (MCUs, NPUs)
@@ -143,6 +148,27 @@ class TargetProfile(BaseModel):
     @classmethod
     def _efficiency_by_kind(cls, value: dict[str, float]) -> dict[str, float]:
         return {kind_of_key(key): factor for key, factor in value.items()}
+
+
+def peaks_at(profile: TargetProfile, threads: int | None) -> PeakThroughput:
+    """``profile``'s CPU peaks with ``threads`` intra-op threads (None: all its cores). Each thread beyond the
+    first adds what the measured (or stated) peaks say one more thread adds, up to the core count."""
+    cores = profile.cores or profile.peak_threads or 1
+    measured_at = profile.peak_threads or cores
+    wanted = max(1, min(threads or cores, cores))
+    if wanted == measured_at:
+        return profile.peak_ops_per_s
+    single = profile.single_thread_peak_ops_per_s or PeakThroughput()
+    values: dict[str, float | None] = {}
+    for dtype in ("fp32", "fp16", "int8"):
+        full = getattr(profile.peak_ops_per_s, dtype)
+        one = getattr(single, dtype) or (full / measured_at if full else None)
+        if full is None or one is None:
+            values[dtype] = None
+            continue
+        step = (full - one) / (measured_at - 1) if measured_at > 1 else one
+        values[dtype] = max(one, one + step * (wanted - 1))
+    return PeakThroughput(**values)
 
 
 def builtin_targets_dir() -> Path:

@@ -77,6 +77,20 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert memory.weight_copies["conv"] >= 1 and memory.weight_copies["matmul"] >= 1 and memory.arena_factor >= 1
 
 
+def test_calibration_at_two_threads_measures_one_thread_too():
+    """Estimates are priced at the thread count a model runs with (issue 16): the peaks at all threads and at one."""
+    from edgeopt.targets import peaks_at
+
+    result = run_microbenchmarks(threads=2, budget_s=0.05)
+    assert result.threads == 2 and set(result.single_thread_ops_per_s) >= {"matmul_fp32", "conv_fp32"}
+    profile = calibrated_profile(load_target("host"), result, "2026-01-01")
+    one = result.single_thread_ops_per_s
+    assert profile.peak_threads == 2 and "and with 1" in profile.sources[-1]
+    assert profile.single_thread_peak_ops_per_s.fp32 == max(one["matmul_fp32"], one["conv_fp32"])
+    assert peaks_at(profile, 1).fp32 == profile.single_thread_peak_ops_per_s.fp32
+    assert peaks_at(profile, 2).fp32 == profile.peak_ops_per_s.fp32
+
+
 def test_memory_is_measured_by_phase_without_the_profiled_pass(tmp_path):
     """32 MiB of MatMul weights: the profiled pass opens a second session (another copy of the weights), which the
     reported peak must not include; loading and running are reported apart."""

@@ -9,6 +9,11 @@ from edgeopt.analysis.profile import StaticProfile
 from edgeopt.runtime.measure import Measurement
 
 
+# onnxruntime's NCHWc reorders have no node in the model: estimated and measured, they share one row
+LAYOUT_COPY = "ReorderInput/ReorderOutput"
+_LAYOUT_COPIES = frozenset({"ReorderInput", "ReorderOutput"})
+
+
 class OpTypeComparison(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,10 +42,16 @@ def compare(estimate: StaticProfile, measurement: Measurement) -> EstimateVsMeas
     estimated: dict[str, float] = {}
     for node in estimate.nodes:
         if node.time_us:
-            estimated[node.op_type] = estimated.get(node.op_type, 0.0) + node.time_us / 1000
+            own = node.time_us - node.layout_copy_us - (node.overhead_us if node.layout_copy_us else 0.0)
+            estimated[node.op_type] = estimated.get(node.op_type, 0.0) + own / 1000
+        if node.layout_copy_us:
+            estimated[LAYOUT_COPY] = (estimated.get(LAYOUT_COPY, 0.0)
+                                      + (node.layout_copy_us + node.overhead_us) / 1000)
     measured: dict[str, float] = {}
     for op in measurement.per_op or []:
         op_type = next((op_of[n] for n in op.source_nodes if n in op_of), op.op_type or "?")
+        if op_type in _LAYOUT_COPIES:
+            op_type = LAYOUT_COPY
         per_run_us = op.median_us if op.median_us is not None else op.total_us / max(1, op.calls)
         measured[op_type] = measured.get(op_type, 0.0) + per_run_us / 1000
     by_op = {}

@@ -26,8 +26,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
   ARM/x86 CPUs.
 
 Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU
-uses ``cpu_target.peak_ops_per_s`` (the target itself unless a separate host-CPU
-profile is passed). A missing figure for the node's dtype falls back to the fp32 peak
+uses ``cpu_target``'s peaks at the ``threads`` priced (the target itself unless a separate
+host-CPU profile is passed; ``targets.peaks_at``: all cores by default). A missing figure for the node's dtype falls back to the fp32 peak
 (recorded in ``assumptions``). Both devices use the target's memory bandwidth (the
 schema has no accelerator bandwidth). When a needed peak or the bandwidth is missing
 altogether (``host`` before calibration), every estimate is None and
@@ -54,7 +54,7 @@ from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runti
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node
-from edgeopt.targets import PeakThroughput, TargetProfile
+from edgeopt.targets import PeakThroughput, TargetProfile, peaks_at
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -86,7 +86,7 @@ class NodeProfile(_Frozen):
     domain: str
     kind: str = ""  # the op kind targets price (graph.kinds); "" in reports written before kinds
     role: Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
-    op_class: str | None = None  # "depthwise" / "1x1" for convolutions
+    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions
     fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
     device: Literal["cpu", "accelerator"]
     execution_dtype: str | None  # "fp32", "fp16", "int8", ... ("int64" for shape arithmetic)
@@ -104,6 +104,9 @@ class NodeProfile(_Frozen):
     peak_ops_per_s: float | None  # the peak the compute time used
     efficiency: float | None
     cost_unknown_reason: str | None
+    # layout copies the runtime adds around this node (onnxruntime's NCHWc reorders on x86), in time_us
+    layout_copy_bytes: int = 0
+    layout_copy_us: float = 0.0
 
     @property
     def bytes_total(self) -> int:
@@ -129,6 +132,7 @@ class StaticProfile(_Frozen):
     input_shapes: dict[str, list[int]]  # the concrete shapes everything was computed for
     node_overhead_us: float
     nodes: list[NodeProfile]
+    threads: int | None = None  # the CPU's intra-op threads the latency is priced at (None: reports before it)
     # latency
     latency_ms: float | None
     nodes_latency_ms: float | None
@@ -203,7 +207,10 @@ def _peak_for(peaks: PeakThroughput, dtype: str | None) -> tuple[float | None, b
 # fraction of what a dense 3x3 conv does.
 DEFAULT_EFFICIENCY = {"lstm": 0.5, "gru": 0.5, "rnn": 0.5}
 CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.13,
-                ("conv.1x1", "fp32"): 0.75, ("conv.1x1", "int8"): 0.76}
+                ("conv.1x1", "fp32"): 0.75, ("conv.1x1", "int8"): 0.76,
+                # few output channels leave most SIMD lanes idle: kernels compute 16 outputs per pass (two
+                # 8-lane vectors), so one output uses 1/16 of them and 8 outputs half (measured: 0.05 and 0.37)
+                ("conv.narrow", "fp32"): 1 / 16, ("conv.thin", "fp32"): 0.5}
 
 
 def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
@@ -222,6 +229,14 @@ def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
     if default is not None:
         return default
     return CLASS_FACTOR.get((refined, dtype or "fp32")) if refined else None
+
+
+def layout_block(profile: TargetProfile) -> int | None:
+    """The channel block onnxruntime's NCHWc kernels use on this CPU: 16 with AVX-512F, 8 with AVX2 (x86 only)."""
+    if profile.runtime != "onnxruntime" or profile.kind != "cpu" or profile.arch.lower() not in ("x86_64", "amd64"):
+        return None
+    features = set(profile.isa_features)
+    return 16 if "avx512f" in features else 8 if "avx2" in features else None
 
 
 def _fits(
@@ -363,6 +378,7 @@ def static_profile(
     *,
     cpu_target: TargetProfile | None = None,
     node_overhead_us: float = NODE_OVERHEAD_US,
+    threads: int | None = None,
 ) -> StaticProfile:
     """Profile ``model`` on ``target`` statically (see the module doc for the cost model).
 
@@ -373,7 +389,8 @@ def static_profile(
     ``--input-shape`` from :func:`edgeopt.data.parse_input_shapes`) stands for the only input of a
     single-input model. ``cpu_target`` is the profile whose peaks, bandwidth and efficiency cost the nodes
     that run on the CPU (for an accelerator target whose ``host_cpu`` names another profile); default:
-    ``target`` itself. The model is not mutated and external data is not read.
+    ``target`` itself. ``threads``: the CPU's intra-op threads (None: all its cores, onnxruntime's default);
+    its peaks at that count come from :func:`~edgeopt.targets.peaks_at`. The model is not mutated and external data is not read.
     """
     graph = model if isinstance(model, Graph) else build_graph(model, input_shapes)
     placement: Placement = place_nodes(graph, target)
@@ -389,7 +406,8 @@ def static_profile(
     rows = [_node_facts(node, traffic[node.index], placement.devices[node.index], names) for node in graph.nodes]
 
     # -- can the target's figures price every costed node?
-    cpu_figures = _Figures(f"target '{cpu_profile.name}'", cpu_profile.peak_ops_per_s,
+    cpu_threads = max(1, min(threads or cpu_profile.cores or 1, cpu_profile.cores or threads or 1))
+    cpu_figures = _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, cpu_threads),
                            cpu_profile.memory_bandwidth_bytes_per_s, cpu_profile)
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
@@ -415,6 +433,13 @@ def static_profile(
             + ")"
         )
 
+    # -- layout copies the CPU's runtime adds (x86 onnxruntime: NCHWc blocks of 8 or 16 channels)
+    block = layout_block(cpu_profile)
+    layout_copies = graph.layout_copy_bytes.get(block, {}) if block else {}
+    if layout_copies:
+        assumptions.append(f"onnxruntime's NCHWc layout ({block}-channel blocks) on this CPU: "
+                           f"{_plural(len(layout_copies), 'node')} pay for reorder copies")
+
     # -- roofline per node
     fallback_nodes: dict[str, int] = {}
     no_efficiency: set[str] = set()
@@ -427,6 +452,10 @@ def static_profile(
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
             times = _roofline(facts, fig, node_overhead_us)
+            copied = layout_copies.get(facts["index"], 0) if facts["device"] == "cpu" else 0
+            if copied and fig.bandwidth:
+                times.update(layout_copy_bytes=copied, layout_copy_us=copied / fig.bandwidth * 1e6)
+                times["time_us"] += times["layout_copy_us"] + node_overhead_us  # a kernel of its own
             if times.pop("peak_fallback"):
                 key = f"{fig.label}: no {facts['execution_dtype']} peak, the fp32 peak is used"
                 fallback_nodes[key] = fallback_nodes.get(key, 0) + 1
@@ -506,6 +535,7 @@ def static_profile(
         input_shapes={name: list(shape) for name, shape in graph.input_shapes.items()},
         node_overhead_us=node_overhead_us,
         nodes=nodes,
+        threads=cpu_threads,
         latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0)) / 1000,
         nodes_latency_ms=None if nodes_us is None else nodes_us / 1000,
         switch_latency_ms=None if switch_us is None else switch_us / 1000,

@@ -137,7 +137,8 @@ def _render(report: ProfileReport, top: int) -> None:
         print_inputs(console, report.resolved_inputs, report.inputs.layouts if report.inputs else None)
     for name, est in report.estimates.items():
         fits = "unknown" if est.fits_all is None else ("yes" if est.fits_all else "NO")
-        latency = (f"{_ms(est.latency_ms)} ms" if est.latency_ms is not None
+        at = f" at {est.threads} thread{'s' if est.threads != 1 else ''}" if est.threads else ""
+        latency = (f"{_ms(est.latency_ms)} ms{at}" if est.latency_ms is not None
                    else f"no estimate ({est.estimate_unavailable_reason})")
         console.print(f"[bold]{escape(name)}[/bold]: latency {escape(latency)}, {format_count(est.macs_total)} MACs,"
                       f" weights {format_bytes(est.weight_bytes)}, peak activations "

@@ -53,7 +53,7 @@ def profile_model(
     ``fills`` give inputs the data lacks, ``state_pairs`` make the samples a stream. ``events`` hears
     what is happening; each device measured in parallel speaks on its own line (``device=``).
     """
-    from edgeopt.analysis.profile import static_profile
+    from edgeopt.graph.build import build_graph
     from edgeopt.runtime.host_calibration import host_for_estimates
     from edgeopt.targets import host_cpu_of, load_target
 
@@ -77,17 +77,42 @@ def profile_model(
     report.input_shapes = plan.resolved.shapes
     report.resolved_inputs = plan.summary()
     report.warnings.extend(plan.warnings)
+    priced = _Estimates()
     for name in targets:
         target = host_for_estimates(load_target(name, targets_dir), events)
         events.note(f"estimating for {name}")
-        estimate = static_profile(model, target, report.input_shapes, cpu_target=host_cpu_of(target, targets_dir))
-        report.estimates[name] = estimate
+        graph = build_graph(model, report.input_shapes)
+        priced.add(name, graph, target, host_cpu_of(target, targets_dir))
+        # one asked thread count prices the estimate at it; otherwise at all cores, as deployed
+        report.estimates[name] = priced.at(name, threads[0] if threads and len(threads) == 1 else None)
     with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
         samples_file, report.inputs = _write_samples(plan, dataset, max_input_samples, Path(tmp))
         runnable = _runnable_copy(path, model, Path(tmp))
         _measure_all(report, runnable, model, measure, runs, threads, ssh_hosts, fleet, max_parallel,
-                     ssh_options, samples_file, dataset is not None, plan.state_pairs, events, requested)
+                     ssh_options, samples_file, dataset is not None, plan.state_pairs, events, requested, priced)
     return report
+
+
+class _Estimates:
+    """Each target's static estimate priced at any thread count (a measurement is compared with the estimate
+    at its own count), the graph built once per target."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[str, tuple[Any, Any, Any]] = {}
+        self._priced: dict[tuple[str, int | None], Any] = {}
+
+    def add(self, name: str, graph: Any, target: Any, cpu_target: Any) -> None:
+        self._inputs[name] = (graph, target, cpu_target)
+
+    def at(self, name: str, threads: int | None) -> Any:
+        from edgeopt.analysis.profile import static_profile
+
+        if name not in self._inputs:
+            return None
+        if (name, threads) not in self._priced:
+            graph, target, cpu_target = self._inputs[name]
+            self._priced[name, threads] = static_profile(graph, target, cpu_target=cpu_target, threads=threads)
+        return self._priced[name, threads]
 
 
 def _plan_inputs(model: Any, input_shapes: dict[str | None, tuple[int, ...]] | None, dims: dict[str, int] | None,
@@ -141,14 +166,13 @@ def _runnable_copy(path: Path, model: Any, folder: Path) -> Path:
 def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, runs: int,
                  threads: list[int] | None, ssh_hosts: list[str] | None, fleet: list["Device"], max_parallel: int,
                  ssh_options: dict[str, Any] | None, samples_file: Path, compare_outputs: bool,
-                 state_pairs: dict[str, str], events: Events, requested_targets: list[str]) -> None:
+                 state_pairs: dict[str, str], events: Events, requested_targets: list[str],
+                 priced: _Estimates) -> None:
     if measure:
         report.measurements["host"] = _measure_host(path, model, runs, threads, events, samples_file)
-        for name, estimate in report.estimates.items():
-            if name != "host":
-                continue
+        if "host" in report.estimates:
             for measurement in report.measurements["host"]:
-                comparison = compare(estimate, measurement)
+                comparison = compare(priced.at("host", measurement.threads), measurement)
                 if comparison:
                     report.comparisons.append(comparison)
         if "host" in report.estimates and not report.comparisons:
@@ -159,7 +183,7 @@ def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, r
         # --ssh devices have no target of their own: compare them with the requested ones
         compare_with = {host: requested_targets for host in ssh_hosts or []}
         _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, events, max_parallel,
-                         samples_file, compare_with, compare_outputs, state_pairs)
+                         samples_file, compare_with, compare_outputs, state_pairs, priced)
 
 
 def _write_samples(plan: Any, dataset: Any, max_samples: int, folder: Path) -> tuple[Path, InputsUsed]:
@@ -278,7 +302,7 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
                      threads: list[int] | None, ssh_options: dict[str, Any], events: Events,
                      max_parallel: int = 4, samples_file: Path | None = None,
                      compare_with: dict[str, list[str]] | None = None, compare_outputs: bool = False,
-                     state_pairs: dict[str, str] | None = None) -> None:
+                     state_pairs: dict[str, str] | None = None, priced: _Estimates | None = None) -> None:
     """Measure on every device, ``max_parallel`` at a time; a device that fails is reported
     and does not lose the others' results (exit 3 only when all fail). Each device's runs are
     compared with its own target (--hosts), or with the targets ``compare_with`` names for it."""
@@ -329,8 +353,10 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
                                    f"check accuracy on the device itself")
     for device in devices:
         for target in [device.target] if device.target else (compare_with or {}).get(device.name, []):
-            estimate = report.estimates.get(target)
-            for measurement in report.measurements.get(device.name, []) if estimate else []:
+            if target not in report.estimates:
+                continue
+            for measurement in report.measurements.get(device.name, []):
+                estimate = priced.at(target, measurement.threads) if priced else report.estimates[target]
                 comparison = compare(estimate, measurement)
                 if comparison:
                     report.comparisons.append(comparison.model_copy(update={"device": device.name}))

@@ -96,7 +96,7 @@ class Node:
     qdq_fused: bool = False
     macs: int | None = 0
     cost_unknown_reason: str | None = None
-    op_class: str | None = None  # "depthwise" / "1x1" for convolutions
+    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions
     outer_reads: tuple[str, ...] = ()
     reads_rows_of: str | None = None
 
@@ -124,6 +124,9 @@ class Graph:
     input_shapes: dict[str, tuple[int, ...]]
     weight_bytes_by_dtype: dict[str, int]
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # bytes moved by the layout copies a runtime adds, by the channel block it uses and the node charged
+    # (onnxruntime's NCHWc reorders on x86: graph/onnx_layout.py)
+    layout_copy_bytes: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 

@@ -14,6 +14,7 @@ from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
 from edgeopt.graph.model import Graph, Node, Tensor, bits_per_element
 from edgeopt.graph.onnx_execution import analyse_execution
+from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_reorder_bytes
 from edgeopt.graph.onnx_kinds import onnx_kind
 from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
@@ -118,7 +119,8 @@ def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str
 
 
 def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
-    """"depthwise", "1x1" or None (dense) for a Conv; a target may state "conv.depthwise"."""
+    """"depthwise", "narrow" (under 4 output channels per group), "thin" (4 to 15), "1x1" or None (dense) for a
+    Conv; a target may state "conv.depthwise" and so on."""
     if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
         return None
     weight = shapes.get(node.input[1])
@@ -126,6 +128,9 @@ def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | 
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     if dims and group > 1 and len(dims) >= 2 and dims[1] == 1:
         return "depthwise"
+    outputs = dims[0] // max(1, group) if dims else None
+    if outputs is not None and outputs < 16:
+        return "narrow" if outputs < 4 else "thin"
     if dims and len(dims) > 2 and all(d == 1 for d in dims[2:]):
         return "1x1"
     return None
@@ -233,6 +238,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
         weight_bytes_by_dtype=weight_bytes_by_dtype(analysed),
         aliases=execution.aliases,
+        layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, block)
+                           for block in NCHWC_BLOCKS},
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
     )

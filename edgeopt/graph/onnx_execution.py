@@ -13,6 +13,8 @@ whether it runs as its own kernel or is fused into another's.
   nothing and go wherever the op they wrap goes. Other Q/DQ nodes (at the model's
   float inputs/outputs, or around ops that stay float) run on their own.
 * Constant nodes never run: onnxruntime folds them into weights at load time.
+* A float Conv's BatchNormalization, per-channel constant Add/Mul and then one activation are folded
+  into it at load (role ``fused_activation``: no kernel of their own).
 """
 
 
@@ -30,7 +32,10 @@ from edgeopt.graph.onnx_shapes import TensorInfo
 
 # onnxruntime folds these activations into the Conv/Gemm before them (FusedConv, FusedGemm,
 # NCHWc Conv) when nothing else reads the intermediate tensor.
-FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish"})
+# ... and folds these into a float Conv's weights and bias at load (ConvBNFusion, ConvAddFusion, ConvMulFusion)
+# when their other inputs are constants, before any activation is fused.
+_FOLDED_INTO_CONV = frozenset({"BatchNormalization", "Add", "Mul"})
 _ACTIVATION_HOSTS = frozenset({"Conv", "Gemm", "FusedConv", "FusedGemm"})
 
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -182,6 +187,26 @@ def analyse_execution(
             continue
         fused[i] = to_q and q_rule != "none"
 
+    constants = {t.name for t in model.graph.initializer} | {
+        out for node in nodes if is_op(node, "Constant") for out in node.output}
+    conv_of: dict[int, int] = {}  # float Conv (and what is folded into it) -> the Conv whose kernel runs it
+    activated: set[int] = set()  # Convs with an activation fused already
+
+    def folds_into_conv(node: NodeProto, conv: int) -> bool:
+        """BatchNormalization with constant statistics, or Add/Mul by a constant of one value per channel."""
+        if node.op_type == "BatchNormalization":
+            return len(node.output) == 1 and all(name in constants for name in node.input[1:5])
+        if node.op_type not in ("Add", "Mul") or len(node.input) != 2 or node.input[1] not in constants:
+            return False
+        weight = shapes.get(nodes[conv].input[1]) if len(nodes[conv].input) > 1 else None
+        other = shapes.get(node.input[1])
+        if weight is None or weight.shape is None or other is None or other.shape is None:
+            return False
+        dims = list(other.shape)
+        if len(dims) == len(weight.shape) and dims and dims[0] == 1:
+            dims = dims[1:]
+        return dims == [weight.shape[0]] + [1] * (len(weight.shape) - 2)
+
     aliases: dict[str, str] = {}
     rows: list[NodeExecution] = []
     for i, node in enumerate(nodes):
@@ -217,18 +242,30 @@ def analyse_execution(
         if i in fused:
             rows.append(NodeExecution(**common, dtype="int8", role="compute", qdq_fused=True))
             continue
-        if node.op_type in FUSED_ACTIVATIONS and node.domain in DEFAULT_DOMAINS and node.input:
+        if node.domain in DEFAULT_DOMAINS and node.input and node.op_type in FUSED_ACTIVATIONS | _FOLDED_INTO_CONV:
             src = producer.get(node.input[0])
-            if (src is not None and nodes[src].op_type in _ACTIVATION_HOSTS and src not in fused
-                    and len(consumers.get(node.input[0], [])) == 1 and node.input[0] not in graph_outputs):
-                rows.append(NodeExecution(**common, dtype=rows[src].dtype, role="fused_activation",
-                                          attached_to=src))
-                continue
+            alone = len(consumers.get(node.input[0], [])) == 1 and node.input[0] not in graph_outputs
+            host = conv_of.get(src, src if src is not None and nodes[src].op_type in _ACTIVATION_HOSTS
+                               and src not in fused else None) if src is not None else None
+            if host is not None and alone and host not in activated:
+                if host in conv_of and node.op_type in _FOLDED_INTO_CONV and folds_into_conv(node, host):
+                    conv_of[i] = host
+                    rows.append(NodeExecution(**common, dtype=rows[host].dtype, role="fused_activation",
+                                              attached_to=host))
+                    continue
+                if node.op_type in FUSED_ACTIVATIONS:
+                    activated.add(host)
+                    rows.append(NodeExecution(**common, dtype=rows[host].dtype, role="fused_activation",
+                                              attached_to=host))
+                    continue
         dtype = "int8" if is_integer_op(node) else _data_dtype(node, shapes)
         if dtype is None:  # types not inferred (e.g. after a contrib op): take the producer's
             first = next((name for name in node.input if name), None)
             src = producer.get(first) if first else None
             dtype = rows[src].dtype if src is not None else None
+        if (node.op_type == "Conv" and node.domain in DEFAULT_DOMAINS and dtype in ("fp32", None)
+                and len(node.input) > 1 and node.input[1] in constants):
+            conv_of[i] = i
         rows.append(NodeExecution(**common, dtype=dtype, role="compute"))
     return ExecutionPlan(tuple(rows), aliases)
 

@@ -477,25 +477,31 @@ def microbench(bundle: dict, progress=None) -> dict:
 
     threads = int(bundle.get("threads") or 0) or os.cpu_count() or 1
     budget_s = float(bundle.get("budget_s", 1.5))
-    ops_per_s = {}
+    # each compute model at the asked thread count, and at one thread too (estimates price both)
+    counts = [threads] + ([1] if threads > 1 else [])
+    ops_per_s, single_thread = {}, {}
     for item in bundle["models"]:
         if progress:
             progress(item["name"])
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(base64.b64decode(item["model_b64"]), options,
-                                           providers=["CPUExecutionProvider"])
-        except Exception:  # e.g. an int8 op this runtime build lacks: that figure stays unknown
-            if item["name"].endswith("_int8"):
-                continue
-            raise
-        rng = np.random.default_rng(0)
-        feeds = {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
-                 .astype(np.float32) for i in session.get_inputs()}
-        ops_per_s[item["name"]] = item["ops"] / best_time(lambda: session.run(None, feeds), budget_s)
+        for count in counts:
+            options = ort.SessionOptions()
+            options.log_severity_level = 4
+            options.intra_op_num_threads = count
+            options.inter_op_num_threads = 1
+            try:
+                session = ort.InferenceSession(base64.b64decode(item["model_b64"]), options,
+                                               providers=["CPUExecutionProvider"])
+            except Exception:  # e.g. an int8 op this runtime build lacks: that figure stays unknown
+                if item["name"].endswith("_int8"):
+                    break
+                raise
+            rng = np.random.default_rng(0)
+            feeds = {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
+                     .astype(np.float32) for i in session.get_inputs()}
+            rate = item["ops"] / best_time(lambda: session.run(None, feeds), budget_s)
+            (ops_per_s if count == threads else single_thread)[item["name"]] = rate
+            if count == 1:
+                single_thread[item["name"]] = rate
     if progress:
         progress("memory bandwidth")
     megabytes = int(bundle.get("bandwidth_mb", 256))
@@ -507,7 +513,7 @@ def microbench(bundle: dict, progress=None) -> dict:
     bandwidth = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), min(1.0, budget_s), min_runs=3)
     probes = memory_probes(bundle.get("memory_probes") or [], 1, progress)
     return {"runner_version": RUNNER_VERSION, "kind": "microbench", "threads": threads, "ops_per_s": ops_per_s,
-            "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
+            "single_thread_ops_per_s": single_thread, "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
             "runtime": {"name": "onnxruntime", "version": ort.__version__}, "device": device_facts()}
 
 

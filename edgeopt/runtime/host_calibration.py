@@ -17,7 +17,7 @@ from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
 AUTO_SECONDS = 0.3  # per microbenchmark: about 5 s in all with the memory probes (1.5 s each: `targets calibrate`)
-RECIPE = 2  # what is measured (2: memory probes); a new recipe measures again
+RECIPE = 3  # what is measured (2: memory probes; 3: peaks at one thread too); a new recipe measures again
 
 
 def host_calibration_dir() -> Path:

@@ -28,6 +28,8 @@ class MicrobenchResult(BaseModel):
     conv_fp32_ops_per_s: float
     conv_int8_ops_per_s: float | None
     memory_bandwidth_bytes_per_s: float
+    # the same compute models at one thread (by model name: "matmul_fp32", ...), when ``threads`` > 1
+    single_thread_ops_per_s: dict[str, float] = {}
     # RSS increases (baseline, after_load, load_peak, run_peak) of the memory probes, by probe name
     memory_probes: dict[str, dict[str, int]] = {}
 
@@ -177,6 +179,7 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
                             matmul_int8_ops_per_s=ops.get("matmul_int8"), conv_fp32_ops_per_s=ops["conv_fp32"],
                             conv_int8_ops_per_s=ops.get("conv_int8"),
                             memory_bandwidth_bytes_per_s=payload["memory_bandwidth_bytes_per_s"],
+                            single_thread_ops_per_s=payload.get("single_thread_ops_per_s") or {},
                             memory_probes=payload.get("memory_probes") or {})
 
 
@@ -201,6 +204,14 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     fp32 = max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
     int8_values = [v for v in (result.matmul_int8_ops_per_s, result.conv_int8_ops_per_s) if v]
     int8 = max(int8_values) if int8_values else None
+    one = result.single_thread_ops_per_s
+    single = None
+    if result.threads == 1:
+        single = PeakThroughput(fp32=fp32, int8=int8)
+    elif one.get("matmul_fp32") and one.get("conv_fp32"):
+        one_int8 = [v for v in (one.get("matmul_int8"), one.get("conv_int8")) if v]
+        single = PeakThroughput(fp32=max(one["matmul_fp32"], one["conv_fp32"]),
+                                int8=max(one_int8) if one_int8 else None)
     efficiency = dict(base.efficiency)
     efficiency.update({
         "matmul": round(result.matmul_fp32_ops_per_s / fp32, 3),
@@ -211,11 +222,14 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     runtime_memory = runtime_memory_from_probes(
         result.memory_probes, f"measured by `edgeopt targets calibrate {base.name}{on}` on {when}: memory probes "
                               "(a one-op session, Conv and MatMul weights, an activation chain) in fresh processes")
-    source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s): "
-              f"MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
+    source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s)"
+              + (" and with 1" if result.threads > 1 and single else "") + ": "
+              "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
               + (f"; device: {device}" if device else ""))
     return base.model_copy(update={
         "peak_ops_per_s": PeakThroughput(fp32=fp32, fp16=base.peak_ops_per_s.fp16, int8=int8),
+        "peak_threads": result.threads,
+        "single_thread_peak_ops_per_s": single,
         "memory_bandwidth_bytes_per_s": result.memory_bandwidth_bytes_per_s,
         "efficiency": efficiency,
         "runtime_memory": runtime_memory or base.runtime_memory,

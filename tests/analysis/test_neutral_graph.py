@@ -67,9 +67,14 @@ def test_onnx_ops_of_one_computation_share_a_kind():
     assert onnx_kind("MyOp", "my.company") == "custom"
     model = make_model([onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
                        [tensor("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
-                       [tensor("y", onnx.TensorProto.FLOAT, [1, 3, 4, 4])], [weight("w", (3, 2, 1, 1))])
+                       [tensor("y", onnx.TensorProto.FLOAT, [1, 16, 4, 4])], [weight("w", (16, 2, 1, 1))])
     (node,) = to_graph(model).nodes
-    assert (node.kind, node.op_class, node.macs) == ("conv", "1x1", 3 * 16 * 2)
+    assert (node.kind, node.op_class, node.macs) == ("conv", "1x1", 16 * 16 * 2)
+    # under 16 outputs per group the class says how few (the kernels' SIMD lanes go unused): 3 is "narrow"
+    few = make_model([onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+                     [tensor("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+                     [tensor("y", onnx.TensorProto.FLOAT, [1, 3, 4, 4])], [weight("w", (3, 2, 1, 1))])
+    assert to_graph(few).nodes[0].op_class == "narrow"
 
 
 def test_a_schema_1_target_spelled_in_onnx_op_types_is_read_as_kinds(tmp_path):

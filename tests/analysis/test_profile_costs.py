@@ -272,3 +272,82 @@ def test_constant_nodes_are_weights_and_free():
     assert profile.node("mm").weight_bytes_read == 64
     assert profile.weight_bytes == 64
     assert profile.peak_activation_bytes == 32 + 32  # x and y; k is a weight
+
+
+def test_peaks_are_priced_at_the_thread_count():
+    # 4 cores; the stated peak (4e12) holds for 4 threads and one thread measured 1.6e12: each further thread
+    # adds (4e12 - 1.6e12) / 3 = 0.8e12, so 2 threads reach 2.4e12. Without a single-thread figure, a fair share.
+    from edgeopt.targets import peaks_at
+
+    measured = cpu_target(cores=4, peak_ops_per_s={"fp32": 4e12, "int8": 8e12},
+                          single_thread_peak_ops_per_s={"fp32": 1.6e12, "int8": 2e12})
+    assert peaks_at(measured, None).fp32 == 4e12
+    assert peaks_at(measured, 1).fp32 == 1.6e12 and peaks_at(measured, 1).int8 == 2e12
+    assert peaks_at(measured, 2).fp32 == pytest.approx(2.4e12) and peaks_at(measured, 2).int8 == pytest.approx(4e12)
+    assert peaks_at(measured, 16).fp32 == 4e12  # no more threads than cores
+    stated = cpu_target(cores=4, peak_ops_per_s={"fp32": 4e12})
+    assert peaks_at(stated, 1).fp32 == 1e12 and peaks_at(stated, 3).fp32 == pytest.approx(3e12)
+    calibrated_at_two = cpu_target(cores=4, peak_threads=2, peak_ops_per_s={"fp32": 2e12})
+    assert peaks_at(calibrated_at_two, 4).fp32 == pytest.approx(4e12)  # 1e12 per thread, linearly
+
+    n = 256  # a compute-bound MatMul: its time follows the peak at the priced thread count
+    model = make_model([helper.make_node("MatMul", ["a", "w"], ["y"], name="matmul")],
+                       [tensor("a", F, [n, n])], [tensor("y", F, [n, n])], [weight("w", (n, n))])
+    target = measured.model_copy(update={"memory_bandwidth_bytes_per_s": 1e15})
+    one, every = static_profile(model, target, threads=1), static_profile(model, target)
+    assert one.threads == 1 and every.threads == 4
+    assert one.node("matmul").compute_time_us == pytest.approx(2 * n**3 / 1.6e12 * 1e6)
+    assert every.node("matmul").compute_time_us == pytest.approx(2 * n**3 / 4e12 * 1e6)
+
+
+def test_batch_norm_constant_affine_and_activation_are_folded_into_the_conv():
+    # onnxruntime folds Conv -> BatchNormalization -> Mul by a per-channel constant -> HardSwish into one kernel;
+    # an Add of a tensor that is not one value per channel stays a kernel of its own, as does a Conv whose
+    # output is read twice (x * sigmoid(x): the Sigmoid is not fused).
+    stats = [weight(f"bn_{k}", (4,), seed=i) for i, k in enumerate(("scale", "bias", "mean"))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["n"], name="bn"),
+             helper.make_node("Mul", ["n", "per_channel"], ["m"], name="mul"),
+             helper.make_node("HardSwish", ["m"], ["h"], name="hswish"),
+             helper.make_node("Add", ["h", "grid"], ["a"], name="add"),
+             helper.make_node("Conv", ["a", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Sigmoid", ["c2"], ["s"], name="sigmoid"),
+             helper.make_node("Mul", ["c2", "s"], ["y"], name="swish")]
+    var = numpy_helper.from_array(np.full(4, 0.5, np.float32), "bn_var")
+    model = make_model(nodes, [tensor("x", F, [1, 3, 8, 8])], [tensor("y", F, [1, 4, 8, 8])],
+                       [weight("w", (4, 3, 3, 3)), *stats, var, weight("per_channel", (4, 1, 1), seed=5),
+                        weight("grid", (1, 8, 8), seed=6), weight("w2", (4, 4, 1, 1), seed=7)])
+    profile = static_profile(model, cpu_target())
+    roles = {n.name: (n.role, n.fused_into) for n in profile.nodes}
+    assert roles["bn"] == roles["mul"] == roles["hswish"] == ("fused_activation", "conv")
+    assert roles["add"] == ("compute", None) and roles["sigmoid"] == ("compute", None)
+    assert roles["swish"] == ("compute", None) and roles["conv2"] == ("compute", None)
+    assert profile.node("bn").time_us == 0 and profile.node("hswish").time_us == 0
+    assert run_ort(model, {"x": np.ones((1, 3, 8, 8), np.float32)})[0].shape == (1, 4, 8, 8)
+
+
+def test_nchwc_reorders_are_priced_on_x86_by_block_size():
+    # x (1,16,8,8) -> conv1 16->16 -> Div (reads plain NCHW) -> conv2 16->8 -> y. With 8-channel blocks (AVX2):
+    # conv1 pays a ReorderInput of x and a ReorderOutput for the Div (2 x 4 B x 16 x 64 = 8192 B each); conv2 a
+    # ReorderInput of the Div's output (8192 B) and a ReorderOutput of y (8 channels: 4096 B). With 16-channel
+    # blocks (AVX-512) conv2's 8 outputs are padded to one block of 16 (8192 B for y); a depthwise Conv of 8
+    # channels would not be blocked at all. ARM builds use no blocks.
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Div", ["c", "two"], ["d"], name="div"),
+             helper.make_node("Conv", ["d", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    model = make_model(nodes, [tensor("x", F, [1, 16, 8, 8])], [tensor("y", F, [1, 8, 8, 8])],
+                       [weight("w1", (16, 16, 3, 3)), two, weight("w2", (8, 16, 3, 3), seed=2)])
+    graph = to_graph(model)
+    assert graph.layout_copy_bytes[8] == {0: 16384, 2: 12288}
+    assert graph.layout_copy_bytes[16] == {0: 16384, 2: 16384}
+    avx2 = cpu_target(arch="x86_64", isa_features=("avx2", "fma"))
+    profile = static_profile(graph, avx2)
+    assert profile.node("conv1").layout_copy_bytes == 16384 and profile.node("div").layout_copy_bytes == 0
+    assert profile.node("conv2").layout_copy_us == pytest.approx(12288 / 2e9 * 1e6)
+    plain = static_profile(graph, cpu_target())  # aarch64: no copies
+    assert plain.node("conv2").time_us == pytest.approx(
+        profile.node("conv2").time_us - profile.node("conv2").layout_copy_us - NODE_OVERHEAD_US)
+    avx512 = static_profile(graph, cpu_target(arch="x86_64", isa_features=("avx2", "avx512f")))
+    assert avx512.node("conv2").layout_copy_bytes == 16384 and avx512.node("conv1").layout_copy_bytes == 16384
+    run_ort(model, {"x": np.ones((1, 16, 8, 8), np.float32)})

@@ -54,17 +54,18 @@ def test_session_part_alone_for_a_model_without_weights():
 
 def test_weights_are_counted_with_the_copies_of_the_kind_that_reads_them():
     # Conv weight 4x3x3x3 = 432 B (3 copies), MatMul weight 8x8 = 256 B (2 copies), Gather table 10x8 = 320 B
-    # (unlisted kind: 1 copy), a weight read by a Conv and by an Add keeps the larger factor (bias 16 B, 3 copies)
+    # (unlisted kind: 1 copy), bias 16 B (3 copies, read by the Conv); the Add's constant (4x4x1, 64 B: not one
+    # value per channel, so not folded into the Conv) is read by an Add (1 copy)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Add", ["c", "b4"], ["c2"]),
              helper.make_node("Gather", ["table", "i"], ["g"]),
              helper.make_node("MatMul", ["g", "m"], ["y"])]
     conv_and_add = model(nodes, [vi("x", [1, 3, 4, 4]), vi("i", [2], TensorProto.INT64)],
                          [vi("c2", [1, 4, 4, 4]), vi("y", [2, 8])],
-                         [weight("w", (4, 3, 3, 3)), weight("b", (4,)), weight("b4", (4, 1, 1)),
+                         [weight("w", (4, 3, 3, 3)), weight("b", (4,)), weight("b4", (4, 4, 1)),
                           weight("table", (10, 8)), weight("m", (8, 8))])
     result = estimate(conv_and_add)
-    assert parts(result)["weights"] == 432 * 3 + 16 * 3 + 16 * 1 + 320 + 256 * 2
+    assert parts(result)["weights"] == 432 * 3 + 16 * 3 + 64 * 1 + 320 + 256 * 2
 
 
 def test_a_weight_read_by_two_kinds_takes_the_larger_factor():

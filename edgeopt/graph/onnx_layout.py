@@ -1,0 +1,165 @@
+"""The layout copies onnxruntime adds on x86: its NCHWc transformer (level 3, CPU provider, AVX2 and AVX-512)
+runs float Convs and the ops around them on channel-blocked tensors (8 channels per block with AVX2, 16 with
+AVX-512F) and inserts ReorderInput / ReorderOutput wherever a blocked tensor meets an op that only reads plain
+NCHW. Those copies are kernels of their own that the model does not show: on a PicoDet layout detector they
+are a sixth of the run time.
+
+:func:`nchwc_reorder_bytes` follows the transformer's rules (onnxruntime's ``nchwc_transformer.cc``: which
+Convs, pools, element-wise ops, Concats, activations, BatchNormalizations and Resizes take blocked tensors)
+over the execution plan of :mod:`edgeopt.graph.onnx_execution` (activations already fused into their Conv
+pass the blocked tensor through) and returns the bytes each node's reorders move (read + written), keyed by
+the node they are charged to: the consumer for a ReorderInput, the producer for a ReorderOutput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import onnx
+from onnx import NodeProto
+
+from edgeopt.graph.onnx_execution import NodeExecution
+from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS
+from edgeopt.graph.onnx_shapes import TensorInfo
+
+NCHWC_BLOCKS = (8, 16)  # AVX2, AVX-512F
+_POOLS = frozenset({"MaxPool", "AveragePool"})
+_GLOBAL_POOLS = frozenset({"GlobalMaxPool", "GlobalAveragePool"})
+_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh"})
+_BINARY = frozenset({"Add", "Sum", "Mul"})
+
+
+def _attr(node: NodeProto, name: str, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str], block: int) -> tuple[bool, bool]:
+    """(runs blocked, reads its input blocked) for a float Conv, as the transformer decides."""
+    if weight is None or weight.shape is None or len(weight.shape) != 4 or node.input[1] not in constants:
+        return False, False
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in constants:
+        return False, False
+    out_channels, in_channels = weight.shape[0], weight.shape[1]
+    group = int(_attr(node, "group", 1))
+    if group > 1:
+        if out_channels % block:
+            return False, False
+        if in_channels == 1 and out_channels == group:
+            return True, True  # depthwise
+        if in_channels % block or out_channels % group or (out_channels // group) % block:
+            return False, False
+        return True, True
+    if in_channels < block:
+        return True, False  # reads the plain NCHW input directly
+    return (in_channels % block == 0), True
+
+
+def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
+                        execution: Sequence[NodeExecution], block: int) -> dict[int, int]:
+    """Bytes moved by the reorders onnxruntime inserts at NCHWc block size ``block``, per node charged."""
+    graph = model.graph
+    nodes = list(graph.node)
+    constants = {t.name for t in graph.initializer} | {o for n in nodes if n.op_type == "Constant" for o in n.output}
+    blocked: dict[str, int] = {}  # tensor -> its channel count, for tensors kept in NCHWc
+    producer: dict[str, int] = {}
+    charged: dict[int, int] = {}
+    needs_plain: set[str] = set()  # blocked tensors that some op reads as NCHW
+
+    def nbytes(name: str, channels: int | None = None) -> int:
+        info = shapes.get(name)
+        if info is None or info.shape is None or len(info.shape) != 4:
+            return 0
+        n, c, h, w = info.shape
+        padded = -(-(channels or c) // block) * block
+        return 2 * 4 * n * padded * h * w  # float32, read once and written once
+
+    def charge(index: int, amount: int) -> None:
+        if amount:
+            charged[index] = charged.get(index, 0) + amount
+
+    def float4d(name: str) -> bool:
+        info = shapes.get(name)
+        return info is not None and info.dtype == "float32" and info.shape is not None and len(info.shape) == 4
+
+    for index, (node, row) in enumerate(zip(nodes, execution, strict=True)):
+        for out in node.output:
+            producer[out] = index
+        data = [name for name in node.input if name and name not in constants]
+        if row.role == "fused_activation":  # runs inside its Conv: the blocked tensor passes through
+            if data and data[0] in blocked and node.output:
+                blocked[node.output[0]] = blocked[data[0]]
+            continue
+        if row.role != "compute" or node.domain not in DEFAULT_DOMAINS or row.dtype != "fp32":
+            needs_plain.update(name for name in data if name in blocked)
+            continue
+        op, out = node.op_type, node.output[0] if node.output else ""
+        takes = False
+        if op == "Conv" and len(node.input) > 1 and float4d(node.input[0]):
+            runs, reads_blocked = _conv_takes_blocks(node, shapes.get(node.input[1]), constants, block)
+            if runs:
+                takes = True
+                if reads_blocked and node.input[0] not in blocked:
+                    charge(index, nbytes(node.input[0]))  # ReorderInput
+                weight = shapes[node.input[1]].shape
+                blocked[out] = weight[0]
+        elif op in _POOLS and len(node.output) == 1 and float4d(node.input[0]):
+            channels = shapes[node.input[0]].shape[1]
+            if channels % block == 0:
+                takes = True
+                if node.input[0] not in blocked:
+                    charge(index, nbytes(node.input[0]))
+                blocked[out] = channels
+        elif data and all(name in blocked for name in data):
+            first = shapes.get(data[0])
+            same = all(shapes.get(name) is not None and shapes[name].shape == first.shape for name in data)
+            if op in _BINARY and same and len({blocked[name] for name in data}) == 1 and len(data) == len(node.input):
+                takes = True
+                blocked[out] = blocked[data[0]]
+            elif op == "Concat" and int(_attr(node, "axis", 0)) in (1, -3) and all(
+                    blocked[name] % block == 0 for name in data):
+                takes = True
+                blocked[out] = sum(blocked[name] for name in data)
+            elif op in _ACTIVATIONS or op in _GLOBAL_POOLS:
+                takes = True
+                blocked[out] = blocked[data[0]]
+            elif op == "BatchNormalization" and len(node.output) == 1 and all(
+                    name in constants for name in node.input[1:5]):
+                takes = True
+                blocked[out] = blocked[data[0]]
+            elif op == "Transpose" and list(_attr(node, "perm", [])) == [0, 2, 3, 1]:
+                takes = True  # becomes a channels-last ReorderOutput: the Transpose's own cost stands for it
+            elif op in ("Resize", "Upsample") and _nearest_by_integer_scales(node, model):
+                takes = True
+                blocked[out] = blocked[data[0]]
+        if not takes:
+            needs_plain.update(name for name in data if name in blocked)
+    needs_plain.update(name for name in (o.name for o in graph.output) if name in blocked)
+    for name in needs_plain:  # one ReorderOutput per blocked tensor read as NCHW
+        if name in producer:
+            charge(producer[name], nbytes(name, blocked[name]))
+    return charged
+
+
+def _nearest_by_integer_scales(node: NodeProto, model: onnx.ModelProto) -> bool:
+    """Resize/Upsample the transformer keeps blocked: nearest, asymmetric, floor, spatial integer scales."""
+    if _attr(node, "mode", b"nearest") not in (b"nearest", "nearest"):
+        return False
+    modern = node.op_type == "Resize" and len(node.input) >= 3  # opset 11+: X, roi, scales[, sizes]
+    if modern:
+        if len(node.input) > 3 and node.input[3]:
+            return False
+        mode = _attr(node, "coordinate_transformation_mode", b"half_pixel")
+        rounding = _attr(node, "nearest_mode", b"round_prefer_floor")
+        if mode not in (b"asymmetric", "asymmetric") or rounding not in (b"floor", "floor"):
+            return False
+    scales_name = node.input[2] if modern else (node.input[1] if len(node.input) > 1 else "")
+    scales = next((t for t in model.graph.initializer if t.name == scales_name), None)
+    if scales is None:
+        return False
+    values = onnx.numpy_helper.to_array(scales).tolist()
+    return len(values) == 4 and values[0] == 1 and values[1] == 1 and all(
+        v > 0 and float(v).is_integer() for v in values[2:])
+
