@@ -1,13 +1,12 @@
 #!/usr/bin/env python
 """How close is edgeopt's static latency estimate to the measured p50 on real published models? Out of sample.
 
-The estimate (analysis.profile) prices each node by the roofline with this machine's peaks (the automatic host
-calibration: one-op MatMul and Conv sessions at one thread and at all cores, a large copy), onnxruntime's
-load-time fusions (BatchNormalization, per-channel Add/Mul and activations folded into the Conv), the NCHWc
-reorder copies onnxruntime adds on x86, and per-class efficiency factors (`CLASS_FACTOR`: depthwise and 1x1 fitted
-on the synthetic models of benchmarks/estimate_accuracy.py; narrow and thin convolutions from SIMD lane use). None
-of the models below set any constant, except that the narrow/thin factors were checked against basic-pitch's
-measured kernels (its row is in sample for those two classes).
+The estimate (analysis.profile) prices each node by the roofline with this machine's figures (the automatic host
+calibration: one-op MatMul and Conv sessions at one thread and at all cores, a large copy, and one reference model
+per op class, runtime/class_bench.py: depthwise, 1x1, thin and narrow Convs, LSTM), onnxruntime's load-time
+fusions (BatchNormalization, per-channel Add/Mul and activations folded into the Conv), the NCHWc reorder copies
+onnxruntime adds on x86, and weights beyond the last-level cache streamed beside the compute. None of the models
+below sets anything: every row is out of sample.
 
 Models: the public real-model zoo (benchmarks/zoo.py). For each, at one thread and at all cores:
 `edgeopt profile MODEL -t host --measure --threads T --runs N --inputs DATA --input-samples 1 --json`, and the

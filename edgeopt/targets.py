@@ -101,6 +101,17 @@ class RuntimeMemory(BaseModel):
         return {(key if key == "default" else kind_of_key(key)): factor for key, factor in value.items()}
 
 
+class EstimateError(BaseModel):
+    """The relative error band of a target's static estimates (0.2: within ±20% of the measurement), with how it
+    was found (analysis.validation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency: float | None = Field(None, gt=0)
+    memory: float | None = Field(None, gt=0)
+    source: str = ""
+
+
 class TargetProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,12 +135,16 @@ class TargetProfile(BaseModel):
     sram_bytes: int | None = Field(None, gt=0)  # on-chip memory usable for tensors (MCUs, NPUs)
     storage: str | None = None
     # Fraction of peak throughput reached per op kind (roofline efficiency factors; "conv.depthwise" refines
-    # a kind by class, "default" covers the kinds not listed).
+    # a kind by class, "conv.depthwise@int8" by dtype too, "default" covers the kinds not listed). `targets
+    # calibrate` measures the classes on the device (runtime.class_bench).
     efficiency: dict[str, float] = {}
     accelerator: Accelerator | None = None
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
     execution_provider: str | None = None
     runtime_memory: RuntimeMemory | None = None
+    # how far this target's estimates were found from measurements on it (unset: edgeopt's own validation
+    # where it has one, analysis.validation)
+    estimate_error: EstimateError | None = None
     # Channel counts the kernels handle without padding (SIMD lanes, NPU blocks); structured pruning
     # rounds kept channels to it. Unset: derived from isa_features (edgeopt.stages.prune.preferred_channel_multiple).
     preferred_channel_multiple: int | None = Field(None, ge=1)
@@ -242,7 +257,29 @@ def _detect_host() -> dict[str, Any]:
                 facts["ram_bytes"] = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    facts["caches"] = _detect_caches()
     return facts
+
+
+def _detect_caches() -> dict[str, int]:
+    """Data/unified cache sizes of CPU 0 from sysfs (Linux), by level: {"l1d_bytes": ..., "l2_bytes": ...}."""
+    sizes: dict[str, int] = {}
+    units = {"K": 1024, "M": 1024 * 1024, "G": 1024 ** 3}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction" or level not in ("1", "2", "3") or not text:
+            continue
+        try:
+            value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        except ValueError:
+            continue
+        sizes["l1d_bytes" if level == "1" else f"l{level}_bytes"] = value
+    return sizes
 
 
 def read_target_file(path: Path) -> TargetProfile:

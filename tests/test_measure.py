@@ -70,6 +70,9 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert written.peak_ops_per_s.fp32 == pytest.approx(json.loads(out.stdout)["peak_ops_per_s"]["fp32"])
     assert written.memory_bandwidth_bytes_per_s > 0
     assert "schema_version = 2" in (tmp_path / "host.toml").read_text() and 0 < written.efficiency["conv"] <= 1
+    # op classes measured here (runtime.class_bench): one output channel uses a sliver of the SIMD lanes
+    assert 0 < written.efficiency["conv.narrow"] < written.efficiency["conv.1x1"] <= 1.5
+    assert "Held-out check" in written.notes and written.estimate_error is None  # the host's band: real models
     # the memory probes measured the runtime's own costs (issue 16: kept in the target profile)
     memory = written.runtime_memory
     assert memory is not None and "memory probes" in memory.source

@@ -15,6 +15,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
       compute_s = 2 * macs / (peak_ops_per_s[dtype] * efficiency)
       memory_s  = (bytes_read + bytes_written) / memory_bandwidth_bytes_per_s
       time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
+                  (+ the weights' DRAM time for a compute-bound node whose weights exceed the CPU's
+                   last-level cache: that stream does not overlap the compute)
 
   ``bound`` says which term won ("compute" or "memory"); "none" for nodes that do not
   run (Constants, fused Q/DQ: time 0, no overhead); "unknown" when the node's cost or
@@ -52,6 +54,7 @@ from pydantic import BaseModel, ConfigDict
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.placement import Placement, place_nodes
+from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node
 from edgeopt.targets import PeakThroughput, TargetProfile, peaks_at
@@ -133,6 +136,11 @@ class StaticProfile(_Frozen):
     node_overhead_us: float
     nodes: list[NodeProfile]
     threads: int | None = None  # the CPU's intra-op threads the latency is priced at (None: reports before it)
+    # the expected relative error of latency_ms and of the runtime's peak memory (0.33: ±33%), from validation
+    # against measurements (analysis.validation); None where nothing validated this target's estimates
+    latency_error: float | None = None
+    memory_error: float | None = None
+    error_source: str | None = None
     # latency
     latency_ms: float | None
     nodes_latency_ms: float | None
@@ -214,17 +222,22 @@ CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.
 
 
 def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
-                dtype: str | None = None) -> float | None:
+                dtype: str | None = None, cpu: bool = True) -> float | None:
+    """The fraction of the peak a node reaches: what the profile states for its kind (and class), else the
+    defaults above, which were measured on CPUs and so are never applied to an accelerator's nodes."""
     refined = f"{kind}.{op_class}" if op_class else None
-    if refined:
-        stated = profile.efficiency.get(refined)
+    for key in (f"{refined}@{dtype or 'fp32'}", refined, f"{kind}@{dtype or 'fp32'}") if refined else (
+            f"{kind}@{dtype or 'fp32'}",):
+        stated = profile.efficiency.get(key)
         if stated:
             return stated
-    factor = CLASS_FACTOR.get((refined, dtype or "fp32"), 1.0) if refined else 1.0
+    factor = CLASS_FACTOR.get((refined, dtype or "fp32"), 1.0) if refined and cpu else 1.0
     for key in (kind, "default"):
         value = profile.efficiency.get(key)
         if value is not None and value > 0:
             return value * factor
+    if not cpu:
+        return None
     default = DEFAULT_EFFICIENCY.get(kind)
     if default is not None:
         return default
@@ -283,6 +296,7 @@ class _Figures:
     peaks: PeakThroughput
     bandwidth: float | None
     owner: TargetProfile  # whose ``efficiency`` applies
+    cache_bytes: int | None = None  # the last-level cache: weights beyond it stream from DRAM on every run
 
     def missing(self, macs: int | None, dtype: str | None) -> list[str]:
         """What this device lacks to price a node with ``macs`` MACs in ``dtype``."""
@@ -340,19 +354,24 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
     compute_s = 0.0
     peak: float | None = None
     fell_back = False
-    efficiency = _efficiency(fig.owner, facts["kind"], facts.get("op_class"),
-                             facts["execution_dtype"]) if macs else None
+    efficiency = _efficiency(fig.owner, facts["kind"], facts.get("op_class"), facts["execution_dtype"],
+                             cpu=facts["device"] == "cpu") if macs else None
     if macs:
         peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
         assert peak is not None  # checked before pricing
         compute_s = 2 * macs / (peak * (efficiency or 1.0))
     assert fig.bandwidth is not None  # checked before pricing
     memory_s = (facts["bytes_read"] + facts["bytes_written"]) / fig.bandwidth
+    # weights larger than the last-level cache are read from DRAM on every run, and a compute-bound kernel does
+    # not hide that stream (measured: a 34 MB classifier Gemm takes compute + stream, not the larger of the two)
+    streamed_s = 0.0
+    if fig.cache_bytes and facts["weight_bytes_read"] > fig.cache_bytes and compute_s > memory_s:
+        streamed_s = facts["weight_bytes_read"] / fig.bandwidth
     return {
         "compute_time_us": compute_s * 1e6,
         "memory_time_us": memory_s * 1e6,
         "overhead_us": overhead_us,
-        "time_us": max(compute_s, memory_s) * 1e6 + overhead_us,
+        "time_us": (max(compute_s, memory_s) + streamed_s) * 1e6 + overhead_us,
         "bound": "compute" if macs and compute_s >= memory_s else "memory",
         "peak_ops_per_s": peak,
         "efficiency": efficiency,
@@ -407,8 +426,10 @@ def static_profile(
 
     # -- can the target's figures price every costed node?
     cpu_threads = max(1, min(threads or cpu_profile.cores or 1, cpu_profile.cores or threads or 1))
+    caches = cpu_profile.caches
     cpu_figures = _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, cpu_threads),
-                           cpu_profile.memory_bandwidth_bytes_per_s, cpu_profile)
+                           cpu_profile.memory_bandwidth_bytes_per_s, cpu_profile,
+                           caches.l3_bytes or caches.l2_bytes)
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)
@@ -526,6 +547,7 @@ def static_profile(
                 f"({check.available_bytes} B)"
             )
     known_fits = [c.fits for c in fits if c.fits is not None]
+    band = expected_error(target) if not any(n.device == "accelerator" for n in nodes) else None
     executed = [n for n in nodes if n.role in ("compute", "qdq")]
 
     return StaticProfile(
@@ -536,6 +558,9 @@ def static_profile(
         node_overhead_us=node_overhead_us,
         nodes=nodes,
         threads=cpu_threads,
+        latency_error=band.latency if band and nodes_us is not None else None,
+        memory_error=band.memory if band and runtime is not None else None,
+        error_source=band.source if band else None,
         latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0)) / 1000,
         nodes_latency_ms=None if nodes_us is None else nodes_us / 1000,
         switch_latency_ms=None if switch_us is None else switch_us / 1000,

@@ -190,7 +190,8 @@ def _render(result: Any) -> None:
         f"{format_count(summary.parameter_count)} parameters, {format_count(summary.macs_total)} MACs"
     )
     for name, verdict in summary.targets.items():
-        latency = (f"~{verdict.latency_ms:.3g} ms estimated" if verdict.latency_ms is not None
+        band = f" ±{verdict.latency_error:.0%}" if verdict.latency_error else ""
+        latency = (f"~{verdict.latency_ms:.3g} ms{band} estimated" if verdict.latency_ms is not None
                    else f"no latency estimate ({str(verdict.estimate_unavailable_reason).split(': latency')[0]}"
                         + ("; run `edgeopt targets calibrate host`" if name == "host" else "") + ")")
         fits = {True: "fits in memory", False: "DOES NOT FIT in memory", None: "memory fit unknown"}[verdict.fits]

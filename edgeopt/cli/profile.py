@@ -138,7 +138,8 @@ def _render(report: ProfileReport, top: int) -> None:
     for name, est in report.estimates.items():
         fits = "unknown" if est.fits_all is None else ("yes" if est.fits_all else "NO")
         at = f" at {est.threads} thread{'s' if est.threads != 1 else ''}" if est.threads else ""
-        latency = (f"{_ms(est.latency_ms)} ms{at}" if est.latency_ms is not None
+        band = f" ±{est.latency_error:.0%}" if est.latency_error else ""
+        latency = (f"{_ms(est.latency_ms)} ms{band}{at}" if est.latency_ms is not None
                    else f"no estimate ({est.estimate_unavailable_reason})")
         console.print(f"[bold]{escape(name)}[/bold]: latency {escape(latency)}, {format_count(est.macs_total)} MACs,"
                       f" weights {format_bytes(est.weight_bytes)}, peak activations "
@@ -146,7 +147,8 @@ def _render(report: ProfileReport, top: int) -> None:
         if est.runtime_memory is not None:
             memory = est.runtime_memory
             parts = ", ".join(f"{part.key} {format_bytes(part.bytes)}" for part in memory.parts if part.key != "baseline")
-            console.print(f"  memory: peak RSS increase {format_bytes(memory.peak_increase_bytes)} ({escape(parts)})"
+            band = f" ±{est.memory_error:.0%}" if est.memory_error else ""
+            console.print(f"  memory: peak RSS increase {format_bytes(memory.peak_increase_bytes)}{band} ({escape(parts)})"
                           + (f", {format_bytes(memory.total_bytes)} with the interpreter" if memory.total_bytes else ""))
         for check in est.fits:
             status = "?" if check.fits is None else ("ok" if check.fits else "DOES NOT FIT")

@@ -113,3 +113,10 @@ def calibrate_command(
         f"int8 {(profile.peak_ops_per_s.int8 or 0) / 1e9:.1f} GOPS, "
         f"memory {profile.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s ({result.threads} threads"
         + (f", on {where}" if where else "") + ")")
+    classes = {key: value for key, value in profile.efficiency.items() if "." in key or "@" in key or key == "lstm"}
+    if classes:
+        out_console().print("efficiency by op class (of the peak): "
+                            + ", ".join(f"{key} {value:.2f}" for key, value in sorted(classes.items())))
+    if profile.estimate_error is not None and profile.estimate_error.latency:
+        out_console().print(f"estimates on this target: ±{profile.estimate_error.latency:.0%} "
+                            f"({profile.estimate_error.source})")

@@ -414,6 +414,9 @@ class Budget(BaseModel):
     target: str | None = None
     name: str | None = None  # a label for tables; default "artifact @ target"
     source: Literal["any", "estimated", "measured"] = "any"  # where latency / peak memory come from
+    # "require-measured": an estimate decides a latency / peak-memory limit only when its validated error band
+    # lies wholly on one side of it; otherwise the check asks for a measurement (exit 2)
+    when_estimate_uncertain: Literal["use-estimate", "require-measured"] = "use-estimate"
     max_size: int | None = None
     max_compressed_size: int | None = None
     max_params: int | None = None

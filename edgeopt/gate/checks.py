@@ -40,6 +40,7 @@ class Fact(BaseModel):
     missing_reason: str | None = None
     # latency and peak memory: estimated or measured (growth compares like with like)
     kind: Literal["estimated", "measured"] | None = None
+    error: float | None = None  # an estimate's expected relative error (0.33: ±33%), where validated
 
 
 class Check(BaseModel):
@@ -114,20 +115,42 @@ def evaluate_budget(budget: Budget, facts: dict[str, Fact], baseline: dict[str, 
         delta, pct = _delta(fact.value, base)
         op = "≤" if higher_is_worse else "≥"
         limit_text = f"{op} {format_value(limit, unit)}"
+        actual_text = format_value(fact.value, unit) + (f" ±{fact.error:.0%}" if fact.error else "")
+        undecided = _undecided(budget, metric, fact, limit, unit) if fact.value is not None else None
         if fact.value is None:
             status: Status = "error"
             message = f"{metric}: {fact.missing_reason or 'not available'}"
+        elif undecided:
+            status, message = "error", undecided
         else:
             ok = fact.value <= limit if higher_is_worse else fact.value >= limit
             status = "pass" if ok else "fail"
             word = "within" if ok else ("exceeds" if higher_is_worse else "below")
-            message = f"{metric} {format_value(fact.value, unit)} {word} {field} {format_value(limit, unit)}"
+            message = f"{metric} {actual_text} {word} {field} {format_value(limit, unit)}"
         checks.append(Check(budget=budget.label, artifact=budget.artifact, target=budget.target, metric=metric,
                             limit=limit, limit_text=limit_text, actual=fact.value,
-                            actual_text=format_value(fact.value, unit), unit=unit, source=fact.source,
+                            actual_text=actual_text, unit=unit, source=fact.source,
                             baseline=base, delta=delta, delta_pct=pct, status=status, message=message, line=line))
     checks += _growth_checks(budget, facts, baseline, line)
     return checks
+
+
+def _undecided(budget: Budget, metric: str, fact: Fact, limit: float, unit: str) -> str | None:
+    """Why an estimate cannot decide this limit when the budget asks for a measured figure then
+    (``when_estimate_uncertain = "require-measured"``): no validated error band, or a band across the limit."""
+    if budget.when_estimate_uncertain != "require-measured" or fact.kind != "estimated":
+        return None
+    how = (f"measure it on {budget.target or 'the target'} (`edgeopt convert --ssh HOST`, or `edgeopt profile --ssh "
+           "HOST -o FILE` listed in [gate] profile_reports)")
+    if fact.error is None:
+        return (f"{metric}: the estimate ({fact.source or 'static'}) has no validated error band on this target, "
+                f"and this budget requires a measured figure then: {how}")
+    low, high = fact.value * (1 - fact.error), fact.value * (1 + fact.error)
+    if low <= limit < high:
+        return (f"{metric} {format_value(fact.value, unit)} ±{fact.error:.0%} (between {format_value(low, unit)} and "
+                f"{format_value(high, unit)}) spans the limit {format_value(limit, unit)}: the estimate cannot "
+                f"decide; {how}")
+    return None
 
 
 def _growth_checks(budget: Budget, facts: dict[str, Fact], baseline: dict[str, float] | None,

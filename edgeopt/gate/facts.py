@@ -100,7 +100,7 @@ def estimated_memory_fact(verdict: TargetVerdict, target: str) -> Fact | None:
     """The estimated peak memory on ``target``: the runtime's peak RSS increase (comparable with a measured
     one), or weights + peak activations where the runtime is not modelled (MCUs, TFLite); None if unknown."""
     if verdict.peak_memory_bytes is not None:
-        return Fact(value=verdict.peak_memory_bytes, kind="estimated",
+        return Fact(value=verdict.peak_memory_bytes, kind="estimated", error=verdict.memory_error,
                     source=f"estimate for {target} (runtime peak RSS increase)")
     if verdict.weight_bytes is not None and verdict.peak_activation_bytes is not None:
         return Fact(value=verdict.weight_bytes + verdict.peak_activation_bytes, kind="estimated",
@@ -125,7 +125,7 @@ def report_facts(report: Report, budget: Budget) -> dict[str, Fact]:
         if verdict_ is not None:
             if verdict_.latency_ms is not None:
                 facts["latency_ms@estimated"] = Fact(value=verdict_.latency_ms, source=f"estimate for {target}",
-                                                     kind="estimated")
+                                                     kind="estimated", error=verdict_.latency_error)
             else:
                 facts["latency_ms@estimated"] = Fact(value=None, kind="estimated",
                                                      missing_reason=f"no latency estimate for {target}: "
@@ -218,7 +218,8 @@ def facts_for(budget: Budget, artifact: ArtifactFacts, report: Report | None, re
         if "latency_ms@estimated" not in from_report:
             from_report["latency_ms@estimated"] = Fact(
                 value=estimate.latency_ms if estimate else None, source=f"estimate for {budget.target}",
-                missing_reason=(estimate.estimate_unavailable_reason if estimate else reason), kind="estimated")
+                missing_reason=(estimate.estimate_unavailable_reason if estimate else reason), kind="estimated",
+                error=estimate.latency_error if estimate else None)
         if "peak_memory@estimated" not in from_report and estimate is not None:
             memory = estimated_memory_fact(TargetVerdict.of(estimate), budget.target)
             if memory is not None:

@@ -477,13 +477,12 @@ def microbench(bundle: dict, progress=None) -> dict:
 
     threads = int(bundle.get("threads") or 0) or os.cpu_count() or 1
     budget_s = float(bundle.get("budget_s", 1.5))
-    # each compute model at the asked thread count, and at one thread too (estimates price both)
-    counts = [threads] + ([1] if threads > 1 else [])
+    # each peak model at the asked thread count, and at one thread too (estimates price both)
     ops_per_s, single_thread = {}, {}
     for item in bundle["models"]:
         if progress:
             progress(item["name"])
-        for count in counts:
+        for count in [threads] + ([1] if threads > 1 and item.get("one_thread", True) else []):
             options = ort.SessionOptions()
             options.log_severity_level = 4
             options.intra_op_num_threads = count
@@ -498,7 +497,7 @@ def microbench(bundle: dict, progress=None) -> dict:
             rng = np.random.default_rng(0)
             feeds = {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
                      .astype(np.float32) for i in session.get_inputs()}
-            rate = item["ops"] / best_time(lambda: session.run(None, feeds), budget_s)
+            rate = item["ops"] / best_time(lambda: session.run(None, feeds), float(item.get("budget_s", budget_s)))
             (ops_per_s if count == threads else single_thread)[item["name"]] = rate
             if count == 1:
                 single_thread[item["name"]] = rate

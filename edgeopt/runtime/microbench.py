@@ -30,11 +30,13 @@ class MicrobenchResult(BaseModel):
     memory_bandwidth_bytes_per_s: float
     # the same compute models at one thread (by model name: "matmul_fp32", ...), when ``threads`` > 1
     single_thread_ops_per_s: dict[str, float] = {}
+    # the op-class and held-out models of runtime.class_bench ("class:conv.depthwise", "check:mlp", ...)
+    class_ops_per_s: dict[str, float] = {}
     # RSS increases (baseline, after_load, load_peak, run_peak) of the memory probes, by probe name
     memory_probes: dict[str, dict[str, int]] = {}
 
 
-def _model(nodes, inputs, outputs, inits) -> bytes:
+def model_bytes(nodes, inputs, outputs, inits) -> bytes:
     graph = helper.make_graph(nodes, "bench", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -45,7 +47,7 @@ def _matmul(n: int) -> tuple[bytes, np.ndarray, int]:
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((n, n)).astype(np.float32)
     w = numpy_helper.from_array(weights, "w")
-    data = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+    data = model_bytes([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
     return data, weights, 2 * n**3
@@ -55,7 +57,7 @@ def _conv(c: int, hw: int) -> tuple[bytes, np.ndarray, int]:
     rng = np.random.default_rng(0)
     weights = (rng.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32)
     w = numpy_helper.from_array(weights, "w")
-    data = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+    data = model_bytes([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])], [w])
     return data, weights, 2 * c * c * 9 * hw * hw
@@ -70,7 +72,7 @@ def _qdq(name: str, scale: float, zero_point: int, dtype: int) -> tuple[list[Any
     return nodes, inits
 
 
-def _int8(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[int], **attrs: Any) -> bytes:
+def qdq_model(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[int], **attrs: Any) -> bytes:
     """The same one-op model in QDQ form, written here (measuring never runs the quantizer): u8 activations
     around the op, s8 weights with one scale per output channel; onnxruntime fuses it into its int8 kernel."""
     axis = 1 if op == "MatMul" else 0
@@ -86,7 +88,7 @@ def _int8(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[int], 
     nodes = [*x_nodes,
              helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=axis),
              helper.make_node(op, ["x_dq", "w_dq"], ["y"], name=op.lower(), **attrs), *y_nodes]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                   [helper.make_tensor_value_info("y_dq", TensorProto.FLOAT, y_shape)], [*inits, *x_inits, *y_inits])
 
 
@@ -97,7 +99,7 @@ def _stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int
         inits.append(numpy_helper.from_array(rng.standard_normal(weight_shape).astype(np.float32), f"w{index}"))
         nodes.append(helper.make_node(op, [previous, f"w{index}"], [f"y{index}"], **attrs))
         previous = f"y{index}"
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                   [helper.make_tensor_value_info(previous, TensorProto.FLOAT, x_shape)], inits)
 
 
@@ -107,7 +109,7 @@ def _chain(count: int, shape: list[int]) -> bytes:
         nodes += [helper.make_node("Sigmoid", [previous], [f"s{index}"]),
                   helper.make_node("Add", [f"s{index}", previous], [f"a{index}"])]
         previous = f"a{index}"
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                   [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)], [])
 
 
@@ -150,8 +152,10 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         source=source)
 
 
-def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict[str, Any]:
-    """The one-op models (fp32 and QDQ int8, built here) for the device runner's ``--microbench`` mode."""
+def microbench_bundle(threads: int | None = None, budget_s: float = 1.5, checks: bool = True) -> dict[str, Any]:
+    """The one-op models (fp32 and QDQ int8, built here) for the device runner's ``--microbench`` mode, with the
+    op-class models of runtime.class_bench (timed for a third of ``budget_s``) and, with ``checks``, its
+    held-out models."""
     import base64
 
     models: list[dict[str, Any]] = []
@@ -162,10 +166,13 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5) -> dict
 
     mm, mm_weights, mm_ops = _matmul(512)
     add("matmul_fp32", mm, mm_ops)
-    add("matmul_int8", _int8("MatMul", mm_weights, [512, 512], [512, 512]), mm_ops)
+    add("matmul_int8", qdq_model("MatMul", mm_weights, [512, 512], [512, 512]), mm_ops)
     conv, conv_weights, conv_ops = _conv(64, 56)
     add("conv_fp32", conv, conv_ops)
-    add("conv_int8", _int8("Conv", conv_weights, [1, 64, 56, 56], [1, 64, 56, 56], pads=[1, 1, 1, 1]), conv_ops)
+    add("conv_int8", qdq_model("Conv", conv_weights, [1, 64, 56, 56], [1, 64, 56, 56], pads=[1, 1, 1, 1]), conv_ops)
+    from edgeopt.runtime.class_bench import bundle_items
+
+    models += bundle_items(budget_s / 3, checks)
     probes = [{"name": name, "model_b64": base64.b64encode(data).decode("ascii")}
               for name, data in memory_probe_models().items()]
     return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models,
@@ -180,17 +187,18 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
                             conv_int8_ops_per_s=ops.get("conv_int8"),
                             memory_bandwidth_bytes_per_s=payload["memory_bandwidth_bytes_per_s"],
                             single_thread_ops_per_s=payload.get("single_thread_ops_per_s") or {},
+                            class_ops_per_s={name: rate for name, rate in ops.items() if ":" in name},
                             memory_probes=payload.get("memory_probes") or {})
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
-                        events: Events | None = None) -> MicrobenchResult:
+                        events: Events | None = None, checks: bool = True) -> MicrobenchResult:
     """On this machine, in this process, with the same code the device runner uses."""
     from edgeopt.runtime import device_runner
 
     events = events or Events()
     events.note("building the models")
-    payload = device_runner.microbench(microbench_bundle(threads or os.cpu_count() or 1, budget_s),
+    payload = device_runner.microbench(microbench_bundle(threads or os.cpu_count() or 1, budget_s, checks),
                                        progress=lambda name: events.note(f"measuring {name}"))
     return result_from_payload(payload)
 
@@ -199,7 +207,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
                        where: str | None = None, device: str | None = None) -> TargetProfile:
     """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements
     (``where``: the SSH host they were taken on, when not this machine; ``device``: what it is)."""
-    from edgeopt.targets import PeakThroughput
+    from edgeopt.targets import EstimateError, PeakThroughput
 
     fp32 = max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
     int8_values = [v for v in (result.matmul_int8_ops_per_s, result.conv_int8_ops_per_s) if v]
@@ -212,12 +220,15 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         one_int8 = [v for v in (one.get("matmul_int8"), one.get("conv_int8")) if v]
         single = PeakThroughput(fp32=max(one["matmul_fp32"], one["conv_fp32"]),
                                 int8=max(one_int8) if one_int8 else None)
+    from edgeopt.runtime.class_bench import check_errors, fitted_efficiency
+
     efficiency = dict(base.efficiency)
     efficiency.update({
         "matmul": round(result.matmul_fp32_ops_per_s / fp32, 3),
         "fully_connected": round(result.matmul_fp32_ops_per_s / fp32, 3),
         "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
+    efficiency.update(fitted_efficiency(result.class_ops_per_s, fp32, int8))
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
         result.memory_probes, f"measured by `edgeopt targets calibrate {base.name}{on}` on {when}: memory probes "
@@ -226,7 +237,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
               + (" and with 1" if result.threads > 1 and single else "") + ": "
               "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
               + (f"; device: {device}" if device else ""))
-    return base.model_copy(update={
+    profile = base.model_copy(update={
         "peak_ops_per_s": PeakThroughput(fp32=fp32, fp16=base.peak_ops_per_s.fp16, int8=int8),
         "peak_threads": result.threads,
         "single_thread_peak_ops_per_s": single,
@@ -236,3 +247,16 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })
+    errors = check_errors(result.class_ops_per_s, profile, result.threads)
+    if not errors:
+        return profile
+    worst = max(abs(e) for e in errors.values())
+    checked = ", ".join(f"{name} {error:+.0%}" for name, error in errors.items())
+    note = (f" Held-out check ({len(errors)} models priced with these figures and timed at {result.threads} "
+            f"thread(s)): {checked}.")
+    update: dict[str, Any] = {"notes": profile.notes + note}
+    if where:  # a device: its own check is the only validation its estimates have
+        update["estimate_error"] = EstimateError(
+            latency=max(0.05, round(worst, 2)), source=f"`edgeopt targets calibrate {base.name} --ssh {where}` on "
+                                                       f"{when}: largest error on {len(errors)} held-out models")
+    return profile.model_copy(update=update)

@@ -37,6 +37,9 @@ class TargetVerdict(BaseModel):
     peak_activation_bytes: int | None = None
     # the runtime's peak RSS increase, estimated part by part (analysis.runtime_memory); None: not modelled
     peak_memory_bytes: int | None = None
+    # the estimates' expected relative errors (analysis.validation); None: not validated on this target
+    latency_error: float | None = None
+    memory_error: float | None = None
     accelerator: str | None = None
     accelerator_nodes: int = 0
     cpu_nodes: int = 0
@@ -51,6 +54,7 @@ class TargetVerdict(BaseModel):
                    peak_activation_bytes=estimate.peak_activation_bytes, accelerator=estimate.accelerator,
                    peak_memory_bytes=(estimate.runtime_memory.peak_increase_bytes if estimate.runtime_memory
                                       else None),
+                   latency_error=estimate.latency_error, memory_error=estimate.memory_error,
                    accelerator_nodes=estimate.accelerator_node_count, cpu_nodes=estimate.cpu_node_count,
                    partitions=estimate.partitions, full_int8_required=estimate.full_int8_required,
                    full_int8=estimate.full_int8)

@@ -351,3 +351,56 @@ def test_nchwc_reorders_are_priced_on_x86_by_block_size():
     avx512 = static_profile(graph, cpu_target(arch="x86_64", isa_features=("avx2", "avx512f")))
     assert avx512.node("conv2").layout_copy_bytes == 16384 and avx512.node("conv1").layout_copy_bytes == 16384
     run_ort(model, {"x": np.ones((1, 16, 8, 8), np.float32)})
+
+
+def test_estimates_carry_the_error_band_validated_for_their_target():
+    """The measured host carries edgeopt's validated band (analysis.validation); a published profile nobody checked
+    against its device carries none; a profile that states its own band (validated on the device) uses it."""
+    from edgeopt.analysis.validation import VALIDATED_ON_HOST
+
+    model = conv_model()
+    measured_host = cpu_target(name="host", arch="x86_64", sources=("measured by `edgeopt targets calibrate host`",))
+    profile = static_profile(model, measured_host)
+    band = VALIDATED_ON_HOST["x86_64"]
+    assert (profile.latency_error, profile.memory_error) == (band.latency, band.memory)
+    assert "90% of runs" in profile.error_source
+    assert static_profile(model, cpu_target()).latency_error is None  # a published-style profile
+    unmeasured_host = cpu_target(name="host", arch="x86_64")  # figures typed in, not measured
+    assert static_profile(model, unmeasured_host).latency_error is None
+    stated = cpu_target(estimate_error={"latency": 0.1, "source": "checked on our board"})
+    own = static_profile(model, stated)
+    assert own.latency_error == 0.1 and own.memory_error is None and own.error_source == "checked on our board"
+
+
+def test_a_stated_efficiency_by_class_and_dtype_wins_over_the_defaults():
+    """`targets calibrate` writes "conv.depthwise" and "conv.depthwise@int8" (runtime.class_bench): each prices its
+    own dtype on the reference models themselves, and both take the place of CLASS_FACTOR."""
+    from edgeopt.analysis.profile import CLASS_FACTOR
+    from edgeopt.runtime.class_bench import class_models
+
+    fitted = cpu_target(peak_ops_per_s={"fp32": 1e9, "int8": 2e9},
+                        efficiency={"conv": 0.9, "conv.depthwise": 0.3, "conv.depthwise@int8": 0.05, "lstm@fp32": 0.2})
+    models = {key: onnx.load_from_string(data) for key, (data, _ops) in class_models().items()}
+
+    def efficiencies(key: str, target: TargetProfile) -> set[float]:
+        return {round(n.efficiency, 6) for n in static_profile(models[key], target).nodes if n.macs}
+
+    assert efficiencies("conv.depthwise", fitted) == {0.3}
+    assert efficiencies("conv.depthwise@int8", fitted) == {0.05}
+    assert efficiencies("lstm", fitted) == {0.2}
+    assert efficiencies("conv.1x1", fitted) == {round(0.9 * CLASS_FACTOR[("conv.1x1", "fp32")], 6)}
+    assert efficiencies("conv.depthwise", cpu_target(efficiency={"conv": 0.9})) == {
+        round(0.9 * CLASS_FACTOR[("conv.depthwise", "fp32")], 6)}
+
+
+def test_weights_beyond_the_last_level_cache_add_their_stream_to_a_compute_bound_node():
+    # MatMul (4, 512) x (512, 512): 1,048,576 MACs (2.097 ms at 1 Gop/s), weights 1 MiB (0.524 ms at 2 GB/s),
+    # compute-bound either way. With a 512 KiB last-level cache the weights come from DRAM on every run and the
+    # stream is added; with 4 MiB they stay on chip and the roofline's max stands.
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], [tensor("x", F, [4, 512])],
+                       [tensor("y", F, [4, 512])], [weight("w", (512, 512))])
+    small = static_profile(model, cpu_target(caches={"l2_bytes": 512 * 1024}))
+    large = static_profile(model, cpu_target(caches={"l2_bytes": 512 * 1024, "l3_bytes": 4 << 20}))
+    compute_us = 2 * 4 * 512 * 512 / 1e9 * 1e6
+    assert large.node("fc").time_us == pytest.approx(compute_us + NODE_OVERHEAD_US)
+    assert small.node("fc").time_us == pytest.approx(compute_us + (1 << 20) / 2e9 * 1e6 + NODE_OVERHEAD_US)

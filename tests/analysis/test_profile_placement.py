@@ -224,3 +224,18 @@ def test_shape_arithmetic_is_not_a_float_offender():
     plan = to_graph(model)
     assert [n.dtype for n in plan.nodes] == ["int8", "int64", "int8"]
     assert plan.full_int8_offenders() == []
+
+
+def test_cpu_fitted_factors_are_never_applied_to_accelerator_nodes():
+    """CLASS_FACTOR and DEFAULT_EFFICIENCY were measured on CPUs: an NPU's depthwise Conv runs at the NPU's own
+    stated efficiency (or the peak, said in the assumptions), while the same Conv on the CPU gets the CPU factor."""
+    from edgeopt.analysis.profile import CLASS_FACTOR
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=8, pads=[1, 1, 1, 1])]
+    model = make_model(nodes, [tensor("x", F, [1, 8, 8, 8])], [tensor("y", F, [1, 8, 8, 8])], [weight("w", (8, 1, 3, 3))])
+    on_npu = static_profile(model, npu_target({"fp32": ["Conv"]}, dtypes=("fp32",)))
+    assert on_npu.node("dw").device == "accelerator" and on_npu.node("dw").efficiency == 1.0
+    assert any("no efficiency factor" in a for a in on_npu.assumptions)
+    on_cpu = static_profile(model, npu_target({"int8": ["Conv"]}))  # fp32 Conv falls back to the CPU
+    assert on_cpu.node("dw").device == "cpu"
+    assert on_cpu.node("dw").efficiency == CLASS_FACTOR[("conv.depthwise", "fp32")]

@@ -517,3 +517,54 @@ def test_the_bundled_example_pipeline_converts_and_passes_its_budgets(cli, tmp_p
     assert gate.code == 0, gate.stdout + gate.stderr
     checks = json.loads(gate.stdout)["checks"]
     assert len(checks) == 9 and all(c["status"] == "pass" for c in checks)
+
+
+def test_an_uncertain_estimate_asks_for_a_measurement_when_the_budget_says_so():
+    """An estimate of 20 ms ±25% spans 15-25 ms: with "require-measured" it decides only limits outside that band;
+    an estimate without a validated band never decides; a measured figure always does."""
+    from edgeopt.config.settings import Budget
+    from edgeopt.gate.checks import Fact, evaluate_budget
+
+    estimate = Fact(value=20.0, source="estimate for t", kind="estimated", error=0.25)
+    expected = {26.0: "pass", 25.0: "pass", 24.9: "error", 16.0: "error", 15.0: "error", 14.9: "fail"}
+    for limit, status in expected.items():
+        strict = Budget(artifact="m.onnx", target="t", max_latency_ms=limit, when_estimate_uncertain="require-measured")
+        (check,) = evaluate_budget(strict, {"latency_ms": estimate}, None)
+        assert check.status == status, (limit, check.message)
+        assert check.actual_text == "20 ms ±25%"
+        lenient = Budget(artifact="m.onnx", target="t", max_latency_ms=limit)  # the default uses the estimate
+        (check,) = evaluate_budget(lenient, {"latency_ms": estimate}, None)
+        assert check.status == ("pass" if limit >= 20 else "fail")
+    strict = Budget(artifact="m.onnx", target="t", max_latency_ms=24.0, when_estimate_uncertain="require-measured")
+    (check,) = evaluate_budget(strict, {"latency_ms": estimate}, None)
+    assert "spans the limit" in check.message and "between 15 ms and 25 ms" in check.message
+    unvalidated = Fact(value=20.0, source="estimate for t", kind="estimated")
+    (check,) = evaluate_budget(strict.model_copy(update={"max_latency_ms": 1000.0}), {"latency_ms": unvalidated}, None)
+    assert check.status == "error" and "no validated error band" in check.message
+    measured = Fact(value=23.9, source="measured on pi", kind="measured")
+    (check,) = evaluate_budget(strict, {"latency_ms": measured}, None)
+    assert check.status == "pass"
+
+
+def test_host_estimates_carry_their_band_and_the_gate_uses_it(cli, project, runs):
+    """The measured host has a validated band (analysis.validation); rpi4b, never checked against a board, has none."""
+    from edgeopt.analysis.validation import VALIDATED_ON_HOST
+
+    import platform
+
+    host = runs.report("int8")["summary"]["targets"]["host"]
+    band = VALIDATED_ON_HOST.get(platform.machine())
+    if band is None:
+        pytest.skip(f"no validated band for {platform.machine()}")
+    assert host["latency_error"] == band.latency and runs.report("int8")["summary"]["targets"]["rpi4b"][
+        "latency_error"] is None
+    estimate = host["latency_ms"]
+    for limit, code in ((estimate * (1 + band.latency) * 1.01, 0), (estimate, 2)):
+        config = project.write(f'[[budgets]]\nartifact = "out/model.onnx"\ntarget = "host"\nmax_latency_ms = {limit}\n'
+                               'when_estimate_uncertain = "require-measured"\n')
+        result = cli("gate", "--config", config, "--json")
+        assert result.code == code, result.stdout + result.stderr
+    config = project.write('[[budgets]]\nartifact = "out/model.onnx"\ntarget = "rpi4b"\nmax_latency_ms = 1000\n'
+                           'when_estimate_uncertain = "require-measured"\n')
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 2 and "no validated error band" in json.loads(result.stdout)["checks"][0]["message"]

@@ -116,6 +116,14 @@ def test_calibrate_a_target_on_the_device_then_compare_estimates_with_it(cli, ss
     assert bench["threads"] == 1 and bench["matmul_fp32_ops_per_s"] > 1e8 and bench["memory_bandwidth_bytes_per_s"] > 1e8
     assert written["peak_ops_per_s"]["fp32"] == max(bench["matmul_fp32_ops_per_s"], bench["conv_fp32_ops_per_s"])
     assert any(f"--ssh {sshd.alias}" in source for source in written["sources"])
+    # the op classes were timed on the device and replace edgeopt's x86 defaults; the held-out models priced
+    # with them give the board's error band (issue 16: device targets fit their own efficiencies)
+    fitted = written["efficiency"]
+    assert {"conv.depthwise", "conv.1x1", "conv.narrow", "lstm", "conv.depthwise@int8"} <= set(fitted)
+    assert 0 < fitted["conv.narrow"] < fitted["conv.1x1"] <= 1.5
+    band = written["estimate_error"]
+    assert band["latency"] >= 0.05 and f"--ssh {sshd.alias}" in band["source"] and "held-out" in band["source"]
+    assert "Held-out check (3 models" in written["notes"]
     # later estimates for that board use the measured peaks, and --ssh compares them per op type
     profiled = cli("profile", DIGITS, "-t", "bench-board", "--targets-dir", folder, "--ssh", sshd.alias,
                    "--ssh-config", sshd.config, "--remote-python", sys.executable, "--runs", "5", "--json")
@@ -123,6 +131,7 @@ def test_calibrate_a_target_on_the_device_then_compare_estimates_with_it(cli, ss
     report = json.loads(profiled.stdout)
     (comparison,) = report["comparisons"]
     assert comparison["device"] == sshd.alias and comparison["target"] == "bench-board"
+    assert report["estimates"]["bench-board"]["latency_error"] == band["latency"]
     assert "Conv" in comparison["by_op_type"] and comparison["total"]["measured_ms"] > 0
 
 

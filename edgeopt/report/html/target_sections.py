@@ -131,7 +131,8 @@ def targets_table(targets: list[TargetFigures]) -> Html:
             notes.append(f"{profile.unknown_node_count} node(s) with unknown cost: "
                          + ", ".join(profile.unknown_nodes[:5]))
         rows.append([target.name, profile.target_kind if profile else None,
-                     f"{fmt_ms(verdict.latency_ms)} ms" if verdict.latency_ms is not None else None,
+                     f"{fmt_ms(verdict.latency_ms)} ms" + (f" ±{verdict.latency_error:.0%}" if verdict.latency_error
+                                                           else "") if verdict.latency_ms is not None else None,
                      fmt_count(profile.macs_total) if profile else None, fmt_bytes(verdict.weight_bytes),
                      fmt_bytes(verdict.peak_activation_bytes), memory_cell, accel_cell,
                      Html("".join(f"<div>{esc(n)}</div>" for n in notes)) if notes else None])

@@ -1,0 +1,34 @@
+"""How far a static estimate is expected to be from the measurement: the error band each estimate carries.
+
+The bands come from validation on models the cost model was not fitted on (benchmarks/latency_accuracy.py and
+benchmarks/memory_accuracy.py on the public real-model zoo): the relative error within which 90% of the
+validated runs fell. They hold where they were measured: onnxruntime on a CPU whose peaks were measured (the
+``host`` target, calibrated automatically or by `targets calibrate host`), by architecture. A target profile
+that states its own ``estimate_error`` (someone validated it on their device) uses that instead. Elsewhere
+(published profiles never checked against their device, accelerators) the band is unknown, and says so.
+"""
+
+from __future__ import annotations
+
+from edgeopt.targets import EstimateError, TargetProfile
+
+# Validated bands by architecture, for the measured host with onnxruntime's CPU provider.
+VALIDATED_ON_HOST: dict[str, EstimateError] = {
+    "x86_64": EstimateError(
+        latency=0.20, memory=0.85,
+        source="edgeopt's validation on 6 published models at 1 thread and all cores (benchmarks/latency_accuracy.py,"
+               " benchmarks/memory_accuracy.py; x86-64 AVX2, onnxruntime 1.32): 90% of runs within ±18% (latency, ±20% kept)"
+               " and ±85% (peak memory increase, 1 thread; det +78% to +85% across runs)"),
+}
+
+
+def expected_error(target: TargetProfile) -> EstimateError | None:
+    """The error band of ``target``'s estimates, or None where nothing validated them."""
+    if target.estimate_error is not None:
+        return target.estimate_error
+    measured = target.peak_ops_per_s.fp32 is not None and any(
+        source.startswith("measured") for source in target.sources)
+    if (target.name == "host" and target.kind == "cpu" and target.runtime == "onnxruntime" and measured
+            and target.accelerator is None):
+        return VALIDATED_ON_HOST.get(target.arch.lower().replace("amd64", "x86_64"))
+    return None

@@ -1,0 +1,186 @@
+"""Per-op-class efficiencies measured on the device itself, and the error band they leave on held-out models.
+
+`targets calibrate` times, beside the peak microbenchmarks, one reference model per op class the cost model
+prices apart (a stack of depthwise Convs, of 1x1 Convs, a Conv with 8 outputs, one with a single output, an
+LSTM; depthwise and 1x1 in int8 QDQ too). Each class's efficiency is its throughput over the peak of its dtype,
+both measured on the device at the same thread count, and is written into the target's ``efficiency`` table
+(``conv.depthwise``, ``conv.depthwise@int8``, ...), where it takes the place of edgeopt's x86-measured
+defaults. Three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an
+MLP) are then priced with the fitted profile and timed the same way: their largest relative error becomes the
+target's ``estimate_error.latency`` when the calibration ran on a device (``--ssh``). Everything here is built in
+memory; nothing is read from the model zoo or the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.runtime.microbench import model_bytes, qdq_model
+
+CLASS_PREFIX = "class:"
+CHECK_PREFIX = "check:"
+
+
+def _weights(shape: tuple[int, ...], seed: int, scale: float = 0.1) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def _conv_stack(count: int, channels: int, size: int, weight_shape: tuple[int, ...], group: int = 1,
+                pads: int = 1) -> bytes:
+    nodes, inits, previous = [], [], "x"
+    for index in range(count):
+        inits.append(numpy_helper.from_array(_weights(weight_shape, index), f"w{index}"))
+        nodes.append(helper.make_node("Conv", [previous, f"w{index}"], [f"y{index}"], group=group,
+                                      pads=[pads] * 4))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, weight_shape[0], size, size])],
+                       inits)
+
+
+def _lstm(seq: int, inputs: int, hidden: int) -> bytes:
+    w = numpy_helper.from_array(_weights((1, 4 * hidden, inputs), 1), "W")
+    r = numpy_helper.from_array(_weights((1, 4 * hidden, hidden), 2), "R")
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)
+    return model_bytes([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, 1, inputs])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [seq, 1, 1, hidden])], [w, r])
+
+
+def _ops(data: bytes) -> int:
+    """2 x the MACs edgeopt's own count gives the model: a fitted efficiency then prices exactly what it counts."""
+    import onnx
+
+    from edgeopt.graph.build import build_graph
+
+    return 2 * sum(node.macs or 0 for node in build_graph(onnx.load_from_string(data)).nodes)
+
+
+def class_models() -> dict[str, tuple[bytes, int]]:
+    """Efficiency key -> (model bytes, ops per run: 2 x MACs), one model per class the cost model prices apart."""
+    dw_weights, pw_weights = _weights((128, 1, 3, 3), 7), _weights((128, 128, 1, 1), 8)
+    models = {
+        "conv.depthwise": _conv_stack(4, 128, 56, (128, 1, 3, 3), group=128),
+        "conv.1x1": _conv_stack(4, 128, 28, (128, 128, 1, 1), pads=0),
+        "conv.thin": _conv_stack(1, 64, 56, (8, 64, 3, 3)),  # 8 outputs
+        "conv.narrow": _conv_stack(1, 64, 112, (1, 64, 3, 3)),  # one output
+        "lstm": _lstm(32, 256, 256),
+        "conv.depthwise@int8": qdq_model("Conv", dw_weights, [1, 128, 56, 56], [1, 128, 56, 56], group=128,
+                                         pads=[1, 1, 1, 1]),
+        "conv.1x1@int8": qdq_model("Conv", pw_weights, [1, 128, 28, 28], [1, 128, 28, 28]),
+    }
+    return {key: (data, _ops(data)) for key, data in models.items()}
+
+
+def _mobile_blocks() -> bytes:
+    """Stem 3x3 Conv + Relu, then three inverted residual blocks (1x1 expand, Clip, depthwise, Clip, 1x1, Add)."""
+    nodes, inits = [], []
+
+    def weight(name: str, shape: tuple[int, ...], seed: int) -> str:
+        inits.append(numpy_helper.from_array(_weights(shape, seed), name))
+        return name
+
+    inits += [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+              numpy_helper.from_array(np.array(6.0, np.float32), "six")]
+    nodes += [helper.make_node("Conv", ["x", weight("stem", (32, 3, 3, 3), 0)], ["s"], pads=[1] * 4, strides=[2, 2]),
+              helper.make_node("Relu", ["s"], ["b0"])]
+    previous = "b0"
+    for block in range(3):
+        p = f"k{block}"
+        nodes += [
+            helper.make_node("Conv", [previous, weight(f"{p}e", (96, 32, 1, 1), 10 + block)], [f"{p}a"]),
+            helper.make_node("Clip", [f"{p}a", "zero", "six"], [f"{p}b"]),
+            helper.make_node("Conv", [f"{p}b", weight(f"{p}d", (96, 1, 3, 3), 20 + block)], [f"{p}c"], group=96,
+                             pads=[1] * 4),
+            helper.make_node("Clip", [f"{p}c", "zero", "six"], [f"{p}f"]),
+            helper.make_node("Conv", [f"{p}f", weight(f"{p}p", (32, 96, 1, 1), 30 + block)], [f"{p}g"]),
+            helper.make_node("Add", [previous, f"{p}g"], [f"b{block + 1}"]),
+        ]
+        previous = f"b{block + 1}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 112, 112])],
+                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 32, 56, 56])], inits)
+
+
+def _recognizer() -> bytes:
+    """A Conv over a text line, reshaped to a sequence, an LSTM and a classifier MatMul (the shape of CRNN OCR)."""
+    inits = [numpy_helper.from_array(_weights((32, 1, 3, 3), 40), "cw"),
+             numpy_helper.from_array(np.array([64, 1, 32 * 8], np.int64), "seq_shape"),
+             numpy_helper.from_array(_weights((1, 512, 256), 41), "W"),
+             numpy_helper.from_array(_weights((1, 512, 128), 42), "R"),
+             numpy_helper.from_array(np.array([64, 128], np.int64), "flat"),
+             numpy_helper.from_array(_weights((128, 400), 43), "cls")]
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[3, 0, 1, 2]),
+             helper.make_node("Reshape", ["t", "seq_shape"], ["s"]),
+             helper.make_node("LSTM", ["s", "W", "R"], ["h"], hidden_size=128),
+             helper.make_node("Reshape", ["h", "flat"], ["f"]),
+             helper.make_node("MatMul", ["f", "cls"], ["y"])]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 64])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 400])], inits)
+
+
+def _mlp() -> bytes:
+    inits, nodes, previous = [], [], "x"
+    for index, (rows, cols) in enumerate(((512, 1024), (1024, 1024), (1024, 10))):
+        inits.append(numpy_helper.from_array(_weights((rows, cols), 50 + index), f"w{index}"))
+        nodes.append(helper.make_node("MatMul", [previous, f"w{index}"], [f"m{index}"]))
+        previous = f"m{index}"
+        if index < 2:
+            nodes.append(helper.make_node("Relu", [previous], [f"r{index}"]))
+            previous = f"r{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 512])],
+                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [16, 10])], inits)
+
+
+def check_models() -> dict[str, bytes]:
+    """Held-out mixed models: priced with the fitted profile and timed, never used to fit anything."""
+    return {"mobile blocks": _mobile_blocks(), "conv + lstm recognizer": _recognizer(), "mlp": _mlp()}
+
+
+def bundle_items(budget_s: float, checks: bool = True) -> list[dict[str, Any]]:
+    """The class (and, with ``checks``, the held-out) models as the device runner's microbenchmark items, each
+    timed for ``budget_s`` at the asked thread count only."""
+    import base64
+
+    def item(name: str, data: bytes, ops: int) -> dict[str, Any]:
+        return {"name": name, "model_b64": base64.b64encode(data).decode("ascii"), "ops": ops, "one_thread": False,
+                "budget_s": budget_s}
+
+    items = [item(CLASS_PREFIX + key, data, ops) for key, (data, ops) in class_models().items()]
+    if checks:
+        items += [item(CHECK_PREFIX + key, data, 1) for key, data in check_models().items()]
+    return items
+
+
+def fitted_efficiency(rates: dict[str, float], fp32_peak: float, int8_peak: float | None) -> dict[str, float]:
+    """Efficiency per class key from the runner's ops/s of the class models ("class:conv.depthwise": ...)."""
+    fitted: dict[str, float] = {}
+    for name, rate in rates.items():
+        if not name.startswith(CLASS_PREFIX):
+            continue
+        key = name[len(CLASS_PREFIX):]
+        peak = int8_peak if key.endswith("@int8") else fp32_peak
+        if peak:
+            fitted[key] = round(min(1.5, rate / peak), 4)
+    return fitted
+
+
+def check_errors(rates: dict[str, float], profile: Any, threads: int) -> dict[str, float]:
+    """Estimate / measurement - 1 of each held-out model timed on the device, priced with ``profile``."""
+    import onnx
+
+    from edgeopt.analysis.profile import static_profile
+
+    errors: dict[str, float] = {}
+    for key, data in check_models().items():
+        rate = rates.get(CHECK_PREFIX + key)
+        if not rate:
+            continue
+        measured_ms = 1000.0 / rate  # ops = 1 per run: the rate is runs per second
+        estimate = static_profile(onnx.load_from_string(data), profile, threads=threads)
+        if estimate.latency_ms is not None:
+            errors[key] = round(estimate.latency_ms / measured_ms - 1, 4)
+    return errors
