@@ -101,6 +101,19 @@ class RuntimeMemory(BaseModel):
         return {(key if key == "default" else kind_of_key(key)): factor for key, factor in value.items()}
 
 
+class KernelBandwidth(BaseModel):
+    """Bytes per second as onnxruntime's kernels read weights (a MatMul of one row: a pure stream), measured by
+    `targets calibrate` at ``peak_threads`` and at one thread: from DRAM (weights far beyond the caches) and from
+    cache (one small weight read over and over)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dram: float = Field(gt=0)
+    dram_one_thread: float | None = Field(None, gt=0)
+    cache: float | None = Field(None, gt=0)
+    cache_one_thread: float | None = Field(None, gt=0)
+
+
 class EstimateError(BaseModel):
     """The relative error band of a target's static estimates (0.2: within ±20% of the measurement), with how it
     was found (analysis.validation)."""
@@ -131,6 +144,7 @@ class TargetProfile(BaseModel):
     peak_threads: int | None = Field(None, ge=1)
     single_thread_peak_ops_per_s: PeakThroughput | None = None
     memory_bandwidth_bytes_per_s: float | None = Field(None, gt=0)
+    kernel_bandwidth: KernelBandwidth | None = None  # measured as kernels read; estimates prefer it (`bandwidth_at`)
     caches: Caches = Caches()
     sram_bytes: int | None = Field(None, gt=0)  # on-chip memory usable for tensors (MCUs, NPUs)
     storage: str | None = None
@@ -181,9 +195,30 @@ def peaks_at(profile: TargetProfile, threads: int | None) -> PeakThroughput:
         if full is None or one is None:
             values[dtype] = None
             continue
-        step = (full - one) / (measured_at - 1) if measured_at > 1 else one
-        values[dtype] = max(one, one + step * (wanted - 1))
+        values[dtype] = _interpolate(one, full, measured_at, wanted)
     return PeakThroughput(**values)
+
+
+def _interpolate(one: float, full: float, measured_at: int, wanted: int) -> float:
+    step = (full - one) / (measured_at - 1) if measured_at > 1 else one
+    return max(one, one + step * (wanted - 1))
+
+
+def bandwidth_at(profile: TargetProfile, threads: int | None, resident: bool = False) -> float | None:
+    """The bandwidth a kernel reads at with ``threads`` threads: from cache when ``resident`` and measured, else
+    from DRAM; the measured kernel figures where `targets calibrate` took them, else ``memory_bandwidth_bytes_per_s``
+    (a published STREAM-like figure, for any thread count)."""
+    measured = profile.kernel_bandwidth
+    if measured is None:
+        return profile.memory_bandwidth_bytes_per_s
+    cores = profile.cores or profile.peak_threads or 1
+    measured_at = profile.peak_threads or cores
+    wanted = max(1, min(threads or cores, cores))
+    full, one = ((measured.cache, measured.cache_one_thread) if resident and measured.cache
+                 else (measured.dram, measured.dram_one_thread))
+    if wanted == measured_at or one is None:
+        return full
+    return _interpolate(one, full, measured_at, wanted)
 
 
 def builtin_targets_dir() -> Path:

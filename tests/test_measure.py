@@ -73,6 +73,9 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     # op classes measured here (runtime.class_bench): one output channel uses a sliver of the SIMD lanes
     assert 0 < written.efficiency["conv.narrow"] < written.efficiency["conv.1x1"] <= 1.5
     assert "Held-out check" in written.notes and written.estimate_error is None  # the host's band: real models
+    # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
+    bandwidth = written.kernel_bandwidth
+    assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram
     # the memory probes measured the runtime's own costs (issue 16: kept in the target profile)
     memory = written.runtime_memory
     assert memory is not None and "memory probes" in memory.source

@@ -14,6 +14,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
 
       compute_s = 2 * macs / (peak_ops_per_s[dtype] * efficiency)
       memory_s  = (bytes_read + bytes_written) / memory_bandwidth_bytes_per_s
+                  (a calibrated CPU: the bandwidth its kernels read at, by thread count, from cache for the
+                   weights of a model within half the last-level cache and for activations within L2)
       time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
                   (+ the weights' DRAM time for a compute-bound node whose weights exceed the CPU's
                    last-level cache: that stream does not overlap the compute)
@@ -57,7 +59,7 @@ from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node
-from edgeopt.targets import PeakThroughput, TargetProfile, peaks_at
+from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, peaks_at
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -297,6 +299,12 @@ class _Figures:
     bandwidth: float | None
     owner: TargetProfile  # whose ``efficiency`` applies
     cache_bytes: int | None = None  # the last-level cache: weights beyond it stream from DRAM on every run
+    # the bandwidth of reads that stay in cache (weights of a model within half the last-level cache, a node's
+    # activations within L2), where measured; None: ``bandwidth`` for everything
+    cache_bandwidth: float | None = None
+    weights_resident: bool = False
+    l2_bytes: int | None = None
+    weight_bandwidth: float | None = None  # weights streamed from DRAM as kernels read them; None: ``bandwidth``
 
     def missing(self, macs: int | None, dtype: str | None) -> list[str]:
         """What this device lacks to price a node with ``macs`` MACs in ``dtype``."""
@@ -361,12 +369,15 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
         assert peak is not None  # checked before pricing
         compute_s = 2 * macs / (peak * (efficiency or 1.0))
     assert fig.bandwidth is not None  # checked before pricing
-    memory_s = (facts["bytes_read"] + facts["bytes_written"]) / fig.bandwidth
+    activation_bytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
+    cached = fig.cache_bandwidth or fig.bandwidth
+    memory_s = (facts["weight_bytes_read"] / (cached if fig.weights_resident else fig.weight_bandwidth or fig.bandwidth)
+                + activation_bytes / (cached if fig.l2_bytes and activation_bytes <= fig.l2_bytes else fig.bandwidth))
     # weights larger than the last-level cache are read from DRAM on every run, and a compute-bound kernel does
     # not hide that stream (measured: a 34 MB classifier Gemm takes compute + stream, not the larger of the two)
     streamed_s = 0.0
     if fig.cache_bytes and facts["weight_bytes_read"] > fig.cache_bytes and compute_s > memory_s:
-        streamed_s = facts["weight_bytes_read"] / fig.bandwidth
+        streamed_s = facts["weight_bytes_read"] / (fig.weight_bandwidth or fig.bandwidth)
     return {
         "compute_time_us": compute_s * 1e6,
         "memory_time_us": memory_s * 1e6,
@@ -427,9 +438,18 @@ def static_profile(
     # -- can the target's figures price every costed node?
     cpu_threads = max(1, min(threads or cpu_profile.cores or 1, cpu_profile.cores or threads or 1))
     caches = cpu_profile.caches
+    last_level = caches.l3_bytes or caches.l2_bytes
+    kernel = cpu_profile.kernel_bandwidth
+    # activations stream like a copy (the target's bandwidth), scaled by threads as the kernels' DRAM reads scale
+    copy = cpu_profile.memory_bandwidth_bytes_per_s
+    if copy and kernel and kernel.dram_one_thread:
+        copy *= (bandwidth_at(cpu_profile, cpu_threads) or kernel.dram) / kernel.dram_one_thread
     cpu_figures = _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, cpu_threads),
-                           cpu_profile.memory_bandwidth_bytes_per_s, cpu_profile,
-                           caches.l3_bytes or caches.l2_bytes)
+                           copy, cpu_profile, last_level, weight_bandwidth=bandwidth_at(cpu_profile, cpu_threads),
+                           cache_bandwidth=(bandwidth_at(cpu_profile, cpu_threads, resident=True)
+                                            if cpu_profile.kernel_bandwidth else None),
+                           weights_resident=bool(last_level and graph.weight_bytes <= last_level // 2),
+                           l2_bytes=caches.l2_bytes)
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)

@@ -17,7 +17,7 @@ VALIDATED_ON_HOST: dict[str, EstimateError] = {
     "x86_64": EstimateError(
         latency=0.20, memory=0.85,
         source="edgeopt's validation on 6 published models at 1 thread and all cores (benchmarks/latency_accuracy.py,"
-               " benchmarks/memory_accuracy.py; x86-64 AVX2, onnxruntime 1.32): 90% of runs within ±18% (latency, ±20% kept)"
+               " benchmarks/memory_accuracy.py; x86-64 AVX2, onnxruntime 1.32): 90% of runs within ±20% (latency)"
                " and ±85% (peak memory increase, 1 thread; det +78% to +85% across runs)"),
 }
 

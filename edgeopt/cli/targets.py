@@ -117,6 +117,10 @@ def calibrate_command(
     if classes:
         out_console().print("efficiency by op class (of the peak): "
                             + ", ".join(f"{key} {value:.2f}" for key, value in sorted(classes.items())))
+    if profile.kernel_bandwidth is not None:
+        kernel = profile.kernel_bandwidth
+        out_console().print(f"kernels read weights at {kernel.dram / 1e9:.1f} GB/s from DRAM"
+                            + (f", {kernel.cache / 1e9:.1f} GB/s from cache" if kernel.cache else ""))
     if profile.estimate_error is not None and profile.estimate_error.latency:
         out_console().print(f"estimates on this target: ±{profile.estimate_error.latency:.0%} "
                             f"({profile.estimate_error.source})")

@@ -1,7 +1,8 @@
 """Per-op-class efficiencies measured on the device itself, and the error band they leave on held-out models.
 
-`targets calibrate` times, beside the peak microbenchmarks, one reference model per op class the cost model
-prices apart (a stack of depthwise Convs, of 1x1 Convs, a Conv with 8 outputs, one with a single output, an
+`targets calibrate` times, beside the peak microbenchmarks, the bandwidth kernels read weights at (a one-row
+MatMul over a weight far beyond the caches, and over one small weight again and again; at one thread and at the
+asked count), and one reference model per op class the cost model prices apart (a stack of depthwise Convs, of 1x1 Convs, a Conv with 8 outputs, one with a single output, an
 LSTM; depthwise and 1x1 in int8 QDQ too). Each class's efficiency is its throughput over the peak of its dtype,
 both measured on the device at the same thread count, and is written into the target's ``efficiency`` table
 (``conv.depthwise``, ``conv.depthwise@int8``, ...), where it takes the place of edgeopt's x86-measured
@@ -22,6 +23,7 @@ from edgeopt.runtime.microbench import model_bytes, qdq_model
 
 CLASS_PREFIX = "class:"
 CHECK_PREFIX = "check:"
+BANDWIDTH_PREFIX = "bandwidth:"
 
 
 def _weights(shape: tuple[int, ...], seed: int, scale: float = 0.1) -> np.ndarray:
@@ -135,6 +137,34 @@ def _mlp() -> bytes:
                   [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [16, 10])], inits)
 
 
+def _row_matmuls(size: int, columns: int, count: int, shared: bool) -> bytes:
+    """``count`` MatMuls of one row by a ``size`` x ``columns`` weight (the same weight each time when ``shared``):
+    a pure weight stream, as batch-1 fully connected layers read. The weights are ConstantOfShape outputs that
+    onnxruntime folds into initializers at load, so the model is a few hundred bytes on the wire (values do not
+    change a float MatMul's speed)."""
+    inits = [numpy_helper.from_array(np.array([size, columns], np.int64), "shape")]
+    nodes, previous = [], "x"
+    for index in range(count):
+        name = "w" if shared else f"w{index}"
+        if not shared or index == 0:
+            value = numpy_helper.from_array(np.array([0.01 * (index + 1)], np.float32))
+            nodes.append(helper.make_node("ConstantOfShape", ["shape"], [name], value=value))
+        nodes.append(helper.make_node("MatMul", [previous, name], [f"y{index}"]))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, columns])], inits)
+
+
+CACHE_STREAM_NODES = 48  # MatMuls in the cache-bandwidth model (their dispatch overhead is taken out)
+
+
+def bandwidth_models() -> dict[str, tuple[bytes, int]]:
+    """Key -> (model, weight bytes read per run): a 64 MiB weight (beyond an edge CPU's caches: DRAM) and a 576 KiB
+    weight read 48 times (it stays in cache)."""
+    return {"dram": (_row_matmuls(4096, 4096, 1, False), 4096 * 4096 * 4),
+            "cache": (_row_matmuls(384, 384, CACHE_STREAM_NODES, True), 384 * 384 * 4 * CACHE_STREAM_NODES)}
+
+
 def check_models() -> dict[str, bytes]:
     """Held-out mixed models: priced with the fitted profile and timed, never used to fit anything."""
     return {"mobile blocks": _mobile_blocks(), "conv + lstm recognizer": _recognizer(), "mlp": _mlp()}
@@ -150,6 +180,9 @@ def bundle_items(budget_s: float, checks: bool = True) -> list[dict[str, Any]]:
                 "budget_s": budget_s}
 
     items = [item(CLASS_PREFIX + key, data, ops) for key, (data, ops) in class_models().items()]
+    # bandwidths scale with threads differently from compute: timed at one thread too
+    items += [{**item(BANDWIDTH_PREFIX + key, data, nbytes), "one_thread": True}
+              for key, (data, nbytes) in bandwidth_models().items()]
     if checks:
         items += [item(CHECK_PREFIX + key, data, 1) for key, data in check_models().items()]
     return items
@@ -166,6 +199,26 @@ def fitted_efficiency(rates: dict[str, float], fp32_peak: float, int8_peak: floa
         if peak:
             fitted[key] = round(min(1.5, rate / peak), 4)
     return fitted
+
+
+def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], overhead_us: float) -> Any:
+    """targets.KernelBandwidth from the bandwidth models' bytes/s (None without the DRAM figure); the cache
+    model's dispatch overhead (``overhead_us`` per MatMul, as the estimate adds it apart) is taken out."""
+    from edgeopt.targets import KernelBandwidth
+
+    def cache(rate: float | None) -> float | None:
+        if not rate:
+            return None
+        nbytes = bandwidth_models()["cache"][1]
+        seconds = nbytes / rate - CACHE_STREAM_NODES * overhead_us * 1e-6
+        return nbytes / seconds if seconds > 0 else rate
+
+    dram = rates.get(BANDWIDTH_PREFIX + "dram")
+    if not dram:
+        return None
+    return KernelBandwidth(dram=dram, dram_one_thread=one_thread.get(BANDWIDTH_PREFIX + "dram"),
+                           cache=cache(rates.get(BANDWIDTH_PREFIX + "cache")),
+                           cache_one_thread=cache(one_thread.get(BANDWIDTH_PREFIX + "cache")))
 
 
 def check_errors(rates: dict[str, float], profile: Any, threads: int) -> dict[str, float]:

@@ -16,8 +16,8 @@ from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
-AUTO_SECONDS = 0.3  # per microbenchmark: about 8 s in all with the op classes and memory probes (1.5 s each: `targets calibrate`)
-RECIPE = 4  # what is measured (2: memory probes; 3: peaks at one thread too; 4: op classes); a new recipe measures again
+AUTO_SECONDS = 0.3  # per microbenchmark: about 10 s in all with op classes, bandwidths, memory probes (1.5 s each: `targets calibrate`)
+RECIPE = 5  # what is measured (2: memory probes; 3: peaks at one thread too; 4: op classes; 5: kernel bandwidths); a new recipe measures again
 
 
 def host_calibration_dir() -> Path:

@@ -229,6 +229,10 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
     efficiency.update(fitted_efficiency(result.class_ops_per_s, fp32, int8))
+    from edgeopt.analysis.profile import NODE_OVERHEAD_US
+    from edgeopt.runtime.class_bench import kernel_bandwidth
+
+    bandwidth = kernel_bandwidth(result.class_ops_per_s, result.single_thread_ops_per_s, NODE_OVERHEAD_US)
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
         result.memory_probes, f"measured by `edgeopt targets calibrate {base.name}{on}` on {when}: memory probes "
@@ -236,12 +240,14 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s)"
               + (" and with 1" if result.threads > 1 and single else "") + ": "
               "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
+              + ("; op-class models and kernel read bandwidths (runtime.class_bench)" if result.class_ops_per_s else "")
               + (f"; device: {device}" if device else ""))
     profile = base.model_copy(update={
         "peak_ops_per_s": PeakThroughput(fp32=fp32, fp16=base.peak_ops_per_s.fp16, int8=int8),
         "peak_threads": result.threads,
         "single_thread_peak_ops_per_s": single,
         "memory_bandwidth_bytes_per_s": result.memory_bandwidth_bytes_per_s,
+        "kernel_bandwidth": bandwidth or base.kernel_bandwidth,
         "efficiency": efficiency,
         "runtime_memory": runtime_memory or base.runtime_memory,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),

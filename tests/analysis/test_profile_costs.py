@@ -404,3 +404,31 @@ def test_weights_beyond_the_last_level_cache_add_their_stream_to_a_compute_bound
     compute_us = 2 * 4 * 512 * 512 / 1e9 * 1e6
     assert large.node("fc").time_us == pytest.approx(compute_us + NODE_OVERHEAD_US)
     assert small.node("fc").time_us == pytest.approx(compute_us + (1 << 20) / 2e9 * 1e6 + NODE_OVERHEAD_US)
+
+
+def test_measured_kernel_bandwidths_price_weights_and_activations_by_where_they_live():
+    """A calibrated CPU (2 cores, kernel bandwidths at 2 threads and at one): weights of a model within half the
+    last-level cache are read at the cache figure, weights beyond it at the DRAM figure; activations within L2 at
+    the cache figure, larger ones at the copy bandwidth scaled by threads as the DRAM figure scales."""
+    from edgeopt.targets import bandwidth_at
+
+    kernel = {"dram": 8e9, "dram_one_thread": 5e9, "cache": 40e9, "cache_one_thread": 25e9}
+    target = cpu_target(cores=2, peak_ops_per_s={"fp32": 1e15}, memory_bandwidth_bytes_per_s=10e9,
+                        kernel_bandwidth=kernel, caches={"l2_bytes": 64 * 1024, "l3_bytes": 4 << 20})
+    assert bandwidth_at(target, 1) == 5e9 and bandwidth_at(target, 2) == 8e9 and bandwidth_at(target, None) == 8e9
+    assert bandwidth_at(target, 1, resident=True) == 25e9
+    assert bandwidth_at(cpu_target(), 1) == 2e9  # published figures: one bandwidth for everything
+
+    def add_model(weight_shape: tuple[int, ...], x_shape: list[int]) -> onnx.ModelProto:
+        return make_model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [tensor("x", F, x_shape)],
+                          [tensor("y", F, x_shape)], [weight("w", weight_shape)])
+
+    small = add_model((1, 256), [1, 256])  # 1 KiB weight, 2 KiB of activations: all in cache
+    node = static_profile(small, target, threads=1).node("add")
+    assert node.memory_time_us == pytest.approx((1024 / 25e9 + 2048 / 25e9) * 1e6)
+    big = add_model((1024, 1024), [1024, 1024])  # 4 MiB weight (> half of L3), 8 MiB of activations (> L2)
+    one = static_profile(big, target, threads=1).node("add")
+    copy_one = 10e9  # the copy figure at one thread (the kernel DRAM figure's own thread)
+    assert one.memory_time_us == pytest.approx(((4 << 20) / 5e9 + (8 << 20) / copy_one) * 1e6)
+    two = static_profile(big, target, threads=2).node("add")
+    assert two.memory_time_us == pytest.approx(((4 << 20) / 8e9 + (8 << 20) / (copy_one * 8 / 5)) * 1e6)
