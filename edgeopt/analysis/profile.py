@@ -31,8 +31,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
 
 Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU
 uses ``cpu_target``'s peaks at the ``threads`` priced (the target itself unless a separate
-host-CPU profile is passed; ``targets.peaks_at``: all cores by default). A missing figure for the node's dtype falls back to the fp32 peak
-(recorded in ``assumptions``). Both devices use the target's memory bandwidth (the
+host-CPU profile is passed; ``targets.peaks_at``: all cores by default). A missing figure
+for the node's dtype falls back to the fp32 peak (recorded in ``assumptions``). Both devices use the target's memory bandwidth (the
 schema has no accelerator bandwidth). When a needed peak or the bandwidth is missing
 altogether (``host`` before calibration), every estimate is None and
 ``estimate_unavailable_reason`` says what is missing.
@@ -91,7 +91,7 @@ class NodeProfile(_Frozen):
     domain: str
     kind: str = ""  # the op kind targets price (graph.kinds); "" in reports written before kinds
     role: Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
-    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions
+    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions; "integer" (dynamic int8)
     fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
     device: Literal["cpu", "accelerator"]
     execution_dtype: str | None  # "fp32", "fp16", "int8", ... ("int64" for shape arithmetic)
@@ -420,7 +420,8 @@ def static_profile(
     single-input model. ``cpu_target`` is the profile whose peaks, bandwidth and efficiency cost the nodes
     that run on the CPU (for an accelerator target whose ``host_cpu`` names another profile); default:
     ``target`` itself. ``threads``: the CPU's intra-op threads (None: all its cores, onnxruntime's default);
-    its peaks at that count come from :func:`~edgeopt.targets.peaks_at`. The model is not mutated and external data is not read.
+    its peaks at that count come from :func:`~edgeopt.targets.peaks_at`. The model is not mutated and external
+    data is not read.
     """
     graph = model if isinstance(model, Graph) else build_graph(model, input_shapes)
     placement: Placement = place_nodes(graph, target)

@@ -96,7 +96,7 @@ class Node:
     qdq_fused: bool = False
     macs: int | None = 0
     cost_unknown_reason: str | None = None
-    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions
+    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions; "integer" (dynamic int8)
     outer_reads: tuple[str, ...] = ()
     reads_rows_of: str | None = None
 

@@ -120,7 +120,10 @@ def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str
 
 def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
     """"depthwise", "narrow" (under 4 output channels per group), "thin" (4 to 15), "1x1" or None (dense) for a
-    Conv; a target may state "conv.depthwise" and so on."""
+    Conv; "integer" for the kernels of dynamic quantization (ConvInteger, MatMulInteger: im2col and a u8 GEMM,
+    no blocked layout); a target may state "conv.depthwise" and so on."""
+    if node.op_type in ("ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
+        return "integer"
     if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
         return None
     weight = shapes.get(node.input[1])

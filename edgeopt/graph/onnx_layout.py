@@ -36,7 +36,8 @@ def _attr(node: NodeProto, name: str, default=None):
     return default
 
 
-def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str], block: int) -> tuple[bool, bool]:
+def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str],
+                       block: int) -> tuple[bool, bool]:
     """(runs blocked, reads its input blocked) for a float Conv, as the transformer decides."""
     if weight is None or weight.shape is None or len(weight.shape) != 4 or node.input[1] not in constants:
         return False, False

@@ -1,15 +1,18 @@
-"""Per-op-class efficiencies measured on the device itself, and the error band they leave on held-out models.
+"""Per-op-class efficiencies and kernel bandwidths measured on the device itself, and the error band they leave
+on held-out models.
 
-`targets calibrate` times, beside the peak microbenchmarks, the bandwidth kernels read weights at (a one-row
-MatMul over a weight far beyond the caches, and over one small weight again and again; at one thread and at the
-asked count), and one reference model per op class the cost model prices apart (a stack of depthwise Convs, of 1x1 Convs, a Conv with 8 outputs, one with a single output, an
-LSTM; depthwise and 1x1 in int8 QDQ too). Each class's efficiency is its throughput over the peak of its dtype,
-both measured on the device at the same thread count, and is written into the target's ``efficiency`` table
-(``conv.depthwise``, ``conv.depthwise@int8``, ...), where it takes the place of edgeopt's x86-measured
-defaults. Three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an
-MLP) are then priced with the fitted profile and timed the same way: their largest relative error becomes the
-target's ``estimate_error.latency`` when the calibration ran on a device (``--ssh``). Everything here is built in
-memory; nothing is read from the model zoo or the network.
+`targets calibrate` times, beside the peak microbenchmarks:
+- the bandwidth kernels read weights at: a one-row MatMul over a weight far beyond the caches (DRAM), and over
+  one small weight again and again (cache), at one thread and at the asked count;
+- one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a
+  Conv with 8 outputs, one with a single output, an LSTM; depthwise and 1x1 in int8 QDQ too. Each class's
+  efficiency is its throughput over the peak of its dtype, both measured at the same thread count, written into
+  the target's ``efficiency`` table (``conv.depthwise``, ``conv.depthwise@int8``, ...) in place of edgeopt's
+  x86-measured defaults;
+- three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
+  with the fitted profile: their largest relative error becomes the target's ``estimate_error.latency`` when the
+  calibration ran on a device (``--ssh``).
+Everything here is built in memory; nothing is read from the model zoo or the network.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def _mobile_blocks() -> bytes:
         ]
         previous = f"b{block + 1}"
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 112, 112])],
-                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 32, 56, 56])], inits)
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 32, 56, 56])], inits)
 
 
 def _recognizer() -> bytes:
@@ -121,7 +124,7 @@ def _recognizer() -> bytes:
              helper.make_node("Reshape", ["h", "flat"], ["f"]),
              helper.make_node("MatMul", ["f", "cls"], ["y"])]
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 64])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 400])], inits)
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 400])], inits)
 
 
 def _mlp() -> bytes:
@@ -134,7 +137,7 @@ def _mlp() -> bytes:
             nodes.append(helper.make_node("Relu", [previous], [f"r{index}"]))
             previous = f"r{index}"
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 512])],
-                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [16, 10])], inits)
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [16, 10])], inits)
 
 
 def _row_matmuls(size: int, columns: int, count: int, shared: bool) -> bytes:

@@ -17,7 +17,7 @@ from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
 AUTO_SECONDS = 0.3  # per microbenchmark: about 10 s in all with op classes, bandwidths, memory probes (1.5 s each: `targets calibrate`)
-RECIPE = 5  # what is measured (2: memory probes; 3: peaks at one thread too; 4: op classes; 5: kernel bandwidths); a new recipe measures again
+RECIPE = 5  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths)
 
 
 def host_calibration_dir() -> Path:
