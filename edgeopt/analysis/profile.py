@@ -227,13 +227,13 @@ def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
                 dtype: str | None = None, cpu: bool = True) -> float | None:
     """The fraction of the peak a node reaches: what the profile states for its kind (and class), else the
     defaults above, which were measured on CPUs and so are never applied to an accelerator's nodes."""
+    dtype = dtype or "fp32"
     refined = f"{kind}.{op_class}" if op_class else None
-    for key in (f"{refined}@{dtype or 'fp32'}", refined, f"{kind}@{dtype or 'fp32'}") if refined else (
-            f"{kind}@{dtype or 'fp32'}",):
+    for key in ([f"{refined}@{dtype}", refined] if refined else []) + [f"{kind}@{dtype}"]:
         stated = profile.efficiency.get(key)
         if stated:
             return stated
-    factor = CLASS_FACTOR.get((refined, dtype or "fp32"), 1.0) if refined and cpu else 1.0
+    factor = CLASS_FACTOR.get((refined, dtype), 1.0) if refined and cpu else 1.0
     for key in (kind, "default"):
         value = profile.efficiency.get(key)
         if value is not None and value > 0:
@@ -243,7 +243,7 @@ def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
     default = DEFAULT_EFFICIENCY.get(kind)
     if default is not None:
         return default
-    return CLASS_FACTOR.get((refined, dtype or "fp32")) if refined else None
+    return CLASS_FACTOR.get((refined, dtype)) if refined else None
 
 
 def layout_block(profile: TargetProfile) -> int | None:

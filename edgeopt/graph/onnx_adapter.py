@@ -29,6 +29,7 @@ from edgeopt.graph.onnx_protos import (
     real_input_names,
     subgraphs,
     tensor_bytes,
+    weight_names,
 )
 from edgeopt.graph.onnx_shapes import TensorInfo, model_inputs, resolve_shapes_with_error
 
@@ -139,14 +140,6 @@ def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | 
     return None
 
 
-def weight_names(graph: onnx.GraphProto) -> set[str]:
-    """Initializers (sparse ones included) and Constant outputs of ``graph`` (not its subgraphs)."""
-    names = {t.name for t in graph.initializer}
-    names |= {s.values.name for s in graph.sparse_initializer}
-    names |= {n.output[0] for n in graph.node if is_op(n, "Constant") and n.output}
-    return names
-
-
 def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
     """Bytes of all stored weights per dtype, subgraphs included, largest first.
 
@@ -212,10 +205,10 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     macs_report = compute_macs(analysed, shapes=shapes)
     if macs_report.trip_count_unknown:
         warnings.append("a loop's trip count is unknown: its body's MACs are counted once")
-    execution = analyse_execution(analysed, shapes)
-    grouped = _split_rows(macs_report.rows)
     graph = analysed.graph
     weights = weight_names(graph)
+    execution = analyse_execution(analysed, shapes, weights)
+    grouped = _split_rows(macs_report.rows)
     nodes = []
     for row, node in zip(execution.nodes, graph.node, strict=True):
         macs, reason = (0, None)
@@ -241,7 +234,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
         weight_bytes_by_dtype=weight_bytes_by_dtype(analysed),
         aliases=execution.aliases,
-        layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, block)
+        layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, weights, block)
                            for block in NCHWC_BLOCKS},
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),

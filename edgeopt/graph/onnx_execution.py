@@ -27,7 +27,7 @@ import onnx
 from onnx import NodeProto
 
 from edgeopt.graph.model import Role
-from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS, Q_DOMAINS, is_integer_op, is_op, node_name
+from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS, Q_DOMAINS, is_integer_op, is_op, node_name, weight_names
 from edgeopt.graph.onnx_shapes import TensorInfo
 
 # onnxruntime folds these activations into the Conv/Gemm before them (FusedConv, FusedGemm,
@@ -145,9 +145,10 @@ def _data_dtype(node: NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None
 
 
 def analyse_execution(
-    model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
+    model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], constants: set[str] | None = None
 ) -> ExecutionPlan:
-    """Execution dtype, role and QDQ fusion of every main-graph node (see the module doc)."""
+    """Execution dtype, role and QDQ fusion of every main-graph node (see the module doc); ``constants``: the
+    main graph's weight names (onnx_protos.weight_names), computed here when not given."""
     nodes = list(model.graph.node)
     producer: dict[str, int] = {}
     consumers: dict[str, list[int]] = {}
@@ -187,8 +188,7 @@ def analyse_execution(
             continue
         fused[i] = to_q and q_rule != "none"
 
-    constants = {t.name for t in model.graph.initializer} | {
-        out for node in nodes if is_op(node, "Constant") for out in node.output}
+    constants = weight_names(model.graph) if constants is None else constants
     conv_of: dict[int, int] = {}  # float Conv (and what is folded into it) -> the Conv whose kernel runs it
     activated: set[int] = set()  # Convs with an activation fused already
 
@@ -245,16 +245,16 @@ def analyse_execution(
         if node.domain in DEFAULT_DOMAINS and node.input and node.op_type in FUSED_ACTIVATIONS | _FOLDED_INTO_CONV:
             src = producer.get(node.input[0])
             alone = len(consumers.get(node.input[0], [])) == 1 and node.input[0] not in graph_outputs
-            host = conv_of.get(src, src if src is not None and nodes[src].op_type in _ACTIVATION_HOSTS
-                               and src not in fused else None) if src is not None else None
+            host = conv_of.get(src) if src is not None else None  # a float Conv, or what is folded into one
+            if host is None and src is not None and nodes[src].op_type in _ACTIVATION_HOSTS and src not in fused:
+                host = src
             if host is not None and alone and host not in activated:
-                if host in conv_of and node.op_type in _FOLDED_INTO_CONV and folds_into_conv(node, host):
-                    conv_of[i] = host
-                    rows.append(NodeExecution(**common, dtype=rows[host].dtype, role="fused_activation",
-                                              attached_to=host))
-                    continue
-                if node.op_type in FUSED_ACTIVATIONS:
-                    activated.add(host)
+                folds = host in conv_of and node.op_type in _FOLDED_INTO_CONV and folds_into_conv(node, host)
+                if folds or node.op_type in FUSED_ACTIVATIONS:
+                    if folds:
+                        conv_of[i] = host
+                    else:
+                        activated.add(host)
                     rows.append(NodeExecution(**common, dtype=rows[host].dtype, role="fused_activation",
                                               attached_to=host))
                     continue

@@ -59,11 +59,11 @@ def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: se
 
 
 def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
-                        execution: Sequence[NodeExecution], block: int) -> dict[int, int]:
-    """Bytes moved by the reorders onnxruntime inserts at NCHWc block size ``block``, per node charged."""
+                        execution: Sequence[NodeExecution], constants: set[str], block: int) -> dict[int, int]:
+    """Bytes moved by the reorders onnxruntime inserts at NCHWc block size ``block``, per node charged
+    (``constants``: the main graph's weight names, onnx_protos.weight_names)."""
     graph = model.graph
     nodes = list(graph.node)
-    constants = {t.name for t in graph.initializer} | {o for n in nodes if n.op_type == "Constant" for o in n.output}
     blocked: dict[str, int] = {}  # tensor -> its channel count, for tensors kept in NCHWc
     producer: dict[str, int] = {}
     charged: dict[int, int] = {}

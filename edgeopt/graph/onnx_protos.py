@@ -186,6 +186,14 @@ def constant_tensor(node: NodeProto) -> tuple[tuple[int, ...], int, TensorProto 
     return None
 
 
+def weight_names(graph: GraphProto) -> set[str]:
+    """Initializers (sparse ones included) and Constant outputs of ``graph`` (not its subgraphs)."""
+    names = {t.name for t in graph.initializer}
+    names |= {s.values.name for s in graph.sparse_initializer}
+    names |= {n.output[0] for n in graph.node if is_op(n, "Constant") and n.output}
+    return names
+
+
 def real_input_names(graph: GraphProto) -> list[str]:
     """Graph inputs that are not initializers (old-IR models list weights as inputs too)."""
     weights = {t.name for t in graph.initializer} | {

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.runtime.microbench import model_bytes, qdq_model
+from edgeopt.runtime.microbench import model_bytes, op_stack, qdq_model
 
 CLASS_PREFIX = "class:"
 CHECK_PREFIX = "check:"
@@ -31,19 +31,6 @@ BANDWIDTH_PREFIX = "bandwidth:"
 
 def _weights(shape: tuple[int, ...], seed: int, scale: float = 0.1) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
-
-
-def _conv_stack(count: int, channels: int, size: int, weight_shape: tuple[int, ...], group: int = 1,
-                pads: int = 1) -> bytes:
-    nodes, inits, previous = [], [], "x"
-    for index in range(count):
-        inits.append(numpy_helper.from_array(_weights(weight_shape, index), f"w{index}"))
-        nodes.append(helper.make_node("Conv", [previous, f"w{index}"], [f"y{index}"], group=group,
-                                      pads=[pads] * 4))
-        previous = f"y{index}"
-    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
-                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, weight_shape[0], size, size])],
-                       inits)
 
 
 def _lstm(seq: int, inputs: int, hidden: int) -> bytes:
@@ -67,10 +54,10 @@ def class_models() -> dict[str, tuple[bytes, int]]:
     """Efficiency key -> (model bytes, ops per run: 2 x MACs), one model per class the cost model prices apart."""
     dw_weights, pw_weights = _weights((128, 1, 3, 3), 7), _weights((128, 128, 1, 1), 8)
     models = {
-        "conv.depthwise": _conv_stack(4, 128, 56, (128, 1, 3, 3), group=128),
-        "conv.1x1": _conv_stack(4, 128, 28, (128, 128, 1, 1), pads=0),
-        "conv.thin": _conv_stack(1, 64, 56, (8, 64, 3, 3)),  # 8 outputs
-        "conv.narrow": _conv_stack(1, 64, 112, (1, 64, 3, 3)),  # one output
+        "conv.depthwise": op_stack("Conv", 4, (128, 1, 3, 3), [1, 128, 56, 56], group=128, pads=[1] * 4),
+        "conv.1x1": op_stack("Conv", 4, (128, 128, 1, 1), [1, 128, 28, 28]),
+        "conv.thin": op_stack("Conv", 1, (8, 64, 3, 3), [1, 64, 56, 56], [1, 8, 56, 56], pads=[1] * 4),  # 8 outputs
+        "conv.narrow": op_stack("Conv", 1, (1, 64, 3, 3), [1, 64, 112, 112], [1, 1, 112, 112], pads=[1] * 4),
         "lstm": _lstm(32, 256, 256),
         "conv.depthwise@int8": qdq_model("Conv", dw_weights, [1, 128, 56, 56], [1, 128, 56, 56], group=128,
                                          pads=[1, 1, 1, 1]),
@@ -158,14 +145,17 @@ def _row_matmuls(size: int, columns: int, count: int, shared: bool) -> bytes:
                        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, columns])], inits)
 
 
+DRAM_WEIGHT = 4096  # a 4096 x 4096 fp32 weight: 64 MiB, beyond an edge CPU's caches
+CACHE_WEIGHT = 384  # 384 x 384 fp32: 576 KiB, read CACHE_STREAM_NODES times per run
 CACHE_STREAM_NODES = 48  # MatMuls in the cache-bandwidth model (their dispatch overhead is taken out)
+CACHE_STREAM_BYTES = CACHE_WEIGHT * CACHE_WEIGHT * 4 * CACHE_STREAM_NODES
 
 
 def bandwidth_models() -> dict[str, tuple[bytes, int]]:
     """Key -> (model, weight bytes read per run): a 64 MiB weight (beyond an edge CPU's caches: DRAM) and a 576 KiB
     weight read 48 times (it stays in cache)."""
-    return {"dram": (_row_matmuls(4096, 4096, 1, False), 4096 * 4096 * 4),
-            "cache": (_row_matmuls(384, 384, CACHE_STREAM_NODES, True), 384 * 384 * 4 * CACHE_STREAM_NODES)}
+    return {"dram": (_row_matmuls(DRAM_WEIGHT, DRAM_WEIGHT, 1, False), DRAM_WEIGHT * DRAM_WEIGHT * 4),
+            "cache": (_row_matmuls(CACHE_WEIGHT, CACHE_WEIGHT, CACHE_STREAM_NODES, True), CACHE_STREAM_BYTES)}
 
 
 def check_models() -> dict[str, bytes]:
@@ -212,9 +202,8 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
     def cache(rate: float | None) -> float | None:
         if not rate:
             return None
-        nbytes = bandwidth_models()["cache"][1]
-        seconds = nbytes / rate - CACHE_STREAM_NODES * overhead_us * 1e-6
-        return nbytes / seconds if seconds > 0 else rate
+        seconds = CACHE_STREAM_BYTES / rate - CACHE_STREAM_NODES * overhead_us * 1e-6
+        return CACHE_STREAM_BYTES / seconds if seconds > 0 else rate
 
     dram = rates.get(BANDWIDTH_PREFIX + "dram")
     if not dram:

@@ -92,7 +92,10 @@ def qdq_model(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[in
                   [helper.make_tensor_value_info("y_dq", TensorProto.FLOAT, y_shape)], [*inits, *x_inits, *y_inits])
 
 
-def _stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int], **attrs: Any) -> bytes:
+def op_stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int],
+             y_shape: list[int] | None = None, **attrs: Any) -> bytes:
+    """``count`` ``op`` nodes in a chain, each with its own standard-normal weight (output ``y_shape``, default
+    ``x_shape``)."""
     rng = np.random.default_rng(0)
     inits, nodes, previous = [], [], "x"
     for index in range(count):
@@ -100,7 +103,7 @@ def _stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int
         nodes.append(helper.make_node(op, [previous, f"w{index}"], [f"y{index}"], **attrs))
         previous = f"y{index}"
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                  [helper.make_tensor_value_info(previous, TensorProto.FLOAT, x_shape)], inits)
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, y_shape or x_shape)], inits)
 
 
 def _chain(count: int, shape: list[int]) -> bytes:
@@ -118,8 +121,8 @@ def memory_probe_models() -> dict[str, bytes]:
     and an activation chain (three 3 MiB tensors live at once)."""
     return {
         "session": _chain(1, [1, 4]),
-        "conv": _stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
-        "matmul": _stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
+        "conv": op_stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
+        "matmul": op_stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
         "arena": _chain(10, [1, 64, 112, 112]),
     }
 
@@ -207,21 +210,23 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
                        where: str | None = None, device: str | None = None) -> TargetProfile:
     """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements
     (``where``: the SSH host they were taken on, when not this machine; ``device``: what it is)."""
+    from edgeopt.analysis.profile import NODE_OVERHEAD_US
+    from edgeopt.runtime.class_bench import check_errors, fitted_efficiency, kernel_bandwidth
     from edgeopt.targets import EstimateError, PeakThroughput
 
-    fp32 = max(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s)
-    int8_values = [v for v in (result.matmul_int8_ops_per_s, result.conv_int8_ops_per_s) if v]
-    int8 = max(int8_values) if int8_values else None
-    one = result.single_thread_ops_per_s
-    single = None
-    if result.threads == 1:
-        single = PeakThroughput(fp32=fp32, int8=int8)
-    elif one.get("matmul_fp32") and one.get("conv_fp32"):
-        one_int8 = [v for v in (one.get("matmul_int8"), one.get("conv_int8")) if v]
-        single = PeakThroughput(fp32=max(one["matmul_fp32"], one["conv_fp32"]),
-                                int8=max(one_int8) if one_int8 else None)
-    from edgeopt.runtime.class_bench import check_errors, fitted_efficiency
+    def peaks_of(rates: dict[str, float | None]) -> PeakThroughput | None:
+        """The larger of the MatMul and Conv figures per dtype (None without both fp32 figures)."""
+        if not (rates.get("matmul_fp32") and rates.get("conv_fp32")):
+            return None
+        int8_values = [v for v in (rates.get("matmul_int8"), rates.get("conv_int8")) if v]
+        return PeakThroughput(fp32=max(rates["matmul_fp32"], rates["conv_fp32"]),
+                              int8=max(int8_values) if int8_values else None)
 
+    full = peaks_of({"matmul_fp32": result.matmul_fp32_ops_per_s, "conv_fp32": result.conv_fp32_ops_per_s,
+                     "matmul_int8": result.matmul_int8_ops_per_s, "conv_int8": result.conv_int8_ops_per_s})
+    assert full is not None and full.fp32 is not None  # both fp32 figures are required fields
+    fp32, int8 = full.fp32, full.int8
+    single = full if result.threads == 1 else peaks_of(dict(result.single_thread_ops_per_s))
     efficiency = dict(base.efficiency)
     efficiency.update({
         "matmul": round(result.matmul_fp32_ops_per_s / fp32, 3),
@@ -229,9 +234,6 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
     efficiency.update(fitted_efficiency(result.class_ops_per_s, fp32, int8))
-    from edgeopt.analysis.profile import NODE_OVERHEAD_US
-    from edgeopt.runtime.class_bench import kernel_bandwidth
-
     bandwidth = kernel_bandwidth(result.class_ops_per_s, result.single_thread_ops_per_s, NODE_OVERHEAD_US)
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
