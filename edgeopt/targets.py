@@ -88,16 +88,22 @@ class RuntimeMemory(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     interpreter_baseline_bytes: int | None = Field(None, ge=0)  # Python + numpy + the runtime imported
-    session_fixed_bytes: int = Field(ge=0)  # a one-op model's session, loaded and run
-    # copies of a weight the runtime keeps, by the kind of the node reading it ("conv", "conv.int8", "default")
+    session_fixed_bytes: int = Field(ge=0)  # a one-op model's session, loaded
+    session_per_node_bytes: int = Field(0, ge=0)  # and what each further node adds to it (kernel, plan entries)
+    first_run_bytes: int = Field(0, ge=0)  # what that session's first run sets up (arena chunks, buffers)
+    # copies of a weight the runtime keeps once loaded, by the kind of the node reading it ("conv", "default")
     weight_copies: dict[str, float] = {}
-    load_weight_copies: float = Field(2.0, ge=1.0)  # the weights held at once while a session is created
+    # copies of a weight held at once while the session is created (parsed file, runtime copy, re-laid-out or
+    # pre-packed copy), by kind; a plain number is every kind's
+    load_weight_copies: dict[str, float] = {"default": 2.0}
     arena_factor: float = Field(ge=0.0)  # activation arena / the liveness plan's peak
     source: str = ""
 
-    @field_validator("weight_copies")
+    @field_validator("weight_copies", "load_weight_copies", mode="before")
     @classmethod
-    def _copies_by_kind(cls, value: dict[str, float]) -> dict[str, float]:
+    def _copies_by_kind(cls, value):
+        if isinstance(value, (int, float)):
+            value = {"default": float(value)}
         return {(key if key == "default" else kind_of_key(key)): factor for key, factor in value.items()}
 
 

@@ -81,6 +81,10 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert memory is not None and "memory probes" in memory.source
     assert 1 << 20 < memory.session_fixed_bytes < 256 << 20 and memory.interpreter_baseline_bytes > 1 << 20
     assert memory.weight_copies["conv"] >= 1 and memory.weight_copies["matmul"] >= 1 and memory.arena_factor >= 1
+    # a thousand nodes cost the session more than one; loading holds a convolution weight at least twice
+    # (the parsed file and the runtime's copy) and a pre-packed one more than once
+    assert 256 < memory.session_per_node_bytes < 64 << 10
+    assert memory.load_weight_copies["conv"] >= 2 and memory.load_weight_copies["lstm"] > 1
 
 
 def test_calibration_at_two_threads_measures_one_thread_too():
@@ -119,6 +123,22 @@ def test_memory_is_measured_by_phase_without_the_profiled_pass(tmp_path):
     assert memory.load_peak_increase_bytes >= memory.after_load_increase_bytes
     assert memory.peak_rss_increase_bytes == max(memory.load_peak_increase_bytes, memory.run_peak_increase_bytes)
     assert memory.peak_rss_increase_bytes < memory.after_load_increase_bytes + size // 2  # no second session
+
+
+def test_random_inputs_are_not_counted_as_the_runs_memory(tmp_path):
+    """A 64 MiB input the runner fills at random is the caller's data, not the model's: the run peak leaves it
+    out (a ReduceSum to one number needs next to nothing of its own)."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4096, 4096])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "reduce.onnx"
+    onnx.save(model, str(path))
+    memory = measure_locally(path, runs=2, warmup=0).memory
+    assert memory.phases_measured and memory.run_peak_increase_bytes < 32 << 20
 
 
 def test_calibrating_another_target_is_refused(cli, tmp_path):

@@ -3,27 +3,29 @@
 What a process running the model holds beyond its interpreter, in the parts the device runner measures
 (`runtime.measure.MemorySummary`):
 
-* **session fixed cost**: what a session of a one-op model adds (the runtime's session, thread pool,
-  kernel registry, first-run set-up); measured by `targets calibrate`.
-* **weights as loaded**: each weight times the copies the runtime keeps of it, by the kind of the node
-  that reads it (onnxruntime on x86 rewrites convolution weights into its blocked NCHWc layout and keeps
-  the reordered copies; MatMul weights are pre-packed). Unlisted kinds keep one copy.
-* **activation arena**: the liveness plan's peak (`analysis.memory.liveness_plan`) times the arena
-  factor: onnxruntime's arena holds the first run's allocations, and its memory pattern adds one planned
-  block from the second run on.
-* **loading transient**: while the session is created, the parsed file and the runtime's own tensors
-  hold the weights at once (``load_weight_copies``); freed afterwards, that memory is reused by the arena.
+* **session**: what loading a one-op model adds (the runtime's session, kernel registry), and what each
+  further node adds (its kernel and plan entries); measured by `targets calibrate`.
+* **weights as loaded**: each weight times the copies the runtime keeps of it once loaded, by the kind of
+  the node that reads it (MatMul and LSTM weights are kept pre-packed; on x86 convolution weights in the
+  blocked NCHWc layout). Unlisted kinds keep one copy.
+* **first run**: what the session's first run sets up besides the activations.
+* **activation arena**: the liveness plan's peak times the arena factor: onnxruntime's arena holds the
+  first run's allocations, and its memory pattern adds one planned block from the second run on.
+* **loading transient**: while the session is created, the parsed file, the runtime's copy and each
+  re-laid-out or pre-packed copy are held at once (``load_weight_copies``, by kind), plus one more for a
+  weight rewritten at load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a
+  Constant node turned into an initializer). glibc keeps much of that memory after loading, and the run
+  reuses it, so the transient counts only where it exceeds what the run needs:
 
-    run peak  = session + weights as loaded + arena
-    load peak = session + max(weights as loaded, load_weight_copies x weights)
-    peak      = max(run peak, load peak)       (the measured ``peak_rss_increase_bytes``)
+    run need  = weights as loaded + first run + arena
+    peak      = session + max(run need, load copies x weights)     (the measured ``peak_rss_increase_bytes``)
 
 The interpreter baseline (Python, numpy and the runtime imported) is reported beside it when the target
 states it: the measured increase is over that baseline, and a board's RAM must hold both.
 
 The factors come from the target's ``runtime_memory`` (measured by `targets calibrate` on the device
-with probe models, `runtime.memory_probes`), else from the defaults below, measured the same way with
-onnxruntime's CPU provider and named in the estimate's ``source``.
+with probe models, `runtime.microbench.memory_probe_models`), else from the defaults below, measured the
+same way with onnxruntime's CPU provider and named in the estimate's ``source``.
 """
 
 from __future__ import annotations
@@ -32,31 +34,41 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.memory import MemoryPlan
 from edgeopt.graph.model import Graph, tensor_size_bytes
+from edgeopt.graph.onnx_execution import FOLDED_INTO_CONV
 from edgeopt.targets import RuntimeMemory, TargetProfile
 
 __all__ = ["MemoryPart", "RuntimeMemoryEstimate", "default_runtime_memory", "estimate_runtime_memory"]
 
 MiB = 1 << 20
 
-# Measured with `runtime.memory_probes` (onnxruntime 1.32.0, CPU provider, one thread) on an x86_64 AVX2
-# host (AMD EPYC, 2026-12-03): the one-op session 16.6 MiB; convolution weights 3.3x (NCHWc), MatMul 1.3x,
-# a Sigmoid/Add chain's arena 2.4x its planned peak; a 16 MiB MatMul held twice while loading.
+# Measured with `runtime.microbench.memory_probe_models` (onnxruntime 1.32.0, CPU provider, one thread) on an
+# x86_64 AVX2 host (AMD EPYC, 2026-12-03): the one-op session 9.5 MiB, 3.1 KiB more per node, its first run
+# 0.3 MiB; once loaded,
+# one copy of each weight; while loading, convolution weights 2.7x (parsed, NCHWc-reordered and runtime
+# copies), MatMul 1.5x and LSTM 1.5x (pre-packed one weight at a time); a Sigmoid/Add chain's arena 2.1x its
+# planned peak.
 X86_ONNXRUNTIME = RuntimeMemory(
-    session_fixed_bytes=int(16.6 * MiB), weight_copies={"conv": 3.3, "matmul": 1.3, "fully_connected": 1.3},
-    load_weight_copies=2.0, arena_factor=2.4,
+    session_fixed_bytes=int(9.5 * MiB), session_per_node_bytes=3200, first_run_bytes=int(0.3 * MiB),
+    weight_copies={"default": 1.0},
+    load_weight_copies={"default": 2.0, "conv": 2.7, "matmul": 1.5, "fully_connected": 1.5, "lstm": 1.5,
+                        "gru": 1.5, "rnn": 1.5},
+    arena_factor=2.1,
     source="edgeopt's defaults for onnxruntime's CPU provider on x86_64 (measured by its memory probes)")
 # aarch64 wheels of onnxruntime are built without the NCHWc convolution layout (MLAS_USE_ARM_NEON_NCHWC is a
-# build option), so convolution weights keep about one copy (as on x86 with the layout transform off: 1.0x-1.3x).
+# build option). The same probes on aarch64 (onnxruntime 1.32.0 under qemu user-mode emulation, the test
+# suite's emulated board, 2026-12-03): loading holds convolution weights 1.0x, MatMul 1.3x, LSTM 1.5x. The
+# session sizes measured there include the emulator's own memory, so the x86 figures stand for them.
 ARM_ONNXRUNTIME = X86_ONNXRUNTIME.model_copy(update={
-    "weight_copies": {"conv": 1.2, "matmul": 1.3, "fully_connected": 1.3},
-    "source": "edgeopt's defaults for onnxruntime's CPU provider on aarch64 (x86 probes, convolutions without "
-              "the NCHWc layout); `edgeopt targets calibrate T --ssh HOST` measures the device"})
+    "load_weight_copies": {**X86_ONNXRUNTIME.load_weight_copies, "conv": 1.0, "matmul": 1.3, "fully_connected": 1.3},
+    "source": "edgeopt's defaults for onnxruntime's CPU provider on aarch64 (weight copies from its memory probes "
+              "on an emulated aarch64 board, session sizes from x86); `edgeopt targets calibrate T --ssh HOST` "
+              "measures the device"})
 
 
 class MemoryPart(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: str  # baseline | session | weights | arena | loading
+    key: str  # baseline | session | weights | first_run | arena | loading
     label: str
     bytes: int
 
@@ -86,18 +98,18 @@ def default_runtime_memory(target: TargetProfile) -> RuntimeMemory | None:
     return ARM_ONNXRUNTIME if arch.startswith(("arm", "aarch64")) else X86_ONNXRUNTIME
 
 
-def _copies(graph: Graph, runtime: RuntimeMemory) -> dict[str, float]:
-    """Copies kept of each weight: the largest factor among the kinds of the nodes that read it (a weight
-    read through a fused DequantizeLinear counts as read by the kernel it is fused into); a weight no node
-    reads keeps the default."""
+def _copies(graph: Graph, table: dict[str, float]) -> dict[str, float]:
+    """Copies held of each weight: the largest factor in ``table`` among the kinds of the nodes that read it (a
+    weight read through a fused DequantizeLinear counts as read by the kernel it is fused into); a weight no
+    node reads keeps the default."""
     by_index = {node.index: node for node in graph.nodes}
-    default = runtime.weight_copies.get("default", 1.0)
+    default = table.get("default", 1.0)
     copies = dict.fromkeys(graph.weights, default)
     read: set[str] = set()
     for node in graph.nodes:
         reader = by_index.get(node.attached_to, node)
         keys = (f"{reader.kind}.{reader.dtype}", reader.kind) if reader.dtype else (reader.kind,)
-        factor = next((runtime.weight_copies[k] for k in keys if k in runtime.weight_copies), default)
+        factor = next((table[k] for k in keys if k in table), default)
         for name in node.inputs:
             if name in copies:
                 copies[name] = max(copies[name], factor) if name in read else factor
@@ -105,25 +117,46 @@ def _copies(graph: Graph, runtime: RuntimeMemory) -> dict[str, float]:
     return copies
 
 
+def rewritten_at_load(graph: Graph) -> set[str]:
+    """Weights the runtime writes anew while loading: those of a Conv with a BatchNormalization or constant
+    Add/Mul folded into it, and Constant nodes' values (turned into initializers)."""
+    by_index = {node.index: node for node in graph.nodes}
+    folded_into = {node.attached_to for node in graph.nodes
+                   if node.role == "fused_activation" and node.op_type in FOLDED_INTO_CONV}
+    rewritten = {name for node in graph.nodes if node.role == "constant" for name in node.outputs}
+    for index in folded_into:
+        conv = by_index.get(index)
+        if conv is not None:
+            rewritten.update(name for name in conv.inputs if name in graph.weights)
+    return rewritten
+
+
 def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory) -> RuntimeMemoryEstimate:
-    copies = _copies(graph, runtime)
     weights = plan.weight_bytes
-    loaded = sum((tensor_size_bytes(graph.tensors.get(name)) or 0) * factor for name, factor in copies.items())
-    weights_loaded = int(round(loaded))
+    sizes = {name: tensor_size_bytes(graph.tensors.get(name)) or 0 for name in graph.weights}
+    kept = _copies(graph, runtime.weight_copies)
+    held = _copies(graph, runtime.load_weight_copies)
+    rewritten = rewritten_at_load(graph)
+    weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items())))
+    loading = int(round(sum(sizes[name] * (factor + (name in rewritten)) for name, factor in held.items())))
     arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
-    session = runtime.session_fixed_bytes
-    transient = max(0, int(round(runtime.load_weight_copies * weights)) - weights_loaded)
-    run_peak = session + weights_loaded + arena
-    load_peak = session + weights_loaded + transient
-    peak = max(run_peak, load_peak)
+    nodes = sum(1 for node in graph.nodes if node.role != "constant")
+    session = runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)
+    first_run = runtime.first_run_bytes
+    run_need = weights_loaded + first_run + arena
+    transient = max(0, loading - run_need)
+    run_peak = session + run_need
+    load_peak = session + max(weights_loaded, loading)
+    peak = session + run_need + transient
     parts = [
-        MemoryPart(key="session", label="session fixed cost (runtime, threads, first run)", bytes=session),
+        MemoryPart(key="session", label=f"session (runtime, kernel registry; {nodes} nodes)", bytes=session),
         MemoryPart(key="weights", label=f"weights as loaded ({weights_loaded / max(weights, 1):.2f}x the "
                                         "file's: pre-packed and re-laid-out copies)" if weights else
                    "weights as loaded", bytes=weights_loaded),
+        MemoryPart(key="first_run", label="first run's set-up", bytes=first_run),
         MemoryPart(key="arena", label=f"activation arena ({runtime.arena_factor:g}x the planned peak)", bytes=arena),
-        MemoryPart(key="loading", label="loading transient (file and runtime copies at once; reused by the arena)",
-                   bytes=transient),
+        MemoryPart(key="loading", label="loading transient beyond what the run needs (file, runtime and "
+                                        "re-laid-out copies at once)", bytes=transient),
     ]
     baseline = runtime.interpreter_baseline_bytes
     if baseline is not None:

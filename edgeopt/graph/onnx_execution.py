@@ -35,7 +35,7 @@ from edgeopt.graph.onnx_shapes import TensorInfo
 FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish"})
 # ... and folds these into a float Conv's weights and bias at load (ConvBNFusion, ConvAddFusion, ConvMulFusion)
 # when their other inputs are constants, before any activation is fused.
-_FOLDED_INTO_CONV = frozenset({"BatchNormalization", "Add", "Mul"})
+FOLDED_INTO_CONV = frozenset({"BatchNormalization", "Add", "Mul"})
 _ACTIVATION_HOSTS = frozenset({"Conv", "Gemm", "FusedConv", "FusedGemm"})
 
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -242,14 +242,14 @@ def analyse_execution(
         if i in fused:
             rows.append(NodeExecution(**common, dtype="int8", role="compute", qdq_fused=True))
             continue
-        if node.domain in DEFAULT_DOMAINS and node.input and node.op_type in FUSED_ACTIVATIONS | _FOLDED_INTO_CONV:
+        if node.domain in DEFAULT_DOMAINS and node.input and node.op_type in FUSED_ACTIVATIONS | FOLDED_INTO_CONV:
             src = producer.get(node.input[0])
             alone = len(consumers.get(node.input[0], [])) == 1 and node.input[0] not in graph_outputs
             host = conv_of.get(src) if src is not None else None  # a float Conv, or what is folded into one
             if host is None and src is not None and nodes[src].op_type in _ACTIVATION_HOSTS and src not in fused:
                 host = src
             if host is not None and alone and host not in activated:
-                folds = host in conv_of and node.op_type in _FOLDED_INTO_CONV and folds_into_conv(node, host)
+                folds = host in conv_of and node.op_type in FOLDED_INTO_CONV and folds_into_conv(node, host)
                 if folds or node.op_type in FUSED_ACTIVATIONS:
                     if folds:
                         conv_of[i] = host

@@ -26,7 +26,8 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 4  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run)
+RUNNER_VERSION = 5  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+# 5: random inputs left out of the run peak, memory probes with freed buffers returned at once
 
 
 def _peak_rss_bytes() -> int:
@@ -344,9 +345,13 @@ def measure(args) -> dict:
     load_ms = (time.perf_counter() - start) * 1000
     after_load = _current_rss_bytes()
     load_peak = _peak_rss_bytes()
+    # random inputs are made here, after loading: they are the caller's, so their bytes leave the run's figures
+    made_inputs = 0
+    if not samples:
+        samples = [_random_inputs(np, engine.specs())]
+        made_inputs = max(0, _current_rss_bytes() - after_load)
     if windowed:
         _reset_peak_rss()
-    samples = samples or [_random_inputs(np, engine.specs())]
     feeds = samples[0]
     start = time.perf_counter()
     outputs = engine.run(feeds)
@@ -360,7 +365,7 @@ def measure(args) -> dict:
         engine.run(sample)
         times.append((time.perf_counter() - start) * 1000)
     # Memory is read here: the profiled pass below opens a second session and must not count.
-    run_peak = _peak_rss_bytes()
+    run_peak = _peak_rss_bytes() - made_inputs
     memory = {"rss_before_load_bytes": rss_before, "after_load_increase_bytes": max(0, after_load - rss_before),
               "load_peak_increase_bytes": max(0, load_peak - rss_before),
               "run_peak_increase_bytes": max(0, run_peak - rss_before),
@@ -436,13 +441,14 @@ options.intra_op_num_threads = int(sys.argv[1])
 options.inter_op_num_threads = 1
 session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 after_load, load_peak = status("VmRSS:"), status("VmHWM:")
-reset()
 feeds = {i.name: np.random.default_rng(0).standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
          .astype(np.float32) for i in session.get_inputs()}
+inputs = status("VmRSS:") - after_load  # the caller's, not the run's
+reset()
 for _ in range(3):
     session.run(None, feeds)
 print(json.dumps({"baseline": base, "after_load": after_load - base, "load_peak": load_peak - base,
-                  "run_peak": status("VmHWM:") - base}))
+                  "run_peak": status("VmHWM:") - base - inputs}))
 """
 
 
@@ -457,7 +463,10 @@ def memory_probes(models: list, threads: int, progress=None) -> dict:
     for item in models:
         if progress:
             progress(f"memory: {item['name']}")
-        done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(threads)],
+        # glibc returns freed large buffers at once: the load peak counts the copies held together, not what
+        # the allocator kept around (which differs from model to model and is reused by the run)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+        done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(threads)], env=env,
                               input=base64.b64decode(item["model_b64"]), capture_output=True, timeout=120)
         if done.returncode == 0:
             found[item["name"]] = json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1])

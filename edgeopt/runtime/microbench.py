@@ -116,19 +116,38 @@ def _chain(count: int, shape: list[int]) -> bytes:
                   [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)], [])
 
 
+def _lstm(hidden: int, steps: int) -> bytes:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), name)
+             for name in ("w", "r")]
+    node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=hidden)
+    return model_bytes([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, hidden])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 1, 1, hidden])], inits)
+
+
 def memory_probe_models() -> dict[str, bytes]:
-    """What `runtime_memory_from_probes` reads: a one-op session, convolution and MatMul weights (9 and 16 MiB),
-    and an activation chain (three 3 MiB tensors live at once)."""
+    """What `runtime_memory_from_probes` reads: a one-op session and one of a thousand nodes; convolution,
+    MatMul and LSTM weights (9, 16 and 18 MiB); an activation chain (three 3 MiB tensors live at once)."""
     return {
         "session": _chain(1, [1, 4]),
+        "nodes": _chain(PROBE_NODES // 2, [1, 4]),
         "conv": op_stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
         "matmul": op_stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
+        "lstm": _lstm(768, 4),
         "arena": _chain(10, [1, 64, 112, 112]),
     }
 
 
+PROBE_NODES = 1000
+WEIGHT_PROBES = {"conv": ("conv",), "matmul": ("matmul", "fully_connected"), "lstm": ("lstm", "gru", "rnn")}
+
+
 def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -> RuntimeMemory | None:
-    """The runtime memory factors (targets.RuntimeMemory) from the probes' RSS increases; None if any is missing."""
+    """The runtime memory factors (targets.RuntimeMemory) from the probes' RSS increases; None if any is missing.
+
+    The device runner loads the probes with glibc told to return freed large buffers at once
+    (MALLOC_MMAP_THRESHOLD_), so their load peaks count the copies a session holds at once rather than what
+    the allocator happened to keep."""
     from edgeopt.analysis.memory import liveness_plan
     from edgeopt.graph.build import build_graph
 
@@ -136,21 +155,20 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
     if set(models) - set(probes):
         return None
     session, arena = probes["session"], probes["arena"]
-    weights = {name: sum(numpy_helper.to_array(t).nbytes for t in models[name].graph.initializer)
-               for name in ("conv", "matmul")}
 
     def copies(name: str, phase: str) -> float:
         """The probe's weights held in ``phase`` beyond the one-op session, as a multiple of its file's."""
-        return round(max(1.0, (probes[name][phase] - session[phase]) / weights[name]), 2)
+        weights = sum(numpy_helper.to_array(t).nbytes for t in models[name].graph.initializer)
+        return round(max(1.0, (probes[name][phase] - session["after_load"]) / weights), 2)
 
     planned = liveness_plan(build_graph(models["arena"])).peak_activation_bytes
-    first_run = session["run_peak"] - session["after_load"]  # the session's own first-run set-up
-    matmul = copies("matmul", "after_load")
+    first_run = max(0, session["run_peak"] - session["after_load"])
+    kept = {kind: copies(probe, "after_load") for probe, kinds in WEIGHT_PROBES.items() for kind in kinds}
+    held = {kind: copies(probe, "load_peak") for probe, kinds in WEIGHT_PROBES.items() for kind in kinds}
     return RuntimeMemory(
-        interpreter_baseline_bytes=session["baseline"],
-        session_fixed_bytes=max(session["run_peak"], session["load_peak"]),
-        weight_copies={"conv": copies("conv", "after_load"), "matmul": matmul, "fully_connected": matmul},
-        load_weight_copies=copies("matmul", "load_peak"),
+        interpreter_baseline_bytes=session["baseline"], session_fixed_bytes=session["after_load"],
+        session_per_node_bytes=max(0, (probes["nodes"]["after_load"] - session["after_load"]) // (PROBE_NODES - 2)),
+        first_run_bytes=first_run, weight_copies=kept, load_weight_copies={"default": 2.0, **held},
         arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / planned), 2),
         source=source)
 
@@ -238,7 +256,8 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
         result.memory_probes, f"measured by `edgeopt targets calibrate {base.name}{on}` on {when}: memory probes "
-                              "(a one-op session, Conv and MatMul weights, an activation chain) in fresh processes")
+                              "(one-op and thousand-node sessions, Conv, MatMul and LSTM weights, an activation "
+                              "chain) in fresh processes")
     source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s)"
               + (" and with 1" if result.threads > 1 and single else "") + ": "
               "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
