@@ -13,8 +13,9 @@ applies unchanged. Every call:
 * shares one connection per host and option set (``ControlMaster=auto``, ``ControlPersist``
   30 s, sockets in a private 0700 folder): a profile makes 3-5 calls and ``convert --ssh``
   dozens, and each would otherwise pay a full handshake. The socket name hashes every option
-  edgeopt passes (config file, known_hosts, identity, host-key policy), so a call with a
-  different policy never rides on a connection that was checked under another one.
+  edgeopt passes (config file, known_hosts, identity, host-key policy), the destination and the
+  alias's effective configuration as ``ssh -G`` prints it, so a call never rides on a connection
+  that was checked under other trust settings (another alias of the same host, say).
 
 The remote side runs the command string through the user's login shell, so remote
 commands are always built with :func:`remote_command` from a list of arguments, each
@@ -134,10 +135,36 @@ class SshClient:
 
     def __post_init__(self) -> None:
         self.target = parse_host(self.host)
+        self._effective_config: str | None = None
 
     # -- command lines -------------------------------------------------------------------------
 
     def _option_args(self) -> list[str]:
+        args = self._base_args()
+        control_dir = _control_dir() if self.multiplex else None
+        if control_dir is not None:
+            # the socket is shared only by calls under the same client configuration: edgeopt's options and
+            # everything ~/.ssh/config gives the alias (two aliases of one host may trust different keys)
+            policy = hashlib.sha256("\0".join([*args, self.target.destination, self.effective_config()])
+                                    .encode()).hexdigest()[:12]
+            args += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/{policy}-%C",
+                     "-o", "ControlPersist=30"]
+        return args
+
+    def effective_config(self) -> str:
+        """What ``ssh -G`` prints for the destination under edgeopt's options: the alias's effective client
+        configuration (user, hostname, port, known-hosts files, host-key alias, strict checking, identities,
+        proxies). Read once per client; empty where ssh cannot print it (the alias then keys alone)."""
+        if self._effective_config is None:
+            try:
+                done = subprocess.run([self.ssh_binary, "-G", *self._base_args(), "--", self.target.destination],
+                                      capture_output=True, text=True, timeout=10)
+                self._effective_config = done.stdout if done.returncode == 0 else ""
+            except (OSError, subprocess.TimeoutExpired):
+                self._effective_config = ""
+        return self._effective_config
+
+    def _base_args(self) -> list[str]:
         args: list[str] = []
         if self.config_file is not None:
             args += ["-F", str(self.config_file)]
@@ -155,10 +182,6 @@ class SshClient:
         if self.known_hosts_file is not None:
             options.append(f"UserKnownHostsFile={self.known_hosts_file}")
         options += list(self.extra_options)
-        control_dir = _control_dir() if self.multiplex else None
-        if control_dir is not None:
-            policy = hashlib.sha256("\0".join(args + options).encode()).hexdigest()[:12]
-            options += ["ControlMaster=auto", f"ControlPath={control_dir}/{policy}-%C", "ControlPersist=30"]
         for option in options:
             args += ["-o", option]
         return args
@@ -252,12 +275,11 @@ class SshClient:
         """(hostname, port) as ssh would use them (``ssh -G``), for hints; falls back to the parsed host."""
         fallback = (self.target.destination.rpartition("@")[2], self.target.port or 22)
         try:
-            done = subprocess.run([self.ssh_binary, "-G", *self._option_args(), "--", self.target.destination],
-                                  capture_output=True, text=True, timeout=10)
+            text = self.effective_config()
         except (OSError, subprocess.TimeoutExpired):
             return fallback
         values: dict[str, str] = {}
-        for line in done.stdout.splitlines():
+        for line in text.splitlines():
             key, _, value = line.partition(" ")
             values.setdefault(key.lower(), value.strip())
         try:

@@ -192,6 +192,30 @@ def test_unknown_host_key_is_refused_with_hint(sshd, tmp_path, model, cache):
     assert empty.read_text() == ""  # strict: nothing was added
 
 
+def test_another_alias_of_the_same_host_never_rides_on_a_trusted_connection(sshd, tmp_path, model, cache):
+    """Issue 17: two aliases of one HostName, Port and User; only bench-pi's known_hosts holds the key. Profiling
+    bench-pi leaves a shared connection open; profiling stranger-pi right after must still check its own trust
+    settings and be refused."""
+    empty = tmp_path / "stranger_known_hosts"
+    empty.write_text("")
+    base = sshd.config.read_text().split("\n", 1)[1]  # the Host entry's settings, without its Host line
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host bench-pi\n{base}\n"
+                      f"Host stranger-pi\n{base.replace(str(sshd.known_hosts), str(empty))}"
+                      "    StrictHostKeyChecking yes\n")
+    trusted = SshClient("bench-pi", config_file=config)
+    trusted.connect_check()
+    stranger = SshClient("stranger-pi", config_file=config)
+    assert "userknownhostsfile " + str(empty) in stranger.effective_config().lower()
+    assert _control_path(stranger) != _control_path(trusted)
+    with pytest.raises(RemoteError, match="not in known_hosts"):
+        stranger.connect_check()
+    with pytest.raises(RemoteError, match="not in known_hosts"):
+        measure_over_ssh("stranger-pi", model, runs=1, **{**options(sshd, cache), "config_file": config})
+    assert empty.read_text() == ""
+    trusted.connect_check()  # the trusted alias still works, on its own connection
+
+
 def test_changed_host_key_is_refused(sshd, tmp_path):
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
