@@ -102,15 +102,24 @@ def test_unwritable_output_folder(cli, conv_onnx, tmp_path):
     _one_line_error(cli("convert", conv_onnx, "-o", blocker), 2, "not a folder")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
 def test_read_only_output_folder(cli, conv_onnx, tmp_path):
+    """A folder the user may not write; root ignores permissions, so for root it is a read-only mount."""
+    import subprocess
+
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if as_root:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], check=True)
+    else:
+        folder.chmod(0o500)
     try:
         _one_line_error(cli("convert", conv_onnx, "-o", folder), 2, "cannot write")
     finally:
-        folder.chmod(0o700)
+        if as_root:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            folder.chmod(0o700)
 
 
 @pytest.mark.parametrize("spec,fragment", [

@@ -192,3 +192,13 @@ def test_side_by_side_latency_counts_every_run_and_ratios_to_the_reference(burst
     assert stats["a"].ratio_to_reference is None and stats["b"].ratio_to_reference > 0
     assert stats["a"].runs == stats["b"].runs and stats["a"].runs % burst == 0 and stats["a"].runs >= 6 * burst
     assert 0 < stats["b"].median_ms <= stats["b"].p90_ms
+
+
+def test_arm_cores_are_named_from_cpuinfo_parts():
+    from edgeopt.runtime.device_runner import _arm_cores
+
+    big_little = "".join(f"processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: {part}\n\n"
+                         for i, part in enumerate(["0xd05"] * 4 + ["0xd0b"] * 4))
+    assert _arm_cores(big_little) == ["Cortex-A55", "Cortex-A76"]
+    assert _arm_cores("CPU implementer\t: 0x51\nCPU part\t: 0x804\n") == ["0x51/0x804"]  # not Arm's: kept as is
+    assert _arm_cores("model name\t: AMD EPYC\nflags\t: avx2\n") == []

@@ -113,6 +113,7 @@ def _device_line(measurement: Measurement) -> str:
     """CPU, runtime, temperature and throttling: what explains a surprising device number."""
     facts, after = measurement.device, measurement.device_after
     parts = [facts.get("board") or facts.get("cpu_model") or facts.get("machine", "?"),
+             " + ".join(facts.get("cpu_cores") or []) or None,
              f"{facts.get('cpu_count', '?')} cores", f"{measurement.runtime.get('name')} "
              f"{measurement.runtime.get('version') or ''}".strip()]
     if facts.get("cpu_governor"):
@@ -128,7 +129,7 @@ def _device_line(measurement: Measurement) -> str:
         past = [k.removesuffix("_occurred") for k, v in throttled.items() if v is True and k.endswith("_occurred")]
         parts.append("THROTTLED: " + ", ".join(active) if active else
                      ("throttled earlier: " + ", ".join(past) if past else "not throttled"))
-    return "  " + "; ".join(parts)
+    return "  " + "; ".join(part for part in parts if part)
 
 
 def _render(report: ProfileReport, top: int) -> None:

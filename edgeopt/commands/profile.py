@@ -261,6 +261,7 @@ class Device(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
     ssh: str
     target: str | None = None  # target profile to compare this device's measurement with
+    python: str | None = Field(None, min_length=1)  # its Python (a venv's), instead of --remote-python
 
 
 def load_hosts_file(path: Path) -> list[Device]:
@@ -290,7 +291,7 @@ def load_hosts_file(path: Path) -> list[Device]:
         except ValidationError as exc:
             field, message = first_validation_error(exc, "(entry)")
             raise InputError(f"{path}: device #{index}, field {field!r}: {message}",
-                             "each [[device]] has name, ssh and optionally target") from None
+                             "each [[device]] has name, ssh and optionally target and python") from None
     names = [d.name for d in devices]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -325,7 +326,8 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
         for count in threads or [1]:
             run = profile_over_ssh(device.ssh, path, runs=runs, threads=count, inputs=samples_file,
                                    emit_outputs=reference is not None and not results, state_pairs=state_pairs,
-                                   events=events.scoped(device=device.name), **ssh_options)
+                                   events=events.scoped(device=device.name),
+                                   **{**ssh_options, **({"python": device.python} if device.python else {})})
             map_op_names(run.measurement, names)
             if reference is not None and not results:
                 report.device_fidelity[device.name] = _device_fidelity(device.name, reference, run.measurement)

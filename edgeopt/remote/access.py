@@ -18,6 +18,7 @@ class SshDevice:
         self.settings = settings
         self.name = settings.ssh
         self.target = settings.target
+        self._facts: dict[str, Any] | None = None
 
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"python": self.settings.python, "accept_new_host_key": self.settings.accept_new_host_key,
@@ -25,6 +26,15 @@ class SshDevice:
         if self.settings.ssh_config:
             options["config_file"] = self.settings.ssh_config
         return options
+
+    def facts(self) -> dict[str, Any]:
+        """The device's facts and runtime (``device``, ``runtime``), read once."""
+        if self._facts is None:
+            from edgeopt.remote.device import facts_over_ssh
+
+            options = {k: v for k, v in self._options().items() if k != "cache_dir"}
+            self._facts = facts_over_ssh(self.name, **options)
+        return self._facts
 
     def latency(self, models: dict[str, bytes | Path], feeds: dict[str, np.ndarray], events: Events) -> dict[str, Any]:
         """Float vs int8 candidates measured side by side on the device (quantize's latency rule)."""

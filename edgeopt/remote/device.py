@@ -325,12 +325,47 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
     return RemoteRun(measurement, host, sha, uploaded, cached)
 
 
-# $1 device-side timeout (s), $2 python, $3 the runner's source; the bundle arrives on stdin.
+# $1 device-side timeout (s), $2 python, $3 the runner's source, $4 its mode; a bundle arrives on stdin.
 _MICROBENCH = r"""
-t=$1; py=$2; src=$3
-if command -v timeout >/dev/null 2>&1; then exec timeout "$t" "$py" -c "$src" --microbench; fi
-exec "$py" -c "$src" --microbench
+t=$1; py=$2; src=$3; mode=$4
+if command -v timeout >/dev/null 2>&1; then exec timeout "$t" "$py" -c "$src" "$mode"; fi
+exec "$py" -c "$src" "$mode"
 """
+
+
+def facts_over_ssh(host: str, *, python: str = "python3", config_file: Path | str | None = None,
+                   known_hosts_file: Path | str | None = None, identity_file: Path | str | None = None,
+                   accept_new_host_key: bool = False, extra_ssh_options: list[str] | None = None,
+                   connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, timeout_s: float = 120.0) -> dict:
+    """The device's facts (CPU, its features, board) and runtime, as the runner reports them: what the int8
+    recipe depends on. Nothing is written to the device's disk."""
+    client = SshClient(host, config_file=config_file, known_hosts_file=known_hosts_file,
+                       identity_file=identity_file, accept_new_host_key=accept_new_host_key,
+                       connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
+    command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"),
+                         "--facts")
+    try:
+        result = client.run(command, timeout_s=timeout_s, what="reading the device's facts")
+    except SshTimeout:
+        raise RemoteError(f"reading the device's facts on {host} did not finish within {timeout_s:.0f} s",
+                          "check the device's load") from None
+    payload = _runner_payload(result.text) if result.returncode in (0, 3) else None
+    if isinstance(payload, dict) and "error" in payload:
+        raise RemoteError(f"the runner on {host} failed: {payload['error']}",
+                          "install numpy and onnxruntime on the device" if payload.get("kind") ==
+                          "runtime-missing" else "rerun with --debug")
+    if isinstance(payload, dict) and payload.get("kind") == "facts":
+        return payload
+    _interpret(result.returncode, "", result.error_text, host, python, timeout_s)
+    raise RemoteError(f"the runner on {host} printed no facts", "rerun with --debug")  # pragma: no cover
+
+
+def _runner_payload(text: str) -> dict | None:
+    try:
+        payload = json.loads(text.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
@@ -351,7 +386,8 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
     # each memory probe starts an interpreter and imports the runtime (seconds on a Pi)
     probes = len(bundle.get("memory_probes") or [])
     timeout_s = timeout_s or connect_timeout_s + 120 + 4 * kernels * float(bundle.get("budget_s", 1.5)) + 15 * probes
-    command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"))
+    command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"),
+                         "--microbench")
     try:
         result = client.run(command, timeout_s=timeout_s, input_bytes=json.dumps(bundle).encode(),
                             what="the microbenchmarks")
@@ -359,10 +395,7 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
         raise RemoteError(f"the microbenchmarks on {host} did not finish within {timeout_s:.0f} s",
                           "lower --seconds; the device side stops itself shortly after") from None
     if result.returncode in (0, 3):
-        try:
-            payload = json.loads(result.text.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            payload = None
+        payload = _runner_payload(result.text)
         if isinstance(payload, dict) and "error" in payload:
             raise RemoteError(f"the microbenchmarks on {host} failed: {payload['error']}",
                               "install numpy and onnxruntime on the device" if payload.get("kind") ==

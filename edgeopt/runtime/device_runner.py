@@ -4,10 +4,13 @@
 Self-contained on purpose: it uses only the standard library, numpy and the runtime
 (onnxruntime, or LiteRT / tflite-runtime for .tflite files), so the same file runs
 locally in a subprocess and, copied over SSH, on a device with nothing else installed.
+Over 600 lines because of that: measuring, device facts, microbenchmarks and memory probes
+travel as this one file, and none of it may import edgeopt.
 It prints one JSON document on stdout; errors are JSON too ({"error": ..., "kind": ...})
 with a non-zero exit code.
 
     python3 device_runner.py --microbench < bundle.json     (peaks for `targets calibrate`)
+    python3 device_runner.py --facts                         (the device and its runtime)
     python3 device_runner.py MODEL [--runs 50] [--warmup 5] [--threads 1]
                              [--inputs inputs.npz] [--save-outputs out.npz] [--emit-outputs] [--profile]
 
@@ -88,6 +91,9 @@ def device_facts() -> dict:
             break
     if "model" in fields and not fields["model"].isdigit():
         facts["board"] = fields["model"]
+    cores = _arm_cores(cpuinfo)
+    if cores:
+        facts["cpu_cores"] = cores
     features = fields.get("flags") or fields.get("features")
     if features:
         facts["cpu_features"] = features.split()
@@ -112,6 +118,36 @@ def device_facts() -> dict:
     except OSError:
         pass
     return facts
+
+
+# Arm Ltd (implementer 0x41) core part numbers, as Linux lists them (arch/arm64/include/asm/cputype.h)
+_ARM_PARTS = {0xd03: "Cortex-A53", 0xd04: "Cortex-A35", 0xd05: "Cortex-A55", 0xd07: "Cortex-A57", 0xd08: "Cortex-A72",
+              0xd09: "Cortex-A73", 0xd0a: "Cortex-A75", 0xd0b: "Cortex-A76", 0xd0c: "Neoverse-N1", 0xd0d: "Cortex-A77",
+              0xd40: "Neoverse-V1", 0xd41: "Cortex-A78", 0xd44: "Cortex-X1", 0xd46: "Cortex-A510", 0xd47: "Cortex-A710",
+              0xd48: "Cortex-X2", 0xd49: "Neoverse-N2", 0xd4b: "Cortex-A78C", 0xd4d: "Cortex-A715", 0xd4e: "Cortex-X3",
+              0xd4f: "Neoverse-V2", 0xd80: "Cortex-A520", 0xd81: "Cortex-A720", 0xd82: "Cortex-X4"}
+
+
+def _arm_cores(cpuinfo: str) -> list[str]:
+    """The distinct Arm cores /proc/cpuinfo lists (big.LITTLE boards have two kinds), in order; an unknown part
+    keeps its number."""
+    cores: list[str] = []
+    implementer = None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "cpu implementer":
+            implementer = value
+        elif key == "cpu part" and implementer is not None:
+            try:
+                part = int(value, 16)
+            except ValueError:
+                continue
+            name = _ARM_PARTS.get(part) if implementer.lower() == "0x41" else None
+            name = name or f"{implementer}/{value}"
+            if name not in cores:
+                cores.append(name)
+    return cores
 
 
 # Bits of the Raspberry Pi firmware's get_throttled word (documented with vcgencmd).
@@ -525,6 +561,12 @@ def microbench(bundle: dict, progress=None) -> dict:
             "runtime": {"name": "onnxruntime", "version": ort.__version__}, "device": device_facts()}
 
 
+def _runtime_facts() -> dict:
+    import onnxruntime as ort
+
+    return {"name": "onnxruntime", "version": ort.__version__}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Measure a model's latency and memory on this machine.")
     parser.add_argument("model", nargs="?")
@@ -539,11 +581,16 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--microbench", action="store_true",
                         help="run the microbenchmark bundle (JSON) read from stdin instead of measuring a model")
+    parser.add_argument("--facts", action="store_true", help="print the device's facts and runtime only")
     args = parser.parse_args(argv)
-    if not args.microbench and not args.model:
-        parser.error("a model path is required (or --microbench)")
+    if not args.microbench and not args.facts and not args.model:
+        parser.error("a model path is required (or --microbench, --facts)")
     try:
-        result = microbench(json.load(sys.stdin)) if args.microbench else measure(args)
+        if args.facts:
+            result = {"runner_version": RUNNER_VERSION, "kind": "facts", "device": device_facts(),
+                      "runtime": _runtime_facts()}
+        else:
+            result = microbench(json.load(sys.stdin)) if args.microbench else measure(args)
     except MemoryError:
         print(json.dumps({"error": "out of memory while loading or running the model", "kind": "oom"}))
         return 3

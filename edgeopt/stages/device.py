@@ -77,7 +77,7 @@ class DeviceStage:
             summary = DeviceSummary(
                 host=settings.ssh, target=target, threads=settings.threads, p50_ms=final.latency_ms.p50,
                 p90_ms=final.latency_ms.p90, peak_rss_increase_bytes=final.memory.peak_rss_increase_bytes,
-                device={k: final.device.get(k) for k in ("cpu_model", "board", "machine", "cpu_count")})
+                device={k: final.device.get(k) for k in ("cpu_model", "cpu_cores", "board", "machine", "cpu_count")})
             if "float_baseline" in measurements:
                 float_p50 = measurements["float_baseline"].latency_ms.p50
                 summary.float_p50_ms = float_p50

@@ -12,7 +12,7 @@ import pytest
 from edgeopt.stages.quantize.fidelity import compare_outputs, measure_fidelity
 from edgeopt.stages.quantize.quantizer import quantize_weights_only
 from edgeopt.stages.quantize.recipes import candidate_recipes, default_static, isa_family
-from edgeopt.targets import TargetProfile
+from edgeopt.targets import TargetProfile, load_target
 
 
 def _target(arch: str, features: tuple[str, ...]) -> TargetProfile:
@@ -119,3 +119,21 @@ def test_integer_outputs_are_judged_by_exact_agreement():
     result = compare_outputs("class_id", np.array([3, 5, 7, 9]), np.array([3, 1, 7, 8]))
     assert result.exact_agreement == 0.5 and result.floor_cosine == 0.5  # a cosine would say 1.0
     assert compare_outputs("mask", np.array([True, False]), np.array([True, False])).floor_cosine == 1.0
+
+
+def test_the_measuring_devices_cpu_chooses_the_recipe():
+    """convert --ssh: the board that measures the candidates decides which int8 kernels can pay."""
+    from edgeopt.stages.quantize.recipes import default_static, isa_family, recipe_target_of_device
+
+    rpi5 = load_target("rpi5")  # Cortex-A76: dot-product instructions
+    pi4_facts = {"machine": "aarch64", "cpu_features": ["fp", "asimd", "evtstrm", "crc32", "cpuid"]}
+    target, note = recipe_target_of_device(rpi5, pi4_facts, "pi4")
+    assert isa_family(target) == "arm" and target.name == "rpi5"
+    assert note == "int8 recipe for pi4's CPU (aarch64, arm), which measures the candidates, not for rpi5's " \
+                   "(aarch64, arm-dot)"
+    assert "no dot-product" in default_static(target).reason
+    same, quiet = recipe_target_of_device(rpi5, {"machine": "aarch64", "cpu_features": ["asimd", "asimddp"]}, "pi5")
+    assert isa_family(same) == "arm-dot" and quiet is None
+    x86, _ = recipe_target_of_device(rpi5, {"machine": "x86_64", "cpu_features": ["avx2", "fma"]}, "loopback")
+    assert default_static(x86).recipe.reduce_range  # AVX2 without VNNI
+    assert recipe_target_of_device(rpi5, {}, "silent") == (rpi5, None)  # facts unknown: the profile stands

@@ -117,3 +117,51 @@ Host {ALIAS}
     except subprocess.TimeoutExpired:
         server.kill()
     log.close()
+
+
+BOARD_ALIAS = "edgeopt-test-pi"
+
+
+@dataclass
+class ArmBoard:
+    """The emulated Raspberry Pi 4 of tools/emulated_board.py, reachable as ``alias`` through ``config``."""
+
+    alias: str
+    config: Path
+    python: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def arm_board(sshd, tmp_path_factory) -> ArmBoard:
+    """An aarch64 Debian userland under qemu user-mode emulation with its own sshd, onnxruntime and a Pi 4's
+    /proc/cpuinfo (tools/emulated_board.py; built once and cached, a few minutes). Timings there mean nothing:
+    tests check the path and the numbers that do not depend on speed."""
+    import sys
+
+    tools = str(Path(__file__).resolve().parents[2] / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import emulated_board
+
+    def unavailable(message: str):
+        if os.environ.get("CI"):  # .ci/run installs qemu-user-static and debootstrap: a skip would hide that
+            pytest.fail(message)
+        pytest.skip(message)
+
+    missing = emulated_board.missing_prerequisites()
+    if missing:
+        unavailable("the emulated board needs " + "; ".join(missing))
+    try:
+        root = emulated_board.build(log=lambda message: print(message, file=sys.stderr))
+        board = emulated_board.start(free_port(), sshd.identity.with_suffix(".pub").read_text(), root)
+    except emulated_board.BoardError as exc:
+        unavailable(str(exc))
+    folder = tmp_path_factory.mktemp("arm-board")
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(board.known_hosts_line() + "\n")
+    config = folder / "ssh_config"
+    config.write_text(board.ssh_config(BOARD_ALIAS, sshd.identity, known_hosts) +
+                      sshd.config.read_text())  # the loopback x86 device too, for fleets mixing both
+    yield ArmBoard(BOARD_ALIAS, config, board.python, board.port)
+    board.stop()

@@ -74,6 +74,9 @@ class DeviceAccess(Protocol):
     name: str
     target: str | None
 
+    def facts(self) -> dict[str, Any]:
+        """The device's facts (``device``: machine, cpu_features, ...) and ``runtime``."""
+
     def latency(self, models: dict[str, bytes], feeds: dict[str, np.ndarray], events: Events) -> dict[str, Any]:
         """Float vs candidates timed side by side (stats by label, ratios to "float")."""
 

@@ -68,6 +68,23 @@ def isa_family(target: TargetProfile) -> str:
     return isa_family_of(target.arch, target.isa_features)
 
 
+def recipe_target_of_device(target: TargetProfile, facts: dict, device: str) -> tuple[TargetProfile, str | None]:
+    """``target`` with the CPU of the device that measures the candidates (``--ssh``): its int8 kernels decide
+    which recipe can pay, whatever the profile says; a note when the two disagree."""
+    from edgeopt.targets import INT8_RELEVANT_FLAGS
+
+    machine = facts.get("machine")
+    if not machine:
+        return target, None
+    features = tuple(sorted(set(facts.get("cpu_features") or ()) & INT8_RELEVANT_FLAGS))
+    device_family, profile_family = isa_family_of(machine, features), isa_family(target)
+    measured = target.model_copy(update={"arch": machine, "isa_features": features})
+    if device_family == profile_family:
+        return measured, None
+    return measured, (f"int8 recipe for {device}'s CPU ({machine}, {device_family}), which measures the "
+                      f"candidates, not for {target.name}'s ({target.arch}, {profile_family})")
+
+
 def default_static(target: TargetProfile, overrides: dict[str, object] | None = None) -> RecipeChoice:
     family = isa_family(target)
     if family == "x86-vnni":

@@ -14,6 +14,7 @@ from edgeopt.stages.common.context import StageContext, StageModel, graph_input_
 from edgeopt.stages.common.records import StageDetails, absent, register_details
 from edgeopt.stages.quantize.budget import MemoryBudget
 from edgeopt.stages.quantize.calibration import BatchStream
+from edgeopt.stages.quantize.recipes import recipe_target_of_device
 from edgeopt.stages.quantize.search import Candidate, QuantizeOutcome
 
 
@@ -139,6 +140,10 @@ class QuantizeStage:
                                       threads=settings.threads, metrics=dict(settings.metrics))
             events = context.events.scoped("quantize")
             device = context.device
+            if device is not None:
+                target, note = recipe_target_of_device(target, device.facts().get("device") or {}, device.name)
+                if note:
+                    record.warnings.append(note)
             quantized, outcome = search(
                 current, target=target, options=options, calibration=calib_batches, evaluation=eval_batches,
                 state_pairs=state_pairs, events=events,
