@@ -27,18 +27,33 @@ ACCELERATORS = {
     "jetson-orin-nano": False,  # TensorRT: fp32/fp16/int8
 }
 
-# The per-core per-cycle rates each profile documents in its comments (a MAC counts as 2 ops):
-# name -> (cores, GHz, fp32 FLOP/cycle, fp16 FLOP/cycle or None, int8 op/cycle).
-DERIVED_CPU_PEAKS = {
-    "rpi3b": (4, 1.2, 8, None, 16),        # A53: one 4-lane FMLA/cycle; int8 widening MACs (assumed 2x)
-    "rpi-zero2w": (4, 1.0, 8, None, 16),   # same core at 1.0 GHz
-    "rpi4b": (4, 1.8, 8, None, 16),        # A72: one 4-lane FMLA/cycle over 2x64-bit pipes
-    "rpi5": (4, 2.4, 16, 32, 64),          # A76: two 128-bit pipes, FMLA/SDOT on both
-    "cortex-a55": (4, 1.8, 8, 16, 32),     # A55: one 128-bit op/cycle, SDOT
-    "cortex-a78": (3, 2.42, 16, 32, 64),   # A78: two 128-bit pipes
-    "jetson-orin-nano": (6, 1.5, 16, 32, 64),  # A78AE
-    "cortex-m55": (1, 0.4, 4, 8, 16),      # Helium on a 64-bit (dual-beat) datapath
+# Per microarchitecture, not per profile: (fp32 FLOP/cycle, fp16 FLOP/cycle or None, int8 op/cycle) per core, a
+# MAC counting as 2 ops, and whether the core has the dot-product (asimddp) and half-precision (asimdhp) SIMD
+# instructions. Each profile's core, cores and clock are read from its display name and checked against its
+# fields, so a peak that disagrees with the core it names, or two profiles disagreeing about one core, fail.
+CORES = {
+    "Cortex-A53": (8, None, 16, False),   # one 4-lane FMLA/cycle; int8 widening MACs (assumed 2x)
+    "Cortex-A72": (8, None, 16, False),   # one 4-lane FMLA/cycle over 2x64-bit pipes
+    "Cortex-A76": (16, 32, 64, True),     # two 128-bit pipes, FMLA/SDOT on both
+    "Cortex-A55": (8, 16, 32, True),      # one 128-bit op/cycle, SDOT
+    "Cortex-A78": (16, 32, 64, True),     # two 128-bit pipes (A78AE: the same core)
+    "Cortex-M55": (4, 8, 16, None),       # Helium on a 64-bit (dual-beat) datapath; not Linux cpuinfo flags
 }
+DISPLAYED = re.compile(r"(?:(\d+)x (Cortex-[AM]\d+)(?:AE)? @ ([\d.]+) (GHz|MHz))|"
+                       r"(?:(Cortex-[AM]\d+).*?\((\d+) cores? @ ([\d.]+) (GHz|MHz))|"
+                       r"(?:(Cortex-[AM]\d+) MCU.*?(\d+) core @ ([\d.]+) (GHz|MHz))")
+
+
+def displayed_core(display_name: str) -> tuple[str, int, float]:
+    """(core, cores, GHz) as the profile's display name states them."""
+    match = DISPLAYED.search(display_name)
+    assert match, f"no 'Nx Cortex-X @ F GHz' in {display_name!r}"
+    groups = [g for g in match.groups() if g is not None]
+    if groups[0].isdigit():
+        count, core, clock, unit = groups
+    else:
+        core, count, clock, unit = groups
+    return core, int(count), float(clock) / (1000 if unit == "MHz" else 1)
 # Accelerator peaks: name -> {dtype: ops/s} from the documented inputs.
 DERIVED_ACCEL_PEAKS = {
     "coral-edgetpu": {"int8": 4e12},                      # Google's 4 TOPS
@@ -93,18 +108,20 @@ def test_cpu_profiles_have_the_basics(targets, name):
     assert {"conv", "matmul", "fully_connected"} <= set(t.efficiency)
 
 
-@pytest.mark.parametrize("name", sorted(DERIVED_CPU_PEAKS))
-def test_cpu_peaks_are_cores_times_clock_times_ops_per_cycle(targets, name):
-    cores, ghz, fp32, fp16, int8 = DERIVED_CPU_PEAKS[name]
+@pytest.mark.parametrize("name", sorted(CPU_LIKE))
+def test_cpu_peaks_follow_from_the_core_its_cores_and_clock(targets, name):
     t = targets[name]
-    assert (t.cores, t.clock_ghz) == (cores, ghz)
+    core, cores, ghz = displayed_core(t.display_name)
+    assert (t.cores, t.clock_ghz) == (cores, ghz), f"{name}: fields disagree with {t.display_name!r}"
+    fp32, fp16, int8, dot = CORES[core]
     assert math.isclose(t.peak_ops_per_s.fp32, cores * ghz * 1e9 * fp32, rel_tol=0.01)
     assert math.isclose(t.peak_ops_per_s.int8, cores * ghz * 1e9 * int8, rel_tol=0.01)
     if fp16 is None:
-        assert t.peak_ops_per_s.fp16 is None, f"{name}: no fp16 arithmetic on this core"
-        assert "asimdhp" not in t.isa_features
+        assert t.peak_ops_per_s.fp16 is None, f"{name}: no fp16 arithmetic on {core}"
     else:
         assert math.isclose(t.peak_ops_per_s.fp16, cores * ghz * 1e9 * fp16, rel_tol=0.01)
+    if dot is not None:  # the recipe's ISA family follows from these flags
+        assert ("asimddp" in t.isa_features) == dot and ("asimdhp" in t.isa_features) == (fp16 is not None)
 
 
 def test_rpi5_fp32_peak_matches_documented_derivation(targets):

@@ -47,11 +47,34 @@ def test_prune_and_finetune_a_torch_source(cli, tmp_path):
     assert steps["pruned"]["host_latency_ratio"] > 0
     # fine-tuning wins the accuracy back (pruning alone destroys it on this model)
     assert steps["fine-tuned"]["accuracy"] >= 0.95 > steps["pruned"]["accuracy"]
-    curve = stage["details"]["finetune"]["curve"]
-    assert 1 <= len(curve) <= 6 and all(e["val_loss"] > 0 for e in curve)
+    finetuned = stage["details"]["finetune"]
+    curve = finetuned["curve"]
+    assert len(curve) == finetuned["epochs_run"] and all(e["val_loss"] > 0 for e in curve)
+    # all six epochs, or stopped after two (--patience) without a better validation loss
+    if finetuned["stopped_early"]:
+        assert finetuned["epochs_run"] < 6 and finetuned["epochs_run"] - finetuned["best_epoch"] == 2
+    else:
+        assert finetuned["epochs_run"] == 6
     # the table in the human output
     text = cli("convert", *FACTORY, "-o", tmp_path / "again", "--prune", "0.25")
     assert text.code == 0 and "Pruning 25%" in text.stdout
+
+
+def test_l2_reaches_fine_tuning_and_shrinks_the_shipped_weights(cli, tmp_path):
+    """--l2 is the optimizer's weight decay: a strong one leaves smaller weights in the exported model."""
+    norms = {}
+    for l2 in ("0", "0.5"):
+        out = tmp_path / f"l2-{l2}"
+        result = cli("convert", *FACTORY, "-o", out, "--prune", "0.25", "--finetune", DIGITS / "train.npz",
+                     "--epochs", "3", "--patience", "3", "--lr", "0.01", "--l2", l2, "--json")
+        assert result.code == 0, result.stderr
+        stage = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "prune")
+        assert stage["options"]["finetune"]["weight_decay"] == float(l2)
+        model = onnx.load(str(out / "model.onnx"))
+        conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+        norms[l2] = sum(float(np.square(numpy_helper.to_array(t)).sum()) for t in model.graph.initializer
+                        if t.name in conv_weights)
+    assert norms["0.5"] < 0.8 * norms["0"]
 
 
 def test_prune_an_onnx_source_then_quantize(cli, tmp_path):

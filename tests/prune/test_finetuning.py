@@ -191,17 +191,38 @@ def test_hook_with_its_own_loss(tmp_path):
         load_finetune_data(f"{hook}:missing", FEATURES)
 
 
-def test_distillation_from_a_teacher(blobs_npz):
-    data = load_finetune_data(blobs_npz, FEATURES)
+def test_distillation_from_a_teacher(tmp_path):
+    """The student's training labels are shuffled, so only the teacher can teach it: with distillation alone
+    (weight 1) it learns the classes; trained on those labels it does not. A distillation loss that did
+    nothing would fail the first half."""
+    x, y = _blobs()
+    truth, shuffled, val = tmp_path / "truth.npz", tmp_path / "shuffled.npz", tmp_path / "val.npz"
+    np.savez(truth, features=x[:180], labels=y[:180])
+    np.savez(shuffled, features=x[:180], labels=np.random.default_rng(5).permutation(y[:180]))
+    np.savez(val, features=x[180:], labels=y[180:])
     teacher = _model()
-    finetune(teacher, data.train, data.val, FinetuneConfig(epochs=5, lr=0.01, patience=5))
-    torch.manual_seed(1)
-    student = _MLP()
-    result = finetune(student, data.train, data.val,
-                      FinetuneConfig(epochs=5, lr=0.01, patience=5, distill_weight=0.7, temperature=2.0),
-                      teacher=teacher)
-    assert result.distilled
-    assert result.best_val_accuracy > 0.9
+    finetune(teacher, load_finetune_data(truth, FEATURES, val=val).train, load_finetune_data(truth, FEATURES, val=val).val,
+             FinetuneConfig(epochs=8, lr=0.01, patience=8))
+    assert evaluate(teacher, load_finetune_data(truth, FEATURES, val=val).val)[1] > 0.9
+    data = load_finetune_data(shuffled, FEATURES, val=val)
+    students = {}
+    for weight in (1.0, 0.0):
+        torch.manual_seed(1)
+        students[weight] = _MLP()
+        result = finetune(students[weight], data.train, data.val,
+                          FinetuneConfig(epochs=8, lr=0.01, patience=8, distill_weight=weight, temperature=2.0),
+                          teacher=teacher)
+        assert result.distilled == (weight > 0)
+    assert evaluate(students[1.0], data.val)[1] > 0.9
+    assert evaluate(students[0.0], data.val)[1] < 0.7
+
+
+def test_l2_weight_decay_shrinks_weights(blobs_npz):
+    data = load_finetune_data(blobs_npz, FEATURES)
+    plain, decayed = _model(), _model()
+    finetune(plain, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3))
+    finetune(decayed, data.train, data.val, FinetuneConfig(epochs=3, lr=0.01, patience=3, weight_decay=0.5))
+    assert decayed.fc1.weight.square().sum() < 0.8 * plain.fc1.weight.square().sum()
 
 
 def test_l1_shrinks_weights_and_checkpoint_written(blobs_npz, tmp_path):

@@ -272,6 +272,11 @@ def test_search_records_measured_trials_and_ships_what_they_chose(speed_fallback
     if not speed_fallback:
         assert chosen.speed_fallback == []
         return
+    # the fallback ran: both models were profiled here; trials ran exactly when a layer profiled slower in
+    # int8, and each tries a suspect (with the activation fused to it)
+    assert outcome.speed_fallback_profiled_on == "host"
+    assert bool(chosen.speed_fallback) == bool(chosen.speed_fallback_suspects)
+    assert all(set(t.nodes) & set(chosen.speed_fallback_suspects) for t in chosen.speed_fallback)
     accepted = [t for t in chosen.speed_fallback if t.accepted]
     for trial in chosen.speed_fallback:
         assert trial.int8_us > trial.float_us * 1.1  # only layers that profiled slower in int8 are tried
@@ -286,6 +291,37 @@ def test_search_records_measured_trials_and_ships_what_they_chose(speed_fallback
     assert chosen.fidelity.metrics and all(m.passed for m in chosen.fidelity.metrics)  # the task metric holds
     # The recorded latency is the shipped model's, timed against float after the fallback.
     assert chosen.latency_ratio is not None and outcome.float_latency is not None
+
+
+def test_layers_profiled_slower_in_int8_are_tried_and_timed_for_real():
+    """The real-timing path with a ranking that names suspects on every CPU: the per-node costs come from the
+    device seam (as from a board over SSH), the trials are timed here with onnxruntime. Whether a trial is
+    accepted depends on this machine; that trials run, what they try and how they decide does not."""
+    model = small_cnn()
+    slow = {"stem": (10.0, 40.0), "pointwise": (10.0, 30.0)}  # µs: float, int8
+
+    def costs(_model, label: str) -> dict[str, float]:
+        return {name: pair[0 if label == "float" else 1] for name, pair in slow.items()} | {
+            "depthwise": 10.0, "classifier": 10.0}
+
+    evaluation = _feeds(16, 2)
+    options = QuantizeOptions(mode="static", force_int8=True, latency_budget_s=2.0)
+    shipped, outcome = search(model, target=load_target("host"), options=options, calibration=_feeds(16, 0),
+                              evaluation=evaluation, labels=None, timing_feeds=evaluation[0],
+                              device_node_costs=costs)
+    chosen = next(c for c in outcome.candidates if c.name == outcome.chosen)
+    assert chosen.speed_fallback_suspects == ["stem", "pointwise"]  # worst first
+    first = chosen.speed_fallback[0]
+    assert {"stem", "pointwise"} <= set(first.nodes) and first.note.startswith("all slower layers at once")
+    assert first.latency_ratio is not None and first.latency_ratio > 0  # timed here, for real
+    for trial in chosen.speed_fallback:
+        assert trial.accepted == (trial.latency_ratio is not None and trial.latency_ratio < ACCEPT_BELOW
+                                  and "floor" not in (trial.note or ""))
+    kept = {n for t in chosen.speed_fallback if t.accepted for n in t.nodes}
+    assert kept <= set(chosen.float_nodes)
+    float_weights = {t.name for t in shipped.graph.initializer if t.data_type == TensorProto.FLOAT}
+    weights = {"stem": "w_stem", "pointwise": "w_pw"}
+    assert {weights[n] for n in kept if n in weights} <= float_weights
 
 
 def test_a_profile_that_fails_skips_the_fallback_with_a_warning():

@@ -76,6 +76,41 @@ def test_inputs_are_measured_on_the_device_and_its_outputs_compared(cli, sshd):
     assert text.code == 0 and f"Outputs on {sshd.alias} vs this machine" in text.stdout
 
 
+def perturbed_python(folder) -> str:
+    """A device Python whose onnxruntime really returns other numbers: every float output of a session is
+    scaled per element by 1 + N(0, 0.3) (seeded), as a runtime with other kernels or a bug would."""
+    site = folder / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import numpy as np, onnxruntime as ort\n"
+        "_run = ort.InferenceSession.run\n"
+        "_rng = np.random.default_rng(0)\n"
+        "def run(self, *args, **kwargs):\n"
+        "    outputs = _run(self, *args, **kwargs)\n"
+        "    return [o * (1 + 0.3 * _rng.standard_normal(o.shape)).astype(o.dtype)\n"
+        "            if isinstance(o, np.ndarray) and o.dtype.kind == 'f' else o for o in outputs]\n"
+        "ort.InferenceSession.run = run\n")
+    wrapper = folder / "python-perturbed"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{site}" exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_outputs_that_differ_on_the_device_are_warned_with_the_figures(cli, sshd, tmp_path):
+    result = cli("profile", DIGITS, "--ssh", sshd.alias, "--ssh-config", sshd.config, "--remote-python",
+                 perturbed_python(tmp_path), "--runs", "2", "--inputs", REPO / "models" / "digits" / "eval.npz",
+                 "--input-samples", "8", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    fidelity = report["device_fidelity"][sshd.alias]
+    (output,) = fidelity["outputs"]
+    assert fidelity["samples"] == 8 and fidelity["worst_cosine"] < 0.999
+    assert output["cosine_mean"] < 0.999 and output["max_abs_error"] > 0
+    (warning,) = [w for w in report["warnings"] if "differ" in w]
+    assert f"outputs on {sshd.alias} differ from this machine's" in warning
+    assert f"worst agreement {fidelity['worst_cosine']:.4f} (output '{output['name']}')" in warning
+
+
 def test_progress_names_each_device_and_its_stages(sshd):
     from edgeopt.commands.profile import profile_model
     from edgeopt.events import Events

@@ -317,7 +317,7 @@ class _Trainer:
             if self.config.l1 > 0:
                 objective = objective + self.config.l1 * sum(p.abs().sum() for p in self.l1_params)
             if not torch.isfinite(objective):
-                raise InputError("the training loss became NaN/Inf", "lower the learning rate (--finetune-lr)")
+                raise InputError("the training loss became NaN/Inf", "lower the learning rate (--lr)")
             objective.backward()
             optimizer.step()
             size = int(labels.shape[0]) if labels is not None and labels.dim() else 1

@@ -1,10 +1,9 @@
 """Choosing the int8 model to ship: candidates, fidelity floor, mixed precision, latency.
 
-For each candidate recipe: quantize, refuse degenerate results (does not load, nothing quantized, bigger
-than the float model), measure fidelity on held-out data with each output's task metric (metrics.py),
-and when it is below the floor keep quantizer groups in float (mixed_precision.py, within a time
-budget). On the host target the surviving candidates and the float model are timed side by side; an
-int8 model that is not faster is not shipped unless the user insists.
+For each candidate recipe: quantize, refuse degenerate results (does not load, nothing quantized, bigger than
+the float model), measure fidelity on held-out data with each output's task metric (metrics.py), and below the
+floor keep quantizer groups in float (mixed_precision.py, within a time budget). On the host (or a device) the
+surviving candidates and float are timed side by side; int8 that is not faster ships only if the user insists.
 
 The evaluation data is walked afresh, one batch alive at a time, wherever it is used (issue 22): its
 inputs are never kept. The float model's outputs on it are computed once and kept, one entry per batch,
@@ -94,6 +93,7 @@ class Candidate(BaseModel):
     mixed_precision_ranking: list[RevertEffect] = []
     mixed_precision_stop: str | None = None  # why reverting stopped
     speed_fallback: list[SpeedTrial] = []
+    speed_fallback_suspects: list[str] = []  # layers its profile found slower in int8, worst first
     fidelity: Fidelity | None = None
     latency: LatencyStats | None = None
     latency_ratio: float | None = None
@@ -578,10 +578,12 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
         return
     quantized = {n.name for n in prepared.graph.node
                  if n.op_type in COMPUTE_OPS and n.name not in candidate.recipe.nodes_to_exclude}
+    suspects = slower_in_int8(float_costs, int8_costs, quantized)
+    candidate.speed_fallback_suspects = [name for name, _, _ in suspects]
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
-        slower_in_int8(float_costs, int8_costs, quantized), int8_model, candidate.recipe, evaluate=evaluate,
-        meets_floor=lambda f: f.meets(options.min_cosine, options.min_top1), time_against=time_against,
-        exclusion_group=lambda name: exclusion_group(prepared, name), events=events)
+        suspects, int8_model, candidate.recipe, evaluate=evaluate, time_against=time_against, events=events,
+        meets_floor=lambda f: f.meets(options.min_cosine, options.min_top1),
+        exclusion_group=lambda name: exclusion_group(prepared, name))
     candidate.speed_fallback = trials
     if fidelity is None:
         return
