@@ -274,12 +274,8 @@ class SshClient:
     def resolved(self) -> tuple[str, int]:
         """(hostname, port) as ssh would use them (``ssh -G``), for hints; falls back to the parsed host."""
         fallback = (self.target.destination.rpartition("@")[2], self.target.port or 22)
-        try:
-            text = self.effective_config()
-        except (OSError, subprocess.TimeoutExpired):
-            return fallback
         values: dict[str, str] = {}
-        for line in text.splitlines():
+        for line in self.effective_config().splitlines():
             key, _, value = line.partition(" ")
             values.setdefault(key.lower(), value.strip())
         try:
