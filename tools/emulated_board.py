@@ -197,6 +197,7 @@ class Board:
                 "    GlobalKnownHostsFile /dev/null\n    LogLevel ERROR\n")
 
     def stop(self) -> None:
+        """Stop sshd and remove what this start wrote (its config, authorized keys and log)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -204,6 +205,10 @@ class Board:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for path in (self.root / f"etc/ssh/edgeopt_sshd_{self.port}.conf",
+                     self.root / f"etc/ssh/edgeopt_authorized_keys_{self.port}",
+                     self.root.parent / f"{self.root.name}.sshd-{self.port}.log"):
+            path.unlink(missing_ok=True)
 
 
 def start(port: int, authorized_keys: str, root: Path | None = None, timeout_s: float = 60.0) -> Board:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,14 @@ def test_a_fleet_mixes_the_arm_board_with_the_loopback_x86_device(cli, arm_board
     assert comparison["device"] == "pi" and comparison["target"] == "rpi4b"
     # each device's outputs were compared with this machine's
     assert set(report["device_fidelity"]) == {"pi", "x86"}
+
+
+def test_the_board_tool_for_users_says_what_is_wrong_in_one_line(arm_board, tmp_path):
+    import subprocess
+
+    tool = REPO / "tools" / "emulated_board.py"
+    done = subprocess.run([sys.executable, str(tool), "start", "--authorized-key", str(tmp_path / "none.pub")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "no such public key" in done.stderr
+    path = subprocess.run([sys.executable, str(tool), "path"], capture_output=True, text=True, timeout=60)
+    assert path.returncode == 0 and (Path(path.stdout.strip()) / "edgeopt-board.json").is_file()
