@@ -96,6 +96,8 @@ class RuntimeMemory(BaseModel):
     # copies of a weight held at once while the session is created (parsed file, runtime copy, re-laid-out or
     # pre-packed copy), by kind; a plain number is every kind's
     load_weight_copies: dict[str, float] = {"default": 2.0}
+    # kinds whose weights the runtime pre-packs one at a time: loading also holds the largest one's packed copy
+    packed_one_at_a_time: tuple[str, ...] = ()
     arena_factor: float = Field(ge=0.0)  # activation arena / the liveness plan's peak
     source: str = ""
 

@@ -12,9 +12,10 @@ What a process running the model holds beyond its interpreter, in the parts the 
 * **activation arena**: the liveness plan's peak times the arena factor: onnxruntime's arena holds the
   first run's allocations, and its memory pattern adds one planned block from the second run on.
 * **loading transient**: while the session is created, the parsed file, the runtime's copy and each
-  re-laid-out or pre-packed copy are held at once (``load_weight_copies``, by kind), plus one more for a
-  weight rewritten at load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a
-  Constant node turned into an initializer). glibc keeps much of that memory after loading, and the run
+  re-laid-out copy are held at once (``load_weight_copies``, by kind), plus the packed copy of the largest
+  weight the runtime pre-packs one at a time (MatMul, Gemm, LSTM), plus one more for a weight rewritten at
+  load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a Constant node turned into
+  an initializer). glibc keeps much of that memory after loading, and the run
   reuses it, so the transient counts only where it exceeds what the run needs:
 
     run need  = weights as loaded + first run + arena
@@ -45,21 +46,24 @@ MiB = 1 << 20
 # x86_64 AVX2 host (AMD EPYC, 2026-12-03): the one-op session 9.5 MiB, 3.1 KiB more per node, its first run
 # 0.3 MiB; once loaded,
 # one copy of each weight; while loading, convolution weights 2.7x (parsed, NCHWc-reordered and runtime
-# copies), MatMul 1.5x and LSTM 1.5x (pre-packed one weight at a time); a Sigmoid/Add chain's arena 2.1x its
-# planned peak.
+# copies), MatMul 1.2x and LSTM 1.0x plus the packed copy of the largest (pre-packed one weight at a time); a
+# Sigmoid/Add chain's arena 2.1x its planned peak.
+PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
     session_fixed_bytes=int(9.5 * MiB), session_per_node_bytes=3200, first_run_bytes=int(0.3 * MiB),
     weight_copies={"default": 1.0},
-    load_weight_copies={"default": 2.0, "conv": 2.7, "matmul": 1.5, "fully_connected": 1.5, "lstm": 1.5,
-                        "gru": 1.5, "rnn": 1.5},
+    load_weight_copies={"default": 2.0, "conv": 2.7, "matmul": 1.2, "fully_connected": 1.2, "lstm": 1.0,
+                        "gru": 1.0, "rnn": 1.0},
+    packed_one_at_a_time=PACKED_KINDS,
     arena_factor=2.1,
     source="edgeopt's defaults for onnxruntime's CPU provider on x86_64 (measured by its memory probes)")
 # aarch64 wheels of onnxruntime are built without the NCHWc convolution layout (MLAS_USE_ARM_NEON_NCHWC is a
 # build option). The same probes on aarch64 (onnxruntime 1.32.0 under qemu user-mode emulation, the test
-# suite's emulated board, 2026-12-03): loading holds convolution weights 1.0x, MatMul 1.3x, LSTM 1.5x. The
+# suite's emulated board, 2026-12-03): loading holds convolution weights 1.0x, MatMul 1.3x, LSTM 1.5x (1.0x
+# each plus the largest pre-packed one). The
 # session sizes measured there include the emulator's own memory, so the x86 figures stand for them.
 ARM_ONNXRUNTIME = X86_ONNXRUNTIME.model_copy(update={
-    "load_weight_copies": {**X86_ONNXRUNTIME.load_weight_copies, "conv": 1.0, "matmul": 1.3, "fully_connected": 1.3},
+    "load_weight_copies": {**X86_ONNXRUNTIME.load_weight_copies, "conv": 1.0, "matmul": 1.0, "fully_connected": 1.0},
     "source": "edgeopt's defaults for onnxruntime's CPU provider on aarch64 (weight copies from its memory probes "
               "on an emulated aarch64 board, session sizes from x86); `edgeopt targets calibrate T --ssh HOST` "
               "measures the device"})
@@ -117,6 +121,14 @@ def _copies(graph: Graph, table: dict[str, float]) -> dict[str, float]:
     return copies
 
 
+def largest_packed_weight(graph: Graph, kinds: tuple[str, ...], sizes: dict[str, int]) -> int:
+    """The largest weight read by a node of ``kinds`` (pre-packed one at a time while loading); 0 if none."""
+    by_index = {node.index: node for node in graph.nodes}
+    packed = {name for node in graph.nodes if by_index.get(node.attached_to, node).kind in kinds
+              for name in node.inputs if name in sizes}
+    return max((sizes[name] for name in packed), default=0)
+
+
 def rewritten_at_load(graph: Graph) -> set[str]:
     """Weights the runtime writes anew while loading: those of a Conv with a BatchNormalization or constant
     Add/Mul folded into it, and Constant nodes' values (turned into initializers)."""
@@ -139,6 +151,7 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     rewritten = rewritten_at_load(graph)
     weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items())))
     loading = int(round(sum(sizes[name] * (factor + (name in rewritten)) for name, factor in held.items())))
+    loading += largest_packed_weight(graph, runtime.packed_one_at_a_time, sizes)
     arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant")
     session = runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)

@@ -15,10 +15,10 @@ from edgeopt.targets import EstimateError, TargetProfile
 # Validated bands by architecture, for the measured host with onnxruntime's CPU provider.
 VALIDATED_ON_HOST: dict[str, EstimateError] = {
     "x86_64": EstimateError(
-        latency=0.20, memory=0.21,
+        latency=0.20, memory=0.20,
         source="edgeopt's validation on 6 published models at 1 thread and all cores (benchmarks/latency_accuracy.py,"
                " benchmarks/memory_accuracy.py; x86-64 AVX2, onnxruntime 1.32): 90% of runs within ±20% (latency)"
-               " and ±21% (peak memory increase, 1 thread; every model -21% to -2%)"),
+               " and ±20% (peak memory increase, 1 thread; every model -20% to -1%)"),
 }
 
 

@@ -106,6 +106,18 @@ def test_loading_counts_only_where_it_holds_more_than_the_run_needs():
     assert parts(light)["loading"] == 0 and light.peak_increase_bytes == light.run_peak_increase_bytes
 
 
+def test_loading_holds_the_packed_copy_of_the_largest_pre_packed_weight():
+    # two MatMuls, weights 256x256 (262144 B) and 256x128 (131072 B), each held once while loading; the
+    # runtime pre-packs them one at a time, so the largest one's packed copy is held on top: 262144 B more
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["h"]), helper.make_node("MatMul", ["h", "b"], ["y"])]
+    two = model(nodes, [vi("x", [1, 256])], [vi("y", [1, 128])], [weight("a", (256, 256)), weight("b", (256, 128))])
+    runtime = RUNTIME.model_copy(update={"weight_copies": {}, "load_weight_copies": {"matmul": 1.0}})
+    plain = estimate(two, runtime)
+    packed = estimate(two, runtime.model_copy(update={"packed_one_at_a_time": ("matmul",)}))
+    assert plain.load_peak_increase_bytes == 500 + 10 + 262144 + 131072
+    assert packed.load_peak_increase_bytes == plain.load_peak_increase_bytes + 262144
+
+
 def test_a_weight_rewritten_at_load_is_held_once_more():
     # Conv 8x8x3x3 (2304 B) + bias 32 B, then a BatchNormalization onnxruntime folds into them (its four 32 B
     # vectors are read by the folded node, so by the Conv): the Conv's weights are written anew while loading
