@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -81,10 +82,14 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert memory is not None and "memory probes" in memory.source
     assert 1 << 20 < memory.session_fixed_bytes < 256 << 20 and memory.interpreter_baseline_bytes > 1 << 20
     assert memory.weight_copies["conv"] >= 1 and memory.weight_copies["matmul"] >= 1 and memory.arena_factor >= 1
-    # a thousand nodes cost the session more than one; loading holds a convolution weight at least twice
-    # (the parsed file and the runtime's copy) and a pre-packed one more than once
+    # a thousand nodes cost the session more than one; on x86 loading holds a convolution weight at least twice
+    # (the parsed file and its NCHWc copy; aarch64 builds have no NCHWc layout and hold it about once)
     assert 256 < memory.session_per_node_bytes < 64 << 10
-    assert memory.load_weight_copies["conv"] >= 2 and memory.load_weight_copies["lstm"] > 1
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert memory.load_weight_copies["conv"] >= 2
+    else:
+        assert memory.load_weight_copies["conv"] < 2
+    assert memory.load_weight_copies["lstm"] > 1 and set(memory.packed_one_at_a_time) >= {"matmul", "lstm"}
 
 
 def test_calibration_at_two_threads_measures_one_thread_too():

@@ -34,7 +34,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.memory import MemoryPlan
-from edgeopt.graph.model import Graph, tensor_size_bytes
+from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.graph.onnx_execution import FOLDED_INTO_CONV
 from edgeopt.targets import RuntimeMemory, TargetProfile
 
@@ -44,10 +44,9 @@ MiB = 1 << 20
 
 # Measured with `runtime.microbench.memory_probe_models` (onnxruntime 1.32.0, CPU provider, one thread) on an
 # x86_64 AVX2 host (AMD EPYC, 2026-12-03): the one-op session 9.5 MiB, 3.1 KiB more per node, its first run
-# 0.3 MiB; once loaded,
-# one copy of each weight; while loading, convolution weights 2.7x (parsed, NCHWc-reordered and runtime
-# copies), MatMul 1.2x and LSTM 1.0x plus the packed copy of the largest (pre-packed one weight at a time); a
-# Sigmoid/Add chain's arena 2.1x its planned peak.
+# 0.3 MiB; once loaded, one copy of each weight; while loading, convolution weights 2.7x (parsed,
+# NCHWc-reordered and runtime copies), MatMul 1.2x and LSTM 1.0x plus the packed copy of the largest
+# (pre-packed one weight at a time); a Sigmoid/Add chain's arena 2.1x its planned peak.
 PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
     session_fixed_bytes=int(9.5 * MiB), session_per_node_bytes=3200, first_run_bytes=int(0.3 * MiB),
@@ -60,8 +59,8 @@ X86_ONNXRUNTIME = RuntimeMemory(
 # aarch64 wheels of onnxruntime are built without the NCHWc convolution layout (MLAS_USE_ARM_NEON_NCHWC is a
 # build option). The same probes on aarch64 (onnxruntime 1.32.0 under qemu user-mode emulation, the test
 # suite's emulated board, 2026-12-03): loading holds convolution weights 1.0x, MatMul 1.3x, LSTM 1.5x (1.0x
-# each plus the largest pre-packed one). The
-# session sizes measured there include the emulator's own memory, so the x86 figures stand for them.
+# each plus the largest pre-packed one). The session sizes measured there include the emulator's own memory,
+# so the x86 figures stand for them.
 ARM_ONNXRUNTIME = X86_ONNXRUNTIME.model_copy(update={
     "load_weight_copies": {**X86_ONNXRUNTIME.load_weight_copies, "conv": 1.0, "matmul": 1.0, "fully_connected": 1.0},
     "source": "edgeopt's defaults for onnxruntime's CPU provider on aarch64 (weight copies from its memory probes "
@@ -102,31 +101,31 @@ def default_runtime_memory(target: TargetProfile) -> RuntimeMemory | None:
     return ARM_ONNXRUNTIME if arch.startswith(("arm", "aarch64")) else X86_ONNXRUNTIME
 
 
-def _copies(graph: Graph, table: dict[str, float]) -> dict[str, float]:
-    """Copies held of each weight: the largest factor in ``table`` among the kinds of the nodes that read it (a
-    weight read through a fused DequantizeLinear counts as read by the kernel it is fused into); a weight no
-    node reads keeps the default."""
+def _weight_readers(graph: Graph) -> list[tuple[Node, str]]:
+    """(the kernel that reads it, weight name) for every weight input of every node: a weight read through a
+    fused DequantizeLinear (or a folded node) counts as read by the kernel it is fused into."""
     by_index = {node.index: node for node in graph.nodes}
+    return [(by_index.get(node.attached_to, node), name) for node in graph.nodes for name in node.inputs
+            if name in graph.weights]
+
+
+def _copies(readers: list[tuple[Node, str]], weights: frozenset[str], table: dict[str, float]) -> dict[str, float]:
+    """Copies held of each weight: the largest factor in ``table`` among the kinds of the kernels that read it;
+    a weight no node reads keeps the default."""
     default = table.get("default", 1.0)
-    copies = dict.fromkeys(graph.weights, default)
+    copies = dict.fromkeys(weights, default)
     read: set[str] = set()
-    for node in graph.nodes:
-        reader = by_index.get(node.attached_to, node)
+    for reader, name in readers:
         keys = (f"{reader.kind}.{reader.dtype}", reader.kind) if reader.dtype else (reader.kind,)
         factor = next((table[k] for k in keys if k in table), default)
-        for name in node.inputs:
-            if name in copies:
-                copies[name] = max(copies[name], factor) if name in read else factor
-                read.add(name)
+        copies[name] = max(copies[name], factor) if name in read else factor
+        read.add(name)
     return copies
 
 
-def largest_packed_weight(graph: Graph, kinds: tuple[str, ...], sizes: dict[str, int]) -> int:
-    """The largest weight read by a node of ``kinds`` (pre-packed one at a time while loading); 0 if none."""
-    by_index = {node.index: node for node in graph.nodes}
-    packed = {name for node in graph.nodes if by_index.get(node.attached_to, node).kind in kinds
-              for name in node.inputs if name in sizes}
-    return max((sizes[name] for name in packed), default=0)
+def largest_packed_weight(readers: list[tuple[Node, str]], kinds: tuple[str, ...], sizes: dict[str, int]) -> int:
+    """The largest weight read by a kernel of ``kinds`` (pre-packed one at a time while loading); 0 if none."""
+    return max((sizes[name] for reader, name in readers if reader.kind in kinds), default=0)
 
 
 def rewritten_at_load(graph: Graph) -> set[str]:
@@ -146,12 +145,13 @@ def rewritten_at_load(graph: Graph) -> set[str]:
 def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory) -> RuntimeMemoryEstimate:
     weights = plan.weight_bytes
     sizes = {name: tensor_size_bytes(graph.tensors.get(name)) or 0 for name in graph.weights}
-    kept = _copies(graph, runtime.weight_copies)
-    held = _copies(graph, runtime.load_weight_copies)
+    readers = _weight_readers(graph)
+    kept = _copies(readers, graph.weights, runtime.weight_copies)
+    held = _copies(readers, graph.weights, runtime.load_weight_copies)
     rewritten = rewritten_at_load(graph)
     weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items())))
     loading = int(round(sum(sizes[name] * (factor + (name in rewritten)) for name, factor in held.items())))
-    loading += largest_packed_weight(graph, runtime.packed_one_at_a_time, sizes)
+    loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
     arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant")
     session = runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)

@@ -333,31 +333,26 @@ exec "$py" -c "$src" "$mode"
 """
 
 
-def facts_over_ssh(host: str, *, python: str = "python3", config_file: Path | str | None = None,
-                   known_hosts_file: Path | str | None = None, identity_file: Path | str | None = None,
-                   accept_new_host_key: bool = False, extra_ssh_options: list[str] | None = None,
-                   connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, timeout_s: float = 120.0) -> dict:
-    """The device's facts (CPU, its features, board) and runtime, as the runner reports them: what the int8
-    recipe depends on. Nothing is written to the device's disk."""
-    client = SshClient(host, config_file=config_file, known_hosts_file=known_hosts_file,
-                       identity_file=identity_file, accept_new_host_key=accept_new_host_key,
-                       connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
+def _runner_mode_over_ssh(host: str, mode: str, kind: str, *, python: str, input_bytes: bytes | None,
+                          timeout_s: float, what: str, timeout_hint: str, ssh: dict) -> dict:
+    """Run the device runner in ``mode`` (``--facts``, ``--microbench``) on ``host`` as ``python -c`` source
+    (nothing is written to its disk) and return its JSON of ``kind``; its errors as one line each."""
+    client = SshClient(host, **ssh)
     command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"),
-                         "--facts")
+                         mode)
     try:
-        result = client.run(command, timeout_s=timeout_s, what="reading the device's facts")
+        result = client.run(command, timeout_s=timeout_s, input_bytes=input_bytes, what=what)
     except SshTimeout:
-        raise RemoteError(f"reading the device's facts on {host} did not finish within {timeout_s:.0f} s",
-                          "check the device's load") from None
+        raise RemoteError(f"{what} on {host} did not finish within {timeout_s:.0f} s", timeout_hint) from None
     payload = _runner_payload(result.text) if result.returncode in (0, 3) else None
-    if isinstance(payload, dict) and "error" in payload:
-        raise RemoteError(f"the runner on {host} failed: {payload['error']}",
+    if payload is not None and "error" in payload:
+        raise RemoteError(f"{what} on {host} failed: {payload['error']}",
                           "install numpy and onnxruntime on the device" if payload.get("kind") ==
                           "runtime-missing" else "rerun with --debug")
-    if isinstance(payload, dict) and payload.get("kind") == "facts":
+    if payload is not None and payload.get("kind") == kind:
         return payload
     _interpret(result.returncode, "", result.error_text, host, python, timeout_s)
-    raise RemoteError(f"the runner on {host} printed no facts", "rerun with --debug")  # pragma: no cover
+    raise RemoteError(f"{what} on {host} printed no result", "rerun with --debug")  # pragma: no cover
 
 
 def _runner_payload(text: str) -> dict | None:
@@ -368,6 +363,19 @@ def _runner_payload(text: str) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
+def facts_over_ssh(host: str, *, python: str = "python3", config_file: Path | str | None = None,
+                   known_hosts_file: Path | str | None = None, identity_file: Path | str | None = None,
+                   accept_new_host_key: bool = False, extra_ssh_options: list[str] | None = None,
+                   connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, timeout_s: float = 120.0) -> dict:
+    """The device's facts (CPU, its features, board) and runtime, as the runner reports them: what the int8
+    recipe depends on. Nothing is written to the device's disk."""
+    ssh = dict(config_file=config_file, known_hosts_file=known_hosts_file, identity_file=identity_file,
+               accept_new_host_key=accept_new_host_key, connect_timeout_s=connect_timeout_s,
+               extra_options=list(extra_ssh_options or []))
+    return _runner_mode_over_ssh(host, "--facts", "facts", python=python, input_bytes=None, timeout_s=timeout_s,
+                                 what="reading the device's facts", timeout_hint="check the device's load", ssh=ssh)
+
+
 def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
                         config_file: Path | str | None = None, known_hosts_file: Path | str | None = None,
                         identity_file: Path | str | None = None, accept_new_host_key: bool = False,
@@ -376,34 +384,18 @@ def microbench_over_ssh(host: str, bundle: dict, *, python: str = "python3",
                         timeout_s: float | None = None) -> dict:
     """Run the device runner's microbenchmarks on ``host`` (nothing is written to its disk: the
     runner travels as ``python -c`` source, the models on stdin). Returns the runner's JSON."""
-    import json
-
-    client = SshClient(host, config_file=config_file, known_hosts_file=known_hosts_file,
-                       identity_file=identity_file, accept_new_host_key=accept_new_host_key,
-                       connect_timeout_s=connect_timeout_s, extra_options=list(extra_ssh_options or []))
+    ssh = dict(config_file=config_file, known_hosts_file=known_hosts_file, identity_file=identity_file,
+               accept_new_host_key=accept_new_host_key, connect_timeout_s=connect_timeout_s,
+               extra_options=list(extra_ssh_options or []))
     kernels = len(bundle.get("models", [])) + 1
     # each kernel runs for its budget after a first call; slow boards need the margin
     # each memory probe starts an interpreter and imports the runtime (seconds on a Pi)
     probes = len(bundle.get("memory_probes") or [])
     timeout_s = timeout_s or connect_timeout_s + 120 + 4 * kernels * float(bundle.get("budget_s", 1.5)) + 15 * probes
-    command = sh_command(_MICROBENCH, str(int(timeout_s) + 30), python, RUNNER_PATH.read_text(encoding="utf-8"),
-                         "--microbench")
-    try:
-        result = client.run(command, timeout_s=timeout_s, input_bytes=json.dumps(bundle).encode(),
-                            what="the microbenchmarks")
-    except SshTimeout:
-        raise RemoteError(f"the microbenchmarks on {host} did not finish within {timeout_s:.0f} s",
-                          "lower --seconds; the device side stops itself shortly after") from None
-    if result.returncode in (0, 3):
-        payload = _runner_payload(result.text)
-        if isinstance(payload, dict) and "error" in payload:
-            raise RemoteError(f"the microbenchmarks on {host} failed: {payload['error']}",
-                              "install numpy and onnxruntime on the device" if payload.get("kind") ==
-                              "runtime-missing" else "rerun with --debug")
-        if isinstance(payload, dict) and payload.get("kind") == "microbench":
-            return payload
-    _interpret(result.returncode, "", result.error_text, host, python, timeout_s)
-    raise RemoteError(f"the microbenchmarks on {host} printed no result", "rerun with --debug")  # pragma: no cover
+    return _runner_mode_over_ssh(host, "--microbench", "microbench", python=python,
+                                 input_bytes=json.dumps(bundle).encode(), timeout_s=timeout_s,
+                                 what="the microbenchmarks",
+                                 timeout_hint="lower --seconds; the device side stops itself shortly after", ssh=ssh)
 
 
 def compare_latency_over_ssh(host: str, models: dict[str, bytes | Path], feeds: dict, *, reference: str = "float",

@@ -558,7 +558,7 @@ def microbench(bundle: dict, progress=None) -> dict:
     probes = memory_probes(bundle.get("memory_probes") or [], 1, progress)
     return {"runner_version": RUNNER_VERSION, "kind": "microbench", "threads": threads, "ops_per_s": ops_per_s,
             "single_thread_ops_per_s": single_thread, "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
-            "runtime": {"name": "onnxruntime", "version": ort.__version__}, "device": device_facts()}
+            "runtime": _runtime_facts(), "device": device_facts()}
 
 
 def _runtime_facts() -> dict:
