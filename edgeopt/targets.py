@@ -160,6 +160,10 @@ class TargetProfile(BaseModel):
     # a kind by class, "conv.depthwise@int8" by dtype too, "default" covers the kinds not listed). `targets
     # calibrate` measures the classes on the device (runtime.class_bench).
     efficiency: dict[str, float] = {}
+    # The same table measured at one thread where `targets calibrate` timed the classes there too (a class that
+    # scales badly with threads, like depthwise Convs, has a higher one-thread efficiency); keys not listed:
+    # ``efficiency``. Thread counts in between interpolate (`efficiency_at`).
+    single_thread_efficiency: dict[str, float] = {}
     accelerator: Accelerator | None = None
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
     execution_provider: str | None = None
@@ -181,7 +185,7 @@ class TargetProfile(BaseModel):
             raise ValueError(f"schema_version {value} is not supported (expected {TARGET_SCHEMA_VERSION})")
         return TARGET_SCHEMA_VERSION  # version 1's ONNX op names are read as kinds below
 
-    @field_validator("efficiency")
+    @field_validator("efficiency", "single_thread_efficiency")
     @classmethod
     def _efficiency_by_kind(cls, value: dict[str, float]) -> dict[str, float]:
         return {kind_of_key(key): factor for key, factor in value.items()}
@@ -210,6 +214,23 @@ def peaks_at(profile: TargetProfile, threads: int | None) -> PeakThroughput:
 def _interpolate(one: float, full: float, measured_at: int, wanted: int) -> float:
     step = (full - one) / (measured_at - 1) if measured_at > 1 else one
     return max(one, one + step * (wanted - 1))
+
+
+def efficiency_at(profile: TargetProfile, threads: int | None) -> dict[str, float]:
+    """``profile``'s efficiency table with ``threads`` intra-op threads (None: all its cores): ``efficiency`` at
+    the measured count, the one-thread table at one, linear in the thread count between."""
+    if not profile.single_thread_efficiency:
+        return profile.efficiency
+    cores = profile.cores or profile.peak_threads or 1
+    measured_at = profile.peak_threads or cores
+    wanted = max(1, min(threads or cores, cores))
+    if wanted == measured_at:
+        return profile.efficiency
+    table = dict(profile.efficiency)
+    for key, one in profile.single_thread_efficiency.items():
+        full = profile.efficiency.get(key)
+        table[key] = one if full is None or measured_at <= 1 else one + (full - one) * (wanted - 1) / (measured_at - 1)
+    return table
 
 
 def bandwidth_at(profile: TargetProfile, threads: int | None, resident: bool = False) -> float | None:

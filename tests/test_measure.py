@@ -104,6 +104,13 @@ def test_calibration_at_two_threads_measures_one_thread_too():
     assert profile.single_thread_peak_ops_per_s.fp32 == max(one["matmul_fp32"], one["conv_fp32"])
     assert peaks_at(profile, 1).fp32 == profile.single_thread_peak_ops_per_s.fp32
     assert peaks_at(profile, 2).fp32 == profile.peak_ops_per_s.fp32
+    # each op class is fitted at one thread too, against the one-thread peaks
+    single = profile.single_thread_peak_ops_per_s
+    assert set(profile.single_thread_efficiency) >= {"conv", "conv.depthwise", "conv.1x1", "lstm"}
+    assert profile.single_thread_efficiency["conv.depthwise"] == pytest.approx(
+        min(1.5, one["class:conv.depthwise"] / single.fp32), abs=1e-4)
+    assert profile.efficiency["conv.depthwise"] == pytest.approx(
+        min(1.5, result.class_ops_per_s["class:conv.depthwise"] / profile.peak_ops_per_s.fp32), abs=1e-4)
 
 
 def test_memory_is_measured_by_phase_without_the_profiled_pass(tmp_path):

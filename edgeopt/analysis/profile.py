@@ -24,7 +24,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
   run (Constants, fused Q/DQ: time 0, no overhead); "unknown" when the node's cost or
   the target's figures are unknown. ``efficiency`` is ``target.efficiency[kind]`` (the op
   kind: ``conv`` for Conv, QLinearConv and FusedConv alike; ``conv.depthwise`` first where
-  stated), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead,
+  stated; at the priced thread count, `targets.efficiency_at`, where the target measured a
+  one-thread table too), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead,
   :data:`NODE_OVERHEAD_US` by default, stands for kernel dispatch (argument checks,
   output allocation, thread-pool wake-up): about 1-5 µs per kernel in onnxruntime on
   ARM/x86 CPUs.
@@ -59,7 +60,7 @@ from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node
-from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, peaks_at
+from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -211,8 +212,8 @@ def _peak_for(peaks: PeakThroughput, dtype: str | None) -> tuple[float | None, b
     return (peaks.fp32, True) if peaks.fp32 else (None, False)
 
 
-# Defaults where a target states nothing, measured on this project's x86 CI machine with
-# benchmarks/estimate_accuracy.py (achieved fraction of the calibrated peak in real models):
+# Defaults where a target states nothing (a calibrated target measures its own, runtime/class_bench.py), measured
+# on this project's x86 CI machine (achieved fraction of the calibrated peak in real models):
 # recurrent cells are sequential matrix-vector steps; depthwise and 1x1 convolutions reach a
 # fraction of what a dense 3x3 conv does.
 DEFAULT_EFFICIENCY = {"lstm": 0.5, "gru": 0.5, "rnn": 0.5}
@@ -223,19 +224,20 @@ CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.
                 ("conv.narrow", "fp32"): 1 / 16, ("conv.thin", "fp32"): 0.5}
 
 
-def _efficiency(profile: TargetProfile, kind: str, op_class: str | None = None,
+def _efficiency(table: Mapping[str, float], kind: str, op_class: str | None = None,
                 dtype: str | None = None, cpu: bool = True) -> float | None:
-    """The fraction of the peak a node reaches: what the profile states for its kind (and class), else the
-    defaults above, which were measured on CPUs and so are never applied to an accelerator's nodes."""
+    """The fraction of the peak a node reaches: what the profile's ``table`` (its efficiency at the priced thread
+    count) states for its kind (and class), else the defaults above, which were measured on CPUs and so are never
+    applied to an accelerator's nodes."""
     dtype = dtype or "fp32"
     refined = f"{kind}.{op_class}" if op_class else None
     for key in ([f"{refined}@{dtype}", refined] if refined else []) + [f"{kind}@{dtype}"]:
-        stated = profile.efficiency.get(key)
+        stated = table.get(key)
         if stated:
             return stated
     factor = CLASS_FACTOR.get((refined, dtype), 1.0) if refined and cpu else 1.0
     for key in (kind, "default"):
-        value = profile.efficiency.get(key)
+        value = table.get(key)
         if value is not None and value > 0:
             return value * factor
     if not cpu:
@@ -305,6 +307,7 @@ class _Figures:
     weights_resident: bool = False
     l2_bytes: int | None = None
     weight_bandwidth: float | None = None  # weights streamed from DRAM as kernels read them; None: ``bandwidth``
+    efficiency: Mapping[str, float] | None = None  # the owner's table at the priced thread count; None: as stated
 
     def missing(self, macs: int | None, dtype: str | None) -> list[str]:
         """What this device lacks to price a node with ``macs`` MACs in ``dtype``."""
@@ -362,7 +365,8 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
     compute_s = 0.0
     peak: float | None = None
     fell_back = False
-    efficiency = _efficiency(fig.owner, facts["kind"], facts.get("op_class"), facts["execution_dtype"],
+    table = fig.owner.efficiency if fig.efficiency is None else fig.efficiency
+    efficiency = _efficiency(table, facts["kind"], facts.get("op_class"), facts["execution_dtype"],
                              cpu=facts["device"] == "cpu") if macs else None
     if macs:
         peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
@@ -450,7 +454,7 @@ def static_profile(
                            cache_bandwidth=(bandwidth_at(cpu_profile, cpu_threads, resident=True)
                                             if cpu_profile.kernel_bandwidth else None),
                            weights_resident=bool(last_level and graph.weight_bytes <= last_level // 2),
-                           l2_bytes=caches.l2_bytes)
+                           l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, cpu_threads))
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)

@@ -256,6 +256,14 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
     })
     efficiency.update(fitted_efficiency(result.class_ops_per_s, fp32, int8))
+    # the same fit at one thread, against the one-thread peaks (classes scale with threads unlike the peaks)
+    single_efficiency: dict[str, float] = {}
+    one = result.single_thread_ops_per_s
+    if result.threads > 1 and single is not None and single.fp32 and one.get("matmul_fp32") and one.get("conv_fp32"):
+        single_efficiency = {"matmul": round(one["matmul_fp32"] / single.fp32, 3),
+                             "fully_connected": round(one["matmul_fp32"] / single.fp32, 3),
+                             "conv": round(one["conv_fp32"] / single.fp32, 3),
+                             **fitted_efficiency(one, single.fp32, single.int8)}
     bandwidth = kernel_bandwidth(result.class_ops_per_s, result.single_thread_ops_per_s, NODE_OVERHEAD_US)
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
@@ -274,6 +282,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "memory_bandwidth_bytes_per_s": result.memory_bandwidth_bytes_per_s,
         "kernel_bandwidth": bandwidth or base.kernel_bandwidth,
         "efficiency": efficiency,
+        "single_thread_efficiency": single_efficiency,
         "runtime_memory": runtime_memory or base.runtime_memory,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",

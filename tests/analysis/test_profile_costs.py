@@ -393,6 +393,26 @@ def test_a_stated_efficiency_by_class_and_dtype_wins_over_the_defaults():
         round(0.9 * CLASS_FACTOR[("conv.depthwise", "fp32")], 6)}
 
 
+def test_a_one_thread_efficiency_prices_one_thread_and_interpolates_between():
+    """Depthwise Convs gain little from more threads, so their efficiency against the all-core peak is lower than
+    against the one-thread peak: a profile measured at 4 threads prices 1 thread with its one-thread table, 4 with
+    the all-core one, and 2 a third of the way between; keys measured only at all cores keep their value."""
+    from edgeopt.runtime.class_bench import class_models
+    from edgeopt.targets import efficiency_at
+
+    target = cpu_target(cores=4, peak_threads=4, peak_ops_per_s={"fp32": 4e9},
+                        single_thread_peak_ops_per_s={"fp32": 1e9},
+                        efficiency={"conv.depthwise": 0.2, "conv": 0.9}, single_thread_efficiency={"conv.depthwise": 0.5})
+    assert efficiency_at(target, 1) == {"conv.depthwise": 0.5, "conv": 0.9}
+    assert efficiency_at(target, 4) == efficiency_at(target, None) == target.efficiency
+    assert efficiency_at(target, 2)["conv.depthwise"] == pytest.approx(0.4)
+    model = onnx.load_from_string(class_models()["conv.depthwise"][0])
+    one, four = static_profile(model, target, threads=1), static_profile(model, target, threads=4)
+    assert {round(n.efficiency, 6) for n in one.nodes if n.macs} == {0.5}
+    assert {round(n.efficiency, 6) for n in four.nodes if n.macs} == {0.2}
+    assert efficiency_at(cpu_target(efficiency={"conv": 0.9}), 1) == {"conv": 0.9}  # nothing measured at one
+
+
 def test_weights_beyond_the_last_level_cache_add_their_stream_to_a_compute_bound_node():
     # MatMul (4, 512) x (512, 512): 1,048,576 MACs (2.097 ms at 1 Gop/s), weights 1 MiB (0.524 ms at 2 GB/s),
     # compute-bound either way. With a 512 KiB last-level cache the weights come from DRAM on every run and the
