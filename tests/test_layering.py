@@ -20,8 +20,8 @@ LAYERS = {
     "analysis": 2, "runtime": 2, "metrics": 2,
     "stages": 3,
     "remote": 4,
-    "gate": 5, "report": 5, "commands": 5, "tune": 5,
-    "pipeline": 6,
+    "gate": 5, "report": 5, "commands": 5,
+    "pipeline": 6, "tune": 6,
     "cli": 7, "__main__": 7,
 }
 SHARED_STAGE_CODE = {"stages", "stages.common"}  # what every stage may use: the Stage protocol, its context

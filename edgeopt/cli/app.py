@@ -42,12 +42,13 @@ def root(
 
 
 def _register() -> None:
-    from edgeopt.cli import convert, gate, inspect, profile, report, targets
+    from edgeopt.cli import convert, gate, inspect, profile, report, targets, tune
 
     app.command("inspect")(inspect.inspect_command)
     app.command("convert")(convert.convert_command)
     app.command("profile")(profile.profile_command)
     app.command("gate")(gate.gate_command)
+    app.command("tune")(tune.tune_command)
     app.command("report")(report.report_command)
     app.add_typer(targets.app, name="targets")
 

@@ -495,9 +495,40 @@ class GateSettings(BaseModel):
     profile_reports: list[str] = []  # `edgeopt profile -o` files with measurements to use
 
 
+TUNE_OBJECTIVES = ("metric", "latency", "size", "memory")
+TUNE_SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+
+
+class TuneConfig(BaseModel):
+    """``[tune]``, and the flags of `edgeopt tune`: the search over the pipeline's settings (edgeopt.tune)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials: int = Field(20, ge=1)  # finished trials the study should hold (a resumed study counts its own)
+    timeout_s: float | None = Field(None, gt=0)
+    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    storage: str | None = None  # an Optuna storage URL; default sqlite in the output folder
+    study: str = "edgeopt-tune"
+    resume: bool = False  # the study must exist already
+    seed: int = 0
+    objectives: list[Literal["metric", "latency", "size", "memory"]] = Field(
+        default_factory=lambda: ["metric", "latency", "size"], min_length=1)
+    objective: Literal["metric", "latency", "size", "memory"] | None = None  # one scalar instead of a front
+    # "prune.ratio" -> {low, high, step?, log?} | [choices] | "search" (its declared range) | a fixed value
+    space: dict[str, Any] = {}
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"objectives repeat a name: {value}")
+        return value
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pipeline: ConvertConfig | None = None
     gate: GateSettings = GateSettings()
     budgets: list[Budget] = []
+    tune: TuneConfig | None = None

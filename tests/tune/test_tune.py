@@ -1,0 +1,232 @@
+"""edgeopt tune end to end on the bundled digits CNN (its factory, weights and data): real pruning, fine-tuning
+and quantization runs in every trial, real Optuna studies in SQLite and in a PostgreSQL server the fixture
+starts. Each test reads the study back from its storage, not from edgeopt's own summary alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+from conftest import REPO
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("torch_pruning")
+
+DIGITS = REPO / "models" / "digits"
+pytestmark = pytest.mark.timeout(900)
+
+
+def project(folder: Path, space: str, budgets: str = "", tune: str = "", quantize: bool = False,
+            epochs: int = 1) -> Path:
+    """An edgeopt.toml for the digits factory: pruning + fine-tuning, [tune] and [[budgets]] as given."""
+    calib = f'calib = "{DIGITS / "calib.npz"}"\n' if quantize else ""
+    text = f"""[pipeline]
+source = "{DIGITS / 'model.py'}:build_model"
+weights = "{DIGITS / 'digits_cnn.pt'}"
+input_shape = "1x1x8x8"
+output = "out"
+
+[pipeline.quantize]
+eval = "{DIGITS / 'eval.npz'}"
+{calib}
+[pipeline.prune]
+ratio = 0.5
+
+[pipeline.finetune]
+data = "{DIGITS / 'train.npz'}"
+epochs = {epochs}
+
+[tune]
+{tune}
+
+[tune.space]
+"prune.criterion" = "magnitude"
+"finetune.lr" = 0.003
+"finetune.weight_decay" = 0.0
+{space}
+{budgets}
+"""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "edgeopt.toml").write_text(text)
+    return folder / "edgeopt.toml"
+
+
+def params_of(model: Path) -> int:
+    proto = onnx.load(str(model))
+    return sum(int(__import__("numpy").prod(t.dims)) for t in proto.graph.initializer if len(t.dims) > 1 or t.dims)
+
+
+def trials_of(storage: str, study: str = "edgeopt-tune") -> list:
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def test_the_winner_meets_the_budgets_and_is_the_most_accurate_that_does(cli, tmp_path):
+    """Three pruning ratios; a parameter budget only the two stronger ones meet. The study's constraints say
+    which trials are feasible, the winner is the most accurate feasible one, OUT/model.onnx is its model."""
+    config = project(tmp_path, '"prune.ratio" = [0.25, 0.5, 0.75]',
+                     '[[budgets]]\nartifact = "out/model.onnx"\nmax_params = "10k"\n',
+                     'sampler = "grid"\ntrials = 3')
+    result = cli("tune", "--config", config, "--json")
+    assert result.code == 0, result.stderr
+    assert "search space: 1 dimension(s), 3 configurations: prune.ratio {0.25, 0.5, 0.75}" in " ".join(
+        result.stderr.split())
+    document = json.loads(result.stdout)
+    out = tmp_path / "out"
+    trials = [t for t in trials_of(f"sqlite:///{out / 'tune.db'}") if t.state.name == "COMPLETE"]
+    assert sorted(t.params["prune.ratio"] for t in trials) == [0.25, 0.5, 0.75]
+    feasible = {t.number for t in trials if all(c <= 0 for c in t.user_attrs["constraints"])}
+    by_ratio = {t.params["prune.ratio"]: t for t in trials}
+    assert feasible == {by_ratio[0.5].number, by_ratio[0.75].number}  # 0.25 keeps ~15k parameters
+    best = max((t for t in trials if t.number in feasible), key=lambda t: t.values[0])
+    assert document["winner"]["number"] == best.number
+    assert params_of(out / "model.onnx") <= 10_000
+    assert (out / "model.onnx").read_bytes() == Path(best.user_attrs["model"]).read_bytes()
+    assert json.loads((out / "report.json").read_text())["final"]["sha256"]
+    for number in document["front"]:
+        assert (out / "pareto" / str(number) / "model.onnx").is_file()
+        assert number in feasible
+    assert document["float_models"] == {"built": 3, "reused": 0}
+
+
+def test_no_trial_within_the_budgets_saves_the_nearest_miss_and_exits_1(cli, tmp_path):
+    config = project(tmp_path, '"prune.ratio" = [0.25, 0.5]',
+                     '[[budgets]]\nartifact = "out/model.onnx"\nmax_params = "1k"\n', 'sampler = "grid"\ntrials = 2')
+    result = cli("tune", "--config", config)
+    assert result.code == 1, result.stderr
+    out = tmp_path / "out"
+    assert not (out / "model.onnx").exists()  # nothing is published as if it met the budgets
+    document = json.loads((out / "tune.json").read_text())
+    miss = document["nearest_miss"]
+    assert document["winner"] is None and miss["params"]["prune.ratio"] == 0.5  # the smaller model misses less
+    assert (out / "nearest-miss" / "model.onnx").is_file()
+    assert "no trial met the budgets" in result.stdout and "exceeds max_params" in result.stdout
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ('"prune.ratio" = {low = 0.5, high = 1.5}', "tune.space.prune.ratio: 1.5 is not a valid value"),
+    ('"quantize.no_such_setting" = [1, 2]', "tune.space.quantize.no_such_setting: not a setting tune can vary"),
+    ('"prune.ratio" = {low = 0.6, high = 0.2}', "tune.space.prune.ratio: low (0.6) must be a number below high"),
+    ('"quantize.calibration_method" = ["minmax", "median"]', "tune.space.quantize.calibration_method: 'median'"),
+])
+def test_a_bad_space_entry_names_the_file_line_and_key(cli, tmp_path, entry, message):
+    config = project(tmp_path, entry, tune="trials = 2")
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if text == entry)
+    result = cli("tune", "--config", config)
+    assert result.code == 2
+    assert f"{config}:{line}: {message}" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "tune.db").exists()
+
+
+def test_trials_sharing_the_pruned_model_reuse_it(cli, tmp_path):
+    """Two ratios x two quantization settings: each pruned (and fine-tuned) model is built once and quantized
+    twice; the training count is the float cache's, and the stage records say so."""
+    config = project(tmp_path, '"prune.ratio" = [0.25, 0.5]\n"quantize.per_channel" = [true, false]\n'
+                               '"quantize.activation_type" = "u8"\n"quantize.calibration_method" = "minmax"',
+                     tune='sampler = "grid"\ntrials = 4', quantize=True)
+    result = cli("tune", "--config", config, "--json", "--no-speed-fallback")
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["float_models"] == {"built": 2, "reused": 2}
+    trials = [t for t in trials_of(f"sqlite:///{tmp_path / 'out' / 'tune.db'}") if t.state.name == "COMPLETE"]
+    assert len({(t.params["prune.ratio"], t.params["quantize.per_channel"]) for t in trials}) == 4
+    float_runs = list((tmp_path / "out" / "cache" / "float").glob("*/report.json"))
+    assert len(float_runs) == 2  # one fine-tuning per ratio, on disk
+    for trial in trials:  # each quantized its ratio's own float model
+        report = json.loads((Path(trial.user_attrs["model"]).parent / "report.json").read_text())
+        assert "/cache/float/" in report["source"]["path"]
+
+
+def _worker(config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgeopt", "tune", "--config", str(config), *args],
+                            cwd=config.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_tune_resumes_the_study_and_loses_nothing_completed(cli, tmp_path):
+    config = project(tmp_path, '"prune.ratio" = [0.25, 0.5, 0.75]', tune='sampler = "grid"\ntrials = 3')
+    storage = f"sqlite:///{tmp_path / 'out' / 'tune.db'}"
+    worker = _worker(config)
+    deadline = time.monotonic() + 300
+    while True:  # kill it in the middle of a trial, after at least one has finished
+        time.sleep(0.3)
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline, "no trial finished in time"
+        try:
+            states = [t.state.name for t in trials_of(storage)]
+        except Exception:  # the study is not created yet
+            continue
+        if "COMPLETE" in states and "RUNNING" in states:
+            break
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    before = {t.number: (t.params, t.values) for t in trials_of(storage) if t.state.name == "COMPLETE"}
+    killed = [t for t in trials_of(storage) if t.state.name == "RUNNING"]
+    assert before and len(killed) == 1
+    result = cli("tune", "--config", config, "--resume", "--json")
+    assert result.code == 0, result.stderr
+    after = trials_of(storage)
+    complete = {t.number: (t.params, t.values) for t in after if t.state.name == "COMPLETE"}
+    assert all(complete[n] == before[n] for n in before)  # nothing completed was lost or rerun
+    assert len(complete) == 3 and sorted(p["prune.ratio"] for p, _v in complete.values()) == [0.25, 0.5, 0.75]
+    gone = next(t for t in after if t.number == killed[0].number)
+    assert gone.state.name == "FAIL"  # its worker is dead: failed, and its parameters ran again
+    assert any(t.user_attrs.get("retry_of") == gone.number and t.state.name == "COMPLETE" for t in after)
+    assert json.loads(result.stdout)["winner"] is not None
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study_without_running_a_trial_twice(request, tmp_path, where):
+    if where == "postgresql":
+        storage = request.getfixturevalue("postgres").url
+        study = f"shared-{os.getpid()}"
+    else:
+        storage, study = f"sqlite:///{tmp_path / 'shared.db'}", "shared"
+    configs = [project(tmp_path / name, '"prune.ratio" = [0.25, 0.375, 0.5, 0.625]',
+                       tune=f'sampler = "grid"\ntrials = 4\nstorage = "{storage}"\nstudy = "{study}"')
+               for name in ("machine-a", "machine-b")]
+    workers = [_worker(config) for config in configs]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err
+    trials = trials_of(storage.replace("postgresql://", "postgresql+psycopg://"), study)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and len({t.number for t in complete}) == 4
+    assert sorted(t.params["prune.ratio"] for t in complete) == [0.25, 0.375, 0.5, 0.625]  # each grid point once
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)  # nothing left running
+    workers_seen = {t.user_attrs["edgeopt_worker"] for t in complete}
+    assert len(workers_seen) == 2  # both machines ran trials
+    for t in complete:  # each trial's files are on the machine that ran it, under its own number
+        assert Path(t.user_attrs["model"]).is_file() and f"/trials/{t.number}/" in t.user_attrs["model"]
+
+
+def test_ctrl_c_finishes_the_trial_in_flight_and_keeps_what_is_done(tmp_path):
+    config = project(tmp_path, '"prune.ratio" = [0.25, 0.5, 0.75]', tune='sampler = "grid"\ntrials = 3')
+    storage = f"sqlite:///{tmp_path / 'out' / 'tune.db'}"
+    worker = _worker(config)
+    deadline = time.monotonic() + 300
+    while True:
+        time.sleep(0.3)
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        try:
+            running = [t for t in trials_of(storage) if t.state.name == "RUNNING"]
+        except Exception:
+            continue
+        if running:
+            break
+    worker.send_signal(signal.SIGINT)
+    _out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert "stopping after the trial in flight" in err and "Traceback" not in err
+    trials = trials_of(storage)
+    assert running[0].number in {t.number for t in trials if t.state.name == "COMPLETE"}  # it was finished
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    document = json.loads((tmp_path / "out" / "tune.json").read_text())
+    assert document["stopped_by"] == "interrupted" and len([t for t in trials if t.state.name == "COMPLETE"]) < 3
+    assert (tmp_path / "out" / "model.onnx").is_file()
