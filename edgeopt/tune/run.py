@@ -198,23 +198,13 @@ class _Trials:
         if (folder / "model.onnx").is_file() and (folder / REPORT).is_file():
             self.reused += 1
             return folder / "model.onnx", Report.model_validate_json((folder / REPORT).read_text(encoding="utf-8"))
-        self.float_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".float-", dir=self.float_root))
-        try:
-            float_config = config.model_copy(update={
-                "output_dir": str(staging / "out"), "device": None,
-                "quantize": config.quantize.model_copy(update={"mode": "none"})})
-            result = convert(float_config, self._quiet(number))
-            try:
-                (staging / "out").rename(folder)
-            except OSError:  # another worker made the same model meanwhile: use theirs
-                if not (folder / "model.onnx").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # convert publishes into the folder atomically, file by file, the report last: a folder without its
+        # report (a killed run) is simply made again; two workers making the same model write the same files
+        float_config = config.model_copy(update={
+            "output_dir": str(folder), "device": None, "quantize": config.quantize.model_copy(update={"mode": "none"})})
+        convert(float_config, self._quiet(number))
         self.built += 1
         report = Report.model_validate_json((folder / REPORT).read_text(encoding="utf-8"))
-        del result
         return folder / "model.onnx", report
 
     def run(self, number: int, values: dict[str, Any]) -> tuple[Path, Report, Report | None]:

@@ -94,6 +94,14 @@ def test_the_winner_meets_the_budgets_and_is_the_most_accurate_that_does(cli, tm
         assert (out / "pareto" / str(number) / "model.onnx").is_file()
         assert number in feasible
     assert document["float_models"] == {"built": 3, "reused": 0}
+    # the HTML report of OUT finds tune.json beside it: one point per trial, the infeasible one hollow, the
+    # winner ringed and its row highlighted
+    page = cli("report", out, "-o", tmp_path / "page.html")
+    assert page.code == 0, page.stderr
+    html = (tmp_path / "page.html").read_text()
+    assert html.count('class="point ') == 3 and html.count('class="point infeasible"') == 1
+    assert html.count('class="winner"') == 1 and html.count('<tr class="highlight">') == 1
+    assert f'<td class="num">{best.number}</td>' in html.split('<tr class="highlight">')[1].split("</tr>")[0]
 
 
 def test_no_trial_within_the_budgets_saves_the_nearest_miss_and_exits_1(cli, tmp_path):

@@ -30,6 +30,7 @@ from edgeopt.report.html.convert_sections import (
     warnings_section,
 )
 from edgeopt.report.html.style import CSS
+from edgeopt.report.html.tune_section import tune_section
 from edgeopt.report.html.target_sections import (
     comparisons_section,
     device_section,
@@ -41,6 +42,7 @@ from edgeopt.report.html.target_sections import (
 )
 from edgeopt.report.profile_schema import ProfileReport, profile_report_from_json
 from edgeopt.report.schema import Report, report_from_json
+from edgeopt.report.tune_schema import TuneDocument
 
 # --------------------------------------------------------------------------- reading
 
@@ -73,16 +75,27 @@ def read_gate_json(path: Path) -> GateResult:
                               "give the JSON printed by `edgeopt gate --json`")
 
 
+def read_tune_json(path: Path) -> TuneDocument:
+    """``OUT/tune.json`` of `edgeopt tune`, validated."""
+    raw = read_json(path, "tune result", "give the tune.json written by `edgeopt tune`")
+    if not isinstance(raw, dict) or raw.get("kind") != "tune":
+        raise InputError(f"{path} is not a tune result", "give the tune.json written by `edgeopt tune`")
+    return validated_document(TuneDocument, raw, str(path), "tune result",
+                              "give the tune.json written by `edgeopt tune`")
+
+
 # --------------------------------------------------------------------------- the page
 
 
 def render_html(report: Report | ProfileReport, gate: GateResult | None = None, *,
-                source_label: str | None = None) -> str:
-    """The whole page for one convert or profile report, with the budget table of a gate result when
-    given. Pure: no I/O, deterministic for the same input."""
+                source_label: str | None = None, tune: TuneDocument | None = None) -> str:
+    """The whole page for one convert or profile report, with the budget table of a gate result and the
+    tuning section of a tune result when given. Pure: no I/O, deterministic for the same input."""
     sections: list[Section | None] = []
     if gate is not None:
         sections.append(section("budgets", "Budgets", gate_section(gate)))
+    if tune is not None:
+        sections.append(section("tuning", "Tuning: the trials and their Pareto front", tune_section(tune)))
     if isinstance(report, ProfileReport):
         kind, title = "profile", base_name(report.model.path) or "model"
         sections += [

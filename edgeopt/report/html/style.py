@@ -67,6 +67,10 @@ svg text.note,svg text.legend{fill:var(--muted)}
 svg line.axis{stroke:#c9ced6}
 svg .c-est{fill:var(--est)} svg .c-meas{fill:var(--meas)} svg .c-weights{fill:var(--weights)}
 svg .c-act{fill:var(--act)} svg .c-float{fill:var(--float)} svg .c-int8{fill:var(--int8)}
+svg .point.front,svg .point.feasible{fill:var(--int8)} svg .point.infeasible{fill:#fff;stroke:var(--bad);stroke-width:1.5}
+svg .point.front{stroke:#1b2430;stroke-width:1} svg polyline.front{fill:none;stroke:var(--int8);stroke-width:1.5}
+svg circle.winner{fill:none;stroke:#1b2430;stroke-width:2}
+tr.highlight td{background:#eef6ee}
 .pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,600px);gap:24px;align-items:start}
 footer{color:var(--fg);font-size:12.5px;padding:8px 4px;display:grid;gap:4px;word-break:break-word}
 @media (max-width:900px){.pair{grid-template-columns:1fr}}
