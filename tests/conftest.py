@@ -252,3 +252,27 @@ def detector_model(path: Path) -> Path:
     model.ir_version = 7
     onnx.save(model, str(path))
     return path
+
+
+# A factory with keyword arguments (width, dropout) for 8x8 digits: `--factory-arg` and tune's architecture
+# trials write it to a file and load it as FILE.py:build.
+WIDE_FACTORY = """
+import torch
+from torch import nn
+
+
+class Wide(nn.Module):
+    def __init__(self, channels, dropout):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, 10))
+
+    def forward(self, image):
+        return self.body(image)
+
+
+def build(width=1.0, dropout=0.0):
+    torch.manual_seed(0)
+    return Wide(max(4, int(16 * width)), dropout)
+"""

@@ -45,6 +45,24 @@ def _pairs(values: list[str]) -> dict[str, str]:
     return parse_state_pairs(values)
 
 
+def _factory_args(values: list[str]) -> dict[str, Any]:
+    """NAME=VALUE, the value read as JSON where it parses (0.5, 3, true, "x", [1, 2]), else as text."""
+    import json
+
+    from edgeopt.errors import InputError
+
+    parsed: dict[str, Any] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise InputError(f"bad --factory-arg {item!r}", "write NAME=VALUE, e.g. --factory-arg width=0.5")
+        try:
+            parsed[name.strip()] = json.loads(text)
+        except ValueError:
+            parsed[name.strip()] = text
+    return parsed
+
+
 def _metrics(values: list[str]) -> dict[str, str]:
     from edgeopt.config.metric_spec import parse_metric_flags
 
@@ -296,6 +314,10 @@ class ConvertConfig(BaseModel):
     simplify: Annotated[bool, Cli(("--no-simplify",), "Skip graph simplification (onnxslim).", switch=False)] = True
     weights: Annotated[str | None, Cli(("--weights",), "state_dict for a factory source (loaded weights-only).")] \
         = None
+    # keyword arguments of a factory source (width, depth, dropout): what `tune` searches as "factory.NAME"
+    factory_args: Annotated[dict[str, Any], Cli(("--factory-arg",), "Keyword argument of a factory source, "
+                                                "NAME=VALUE (repeatable; e.g. width=0.5).", parse=_factory_args,
+                                                repeat=True)] = {}
     trust_pickle: Annotated[bool, Cli(("--trust-pickle",), "Allow unpickling Python objects (full nn.Module "
                                       "files). Runs code from the file: only for files you trust.", switch=True)] \
         = False

@@ -64,11 +64,15 @@ def import_torch() -> Any:
 
 
 def load_torch_source(
-    spec: str, fmt: ModelFormat, *, weights: Path | None = None, trust_pickle: bool = False
+    spec: str, fmt: ModelFormat, *, weights: Path | None = None, trust_pickle: bool = False,
+    factory_args: dict[str, Any] | None = None,
 ) -> TorchSource:
     torch = import_torch()
+    if factory_args and fmt is not ModelFormat.TORCH_FACTORY:
+        raise InputError("--factory-arg only applies to a factory source (pkg.module:function)",
+                         "drop --factory-arg, or pass the model's factory")
     if fmt is ModelFormat.TORCH_FACTORY:
-        module = _call_factory(spec)
+        module = _call_factory(spec, factory_args or {})
         if weights is not None:
             _load_weights_into(module, weights, trust_pickle=trust_pickle)
         module.eval()
@@ -308,13 +312,31 @@ def load_callable(spec: str, what: str = "factory") -> Any:
     return function
 
 
-def _call_factory(spec: str) -> Any:
+def factory_parameters(spec: str) -> tuple[set[str], bool]:
+    """The keyword arguments the factory takes, and whether it takes any (``**kwargs``)."""
+    import inspect
+
+    signature = inspect.signature(load_callable(spec, "factory"))
+    named = {p.name for p in signature.parameters.values()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def _call_factory(spec: str, kwargs: dict[str, Any]) -> Any:
     torch = import_torch()
     factory = load_callable(spec, "factory")
+    if kwargs:
+        named, anything = factory_parameters(spec)
+        unknown = sorted(set(kwargs) - named) if not anything else []
+        if unknown:
+            raise InputError(f"factory {spec} takes no argument {', '.join(unknown)}",
+                             f"its arguments: {', '.join(sorted(named)) or 'none'}")
     try:
-        model = factory()
+        model = factory(**kwargs)
     except Exception as exc:
-        raise InputError(f"factory {spec} raised {type(exc).__name__}: {_line(exc)}",
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise InputError(f"factory {spec}{f'({given})' if given else ''} raised {type(exc).__name__}: {_line(exc)}",
+                         "check the factory's arguments" if kwargs else
                          "the factory must build the model with no arguments") from None
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"factory {spec} returned {type(model).__name__}, not a torch.nn.Module",

@@ -48,6 +48,9 @@ class LoadStage:
         return True
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
+        if context.config.factory_args and context.source_format is not ModelFormat.TORCH_FACTORY:
+            raise InputError("--factory-arg only applies to a factory source (pkg.module:function)",
+                             "drop --factory-arg, or pass the model's factory")
         if context.source_format is ModelFormat.ONNX:
             return _load_onnx(context)
         _load_torch(context)
@@ -96,7 +99,7 @@ def _load_torch(context: StageContext) -> None:
     with context.stage("load", "Loading PyTorch model") as record:
         weights = Path(config.weights) if config.weights else None
         source = load_torch_source(config.source, context.source_format, weights=weights,
-                                   trust_pickle=config.trust_pickle)
+                                   trust_pickle=config.trust_pickle, factory_args=dict(config.factory_args))
         specs = torch_input_specs(source, _input_shapes(context), dict(config.input_dtypes))
         declared = [InputSpec(s.name, ("batch", *s.shape[1:]) if config.dynamic_batch and s.shape else s.shape,
                               s.dtype) for s in specs]

@@ -82,7 +82,8 @@ def score(model: Path, report: Report, float_report: Report | None, target: str,
                 result.constraints.append(UNKNOWN_VIOLATION)
             else:
                 scale = abs(float(check.limit)) or 1.0
-                over = (check.actual - check.limit) if check.limit_text.startswith("≤") else (check.limit - check.actual)
+                at_most = check.limit_text.startswith("≤")
+                over = (check.actual - check.limit) if at_most else (check.limit - check.actual)
                 result.constraints.append(over / scale)
             result.checks.append(f"{check.budget}: {check.message}")
     return result

@@ -41,7 +41,7 @@ TUNE_JSON = "tune.json"
 SCHEMA_VERSION = 1
 # settings that decide the float model (everything before quantization)
 FLOAT_FIELDS = {"input_shapes", "input_dtypes", "dims", "fills", "state_pairs", "opset", "dynamic_batch", "simplify",
-                "weights", "trust_pickle", "parity", "prune", "finetune", "targets", "targets_dir"}
+                "weights", "factory_args", "trust_pickle", "parity", "prune", "finetune", "targets", "targets_dir"}
 
 
 @dataclass
@@ -74,9 +74,10 @@ def plan_tune(base: ConvertConfig, settings: TuneConfig, budgets: list[Budget],
         import optuna  # noqa: F401
     except ImportError:
         raise InputError("edgeopt tune needs Optuna", "pip install 'edgeopt[tune]'") from None
-    if base.quantize.calib is None and base.prune is None:
-        raise InputError("nothing to tune: no calibration data and no pruning",
-                         "pass --calib DATA (quantization) and/or --prune RATIO --finetune DATA")
+    if base.quantize.calib is None and base.prune is None and base.finetune is None:
+        raise InputError("nothing to tune: no calibration data, no pruning and no training data",
+                         "pass --calib DATA (quantization), --prune RATIO and/or --finetune DATA (pruning, "
+                         "architecture trials)")
     space = build_space(base, settings.space, space_error)
     if not space.dimensions:
         raise InputError("the search space is empty (every entry of [tune.space] is fixed)",
@@ -186,7 +187,7 @@ class _Trials:
         float run for these settings, made once and reused."""
         from edgeopt.pipeline import REPORT, convert
 
-        if config.prune is None and config.source.endswith(".onnx"):
+        if config.prune is None and config.finetune is None and config.source.endswith(".onnx"):
             return Path(config.source), None
         settings = config.model_dump(mode="json", include=FLOAT_FIELDS)
         document = {"source": _source_identity(config), "settings": settings,
@@ -218,7 +219,7 @@ class _Trials:
             return out / "model.onnx", Report.model_validate_json((out / "report.json").read_text()), None
         trial_config = config.model_copy(update={
             "source": str(float_path), "output_dir": str(out), "prune": None, "finetune": None, "weights": None,
-            "trust_pickle": False})
+            "factory_args": {}, "trust_pickle": False})
         result = convert(trial_config, self._quiet(number), command=self.plan.command, cache=self.stage_cache)
         return result.model_path, result.report, float_report
 
@@ -271,7 +272,7 @@ def run_tune(plan: TunePlan, events: Events | None = None, should_stop: Callable
             break
         try:
             with heartbeat(storage, study, trial.number), quiet_optuna():
-                _one_trial(study, trial, plan, trials, storage)
+                _one_trial(study, trial, plan, trials)
         except KeyboardInterrupt:
             study.tell(trial, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
@@ -327,7 +328,7 @@ def _same_as(study: Any, params: dict[str, Any], number: int) -> Any:
     return None
 
 
-def _one_trial(study: Any, trial: Any, plan: TunePlan, trials: _Trials, storage: Any) -> None:
+def _one_trial(study: Any, trial: Any, plan: TunePlan, trials: _Trials) -> None:
     from optuna.trial import TrialState
 
     earlier = _same_as(study, trial.params, trial.number)
@@ -345,6 +346,12 @@ def _one_trial(study: Any, trial: Any, plan: TunePlan, trials: _Trials, storage:
                                    Path(plan.base.targets_dir) if plan.base.targets_dir else None)
     except EdgeoptError as exc:
         trial.set_user_attr("error", f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except Exception as exc:  # one trial's crash (a training that diverges, a runtime error) ends only that trial
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        trial.set_user_attr("error", f"{type(exc).__name__}: {first} (not an input error: please report it with "
+                                     "this trial's settings)")
         study.tell(trial, state=TrialState.FAIL)
         return
     missing = [name for name in plan.objectives if result.values.get(name) is None]
@@ -439,7 +446,8 @@ def _finish(plan: TunePlan, study: Any, trials: _Trials, stopped: str, ran: int)
         folder = plan.out_dir / "nearest-miss"
         nearest = {**miss, "published": str(folder) if _publish(miss, folder) else None,
                    "why": "no trial met the budgets; this one missed them by the least: "
-                          + "; ".join(c for c in miss["checks"] if "exceeds" in c or "below" in c or ":" in c)}
+                          + "; ".join([c for c in miss["checks"] if " exceeds " in c or " below " in c]
+                                      or miss["checks"])}
     else:
         exit_code = 1
     document = {

@@ -2,7 +2,8 @@
 (``Search`` beside the field in config/settings.py), for the stages the run uses, then narrowed or widened
 by ``[tune.space]``.
 
-A ``[tune.space]`` entry names a settings field by its dotted path and gives:
+A ``[tune.space]`` entry names a settings field by its dotted path (or ``factory.NAME``, a keyword argument of a
+factory source: each value builds another architecture, trained from scratch on the fine-tuning data) and gives:
 - ``{low = 0.2, high = 0.6, step = 0.1}`` (``log = true`` for rates): a numeric range;
 - ``[ "minmax", "percentile" ]`` or ``{values = [...]}``: a choice;
 - ``"search"``: the range the stage declares for it;
@@ -108,10 +109,17 @@ def _field_table() -> dict[str, Any]:
     return {".".join(d.path): d for d in declared(ConvertConfig)}
 
 
+FACTORY = "factory."  # "factory.width": a keyword argument of a factory source (ConvertConfig.factory_args)
+
+
 def apply(base: ConvertConfig, values: Mapping[str, Any]) -> ConvertConfig:
-    """``base`` with each dotted path set; a section the path enters is created when absent (--prune's)."""
+    """``base`` with each dotted path set; a section the path enters is created when absent (--prune's);
+    ``factory.NAME`` sets the factory's keyword argument NAME."""
     data = base.model_dump()
     for path, value in values.items():
+        if path.startswith(FACTORY):
+            data["factory_args"] = {**data.get("factory_args", {}), path[len(FACTORY):]: value}
+            continue
         node = data
         parts = path.split(".")
         for part in parts[:-1]:
@@ -146,13 +154,16 @@ def build_space(base: ConvertConfig, entries: Mapping[str, Any],
     wanted: dict[str, Search] = {}
     if base.quantize.mode != "none" and base.quantize.calib:
         wanted.update({p: fields[p].search for p in DEFAULT_QUANTIZE})
-    if base.prune is not None or base.finetune is not None:
+    if base.prune is not None:  # pruning joins when the run prunes (or when [tune.space] names prune.*)
         wanted.update({p: fields[p].search for p in DEFAULT_PRUNE})
     if base.finetune is not None:
         wanted.update({p: fields[p].search for p in DEFAULT_FINETUNE})
     dims: dict[str, Dimension] = {p: _from_search(p, s) for p, s in wanted.items()}
     fixed: dict[str, Any] = {}
     for key, value in _flatten(entries).items():
+        if key.startswith(FACTORY):
+            _factory_entry(base, key, value, dims, fixed, fail)
+            continue
         item = fields.get(key)
         if item is None or key in ("source", "output_dir") or key.split(".")[0] not in _SEARCHABLE_SECTIONS:
             searchable = sorted(k for k, d in fields.items() if d.search is not None)
@@ -185,6 +196,39 @@ def build_space(base: ConvertConfig, entries: Mapping[str, Any],
 _SEARCHABLE_SECTIONS = ("quantize", "prune", "finetune")
 
 
+def _factory_entry(base: ConvertConfig, key: str, value: Any, dims: dict[str, Dimension], fixed: dict[str, Any],
+                   fail: Callable[[str, str, str], Exception]) -> None:
+    """An architecture dimension: a keyword argument the factory takes, with values or a numeric range."""
+    from edgeopt.formats.sources import is_factory_spec
+    from edgeopt.formats.torch import factory_parameters
+
+    name = key[len(FACTORY):]
+    if not is_factory_spec(base.source):
+        raise fail(key, "factory arguments need a factory source (pkg.module:function or file.py:function)",
+                   "tune a model given as its factory, or drop the factory.* entries")
+    named, anything = factory_parameters(base.source)
+    if not anything and name not in named:
+        raise fail(key, f"the factory takes no argument {name!r}", f"its arguments: {', '.join(sorted(named))}")
+    if base.weights:
+        raise fail(key, "a factory argument builds another architecture, which --weights does not fit",
+                   "drop --weights: each architecture is trained from scratch on the --finetune data")
+    if base.finetune is None:
+        raise fail(key, "each architecture is trained from scratch, and there is no training data",
+                   "pass --finetune DATA (or [pipeline.finetune] data = ...)")
+    if isinstance(value, list) or (isinstance(value, Mapping) and "values" in value):
+        values = list(value["values"] if isinstance(value, Mapping) else value)
+        if not values:
+            raise fail(key, "an empty list of values", "list at least one value, or remove the entry")
+        dims[key] = Dimension(key, "choice", values=tuple(values))
+    elif isinstance(value, Mapping):
+        low, high = value.get("low"), value.get("high")
+        kind = int if all(isinstance(v, int) and not isinstance(v, bool)
+                          for v in (low, high, value.get("step", 1))) else float
+        dims[key] = _range(base, key, value, kind, fail, check=False)
+    else:
+        fixed[key] = value
+
+
 def _from_search(path: str, search: Search) -> Dimension:
     return Dimension(path, search.kind, values=search.values, low=search.low, high=search.high, log=search.log,
                      step=search.step)
@@ -200,7 +244,7 @@ def _check_value(base: ConvertConfig, key: str, value: Any, fail: Callable[[str,
 
 
 def _range(base: ConvertConfig, key: str, value: Mapping[str, Any], annotation: Any,
-           fail: Callable[[str, str, str], Exception]) -> Dimension:
+           fail: Callable[[str, str, str], Exception], check: bool = True) -> Dimension:
     unknown = sorted(set(value) - RANGE_KEYS)
     if unknown:
         raise fail(key, f"unknown range key(s) {', '.join(unknown)}", "a range is {low, high, step, log}")
@@ -217,7 +261,7 @@ def _range(base: ConvertConfig, key: str, value: Mapping[str, Any], annotation: 
         raise fail(key, f"step {step!r} must be positive and at most high - low", "fix the step")
     if log and low <= 0:
         raise fail(key, "a log range needs low > 0", "raise low, or drop log")
-    for bound in (low, high):
+    for bound in (low, high) if check else ():
         _check_value(base, key, int(bound) if annotation is int else float(bound), fail)
     kind = "int" if annotation is int else "float"
     return Dimension(key, kind, low=float(low), high=float(high), log=log,

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO
+from conftest import REPO, WIDE_FACTORY
 
 DIGITS = REPO / "models" / "digits"
 FACTORY = [f"{DIGITS / 'model.py'}:build_model", "--weights", DIGITS / "digits_cnn.pt", "--input-shape",
@@ -137,7 +137,8 @@ def test_unconvertible_onnx_is_refused_naming_the_op_unless_allowed(cli, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--prune", "1.5"], "between 0 and 1"),
     (["--prune", "0"], "between 0 and 1"),
-    (["--finetune", str(DIGITS / "train.npz")], "add --prune RATIO"),
+    (["--factory-arg", "width=0.5"], "takes no argument width"),
+    (["--factory-arg", "0width"], "bad --factory-arg"),
     (["--prune", "0.5", "--prune-criterion", "random"], "criterion"),
     (["--prune", "0.5", "--prune-criterion", "taylor"], "needs labelled data"),
 ])
@@ -211,3 +212,27 @@ def test_a_transformer_encoder_prunes_its_embedding_and_head_dims(cli, tmp_path)
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": np.random.default_rng(0).standard_normal((1, 10, 16)).astype(np.float32)})
     assert out.shape == (1, 5)
+
+
+
+
+def test_finetune_alone_trains_a_factory_built_with_arguments(cli, tmp_path):
+    """--factory-arg builds another architecture (tune's architecture trials); --finetune without --prune trains
+    it as it is: steps unpruned (untrained) and fine-tuned, ratio 0, nothing timed against itself."""
+    factory = tmp_path / "wide.py"
+    factory.write_text(WIDE_FACTORY)
+    out = tmp_path / "out"
+    result = cli("convert", f"{factory}:build", "--factory-arg", "width=0.5", "--factory-arg", "dropout=0.1",
+                 "--input-shape", "image=1x1x8x8", "--finetune", DIGITS / "train.npz", "--eval", DIGITS / "eval.npz",
+                 "--epochs", "4", "--lr", "0.01", "-o", out, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    pruning = report["summary"]["pruning"]
+    assert pruning["ratio"] == 0.0 and pruning["params_before"] == pruning["params_after"]
+    steps = {s["step"]: s for s in pruning["steps"]}
+    assert list(steps) == ["unpruned", "fine-tuned"]
+    assert steps["fine-tuned"]["accuracy"] > steps["unpruned"]["accuracy"] + 0.3  # trained from its random start
+    assert conv_widths(out / "model.onnx") and set(conv_widths(out / "model.onnx").values()) == {8}  # 16 x 0.5
+    assert report["config"]["factory_args"] == {"width": 0.5, "dropout": 0.1}
+    onnx_source = cli("convert", DIGITS / "digits_cnn.onnx", "--factory-arg", "width=0.5", "-o", tmp_path / "o2")
+    assert onnx_source.code == 2 and "only applies to a factory source" in onnx_source.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from conftest import REPO
+from conftest import REPO, WIDE_FACTORY
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("torch_pruning")
@@ -238,3 +238,66 @@ def test_ctrl_c_finishes_the_trial_in_flight_and_keeps_what_is_done(tmp_path):
     document = json.loads((tmp_path / "out" / "tune.json").read_text())
     assert document["stopped_by"] == "interrupted" and len([t for t in trials if t.state.name == "COMPLETE"]) < 3
     assert (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_architecture_trials_build_and_train_each_width_from_scratch(cli, tmp_path):
+    """factory.width is a dimension: each value builds the factory's model anew and trains it on the fine-tuning
+    data; a parameter budget keeps the widest out, and the winner is a trained, feasible width."""
+    factory = tmp_path / "wide.py"
+    factory.write_text(WIDE_FACTORY)
+    (tmp_path / "edgeopt.toml").write_text(f"""[pipeline]
+source = "{factory}:build"
+input_shape = "1x1x8x8"
+output = "out"
+
+[pipeline.quantize]
+eval = "{DIGITS / 'eval.npz'}"
+
+[pipeline.finetune]
+data = "{DIGITS / 'train.npz'}"
+epochs = 4
+lr = 0.01
+
+[tune]
+sampler = "grid"
+trials = 3
+
+[tune.space]
+"factory.width" = [0.25, 0.5, 1.0]
+"factory.dropout" = 0.1
+"finetune.lr" = 0.01
+"finetune.weight_decay" = 0.0
+
+[[budgets]]
+artifact = "out/model.onnx"
+max_params = "1.5k"
+""")
+    result = cli("tune", "--config", tmp_path / "edgeopt.toml", "--json")
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["float_models"] == {"built": 3, "reused": 0}  # one training per width
+    trials = {t["params"]["factory.width"]: t for t in document["trials"] if t["state"] == "complete"}
+    widths = {w: {d for d in _conv_outputs(Path(t["model"]))} for w, t in trials.items()}
+    assert widths == {0.25: {4}, 0.5: {8}, 1.0: {16}}  # max(4, 16 x width) channels
+    assert not trials[1.0]["feasible"] and trials[0.25]["feasible"]  # 16 channels: ~2.6k parameters
+    winner = document["winner"]
+    feasible = [t for t in trials.values() if t["feasible"]]
+    assert winner["number"] == max(feasible, key=lambda t: t["values"]["metric"])["number"]
+    for trial in trials.values():  # each was trained: better than the same architecture at its random start
+        steps = json.loads((Path(trial["model"]).parent / "report.json").read_text())["summary"]["pruning"]["steps"]
+        assert [s["step"] for s in steps] == ["unpruned", "fine-tuned"]
+        assert trial["values"]["metric"] == steps[1]["accuracy"] > steps[0]["accuracy"] + 0.05
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    text = (tmp_path / "edgeopt.toml").read_text().replace('"factory.dropout" = 0.1', '"factory.depth" = [1, 2]')
+    (bad / "edgeopt.toml").write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith('"factory.depth"'))
+    refused = cli("tune", "--config", bad / "edgeopt.toml")
+    assert refused.code == 2 and f"edgeopt.toml:{line}: tune.space.factory.depth: the factory takes no argument" \
+        in refused.stderr
+
+
+def _conv_outputs(model: Path) -> list[int]:
+    proto = onnx.load(str(model))
+    weights = {t.name: list(t.dims) for t in proto.graph.initializer}
+    return [weights[n.input[1]][0] for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in weights]

@@ -59,7 +59,8 @@ def pareto_chart(document: TuneDocument) -> Html:
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" class="point {css}"><title>{esc(tip)}</title></circle>')
         if trial.number == winner:
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="10" class="winner"/>')
-    title = "Trials: task metric against latency (filled: meets the budgets; joined: the Pareto front; ringed: the winner)"
+    title = ("Trials: task metric against latency (filled: meets the budgets; joined: the Pareto front; "
+             "ringed: the winner)")
     return Html(f'<figure class="chart"><figcaption>{esc(title)}</figcaption>'
                 f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
                 f'role="img" aria-label="{esc(title)}">{"".join(parts)}</svg></figure>')

@@ -85,7 +85,7 @@ def run_prune_stage(
     module: Any,
     unpruned_onnx: onnx.ModelProto,
     specs: Sequence[InputSpec],
-    prune: PruneConfig,
+    prune: PruneConfig | None,
     finetune: FinetuneSettings | None,
     *,
     targets: Sequence[Any],
@@ -101,7 +101,8 @@ def run_prune_stage(
     timing_feeds: dict[str, np.ndarray] | None = None,
 ) -> PruneStageResult:
     """Prune ``module`` (the unpruned model whose ONNX form is ``unpruned_onnx``), fine-tune it when
-    asked, export it to ``out_path`` and measure every step. ``specs`` are concrete (the run's resolved
+    asked, export it to ``out_path`` and measure every step. ``prune`` None: fine-tuning only (steps
+    "unpruned" and "fine-tuned"). ``specs`` are concrete (the run's resolved
     shapes); ``timing_feeds`` (default: random values at those shapes) time the steps."""
     import copy
 
@@ -140,20 +141,25 @@ def run_prune_stage(
     original = copy.deepcopy(module).eval()
     unpruned_accuracy = accuracy_of(original)
     batches = None
-    if prune.criterion == "taylor":
+    if prune is not None and prune.criterion == "taylor":
         if data is None:
             raise InputError("the taylor criterion ranks channels by gradients and needs labelled data",
                              "pass --finetune DATA, or use --prune-criterion magnitude")
         batches = [batch for _, batch in zip(range(4), data.train)]
-    note("pruning channels")
-    result = prune_module(module, example, prune, data_batches=batches, loss_fn=loss_fn)
-    pruned = result.module
-    warnings.extend(result.warnings)
+    result = None
+    if prune is not None:
+        note("pruning channels")
+        result = prune_module(module, example, prune, data_batches=batches, loss_fn=loss_fn)
+        pruned = result.module
+        warnings.extend(result.warnings)
+    else:
+        pruned = module
     pruned_accuracy = accuracy_of(pruned)
     finetuned = None
     if finetune is not None:
         note("fine-tuning")
-        teacher = original if finetune.distill_weight > 0 else None
+        # distilling from the model before pruning; a model only trained has no other teacher than itself
+        teacher = original if finetune.distill_weight > 0 and prune is not None else None
         finetuned = run_finetune(pruned, data.train, data.val, finetune.training(), teacher=teacher, loss=data.loss,
                                  events=events)
     note("exporting the pruned model")
@@ -165,17 +171,17 @@ def run_prune_stage(
     before.accuracy, after.accuracy = unpruned_accuracy, pruned_accuracy
     if labelled is None:
         before.fidelity, after.fidelity = 1.0, _fidelity(original, pruned, example)
-    steps = [before, after]
+    steps = [before, after] if prune is not None else [before]
     if finetuned is not None:
         tuned = after.model_copy(update={"step": "fine-tuned", "accuracy": accuracy_of(pruned)})
         if labelled is None:
             tuned.fidelity = _fidelity(original, pruned, example)
         steps.append(tuned)
-    if measure_latency:
+    if measure_latency and prune is not None:  # fine-tuning alone keeps the architecture: nothing to time
         note("timing unpruned vs pruned on this machine")
         _host_latency(steps, {"unpruned": unpruned_onnx.SerializeToString(), "pruned": out_path},
                       timing_feeds or random_inputs(concrete, seed=1), latency_threads)
-    flags = flag_not_faster(before, steps[-1])
+    flags = flag_not_faster(before, steps[-1]) if prune is not None else []  # nothing was meant to get faster
     warnings.extend(flags)
     details = PruneDetails(prune=result, finetune=finetuned, accuracy_data=labelled_source, steps=steps,
                            not_faster=flags)

@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from edgeopt.errors import InputError
 from edgeopt.formats.onnx import default_opset, load_onnx
 from edgeopt.stages.common.context import Reference, StageContext, StageModel
 from edgeopt.stages.prune.details import PruneDetails  # noqa: F401 (registers the stage's details)
@@ -48,10 +47,9 @@ class PruneStage:
     name = "prune"
 
     def applies(self, context: StageContext) -> bool:
-        if context.config.finetune is not None and context.config.prune is None:
-            raise InputError("--finetune trains the pruned model, but nothing is pruned",
-                             "add --prune RATIO (e.g. 0.5)")
-        return context.config.prune is not None
+        # --finetune alone trains the model as it is (a factory built with new --factory-arg values: tune's
+        # architecture trials), through the same steps without the pruning one
+        return context.config.prune is not None or context.config.finetune is not None
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         from edgeopt.stages.prune.stage import module_from_onnx, run_module, run_prune_stage
@@ -60,19 +58,23 @@ class PruneStage:
 
         config, settings = context.config, context.config.prune
         current, reference = model.proto, context.reference
-        with context.stage("prune", f"Pruning {settings.ratio:.0%} of the channels") as record:
+        title = f"Pruning {settings.ratio:.0%} of the channels" if settings else "Fine-tuning (nothing pruned)"
+        with context.stage("prune", title) as record:
             targets = [load_target(name, context.targets_dir()) for name in config.targets]
-            multiple, why = ((settings.channel_multiple, "set explicitly") if settings.channel_multiple
-                             else preferred_channel_multiple(targets[0]))
-            prune = settings.model_copy(update={"channel_multiple": multiple})
-            record.options = {**prune.model_dump(mode="json"), "channel_multiple_reason": why,
-                              "finetune": config.finetune.model_dump(mode="json") if config.finetune else None}
+            prune = None
+            record.options = {"finetune": config.finetune.model_dump(mode="json") if config.finetune else None}
+            if settings is not None:
+                multiple, why = ((settings.channel_multiple, "set explicitly") if settings.channel_multiple
+                                 else preferred_channel_multiple(targets[0]))
+                prune = settings.model_copy(update={"channel_multiple": multiple})
+                record.options.update({**prune.model_dump(mode="json"), "channel_multiple_reason": why})
             torch_module = _prunable_torch_module(context.facts.get("torch_source"))
             if torch_module is not None:
                 module, output_names = torch_module, context.facts.get("output_names")
                 record.details.path = "torch source"
             else:  # an ONNX source, or a TorchScript / .pt2 archive: prune through the exported graph
-                module, names, output_names, skipped = module_from_onnx(current, settings.allow_unprunable)
+                module, names, output_names, skipped = module_from_onnx(
+                    current, settings.allow_unprunable if settings else False)
                 if skipped:
                     record.status = "skipped"
                     record.warnings.append(f"{skipped}; continuing unpruned (--allow-unprunable)")
@@ -121,11 +123,15 @@ class PruneStage:
                 context.facts.get("prune_accuracy_set"), config.quantize.threads, context.targets_dir(),
                 timing_feeds=context.plan.sample(config.parity.seed + 1, None)))
         prune, finetune = details.prune, details.finetune
-        assert prune is not None  # an "ok" prune record has its result
-        return {"pruning": PruningSummary(
-            ratio=config.prune.ratio, params_before=prune.params_before, params_after=prune.params_after,
-            macs_before=prune.macs_before, macs_after=prune.macs_after, channel_multiple=prune.channel_multiple,
-            steps=details.steps, not_faster=details.not_faster, attention=prune.attention,
+        first, last = details.steps[0], details.steps[-1]
+        return {"pruning": PruningSummary(  # fine-tuning alone: ratio 0, the architecture as it came
+            ratio=config.prune.ratio if config.prune else 0.0,
+            params_before=prune.params_before if prune else first.params,
+            params_after=prune.params_after if prune else last.params,
+            macs_before=prune.macs_before if prune else first.macs,
+            macs_after=prune.macs_after if prune else last.macs,
+            channel_multiple=prune.channel_multiple if prune else None,
+            steps=details.steps, not_faster=details.not_faster, attention=prune.attention if prune else [],
             finetune=None if finetune is None else FinetuneOutcome(
                 epochs_run=finetune.epochs_run, best_epoch=finetune.best_epoch, stopped_early=finetune.stopped_early,
                 best_val_accuracy=finetune.best_val_accuracy, distilled=finetune.distilled))}
