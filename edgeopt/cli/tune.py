@@ -120,10 +120,14 @@ def _tune_settings(loaded: Any, flags: dict[str, Any]) -> Any:
         return TuneConfig.model_validate({**base, **given})
     except ValidationError as exc:
         where, message = first_validation_error(exc)
-        flag = {"objectives": "--objectives", "objective": "--objective", "sampler": "--sampler",
-                "trials": "--trials"}.get(where.split(".")[0], where)
-        raise InputError(f"bad value for {flag}: {message}",
-                         f"objectives: {', '.join(TUNE_OBJECTIVES)}; samplers: {', '.join(TUNE_SAMPLERS)}") from None
+        field = where.split(".")[0]
+        hints = {"objectives": f"objectives: {', '.join(TUNE_OBJECTIVES)}",
+                 "objective": f"objectives: {', '.join(TUNE_OBJECTIVES)}",
+                 "sampler": f"samplers: {', '.join(TUNE_SAMPLERS)}"}
+        flag = f"--{field.replace('_s', '').replace('_', '-')}" if field in TuneConfig.model_fields else where
+        source = f" ({loaded.path.name} [tune] or the flag)" if loaded is not None and loaded.config.tune else ""
+        raise InputError(f"bad value for {flag}{source}: {message}",
+                         hints.get(field, "see edgeopt tune --help")) from None
 
 
 def _budgets(loaded: Any, out_dir: Path) -> list[Any]:

@@ -231,6 +231,10 @@ def run_tune(plan: TunePlan, events: Events | None = None, should_stop: Callable
     from optuna.trial import TrialState
 
     events = (events or Events()).scoped("tune")
+    local = plan.storage.removeprefix("sqlite:///") if plan.storage.startswith("sqlite:///") else None
+    if plan.settings.resume and local is not None and not Path(local).is_file():  # before anything is created
+        raise InputError(f"--resume: there is no study to resume ({local} does not exist)",
+                         "drop --resume to start the study, or give the OUT (or --storage) of the earlier run")
     ensure_writable_dir(plan.out_dir)
     study, storage = _open_study(plan)
     recovered = recover_dead_trials(study, storage)

@@ -301,3 +301,19 @@ def _conv_outputs(model: Path) -> list[int]:
     proto = onnx.load(str(model))
     weights = {t.name: list(t.dims) for t in proto.graph.initializer}
     return [weights[n.input[1]][0] for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in weights]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--trials", "0"], "bad value for --trials"),
+    (["--sampler", "annealing"], "bad value for --sampler"),
+    (["--objectives", "metric,speed"], "bad value for --objectives"),
+    (["--timeout", "5x"], "bad --timeout '5x'"),
+    (["--resume"], "--resume: there is no study to resume"),
+    (["--storage", "postgresql://user:secret@127.0.0.1:1/none"], "cannot open the study storage"),
+])
+def test_bad_tune_flags_are_one_line_and_leave_nothing_behind(cli, tmp_path, args, message):
+    out = tmp_path / "out"
+    result = cli("tune", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "-o", out, *args)
+    assert result.code == 2 and message in result.stderr, result.stderr
+    assert "secret" not in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "tune.db").exists()
