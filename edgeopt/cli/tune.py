@@ -47,6 +47,9 @@ def _tune(
                                                               "(default metric,latency,size): the Pareto front."),
     objective: str = typer.Option(None, "--objective", help="One of metric, latency, size, memory: a single "
                                                             "scalar instead of a front."),
+    halving: int = typer.Option(None, "--halving", help="Successive halving factor η for trials that train: "
+                                                         "epochs/η², epochs/η, then all, only the top 1/η going "
+                                                         "on (default 3; 0: every trial at full budget)."),
     as_json: bool = typer.Option(False, "--json", help="Print tune.json on stdout."),
     **settings: Any,
 ) -> None:
@@ -66,6 +69,7 @@ def _tune(
     config = validated_settings(merged_settings(base, partial, flags, origin), flags, "tune")
     tune = _tune_settings(loaded, {"trials": trials, "sampler": sampler, "storage": storage, "study": study,
                                    "seed": seed, "objective": objective, "resume": resume or None,
+                                   "halving": halving,
                                    "timeout_s": _seconds(timeout) if timeout else None,
                                    "objectives": [o.strip() for o in objectives.split(",") if o.strip()]
                                    if objectives else None})

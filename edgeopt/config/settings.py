@@ -536,6 +536,9 @@ class TuneConfig(BaseModel):
     objectives: list[Literal["metric", "latency", "size", "memory"]] = Field(
         default_factory=lambda: ["metric", "latency", "size"], min_length=1)
     objective: Literal["metric", "latency", "size", "memory"] | None = None  # one scalar instead of a front
+    # successive halving of the training budget (tune/halving.py): trials train for epochs/η², epochs/η, then
+    # all epochs, going on only in the top 1/η of each rung; 0 or 1: every trial at the full budget
+    halving: int = Field(3, ge=0)
     # "prune.ratio" -> {low, high, step?, log?} | [choices] | "search" (its declared range) | a fixed value
     space: dict[str, Any] = {}
 

@@ -31,6 +31,7 @@ from edgeopt.errors import EdgeoptError, InputError
 from edgeopt.events import Event, Events
 from edgeopt.fsutil import ensure_writable_dir, sha256_file, write_text_atomic
 from edgeopt.report.schema import Report
+from edgeopt.tune import halving
 from edgeopt.tune.objectives import DIRECTIONS, TrialScore, pareto_front, ranking_key, score
 from edgeopt.tune.space import Space, apply, build_space
 from edgeopt.tune.storage import (
@@ -208,12 +209,21 @@ class _Trials:
         report = Report.model_validate_json((folder / REPORT).read_text(encoding="utf-8"))
         return folder / "model.onnx", report
 
-    def run(self, number: int, values: dict[str, Any]) -> tuple[Path, Report, Report | None]:
+    def config(self, values: dict[str, Any]) -> ConvertConfig:
+        return apply(self.plan.base, {**self.plan.space.fixed, **values})
+
+    def run(self, number: int, values: dict[str, Any], epochs: int | None = None
+            ) -> tuple[Path, Report, Report | None]:
+        """The trial's model and reports; ``epochs``: train for this many (a cheaper rung of halving)."""
         from edgeopt.pipeline import convert
 
-        config = apply(self.plan.base, {**self.plan.space.fixed, **values})
+        config = self.config(values)
+        if epochs is not None and config.finetune is not None:
+            config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"epochs": epochs})})
         float_path, float_report = self.float_model(config, number)
         out = self.plan.out_dir / "trials" / str(number)
+        if out.exists():  # a cheaper rung's run of this trial: replaced by this one
+            shutil.rmtree(out)
         if config.quantize.mode == "none" or config.quantize.calib is None:
             shutil.copytree(float_path.parent, out, dirs_exist_ok=True)
             return out / "model.onnx", Report.model_validate_json((out / "report.json").read_text()), None
@@ -344,10 +354,24 @@ def _one_trial(study: Any, trial: Any, plan: TunePlan, trials: _Trials) -> None:
         study.tell(trial, values=list(earlier.values))
         return
     begun = time.monotonic()
+    params = dict(trial.params)
     try:
-        model, report, float_report = trials.run(trial.number, dict(trial.params))
-        result: TrialScore = score(model, report, float_report, plan.base.targets[0], plan.budgets,
-                                   Path(plan.base.targets_dir) if plan.base.targets_dir else None)
+        config = trials.config(params)
+        rungs = halving.budgets(config.finetune.epochs, plan.settings.halving) if config.finetune else [None]
+        for rung, epochs in enumerate(rungs):
+            model, report, float_report = trials.run(trial.number, params, epochs if len(rungs) > 1 else None)
+            result: TrialScore = score(model, report, float_report, plan.base.targets[0], plan.budgets,
+                                       Path(plan.base.targets_dir) if plan.base.targets_dir else None)
+            if len(rungs) == 1 or any(result.values.get(name) is None for name in plan.objectives):
+                break
+            trial.set_user_attr(f"rung_{rung}", {"epochs": epochs, "values": result.values,
+                                                 "constraints": result.constraints})
+            if rung == len(rungs) - 1 or not halving.goes_on(
+                    halving.rung_results(study, rung), trial.number, plan.objectives, plan.settings.objective,
+                    plan.settings.halving):
+                break
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("full_budget", rung == len(rungs) - 1)
     except EdgeoptError as exc:
         trial.set_user_attr("error", f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
         study.tell(trial, state=TrialState.FAIL)
@@ -375,7 +399,7 @@ def _one_trial(study: Any, trial: Any, plan: TunePlan, trials: _Trials) -> None:
 
 
 def _best_text(study: Any, plan: TunePlan) -> str:
-    rows = [r for r in _rows(study, plan) if r["feasible"]]
+    rows = [r for r in _rows(study, plan) if r["feasible"] and r["full_budget"]]
     if not rows:
         return "no feasible trial yet"
     best = min(rows, key=lambda r: ranking_key(plan.objectives, plan.settings.objective)(r["values"]))
@@ -398,6 +422,8 @@ def _rows(study: Any, plan: TunePlan) -> list[dict[str, Any]]:
                "checks": attrs.get("checks", []), "model": attrs.get("model"), "worker": attrs.get(WORKER_ATTR),
                "error": attrs.get("error"), "same_as": attrs.get("same_as"), "seconds": attrs.get("seconds"),
                "shipped": attrs.get("shipped"), "metric_source": attrs.get("metric_source")}
+        row["full_budget"] = bool(attrs.get("full_budget", True))
+        row["epochs"] = attrs.get("epochs")
         row["feasible"] = bool(trial.state == TrialState.COMPLETE and row["values"] is not None
                                and all(c <= 0 for c in row["constraints"]))
         rows.append(row)
@@ -425,7 +451,8 @@ def _publish(row: dict[str, Any], folder: Path) -> bool:
 def _finish(plan: TunePlan, study: Any, trials: _Trials, stopped: str, ran: int) -> TuneResult:
     names = plan.objectives
     rows = _rows(study, plan)
-    complete = [r for r in rows if r["state"] == "complete" and r["values"] is not None]
+    # only full-budget results compete (a trial halving stopped early was trained for less)
+    complete = [r for r in rows if r["state"] == "complete" and r["values"] is not None and r["full_budget"]]
     feasible = [r for r in complete if r["feasible"]]
     key = ranking_key(names, plan.settings.objective)
     front = pareto_front(feasible, names, lambda r: r["values"])

@@ -261,6 +261,7 @@ lr = 0.01
 [tune]
 sampler = "grid"
 trials = 3
+halving = 0
 
 [tune.space]
 "factory.width" = [0.25, 0.5, 1.0]
@@ -317,3 +318,33 @@ def test_bad_tune_flags_are_one_line_and_leave_nothing_behind(cli, tmp_path, arg
     assert result.code == 2 and message in result.stderr, result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
     assert not (out / "tune.db").exists()
+
+
+def test_halving_trains_cheap_first_and_only_the_promising_go_on(cli, tmp_path):
+    """9 epochs, η = 3: every trial trains 1 epoch first, then 3, then 9 while it ranks in the top third of its
+    rung; the decisions are re-derived here from the study's own rung results, and only full-budget trials
+    can win."""
+    from edgeopt.tune import halving
+
+    config = project(tmp_path, '"prune.ratio" = [0.25, 0.5, 0.75]', tune='sampler = "grid"\ntrials = 3\nhalving = 3',
+                     epochs=9)
+    result = cli("tune", "--config", config, "--json")
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    trials = sorted((t for t in trials_of(f"sqlite:///{tmp_path / 'out' / 'tune.db'}") if t.state.name == "COMPLETE"),
+                    key=lambda t: t.number)
+    assert len(trials) == 3 and trials[0].user_attrs["full_budget"] and trials[0].user_attrs["epochs"] == 9
+    trainings = 0
+    for trial in trials:
+        rungs = [trial.user_attrs[f"rung_{r}"] for r in range(3) if f"rung_{r}" in trial.user_attrs]
+        assert [r["epochs"] for r in rungs] == [1, 3, 9][:len(rungs)]
+        trainings += len(rungs)
+        for index, rung in enumerate(rungs[:-1] if trial.user_attrs["full_budget"] else rungs):
+            seen = [(t.number, t.user_attrs[f"rung_{index}"]["values"], t.user_attrs[f"rung_{index}"]["constraints"])
+                    for t in trials if t.number <= trial.number and f"rung_{index}" in t.user_attrs]
+            went_on = index < len(rungs) - 1
+            assert halving.goes_on(seen, trial.number, ["metric", "latency", "size"], None, 3) == went_on
+        assert trial.user_attrs["epochs"] == rungs[-1]["epochs"]
+    assert document["float_models"]["built"] == trainings  # each rung trained once, nothing more
+    full = {t.number for t in trials if t.user_attrs["full_budget"]}
+    assert set(document["front"]) <= full and document["winner"]["number"] in full
