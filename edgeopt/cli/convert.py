@@ -75,8 +75,9 @@ convert_command = with_setting_options(ConvertConfig, _convert)
 def _render_pruning(console: Any, pruning: Any) -> None:
     steps = pruning.steps
     targets = list(steps[0].estimated_latency_ms) if steps else []
-    table = Table(title=f"Pruning {pruning.ratio:.0%} (channels rounded to multiples of "
-                        f"{pruning.channel_multiple or 1})", title_justify="left")
+    title = (f"Pruning {pruning.ratio:.0%} (channels rounded to multiples of {pruning.channel_multiple or 1})"
+             if pruning.ratio else "Fine-tuning (nothing pruned)")
+    table = Table(title=title, title_justify="left")
     for column in ("step", "params", "MACs", "size", *(f"est. {t} ms" for t in targets), "host ms (× unpruned)",
                    "accuracy"):
         table.add_column(column, justify="left" if column == "step" else "right")

@@ -111,8 +111,8 @@ class QuantizeConfig(BaseModel):
     calib_preprocess: Annotated[str | None, Cli(("--calib-preprocess",), "For image folders: size=224x224,"
                                                 "mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=NCHW,order=RGB")] \
         = None
-    max_calib_samples: Annotated[int | None, Cli(("--max-calib-samples",), "Use at most N samples.")] = \
-        Field(None, ge=1)
+    max_calib_samples: Annotated[int | None, Cli(("--max-calib-samples",), "Use at most N samples."),
+                                 Search.choice(32, 128, 512)] = Field(None, ge=1)
     # memory against speed: activations of this many samples are alive at once per session
     calib_batch: Annotated[int, Cli(("--calib-batch",), "Samples per onnxruntime run in calibration and the other "
                                     "passes over the calibration data (fewer: less memory, slower). A batch axis the "
@@ -247,8 +247,8 @@ class FinetuneConfig(BaseModel):
     l1: Annotated[float, Cli(("--l1",), "L1 regularization strength."), Search.floats(1e-7, 1e-3, log=True)] = \
         Field(0.0, ge=0)  # L1 strength on Conv/Linear weights
     # epochs without a better validation loss before stopping
-    patience: Annotated[int, Cli(("--patience",), "Epochs without a better validation loss before stopping.")] = \
-        Field(3, ge=1)
+    patience: Annotated[int, Cli(("--patience",), "Epochs without a better validation loss before stopping."),
+                        Search.ints(1, 6)] = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)  # improvement smaller than this does not count
     batch_size: Annotated[int, Cli(("--batch-size",), "Fine-tuning batch size."), Search.choice(16, 32, 64)] = \
         Field(32, ge=1)
