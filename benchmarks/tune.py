@@ -198,7 +198,8 @@ def run_method(name: str, project: dict, method: str, trials: int, root: Path) -
     complete = [t for t in document["trials"] if t["state"] == "complete" and t.get("full_budget", True)]
     feasible = sorted((t for t in complete if t["feasible"]), key=lambda t: t["number"])
     winner = document["winner"]
-    return {"model": name, "method": method, "trials": len(document["trials"]), "feasible": len(feasible),
+    ran = [t for t in document["trials"] if t["state"] in ("complete", "fail")]
+    return {"model": name, "method": method, "trials": len(ran), "feasible": len(feasible),
             "best_metric": max((t["values"]["metric"] for t in feasible), default=None),
             "first_feasible": feasible[0]["number"] if feasible else None, "seconds": seconds,
             "winner": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in winner["params"].items()) if winner else

@@ -416,6 +416,8 @@ def _rows(study: Any, plan: TunePlan) -> list[dict[str, Any]]:
 
     rows = []
     for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.WAITING:  # queued grid points and retries: not trials yet
+            continue
         attrs = trial.user_attrs
         row = {"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
                "values": attrs.get("values"), "constraints": attrs.get("constraints", []),
