@@ -207,7 +207,7 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(request, tmp_
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 4 and len({t.number for t in complete}) == 4
     assert sorted(t.params["prune.ratio"] for t in complete) == [0.25, 0.375, 0.5, 0.625]  # each grid point once
-    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)  # nothing left running
+    assert not [t for t in trials if t.state.name == "RUNNING"]  # nothing left running (queued points may wait)
     workers_seen = {t.user_attrs["edgeopt_worker"] for t in complete}
     assert len(workers_seen) == 2  # both machines ran trials
     for t in complete:  # each trial's files are on the machine that ran it, under its own number
