@@ -249,21 +249,20 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     assert full is not None and full.fp32 is not None  # both fp32 figures are required fields
     fp32, int8 = full.fp32, full.int8
     single = full if result.threads == 1 else peaks_of(dict(result.single_thread_ops_per_s))
-    efficiency = dict(base.efficiency)
-    efficiency.update({
-        "matmul": round(result.matmul_fp32_ops_per_s / fp32, 3),
-        "fully_connected": round(result.matmul_fp32_ops_per_s / fp32, 3),
-        "conv": round(result.conv_fp32_ops_per_s / fp32, 3),
-    })
-    efficiency.update(fitted_efficiency(result.class_ops_per_s, fp32, int8))
+
+    def measured(matmul: float, conv: float, rates: dict[str, float], fp32_peak: float,
+                 int8_peak: float | None) -> dict[str, float]:
+        """The efficiency table at one thread count: MatMul and Conv against the peak, then every op class."""
+        return {"matmul": round(matmul / fp32_peak, 3), "fully_connected": round(matmul / fp32_peak, 3),
+                "conv": round(conv / fp32_peak, 3), **fitted_efficiency(rates, fp32_peak, int8_peak)}
+
+    efficiency = {**base.efficiency, **measured(result.matmul_fp32_ops_per_s, result.conv_fp32_ops_per_s,
+                                                result.class_ops_per_s, fp32, int8)}
     # the same fit at one thread, against the one-thread peaks (classes scale with threads unlike the peaks)
-    single_efficiency: dict[str, float] = {}
     one = result.single_thread_ops_per_s
-    if result.threads > 1 and single is not None and single.fp32 and one.get("matmul_fp32") and one.get("conv_fp32"):
-        single_efficiency = {"matmul": round(one["matmul_fp32"] / single.fp32, 3),
-                             "fully_connected": round(one["matmul_fp32"] / single.fp32, 3),
-                             "conv": round(one["conv_fp32"] / single.fp32, 3),
-                             **fitted_efficiency(one, single.fp32, single.int8)}
+    single_efficiency = (measured(one["matmul_fp32"], one["conv_fp32"], one, single.fp32, single.int8)
+                         if result.threads > 1 and single is not None and single.fp32 and one.get("matmul_fp32")
+                         and one.get("conv_fp32") else {})
     bandwidth = kernel_bandwidth(result.class_ops_per_s, result.single_thread_ops_per_s, NODE_OVERHEAD_US)
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
