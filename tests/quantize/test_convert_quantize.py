@@ -75,6 +75,35 @@ def test_digits_int8_keeps_accuracy(cli, tmp_path):
     assert report["summary"]["quantization"]["shipped"] == "int8"
 
 
+def test_keep_float_keeps_the_most_sensitive_groups_float_even_where_int8_meets_the_floor(cli, tmp_path):
+    """--keep-float N (a dimension tune searches): the N groups the SQNR ranking names stay float in every static
+    candidate, though all-int8 digits already meets its floor; the shipped graph quantizes fewer nodes."""
+    def convert(out: Path, *extra: str) -> dict:
+        result = cli("convert", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "--eval",
+                     DIGITS / "eval.npz", "--quantize", "static", "--no-speed-fallback", "--force-int8", "-o", out,
+                     "--json", *extra)
+        assert result.code == 0, result.stderr
+        return _quantize_stage(json.loads(result.stdout))["details"]
+
+    plain, kept = convert(tmp_path / "plain"), convert(tmp_path / "kept", "--keep-float", "2")
+    for details in (plain, kept):
+        assert details["shipped"] == "int8"
+    by_name = {c["name"]: c for c in plain["candidates"]}
+    for candidate in kept["candidates"]:
+        if candidate["status"] == "rejected":
+            continue
+        assert candidate["kept_float_by_setting"], candidate["name"]
+        assert set(candidate["kept_float_by_setting"]) <= set(candidate["float_nodes"])
+        assert candidate["quantized_nodes"] < by_name[candidate["name"]]["quantized_nodes"]
+        assert not by_name[candidate["name"]]["kept_float_by_setting"]
+    float_ops = {n.name for n in onnx.load(str(DIGITS / "digits_cnn.onnx")).graph.node if n.op_type in ("Conv", "Gemm")}
+    chosen = next(c for c in kept["candidates"] if c["name"] == kept["chosen"])
+    # two groups: the Conv → Relu chains that lose the most, with the consumers of what they produce
+    assert len(float_ops & set(chosen["kept_float_by_setting"])) >= 2
+    assert _ops(tmp_path / "kept" / "model.onnx").get("QuantizeLinear", 0) < \
+        _ops(tmp_path / "plain" / "model.onnx").get("QuantizeLinear", 0)
+
+
 def test_auto_ships_int8_only_when_measured_faster(cli, tmp_path):
     result = cli("convert", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "-o", tmp_path / "out",
                  "--json")

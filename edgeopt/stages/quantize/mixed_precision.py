@@ -71,16 +71,7 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: 
     def out_of_time() -> bool:
         return time.monotonic() - started > budget
 
-    quant = onnx.ModelProto()
-    quant.ParseFromString(data)
-    sensitive = rank_sensitive_nodes(prepared, quant, lambda: itertools.islice(walk(evaluation), RANKING_BATCHES))
-    groups: list[tuple[str, ...]] = []
-    for name, _score in sensitive:
-        group = tuple(sorted(set(exclusion_group(prepared, name)) - set(recipe.nodes_to_exclude)))
-        if group and group not in groups:
-            groups.append(group)
-        if len(groups) >= MAX_RANKED_GROUPS:
-            break
+    groups = sensitive_groups(prepared, data, recipe, evaluation, MAX_RANKED_GROUPS)
     best = (data, fidelity, recipe)
     if not groups:
         candidate.mixed_precision_stop = "no quantized node adds measurable error"
@@ -152,6 +143,42 @@ def revert_until_floor(prepared, data, fidelity, recipe, candidate, evaluation: 
     else:
         candidate.mixed_precision_stop = candidate.mixed_precision_stop or "ranked groups used up"
     return best
+
+
+def sensitive_groups(prepared: onnx.ModelProto, data: bytes, recipe, evaluation: BatchSource,
+                     limit: int) -> list[tuple[str, ...]]:
+    """The quantizer groups of ``data`` (``recipe`` quantizing ``prepared``) that lose the most SQNR, worst
+    first, at most ``limit``: one pass over the first ``RANKING_BATCHES`` of ``evaluation``."""
+    quant = onnx.ModelProto()
+    quant.ParseFromString(data)
+    chains: dict[str, list[str]] = {}
+    sensitive = rank_sensitive_nodes(prepared, quant, lambda: itertools.islice(walk(evaluation), RANKING_BATCHES),
+                                     chains)
+    groups: list[tuple[str, ...]] = []
+    for name, _score in sensitive:
+        members = {member for node in (name, *chains.get(name, ())) for member in exclusion_group(prepared, node)}
+        group = tuple(sorted(members - set(recipe.nodes_to_exclude)))
+        if group and group not in groups:
+            groups.append(group)
+        if len(groups) >= limit:
+            break
+    return groups
+
+
+def keep_most_sensitive(prepared, judged, recipe, candidate, evaluation: BatchSource, count: int, evaluate,
+                        progress):
+    """``--keep-float N``: the candidate requantized with its ``count`` most sensitive quantizer groups in float
+    (accuracy bought with speed, whatever the floor says; a dimension `edgeopt tune` searches). ``judged``:
+    (data, fidelity, rejection, coverage) of the all-int8 candidate, returned as it is when no group loses
+    measurable accuracy. Returns those four and the recipe."""
+    groups = sensitive_groups(prepared, judged[0], recipe, evaluation, count)
+    if not groups:
+        return (*judged, recipe)
+    nodes = sorted({name for group in groups for name in group})
+    progress(f"keeping the {len(groups)} most sensitive quantizer group(s) in float ({len(nodes)} node(s))")
+    candidate.kept_float_by_setting = nodes
+    recipe = recipe.excluding(nodes)
+    return (*evaluate(recipe), recipe)
 
 
 def step_record(nodes: list[str], fidelity: Fidelity, meets: bool) -> MixedPrecisionStep:

@@ -56,6 +56,12 @@ class Recipe(BaseModel):
     def excluding(self, nodes: list[str]) -> Recipe:
         return self.model_copy(update={"nodes_to_exclude": tuple(sorted(set(self.nodes_to_exclude) | set(nodes)))})
 
+    def weight_range_twin_of(self, other: Recipe) -> bool:
+        """The same recipe but for reduce_range (7-bit vs 8-bit weights), nodes kept in float aside."""
+        strip = {"reduce_range": False, "nodes_to_exclude": ()}
+        return self.reduce_range != other.reduce_range and \
+            self.model_copy(update=strip) == other.model_copy(update=strip)
+
 
 class RecipeChoice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

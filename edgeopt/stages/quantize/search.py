@@ -31,7 +31,8 @@ from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, Statis
 from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.store import ModelStore
-from edgeopt.stages.quantize.mixed_precision import MixedPrecisionStep, RevertEffect, revert_until_floor
+from edgeopt.stages.quantize.mixed_precision import (MixedPrecisionStep, RevertEffect, keep_most_sensitive,
+                                                     revert_until_floor)
 from edgeopt.stages.quantize.techniques import BiasCorrection, choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
 from edgeopt.metrics.detection import image_size_of
@@ -74,6 +75,8 @@ class QuantizeOptions(BaseModel):
     search_budget_s: float = 240.0
     # Where latency is measured: keep in float the layers whose int8 kernels are slower.
     speed_fallback: bool = True
+    # Quantizer groups kept in float in every candidate by the SQNR ranking, whatever the floor says.
+    keep_float: int = 0
 
 
 class Candidate(BaseModel):
@@ -89,6 +92,7 @@ class Candidate(BaseModel):
     quantized_nodes: int | None = None
     quantizable_nodes: int | None = None
     float_nodes: list[str] = []
+    kept_float_by_setting: list[str] = []  # --keep-float's groups (also in float_nodes)
     mixed_precision: list[MixedPrecisionStep] = []
     mixed_precision_ranking: list[RevertEffect] = []
     mixed_precision_stop: str | None = None  # why reverting stopped
@@ -419,6 +423,10 @@ def search(
         candidate = Candidate(name=recipe.name, recipe=recipe, reason=choice.reason)
         outcome.candidates.append(candidate)
         data, fidelity, rejection, coverage = evaluate(recipe)
+        if data is not None and options.keep_float and recipe.mode in ("static", "dynamic"):
+            data, fidelity, rejection, coverage, recipe = keep_most_sensitive(
+                source[0], (data, fidelity, rejection, coverage), recipe, candidate, eval_feeds, options.keep_float,
+                evaluate, progress)
         if coverage is not None:
             candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
         if data is None:
@@ -498,7 +506,7 @@ def search(
             outcome.warnings.append(f"the shipped int8 model is not faster than float ({best.latency_ratio:.2f}x)")
     else:
         best = passing[0]
-        twin = next((c for c in passing[1:] if _weight_range_twins(c.recipe, best.recipe)), None)
+        twin = next((c for c in passing[1:] if c.recipe.weight_range_twin_of(best.recipe)), None)
         if twin is not None and twin.fidelity is not None and best.fidelity is not None and \
                 twin.fidelity.margin > best.fidelity.margin:
             best = twin  # the measured error decides between 7-bit and 8-bit weights, not the ISA rule
@@ -510,16 +518,12 @@ def search(
     return model, outcome
 
 
-def _shipped_size(data: bytes, float_names: frozenset[str]) -> int:
-    return len(compact_added_names(data, float_names))
-
-
 def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recipe, float_size: int,
             float_names: frozenset[str], quantized_models: ModelStore, options: QuantizeOptions) -> None:
     """Record a candidate's final model: ok (kept for timing), too big, or below the floor."""
     candidate.fidelity, candidate.recipe = fidelity, recipe
     candidate.float_nodes = list(recipe.nodes_to_exclude)
-    candidate.size_bytes = _shipped_size(data, float_names)
+    candidate.size_bytes = len(compact_added_names(data, float_names))
     candidate.size_ratio = round(candidate.size_bytes / float_size, 4)
     if candidate.size_bytes > float_size:
         candidate.status, candidate.rejection = "rejected", (
@@ -528,12 +532,6 @@ def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recip
         candidate.status, candidate.rejection = "below-floor", f"fidelity below the floor: {fidelity.verdict()}"
     else:
         quantized_models[candidate.name] = data
-
-
-def _weight_range_twins(a: Recipe, b: Recipe) -> bool:
-    """The same recipe but for reduce_range (7-bit vs 8-bit weights), nodes kept in float aside."""
-    strip = {"reduce_range": False, "nodes_to_exclude": ()}
-    return a.reduce_range != b.reduce_range and a.model_copy(update=strip) == b.model_copy(update=strip)
 
 
 def _against_float(models: dict[str, bytes], feeds: dict[str, np.ndarray], options: QuantizeOptions,
@@ -593,7 +591,7 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
     candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
     candidate.float_nodes = list(recipe.nodes_to_exclude)
     candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
-    candidate.size_bytes = _shipped_size(data, graph_names(prepared))
+    candidate.size_bytes = len(compact_added_names(data, graph_names(prepared)))
     candidate.size_ratio = round(candidate.size_bytes / outcome.float_size_bytes, 4)
     candidate.latency, candidate.latency_ratio = stats["int8"], round(stats["int8"].ratio_to_reference or 1.0, 4)
     outcome.float_latency = stats["float"]

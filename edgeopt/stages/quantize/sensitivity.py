@@ -107,8 +107,12 @@ def rank_sensitive_nodes(
     float_model: onnx.ModelProto,
     quant_model: onnx.ModelProto,
     feeds: Iterable[dict[str, np.ndarray]] | Callable[[], Iterable[dict[str, np.ndarray]]],
+    fused_chains: dict[str, list[str]] | None = None,
 ) -> list[tuple[str, float]]:
     """Main-graph float nodes ordered by the SQNR (dB) they lose, worst first, one batch alive at a time.
+    A node whose input the quantizer fused away (Conv → Relu: no int8 copy of the Conv's output) is scored
+    from its chain's inputs; ``fused_chains`` (filled when given) maps it to those fused producers, which
+    must go float with it for its loss to go.
 
     Every watched activation of both models is an output of one run: for a detector at 416x416 that is
     a few hundred MB per model, held twice (the outputs and the session's arena). So the activations are
@@ -155,16 +159,33 @@ def rank_sensitive_nodes(
         del reference, candidate
     sqnr = {name: float(np.mean(values)) for name, values in sums.items() if values}
     initializers = {t.name for t in float_model.graph.initializer}
+    producers = {out: node for node in float_model.graph.node for out in node.output}
+    upstream: dict[str, float] = {}
+
+    def sqnr_before(tensor: str) -> float:
+        """The SQNR a tensor arrives with: measured, or for one the quantizer fused away (a Conv's output
+        before its Relu) that of the fused chain's own inputs, so the chain's loss is its last node's."""
+        if tensor in sqnr:
+            return sqnr[tensor]
+        if tensor in graph_inputs or tensor in initializers or tensor not in producers:
+            return _CLIP_DB
+        if tensor not in upstream:
+            upstream[tensor] = _CLIP_DB  # (a cycle guard; graphs are acyclic)
+            inputs = [i for i in producers[tensor].input if i and i not in initializers]
+            upstream[tensor] = min((sqnr_before(i) for i in inputs), default=_CLIP_DB)
+        return upstream[tensor]
+
     ranking = []
+    chains: dict[str, list[str]] = {}  # node -> the fused producers whose loss its score includes
     for node in float_model.graph.node:
         outputs = [o for o in node.output if o in sqnr]
         if not outputs:
             continue
         activations = [i for i in node.input if i and i not in initializers]
-        measured = [sqnr[i] for i in activations if i in sqnr]
-        if activations and not measured and not all(i in graph_inputs for i in activations):
-            continue  # its inputs vanished in the int8 graph (fused away): no fair attribution
-        before = min(measured) if measured else _CLIP_DB
+        before = min((sqnr_before(i) for i in activations), default=_CLIP_DB)
+        fused = [producers[i].name for i in activations if i not in sqnr and i in producers]
+        if fused:
+            chains[node.name] = fused
         after = min(sqnr[o] for o in outputs)
         score = before - after
         if any(peaks.get(o, 0.0) > HUGE_RANGE for o in outputs):
@@ -177,6 +198,8 @@ def rank_sensitive_nodes(
                 score = max(score, _CLIP_DB + math.log10(max(ranges) / min(ranges)))
         ranking.append((node.name, round(score, 3)))
     ranking.sort(key=lambda item: -item[1])
+    if fused_chains is not None:
+        fused_chains.update(chains)
     return [item for item in ranking if item[1] > 0]
 
 

@@ -137,7 +137,8 @@ class QuantizeStage:
             options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
                                       overrides={k: v for k, v in overrides.items() if v is not None},
                                       force_int8=settings.force_int8, speed_fallback=settings.speed_fallback,
-                                      threads=settings.threads, metrics=dict(settings.metrics))
+                                      threads=settings.threads, metrics=dict(settings.metrics),
+                                      keep_float=settings.keep_float)
             events = context.events.scoped("quantize")
             device = context.device
             if device is not None:
