@@ -50,6 +50,10 @@ def _tune(
     halving: int = typer.Option(None, "--halving", help="Successive halving factor η for trials that train: "
                                                          "epochs/η², epochs/η, then all, only the top 1/η going "
                                                          "on (default 3; 0: every trial at full budget)."),
+    measure: bool = typer.Option(False, "--measure", help="Time each trial's model on this machine (-t host): "
+                                                           "latency and memory objectives and budgets use the "
+                                                           "measurement, not the estimate. With --ssh the device "
+                                                           "measures every trial."),
     as_json: bool = typer.Option(False, "--json", help="Print tune.json on stdout."),
     **settings: Any,
 ) -> None:
@@ -69,7 +73,7 @@ def _tune(
     config = validated_settings(merged_settings(base, partial, flags, origin), flags, "tune")
     tune = _tune_settings(loaded, {"trials": trials, "sampler": sampler, "storage": storage, "study": study,
                                    "seed": seed, "objective": objective, "resume": resume or None,
-                                   "halving": halving,
+                                   "halving": halving, "measure": measure or None,
                                    "timeout_s": _seconds(timeout) if timeout else None,
                                    "objectives": [o.strip() for o in objectives.split(",") if o.strip()]
                                    if objectives else None})

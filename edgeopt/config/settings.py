@@ -137,6 +137,10 @@ class QuantizeConfig(BaseModel):
         parse=_metrics, repeat=True)] = {}
     force_int8: Annotated[bool, Cli(("--force-int8",), "Ship int8 even when it is not faster on host.",
                                     switch=True)] = False
+    # Accuracy for speed: a tune dimension (the groups are named by the SQNR ranking mixed precision starts from).
+    keep_float: Annotated[int, Cli(("--keep-float",), "Keep the N quantizer groups that lose the most accuracy "
+                                   "(SQNR ranking) in float in every candidate, even where int8 meets the floor."),
+                          Search.ints(0, 4)] = Field(0, ge=0)
     # Where latency is measured (host, --ssh): keep the layers whose int8 kernels are slower in float.
     speed_fallback: Annotated[bool, Cli(("--speed-fallback",), "Where latency is measured (host target, --ssh): "
                                         "keep in float the layers whose int8 kernels profile slower, if the model "
@@ -539,6 +543,9 @@ class TuneConfig(BaseModel):
     # successive halving of the training budget (tune/halving.py): trials train for epochs/η², epochs/η, then
     # all epochs, going on only in the top 1/η of each rung; 0 or 1: every trial at the full budget
     halving: int = Field(3, ge=0)
+    # latency (and peak memory) of each trial's model measured on this machine rather than estimated (-t host);
+    # with --ssh the device measures every trial anyway
+    measure: bool = False
     # "prune.ratio" -> {low, high, step?, log?} | [choices] | "search" (its declared range) | a fixed value
     space: dict[str, Any] = {}
 

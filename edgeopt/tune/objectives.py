@@ -3,8 +3,8 @@ so a budget means the same number in `edgeopt gate` and in `edgeopt tune`.
 
 - ``metric`` (maximized): task accuracy where the evaluation data has labels, else the fidelity the
   quantization stage judged (worst output), times the pruned model's agreement with the unpruned one;
-- ``latency`` (minimized): on the run's first target, measured where the run measured it (``--ssh``),
-  else estimated;
+- ``latency`` (minimized): on the run's first target, measured where the run measured it (``--ssh``, or
+  ``--measure`` on the host), else estimated;
 - ``size`` (minimized): the model's bytes as shipped;
 - ``memory`` (minimized): the peak memory on the first target.
 
@@ -22,6 +22,7 @@ from typing import Any
 from edgeopt.config.settings import Budget
 from edgeopt.gate.checks import Fact, evaluate_budget
 from edgeopt.gate.facts import ArtifactFacts, facts_for
+from edgeopt.report.profile_schema import ProfileReport
 from edgeopt.report.schema import Report
 
 DIRECTIONS = {"metric": "maximize", "latency": "minimize", "size": "minimize", "memory": "minimize"}
@@ -51,13 +52,14 @@ def _probe(target: str) -> Budget:
 
 
 def score(model: Path, report: Report, float_report: Report | None, target: str, budgets: list[Budget],
-          targets_dir: Path | None = None) -> TrialScore:
+          targets_dir: Path | None = None, profiles: list[ProfileReport] | None = None) -> TrialScore:
     """The trial's objectives and constraints. ``float_report``: the run that pruned (and fine-tuned) the
-    float model this trial quantized, whose agreement and accuracy drop carry into the trial's."""
+    float model this trial quantized, whose agreement and accuracy drop carry into the trial's; ``profiles``:
+    measurements of the trial's model (``--measure``), preferred to the estimate as the gate prefers them."""
     artifact = ArtifactFacts(model, targets_dir)
 
     def facts(budget: Budget) -> dict[str, Fact]:
-        found, _all = facts_for(budget, artifact, report, None, [])
+        found, _all = facts_for(budget, artifact, report, None, profiles or [])
         if float_report is not None:
             found = _with_pruning(found, float_report, budget)
         return found

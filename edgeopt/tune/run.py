@@ -40,6 +40,8 @@ from edgeopt.tune.storage import (
 
 TUNE_JSON = "tune.json"
 SCHEMA_VERSION = 1
+# timed runs of a trial's model under --measure (as `edgeopt profile --measure` does by default)
+MEASURED_RUNS = 50
 # settings that decide the float model (everything before quantization)
 FLOAT_FIELDS = {"input_shapes", "input_dtypes", "dims", "fills", "state_pairs", "opset", "dynamic_batch", "simplify",
                 "weights", "factory_args", "trust_pickle", "parity", "prune", "finetune", "targets", "targets_dir"}
@@ -85,6 +87,9 @@ def plan_tune(base: ConvertConfig, settings: TuneConfig, budgets: list[Budget],
                          "leave at least one setting with values or a range")
     if settings.sampler == "grid":
         space.grid()  # continuous dimensions are refused here, not at the first trial
+    if settings.measure and base.targets[0] != "host":
+        raise InputError(f"--measure times trials on this machine, which is not the target {base.targets[0]!r}",
+                         "tune with -t host, or give --ssh DEVICE: every trial is then measured on the device")
     out_dir = Path(base.output_dir)
     return TunePlan(base, settings, space, budgets, out_dir, storage_url(settings.storage, out_dir), command or [])
 
@@ -135,6 +140,8 @@ def _open_study(plan: TunePlan) -> tuple[Any, Any]:
     if stored is None:
         study.set_user_attr("space", space)
         study.set_user_attr("objectives", plan.objectives)
+        with quiet_optuna():
+            study.set_metric_names(plan.objectives)  # optuna-dashboard labels its axes with them
     elif stored != json.loads(json.dumps(space)) or study.user_attrs.get("objectives") != plan.objectives:
         raise InputError(f"study {plan.settings.study!r} was started with another search space or objectives",
                          "resume it with the same [tune.space] and objectives, or name a new study with --study")
@@ -232,6 +239,23 @@ class _Trials:
             "factory_args": {}, "trust_pickle": False})
         result = convert(trial_config, self._quiet(number), command=self.plan.command, cache=self.stage_cache)
         return result.model_path, result.report, float_report
+
+
+    def measure(self, number: int, model: Path, config: ConvertConfig) -> Any:
+        """The trial's model timed on this machine (`edgeopt profile --measure` on its evaluation data), kept
+        beside it as profile.json: its latency and peak memory are then measured figures."""
+        from edgeopt.commands.profile import profile_model
+
+        data = config.quantize.eval or config.quantize.calib
+        profile = profile_model(
+            model, [self.plan.base.targets[0]], input_shapes={k or None: tuple(v) for k, v in config.input_shapes.items()},
+            dims=dict(config.dims), fills={k: str(v) for k, v in config.fills.items()},
+            state_pairs=dict(config.state_pairs), measure=True, runs=MEASURED_RUNS, threads=[config.quantize.threads],
+            targets_dir=Path(config.targets_dir) if config.targets_dir else None,
+            inputs=Path(data) if data else None, inputs_preprocess=config.quantize.calib_preprocess,
+            events=self._quiet(number))
+        write_text_atomic(model.parent / "profile.json", profile.model_dump_json(indent=2) + "\n")
+        return profile
 
 
 def run_tune(plan: TunePlan, events: Events | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -360,8 +384,9 @@ def _one_trial(study: Any, trial: Any, plan: TunePlan, trials: _Trials) -> None:
         rungs = halving.budgets(config.finetune.epochs, plan.settings.halving) if config.finetune else [None]
         for rung, epochs in enumerate(rungs):
             model, report, float_report = trials.run(trial.number, params, epochs if len(rungs) > 1 else None)
+            profiles = [trials.measure(trial.number, model, config)] if plan.settings.measure else None
             result: TrialScore = score(model, report, float_report, plan.base.targets[0], plan.budgets,
-                                       Path(plan.base.targets_dir) if plan.base.targets_dir else None)
+                                       Path(plan.base.targets_dir) if plan.base.targets_dir else None, profiles)
             if len(rungs) == 1 or any(result.values.get(name) is None for name in plan.objectives):
                 break
             trial.set_user_attr(f"rung_{rung}", {"epochs": epochs, "values": result.values,
@@ -432,6 +457,22 @@ def _rows(study: Any, plan: TunePlan) -> list[dict[str, Any]]:
     return rows
 
 
+def _here(row: dict[str, Any], trials: _Trials) -> None:
+    """A trial another worker ran on another machine has its files there: its model is made again here from
+    its settings (the same float model and quantization; a training run may differ in its last digits), and the
+    row says so. A failure leaves the row unpublished."""
+    if Path(row["model"] or "").is_file():
+        return
+    trials.events.note(f"trial {row['number']} ran on {row['worker']}: making its model here from its settings")
+    try:
+        epochs = row["epochs"] if not row["full_budget"] else None
+        model, _report, _float_report = trials.run(row["number"], dict(row["params"]), epochs)
+    except EdgeoptError as exc:
+        row["rebuild_error"] = exc.message
+        return
+    row["rebuilt_here"], row["model"] = True, str(model.resolve())
+
+
 def _publish(row: dict[str, Any], folder: Path) -> bool:
     """Copy a trial's model and report into ``folder`` (False where its files are on another machine)."""
     model = Path(row["model"] or "")
@@ -462,6 +503,7 @@ def _finish(plan: TunePlan, study: Any, trials: _Trials, stopped: str, ran: int)
     pareto_dir = plan.out_dir / "pareto"
     pareto_dir.mkdir(parents=True, exist_ok=True)
     for row in front:
+        _here(row, trials)
         row["published"] = str(pareto_dir / str(row["number"])) if _publish(row, pareto_dir / str(row["number"])) \
             else None
     winner = front[0] if front else None
@@ -476,6 +518,7 @@ def _finish(plan: TunePlan, study: Any, trials: _Trials, stopped: str, ran: int)
     elif complete:
         exit_code = 1
         miss = min(complete, key=lambda r: (sum(max(0.0, c) for c in r["constraints"]), key(r["values"])))
+        _here(miss, trials)
         folder = plan.out_dir / "nearest-miss"
         nearest = {**miss, "published": str(folder) if _publish(miss, folder) else None,
                    "why": "no trial met the budgets; this one missed them by the least: "

@@ -68,6 +68,20 @@ def trials_of(storage: str, study: str = "edgeopt-tune") -> list:
     return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
+def _dashboard(storage: str, path: str) -> dict:
+    """GET ``path`` from optuna-dashboard's own WSGI app over ``storage`` (what `optuna-dashboard URL` serves)."""
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(wsgi(storage)(environ, lambda code, headers, *rest: status.append(code)))
+    assert status == ["200 OK"], body[:300]
+    return json.loads(body)
+
+
 def test_the_winner_meets_the_budgets_and_is_the_most_accurate_that_does(cli, tmp_path):
     """Three pruning ratios; a parameter budget only the two stronger ones meet. The study's constraints say
     which trials are feasible, the winner is the most accurate feasible one, OUT/model.onnx is its model."""
@@ -94,6 +108,11 @@ def test_the_winner_meets_the_budgets_and_is_the_most_accurate_that_does(cli, tm
         assert (out / "pareto" / str(number) / "model.onnx").is_file()
         assert number in feasible
     assert document["float_models"] == {"built": 3, "reused": 0}
+    # the study opens in optuna-dashboard as it is: its API lists the trials with their objective names
+    study = _dashboard(f"sqlite:///{out / 'tune.db'}", "/api/studies/1")
+    assert study["name"] == "edgeopt-tune" and study["directions"] == ["maximize", "minimize", "minimize"]
+    assert study["objective_names"] == ["metric", "latency", "size"]
+    assert sorted(t["number"] for t in study["trials"] if t["state"] == "Complete") == sorted(t.number for t in trials)
     # the HTML report of OUT finds tune.json beside it: one point per trial, the infeasible one hollow, the
     # winner ringed and its row highlighted
     page = cli("report", out, "-o", tmp_path / "page.html")
@@ -212,6 +231,30 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(request, tmp_
     assert len(workers_seen) == 2  # both machines ran trials
     for t in complete:  # each trial's files are on the machine that ran it, under its own number
         assert Path(t.user_attrs["model"]).is_file() and f"/trials/{t.number}/" in t.user_attrs["model"]
+    if where == "sqlite":
+        return
+    # a third machine joins the finished study and sees none of the others' files: the front's models are made
+    # again there from their settings, and tune.json says which were
+    import shutil
+
+    for name in ("machine-a", "machine-b"):
+        shutil.rmtree(tmp_path / name / "out" / "trials")
+    third = project(tmp_path / "machine-c", '"prune.ratio" = [0.25, 0.375, 0.5, 0.625]',
+                    tune=f'sampler = "grid"\ntrials = 4\nstorage = "{storage}"\nstudy = "{study}"')
+    joined = _worker(third, "--json")
+    out, err = joined.communicate(timeout=600)
+    assert joined.returncode == 0, err
+    document = json.loads(out)
+    assert document["trials_run_here"] == 0 and document["front"]
+    rows = {row["number"]: row for row in document["trials"]}
+    for number in document["front"]:
+        published = tmp_path / "machine-c" / "out" / "pareto" / str(number) / "model.onnx"
+        assert published.is_file() and document["winner"] is not None
+        assert published.stat().st_size == rows[number]["values"]["size"]  # the same pruned architecture
+        by_ratio = {t.number: t.params["prune.ratio"] for t in complete}
+        assert json.loads((published.parent / "report.json").read_text())["config"]["prune"]["ratio"] == \
+            by_ratio[number]
+    assert all(row.get("rebuilt_here") for row in document["trials"] if row["number"] in document["front"])
 
 
 def test_ctrl_c_finishes_the_trial_in_flight_and_keeps_what_is_done(tmp_path):
@@ -348,3 +391,73 @@ def test_halving_trains_cheap_first_and_only_the_promising_go_on(cli, tmp_path):
     assert document["float_models"]["built"] == trainings  # each rung trained once, nothing more
     full = {t.number for t in trials if t.user_attrs["full_budget"]}
     assert set(document["front"]) <= full and document["winner"]["number"] in full
+
+
+def _quantize_project(folder: Path, budgets: str) -> Path:
+    """The digits ONNX model: quantization only, the number of sensitive groups kept float searched."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "edgeopt.toml").write_text(f"""[pipeline]
+source = "{DIGITS / 'digits_cnn.onnx'}"
+output = "out"
+
+[pipeline.quantize]
+calib = "{DIGITS / 'calib.npz'}"
+eval = "{DIGITS / 'eval.npz'}"
+mode = "static"
+force_int8 = true
+speed_fallback = false
+
+[tune]
+sampler = "grid"
+trials = 2
+
+[tune.space]
+"quantize.keep_float" = [0, 2]
+"quantize.activation_type" = "u8"
+"quantize.per_channel" = true
+"quantize.calibration_method" = "minmax"
+
+{budgets}""")
+    return folder / "edgeopt.toml"
+
+
+def test_measure_times_every_trial_here_and_keep_float_is_a_dimension(cli, tmp_path):
+    """--measure: each trial's model is profiled on this machine (its profile.json beside it), the latency
+    objective is that measurement and a `source = "measured"` budget is met by it; without --measure the same
+    budget has no figure and nothing is feasible. keep_float = 2 keeps fewer nodes quantized than 0."""
+    budget = '[[budgets]]\nartifact = "out/model.onnx"\ntarget = "host"\nsource = "measured"\nmax_latency_ms = 1000\n'
+    config = _quantize_project(tmp_path / "measured", budget)
+    result = cli("tune", "--config", config, "--measure", "--json")
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    rows = {row["params"]["quantize.keep_float"]: row for row in document["trials"] if row["state"] == "complete"}
+    assert set(rows) == {0, 2} and all(row["feasible"] for row in rows.values())
+    quantized = {}
+    for kept, row in rows.items():
+        folder = Path(row["model"]).parent
+        profile = json.loads((folder / "profile.json").read_text())
+        (run,) = profile["measurements"]["host"]
+        assert row["values"]["latency"] == pytest.approx(run["latency_ms"]["p50"])
+        assert row["values"]["memory"] == run["memory"]["peak_rss_increase_bytes"]
+        report = json.loads((folder / "report.json").read_text())
+        stage = next(s for s in report["stages"] if s["name"] == "quantize")["details"]
+        chosen = next(c for c in stage["candidates"] if c["name"] == stage["chosen"])
+        assert bool(chosen["kept_float_by_setting"]) == (kept == 2)
+        quantized[kept] = chosen["quantized_nodes"]
+    assert quantized[2] < quantized[0]
+
+    unmeasured = cli("tune", "--config", _quantize_project(tmp_path / "estimated", budget), "--json")
+    assert unmeasured.code == 1, unmeasured.stderr
+    document = json.loads(unmeasured.stdout)
+    assert not any(row["feasible"] for row in document["trials"])
+    assert all("no measurement on host" in " ".join(row["checks"]) for row in document["trials"]
+               if row["state"] == "complete")
+    assert not list((tmp_path / "estimated" / "out" / "trials").glob("*/profile.json"))
+
+
+def test_measure_refuses_a_target_that_is_not_this_machine(cli, tmp_path):
+    config = _quantize_project(tmp_path, "")
+    result = cli("tune", "--config", config, "--measure", "-t", "rpi4b")
+    assert result.code == 2 and "--measure times trials on this machine, which is not the target 'rpi4b'" in \
+        result.stderr, result.stderr
+    assert not (tmp_path / "out" / "tune.db").exists()
