@@ -42,8 +42,8 @@ def test_formats_are_told_by_their_handlers(tmp_path, conv_onnx):
     assert registry.sniff_format(tflite) is ModelFormat.TFLITE  # the magic, whatever the suffix
     assert registry.sniff_format(conv_onnx) is ModelFormat.ONNX
     assert registry.handler_for(ModelFormat.ONNX).load is not None
-    with pytest.raises(UnsupportedFormatError, match="no runtime runs tflite models"):
-        open_runner(tflite, label="m.bin", format=ModelFormat.TFLITE)
+    with pytest.raises(UnsupportedFormatError, match="no runtime runs torch.export models"):
+        open_runner(tflite, label="m.bin", format=ModelFormat.TORCH_EXPORT)
 
 
 def test_a_format_is_one_handler_and_its_registration(tmp_path, restore_handlers):

@@ -562,7 +562,8 @@ def static_profile(
             f"size of {_plural(len(plan.unknown_tensors), 'activation')} unknown: "
             "the peak activation memory is a lower bound"
         )
-    runtime_facts = default_runtime_memory(target)
+    # (the runtime memory model is onnxruntime's: a TFLite interpreter's is weights + activations for now)
+    runtime_facts = default_runtime_memory(target) if graph.format == "onnx" else None
     runtime = None if runtime_facts is None else estimate_runtime_memory(graph, plan, runtime_facts)
     fits = _fits(target, plan.weight_bytes, plan.peak_activation_bytes, runtime)
     for check in fits:

@@ -37,6 +37,8 @@ def profile_command(
                                                                   "run in order, each call fed the last one's output."),
     measure: bool = typer.Option(False, "--measure", help="Also run the model here (onnxruntime, separate process)."),
     runs: int = typer.Option(50, "--runs", min=1, help="Measured runs after warm-up."),
+    xnnpack: bool = typer.Option(True, "--xnnpack/--no-xnnpack", help=".tflite: measure with the interpreter's "
+                                                                         "XNNPACK delegate (its default) or without."),
     threads: list[int] = typer.Option([], "--threads", help="Threads for --measure (repeatable; default 1 and all "
                                                             "cores)."),
     top: int = typer.Option(10, "--top", min=0, help="Heaviest nodes to list."),
@@ -82,7 +84,7 @@ def profile_command(
                                measure=measure, runs=runs,
                                threads=list(threads) or None, targets_dir=targets_dir,
                                ssh_hosts=list(dict.fromkeys(ssh)) or None, hosts_file=hosts,
-                               max_parallel=max_parallel,
+                               max_parallel=max_parallel, xnnpack=xnnpack,
                                ssh_options={"accept_new_host_key": accept_new_host_key, "python": remote_python,
                                             "cache_dir": remote_cache_dir,
                                             **({"config_file": ssh_config} if ssh_config else {})},

@@ -43,7 +43,10 @@ def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | 
     from edgeopt.data import metadata_dict, resolve_inputs
     from edgeopt.formats.sources import identify_source
 
-    path = identify_source(str(path), accepted=(ModelFormat.ONNX,), command="inspect").path
+    source = identify_source(str(path), accepted=(ModelFormat.ONNX, ModelFormat.TFLITE), command="inspect")
+    path = source.path
+    if source.format is ModelFormat.TFLITE:
+        return _inspect_tflite(path)
     # Weights are not needed for the summary: leave external data on disk.
     loaded = load_onnx(path, load_external_data=False)
     # Every symbolic dim sized by data.resolve (flags, metadata, a batch axis at 1); MACs are counted
@@ -73,3 +76,14 @@ def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | 
         checker_error=loaded.checker_error,
     )
     return InspectResult(file=facts, graph=graph, counted_at=counted_at, unsized_dims=unsized)
+
+
+def _inspect_tflite(path: Path) -> InspectResult:
+    """The flatbuffer read without running it (analysis/tflite_summary.py)."""
+    from edgeopt.analysis.tflite_summary import summarize_tflite
+    from edgeopt.formats.tflite import load_tflite
+
+    graph = summarize_tflite(load_tflite(path))
+    facts = FileFacts(path=str(path), format=ModelFormat.TFLITE, sha256=sha256_file(path),
+                      size_bytes=path.stat().st_size, gzip_size_bytes=gzip_size([path]))
+    return InspectResult(file=facts, graph=graph)

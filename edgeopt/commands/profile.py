@@ -43,6 +43,7 @@ def profile_model(
     inputs: Path | None = None,
     inputs_preprocess: str | None = None,
     max_input_samples: int = 8,
+    xnnpack: bool = True,
     events: Events | None = None,
 ) -> ProfileReport:
     """Estimate per target, and measure here (``measure``) and on devices over SSH.
@@ -51,7 +52,8 @@ def profile_model(
     (calibration-data formats), then the model's metadata, a batch axis at 1. With ``inputs`` the
     outputs of its first ``max_input_samples`` samples are compared device vs this machine;
     ``fills`` give inputs the data lacks, ``state_pairs`` make the samples a stream. ``events`` hears
-    what is happening; each device measured in parallel speaks on its own line (``device=``).
+    what is happening; each device measured in parallel speaks on its own line (``device=``). ``xnnpack``
+    False: a .tflite file is measured without the interpreter's XNNPACK delegate.
     """
     from edgeopt.graph.build import build_graph
     from edgeopt.runtime.host_calibration import host_for_estimates
@@ -62,18 +64,18 @@ def profile_model(
         raise InputError("the number of input samples must be at least 1", "e.g. --input-samples 8")
     from edgeopt.formats.sources import identify_source
 
-    identify_source(str(path), accepted=(ModelFormat.ONNX,), command="profile")
-    loaded = load_onnx(path, load_external_data=False)
-    model = loaded.model
+    from edgeopt.formats.model_view import open_view
+
+    source = identify_source(str(path), accepted=(ModelFormat.ONNX, ModelFormat.TFLITE), command="profile")
+    view = open_view(path, source.format)
     fleet = load_hosts_file(hosts_file) if hosts_file is not None else []
     requested = list(targets)  # what a --ssh device (no target of its own) is compared with
     # each fleet device's target gets an estimate to compare with
     targets = list(dict.fromkeys([*targets, *(d.target for d in fleet if d.target)]))
     for name in targets:
         load_target(name, targets_dir)  # unknown targets fail before anything is read or run
-    report = ProfileReport(model=ModelArtifact.from_file(path, ModelFormat.ONNX,
-                                                         external_files=[f.path for f in loaded.external_files]))
-    plan, dataset = _plan_inputs(model, input_shapes, dims, fills, state_pairs, inputs, inputs_preprocess)
+    report = ProfileReport(model=ModelArtifact.from_file(path, view.format, external_files=view.external_files))
+    plan, dataset = _plan_inputs(view, input_shapes, dims, fills, state_pairs, inputs, inputs_preprocess)
     report.input_shapes = plan.resolved.shapes
     report.resolved_inputs = plan.summary()
     report.warnings.extend(plan.warnings)
@@ -81,14 +83,16 @@ def profile_model(
     for name in targets:
         target = host_for_estimates(load_target(name, targets_dir), events)
         events.note(f"estimating for {name}")
-        graph = build_graph(model, report.input_shapes)
+        graph = build_graph(view.model, report.input_shapes, format=view.format)
         priced.add(name, graph, target, host_cpu_of(target, targets_dir))
         # one asked thread count prices the estimate at it; otherwise at all cores, as deployed
         report.estimates[name] = priced.at(name, threads[0] if threads and len(threads) == 1 else None)
     with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
         samples_file, report.inputs = _write_samples(plan, dataset, max_input_samples, Path(tmp))
-        runnable = _runnable_copy(path, model, Path(tmp))
-        _measure_all(report, runnable, model, measure, runs, threads, ssh_hosts, fleet, max_parallel,
+        runnable = _runnable_copy(path, view, Path(tmp))
+        if not xnnpack:  # (a runner option, passed to the device runner with the SSH ones)
+            ssh_options = {**(ssh_options or {}), "xnnpack": False}
+        _measure_all(report, runnable, view, measure, runs, threads, ssh_hosts, fleet, max_parallel,
                      ssh_options, samples_file, dataset is not None, plan.state_pairs, events, requested, priced)
     return report
 
@@ -115,11 +119,10 @@ class _Estimates:
         return self._priced[name, threads]
 
 
-def _plan_inputs(model: Any, input_shapes: dict[str | None, tuple[int, ...]] | None, dims: dict[str, int] | None,
+def _plan_inputs(view: Any, input_shapes: dict[str | None, tuple[int, ...]] | None, dims: dict[str, int] | None,
                  fills: dict[str, Any] | None, state_pairs: dict[str, str] | None, inputs: Path | None,
                  preprocess: str | None) -> tuple[Any, Any]:
     """(InputPlan, the --inputs Dataset or None): the model's inputs sized and valued (data.resolve)."""
-    from edgeopt.graph.onnx_shapes import declared_input_specs
     from edgeopt.data import (
         ImagePreprocessing,
         InputPlan,
@@ -132,27 +135,34 @@ def _plan_inputs(model: Any, input_shapes: dict[str | None, tuple[int, ...]] | N
         resolve_inputs,
     )
 
-    declared = declared_input_specs(model)
+    declared = view.specs
     dataset = None
     if inputs is not None:
         loading = apply_user_shapes(declared, input_shapes, dims, keep_batch_free=True)
         dataset = load_dataset(inputs, loading, preprocessing=ImagePreprocessing.parse(preprocess) if preprocess
                                else None, optional=[s.name for s in declared])
     resolved = resolve_inputs(declared, shapes=input_shapes, dims=dims, data=[dataset],
-                              metadata=metadata_dict([(p.key, p.value) for p in model.metadata_props]))
+                              metadata=metadata_dict(list(view.metadata.items())))
     chosen, warnings = fill_plan(declared, resolved, [dataset], parse_fills(dict(fills or {})))
     plan = InputPlan(resolved, chosen, state_pairs=dict(state_pairs or {}), warnings=warnings)
     if plan.state_pairs:
-        check_state_pairs(plan.state_pairs, plan.specs, [o.name for o in model.graph.output])
+        check_state_pairs(plan.state_pairs, plan.specs, view.output_names)
     plan.learn_values(dataset)
     return plan, (plan.with_fills(dataset) if dataset is not None else None)
 
 
-def _runnable_copy(path: Path, model: Any, folder: Path) -> Path:
+def _runnable_copy(path: Path, view: Any, folder: Path) -> Path:
     """``path`` itself, unless its inputs have 0-sized dims (an exporter's "any size" that onnxruntime
     enforces literally): then a copy with those dims freed, in ``folder``."""
     from edgeopt.formats.onnx import free_input_dims
 
+    if view.format is ModelFormat.TFLITE:  # the runner picks the interpreter by the suffix
+        if path.suffix.lower() == ".tflite":
+            return path
+        link = folder / f"{path.name}.tflite"
+        link.symlink_to(path.resolve())
+        return link
+    model = view.model
     if not any(d.HasField("dim_value") and d.dim_value == 0 for v in model.graph.input
                if v.type.HasField("tensor_type") for d in v.type.tensor_type.shape.dim):
         return path
@@ -163,13 +173,14 @@ def _runnable_copy(path: Path, model: Any, folder: Path) -> Path:
     return copy
 
 
-def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, runs: int,
+def _measure_all(report: ProfileReport, path: Path, view: Any, measure: bool, runs: int,
                  threads: list[int] | None, ssh_hosts: list[str] | None, fleet: list["Device"], max_parallel: int,
                  ssh_options: dict[str, Any] | None, samples_file: Path, compare_outputs: bool,
                  state_pairs: dict[str, str], events: Events, requested_targets: list[str],
                  priced: _Estimates) -> None:
     if measure:
-        report.measurements["host"] = _measure_host(path, model, runs, threads, events, samples_file)
+        report.measurements["host"] = _measure_host(path, view, runs, threads, events, samples_file,
+                                                    xnnpack=(ssh_options or {}).get("xnnpack", True))
         if "host" in report.estimates:
             for measurement in report.measurements["host"]:
                 comparison = compare(priced.at("host", measurement.threads), measurement)
@@ -182,7 +193,7 @@ def _measure_all(report: ProfileReport, path: Path, model: Any, measure: bool, r
     if devices:
         # --ssh devices have no target of their own: compare them with the requested ones
         compare_with = {host: requested_targets for host in ssh_hosts or []}
-        _measure_devices(report, path, model, devices, runs, threads, ssh_options or {}, events, max_parallel,
+        _measure_devices(report, path, view, devices, runs, threads, ssh_options or {}, events, max_parallel,
                          samples_file, compare_with, compare_outputs, state_pairs, priced)
 
 
@@ -212,9 +223,10 @@ def host_reference_outputs(path: Path, samples_file: Path,
     """This machine's outputs for every sample (a stream carries its state), to hold the devices' against."""
     from edgeopt.data import run_stream
     from edgeopt.runtime.device_runner import load_samples
+    from edgeopt.formats.registry import sniff_format
     from edgeopt.runtime.runner import open_runner
 
-    runner = open_runner(path, label=str(path))
+    runner = open_runner(path, label=str(path), format=sniff_format(path))
     return [dict(outputs) for _fed, outputs in run_stream(runner.run, load_samples(np, samples_file),
                                                            state_pairs or {})]
 
@@ -299,7 +311,7 @@ def load_hosts_file(path: Path) -> list[Device]:
     return devices
 
 
-def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: list[Device], runs: int,
+def _measure_devices(report: ProfileReport, path: Path, view: Any, devices: list[Device], runs: int,
                      threads: list[int] | None, ssh_options: dict[str, Any], events: Events,
                      max_parallel: int = 4, samples_file: Path | None = None,
                      compare_with: dict[str, list[str]] | None = None, compare_outputs: bool = False,
@@ -313,7 +325,7 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
     from edgeopt.remote.device import profile_over_ssh
     from edgeopt.runtime.measure import map_op_names
 
-    names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    names = view.nodes
 
     reference = host_reference_outputs(path, samples_file, state_pairs) \
         if samples_file is not None and compare_outputs else None
@@ -338,12 +350,15 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
         return results
 
     failures: list[str] = []
+    refused: list[InputError] = []  # the model's fault (an op the runtime lacks), not the device's
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(devices)))) as pool:
         futures = {device.name: pool.submit(measure, device) for device in devices}
         for device in devices:
             try:
                 report.measurements[device.name] = futures[device.name].result()
             except EdgeoptError as exc:
+                if isinstance(exc, InputError):
+                    refused.append(exc)
                 failures.append(f"{device.name}: {exc}")
                 report.warnings.append(f"measuring on {device.name} failed: {exc}")
                 tell(device, f"FAILED: {exc.message}")
@@ -362,6 +377,8 @@ def _measure_devices(report: ProfileReport, path: Path, model: Any, devices: lis
                 comparison = compare(estimate, measurement)
                 if comparison:
                     report.comparisons.append(comparison.model_copy(update={"device": device.name}))
+    if refused and len(refused) == len(devices):
+        raise refused[0]
     if failures and len(failures) == len(devices):
         raise RemoteError(f"every device failed: {'; '.join(failures)}", "check the hosts with ssh HOST true")
 
@@ -381,17 +398,17 @@ def _device_fidelity(name: str, reference: list[dict[str, np.ndarray]], measurem
                           "edgeopt and the device runner may differ; rerun with --debug") from None
 
 
-def _measure_host(path: Path, model: Any, runs: int, threads: list[int] | None, events: Events,
-                  samples_file: Path) -> list[Measurement]:
+def _measure_host(path: Path, view: Any, runs: int, threads: list[int] | None, events: Events,
+                  samples_file: Path, xnnpack: bool = True) -> list[Measurement]:
     from edgeopt.runtime.measure import check_runs, map_op_names, measure_locally
 
     check_runs(runs)
     thread_counts = threads or sorted({1, os.cpu_count() or 1})
-    names = [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    names = view.nodes
     results = []
     for count in thread_counts:
         events.note(f"measuring on this machine, {count} thread(s)")
-        measurement = measure_locally(path, runs=runs, threads=count, inputs=samples_file)
+        measurement = measure_locally(path, runs=runs, threads=count, inputs=samples_file, xnnpack=xnnpack)
         map_op_names(measurement, names)
         results.append(measurement.model_copy(update={"outputs": None}))
     return results

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -160,7 +160,7 @@ def apply_user_shapes(declared: Sequence[InputSpec], shapes: Mapping[str | None,
                 dims_out.append(dim)
         if given is not None and not spec.shape:
             dims_out = [int(d) for d in given]
-        out.append(InputSpec(spec.name, tuple(dims_out), dtype))
+        out.append(replace(spec, shape=tuple(dims_out), dtype=dtype))
     return out
 
 
@@ -176,7 +176,7 @@ def resolve_inputs(
     allow_unresolved: bool = False,
 ) -> ResolvedInputs:
     """Concrete shapes for ``declared`` (the model's inputs, symbolic dims kept). See the module doc."""
-    declared = [InputSpec(s.name, s.shape, (dtypes or {}).get(s.name, s.dtype)) for s in declared]
+    declared = [replace(s, dtype=(dtypes or {}).get(s.name, s.dtype)) for s in declared]
     user = apply_user_shapes(declared, shapes, dims, dtypes)
     shape_given = {s.name for s in declared} if None in (shapes or {}) else set(shapes or {})
     named: dict[str, tuple[int, str]] = {}  # a named dim's size and its source, learnt anywhere
@@ -235,8 +235,8 @@ def resolve_inputs(
         fixes = sorted({u.fix for u in unresolved})
         raise InputError(f"no size for {listed}: neither the flags, the data nor the model's metadata give one",
                          f"pass {' and '.join(fixes)}, or data holding that input (--calib/--eval/--inputs)")
-    specs = tuple(InputSpec(s.name, tuple(d if d is not None else s.shape[a] for a, d in enumerate(sizes[s.name])),
-                            s.dtype) for s in declared)
+    specs = tuple(replace(s, shape=tuple(d if d is not None else s.shape[a] for a, d in enumerate(sizes[s.name])))
+                  for s in declared)
     return ResolvedInputs(specs, tuple(declared), {k: tuple(v) for k, v in sources.items()}, tuple(notes),
                           tuple(unresolved), {k: v[0] for k, v in named.items()})
 

@@ -10,7 +10,7 @@ inputs are never random: without data or a fill they are refused by name.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -106,6 +106,9 @@ class InputPlan:
                 feeds[spec.name] = np.full(shape, self.fills[spec.name][0].value, dtype=dtype)
             elif spec.is_integer:
                 feeds[spec.name] = self._example(spec, shape, seed, dtype)
+            elif spec.quantized:  # its whole integer range: what its scale maps onto the real signal
+                info = np.iinfo(dtype)
+                feeds[spec.name] = rng.integers(info.min, info.max + 1, size=shape, dtype=dtype)
             elif spec.name in self.ranges:
                 value = self.ranges[spec.name]
                 drawn = rng.normal(value.mean, value.std, size=shape) if value.std > 0 else np.full(shape, value.mean)
@@ -144,7 +147,7 @@ class InputPlan:
             values = [feed[spec.name] for feed in per_sample]
             rows = spec.shape and (is_batch_axis(declared[spec.name]) or declared[spec.name].shape[0] == 1)
             arrays[spec.name] = np.concatenate(values) if rows else np.stack(values)
-        specs = [InputSpec(s.name, declared[s.name].shape, s.dtype) for s in self.resolved.specs]
+        specs = [replace(s, shape=declared[s.name].shape) for s in self.resolved.specs]
         return Dataset.from_arrays(arrays, None, source=RANDOM_SOURCE, input_specs=specs)
 
     def summary(self) -> InputsSummary:

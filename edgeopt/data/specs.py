@@ -33,6 +33,8 @@ class InputSpec:
     name: str
     shape: tuple[Dim, ...]
     dtype: str  # numpy dtype name: "float32", "int64", ...
+    # an integer input with a scale (a fully int8 TFLite model's image): a real-valued signal, not an index
+    quantized: bool = False
 
     @property
     def is_concrete(self) -> bool:
@@ -42,7 +44,7 @@ class InputSpec:
     def is_integer(self) -> bool:
         """Integer and bool inputs select code paths (token ids, sample rates, indices, masks):
         they are never given random values."""
-        return self.dtype == "bool" or self.dtype.startswith(("int", "uint"))
+        return not self.quantized and (self.dtype == "bool" or self.dtype.startswith(("int", "uint")))
 
     def describe(self) -> str:
         return f"{self.name}={format_shape(self.shape)}:{self.dtype}"

@@ -31,7 +31,7 @@ class FormatHandler:
 
 _HANDLERS: list[FormatHandler] = []
 # (module, attribute) of each built-in handler, in sniffing order: the first that recognises a file wins
-_BUILTIN = [("edgeopt.formats.registry", "TFLITE"), ("edgeopt.formats.registry", "TORCH_ARCHIVES"),
+_BUILTIN = [("edgeopt.formats.tflite", "HANDLER"), ("edgeopt.formats.registry", "TORCH_ARCHIVES"),
             ("edgeopt.formats.registry", "TORCH_PICKLE"), ("edgeopt.formats.onnx", "HANDLER")]
 
 
@@ -95,8 +95,6 @@ def _zip_format(path: Path) -> ModelFormat | None:
     return None
 
 
-TFLITE = FormatHandler(ModelFormat.TFLITE,
-                       sniff=lambda head, path: head[4:8] == b"TFL3" or path.suffix.lower() == ".tflite")
 TORCH_ARCHIVES = FormatHandler(ModelFormat.TORCH_EXPORT, sniff=lambda head, path: False)  # zip members decide
 # legacy (non-zip) torch.save or a plain pickle
 TORCH_PICKLE = FormatHandler(ModelFormat.TORCH_PICKLE,

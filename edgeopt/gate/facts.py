@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.config.settings import Budget
+from edgeopt.formats.artifact import ModelFormat
 from edgeopt.errors import EdgeoptError, InputError
 from edgeopt.report.profile_schema import ProfileReport
 from edgeopt.report.schema import Report
@@ -31,14 +32,17 @@ class ArtifactFacts:
     _estimates: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
-    def loaded(self):
-        from edgeopt.formats.onnx import load_onnx
+    def view(self):
+        """The file as the reporting commands see it (formats/model_view.py): ONNX or TFLite."""
+        from edgeopt.formats.model_view import open_view
+        from edgeopt.formats.sources import identify_source
 
-        return load_onnx(self.path, load_external_data=False)
+        source = identify_source(str(self.path), accepted=(ModelFormat.ONNX, ModelFormat.TFLITE), command="gate")
+        return open_view(self.path, source.format)
 
     @cached_property
     def files(self) -> list[Path]:
-        return [self.path, *(f.path for f in self.loaded.external_files)]
+        return [self.path, *self.view.external_files]
 
     @cached_property
     def sha256(self) -> str:
@@ -58,9 +62,17 @@ class ArtifactFacts:
 
     @cached_property
     def summary(self):
+        """Parameter and MAC counts (``parameter_count``, ``macs_total``)."""
+        if self.view.format is ModelFormat.TFLITE:
+            from types import SimpleNamespace
+
+            from edgeopt.analysis.tflite_summary import summarize_tflite
+
+            found = summarize_tflite(self.view.model)
+            return SimpleNamespace(parameter_count=found["parameter_count"], macs_total=found["macs_total"])
         from edgeopt.analysis.summary import summarize_graph
 
-        return summarize_graph(self.loaded.model)
+        return summarize_graph(self.view.model)
 
     def estimate(self, target_name: str):
         """The static profile on ``target_name`` (None with the reason when it cannot be made)."""
@@ -72,7 +84,10 @@ class ArtifactFacts:
             target = host_for_estimates(load_target(target_name, self.targets_dir))
             cpu = host_cpu_of(target, self.targets_dir)
             try:
-                self._estimates[target_name] = (static_profile(self.loaded.model, target, cpu_target=cpu), None)
+                from edgeopt.graph.build import build_graph
+
+                graph = build_graph(self.view.model, format=self.view.format)
+                self._estimates[target_name] = (static_profile(graph, target, cpu_target=cpu), None)
             except EdgeoptError as exc:
                 self._estimates[target_name] = (None, exc.message)
         return self._estimates[target_name]
@@ -81,7 +96,11 @@ class ArtifactFacts:
         from edgeopt.graph.onnx_protos import tensor_bytes
         from edgeopt.formats.onnx import iter_model_tensors
 
-        sizes = sorted(((tensor_bytes(t), t.name) for t in iter_model_tensors(self.loaded.model)), reverse=True)
+        if self.view.format is ModelFormat.TFLITE:
+            stored = [t for t in self.view.model.main.tensors if t.buffer_bytes]
+            return [{"name": t.name, "bytes": t.buffer_bytes}
+                    for t in sorted(stored, key=lambda t: -t.buffer_bytes)[:count]]
+        sizes = sorted(((tensor_bytes(t), t.name) for t in iter_model_tensors(self.view.model)), reverse=True)
         return [{"name": name, "bytes": size} for size, name in sizes[:count]]
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeopt.errors import InputError, RemoteError
+from edgeopt.formats.artifact import ModelFormat
+from edgeopt.formats.registry import sniff_format
 from edgeopt.events import Events
 from edgeopt.fsutil import sha256_file
 from edgeopt.remote.ssh import (
@@ -206,21 +208,23 @@ def _link_name(model_path: Path) -> str:
 def _model_files(model_path: Path) -> list[tuple[Path, str]]:
     """(local file, name in the device's model folder): the model and, for ONNX, its external-data files
     (their locations were checked to stay inside the model's folder by ``check_external_data``)."""
-    files = [(model_path, _link_name(model_path))]
-    if model_path.suffix.lower() != ".tflite":
-        import onnx
+    name = _link_name(model_path)
+    if sniff_format(model_path) is ModelFormat.TFLITE:  # the runner picks its runtime by the suffix
+        return [(model_path, name if name.lower().endswith(".tflite") else f"{name}.tflite")]
+    files = [(model_path, name)]
+    import onnx
 
-        from edgeopt.formats.onnx import check_external_data
+    from edgeopt.formats.onnx import check_external_data
 
-        model = onnx.ModelProto()
-        try:
-            model.ParseFromString(model_path.read_bytes())
-        except Exception:  # not ONNX: the runner on the device says what its runtime makes of it
-            return files
-        for external in check_external_data(model, model_path):
-            # kept as written: the runtime resolves "sub/../w.data" through sub/, which mkdir -p
-            # then creates on the device (the link's depth comes from the normalised form)
-            files.append((external.path, Path(external.location).as_posix()))
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(model_path.read_bytes())
+    except Exception:  # not ONNX: the runner on the device says what its runtime makes of it
+        return files
+    for external in check_external_data(model, model_path):
+        # kept as written: the runtime resolves "sub/../w.data" through sub/, which mkdir -p
+        # then creates on the device (the link's depth comes from the normalised form)
+        files.append((external.path, Path(external.location).as_posix()))
     return files
 
 
@@ -234,7 +238,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                      connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                      upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
                      run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
-                     device_timeout_s: float | None = None,
+                     device_timeout_s: float | None = None, xnnpack: bool = True,
                      events: Events | None = None) -> RemoteRun:
     """Measure ``model_path`` on ``host`` and say what was uploaded. See the module docstring for the layout.
 
@@ -260,7 +264,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
     short_timeout = connect_timeout_s + 30
     cache = _cache_dir(cache_dir)
     sha = sha256_file(model_path)
-    suffix = ".tflite" if model_path.suffix.lower() == ".tflite" else ".onnx"
+    suffix = ".tflite" if files[0][1].endswith(".tflite") else ".onnx"
     # content-addressed names: the model by its hash, external-data files by theirs
     cache_names = [f"{sha}{suffix}"] + [f"{sha256_file(local)}.data" for local, _ in files[1:]]
     runner = RUNNER_PATH.read_bytes()
@@ -304,6 +308,8 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                 argv += ["--state-pairs", json.dumps(state_pairs)]
         if profile_ops:
             argv.append("--profile")
+        if not xnnpack:
+            argv.append("--no-xnnpack")
         device_timeout = device_timeout_s if device_timeout_s is not None else run_timeout_s + DEVICE_TIMEOUT_GRACE_S
         links: list[str] = []
         for (_local, name), cache_name in zip(files, cache_names):

@@ -273,20 +273,58 @@ class _OnnxRuntime:
         return sorted(totals.values(), key=lambda e: -e["total_us"])
 
 
+def _distribution_version(name: str):
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # not installed as a distribution (a system package): the version is unknown
+        return None
+
+
+class UnsupportedOp(Exception):
+    """The runtime has no kernel for an op of the model (a TFLite custom op): the model's fault, not the device's."""
+
+    def __init__(self, op: str, message: str):
+        super().__init__(message)
+        self.op = op
+
+
 class _LiteRT:
-    def __init__(self, path: str, threads: int, profile: bool):
+    """A .tflite file in whichever TFLite interpreter is installed: ai-edge-litert, tflite-runtime (what 32-bit
+    Raspberry Pi OS has) or TensorFlow's own; XNNPACK (the default CPU delegate) on unless turned off."""
+
+    def __init__(self, path: str, threads: int, profile: bool, xnnpack: bool = True):
+        import importlib
+
+        for module, name in (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                             ("tflite_runtime.interpreter", "tflite-runtime"), ("tensorflow.lite", "tensorflow")):
+            try:
+                interpreter = importlib.import_module(module)
+                break
+            except ImportError:
+                continue
+        else:
+            raise ImportError("no TFLite interpreter (ai-edge-litert, tflite-runtime or tensorflow)")
+        self.name, self.xnnpack = name, xnnpack
+        self.version = _distribution_version(name)
+        Interpreter = interpreter.Interpreter
+        options = {}
+        if not xnnpack:
+            options["experimental_op_resolver_type"] = interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            from ai_edge_litert.interpreter import Interpreter  # type: ignore
-            name = "ai-edge-litert"
-        except ImportError:
-            from tflite_runtime.interpreter import Interpreter  # type: ignore
-            name = "tflite-runtime"
-        self.name = name
-        self.interpreter = Interpreter(model_path=path, num_threads=threads)
-        self.interpreter.allocate_tensors()
+            self.interpreter = Interpreter(model_path=path, num_threads=threads, **options)
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            text = str(exc)
+            marker = "unresolved custom op: "
+            if marker in text:
+                op = text.split(marker, 1)[1].split()[0].rstrip(".")
+                raise UnsupportedOp(op, f"the interpreter ({name}) has no kernel for custom op {op}") from None
+            raise
 
     def runtime(self) -> dict:
-        return {"name": self.name, "version": None, "providers": ["cpu"]}
+        return {"name": self.name, "version": self.version, "providers": ["xnnpack" if self.xnnpack else "cpu"]}
 
     def specs(self):
         return [(d["name"], list(d["shape"]), str(d["dtype"].__name__)) for d in self.interpreter.get_input_details()]
@@ -377,7 +415,8 @@ def measure(args) -> dict:
     rss_before = _current_rss_bytes()
     windowed = _reset_peak_rss()
     start = time.perf_counter()
-    engine = engine_cls(args.model, args.threads, args.profile)
+    engine = engine_cls(args.model, args.threads, args.profile, **(
+        {"xnnpack": not args.no_xnnpack} if engine_cls is _LiteRT else {}))
     load_ms = (time.perf_counter() - start) * 1000
     after_load = _current_rss_bytes()
     load_peak = _peak_rss_bytes()
@@ -579,6 +618,7 @@ def main(argv=None) -> int:
     parser.add_argument("--emit-outputs", action="store_true",
                         help="include every sample's outputs in the JSON result (npz, base64)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-xnnpack", action="store_true", help=".tflite: run without the XNNPACK delegate")
     parser.add_argument("--microbench", action="store_true",
                         help="run the microbenchmark bundle (JSON) read from stdin instead of measuring a model")
     parser.add_argument("--facts", action="store_true", help="print the device's facts and runtime only")
@@ -593,6 +633,9 @@ def main(argv=None) -> int:
             result = microbench(json.load(sys.stdin)) if args.microbench else measure(args)
     except MemoryError:
         print(json.dumps({"error": "out of memory while loading or running the model", "kind": "oom"}))
+        return 3
+    except UnsupportedOp as exc:
+        print(json.dumps({"error": str(exc), "kind": "unsupported-op", "op": exc.op}))
         return 3
     except ImportError as exc:
         print(json.dumps({"error": f"runtime not installed: {exc}", "kind": "runtime-missing"}))

@@ -118,6 +118,10 @@ class MeasurementError(EdgeoptError):
     exit_code = EXIT_REMOTE
 
 
+class UnsupportedOpError(InputError):
+    """The model uses an op the runtime has no kernel for (a TFLite custom op): bad input, exit 2."""
+
+
 def parse_runner_output(stdout: str, where: str) -> Measurement:
     try:
         payload = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else None
@@ -127,6 +131,10 @@ def parse_runner_output(stdout: str, where: str) -> Measurement:
         raise MeasurementError(f"the runner on {where} printed no result", "rerun with --debug to see its output")
     if "error" in payload:
         kind = payload.get("kind", "failed")
+        if kind == "unsupported-op":
+            raise UnsupportedOpError(f"cannot measure on {where}: {payload['error']}",
+                                     "run it where the library that registers the op is linked into the runtime, "
+                                     "or profile it statically (-t TARGET without --measure)")
         hint = {"oom": "the model does not fit in the device's memory",
                 "runtime-missing": "install onnxruntime (or ai-edge-litert / tflite-runtime) on the device"}.get(
             kind, "check the model on that machine")
@@ -179,7 +187,8 @@ def map_op_names(measurement: Measurement, nodes: list[tuple[str, str, list[str]
 
 
 def measure_locally(model_path: Path, *, runs: int = 50, warmup: int = 5, threads: int = 1,
-                    profile_ops: bool = True, inputs: Path | None = None, timeout_s: float = 600) -> Measurement:
+                    profile_ops: bool = True, inputs: Path | None = None, timeout_s: float = 600,
+                    xnnpack: bool = True) -> Measurement:
     """Run the device runner here, in a child process with a clean memory baseline."""
     command = [sys.executable, str(RUNNER_PATH), str(model_path), "--runs", str(runs), "--warmup", str(warmup),
                "--threads", str(threads)]
@@ -187,6 +196,8 @@ def measure_locally(model_path: Path, *, runs: int = 50, warmup: int = 5, thread
         command.append("--profile")
     if inputs is not None:
         command += ["--inputs", str(inputs)]
+    if not xnnpack:
+        command.append("--no-xnnpack")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)

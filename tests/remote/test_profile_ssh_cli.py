@@ -207,3 +207,33 @@ def test_a_stream_runs_in_order_on_the_device_as_here(cli, sshd, tmp_path):
     independent = host_reference_outputs(model, samples)
     compared = compare_device_outputs(carried, independent)
     assert compared.worst_cosine < 0.99
+
+
+def test_a_tflite_model_over_ssh_with_its_outputs_compared(cli, sshd, tmp_path):
+    """The same device runner and fleet path measure .tflite files (named by content, not suffix): the
+    interpreter that ran is recorded, the device's outputs match this machine's, and a custom op the device's
+    interpreter lacks is refused with the op named (exit 2)."""
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("ai_edge_litert.interpreter")
+    sys.path.insert(0, str(REPO / "tests"))
+    import tflite_builder as build
+
+    model = build.float_cnn(tmp_path / "cnn.bin")  # a TFLite file whatever its name
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, image=np.random.default_rng(0).standard_normal((3, 1, 8, 8, 1)).astype(np.float32))
+    result = cli("profile", model, "-t", "rpi4b", "--ssh", sshd.alias, "--ssh-config", sshd.config,
+                 "--remote-python", sys.executable, "--runs", "5", "--no-xnnpack", "--inputs", inputs, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (measurement,) = report["measurements"][sshd.alias]
+    assert measurement["runtime"]["name"] == "ai-edge-litert" and measurement["runtime"]["providers"] == ["cpu"]
+    assert measurement["runs"] == 5 and measurement["latency_ms"]["p50"] > 0
+    assert report["device_fidelity"][sshd.alias]["worst_cosine"] > 0.9999
+    assert report["estimates"]["rpi4b"]["macs_total"] == 8 * 8 * 4 * 9 + 2560
+
+    custom = build.custom_op_model(tmp_path / "custom.tflite")
+    refused = cli("profile", custom, "--ssh", sshd.alias, "--ssh-config", sshd.config,
+                  "--remote-python", sys.executable, "--runs", "2")
+    assert refused.code == 2 and "EdgeoptSecretOp" in refused.stderr, refused.stderr

@@ -1,0 +1,179 @@
+""".tflite as a format of its own: inspect reads the flatbuffer (float, float16-weight and fully int8 files,
+several inputs, a custom op, a truncated file), profile estimates it per target and measures it with the
+LiteRT interpreter. Every file is built here with the schema's writer (tflite_builder.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert.interpreter")
+
+import tflite_builder as build  # noqa: E402
+
+# CONV_2D 3x3 (1 → 4 channels) over 8x8, then FULLY_CONNECTED 256 → 10
+CONV_MACS, FC_MACS = 8 * 8 * 4 * 3 * 3 * 1, 256 * 10
+PARAMS = 4 * 9 + 4 + 2560 + 10
+
+
+def _inspect(cli, path: Path) -> dict:
+    result = cli("inspect", path, "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_inspect_a_float_model(cli, tmp_path):
+    found = _inspect(cli, build.float_cnn(tmp_path / "float.tflite"))
+    graph = found["graph"]
+    assert found["file"]["format"] == "tflite" and found["file"]["size_bytes"] == (tmp_path / "float.tflite").stat().st_size
+    assert graph["op_counts"] == {"CONV_2D": 1, "RESHAPE": 1, "FULLY_CONNECTED": 1}
+    assert graph["macs_by_op"] == {"CONV_2D": CONV_MACS, "FULLY_CONNECTED": FC_MACS}
+    assert graph["macs_total"] == CONV_MACS + FC_MACS and graph["parameter_count"] == PARAMS
+    assert graph["signatures"] == [{"key": "serving_default", "subgraph": 0, "inputs": ["image"],
+                                     "outputs": ["logits"]}]
+    assert graph["inputs"] == [{"name": "image", "shape": [1, 8, 8, 1], "dtype": "float32", "quantization": None}]
+    assert not graph["fully_int8"] and graph["float_inputs"] == ["image"] and len(graph["float_ops"]) == 3
+    assert graph["float16_weights"] == [] and graph["weight_bytes_by_dtype"]["float32"] == PARAMS * 4
+    assert graph["largest_tensors"][0] == {"name": "dense/weights", "dtype": "float32", "bytes": 2560 * 4}
+
+
+def test_inspect_float16_weights(cli, tmp_path):
+    graph = _inspect(cli, build.float_cnn(tmp_path / "fp16.tflite", fp16_weights=True))["graph"]
+    assert graph["float16_weights"] == ["conv/filter_fp16", "dense/weights_fp16"]
+    assert graph["weight_bytes_by_dtype"]["float16"] == (36 + 2560) * 2
+    assert graph["op_counts"]["DEQUANTIZE"] == 2
+    # the weights' DEQUANTIZE runs once at load: the MACs are the same model's
+    assert graph["macs_total"] == CONV_MACS + FC_MACS and not graph["fully_int8"]
+
+
+def test_inspect_a_fully_int8_model_with_per_channel_scales(cli, tmp_path):
+    graph = _inspect(cli, build.int8_cnn(tmp_path / "int8.tflite"))["graph"]
+    assert graph["fully_int8"] and graph["float_ops"] == [] and graph["float_inputs"] == []
+    assert graph["inputs"][0]["quantization"] == {"kind": "per-tensor", "scale": 1 / 64, "zero_point": 0}
+    tensors = {t["name"]: t for t in graph["tensors"]}
+    conv = tensors["conv/filter"]["quantization"]
+    assert conv["kind"] == "per-axis" and conv["axis"] == 0 and conv["channels"] == 4
+    assert conv["scale_min"] == pytest.approx(0.01) and conv["scale_max"] == pytest.approx(0.02)
+    assert graph["weight_bytes_by_dtype"] == {"int8": 36 + 2560, "int32": 4 * 4 + 10 * 4 + 2 * 4}
+    assert graph["parameter_count"] == PARAMS
+
+
+def test_several_inputs_and_a_run_time_batch(cli, tmp_path):
+    model = build.two_input_add(tmp_path / "two.tflite")
+    graph = _inspect(cli, model)["graph"]
+    assert graph["signatures"][0]["inputs"] == ["a", "b"]
+    assert [i["shape"] for i in graph["inputs"]] == [[-1, 4], [-1, 4]]
+    result = cli("profile", model, "--measure", "--runs", "5", "--threads", "1", "--json")
+    assert result.code == 0, result.stderr
+    profile = json.loads(result.stdout)
+    assert profile["input_shapes"] == {"a": [1, 4], "b": [1, 4]}  # the run-time batch at 1
+    (run,) = profile["measurements"]["host"]
+    assert run["runtime"]["name"] == "ai-edge-litert" and run["latency_ms"]["p50"] > 0
+
+
+def test_profile_estimates_per_target_and_measures_with_the_interpreter(cli, tmp_path):
+    model = build.int8_cnn(tmp_path / "int8.tflite")
+    result = cli("profile", model, "-t", "rpi4b", "--measure", "--runs", "10", "--threads", "1", "--json")
+    assert result.code == 0, result.stderr
+    profile = json.loads(result.stdout)
+    estimate = profile["estimates"]["rpi4b"]
+    assert estimate["macs_total"] == CONV_MACS + FC_MACS and estimate["latency_ms"] > 0
+    assert {n["op_type"] for n in estimate["nodes"]} == {"CONV_2D", "RESHAPE", "FULLY_CONNECTED"}
+    assert all(n["execution_dtype"] == "int8" for n in estimate["nodes"])
+    (run,) = profile["measurements"]["host"]
+    assert run["runs"] == 10 and run["latency_ms"]["p50"] > 0 and run["threads"] == 1
+    assert run["runtime"]["name"] == "ai-edge-litert"
+    assert run["memory"]["peak_rss_increase_bytes"] > 0
+
+
+def test_the_interpreter_runs_what_inspect_describes(tmp_path):
+    """The built files are real models: the interpreter's outputs are what numpy computes for the float CNN."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = build.float_cnn(tmp_path / "float.tflite")
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    x = np.random.default_rng(1).standard_normal((1, 8, 8, 1)).astype(np.float32)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    rng = np.random.default_rng(0)
+    filters = rng.standard_normal((4, 3, 3, 1)).astype(np.float32) * 0.5
+    dense = rng.standard_normal((10, 256)).astype(np.float32) * 0.1
+    padded = np.pad(x[0, :, :, 0], 1)
+    conv = np.stack([[[(padded[i:i + 3, j:j + 3] * filters[c, :, :, 0]).sum() for c in range(4)]
+                      for j in range(8)] for i in range(8)])
+    expected = np.maximum(conv, 0).reshape(1, 256) @ dense.T
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_truncated_file_is_one_line_and_exit_2(cli, tmp_path):
+    data = build.float_cnn(tmp_path / "full.tflite").read_bytes()
+    for cut in (7, 40, len(data) // 2, len(data) - 100):
+        path = tmp_path / f"cut{cut}.tflite"
+        path.write_bytes(data[:cut])
+        for command in (("inspect", path), ("profile", path, "-t", "rpi4b")):
+            result = cli(*command)
+            assert result.code == 2, (cut, result.stderr)
+            assert "is not a valid TFLite file" in result.stderr and "Traceback" not in result.stderr
+            assert len(result.stderr.strip().splitlines()) <= 2  # the line and its hint
+
+
+def test_a_custom_op_is_named_and_refused_for_measurement(cli, tmp_path):
+    model = build.custom_op_model(tmp_path / "custom.tflite")
+    graph = _inspect(cli, model)["graph"]
+    assert graph["custom_ops"] == ["EdgeoptSecretOp"]
+    assert any("EdgeoptSecretOp" in w and "cannot run it" in w for w in graph["warnings"])
+    estimated = cli("profile", model, "-t", "rpi4b", "--json")
+    assert estimated.code == 0, estimated.stderr  # a static estimate, with the op's cost unknown
+    measured = cli("profile", model, "--measure", "--runs", "3")
+    assert measured.code == 2 and "EdgeoptSecretOp" in measured.stderr, measured.stderr
+    assert "Traceback" not in measured.stderr
+
+
+def test_the_gate_checks_a_tflite_artifact_as_it_checks_onnx(cli, tmp_path):
+    """Size, parameters, MACs and an estimated latency from the file; a measured latency from `edgeopt profile
+    --measure -o`; a limit past the numbers fails with exit 1."""
+    (tmp_path / "out").mkdir()
+    model = build.int8_cnn(tmp_path / "out" / "model.tflite")
+    profile = tmp_path / "host.json"
+    done = cli("profile", model, "-t", "host", "--measure", "--threads", "1", "--runs", "5", "-o", profile)
+    assert done.code == 0, done.stderr
+    measured = json.loads(profile.read_text())["measurements"]["host"][0]["latency_ms"]["p50"]
+    size = model.stat().st_size
+    page = cli("report", profile, "-o", tmp_path / "profile.html")  # the HTML report reads it as any profile
+    assert page.code == 0, page.stderr
+    html = (tmp_path / "profile.html").read_text()
+    assert "model.tflite" in html and "FULLY_CONNECTED" in html
+    config = tmp_path / "edgeopt.toml"
+    config.write_text(f"""[gate]
+profile_reports = ["host.json"]
+
+[[budgets]]
+artifact = "out/model.tflite"
+target = "rpi4b"
+max_size = {size}
+max_params = {PARAMS}
+max_macs = {CONV_MACS + FC_MACS}
+max_latency_ms = 50
+
+[[budgets]]
+artifact = "out/model.tflite"
+target = "host"
+source = "measured"
+max_latency_ms = {measured * 2}
+""")
+    result = cli("gate", "--config", config, "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    checks = {(c["budget"], c["metric"]): c for c in json.loads(result.stdout)["checks"]}
+    values = {metric: c["actual"] for (_budget, metric), c in checks.items()}
+    assert values["size"] == size and values["params"] == PARAMS and values["macs"] == CONV_MACS + FC_MACS
+    measured_check = next(c for c in checks.values() if c["source"].startswith("measured on host"))
+    assert measured_check["actual"] == measured
+    config.write_text(config.read_text().replace(f"max_size = {size}", f"max_size = {size - 1}"))
+    failed = cli("gate", "--config", config, "--json")
+    assert failed.code == 1 and any(c["status"] == "fail" and c["metric"] == "size"
+                                    for c in json.loads(failed.stdout)["checks"])
