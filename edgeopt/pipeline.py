@@ -1,8 +1,8 @@
 """The convert pipeline: a short runner of the declared stages (``STAGES``), and the only module that
 knows their order.
 
-source ─load─▶ [export (torch) | opset (onnx)] ─▶ [prune] ─▶ [simplify] ─▶ [quantize] ─▶ profile ─▶ [device]
-       ─▶ OUT/model.onnx + OUT/report.json
+source ─load─▶ [export (torch) | opset (onnx)] ─▶ [prune] ─▶ [simplify] ─▶ [tflite] ─▶ [quantize] ─▶ profile
+       ─▶ [device] ─▶ OUT/model.onnx (+ OUT/model.tflite) + OUT/report.json
 
 Each stage is ``stages.common.context.Stage``: it says whether the run asks for it and runs on the
 model the previous one handed on. Every produced graph is parity-checked against the *source* (the
@@ -43,12 +43,13 @@ from edgeopt.stages.profile import ProfileStage
 from edgeopt.stages.prune.step import PruneStage
 from edgeopt.stages.quantize.step import QuantizeStage
 from edgeopt.stages.simplify import SimplifyStage
+from edgeopt.stages.tflite import TfliteStage, check_tflite_export
 
 REPORT = "report.json"
 
 # The stages, in the order they run. A new stage is one module and one line here.
-STAGES: list[Stage] = [LoadStage(), ExportStage(), OpsetStage(), PruneStage(), SimplifyStage(), QuantizeStage(),
-                       ProfileStage(), DeviceStage()]
+STAGES: list[Stage] = [LoadStage(), ExportStage(), OpsetStage(), PruneStage(), SimplifyStage(), TfliteStage(),
+                       QuantizeStage(), ProfileStage(), DeviceStage()]
 
 
 @dataclass
@@ -84,6 +85,7 @@ def convert(config: ConvertConfig, events: Events | None = None, command: list[s
     check_requested_opset(config.opset)
     _check_targets(config)
     source, fmt, source_path = _identify_source(config)
+    check_tflite_export(fmt, config.format)
     report.source = source
     created = not out_dir.exists()
     ensure_writable_dir(out_dir)

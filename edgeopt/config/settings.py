@@ -334,6 +334,9 @@ class ConvertConfig(BaseModel):
                                       "profile.", repeat=True)] = Field(default_factory=lambda: ["host"],
                                                                          min_length=1)
     targets_dir: Annotated[str | None, Cli(("--targets-dir",), "Extra folder of target .toml files.")] = None
+    format: Annotated[Literal["onnx", "tflite"], Cli(("--format",), "onnx|tflite. tflite also writes OUT/model.tflite: "
+                                                      "the PyTorch source converted by litert-torch (pip install "
+                                                      "'edgeopt[tflite-export]'), parity-checked with LiteRT.")] = "onnx"
     quantize: QuantizeConfig = QuantizeConfig()
     device: DeviceConfig | None = None
     prune: PruneConfig | None = None

@@ -81,6 +81,9 @@ def plan_tune(base: ConvertConfig, settings: TuneConfig, budgets: list[Budget],
         raise InputError("nothing to tune: no calibration data, no pruning and no training data",
                          "pass --calib DATA (quantization), --prune RATIO and/or --finetune DATA (pruning, "
                          "architecture trials)")
+    if base.format != "onnx":
+        raise InputError("tune searches the ONNX pipeline; --format tflite is not searched yet",
+                         "tune without --format, then convert the winner's settings with --format tflite")
     space = build_space(base, settings.space, space_error)
     if not space.dimensions:
         raise InputError("the search space is empty (every entry of [tune.space] is fixed)",

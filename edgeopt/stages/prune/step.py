@@ -97,6 +97,7 @@ class PruneStage:
             finally:
                 export_path.unlink(missing_ok=True)
             context.facts["unpruned"] = current
+            context.facts["torch_module"] = result.module  # what --format tflite converts
             context.facts["prune_accuracy_set"] = result.accuracy_set
             record.details = result.details.model_copy(update={"path": record.details.path})
             record.warnings.extend(result.warnings)

@@ -1,0 +1,75 @@
+"""edgeopt convert --format tflite: the PyTorch source (as pruning and fine-tuning left it) converted by
+litert-torch, parity-checked with the LiteRT interpreter; refused up front where it cannot run. The conversion
+tests run where the tflite-export extra is installed (litert-torch stays out of the test extras: see
+pyproject.toml); the refusals run everywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+DIGITS = REPO / "models" / "digits"
+HAS_LITERT_TORCH = importlib.util.find_spec("litert_torch") is not None
+
+
+def _convert(cli, out, *extra):
+    return cli("convert", f"{DIGITS / 'model.py'}:build_model", "--weights", DIGITS / "digits_cnn.pt",
+               "--input-shape", "1x1x8x8", "--format", "tflite", "-o", out, "--json", *extra)
+
+
+@pytest.mark.skipif(not HAS_LITERT_TORCH, reason="litert-torch (edgeopt[tflite-export]) is not installed")
+def test_a_factory_converts_to_tflite_that_matches_the_source(cli, tmp_path):
+    out = tmp_path / "out"
+    result = _convert(cli, out)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    stage = next(s for s in report["stages"] if s["name"] == "tflite")
+    assert stage["status"] == "ok" and stage["details"]["converter"].startswith("litert-torch")
+    (check,) = stage["parity"]
+    assert check["passed"] and all(o["cosine"] > 0.9999 for o in check["outputs"])
+    tflite = out / "model.tflite"
+    assert tflite.is_file() and (out / "model.onnx").is_file()
+    # the file is what the source computes, on inputs the parity check never saw
+    from ai_edge_litert.interpreter import Interpreter
+
+    import onnxruntime as ort
+
+    with np.load(DIGITS / "eval.npz") as data:
+        images = data["image"][:8].astype(np.float32)
+    runner = Interpreter(model_path=str(tflite)).get_signature_runner()
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for image in images:
+        got = next(iter(runner(image=image[None]).values()))
+        np.testing.assert_allclose(got, session.run(None, {"image": image[None]})[0], rtol=1e-4, atol=1e-4)
+    # inspect and the gate read it as any .tflite
+    graph = json.loads(cli("inspect", tflite, "--json").stdout)["graph"]
+    assert graph["signatures"][0]["inputs"] == ["image"] and graph["macs_total"] == 599_680
+
+
+@pytest.mark.skipif(not HAS_LITERT_TORCH, reason="litert-torch (edgeopt[tflite-export]) is not installed")
+def test_pruned_and_fine_tuned_module_is_what_gets_converted(cli, tmp_path):
+    out = tmp_path / "out"
+    result = _convert(cli, out, "--prune", "0.5", "--finetune", DIGITS / "train.npz", "--epochs", "1")
+    assert result.code == 0, result.stderr
+    graph = json.loads(cli("inspect", out / "model.tflite", "--json").stdout)["graph"]
+    onnx_params = json.loads(result.stdout)["summary"]["parameter_count"]
+    assert graph["parameter_count"] == onnx_params < 24_420  # the pruned widths, not the source's
+
+
+@pytest.mark.skipif(HAS_LITERT_TORCH, reason="the refusal is for machines without litert-torch")
+def test_without_litert_torch_the_run_is_refused_before_anything_runs(cli, tmp_path):
+    out = tmp_path / "out"
+    result = _convert(cli, out)
+    assert result.code == 2 and "--format tflite needs litert-torch" in result.stderr
+    assert "edgeopt[tflite-export]" in result.stderr and not out.exists()
+
+
+def test_an_onnx_source_is_refused_for_tflite(cli, tmp_path):
+    result = cli("convert", DIGITS / "digits_cnn.onnx", "--format", "tflite", "-o", tmp_path / "out")
+    assert result.code == 2 and "--format tflite converts PyTorch sources" in result.stderr
+    assert not (tmp_path / "out").exists()
