@@ -476,7 +476,7 @@ def _ort_error(exc: Exception) -> str:
 
 def fidelity(reference: list[np.ndarray], got: list[np.ndarray], names: list[str], classifier: bool,
              labels: np.ndarray | None) -> dict[str, float | None]:
-    from edgeopt.stages.quantize.fidelity import compare_outputs
+    from edgeopt.metrics.fidelity import compare_outputs
 
     per_output = [compare_outputs(n, r, g) for n, r, g in zip(names, reference, got)]
     result = {"cos_mean": min(o.cosine_mean for o in per_output),

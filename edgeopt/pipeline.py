@@ -43,7 +43,7 @@ from edgeopt.stages.profile import ProfileStage
 from edgeopt.stages.prune.step import PruneStage
 from edgeopt.stages.quantize.step import QuantizeStage
 from edgeopt.stages.simplify import SimplifyStage
-from edgeopt.stages.tflite import TfliteStage, check_tflite_export
+from edgeopt.stages.tflite.step import TfliteStage, check_tflite_export
 
 REPORT = "report.json"
 

@@ -73,3 +73,30 @@ def test_an_onnx_source_is_refused_for_tflite(cli, tmp_path):
     result = cli("convert", DIGITS / "digits_cnn.onnx", "--format", "tflite", "-o", tmp_path / "out")
     assert result.code == 2 and "--format tflite converts PyTorch sources" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not HAS_LITERT_TORCH, reason="litert-torch (edgeopt[tflite-export]) is not installed")
+def test_int8_tflite_from_the_same_calibration_data_is_judged_and_timed(cli, tmp_path):
+    """With --calib: a PT2E int8 .tflite (fully int8, inputs and outputs too) judged against the float one on
+    the labelled evaluation data with the same metrics and floor, and timed beside it here; --force-int8 ships
+    it whatever the timing, and without it the decision follows the stated rule."""
+    forced = _convert(cli, tmp_path / "forced", "--calib", DIGITS / "calib.npz", "--eval", DIGITS / "eval.npz",
+                      "--force-int8")
+    assert forced.code == 0, forced.stderr
+    details = next(s for s in json.loads(forced.stdout)["stages"] if s["name"] == "tflite")["details"]
+    int8 = details["int8"]
+    assert int8["shipped"] == "int8" and int8["calibration_samples"] > 0
+    fidelity = int8["fidelity"]
+    assert fidelity["samples"] == 360 and fidelity["accuracy_candidate"] >= fidelity["accuracy_reference"] - 0.02
+    assert int8["metrics"] and int8["size_bytes"] < 0.5 * int8["float_size_bytes"]
+    assert int8["latency_ratio"] > 0 and int8["float_ms"] > 0
+    graph = json.loads(cli("inspect", tmp_path / "forced" / "model.tflite", "--json").stdout)["graph"]
+    assert graph["fully_int8"] and (tmp_path / "forced" / "model.tflite").stat().st_size == int8["size_bytes"]
+
+    plain = _convert(cli, tmp_path / "plain", "--calib", DIGITS / "calib.npz", "--eval", DIGITS / "eval.npz")
+    assert plain.code == 0, plain.stderr
+    decided = next(s for s in json.loads(plain.stdout)["stages"] if s["name"] == "tflite")["details"]["int8"]
+    if decided["shipped"] == "int8":
+        assert decided["latency_ratio"] <= 0.95
+    else:
+        assert decided["latency_ratio"] > 0.95 and "--force-int8" in decided["reason"]

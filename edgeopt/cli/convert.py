@@ -176,4 +176,9 @@ def _render(result: Any) -> None:
         console.print(f"quantize memory: expected ~{format_bytes(memory.estimate.expected_peak_bytes)} at "
                       f"calibration batch {memory.calibration_batch}, measured peak "
                       f"{format_bytes(quantize.peak_rss_bytes)}")
+    tflite = report.stage("tflite")
+    if tflite is not None and tflite.outputs:
+        int8 = getattr(tflite.details, "int8", None)
+        what = "float" if int8 is None else f"{int8.shipped}: {int8.reason}"
+        console.print(f"tflite: {tflite.outputs[-1].path} ({format_bytes(tflite.outputs[-1].size_bytes)}, {what})")
     console.print(f"report: {result.report_path}")

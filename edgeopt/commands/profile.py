@@ -234,7 +234,7 @@ def host_reference_outputs(path: Path, samples_file: Path,
 def compare_device_outputs(reference: list[dict[str, np.ndarray]],
                            device: list[dict[str, np.ndarray]]) -> DeviceOutputs:
     """Per output: cosine (per sample and worst channel), SQNR, max error, top-1 / exact agreement."""
-    from edgeopt.stages.quantize.fidelity import compare_outputs
+    from edgeopt.metrics.fidelity import compare_outputs
 
     if len(reference) != len(device):
         raise ValueError(f"{len(device)} samples of outputs from the device, {len(reference)} here")

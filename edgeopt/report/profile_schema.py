@@ -16,7 +16,7 @@ from edgeopt.errors import InputError, validated_document
 from edgeopt.formats.artifact import ModelArtifact
 from edgeopt.runtime.measure import Measurement
 from edgeopt.stages.common.records import absent, utc_now
-from edgeopt.stages.quantize.fidelity import OutputFidelity
+from edgeopt.metrics.fidelity import OutputFidelity
 
 PROFILE_SCHEMA_VERSION = 1
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO, detector_model
-from edgeopt.stages.quantize.fidelity import compare_outputs
+from edgeopt.metrics.fidelity import compare_outputs
 from edgeopt.stages.quantize.recipes import isa_family
 from edgeopt.targets import load_target
 

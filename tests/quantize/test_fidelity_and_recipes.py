@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgeopt.stages.quantize.fidelity import compare_outputs, measure_fidelity
+from edgeopt.metrics.fidelity import compare_outputs, measure_fidelity
 from edgeopt.stages.quantize.quantizer import quantize_weights_only
 from edgeopt.stages.quantize.recipes import candidate_recipes, default_static, isa_family
 from edgeopt.targets import TargetProfile, load_target

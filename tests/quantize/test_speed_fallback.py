@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.stages.quantize.fidelity import measure_fidelity
+from edgeopt.metrics.fidelity import measure_fidelity
 from edgeopt.stages.quantize.prepare import count_quantized_nodes, spatial_means_as_global_pool
 from edgeopt.stages.quantize.quantizer import quantize
 from edgeopt.stages.quantize.recipes import Recipe

@@ -12,7 +12,7 @@ import pytest
 
 from edgeopt.errors import InputError
 from edgeopt.metrics import MetricPlan, default_metric, parse_metric_spec
-from edgeopt.stages.quantize.fidelity import FidelityRun
+from edgeopt.metrics.fidelity import FidelityRun
 from edgeopt.stages.quantize.search import QuantizeOptions, search
 from edgeopt.targets import load_target
 from tests.quantize.models import (

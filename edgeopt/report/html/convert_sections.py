@@ -39,7 +39,7 @@ from edgeopt.report.profile_schema import ProfileReport
 from edgeopt.report.schema import Report
 from edgeopt.stages.common.parity import ParityCheck
 from edgeopt.stages.common.records import StageRecord
-from edgeopt.stages.quantize.fidelity import OutputFidelity
+from edgeopt.metrics.fidelity import OutputFidelity
 from edgeopt.stages.quantize.search import Candidate
 from edgeopt.stages.quantize.step import QuantizeDetails
 

@@ -17,7 +17,7 @@ import onnx
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.stages.quantize.calibration import BatchSource, walk
-from edgeopt.stages.quantize.fidelity import Fidelity
+from edgeopt.metrics.fidelity import Fidelity
 from edgeopt.stages.quantize.sensitivity import exclusion_group, rank_sensitive_nodes
 
 # Groups whose solo revert is measured (the SQNR ranking picks them, the task metric orders them).

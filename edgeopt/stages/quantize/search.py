@@ -28,7 +28,7 @@ from edgeopt.errors import InputError, VerificationError
 from edgeopt.formats.onnx import save_onnx
 from edgeopt.events import Events
 from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, StatisticsCache, walk
-from edgeopt.stages.quantize.fidelity import Fidelity, FidelityRun
+from edgeopt.metrics.fidelity import Fidelity, FidelityRun
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.store import ModelStore
 from edgeopt.stages.quantize.mixed_precision import (MixedPrecisionStep, RevertEffect, keep_most_sensitive,

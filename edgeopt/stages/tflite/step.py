@@ -24,6 +24,7 @@ from edgeopt.errors import ExportError, InputError, VerificationError
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
 from edgeopt.stages.common.context import Reference, StageContext, StageModel
 from edgeopt.stages.common.records import StageDetails, register_details
+from edgeopt.stages.tflite.int8 import TfliteInt8, output_index
 
 TFLITE_FILE = "model.tflite"
 INSTALL_HINT = "pip install 'edgeopt[tflite-export]' (litert-torch; see the README on TFLite)"
@@ -35,6 +36,7 @@ class TfliteDetails(StageDetails):
     signature: str | None = None
     inputs: list[str] = []
     outputs: list[str] = []
+    int8: TfliteInt8 | None = None  # with --calib: the int8 candidate and whether it shipped
 
 
 def check_tflite_export(context_format: ModelFormat | None, requested: str) -> None:
@@ -81,11 +83,6 @@ def _quiet_stdout() -> Iterator[None]:
             os.close(saved)
 
 
-def _output_index(name: str) -> int:
-    found = re.search(r"(\d+)$", name)
-    return int(found.group(1)) if found else 0
-
-
 class TfliteStage:
     name = "tflite"
 
@@ -118,10 +115,6 @@ class TfliteStage:
             record.details = TfliteDetails(converter=f"litert-torch {version}", signature=signature, inputs=names,
                                            outputs=outputs)
             record.parity.append(check)
-            artifact = ModelArtifact.from_file(path, ModelFormat.TFLITE, produced_by="tflite",
-                                               parent=context.last_artifact())
-            record.outputs.append(artifact)
-            context.produced.append(path)
             if not check.passed:
                 worst = next(o for o in check.outputs if not o.passed)
                 record.status = "failed"
@@ -129,7 +122,63 @@ class TfliteStage:
                     f"parity check failed after tflite: output {worst.name!r} differs from the source "
                     f"(max abs diff {worst.max_abs_diff:.3g})",
                     "litert-torch changed what the model computes; rerun with --debug --keep-failed to inspect it")
+            data = context.facts.get("quantization_data")
+            settings = context.config.quantize
+            if data is not None and data[0] is not None and settings.mode in ("auto", "static"):
+                record.details.int8 = _int8(module, kwargs, path, data, context, record)
+            artifact = ModelArtifact.from_file(path, ModelFormat.TFLITE, produced_by="tflite",
+                                               parent=context.last_artifact())
+            record.outputs.append(artifact)
+            context.produced.append(path)
         return model  # the ONNX model goes on unchanged
+
+
+def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: StageContext,
+          record: Any) -> TfliteInt8:
+    """The int8 candidate (int8.py); when it ships it replaces the float file at ``path``."""
+    from edgeopt.stages.tflite.int8 import (
+        FASTER_THAN_FLOAT, SignatureModel, interleaved_ms, judge, quantize_module,
+    )
+
+    settings, config = context.config.quantize, context.config
+    calibration, evaluation = data[0], data[1] if data[1] is not None else data[0]
+    candidate = context.work_dir / ".model-int8.tflite"
+    float_model = SignatureModel(path, threads=settings.threads)
+    result = TfliteInt8(per_channel=settings.per_channel is not False, float_size_bytes=path.stat().st_size)
+    context.events.note("quantizing the TFLite model (PT2E, int8)")
+    try:
+        with _quiet_stdout():
+            result.calibration_samples = quantize_module(module, kwargs, calibration, result.per_channel,
+                                                         float_model.batch or 1, settings.max_calib_samples,
+                                                         candidate)
+    except Exception as exc:  # an op the int8 flow cannot take: the float file ships, and the report says why
+        result.reason = f"int8 conversion failed: {' '.join(str(exc).split())[:300]}"
+        record.warnings.append(f"TFLite: {result.reason}; the float model.tflite ships")
+        return result
+    int8_model = SignatureModel(candidate, threads=settings.threads)
+    floors = {"cosine": settings.min_cosine, **({"top1": settings.min_top1} if settings.min_top1 is not None else {})}
+    result.fidelity, result.metrics = judge(float_model, int8_model, evaluation, dict(settings.metrics), floors)
+    result.size_bytes = candidate.stat().st_size
+    faithful = result.fidelity.meets(settings.min_cosine, settings.min_top1)
+    timed = config.targets[0] == "host"
+    if faithful and timed:
+        context.events.note("timing float vs int8 .tflite on this machine")
+        feeds = next(iter(evaluation.batches(float_model.batch or 1)))
+        times = interleaved_ms({"float": float_model, "int8": int8_model}, feeds)
+        result.float_ms, result.int8_ms = round(times["float"], 4), round(times["int8"], 4)
+        result.latency_ratio = round(times["int8"] / times["float"], 4)
+    if not faithful:
+        result.reason = f"int8 is below the floor: {result.fidelity.verdict()}"
+    elif timed and result.latency_ratio > FASTER_THAN_FLOAT and not settings.force_int8:
+        result.reason = (f"int8 measured {result.latency_ratio:.2f}x of float here; edgeopt ships int8 when it is "
+                         f"at least {1 - FASTER_THAN_FLOAT:.0%} faster (--force-int8 ships it)")
+    else:
+        result.shipped = "int8"
+        result.reason = ("faithful" + (f" and {result.latency_ratio:.2f}x of float here" if timed else
+                                       f"; not timed ({config.targets[0]} is not this machine)"))
+        candidate.replace(path)
+    candidate.unlink(missing_ok=True)
+    return result
 
 
 def _parity(path: Path, reference: Reference, context: StageContext) -> tuple[Any, str, list[str]]:
@@ -142,7 +191,7 @@ def _parity(path: Path, reference: Reference, context: StageContext) -> tuple[An
     signatures = interpreter.get_signature_list()
     key = next(iter(signatures))
     runner = interpreter.get_signature_runner(key)
-    outputs = sorted(signatures[key]["outputs"], key=_output_index)
+    outputs = sorted(signatures[key]["outputs"], key=output_index)
     names = [s.name for s in reference.specs]
     samples = []
     settings = context.config.parity
