@@ -139,13 +139,17 @@ def _open_study(plan: TunePlan) -> tuple[Any, Any]:
     except ValueError as exc:
         raise InputError(f"study {plan.settings.study!r} exists with other objectives ({exc})",
                          "name a new study with --study, or tune the same objectives") from None
-    stored = study.user_attrs.get("space")
+    # each attribute set where missing and checked where present: a worker opening the study while another
+    # is still writing them finds some set and some not
+    stored, objectives = study.user_attrs.get("space"), study.user_attrs.get("objectives")
     if stored is None:
         study.set_user_attr("space", space)
+    if objectives is None:
         study.set_user_attr("objectives", plan.objectives)
         with quiet_optuna():
             study.set_metric_names(plan.objectives)  # optuna-dashboard labels its axes with them
-    elif stored != json.loads(json.dumps(space)) or study.user_attrs.get("objectives") != plan.objectives:
+    if (stored is not None and stored != json.loads(json.dumps(space))) or \
+            (objectives is not None and objectives != plan.objectives):
         raise InputError(f"study {plan.settings.study!r} was started with another search space or objectives",
                          "resume it with the same [tune.space] and objectives, or name a new study with --study")
     return study, storage
@@ -303,6 +307,8 @@ def run_tune(plan: TunePlan, events: Events | None = None, should_stop: Callable
         with quiet_optuna():
             trial = study.ask(distributions)
         trial.set_user_attr(WORKER_ATTR, this_worker())
+        if plan.settings.sampler == "grid" and _claimed_before(study, trial):
+            continue  # another worker holds this grid point (both queued the grid at once): the point runs once
         if _counted(study) > plan.settings.trials:  # another worker took the last one meanwhile
             queued = any(t.number == trial.number and "fixed_params" in t.system_attrs
                          for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -336,6 +342,22 @@ def _queue_grid(study: Any, plan: TunePlan) -> None:
     for point in points:
         study.enqueue_trial(point, skip_if_exists=True)
     study.set_user_attr("grid_queued", True)
+
+
+def _claimed_before(study: Any, trial: Any) -> bool:
+    """Whether a running or finished trial with a smaller number has ``trial``'s parameters; if so ``trial``
+    is dropped (failed, marked a duplicate, not counted). Each worker checks after its own trial exists, so of
+    two that took the same point at once the later one always sees the earlier and yields to it."""
+    from optuna.trial import TrialState
+
+    holder = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                   if t.number != trial.number and t.params == trial.params
+                   and (t.state == TrialState.COMPLETE or t.number < trial.number)), None)
+    if holder is None:
+        return False
+    trial.set_user_attr("duplicate_of", holder.number)
+    study.tell(trial, state=TrialState.FAIL)
+    return True
 
 
 def _counted(study: Any) -> int:
@@ -444,8 +466,8 @@ def _rows(study: Any, plan: TunePlan) -> list[dict[str, Any]]:
 
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.WAITING:  # queued grid points and retries: not trials yet
-            continue
+        if trial.state == TrialState.WAITING or "duplicate_of" in trial.user_attrs:
+            continue  # queued grid points and retries are not trials yet; a dropped duplicate never ran
         attrs = trial.user_attrs
         row = {"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
                "values": attrs.get("values"), "constraints": attrs.get("constraints", []),
