@@ -544,9 +544,11 @@ def test_page_in_headless_chromium(digits_run, hostile_run, tmp_path):
 
 def test_the_committed_report_schema_is_the_models_schema():
     """docs/report.schema.json is exported from the report models; regenerate it when they change:
-    python -c "import json; from edgeopt.report.schema import report_json_schema as s;
+    python -c "import json, edgeopt.pipeline; from edgeopt.report.schema import report_json_schema as s;
     open('docs/report.schema.json','w').write(json.dumps(s(), indent=2, sort_keys=True) + '\\n')" """
     from edgeopt.report.schema import SCHEMA_VERSION, report_json_schema
+
+    import edgeopt.pipeline  # noqa: F401  (every stage registers its details: the schema names them all)
 
     committed = json.loads((REPO / "docs" / "report.schema.json").read_text())
     assert committed == json.loads(json.dumps(report_json_schema()))
