@@ -53,7 +53,7 @@ class SignatureModel:
 
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
         signatures = interpreter.get_signature_list()
-        key = next(iter(signatures))
+        self.key = key = next(iter(signatures))
         self.runner = interpreter.get_signature_runner(key)
         self.inputs = self.runner.get_input_details()
         details = self.runner.get_output_details()

@@ -24,7 +24,7 @@ from edgeopt.errors import ExportError, InputError, VerificationError
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
 from edgeopt.stages.common.context import Reference, StageContext, StageModel
 from edgeopt.stages.common.records import StageDetails, register_details
-from edgeopt.stages.tflite.int8 import TfliteInt8, output_index
+from edgeopt.stages.tflite.int8 import TfliteInt8
 
 TFLITE_FILE = "model.tflite"
 INSTALL_HINT = "pip install 'edgeopt[tflite-export]' (litert-torch; see the README on TFLite)"
@@ -183,21 +183,16 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
 
 def _parity(path: Path, reference: Reference, context: StageContext) -> tuple[Any, str, list[str]]:
     """The .tflite against the source on the parity samples, through its serving signature."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from edgeopt.stages.common.parity import parity_check
+    from edgeopt.stages.tflite.int8 import SignatureModel
 
-    interpreter = Interpreter(model_path=str(path))
-    signatures = interpreter.get_signature_list()
-    key = next(iter(signatures))
-    runner = interpreter.get_signature_runner(key)
-    outputs = sorted(signatures[key]["outputs"], key=output_index)
+    model = SignatureModel(path)
     names = [s.name for s in reference.specs]
     samples = []
     settings = context.config.parity
     for index in range(settings.samples):
         feeds, expected = reference.sample(settings.seed + index, None)
-        got = runner(**{name: np.ascontiguousarray(feeds[name]) for name in names})
-        samples.append((expected, [np.asarray(got[name]) for name in outputs]))
+        samples.append((expected, model({name: feeds[name] for name in names})))
     batch = int(next(iter(feeds.values())).shape[0]) if feeds and next(iter(feeds.values())).ndim else 1
-    return parity_check(path.name, "source", samples, outputs, context.tolerance, [batch]), key, outputs
+    return (parity_check(path.name, "source", samples, model.output_names, context.tolerance, [batch]), model.key,
+            model.output_names)
