@@ -89,6 +89,70 @@ def test_profile_estimates_per_target_and_measures_with_the_interpreter(cli, tmp
     assert run["memory"]["peak_rss_increase_bytes"] > 0
 
 
+def test_measure_times_every_op_alone_and_ties_it_to_the_estimate(cli, tmp_path):
+    model = build.float_cnn(tmp_path / "float.tflite")
+    result = cli("profile", model, "-t", "host", "--measure", "--runs", "5", "--threads", "1", "--json")
+    assert result.code == 0, result.stderr
+    profile = json.loads(result.stdout)
+    (run,) = profile["measurements"]["host"]
+    assert run["per_op_method"] == "op-by-op" and run["per_op_skipped"] == []
+    nodes = {n["name"]: n["op_type"] for n in profile["estimates"]["host"]["nodes"]}
+    assert {op["node"]: op["op_type"] for op in run["per_op"]} == nodes
+    assert all(op["source_nodes"] == [op["node"]] and op["median_us"] > 0 and op["calls"] == 5
+               for op in run["per_op"])
+    (comparison,) = profile["comparisons"]
+    assert set(comparison["by_op_type"]) == set(nodes.values())
+    assert all(entry["measured_ms"] > 0 for entry in comparison["by_op_type"].values())
+    shown = cli("profile", model, "--measure", "--runs", "5", "--threads", "1")
+    assert "Slowest ops on host" in shown.stdout and "timed op by op" in shown.stdout
+
+
+def test_an_op_that_keeps_state_is_named_not_timed_alone(cli, tmp_path):
+    model = build.stateful_add(tmp_path / "stateful.tflite")
+    result = cli("profile", model, "--measure", "--runs", "3", "--threads", "1", "--json")
+    assert result.code == 0, result.stderr
+    (run,) = json.loads(result.stdout)["measurements"]["host"]
+    assert [op["node"] for op in run["per_op"]] == ["mul_1"]
+    assert run["per_op_skipped"] == [{"node": "add_0", "op_type": "ADD", "reason": "keeps state between calls"}]
+
+
+@pytest.mark.parametrize("make", [build.float_cnn, build.int8_cnn, build.two_input_add])
+def test_each_single_op_model_computes_what_its_op_computed_in_the_whole_model(tmp_path, make):
+    """The per-op models time the same kernel on the same values: fed the inputs its operator saw in the whole
+    model, each one returns exactly that operator's outputs there."""
+    import io
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgeopt.formats.tflite import load_tflite
+    from edgeopt.formats.tflite_ops import op_models_bundle
+
+    path = make(tmp_path / "model.tflite")
+    plain = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    whole = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, **plain)
+    whole.allocate_tensors()
+    rng = np.random.default_rng(3)
+    for detail in whole.get_input_details():
+        value = rng.standard_normal(detail["shape"]) * 40
+        whole.set_tensor(detail["index"], value.clip(-128, 127).astype(detail["dtype"]))
+    whole.invoke()
+    graph = load_tflite(path).main
+    operators = graph.operators
+    with np.load(io.BytesIO(op_models_bundle(path)), allow_pickle=False) as bundle:
+        manifest = json.loads(bundle["manifest"].tobytes())
+        assert [entry["node"] for entry in manifest] == [f"{op.op.lower()}_{op.index}" for op in operators]
+        for entry, op in zip(manifest, operators):
+            # weights stay constants of the op's model (the runtime packs them as it does in the whole model)
+            assert entry["inputs"] == [i for i in op.inputs if i >= 0 and graph.tensors[i].buffer_bytes == 0]
+            alone = Interpreter(model_content=bundle[entry["key"]].tobytes(), **plain)
+            alone.allocate_tensors()
+            for detail, index in zip(alone.get_input_details(), entry["inputs"]):
+                alone.set_tensor(detail["index"], whole.get_tensor(index))
+            alone.invoke()
+            for detail, index in zip(alone.get_output_details(), op.outputs):
+                np.testing.assert_array_equal(alone.get_tensor(detail["index"]), whole.get_tensor(index))
+
+
 def test_the_interpreter_runs_what_inspect_describes(tmp_path):
     """The built files are real models: the interpreter's outputs are what numpy computes for the float CNN."""
     from ai_edge_litert.interpreter import Interpreter

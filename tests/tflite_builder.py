@@ -179,3 +179,17 @@ def custom_op_model(path: Path) -> Path:
     y = b.tensor("y", [1, 4])
     b.op("CUSTOM", [x], [y], custom="EdgeoptSecretOp")
     return b.build([x], [y], path)
+
+
+def stateful_add(path: Path) -> Path:
+    """x + state (a variable tensor, kept between calls as an RNN's state is) → MUL by a constant → y."""
+    b = Builder()
+    x = b.tensor("x", [1, 4])
+    state = b.tensor("state", [1, 4])
+    b.tensors[state].isVariable = True
+    total = b.tensor("total", [1, 4])
+    b.op("ADD", [x, state], [total], schema.AddOptionsT())
+    w = b.tensor("w", [4], data=np.array([1, 2, 3, 4], np.float32))
+    y = b.tensor("y", [1, 4])
+    b.op("MUL", [total, w], [y], schema.MulOptionsT())
+    return b.build([x], [y], path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -134,6 +134,29 @@ def _device_line(measurement: Measurement) -> str:
     return "  " + "; ".join(part for part in parts if part)
 
 
+def _render_per_op(console: Any, device: str, m: Any, top: int) -> None:
+    """The slowest ops of one measured run, and how they were timed."""
+    if not m.per_op:
+        return
+    per_run = [(op, op.median_us if op.median_us is not None else op.total_us / max(1, op.calls)) for op in m.per_op]
+    whole_us = sum(us for _, us in per_run)
+    table = Table(title=f"Slowest ops on {device}, {m.threads} thread(s)", title_justify="left")
+    for column in ("node", "op", "µs per run", "share"):
+        table.add_column(column, justify="right" if column in ("µs per run", "share") else "left")
+    for op, us in sorted(per_run, key=lambda item: -item[1])[:top]:
+        table.add_row(escape(op.node), escape(op.op_type or "?"), f"{us:.1f}",
+                      f"{us / whole_us:.1%}" if whole_us else "-")
+    console.print(table)
+    if m.per_op_method == "op-by-op":
+        console.print(f"  timed op by op (each operator alone, fed what it saw in the whole model; the TFLite "
+                      f"interpreter has no op profiler): sum {_ms(whole_us / 1000)} ms vs the whole model's p50 "
+                      f"{_ms(m.latency_ms.p50)} ms")
+    if m.per_op_skipped:
+        named = ", ".join(f"{entry['node']} ({entry['reason']})" for entry in m.per_op_skipped[:3])
+        console.print(f"  {len(m.per_op_skipped)} op(s) not timed alone: {escape(named)}"
+                      + (" ..." if len(m.per_op_skipped) > 3 else ""))
+
+
 def _render(report: ProfileReport, top: int) -> None:
     console = out_console()
     if report.resolved_inputs is not None:
@@ -188,6 +211,8 @@ def _render(report: ProfileReport, top: int) -> None:
         console.print(table)
         if runs and device != "host":
             console.print(escape(_device_line(runs[-1])))
+        for m in runs:
+            _render_per_op(console, device, m, top)
     for device, fidelity in report.device_fidelity.items():
         if fidelity.skipped:
             console.print(f"outputs on {escape(device)}: not compared ({escape(fidelity.skipped)})")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from edgeopt.runtime.measure import (
     MeasurementError,
     check_runs,
     parse_runner_output,
+    write_op_models,
 )
 
 DEFAULT_CACHE_DIR = "~/.cache/edgeopt"
@@ -308,6 +310,13 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                 argv += ["--state-pairs", json.dumps(state_pairs)]
         if profile_ops:
             argv.append("--profile")
+            with tempfile.TemporaryDirectory(prefix="edgeopt-op-models-") as folder:
+                op_models = write_op_models(model_path, Path(folder))
+                if op_models is not None:
+                    stage("uploading the single-op models")
+                    client.upload(op_models, f"{run_dir}/op_models.npz", timeout_s=upload_timeout_s)
+                    uploaded += op_models.stat().st_size
+                    argv += ["--op-models", f"{run_dir}/op_models.npz"]
         if not xnnpack:
             argv.append("--no-xnnpack")
         device_timeout = device_timeout_s if device_timeout_s is not None else run_timeout_s + DEVICE_TIMEOUT_GRACE_S

@@ -29,8 +29,9 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 5  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
-# 5: random inputs left out of the run peak, memory probes with freed buffers returned at once
+RUNNER_VERSION = 6  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+# 5: random inputs left out of the run peak, memory probes with freed buffers returned at once;
+# 6: .tflite per-op times, op by op (--op-models)
 
 
 def _peak_rss_bytes() -> int:
@@ -341,6 +342,55 @@ class _LiteRT:
     def per_op(self):
         return None
 
+    def per_op_alone(self, path: str, op_models: str, feeds: dict, runs: int, warmup: int, threads: int):
+        """Per-op times of a .tflite file, each operator timed alone (edgeopt.formats.tflite_ops makes the
+        single-op models): (timings, skipped). Each is fed the values it saw in one run of the whole model."""
+        import numpy as np
+
+        with np.load(op_models, allow_pickle=False) as bundle:
+            manifest = json.loads(bundle["manifest"].tobytes().decode("utf-8"))
+            models = {entry["key"]: bundle[entry["key"]].tobytes() for entry in manifest if "key" in entry}
+        module = sys.modules[type(self.interpreter).__module__]
+        plain = {"experimental_op_resolver_type": module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        options = {} if self.xnnpack else plain
+        # every intermediate kept: the values each operator reads in the whole model (no delegate, which
+        # would hide them inside its own node)
+        whole = type(self.interpreter)(model_path=path, num_threads=threads, experimental_preserve_all_tensors=True,
+                                       **plain)
+        whole.allocate_tensors()
+        for detail in whole.get_input_details():
+            whole.set_tensor(detail["index"], feeds[detail["name"]])
+        whole.invoke()
+        timings, skipped = [], []
+        for entry in manifest:
+            if "key" not in entry:
+                skipped.append({"node": entry["node"], "op_type": entry["op_type"], "reason": entry["skipped"]})
+                continue
+            try:
+                values = [whole.get_tensor(index) for index in entry["inputs"]]
+                alone = type(self.interpreter)(model_content=models[entry["key"]], num_threads=threads, **options)
+                details = alone.get_input_details()
+                for detail, value in zip(details, values):
+                    if tuple(detail["shape"]) != tuple(value.shape):
+                        alone.resize_tensor_input(detail["index"], list(value.shape))
+                alone.allocate_tensors()
+                for detail, value in zip(details, values):
+                    alone.set_tensor(detail["index"], value)
+                for _ in range(max(1, warmup)):
+                    alone.invoke()
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    alone.invoke()
+                    times.append((time.perf_counter() - start) * 1e6)
+            except (RuntimeError, ValueError) as exc:
+                skipped.append({"node": entry["node"], "op_type": entry["op_type"],
+                                "reason": " ".join(str(exc).split())[:200]})
+                continue
+            timings.append({"node": entry["node"], "op_type": entry["op_type"], "calls": len(times),
+                            "total_us": sum(times), "median_us": statistics.median(times)})
+        return sorted(timings, key=lambda e: -e["total_us"]), skipped
+
 
 def load_samples(np, path) -> list:
     """One dict per sample from an .npz (a path or a file object): keys ``s<i>/<name>`` hold several
@@ -450,12 +500,16 @@ def measure(args) -> dict:
               "phases_measured": windowed}
     if args.save_outputs:
         np.savez(args.save_outputs, **dict(zip(engine.output_names(), outputs)))
-    per_op = None
+    per_op = per_op_skipped = per_op_method = None
     if profile and engine_cls is _OnnxRuntime:
         profiled = engine_cls(args.model, args.threads, True)
         for _ in range(max(args.warmup, 1) + min(args.runs, 20)):
             profiled.run(feeds)
-        per_op = profiled.per_op()
+        per_op, per_op_method = profiled.per_op(), "profiler"
+    elif profile and args.op_models:
+        per_op, per_op_skipped = engine.per_op_alone(args.model, args.op_models, feeds, min(args.runs, 20),
+                                                     min(args.warmup, 2), args.threads)
+        per_op_method = "op-by-op"
     return {
         "runner_version": RUNNER_VERSION,
         "model": os.path.basename(args.model),
@@ -472,6 +526,8 @@ def measure(args) -> dict:
         },
         "memory": memory,
         "per_op": per_op,
+        "per_op_method": per_op_method,
+        "per_op_skipped": per_op_skipped,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
         "input_samples": len(samples),
         "outputs": _emit_outputs(np, engine, samples, json.loads(args.state_pairs) if args.state_pairs else None)
@@ -619,6 +675,7 @@ def main(argv=None) -> int:
                         help="include every sample's outputs in the JSON result (npz, base64)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-xnnpack", action="store_true", help=".tflite: run without the XNNPACK delegate")
+    parser.add_argument("--op-models", help=".tflite with --profile: the bundle of single-op models to time op by op")
     parser.add_argument("--microbench", action="store_true",
                         help="run the microbenchmark bundle (JSON) read from stdin instead of measuring a model")
     parser.add_argument("--facts", action="store_true", help="print the device's facts and runtime only")

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,10 @@ class Measurement(BaseModel):
     latency_ms: LatencySummary
     memory: MemorySummary
     per_op: list[OpTiming] | None = None
+    # "profiler": the runtime's own (onnxruntime); "op-by-op": each .tflite operator timed alone, fed what it
+    # saw in the whole model (the TFLite interpreters have no profiler in Python): their sum is not the p50
+    per_op_method: str | None = None
+    per_op_skipped: list[dict[str, str]] | None = None  # operators not timed alone, with the reason
     inputs: dict[str, Any]
     input_samples: int = 1
     device: dict[str, Any]
@@ -192,8 +197,12 @@ def measure_locally(model_path: Path, *, runs: int = 50, warmup: int = 5, thread
     """Run the device runner here, in a child process with a clean memory baseline."""
     command = [sys.executable, str(RUNNER_PATH), str(model_path), "--runs", str(runs), "--warmup", str(warmup),
                "--threads", str(threads)]
+    folder = tempfile.TemporaryDirectory(prefix="edgeopt-op-models-")
     if profile_ops:
         command.append("--profile")
+        op_models = write_op_models(model_path, Path(folder.name))
+        if op_models is not None:
+            command += ["--op-models", str(op_models)]
     if inputs is not None:
         command += ["--inputs", str(inputs)]
     if not xnnpack:
@@ -204,11 +213,32 @@ def measure_locally(model_path: Path, *, runs: int = 50, warmup: int = 5, thread
     except subprocess.TimeoutExpired:
         raise MeasurementError(f"measuring {model_path.name} took longer than {timeout_s:.0f} s",
                                "lower --runs or check the model") from None
+    finally:
+        folder.cleanup()
     if done.returncode not in (0, 3):
         raise MeasurementError(f"the measurement process died (exit {done.returncode}): "
                                f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}",
                                "the model may exhaust memory; rerun with --debug")
     return parse_runner_output(done.stdout, "this machine")
+
+
+def write_op_models(model_path: Path, folder: Path) -> Path | None:
+    """For a .tflite file: the bundle of single-op models the runner times op by op (formats/tflite_ops), written
+    into ``folder``; None for other formats, or where it cannot be made (the file then has no per-op times)."""
+    from edgeopt.formats.tflite import IDENTIFIER
+
+    with open(model_path, "rb") as handle:
+        if handle.read(8)[4:8] != IDENTIFIER:
+            return None
+    from edgeopt.formats.tflite_ops import op_models_bundle
+
+    try:
+        bundle = op_models_bundle(Path(model_path))
+    except (ValueError, EdgeoptError):
+        return None
+    target = folder / "op_models.npz"
+    target.write_bytes(bundle)
+    return target
 
 
 def check_runs(runs: int) -> None:

@@ -230,6 +230,10 @@ def test_a_tflite_model_over_ssh_with_its_outputs_compared(cli, sshd, tmp_path):
     (measurement,) = report["measurements"][sshd.alias]
     assert measurement["runtime"]["name"] == "ai-edge-litert" and measurement["runtime"]["providers"] == ["cpu"]
     assert measurement["runs"] == 5 and measurement["latency_ms"]["p50"] > 0
+    # per-op times on the device too, op by op, tied to the estimate's nodes
+    assert measurement["per_op_method"] == "op-by-op"
+    assert sorted(op["node"] for op in measurement["per_op"]) == ["conv_2d_0", "fully_connected_2", "reshape_1"]
+    assert all(op["median_us"] > 0 and op["source_nodes"] == [op["node"]] for op in measurement["per_op"])
     assert report["device_fidelity"][sshd.alias]["worst_cosine"] > 0.9999
     assert report["estimates"]["rpi4b"]["macs_total"] == 8 * 8 * 4 * 9 + 2560
 

@@ -195,7 +195,9 @@ def measurements_section(report: ProfileReport) -> Html | None:
                      Col("source nodes", wrap=True)],
                     [[Html(f"<code>{esc(o.node)}</code>"), o.op_type, o.calls, fixed_html(o.median_us, 1),
                       ", ".join(o.source_nodes) or None] for o in ops],
-                    caption=f"{device}, {run.threads} thread(s): slowest kernels"))
+                    caption=f"{device}, {run.threads} thread(s): slowest kernels"
+                    + (" (each op timed alone, fed its inputs from the whole model)"
+                       if run.per_op_method == "op-by-op" else "")))
     if not rows:
         return None
     table = table_html([Col("device"), Col("threads", True), Col("runs", True), Col("runtime"),
