@@ -78,3 +78,18 @@ def format_count(n: int | float | None) -> str:
             return f"{int(value)}" if unit == "" else f"{value:.2f} {unit}"
         value /= 1000
     return f"{value:.2f} T"
+
+
+def format_in_unit_of(n: int | float, written: str, kind: str) -> str | None:
+    """``n`` bytes (``kind`` "bytes") or units (``kind`` "count") in the unit ``written`` uses ("30.492 kB" →
+    "30.493 kB"), with as many decimals as it has (two to six); None when ``written`` names no unit."""
+    pattern, units = (_SIZE_RE, _BYTE_UNITS) if kind == "bytes" else (_COUNT_RE, _COUNT_UNITS)
+    match = pattern.match(written)
+    if not match or not match.group("unit") or match.group("unit").lower() not in units:
+        return None
+    number, unit = match.group("num"), match.group("unit")
+    if units[unit.lower()] == 1:
+        return f"{int(n):,} {unit}"
+    written_decimals = len(number.split(".")[1]) if "." in number and "e" not in number.lower() else 0
+    decimals = min(6, max(2, written_decimals))  # the exact count is shown beside it anyway
+    return f"{float(n) / units[unit.lower()]:.{decimals}f} {unit}"

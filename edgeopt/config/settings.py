@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgeopt.config.declare import Cli, Search
 
@@ -434,6 +434,9 @@ def _growth(value: object, key: str) -> float:
 GROWTH_METRICS = ("size", "compressed_size", "params", "macs", "latency_ms", "peak_memory")
 
 
+WRITTEN_LIMITS = ("max_size", "max_compressed_size", "max_peak_memory", "max_params", "max_macs")
+
+
 class Budget(BaseModel):
     """One ``[[budgets]]`` entry: an artifact (path or glob), optionally a target, and limits."""
 
@@ -456,6 +459,22 @@ class Budget(BaseModel):
     max_accuracy_drop: float | None = None
     min_fidelity: float | None = Field(None, ge=-1, le=1)
     max_growth: dict[str, float] | None = None  # metric → allowed growth over the baseline (0.05 = +5%)
+
+    # each size and count limit as written ("30.492 kB"): the gate shows limits in the user's own units
+    _written: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_units(cls, data: Any, handler: Any) -> "Budget":
+        budget = handler(data)
+        if isinstance(data, dict):
+            budget._written = {key: value.strip() for key, value in data.items()
+                               if key in WRITTEN_LIMITS and isinstance(value, str)}
+        return budget
+
+    def written(self, field: str) -> str | None:
+        """A size or count limit as the user wrote it, when it was a string with a unit."""
+        return self._written.get(field)
 
     @field_validator("max_size", "max_compressed_size", "max_peak_memory", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.config.settings import Budget
-from edgeopt.units import format_bytes, format_count
+from edgeopt.units import format_bytes, format_count, format_in_unit_of
 
 Status = Literal["pass", "fail", "error", "skip"]
 
@@ -95,6 +95,19 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.4f}"
 
 
+def _as_written(value: float, unit: str, written: str | None, limit: bool = False) -> str:
+    """A size or count limit as its budget wrote it, and a value in that limit's unit, the exact whole number
+    beside each ("30.492 kB (30,492 B)"); other values as ``format_value`` shows them."""
+    if unit in ("bytes", "count") and written:
+        shown = format_in_unit_of(value, written, unit)
+        exact = f"{int(value):,} B" if unit == "bytes" else f"{int(value):,}"
+        if shown is not None:
+            if shown == exact:  # written in bytes: nothing to convert
+                return exact
+            return f"{written if limit else shown} ({exact})"
+    return format_value(value, unit)
+
+
 def _delta(actual: float | None, baseline: float | None) -> tuple[float | None, float | None]:
     if actual is None or baseline is None:
         return None, None
@@ -114,8 +127,11 @@ def evaluate_budget(budget: Budget, facts: dict[str, Fact], baseline: dict[str, 
         base = (baseline or {}).get(metric)
         delta, pct = _delta(fact.value, base)
         op = "≤" if higher_is_worse else "≥"
-        limit_text = f"{op} {format_value(limit, unit)}"
-        actual_text = format_value(fact.value, unit) + (f" ±{fact.error:.0%}" if fact.error else "")
+        written = budget.written(field)
+        limit_shown = _as_written(limit, unit, written, limit=True)
+        limit_text = f"{op} {limit_shown}"
+        actual_text = (_as_written(fact.value, unit, written) if fact.value is not None else "-") \
+            + (f" ±{fact.error:.0%}" if fact.error else "")
         undecided = _undecided(budget, metric, fact, limit, unit) if fact.value is not None else None
         if fact.value is None:
             status: Status = "error"
@@ -126,7 +142,7 @@ def evaluate_budget(budget: Budget, facts: dict[str, Fact], baseline: dict[str, 
             ok = fact.value <= limit if higher_is_worse else fact.value >= limit
             status = "pass" if ok else "fail"
             word = "within" if ok else ("exceeds" if higher_is_worse else "below")
-            message = f"{metric} {actual_text} {word} {field} {format_value(limit, unit)}"
+            message = f"{metric} {actual_text} {word} {field} {limit_shown}"
         checks.append(Check(budget=budget.label, artifact=budget.artifact, target=budget.target, metric=metric,
                             limit=limit, limit_text=limit_text, actual=fact.value,
                             actual_text=actual_text, unit=unit, source=fact.source,

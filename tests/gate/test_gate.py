@@ -89,8 +89,13 @@ max_size = "{(size - 1) / 1000} kB"
 ''')
     result = cli("gate", "--config", config)
     assert result.code == 1
-    assert "4.00 MiB" in result.stdout and "FAIL: tight: size" in result.stdout
+    written = f"{(size - 1) / 1000}"
+    decimals = max(2, len(written.partition(".")[2]))  # the actual size in the limit's unit and precision
+    assert f"FAIL: tight: size {size / 1000:.{decimals}f} kB ({size:,} B) exceeds max_size {written} kB " \
+           f"({size - 1:,} B)" in result.stdout
     data = json.loads(cli("gate", "--config", config, "--json").stdout)
+    assert [c["limit_text"] for c in data["checks"]] == ["≤ 4 MiB (4,194,304 B)", "≤ 1.2M (1,200,000)",
+                                                          f"≤ {(size - 1) / 1000} kB ({size - 1:,} B)"]
     assert [c["limit"] for c in data["checks"]] == [4 * 1024 * 1024, 1_200_000, size - 1]
 
 
@@ -112,6 +117,15 @@ def test_a_size_limit_at_the_exact_byte_in_every_unit(cli, project, runs, unit, 
     assert (exact["status"], less["status"]) == ("pass", "fail")
     assert (exact["limit"], less["limit"]) == (size, size - 1)
     assert isinstance(exact["limit"], int) and exact["actual"] == size
+    # shown as written, the exact byte count beside it, and the actual size in the same unit
+    written = f"{Decimal(size) / scale:f} {unit}"
+    if unit == "B":
+        assert exact["limit_text"] == f"≤ {size:,} B" and exact["actual_text"] == f"{size:,} B"
+    else:
+        assert exact["limit_text"] == f"≤ {written} ({size:,} B)"
+        decimals = min(6, max(2, len(written.split()[0].partition(".")[2])))
+        assert exact["actual_text"] == f"{size / scale:.{decimals}f} {unit} ({size:,} B)"
+        assert less["actual_text"] == exact["actual_text"] != less["limit_text"][2:]
 
 
 @pytest.mark.parametrize("key", ["max_params", "max_macs"])
@@ -127,6 +141,8 @@ def test_a_count_limit_at_the_exact_count_in_every_suffix(cli, project, runs, ke
     assert result.code == 1, result.stdout + result.stderr
     exact, less = json.loads(result.stdout)["checks"]
     assert (exact["status"], exact["limit"], less["status"], less["limit"]) == ("pass", count, "fail", count - 1)
+    if suffix:
+        assert exact["limit_text"] == f"≤ {Decimal(count) / scale:f}{suffix} ({count:,})"
 
 
 @pytest.mark.parametrize("text, expected", [
