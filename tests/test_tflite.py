@@ -153,6 +153,27 @@ def test_each_single_op_model_computes_what_its_op_computed_in_the_whole_model(t
                 np.testing.assert_array_equal(alone.get_tensor(detail["index"]), whole.get_tensor(index))
 
 
+def test_the_runner_takes_real_values_by_signature_name_for_an_int8_input(cli, tmp_path):
+    """What edgeopt's stages hold (float values, keyed by the serving signature's names) runs an int8 file whose
+    tensor is named otherwise: the runner quantizes with the input's scale, as SignatureModel does."""
+    from edgeopt.runtime.device_runner import _LiteRT
+    from edgeopt.stages.tflite.int8 import SignatureModel
+
+    model = build.int8_cnn(tmp_path / "int8.tflite", input_tensor="serving_default_image:0")
+    image = np.random.default_rng(2).uniform(-1.5, 1.5, (1, 8, 8, 1)).astype(np.float32)
+    (raw,) = _LiteRT(str(model), 1, False).run({"image": image})
+    assert raw.dtype == np.int8
+    (expected,) = SignatureModel(model)({"image": image})
+    np.testing.assert_array_equal((raw.astype(np.float32) - 0) / 16, expected)
+    assert np.abs(expected).max() > 0  # not a model of zeros
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **{"serving_default_image:0": image})  # profile --inputs names the file's tensors
+    result = cli("profile", model, "--measure", "--runs", "3", "--threads", "1", "--inputs", inputs, "--json")
+    assert result.code == 0, result.stderr
+    (run,) = json.loads(result.stdout)["measurements"]["host"]
+    assert run["latency_ms"]["p50"] > 0 and run["per_op_method"] == "op-by-op" and len(run["per_op"]) == 3
+
+
 def test_the_interpreter_runs_what_inspect_describes(tmp_path):
     """The built files are real models: the interpreter's outputs are what numpy computes for the float CNN."""
     from ai_edge_litert.interpreter import Interpreter

@@ -68,8 +68,8 @@ class Builder:
             op.builtinOptions = options
         self.operators.append(op)
 
-    def build(self, inputs: list[int], outputs: list[int], path: Path, signature: str | None = "serving_default"
-              ) -> Path:
+    def build(self, inputs: list[int], outputs: list[int], path: Path, signature: str | None = "serving_default",
+              signature_names: dict[int, str] | None = None) -> Path:
         graph = schema.SubGraphT()
         graph.tensors, graph.operators, graph.inputs, graph.outputs = self.tensors, self.operators, inputs, outputs
         graph.name = b"main"
@@ -84,7 +84,9 @@ class Builder:
                 found = []
                 for index in indices:
                     entry = schema.TensorMapT()
-                    entry.name, entry.tensorIndex = self.tensors[index].name.split(b":")[0], index
+                    name = (signature_names or {}).get(index)
+                    entry.name = name.encode() if name else self.tensors[index].name.split(b":")[0]
+                    entry.tensorIndex = index
                     found.append(entry)
                 return found
 
@@ -135,12 +137,14 @@ def float_cnn(path: Path, fp16_weights: bool = False, seed: int = 0) -> Path:
     return b.build([image], [logits], path)
 
 
-def int8_cnn(path: Path, seed: int = 0) -> Path:
-    """The same CNN fully int8 (inputs and outputs too): per-channel filter scales, int32 biases."""
+def int8_cnn(path: Path, seed: int = 0, input_tensor: str = "image") -> Path:
+    """The same CNN fully int8 (inputs and outputs too): per-channel filter scales, int32 biases. Its signature
+    names the input ``image`` whatever ``input_tensor`` names the tensor (converters write
+    ``serving_default_image:0``)."""
     rng = np.random.default_rng(seed)
     b = Builder()
     in_scale, conv_scale, out_scale = 1 / 64, 1 / 32, 1 / 16
-    image = b.tensor("image", [1, 8, 8, 1], "int8", scales=[in_scale], zero_points=[0])
+    image = b.tensor(input_tensor, [1, 8, 8, 1], "int8", scales=[in_scale], zero_points=[0])
     filter_scales = [0.01, 0.02, 0.015, 0.012]
     filters = rng.integers(-127, 128, (4, 3, 3, 1)).astype(np.int8)
     conv_w = b.tensor("conv/filter", [4, 3, 3, 1], "int8", filters, scales=filter_scales, zero_points=[0] * 4, axis=0)
@@ -156,7 +160,7 @@ def int8_cnn(path: Path, seed: int = 0) -> Path:
     fc_b = b.tensor("dense/bias", [10], "int32", np.zeros(10, np.int32), scales=[conv_scale * 0.004], zero_points=[0])
     logits = b.tensor("logits", [1, 10], "int8", scales=[out_scale], zero_points=[0])
     b.op("FULLY_CONNECTED", [flat, fc_w, fc_b], [logits], schema.FullyConnectedOptionsT())
-    return b.build([image], [logits], path)
+    return b.build([image], [logits], path, signature_names={image: "image"})
 
 
 def two_input_add(path: Path) -> Path:

@@ -47,6 +47,10 @@ class ValueCheck:
     def __init__(self, spec: InputSpec, dtype: np.dtype, where: str) -> None:
         self.name, self.where = spec.name, where
         self.target, self.kind = target_dtype(spec), np.dtype(dtype).kind
+        if spec.quantized and self.kind == "f":
+            # real values for an integer input with a scale (a fully int8 TFLite image): kept real, quantized
+            # with the input's own scale where they feed the interpreter
+            self.target = np.dtype("float32")
         self.nan = self.inf = self.not_bool = self.fractional = 0
         self.largest: float | None = None  # largest magnitude among chunks that overflow the target
         self.example: float | None = None  # the first non-integral value

@@ -323,6 +323,16 @@ class _LiteRT:
                 op = text.split(marker, 1)[1].split()[0].rstrip(".")
                 raise UnsupportedOp(op, f"the interpreter ({name}) has no kernel for custom op {op}") from None
             raise
+        # inputs may be named as the serving signature names them (what edgeopt's stages hold) or as the
+        # interpreter's tensors are
+        self.signature_names = {}
+        try:
+            for key in self.interpreter.get_signature_list():
+                runner = self.interpreter.get_signature_runner(key)
+                self.signature_names = {d["index"]: name for name, d in runner.get_input_details().items()}
+                break
+        except (AttributeError, ValueError, RuntimeError):  # an interpreter without signature runners
+            pass
 
     def runtime(self) -> dict:
         return {"name": self.name, "version": self.version, "providers": ["xnnpack" if self.xnnpack else "cpu"]}
@@ -334,10 +344,23 @@ class _LiteRT:
         return [d["name"] for d in self.interpreter.get_output_details()]
 
     def run(self, feeds):
-        for detail in self.interpreter.get_input_details():
-            self.interpreter.set_tensor(detail["index"], feeds[detail["name"]])
+        self._feed(self.interpreter, feeds)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(d["index"]) for d in self.interpreter.get_output_details()]
+
+    def _feed(self, interpreter, feeds):
+        """Set ``interpreter``'s inputs (this model's) from ``feeds``."""
+        import numpy as np
+
+        for detail in interpreter.get_input_details():
+            name = detail["name"]
+            value = feeds[name] if name in feeds else feeds[self.signature_names.get(detail["index"], name)]
+            scale, zero = detail["quantization"]
+            if scale and np.issubdtype(detail["dtype"], np.integer) and np.issubdtype(value.dtype, np.floating):
+                # real values for an integer input: quantized with its scale, as the app in front of it would
+                info = np.iinfo(detail["dtype"])
+                value = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(detail["dtype"])
+            interpreter.set_tensor(detail["index"], value)
 
     def per_op(self):
         return None
@@ -358,8 +381,7 @@ class _LiteRT:
         whole = type(self.interpreter)(model_path=path, num_threads=threads, experimental_preserve_all_tensors=True,
                                        **plain)
         whole.allocate_tensors()
-        for detail in whole.get_input_details():
-            whole.set_tensor(detail["index"], feeds[detail["name"]])
+        self._feed(whole, feeds)
         whole.invoke()
         timings, skipped = [], []
         for entry in manifest:

@@ -59,3 +59,26 @@ def test_unreachable_device_fails_the_run_with_exit_3_and_publishes_nothing(cli,
                  "--ssh-config", sshd.config)
     assert result.code == 3 and "refused" in result.stderr
     assert not (out / "model.onnx").exists() and not (out / "report.json").exists()
+
+
+def _with_litert_torch(test):
+    """Collected only where litert-torch is installed (not in the test extras or CI; see tests/test_tflite_export)."""
+    import importlib.util
+
+    return test if importlib.util.find_spec("litert_torch") is not None else None
+
+
+@_with_litert_torch
+def test_the_device_times_the_int8_tflite_beside_the_float_one(cli, sshd, tmp_path):
+    """convert --format tflite --ssh: the fully int8 .tflite (integer inputs, fed the run's real values) and the
+    float one are timed side by side on the device, and the decision names it."""
+    out = tmp_path / "out"
+    result = cli("convert", f"{DIGITS / 'model.py'}:build_model", "--weights", DIGITS / "digits_cnn.pt",
+                 "--input-shape", "1x1x8x8", "--format", "tflite", "-o", out, "--calib", DIGITS / "calib.npz",
+                 "--eval", DIGITS / "eval.npz", "-t", "rpi4b", "--ssh", sshd.alias, "--ssh-config", sshd.config,
+                 "--remote-python", sys.executable, "--device-runs", "5", "--json")
+    assert result.code == 0, result.stderr
+    int8 = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "tflite")["details"]["int8"]
+    assert int8["timed_on"] == sshd.alias and sshd.alias in int8["reason"]
+    assert int8["float_ms"] > 0 and int8["int8_ms"] > 0 and int8["latency_ratio"] > 0
+    assert (int8["shipped"] == "int8") == (int8["latency_ratio"] <= 0.95)

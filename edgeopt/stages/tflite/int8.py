@@ -1,8 +1,8 @@
 """int8 TFLite: the module quantized by PyTorch's PT2E flow with litert-torch's quantizer (symmetric int8,
 weights per channel unless ``--per-tensor``), calibrated on the run's calibration data, converted to a fully
 int8 ``.tflite``. It is judged against the float ``.tflite`` on the evaluation data with the task metrics and
-floor of the ONNX search (metrics/fidelity.py), and on the host timed beside it in LiteRT: it ships only when
-it meets the floor and is faster, or with ``--force-int8``.
+floor of the ONNX search (metrics/fidelity.py), and timed beside it in LiteRT, on the host (``-t host``) or on
+the ``--ssh`` device: it ships only when it meets the floor and is faster, or with ``--force-int8``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class TfliteInt8(BaseModel):
     metrics: list[dict[str, Any]] = []
     size_bytes: int | None = None
     float_size_bytes: int | None = None
-    float_ms: float | None = None  # median of interleaved runs here (host target only)
+    float_ms: float | None = None  # median of interleaved runs, here (-t host) or on the --ssh device
     int8_ms: float | None = None
+    timed_on: str | None = None  # "host", or the --ssh device
     latency_ratio: float | None = None
 
 

@@ -160,22 +160,33 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
     result.fidelity, result.metrics = judge(float_model, int8_model, evaluation, dict(settings.metrics), floors)
     result.size_bytes = candidate.stat().st_size
     faithful = result.fidelity.meets(settings.min_cosine, settings.min_top1)
-    timed = config.targets[0] == "host"
+    device = context.device  # --ssh: the board that runs the model times both files
+    timed = device is not None or config.targets[0] == "host"
+    where = f"on {device.name}" if device is not None else "here"
     if faithful and timed:
-        context.events.note("timing float vs int8 .tflite on this machine")
         feeds = next(iter(evaluation.batches(float_model.batch or 1)))
-        times = interleaved_ms({"float": float_model, "int8": int8_model}, feeds)
-        result.float_ms, result.int8_ms = round(times["float"], 4), round(times["int8"], 4)
-        result.latency_ratio = round(times["int8"] / times["float"], 4)
+        if device is not None:
+            context.events.note(f"timing float vs int8 .tflite on {device.name}")
+            stats = device.latency({"float": path, "int8": candidate}, feeds, context.events)
+            result.float_ms, result.int8_ms = round(stats["float"].median_ms, 4), round(stats["int8"].median_ms, 4)
+            result.latency_ratio = round(stats["int8"].ratio_to_reference, 4)
+            result.timed_on = device.name
+        else:
+            context.events.note("timing float vs int8 .tflite on this machine")
+            times = interleaved_ms({"float": float_model, "int8": int8_model}, feeds)
+            result.float_ms, result.int8_ms = round(times["float"], 4), round(times["int8"], 4)
+            result.latency_ratio = round(times["int8"] / times["float"], 4)
+            result.timed_on = "host"
     if not faithful:
         result.reason = f"int8 is below the floor: {result.fidelity.verdict()}"
     elif timed and result.latency_ratio > FASTER_THAN_FLOAT and not settings.force_int8:
-        result.reason = (f"int8 measured {result.latency_ratio:.2f}x of float here; edgeopt ships int8 when it is "
-                         f"at least {1 - FASTER_THAN_FLOAT:.0%} faster (--force-int8 ships it)")
+        result.reason = (f"int8 measured {result.latency_ratio:.2f}x of float {where}; edgeopt ships int8 when it "
+                         f"is at least {1 - FASTER_THAN_FLOAT:.0%} faster (--force-int8 ships it)")
     else:
         result.shipped = "int8"
-        result.reason = ("faithful" + (f" and {result.latency_ratio:.2f}x of float here" if timed else
-                                       f"; not timed ({config.targets[0]} is not this machine)"))
+        result.reason = ("faithful" + (f" and {result.latency_ratio:.2f}x of float {where}" if timed else
+                                       f"; not timed ({config.targets[0]} is not this machine; --ssh times it "
+                                       "on the device)"))
         candidate.replace(path)
     candidate.unlink(missing_ok=True)
     return result
