@@ -137,6 +137,10 @@ class QuantizeConfig(BaseModel):
         parse=_metrics, repeat=True)] = {}
     force_int8: Annotated[bool, Cli(("--force-int8",), "Ship int8 even when it is not faster on host.",
                                     switch=True)] = False
+    # The latency rule where int8 is timed (-t host, --ssh): smaller gains are within run-to-run noise.
+    min_speedup: Annotated[float, Cli(("--min-speedup",), "Where int8 is timed (host target, --ssh), ship it only "
+                                      "when it is at least this much faster than float: 0.05 = 5% (the default); "
+                                      "0 ships it when it is not slower.")] = Field(0.05, ge=0, lt=1)
     # Accuracy for speed: a tune dimension (the groups are named by the SQNR ranking mixed precision starts from).
     keep_float: Annotated[int, Cli(("--keep-float",), "Keep the N quantizer groups that lose the most accuracy "
                                    "(SQNR ranking) in float in every candidate, even where int8 meets the floor."),

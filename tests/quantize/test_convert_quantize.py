@@ -119,6 +119,40 @@ def test_auto_ships_int8_only_when_measured_faster(cli, tmp_path):
         assert best > 0.95 and "--force-int8" in details["reason"]
 
 
+def test_the_speed_rule_is_a_setting_and_its_refusal_states_rule_and_numbers(cli, tmp_path):
+    """--min-speedup 0.99 refuses whatever this CPU measures (int8 is never 100x faster), and the reason states
+    the measured ratio, the rule and how to ship it anyway; the report records the setting."""
+    result = cli("convert", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "--min-speedup", "0.99",
+                 "--no-speed-fallback", "-o", tmp_path / "strict", "--json")
+    assert result.code == 0, result.stderr
+    stage = _quantize_stage(json.loads(result.stdout))
+    details = stage["details"]
+    assert details["shipped"] == "float" and stage["options"]["min_speedup"] == 0.99
+    best = min(c["latency_ratio"] for c in details["candidates"] if c["status"] == "ok")
+    assert f"measured {best:.3f}x of float, " in details["reason"]
+    assert "edgeopt ships int8 when it is at least 99% faster on this machine (--min-speedup 0.99)" \
+        in details["reason"]
+    assert details["reason"].endswith("--force-int8 ships it")
+    shown = cli("convert", DIGITS / "digits_cnn.onnx", "--calib", DIGITS / "calib.npz", "--min-speedup", "0.99",
+                "--no-speed-fallback", "-o", tmp_path / "shown")
+    assert "shipped the float model: its fastest faithful int8 candidate" in shown.stdout.replace("\n", " ")
+    refused = cli("convert", DIGITS / "digits_cnn.onnx", "--min-speedup", "1.5", "-o", tmp_path / "bad")
+    assert refused.code == 2 and "--min-speedup" in refused.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    (0.954, "measured 0.954x of float, 4.6% faster on this machine; edgeopt ships int8 when it is at least 5% "
+            "faster on this machine (--min-speedup 0.05); --min-speedup 0 or --force-int8 ships it"),
+    (1.08, "measured 1.080x of float, 8.0% slower on this machine; edgeopt ships int8 when it is at least 5% "
+           "faster on this machine (--min-speedup 0.05); --force-int8 ships it"),
+])
+def test_speed_refusal_words_agree_with_the_numbers(ratio, expected):
+    from edgeopt.stages.common.speed_rule import fast_enough, speed_refusal
+
+    assert not fast_enough(ratio, 0.05) and speed_refusal(ratio, 0.05, "on this machine") == expected
+    assert fast_enough(0.95, 0.05) and fast_enough(1.0, 0.0) and not fast_enough(1.001, 0.0)
+
+
 def test_detector_scores_survive_by_keeping_the_concat_float(cli, tmp_path):
     model = detector_model(tmp_path / "detector.onnx")
     calib = tmp_path / "calib.npz"

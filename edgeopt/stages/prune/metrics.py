@@ -10,6 +10,8 @@ from typing import Any
 import onnx
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.stages.common.speed_rule import describe_change, describe_ratio, percent
+
 # Less than this fraction faster counts as "not faster": below the noise of host timing and of
 # the per-kernel overheads the static estimate adds.
 NOT_FASTER_MARGIN = 0.05
@@ -57,8 +59,9 @@ def flag_not_faster(before: ModelFigures, after: ModelFigures, *, margin: float 
     for target, old in before.estimated_latency_ms.items():
         new = after.estimated_latency_ms.get(target)
         if old and new is not None and new > old * (1 - margin):
-            flags.append(f"{after.step}: not faster on {target} (estimated {old:.3f} → {new:.3f} ms): the removed "
-                         "channels do not shorten the kernels' critical path there")
+            flags.append(f"{after.step}: not {percent(margin)} faster on {target} (estimated {old:.3f} → {new:.3f} "
+                         f"ms, {describe_change(new / old)}): the removed channels do not shorten the kernels' "
+                         "critical path there")
     if after.host_latency_ratio is not None:
         ratio = after.host_latency_ratio
     elif before.host_latency_ms and after.host_latency_ms is not None:
@@ -66,5 +69,6 @@ def flag_not_faster(before: ModelFigures, after: ModelFigures, *, margin: float 
     else:
         ratio = None
     if ratio is not None and ratio > 1 - margin:
-        flags.append(f"{after.step}: not faster on this host (measured {ratio:.2f}x of the unpruned model)")
+        flags.append(f"{after.step}: not {percent(margin)} faster on this host (measured "
+                     f"{describe_ratio(ratio, 'the unpruned model')})")
     return flags

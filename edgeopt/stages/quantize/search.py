@@ -45,11 +45,10 @@ from edgeopt.stages.quantize.speed_fallback import (
     slower_in_int8,
 )
 from edgeopt.runtime.latency import LatencyStats, compare_latency
+from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, speed_refusal
 from edgeopt.runtime.runner import ModelSource, open_runner
 from edgeopt.targets import TargetProfile
 
-# Below this latency ratio an int8 model counts as faster; between it and 1.0 is noise.
-FASTER_THAN_FLOAT = 0.95
 # Latency ratios this close (relative) are the same speed: fidelity decides between them.
 SAME_SPEED = 0.03
 
@@ -62,6 +61,7 @@ class QuantizeOptions(BaseModel):
     min_top1: float | None = None
     overrides: dict[str, Any] = {}
     force_int8: bool = False
+    min_speedup: float = 0.05  # int8 ships where timed only when at least this much faster (speed_rule.py)
     measure_latency: bool = True
     threads: int = 1
     latency_budget_s: float = 8.0
@@ -494,16 +494,17 @@ def search(
         # Candidates within timing noise of the fastest are equally fast: the most faithful of them ships.
         equally_fast = [c for c in passing if (c.latency_ratio or 1e9) <= fastest_ratio * (1 + SAME_SPEED)]
         best = max(equally_fast, key=lambda c: (c.fidelity.margin if c.fidelity else -1e9, -(c.latency_ratio or 1e9)))
-        if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT and not (
+        if best.latency_ratio is not None and not fast_enough(best.latency_ratio, options.min_speedup) and not (
                 explicit or options.force_int8):
-            outcome.reason = (f"kept the float model: the fastest faithful int8 candidate ({best.name}) runs at "
-                              f"{best.latency_ratio:.2f}x of float {where}; pass --force-int8 to ship it")
+            outcome.reason = (f"kept the float model: its fastest faithful int8 candidate ({best.name}) "
+                              + speed_refusal(best.latency_ratio, options.min_speedup, where))
             return None, outcome
         outcome.reason = (f"{best.name}: fastest candidate meeting the fidelity floor (the most faithful "
                           f"within {SAME_SPEED:.0%}) "
                           f"({best.latency_ratio:.2f}x float latency {where}, {best.size_ratio:.2f}x size)")
-        if best.latency_ratio is not None and best.latency_ratio > FASTER_THAN_FLOAT:
-            outcome.warnings.append(f"the shipped int8 model is not faster than float ({best.latency_ratio:.2f}x)")
+        if best.latency_ratio is not None and not fast_enough(best.latency_ratio, options.min_speedup):
+            outcome.warnings.append(f"the shipped int8 model is not {options.min_speedup:.0%} faster than float: "
+                                    f"{describe_ratio(best.latency_ratio)} {where}")
     else:
         best = passing[0]
         twin = next((c for c in passing[1:] if c.recipe.weight_range_twin_of(best.recipe)), None)

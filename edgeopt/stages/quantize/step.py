@@ -102,7 +102,7 @@ class QuantizeStage:
             record.warnings.extend(data_warnings)
             record.options = {"mode": settings.mode, "target": target.name, "min_cosine": settings.min_cosine,
                               "min_top1": settings.min_top1, "force_int8": settings.force_int8,
-                              "speed_fallback": settings.speed_fallback}
+                              "min_speedup": settings.min_speedup, "speed_fallback": settings.speed_fallback}
             state_pairs = context.plan.state_pairs if context.plan is not None else {}
             # a stream runs one call at a time; else --calib-batch where the data's batch axis is free, lowered
             # to what the memory budget allows (checked here, before any quantizing)
@@ -136,7 +136,8 @@ class QuantizeStage:
                          "format": settings.format}
             options = QuantizeOptions(mode=settings.mode, min_cosine=settings.min_cosine, min_top1=settings.min_top1,
                                       overrides={k: v for k, v in overrides.items() if v is not None},
-                                      force_int8=settings.force_int8, speed_fallback=settings.speed_fallback,
+                                      force_int8=settings.force_int8, min_speedup=settings.min_speedup,
+                                      speed_fallback=settings.speed_fallback,
                                       threads=settings.threads, metrics=dict(settings.metrics),
                                       keep_float=settings.keep_float)
             events = context.events.scoped("quantize")

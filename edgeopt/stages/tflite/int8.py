@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict
 from edgeopt.metrics import MetricPlan
 from edgeopt.metrics.fidelity import Fidelity, FidelityRun
 
-# Below this latency ratio int8 counts as faster (the ONNX search's rule).
-FASTER_THAN_FLOAT = 0.95
 TIMING_S = 2.0
 
 

@@ -136,9 +136,8 @@ class TfliteStage:
 def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: StageContext,
           record: Any) -> TfliteInt8:
     """The int8 candidate (int8.py); when it ships it replaces the float file at ``path``."""
-    from edgeopt.stages.tflite.int8 import (
-        FASTER_THAN_FLOAT, SignatureModel, interleaved_ms, judge, quantize_module,
-    )
+    from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, speed_refusal
+    from edgeopt.stages.tflite.int8 import SignatureModel, interleaved_ms, judge, quantize_module
 
     settings, config = context.config.quantize, context.config
     calibration, evaluation = data[0], data[1] if data[1] is not None else data[0]
@@ -179,12 +178,11 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
             result.timed_on = "host"
     if not faithful:
         result.reason = f"int8 is below the floor: {result.fidelity.verdict()}"
-    elif timed and result.latency_ratio > FASTER_THAN_FLOAT and not settings.force_int8:
-        result.reason = (f"int8 measured {result.latency_ratio:.2f}x of float {where}; edgeopt ships int8 when it "
-                         f"is at least {1 - FASTER_THAN_FLOAT:.0%} faster (--force-int8 ships it)")
+    elif timed and not fast_enough(result.latency_ratio, settings.min_speedup) and not settings.force_int8:
+        result.reason = "int8 " + speed_refusal(result.latency_ratio, settings.min_speedup, where)
     else:
         result.shipped = "int8"
-        result.reason = ("faithful" + (f" and {result.latency_ratio:.2f}x of float {where}" if timed else
+        result.reason = ("faithful" + (f" and {describe_ratio(result.latency_ratio)} {where}" if timed else
                                        f"; not timed ({config.targets[0]} is not this machine; --ssh times it "
                                        "on the device)"))
         candidate.replace(path)
