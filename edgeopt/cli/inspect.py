@@ -29,9 +29,13 @@ def inspect_command(
     result = inspect_model(model, parse_input_shapes(input_shape), parse_dims(dim))
     if as_json:
         print_json(result.model_dump(mode="json"))
-        return
-    document = result.model_dump(mode="json")
-    _render_tflite(document) if document["file"]["format"] == "tflite" else _render(document)
+    else:
+        document = result.model_dump(mode="json")
+        _render_tflite(document) if document["file"]["format"] == "tflite" else _render(document)
+    if result.file.faults:  # described above; the run still fails, with the line profile and convert refuse it with
+        from edgeopt.formats.onnx_faults import invalid_graph_error
+
+        raise invalid_graph_error(result.file.path, result.file.faults)
 
 
 def _shape(dims: list[Any] | None) -> str:
@@ -65,6 +69,11 @@ def _render(result: dict[str, Any]) -> None:
                   + (f" ({graph['quantization_detail']})" if graph.get("quantization_detail") else ""))
     if facts.get("checker_error"):
         console.print(f"[yellow]onnx.checker   {escape(facts['checker_error'])}[/yellow]")
+    if facts.get("faults"):
+        console.print(f"[bold red]INVALID[/bold red]        {len(facts['faults'])} structural fault(s): no runtime "
+                      "can run this graph")
+        for fault in facts["faults"]:
+            console.print(f"[red]  - {escape(fault)}[/red]")
 
     io_table = Table(title="Inputs and outputs", title_justify="left")
     for column in ("", "name", "shape", "dtype"):

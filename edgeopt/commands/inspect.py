@@ -24,6 +24,8 @@ class FileFacts(BaseModel):
     gzip_size_bytes: int
     external_data_files: list[dict[str, Any]] = []
     checker_error: str | None = None
+    valid: bool = True  # False: the graph has structural faults (formats/onnx_faults.py); no runtime can run it
+    faults: list[str] = []
 
 
 class InspectResult(BaseModel):
@@ -55,7 +57,7 @@ def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | 
                               dims=dims,
                               metadata=metadata_dict([(p.key, p.value) for p in loaded.model.metadata_props]),
                               allow_unresolved=True)
-    summary = summarize_graph(loaded.model, input_shapes=resolved.shapes or None)
+    summary = summarize_graph(loaded.model, input_shapes=(resolved.shapes or None) if not loaded.faults else None)
     graph = summary.model_dump(mode="json")
     unsized = None
     if resolved.unresolved:
@@ -74,6 +76,8 @@ def inspect_model(path: Path, input_shapes: dict[str | None, tuple[int, ...]] | 
             for f in loaded.external_files
         ],
         checker_error=loaded.checker_error,
+        valid=not loaded.faults,
+        faults=loaded.faults,
     )
     return InspectResult(file=facts, graph=graph, counted_at=counted_at, unsized_dims=unsized)
 

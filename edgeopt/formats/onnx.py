@@ -43,6 +43,7 @@ class LoadedOnnx:
     external_files: list[ExternalFile] = field(default_factory=list)
     external_data_loaded: bool = False
     checker_error: str | None = None
+    faults: list[str] = field(default_factory=list)  # structural faults (onnx_faults.py): the graph is invalid
 
     @property
     def all_files(self) -> list[Path]:
@@ -204,7 +205,10 @@ def load_onnx(path: Path | str, *, load_external_data: bool = True, check: bool 
             raise ModelLoadError(f"{path}: cannot read external data: {exc}", "check the data files") from None
         loaded.external_data_loaded = True
     if check:
+        from edgeopt.formats.onnx_faults import graph_faults
+
         loaded.checker_error = run_checker(model, path)
+        loaded.faults = graph_faults(model, path)
     return loaded
 
 
