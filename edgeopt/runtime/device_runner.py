@@ -323,7 +323,7 @@ class _LiteRT:
                 op = text.split(marker, 1)[1].split()[0].rstrip(".")
                 raise UnsupportedOp(op, f"the interpreter ({name}) has no kernel for custom op {op}") from None
             raise
-        # inputs may be named as the serving signature names them (what edgeopt's stages hold) or as the
+        # inputs may be named as the serving signature names them (what the host's stages hold) or as the
         # interpreter's tensors are
         self.signature_names = {}
         try:
@@ -366,8 +366,8 @@ class _LiteRT:
         return None
 
     def per_op_alone(self, path: str, op_models: str, feeds: dict, runs: int, warmup: int, threads: int):
-        """Per-op times of a .tflite file, each operator timed alone (edgeopt.formats.tflite_ops makes the
-        single-op models): (timings, skipped). Each is fed the values it saw in one run of the whole model."""
+        """Per-op times of a .tflite file, each operator timed alone (the host cuts the single-op
+        models out: formats/tflite_ops.py): (timings, skipped). Each is fed the values it saw in one run of the whole model."""
         import numpy as np
 
         with np.load(op_models, allow_pickle=False) as bundle:
