@@ -20,7 +20,8 @@ one intra-op thread, batch 1, medians. Ratios are vs fp32 (lower is smaller / fa
 
 Models: a digits CNN (real trained weights and data), b MobileNetV2-like CNN, c detector head
 (boxes in pixels concatenated with class scores), d transformer sentence encoder, e LSTM
-classifier, f opset-12 CNN, g weights as Constant nodes inside both branches of an If.
+classifier, f opset-12 CNN, g weights as Constant nodes inside both branches of an If, h the
+README's example (models/digits32: real trained weights and data; `--models h` for its table alone).
 Random weights are seeded; calibration and eval data are drawn with different seeds.
 """
 
@@ -47,6 +48,7 @@ from machine import machine_line  # benchmarks/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
+DIGITS32 = REPO / "models" / "digits32"
 CALIB_SAMPLES = 64
 EVAL_SAMPLES = 64
 
@@ -249,6 +251,10 @@ def prepare_digits(work: Path, _models: Path) -> Path:
     return export(str(DIGITS / "digits_cnn.onnx"), [], work / "fp32")
 
 
+def prepare_digits32(work: Path, _models: Path) -> Path:
+    return export(str(DIGITS32 / "digits32_cnn.onnx"), [], work / "fp32")
+
+
 def prepare_mobilenet(work: Path, models: Path) -> Path:
     return export(f"{models}:build_mobilenet", ["image=1x3x96x96"], work / "fp32")
 
@@ -343,6 +349,12 @@ def digits_data(_samples: int, seed: int) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
+def digits32_data(_samples: int, seed: int) -> dict[str, np.ndarray]:
+    """The README example's splits: calib.npz for seed 0, eval.npz (with labels) else."""
+    with np.load(DIGITS32 / ("calib.npz" if seed == 0 else "eval.npz")) as data:
+        return {key: data[key] for key in data.files}
+
+
 def tokens(samples: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(8, 65, size=samples)
@@ -367,6 +379,8 @@ SPECS = {s.key: s for s in [
     Spec("e", "LSTM (2x256, seq 50)", prepare_lstm, sequences, True),
     Spec("f", "opset-12 CNN (MobileNetV2-like)", prepare_opset12, images((3, 96, 96)), True),
     Spec("g", "If with Constant weights (256)", prepare_if, vectors, False),
+    Spec("h", "README example: digits32 MobileNet-style (1x1x32x32, real data)", prepare_digits32, digits32_data,
+         True),
 ]}
 
 

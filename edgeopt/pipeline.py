@@ -2,7 +2,7 @@
 knows their order.
 
 source ─load─▶ [export (torch) | opset (onnx)] ─▶ [prune] ─▶ [simplify] ─▶ [tflite] ─▶ [quantize] ─▶ profile
-       ─▶ [device] ─▶ OUT/model.onnx (+ OUT/model.tflite) + OUT/report.json
+       ─▶ [device] ─▶ OUT/model.onnx (+ OUT/model.tflite) + OUT/report.json + OUT/report.html
 
 Each stage is ``stages.common.context.Stage``: it says whether the run asks for it and runs on the
 model the previous one handed on. Every produced graph is parity-checked against the *source* (the
@@ -46,6 +46,7 @@ from edgeopt.stages.simplify import SimplifyStage
 from edgeopt.stages.tflite.step import TfliteStage, check_tflite_export
 
 REPORT = "report.json"
+HTML_REPORT = "report.html"
 
 # The stages, in the order they run. A new stage is one module and one line here.
 STAGES: list[Stage] = [LoadStage(), ExportStage(), OpsetStage(), PruneStage(), SimplifyStage(), TfliteStage(),
@@ -57,6 +58,7 @@ class ConvertResult:
     report: Report
     model_path: Path
     report_path: Path
+    html_path: Path | None = None
 
 
 def tool_versions() -> dict[str, str]:
@@ -229,7 +231,18 @@ def _publish(report: Report, context: StageContext, current: onnx.ModelProto, st
                 stale.unlink()
     report_path = out_dir / REPORT
     report.write(report_path)
-    return ConvertResult(report, out_dir / FINAL_MODEL, report_path)
+    return ConvertResult(report, out_dir / FINAL_MODEL, report_path, _write_html(report, out_dir))
+
+
+def _write_html(report: Report, out_dir: Path) -> Path:
+    """OUT/report.html: the report as one self-contained page, beside report.json (``edgeopt report`` renders
+    it again, with a gate result or a tune study)."""
+    from edgeopt.fsutil import write_text_atomic
+    from edgeopt.report.html import render_html
+
+    path = out_dir / HTML_REPORT
+    write_text_atomic(path, render_html(report, None, source_label=REPORT))
+    return path
 
 
 def _summary(current: onnx.ModelProto, final: ModelArtifact, final_files: list[Path], context: StageContext,

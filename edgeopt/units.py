@@ -88,8 +88,9 @@ def format_in_unit_of(n: int | float, written: str, kind: str) -> str | None:
     if not match or not match.group("unit") or match.group("unit").lower() not in units:
         return None
     number, unit = match.group("num"), match.group("unit")
+    gap = written[match.end("num"):match.start("unit")]  # "160k" and "4 MiB" come back as they were written
     if units[unit.lower()] == 1:
-        return f"{int(n):,} {unit}"
+        return f"{int(n):,}{gap}{unit}"
     written_decimals = len(number.split(".")[1]) if "." in number and "e" not in number.lower() else 0
     decimals = min(6, max(2, written_decimals))  # the exact count is shown beside it anyway
-    return f"{float(n) / units[unit.lower()]:.{decimals}f} {unit}"
+    return f"{float(n) / units[unit.lower()]:.{decimals}f}{gap}{unit}"

@@ -156,18 +156,7 @@ def _render(result: Any) -> None:
                       f"{format_bytes(device.peak_rss_increase_bytes)}")
     quant = summary.quantization
     if quant.shipped == "int8":
-        accuracy = ""
-        if quant.accuracy_float is not None:
-            accuracy = f", accuracy {quant.accuracy_float:.4f} → {quant.accuracy_int8:.4f}"
-        measured_on = getattr(report.stage("quantize").details, "latency_measured_on", None)
-        on = f" on {measured_on}" if measured_on and measured_on != "host" else ""
-        latency = f", {quant.latency_ratio:.2f}x float latency{on}" if quant.latency_ratio else ""
-        for_speed = f" ({len(quant.float_for_speed)} for speed)" if quant.float_for_speed else ""
-        kept = f", {len(quant.float_nodes)} node(s) kept in float{for_speed}" if quant.float_nodes else ""
-        judged = quant.decided_by or (f"worst output cosine {quant.worst_cosine:.4f}"
-                                      if quant.worst_cosine is not None else "fidelity not recorded")
-        console.print(f"int8: {quant.recipe} ({judged}{accuracy}{latency}, "
-                      f"{quant.size_ratio:.2f}x size{kept})")
+        _render_int8(console, quant)
     elif report.stage("quantize") is not None:
         console.print(f"shipped the float model: {str(quant.reason).removeprefix('kept the float model: ')}")
     quantize = report.stage("quantize")
@@ -181,4 +170,25 @@ def _render(result: Any) -> None:
         int8 = getattr(tflite.details, "int8", None)
         what = "float" if int8 is None else f"{int8.shipped}: {int8.reason}"
         console.print(f"tflite: {tflite.outputs[-1].path} ({format_bytes(tflite.outputs[-1].size_bytes)}, {what})")
-    console.print(f"report: {result.report_path}")
+    if result.html_path is not None:
+        console.print(f"report: {result.html_path} (open it in a browser; {result.report_path.name} beside it)")
+    else:
+        console.print(f"report: {result.report_path}")
+
+
+def _render_int8(console: Any, quant: Any) -> None:
+    """What shipping int8 bought, in the user's terms: size, measured latency, accuracy; then how."""
+    where = "" if quant.latency_measured_on in (None, "host") else f" on {quant.latency_measured_on}"
+    parts = [f"{quant.size_ratio:.2f}x the float model's size"]
+    if quant.latency_ratio is not None:
+        measured = f" ({quant.int8_ms:.3g} ms vs {quant.float_ms:.3g} ms)" if quant.int8_ms and quant.float_ms else ""
+        parts.append(f"{quant.latency_ratio:.2f}x its latency{measured}, measured{where or ' on this machine'}")
+    if quant.accuracy_float is not None and quant.accuracy_int8 is not None:
+        samples = f" on {quant.evaluated_samples} labelled samples" if quant.evaluated_samples else ""
+        parts.append(f"accuracy {quant.accuracy_float:.2%} → {quant.accuracy_int8:.2%}{samples}")
+    console.print(f"[bold]int8 shipped[/bold]: {', '.join(parts)}")
+    judged = quant.decided_by or (f"worst output cosine {quant.worst_cosine:.4f}"
+                                  if quant.worst_cosine is not None else "fidelity not recorded")
+    for_speed = f" ({len(quant.float_for_speed)} for speed)" if quant.float_for_speed else ""
+    kept = f"; {len(quant.float_nodes)} node(s) kept in float{for_speed}" if quant.float_nodes else ""
+    console.print(f"  recipe {quant.recipe}; {judged}{kept}")

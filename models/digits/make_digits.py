@@ -1,11 +1,18 @@
 #!/usr/bin/env python
-"""Deterministically regenerate the bundled ``digits`` example model and its data.
+"""Deterministically regenerate a bundled ``digits`` example model and its data.
 
 Usage::
 
-    python models/digits/make_digits.py [--out DIR]
+    python models/digits/make_digits.py [--variant digits|digits32] [--out DIR]
 
-``DIR`` defaults to the folder holding this script.  Steps:
+Two variants share every step but the image size and the network:
+
+- ``digits`` (default): the 8x8 images as they are, ``models/digits/model.py`` (a 24k-parameter CNN);
+- ``digits32``: the images upsampled bilinearly to 32x32, ``models/digits32/model.py`` (a MobileNet-style
+  CNN of about 152k parameters, the README's main example). Its train split is not written (5.9 MB that
+  training here reads from scikit-learn anyway) and its .npz files are deflated.
+
+``DIR`` defaults to the variant's folder.  Steps:
 
 1. Load scikit-learn's bundled ``load_digits`` (1797 images, 8x8, integer
    pixels 0..16, 10 classes; no download needed).
@@ -64,12 +71,16 @@ PIXEL_MAX = 16.0
 NORM_MEAN = 0.5
 NORM_STD = 0.5
 
+# variant -> (folder, image side, weights/ONNX file stem, class name, epochs, write the train split, deflate)
+VARIANTS = {
+    "digits": (HERE, 8, "digits_cnn", "DigitsCNN", 20, True, False),
+    "digits32": (HERE.parent / "digits32", 32, "digits32_cnn", "Digits32Net", 12, False, True),
+}
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 
-WEIGHTS_FILE = "digits_cnn.pt"
-ONNX_FILE = "digits_cnn.onnx"
 TRAIN_FILE = "train.npz"
 CALIB_FILE = "calib.npz"
 EVAL_FILE = "eval.npz"
@@ -101,16 +112,17 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def npz_bytes(arrays: dict) -> bytes:
-    """Serialise arrays like ``np.savez`` (uncompressed) but with fixed zip
+def npz_bytes(arrays: dict, deflate: bool = False) -> bytes:
+    """Serialise arrays like ``np.savez`` (or ``np.savez_compressed``) but with fixed zip
     timestamps/attributes, so equal arrays always give identical bytes."""
     import numpy as np
 
+    method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
+            info.compress_type = method
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
@@ -138,22 +150,30 @@ def load_factory(path: Path) -> Callable:
 # ------------------------------------------------------------------------- data
 
 
-def preprocess(pixels):
-    """Integer pixels 0..16, shape [N, 64] -> float32 [N, 1, 8, 8] in [-1, 1]."""
+def preprocess(pixels, side: int = 8):
+    """Integer pixels 0..16, shape [N, 64] -> float32 [N, 1, side, side] in [-1, 1] (bilinear upsampling,
+    half-pixel centres, where ``side`` > 8)."""
     import numpy as np
 
     x = np.asarray(pixels, dtype=np.float32) / np.float32(PIXEL_MAX)
     x = (x - np.float32(NORM_MEAN)) / np.float32(NORM_STD)
-    return np.ascontiguousarray(x.reshape(-1, 1, 8, 8), dtype=np.float32)
+    x = np.ascontiguousarray(x.reshape(-1, 1, 8, 8), dtype=np.float32)
+    if side != 8:
+        import torch
+
+        with torch.no_grad():
+            x = torch.nn.functional.interpolate(torch.from_numpy(x), size=(side, side), mode="bilinear",
+                                                align_corners=False).numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def make_splits():
+def make_splits(side: int = 8):
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    images = preprocess(digits.data)
+    images = preprocess(digits.data, side)
     labels = digits.target.astype(np.int64)
     index = np.arange(len(labels))
 
@@ -180,7 +200,7 @@ def make_splits():
 # ------------------------------------------------------------------------ train
 
 
-def train_model(build_model: Callable, train: dict):
+def train_model(build_model: Callable, train: dict, epochs: int = EPOCHS):
     import torch
 
     torch.manual_seed(SEED)
@@ -189,11 +209,11 @@ def train_model(build_model: Callable, train: dict):
     y = torch.from_numpy(train["labels"])
     gen = torch.Generator().manual_seed(SEED)
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     model.train()
-    for _epoch in range(EPOCHS):
+    for _epoch in range(epochs):
         perm = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), BATCH_SIZE):
             idx = perm[start : start + BATCH_SIZE]
@@ -272,9 +292,12 @@ def onnx_accuracy(path: Path, data: dict) -> tuple[int, int, list, list]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: %(default)s)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="digits")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the variant's)")
     args = parser.parse_args(argv)
-    out: Path = args.out.resolve()
+    folder, side, stem, class_name, epochs, write_train, deflate = VARIANTS[args.variant]
+    weights_file, onnx_file = f"{stem}.pt", f"{stem}.onnx"
+    out: Path = (args.out or folder).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -289,30 +312,32 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(SEED)
     np.random.seed(SEED)
 
-    train, calib, evals, n_total = make_splits()
-    for name, arrays in ((TRAIN_FILE, train), (CALIB_FILE, calib), (EVAL_FILE, evals)):
-        atomic_write_bytes(out / name, npz_bytes(arrays))
+    train, calib, evals, n_total = make_splits(side)
+    data_files = ((TRAIN_FILE, train),) if write_train else ()
+    for name, arrays in (*data_files, (CALIB_FILE, calib), (EVAL_FILE, evals)):
+        atomic_write_bytes(out / name, npz_bytes(arrays, deflate))
 
-    build_model = load_factory(HERE / "model.py")
-    model = train_model(build_model, train)
+    build_model = load_factory(folder / "model.py")
+    model = train_model(build_model, train, epochs)
     pt_correct, n_eval = torch_accuracy(model, evals)
     train_correct, n_train = torch_accuracy(model, train)
 
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     buf = io.BytesIO()  # a buffer (not the temp path) keeps the archive's inner name fixed
     torch.save(state, buf)
-    atomic_write_bytes(out / WEIGHTS_FILE, buf.getvalue())
+    atomic_write_bytes(out / weights_file, buf.getvalue())
 
-    export_onnx(model, torch.from_numpy(evals["image"][:2]), out / ONNX_FILE)
-    ort_correct, _, in_names, out_names = onnx_accuracy(out / ONNX_FILE, evals)
-    opset = {imp.domain or "ai.onnx": imp.version for imp in onnx.load(str(out / ONNX_FILE)).opset_import}
+    export_onnx(model, torch.from_numpy(evals["image"][:2]), out / onnx_file)
+    ort_correct, _, in_names, out_names = onnx_accuracy(out / onnx_file, evals)
+    opset = {imp.domain or "ai.onnx": imp.version for imp in onnx.load(str(out / onnx_file)).opset_import}
 
-    written = [WEIGHTS_FILE, ONNX_FILE, TRAIN_FILE, CALIB_FILE, EVAL_FILE]
+    written = [weights_file, onnx_file, *(name for name, _ in data_files), CALIB_FILE, EVAL_FILE]
     metadata = {
         "dataset": "sklearn.datasets.load_digits (8x8 grayscale handwritten digits, 10 classes)",
         "preprocessing": {
             "description": "x = (pixel / 16 - 0.5) / 0.5 in float32: raw integer pixels 0..16 scaled to "
-            "[0, 1], then normalised with mean 0.5 / std 0.5 -> values in [-1, 1]; layout NCHW [N, 1, 8, 8]",
+            "[0, 1], then normalised with mean 0.5 / std 0.5 -> values in [-1, 1]; layout NCHW [N, 1, 8, 8]"
+            + (f"; then upsampled bilinearly (half-pixel centres) to [N, 1, {side}, {side}]" if side != 8 else ""),
             "pixel_max": PIXEL_MAX,
             "mean": NORM_MEAN,
             "std": NORM_STD,
@@ -332,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "seed": SEED,
         "training": {
-            "epochs": EPOCHS,
+            "epochs": epochs,
             "batch_size": BATCH_SIZE,
             "optimizer": "Adam",
             "learning_rate": LEARNING_RATE,
@@ -343,12 +368,12 @@ def main(argv: list[str] | None = None) -> int:
             "train_top1": train_correct / n_train,
         },
         "model": {
-            "factory": "models/digits/model.py:build_model",
-            "class": "DigitsCNN",
+            "factory": f"models/{folder.name}/model.py:build_model",
+            "class": class_name,
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "onnx_inputs": in_names,
             "onnx_outputs": out_names,
-            "onnx_input_shape": [BATCH_DIM, 1, 8, 8],
+            "onnx_input_shape": [BATCH_DIM, 1, side, side],
             "onnx_output_shape": [BATCH_DIM, 10],
             "onnx_opset": opset,
         },
@@ -372,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(out / METADATA_FILE, (json.dumps(metadata, indent=2) + "\n").encode())
 
     print(
-        f"digits: train={n_train} eval={n_eval} calib={len(calib['image'])} | "
+        f"{args.variant}: train={n_train} eval={n_eval} calib={len(calib['image'])} | "
         f"eval top-1 torch={pt_correct / n_eval:.4f} onnxruntime={ort_correct / n_eval:.4f} | "
         f"wrote {len(written) + 1} files to {out} in {time.perf_counter() - t0:.1f}s"
     )

@@ -48,6 +48,11 @@ class QuantizationSummary(BaseModel):
     accuracy_float: float | None = None
     accuracy_int8: float | None = None
     latency_ratio: float | None = None
+    # the medians the ratio came from, and where they were measured ("host", or the --ssh device)
+    int8_ms: float | None = None
+    float_ms: float | None = None
+    latency_measured_on: str | None = None
+    evaluated_samples: int | None = None  # the evaluation samples fidelity was judged on
     size_ratio: float | None = None
     float_nodes: list[str] = []
     float_for_speed: list[str] = []  # of those, kept in float because their int8 kernels were slower (measured)
@@ -181,6 +186,10 @@ class QuantizeStage:
             accuracy_float=fidelity.accuracy_reference if fidelity else None,
             accuracy_int8=fidelity.accuracy_candidate if fidelity else None,
             latency_ratio=chosen.latency_ratio if chosen else None,
+            int8_ms=chosen.latency.median_ms if chosen and chosen.latency else None,
+            float_ms=details.float_latency.median_ms if details.float_latency else None,
+            latency_measured_on=details.latency_measured_on if chosen and chosen.latency else None,
+            evaluated_samples=fidelity.samples if fidelity else None,
             size_ratio=chosen.size_ratio if chosen else None,
             float_nodes=chosen.float_nodes if chosen else [],
             float_for_speed=sorted({n for t in (chosen.speed_fallback if chosen else []) if t.accepted
