@@ -291,22 +291,25 @@ class UnsupportedOp(Exception):
         self.op = op
 
 
+def _litert_module():
+    """The installed TFLite interpreter module and its distribution's name (imported once, cached by Python)."""
+    import importlib
+
+    for module, name in (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                         ("tflite_runtime.interpreter", "tflite-runtime"), ("tensorflow.lite", "tensorflow")):
+        try:
+            return importlib.import_module(module), name
+        except ImportError:
+            continue
+    raise ImportError("no TFLite interpreter (ai-edge-litert, tflite-runtime or tensorflow)")
+
+
 class _LiteRT:
     """A .tflite file in whichever TFLite interpreter is installed: ai-edge-litert, tflite-runtime (what 32-bit
     Raspberry Pi OS has) or TensorFlow's own; XNNPACK (the default CPU delegate) on unless turned off."""
 
     def __init__(self, path: str, threads: int, profile: bool, xnnpack: bool = True):
-        import importlib
-
-        for module, name in (("ai_edge_litert.interpreter", "ai-edge-litert"),
-                             ("tflite_runtime.interpreter", "tflite-runtime"), ("tensorflow.lite", "tensorflow")):
-            try:
-                interpreter = importlib.import_module(module)
-                break
-            except ImportError:
-                continue
-        else:
-            raise ImportError("no TFLite interpreter (ai-edge-litert, tflite-runtime or tensorflow)")
+        interpreter, name = _litert_module()
         self.name, self.xnnpack = name, xnnpack
         self.version = _distribution_version(name)
         Interpreter = interpreter.Interpreter
@@ -483,6 +486,8 @@ def measure(args) -> dict:
     # The runtime is imported and the samples read before the baseline, so the increase is the model's alone.
     if engine_cls is _OnnxRuntime:
         import onnxruntime  # noqa: F401
+    else:
+        _litert_module()  # its shared library is tens of MiB: not the model's
     samples = load_samples(np, args.inputs) if args.inputs else None
     rss_before = _current_rss_bytes()
     windowed = _reset_peak_rss()
