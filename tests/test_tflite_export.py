@@ -106,3 +106,18 @@ def test_int8_tflite_from_the_same_calibration_data_is_judged_and_timed(cli, tmp
         assert decided["latency_ratio"] <= 0.95
     else:
         assert decided["latency_ratio"] > 0.95 and "--force-int8" in decided["reason"]
+
+
+@needs_litert_torch
+def test_a_failed_conversion_names_the_op_and_where_it_is(cli, tmp_path):
+    """torch.linalg.det exports to ONNX (Det) but litert-torch has no lowering for it: exit 2, the op and the
+    module's line named, nothing written."""
+    factory = tmp_path / "det_model.py"
+    factory.write_text("import torch\n\n\nclass Determinant(torch.nn.Module):\n    def forward(self, matrix):\n"
+                       "        return torch.linalg.det(matrix).unsqueeze(-1)\n\n\n"
+                       "def build_model():\n    return Determinant().eval()\n")
+    out = tmp_path / "out"
+    result = cli("convert", f"{factory}:build_model", "--input-shape", "matrix=1x4x4", "--format", "tflite", "-o", out)
+    assert result.code == 2, result.stderr
+    assert "litert-torch could not convert the model (op aten._linalg_det.default at det_model.py:6)" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()

@@ -107,8 +107,12 @@ class TfliteStage:
             except Exception as exc:  # the converter's own errors name the op it could not lower
                 text = " ".join(str(exc).split())
                 op = re.search(r"(aten\.[A-Za-z0-9_.]+|tfl\.[A-Za-z0-9_]+)", text)
+                # where in the user's module: the converter's "Original traceback" names the file and line
+                source = re.search(r'Original traceback: File "([^"]+)", line (\d+)', text)
+                at = f" at {Path(source.group(1)).name}:{source.group(2)}" if source else ""
                 raise ExportError(f"litert-torch could not convert the model"
-                                  f"{f' (op {op.group(1)})' if op else ''}: {text[:300]}",
+                                  f"{f' (op {op.group(1)}{at})' if op else ''}: "
+                                  f"{text.split(' While executing ')[0][:300]}",
                                   "replace the op in the model, or ship the ONNX model") from None
             version = getattr(litert_torch, "__version__", "?")
             check, signature, outputs = _parity(path, reference, context)
