@@ -174,6 +174,30 @@ def test_the_runner_takes_real_values_by_signature_name_for_an_int8_input(cli, t
     assert run["latency_ms"]["p50"] > 0 and run["per_op_method"] == "op-by-op" and len(run["per_op"]) == 3
 
 
+@pytest.mark.parametrize("xnnpack", [True, False])
+def test_memory_is_estimated_as_the_interpreter_allocates_it(cli, tmp_path, xnnpack):
+    """A long 1-D convolution: XNNPACK holds an indirection buffer of one pointer per output pixel and tap, the
+    builtin kernel an im2col buffer of pixels x taps x channels floats. The estimate names the part and the
+    whole lands near the runner's measured peak RSS increase."""
+    length, taps, channels = 32768, 39, 8
+    model = build.long_conv(tmp_path / "conv.tflite", length, taps, channels)
+    flag = "--xnnpack" if xnnpack else "--no-xnnpack"
+    result = cli("profile", model, "-t", "host", "--measure", "--runs", "3", "--threads", "1", flag, "--json")
+    assert result.code == 0, result.stderr
+    profile = json.loads(result.stdout)
+    memory = profile["estimates"]["host"]["runtime_memory"]
+    parts = {part["key"]: part["bytes"] for part in memory["parts"]}
+    assert set(parts) == {"session", "weights", "arena", "scratch"}
+    assert parts["scratch"] == (length * taps * 8 if xnnpack else length * taps * channels * 4)
+    weights = channels * taps * channels * 4 + channels * 4
+    assert parts["weights"] == weights * (2 if xnnpack else 1)
+    assert parts["arena"] == 2 * length * channels * 4  # the input and the output, live together
+    assert profile["estimates"]["host"]["memory_error"] is None  # no validated band for the interpreter
+    (run,) = profile["measurements"]["host"]
+    measured = run["memory"]["peak_rss_increase_bytes"]
+    assert 0.75 < memory["peak_increase_bytes"] / measured < 1.25, (memory, run["memory"])
+
+
 def test_the_interpreter_runs_what_inspect_describes(tmp_path):
     """The built files are real models: the interpreter's outputs are what numpy computes for the float CNN."""
     from ai_edge_litert.interpreter import Interpreter

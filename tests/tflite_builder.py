@@ -197,3 +197,17 @@ def stateful_add(path: Path) -> Path:
     y = b.tensor("y", [1, 4])
     b.op("MUL", [total, w], [y], schema.MulOptionsT())
     return b.build([x], [y], path)
+
+
+def long_conv(path: Path, length: int = 32768, taps: int = 39, channels: int = 8) -> Path:
+    """signal [1, 1, length, channels] → CONV_2D 1 x ``taps`` (``channels`` → ``channels``, SAME): a 1-D
+    convolution over a long axis, the shape whose scratch buffers dominate an audio model's memory."""
+    rng = np.random.default_rng(5)
+    b = Builder()
+    signal = b.tensor("signal", [1, 1, length, channels])
+    filters = b.tensor("filter", [channels, 1, taps, channels],
+                       data=rng.standard_normal((channels, 1, taps, channels)).astype(np.float32) * 0.1)
+    bias = b.tensor("bias", [channels], data=np.zeros(channels, np.float32))
+    out = b.tensor("out", [1, 1, length, channels])
+    b.op("CONV_2D", [signal, filters, bias], [out], _conv_options(relu=False))
+    return b.build([signal], [out], path)

@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
+from edgeopt.analysis.tflite_memory import estimate_tflite_memory
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
@@ -413,6 +414,7 @@ def static_profile(
     cpu_target: TargetProfile | None = None,
     node_overhead_us: float = NODE_OVERHEAD_US,
     threads: int | None = None,
+    xnnpack: bool = True,
 ) -> StaticProfile:
     """Profile ``model`` on ``target`` statically (see the module doc for the cost model).
 
@@ -562,9 +564,13 @@ def static_profile(
             f"size of {_plural(len(plan.unknown_tensors), 'activation')} unknown: "
             "the peak activation memory is a lower bound"
         )
-    # (the runtime memory model is onnxruntime's: a TFLite interpreter's is weights + activations for now)
+    # memory as the runtime that runs the file allocates it: onnxruntime's (its factors from the target), or the
+    # TFLite interpreter's with XNNPACK, its default CPU delegate
     runtime_facts = default_runtime_memory(target) if graph.format == "onnx" else None
-    runtime = None if runtime_facts is None else estimate_runtime_memory(graph, plan, runtime_facts)
+    if graph.format == "tflite":
+        runtime = estimate_tflite_memory(graph, plan, xnnpack=xnnpack)
+    else:
+        runtime = None if runtime_facts is None else estimate_runtime_memory(graph, plan, runtime_facts)
     fits = _fits(target, plan.weight_bytes, plan.peak_activation_bytes, runtime)
     for check in fits:
         if check.fits is False:
@@ -573,7 +579,9 @@ def static_profile(
                 f"({check.available_bytes} B)"
             )
     known_fits = [c.fits for c in fits if c.fits is not None]
-    band = expected_error(target) if not any(n.device == "accelerator" for n in nodes) else None
+    # the bands were validated on onnxruntime's kernels and memory: none for a TFLite interpreter's yet
+    band = expected_error(target) if graph.format == "onnx" and not any(n.device == "accelerator" for n in nodes) \
+        else None
     executed = [n for n in nodes if n.role in ("compute", "qdq")]
 
     return StaticProfile(

@@ -79,7 +79,7 @@ def profile_model(
     report.input_shapes = plan.resolved.shapes
     report.resolved_inputs = plan.summary()
     report.warnings.extend(plan.warnings)
-    priced = _Estimates()
+    priced = _Estimates(xnnpack=xnnpack)
     for name in targets:
         target = host_for_estimates(load_target(name, targets_dir), events)
         events.note(f"estimating for {name}")
@@ -101,7 +101,8 @@ class _Estimates:
     """Each target's static estimate priced at any thread count (a measurement is compared with the estimate
     at its own count), the graph built once per target."""
 
-    def __init__(self) -> None:
+    def __init__(self, xnnpack: bool = True) -> None:
+        self.xnnpack = xnnpack  # .tflite: memory as the interpreter allocates it with XNNPACK or without
         self._inputs: dict[str, tuple[Any, Any, Any]] = {}
         self._priced: dict[tuple[str, int | None], Any] = {}
 
@@ -115,7 +116,8 @@ class _Estimates:
             return None
         if (name, threads) not in self._priced:
             graph, target, cpu_target = self._inputs[name]
-            self._priced[name, threads] = static_profile(graph, target, cpu_target=cpu_target, threads=threads)
+            self._priced[name, threads] = static_profile(graph, target, cpu_target=cpu_target, threads=threads,
+                                                         xnnpack=self.xnnpack)
         return self._priced[name, threads]
 
 

@@ -117,7 +117,8 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
 
 def estimated_memory_fact(verdict: TargetVerdict, target: str) -> Fact | None:
     """The estimated peak memory on ``target``: the runtime's peak RSS increase (comparable with a measured
-    one), or weights + peak activations where the runtime is not modelled (MCUs, TFLite); None if unknown."""
+    one: onnxruntime's, or the TFLite interpreter's for .tflite files), or weights + peak activations where the
+    runtime is not modelled (MCUs); None if unknown."""
     if verdict.peak_memory_bytes is not None:
         return Fact(value=verdict.peak_memory_bytes, kind="estimated", error=verdict.memory_error,
                     source=f"estimate for {target} (runtime peak RSS increase)")
