@@ -77,13 +77,49 @@ def graph_faults(model: onnx.ModelProto, path: Path | None = None) -> list[str]:
     return faults
 
 
+# Initializers larger than this go to shape inference as dims and type only: it needs their values only
+# where a shape is computed from them (Reshape's shape, Slice's starts), which are small.
+VALUES_KEPT_BYTES = 4096
+
+
+def _copy_fields(source, target, skip: str) -> None:
+    """Every set field of ``source`` into ``target`` but ``skip`` (protobuf messages of one type)."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:
+            repeated = field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _without_weight_values(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its large initializers' values left out (their names, types and dims kept), built without
+    copying them: inference on a 500 MB model must not hold it twice."""
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        if tensor.ByteSize() <= VALUES_KEPT_BYTES:
+            light.graph.initializer.add().CopyFrom(tensor)
+        else:
+            light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+    return light
+
+
 def _shape_conflict(model: onnx.ModelProto) -> str | None:
+    light = _without_weight_values(model)
     from edgeopt.formats.onnx import PROTOBUF_LIMIT_BYTES
 
-    if model.ByteSize() >= PROTOBUF_LIMIT_BYTES:
+    if light.ByteSize() >= PROTOBUF_LIMIT_BYTES:
         return None
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         text = " ".join(str(exc).split())
         return text[:300] or type(exc).__name__
