@@ -121,3 +121,17 @@ def test_a_checker_complaint_onnxruntime_runs_stays_a_warning(cli, tmp_path):
     facts = json.loads(result.stdout)["file"]
     assert facts["valid"] and not facts["faults"] and "topologically sorted" in facts["checker_error"]
     assert cli("profile", model, "-t", "rpi4b").code == 0
+
+
+def test_every_node_its_schema_refuses_is_named(cli, tmp_path):
+    """An op no opset defines and an attribute the op does not have, both named (the checker stops at one)."""
+    model = _save(tmp_path / "schema.onnx", [helper.make_node("Conv2", ["x"], ["y"], name="typo"),
+                                             helper.make_node("Relu", ["x"], ["z"], name="relu", bogus=3)],
+                  [_info("x")], [_info("y"), _info("z")])
+    result = cli("inspect", model, "--json")
+    assert result.code == 2
+    faults = json.loads(result.stdout)["file"]["faults"]
+    assert faults == ["node 'typo' (Conv2): No Op registered for Conv2 with domain_version of 17",
+                      "node 'relu' (Relu): Unrecognized attribute: bogus for operator Relu"]
+    refused = cli("convert", model, "-o", tmp_path / "out")
+    assert refused.code == 2 and "(2 faults)" in refused.stderr and not (tmp_path / "out").exists()

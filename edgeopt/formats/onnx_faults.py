@@ -7,8 +7,9 @@ models often fail it), so its line stays a warning. A fault here is what no runt
   its outer scopes);
 - a graph output that nothing produces;
 - a tensor written twice (by two nodes, or by a node and a graph input or initializer);
-- a shape or type conflict ONNX shape inference finds in strict mode, where onnxruntime refuses the model
-  too (it is asked: a conflict it accepts stays the checker's warning).
+- a node its operator's schema refuses (an unknown op, an unknown attribute), or a shape or type conflict
+  ONNX shape inference finds in strict mode, where onnxruntime refuses the model too (it is asked: what it
+  accepts stays the checker's warning).
 
 ``inspect`` lists them and marks the model invalid, and ``profile`` and ``convert`` refuse it with the
 same line (``invalid_graph_error``).
@@ -22,6 +23,7 @@ import onnx
 
 from edgeopt.errors import ModelLoadError
 
+STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 # Beyond this many faults the line says how many more there are
 SHOWN_FAULTS = 8
 
@@ -71,10 +73,37 @@ def graph_faults(model: onnx.ModelProto, path: Path | None = None) -> list[str]:
     _walk(model.graph, frozenset(), "", faults)
     if faults:
         return faults  # shape inference would only repeat them as missing shapes
-    conflict = _shape_conflict(model)
-    if conflict and not _runtime_loads(model, path):
-        faults.append(f"shape inference: {conflict}")
+    # each node against its operator's schema (unknown ops, attributes), then shape and type conflicts: faults
+    # only where onnxruntime refuses the model too (it runs much that the checker complains about)
+    suspects = _node_faults(model)
+    conflict = _shape_conflict(model) if not suspects else None
+    if conflict:
+        suspects.append(f"shape inference: {conflict}")
+    if suspects and not _runtime_loads(model, path):
+        faults.extend(suspects)
     return faults
+
+
+def _node_faults(model: onnx.ModelProto) -> list[str]:
+    """Every node (subgraphs' too) that fails its operator schema: an unknown op, an unknown attribute."""
+    context = onnx.checker.C.CheckerContext()
+    context.ir_version = model.ir_version
+    context.opset_imports = {entry.domain: entry.version for entry in model.opset_import}
+    found: list[str] = []
+
+    def visit(graph: onnx.GraphProto, where: str) -> None:
+        for index, node in enumerate(graph.node):
+            if node.domain not in STANDARD_DOMAINS:
+                continue  # contrib and custom ops: the runtime that registers them judges them
+            try:
+                onnx.checker.check_node(node, context)
+            except (onnx.checker.ValidationError, ValueError) as exc:
+                found.append(f"{where}node {_label(node, index)}: {' '.join(str(exc).split())[:200]}")
+            for attr_name, subgraph in _subgraphs(node):
+                visit(subgraph, f"{where}{_label(node, index)}.{attr_name}: ")
+
+    visit(model.graph, "")
+    return found
 
 
 # Initializers larger than this go to shape inference as dims and type only: it needs their values only
