@@ -286,3 +286,23 @@ max_latency_ms = {measured * 2}
     failed = cli("gate", "--config", config, "--json")
     assert failed.code == 1 and any(c["status"] == "fail" and c["metric"] == "size"
                                     for c in json.loads(failed.stdout)["checks"])
+
+
+def test_a_broken_op_bundle_costs_the_per_op_times_not_the_measurement(tmp_path):
+    """Per-op timing is the extra: when it cannot run (here a bundle that is not an .npz) the runner still
+    returns latency and memory, and says why the per-op times are missing."""
+    import subprocess
+    import sys
+
+    from edgeopt.runtime.measure import RUNNER_PATH
+
+    model = build.float_cnn(tmp_path / "float.tflite")
+    bundle = tmp_path / "op_models.npz"
+    bundle.write_bytes(b"not a zip")
+    done = subprocess.run([sys.executable, str(RUNNER_PATH), str(model), "--runs", "3", "--profile", "--op-models",
+                           str(bundle)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["latency_ms"]["p50"] > 0 and result["per_op"] is None
+    (skipped,) = result["per_op_skipped"]
+    assert skipped["node"] == "*" and skipped["reason"].startswith("per-op timing failed")
