@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -107,8 +108,12 @@ def _render_pruning(console: Any, pruning: Any) -> None:
 def _render(result: Any) -> None:
     report = result.report
     console = out_console()
-    table = Table(title=f"edgeopt convert: {report.source.path if report.source else ''}", title_justify="left")
-    for column in ("stage", "status", "output", "size", "parity (max |diff|, min cosine)", "time", "peak RSS"):
+    # no box: the whole run's summary fits one 80-column screen (the HTML report has every figure)
+    table = Table(title=f"edgeopt convert: {report.source.path if report.source else ''}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    # time and peak RSS per stage only where they fit beside the rest (the report.html has them always)
+    wide = console.width >= 100
+    for column in ("stage", "status", "output", "size", "parity cos / |Δ|") + (("time", "peak RSS") if wide else ()):
         table.add_column(column)
     for stage in report.stages:
         output = stage.outputs[-1] if stage.outputs else None
@@ -116,10 +121,10 @@ def _render(result: Any) -> None:
         if stage.parity:
             outputs = [o for c in stage.parity for o in c.outputs]
             cosines = [o.cosine for o in outputs if o.cosine is not None]
-            parity = f"{max(o.max_abs_diff for o in outputs):.2e}, " + (f"{min(cosines):.6f}" if cosines else "exact")
+            parity = (f"{min(cosines):.6f}" if cosines else "exact") + f" / {max(o.max_abs_diff for o in outputs):.1e}"
+        cost = (f"{stage.duration_s:.2f}s", format_bytes(stage.peak_rss_bytes)) if wide else ()
         table.add_row(stage.name, stage.status, Path(output.path).name if output else "-",
-                      format_bytes(output.size_bytes) if output else "-", parity, f"{stage.duration_s:.2f}s",
-                      format_bytes(stage.peak_rss_bytes))
+                      format_bytes(output.size_bytes) if output else "-", parity, *cost)
     console.print(table)
     summary = report.summary
     load = report.stage("load")
