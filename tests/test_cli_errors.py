@@ -261,3 +261,12 @@ def test_truncated_external_data_without_length(cli, tmp_path):
     onnx.save(model, str(folder / "m.onnx"))
     (folder / "w.bin").write_bytes((folder / "w.bin").read_bytes()[:100])
     _one_line_error(cli("inspect", folder / "m.onnx"), 2, "truncated")
+
+
+def test_terminal_escapes_in_a_library_message_are_dropped(cli, tmp_path):
+    """torch colours some of its errors: the one error line stays plain text (CI logs, files)."""
+    factory = tmp_path / "coloured.py"
+    factory.write_text("def build_model():\n    raise RuntimeError('\\x1b[31mcolour\\x1b[0m from \\x1b[1;33mtorch\\x1b[0m')\n")
+    result = cli("convert", f"{factory}:build_model", "--input-shape", "1x4", "-o", tmp_path / "out")
+    assert result.code == 2, result.stderr
+    assert "colour from torch" in result.stderr and "\x1b" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 
@@ -60,8 +61,13 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("EDGEOPT_DEBUG", "") not in ("", "0")
 
 
+# Terminal escape sequences (colours, cursor moves) that library messages carry (torch's exporter colours
+# its errors): one plain line, readable in a CI log and a file.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
 def _error_line(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {_ESCAPES.sub('', message)}\n")
     sys.stderr.flush()
 
 
