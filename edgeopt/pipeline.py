@@ -13,6 +13,7 @@ are written into a hidden work folder inside OUT and renamed into place only whe
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import shutil
@@ -47,6 +48,8 @@ from edgeopt.stages.tflite.step import TfliteStage, check_tflite_export
 
 REPORT = "report.json"
 HTML_REPORT = "report.html"
+
+logger = logging.getLogger(__name__)
 
 # The stages, in the order they run. A new stage is one module and one line here.
 STAGES: list[Stage] = [LoadStage(), ExportStage(), OpsetStage(), PruneStage(), SimplifyStage(), TfliteStage(),
@@ -234,14 +237,18 @@ def _publish(report: Report, context: StageContext, current: onnx.ModelProto, st
     return ConvertResult(report, out_dir / FINAL_MODEL, report_path, _write_html(report, out_dir))
 
 
-def _write_html(report: Report, out_dir: Path) -> Path:
+def _write_html(report: Report, out_dir: Path) -> Path | None:
     """OUT/report.html: the report as one self-contained page, beside report.json (``edgeopt report`` renders
     it again, with a gate result or a tune study)."""
     from edgeopt.fsutil import write_text_atomic
     from edgeopt.report.html import render_html
 
     path = out_dir / HTML_REPORT
-    write_text_atomic(path, render_html(report, None, source_label=REPORT))
+    try:
+        write_text_atomic(path, render_html(report, None, source_label=REPORT))
+    except Exception:  # the model and report.json are published: a page that cannot be drawn must not fail the run
+        logger.warning("could not write %s", path, exc_info=True)
+        return None
     return path
 
 
