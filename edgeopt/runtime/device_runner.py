@@ -371,8 +371,8 @@ class _LiteRT:
         return None
 
     def per_op_alone(self, path: str, op_models: str, feeds: dict, runs: int, warmup: int, threads: int):
-        """Per-op times of a .tflite file, each operator timed alone (the host cuts the single-op
-        models out: formats/tflite_ops.py): (timings, skipped). Each is fed the values it saw in one run of the whole model."""
+        """Per-op times of a .tflite file, each operator timed alone (the host cuts the single-op models out:
+        formats/tflite_ops.py): (timings, skipped). Each is fed the values it saw in one run of the whole model."""
         import numpy as np
 
         with np.load(op_models, allow_pickle=False) as bundle:

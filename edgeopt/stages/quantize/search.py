@@ -45,7 +45,7 @@ from edgeopt.stages.quantize.speed_fallback import (
     slower_in_int8,
 )
 from edgeopt.runtime.latency import LatencyStats, compare_latency
-from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, speed_refusal
+from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, percent, speed_refusal
 from edgeopt.runtime.runner import ModelSource, open_runner
 from edgeopt.targets import TargetProfile
 
@@ -503,7 +503,7 @@ def search(
                           f"within {SAME_SPEED:.0%}) "
                           f"({best.latency_ratio:.2f}x float latency {where}, {best.size_ratio:.2f}x size)")
         if best.latency_ratio is not None and not fast_enough(best.latency_ratio, options.min_speedup):
-            outcome.warnings.append(f"the shipped int8 model is not {options.min_speedup:.0%} faster than float: "
+            outcome.warnings.append(f"the shipped int8 model is not {percent(options.min_speedup)} faster than float: "
                                     f"{describe_ratio(best.latency_ratio)} {where}")
     else:
         best = passing[0]

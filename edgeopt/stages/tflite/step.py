@@ -165,7 +165,7 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
     faithful = result.fidelity.meets(settings.min_cosine, settings.min_top1)
     device = context.device  # --ssh: the board that runs the model times both files
     timed = device is not None or config.targets[0] == "host"
-    where = f"on {device.name}" if device is not None else "here"
+    where = f"on {device.name}" if device is not None else "on this machine"
     if faithful and timed:
         feeds = next(iter(evaluation.batches(float_model.batch or 1)))
         if device is not None:
