@@ -33,10 +33,7 @@ def open_view(path: Path, fmt: ModelFormat) -> ModelView:
     from edgeopt.graph.onnx_shapes import declared_input_specs
 
     loaded = load_onnx(path, load_external_data=False)
-    if loaded.faults:
-        from edgeopt.formats.onnx_faults import invalid_graph_error
-
-        raise invalid_graph_error(path, loaded.faults)
+    loaded.require_valid()
     model = loaded.model
     return ModelView(fmt, model, declared_input_specs(model), {p.key: p.value for p in model.metadata_props},
                      [o.name for o in model.graph.output],

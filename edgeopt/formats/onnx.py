@@ -45,6 +45,13 @@ class LoadedOnnx:
     checker_error: str | None = None
     faults: list[str] = field(default_factory=list)  # structural faults (onnx_faults.py): the graph is invalid
 
+    def require_valid(self) -> None:
+        """Refuse a graph with structural faults (``profile`` and ``convert``; ``inspect`` lists them first)."""
+        if self.faults:
+            from edgeopt.formats.onnx_faults import invalid_graph_error
+
+            raise invalid_graph_error(self.path, self.faults)
+
     @property
     def all_files(self) -> list[Path]:
         return [self.path, *(f.path for f in self.external_files)]

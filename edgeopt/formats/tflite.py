@@ -255,6 +255,11 @@ def _options(schema: Any, op: Any, name: str) -> dict[str, Any]:
     return {field_name: int(getattr(options, field_name)()) for field_name in spec[1]}
 
 
+def node_name(op: str, index: int) -> str:
+    """The name an operator goes by in the neutral graph and in per-op times (``conv_2d_3``)."""
+    return f"{op.lower()}_{index}"
+
+
 def tensor_macs(graph: Subgraph, op: TfliteOperator) -> int | None:
     """Multiply-accumulates of one operator from its tensors' stored shapes (0 where it does none; None where
     a shape it needs is missing)."""

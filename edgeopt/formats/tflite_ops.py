@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.formats.tflite import IDENTIFIER, load_tflite, schema
+from edgeopt.formats.tflite import IDENTIFIER, load_tflite, node_name, schema
 
 # ops that call other subgraphs or hold state between calls: timing them alone would time something else
 SUBGRAPH_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL", "STABLEHLO_WHILE", "STABLEHLO_CASE",
@@ -28,11 +28,6 @@ SUBGRAPH_OPS = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL", "STABLEHLO_WHILE",
 STATE_OPS = frozenset({"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "HASHTABLE", "HASHTABLE_FIND",
                        "HASHTABLE_IMPORT", "HASHTABLE_SIZE"})
 _TWO_GB = 2**31
-
-
-def node_name(op: str, index: int) -> str:
-    """The name graph/tflite_adapter gives operator ``index``: per-op times map onto the static estimate's nodes."""
-    return f"{op.lower()}_{index}"
 
 
 def op_models_bundle(path: Path) -> bytes:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgeopt.errors import InputError
-from edgeopt.formats.tflite import Subgraph, TfliteModel, tensor_macs
+from edgeopt.formats.tflite import Subgraph, TfliteModel, node_name, tensor_macs
 from edgeopt.graph.kinds import CUSTOM
 from edgeopt.graph.model import Graph, Node, Tensor
 
@@ -127,7 +127,7 @@ def to_graph(model: TfliteModel, input_shapes: Mapping[Any, Sequence[int]] | Non
         first = graph.tensors[activations[0]] if activations else None
         macs = tensor_macs(graph, op) if role == "compute" else 0
         nodes.append(Node(
-            index=op.index, name=f"{op.op.lower()}_{op.index}", op_type=op.op, domain="custom" if op.custom else "",
+            index=op.index, name=node_name(op.op, op.index), op_type=op.op, domain="custom" if op.custom else "",
             kind=kind_of(op.op, op.custom), inputs=tuple(names[i] if i >= 0 else "" for i in op.inputs),
             outputs=tuple(names[i] for i in op.outputs), role=role,
             dtype=EXEC_DTYPES.get(first.dtype) if first is not None else None, attached_to=attached,

@@ -67,10 +67,7 @@ def _load_onnx(context: StageContext) -> StageModel:
     path = context.source_path
     with context.stage("load", "Loading ONNX model") as record:
         loaded = load_onnx(path)
-        if loaded.faults:
-            from edgeopt.formats.onnx_faults import invalid_graph_error
-
-            raise invalid_graph_error(path, loaded.faults)
+        loaded.require_valid()
         if loaded.checker_error:
             record.warnings.append(f"onnx.checker: {loaded.checker_error}")
         # -1 / 0 input dims (paddle2onnx and older exporters) mean "any size": onnxruntime enforces
