@@ -126,8 +126,11 @@ class QuantizeConfig(BaseModel):
     allow_random_calibration: Annotated[bool, Cli(("--allow-random-calibration",), "Calibrate on random inputs "
                                                   "(smoke tests only; warns).", switch=True)] = False
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    min_cosine: Annotated[float, Cli(("--min-cosine",), "Fidelity floor: per-output mean cosine to float.")] = \
-        Field(0.99, ge=-1, le=1)
+    min_cosine: Annotated[float | None, Cli(
+        ("--min-cosine",), "Fidelity floor: the worst output's cosine to float (mean, and per output channel). "
+                           "Decides alone where no task metric applies (default 0.99); beside a task metric "
+                           "(--metric, or labels in --eval) it is required too when given.")] = \
+        Field(None, ge=-1, le=1)
     min_top1: Annotated[float | None, Cli(("--min-top1",), "Also require this top-1 agreement on classifier-like "
                                                           "outputs.")] = Field(None, ge=0, le=1)
     metrics: Annotated[dict[str, str], Cli(

@@ -43,6 +43,10 @@ class OutputFidelity(BaseModel):
         return min(self.cosine_mean, self.channel_cosine_min)
 
 
+# The cosine floor where no task metric judges and none was given.
+DEFAULT_MIN_COSINE = 0.99
+
+
 class Fidelity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,16 +88,28 @@ class Fidelity(BaseModel):
         where = "every output" if decisive.output == "*" else f"output {decisive.output!r}"
         return f"{where}: {decisive.metric} {decisive.score:.4f} (floor {decisive.floor:g})"
 
-    def meets(self, min_cosine: float, min_top1: float | None = None) -> bool:
+    def meets(self, min_cosine: float | None = None, min_top1: float | None = None) -> bool:
+        return self.shortfall(min_cosine, min_top1) is None
+
+    def shortfall(self, min_cosine: float | None = None, min_top1: float | None = None) -> str | None:
+        """Why the floors are not met (None: they are). Task metrics decide where there are any; a cosine
+        floor given explicitly holds as well (a budget on agreement with float: a saturating int8 kernel can
+        keep top-1 yet bend the scores). Without metrics the cosine floor decides alone (``DEFAULT_MIN_COSINE``
+        unless given)."""
         if self.metrics:
             if not all(m.passed for m in self.metrics):
-                return False
-        elif any(o.floor_cosine < min_cosine for o in self.outputs):
-            return False
-        if min_top1 is not None and any(o.top1_agreement is not None and o.top1_agreement < min_top1
-                                        for o in self.outputs):
-            return False
-        return True
+                return self.verdict()
+            floor = min_cosine
+        else:
+            floor = cosine_floor(min_cosine)
+        bent = next((o for o in self.outputs if floor is not None and o.floor_cosine < floor), None)
+        if bent is not None:
+            return f"output {bent.name!r}: cosine {bent.floor_cosine:.4f} (floor {floor:g})"
+        low = next((o for o in self.outputs if min_top1 is not None and o.top1_agreement is not None
+                    and o.top1_agreement < min_top1), None)
+        if low is not None:
+            return f"output {low.name!r}: top-1 agreement {low.top1_agreement:.4f} (floor {min_top1:g})"
+        return None
 
 
 def is_classifier_like(array: np.ndarray) -> bool:
@@ -229,3 +245,8 @@ def measure_fidelity(
     run = FidelityRun(output_names, plan)
     run.update(reference, candidate, labels)
     return run.result()
+
+
+def cosine_floor(min_cosine: float | None) -> float:
+    """The cosine floor a cosine metric is held to: the one given, else the default."""
+    return DEFAULT_MIN_COSINE if min_cosine is None else min_cosine

@@ -51,6 +51,26 @@ def test_top1_agreement_and_accuracy():
     assert not fidelity.meets(min_cosine=0.5, min_top1=0.99)
 
 
+def test_a_given_cosine_floor_holds_beside_the_task_metric():
+    """What an AVX2 u8 kernel's saturation does: every sample keeps its class, one score channel bends."""
+    from edgeopt.metrics.plan import MetricResult
+
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(64, 10))
+    reference[np.arange(64), rng.choice([0, 1, 2, 4, 5, 6, 7, 8, 9], 64)] += 6.0  # a clear winner, never class 3
+    bent = reference.copy()
+    bent[:, 3] = np.clip(bent[:, 3], -0.2, 0.2)  # clipped, well below every winner
+    fidelity = measure_fidelity(["linear"], [reference], [bent], reference.argmax(1))
+    assert fidelity.accuracy_candidate == 1.0 and fidelity.outputs[0].floor_cosine < 0.9
+    fidelity.metrics = [MetricResult(output="linear", metric="accuracy", score=1.0, floor=0.99, passed=True,
+                                     chosen="default: labels")]
+    assert fidelity.meets() and fidelity.shortfall() is None  # the task metric decides by default
+    shortfall = fidelity.shortfall(min_cosine=0.99)
+    assert shortfall is not None and shortfall.startswith("output 'linear': cosine 0.") and "floor 0.99" in shortfall
+    fidelity.metrics = []
+    assert fidelity.shortfall() is not None  # without a task metric the default floor (0.99) decides
+
+
 def test_nan_output_fails():
     result = compare_outputs("y", np.ones((2, 3)), np.full((2, 3), np.nan))
     assert result.floor_cosine <= 0 and math.isinf(result.max_abs_error)

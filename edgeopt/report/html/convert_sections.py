@@ -39,7 +39,7 @@ from edgeopt.report.profile_schema import ProfileReport
 from edgeopt.report.schema import Report
 from edgeopt.stages.common.parity import ParityCheck
 from edgeopt.stages.common.records import StageRecord
-from edgeopt.metrics.fidelity import OutputFidelity
+from edgeopt.metrics.fidelity import DEFAULT_MIN_COSINE, OutputFidelity
 from edgeopt.stages.quantize.search import Candidate
 from edgeopt.stages.quantize.step import QuantizeDetails
 
@@ -290,7 +290,8 @@ def quantization_section(report: Report) -> Html | None:
         floor = details.floor
         latency = details.float_latency
         facts += [("mode", details.mode or None), ("recipe target", details.target or None),
-                  ("fidelity floor", (f"cosine ≥ {floor.get('min_cosine')}"
+                  ("fidelity floor", ((f"cosine ≥ {floor['min_cosine']}" if floor.get("min_cosine") is not None
+                                       else f"task metrics; cosine ≥ {DEFAULT_MIN_COSINE} where none applies")
                                       + (f", top-1 ≥ {floor['min_top1']}" if floor.get("min_top1") is not None else ""))
                    if floor else None),
                   ("float model", fmt_bytes(details.float_size_bytes, exact=True) if details.float_size_bytes else None),

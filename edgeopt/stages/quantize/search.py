@@ -28,7 +28,7 @@ from edgeopt.errors import InputError, VerificationError
 from edgeopt.formats.onnx import save_onnx
 from edgeopt.events import Events
 from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, StatisticsCache, walk
-from edgeopt.metrics.fidelity import Fidelity, FidelityRun
+from edgeopt.metrics.fidelity import Fidelity, FidelityRun, cosine_floor
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.store import ModelStore
 from edgeopt.stages.quantize.mixed_precision import (MixedPrecisionStep, RevertEffect, keep_most_sensitive,
@@ -57,7 +57,7 @@ class QuantizeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: QuantizeMode = "auto"
-    min_cosine: float = 0.99
+    min_cosine: float | None = None  # None: DEFAULT_MIN_COSINE where no task metric judges (Fidelity.meets)
     min_top1: float | None = None
     overrides: dict[str, Any] = {}
     force_int8: bool = False
@@ -316,7 +316,7 @@ def search(
     output_names = [o.name for o in prepared.graph.output]
     evaluation_samples = sum(_samples_in(outputs) for outputs in reference)
     given_labels = _batch_labels(labels, reference)
-    floors = {"cosine": options.min_cosine, **({"top1": options.min_top1} if options.min_top1 is not None else {})}
+    floors = {"cosine": cosine_floor(options.min_cosine), **({"top1": options.min_top1} if options.min_top1 is not None else {})}
     first_feeds = next(_feeds(evaluation, 1), {})
     plan = MetricPlan(output_names, _first_samples(reference), options.metrics,
                       has_labels=labelled or any(b is not None for b in given_labels), floors=floors,
@@ -529,8 +529,8 @@ def _settle(candidate: Candidate, data: bytes, fidelity: Fidelity, recipe: Recip
     if candidate.size_bytes > float_size:
         candidate.status, candidate.rejection = "rejected", (
             f"the int8 model is larger than the float model ({candidate.size_bytes} > {float_size} bytes)")
-    elif not fidelity.meets(options.min_cosine, options.min_top1):
-        candidate.status, candidate.rejection = "below-floor", f"fidelity below the floor: {fidelity.verdict()}"
+    elif (shortfall := fidelity.shortfall(options.min_cosine, options.min_top1)) is not None:
+        candidate.status, candidate.rejection = "below-floor", f"fidelity below the floor: {shortfall}"
     else:
         quantized_models[candidate.name] = data
 

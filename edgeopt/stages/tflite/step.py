@@ -140,6 +140,7 @@ class TfliteStage:
 def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: StageContext,
           record: Any) -> TfliteInt8:
     """The int8 candidate (int8.py); when it ships it replaces the float file at ``path``."""
+    from edgeopt.metrics.fidelity import cosine_floor
     from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, speed_refusal
     from edgeopt.stages.tflite.int8 import SignatureModel, interleaved_ms, judge, quantize_module
 
@@ -159,10 +160,11 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
         record.warnings.append(f"TFLite: {result.reason}; the float model.tflite ships")
         return result
     int8_model = SignatureModel(candidate, threads=settings.threads)
-    floors = {"cosine": settings.min_cosine, **({"top1": settings.min_top1} if settings.min_top1 is not None else {})}
+    floors = {"cosine": cosine_floor(settings.min_cosine), **({"top1": settings.min_top1} if settings.min_top1 is not None else {})}
     result.fidelity, result.metrics = judge(float_model, int8_model, evaluation, dict(settings.metrics), floors)
     result.size_bytes = candidate.stat().st_size
-    faithful = result.fidelity.meets(settings.min_cosine, settings.min_top1)
+    shortfall = result.fidelity.shortfall(settings.min_cosine, settings.min_top1)
+    faithful = shortfall is None
     device = context.device  # --ssh: the board that runs the model times both files
     timed = device is not None or config.targets[0] == "host"
     where = f"on {device.name}" if device is not None else "on this machine"
@@ -181,7 +183,7 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
             result.latency_ratio = round(times["int8"] / times["float"], 4)
             result.timed_on = "host"
     if not faithful:
-        result.reason = f"int8 is below the floor: {result.fidelity.verdict()}"
+        result.reason = f"int8 is below the floor: {shortfall}"
     elif timed and not fast_enough(result.latency_ratio, settings.min_speedup) and not settings.force_int8:
         result.reason = "int8 " + speed_refusal(result.latency_ratio, settings.min_speedup, where)
     else:
