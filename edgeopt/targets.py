@@ -168,6 +168,9 @@ class TargetProfile(BaseModel):
     runtime: Literal["onnxruntime", "tflite"] = "onnxruntime"
     execution_provider: str | None = None
     runtime_memory: RuntimeMemory | None = None
+    # The fixed cost of one inference call beyond its nodes' (input binding, output allocation, the API call),
+    # in µs: measured by `targets calibrate` (a one-node model); unset: not counted (recorded in assumptions).
+    call_overhead_us: float | None = Field(None, ge=0)
     # how far this target's estimates were found from measurements on it (unset: edgeopt's own validation
     # where it has one, analysis.validation)
     estimate_error: EstimateError | None = None

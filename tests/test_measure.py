@@ -74,6 +74,9 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     # op classes measured here (runtime.class_bench): one output channel uses a sliver of the SIMD lanes
     assert 0 < written.efficiency["conv.narrow"] < written.efficiency["conv.1x1"] <= 1.5
     assert "Held-out check" in written.notes and written.estimate_error is None  # the host's band: real models
+    # the fixed cost of a call, set apart from the rates and kept in the profile (a one-node model's call less
+    # the dispatch overhead its node is priced with): microseconds, not milliseconds, on any CPU
+    assert 0 < written.call_overhead_us < 2000 and "fixed cost of a call" in written.sources[-1]
     # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
     bandwidth = written.kernel_bandwidth
     assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram

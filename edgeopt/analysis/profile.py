@@ -38,7 +38,8 @@ schema has no accelerator bandwidth). When a needed peak or the bandwidth is mis
 altogether (``host`` before calibration), every estimate is None and
 ``estimate_unavailable_reason`` says what is missing.
 
-Totals: ``latency_ms`` = sum of node times + hand-overs x ``partition_switch_us``;
+Totals: ``latency_ms`` = sum of node times + hand-overs x ``partition_switch_us`` + the CPU profile's
+``call_overhead_us`` (the fixed cost of one call, measured by `targets calibrate`);
 nodes whose cost is unknown (custom ops, unknown shapes) are left out and listed in
 ``unknown_nodes``.
 
@@ -149,6 +150,7 @@ class StaticProfile(_Frozen):
     latency_ms: float | None
     nodes_latency_ms: float | None
     switch_latency_ms: float | None
+    call_overhead_ms: float | None = None  # the target's fixed cost of one call, in latency_ms (None: not counted)
     latency_by_device_ms: dict[str, float]
     estimate_unavailable_reason: str | None
     # work and memory
@@ -552,6 +554,11 @@ def static_profile(
                 f"{node_overhead_us:g} µs of dispatch overhead added to every node "
                 "that runs as its own kernel"
             )
+            if cpu_profile.call_overhead_us is None and graph.format == "onnx":
+                assumptions.append(f"target '{cpu_profile.name}' states no call_overhead_us: the fixed cost of a "
+                                   "call is not counted (`edgeopt targets calibrate` measures it)")
+    # measured with onnxruntime: a TFLite interpreter's call is not priced with it
+    call_us = cpu_profile.call_overhead_us if nodes_us is not None and graph.format == "onnx" else None
 
     if placement.requires_full_int8 and not placement.full_int8:
         warnings.append(
@@ -595,9 +602,10 @@ def static_profile(
         latency_error=band.latency if band and nodes_us is not None else None,
         memory_error=band.memory if band and runtime is not None else None,
         error_source=band.source if band else None,
-        latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0)) / 1000,
+        latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0) + (call_us or 0.0)) / 1000,
         nodes_latency_ms=None if nodes_us is None else nodes_us / 1000,
         switch_latency_ms=None if switch_us is None else switch_us / 1000,
+        call_overhead_ms=None if call_us is None else call_us / 1000,
         latency_by_device_ms=by_device,
         estimate_unavailable_reason=unavailable,
         macs_total=sum(n.macs for n in nodes if n.macs),

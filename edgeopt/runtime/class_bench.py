@@ -212,8 +212,10 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
                            cache_one_thread=cache(one_thread.get(BANDWIDTH_PREFIX + "cache")))
 
 
-def check_errors(rates: dict[str, float], profile: Any, threads: int) -> dict[str, float]:
-    """Estimate / measurement - 1 of each held-out model timed on the device, priced with ``profile``."""
+def check_errors(rates: dict[str, float], profile: Any, threads: int, call_overhead_s: float = 0.0
+                 ) -> dict[str, float]:
+    """Estimate / measurement - 1 of each held-out model timed on the device, priced with ``profile``
+    (``call_overhead_s``: the fixed cost of a call the runner set apart from the rates, added back)."""
     import onnx
 
     from edgeopt.analysis.profile import static_profile
@@ -223,7 +225,7 @@ def check_errors(rates: dict[str, float], profile: Any, threads: int) -> dict[st
         rate = rates.get(CHECK_PREFIX + key)
         if not rate:
             continue
-        measured_ms = 1000.0 / rate  # ops = 1 per run: the rate is runs per second
+        measured_ms = 1000.0 / rate + call_overhead_s * 1000  # ops = 1 per run: the rate is runs per second
         estimate = static_profile(onnx.load_from_string(data), profile, threads=threads)
         if estimate.latency_ms is not None:
             errors[key] = round(estimate.latency_ms / measured_ms - 1, 4)

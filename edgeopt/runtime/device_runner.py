@@ -29,9 +29,9 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 6  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+RUNNER_VERSION = 7  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
 # 5: random inputs left out of the run peak, memory probes with freed buffers returned at once;
-# 6: .tflite per-op times, op by op (--op-models)
+# 6: .tflite per-op times, op by op (--op-models); 7: the microbenchmarks' fixed cost of a call, set apart
 
 
 def _peak_rss_bytes() -> int:
@@ -641,7 +641,8 @@ def microbench(bundle: dict, progress=None) -> dict:
     """Peak throughput of the bundle's one-op models and copy bandwidth (``targets calibrate``).
 
     ``bundle``: {"threads": N or 0 for all cores, "budget_s": seconds per kernel, "bandwidth_mb": copy size,
-    "models": [{"name", "model_b64", "ops"}]}. Inputs are standard-normal float32 of each model's shape.
+    "models": [{"name", "model_b64", "ops"}], "call_model_b64": a one-node model}. Inputs are standard-normal
+    float32 of each model's shape.
     """
     import base64
 
@@ -650,27 +651,43 @@ def microbench(bundle: dict, progress=None) -> dict:
 
     threads = int(bundle.get("threads") or 0) or os.cpu_count() or 1
     budget_s = float(bundle.get("budget_s", 1.5))
+
+    def session_of(data: bytes, count: int):
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        options.intra_op_num_threads = count
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    def random_feeds(session) -> dict:
+        rng = np.random.default_rng(0)
+        return {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
+                .astype(np.float32) for i in session.get_inputs()}
+
+    # The fixed cost of one call (binding, output allocation, the API call) on a one-node model: set apart
+    # from every model's time below, so rates are the kernels' own work; estimates add it once per run.
+    call_overhead_s = 0.0
+    if bundle.get("call_model_b64"):
+        if progress:
+            progress("call overhead")
+        session = session_of(base64.b64decode(bundle["call_model_b64"]), 1)
+        feeds = random_feeds(session)
+        call_overhead_s = best_time(lambda: session.run(None, feeds), min(0.5, budget_s), min_runs=200)
     # each peak model at the asked thread count, and at one thread too (estimates price both)
     ops_per_s, single_thread = {}, {}
     for item in bundle["models"]:
         if progress:
             progress(item["name"])
         for count in [threads] + ([1] if threads > 1 and item.get("one_thread", True) else []):
-            options = ort.SessionOptions()
-            options.log_severity_level = 4
-            options.intra_op_num_threads = count
-            options.inter_op_num_threads = 1
             try:
-                session = ort.InferenceSession(base64.b64decode(item["model_b64"]), options,
-                                               providers=["CPUExecutionProvider"])
+                session = session_of(base64.b64decode(item["model_b64"]), count)
             except Exception:  # e.g. an int8 op this runtime build lacks: that figure stays unknown
                 if item["name"].endswith("_int8"):
                     break
                 raise
-            rng = np.random.default_rng(0)
-            feeds = {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
-                     .astype(np.float32) for i in session.get_inputs()}
-            rate = item["ops"] / best_time(lambda: session.run(None, feeds), float(item.get("budget_s", budget_s)))
+            feeds = random_feeds(session)
+            seconds = best_time(lambda: session.run(None, feeds), float(item.get("budget_s", budget_s)))
+            rate = item["ops"] / max(seconds - call_overhead_s, seconds / 2)
             (ops_per_s if count == threads else single_thread)[item["name"]] = rate
             if count == 1:
                 single_thread[item["name"]] = rate
@@ -685,7 +702,7 @@ def microbench(bundle: dict, progress=None) -> dict:
     bandwidth = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), min(1.0, budget_s), min_runs=3)
     probes = memory_probes(bundle.get("memory_probes") or [], 1, progress)
     return {"runner_version": RUNNER_VERSION, "kind": "microbench", "threads": threads, "ops_per_s": ops_per_s,
-            "single_thread_ops_per_s": single_thread, "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
+            "call_overhead_s": call_overhead_s, "single_thread_ops_per_s": single_thread, "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
             "runtime": _runtime_facts(), "device": device_facts()}
 
 

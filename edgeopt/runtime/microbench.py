@@ -34,6 +34,8 @@ class MicrobenchResult(BaseModel):
     class_ops_per_s: dict[str, float] = {}
     # RSS increases (baseline, after_load, load_peak, run_peak) of the memory probes, by probe name
     memory_probes: dict[str, dict[str, int]] = {}
+    # the best time of a call to a one-node model: set apart from every rate above (0: not measured)
+    call_overhead_s: float = 0.0
 
 
 def model_bytes(nodes, inputs, outputs, inits) -> bytes:
@@ -201,7 +203,14 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5, checks:
     probes = [{"name": name, "model_b64": base64.b64encode(data).decode("ascii")}
               for name, data in memory_probe_models().items()]
     return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models,
-            "memory_probes": probes}
+            "memory_probes": probes, "call_model_b64": base64.b64encode(call_model()).decode("ascii")}
+
+
+def call_model() -> bytes:
+    """One Neg of one value: what a call costs beyond its kernels' work (binding, allocation, the API)."""
+    return model_bytes([helper.make_node("Neg", ["x"], ["y"], name="neg")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], [])
 
 
 def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
@@ -213,7 +222,8 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
                             memory_bandwidth_bytes_per_s=payload["memory_bandwidth_bytes_per_s"],
                             single_thread_ops_per_s=payload.get("single_thread_ops_per_s") or {},
                             class_ops_per_s={name: rate for name, rate in ops.items() if ":" in name},
-                            memory_probes=payload.get("memory_probes") or {})
+                            memory_probes=payload.get("memory_probes") or {},
+                            call_overhead_s=float(payload.get("call_overhead_s") or 0.0))
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
@@ -272,6 +282,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     source = (f"measured by `edgeopt targets calibrate {base.name}{on}` on {when} with {result.threads} thread(s)"
               + (" and with 1" if result.threads > 1 and single else "") + ": "
               "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
+              + ("; the fixed cost of a call (a one-node model)" if result.call_overhead_s else "")
               + ("; op-class models and kernel read bandwidths (runtime.class_bench)" if result.class_ops_per_s else "")
               + (f"; device: {device}" if device else ""))
     profile = base.model_copy(update={
@@ -283,10 +294,13 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "efficiency": efficiency,
         "single_thread_efficiency": single_efficiency,
         "runtime_memory": runtime_memory or base.runtime_memory,
+        # the one-node call less the dispatch overhead the estimate already gives that node
+        "call_overhead_us": (round(max(0.0, result.call_overhead_s * 1e6 - NODE_OVERHEAD_US), 2)
+                             if result.call_overhead_s else base.call_overhead_us),
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })
-    errors = check_errors(result.class_ops_per_s, profile, result.threads)
+    errors = check_errors(result.class_ops_per_s, profile, result.threads, result.call_overhead_s)
     if not errors:
         return profile
     worst = max(abs(e) for e in errors.values())

@@ -452,3 +452,16 @@ def test_measured_kernel_bandwidths_price_weights_and_activations_by_where_they_
     assert one.memory_time_us == pytest.approx(((4 << 20) / 5e9 + (8 << 20) / copy_one) * 1e6)
     two = static_profile(big, target, threads=2).node("add")
     assert two.memory_time_us == pytest.approx(((4 << 20) / 8e9 + (8 << 20) / (copy_one * 8 / 5)) * 1e6)
+
+
+def test_the_fixed_cost_of_a_call_is_added_once_per_run():
+    """A calibrated CPU's call_overhead_us (binding, allocation, the API call) is priced once, beside the nodes;
+    a profile without it says so instead."""
+    conv_us = 6912 * 2 / (1e9 * 0.5) * 1e6 + NODE_OVERHEAD_US  # compute-bound: 1 Gop/s at the conv default 0.5
+    plain = static_profile(conv_model(), cpu_target())
+    assert plain.latency_ms == pytest.approx(conv_us / 1000) and plain.call_overhead_ms is None
+    assert any("states no call_overhead_us" in a for a in plain.assumptions)
+    called = static_profile(conv_model(), cpu_target(call_overhead_us=25.0))
+    assert called.nodes_latency_ms == pytest.approx(conv_us / 1000)
+    assert called.latency_ms == pytest.approx((conv_us + 25.0) / 1000) and called.call_overhead_ms == 0.025
+    assert not any("call_overhead_us" in a for a in called.assumptions)
