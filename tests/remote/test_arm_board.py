@@ -79,6 +79,7 @@ def test_calibrating_rpi4b_on_the_board_measures_an_arm_runtime(cli, arm_board, 
     assert 0.9 <= memory["load_weight_copies"]["conv"] < 2
     assert memory["weight_copies"]["conv"] >= 1 and memory["arena_factor"] >= 1
     assert {"conv.depthwise", "conv.1x1"} <= set(written["efficiency"])
+    assert written["call_overhead_us"] > 0  # the board's own fixed cost of a call (emulated: slow, but measured)
 
 
 def test_a_fleet_mixes_the_arm_board_with_the_loopback_x86_device(cli, arm_board, sshd, tmp_path):

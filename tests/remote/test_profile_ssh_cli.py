@@ -159,6 +159,8 @@ def test_calibrate_a_target_on_the_device_then_compare_estimates_with_it(cli, ss
     band = written["estimate_error"]
     assert band["latency"] >= 0.05 and f"--ssh {sshd.alias}" in band["source"] and "held-out" in band["source"]
     assert "Held-out check (3 models" in written["notes"]
+    # the device's fixed cost of a call, measured there: a published board profile has none
+    assert 0 < written["call_overhead_us"] < 5000
     # later estimates for that board use the measured peaks, and --ssh compares them per op type
     profiled = cli("profile", DIGITS, "-t", "bench-board", "--targets-dir", folder, "--ssh", sshd.alias,
                    "--ssh-config", sshd.config, "--remote-python", sys.executable, "--runs", "5", "--json")
