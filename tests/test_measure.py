@@ -77,6 +77,11 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     # the fixed cost of a call, set apart from the rates and kept in the profile (a one-node model's call less
     # the dispatch overhead its node is priced with): microseconds, not milliseconds, on any CPU
     assert 0 < written.call_overhead_us < 2000 and "fixed cost of a call" in written.sources[-1]
+    # element rates of ops without MACs, as fractions of the fp32 peak: GELU (an erf per element) is slower
+    # per element than an Add on any CPU
+    rates = {kind: written.efficiency.get(kind) for kind in ("add", "gelu", "layer_normalization", "quantize_linear")}
+    assert all(rate and 0 < rate < 1.5 for rate in rates.values()), rates
+    assert rates["gelu"] < rates["add"]
     # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
     bandwidth = written.kernel_bandwidth
     assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram

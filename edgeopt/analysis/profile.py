@@ -16,6 +16,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
       memory_s  = (bytes_read + bytes_written) / memory_bandwidth_bytes_per_s
                   (a calibrated CPU: the bandwidth its kernels read at, by thread count, from cache for the
                    weights of a model within half the last-level cache and for activations within L2)
+      (an op without MACs whose kind the target measured, `targets calibrate`: compute_s = output elements /
+       (fp32 peak * efficiency[kind]), the kind's element rate)
       time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
                   (+ the weights' DRAM time for a compute-bound node whose weights exceed the CPU's
                    last-level cache: that stream does not overlap the compute)
@@ -49,6 +51,7 @@ that fills them are one contract; the per-node arithmetic is in macs/memory/plac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -362,8 +365,10 @@ def _node_facts(node: Node, traffic: NodeTraffic, device: str, names: Mapping[in
     return facts
 
 
-def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> dict[str, Any]:
-    """Time fields of a node whose cost and figures are known (see the module doc)."""
+def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, elements: int | None = None
+              ) -> dict[str, Any]:
+    """Time fields of a node whose cost and figures are known (see the module doc); ``elements``: its largest
+    output's element count, what an op without MACs is priced by where the target measured its kind's rate."""
     macs = facts["macs"] or 0
     compute_s = 0.0
     peak: float | None = None
@@ -375,6 +380,12 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
         peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
         assert peak is not None  # checked before pricing
         compute_s = 2 * macs / (peak * (efficiency or 1.0))
+    elif elements and facts["device"] == "cpu" and table.get(facts["kind"]) and fig.peaks.fp32:
+        # measured by calibration (runtime.class_bench.element_models): output elements per second, as a
+        # fraction of the fp32 peak; a transcendental or a reduction per element costs more than its bytes
+        efficiency = table[facts["kind"]]
+        peak = fig.peaks.fp32
+        compute_s = elements / (peak * efficiency)
     assert fig.bandwidth is not None  # checked before pricing
     activation_bytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
     cached = fig.cache_bandwidth or fig.bandwidth
@@ -390,11 +401,18 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float) -> di
         "memory_time_us": memory_s * 1e6,
         "overhead_us": overhead_us,
         "time_us": (max(compute_s, memory_s) + streamed_s) * 1e6 + overhead_us,
-        "bound": "compute" if macs and compute_s >= memory_s else "memory",
+        "bound": "compute" if compute_s and compute_s >= memory_s else "memory",
         "peak_ops_per_s": peak,
         "efficiency": efficiency,
         "peak_fallback": fell_back,
     }
+
+
+def _output_elements(graph: Graph, index: int) -> int | None:
+    """The element count of a node's largest output (None when no output's shape is known)."""
+    counts = [math.prod(tensor.shape) for name in graph.nodes[index].outputs
+              if (tensor := graph.tensors.get(name)) is not None and tensor.shape is not None]
+    return max(counts) if counts else None
 
 
 def _plural(n: int, word: str) -> str:
@@ -501,7 +519,7 @@ def static_profile(
             times.update(compute_time_us=0.0, memory_time_us=0.0, time_us=0.0, bound="none")
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
-            times = _roofline(facts, fig, node_overhead_us)
+            times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))
             copied = layout_copies.get(facts["index"], 0) if facts["device"] == "cpu" else 0
             if copied and fig.bandwidth:
                 times.update(layout_copy_bytes=copied, layout_copy_us=copied / fig.bandwidth * 1e6)

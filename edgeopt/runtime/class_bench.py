@@ -9,6 +9,9 @@ on held-out models.
   efficiency is its throughput over the peak of its dtype, both measured at the same thread count, written into
   the target's ``efficiency`` table (``conv.depthwise``, ``conv.depthwise@int8``, ...) in place of edgeopt's
   x86-measured defaults;
+- one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, Erf, Gelu,
+  Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear): output elements per second, written into
+  ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
   with the fitted profile: their largest relative error becomes the target's ``estimate_error.latency`` when the
   calibration ran on a device (``--ssh``).
@@ -63,7 +66,73 @@ def class_models() -> dict[str, tuple[bytes, int]]:
                                          pads=[1, 1, 1, 1]),
         "conv.1x1@int8": qdq_model("Conv", pw_weights, [1, 128, 28, 28], [1, 128, 28, 28]),
     }
-    return {key: (data, _ops(data)) for key, data in models.items()}
+    fitted = {key: (data, _ops(data)) for key, data in models.items()}
+    return {**fitted, **element_models()}
+
+
+# Ops without MACs that still cost more than their bytes (a transcendental, a reduction, a requantization per
+# element): four in a chain over a map that stays in L2, each priced per output element.
+ELEMENT_SHAPE = [1, 32, 56, 56]
+ELEMENT_CHAIN = 4
+
+
+def _unary_chain(op: str, count: int, **attrs: Any) -> bytes:
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes.append(helper.make_node(op, [previous], [f"y{index}"], **attrs))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], [])
+
+
+def _fan_out(op: str, count: int) -> bytes:
+    """``count`` QuantizeLinear (or DequantizeLinear, after one QuantizeLinear) nodes side by side, each a graph
+    output: a Q -> DQ -> Q chain would be folded by onnxruntime."""
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             helper.make_tensor("z", TensorProto.UINT8, [], [128])]
+    source = "x"
+    nodes = []
+    if op == "DequantizeLinear":
+        nodes.append(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]))
+        source = "q"
+    nodes += [helper.make_node(op, [source, "s", "z"], [f"y{index}"]) for index in range(count)]
+    dtype = TensorProto.FLOAT if op == "DequantizeLinear" else TensorProto.UINT8
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", dtype, ELEMENT_SHAPE) for index in range(count)],
+                       inits)
+
+
+def _gelu_chain(count: int) -> bytes:
+    """onnxruntime's Gelu (com.microsoft; what it fuses Erf-based GELU into, and ONNX's own Gelu runs alike)."""
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes.append(helper.make_node("Gelu", [previous], [f"y{index}"], domain="com.microsoft"))
+        previous = f"y{index}"
+    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def element_models() -> dict[str, tuple[bytes, int]]:
+    """Kind -> (model, output elements per run) for the element-priced kinds."""
+    elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
+    channels = ELEMENT_SHAPE[-1]
+    return {
+        "add": (op_stack("Add", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
+        "mul": (op_stack("Mul", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
+        "sigmoid": (_unary_chain("Sigmoid", ELEMENT_CHAIN), elements),
+        "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN), elements),
+        "erf": (_unary_chain("Erf", ELEMENT_CHAIN), elements),
+        "gelu": (_gelu_chain(ELEMENT_CHAIN), elements),
+        "softmax": (_unary_chain("Softmax", ELEMENT_CHAIN, axis=-1), elements),
+        "layer_normalization": (op_stack("LayerNormalization", ELEMENT_CHAIN, (channels,), ELEMENT_SHAPE, axis=-1),
+                                elements),
+        "quantize_linear": (_fan_out("QuantizeLinear", ELEMENT_CHAIN), elements),
+        # its one QuantizeLinear is counted as a fifth element-op: the rates of the two are alike
+        "dequantize_linear": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
+    }
 
 
 def _mobile_blocks() -> bytes:
@@ -189,7 +258,7 @@ def fitted_efficiency(rates: dict[str, float], fp32_peak: float, int8_peak: floa
         key = name[len(CLASS_PREFIX):]
         peak = int8_peak if key.endswith("@int8") else fp32_peak
         if peak:
-            fitted[key] = round(min(1.5, rate / peak), 4)
+            fitted[key] = float(f"{min(1.5, rate / peak):.4g}")  # element rates are small fractions of the peak
     return fitted
 
 

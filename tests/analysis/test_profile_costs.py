@@ -465,3 +465,19 @@ def test_the_fixed_cost_of_a_call_is_added_once_per_run():
     assert called.nodes_latency_ms == pytest.approx(conv_us / 1000)
     assert called.latency_ms == pytest.approx((conv_us + 25.0) / 1000) and called.call_overhead_ms == 0.025
     assert not any("call_overhead_us" in a for a in called.assumptions)
+
+
+def test_an_op_without_macs_is_priced_by_its_measured_element_rate():
+    """Calibration measures per-element rates of ops whose work is not their bytes (Sigmoid, LayerNorm, Q/DQ...);
+    a kind the target measured costs elements / (fp32 peak x its fraction), one it did not its bytes."""
+    node = helper.make_node("Sigmoid", ["x"], ["y"], name="sig")
+    model = make_model([node], [tensor("x", F, [1, 1000])], [tensor("y", F, [1, 1000])], [])
+    plain = static_profile(model, cpu_target()).node("sig")
+    assert plain.compute_time_us == 0 and plain.memory_time_us == pytest.approx(8000 / 2e9 * 1e6)  # 4 µs
+    rated = static_profile(model, cpu_target(efficiency={"sigmoid": 0.01})).node("sig")
+    # 1000 elements at 1 Gop/s x 0.01 = 10 M elements/s: 100 µs, well above the 4 µs of its bytes
+    assert rated.compute_time_us == pytest.approx(100.0) and rated.bound == "compute"
+    assert rated.time_us == pytest.approx(100.0 + NODE_OVERHEAD_US)
+    # the rate of another kind does not apply
+    other = static_profile(model, cpu_target(efficiency={"softmax": 0.01})).node("sig")
+    assert other.time_us == pytest.approx(plain.time_us)
