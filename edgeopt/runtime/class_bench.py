@@ -129,9 +129,9 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "softmax": (_unary_chain("Softmax", ELEMENT_CHAIN, axis=-1), elements),
         "layer_normalization": (op_stack("LayerNormalization", ELEMENT_CHAIN, (channels,), ELEMENT_SHAPE, axis=-1),
                                 elements),
-        "quantize_linear": (_fan_out("QuantizeLinear", ELEMENT_CHAIN), elements),
+        "quantize": (_fan_out("QuantizeLinear", ELEMENT_CHAIN), elements),
         # its one QuantizeLinear is counted as a fifth element-op: the rates of the two are alike
-        "dequantize_linear": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
+        "dequantize": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
     }
 
 
