@@ -315,6 +315,10 @@ class _Figures:
     weight_bandwidth: float | None = None  # weights streamed from DRAM as kernels read them; None: ``bandwidth``
     efficiency: Mapping[str, float] | None = None  # the owner's table at the priced thread count; None: as stated
 
+    def owner_efficiency(self) -> Mapping[str, float]:
+        """The efficiency table that prices this device's nodes (at the priced thread count where measured)."""
+        return self.owner.efficiency if self.efficiency is None else self.efficiency
+
     def missing(self, macs: int | None, dtype: str | None) -> list[str]:
         """What this device lacks to price a node with ``macs`` MACs in ``dtype``."""
         texts = []
@@ -373,7 +377,7 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
     compute_s = 0.0
     peak: float | None = None
     fell_back = False
-    table = fig.owner.efficiency if fig.efficiency is None else fig.efficiency
+    table = fig.owner_efficiency()
     efficiency = _efficiency(table, facts["kind"], facts.get("op_class"), facts["execution_dtype"],
                              cpu=facts["device"] == "cpu") if macs else None
     if macs:
@@ -406,6 +410,20 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
         "efficiency": efficiency,
         "peak_fallback": fell_back,
     }
+
+
+# Activations that run inside the kernel they are fused into, each element still computed (the ones folded into
+# a Conv's weights at load, BatchNormalization and constant Add/Mul, cost nothing at run time).
+RUN_FUSED = frozenset({"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "leaky_relu", "relu", "clip"})
+
+
+def _fused_activation_us(facts: Mapping[str, Any], fig: _Figures, elements: int | None) -> float:
+    """A fused activation's time at its kind's measured element rate (0: no rate measured, e.g. Relu, or folded)."""
+    table = fig.owner_efficiency()
+    rate = table.get(facts["kind"]) if facts["kind"] in RUN_FUSED and facts["device"] == "cpu" else None
+    if not rate or not elements or not fig.peaks or not fig.peaks.fp32:
+        return 0.0
+    return elements / (fig.peaks.fp32 * rate) * 1e6
 
 
 def _output_elements(graph: Graph, index: int) -> int | None:
@@ -517,6 +535,11 @@ def static_profile(
                        "time_us": None, "bound": "unknown", "peak_ops_per_s": None, "efficiency": None}
         if facts["role"] in ("constant", "fused_qdq", "fused_activation"):
             times.update(compute_time_us=0.0, memory_time_us=0.0, time_us=0.0, bound="none")
+            fused_us = _fused_activation_us(facts, figures["cpu"], _output_elements(graph, facts["index"])) \
+                if facts["role"] == "fused_activation" and unavailable is None else 0.0
+            if fused_us:  # still computed per element, in the host Conv's output loop
+                times.update(compute_time_us=fused_us, time_us=fused_us, bound="compute",
+                             efficiency=figures["cpu"].owner_efficiency().get(facts["kind"]))
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
             times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))

@@ -9,9 +9,10 @@ on held-out models.
   efficiency is its throughput over the peak of its dtype, both measured at the same thread count, written into
   the target's ``efficiency`` table (``conv.depthwise``, ``conv.depthwise@int8``, ...) in place of edgeopt's
   x86-measured defaults;
-- one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, Erf, Gelu,
-  Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear): output elements per second, written into
-  ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``);
+- one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, HardSwish,
+  Tanh, Erf, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear): output elements per second,
+  written into ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``); the estimate also
+  prices an activation fused into a Conv at its kind's rate (each element is still computed);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
   with the fitted profile: their largest relative error becomes the target's ``estimate_error.latency`` when the
   calibration ran on a device (``--ssh``).
@@ -124,6 +125,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "mul": (op_stack("Mul", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
         "sigmoid": (_unary_chain("Sigmoid", ELEMENT_CHAIN), elements),
         "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN), elements),
+        "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
+        "tanh": (_unary_chain("Tanh", ELEMENT_CHAIN), elements),
         "erf": (_unary_chain("Erf", ELEMENT_CHAIN), elements),
         "gelu": (_gelu_chain(ELEMENT_CHAIN), elements),
         "softmax": (_unary_chain("Softmax", ELEMENT_CHAIN, axis=-1), elements),

@@ -481,3 +481,23 @@ def test_an_op_without_macs_is_priced_by_its_measured_element_rate():
     # the rate of another kind does not apply
     other = static_profile(model, cpu_target(efficiency={"softmax": 0.01})).node("sig")
     assert other.time_us == pytest.approx(plain.time_us)
+
+
+def test_a_fused_activation_costs_its_element_rate_and_a_folded_add_nothing():
+    """Conv -> Sigmoid runs as one kernel that still computes a sigmoid per output element; Conv -> Add of a
+    constant is folded into the Conv's bias at load and costs nothing, whatever Add's measured rate."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    sig = helper.make_node("Sigmoid", ["c"], ["y"], name="sig")
+    fused = make_model([conv, sig], [tensor("x", F, [1, 3, 8, 8])], [tensor("y", F, [1, 4, 8, 8])],
+                       [weight("w", (4, 3, 3, 3))])
+    rates = {"sigmoid": 0.01, "add": 0.01}
+    profile = static_profile(fused, cpu_target(efficiency=rates))
+    node = profile.node("sig")
+    assert node.role == "fused_activation"
+    assert node.time_us == pytest.approx(256 / (1e9 * 0.01) * 1e6) and node.overhead_us == 0  # 25.6 µs, no dispatch
+    assert static_profile(fused, cpu_target()).node("sig").time_us == 0  # no measured rate: as before
+    add = helper.make_node("Add", ["c", "b"], ["y"], name="bias")
+    folded = make_model([conv, add], [tensor("x", F, [1, 3, 8, 8])], [tensor("y", F, [1, 4, 8, 8])],
+                        [weight("w", (4, 3, 3, 3)), weight("b", (1, 4, 1, 1), seed=2)])
+    bias = static_profile(folded, cpu_target(efficiency=rates)).node("bias")
+    assert bias.role == "fused_activation" and bias.time_us == 0
