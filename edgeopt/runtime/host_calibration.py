@@ -16,7 +16,8 @@ from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
-AUTO_SECONDS = 0.3  # per microbenchmark: about 10 s in all with op classes, bandwidths, memory probes (1.5 s each: `targets calibrate`)
+AUTO_SECONDS = 0.3  # per microbenchmark: about 15 s in all with op classes, element rates, bandwidths, memory probes
+#   (1.5 s each: `targets calibrate`)
 RECIPE = 14  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
 #   9: memory probes with an LSTM and a thousand nodes, pre-packing one weight at a time, their load peaks
 #   without glibc keeping freed buffers; 10: op classes timed at one thread too; 11: the fixed cost of a call;
@@ -49,7 +50,7 @@ def machine_key() -> str:
 
 def host_for_estimates(target: TargetProfile, events: Events | None = None) -> TargetProfile:
     """``target``, unless it is a host profile without measured peaks: then this machine's, measured once
-    per CPU (about five seconds) and cached, so a fresh machine gets latency estimates without a manual
+    per CPU (about fifteen seconds) and cached, so a fresh machine gets latency estimates without a manual
     step. Says so once when it measures; a failed measurement leaves the profile as it was."""
     from edgeopt.fsutil import write_text_atomic
     from edgeopt.runtime.microbench import calibrated_profile, run_microbenchmarks
