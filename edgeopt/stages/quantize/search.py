@@ -316,7 +316,8 @@ def search(
     output_names = [o.name for o in prepared.graph.output]
     evaluation_samples = sum(_samples_in(outputs) for outputs in reference)
     given_labels = _batch_labels(labels, reference)
-    floors = {"cosine": cosine_floor(options.min_cosine), **({"top1": options.min_top1} if options.min_top1 is not None else {})}
+    floors = {"cosine": cosine_floor(options.min_cosine),
+              **({"top1": options.min_top1} if options.min_top1 is not None else {})}
     first_feeds = next(_feeds(evaluation, 1), {})
     plan = MetricPlan(output_names, _first_samples(reference), options.metrics,
                       has_labels=labelled or any(b is not None for b in given_labels), floors=floors,

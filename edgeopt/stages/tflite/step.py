@@ -160,7 +160,8 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
         record.warnings.append(f"TFLite: {result.reason}; the float model.tflite ships")
         return result
     int8_model = SignatureModel(candidate, threads=settings.threads)
-    floors = {"cosine": cosine_floor(settings.min_cosine), **({"top1": settings.min_top1} if settings.min_top1 is not None else {})}
+    floors = {"cosine": cosine_floor(settings.min_cosine),
+              **({"top1": settings.min_top1} if settings.min_top1 is not None else {})}
     result.fidelity, result.metrics = judge(float_model, int8_model, evaluation, dict(settings.metrics), floors)
     result.size_bytes = candidate.stat().st_size
     shortfall = result.fidelity.shortfall(settings.min_cosine, settings.min_top1)
