@@ -82,6 +82,8 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     rates = {kind: written.efficiency.get(kind) for kind in ("add", "gelu", "layer_normalization", "quantize", "dequantize")}
     assert all(rate and 0 < rate < 1.5 for rate in rates.values()), rates
     assert rates["gelu"] < rates["add"]
+    # the one-row int8 GEMV, for MatMul and Gemm alike
+    assert 0 < written.efficiency["matmul.row@int8"] == written.efficiency["fully_connected.row@int8"]
     # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
     bandwidth = written.kernel_bandwidth
     assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram

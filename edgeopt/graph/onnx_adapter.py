@@ -119,12 +119,23 @@ def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str
     return own.macs + sum(r.macs * r.weight for r in body if r.macs), None
 
 
+_ROW_PRODUCTS = frozenset({"MatMul", "Gemm", "QLinearMatMul", "QGemm", "FusedMatMul", "FusedGemm"})
+
+
 def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
     """"depthwise", "narrow" (under 4 output channels per group), "thin" (4 to 15), "1x1" or None (dense) for a
     Conv; "integer" for the kernels of dynamic quantization (ConvInteger, MatMulInteger: im2col and a u8 GEMM,
-    no blocked layout); a target may state "conv.depthwise" and so on."""
+    no blocked layout); "row" for a matrix product of one row (batch-1 fully connected layers: a GEMV, whose int8
+    kernel pays per output column); a target may state "conv.depthwise", "matmul.row@int8" and so on."""
     if node.op_type in ("ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
         return "integer"
+    if node.op_type in _ROW_PRODUCTS and node.input:
+        first = shapes.get(node.input[0])
+        rows = first.shape[:-1] if first is not None and first.shape else None
+        if rows is not None and len(first.shape) >= 2 and all(isinstance(d, int) for d in rows) and \
+                math.prod(rows) == 1:
+            return "row"
+        return None
     if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
         return None
     weight = shapes.get(node.input[1])

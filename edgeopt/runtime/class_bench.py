@@ -5,7 +5,8 @@ on held-out models.
 - the bandwidth kernels read weights at: a one-row MatMul over a weight far beyond the caches (DRAM), and over
   one small weight again and again (cache), at one thread and at the asked count;
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a
-  Conv with 8 outputs, one with a single output, an LSTM; depthwise and 1x1 in int8 QDQ too. Each class's
+  Conv with 8 outputs, one with a single output, an LSTM; depthwise and 1x1 in int8 QDQ too, and a one-row int8
+  MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``). Each class's
   efficiency is its throughput over the peak of its dtype, both measured at the same thread count, written into
   the target's ``efficiency`` table (``conv.depthwise``, ``conv.depthwise@int8``, ...) in place of edgeopt's
   x86-measured defaults;
@@ -66,6 +67,8 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.depthwise@int8": qdq_model("Conv", dw_weights, [1, 128, 56, 56], [1, 128, 56, 56], group=128,
                                          pads=[1, 1, 1, 1]),
         "conv.1x1@int8": qdq_model("Conv", pw_weights, [1, 128, 28, 28], [1, 128, 28, 28]),
+        # a batch-1 fully connected layer in int8: a GEMV whose kernel pays per output column beyond its weights
+        "matmul.row@int8": qdq_model("MatMul", _weights((1024, 1024), 9), [1, 1024], [1, 1024]),
     }
     fitted = {key: (data, _ops(data)) for key, data in models.items()}
     return {**fitted, **element_models()}
@@ -262,6 +265,8 @@ def fitted_efficiency(rates: dict[str, float], fp32_peak: float, int8_peak: floa
         peak = int8_peak if key.endswith("@int8") else fp32_peak
         if peak:
             fitted[key] = float(f"{min(1.5, rate / peak):.4g}")  # element rates are small fractions of the peak
+    for key in [k for k in fitted if k.startswith("matmul.")]:  # a Gemm (fully_connected) runs the same kernel
+        fitted.setdefault("fully_connected" + key[len("matmul"):], fitted[key])
     return fitted
 
 

@@ -501,3 +501,20 @@ def test_a_fused_activation_costs_its_element_rate_and_a_folded_add_nothing():
                         [weight("w", (4, 3, 3, 3)), weight("b", (1, 4, 1, 1), seed=2)])
     bias = static_profile(folded, cpu_target(efficiency=rates)).node("bias")
     assert bias.role == "fused_activation" and bias.time_us == 0
+
+
+def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
+    """A batch-1 fully connected layer is a GEMV: onnxruntime's int8 kernel for it pays per output column, so
+    calibration measures it apart (``matmul.row@int8``); more rows keep the plain matmul figures."""
+    from edgeopt.runtime.microbench import qdq_model
+
+    weights = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    target = cpu_target(peak_ops_per_s={"fp32": 1e9, "int8": 2e9}, memory_bandwidth_bytes_per_s=1e12,
+                        efficiency={"matmul@int8": 0.5, "matmul.row@int8": 0.1})
+    one_row = static_profile(onnx.load_from_string(qdq_model("MatMul", weights, [1, 64], [1, 32])), target)
+    row = one_row.node("matmul")
+    assert row.op_class == "row" and row.execution_dtype == "int8"
+    assert row.compute_time_us == pytest.approx(2 * 64 * 32 / (2e9 * 0.1) * 1e6)  # 20.48 µs, not 4.1
+    rows = static_profile(onnx.load_from_string(qdq_model("MatMul", weights, [16, 64], [16, 32])), target)
+    assert rows.node("matmul").op_class is None
+    assert rows.node("matmul").compute_time_us == pytest.approx(16 * 2 * 64 * 32 / (2e9 * 0.5) * 1e6)
