@@ -250,3 +250,8 @@ def measure_fidelity(
 def cosine_floor(min_cosine: float | None) -> float:
     """The cosine floor a cosine metric is held to: the one given, else the default."""
     return DEFAULT_MIN_COSINE if min_cosine is None else min_cosine
+
+
+def metric_floors(min_cosine: float | None, min_top1: float | None) -> dict[str, float]:
+    """The floors of the built-in cosine and top-1 metrics that ``--min-cosine`` / ``--min-top1`` set."""
+    return {"cosine": cosine_floor(min_cosine), **({"top1": min_top1} if min_top1 is not None else {})}

@@ -28,7 +28,7 @@ from edgeopt.errors import InputError, VerificationError
 from edgeopt.formats.onnx import save_onnx
 from edgeopt.events import Events
 from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, StatisticsCache, walk
-from edgeopt.metrics.fidelity import Fidelity, FidelityRun, cosine_floor
+from edgeopt.metrics.fidelity import Fidelity, FidelityRun, metric_floors
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.store import ModelStore
 from edgeopt.stages.quantize.mixed_precision import (MixedPrecisionStep, RevertEffect, keep_most_sensitive,
@@ -316,8 +316,7 @@ def search(
     output_names = [o.name for o in prepared.graph.output]
     evaluation_samples = sum(_samples_in(outputs) for outputs in reference)
     given_labels = _batch_labels(labels, reference)
-    floors = {"cosine": cosine_floor(options.min_cosine),
-              **({"top1": options.min_top1} if options.min_top1 is not None else {})}
+    floors = metric_floors(options.min_cosine, options.min_top1)
     first_feeds = next(_feeds(evaluation, 1), {})
     plan = MetricPlan(output_names, _first_samples(reference), options.metrics,
                       has_labels=labelled or any(b is not None for b in given_labels), floors=floors,

@@ -140,7 +140,7 @@ class TfliteStage:
 def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: StageContext,
           record: Any) -> TfliteInt8:
     """The int8 candidate (int8.py); when it ships it replaces the float file at ``path``."""
-    from edgeopt.metrics.fidelity import cosine_floor
+    from edgeopt.metrics.fidelity import metric_floors
     from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, speed_refusal
     from edgeopt.stages.tflite.int8 import SignatureModel, interleaved_ms, judge, quantize_module
 
@@ -160,8 +160,7 @@ def _int8(module: Any, kwargs: dict[str, Any], path: Path, data: Any, context: S
         record.warnings.append(f"TFLite: {result.reason}; the float model.tflite ships")
         return result
     int8_model = SignatureModel(candidate, threads=settings.threads)
-    floors = {"cosine": cosine_floor(settings.min_cosine),
-              **({"top1": settings.min_top1} if settings.min_top1 is not None else {})}
+    floors = metric_floors(settings.min_cosine, settings.min_top1)
     result.fidelity, result.metrics = judge(float_model, int8_model, evaluation, dict(settings.metrics), floors)
     result.size_bytes = candidate.stat().st_size
     shortfall = result.fidelity.shortfall(settings.min_cosine, settings.min_top1)
