@@ -384,12 +384,10 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
         peak, fell_back = _peak_for(fig.peaks, facts["execution_dtype"])
         assert peak is not None  # checked before pricing
         compute_s = 2 * macs / (peak * (efficiency or 1.0))
-    elif elements and facts["device"] == "cpu" and table.get(facts["kind"]) and fig.peaks.fp32:
-        # measured by calibration (runtime.class_bench.element_models): output elements per second, as a
-        # fraction of the fp32 peak; a transcendental or a reduction per element costs more than its bytes
-        efficiency = table[facts["kind"]]
+    elif (priced := _element_time_s(facts, fig, elements)) is not None:
+        # a transcendental or a reduction per element costs more than its bytes
+        compute_s, efficiency = priced
         peak = fig.peaks.fp32
-        compute_s = elements / (peak * efficiency)
     assert fig.bandwidth is not None  # checked before pricing
     activation_bytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
     cached = fig.cache_bandwidth or fig.bandwidth
@@ -417,13 +415,14 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
 RUN_FUSED = frozenset({"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "leaky_relu", "relu", "clip"})
 
 
-def _fused_activation_us(facts: Mapping[str, Any], fig: _Figures, elements: int | None) -> float:
-    """A fused activation's time at its kind's measured element rate (0: no rate measured, e.g. Relu, or folded)."""
-    table = fig.owner_efficiency()
-    rate = table.get(facts["kind"]) if facts["kind"] in RUN_FUSED and facts["device"] == "cpu" else None
-    if not rate or not elements or not fig.peaks or not fig.peaks.fp32:
-        return 0.0
-    return elements / (fig.peaks.fp32 * rate) * 1e6
+def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | None) -> tuple[float, float] | None:
+    """(seconds, efficiency) of a CPU node priced by its kind's element rate, as calibration measured it
+    (runtime.class_bench.element_models: output elements per second, a fraction of the fp32 peak); None where
+    the target measured no rate for its kind."""
+    rate = fig.owner_efficiency().get(facts["kind"])
+    if not rate or not elements or facts["device"] != "cpu" or not fig.peaks.fp32:
+        return None
+    return elements / (fig.peaks.fp32 * rate), rate
 
 
 def _output_elements(graph: Graph, index: int) -> int | None:
@@ -535,11 +534,12 @@ def static_profile(
                        "time_us": None, "bound": "unknown", "peak_ops_per_s": None, "efficiency": None}
         if facts["role"] in ("constant", "fused_qdq", "fused_activation"):
             times.update(compute_time_us=0.0, memory_time_us=0.0, time_us=0.0, bound="none")
-            fused_us = _fused_activation_us(facts, figures["cpu"], _output_elements(graph, facts["index"])) \
-                if facts["role"] == "fused_activation" and unavailable is None else 0.0
-            if fused_us:  # still computed per element, in the host Conv's output loop
-                times.update(compute_time_us=fused_us, time_us=fused_us, bound="compute",
-                             efficiency=figures["cpu"].owner_efficiency().get(facts["kind"]))
+            fused = _element_time_s(facts, figures["cpu"], _output_elements(graph, facts["index"])) \
+                if facts["role"] == "fused_activation" and facts["kind"] in RUN_FUSED and unavailable is None \
+                else None
+            if fused is not None:  # still computed per element, in the host Conv's output loop
+                times.update(compute_time_us=fused[0] * 1e6, time_us=fused[0] * 1e6, bound="compute",
+                             efficiency=fused[1])
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
             times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))

@@ -80,13 +80,14 @@ ELEMENT_SHAPE = [1, 32, 56, 56]
 ELEMENT_CHAIN = 4
 
 
-def _unary_chain(op: str, count: int, **attrs: Any) -> bytes:
+def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
     nodes, previous = [], "x"
     for index in range(count):
-        nodes.append(helper.make_node(op, [previous], [f"y{index}"], **attrs))
+        nodes.append(helper.make_node(op, [previous], [f"y{index}"], domain=domain, **attrs))
         previous = f"y{index}"
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
-                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], [])
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], [],
+                       (domain,) if domain else ())
 
 
 def _fan_out(op: str, count: int) -> bytes:
@@ -106,19 +107,6 @@ def _fan_out(op: str, count: int) -> bytes:
                        inits)
 
 
-def _gelu_chain(count: int) -> bytes:
-    """onnxruntime's Gelu (com.microsoft; what it fuses Erf-based GELU into, and ONNX's own Gelu runs alike)."""
-    nodes, previous = [], "x"
-    for index in range(count):
-        nodes.append(helper.make_node("Gelu", [previous], [f"y{index}"], domain="com.microsoft"))
-        previous = f"y{index}"
-    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
-                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
@@ -131,7 +119,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
         "tanh": (_unary_chain("Tanh", ELEMENT_CHAIN), elements),
         "erf": (_unary_chain("Erf", ELEMENT_CHAIN), elements),
-        "gelu": (_gelu_chain(ELEMENT_CHAIN), elements),
+        # onnxruntime's Gelu (what it fuses Erf-based GELU into; ONNX's own Gelu runs alike)
+        "gelu": (_unary_chain("Gelu", ELEMENT_CHAIN, domain="com.microsoft"), elements),
         "softmax": (_unary_chain("Softmax", ELEMENT_CHAIN, axis=-1), elements),
         "layer_normalization": (op_stack("LayerNormalization", ELEMENT_CHAIN, (channels,), ELEMENT_SHAPE, axis=-1),
                                 elements),

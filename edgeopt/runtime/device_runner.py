@@ -571,22 +571,8 @@ def measure(args) -> dict:
     }
 
 
-def best_time(fn, budget_s: float, min_runs: int = 5) -> float:
-    """Best-of timing: peaks are what the hardware can do when nothing interferes."""
-    fn()
-    best = float("inf")
-    started = time.perf_counter()
-    runs = 0
-    while runs < min_runs or time.perf_counter() - started < budget_s:
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        runs += 1
-    return best
-
-
-def median_time(fn, budget_s: float, min_runs: int = 5) -> float:
-    """Median timing, for costs paid at their typical size (the fixed cost of a call)."""
+def run_times(fn, budget_s: float, min_runs: int = 5) -> list:
+    """Seconds of each call of ``fn`` (after one warm-up call), for ``budget_s`` and at least ``min_runs`` calls."""
     fn()
     times = []
     started = time.perf_counter()
@@ -594,7 +580,12 @@ def median_time(fn, budget_s: float, min_runs: int = 5) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def best_time(fn, budget_s: float, min_runs: int = 5) -> float:
+    """Best-of timing: peaks are what the hardware can do when nothing interferes."""
+    return min(run_times(fn, budget_s, min_runs))
 
 
 # Runs in a fresh interpreter per probe (RSS windows need a process of their own): the model's bytes on stdin,
@@ -685,8 +676,8 @@ def microbench(bundle: dict, progress=None) -> dict:
         session = session_of(base64.b64decode(bundle["call_model_b64"]), 1)
         feeds = random_feeds(session)
         # best-of times below lose the best call; estimates add the median call (latency is compared at its p50)
-        call_best_s = best_time(lambda: session.run(None, feeds), min(0.25, budget_s), min_runs=200)
-        call_overhead_s = median_time(lambda: session.run(None, feeds), min(0.25, budget_s), min_runs=200)
+        calls = run_times(lambda: session.run(None, feeds), 2 * min(0.25, budget_s), min_runs=200)
+        call_best_s, call_overhead_s = min(calls), statistics.median(calls)
     # each peak model at the asked thread count, and at one thread too (estimates price both)
     ops_per_s, single_thread = {}, {}
     for item in bundle["models"]:

@@ -40,9 +40,11 @@ class MicrobenchResult(BaseModel):
     call_best_s: float = 0.0
 
 
-def model_bytes(nodes, inputs, outputs, inits) -> bytes:
+def model_bytes(nodes, inputs, outputs, inits, domains: tuple[str, ...] = ()) -> bytes:
+    """A model of opset 17 (and version 1 of each of ``domains``, e.g. com.microsoft)."""
     graph = helper.make_graph(nodes, "bench", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    *(helper.make_opsetid(domain, 1) for domain in domains)])
     model.ir_version = 8
     return model.SerializeToString()
 
