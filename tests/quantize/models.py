@@ -218,3 +218,38 @@ def audio_feeds(count: int, samples: int = 4096, seed: int = 1) -> list[dict[str
         audio = tones + 1e-5 * rng.standard_normal(samples)
         feeds.append({"audio": audio.reshape(1, 1, 1, samples).astype(np.float32)})
     return feeds
+
+
+def crnn_model(classes: int = 12, hidden: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """A CRNN text recognizer in small: conv features over an image strip x [N, 1, 8, T], averaged over
+    the height, then a bidirectional LSTM over the T columns and per-step class logits [T, N, classes]
+    (what a CTC decoder reads)."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name, shape, scale):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [weight("w_conv", (16, 1, 3, 3), 0.5), weight("b_conv", (16,), 0.1),
+             weight("W", (2, 4 * hidden, 16), 0.3), weight("R", (2, 4 * hidden, hidden), 0.2),
+             weight("B", (2, 8 * hidden), 0.1), weight("w_out", (2 * hidden, classes), 0.4),
+             numpy_helper.from_array(np.array([0, 0, 2 * hidden], np.int64), "steps_shape")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_conv", "b_conv"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r"], ["pooled"], name="pool_height", axes=[2], keepdims=0),  # [N, 16, T]
+        helper.make_node("Transpose", ["pooled"], ["seq"], name="to_sequence", perm=[2, 0, 1]),
+        helper.make_node("LSTM", ["seq", "W", "R", "B"], ["y"], name="lstm", hidden_size=hidden,
+                         direction="bidirectional"),
+        # y: [T, 2, N, H] → [T, N, 2H]
+        helper.make_node("Transpose", ["y"], ["y_t"], name="directions_last", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["y_t", "steps_shape"], ["steps"], name="join_directions"),
+        helper.make_node("MatMul", ["steps", "w_out"], ["logits"], name="classifier"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, "t"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["a", "b", classes])]
+    return _model(nodes, inputs, outputs, inits, opset=14)
+
+
+def strip_feeds(count: int, width: int = 24, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 1, 8, width)).astype(np.float32)} for _ in range(count)]

@@ -28,6 +28,7 @@ from edgeopt.stages.quantize.calibration import (
     collect_activation_statistics,
 )
 from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
+from edgeopt.stages.quantize.recurrent import RECURRENT_OPS, quantize_lstms
 
 
 @contextlib.contextmanager
@@ -76,6 +77,9 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
     # EnableSubgraph only helps quantize_dynamic: the static QDQ path ignores it and the
     # QOperator path crashes on subgraphs (onnxruntime 1.32; see quantize/prepare.py).
     extra = {"MatMulConstBOnly": True}
+    # LSTMs go to DynamicQuantizeLSTM below: named to onnxruntime's QDQ quantizer they would only get
+    # fake-quantized weights around a float LSTM (onnxruntime 1.32).
+    static_ops = [op for op in recipe.op_types if op not in RECURRENT_OPS] if recipe.op_types else None
     with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
         out = Path(tmp) / "quantized.onnx"
         with _quiet():
@@ -85,15 +89,20 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
                     per_channel=recipe.per_channel, weight_type=types[recipe.weight_type],
                     nodes_to_exclude=list(recipe.nodes_to_exclude),
                     extra_options={**extra, "EnableSubgraph": True})
+            elif static_ops == []:  # only recurrent ops asked for (an empty list would mean all to onnxruntime)
+                onnx.save(model if model_file is None else onnx.load(str(model_file)), str(out))
             else:
                 _quantize_static(source, out, recipe, statistics, Path(tmp), {
                     "quant_format": QuantFormat.QDQ if recipe.format == "qdq" else QuantFormat.QOperator,
-                    "op_types_to_quantize": list(recipe.op_types) if recipe.op_types else None,
+                    "op_types_to_quantize": static_ops,
                     "per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range,
                     "activation_type": types[recipe.activation_type], "weight_type": types[recipe.weight_type],
                     "nodes_to_exclude": list(recipe.nodes_to_exclude),
                     "extra_options": {**extra, "ActivationSymmetric": False, "WeightSymmetric": True}})
         quantized = onnx.load(str(out))
+    if recipe.mode == "static" and (recipe.op_types is None or set(RECURRENT_OPS) & set(recipe.op_types)):
+        quantized, _converted = quantize_lstms(quantized, exclude=recipe.nodes_to_exclude,
+                                               reduce_range=recipe.reduce_range)
     if recipe.mode == "static" and _has_subgraphs(quantized):
         # The static quantizer leaves If/Loop/Scan bodies float: store their weights as int8 at least.
         from edgeopt.stages.quantize.prepare import quantize_subgraph_weights

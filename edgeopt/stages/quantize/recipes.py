@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.stages.quantize.recurrent import RECURRENT_OPS
 from edgeopt.targets import TargetProfile, isa_family_of
 
 QuantizeMode = Literal["auto", "static", "dynamic", "weights-only", "none"]
@@ -158,9 +159,12 @@ def candidate_recipes(
         others = sum(op_histogram.values()) - compute
         if compute and others >= compute and "op_types" not in overrides:
             # Q/DQ pairs around every Add/Mul/LayerNorm can cost more than int8 GEMMs save.
+            # (an LSTM's dynamic int8 form adds no Q/DQ pairs between ops: it stays in)
+            recurrent = tuple(op for op in RECURRENT_OPS if op_histogram.get(op))
             choices.append(RecipeChoice(
-                recipe=primary.recipe.model_copy(update={"op_types": COMPUTE_OPS}),
-                reason="fewer quantized ops: only Conv/MatMul/Gemm, everything between them stays float"))
+                recipe=primary.recipe.model_copy(update={"op_types": COMPUTE_OPS + recurrent}),
+                reason="fewer quantized ops: only Conv/MatMul/Gemm" + "".join(f"/{op}" for op in recurrent)
+                       + ", everything between them stays float"))
     recurrent_or_matmul = sum(op_histogram.get(op, 0) for op in ("MatMul", "LSTM", "GRU", "Attention"))
     conv = sum(op_histogram.get(op, 0) for op in ("Conv", "ConvTranspose"))
     if recurrent_or_matmul and (recurrent_or_matmul >= conv or not has_calibration):

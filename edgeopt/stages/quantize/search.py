@@ -37,6 +37,7 @@ from edgeopt.stages.quantize.techniques import BiasCorrection, choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
 from edgeopt.metrics.detection import image_size_of
 from edgeopt.stages.quantize.recipes import COMPUTE_OPS, QuantizeMode, Recipe, candidate_recipes
+from edgeopt.stages.quantize.recurrent import RECURRENT_OPS
 from edgeopt.stages.quantize.sensitivity import ensure_node_names, exclusion_group, up_front_exclusions
 from edgeopt.stages.quantize.speed_fallback import (
     SpeedTrial,
@@ -576,7 +577,7 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
         outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
         return
     quantized = {n.name for n in prepared.graph.node
-                 if n.op_type in COMPUTE_OPS and n.name not in candidate.recipe.nodes_to_exclude}
+                 if n.op_type in COMPUTE_OPS + RECURRENT_OPS and n.name not in candidate.recipe.nodes_to_exclude}
     suspects = slower_in_int8(float_costs, int8_costs, quantized)
     candidate.speed_fallback_suspects = [name for name, _, _ in suspects]
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
