@@ -14,6 +14,7 @@ from edgeopt.stages.quantize.quantizer import quantize
 from edgeopt.stages.quantize.recipes import Recipe
 from edgeopt.stages.quantize.search import QuantizeOptions, search
 from edgeopt.stages.quantize.speed_fallback import (
+    elementwise_int8_nodes,
     ACCEPT_BELOW, keep_slow_layers_float, profile_node_costs, slower_in_int8,
 )
 from edgeopt.targets import load_target
@@ -339,3 +340,54 @@ def test_a_profile_that_fails_skips_the_fallback_with_a_warning():
     assert any(w.startswith("speed fallback skipped: profiling failed (the measurement process died")
                for w in outcome.warnings)
     assert all(c.speed_fallback == [] for c in outcome.candidates)
+
+
+def _normalized_cnn() -> onnx.ModelProto:
+    """small_cnn behind a batch norm on its input that nothing folds (x * scale + shift, as in basic-pitch)."""
+    model = small_cnn()
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([[[[0.5]]]], np.float32), "norm_scale"),
+                                    numpy_helper.from_array(np.array([[[[0.1]]]], np.float32), "norm_shift")])
+    stem = next(n for n in model.graph.node if n.name == "stem")
+    stem.input[0] = "normalized"
+    head = [helper.make_node("Mul", ["image", "norm_scale"], ["scaled"], name="norm_mul"),
+            helper.make_node("Add", ["scaled", "norm_shift"], ["normalized"], name="norm_add")]
+    nodes = head + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_elementwise_nodes_that_run_as_int8_kernels_are_found():
+    model = _normalized_cnn()
+    int8 = quantize(model, Recipe(mode="static", reduce_range=True), _feeds(8, 0))
+    assert elementwise_int8_nodes(int8.SerializeToString()) == {"norm_mul", "norm_add"}
+    # kept float, they are float kernels again; data movement (Flatten) and Relu are never listed
+    kept = quantize(model, Recipe(mode="static", reduce_range=True, nodes_to_exclude=("norm_add",)), _feeds(8, 0))
+    assert elementwise_int8_nodes(kept.SerializeToString()) == {"norm_mul"}
+    # a residual Add reads two activations: onnxruntime fuses it into QLinearAdd whatever the quantizer
+    # was told, so keeping it float is no trial; a Mul by a constant is
+    from tests.quantize.models import transformer_feeds, transformer_model
+
+    found = elementwise_int8_nodes(quantize(transformer_model(), Recipe(mode="static", reduce_range=True),
+                                            transformer_feeds(8)).SerializeToString())
+    assert "scores_scale" in found and not {"residual1", "residual2"} & found
+
+
+def test_an_elementwise_node_slower_in_int8_goes_float_alone():
+    """Its consumer (the stem Conv) keeps its int8 kernel: keeping the node float is not keeping its
+    output tensor float, which would take the Conv with it."""
+    slow = {"norm_add": (10.0, 60.0), "flatten": (1.0, 9.0), "stem_relu": (1.0, 9.0)}  # µs: float, int8
+
+    def costs(_model, label: str) -> dict[str, float]:
+        return {name: pair[0 if label == "float" else 1] for name, pair in slow.items()} | {
+            "stem": 10.0, "depthwise": 10.0, "pointwise": 10.0, "classifier": 10.0, "norm_mul": 5.0}
+
+    evaluation = _feeds(16, 2)
+    options = QuantizeOptions(mode="static", force_int8=True, latency_budget_s=1.0, overrides={"reduce_range": True})
+    _shipped, outcome = search(_normalized_cnn(), target=load_target("host"), options=options,
+                               calibration=_feeds(16, 0), evaluation=evaluation, labels=None,
+                               timing_feeds=evaluation[0], device_node_costs=costs)
+    chosen = next(c for c in outcome.candidates if c.name == outcome.chosen)
+    assert chosen.speed_fallback_suspects == ["norm_add"]  # Flatten and Relu run no int8 arithmetic
+    assert chosen.speed_fallback[0].nodes == ["norm_add"]

@@ -41,6 +41,7 @@ from edgeopt.stages.quantize.recurrent import RECURRENT_OPS
 from edgeopt.stages.quantize.sensitivity import ensure_node_names, exclusion_group, up_front_exclusions
 from edgeopt.stages.quantize.speed_fallback import (
     SpeedTrial,
+    elementwise_int8_nodes,
     keep_slow_layers_float,
     profile_node_costs,
     slower_in_int8,
@@ -576,14 +577,16 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
     except MeasurementError as exc:  # an optimisation that cannot profile is skipped, not fatal
         outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
         return
-    quantized = {n.name for n in prepared.graph.node
-                 if n.op_type in COMPUTE_OPS + RECURRENT_OPS and n.name not in candidate.recipe.nodes_to_exclude}
+    elementwise = elementwise_int8_nodes(int8_model)
+    quantized = {n.name for n in prepared.graph.node if n.name not in candidate.recipe.nodes_to_exclude
+                 and (n.op_type in COMPUTE_OPS + RECURRENT_OPS or n.name in elementwise)}
     suspects = slower_in_int8(float_costs, int8_costs, quantized)
     candidate.speed_fallback_suspects = [name for name, _, _ in suspects]
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
         suspects, int8_model, candidate.recipe, evaluate=evaluate, time_against=time_against, events=events,
         meets_floor=lambda f: f.meets(options.min_cosine, options.min_top1),
-        exclusion_group=lambda name: exclusion_group(prepared, name))
+        # an elementwise node goes float alone (its consumers, a big Conv say, keep their int8 kernels)
+        exclusion_group=lambda name: [name] if name in elementwise else exclusion_group(prepared, name))
     candidate.speed_fallback = trials
     if fidelity is None:
         return

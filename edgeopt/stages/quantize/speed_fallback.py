@@ -85,6 +85,38 @@ def profile_node_costs(model_bytes: bytes | Path, *, label: str, threads: int = 
     return node_costs(measurement, model_bytes)
 
 
+# Ops onnxruntime runs as their own int8 kernels (QLinearAdd, QLinearMul, QLinearConcat, ...) when
+# DequantizeLinear feeds them and QuantizeLinear takes their output. Unlike data movement (Reshape,
+# Transpose, MaxPool: int8 in, int8 out, never dearer), these can cost more than their float form:
+# basic-pitch's input batch norm (Mul, Add) measured 2.5 ms as QLinearMul/QLinearAdd against 0.9 ms float.
+ELEMENTWISE_INT8_OPS = frozenset({"Add", "Mul", "Sigmoid", "LeakyRelu", "Concat", "AveragePool",
+                                  "GlobalAveragePool", "Softmax", "Where", "ReduceMean"})
+
+
+def elementwise_int8_nodes(model_bytes: bytes | Path) -> set[str]:
+    """Names of the QDQ model's ``ELEMENTWISE_INT8_OPS`` nodes that a float copy can replace: onnxruntime
+    fuses DequantizeLinear → node → QuantizeLinear into one int8 kernel when every input is dequantized,
+    and one of them here is a constant's. Kept float (``nodes_to_exclude``), the node's constant stays
+    float and the fusion no longer applies; a node that reads only activations would be fused again
+    whatever the quantizer was told, so it is not listed."""
+    if isinstance(model_bytes, Path):
+        model = onnx.load(str(model_bytes), load_external_data=False)
+    else:
+        model = onnx.ModelProto()
+        model.ParseFromString(model_bytes)
+    constants = {t.name for t in model.graph.initializer}
+    dequantized = {n.output[0]: n.input[0] in constants for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input}
+    requantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input}
+    found = set()
+    for node in model.graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type in ELEMENTWISE_INT8_OPS and node.name and inputs and all(i in dequantized for i in inputs) \
+                and any(dequantized[i] for i in inputs) and requantized & set(node.output):
+            found.add(node.name)
+    return found
+
+
 def slower_in_int8(float_costs: dict[str, float], int8_costs: dict[str, float], quantized: set[str]
                    ) -> list[tuple[str, float, float]]:
     """(node, float µs, int8 µs) for quantized nodes whose int8 kernel is clearly slower, worst first."""
