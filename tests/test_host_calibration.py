@@ -22,6 +22,8 @@ class Notes(Events):
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv(calibrate.AUTO_CALIBRATE_ENV, raising=False)
+    # whatever else this machine runs meanwhile, these tests check the caching (busy: the last tests)
+    monkeypatch.setattr(calibrate, "BUSY_LIMIT", 1.01)
     return tmp_path
 
 
@@ -71,3 +73,46 @@ def test_a_failed_measurement_leaves_the_estimate_unavailable_not_the_run(fresh_
     host = load_target("host")
     assert calibrate.host_for_estimates(host, notes) is host
     assert notes.lines == ["host: could not measure this machine's peaks (RuntimeError); no latency estimate"]
+
+
+@pytest.fixture
+def busy_cores():
+    """Every core spun by other processes (not this one's threads), until the test ends."""
+    import os
+    import subprocess
+    import sys
+
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_other_work_counts_other_processes_not_this_ones(busy_cores):
+    import time
+
+    with calibrate.OtherWork() as other:
+        time.sleep(0.6)
+    assert other.share is not None and other.share > 0.5
+
+
+def test_this_process_busy_is_not_other_work():
+    import time
+
+    with calibrate.OtherWork() as other:
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            pass
+    assert other.share is not None and other.share < calibrate.BUSY_LIMIT
+
+
+def test_peaks_measured_on_a_busy_machine_are_used_but_not_cached(fresh_cache, monkeypatch, busy_cores):
+    monkeypatch.setattr(calibrate, "AUTO_SECONDS", 0.05)  # (a short measurement: what is checked is the caching)
+    monkeypatch.setattr(calibrate, "BUSY_LIMIT", 0.25)
+    notes = Notes()
+    measured = calibrate.host_for_estimates(load_target("host"), notes)
+    assert measured.peak_ops_per_s.fp32 > 1e8  # this run still gets estimates
+    (said,) = notes.lines
+    assert "while other work used" in said and "not cached" in said
+    assert not (fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key() / "host.toml").exists()

@@ -24,6 +24,50 @@ RECIPE = 15  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   12-14: element rates of ops without MACs, fused activations priced by them; 15: one-row int8 MatMuls)
 
 
+# Other work's share of all cores during the measurement above which it is used for this run but not
+# cached: peaks measured beside a CI job came out 2.4x low at two threads, and a cache entry lives as long as
+# the CPU does.
+BUSY_LIMIT = 0.25
+
+
+class OtherWork:
+    """How much of the machine's CPU time went to other processes while a block ran: all cores' busy time
+    (/proc/stat) less this process's and its waited-for children's (the runner). Linux only: elsewhere
+    ``share`` stays None."""
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        except (OSError, IndexError):
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_seconds() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> OtherWork:
+        self._start = (self._busy_seconds(), self._own_seconds(), time.monotonic())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        busy, own, started = self._start
+        now = self._busy_seconds()
+        elapsed = time.monotonic() - started
+        if busy is None or now is None or elapsed <= 0:
+            return
+        others = (now - busy) - (self._own_seconds() - own)
+        self.share = max(0.0, min(1.0, others / (elapsed * (os.cpu_count() or 1))))
+
+
 def host_calibration_dir() -> Path:
     """Where automatic host calibrations are cached (XDG cache folder), one folder per CPU."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -68,11 +112,18 @@ def host_for_estimates(target: TargetProfile, events: Events | None = None) -> T
             pass  # a damaged cache entry is measured again
     started = time.monotonic()
     try:
-        # the held-out checks are left out: the host's band is edgeopt's validation on real models
-        result = run_microbenchmarks(None, budget_s=AUTO_SECONDS, checks=False)
+        with OtherWork() as other_work:
+            # the held-out checks are left out: the host's band is edgeopt's validation on real models
+            result = run_microbenchmarks(None, budget_s=AUTO_SECONDS, checks=False)
     except Exception as exc:  # never fatal: the estimate is then unavailable, with its reason, as before
         events.note(f"host: could not measure this machine's peaks ({type(exc).__name__}); no latency estimate")
         return target
+    seconds = time.monotonic() - started
+    if other_work.share is not None and other_work.share > BUSY_LIMIT:
+        events.note(f"host: measured this machine's peaks in {seconds:.1f} s while other work used "
+                    f"{other_work.share:.0%} of its cores: the estimates use them, but they are not cached "
+                    "(measured again next time; `edgeopt targets calibrate host` on an idle machine keeps them)")
+        return calibrated_profile(target, result, datetime.now(timezone.utc).strftime("%Y-%m-%d"))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     profile = calibrated_profile(target, result, when)
     profile = profile.model_copy(update={"origin": str(path), "sources": tuple(
@@ -85,6 +136,6 @@ def host_for_estimates(target: TargetProfile, events: Events | None = None) -> T
                                                         "this CPU); `edgeopt targets calibrate host` measures longer."))
     except OSError:
         pass  # an unwritable cache only costs the measurement next time
-    events.note(f"host: measured this machine's peaks in {time.monotonic() - started:.1f} s for the estimates "
+    events.note(f"host: measured this machine's peaks in {seconds:.1f} s for the estimates "
                 f"(cached in {path.parent}; `edgeopt targets calibrate host` measures longer)")
     return profile
