@@ -1,5 +1,6 @@
-"""The simplify stage: onnxslim (constant folding, dead code, fusions). If it fails, or its graph does not
-reproduce the source, the unsimplified graph is kept and the record says why."""
+"""The simplify stage: onnxslim (constant folding, dead code, fusions), then the hard activations that
+exporters spell out in elementwise ops fused back (graph/onnx_activation_fusion.py). If it fails, or its graph
+does not reproduce the source, the unsimplified graph is kept and the record says why."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import onnx
 from pydantic import Field
 
 from edgeopt.errors import ModelLoadError, VerificationError
+from edgeopt.graph.onnx_activation_fusion import fuse_hard_activations
 from edgeopt.stages.common.context import StageContext, StageModel
 from edgeopt.stages.common.records import StageDetails, absent, register_details
 
@@ -15,6 +17,8 @@ from edgeopt.stages.common.records import StageDetails, absent, register_details
 class SimplifyDetails(StageDetails):
     nodes_before: int | None = Field(None, exclude_if=absent)  # both None: the simplified graph was rejected
     nodes_after: int | None = Field(None, exclude_if=absent)
+    # spelled-out hard activations fused into one op (graph/onnx_activation_fusion.py), by fused op
+    fused_activations: dict[str, int] | None = Field(None, exclude_if=absent)
 
 
 class SimplifyStage:
@@ -31,10 +35,11 @@ class SimplifyStage:
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         with context.stage("simplify", "Simplifying graph") as record:
-            record.options = {"tool": "onnxslim"}
+            record.options = {"tool": "onnxslim", "fusions": "hard activations"}
             parent = context.last_artifact()
             try:
                 simplified = simplify(model.proto)
+                simplified, fused = fuse_hard_activations(simplified)
             except Exception as exc:  # onnxslim raises many kinds; any of them means "keep the original"
                 record.status = "fallback"
                 record.warnings.append(f"onnxslim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
@@ -50,7 +55,7 @@ class SimplifyStage:
                 record.outputs.clear()
                 return model
             record.details = SimplifyDetails(nodes_before=len(model.proto.graph.node),
-                                             nodes_after=len(simplified.graph.node))
+                                             nodes_after=len(simplified.graph.node), fused_activations=fused or None)
             return result
 
 

@@ -36,12 +36,11 @@ from edgeopt.stages.quantize.mixed_precision import (MixedPrecisionStep, RevertE
 from edgeopt.stages.quantize.techniques import BiasCorrection, choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
 from edgeopt.metrics.detection import image_size_of
-from edgeopt.stages.quantize.recipes import COMPUTE_OPS, QuantizeMode, Recipe, candidate_recipes
-from edgeopt.stages.quantize.recurrent import RECURRENT_OPS
+from edgeopt.stages.quantize.recipes import QuantizeMode, Recipe, candidate_recipes
 from edgeopt.stages.quantize.sensitivity import ensure_node_names, exclusion_group, up_front_exclusions
 from edgeopt.stages.quantize.speed_fallback import (
     SpeedTrial,
-    elementwise_int8_nodes,
+    int8_layers,
     keep_slow_layers_float,
     profile_node_costs,
     slower_in_int8,
@@ -577,10 +576,8 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
     except MeasurementError as exc:  # an optimisation that cannot profile is skipped, not fatal
         outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
         return
-    elementwise = elementwise_int8_nodes(int8_model)
-    quantized = {n.name for n in prepared.graph.node if n.name not in candidate.recipe.nodes_to_exclude
-                 and (n.op_type in COMPUTE_OPS + RECURRENT_OPS or n.name in elementwise)}
-    suspects = slower_in_int8(float_costs, int8_costs, quantized)
+    layers, elementwise = int8_layers(prepared, int8_model, candidate.recipe.nodes_to_exclude)
+    suspects = slower_in_int8(float_costs, int8_costs, layers)
     candidate.speed_fallback_suspects = [name for name, _, _ in suspects]
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
         suspects, int8_model, candidate.recipe, evaluate=evaluate, time_against=time_against, events=events,

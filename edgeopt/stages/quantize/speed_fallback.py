@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import onnx
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.events import Events
-from edgeopt.stages.quantize.recipes import Recipe
+from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
+from edgeopt.stages.quantize.recurrent import RECURRENT_OPS
 
 MAX_TRIALS = 6
 # A trial must be at least this much faster than the current model (trial / current latency):
@@ -115,6 +116,17 @@ def elementwise_int8_nodes(model_bytes: bytes | Path) -> set[str]:
                 and any(dequantized[i] for i in inputs) and requantized & set(node.output):
             found.add(node.name)
     return found
+
+
+def int8_layers(float_model: onnx.ModelProto, int8_model: bytes | Path, excluded: Iterable[str]
+                ) -> tuple[set[str], set[str]]:
+    """(the nodes of ``float_model`` that run int8 kernels in ``int8_model``: its Conv/MatMul/Gemm/LSTM
+    layers not in ``excluded`` and its elementwise int8 kernels, and the latter alone)."""
+    elementwise = elementwise_int8_nodes(int8_model)
+    skip = set(excluded)
+    layers = {n.name for n in float_model.graph.node if n.name not in skip
+              and (n.op_type in COMPUTE_OPS + RECURRENT_OPS or n.name in elementwise)}
+    return layers, elementwise
 
 
 def slower_in_int8(float_costs: dict[str, float], int8_costs: dict[str, float], quantized: set[str]
