@@ -123,9 +123,13 @@ def test_a_size_limit_at_the_exact_byte_in_every_unit(cli, project, runs, unit, 
         assert exact["limit_text"] == f"≤ {size:,} B" and exact["actual_text"] == f"{size:,} B"
     else:
         assert exact["limit_text"] == f"≤ {written} ({size:,} B)"
-        decimals = min(6, max(2, len(written.split()[0].partition(".")[2])))
-        assert exact["actual_text"] == f"{size / scale:.{decimals}f} {unit} ({size:,} B)"
-        assert less["actual_text"] == exact["actual_text"] != less["limit_text"][2:]
+        # the actual size to as many decimals as the check's limit was written with (2 to 6): a size
+        # ending in 0 (28,840 B) reads "28.84 kB" beside a limit of 28.84 kB, "28.840 kB" beside 28.839 kB
+        for check, bytes_written in ((exact, size), (less, size - 1)):
+            digits = f"{Decimal(bytes_written) / scale:f}".partition(".")[2]
+            decimals = min(6, max(2, len(digits)))
+            assert check["actual_text"] == f"{size / scale:.{decimals}f} {unit} ({size:,} B)"
+        assert less["actual_text"] != less["limit_text"][2:]
 
 
 @pytest.mark.parametrize("key", ["max_params", "max_macs"])

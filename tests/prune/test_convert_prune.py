@@ -61,8 +61,11 @@ def test_prune_and_finetune_a_torch_source(cli, tmp_path):
 
 
 def test_l2_reaches_fine_tuning_and_shrinks_the_shipped_weights(cli, tmp_path):
-    """--l2 is the optimizer's weight decay: a strong one leaves smaller weights in the exported model."""
-    norms = {}
+    """--l2 is the optimizer's weight decay: a strong one pulls the weights toward zero while training (the
+    validation loss of its first epoch is far worse), and leaves smaller weights in the exported model when
+    a fine-tuned epoch is what ships. Where the pruned model already had the best validation loss (on an
+    AVX-512 machine 25% pruning kept every digit), fine-tuning restores it, whatever the decay."""
+    norms, first_val_loss, shipped_epoch = {}, {}, {}
     for l2 in ("0", "0.5"):
         out = tmp_path / f"l2-{l2}"
         result = cli("convert", *FACTORY, "-o", out, "--prune", "0.25", "--finetune", DIGITS / "train.npz",
@@ -70,11 +73,17 @@ def test_l2_reaches_fine_tuning_and_shrinks_the_shipped_weights(cli, tmp_path):
         assert result.code == 0, result.stderr
         stage = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "prune")
         assert stage["options"]["finetune"]["weight_decay"] == float(l2)
+        finetuned = stage["details"]["finetune"]
+        first_val_loss[l2], shipped_epoch[l2] = finetuned["curve"][0]["val_loss"], finetuned["best_epoch"]
         model = onnx.load(str(out / "model.onnx"))
         conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
         norms[l2] = sum(float(np.square(numpy_helper.to_array(t)).sum()) for t in model.graph.initializer
                         if t.name in conv_weights)
-    assert norms["0.5"] < 0.8 * norms["0"]
+    assert first_val_loss["0.5"] > 3 * first_val_loss["0"]
+    if shipped_epoch["0.5"]:
+        assert norms["0.5"] < 0.8 * norms["0"]
+    else:
+        assert norms["0.5"] == norms["0"] or shipped_epoch["0"]  # both the pruned weights, or only l2=0 trained
 
 
 def test_prune_an_onnx_source_then_quantize(cli, tmp_path):
