@@ -115,7 +115,7 @@ def test_a_spelled_out_hardsigmoid_alone_becomes_hardsigmoid():
 
 
 @pytest.mark.parametrize("case", ["intermediate read elsewhere", "clip to 5", "shift by 2", "another tensor",
-                                  "rank-4 constant"])
+                                  "rank-4 constant", "intermediate read in a subgraph"])
 def test_what_is_not_exactly_the_activation_is_left_alone(case):
     extra_outputs: tuple[str, ...] = ()
     scalars = [("three", 3.0), ("zero", 0.0), ("six", 6.0), ("five", 5.0), ("two", 2.0)]
@@ -129,6 +129,13 @@ def test_what_is_not_exactly_the_activation_is_left_alone(case):
     elif case == "another tensor":  # x * clip(relu(x) + 3, 0, 6) / 6
         nodes = [helper.make_node("Relu", ["c"], ["r"]), *_paddle_hardswish()]
         nodes[1].input[0] = "r"
+    elif case == "intermediate read in a subgraph":  # an If branch reads "clipped" from the outer graph
+        branch = helper.make_graph([helper.make_node("Identity", ["clipped"], ["seen"])], "then", [],
+                                   [helper.make_tensor_value_info("seen", TensorProto.FLOAT, None)])
+        nodes = [*_paddle_hardswish(), helper.make_node("Constant", [], ["yes"], value=numpy_helper.from_array(
+                     np.array(True))),
+                 helper.make_node("If", ["yes"], ["branch_out"], then_branch=branch, else_branch=branch)]
+        extra_outputs = ("branch_out",)
     else:  # a [1, 1, 1, 1] six could broadcast a lower-rank x up to rank 4
         scalars = [("three", 3.0), ("zero", 0.0), ("six", 6.0)]
         nodes = _paddle_hardswish(divisor="six4")

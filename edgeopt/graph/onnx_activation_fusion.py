@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeopt.graph.onnx_protos import constant_tensor
+from edgeopt.graph.onnx_protos import constant_tensor, iter_graphs
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
@@ -49,7 +49,8 @@ class _Matcher:
         graph = model.graph
         self.scalars = _scalars(graph)
         self.producer = {out: node for node in graph.node for out in node.output}
-        self.reads = Counter(name for node in graph.node for name in node.input)
+        # reads in If/Loop/Scan bodies count too: a body may read a chain's inner tensor from outside
+        self.reads = Counter(name for body in iter_graphs(graph) for node in body.node for name in node.input)
         self.reads.update(o.name for o in graph.output)
         self.opset = _opset(model)
 
