@@ -21,6 +21,9 @@ class SimplifyDetails(StageDetails):
     fused_activations: dict[str, int] | None = Field(None, exclude_if=absent)
 
 
+FUSIONS_VERSION = 1  # (in the cache key: a changed fusion must not serve an older cached graph)
+
+
 class SimplifyStage:
     name = "simplify"
 
@@ -31,7 +34,7 @@ class SimplifyStage:
         from importlib import metadata
 
         # the simplified graph is kept only if it passes parity
-        return {"onnxslim": metadata.version("onnxslim"), **context.parity_key()}
+        return {"onnxslim": metadata.version("onnxslim"), "fusions": FUSIONS_VERSION, **context.parity_key()}
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         with context.stage("simplify", "Simplifying graph") as record:
@@ -39,12 +42,16 @@ class SimplifyStage:
             parent = context.last_artifact()
             try:
                 simplified = simplify(model.proto)
-                simplified, fused = fuse_hard_activations(simplified)
             except Exception as exc:  # onnxslim raises many kinds; any of them means "keep the original"
                 record.status = "fallback"
                 record.warnings.append(f"onnxslim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
                                        "kept the unsimplified graph")
                 return model
+            try:
+                simplified, fused = fuse_hard_activations(simplified)
+            except Exception as exc:  # noqa: BLE001 - a graph the matcher trips on keeps onnxslim's result
+                fused = {}
+                record.warnings.append(f"fusing hard activations failed ({type(exc).__name__}); kept onnxslim's graph")
             try:
                 result = context.save_checked(record, "simplify", simplified, context.reference, parent=parent)
             except (VerificationError, ModelLoadError) as exc:
