@@ -116,3 +116,42 @@ def test_peaks_measured_on_a_busy_machine_are_used_but_not_cached(fresh_cache, m
     (said,) = notes.lines
     assert "while other work used" in said and "not cached" in said
     assert not (fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key() / "host.toml").exists()
+
+
+def _cached_entry(fresh_cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "AUTO_SECONDS", 0.05)  # (short: what is checked is when it is measured again)
+    calibrate.host_for_estimates(load_target("host"), Notes())
+    folder = fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key()
+    assert (folder / "host.toml").is_file() and (folder / calibrate.PROBE_FILE).is_file()
+    return folder
+
+
+def test_a_cached_entry_is_measured_again_when_the_machine_changed_speed(fresh_cache, monkeypatch):
+    import json
+
+    folder = _cached_entry(fresh_cache, monkeypatch)
+    stored = json.loads((folder / calibrate.PROBE_FILE).read_text())["matmul_fp32_macs_per_s"]
+    # as if it had been cached while this machine ran three times faster
+    (folder / calibrate.PROBE_FILE).write_text(json.dumps({"matmul_fp32_macs_per_s": stored * 3}))
+    notes = Notes()
+    measured = calibrate.host_for_estimates(load_target("host"), notes)
+    assert measured.peak_ops_per_s.fp32 > 1e8
+    assert notes.lines[0].startswith("host: this machine runs") and "slower than when its figures were cached" \
+        in notes.lines[0]
+    assert notes.lines[1].startswith("host: measured this machine's peaks in")
+    again = json.loads((folder / calibrate.PROBE_FILE).read_text())["matmul_fp32_macs_per_s"]
+    assert again < stored * 2  # the new entry's own timing
+
+
+def test_a_cached_entry_within_the_drift_limit_is_used_and_an_old_one_gets_its_probe(fresh_cache, monkeypatch):
+    folder = _cached_entry(fresh_cache, monkeypatch)
+
+    def not_again(*_args, **_kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr("edgeopt.runtime.microbench.run_microbenchmarks", not_again)
+    notes = Notes()
+    assert calibrate.host_for_estimates(load_target("host"), notes).peak_ops_per_s.fp32 > 1e8 and not notes.lines
+    (folder / calibrate.PROBE_FILE).unlink()  # an entry cached before probes existed: used, and probed now
+    assert calibrate.host_for_estimates(load_target("host"), notes).peak_ops_per_s.fp32 > 1e8 and not notes.lines
+    assert (folder / calibrate.PROBE_FILE).is_file()

@@ -5,6 +5,7 @@ for `host` without a manual step."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import time
@@ -68,6 +69,66 @@ class OtherWork:
         self.share = max(0.0, min(1.0, others / (elapsed * (os.cpu_count() or 1))))
 
 
+# A cached entry is re-checked on each use by a short timing (``speed_probe``) against the same timing taken
+# when it was cached: a cloud VM's cores ran 30% slower an hour after its first calibration (fp32 peaks
+# 219 -> 156 GFLOP/s at one thread, the machine idle both times), and estimates from the stale entry came out
+# 24-70% low on the real-model zoo. Beyond this drift the figures are measured again.
+DRIFT_LIMIT = 0.2
+PROBE_FILE = "probe.json"
+
+
+def speed_probe() -> float:
+    """Multiply-adds per second of a 256x256x256 fp32 MatMul at one thread in this process (best of about
+    0.1 s of runs): cheap enough for every use, stable enough to see a machine's speed change."""
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 256
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"x": np.ones((n, n), np.float32)}
+    for _ in range(3):
+        session.run(None, feeds)
+    best, end = float("inf"), time.monotonic() + 0.1
+    while time.monotonic() < end:
+        started = time.perf_counter()
+        session.run(None, feeds)
+        best = min(best, time.perf_counter() - started)
+    return n ** 3 / best
+
+
+def _write_probe(folder: Path) -> None:
+    from edgeopt.fsutil import write_text_atomic
+
+    try:
+        write_text_atomic(folder / PROBE_FILE, json.dumps({"matmul_fp32_macs_per_s": speed_probe()}) + "\n")
+    except OSError:
+        pass
+
+
+def cached_speed_drift(folder: Path) -> float | None:
+    """This machine's speed now against when the entry in ``folder`` was cached (now / then - 1), or None when
+    it cannot be judged: no probe stored (one is stored now, for next time), or other work busy meanwhile."""
+    try:
+        then = float(json.loads((folder / PROBE_FILE).read_text())["matmul_fp32_macs_per_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        _write_probe(folder)
+        return None
+    with OtherWork() as other_work:
+        now = speed_probe()
+    if then <= 0 or (other_work.share is not None and other_work.share > BUSY_LIMIT):
+        return None
+    return now / then - 1
+
+
 def host_calibration_dir() -> Path:
     """Where automatic host calibrations are cached (XDG cache folder), one folder per CPU."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -107,9 +168,15 @@ def host_for_estimates(target: TargetProfile, events: Events | None = None) -> T
     path = host_calibration_dir() / machine_key() / "host.toml"
     if path.is_file():
         try:
-            return read_target_file(path)
+            cached = read_target_file(path)
         except InputError:
-            pass  # a damaged cache entry is measured again
+            cached = None  # a damaged cache entry is measured again
+        if cached is not None:
+            drift = cached_speed_drift(path.parent)
+            if drift is None or abs(drift) <= DRIFT_LIMIT:
+                return cached
+            events.note(f"host: this machine runs {abs(drift):.0%} {'faster' if drift > 0 else 'slower'} than when "
+                        "its figures were cached: measuring them again")
     started = time.monotonic()
     try:
         with OtherWork() as other_work:
@@ -134,6 +201,7 @@ def host_for_estimates(target: TargetProfile, events: Events | None = None) -> T
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, target_to_toml(profile, f"Measured automatically by edgeopt on {when} (first use on "
                                                         "this CPU); `edgeopt targets calibrate host` measures longer."))
+        _write_probe(path.parent)
     except OSError:
         pass  # an unwritable cache only costs the measurement next time
     events.note(f"host: measured this machine's peaks in {seconds:.1f} s for the estimates "
