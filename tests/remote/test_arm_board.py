@@ -108,3 +108,26 @@ def test_the_board_tool_for_users_says_what_is_wrong_in_one_line(arm_board, tmp_
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "no such public key" in done.stderr
     path = subprocess.run([sys.executable, str(tool), "path"], capture_output=True, text=True, timeout=60)
     assert path.returncode == 0 and (Path(path.stdout.strip()) / "edgeopt-board.json").is_file()
+
+
+def test_an_int8_lstm_runs_on_the_arm_board_as_on_this_machine(cli, arm_board, tmp_path):
+    """DynamicQuantizeLSTM (a static recipe's LSTM, quantize/recurrent.py) loads in the board's onnxruntime and
+    its outputs agree with this machine's on the same inputs (the ARM recipe: s8 activations, 8-bit weights)."""
+    import numpy as np
+    import onnx
+
+    from edgeopt.stages.quantize.quantizer import quantize
+    from edgeopt.stages.quantize.recipes import Recipe
+    from tests.quantize.models import crnn_model, strip_feeds
+
+    feeds = strip_feeds(12)
+    model = quantize(crnn_model(), Recipe(mode="static", activation_type="s8"), feeds[:8])
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in model.graph.node}
+    onnx.save(model, str(tmp_path / "crnn_int8.onnx"))
+    np.savez(tmp_path / "strips.npz", x=np.concatenate([f["x"] for f in feeds[8:]]))
+    result = cli("profile", tmp_path / "crnn_int8.onnx", "--ssh", arm_board.alias, *ssh_args(arm_board),
+                 "--runs", "2", "--inputs", tmp_path / "strips.npz", "--input-samples", "4", "--json")
+    assert result.code == 0, result.stderr
+    fidelity = json.loads(result.stdout)["device_fidelity"][arm_board.alias]
+    (output,) = fidelity["outputs"]
+    assert fidelity["samples"] == 4 and output["cosine_mean"] > 0.99
