@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeopt.graph.onnx_protos import constant_tensor, iter_graphs
+from edgeopt.graph.onnx_protos import constant_tensor, read_counts
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
@@ -50,8 +50,7 @@ class _Matcher:
         self.scalars = _scalars(graph)
         self.producer = {out: node for node in graph.node for out in node.output}
         # reads in If/Loop/Scan bodies count too: a body may read a chain's inner tensor from outside
-        self.reads = Counter(name for body in iter_graphs(graph) for node in body.node for name in node.input)
-        self.reads.update(o.name for o in graph.output)
+        self.reads = read_counts(graph)
         self.opset = _opset(model)
 
     def _is(self, name: str, value: float) -> bool:

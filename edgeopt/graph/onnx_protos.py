@@ -7,6 +7,7 @@ data has not been loaded (only ``dims``/``data_type`` are read, never bytes).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -161,6 +162,14 @@ def iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
     for node in graph.node:
         for _, sub in subgraphs(node):
             yield from iter_graphs(sub)
+
+
+def read_counts(graph: GraphProto) -> Counter[str]:
+    """How often each name is read: by node inputs in ``graph`` and every nested subgraph (a body may read an
+    outer tensor), and once more for each graph output that names it."""
+    counts = Counter(name for body in iter_graphs(graph) for node in body.node for name in node.input)
+    counts.update(output.name for output in graph.output)
+    return counts
 
 
 def constant_tensor(node: NodeProto) -> tuple[tuple[int, ...], int, TensorProto | None] | None:

@@ -82,18 +82,14 @@ def speed_probe() -> float:
     0.1 s of runs): cheap enough for every use, stable enough to see a machine's speed change."""
     import numpy as np
     import onnxruntime
-    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeopt.runtime.microbench import matmul_model
 
     n = 256
-    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model, _weights, _ops = matmul_model(n)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feeds = {"x": np.ones((n, n), np.float32)}
     for _ in range(3):
         session.run(None, feeds)

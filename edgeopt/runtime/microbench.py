@@ -49,7 +49,7 @@ def model_bytes(nodes, inputs, outputs, inits, domains: tuple[str, ...] = ()) ->
     return model.SerializeToString()
 
 
-def _matmul(n: int) -> tuple[bytes, np.ndarray, int]:
+def matmul_model(n: int) -> tuple[bytes, np.ndarray, int]:
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((n, n)).astype(np.float32)
     w = numpy_helper.from_array(weights, "w")
@@ -195,7 +195,7 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5, checks:
         if data is not None:
             models.append({"name": name, "model_b64": base64.b64encode(data).decode("ascii"), "ops": ops})
 
-    mm, mm_weights, mm_ops = _matmul(512)
+    mm, mm_weights, mm_ops = matmul_model(512)
     add("matmul_fp32", mm, mm_ops)
     add("matmul_int8", qdq_model("MatMul", mm_weights, [512, 512], [512, 512]), mm_ops)
     conv, conv_weights, conv_ops = _conv(64, 56)

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgeopt.graph.onnx_protos import read_counts
+
 MS_DOMAIN = "com.microsoft"
 RECURRENT_OPS = ("LSTM",)
 # ONNX LSTM input slots: X, W, R, B, sequence_lens, initial_h, initial_c, P.
@@ -34,24 +36,6 @@ def _per_row_int8(weight: np.ndarray, reduce_range: bool) -> tuple[np.ndarray, n
     scale = np.where(peak > 0, peak / limit, 1.0).astype(np.float32)
     values = np.clip(np.round(weight / scale[:, :, None]), -limit, limit).astype(np.int8)
     return np.ascontiguousarray(values.transpose(0, 2, 1)), scale
-
-
-def _reads(model: onnx.ModelProto) -> dict[str, int]:
-    """How many node inputs read each name, subgraphs included (a shared weight must stay)."""
-    counts: dict[str, int] = {}
-
-    def walk(graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            for name in node.input:
-                counts[name] = counts.get(name, 0) + 1
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    walk(sub)
-
-    walk(model.graph)
-    for output in model.graph.output:
-        counts[output.name] = counts.get(output.name, 0) + 1
-    return counts
 
 
 def convertible_lstms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -81,7 +65,7 @@ def quantize_lstms(model: onnx.ModelProto, *, exclude: Iterable[str] = (), reduc
     if not nodes:
         return model, []
     weights = {t.name: t for t in model.graph.initializer}
-    reads = _reads(model)
+    reads = read_counts(model.graph)  # (a shared weight must stay)
     taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
     added: list[onnx.TensorProto] = []
 
