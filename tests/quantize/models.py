@@ -253,3 +253,46 @@ def crnn_model(classes: int = 12, hidden: int = 32, seed: int = 0) -> onnx.Model
 def strip_feeds(count: int, width: int = 24, seed: int = 1) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal((1, 1, 8, width)).astype(np.float32)} for _ in range(count)]
+
+
+def hardswish_cnn_model(seed: int = 0, opset: int = 14) -> onnx.ModelProto:
+    """A MobileNetV3 / PP-LCNet block: stem 3→16 → HardSwish → depthwise 3x3 → HardSwish → squeeze-excite
+    (pool → 1x1 16→8 → ReLU → 1x1 8→16 → HardSigmoid → Mul) → pointwise 16→32 → HardSwish → pool → Gemm
+    over 10 classes. Below opset 14, each HardSwish is written as HardSigmoid(1/6, 1/2) → Mul, as Paddle's
+    exports end up after simplify. Input x [N, 3, 24, 24]."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w_stem", rng.standard_normal((16, 3, 3, 3)) * 0.5), ("b_stem", rng.standard_normal(16) * 0.5),
+        ("w_dw", rng.standard_normal((16, 1, 3, 3)) * 0.5), ("b_dw", rng.standard_normal(16) * 0.3),
+        ("w_se1", rng.standard_normal((8, 16, 1, 1)) * 0.4), ("b_se1", np.zeros(8)),
+        ("w_se2", rng.standard_normal((16, 8, 1, 1)) * 0.4), ("b_se2", np.zeros(16)),
+        ("w_pw", rng.standard_normal((32, 16, 1, 1)) * 0.3), ("b_pw", rng.standard_normal(32) * 0.3),
+        ("w_fc", rng.standard_normal((10, 32)) * 0.3), ("b_fc", np.zeros(10))]]
+
+    def hardswish(source: str, name: str) -> list[onnx.NodeProto]:
+        if opset >= 14:
+            return [helper.make_node("HardSwish", [source], [name], name=name)]
+        return [helper.make_node("HardSigmoid", [source], [f"{name}_gate"], name=f"{name}_gate",
+                                 alpha=1 / 6, beta=0.5),
+                helper.make_node("Mul", [source, f"{name}_gate"], [name], name=name)]
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w_stem", "b_stem"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
+        *hardswish("c1", "hs1"),
+        helper.make_node("Conv", ["hs1", "w_dw", "b_dw"], ["c2"], name="depthwise", pads=[1, 1, 1, 1], group=16),
+        *hardswish("c2", "hs2"),
+        helper.make_node("GlobalAveragePool", ["hs2"], ["squeezed"], name="se_pool"),
+        helper.make_node("Conv", ["squeezed", "w_se1", "b_se1"], ["se1"], name="se_reduce"),
+        helper.make_node("Relu", ["se1"], ["se1r"], name="se_relu"),
+        helper.make_node("Conv", ["se1r", "w_se2", "b_se2"], ["se2"], name="se_expand"),
+        helper.make_node("HardSigmoid", ["se2"], ["se_gate"], name="se_gate", alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["hs2", "se_gate"], ["excited"], name="se_scale"),
+        helper.make_node("Conv", ["excited", "w_pw", "b_pw"], ["c3"], name="pointwise"),
+        *hardswish("c3", "hs3"),
+        helper.make_node("GlobalAveragePool", ["hs3"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "w_fc", "b_fc"], ["logits"], name="classifier", transB=1),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 24, 24])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])]
+    return _model(nodes, inputs, outputs, inits, opset=opset)

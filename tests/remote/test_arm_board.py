@@ -131,3 +131,30 @@ def test_an_int8_lstm_runs_on_the_arm_board_as_on_this_machine(cli, arm_board, t
     fidelity = json.loads(result.stdout)["device_fidelity"][arm_board.alias]
     (output,) = fidelity["outputs"]
     assert fidelity["samples"] == 4 and output["cosine_mean"] > 0.99
+
+
+def test_int8_hardswish_runs_on_the_boards_int8_kernels_as_on_this_machine(cli, arm_board, tmp_path):
+    """The ARM recipe (s8 activations) with HardSwish/HardSigmoid rewritten for int8 kernels
+    (quantize/hard_activations.py): the board's onnxruntime fuses them into QLinearAdd/QLinearMul (x86's
+    does so for u8 activations only) and its outputs agree with this machine's."""
+    import numpy as np
+    import onnx
+
+    from edgeopt.stages.quantize.quantizer import quantize
+    from edgeopt.stages.quantize.recipes import Recipe
+    from tests.quantize.models import hardswish_cnn_model, image_feeds
+
+    feeds = image_feeds(12)
+    model = quantize(hardswish_cnn_model(), Recipe(mode="static", activation_type="s8"), feeds[:8])
+    assert not {"HardSwish", "HardSigmoid"} & {n.op_type for n in model.graph.node}
+    onnx.save(model, str(tmp_path / "hardswish_int8.onnx"))
+    np.savez(tmp_path / "images.npz", x=np.concatenate([f["x"] for f in feeds[8:]]))
+    result = cli("profile", tmp_path / "hardswish_int8.onnx", "--ssh", arm_board.alias, *ssh_args(arm_board),
+                 "--runs", "2", "--inputs", tmp_path / "images.npz", "--input-samples", "4", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (measurement,) = report["measurements"][arm_board.alias]
+    kernels = {row["op_type"] for row in measurement["per_op"]}
+    assert {"QLinearAdd", "QLinearMul"} <= kernels and not {"HardSigmoid", "HardSwish"} & kernels, kernels
+    (output,) = report["device_fidelity"][arm_board.alias]["outputs"]
+    assert output["cosine_mean"] > 0.999

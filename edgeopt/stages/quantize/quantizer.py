@@ -27,6 +27,7 @@ from edgeopt.stages.quantize.calibration import (
     CalibrationBatches,
     collect_activation_statistics,
 )
+from edgeopt.stages.quantize.hard_activations import hard_activations_to_int8
 from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
 from edgeopt.stages.quantize.recurrent import RECURRENT_OPS, quantize_lstms
 
@@ -103,6 +104,8 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
     if recipe.mode == "static" and (recipe.op_types is None or set(RECURRENT_OPS) & set(recipe.op_types)):
         quantized, _converted = quantize_lstms(quantized, exclude=recipe.nodes_to_exclude,
                                                reduce_range=recipe.reduce_range)
+    if recipe.mode == "static":
+        quantized, _rewritten = hard_activations_to_int8(quantized, exclude=recipe.nodes_to_exclude)
     if recipe.mode == "static" and _has_subgraphs(quantized):
         # The static quantizer leaves If/Loop/Scan bodies float: store their weights as int8 at least.
         from edgeopt.stages.quantize.prepare import quantize_subgraph_weights
