@@ -8,6 +8,7 @@ Users add their own with ``--targets-dir`` or ``EDGEOPT_TARGETS_DIR``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -109,6 +110,16 @@ class RuntimeMemory(BaseModel):
         return {(key if key == "default" else kind_of_key(key)): factor for key, factor in value.items()}
 
 
+class BandwidthPoint(BaseModel):
+    """Bytes per second reading weights of ``bytes`` in all, run after run (at ``peak_threads`` and at one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bytes: int = Field(gt=0)
+    rate: float = Field(gt=0)
+    rate_one_thread: float | None = Field(None, gt=0)
+
+
 class KernelBandwidth(BaseModel):
     """Bytes per second as onnxruntime's kernels read weights (a MatMul of one row: a pure stream), measured by
     `targets calibrate` at ``peak_threads`` and at one thread: from DRAM (weights far beyond the caches) and from
@@ -120,6 +131,11 @@ class KernelBandwidth(BaseModel):
     dram_one_thread: float | None = Field(None, gt=0)
     cache: float | None = Field(None, gt=0)
     cache_one_thread: float | None = Field(None, gt=0)
+    # The same stream at several weight sizes, smallest first (the cache and DRAM figures among them): where a
+    # model's weights stop being re-read from cache on the next run is measured, not read from the cache sizes
+    # (a cloud VM's 480 MiB L3 gave a 4 MiB weight no more than DRAM's 28 GB/s at one thread).
+    working_sets: list[BandwidthPoint] = []
+
 
 
 class EstimateError(BaseModel):
@@ -251,6 +267,32 @@ def bandwidth_at(profile: TargetProfile, threads: int | None, resident: bool = F
     if wanted == measured_at or one is None:
         return full
     return _interpolate(one, full, measured_at, wanted)
+
+
+def weight_bandwidth_at(profile: TargetProfile, threads: int | None, weight_bytes: int) -> float | None:
+    """The bandwidth at which kernels read a model's ``weight_bytes`` of weights, run after run, from the measured
+    working-set points (log-linear in the size between two points, the end points beyond them); None where the
+    profile has no such points (then the cache sizes decide, ``bandwidth_at``)."""
+    measured = profile.kernel_bandwidth
+    if measured is None or len(measured.working_sets) < 2:
+        return None
+    cores = profile.cores or profile.peak_threads or 1
+    measured_at = profile.peak_threads or cores
+    wanted = max(1, min(threads or cores, cores))
+
+    def rate(point: BandwidthPoint) -> float:
+        if wanted == measured_at or point.rate_one_thread is None:
+            return point.rate
+        return _interpolate(point.rate_one_thread, point.rate, measured_at, wanted)
+
+    points = sorted(measured.working_sets, key=lambda p: p.bytes)
+    if weight_bytes <= points[0].bytes:
+        return rate(points[0])
+    for low, high in zip(points, points[1:]):
+        if weight_bytes <= high.bytes:
+            where = math.log(weight_bytes / low.bytes) / math.log(high.bytes / low.bytes)
+            return math.exp(math.log(rate(low)) + where * (math.log(rate(high)) - math.log(rate(low))))
+    return rate(points[-1])
 
 
 def builtin_targets_dir() -> Path:
@@ -408,6 +450,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # inside an array (kernel_bandwidth.working_sets): an inline table
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     # JSON's string escapes (\n, \", \\, \uXXXX) are TOML's basic-string escapes too
     return json.dumps(str(value), ensure_ascii=False)
 

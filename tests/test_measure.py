@@ -87,6 +87,13 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
     bandwidth = written.kernel_bandwidth
     assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram
+    # and the same stream at the working-set sizes between, the cache and DRAM figures at their ends, written
+    # to the TOML file and read back (the test reads `written` from it)
+    sizes = [point.bytes for point in bandwidth.working_sets]
+    assert sizes == [384 * 384 * 4, 4 << 20, 16 << 20, 64 << 20], sizes
+    ends = bandwidth.working_sets[0], bandwidth.working_sets[-1]
+    assert ends[0].rate == bandwidth.cache and ends[1].rate == bandwidth.dram
+    assert all(point.rate > 1e8 for point in bandwidth.working_sets)
     # the memory probes measured the runtime's own costs (issue 16: kept in the target profile)
     memory = written.runtime_memory
     assert memory is not None and "memory probes" in memory.source

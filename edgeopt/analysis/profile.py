@@ -65,7 +65,7 @@ from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node
-from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at
+from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at, weight_bandwidth_at
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -488,11 +488,16 @@ def static_profile(
     copy = cpu_profile.memory_bandwidth_bytes_per_s
     if copy and kernel and kernel.dram_one_thread:
         copy *= (bandwidth_at(cpu_profile, cpu_threads) or kernel.dram) / kernel.dram_one_thread
+    # weights re-read run after run: at the rate measured for a working set of their size where calibration
+    # measured several, else from cache within half the last-level cache
+    by_working_set = weight_bandwidth_at(cpu_profile, cpu_threads, graph.weight_bytes)
     cpu_figures = _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, cpu_threads),
-                           copy, cpu_profile, last_level, weight_bandwidth=bandwidth_at(cpu_profile, cpu_threads),
+                           copy, cpu_profile, last_level,
+                           weight_bandwidth=by_working_set or bandwidth_at(cpu_profile, cpu_threads),
                            cache_bandwidth=(bandwidth_at(cpu_profile, cpu_threads, resident=True)
                                             if cpu_profile.kernel_bandwidth else None),
-                           weights_resident=bool(last_level and graph.weight_bytes <= last_level // 2),
+                           weights_resident=(by_working_set is None and bool(
+                               last_level and graph.weight_bytes <= last_level // 2)),
                            l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, cpu_threads))
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,

@@ -215,11 +215,19 @@ CACHE_STREAM_NODES = 48  # MatMuls in the cache-bandwidth model (their dispatch 
 CACHE_STREAM_BYTES = CACHE_WEIGHT * CACHE_WEIGHT * 4 * CACHE_STREAM_NODES
 
 
+# Weights read once per run between the two: how much of a model's weights the next run still finds in cache
+# (per-core L2, a shared L3, or a VM's share of one) is measured at these sizes rather than read from cache sizes.
+WORKING_SET_WEIGHTS = (1024, 2048)  # 4 MiB and 16 MiB of fp32
+
+
 def bandwidth_models() -> dict[str, tuple[bytes, int]]:
-    """Key -> (model, weight bytes read per run): a 64 MiB weight (beyond an edge CPU's caches: DRAM) and a 576 KiB
-    weight read 48 times (it stays in cache)."""
-    return {"dram": (_row_matmuls(DRAM_WEIGHT, DRAM_WEIGHT, 1, False), DRAM_WEIGHT * DRAM_WEIGHT * 4),
-            "cache": (_row_matmuls(CACHE_WEIGHT, CACHE_WEIGHT, CACHE_STREAM_NODES, True), CACHE_STREAM_BYTES)}
+    """Key -> (model, weight bytes read per run): a 64 MiB weight (beyond an edge CPU's caches: DRAM), a 576 KiB
+    weight read 48 times (it stays in cache), and weights of the ``WORKING_SET_WEIGHTS`` sizes read once."""
+    models = {"dram": (_row_matmuls(DRAM_WEIGHT, DRAM_WEIGHT, 1, False), DRAM_WEIGHT * DRAM_WEIGHT * 4),
+              "cache": (_row_matmuls(CACHE_WEIGHT, CACHE_WEIGHT, CACHE_STREAM_NODES, True), CACHE_STREAM_BYTES)}
+    for size in WORKING_SET_WEIGHTS:
+        models[f"weights_{size * size * 4 >> 20}mib"] = (_row_matmuls(size, size, 1, False), size * size * 4)
+    return models
 
 
 def check_models() -> dict[str, bytes]:
@@ -262,7 +270,7 @@ def fitted_efficiency(rates: dict[str, float], fp32_peak: float, int8_peak: floa
 def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], overhead_us: float) -> Any:
     """targets.KernelBandwidth from the bandwidth models' bytes/s (None without the DRAM figure); the cache
     model's dispatch overhead (``overhead_us`` per MatMul, as the estimate adds it apart) is taken out."""
-    from edgeopt.targets import KernelBandwidth
+    from edgeopt.targets import BandwidthPoint, KernelBandwidth
 
     def cache(rate: float | None) -> float | None:
         if not rate:
@@ -270,12 +278,28 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
         seconds = CACHE_STREAM_BYTES / rate - CACHE_STREAM_NODES * overhead_us * 1e-6
         return CACHE_STREAM_BYTES / seconds if seconds > 0 else rate
 
+    def single(rate: float | None, nbytes: int) -> float | None:
+        """A one-MatMul model's rate with its dispatch overhead taken out."""
+        if not rate:
+            return None
+        seconds = nbytes / rate - overhead_us * 1e-6
+        return nbytes / seconds if seconds > 0 else rate
+
     dram = rates.get(BANDWIDTH_PREFIX + "dram")
     if not dram:
         return None
-    return KernelBandwidth(dram=dram, dram_one_thread=one_thread.get(BANDWIDTH_PREFIX + "dram"),
-                           cache=cache(rates.get(BANDWIDTH_PREFIX + "cache")),
-                           cache_one_thread=cache(one_thread.get(BANDWIDTH_PREFIX + "cache")))
+    bandwidth = KernelBandwidth(dram=dram, dram_one_thread=one_thread.get(BANDWIDTH_PREFIX + "dram"),
+                                cache=cache(rates.get(BANDWIDTH_PREFIX + "cache")),
+                                cache_one_thread=cache(one_thread.get(BANDWIDTH_PREFIX + "cache")))
+    points = [(CACHE_WEIGHT * CACHE_WEIGHT * 4, bandwidth.cache, bandwidth.cache_one_thread)]
+    for size in WORKING_SET_WEIGHTS:
+        key, nbytes = BANDWIDTH_PREFIX + f"weights_{size * size * 4 >> 20}mib", size * size * 4
+        points.append((nbytes, single(rates.get(key), nbytes), single(one_thread.get(key), nbytes)))
+    points.append((DRAM_WEIGHT * DRAM_WEIGHT * 4, bandwidth.dram, bandwidth.dram_one_thread))
+    if any(rate is None for _, rate, _ in points):  # a device that could not time them: the cache sizes decide
+        return bandwidth
+    return bandwidth.model_copy(update={"working_sets": [
+        BandwidthPoint(bytes=nbytes, rate=rate, rate_one_thread=one) for nbytes, rate, one in points]})
 
 
 def check_errors(rates: dict[str, float], profile: Any, threads: int, call_overhead_s: float = 0.0

@@ -454,6 +454,33 @@ def test_measured_kernel_bandwidths_price_weights_and_activations_by_where_they_
     assert two.memory_time_us == pytest.approx(((4 << 20) / 8e9 + (8 << 20) / (copy_one * 8 / 5)) * 1e6)
 
 
+def test_weights_are_read_at_the_bandwidth_measured_for_a_working_set_of_their_size():
+    """Where calibration measured the weight stream at several sizes, a model's weights are priced at the rate of
+    their total size (log-linear between two measured sizes, the end rates beyond them), at the priced thread
+    count, whatever the cache sizes say (a 480 MiB L3 on a cloud VM gave 4 MiB of weights DRAM's rate)."""
+    import math
+
+    from edgeopt.targets import weight_bandwidth_at
+
+    points = [{"bytes": 1 << 20, "rate": 80e9, "rate_one_thread": 40e9},
+              {"bytes": 16 << 20, "rate": 20e9, "rate_one_thread": 10e9}]
+    kernel = {"dram": 20e9, "dram_one_thread": 10e9, "cache": 80e9, "cache_one_thread": 40e9,
+              "working_sets": points}
+    target = cpu_target(cores=2, peak_ops_per_s={"fp32": 1e15}, memory_bandwidth_bytes_per_s=10e9,
+                        kernel_bandwidth=kernel, caches={"l2_bytes": 64 * 1024, "l3_bytes": 512 << 20})
+    assert weight_bandwidth_at(target, 1, 512 << 10) == 40e9 and weight_bandwidth_at(target, 2, 64 << 20) == 20e9
+    # 4 MiB: half way between 1 and 16 MiB in log size, so half way in log rate: 20 GB/s at one thread
+    assert weight_bandwidth_at(target, 1, 4 << 20) == pytest.approx(math.exp((math.log(40e9) + math.log(10e9)) / 2))
+    assert weight_bandwidth_at(cpu_target(kernel_bandwidth={"dram": 8e9}), 1, 4 << 20) is None  # no points
+
+    # one row by a 4 MiB weight, far within half the L3: the weight at 20 GB/s (not the 40 GB/s cache figure),
+    # the 8 KiB of activations within L2 at the cache figure
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], [tensor("x", F, [1, 1024])],
+                       [tensor("y", F, [1, 1024])], [weight("w", (1024, 1024))])
+    node = static_profile(model, target, threads=1).node("fc")
+    assert node.memory_time_us == pytest.approx(((4 << 20) / 20e9 + 8192 / 40e9) * 1e6)
+
+
 def test_the_fixed_cost_of_a_call_is_added_once_per_run():
     """A calibrated CPU's call_overhead_us (binding, allocation, the API call) is priced once, beside the nodes;
     a profile without it says so instead."""
