@@ -99,6 +99,8 @@ class Node:
     op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions; "integer" (dynamic int8)
     outer_reads: tuple[str, ...] = ()
     reads_rows_of: str | None = None
+    # Time steps of a recurrent cell (LSTM, GRU, RNN): its recurrent weight is read again at every one of them.
+    recurrent_steps: int | None = None
 
     @property
     def runs_alone(self) -> bool:

@@ -122,6 +122,23 @@ def _node_macs(own: NodeCost, body: Sequence[NodeCost]) -> tuple[int | None, str
 _ROW_PRODUCTS = frozenset({"MatMul", "Gemm", "QLinearMatMul", "QGemm", "FusedMatMul", "FusedGemm"})
 
 
+RECURRENT_CELLS = {("", "LSTM"), ("", "GRU"), ("", "RNN"), ("com.microsoft", "DynamicQuantizeLSTM")}
+
+
+def recurrent_steps(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> int | None:
+    """The sequence length a recurrent cell steps through (X is [seq, batch, input], or [batch, seq, input]
+    under ``layout`` 1), where its shape is known."""
+    if (node.domain if node.domain != "ai.onnx" else "", node.op_type) not in RECURRENT_CELLS or not node.input:
+        return None
+    info = shapes.get(node.input[0])
+    shape = info.shape if info is not None else None
+    if shape is None or len(shape) != 3:
+        return None
+    batch_first = any(a.name == "layout" and a.i == 1 for a in node.attribute)
+    steps = shape[1] if batch_first else shape[0]
+    return steps if isinstance(steps, int) and steps > 0 else None
+
+
 def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
     """"depthwise", "narrow" (under 4 output channels per group), "thin" (4 to 15), "1x1" or None (dense) for a
     Conv; "integer" for the kernels of dynamic quantization (ConvInteger, MatMulInteger: im2col and a u8 GEMM,
@@ -232,7 +249,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=row.dtype,
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
             op_class=conv_class(node, shapes), outer_reads=tuple(sorted(outer_names(node))),
-            reads_rows_of=gathered))
+            reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes)))
     inputs = tuple(real_input_names(graph))
     return Graph(
         format="onnx",

@@ -481,6 +481,59 @@ def test_weights_are_read_at_the_bandwidth_measured_for_a_working_set_of_their_s
     assert node.memory_time_us == pytest.approx(((4 << 20) / 20e9 + 8192 / 40e9) * 1e6)
 
 
+def _flat_rates(rate: float, **overrides) -> TargetProfile:
+    """A calibrated one-core CPU that reads everything at ``rate``, wherever it lives (working sets measured)."""
+    points = [{"bytes": 1 << 20, "rate": rate, "rate_one_thread": rate},
+              {"bytes": 64 << 20, "rate": rate, "rate_one_thread": rate}]
+    kernel = {"dram": rate, "dram_one_thread": rate, "cache": rate, "cache_one_thread": rate,
+              "working_sets": points}
+    return cpu_target(cores=1, memory_bandwidth_bytes_per_s=rate, kernel_bandwidth=kernel,
+                      caches={"l2_bytes": 1 << 20, "l3_bytes": 512 << 20}, **overrides)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_a_recurrent_weight_is_read_again_at_every_time_step(direction):
+    """An LSTM's product of the hidden state by R cannot start before the previous step ends: R streams again at
+    each of the sequence's steps, beside the weights and activations read once."""
+    steps, hidden, features = 10, 32, 16
+    directions = 2 if direction == "bidirectional" else 1
+    lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden, direction=direction)
+    model = make_model([lstm], [tensor("x", F, [steps, 1, features])],
+                       [tensor("y", F, [steps, directions, 1, hidden])],
+                       [weight("W", (directions, 4 * hidden, features)), weight("R", (directions, 4 * hidden, hidden))])
+    node = static_profile(model, _flat_rates(1e9, peak_ops_per_s={"fp32": 1e15})).node("lstm")
+    recurrent = directions * 4 * hidden * hidden * 4
+    assert node.weight_bytes_read == directions * 4 * hidden * (features + hidden) * 4  # each weight once
+    expected_s = (node.bytes_read + node.bytes_written + (steps - 1) * recurrent) / 1e9
+    assert node.memory_time_us == pytest.approx(expected_s * 1e6) and node.bound == "memory"
+    batch_first = make_model([helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden,
+                                               direction=direction, layout=1)],
+                             [tensor("x", F, [1, steps, features])], [tensor("y", F, [1, steps, directions, hidden])],
+                             [weight("W", (directions, 4 * hidden, features)),
+                              weight("R", (directions, 4 * hidden, hidden))], opset=14)
+    assert static_profile(batch_first, _flat_rates(1e9, peak_ops_per_s={"fp32": 1e15})).node(
+        "lstm").memory_time_us == pytest.approx(node.memory_time_us)
+
+
+def test_a_compute_bound_node_pays_for_weights_read_at_drams_rate():
+    """Weights of a size calibration measured streaming at DRAM's rate are not hidden behind compute (compute +
+    stream), whatever the cache sizes say; read from cache at that size, the larger of the two is the time."""
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], [tensor("x", F, [32, 2048])],
+                       [tensor("y", F, [32, 2048])], [weight("w", (2048, 2048))])
+    macs, weights = 32 * 2048 * 2048, 2048 * 2048 * 4
+    compute_us = 2 * macs / 1e11 * 1e6  # 1342 µs; the 16 MiB weight streams in 839 µs at 20 GB/s
+    slow = static_profile(model, _flat_rates(20e9, peak_ops_per_s={"fp32": 1e11})).node("fc")
+    assert slow.bound == "compute" and slow.time_us == pytest.approx(compute_us + weights / 20e9 * 1e6
+                                                                      + NODE_OVERHEAD_US)
+    cached = cpu_target(cores=1, peak_ops_per_s={"fp32": 1e11}, memory_bandwidth_bytes_per_s=20e9,
+                        caches={"l2_bytes": 1 << 20, "l3_bytes": 512 << 20},
+                        kernel_bandwidth={"dram": 20e9, "cache": 200e9, "working_sets": [
+                            {"bytes": 1 << 20, "rate": 200e9}, {"bytes": 32 << 20, "rate": 100e9},
+                            {"bytes": 64 << 20, "rate": 20e9}]})
+    fast = static_profile(model, cached).node("fc")
+    assert fast.time_us == pytest.approx(compute_us + NODE_OVERHEAD_US)
+
+
 def test_the_fixed_cost_of_a_call_is_added_once_per_run():
     """A calibrated CPU's call_overhead_us (binding, allocation, the API call) is priced once, beside the nodes;
     a profile without it says so instead."""
