@@ -112,11 +112,19 @@ def test_auto_ships_int8_only_when_measured_faster(cli, tmp_path):
     ratios = {c["name"]: c["latency_ratio"] for c in details["candidates"] if c["status"] == "ok"}
     assert ratios, details
     assert details["data"]["eval"]["source"].startswith("held out")
-    best = min(ratios.values())
+    # the ratio the rule judged: the winner's, timed again beside float alone when several were timed
+    judged = ratios[details["chosen"]] if details["shipped"] == "int8" else ratios[_refused(details["reason"])]
     if details["shipped"] == "int8":
-        assert ratios[details["chosen"]] == best <= 0.95
+        assert judged <= 0.95
     else:
-        assert best > 0.95 and "--force-int8" in details["reason"]
+        assert judged > 0.95 and "--force-int8" in details["reason"]
+
+
+def _refused(reason: str) -> str:
+    """The candidate a speed refusal names: "its fastest faithful int8 candidate (NAME; ...) measured ..."."""
+    import re
+
+    return re.search(r"int8 candidate \(([^;)]+)", reason).group(1)
 
 
 def test_the_speed_rule_is_a_setting_and_its_refusal_states_rule_and_numbers(cli, tmp_path):
@@ -128,8 +136,8 @@ def test_the_speed_rule_is_a_setting_and_its_refusal_states_rule_and_numbers(cli
     stage = _quantize_stage(json.loads(result.stdout))
     details = stage["details"]
     assert details["shipped"] == "float" and stage["options"]["min_speedup"] == 0.99
-    best = min(c["latency_ratio"] for c in details["candidates"] if c["status"] == "ok")
-    assert f"measured {best:.3f}x of float, " in details["reason"]
+    refused = next(c for c in details["candidates"] if c["name"] == _refused(details["reason"]))
+    assert f"measured {refused['latency_ratio']:.3f}x of float, " in details["reason"]
     assert "edgeopt ships int8 when it is at least 99% faster on this machine (--min-speedup 0.99)" \
         in details["reason"]
     assert details["reason"].endswith("--force-int8 ships it")

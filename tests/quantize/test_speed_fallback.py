@@ -391,3 +391,39 @@ def test_an_elementwise_node_slower_in_int8_goes_float_alone():
     chosen = next(c for c in outcome.candidates if c.name == outcome.chosen)
     assert chosen.speed_fallback_suspects == ["norm_add"]  # Flatten and Relu run no int8 arithmetic
     assert chosen.speed_fallback[0].nodes == ["norm_add"]
+
+
+def _scripted_device(rounds: list[float]):
+    """A device seam whose timings give every int8 model the next ratio in ``rounds`` (one per call)."""
+    from edgeopt.runtime.latency import LatencyStats
+
+    calls: list[list[str]] = []
+
+    def device_latency(models: dict, _feeds: dict) -> dict:
+        ratio = rounds[min(len(calls), len(rounds) - 1)]
+        calls.append(sorted(models))
+        return {label: LatencyStats(median_ms=1.0 if label == "float" else ratio, p90_ms=1.0, mean_ms=1.0, runs=20,
+                                    threads=1, ratio_to_reference=None if label == "float" else ratio)
+                for label in models}
+
+    return device_latency, calls
+
+
+@pytest.mark.parametrize("again, ships", [(1.01, False), (0.85, True)])
+def test_the_winner_of_a_timing_round_is_timed_again_beside_float_alone(again, ships):
+    """The fastest of several candidates' noisy ratios is biased low: the speed rule judges a second timing of
+    the winner beside float alone (here 0.90x in its round, then ``again``)."""
+    evaluation = _feeds(8, 2)
+    device_latency, calls = _scripted_device([0.90, again])
+    shipped, outcome = search(small_cnn(), target=load_target("host"),
+                              options=QuantizeOptions(mode="auto", speed_fallback=False, latency_budget_s=1.0),
+                              calibration=_feeds(16, 0), evaluation=evaluation, labels=None,
+                              timing_feeds=evaluation[0], device_latency=device_latency, device_name="board")
+    passing = [c for c in outcome.candidates if c.status == "ok"]
+    assert len(passing) > 1 and len(calls) == 2 and len(calls[0]) == len(passing) + 1
+    best = next(c for c in passing if c.latency_ratio == again)
+    assert calls[1] == sorted(["float", best.name])  # the winner alone beside float
+    assert "it won its round at 0.90x, timed again beside float alone" in outcome.reason
+    assert (shipped is not None) == ships and outcome.shipped == ("int8" if ships else "float")
+    if not ships:
+        assert "measured 1.010x of float" in outcome.reason, outcome.reason
