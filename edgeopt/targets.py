@@ -137,7 +137,6 @@ class KernelBandwidth(BaseModel):
     working_sets: list[BandwidthPoint] = []
 
 
-
 class EstimateError(BaseModel):
     """The relative error band of a target's static estimates (0.2: within ±20% of the measurement), with how it
     was found (analysis.validation)."""
