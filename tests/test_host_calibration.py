@@ -155,3 +155,19 @@ def test_a_cached_entry_within_the_drift_limit_is_used_and_an_old_one_gets_its_p
     (folder / calibrate.PROBE_FILE).unlink()  # an entry cached before probes existed: used, and probed now
     assert calibrate.host_for_estimates(load_target("host"), notes).peak_ops_per_s.fp32 > 1e8 and not notes.lines
     assert (folder / calibrate.PROBE_FILE).is_file()
+
+
+def test_an_entry_that_does_not_read_back_is_not_kept(fresh_cache, monkeypatch):
+    """A cache entry the reader refuses would be measured again on every use (15 s each): it is removed, and the
+    run still uses the figures it measured."""
+    import edgeopt.targets
+
+    monkeypatch.setattr(calibrate, "AUTO_SECONDS", 0.05)  # (short: what is checked is the caching)
+    monkeypatch.setattr(edgeopt.targets, "target_to_toml", lambda profile, header="": "name = [unclosed\n")
+    notes = Notes()
+    measured = calibrate.host_for_estimates(load_target("host"), notes)
+    assert measured.peak_ops_per_s.fp32 > 1e8 and measured.origin is None
+    (said,) = notes.lines
+    assert "not cached (the written entry does not read back:" in said
+    entry = fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key()
+    assert not (entry / "host.toml").exists()

@@ -198,7 +198,13 @@ def host_for_estimates(target: TargetProfile, events: Events | None = None) -> T
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, target_to_toml(profile, f"Measured automatically by edgeopt on {when} (first use on "
                                                         "this CPU); `edgeopt targets calibrate host` measures longer."))
+        read_target_file(path)  # an entry that does not read back would be measured again on every use
         _write_probe(path.parent)
+    except InputError as exc:
+        path.unlink(missing_ok=True)
+        events.note(f"host: measured this machine's peaks in {seconds:.1f} s for the estimates; not cached "
+                    f"(the written entry does not read back: {exc.message})")
+        return profile.model_copy(update={"origin": None})
     except OSError:
         pass  # an unwritable cache only costs the measurement next time
     events.note(f"host: measured this machine's peaks in {seconds:.1f} s for the estimates "
