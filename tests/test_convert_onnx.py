@@ -234,3 +234,44 @@ def test_the_shipped_model_carries_no_inferred_intermediate_shapes(cli, tmp_path
     assert len(simplified.graph.value_info) > 0  # what the test is about happened
     assert len(shipped.graph.value_info) == 0
     assert len(shipped.graph.node) == len(simplified.graph.node)
+
+
+def _declares_a_wrong_output_shape() -> onnx.ModelProto:
+    """ddddocr's recognizer in small: [T, B, 4] → flattened → MatMul → Reshape back to [T, B, -1] with a shape
+    computed from Shape(x); the graph declares its output [1, seqlen], which it is not. onnxslim folds that
+    Reshape's shape from the declaration and returns [1, T*B*3]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.random.default_rng(0).random((4, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array([-1, 4], np.int64), "flat"),
+             numpy_helper.from_array(np.array([-1], np.int64), "rest"),
+             numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0")]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["t"]), helper.make_node("Gather", ["s", "i1"], ["b"]),
+             helper.make_node("Unsqueeze", ["t", "axis0"], ["tu"]), helper.make_node("Unsqueeze", ["b", "axis0"], ["bu"]),
+             helper.make_node("Concat", ["tu", "bu", "rest"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "flat"], ["xf"]), helper.make_node("MatMul", ["xf", "W"], ["y2"]),
+             helper.make_node("Reshape", ["y2", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "B", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seqlen"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_wrong_declared_output_shape_does_not_cost_the_simplification(cli, tmp_path):
+    source = tmp_path / "declared.onnx"
+    onnx.save(_declares_a_wrong_output_shape(), str(source))
+    result = cli("convert", source, "-o", tmp_path / "out", "--dim", "T=5", "--dim", "B=2", "--json")
+    assert result.code == 0, result.stderr
+    stage = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "simplify")
+    # kept (not the unsimplified graph), simplified again without the declaration, and said so
+    assert stage["status"] == "ok" and stage["details"]["nodes_after"] <= stage["details"]["nodes_before"]
+    assert (tmp_path / "out" / "simplify.onnx").exists()
+    assert any("declared output/intermediate shapes contradict" in w for w in stage["warnings"])
+    assert all(check["passed"] for check in stage["parity"])
+    x = np.random.default_rng(1).random((7, 3, 4)).astype(np.float32)  # other sizes than the parity check's
+    (y,) = _run(tmp_path / "out" / "model.onnx", {"x": x})
+    (expected,) = _run(source, {"x": x})
+    assert y.shape == (7, 3, 3) and np.allclose(y, expected, atol=1e-6)

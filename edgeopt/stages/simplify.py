@@ -47,23 +47,64 @@ class SimplifyStage:
                 record.warnings.append(f"onnxslim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
                                        "kept the unsimplified graph")
                 return model
-            try:
-                simplified, fused = fuse_hard_activations(simplified)
-            except Exception as exc:  # noqa: BLE001 - a graph the matcher trips on keeps onnxslim's result
-                fused = {}
-                record.warnings.append(f"fusing hard activations failed ({type(exc).__name__}); kept onnxslim's graph")
+            simplified, fused = _fuse(simplified, record)
             try:
                 result = context.save_checked(record, "simplify", simplified, context.reference, parent=parent)
             except (VerificationError, ModelLoadError) as exc:
-                record.status = "fallback"
-                record.warnings.append(f"the simplified graph was rejected ({exc.message}); kept the unsimplified "
-                                       "graph")
                 context.forget("simplify")
                 record.outputs.clear()
-                return model
+                retried = _without_declared_shapes(model.proto)
+                result = None
+                if retried is not None:
+                    # onnxslim folds shapes from what the model declares; a declaration that contradicts what the
+                    # graph computes (ddddocr's recognizer declares [1, seqlen] and returns [24, 1, 8210]) makes
+                    # it fold a Reshape wrongly: simplified again with the declarations cleared
+                    try:
+                        simplified, fused = _fuse(simplify(retried), record)
+                        result = context.save_checked(record, "simplify", simplified, context.reference,
+                                                      parent=parent)
+                        record.status = "ok"
+                        record.parity = [check for check in record.parity if check.passed]
+                        record.warnings.append(
+                            f"onnxslim's first graph was rejected ({exc.message}): the model's declared output/"
+                            "intermediate shapes contradict what it computes; simplified again without them")
+                    except (VerificationError, ModelLoadError):
+                        context.forget("simplify")
+                        record.outputs.clear()
+                        result = None
+                    except Exception:  # noqa: BLE001 - onnxslim failing on the retry: the first rejection stands
+                        result = None
+                if result is None:
+                    record.status = "fallback"
+                    record.warnings.append(f"the simplified graph was rejected ({exc.message}); kept the "
+                                           "unsimplified graph")
+                    return model
             record.details = SimplifyDetails(nodes_before=len(model.proto.graph.node),
                                              nodes_after=len(simplified.graph.node), fused_activations=fused or None)
             return result
+
+
+def _fuse(model: onnx.ModelProto, record) -> tuple[onnx.ModelProto, dict[str, int]]:
+    try:
+        return fuse_hard_activations(model)
+    except Exception as exc:  # noqa: BLE001 - a graph the matcher trips on keeps onnxslim's result
+        record.warnings.append(f"fusing hard activations failed ({type(exc).__name__}); kept onnxslim's graph")
+        return model, {}
+
+
+def _without_declared_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy without the shapes the graph's outputs and value_info declare (dtypes kept), or None when it
+    declares none: what onnxslim then infers comes from the inputs and the ops alone."""
+    declared = [o for o in model.graph.output if o.type.tensor_type.HasField("shape")]
+    if not declared and not model.graph.value_info:
+        return None
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for output in copy.graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
+    del copy.graph.value_info[:]
+    return copy
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
