@@ -73,6 +73,8 @@ class SimplifyStage:
                         record.outputs.clear()
                         result = None
                     except Exception:  # noqa: BLE001 - onnxslim failing on the retry: the first rejection stands
+                        context.forget("simplify")
+                        record.outputs.clear()
                         result = None
                 if result is None:
                     record.status = "fallback"

@@ -16,8 +16,9 @@ Both become ops that onnxruntime does fuse into int8 kernels (QLinearAdd, QLinea
 - ``hardswish(x) = x * hardsigmoid(x)`` (alpha 1/6, beta 1/2): the gate above, then a QLinearMul.
 
 The gate's step is 1/255 of its range: HardSwish's output moves by at most |x|/510 before its own
-rounding (within 1.5 output steps of the float activation of the same int8 input, in the tests). The activation node's name moves to the node that makes its output, so
-``nodes_to_exclude`` (mixed precision, speed fallback) still finds it. Same model there: 7.5 → 5.3 ms.
+rounding (within 1.5 output steps of the float activation of the same int8 input, in the tests). The
+activation node's name moves to the node that makes its output, so ``nodes_to_exclude`` (mixed
+precision, speed fallback) still finds it. Same model there: 7.5 → 5.3 ms.
 """
 
 from __future__ import annotations
