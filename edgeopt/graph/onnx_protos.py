@@ -164,6 +164,16 @@ def iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
             yield from iter_graphs(sub)
 
 
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_2``, ``base_3``, ... whichever ``taken`` lacks first; it is added to ``taken``."""
+    name, index = base, 1
+    while name in taken:
+        index += 1
+        name = f"{base}_{index}"
+    taken.add(name)
+    return name
+
+
 def read_counts(graph: GraphProto) -> Counter[str]:
     """How often each name is read: by node inputs in ``graph`` and every nested subgraph (a body may read an
     outer tensor), and once more for each graph output that names it."""

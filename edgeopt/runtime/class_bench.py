@@ -272,18 +272,15 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
     model's dispatch overhead (``overhead_us`` per MatMul, as the estimate adds it apart) is taken out."""
     from edgeopt.targets import BandwidthPoint, KernelBandwidth
 
-    def cache(rate: float | None) -> float | None:
+    def less_dispatch(rate: float | None, nbytes: int, nodes: int = 1) -> float | None:
+        """A model's rate with its ``nodes`` MatMuls' dispatch overhead taken out."""
         if not rate:
             return None
-        seconds = CACHE_STREAM_BYTES / rate - CACHE_STREAM_NODES * overhead_us * 1e-6
-        return CACHE_STREAM_BYTES / seconds if seconds > 0 else rate
-
-    def single(rate: float | None, nbytes: int) -> float | None:
-        """A one-MatMul model's rate with its dispatch overhead taken out."""
-        if not rate:
-            return None
-        seconds = nbytes / rate - overhead_us * 1e-6
+        seconds = nbytes / rate - nodes * overhead_us * 1e-6
         return nbytes / seconds if seconds > 0 else rate
+
+    def cache(rate: float | None) -> float | None:
+        return less_dispatch(rate, CACHE_STREAM_BYTES, CACHE_STREAM_NODES)
 
     dram = rates.get(BANDWIDTH_PREFIX + "dram")
     if not dram:
@@ -294,7 +291,7 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
     points = [(CACHE_WEIGHT * CACHE_WEIGHT * 4, bandwidth.cache, bandwidth.cache_one_thread)]
     for size in WORKING_SET_WEIGHTS:
         key, nbytes = BANDWIDTH_PREFIX + f"weights_{size * size * 4 >> 20}mib", size * size * 4
-        points.append((nbytes, single(rates.get(key), nbytes), single(one_thread.get(key), nbytes)))
+        points.append((nbytes, less_dispatch(rates.get(key), nbytes), less_dispatch(one_thread.get(key), nbytes)))
     points.append((DRAM_WEIGHT * DRAM_WEIGHT * 4, bandwidth.dram, bandwidth.dram_one_thread))
     if any(rate is None for _, rate, _ in points):  # a device that could not time them: the cache sizes decide
         return bandwidth

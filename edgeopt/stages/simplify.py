@@ -48,11 +48,15 @@ class SimplifyStage:
                                        "kept the unsimplified graph")
                 return model
             simplified, fused = _fuse(simplified, record)
+
+            def discard() -> None:  # a rejected graph leaves no file behind
+                context.forget("simplify")
+                record.outputs.clear()
+
             try:
                 result = context.save_checked(record, "simplify", simplified, context.reference, parent=parent)
             except (VerificationError, ModelLoadError) as exc:
-                context.forget("simplify")
-                record.outputs.clear()
+                discard()
                 retried = _without_declared_shapes(model.proto)
                 result = None
                 if retried is not None:
@@ -68,14 +72,9 @@ class SimplifyStage:
                         record.warnings.append(
                             f"onnxslim's first graph was rejected ({exc.message}): the model's declared output/"
                             "intermediate shapes contradict what it computes; simplified again without them")
-                    except (VerificationError, ModelLoadError):
-                        context.forget("simplify")
-                        record.outputs.clear()
-                        result = None
-                    except Exception:  # noqa: BLE001 - onnxslim failing on the retry: the first rejection stands
-                        context.forget("simplify")
-                        record.outputs.clear()
-                        result = None
+                    except Exception:  # noqa: BLE001 - parity or onnxslim failing again: the first rejection stands
+                        discard()
+                        result = None  # (a failure after save_checked returned)
                 if result is None:
                     record.status = "fallback"
                     record.warnings.append(f"the simplified graph was rejected ({exc.message}); kept the "

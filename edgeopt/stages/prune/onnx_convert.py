@@ -29,6 +29,7 @@ from onnx import numpy_helper
 
 from edgeopt.data import InputSpec
 from edgeopt.errors import InputError
+from edgeopt.graph.onnx_protos import unique_name
 
 _ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow"}
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Sqrt": "sqrt", "Neg": "neg",
@@ -161,12 +162,7 @@ def _safe(name: str, taken: set[str]) -> str:
     base = re.sub(r"[^0-9a-zA-Z_]", "_", name).strip("_").lower() or "layer"
     if base[0].isdigit():
         base = f"n{base}"
-    candidate, n = base, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{base}_{n}"
-    taken.add(candidate)
-    return candidate
+    return unique_name(base, taken)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeopt.graph.onnx_protos import read_counts
+from edgeopt.graph.onnx_protos import read_counts, unique_name
 
 HARD_ACTIVATIONS = ("HardSwish", "HardSigmoid")
 _CODES = {onnx.TensorProto.UINT8: (np.uint8, 0, 255), onnx.TensorProto.INT8: (np.int8, -128, 127)}
@@ -68,12 +68,7 @@ def hard_activations_to_int8(model: onnx.ModelProto, *, exclude: Iterable[str] =
     taken = set(weights) | set(producers) | {i.name for i in graph.input} | {n.name for n in graph.node}
 
     def fresh(base: str) -> str:
-        name, index = base, 1
-        while name in taken:
-            index += 1
-            name = f"{base}_{index}"
-        taken.add(name)
-        return name
+        return unique_name(base, taken)
 
     def constant(base: str, value: np.ndarray) -> str:
         name = fresh(base)

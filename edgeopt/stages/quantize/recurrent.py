@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeopt.graph.onnx_protos import read_counts
+from edgeopt.graph.onnx_protos import read_counts, unique_name
 
 MS_DOMAIN = "com.microsoft"
 RECURRENT_OPS = ("LSTM",)
@@ -70,12 +70,7 @@ def quantize_lstms(model: onnx.ModelProto, *, exclude: Iterable[str] = (), reduc
     added: list[onnx.TensorProto] = []
 
     def fresh(base: str) -> str:
-        name, index = base, 1
-        while name in taken:
-            index += 1
-            name = f"{base}_{index}"
-        taken.add(name)
-        return name
+        return unique_name(base, taken)
 
     converted = []
     for node in nodes:
