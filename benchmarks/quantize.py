@@ -438,6 +438,8 @@ def describe_edgeopt(report: dict) -> tuple[str, list[str]]:
             parts.append(f"{c['quantized_nodes']}/{c['quantizable_nodes']} nodes int8")
         if c.get("float_nodes"):
             parts.append(f"{len(c['float_nodes'])} kept float")
+        if c.get("int8_activations"):
+            parts.append(f"{len(c['int8_activations'])} hard activations on int8 kernels")
         if worst is not None:
             parts.append(f"floor cos {worst:.4f}")
         if c.get("latency_ratio") is not None:

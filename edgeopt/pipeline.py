@@ -34,7 +34,7 @@ from edgeopt.fsutil import ensure_writable_dir, gzip_size, same_file
 from edgeopt.report.schema import Report, RunSummary
 from edgeopt.stages.common.cache import StageCache
 from edgeopt.stages.common.context import (
-    FINAL_MODEL, STAGE_FILES, Stage, StageContext, StageModel, graph_input_shapes, measure_cost,
+    FINAL_MODEL, STAGE_FILES, TFLITE_MODEL, Stage, StageContext, StageModel, graph_input_shapes, measure_cost,
 )
 from edgeopt.stages.device import DeviceStage
 from edgeopt.stages.export.step import ExportStage
@@ -226,9 +226,10 @@ def _publish(report: Report, context: StageContext, current: onnx.ModelProto, st
     for src in moves:
         os.replace(src, out_dir / src.name)
     # Intermediates of an earlier run that this run did not make would sit beside a
-    # report that never mentions them (an old int8 quantize.onnx next to a float model).
+    # report that never mentions them (an old int8 quantize.onnx next to a float model, an old
+    # model.tflite that `edgeopt gate` would then check).
     produced = {src.name for src in moves}
-    for name in STAGE_FILES.values():
+    for name in (*STAGE_FILES.values(), TFLITE_MODEL):
         for stale in (out_dir / name, out_dir / (name + ".data")):
             if stale.name not in produced and stale.is_file():
                 stale.unlink()

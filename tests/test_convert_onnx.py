@@ -215,8 +215,10 @@ def test_rerun_removes_stale_intermediates_and_outputs_are_readable(cli, conv_on
     out = tmp_path / "out"
     assert cli("convert", conv_onnx, "-o", out, "--quantize", "weights-only").code == 0
     assert (out / "quantize.onnx").exists()
+    (out / "model.tflite").write_bytes(b"an earlier run's --format tflite")
     assert cli("convert", conv_onnx, "-o", out).code == 0
     assert not (out / "quantize.onnx").exists()  # the new report does not mention it
+    assert not (out / "model.tflite").exists()  # nor this one, which `edgeopt gate` would check
     mode = stat.S_IMODE((out / "model.onnx").stat().st_mode)
     assert mode & 0o044  # group/other can read it (not mkstemp's 0600)
 

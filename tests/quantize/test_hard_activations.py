@@ -120,3 +120,19 @@ def test_activations_not_between_quantized_tensors_are_left_alone():
     model.graph.output[0].name = "act"
     rewritten, names = hard_activations_to_int8(model)
     assert names == [] and [n.op_type for n in rewritten.graph.node][-1] == "HardSwish"
+
+
+def test_each_candidate_records_the_activations_it_runs_on_int8_kernels():
+    from edgeopt.stages.quantize.search import QuantizeOptions, search
+    from edgeopt.targets import load_target
+
+    model, feeds = hardswish_cnn_model(), image_feeds(48)
+    every = ["hs1", "hs2", "se_gate", "hs3"]
+    _, outcome = search(model, target=load_target("host"), options=QuantizeOptions(
+        mode="static", measure_latency=False, techniques=False, overrides={"nodes_to_exclude": ["hs2"]}),
+        calibration=feeds[:32], evaluation=feeds[32:], timing_feeds=feeds[0])
+    ran = [c for c in outcome.candidates if c.status != "rejected"]
+    assert ran and all(c.int8_activations for c in ran)
+    for candidate in ran:
+        assert set(candidate.int8_activations) == set(every) - set(candidate.float_nodes), candidate.name
+        assert "hs2" not in candidate.int8_activations

@@ -40,7 +40,7 @@ from edgeopt.report.schema import Report
 from edgeopt.stages.common.parity import ParityCheck
 from edgeopt.stages.common.records import StageRecord
 from edgeopt.metrics.fidelity import DEFAULT_MIN_COSINE, OutputFidelity
-from edgeopt.stages.quantize.search import Candidate
+from edgeopt.stages.quantize.outcome import Candidate
 from edgeopt.stages.quantize.step import QuantizeDetails
 
 # --------------------------------------------------------------------------- sections
@@ -339,6 +339,9 @@ def _candidate_notes(candidate: Candidate, outputs: list[OutputFidelity]) -> lis
         notes.append(f"not shipped: {candidate.rejection}")
     if candidate.float_nodes:
         notes.append(f"kept in float ({len(candidate.float_nodes)}): {', '.join(candidate.float_nodes)}")
+    if candidate.int8_activations:
+        notes.append(f"HardSwish/HardSigmoid on int8 kernels ({len(candidate.int8_activations)}; onnxruntime has "
+                     f"none, rewritten as int8 Add/Mul): {', '.join(candidate.int8_activations)}")
     for metric in candidate.fidelity.metrics if candidate.fidelity else []:
         notes.append(f"{metric.output}: {metric.metric} {fixed_html(metric.score, 4)} "
                      f"(floor {metric.floor}, {'passes' if metric.passed else 'fails'})")

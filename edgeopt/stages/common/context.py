@@ -34,6 +34,8 @@ FINAL_MODEL = "model.onnx"
 # Intermediate files, named after the stage that wrote them (published beside OUT/model.onnx).
 STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "prune": "prune.onnx",
                "simplify": "simplify.onnx", "quantize": "quantize.onnx"}
+# What `--format tflite` publishes beside OUT/model.onnx (a later run without it removes an older one).
+TFLITE_MODEL = "model.tflite"
 
 
 @dataclass

@@ -151,3 +151,11 @@ def hard_activations_to_int8(model: onnx.ModelProto, *, exclude: Iterable[str] =
     for tensor in unread:  # a removed QuantizeLinear's scale (onnxruntime warns about unused initializers)
         graph.initializer.remove(tensor)
     return model, rewritten
+
+
+def int8_hard_activations(float_model: onnx.ModelProto, quant_model: onnx.ModelProto) -> list[str]:
+    """The float model's HardSwish/HardSigmoid nodes that ``quant_model`` runs on int8 kernels (rewritten by
+    :func:`hard_activations_to_int8`: their name now on the Add or Mul that makes their output)."""
+    rewritten = {node.name for node in quant_model.graph.node if node.op_type in ("Add", "Mul") and node.name}
+    return [node.name for node in float_model.graph.node
+            if node.op_type in HARD_ACTIVATIONS and node.name in rewritten]

@@ -18,11 +18,10 @@ from pathlib import Path
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
-from pydantic import BaseModel, ConfigDict
 
 from edgeopt.errors import InputError, VerificationError
 from edgeopt.formats.onnx import save_onnx
@@ -31,15 +30,14 @@ from edgeopt.stages.quantize.calibration import BatchSource, BatchStream, Statis
 from edgeopt.metrics.fidelity import Fidelity, FidelityRun, metric_floors
 from edgeopt.stages.quantize.names import compact_added_names, graph_names, without_value_info_size
 from edgeopt.stages.quantize.store import ModelStore
-from edgeopt.stages.quantize.mixed_precision import (MixedPrecisionStep, RevertEffect, keep_most_sensitive,
-                                                     revert_until_floor)
+from edgeopt.stages.quantize.mixed_precision import keep_most_sensitive, revert_until_floor
 from edgeopt.stages.quantize.techniques import BiasCorrection, choose_techniques
 from edgeopt.metrics import MetricHookError, MetricPlan
 from edgeopt.metrics.detection import image_size_of
-from edgeopt.stages.quantize.recipes import QuantizeMode, Recipe, candidate_recipes
+from edgeopt.stages.quantize.outcome import Candidate, QuantizeOptions, QuantizeOutcome
+from edgeopt.stages.quantize.recipes import Recipe, candidate_recipes
 from edgeopt.stages.quantize.sensitivity import ensure_node_names, exclusion_group, up_front_exclusions
 from edgeopt.stages.quantize.speed_fallback import (
-    SpeedTrial,
     int8_layers,
     keep_slow_layers_float,
     profile_node_costs,
@@ -53,76 +51,6 @@ from edgeopt.targets import TargetProfile
 
 # Latency ratios this close (relative) are the same speed: fidelity decides between them.
 SAME_SPEED = 0.03
-
-
-class QuantizeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: QuantizeMode = "auto"
-    min_cosine: float | None = None  # None: DEFAULT_MIN_COSINE where no task metric judges (Fidelity.meets)
-    min_top1: float | None = None
-    overrides: dict[str, Any] = {}
-    force_int8: bool = False
-    min_speedup: float = 0.05  # int8 ships where timed only when at least this much faster (speed_rule.py)
-    measure_latency: bool = True
-    threads: int = 1
-    latency_budget_s: float = 8.0
-    # {output or "*": metric spec} (metrics.py); unset outputs get the default for their shape.
-    metrics: dict[str, str] = {}
-    # Try SmoothQuant / cross-layer equalization / bias correction (kept only where the task metric gains).
-    techniques: bool = True
-    # Wall-time budget for ranking and reverting groups (mixed precision), for the whole search, and for
-    # the search up to the end of mixed precision (timing comes after): mixed precision gets what is left.
-    mixed_precision_budget_s: float = 180.0
-    search_budget_s: float = 240.0
-    # Where latency is measured: keep in float the layers whose int8 kernels are slower.
-    speed_fallback: bool = True
-    # Quantizer groups kept in float in every candidate by the SQNR ranking, whatever the floor says.
-    keep_float: int = 0
-
-
-class Candidate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    recipe: Recipe
-    reason: str
-    status: Literal["ok", "below-floor", "rejected"] = "ok"
-    rejection: str | None = None
-    size_bytes: int | None = None
-    size_ratio: float | None = None
-    quantized_nodes: int | None = None
-    quantizable_nodes: int | None = None
-    float_nodes: list[str] = []
-    kept_float_by_setting: list[str] = []  # --keep-float's groups (also in float_nodes)
-    mixed_precision: list[MixedPrecisionStep] = []
-    mixed_precision_ranking: list[RevertEffect] = []
-    mixed_precision_stop: str | None = None  # why reverting stopped
-    speed_fallback: list[SpeedTrial] = []
-    speed_fallback_suspects: list[str] = []  # layers its profile found slower in int8, worst first
-    fidelity: Fidelity | None = None
-    latency: LatencyStats | None = None
-    latency_ratio: float | None = None
-
-
-class QuantizeOutcome(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mode: str
-    target: str
-    chosen: str | None = None  # candidate name, None when the float model ships
-    shipped: Literal["int8", "float"] = "float"
-    reason: str = ""
-    candidates: list[Candidate] = []
-    float_latency: LatencyStats | None = None
-    latency_measured_on: str | None = None  # "host", a device's name, or None (not timed)
-    speed_fallback_profiled_on: str | None = None  # where the per-node ranking was profiled
-    float_size_bytes: int = 0
-    floor: dict[str, float | None] = {}
-    # Which metric judged each output, its floor, and why it was chosen.
-    metrics: list[dict[str, Any]] = []
-    prepare: dict[str, Any] = {}
-    warnings: list[str] = []
 
 
 Feeds = dict[str, np.ndarray]
@@ -430,7 +358,7 @@ def search(
                 source[0], (data, fidelity, rejection, coverage), recipe, candidate, eval_feeds, options.keep_float,
                 evaluate, progress)
         if coverage is not None:
-            candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
+            candidate.cover(coverage)
         if data is None:
             candidate.status, candidate.rejection = "rejected", rejection
             continue
@@ -591,7 +519,7 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
     del quantized_models[candidate.name]
     candidate.name, candidate.recipe, candidate.fidelity = recipe.name, recipe, fidelity
     candidate.float_nodes = list(recipe.nodes_to_exclude)
-    candidate.quantized_nodes, candidate.quantizable_nodes = coverage.quantized, coverage.total
+    candidate.cover(coverage)
     candidate.size_bytes = len(compact_added_names(data, graph_names(prepared)))
     candidate.size_ratio = round(candidate.size_bytes / outcome.float_size_bytes, 4)
     candidate.latency, candidate.latency_ratio = stats["int8"], round(stats["int8"].ratio_to_reference or 1.0, 4)

@@ -15,7 +15,7 @@ from edgeopt.stages.common.records import StageDetails, absent, register_details
 from edgeopt.stages.quantize.budget import MemoryBudget
 from edgeopt.stages.quantize.calibration import BatchStream
 from edgeopt.stages.quantize.recipes import recipe_target_of_device
-from edgeopt.stages.quantize.search import Candidate, QuantizeOutcome
+from edgeopt.stages.quantize.outcome import Candidate, QuantizeOutcome
 
 
 @register_details("quantize")

@@ -22,11 +22,11 @@ import numpy as np
 
 from edgeopt.errors import ExportError, InputError, VerificationError
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
-from edgeopt.stages.common.context import Reference, StageContext, StageModel
+from edgeopt.stages.common.context import TFLITE_MODEL, Reference, StageContext, StageModel
 from edgeopt.stages.common.records import StageDetails, register_details
 from edgeopt.stages.tflite.int8 import TfliteInt8
 
-TFLITE_FILE = "model.tflite"
+TFLITE_FILE = TFLITE_MODEL
 INSTALL_HINT = "pip install 'edgeopt[tflite-export]' (litert-torch; see the README on TFLite)"
 
 

@@ -21,6 +21,7 @@ from edgeopt.graph.onnx_protos import (
     op_key,
 )
 from edgeopt.analysis.summary import DYNAMIC_QUANT_OPS, WEIGHTS_ONLY_QUANT_OPS
+from edgeopt.stages.quantize.hard_activations import int8_hard_activations
 from edgeopt.stages.quantize.prepare.scopes import (
     COMPUTE_WEIGHT_SLOTS,
     MS_DOMAIN,
@@ -58,6 +59,7 @@ class QuantCoverage(Frozen):
     unquantized: list[str]  # float compute nodes left in float, by name
     by_op: dict[str, list[int]]  # op -> [quantized, total]
     nodes: list[NodeCoverage]
+    int8_activations: list[str] = []  # HardSwish/HardSigmoid on int8 kernels (hard_activations.py), by name
 
     @property
     def ratio(self) -> float:
@@ -220,4 +222,5 @@ def count_quantized_nodes(float_model: onnx.ModelProto, quant_model: onnx.ModelP
         unquantized=[r.name for r in rows if not r.quantized],
         by_op=dict(sorted(by_op.items())),
         nodes=rows,
+        int8_activations=int8_hard_activations(float_model, quant_model),
     )
