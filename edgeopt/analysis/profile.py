@@ -655,6 +655,12 @@ def static_profile(
             if cpu_profile.call_overhead_us is None and graph.format == "onnx":
                 assumptions.append(f"target '{cpu_profile.name}' states no call_overhead_us: the fixed cost of a "
                                    "call is not counted (`edgeopt targets calibrate` measures it)")
+            if graph.format != "onnx" and any(n.device == "cpu" and n.time_us for n in nodes):
+                # basic-pitch's nmp.tflite: 0.42x of LiteRT + XNNPACK's p50 on an AVX-512 host, 0.78x on AVX2
+                assumptions.append(f"CPU nodes priced with onnxruntime's figures (`targets calibrate` times "
+                                   f"onnxruntime kernels; edgeopt's defaults were measured with them): a {graph.format} "
+                                   "interpreter's kernels differ and no error band is validated for them; "
+                                   "`--measure` or `--ssh` gives its own numbers")
     # measured with onnxruntime: a TFLite interpreter's call is not priced with it
     call_us = cpu_profile.call_overhead_us if nodes_us is not None and graph.format == "onnx" else None
 
