@@ -128,6 +128,23 @@ def test_calibration_at_two_threads_measures_one_thread_too():
         min(1.5, one["class:conv.depthwise"] / single.fp32), abs=1e-4)
     assert profile.efficiency["conv.depthwise"] == pytest.approx(
         min(1.5, result.class_ops_per_s["class:conv.depthwise"] / profile.peak_ops_per_s.fp32), abs=1e-4)
+    # an int8 class is solved through the estimate (class_bench.refit_through_estimates): its own model priced at
+    # its measured time at each thread count, unless the estimate's other parts already reach that time (then
+    # the direct fit stays)
+    import onnx
+
+    from edgeopt.analysis.profile import static_profile
+    from edgeopt.runtime.class_bench import class_models
+
+    data, ops = class_models()["conv.1x1@int8"]
+    for threads, rates, table, peak in ((2, result.class_ops_per_s, profile.efficiency, profile.peak_ops_per_s.int8),
+                                        (1, one, profile.single_thread_efficiency, single.int8)):
+        priced = static_profile(onnx.load_from_string(data), profile, threads=threads).nodes_latency_ms
+        measured = ops / rates["class:conv.1x1@int8"] * 1000
+        if table["conv.1x1@int8"] == pytest.approx(min(1.5, rates["class:conv.1x1@int8"] / peak), abs=1e-4):
+            assert priced >= measured * 0.999, threads
+        else:
+            assert priced == pytest.approx(measured, rel=0.01), threads
 
 
 def test_memory_is_measured_by_phase_without_the_profiled_pass(tmp_path):

@@ -248,7 +248,8 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements
     (``where``: the SSH host they were taken on, when not this machine; ``device``: what it is)."""
     from edgeopt.analysis.profile import NODE_OVERHEAD_US
-    from edgeopt.runtime.class_bench import check_errors, fitted_efficiency, kernel_bandwidth
+    from edgeopt.runtime.class_bench import (check_errors, fitted_efficiency, kernel_bandwidth,
+                                               refit_through_estimates)
     from edgeopt.targets import EstimateError, PeakThroughput
 
     def peaks_of(rates: dict[str, float | None]) -> PeakThroughput | None:
@@ -305,6 +306,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })
+    profile = refit_through_estimates(profile, result.class_ops_per_s, result.single_thread_ops_per_s, result.threads)
     errors = check_errors(result.class_ops_per_s, profile, result.threads, result.call_best_s)
     if not errors:
         return profile

@@ -598,3 +598,41 @@ def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
     rows = static_profile(onnx.load_from_string(qdq_model("MatMul", weights, [16, 64], [16, 32])), target)
     assert rows.node("matmul").op_class is None
     assert rows.node("matmul").compute_time_us == pytest.approx(16 * 2 * 64 * 32 / (2e9 * 0.5) * 1e6)
+
+
+def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequantize_count_once():
+    """`targets calibrate` solves an int8 class's efficiency so that the estimate prices the class's reference model
+    (QuantizeLinear -> QDQ Conv -> DequantizeLinear) at its measured time: the Quantize/DequantizeLinear the
+    estimate prices apart by their element rates are not also inside the Conv's efficiency. Measured times are
+    made here from known efficiencies; the refit recovers the int8 ones at one thread and at all cores (throughput
+    over peak comes out lower) and leaves the fp32 and element keys as directly fitted."""
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency, refit_through_estimates
+
+    models = class_models()
+    truth = {"conv.1x1": 0.4, "conv.1x1@int8": 0.25, "conv.depthwise@int8": 0.03, "quantize": 0.02,
+             "dequantize": 0.03}
+    truth_one = {"conv.1x1": 0.8, "conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.05, "quantize": 0.04,
+                 "dequantize": 0.05}
+    actual = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 4e9, "int8": 8e9},
+                        single_thread_peak_ops_per_s={"fp32": 2e9, "int8": 4e9},
+                        efficiency=truth, single_thread_efficiency=truth_one)
+
+    def rates(threads: int) -> dict[str, float]:
+        """ops/s of each class model as this CPU would run it: its ops over the time the estimate gives."""
+        return {CLASS_PREFIX + key: models[key][1] / (static_profile(
+            onnx.load_from_string(models[key][0]), actual, threads=threads).nodes_latency_ms / 1000)
+            for key in truth}
+
+    full, one = rates(2), rates(1)
+    elements = ("quantize", "dequantize")  # as measured (their own chains): the int8 fit builds on them
+    direct = actual.model_copy(update={
+        "efficiency": {**fitted_efficiency(full, 4e9, 8e9), **{k: truth[k] for k in elements}},
+        "single_thread_efficiency": {**fitted_efficiency(one, 2e9, 4e9), **{k: truth_one[k] for k in elements}}})
+    assert direct.efficiency["conv.1x1@int8"] < 0.9 * truth["conv.1x1@int8"]  # what the refit is for
+    refit = refit_through_estimates(direct, full, one, threads=2)
+    for key in ("conv.1x1@int8", "conv.depthwise@int8"):
+        assert refit.efficiency[key] == pytest.approx(truth[key], rel=2e-3), key
+        assert refit.single_thread_efficiency[key] == pytest.approx(truth_one[key], rel=2e-3), key
+    for key in ("conv.1x1", "quantize", "dequantize"):
+        assert refit.efficiency[key] == direct.efficiency[key], key
+        assert refit.single_thread_efficiency[key] == direct.single_thread_efficiency[key], key
