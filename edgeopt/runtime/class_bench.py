@@ -284,9 +284,9 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
     the Conv's efficiency as well (the int8 classes' own models priced 31-47% over their measurement, an int8
     MobileNetV2 +35-41%). The fp32 classes keep the direct fit: what the estimate adds beside their nodes
     (NCHWc reorder copies at the copy bandwidth) is itself a modelled guess, which the direct fit absorbs
-    (refitted through it, a depthwise class was priced by its copies alone and real depthwise models fell
-    20-30% low). A class whose price does not move with its efficiency, or that the estimate's other parts
-    already price at or over its measurement, keeps the direct fit too."""
+    (refitted through it, the depthwise class was priced by its copies alone and real models fell 10-20
+    points: an orientation classifier +8% -> -20%). A class whose price does not move with its efficiency, or
+    that the estimate's other parts already price at or over its measurement, keeps the direct fit too."""
     import onnx
 
     from edgeopt.analysis.profile import static_profile
