@@ -1,7 +1,8 @@
 """Atomic file output: write to a temp file in the destination folder, then rename.
 
 A crash or Ctrl-C mid-write leaves at worst a hidden temp file, never a half-written
-output under the final name.
+output under the final name. Work folders are named after the process that made them, so the next
+run sweeps the ones a killed process left (``owned_temp_dir``).
 """
 
 from __future__ import annotations
@@ -114,3 +115,71 @@ def read_json(path: Path, what: str, hint: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", hint) from None
+
+
+# -- work folders a killed run leaves behind --------------------------------------------------------------------
+# A SIGKILL or a power cut runs none of our clean-up, and a run's work folder holds every intermediate model (in
+# OUT) or every unpacked calibration array (in the system temp folder). Such folders are named after the process
+# that made them, so the next run that makes one beside them removes those whose process is gone.
+KEPT_MARKER = ".kept"  # a folder kept on purpose (`--keep-failed`) is never swept
+
+
+def _host_tag() -> str:
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or nothing we can tell: leave it
+    return True
+
+
+def sweep_orphans(prefix: str, folder: Path | None = None) -> list[Path]:
+    """Remove the folders ``owned_temp_dir(prefix, folder)`` made in processes of this machine that no longer run
+    (unless kept on purpose); returns what it removed. Folders of other machines (a shared output folder) and
+    of live processes are left alone."""
+    import shutil
+
+    base = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(base.glob(prefix + "*"))
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        owner = entry.name[len(prefix):].split("-", 1)[0]
+        pid, _, tag = owner.partition(".")
+        if not (pid.isdigit() and tag == host and entry.is_dir() and not entry.is_symlink()):
+            continue
+        if _alive(int(pid)) or (entry / KEPT_MARKER).exists():
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def owned_temp_dir(prefix: str, folder: Path | None = None) -> Path:
+    """A new private folder (mkdtemp) named after this process and machine, in ``folder`` (default: the system
+    temp folder), after sweeping the ones killed processes left there."""
+    sweep_orphans(prefix, folder)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.{_host_tag()}-", dir=folder))
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str, folder: Path | None = None) -> Iterator[Path]:
+    """``owned_temp_dir``, removed when the block ends (as ``tempfile.TemporaryDirectory``; a killed process's
+    is swept by the next one that makes a folder with the same prefix)."""
+    import shutil
+
+    path = owned_temp_dir(prefix, folder)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -17,7 +17,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from edgeopt.errors import EdgeoptError, ModelLoadError, OutputError, Unsupporte
 from edgeopt.events import Events
 from edgeopt.formats.artifact import ModelArtifact, ModelFormat
 from edgeopt.formats.onnx import default_opset, load_onnx
-from edgeopt.fsutil import ensure_writable_dir, gzip_size, same_file
+from edgeopt.fsutil import KEPT_MARKER, ensure_writable_dir, gzip_size, owned_temp_dir, same_file
 from edgeopt.report.schema import Report, RunSummary
 from edgeopt.stages.common.cache import StageCache
 from edgeopt.stages.common.context import (
@@ -95,7 +94,7 @@ def convert(config: ConvertConfig, events: Events | None = None, command: list[s
     created = not out_dir.exists()
     ensure_writable_dir(out_dir)
     _refuse_overwriting_inputs(config, out_dir, source_path)
-    work_dir = Path(tempfile.mkdtemp(prefix=".edgeopt-run-", dir=out_dir))
+    work_dir = owned_temp_dir(".edgeopt-run-", out_dir)
     context = StageContext(config=config, work_dir=work_dir, events=events, records=report.stages, source=source,
                            source_path=source_path, source_format=fmt, device=_device(config))
     try:
@@ -106,6 +105,7 @@ def convert(config: ConvertConfig, events: Events | None = None, command: list[s
         result = _publish(report, context, model.proto, stages or STAGES, out_dir)
     except BaseException as exc:
         if isinstance(exc, EdgeoptError) and config.keep_failed and work_dir.exists():
+            (work_dir / KEPT_MARKER).touch()
             exc.hint = f"{exc.hint}; intermediate files kept in {work_dir}" if exc.hint else \
                 f"intermediate files kept in {work_dir}"
         else:

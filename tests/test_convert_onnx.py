@@ -277,3 +277,57 @@ def test_a_wrong_declared_output_shape_does_not_cost_the_simplification(cli, tmp
     (y,) = _run(tmp_path / "out" / "model.onnx", {"x": x})
     (expected,) = _run(source, {"x": x})
     assert y.shape == (7, 3, 3) and np.allclose(y, expected, atol=1e-6)
+
+
+def _killed_child_folder(code: str, env: dict | None = None) -> Path:
+    """Run ``code`` (which prints a folder and then waits) in a child Python, SIGKILL it once it has printed,
+    and return the folder it left: what a killed run leaves behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", code + "\nimport sys, time\nsys.stdout.flush()\ntime.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    folder = Path(child.stdout.readline().strip())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    return folder
+
+
+def test_a_killed_runs_work_folders_are_swept_by_the_next_run(cli, conv_onnx, tmp_path, monkeypatch):
+    """A SIGKILL runs none of our clean-up: the next run that makes a work folder removes the ones whose process
+    is gone, on this machine; a live process's, another machine's and one kept by --keep-failed stay."""
+    import tempfile
+
+    from edgeopt.data.sources import Scratch
+    from edgeopt.fsutil import KEPT_MARKER, owned_temp_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    make = f"from edgeopt.fsutil import owned_temp_dir\nf = owned_temp_dir('.edgeopt-run-', {str(out)!r})\n"
+    # (each new folder sweeps the dead ones made before it: the killed run's comes last)
+    live = owned_temp_dir(".edgeopt-run-", out)  # this process's: still running
+    kept = _killed_child_folder(make + f"(f / {KEPT_MARKER!r}).touch()\nprint(f)")
+    killed = _killed_child_folder(make + "(f / 'export.onnx').write_bytes(b'x' * 4096)\nprint(f)")
+    pid, _, rest = killed.name[len(".edgeopt-run-"):].partition(".")
+    elsewhere = out / f".edgeopt-run-{pid}.00000000-{rest.split('-', 1)[1]}"  # same pid, another machine
+    elsewhere.mkdir()
+    assert killed.is_dir() and (killed / "export.onnx").exists()
+    assert cli("convert", conv_onnx, "-o", out).code == 0
+    assert not killed.exists()
+    assert kept.is_dir() and live.is_dir() and elsewhere.is_dir()
+    assert len(list(out.glob(".edgeopt-run-*"))) == 3
+
+    # unpacked calibration data in the system temp folder: the next dataset that unpacks sweeps it
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    data = _killed_child_folder("import tempfile\nfrom edgeopt.data.sources import Scratch\ns = Scratch()\n"
+                                "s.new_file().write_bytes(b'x')\nprint(s.path)", env={"TMPDIR": str(temp)})
+    assert data.is_dir() and data.parent == temp
+    scratch = Scratch()
+    scratch.new_file()
+    assert not data.exists() and scratch.path.parent == temp
+    scratch.close()

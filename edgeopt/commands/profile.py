@@ -4,7 +4,6 @@ how the two compare."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from edgeopt.report.profile_schema import (  # noqa: F401 (the report's models, 
     ProfileReport,
 )
 from edgeopt.runtime.measure import Measurement, Upload
+from edgeopt.fsutil import temporary_folder
 
 def profile_model(
     path: Path,
@@ -87,7 +87,7 @@ def profile_model(
         priced.add(name, graph, target, host_cpu_of(target, targets_dir))
         # one asked thread count prices the estimate at it; otherwise at all cores, as deployed
         report.estimates[name] = priced.at(name, threads[0] if threads and len(threads) == 1 else None)
-    with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as tmp:
+    with temporary_folder("edgeopt-profile-") as tmp:
         samples_file, report.inputs = _write_samples(plan, dataset, max_input_samples, Path(tmp))
         runnable = _runnable_copy(path, view, Path(tmp))
         if not xnnpack:  # (a runner option, passed to the device runner with the SSH ones)

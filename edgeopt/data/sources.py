@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import InputError
+from edgeopt.fsutil import owned_temp_dir
 
 # Rows per pass (hashing, value checks, statistics) are sized to this many bytes: the pass's memory.
 SCAN_BYTES = 16 * 2**20
@@ -167,7 +167,7 @@ class Scratch:
 
     def new_file(self, suffix: str = ".bin") -> Path:
         if self.path is None:
-            self.path = Path(tempfile.mkdtemp(prefix="edgeopt-data-"))
+            self.path = owned_temp_dir("edgeopt-data-")  # a killed run's is swept by the next
             self._remove = weakref.finalize(self, shutil.rmtree, str(self.path), True)
         if self.closed:
             raise ValueError("this dataset was closed")

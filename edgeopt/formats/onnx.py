@@ -20,7 +20,7 @@ from onnx import TensorProto
 from edgeopt.errors import ExportError, InputError, ModelLoadError, OutputError, UnsafeInputError
 from edgeopt.formats.artifact import ModelFormat
 from edgeopt.formats.registry import FormatHandler
-from edgeopt.fsutil import atomic_path
+from edgeopt.fsutil import atomic_path, temporary_folder
 
 # protobuf refuses to serialise a message of 2 GiB or more into one buffer.
 PROTOBUF_LIMIT_BYTES = 2**31 - 1
@@ -259,9 +259,7 @@ def _save_with_external_data(model: onnx.ModelProto, path: Path) -> list[Path]:
     copy.CopyFrom(model)
     # Write the weights under a temp folder with their final file name, then move both
     # files into place: the data first, so the model never points at missing data.
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-save-", dir=path.parent) as tmp_dir:
+    with temporary_folder(".edgeopt-save-", path.parent) as tmp_dir:
         tmp_model = Path(tmp_dir) / path.name
         onnx.save_model(
             copy,

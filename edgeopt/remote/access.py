@@ -3,7 +3,6 @@ side-by-side latency, per-node kernel times and measurements, each with the run'
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from edgeopt.config.settings import DeviceConfig
 from edgeopt.events import Events
+from edgeopt.fsutil import temporary_folder
 
 
 class SshDevice:
@@ -50,7 +50,7 @@ class SshDevice:
         from edgeopt.remote.device import profile_over_ssh
         from edgeopt.stages.quantize.speed_fallback import node_costs
 
-        with tempfile.TemporaryDirectory(prefix="edgeopt-device-costs-") as tmp:
+        with temporary_folder("edgeopt-device-costs-") as tmp:
             path = model if isinstance(model, Path) else Path(tmp) / f"{label}.onnx"
             if not isinstance(model, Path):
                 path.write_bytes(model)
@@ -62,7 +62,7 @@ class SshDevice:
         """The runner's measurement of ``path`` on the device (a ``RemoteRun``)."""
         from edgeopt.remote.device import profile_over_ssh
 
-        with tempfile.TemporaryDirectory(prefix="edgeopt-device-inputs-") as tmp:
+        with temporary_folder("edgeopt-device-inputs-") as tmp:
             return profile_over_ssh(self.name, path, runs=self.settings.runs, threads=self.settings.threads,
                                     inputs=_inputs_file(Path(tmp), feeds), events=events, **self._options())
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from edgeopt.errors import InputError, RemoteError
 from edgeopt.formats.artifact import ModelFormat
 from edgeopt.formats.registry import sniff_format
 from edgeopt.events import Events
-from edgeopt.fsutil import sha256_file
+from edgeopt.fsutil import sha256_file, temporary_folder
 from edgeopt.remote.ssh import (
     DEFAULT_CONNECT_TIMEOUT_S,
     SshClient,
@@ -310,7 +309,7 @@ def profile_over_ssh(host: str, model_path: Path | str, *, runs: int = 50, warmu
                 argv += ["--state-pairs", json.dumps(state_pairs)]
         if profile_ops:
             argv.append("--profile")
-            with tempfile.TemporaryDirectory(prefix="edgeopt-op-models-") as folder:
+            with temporary_folder("edgeopt-op-models-") as folder:
                 op_models = write_op_models(model_path, Path(folder))
                 if op_models is not None:
                     stage("uploading the single-op models")
@@ -421,7 +420,6 @@ def compare_latency_over_ssh(host: str, models: dict[str, bytes | Path], feeds: 
     ratios of p50s, so drift (heat, other load) that hits a whole round cancels. Models are
     uploaded once into the device's cache. Returns ``LatencyStats`` by label."""
     import statistics
-    import tempfile
 
     import numpy as np
 
@@ -431,7 +429,7 @@ def compare_latency_over_ssh(host: str, models: dict[str, bytes | Path], feeds: 
     p50s: dict[str, list[float]] = {label: [] for label in labels}
     p90s: dict[str, list[float]] = {label: [] for label in labels}
     means: dict[str, list[float]] = {label: [] for label in labels}
-    with tempfile.TemporaryDirectory(prefix="edgeopt-device-latency-") as tmp:
+    with temporary_folder("edgeopt-device-latency-") as tmp:
         paths = {}
         for index, label in enumerate(labels):
             model = models[label]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from onnx import TensorProto, helper
 from edgeopt.errors import InputError
 from edgeopt.events import Events
 from edgeopt.formats.onnx import weightless_copy
+from edgeopt.fsutil import temporary_folder
 
 if TYPE_CHECKING:
     from onnxruntime.quantization.calibrate import TensorsData
@@ -450,7 +450,7 @@ def open_exposed_runner(model: onnx.ModelProto, outputs: dict[str, int], *, labe
 
     before = len(model.graph.output)
     existing = {o.name for o in model.graph.output}
-    with tempfile.TemporaryDirectory(prefix="edgeopt-session-") as folder:
+    with temporary_folder("edgeopt-session-") as folder:
         path = Path(folder) / "model.onnx"
         try:
             for name, elem in outputs.items():

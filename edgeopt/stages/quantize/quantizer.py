@@ -11,7 +11,6 @@ import importlib
 import inspect
 import io
 import logging
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from edgeopt.stages.quantize.calibration import (
 from edgeopt.stages.quantize.hard_activations import hard_activations_to_int8
 from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
 from edgeopt.stages.quantize.recurrent import RECURRENT_OPS, quantize_lstms
+from edgeopt.fsutil import temporary_folder
 
 
 @contextlib.contextmanager
@@ -81,7 +81,7 @@ def quantize(model: onnx.ModelProto, recipe: Recipe, calibration_batches: Calibr
     # LSTMs go to DynamicQuantizeLSTM below: named to onnxruntime's QDQ quantizer they would only get
     # fake-quantized weights around a float LSTM (onnxruntime 1.32).
     static_ops = [op for op in recipe.op_types if op not in RECURRENT_OPS] if recipe.op_types else None
-    with tempfile.TemporaryDirectory(prefix="edgeopt-quant-") as tmp:
+    with temporary_folder("edgeopt-quant-") as tmp:
         out = Path(tmp) / "quantized.onnx"
         with _quiet():
             if recipe.mode == "dynamic":

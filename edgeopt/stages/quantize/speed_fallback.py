@@ -12,7 +12,6 @@ Quantize pair that a float island adds is paid for in that measurement, not gues
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from edgeopt.events import Events
 from edgeopt.stages.quantize.recipes import COMPUTE_OPS, Recipe
 from edgeopt.stages.quantize.recurrent import RECURRENT_OPS
+from edgeopt.fsutil import temporary_folder
 
 MAX_TRIALS = 6
 # A trial must be at least this much faster than the current model (trial / current latency):
@@ -74,7 +74,7 @@ def profile_node_costs(model_bytes: bytes | Path, *, label: str, threads: int = 
     at the shapes the model will run at) when given, else on the runner's own inputs (free dims at 1)."""
     from edgeopt.runtime.measure import measure_locally
 
-    with tempfile.TemporaryDirectory(prefix="edgeopt-node-costs-") as tmp:
+    with temporary_folder("edgeopt-node-costs-") as tmp:
         path = model_bytes if isinstance(model_bytes, Path) else Path(tmp) / f"{label}.onnx"
         if not isinstance(model_bytes, Path):
             path.write_bytes(model_bytes)
