@@ -135,23 +135,22 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or nothing we can tell: leave it
+    except OSError:
+        return True  # someone else's process (PermissionError), or nothing we can tell: leave it
     return True
 
 
-def sweep_orphans(prefix: str, folder: Path | None = None) -> list[Path]:
+def sweep_orphans(prefix: str, folder: Path | None = None) -> None:
     """Remove the folders ``owned_temp_dir(prefix, folder)`` made in processes of this machine that no longer run
-    (unless kept on purpose); returns what it removed. Folders of other machines (a shared output folder) and
-    of live processes are left alone."""
+    (unless kept on purpose). Folders of other machines (a shared output folder) and of live processes are left
+    alone."""
     import shutil
 
     base = Path(folder) if folder is not None else Path(tempfile.gettempdir())
-    removed = []
     try:
         entries = list(base.glob(prefix + "*"))
     except OSError:
-        return removed
+        return
     host = _host_tag()
     for entry in entries:
         owner = entry.name[len(prefix):].split("-", 1)[0]
@@ -161,8 +160,6 @@ def sweep_orphans(prefix: str, folder: Path | None = None) -> list[Path]:
         if _alive(int(pid)) or (entry / KEPT_MARKER).exists():
             continue
         shutil.rmtree(entry, ignore_errors=True)
-        removed.append(entry)
-    return removed
 
 
 def owned_temp_dir(prefix: str, folder: Path | None = None) -> Path:

@@ -311,7 +311,8 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
                 return static_profile(graph, trial, threads=at).nodes_latency_ms or 0.0
 
             low, high = np.log(REFIT_RANGE[0]), np.log(REFIT_RANGE[1])
-            if priced(np.exp(low)) <= priced(np.exp(high)) * 1.0001 or priced(np.exp(high)) >= measured_ms:
+            at_high = priced(np.exp(high))
+            if priced(np.exp(low)) <= at_high * 1.0001 or at_high >= measured_ms:
                 continue
             for _ in range(REFIT_STEPS):
                 middle = (low + high) / 2

@@ -12,13 +12,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeopt.errors import EXIT_REMOTE, EdgeoptError, InputError, first_validation_error
+from edgeopt.fsutil import temporary_folder
 
 RUNNER_PATH = Path(__file__).with_name("device_runner.py")
 
@@ -197,24 +197,22 @@ def measure_locally(model_path: Path, *, runs: int = 50, warmup: int = 5, thread
     """Run the device runner here, in a child process with a clean memory baseline."""
     command = [sys.executable, str(RUNNER_PATH), str(model_path), "--runs", str(runs), "--warmup", str(warmup),
                "--threads", str(threads)]
-    folder = tempfile.TemporaryDirectory(prefix="edgeopt-op-models-")
-    if profile_ops:
-        command.append("--profile")
-        op_models = write_op_models(model_path, Path(folder.name))
-        if op_models is not None:
-            command += ["--op-models", str(op_models)]
     if inputs is not None:
         command += ["--inputs", str(inputs)]
     if not xnnpack:
         command.append("--no-xnnpack")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        raise MeasurementError(f"measuring {model_path.name} took longer than {timeout_s:.0f} s",
-                               "lower --runs or check the model") from None
-    finally:
-        folder.cleanup()
+    with temporary_folder("edgeopt-op-models-") as folder:
+        if profile_ops:
+            command.append("--profile")
+            op_models = write_op_models(model_path, folder)
+            if op_models is not None:
+                command += ["--op-models", str(op_models)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            raise MeasurementError(f"measuring {model_path.name} took longer than {timeout_s:.0f} s",
+                                   "lower --runs or check the model") from None
     if done.returncode not in (0, 3):
         raise MeasurementError(f"the measurement process died (exit {done.returncode}): "
                                f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}",
