@@ -91,20 +91,27 @@ class RuntimeMemory(BaseModel):
     interpreter_baseline_bytes: int | None = Field(None, ge=0)  # Python + numpy + the runtime imported
     session_fixed_bytes: int = Field(ge=0)  # a one-op model's session, loaded
     session_per_node_bytes: int = Field(0, ge=0)  # and what each further node adds to it (kernel, plan entries)
+    session_per_initializer_bytes: int = Field(0, ge=0)  # and each initializer beyond its data (tensor, name)
     first_run_bytes: int = Field(0, ge=0)  # what that session's first run sets up (arena chunks, buffers)
     # copies of a weight the runtime keeps once loaded, by the kind of the node reading it ("conv", "default")
     weight_copies: dict[str, float] = {}
-    # copies of a weight held at once while the session is created (parsed file, runtime copy, re-laid-out or
-    # pre-packed copy), by kind; a plain number is every kind's
+    # copies of a weight in memory at the load peak, by kind, as a process with the default allocator sees it:
+    # those held at once while the session is created (parsed file, runtime copy, re-laid-out or pre-packed
+    # copy) and what the allocator kept of the freed ones; a plain number is every kind's
     load_weight_copies: dict[str, float] = {"default": 2.0}
+    # the copies held at once alone, by kind: what a weight too large for glibc to keep costs (a buffer of 32 MiB
+    # or more is always mapped on its own and unmapped when freed); None: as load_weight_copies
+    load_weight_copies_held: dict[str, float] | None = None
     # kinds whose weights the runtime pre-packs one at a time: loading also holds the largest one's packed copy
     packed_one_at_a_time: tuple[str, ...] = ()
     arena_factor: float = Field(ge=0.0)  # activation arena / the liveness plan's peak
     source: str = ""
 
-    @field_validator("weight_copies", "load_weight_copies", mode="before")
+    @field_validator("weight_copies", "load_weight_copies", "load_weight_copies_held", mode="before")
     @classmethod
     def _copies_by_kind(cls, value):
+        if value is None:
+            return None
         if isinstance(value, (int, float)):
             value = {"default": float(value)}
         return {(key if key == "default" else kind_of_key(key)): factor for key, factor in value.items()}

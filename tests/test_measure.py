@@ -107,6 +107,12 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     else:
         assert memory.load_weight_copies["conv"] < 2
     assert memory.load_weight_copies["lstm"] > 1 and set(memory.packed_one_at_a_time) >= {"matmul", "lstm"}
+    # each initializer costs the session something apart from its data; int8 weights have factors of their own;
+    # loading as a user's process sees it (glibc's default allocator) holds at least the copies held at once
+    assert 64 < memory.session_per_initializer_bytes < 64 << 10
+    assert {"conv.int8", "matmul.int8"} <= set(memory.weight_copies) & set(memory.load_weight_copies)
+    held = memory.load_weight_copies_held
+    assert held is not None and all(memory.load_weight_copies[kind] >= factor - 0.05 for kind, factor in held.items())
 
 
 def test_calibration_at_two_threads_measures_one_thread_too():

@@ -3,20 +3,27 @@
 What a process running the model holds beyond its interpreter, in the parts the device runner measures
 (`runtime.measure.MemorySummary`):
 
-* **session**: what loading a one-op model adds (the runtime's session, kernel registry), and what each
-  further node adds (its kernel and plan entries); measured by `targets calibrate`.
+* **session**: what loading a one-op model adds (the runtime's session, kernel registry), what each
+  further node adds (its kernel and plan entries) and what each initializer adds beyond its data (its
+  tensor and name: 1.7 KiB on x86, which a QDQ model's scales and zero points make count); measured by
+  `targets calibrate`.
 * **weights as loaded**: each weight times the copies the runtime keeps of it once loaded, by the kind of
   the node that reads it (MatMul and LSTM weights are kept pre-packed; on x86 convolution weights in the
-  blocked NCHWc layout). Unlisted kinds keep one copy.
+  blocked NCHWc layout), and by its dtype where measured apart (``conv.int8``: an int8 kernel's weights).
+  Unlisted kinds keep one copy.
 * **first run**: what the session's first run sets up besides the activations.
 * **activation arena**: the liveness plan's peak times the arena factor: onnxruntime's arena holds the
   first run's allocations, and its memory pattern adds one planned block from the second run on.
 * **loading transient**: while the session is created, the parsed file, the runtime's copy and each
-  re-laid-out copy are held at once (``load_weight_copies``, by kind), plus the packed copy of the largest
-  weight the runtime pre-packs one at a time (MatMul, Gemm, LSTM), plus one more for a weight rewritten at
-  load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a Constant node turned into
-  an initializer). glibc keeps much of that memory after loading, and the run
-  reuses it, so the transient counts only where it exceeds what the run needs:
+  re-laid-out copy are held at once, and glibc's default allocator keeps part of what is freed meanwhile
+  (its dynamic mmap threshold rises to the size of the first large buffer freed, so later ones come from
+  the heap and stay): ``load_weight_copies``, by kind, measured as a user's process sees it (convolution
+  weights 3.5x on x86, 2.7x held at once). A weight of 32 MiB or more is always mapped alone and returned
+  when freed, so it counts only the copies held at once (``load_weight_copies_held``). Plus the packed copy
+  of the largest weight the runtime pre-packs one at a time (MatMul, Gemm, LSTM), plus one more for a
+  weight rewritten at load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a
+  Constant node turned into an initializer). The run reuses what loading freed, so the transient counts
+  only where it exceeds what the run needs:
 
     run need  = weights as loaded + first run + arena
     peak      = session + max(run need, load copies x weights)     (the measured ``peak_rss_increase_bytes``)
@@ -41,33 +48,50 @@ from edgeopt.targets import RuntimeMemory, TargetProfile
 __all__ = ["MemoryPart", "RuntimeMemoryEstimate", "default_runtime_memory", "estimate_runtime_memory"]
 
 MiB = 1 << 20
+# glibc's dynamic mmap threshold stops rising here on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX, mallopt(3)):
+# a buffer this large is always mapped on its own and unmapped when freed, so the allocator keeps none of it
+MAPPED_ALONE_BYTES = 32 * MiB
 
 # Measured with `runtime.microbench.memory_probe_models` (onnxruntime 1.32.0, CPU provider, one thread) on an
-# x86_64 AVX2 host (AMD EPYC, 2026-12-03): the one-op session 9.5 MiB, 3.1 KiB more per node, its first run
-# 0.3 MiB; once loaded, one copy of each weight; while loading, convolution weights 2.7x (parsed,
-# NCHWc-reordered and runtime copies), MatMul 1.2x and LSTM 1.0x plus the packed copy of the largest
-# (pre-packed one weight at a time); a Sigmoid/Add chain's arena 2.1x its planned peak.
+# x86_64 host with AVX-512 VNNI (Intel Xeon, 2026-12-05): the one-op session 9.4 MiB, 3.2 KiB more per node
+# and 1.7 KiB per initializer, its first run 0.3 MiB; once loaded, one copy of each fp32 weight, 1.2x of an
+# int8 convolution's and 1.1x of an int8 MatMul's; while loading, as glibc's default allocator leaves it,
+# convolution weights 3.5x (held at once: 2.7x, the parsed, NCHWc-reordered and runtime copies), MatMul
+# 1.5x (1.2x) and LSTM 1.5x (1.0x) plus the packed copy of the largest (pre-packed one weight at a time), int8
+# convolutions 2.1x (1.4x), int8 MatMuls 1.8x (1.0x) plus the largest; a Sigmoid/Add chain's arena 2.1x its
+# planned peak. The held-at-once figures are those an AVX2 host (AMD EPYC) measured on 2026-12-03.
 PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
-    session_fixed_bytes=int(9.5 * MiB), session_per_node_bytes=3200, first_run_bytes=int(0.3 * MiB),
-    weight_copies={"default": 1.0},
-    load_weight_copies={"default": 2.0, "conv": 2.7, "matmul": 1.2, "fully_connected": 1.2, "lstm": 1.0,
-                        "gru": 1.0, "rnn": 1.0},
+    session_fixed_bytes=int(9.4 * MiB), session_per_node_bytes=3200, session_per_initializer_bytes=1700,
+    first_run_bytes=int(0.3 * MiB),
+    weight_copies={"default": 1.0, "conv.int8": 1.2, "matmul.int8": 1.1, "fully_connected.int8": 1.1},
+    load_weight_copies={"default": 2.0, "conv": 3.5, "matmul": 1.5, "fully_connected": 1.5, "lstm": 1.5,
+                        "gru": 1.5, "rnn": 1.5, "conv.int8": 2.1, "matmul.int8": 1.8, "fully_connected.int8": 1.8},
+    load_weight_copies_held={"default": 2.0, "conv": 2.7, "matmul": 1.2, "fully_connected": 1.2, "lstm": 1.0,
+                             "gru": 1.0, "rnn": 1.0, "conv.int8": 1.4, "matmul.int8": 1.0,
+                             "fully_connected.int8": 1.0},
     packed_one_at_a_time=PACKED_KINDS,
     arena_factor=2.1,
     source="edgeopt's defaults for onnxruntime's CPU provider on x86_64 (measured by its memory probes)")
 # aarch64 wheels of onnxruntime are built without the NCHWc convolution layout (MLAS_USE_ARM_NEON_NCHWC is a
 # build option). The same probes on aarch64 (onnxruntime 1.32.0 under qemu user-mode emulation, the test
-# suite's emulated board, 2026-12-03): loading holds convolution weights 1.0x, MatMul 1.3x, LSTM 1.5x (1.0x
-# each plus the largest pre-packed one). The session sizes measured there include the emulator's own memory,
-# so the x86 figures stand for them.
+# suite's emulated board, 2026-12-05): once loaded, fp32 weights 1.0x, int8 convolutions 2.3x and int8 MatMuls
+# 1.7x; while loading with the default allocator, convolution weights 1.0x, MatMul 1.25x, LSTM 1.5x, int8
+# convolutions 3.15x and int8 MatMuls 2.4x (held at once: 1.0x, 1.0x, 1.0x, 2.5x, 1.65x), each plus the
+# largest pre-packed one. The session and arena sizes measured there include the emulator's own memory, so
+# the x86 figures stand for them.
+ARM_INT8_KEPT = {"conv.int8": 2.3, "matmul.int8": 1.7, "fully_connected.int8": 1.7}
 ARM_ONNXRUNTIME = X86_ONNXRUNTIME.model_copy(update={
-    "load_weight_copies": {**X86_ONNXRUNTIME.load_weight_copies, "conv": 1.0, "matmul": 1.0, "fully_connected": 1.0},
+    "weight_copies": {"default": 1.0, **ARM_INT8_KEPT},
+    "load_weight_copies": {"default": 2.0, "conv": 1.0, "matmul": 1.25, "fully_connected": 1.25, "lstm": 1.5,
+                           "gru": 1.5, "rnn": 1.5, "conv.int8": 3.15, "matmul.int8": 2.4,
+                           "fully_connected.int8": 2.4},
+    "load_weight_copies_held": {"default": 2.0, "conv": 1.0, "matmul": 1.0, "fully_connected": 1.0, "lstm": 1.0,
+                                "gru": 1.0, "rnn": 1.0, "conv.int8": 2.5, "matmul.int8": 1.65,
+                                "fully_connected.int8": 1.65},
     "source": "edgeopt's defaults for onnxruntime's CPU provider on aarch64 (weight copies from its memory probes "
               "on an emulated aarch64 board, session sizes from x86); `edgeopt targets calibrate T --ssh HOST` "
               "measures the device"})
-
-
 class MemoryPart(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -149,12 +173,17 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     kept = _copies(readers, graph.weights, runtime.weight_copies)
     held = _copies(readers, graph.weights, runtime.load_weight_copies)
     rewritten = rewritten_at_load(graph)
+    held_alone = _copies(readers, graph.weights, runtime.load_weight_copies_held or runtime.load_weight_copies)
     weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items())))
-    loading = int(round(sum(sizes[name] * (factor + (name in rewritten)) for name, factor in held.items())))
+    # a weight glibc maps on its own is returned when freed: only the copies held at once count for it
+    loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]
+                                          + (name in rewritten)) for name in held)))
     loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
     arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant")
-    session = runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)
+    initializers = len(graph.weights)
+    session = (runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)
+               + runtime.session_per_initializer_bytes * initializers)
     first_run = runtime.first_run_bytes
     run_need = weights_loaded + first_run + arena
     transient = max(0, loading - run_need)
@@ -162,7 +191,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     load_peak = session + max(weights_loaded, loading)
     peak = session + run_need + transient
     parts = [
-        MemoryPart(key="session", label=f"session (runtime, kernel registry; {nodes} nodes)", bytes=session),
+        MemoryPart(key="session", label=f"session (runtime, kernel registry; {nodes} nodes, {initializers} "
+                                        "initializers)", bytes=session),
         MemoryPart(key="weights", label=f"weights as loaded ({weights_loaded / max(weights, 1):.2f}x the "
                                         "file's: pre-packed and re-laid-out copies)" if weights else
                    "weights as loaded", bytes=weights_loaded),

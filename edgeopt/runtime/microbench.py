@@ -112,6 +112,32 @@ def op_stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[i
                        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, y_shape or x_shape)], inits)
 
 
+def qdq_stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int], **attrs: Any) -> bytes:
+    """:func:`op_stack` in QDQ form (as :func:`qdq_model`): each op between u8 activations, its own s8 weight
+    with one scale per output channel; onnxruntime runs each as its int8 kernel."""
+    rng = np.random.default_rng(0)
+    axis = 1 if op == "MatMul" else 0
+    reduce = tuple(a for a in range(len(weight_shape)) if a != axis)
+    shape = [1] * len(weight_shape)
+    shape[axis] = -1
+    nodes, inits = _qdq("x", 8.0 / 255, 128, TensorProto.UINT8)
+    previous = "x_dq"
+    for index in range(count):
+        weights = rng.standard_normal(weight_shape).astype(np.float32)
+        scale = (np.abs(weights).max(axis=reduce) / 127).astype(np.float32)
+        quantized = np.clip(np.round(weights / scale.reshape(shape)), -127, 127).astype(np.int8)
+        w, y = f"w{index}", f"y{index}"
+        inits += [numpy_helper.from_array(quantized, w), numpy_helper.from_array(scale, f"{w}_scale"),
+                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{w}_zp")]
+        y_nodes, y_inits = _qdq(y, 8.0 / 255, 128, TensorProto.UINT8)
+        nodes += [helper.make_node("DequantizeLinear", [w, f"{w}_scale", f"{w}_zp"], [f"{w}_dq"], axis=axis),
+                  helper.make_node(op, [previous, f"{w}_dq"], [y], **attrs), *y_nodes]
+        inits += y_inits
+        previous = f"{y}_dq"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, x_shape)], inits)
+
+
 def _chain(count: int, shape: list[int]) -> bytes:
     nodes, previous = [], "x"
     for index in range(count):
@@ -120,6 +146,17 @@ def _chain(count: int, shape: list[int]) -> bytes:
         previous = f"a{index}"
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                   [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)], [])
+
+
+def _constant_chain(count: int, shape: list[int]) -> bytes:
+    """``count`` Adds in a chain, each of its own one-value initializer."""
+    nodes, inits, previous = [], [], "x"
+    for index in range(count):
+        inits.append(numpy_helper.from_array(np.full([1], index, np.float32), f"c{index}"))
+        nodes.append(helper.make_node("Add", [previous, f"c{index}"], [f"a{index}"]))
+        previous = f"a{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)], inits)
 
 
 def _lstm(hidden: int, steps: int) -> bytes:
@@ -132,53 +169,78 @@ def _lstm(hidden: int, steps: int) -> bytes:
 
 
 def memory_probe_models() -> dict[str, bytes]:
-    """What `runtime_memory_from_probes` reads: a one-op session and one of a thousand nodes; convolution,
-    MatMul and LSTM weights (9, 16 and 18 MiB); an activation chain (three 3 MiB tensors live at once)."""
+    """What `runtime_memory_from_probes` reads: a one-op session, one of a thousand nodes and one of five
+    hundred nodes with an initializer each; convolution,
+    MatMul and LSTM weights (9, 16 and 18 MiB), int8 convolution and MatMul weights (2.3 and 4 MiB, QDQ); an
+    activation chain (three 3 MiB tensors live at once)."""
     return {
         "session": _chain(1, [1, 4]),
         "nodes": _chain(PROBE_NODES // 2, [1, 4]),
+        "initializers": _constant_chain(PROBE_NODES // 2, [1, 4]),
         "conv": op_stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
         "matmul": op_stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
         "lstm": _lstm(768, 4),
+        "conv_int8": qdq_stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
+        "matmul_int8": qdq_stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
         "arena": _chain(10, [1, 64, 112, 112]),
     }
 
 
 PROBE_NODES = 1000
-PACKED_PROBES = ("matmul", "lstm")  # onnxruntime pre-packs their weights, one at a time
-WEIGHT_PROBES = {"conv": ("conv",), "matmul": ("matmul", "fully_connected"), "lstm": ("lstm", "gru", "rnn")}
+PACKED_PROBES = ("matmul", "lstm", "matmul_int8")  # onnxruntime pre-packs their weights, one at a time
+# the weight probes and the (kind or kind.dtype) keys of the copies tables they set
+WEIGHT_PROBES = {"conv": ("conv",), "matmul": ("matmul", "fully_connected"), "lstm": ("lstm", "gru", "rnn"),
+                 "conv_int8": ("conv.int8",), "matmul_int8": ("matmul.int8", "fully_connected.int8")}
 
 
 def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -> RuntimeMemory | None:
     """The runtime memory factors (targets.RuntimeMemory) from the probes' RSS increases; None if any is missing.
 
     The device runner loads the probes with glibc told to return freed large buffers at once
-    (MALLOC_MMAP_THRESHOLD_), so their load peaks count the copies a session holds at once rather than what
-    the allocator happened to keep."""
+    (MALLOC_MMAP_THRESHOLD_), so the copies kept once loaded are what the session holds rather than what the
+    allocator happened to keep (that slack is reused by the run). The weight probes' load peaks are taken as a
+    user's process sees them, with glibc's default allocator, whose dynamic mmap threshold keeps part of what
+    loading freed (where a device runner before version 8 did not measure that, the held copies stand)."""
     from edgeopt.analysis.memory import liveness_plan
     from edgeopt.graph.build import build_graph
 
     models = {name: onnx.load_from_string(data) for name, data in memory_probe_models().items()}
-    if set(models) - set(probes):
+    # not in calibrations before runner 8: the fp32 kinds' factors stand, initializers cost nothing apart
+    optional = {"conv_int8", "matmul_int8", "initializers"}
+    if set(models) - optional - set(probes):
         return None
     session, arena = probes["session"], probes["arena"]
 
     def copies(name: str, phase: str) -> float:
-        """The probe's weights held in ``phase`` beyond the one-op session, as a multiple of its file's; while
+        """The probe's weights held in ``phase`` beyond the one-op session, as a multiple of its file's (its
+        weights alone: a QDQ probe's scales and zero points are the activations' and a few bytes); while
         loading, a pre-packed probe's largest weight (its packed copy) is set apart."""
-        sizes = [numpy_helper.to_array(t).nbytes for t in models[name].graph.initializer]
-        packed = max(sizes) if phase == "load_peak" and name in PACKED_PROBES else 0
+        sizes = [numpy_helper.to_array(t).nbytes for t in models[name].graph.initializer if len(t.dims) > 1]
+        packed = max(sizes) if phase != "after_load" and name in PACKED_PROBES else 0
         return round(max(1.0, (probes[name][phase] - session["after_load"] - packed) / sum(sizes)), 2)
 
     planned = liveness_plan(build_graph(models["arena"])).peak_activation_bytes
     first_run = max(0, session["run_peak"] - session["after_load"])
-    kept = {kind: copies(probe, "after_load") for probe, kinds in WEIGHT_PROBES.items() for kind in kinds}
-    held = {kind: copies(probe, "load_peak") for probe, kinds in WEIGHT_PROBES.items() for kind in kinds}
+    per_node = max(0, (probes["nodes"]["after_load"] - session["after_load"]) // (PROBE_NODES - 2))
+    per_initializer = 0
+    if "initializers" in probes:  # its nodes' share set apart: a QDQ model has one or two initializers per node
+        count = PROBE_NODES // 2
+        per_initializer = max(0, (probes["initializers"]["after_load"] - session["after_load"]
+                                  - per_node * (count - 1)) // count)
+    measured_probes = {probe: kinds for probe, kinds in WEIGHT_PROBES.items() if probe in probes}
+    kept = {kind: copies(probe, "after_load") for probe, kinds in measured_probes.items() for kind in kinds}
+    held = {kind: copies(probe, "load_peak") for probe, kinds in measured_probes.items() for kind in kinds}
+    # a user's process: glibc's default allocator keeps part of what loading freed (runner 8 on)
+    by_default = {kind: copies(probe, "default_allocator_load_peak") for probe, kinds in measured_probes.items()
+                  if "default_allocator_load_peak" in probes[probe] for kind in kinds}
     return RuntimeMemory(
         interpreter_baseline_bytes=session["baseline"], session_fixed_bytes=session["after_load"],
-        session_per_node_bytes=max(0, (probes["nodes"]["after_load"] - session["after_load"]) // (PROBE_NODES - 2)),
-        first_run_bytes=first_run, weight_copies=kept, load_weight_copies={"default": 2.0, **held},
-        packed_one_at_a_time=tuple(kind for probe in PACKED_PROBES for kind in WEIGHT_PROBES[probe]),
+        session_per_node_bytes=per_node, session_per_initializer_bytes=per_initializer,
+        first_run_bytes=first_run, weight_copies=kept,
+        load_weight_copies={"default": 2.0, **held, **by_default},
+        load_weight_copies_held={"default": 2.0, **held} if by_default else None,
+        # by the reading kernel's kind (an int8 MatMul's is matmul)
+        packed_one_at_a_time=tuple(kind for probe in PACKED_PROBES for kind in WEIGHT_PROBES[probe] if "." not in kind),
         arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / planned), 2),
         source=source)
 
@@ -204,8 +266,8 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5, checks:
     from edgeopt.runtime.class_bench import bundle_items
 
     models += bundle_items(budget_s / 3, checks)
-    probes = [{"name": name, "model_b64": base64.b64encode(data).decode("ascii")}
-              for name, data in memory_probe_models().items()]
+    probes = [{"name": name, "model_b64": base64.b64encode(data).decode("ascii"),
+               "default_allocator": name in WEIGHT_PROBES} for name, data in memory_probe_models().items()]
     return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models,
             "memory_probes": probes, "call_model_b64": base64.b64encode(call_model()).decode("ascii")}
 

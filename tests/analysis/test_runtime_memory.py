@@ -170,3 +170,52 @@ def test_the_profile_carries_the_estimate_and_the_gate_figure():
     (ram,) = profile.fits
     assert ram.required_bytes == 1555 and "interpreter" in ram.contents
     assert static_profile(relu, load_target("rpi4b")).runtime_memory.source.startswith("edgeopt's defaults")
+
+
+def qdq_conv(channels: int) -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv(DQ(int8 weight, per-channel scale and zero point)) -> Q/DQ -> y: the int8 weight is read
+    by an int8 Conv (the kernel its DequantizeLinear is fused into)."""
+    w = numpy_helper.from_array(np.ones((channels, channels, 1, 1), np.int8), "w")
+    inits = [w, numpy_helper.from_array(np.full(channels, 0.1, np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(channels, np.int8), "w_zp"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(128, np.uint8), "x_zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"]),
+             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zp"], ["w_dq"], axis=0),
+             helper.make_node("Conv", ["x_dq", "w_dq"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "x_scale", "x_zp"], ["c_q"]),
+             helper.make_node("DequantizeLinear", ["c_q", "x_scale", "x_zp"], ["y"])]
+    return model(nodes, [vi("x", [1, channels, 2, 2])], [vi("y", [1, channels, 2, 2])], inits)
+
+
+def test_an_int8_weight_takes_its_kinds_int8_factor_where_measured():
+    # 64x64 int8 weight (4096 B), its per-channel scale (256 B) and zero point (64 B), the activations' scalar
+    # scale and zero point (4 B + 1 B), all read by the int8 Conv the Q/DQ nodes are fused into: 3 copies where
+    # "conv.int8" is measured, the fp32 convolution's 5 where it is not
+    runtime = RUNTIME.model_copy(update={"weight_copies": {"conv": 5.0, "conv.int8": 3.0}})
+    assert parts(estimate(qdq_conv(64), runtime))["weights"] == (4096 + 256 + 64 + 5) * 3
+    fp32_only = runtime.model_copy(update={"weight_copies": {"conv": 5.0}})
+    assert parts(estimate(qdq_conv(64), fp32_only))["weights"] == (4096 + 256 + 64 + 5) * 5
+
+
+def test_each_initializer_adds_to_the_session():
+    # the QDQ Conv: 6 nodes (10 B each after the first), 5 initializers (100 B each)
+    runtime = RUNTIME.model_copy(update={"session_per_initializer_bytes": 100})
+    assert parts(estimate(qdq_conv(4), runtime))["session"] == 500 + 10 * 5 + 100 * 5
+    assert parts(estimate(qdq_conv(4)))["session"] == 500 + 10 * 5
+
+
+def test_a_weight_glibc_maps_alone_is_held_only_as_often_as_at_once():
+    # MatMul weights of 32 MiB (2048x4096 fp32) and 4 MiB (1024x1024): the default allocator's 3 copies
+    # for the small one, the 2 held at once for the one glibc maps and unmaps alone
+    nodes = [helper.make_node("MatMul", ["x", "big"], ["h"]), helper.make_node("MatMul", ["h", "small"], ["y"])]
+    two = model(nodes, [vi("x", [1, 2048])], [vi("y", [1, 1024])],
+                [weight("big", (2048, 4096)), weight("small", (4096, 1024))])
+    runtime = RUNTIME.model_copy(update={"weight_copies": {}, "load_weight_copies": {"matmul": 3.0},
+                                         "load_weight_copies_held": {"matmul": 2.0}})
+    big, small = 32 << 20, 16 << 20
+    assert estimate(two, runtime).load_peak_increase_bytes == 500 + 10 + big * 2 + small * 3
+    # no held copies measured (a calibration before runner 8): every weight as the default allocator keeps it
+    legacy = runtime.model_copy(update={"load_weight_copies_held": None})
+    assert estimate(two, legacy).load_peak_increase_bytes == 500 + 10 + (big + small) * 3
