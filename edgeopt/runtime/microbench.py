@@ -170,9 +170,9 @@ def _lstm(hidden: int, steps: int) -> bytes:
 
 def memory_probe_models() -> dict[str, bytes]:
     """What `runtime_memory_from_probes` reads: a one-op session, one of a thousand nodes and one of five
-    hundred nodes with an initializer each; convolution,
-    MatMul and LSTM weights (9, 16 and 18 MiB), int8 convolution and MatMul weights (2.3 and 4 MiB, QDQ); an
-    activation chain (three 3 MiB tensors live at once)."""
+    hundred nodes with an initializer each; convolution, MatMul and LSTM weights (9, 16 and 18 MiB), int8
+    convolution and MatMul weights (2.3 and 4 MiB, QDQ); an activation chain (three 3 MiB tensors live at
+    once)."""
     return {
         "session": _chain(1, [1, 4]),
         "nodes": _chain(PROBE_NODES // 2, [1, 4]),
