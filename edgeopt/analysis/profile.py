@@ -97,7 +97,7 @@ class NodeProfile(_Frozen):
     domain: str
     kind: str = ""  # the op kind targets price (graph.kinds); "" in reports written before kinds
     role: Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
-    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions; "integer" (dynamic int8)
+    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions; "integer_u8" (dynamic int8)
     fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
     device: Literal["cpu", "accelerator"]
     execution_dtype: str | None  # "fp32", "fp16", "int8", ... ("int64" for shape arithmetic)

@@ -141,11 +141,16 @@ def recurrent_steps(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> i
 
 def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
     """"depthwise", "narrow" (under 4 output channels per group), "thin" (4 to 15), "1x1" or None (dense) for a
-    Conv; "integer" for the kernels of dynamic quantization (ConvInteger, MatMulInteger: im2col and a u8 GEMM,
-    no blocked layout); "row" for a matrix product of one row (batch-1 fully connected layers: a GEMV, whose int8
-    kernel pays per output column); a target may state "conv.depthwise", "matmul.row@int8" and so on."""
+    Conv; "integer_u8" / "integer_s8" for the kernels of dynamic quantization (ConvInteger, MatMulInteger: im2col
+    and an integer GEMM, no blocked layout) by their weights' type, which picks the kernel (measured on an
+    AVX-512 VNNI host: a ConvInteger with s8 weights 4.5x slower than with u8, a MatMulInteger 6x faster),
+    "integer" where that type is unknown; "row" for a matrix product of one row (batch-1 fully connected
+    layers: a GEMV, whose int8 kernel pays per output column); a target may state "conv.depthwise",
+    "matmul.row@int8" and so on."""
     if node.op_type in ("ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
-        return "integer"
+        weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        suffix = {"uint8": "_u8", "int8": "_s8"}.get(weight.dtype if weight is not None else None, "")
+        return "integer" + suffix
     if node.op_type in _ROW_PRODUCTS and node.input:
         first = shapes.get(node.input[0])
         rows = first.shape[:-1] if first is not None and first.shape else None

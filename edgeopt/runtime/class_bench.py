@@ -6,14 +6,16 @@ on held-out models.
   one small weight again and again (cache), at one thread and at the asked count;
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a
   Conv with 8 outputs, one with a single output, an LSTM; depthwise and 1x1 in int8 QDQ too, and a one-row int8
-  MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``). Each class's
+  MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); dynamic quantization's
+  ConvInteger and MatMulInteger with u8 and with s8 weights (``conv.integer_u8@int8``, ...). Each class's
   efficiency is its throughput over the peak of its dtype, both measured at the same thread count; an int8
   class's is then solved through the estimate (``refit_through_estimates``), which prices the Quantize and
   DequantizeLinear around the Conv apart. Written into the target's ``efficiency`` table (``conv.depthwise``,
   ``conv.depthwise@int8``, ...) in place of edgeopt's x86-measured defaults;
 - one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, HardSwish,
-  Tanh, Erf, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear): output elements per second,
-  written into ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``); the estimate also
+  Tanh, Erf, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear): output
+  elements per second, written into ``efficiency`` as a fraction of the fp32 peak under the kind's name
+  (``gelu``); the estimate also
   prices an activation fused into a Conv at its kind's rate (each element is still computed);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
   with the fitted profile: their largest relative error becomes the target's ``estimate_error.latency`` when the
@@ -47,6 +49,25 @@ def _lstm(seq: int, inputs: int, hidden: int) -> bytes:
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [seq, 1, 1, hidden])], [w, r])
 
 
+def _dynamic_int8(op: str, weight_dtype: Any, weight_shape: tuple[int, ...], x_shape: list[int],
+                  y_shape: list[int], **attrs: Any) -> bytes:
+    """One ConvInteger or MatMulInteger as onnxruntime's dynamic quantization writes it: the activation quantized
+    at run time (DynamicQuantizeLinear), the integer op over stored ``weight_dtype`` weights, its int32 result
+    cast to float and scaled."""
+    rng = np.random.default_rng(11)
+    low, high, zero = (0, 256, 128) if weight_dtype == np.uint8 else (-127, 128, 0)
+    inits = [numpy_helper.from_array(rng.integers(low, high, weight_shape).astype(weight_dtype), "w"),
+             numpy_helper.from_array(np.array(zero, weight_dtype), "w_zp"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "w_scale")]
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["x_q", "x_scale", "x_zp"]),
+             helper.make_node(op, ["x_q", "w", "x_zp", "w_zp"], ["acc"], **attrs),
+             helper.make_node("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x_scale", "w_scale"], ["scale"]),
+             helper.make_node("Mul", ["acc_f", "scale"], ["y"])]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+
+
 def _ops(data: bytes) -> int:
     """2 x the MACs edgeopt's own count gives the model: a fitted efficiency then prices exactly what it counts."""
     import onnx
@@ -70,6 +91,13 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.1x1@int8": qdq_model("Conv", pw_weights, [1, 128, 28, 28], [1, 128, 28, 28]),
         # a batch-1 fully connected layer in int8: a GEMV whose kernel pays per output column beyond its weights
         "matmul.row@int8": qdq_model("MatMul", _weights((1024, 1024), 9), [1, 1024], [1, 1024]),
+        # dynamic quantization's integer kernels, whose speed turns on the weights' type (`quantize_dynamic`
+        # writes s8 by default, older exports u8)
+        **{f"conv.integer_{tag}@int8": _dynamic_int8("ConvInteger", dtype, (64, 64, 3, 3), [1, 64, 28, 28],
+                                                     [1, 64, 28, 28], pads=[1] * 4)
+           for tag, dtype in (("u8", np.uint8), ("s8", np.int8))},
+        **{f"matmul.integer_{tag}@int8": _dynamic_int8("MatMulInteger", dtype, (512, 2048), [16, 512], [16, 2048])
+           for tag, dtype in (("u8", np.uint8), ("s8", np.int8))},
     }
     fitted = {key: (data, _ops(data)) for key, data in models.items()}
     return {**fitted, **element_models()}
@@ -108,6 +136,15 @@ def _fan_out(op: str, count: int) -> bytes:
                        inits)
 
 
+def _dynamic_quantize_fan_out(count: int) -> bytes:
+    """``count`` DynamicQuantizeLinear nodes side by side over one float map, each quantized map a graph output."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], [f"y{index}", f"s{index}", f"z{index}"])
+             for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.UINT8, ELEMENT_SHAPE)
+                        for index in range(count)], [])
+
+
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
@@ -128,6 +165,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "quantize": (_fan_out("QuantizeLinear", ELEMENT_CHAIN), elements),
         # its one QuantizeLinear is counted as a fifth element-op: the rates of the two are alike
         "dequantize": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
+        # a min/max pass, then the quantization: dynamic quantization's activations
+        "dynamic_quantize": (_dynamic_quantize_fan_out(ELEMENT_CHAIN), elements),
     }
 
 

@@ -610,9 +610,11 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
 
     models = class_models()
     truth = {"conv.1x1": 0.4, "conv.1x1@int8": 0.25, "conv.depthwise@int8": 0.03, "quantize": 0.02,
-             "dequantize": 0.03}
+             "dequantize": 0.03, "conv.integer_u8@int8": 0.15, "matmul.integer_s8@int8": 0.9,
+             "dynamic_quantize": 0.01}
     truth_one = {"conv.1x1": 0.8, "conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.05, "quantize": 0.04,
-                 "dequantize": 0.05}
+                 "dequantize": 0.05, "conv.integer_u8@int8": 0.2, "matmul.integer_s8@int8": 1.2,
+                 "dynamic_quantize": 0.02}
     actual = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 4e9, "int8": 8e9},
                         single_thread_peak_ops_per_s={"fp32": 2e9, "int8": 4e9},
                         efficiency=truth, single_thread_efficiency=truth_one)
@@ -624,15 +626,44 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
             for key in truth}
 
     full, one = rates(2), rates(1)
-    elements = ("quantize", "dequantize")  # as measured (their own chains): the int8 fit builds on them
+    elements = ("quantize", "dequantize", "dynamic_quantize")  # as measured (their own chains): the int8 fit builds on them
     direct = actual.model_copy(update={
         "efficiency": {**fitted_efficiency(full, 4e9, 8e9), **{k: truth[k] for k in elements}},
         "single_thread_efficiency": {**fitted_efficiency(one, 2e9, 4e9), **{k: truth_one[k] for k in elements}}})
     assert direct.efficiency["conv.1x1@int8"] < 0.9 * truth["conv.1x1@int8"]  # what the refit is for
     refit = refit_through_estimates(direct, full, one, threads=2)
-    for key in ("conv.1x1@int8", "conv.depthwise@int8"):
+    for key in ("conv.1x1@int8", "conv.depthwise@int8", "conv.integer_u8@int8", "matmul.integer_s8@int8"):
         assert refit.efficiency[key] == pytest.approx(truth[key], rel=2e-3), key
         assert refit.single_thread_efficiency[key] == pytest.approx(truth_one[key], rel=2e-3), key
     for key in ("conv.1x1", "quantize", "dequantize"):
         assert refit.efficiency[key] == direct.efficiency[key], key
         assert refit.single_thread_efficiency[key] == direct.single_thread_efficiency[key], key
+
+
+def test_dynamic_quantizations_integer_kernels_are_priced_by_their_weights_type():
+    """ConvInteger and MatMulInteger (what `quantize_dynamic` writes) run kernels whose speed turns on the weights'
+    type: calibration measures ``conv.integer_u8@int8``, ``conv.integer_s8@int8`` and the MatMul pair apart, and
+    DynamicQuantizeLinear (a min/max pass, then the quantization) by its own element rate."""
+    from edgeopt.runtime.class_bench import class_models
+
+    models = class_models()
+    target = cpu_target(peak_ops_per_s={"fp32": 1e9, "int8": 4e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency={"conv@int8": 0.9, "matmul@int8": 0.9, "conv.integer_u8@int8": 0.2,
+                                    "conv.integer_s8@int8": 0.05, "matmul.integer_u8@int8": 0.1,
+                                    "matmul.integer_s8@int8": 0.8, "dynamic_quantize": 0.01})
+    expected = {"conv.integer_u8@int8": ("ConvInteger", "integer_u8", 0.2),
+                "conv.integer_s8@int8": ("ConvInteger", "integer_s8", 0.05),
+                "matmul.integer_u8@int8": ("MatMulInteger", "integer_u8", 0.1),
+                "matmul.integer_s8@int8": ("MatMulInteger", "integer_s8", 0.8)}
+    for key, (op_type, op_class, efficiency) in expected.items():
+        profile = static_profile(onnx.load_from_string(models[key][0]), target)
+        (kernel,) = [node for node in profile.nodes if node.op_type == op_type]
+        assert kernel.op_class == op_class and kernel.efficiency == efficiency, key
+        assert kernel.compute_time_us == pytest.approx(2 * kernel.macs / (4e9 * efficiency) * 1e6), key
+        (quantize,) = [node for node in profile.nodes if node.op_type == "DynamicQuantizeLinear"]
+        elements = 64 * 28 * 28 if op_type == "ConvInteger" else 16 * 512
+        assert quantize.compute_time_us == pytest.approx(elements / (1e9 * 0.01) * 1e6), key
+    # weights of another type (or unknown) keep the plain int8 figures
+    plain = static_profile(onnx.load_from_string(models["conv.integer_u8@int8"][0]),
+                           cpu_target(peak_ops_per_s={"fp32": 1e9, "int8": 4e9}, efficiency={"conv@int8": 0.9}))
+    assert plain.node(next(n.name for n in plain.nodes if n.op_type == "ConvInteger")).efficiency == 0.9
