@@ -58,6 +58,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.analysis.broadcast import BROADCASTING_OPS, span_count
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic, resolve_alias
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.tflite_memory import estimate_tflite_memory
@@ -118,6 +119,9 @@ class NodeProfile(_Frozen):
     # layout copies the runtime adds around this node (onnxruntime's NCHWc reorders on x86), in time_us
     layout_copy_bytes: int = 0
     layout_copy_us: float = 0.0
+    # runs of onnxruntime's broadcasting loop (analysis.broadcast) beyond the first, priced in compute_time_us
+    broadcast_spans: int = 0
+    broadcast_span_us: float = 0.0
 
     @property
     def bytes_total(self) -> int:
@@ -461,6 +465,31 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
     return elements / (fig.peaks.fp32 * rate), rate
 
 
+# The efficiency-table key of the cost of one run of a broadcasting loop: runs per second as a fraction of the fp32
+# peak, measured by calibration (runtime.class_bench.element_models); unpriced where a target states none.
+BROADCAST_SPAN_KEY = "broadcast_span"
+
+
+def _add_span_time(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], fig: _Figures) -> None:
+    """A broadcasting elementwise op on the CPU pays per run of its loop beyond the first (analysis.broadcast)."""
+    rate = fig.owner_efficiency().get(BROADCAST_SPAN_KEY)
+    if facts["op_type"] not in BROADCASTING_OPS or facts["domain"] not in ("", "ai.onnx") or not rate or \
+            facts["device"] != "cpu" or not fig.peaks.fp32:
+        return
+    node = graph.nodes[facts["index"]]
+    shapes = [graph.tensors[name].shape if name in graph.tensors else None for name in node.inputs[:2]]
+    spans = span_count(*shapes) if len(shapes) == 2 else None
+    if not spans or spans <= 1:
+        return
+    extra_us = (spans - 1) / (fig.peaks.fp32 * rate) * 1e6
+    times.update(broadcast_spans=spans, broadcast_span_us=extra_us)
+    before = max(times["compute_time_us"], times["memory_time_us"])
+    times["compute_time_us"] += extra_us
+    times["time_us"] += max(times["compute_time_us"], times["memory_time_us"]) - before
+    if times["compute_time_us"] >= times["memory_time_us"]:
+        times["bound"] = "compute"
+
+
 def _output_elements(graph: Graph, index: int) -> int | None:
     """The element count of a node's largest output (None when no output's shape is known)."""
     counts = [math.prod(tensor.shape) for name in graph.nodes[index].outputs
@@ -594,6 +623,7 @@ def static_profile(
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
             times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))
+            _add_span_time(times, graph, facts, fig)
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

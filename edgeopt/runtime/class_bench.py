@@ -12,6 +12,8 @@ on held-out models.
   class's is then solved through the estimate (``refit_through_estimates``), which prices the Quantize and
   DequantizeLinear around the Conv apart. Written into the target's ``efficiency`` table (``conv.depthwise``,
   ``conv.depthwise@int8``, ...) in place of edgeopt's x86-measured defaults;
+- the cost of one run of onnxruntime's broadcasting loop (``broadcast_span``: Muls of a ``[1,C,H,1]`` map by one
+  value, which it walks one element at a time; analysis.broadcast);
 - one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, HardSwish,
   Tanh, Erf, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear): output
   elements per second, written into ``efficiency`` as a fraction of the fp32 peak under the kind's name
@@ -107,6 +109,9 @@ def class_models() -> dict[str, tuple[bytes, int]]:
 # element): four in a chain over a map that stays in L2, each priced per output element.
 ELEMENT_SHAPE = [1, 32, 56, 56]
 ELEMENT_CHAIN = 4
+SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
+# keys solved through the estimate (refit_through_estimates) beside the int8 classes
+THROUGH_ESTIMATE = ("broadcast_span",)
 
 
 def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
@@ -167,6 +172,9 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "dequantize": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
         # a min/max pass, then the quantization: dynamic quantization's activations
         "dynamic_quantize": (_dynamic_quantize_fan_out(ELEMENT_CHAIN), elements),
+        # Muls of a [1,C,H,1] map by one value, which onnxruntime's broadcasting loop walks one element at a
+        # time (analysis.broadcast): per run of the loop, solved through the estimate beside the Mul's own rate
+        "broadcast_span": (op_stack("Mul", ELEMENT_CHAIN, (1,), SPAN_SHAPE), ELEMENT_CHAIN * int(np.prod(SPAN_SHAPE))),
     }
 
 
@@ -321,7 +329,8 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
     An int8 class's model is QuantizeLinear -> Conv/MatMul in QDQ -> DequantizeLinear, and the estimate prices
     that Quantize and Dequantize by their own measured element rates: throughput over peak put them inside
     the Conv's efficiency as well (the int8 classes' own models priced 31-47% over their measurement, an int8
-    MobileNetV2 +35-41%). The fp32 classes keep the direct fit: what the estimate adds beside their nodes
+    MobileNetV2 +35-41%). The cost of a broadcasting loop's run (``broadcast_span``) is solved the same way: its
+    model's Muls are also priced by their elements. The fp32 classes keep the direct fit: what the estimate adds beside their nodes
     (NCHWc reorder copies at the copy bandwidth) is itself a modelled guess, which the direct fit absorbs
     (refitted through it, the depthwise class was priced by its copies alone and real models fell 10-20
     points: an orientation classifier +8% -> -20%). A class whose price does not move with its efficiency, or
@@ -337,7 +346,7 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
     models = class_models()
     for field, at, measured_rates in tables:
         table = dict(getattr(profile, field))
-        for key in [k for k in models if k.endswith("@int8")]:
+        for key in [k for k in models if k.endswith("@int8") or k in THROUGH_ESTIMATE]:
             rate = measured_rates.get(CLASS_PREFIX + key)
             if not rate or key not in table:
                 continue
