@@ -15,7 +15,7 @@ on held-out models.
 - the cost of one run of onnxruntime's broadcasting loop (``broadcast_span``: Muls of a ``[1,C,H,1]`` map by one
   value, which it walks one element at a time; analysis.broadcast);
 - one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, HardSwish,
-  Tanh, Erf, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear): output
+  Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear): output
   elements per second, written into ``efficiency`` as a fraction of the fp32 peak under the kind's name
   (``gelu``); the estimate also
   prices an activation fused into a Conv at its kind's rate (each element is still computed);
@@ -150,6 +150,16 @@ def _dynamic_quantize_fan_out(count: int) -> bytes:
                         for index in range(count)], [])
 
 
+def _unary_fan_out(op: str, count: int, positive: bool = False) -> bytes:
+    """``count`` ``op`` nodes side by side over one map (of its absolute values where ``positive``: a Log of the
+    standard-normal inputs would be NaN for half of them), each a graph output."""
+    nodes = [helper.make_node("Abs", ["x"], ["source"])] if positive else []
+    nodes += [helper.make_node(op, ["source" if positive else "x"], [f"y{index}"]) for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, ELEMENT_SHAPE)
+                        for index in range(count)], [])
+
+
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
@@ -162,6 +172,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
         "tanh": (_unary_chain("Tanh", ELEMENT_CHAIN), elements),
         "erf": (_unary_chain("Erf", ELEMENT_CHAIN), elements),
+        "exp": (_unary_fan_out("Exp", ELEMENT_CHAIN), elements),
+        "log": (_unary_fan_out("Log", ELEMENT_CHAIN, positive=True), elements),
         # onnxruntime's Gelu (what it fuses Erf-based GELU into; ONNX's own Gelu runs alike)
         "gelu": (_unary_chain("Gelu", ELEMENT_CHAIN, domain="com.microsoft"), elements),
         "softmax": (_unary_chain("Softmax", ELEMENT_CHAIN, axis=-1), elements),

@@ -26,7 +26,7 @@ RECIPE = 20  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   16: weight bandwidths at 4 and 16 MiB working sets; 17: int8 class efficiencies solved through the estimate;
 #   18: int8 weight probes, weight probes' load peaks with glibc's default allocator; 19: dynamic quantization's
 #   ConvInteger/MatMulInteger classes by weight type, DynamicQuantizeLinear's element rate; 20: the broadcasting
-#   loop's cost per run)
+#   loop's cost per run, Exp and Log element rates)
 
 
 # Other work's share of all cores during the measurement above which it is used for this run but not
