@@ -59,6 +59,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.broadcast import BROADCASTING_OPS, span_count
+from edgeopt.analysis.conv_depth import DEPTH_ANCHORS, depth_factor, shallow_k0
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic, resolve_alias
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.tflite_memory import estimate_tflite_memory
@@ -490,6 +491,32 @@ def _add_span_time(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any]
         times["bound"] = "compute"
 
 
+def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], fig: _Figures) -> None:
+    """An int8 convolution shallower than its family's reference runs slower (analysis.conv_depth), where the
+    target measured the family's shallow model."""
+    anchor = DEPTH_ANCHORS.get(facts["op_class"]) if facts["op_type"] in ("Conv", "QLinearConv") else None
+    if anchor is None or facts["execution_dtype"] != "int8" or facts["device"] != "cpu" or \
+            not times["compute_time_us"] or not times["efficiency"]:
+        return
+    reference_depth, shallow_key, shallow_depth = anchor
+    table = fig.owner_efficiency()
+    shallow, reference = table.get(shallow_key), _efficiency(table, "conv", facts["op_class"], "int8")
+    k0 = shallow_k0(reference, shallow, reference_depth, shallow_depth) if shallow and reference else None
+    node = graph.nodes[facts["index"]]
+    weight = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    if k0 is None or weight is None or weight.shape is None or len(weight.shape) < 3:
+        return
+    factor = depth_factor(math.prod(weight.shape[1:]), reference_depth, k0)
+    if factor >= 1.0:
+        return
+    before = max(times["compute_time_us"], times["memory_time_us"])
+    times["compute_time_us"] /= factor
+    times["efficiency"] *= factor
+    times["time_us"] += max(times["compute_time_us"], times["memory_time_us"]) - before
+    if times["compute_time_us"] >= times["memory_time_us"]:
+        times["bound"] = "compute"
+
+
 def _output_elements(graph: Graph, index: int) -> int | None:
     """The element count of a node's largest output (None when no output's shape is known)."""
     counts = [math.prod(tensor.shape) for name in graph.nodes[index].outputs
@@ -624,6 +651,7 @@ def static_profile(
             fig = figures[facts["device"]]
             times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))
             _add_span_time(times, graph, facts, fig)
+            _apply_depth(times, graph, facts, fig)
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

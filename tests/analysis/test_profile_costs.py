@@ -611,10 +611,12 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
     models = class_models()
     truth = {"conv.1x1": 0.4, "conv.1x1@int8": 0.25, "conv.depthwise@int8": 0.03, "quantize": 0.02,
              "dequantize": 0.03, "conv.integer_u8@int8": 0.15, "matmul.integer_s8@int8": 0.9,
-             "dynamic_quantize": 0.01, "mul": 0.02, "broadcast_span": 0.002}
+             "dynamic_quantize": 0.01, "mul": 0.02, "broadcast_span": 0.002, "conv": 0.5,
+             "conv.shallow@int8": 0.05}
     truth_one = {"conv.1x1": 0.8, "conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.05, "quantize": 0.04,
                  "dequantize": 0.05, "conv.integer_u8@int8": 0.2, "matmul.integer_s8@int8": 1.2,
-                 "dynamic_quantize": 0.02, "mul": 0.03, "broadcast_span": 0.003}
+                 "dynamic_quantize": 0.02, "mul": 0.03, "broadcast_span": 0.003, "conv": 0.6,
+                 "conv.shallow@int8": 0.07}
     actual = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 4e9, "int8": 8e9},
                         single_thread_peak_ops_per_s={"fp32": 2e9, "int8": 4e9},
                         efficiency=truth, single_thread_efficiency=truth_one)
@@ -623,18 +625,18 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
         """ops/s of each class model as this CPU would run it: its ops over the time the estimate gives."""
         return {CLASS_PREFIX + key: models[key][1] / (static_profile(
             onnx.load_from_string(models[key][0]), actual, threads=threads).nodes_latency_ms / 1000)
-            for key in truth}
+            for key in truth if key in models}
 
     full, one = rates(2), rates(1)
     # as measured (their own chains): the int8 and per-run fits build on them
-    elements = ("quantize", "dequantize", "dynamic_quantize", "mul")
+    elements = ("quantize", "dequantize", "dynamic_quantize", "mul", "conv")
     direct = actual.model_copy(update={
         "efficiency": {**fitted_efficiency(full, 4e9, 8e9), **{k: truth[k] for k in elements}},
         "single_thread_efficiency": {**fitted_efficiency(one, 2e9, 4e9), **{k: truth_one[k] for k in elements}}})
     assert direct.efficiency["conv.1x1@int8"] < 0.9 * truth["conv.1x1@int8"]  # what the refit is for
     refit = refit_through_estimates(direct, full, one, threads=2)
     for key in ("conv.1x1@int8", "conv.depthwise@int8", "conv.integer_u8@int8", "matmul.integer_s8@int8",
-                "broadcast_span"):
+                "broadcast_span", "conv.shallow@int8"):
         assert refit.efficiency[key] == pytest.approx(truth[key], rel=2e-3), key
         assert refit.single_thread_efficiency[key] == pytest.approx(truth_one[key], rel=2e-3), key
     for key in ("conv.1x1", "quantize", "dequantize"):

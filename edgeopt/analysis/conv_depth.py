@@ -1,0 +1,45 @@
+"""How an int8 convolution's speed falls with its reduction depth (input channels per group x kernel area).
+
+onnxruntime's int8 convolutions run a GEMM over ``depth`` products per output (packed in blocks the VNNI/dot-product
+instructions take four at a time): a shallow one, as a network's RGB stem, spends most of its time outside the
+products. Measured on an AVX-512 VNNI host (onnxruntime 1.32.0, one thread, a 3x3 Conv with its Q/DQ, 64x64 maps):
+at 3, 8, 16, 32 and 64 input channels (depth 27 to 576) int8 ran 54, 186, 296, 406 and 621 GOPS; fp32 110, 141,
+181, 189 and 216, so only int8 is modelled here.
+
+The rate is modelled as ``depth / (depth + k0)`` of a limit, fixed by two measurements per kernel family: the
+family's reference model (a 64-channel 3x3 Conv, depth 576; the 1x1 class's 128 channels) and a shallow one
+(``conv.shallow@int8``: 3 input channels, depth 27; ``conv.1x1.shallow@int8``: 16). A convolution at least as
+deep as its reference keeps the reference's efficiency.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEPTH_ANCHORS", "depth_factor", "shallow_k0"]
+
+# kernel family (the Conv's class) -> (reference depth, shallow model's key, shallow depth)
+DEPTH_ANCHORS: dict[str | None, tuple[int, str, int]] = {
+    None: (64 * 3 * 3, "conv.shallow@int8", 3 * 3 * 3),
+    "1x1": (128, "conv.1x1.shallow@int8", 16),
+}
+
+
+LINEAR_K0 = 1e9  # the model's limit: efficiency in proportion to depth
+
+
+def shallow_k0(reference: float, shallow: float, reference_depth: int, shallow_depth: int) -> float | None:
+    """``k0`` of ``depth / (depth + k0)`` through both points (efficiencies at the two depths); None where the
+    shallow one is not slower; the linear limit where it is slower than the model can express (so that the
+    price of the shallow model falls steadily as its efficiency rises, which calibration's bisection needs)."""
+    ratio = shallow / reference
+    if not 0 < ratio < 1:
+        return None
+    if ratio * reference_depth <= shallow_depth:
+        return LINEAR_K0
+    return min(LINEAR_K0, shallow_depth * reference_depth * (1 - ratio) / (ratio * reference_depth - shallow_depth))
+
+
+def depth_factor(depth: int, reference_depth: int, k0: float) -> float:
+    """The efficiency at ``depth`` over the reference's (1 at or beyond the reference depth)."""
+    if depth >= reference_depth:
+        return 1.0
+    return (depth / (depth + k0)) / (reference_depth / (reference_depth + k0))
