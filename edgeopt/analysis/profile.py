@@ -21,6 +21,9 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
       time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
                   (+ the weights' DRAM time for a compute-bound node whose weights exceed the CPU's
                    last-level cache: that stream does not overlap the compute)
+      (on a calibrated CPU, a broadcasting elementwise op adds each run of onnxruntime's broadcasting loop
+       beyond the first to compute_s, analysis.broadcast; an int8 convolution shallower than its family's
+       reference runs at its depth's efficiency, analysis.conv_depth)
 
   ``bound`` says which term won ("compute" or "memory"); "none" for nodes that do not
   run (Constants, fused Q/DQ: time 0, no overhead); "unknown" when the node's cost or
