@@ -506,7 +506,8 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
     shallow, reference = table.get(shallow_key), _efficiency(table, "conv", facts["op_class"], "int8")
     k0 = shallow_k0(reference, shallow, reference_depth, shallow_depth) if shallow and reference else None
     node = graph.nodes[facts["index"]]
-    weight = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    position = 3 if facts["op_type"] == "QLinearConv" else 1  # QLinearConv: x, its scale and zero point, w
+    weight = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
     if k0 is None or weight is None or weight.shape is None or len(weight.shape) < 3:
         return
     factor = depth_factor(math.prod(weight.shape[1:]), reference_depth, k0)

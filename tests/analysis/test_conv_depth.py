@@ -60,3 +60,18 @@ def test_an_int8_conv_is_priced_at_its_depths_efficiency_where_the_shallow_model
     # fp32 convolutions, and targets without the shallow anchor, keep the plain efficiency
     assert conv_node(conv(3, int8=False), measured).efficiency == pytest.approx(0.8)
     assert conv_node(conv(3), target(conv=0.8)).efficiency == pytest.approx(0.8)
+
+
+def test_a_qoperator_convolution_reads_its_weight_where_qlinearconv_keeps_it():
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.ones((32, 3, 3, 3), np.int8)
+    inits = [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z"), numpy_helper.from_array(np.array(0, np.int8), "wz")]
+    node = helper.make_node("QLinearConv", ["x", "s", "z", "w", "s", "wz", "s", "z"], ["y"], pads=[1] * 4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 32, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    stem = conv_node(model, target(conv=0.8, **{"conv.shallow@int8": 0.08}))
+    assert stem.execution_dtype == "int8" and stem.efficiency == pytest.approx(0.08)
