@@ -130,7 +130,8 @@ def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (someone else's, or one we cannot tell: yes)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -157,7 +158,7 @@ def sweep_orphans(prefix: str, folder: Path | None = None) -> None:
         pid, _, tag = owner.partition(".")
         if not (pid.isdigit() and tag == host and entry.is_dir() and not entry.is_symlink()):
             continue
-        if _alive(int(pid)) or (entry / KEPT_MARKER).exists():
+        if process_alive(int(pid)) or (entry / KEPT_MARKER).exists():
             continue
         shutil.rmtree(entry, ignore_errors=True)
 

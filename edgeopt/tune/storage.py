@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import InputError
+from edgeopt.fsutil import process_alive
 
 HEARTBEAT_S = 20
 GRACE_S = 60
@@ -89,16 +90,6 @@ def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_dead_trials(study: Any, storage: Any) -> list[int]:
     """Trials left "running" by workers that are gone: on this host, those whose process has exited; anywhere,
     those whose heartbeat stopped (Optuna's own check). Each is marked failed and queued again with its
@@ -112,7 +103,7 @@ def recover_dead_trials(study: Any, storage: Any) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(trial.user_attrs.get(WORKER_ATTR, ""))
         name, _, pid = worker.rpartition(":")
-        if name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if name == host and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             if storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
