@@ -445,6 +445,15 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
     }
 
 
+def _add_compute_time(times: dict[str, Any], extra_us: float) -> None:
+    """More compute time for a node the roofline priced: its time grows by what the larger side grows by."""
+    before = max(times["compute_time_us"], times["memory_time_us"])
+    times["compute_time_us"] += extra_us
+    times["time_us"] += max(times["compute_time_us"], times["memory_time_us"]) - before
+    if times["compute_time_us"] >= times["memory_time_us"]:
+        times["bound"] = "compute"
+
+
 def _add_memory_time(times: dict[str, Any], extra_us: float) -> None:
     """More memory time for a node the roofline priced: its time grows by what the larger side grows by."""
     before = max(times["compute_time_us"], times["memory_time_us"])
@@ -487,11 +496,7 @@ def _add_span_time(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any]
         return
     extra_us = (spans - 1) / (fig.peaks.fp32 * rate) * 1e6
     times.update(broadcast_spans=spans, broadcast_span_us=extra_us)
-    before = max(times["compute_time_us"], times["memory_time_us"])
-    times["compute_time_us"] += extra_us
-    times["time_us"] += max(times["compute_time_us"], times["memory_time_us"]) - before
-    if times["compute_time_us"] >= times["memory_time_us"]:
-        times["bound"] = "compute"
+    _add_compute_time(times, extra_us)
 
 
 def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], fig: _Figures) -> None:
@@ -513,12 +518,8 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
     factor = depth_factor(math.prod(weight.shape[1:]), reference_depth, k0)
     if factor >= 1.0:
         return
-    before = max(times["compute_time_us"], times["memory_time_us"])
-    times["compute_time_us"] /= factor
     times["efficiency"] *= factor
-    times["time_us"] += max(times["compute_time_us"], times["memory_time_us"]) - before
-    if times["compute_time_us"] >= times["memory_time_us"]:
-        times["bound"] = "compute"
+    _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
 
 
 def _output_elements(graph: Graph, index: int) -> int | None:

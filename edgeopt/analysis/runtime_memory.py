@@ -173,7 +173,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     kept = _copies(readers, graph.weights, runtime.weight_copies)
     held = _copies(readers, graph.weights, runtime.load_weight_copies)
     rewritten = rewritten_at_load(graph)
-    held_alone = _copies(readers, graph.weights, runtime.load_weight_copies_held or runtime.load_weight_copies)
+    held_alone = held if runtime.load_weight_copies_held is None else _copies(
+        readers, graph.weights, runtime.load_weight_copies_held)
     weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items())))
     # a weight glibc maps on its own is returned when freed: only the copies held at once count for it
     loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]

@@ -78,15 +78,21 @@ def _qdq(name: str, scale: float, zero_point: int, dtype: int) -> tuple[list[Any
     return nodes, inits
 
 
+def _per_channel_s8(weights: np.ndarray, op: str) -> tuple[np.ndarray, np.ndarray]:
+    """(s8 weights, one scale per output channel: axis 1 of a MatMul's, axis 0 of a Conv's)."""
+    axis = 1 if op == "MatMul" else 0
+    reduce = tuple(a for a in range(weights.ndim) if a != axis)
+    scale = (np.abs(weights).max(axis=reduce) / 127).astype(np.float32)
+    shape = [1] * weights.ndim
+    shape[axis] = -1
+    return np.clip(np.round(weights / scale.reshape(shape)), -127, 127).astype(np.int8), scale
+
+
 def qdq_model(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[int], **attrs: Any) -> bytes:
     """The same one-op model in QDQ form, written here (measuring never runs the quantizer): u8 activations
     around the op, s8 weights with one scale per output channel; onnxruntime fuses it into its int8 kernel."""
     axis = 1 if op == "MatMul" else 0
-    reduce = tuple(a for a in range(weights.ndim) if a != axis)
-    w_scale = (np.abs(weights).max(axis=reduce) / 127).astype(np.float32)
-    shape = [1] * weights.ndim
-    shape[axis] = -1
-    w_q = np.clip(np.round(weights / w_scale.reshape(shape)), -127, 127).astype(np.int8)
+    w_q, w_scale = _per_channel_s8(weights, op)
     inits = [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(w_scale, "w_scale"),
              numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp")]
     x_nodes, x_inits = _qdq("x", 8.0 / 255, 128, TensorProto.UINT8)
@@ -117,15 +123,10 @@ def qdq_stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[
     with one scale per output channel; onnxruntime runs each as its int8 kernel."""
     rng = np.random.default_rng(0)
     axis = 1 if op == "MatMul" else 0
-    reduce = tuple(a for a in range(len(weight_shape)) if a != axis)
-    shape = [1] * len(weight_shape)
-    shape[axis] = -1
     nodes, inits = _qdq("x", 8.0 / 255, 128, TensorProto.UINT8)
     previous = "x_dq"
     for index in range(count):
-        weights = rng.standard_normal(weight_shape).astype(np.float32)
-        scale = (np.abs(weights).max(axis=reduce) / 127).astype(np.float32)
-        quantized = np.clip(np.round(weights / scale.reshape(shape)), -127, 127).astype(np.int8)
+        quantized, scale = _per_channel_s8(rng.standard_normal(weight_shape).astype(np.float32), op)
         w, y = f"w{index}", f"y{index}"
         inits += [numpy_helper.from_array(quantized, w), numpy_helper.from_array(scale, f"{w}_scale"),
                   numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{w}_zp")]
