@@ -10,6 +10,9 @@ their error is the in-sample error, what the fit itself leaves.
 **Validation set (out of sample, disjoint from the fit set).** Models nothing was fitted on:
 - the real-model zoo of the quantization issue (benchmarks/zoo.py: six published ONNX models from PyPI wheels,
   generated inputs);
+- seven more published models from PyPI wheels, for the estimate only (zoo.ESTIMATE_ONLY: silero-vad's voice
+  detectors, a YOLOv8n detector, PP-OCRv4's detector, recognizer and direction classifier), inputs sized and
+  filled on the command line;
 - the bundled digits CNN (`models/digits`);
 - synthetic models built here with torch (MobileNetV2 at widths 0.5 and 1.0, a ResNet-style 3x3 stack, a
   transformer encoder, a 2-layer LSTM, an MLP), fp32 and int8 QDQ (every quantizable node int8);
@@ -370,6 +373,9 @@ def main() -> None:
             path = zoo.model_path(key, args.workdir, log=log)
             data = zoo.data_file(key, "calib", 8, args.workdir)
             entries.append(Entry(f"{key} (zoo)", "zoo", path, ["--inputs", str(data), "--input-samples", "1"]))
+        for key, (_package, _member, arguments, _title) in zoo.ESTIMATE_ONLY.items():
+            entries.append(Entry(f"{key} (published)", "published", zoo.model_path(key, args.workdir, log=log),
+                                 arguments))
     cores = os.cpu_count() or 1
     rows = []
     for entry in entries:
@@ -394,7 +400,9 @@ def main() -> None:
     validation = [r for r in rows if r["group"] != "fit"]
     for title, chosen in (("fit set (in sample)", [r for r in rows if r["group"] == "fit"]),
                           ("validation set (out of sample)", validation),
-                          ("  of which the real-model zoo", [r for r in rows if r["group"] == "zoo"])):
+                          ("  of which the real-model zoo", [r for r in rows if r["group"] == "zoo"]),
+                          ("  of which published models (the zoo and the estimate-only ones)",
+                           [r for r in rows if r["group"] in ("zoo", "published")])):
         print(f"- {title}:")
         for threads in sorted({r["threads"] for r in chosen}):
             print(f"  - latency at {threads} thread(s): "

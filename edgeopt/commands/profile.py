@@ -83,7 +83,7 @@ def profile_model(
     for name in targets:
         target = host_for_estimates(load_target(name, targets_dir), events)
         events.note(f"estimating for {name}")
-        graph = build_graph(view.model, report.input_shapes, format=view.format)
+        graph = build_graph(view.model, report.input_shapes, format=view.format, input_values=plan.known_values())
         priced.add(name, graph, target, host_cpu_of(target, targets_dir))
         # one asked thread count prices the estimate at it; otherwise at all cores, as deployed
         report.estimates[name] = priced.at(name, threads[0] if threads and len(threads) == 1 else None)

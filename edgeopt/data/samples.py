@@ -91,6 +91,18 @@ class InputPlan:
                  if name not in dataset.arrays}
         return dataset.with_fills(extra) if extra else dataset
 
+    def known_values(self) -> dict[str, np.ndarray]:
+        """Inputs whose values every run has at the resolved shapes: the filled ones, and integer inputs
+        from the data's first sample (they select code paths: an If on a sample rate)."""
+        known: dict[str, np.ndarray] = {}
+        for spec in self.resolved.specs:
+            shape = tuple(int(d) for d in spec.shape)
+            if spec.name in self.fills:
+                known[spec.name] = np.full(shape, self.fills[spec.name][0].value, dtype=numpy_dtype(spec.dtype))
+            elif spec.is_integer and spec.name in self.examples:
+                known[spec.name] = self._example(spec, shape, 0, numpy_dtype(spec.dtype))
+        return known
+
     def sample(self, seed: int, batch: int | None = None) -> dict[str, np.ndarray]:
         """One feed at the resolved shapes (``batch`` replaces the batch axis of inputs that have one)."""
         rng = np.random.default_rng(seed)

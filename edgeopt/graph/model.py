@@ -131,6 +131,10 @@ class Graph:
     layout_copy_bytes: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # If branches not taken (graph/onnx_branches.py): the runtime loads them though they never run
+    dormant_nodes: int = 0
+    dormant_weights: int = 0
+    dormant_weight_bytes: int = 0
 
     @property
     def weight_bytes(self) -> int:

@@ -8,11 +8,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import onnx
 
 from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
 from edgeopt.graph.model import Graph, Node, Tensor, bits_per_element
+from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
 from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_reorder_bytes
 from edgeopt.graph.onnx_kinds import onnx_kind
@@ -26,8 +28,8 @@ from edgeopt.graph.onnx_protos import (
     iter_graphs,
     num_elements,
     op_key,
+    outer_names,
     real_input_names,
-    subgraphs,
     tensor_bytes,
     weight_names,
 )
@@ -205,31 +207,23 @@ def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(acc.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def outer_names(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs read from enclosing scopes (If/Loop/Scan implicit inputs)."""
-    used: set[str] = set()
-    defined: set[str] = set()
-    for _, sub in subgraphs(node):
-        for graph in iter_graphs(sub):
-            defined.update(vi.name for vi in graph.input)
-            defined.update(t.name for t in graph.initializer)
-            defined.update(s.values.name for s in graph.sparse_initializer)
-            for inner in graph.node:
-                used.update(i for i in inner.input if i)
-                defined.update(o for o in inner.output if o)
-            used.update(vi.name for vi in graph.output)
-    return used - defined
-
-
 def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None = None, *,
-             shapes: Mapping[str, TensorInfo] | None = None) -> Graph:
+             shapes: Mapping[str, TensorInfo] | None = None,
+             input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
     """The neutral graph of ``model`` at ``input_shapes`` (see the module doc). ``shapes``: already
-    resolved shapes of the same (function-inlined) model. The model is not mutated; external data is not
-    read. Raises InputError when a symbolic dim has no size."""
-    analysed = inline_functions(model)
+    resolved shapes of the same (function-inlined) model. ``input_values``: inputs whose values the run will
+    have (fills, integer inputs' data), which decide If conditions (onnx_branches). The model is not mutated;
+    external data is not read. Raises InputError when a symbolic dim has no size."""
+    loaded = inline_functions(model)
+    analysed = loaded
     warnings: list[str] = []
+    branches = None
     if shapes is None:
         complete, assumptions = complete_input_shapes(analysed, input_shapes)
+        branches = inline_taken_branches(analysed, complete, input_values)
+        analysed = branches.model
+        assumptions.extend(branches.notes)
+        warnings.extend(branches.warnings)
         shapes, inference_error = resolve_shapes_with_error(analysed, complete)
         if inference_error:
             warnings.append(f"ONNX shape inference failed, shapes are partial: {inference_error}")
@@ -265,10 +259,13 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         outputs=tuple(vi.name for vi in graph.output),
         input_shapes={t.name: tuple(info.shape) for t in model_inputs(analysed)
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
-        weight_bytes_by_dtype=weight_bytes_by_dtype(analysed),
+        weight_bytes_by_dtype=weight_bytes_by_dtype(loaded),  # every branch's: all are loaded
         aliases=execution.aliases,
         layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, weights, block)
                            for block in NCHWC_BLOCKS},
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
+        dormant_nodes=branches.dormant_nodes if branches else 0,
+        dormant_weights=branches.dormant_weights if branches else 0,
+        dormant_weight_bytes=branches.dormant_weight_bytes if branches else 0,
     )

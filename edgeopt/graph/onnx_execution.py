@@ -12,7 +12,11 @@ whether it runs as its own kernel or is fused into another's.
   :data:`QDQ_FUSABLE_OPS`. The DQ/Q nodes of such a group are *fused*: they cost
   nothing and go wherever the op they wrap goes. Other Q/DQ nodes (at the model's
   float inputs/outputs, or around ops that stay float) run on their own.
-* Constant nodes never run: onnxruntime folds them into weights at load time.
+* Constant nodes never run: onnxruntime folds them into weights at load time, and with them every node
+  whose inputs are all constants (ConstantFolding: weights sliced and concatenated by an exporter, shape
+  arithmetic on constants), and Shape/Size where the model declares static input shapes.
+* An Identity whose output is not a graph output is removed (IdentityElimination): its consumers read
+  its input.
 * A float Conv's BatchNormalization, per-channel constant Add/Mul and then one activation are folded
   into it at load (role ``fused_activation``: no kernel of their own).
 """
@@ -134,6 +138,25 @@ def _is_dq(node: NodeProto | None) -> bool:
     return node is not None and is_op(node, "DequantizeLinear", Q_DOMAINS)
 
 
+# onnxruntime's ConstantFolding leaves these alone: random ops, and quantize/dequantize (kept for QDQ fusion)
+_NOT_FOLDED = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                         "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+def _folds_at_load(node: NodeProto, folded: set[str], shapes: Mapping[str, TensorInfo], static_shapes: bool) -> bool:
+    """onnxruntime's ConstantFolding computes ``node`` once at load: a default-domain op without subgraphs whose
+    inputs are all constants (weights or folded outputs), or a Shape/Size of a statically shaped tensor."""
+    if node.domain not in DEFAULT_DOMAINS or node.op_type in _NOT_FOLDED or not node.output:
+        return False
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return False
+    inputs = [name for name in node.input if name]
+    if node.op_type in ("Shape", "Size") and inputs:
+        info = shapes.get(inputs[0])
+        return static_shapes and info is not None and info.shape is not None
+    return bool(inputs) and all(name in folded for name in inputs)
+
+
 def _data_dtype(node: NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
     """The dtype a float/int8 op computes in: its first float or 8-bit tensor, inputs first."""
     names = [n for n in (*node.input, *node.output) if n]
@@ -209,6 +232,10 @@ def analyse_execution(
 
     aliases: dict[str, str] = {}
     rows: list[NodeExecution] = []
+    folded = set(constants)  # weights, and what constant folding makes of them
+    # onnxruntime folds Shape/Size only where the shape is static as the model declares it (no symbolic input dim)
+    static_shapes = all(d.HasField("dim_value") for vi in model.graph.input if vi.name not in constants
+                        for d in vi.type.tensor_type.shape.dim)
     for i, node in enumerate(nodes):
         name = node_name(node, i)
         common = {"index": i, "name": name, "op_type": node.op_type, "domain": node.domain}
@@ -238,6 +265,19 @@ def analyse_execution(
                 continue
         if node.domain in Q_DOMAINS and node.op_type in _QUANT_OPS:
             rows.append(NodeExecution(**common, dtype="int8", role="qdq"))
+            continue
+        if _folds_at_load(node, folded, shapes, static_shapes):
+            folded.update(o for o in node.output if o)
+            users = consumers.get(node.output[0], []) if node.output else []
+            rows.append(NodeExecution(**common, dtype=_data_dtype(node, shapes), role="constant",
+                                      attached_to=users[0] if users else None))
+            continue
+        if (is_op(node, "Identity") and node.input and node.output and node.output[0] not in graph_outputs
+                and node.input[0] in producer):
+            # IdentityElimination: the consumers read the input itself
+            aliases[node.output[0]] = node.input[0]
+            rows.append(NodeExecution(**common, dtype=rows[producer[node.input[0]]].dtype, role="fused_activation",
+                                      attached_to=producer[node.input[0]]))
             continue
         if i in fused:
             rows.append(NodeExecution(**common, dtype="int8", role="compute", qdq_fused=True))

@@ -470,6 +470,11 @@ def _walk(
     return rows, trip_unknown
 
 
+def walk_macs(graph: GraphProto, shapes: Mapping[str, TensorInfo]) -> list[NodeCost]:
+    """The rows of one graph (a branch or body on its own), its nested subgraphs weighted as in compute_macs."""
+    return _walk(graph, shapes, "")[0]
+
+
 def compute_macs(
     model: onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None = None,

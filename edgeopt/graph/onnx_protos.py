@@ -164,6 +164,22 @@ def iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
             yield from iter_graphs(sub)
 
 
+def outer_names(node: NodeProto) -> set[str]:
+    """Names a node's subgraphs read from enclosing scopes (If/Loop/Scan implicit inputs)."""
+    used: set[str] = set()
+    defined: set[str] = set()
+    for _, sub in subgraphs(node):
+        for graph in iter_graphs(sub):
+            defined.update(vi.name for vi in graph.input)
+            defined.update(t.name for t in graph.initializer)
+            defined.update(s.values.name for s in graph.sparse_initializer)
+            for inner in graph.node:
+                used.update(i for i in inner.input if i)
+                defined.update(o for o in inner.output if o)
+            used.update(vi.name for vi in graph.output)
+    return used - defined
+
+
 def unique_name(base: str, taken: set[str]) -> str:
     """``base``, or ``base_2``, ``base_3``, ... whichever ``taken`` lacks first; it is added to ``taken``."""
     name, index = base, 1

@@ -250,13 +250,14 @@ def test_fits_checks_ram_and_mcu_sram_flash():
     assert profile.fits_all is True
 
 
-def test_control_flow_node_carries_its_body_macs():
+def test_an_if_on_unknown_data_is_priced_as_its_larger_branch():
     from .helpers import if_model
 
     profile = static_profile(if_model(), cpu_target(), {"x": [3, 4]})
-    # the larger branch: x (3,4) @ (4,4) @ (4,4) = 96 MACs
-    assert profile.node("branch").macs == 96
+    # the larger branch's nodes replace the If: x (3,4) @ (4,4) @ (4,4) = 96 MACs
+    assert [row.macs for row in profile.nodes if row.op_type == "MatMul"] == [48, 48]
     assert profile.macs_total == 96
+    assert any("If 'branch'" in w and "else_branch" in w for w in profile.warnings)
 
 
 def test_constant_nodes_are_weights_and_free():
