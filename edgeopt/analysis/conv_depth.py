@@ -1,4 +1,5 @@
-"""How an int8 convolution's speed falls with its reduction depth (input channels per group x kernel area).
+"""How a convolution's speed falls as its GEMM narrows: an int8 one with its reduction depth (input channels per
+group x kernel area), a float one off onnxruntime's NCHWc path with its output positions per image.
 
 onnxruntime's int8 convolutions run a GEMM over ``depth`` products per output (packed in blocks the VNNI/dot-product
 instructions take four at a time): a shallow one, as a network's RGB stem, spends most of its time outside the
@@ -10,17 +11,29 @@ The rate is modelled as ``depth / (depth + k0)`` of a limit, fixed by two measur
 family's reference model (a 64-channel 3x3 Conv, depth 576; the 1x1 class's 128 channels) and a shallow one
 (``conv.shallow@int8``: 3 input channels, depth 27; ``conv.1x1.shallow@int8``: 16). A convolution at least as
 deep as its reference keeps the reference's efficiency.
+
+A float Conv that onnxruntime's NCHWc transformer does not take (a 1-D convolution, or input channels that are not
+a multiple of the 8- or 16-channel block) runs im2col and one GEMM per image, whose columns are the image's output
+positions: measured on an AVX-512 host (one thread, 128 -> 128 channels, kernel 3) at 4, 16, 64 and 256 positions,
+12.7, 43.8, 65 and 79 G MACs/s; a batch of 64 four-position images ran at the four-position rate. The same
+``n / (n + k0)`` curve through the class's reference (``conv.gemm``, 56x56 = 3136 positions) and a short model
+(``conv.gemm.short``: a batch of 1-D maps of 8 positions) prices it.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEPTH_ANCHORS", "depth_factor", "shallow_k0"]
+
+__all__ = ["DEPTH_ANCHORS", "GEMM_POSITIONS_ANCHOR", "depth_factor", "shallow_k0"]
 
 # kernel family (the Conv's class) -> (reference depth, shallow model's key, shallow depth)
 DEPTH_ANCHORS: dict[str | None, tuple[int, str, int]] = {
     None: (64 * 3 * 3, "conv.shallow@int8", 3 * 3 * 3),
     "1x1": (128, "conv.1x1.shallow@int8", 16),
 }
+
+
+# (reference positions, short model's key, its positions) for the float GEMM path ("gemm" class)
+GEMM_POSITIONS_ANCHOR: tuple[int, str, int] = (56 * 56, "conv.gemm.short", 8)
 
 
 LINEAR_K0 = 1e9  # the model's limit: efficiency in proportion to depth

@@ -30,10 +30,10 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
   the target's figures are unknown. ``efficiency`` is ``target.efficiency[kind]`` (the op
   kind: ``conv`` for Conv, QLinearConv and FusedConv alike; ``conv.depthwise`` first where
   stated; at the priced thread count, `targets.efficiency_at`, where the target measured a
-  one-thread table too), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead,
-  :data:`NODE_OVERHEAD_US` by default, stands for kernel dispatch (argument checks,
-  output allocation, thread-pool wake-up): about 1-5 µs per kernel in onnxruntime on
-  ARM/x86 CPUs.
+  one-thread table too), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead
+  stands for kernel dispatch (argument checks, output allocation, thread-pool wake-up): the target's measured
+  ``node_overhead_us`` (`targets calibrate`: 0.3 µs per node on an AVX-512 Xeon with onnxruntime 1.32), else
+  :data:`NODE_OVERHEAD_US`.
 
 Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU
 uses ``cpu_target``'s peaks at the ``threads`` priced (the target itself unless a separate
@@ -62,7 +62,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.broadcast import BROADCASTING_OPS, span_count
-from edgeopt.analysis.conv_depth import DEPTH_ANCHORS, depth_factor, shallow_k0
+from edgeopt.analysis.conv_depth import DEPTH_ANCHORS, GEMM_POSITIONS_ANCHOR, depth_factor, shallow_k0
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic, resolve_alias
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.tflite_memory import estimate_tflite_memory
@@ -102,7 +102,9 @@ class NodeProfile(_Frozen):
     domain: str
     kind: str = ""  # the op kind targets price (graph.kinds); "" in reports written before kinds
     role: Literal["compute", "qdq", "fused_qdq", "fused_activation", "constant"]
-    op_class: str | None = None  # "depthwise" / "narrow" / "thin" / "1x1" for convolutions; "integer_u8" (dynamic int8)
+    # "depthwise" / "narrow" / "thin" / "1x1" for convolutions, "gemm" off onnxruntime's NCHWc path on x86;
+    # "integer_u8" (dynamic int8)
+    op_class: str | None = None
     fused_into: str | None  # fused Q/DQ: the node whose kernel it is part of
     device: Literal["cpu", "accelerator"]
     execution_dtype: str | None  # "fp32", "fp16", "int8", ... ("int64" for shape arithmetic)
@@ -235,7 +237,11 @@ CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.
                 ("conv.1x1", "fp32"): 0.75, ("conv.1x1", "int8"): 0.76,
                 # few output channels leave most SIMD lanes idle: kernels compute 16 outputs per pass (two
                 # 8-lane vectors), so one output uses 1/16 of them and 8 outputs half (measured: 0.05 and 0.37)
-                ("conv.narrow", "fp32"): 1 / 16, ("conv.thin", "fp32"): 0.5}
+                ("conv.narrow", "fp32"): 1 / 16, ("conv.thin", "fp32"): 0.5,
+                # im2col and a GEMM off the NCHWc path (measured 0.5-0.9 of an NCHWc Conv's rate, 0.7 typical)
+                ("conv.gemm", "fp32"): 0.7,
+                # a depthwise Conv off the NCHWc path (72 channels on AVX-512): 0.55 of the blocked one
+                ("conv.depthwise.gemm", "fp32"): 0.18}
 
 
 def _efficiency(table: Mapping[str, float], kind: str, op_class: str | None = None,
@@ -522,6 +528,33 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
     _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
 
 
+def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
+    """A dense float Conv that onnxruntime's NCHWc kernels do not take at this CPU's block runs im2col and a GEMM
+    per image: the "gemm" class (analysis.conv_depth); a depthwise one its plain kernel ("depthwise.gemm")."""
+    if (block is not None and node.nchwc_blocks is not None and block not in node.nchwc_blocks
+            and facts["device"] == "cpu" and facts["op_class"] in (None, "1x1", "depthwise")):
+        facts["op_class"] = "depthwise.gemm" if facts["op_class"] == "depthwise" else "gemm"
+
+
+def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
+    """A GEMM-path Conv with fewer output positions per image than its class's reference runs slower
+    (analysis.conv_depth), where the target measured the short model."""
+    if facts["op_class"] != "gemm" or not node.output_positions or not times["compute_time_us"] or \
+            not times["efficiency"]:
+        return
+    reference_positions, short_key, short_positions = GEMM_POSITIONS_ANCHOR
+    table = fig.owner_efficiency()
+    short, reference = table.get(short_key), _efficiency(table, "conv", "gemm", "fp32")
+    k0 = shallow_k0(reference, short, reference_positions, short_positions) if short and reference else None
+    if k0 is None:
+        return
+    factor = depth_factor(node.output_positions, reference_positions, k0)
+    if factor >= 1.0:
+        return
+    times["efficiency"] *= factor
+    _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
+
+
 def _output_elements(graph: Graph, index: int) -> int | None:
     """The element count of a node's largest output (None when no output's shape is known)."""
     counts = [math.prod(tensor.shape) for name in graph.nodes[index].outputs
@@ -546,7 +579,7 @@ def static_profile(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     *,
     cpu_target: TargetProfile | None = None,
-    node_overhead_us: float = NODE_OVERHEAD_US,
+    node_overhead_us: float | None = None,
     threads: int | None = None,
     xnnpack: bool = True,
 ) -> StaticProfile:
@@ -564,6 +597,9 @@ def static_profile(
     data is not read.
     """
     graph = model if isinstance(model, Graph) else build_graph(model, input_shapes)
+    if node_overhead_us is None:
+        node_overhead_us = next((t.node_overhead_us for t in (cpu_target, target)
+                                 if t is not None and t.node_overhead_us is not None), NODE_OVERHEAD_US)
     placement: Placement = place_nodes(graph, target)
     traffic: list[NodeTraffic] = node_traffic(graph)
     plan: MemoryPlan = liveness_plan(graph)
@@ -654,9 +690,11 @@ def static_profile(
                              efficiency=fused[1])
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
+            _mark_gemm_path(facts, graph.nodes[facts["index"]], block)
             times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))
             _add_span_time(times, graph, facts, fig)
             _apply_depth(times, graph, facts, fig)
+            _apply_positions(times, graph.nodes[facts["index"]], facts, fig)
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

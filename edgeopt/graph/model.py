@@ -101,6 +101,11 @@ class Node:
     reads_rows_of: str | None = None
     # Time steps of a recurrent cell (LSTM, GRU, RNN): its recurrent weight is read again at every one of them.
     recurrent_steps: int | None = None
+    # A float Conv: the channel blocks at which onnxruntime's NCHWc kernels take it on x86 (graph.onnx_layout);
+    # at any other block it runs im2col and a GEMM. None for other nodes.
+    nchwc_blocks: tuple[int, ...] | None = None
+    # Output positions per image (the GEMM's columns on that path); None where unknown or not a Conv
+    output_positions: int | None = None
 
     @property
     def runs_alone(self) -> bool:

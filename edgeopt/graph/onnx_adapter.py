@@ -16,7 +16,7 @@ from edgeopt.errors import InputError
 from edgeopt.graph.model import Graph, Node, Tensor, bits_per_element
 from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
-from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_reorder_bytes
+from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_conv_blocks, nchwc_reorder_bytes
 from edgeopt.graph.onnx_kinds import onnx_kind
 from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
@@ -207,6 +207,17 @@ def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(acc.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _conv_path(node: onnx.NodeProto, row: Any, shapes: Mapping[str, TensorInfo], weights: set[str]) -> dict[str, Any]:
+    """A float Conv's NCHWc blocks and output positions per image (Node.nchwc_blocks, output_positions)."""
+    if not (is_op(node, "Conv") and row.runs_alone and row.dtype == "fp32" and len(node.input) > 1):
+        return {}
+    output = shapes.get(node.output[0]) if node.output else None
+    positions = math.prod(output.shape[2:]) if output is not None and output.shape and len(output.shape) > 2 \
+        else None
+    return {"nchwc_blocks": nchwc_conv_blocks(node, shapes.get(node.input[1]), weights),
+            "output_positions": positions}
+
+
 def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None = None, *,
              shapes: Mapping[str, TensorInfo] | None = None,
              input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
@@ -248,7 +259,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=row.dtype,
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
             op_class=conv_class(node, shapes), outer_reads=tuple(sorted(outer_names(node))),
-            reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes)))
+            reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
+            **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     return Graph(
         format="onnx",

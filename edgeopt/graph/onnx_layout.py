@@ -36,6 +36,11 @@ def _attr(node: NodeProto, name: str, default=None):
     return default
 
 
+def nchwc_conv_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str]) -> tuple[int, ...]:
+    """The channel blocks (of NCHWC_BLOCKS) at which the transformer runs float Conv ``node`` blocked."""
+    return tuple(block for block in NCHWC_BLOCKS if _conv_takes_blocks(node, weight, constants, block)[0])
+
+
 def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str],
                        block: int) -> tuple[bool, bool]:
     """(runs blocked, reads its input blocked) for a float Conv, as the transformer decides."""

@@ -37,6 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeopt.runtime.microbench import model_bytes, op_stack, qdq_model
 
 CLASS_PREFIX = "class:"
+DISPATCH_ITEM = "dispatch:add_chain"
 CHECK_PREFIX = "check:"
 BANDWIDTH_PREFIX = "bandwidth:"
 
@@ -89,6 +90,11 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.1x1": op_stack("Conv", 4, (128, 128, 1, 1), [1, 128, 28, 28]),
         "conv.thin": op_stack("Conv", 1, (8, 64, 3, 3), [1, 64, 56, 56], [1, 8, 56, 56], pads=[1] * 4),  # 8 outputs
         "conv.narrow": op_stack("Conv", 1, (1, 64, 3, 3), [1, 64, 112, 112], [1, 1, 112, 112], pads=[1] * 4),
+        # float convolutions off the NCHWc path (36 input channels: a multiple of neither block; analysis.conv_depth):
+        # 56x56 positions per image, and a batch of 1-D maps of 8
+        "conv.gemm": op_stack("Conv", 1, (72, 36, 3, 3), [1, 36, 56, 56], [1, 72, 56, 56], pads=[1] * 4),
+        "conv.gemm.short": op_stack("Conv", 1, (72, 36, 3), [32, 36, 8], [32, 72, 8], pads=[1, 1]),
+        "conv.depthwise.gemm": op_stack("Conv", 4, (72, 1, 3, 3), [1, 72, 56, 56], group=72, pads=[1] * 4),
         "lstm": _lstm(32, 256, 256),
         "conv.depthwise@int8": qdq_model("Conv", dw_weights, [1, 128, 56, 56], [1, 128, 56, 56], group=128,
                                          pads=[1, 1, 1, 1]),
@@ -302,6 +308,24 @@ def check_models() -> dict[str, bytes]:
     return {"mobile blocks": _mobile_blocks(), "conv + lstm recognizer": _recognizer(), "mlp": _mlp()}
 
 
+DISPATCH_NODES = 256
+
+
+def dispatch_model() -> bytes:
+    """``DISPATCH_NODES`` Adds in a chain over 8 floats: what a kernel launch costs beyond its work (the runner's
+    rate for it, one op per node, is nodes per second)."""
+    nodes = [helper.make_node("Add", ["x" if i == 0 else f"y{i - 1}", "one"], [f"y{i}"]) for i in range(DISPATCH_NODES)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                       [helper.make_tensor_value_info(f"y{DISPATCH_NODES - 1}", TensorProto.FLOAT, [1, 8])],
+                       [numpy_helper.from_array(np.ones((1, 8), np.float32), "one")])
+
+
+def dispatch_overhead_us(rates: dict[str, float]) -> float | None:
+    """The measured cost of one node's dispatch, in µs (None where it was not measured)."""
+    rate = rates.get(DISPATCH_ITEM)
+    return round(1e6 / rate, 3) if rate else None
+
+
 def bundle_items(budget_s: float, checks: bool = True) -> list[dict[str, Any]]:
     """The class (and, with ``checks``, the held-out) models as the device runner's microbenchmark items, each
     timed for ``budget_s``: the class models at the asked thread count and at one (a class's efficiency need not
@@ -314,6 +338,7 @@ def bundle_items(budget_s: float, checks: bool = True) -> list[dict[str, Any]]:
 
     items = [item(CLASS_PREFIX + key, data, ops, True) for key, (data, ops) in class_models().items()]
     items += [item(BANDWIDTH_PREFIX + key, data, nbytes, True) for key, (data, nbytes) in bandwidth_models().items()]
+    items.append(item(DISPATCH_ITEM, dispatch_model(), DISPATCH_NODES, True))
     if checks:
         items += [item(CHECK_PREFIX + key, data, 1, False) for key, data in check_models().items()]
     return items

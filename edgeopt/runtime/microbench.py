@@ -311,8 +311,8 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements
     (``where``: the SSH host they were taken on, when not this machine; ``device``: what it is)."""
     from edgeopt.analysis.profile import NODE_OVERHEAD_US
-    from edgeopt.runtime.class_bench import (check_errors, fitted_efficiency, kernel_bandwidth,
-                                               refit_through_estimates)
+    from edgeopt.runtime.class_bench import (check_errors, dispatch_overhead_us, fitted_efficiency,
+                                               kernel_bandwidth, refit_through_estimates)
     from edgeopt.targets import EstimateError, PeakThroughput
 
     def peaks_of(rates: dict[str, float | None]) -> PeakThroughput | None:
@@ -342,7 +342,10 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
     single_efficiency = (measured(one["matmul_fp32"], one["conv_fp32"], one, single.fp32, single.int8)
                          if result.threads > 1 and single is not None and single.fp32 and one.get("matmul_fp32")
                          and one.get("conv_fp32") else {})
-    bandwidth = kernel_bandwidth(result.class_ops_per_s, result.single_thread_ops_per_s, NODE_OVERHEAD_US)
+    # one node's dispatch, measured at one thread where it was (estimates price nodes one after another)
+    dispatch_us = dispatch_overhead_us(result.single_thread_ops_per_s) or dispatch_overhead_us(result.class_ops_per_s)
+    overhead_us = dispatch_us if dispatch_us is not None else base.node_overhead_us or NODE_OVERHEAD_US
+    bandwidth = kernel_bandwidth(result.class_ops_per_s, result.single_thread_ops_per_s, overhead_us)
     on = f" --ssh {where}" if where else ""
     runtime_memory = runtime_memory_from_probes(
         result.memory_probes, f"measured by `edgeopt targets calibrate {base.name}{on}` on {when}: memory probes "
@@ -352,6 +355,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
               + (" and with 1" if result.threads > 1 and single else "") + ": "
               "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
               + ("; the fixed cost of a call (a one-node model)" if result.call_overhead_s else "")
+              + ("; one node's dispatch (a chain of 256 Adds)" if dispatch_us is not None else "")
               + ("; op-class models and kernel read bandwidths (runtime.class_bench)" if result.class_ops_per_s else "")
               + (f"; device: {device}" if device else ""))
     profile = base.model_copy(update={
@@ -364,8 +368,9 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "single_thread_efficiency": single_efficiency,
         "runtime_memory": runtime_memory or base.runtime_memory,
         # the one-node call less the dispatch overhead the estimate already gives that node
-        "call_overhead_us": (round(max(0.0, result.call_overhead_s * 1e6 - NODE_OVERHEAD_US), 2)
+        "call_overhead_us": (round(max(0.0, result.call_overhead_s * 1e6 - overhead_us), 2)
                              if result.call_overhead_s else base.call_overhead_us),
+        "node_overhead_us": dispatch_us if dispatch_us is not None else base.node_overhead_us,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })

@@ -672,3 +672,46 @@ def test_dynamic_quantizations_integer_kernels_are_priced_by_their_weights_type(
     plain = static_profile(onnx.load_from_string(models["conv.integer_u8@int8"][0]),
                            cpu_target(peak_ops_per_s={"fp32": 1e9, "int8": 4e9}, efficiency={"conv@int8": 0.9}))
     assert plain.node(next(n.name for n in plain.nodes if n.op_type == "ConvInteger")).efficiency == 0.9
+
+
+def _plain_conv(channels: int, shape: list[int], kernel: tuple[int, ...], batch: int = 1) -> onnx.ModelProto:
+    """One float Conv: ``channels`` in and out, ``kernel`` (2-D or 1-D), input ``[batch, channels, *shape]``."""
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[k // 2 for k in kernel] * 2)
+    return make_model([conv], [tensor("x", F, [batch, channels, *shape])], [tensor("y", F, [batch, channels, *shape])],
+                      [weight("w", (channels, channels, *kernel))])
+
+
+GEMM_TABLE = {"conv": 0.8, "conv.gemm": 0.5, "conv.gemm.short": 0.1}
+
+
+def test_convs_off_the_nchwc_path_are_priced_as_a_gemm_per_image():
+    """onnxruntime's NCHWc kernels take a float Conv whose input channels are a multiple of the block (16 with
+    AVX-512F, 8 with AVX2); others, and every 1-D Conv, run im2col and a GEMM per image (conv.gemm), slower as
+    the image's output positions fall (conv.gemm.short: 8 positions)."""
+    avx512 = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency=GEMM_TABLE)
+    avx2 = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency=GEMM_TABLE)
+    arm = cpu_target(efficiency=GEMM_TABLE)
+
+    def row(model, target):
+        return static_profile(model, target, threads=1).node("conv")
+
+    blocked, unblocked = _plain_conv(32, [56, 56], (3, 3)), _plain_conv(24, [56, 56], (3, 3))
+    assert (row(blocked, avx512).op_class, row(blocked, avx512).efficiency) == (None, 0.8)
+    assert (row(unblocked, avx512).op_class, row(unblocked, avx512).efficiency) == ("gemm", 0.5)
+    assert row(unblocked, avx2).op_class is None  # 24 channels are three 8-channel blocks
+    assert row(unblocked, arm).op_class is None  # no NCHWc transformer off x86
+    # 1-D: 8 positions per image run at the short model's efficiency, whatever the batch; 3136 at the reference's
+    short = row(_plain_conv(32, [8], (3,), batch=16), avx2)
+    assert short.op_class == "gemm" and short.efficiency == pytest.approx(0.1, rel=1e-6)
+    assert row(_plain_conv(32, [3136], (3,)), avx2).efficiency == pytest.approx(0.5)
+    middle = row(_plain_conv(32, [64], (3,)), avx2).efficiency
+    assert 0.1 < middle < 0.5
+
+
+def test_the_dispatch_cost_per_node_is_the_targets_own_where_measured():
+    model = conv_model()
+    default = static_profile(model, cpu_target()).node("conv")
+    measured = static_profile(model, cpu_target(node_overhead_us=0.25)).node("conv")
+    assert default.overhead_us == NODE_OVERHEAD_US
+    assert measured.overhead_us == 0.25
+    assert default.time_us - measured.time_us == pytest.approx(NODE_OVERHEAD_US - 0.25)
