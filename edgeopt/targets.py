@@ -193,8 +193,8 @@ class TargetProfile(BaseModel):
     # The fixed cost of one inference call beyond its nodes' (input binding, output allocation, the API call),
     # in µs: measured by `targets calibrate` (a one-node model); unset: not counted (recorded in assumptions).
     call_overhead_us: float | None = Field(None, ge=0)
-    # What one node's kernel launch costs beyond its work, in µs: measured by `targets calibrate` (a chain of 256
-    # Adds over 8 floats); unset: edgeopt's default (analysis.profile.NODE_OVERHEAD_US).
+    # What one node's kernel launch costs beyond its work, in µs: measured by `targets calibrate` (a chain of 1x1
+    # Convs and Adds doing almost no work); unset: edgeopt's default (analysis.profile.NODE_OVERHEAD_US).
     node_overhead_us: float | None = Field(None, ge=0)
     # how far this target's estimates were found from measurements on it (unset: edgeopt's own validation
     # where it has one, analysis.validation)

@@ -77,7 +77,7 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     # the fixed cost of a call, set apart from the rates and kept in the profile (a one-node model's call less
     # the dispatch overhead its node is priced with): microseconds, not milliseconds, on any CPU
     assert 0 < written.call_overhead_us < 2000 and "fixed cost of a call" in written.sources[-1]
-    # one node's dispatch (a chain of 256 Adds over 8 floats): a fraction of a microsecond to a few on any CPU
+    # one node's dispatch (1x1 Convs and Adds doing almost no work): a fraction of a microsecond to a few on any CPU
     assert 0 < written.node_overhead_us < 50 and "one node's dispatch" in written.sources[-1]
     # element rates of ops without MACs, as fractions of the fp32 peak: GELU (an erf per element) is slower
     # per element than an Add on any CPU

@@ -32,7 +32,7 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
   stated; at the priced thread count, `targets.efficiency_at`, where the target measured a
   one-thread table too), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead
   stands for kernel dispatch (argument checks, output allocation, thread-pool wake-up): the target's measured
-  ``node_overhead_us`` (`targets calibrate`: 0.3 µs per node on an AVX-512 Xeon with onnxruntime 1.32), else
+  ``node_overhead_us`` (`targets calibrate`: 0.6 µs per node on an AVX-512 Xeon with onnxruntime 1.32), else
   :data:`NODE_OVERHEAD_US`.
 
 Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU

@@ -355,7 +355,8 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
               + (" and with 1" if result.threads > 1 and single else "") + ": "
               "MatMul 512^3 and Conv 64->64 3x3 at 56x56 in onnxruntime (fp32 and QDQ int8), large copy"
               + ("; the fixed cost of a call (a one-node model)" if result.call_overhead_s else "")
-              + ("; one node's dispatch (a chain of 256 Adds)" if dispatch_us is not None else "")
+              + ("; one node's dispatch (a chain of 1x1 Convs and Adds on a 16-channel 1x1 map)"
+                 if dispatch_us is not None else "")
               + ("; op-class models and kernel read bandwidths (runtime.class_bench)" if result.class_ops_per_s else "")
               + (f"; device: {device}" if device else ""))
     profile = base.model_copy(update={
