@@ -427,3 +427,19 @@ def test_the_winner_of_a_timing_round_is_timed_again_beside_float_alone(again, s
     assert (shipped is not None) == ships and outcome.shipped == ("int8" if ships else "float")
     if not ships:
         assert "measured 1.010x of float" in outcome.reason, outcome.reason
+
+
+@pytest.mark.parametrize("rounds, ships", [([0.90, 0.97, 0.90], True), ([0.90, 0.94, 1.00], False)])
+def test_a_ratio_near_the_speed_rule_is_timed_once_more(rounds, ships):
+    """basic-pitch's int8 model measured 0.961x on one run and 0.76x on the next beside the same float model (the
+    rule's line: 0.95x): a confirmation within 4% of the line is timed again and their geometric mean judged."""
+    evaluation = _feeds(8, 2)
+    device_latency, calls = _scripted_device(rounds)
+    shipped, outcome = search(small_cnn(), target=load_target("host"),
+                              options=QuantizeOptions(mode="auto", speed_fallback=False, latency_budget_s=1.0),
+                              calibration=_feeds(16, 0), evaluation=evaluation, labels=None,
+                              timing_feeds=evaluation[0], device_latency=device_latency, device_name="board")
+    assert len(calls) == 3 and calls[2] == calls[1]  # the winner beside float, twice
+    judged = round((rounds[1] * rounds[2]) ** 0.5, 4)
+    assert f"then {rounds[2]:.3f}x: {judged:.3f}x judged" in outcome.reason, outcome.reason
+    assert (shipped is not None) == ships

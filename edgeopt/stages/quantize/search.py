@@ -13,6 +13,7 @@ for every candidate and mixed-precision step to be compared with; a candidate's 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from pathlib import Path
 from collections import deque
@@ -51,6 +52,8 @@ from edgeopt.targets import TargetProfile
 
 # Latency ratios this close (relative) are the same speed: fidelity decides between them.
 SAME_SPEED = 0.03
+# A confirmed ratio this close to the speed rule's line (1 - min_speedup) is timed once more (timing.py)
+BORDERLINE = 0.04
 
 
 Feeds = dict[str, np.ndarray]
@@ -432,6 +435,16 @@ def search(
                                                  timing_batch(), options, device_latency)
             best.latency_ratio = round(best.latency.ratio_to_reference or 1.0, 4)
             confirmed = f"it won its round at {first:.2f}x, timed again beside float alone"
+            if abs(best.latency_ratio - (1 - options.min_speedup)) <= BORDERLINE:
+                # within a shared machine's run-to-run noise of the rule's line: one more timing decides with the
+                # first (their geometric mean), so the same model does not ship int8 on one run and float on the next
+                again = confirm_against_float(best.name, quantized_models[best.name], float_source, timing_batch(),
+                                              options, device_latency)
+                ratios = (best.latency_ratio, again.ratio_to_reference or 1.0)
+                best.latency = again
+                best.latency_ratio = round(math.sqrt(ratios[0] * ratios[1]), 4)
+                confirmed += (f" ({ratios[0]:.3f}x, near the {1 - options.min_speedup:.2f}x line, then {ratios[1]:.3f}x: "
+                              f"{best.latency_ratio:.3f}x judged)")
         if best.latency_ratio is not None and not fast_enough(best.latency_ratio, options.min_speedup) and not (
                 explicit or options.force_int8):
             outcome.reason = (f"kept the float model: its fastest faithful int8 candidate ({best.name}"

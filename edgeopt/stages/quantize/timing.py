@@ -3,7 +3,8 @@
 The candidate that ships is the fastest of a round in which every faithful candidate was timed (and the best
 of the speed fallback's trials): the minimum of several noisy ratios, so biased low. basic-pitch's int8
 model won its round at 0.94x of float and measured 1.03x in the benchmark's own interleaved timing. The
-winner is therefore timed again beside float alone, and that fresh ratio is what the speed rule judges."""
+winner is therefore timed again beside float alone, and that fresh ratio is what the speed rule judges; where it
+lies within run-to-run noise of the rule's line, once more, and the two are judged together (search.BORDERLINE)."""
 
 from __future__ import annotations
 
