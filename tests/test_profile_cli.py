@@ -115,3 +115,15 @@ def test_an_if_on_a_filled_input_is_priced_by_the_branch_it_takes(cli, tmp_path)
         estimate = json.loads(result.stdout)["estimates"]["rpi4b"]
         assert estimate["macs_total"] == 8 * 64 * width
         assert any("If 'If_" in note for note in estimate["assumptions"])
+
+
+def test_convert_prices_an_if_by_the_branch_its_fill_selects(cli, tmp_path):
+    from analysis.test_branches import NARROW, switch_model
+
+    path = tmp_path / "switch.onnx"
+    onnx.save(switch_model("sr"), path)
+    result = cli("convert", path, "--dim", "rows=8", "--fill", "sr=8000", "-t", "rpi4b", "-o", tmp_path / "out",
+                 "--json")
+    assert result.code == 0, result.stderr
+    profile = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "profile")
+    assert profile["details"]["rpi4b"]["macs_total"] == 8 * 64 * NARROW

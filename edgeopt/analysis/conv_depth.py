@@ -18,12 +18,17 @@ positions: measured on an AVX-512 host (one thread, 128 -> 128 channels, kernel 
 12.7, 43.8, 65 and 79 G MACs/s; a batch of 64 four-position images ran at the four-position rate. The same
 ``n / (n + k0)`` curve through the class's reference (``conv.gemm``, 56x56 = 3136 positions) and a short model
 (``conv.gemm.short``: a batch of 1-D maps of 8 positions) prices it.
+
+An LSTM pays a fixed cost per call and per step beside its products, so one over few steps (a streaming model
+called once per frame) runs slower per MAC: measured (one thread, 128 inputs and hidden units) at 1, 2, 4, 8 and
+32 steps, 11.7, 17.9, 25.7, 30.9 and 34.0 G MACs/s, which ``steps / (steps + k0)`` with k0 = 2.1 follows within
+8%. Its anchors: the ``lstm`` class (32 steps) and ``lstm.step`` (the same cell over one step).
 """
 
 from __future__ import annotations
 
 
-__all__ = ["DEPTH_ANCHORS", "GEMM_POSITIONS_ANCHOR", "depth_factor", "shallow_k0"]
+__all__ = ["DEPTH_ANCHORS", "GEMM_POSITIONS_ANCHOR", "LSTM_STEPS_ANCHOR", "depth_factor", "shallow_k0"]
 
 # kernel family (the Conv's class) -> (reference depth, shallow model's key, shallow depth)
 DEPTH_ANCHORS: dict[str | None, tuple[int, str, int]] = {
@@ -34,6 +39,8 @@ DEPTH_ANCHORS: dict[str | None, tuple[int, str, int]] = {
 
 # (reference positions, short model's key, its positions) for the float GEMM path ("gemm" class)
 GEMM_POSITIONS_ANCHOR: tuple[int, str, int] = (56 * 56, "conv.gemm.short", 8)
+# (reference steps, one-step model's key, its steps) for an LSTM over few time steps
+LSTM_STEPS_ANCHOR: tuple[int, str, int] = (32, "lstm.step", 1)
 
 
 LINEAR_K0 = 1e9  # the model's limit: efficiency in proportion to depth

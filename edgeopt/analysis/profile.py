@@ -62,7 +62,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.broadcast import BROADCASTING_OPS, span_count
-from edgeopt.analysis.conv_depth import DEPTH_ANCHORS, GEMM_POSITIONS_ANCHOR, depth_factor, shallow_k0
+from edgeopt.analysis.conv_depth import (DEPTH_ANCHORS, GEMM_POSITIONS_ANCHOR, LSTM_STEPS_ANCHOR, depth_factor,
+                                         shallow_k0)
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic, resolve_alias
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.tflite_memory import estimate_tflite_memory
@@ -537,18 +538,23 @@ def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> Non
 
 
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
-    """A GEMM-path Conv with fewer output positions per image than its class's reference runs slower
-    (analysis.conv_depth), where the target measured the short model."""
-    if facts["op_class"] != "gemm" or not node.output_positions or not times["compute_time_us"] or \
-            not times["efficiency"]:
+    """A GEMM-path Conv with fewer output positions per image than its class's reference, or an LSTM over fewer
+    steps than its class model's, runs slower (analysis.conv_depth), where the target measured the short model."""
+    if facts["op_class"] == "gemm" and facts["kind"] == "conv" and node.output_positions:
+        anchor, size, reference_key = GEMM_POSITIONS_ANCHOR, node.output_positions, ("conv", "gemm")
+    elif facts["kind"] == "lstm" and node.recurrent_steps and facts["execution_dtype"] in (None, "fp32"):
+        anchor, size, reference_key = LSTM_STEPS_ANCHOR, node.recurrent_steps, ("lstm", None)
+    else:
         return
-    reference_positions, short_key, short_positions = GEMM_POSITIONS_ANCHOR
+    if not times["compute_time_us"] or not times["efficiency"]:
+        return
+    reference_size, short_key, short_size = anchor
     table = fig.owner_efficiency()
-    short, reference = table.get(short_key), _efficiency(table, "conv", "gemm", "fp32")
-    k0 = shallow_k0(reference, short, reference_positions, short_positions) if short and reference else None
+    short, reference = table.get(short_key), _efficiency(table, *reference_key, "fp32")
+    k0 = shallow_k0(reference, short, reference_size, short_size) if short and reference else None
     if k0 is None:
         return
-    factor = depth_factor(node.output_positions, reference_positions, k0)
+    factor = depth_factor(size, reference_size, k0)
     if factor >= 1.0:
         return
     times["efficiency"] *= factor

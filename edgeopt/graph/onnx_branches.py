@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -66,6 +67,7 @@ def inline_taken_branches(model: onnx.ModelProto, input_shapes: Mapping[str, Seq
     result = InlinedBranches(work)
     values = dict(input_values or {})
     evaluated = 0
+    shapes: Mapping[str, Any] | None = None
     while (index := next((i for i, n in enumerate(work.graph.node) if is_op(n, "If")), None)) is not None:
         node = work.graph.node[index]
         name = node_name(node, index)
@@ -77,7 +79,9 @@ def inline_taken_branches(model: onnx.ModelProto, input_shapes: Mapping[str, Seq
             evaluated += 1
             condition, why = _evaluate(work.graph, node.input[0], work, input_shapes, values)
         if condition is None:
-            taken = _costlier(work, node, branches, input_shapes)
+            if shapes is None:  # once: the names the branches read keep their shapes as Ifs are inlined
+                shapes = _shapes(work, input_shapes)
+            taken = _costlier(branches, shapes)
             result.warnings.append(f"If '{name}': its condition is not known before the run ({why}); the estimate "
                                 f"prices its costlier branch, {taken}")
         else:
@@ -176,17 +180,19 @@ def _all_reads(node: NodeProto) -> set[str]:
     return {i for i in node.input if i} | outer_names(node)
 
 
-def _costlier(model: onnx.ModelProto, node: NodeProto, branches: Mapping[str, GraphProto],
-              input_shapes: Mapping[str, Sequence[int]]) -> str:
-    """The branch with more MACs at the resolved shapes (more nodes where MACs are unknown; then_branch on a
-    tie)."""
-    from edgeopt.graph.onnx_macs import total_macs, walk_macs
+def _shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> Mapping[str, Any]:
+    """Every tensor's shape, branches included ({} where inference fails: the branches are then ranked by size)."""
     from edgeopt.graph.onnx_shapes import resolve_shapes
 
     try:
-        shapes = resolve_shapes(model, input_shapes)
-    except Exception:  # noqa: BLE001 - no shapes: count nodes
-        shapes = {}
+        return resolve_shapes(model, input_shapes)
+    except Exception:  # noqa: BLE001 - ranking falls back to node counts
+        return {}
+
+
+def _costlier(branches: Mapping[str, GraphProto], shapes: Mapping[str, Any]) -> str:
+    """The branch with more MACs at ``shapes`` (more nodes where MACs are unknown; then_branch on a tie)."""
+    from edgeopt.graph.onnx_macs import total_macs, walk_macs
 
     def cost(attr: str) -> tuple[int, int, bool]:
         rows = walk_macs(branches[attr], shapes)

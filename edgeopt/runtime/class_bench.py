@@ -96,6 +96,9 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.gemm.short": op_stack("Conv", 1, (72, 36, 3), [32, 36, 8], [32, 72, 8], pads=[1, 1]),
         "conv.depthwise.gemm": op_stack("Conv", 4, (72, 1, 3, 3), [1, 72, 56, 56], group=72, pads=[1] * 4),
         "lstm": _lstm(32, 256, 256),
+        # the same cell over one step (a streaming model's call): a fixed cost per call beside the steps
+        # (analysis.conv_depth's curve over steps)
+        "lstm.step": _lstm(1, 256, 256),
         "conv.depthwise@int8": qdq_model("Conv", dw_weights, [1, 128, 56, 56], [1, 128, 56, 56], group=128,
                                          pads=[1, 1, 1, 1]),
         "conv.1x1@int8": qdq_model("Conv", pw_weights, [1, 128, 28, 28], [1, 128, 28, 28]),

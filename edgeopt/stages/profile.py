@@ -68,18 +68,22 @@ class ProfileStage:
 
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         from edgeopt.analysis.profile import static_profile
+        from edgeopt.graph.build import build_graph
         from edgeopt.runtime.host_calibration import host_for_estimates
         from edgeopt.targets import host_cpu_of, load_target
 
         with context.stage("profile", "Profiling for targets") as record:
             shapes = graph_input_shapes(model.proto, context.reference.specs)
+            # the inputs' known values (fills, integer data) decide an If's branch (graph.onnx_branches)
+            values = context.plan.known_values() if context.plan is not None else None
             verdicts: dict[str, TargetVerdict] = {}
             estimates: dict[str, StaticProfile] = {}
+            graph = None
             for name in context.config.targets:
                 target = host_for_estimates(load_target(name, context.targets_dir()), context.events)
                 try:
-                    estimate = static_profile(model.proto, target, shapes,
-                                              cpu_target=host_cpu_of(target, context.targets_dir()))
+                    graph = graph or build_graph(model.proto, shapes, input_values=values)
+                    estimate = static_profile(graph, target, cpu_target=host_cpu_of(target, context.targets_dir()))
                 except EdgeoptError as exc:
                     record.warnings.append(f"no static profile for {name}: {exc.message}")
                     continue

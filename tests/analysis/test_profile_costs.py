@@ -715,3 +715,22 @@ def test_the_dispatch_cost_per_node_is_the_targets_own_where_measured():
     assert default.overhead_us == NODE_OVERHEAD_US
     assert measured.overhead_us == 0.25
     assert default.time_us - measured.time_us == pytest.approx(NODE_OVERHEAD_US - 0.25)
+
+
+def _lstm_model(steps: int, hidden: int = 16) -> onnx.ModelProto:
+    lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden)
+    return make_model([lstm], [tensor("x", F, [steps, 1, hidden])], [tensor("y", F, [steps, 1, 1, hidden])],
+                      [weight("W", (1, 4 * hidden, hidden)), weight("R", (1, 4 * hidden, hidden), seed=1)])
+
+
+def test_an_lstm_over_few_steps_runs_at_the_one_step_models_efficiency():
+    """A streaming model's LSTM steps once per call: its fixed costs per call and per step weigh on few MACs.
+    The class model (32 steps) and the one-step model (`lstm.step`) fix the steps / (steps + k0) curve."""
+    target = cpu_target(efficiency={"lstm": 0.4, "lstm.step": 0.1})
+    one = static_profile(_lstm_model(1), target).node("lstm")
+    many = static_profile(_lstm_model(64), target).node("lstm")
+    assert one.efficiency == pytest.approx(0.1, rel=1e-6) and many.efficiency == pytest.approx(0.4)
+    eight = static_profile(_lstm_model(8), target).node("lstm").efficiency
+    assert 0.1 < eight < 0.4
+    # without the one-step figure, the class's efficiency at any length
+    assert static_profile(_lstm_model(1), cpu_target(efficiency={"lstm": 0.4})).node("lstm").efficiency == 0.4
