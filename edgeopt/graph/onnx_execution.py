@@ -234,8 +234,9 @@ def analyse_execution(
     rows: list[NodeExecution] = []
     folded = set(constants)  # weights, and what constant folding makes of them
     # onnxruntime folds Shape/Size only where the shape is static as the model declares it (no symbolic input dim)
-    static_shapes = all(d.HasField("dim_value") for vi in model.graph.input if vi.name not in constants
-                        for d in vi.type.tensor_type.shape.dim)
+    static_shapes = all(vi.type.tensor_type.HasField("shape")
+                        and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
+                        for vi in model.graph.input if vi.name not in constants)
     for i, node in enumerate(nodes):
         name = node_name(node, i)
         common = {"index": i, "name": name, "op_type": node.op_type, "domain": node.domain}

@@ -141,3 +141,21 @@ def test_constant_chains_and_eliminated_identities_cost_nothing():
     roles = {n.op_type: n.role for n in to_graph(model).nodes}
     assert roles["Slice"] == "constant" and roles["Concat"] == "constant"
     assert roles["Identity"] == "fused_activation" and roles["MatMul"] == "compute" and roles["Relu"] == "compute"
+
+
+@pytest.mark.parametrize("rows, folded", [(2, True), ("batch", False)])
+def test_shape_arithmetic_folds_only_where_the_model_declares_static_shapes(rows, folded):
+    """onnxruntime folds Shape only where the graph's shapes are known when it loads: a symbolic input dim
+    keeps the Shape -> Gather -> Concat chain that sizes a Reshape running at every call."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array([0], np.int64))),
+             helper.make_node("Gather", ["shape", "zero"], ["rows"]),
+             helper.make_node("Constant", [], ["minus_one"], value=numpy_helper.from_array(np.array([-1], np.int64))),
+             helper.make_node("Concat", ["rows", "minus_one"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    model = make_model(nodes, [tensor("x", TensorProto.FLOAT, [rows, 4, 2])], [tensor("y", TensorProto.FLOAT, None)],
+                       check=False)
+    assert run_ort(model, {"x": np.ones((2, 4, 2), np.float32)})[0].shape == (2, 8)
+    roles = {n.op_type: n.role for n in to_graph(model, {"x": (2, 4, 2)}).nodes}
+    assert (roles["Shape"] == "constant") == folded and (roles["Concat"] == "constant") == folded
+    assert roles["Reshape"] == "compute"
