@@ -515,18 +515,13 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
         return
     reference_depth, shallow_key, shallow_depth = anchor
     table = fig.owner_efficiency()
-    shallow, reference = table.get(shallow_key), _efficiency(table, "conv", facts["op_class"], "int8")
-    k0 = shallow_k0(reference, shallow, reference_depth, shallow_depth) if shallow and reference else None
     node = graph.nodes[facts["index"]]
     position = 3 if facts["op_type"] == "QLinearConv" else 1  # QLinearConv: x, its scale and zero point, w
     weight = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
-    if k0 is None or weight is None or weight.shape is None or len(weight.shape) < 3:
+    if weight is None or weight.shape is None or len(weight.shape) < 3:
         return
-    factor = depth_factor(math.prod(weight.shape[1:]), reference_depth, k0)
-    if factor >= 1.0:
-        return
-    times["efficiency"] *= factor
-    _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
+    _slow_down(times, _efficiency(table, "conv", facts["op_class"], "int8"), table.get(shallow_key),
+               (reference_depth, shallow_depth, math.prod(weight.shape[1:])))
 
 
 def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
@@ -550,7 +545,15 @@ def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any]
         return
     reference_size, short_key, short_size = anchor
     table = fig.owner_efficiency()
-    short, reference = table.get(short_key), _efficiency(table, *reference_key, "fp32")
+    _slow_down(times, _efficiency(table, *reference_key, "fp32"), table.get(short_key),
+               (reference_size, short_size, size))
+
+
+def _slow_down(times: dict[str, Any], reference: float | None, short: float | None, sizes: tuple[int, int, int]
+               ) -> None:
+    """The node's efficiency at its size on the ``n / (n + k0)`` curve through the reference's and the short
+    model's (analysis.conv_depth; ``sizes``: reference, short model's, the node's), where both were measured."""
+    reference_size, short_size, size = sizes
     k0 = shallow_k0(reference, short, reference_size, short_size) if short and reference else None
     if k0 is None:
         return
