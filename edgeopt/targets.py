@@ -104,7 +104,9 @@ class RuntimeMemory(BaseModel):
     load_weight_copies_held: dict[str, float] | None = None
     # kinds whose weights the runtime pre-packs one at a time: loading also holds the largest one's packed copy
     packed_one_at_a_time: tuple[str, ...] = ()
-    arena_factor: float = Field(ge=0.0)  # activation arena / the liveness plan's peak
+    # measured activation arena / the one analysis.arena simulates (before calibration recipe 25: / the planned
+    # peak, so a calibration from then overstates the arena about twofold until the target is calibrated again)
+    arena_factor: float = Field(ge=0.0)
     source: str = ""
 
     @field_validator("weight_copies", "load_weight_copies", "load_weight_copies_held", mode="before")

@@ -11,6 +11,9 @@ CONV = 4 * 256 * 256 * 3 * 3 * 4  # the conv probe's four fp32 weights: 9 MiB
 MATMUL, MATMUL_LARGEST = 4 * 1024 * 1024 * 4, 1024 * 1024 * 4  # four 4 MiB weights, pre-packed one at a time
 LSTM, LSTM_LARGEST = 2 * 4 * 768 * 768 * 4, 4 * 768 * 768 * 4
 CONV_INT8 = 4 * 256 * 256 * 3 * 3  # int8 weights alone (their per-channel scales are not counted)
+# the arena probe (a chain of Sigmoid/Add on 3 MiB tensors) as analysis.arena simulates it: its first run writes
+# three 3 MiB tensors in three regions, then the memory pattern's 9 MiB block lands in a fourth
+ARENA_SIMULATED = 6 * 64 * 112 * 112 * 4
 
 
 def reading(after_load: float, load_peak: float | None = None, default: float | None = None) -> dict[str, int]:
@@ -29,7 +32,8 @@ def probes(with_runner_8: bool) -> dict[str, dict[str, int]]:
         "matmul": reading(SESSION + MATMUL, SESSION + 1.25 * MATMUL + MATMUL_LARGEST,
                           SESSION + 1.5 * MATMUL + MATMUL_LARGEST if with_runner_8 else None),
         "lstm": reading(SESSION + LSTM, SESSION + LSTM + LSTM_LARGEST),
-        "arena": {**reading(SESSION), "run_peak": SESSION + 300_000 + 2 * 3 * 64 * 112 * 112 * 4},
+        # the probe's arena as simulated (3 live tensors of 3 MiB: 18.4 MiB resident), measured 1.5x that
+        "arena": {**reading(SESSION), "run_peak": SESSION + 300_000 + int(1.5 * ARENA_SIMULATED)},
     }
     if with_runner_8:
         found["initializers"] = reading(SESSION + 499 * 3000 + 500 * 1500)
@@ -50,7 +54,7 @@ def test_each_probe_sets_its_factor():
     # the LSTM probe without a default-allocator reading keeps its held copies
     assert memory.load_weight_copies["lstm"] == memory.load_weight_copies_held["lstm"] == 1.0
     assert memory.packed_one_at_a_time == ("matmul", "fully_connected", "lstm", "gru", "rnn")
-    assert memory.arena_factor == 2.0
+    assert memory.arena_factor == 1.5  # against the simulated arena, not the planned peak (2x less)
 
 
 def test_a_runner_before_version_8_gives_the_held_copies_and_no_int8_factors():

@@ -12,8 +12,9 @@ What a process running the model holds beyond its interpreter, in the parts the 
   blocked NCHWc layout), and by its dtype where measured apart (``conv.int8``: an int8 kernel's weights).
   Unlisted kinds keep one copy.
 * **first run**: what the session's first run sets up besides the activations.
-* **activation arena**: the liveness plan's peak times the arena factor: onnxruntime's arena holds the
-  first run's allocations, and its memory pattern adds one planned block from the second run on.
+* **activation arena**: onnxruntime's BFC arena simulated allocation by allocation (analysis.arena): the
+  regions the first run writes, which grow by doubling, then the memory pattern's block the second run
+  adds; times the target's arena factor (measured / simulated on a probe model: about 1.05).
 * **loading transient**: while the session is created, the parsed file, the runtime's copy and each
   re-laid-out copy are held at once, and glibc's default allocator keeps part of what is freed meanwhile
   (its dynamic mmap threshold rises to the size of the first large buffer freed, so later ones come from
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from edgeopt.analysis.arena import simulate_arena
 from edgeopt.analysis.memory import MemoryPlan
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.graph.onnx_execution import FOLDED_INTO_CONV
@@ -58,8 +60,8 @@ MAPPED_ALONE_BYTES = 32 * MiB
 # int8 convolution's and 1.1x of an int8 MatMul's; while loading, as glibc's default allocator leaves it,
 # convolution weights 3.5x (held at once: 2.7x, the parsed, NCHWc-reordered and runtime copies), MatMul
 # 1.5x (1.2x) and LSTM 1.5x (1.0x) plus the packed copy of the largest (pre-packed one weight at a time), int8
-# convolutions 2.1x (1.4x), int8 MatMuls 1.8x (1.0x) plus the largest; a Sigmoid/Add chain's arena 2.1x its
-# planned peak. The fp32 held-at-once figures are also what an AVX2 host (AMD EPYC) measured on 2026-12-03.
+# convolutions 2.1x (1.4x), int8 MatMuls 1.8x (1.0x) plus the largest; a Sigmoid/Add chain's arena 1.05x the
+# simulated one (analysis.arena; 2.1x its planned peak). The fp32 held-at-once figures are also what an AVX2 host (AMD EPYC) measured on 2026-12-03.
 PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
     session_fixed_bytes=int(9.4 * MiB), session_per_node_bytes=3200, session_per_initializer_bytes=1700,
@@ -71,7 +73,7 @@ X86_ONNXRUNTIME = RuntimeMemory(
                              "gru": 1.0, "rnn": 1.0, "conv.int8": 1.4, "matmul.int8": 1.0,
                              "fully_connected.int8": 1.0},
     packed_one_at_a_time=PACKED_KINDS,
-    arena_factor=2.1,
+    arena_factor=1.05,
     source="edgeopt's defaults for onnxruntime's CPU provider on x86_64 (measured by its memory probes)")
 # aarch64 wheels of onnxruntime are built without the NCHWc convolution layout (MLAS_USE_ARM_NEON_NCHWC is a
 # build option). The same probes on aarch64 (onnxruntime 1.32.0 under qemu user-mode emulation, the test
@@ -182,7 +184,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]
                                           + (name in rewritten)) for name in held)))
     loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
-    arena = int(round(plan.peak_activation_bytes * runtime.arena_factor))
+    simulated = simulate_arena(plan.tensors, graph.inputs)
+    arena = int(round(simulated.resident_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant") + graph.dormant_nodes
     initializers = len(graph.weights) + graph.dormant_weights
     session = (runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)
@@ -200,7 +203,10 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
                                         "file's: pre-packed and re-laid-out copies)" if weights else
                    "weights as loaded", bytes=weights_loaded),
         MemoryPart(key="first_run", label="first run's set-up", bytes=first_run),
-        MemoryPart(key="arena", label=f"activation arena ({runtime.arena_factor:g}x the planned peak)", bytes=arena),
+        MemoryPart(key="arena", label=f"activation arena (onnxruntime's arena simulated: first run "
+                                      f"{simulated.first_run_bytes / MiB:.1f} MiB, then the memory pattern's "
+                                      f"{simulated.pattern_bytes / MiB:.1f} MiB block; planned peak "
+                                      f"{plan.peak_activation_bytes / MiB:.1f} MiB)", bytes=arena),
         MemoryPart(key="loading", label="loading transient beyond what the run needs (file, runtime and "
                                         "re-laid-out copies at once)", bytes=transient),
     ]

@@ -202,6 +202,7 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
     allocator happened to keep (that slack is reused by the run). The weight probes' load peaks are taken as a
     user's process sees them, with glibc's default allocator, whose dynamic mmap threshold keeps part of what
     loading freed (where a device runner before version 8 did not measure that, the held copies stand)."""
+    from edgeopt.analysis.arena import simulate_arena
     from edgeopt.analysis.memory import liveness_plan
     from edgeopt.graph.build import build_graph
 
@@ -220,7 +221,8 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         packed = max(sizes) if phase != "after_load" and name in PACKED_PROBES else 0
         return round(max(1.0, (probes[name][phase] - session["after_load"] - packed) / sum(sizes)), 2)
 
-    planned = liveness_plan(build_graph(models["arena"])).peak_activation_bytes
+    arena_graph = build_graph(models["arena"])
+    simulated = simulate_arena(liveness_plan(arena_graph).tensors, arena_graph.inputs).resident_bytes
     first_run = max(0, session["run_peak"] - session["after_load"])
     per_node = max(0, (probes["nodes"]["after_load"] - session["after_load"]) // (PROBE_NODES - 2))
     per_initializer = 0
@@ -242,7 +244,8 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         load_weight_copies_held={"default": 2.0, **held} if by_default else None,
         # by the reading kernel's kind (an int8 MatMul's is matmul)
         packed_one_at_a_time=tuple(kind for probe in PACKED_PROBES for kind in WEIGHT_PROBES[probe] if "." not in kind),
-        arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / planned), 2),
+        # the simulation is the model; the factor only adds what it misses (a run's own buffers)
+        arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / simulated), 2),
         source=source)
 
 
