@@ -18,7 +18,8 @@ activations and holds 70 MiB after its first run, 118 MiB from its second; a cha
 So the resident arena is the high-water mark written in each region, summed: the first run's, then the
 pattern block's on top. The allocation order is the liveness plan's (the graph's node order): each
 node's outputs are allocated before it runs, its inputs freed after their last reader. Graph inputs are the
-caller's buffers, not the arena's. Not simulated: onnxruntime's planner handing a dead tensor's buffer to
+caller's buffers, not the arena's; a tensor onnxruntime lays out in channel blocks (NCHWc on x86) takes its
+padded size. Not simulated: onnxruntime's planner handing a dead tensor's buffer to
 a new one of the same size (the BFC best fit mostly does the same), kernels' scratch buffers, and the
 heap a process already holds (analysis.runtime_memory accounts for what loading left free).
 """
@@ -26,8 +27,8 @@ heap a process already holds (analysis.runtime_memory accounts for what loading 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from edgeopt.analysis.memory import LiveTensor
 
@@ -118,11 +119,14 @@ def pattern_size(tensors: Iterable[LiveTensor]) -> int:
     return peak
 
 
-def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = ()) -> ArenaSimulation:
+def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = (),
+                   laid_out: Mapping[str, int] | None = None) -> ArenaSimulation:
     """The resident activation arena of a session running ``tensors`` (a liveness plan's, steps in execution
-    order) twice or more; ``caller_owned``: tensors the arena does not hold (the graph's inputs)."""
+    order) twice or more; ``caller_owned``: tensors the arena does not hold (the graph's inputs); ``laid_out``:
+    the bytes the runtime's layout gives some tensors instead of their own (Graph.layout_tensor_bytes)."""
     skip = set(caller_owned)
-    planned = [t for t in tensors if t.bytes and t.name not in skip]
+    laid_out = laid_out or {}
+    planned = [replace(t, bytes=laid_out.get(t.name, t.bytes)) for t in tensors if t.bytes and t.name not in skip]
     arena = _Arena()
     starting: dict[int, list[LiveTensor]] = {}
     ending: dict[int, list[LiveTensor]] = {}

@@ -791,7 +791,7 @@ def static_profile(
     if graph.format == "tflite":
         runtime = estimate_tflite_memory(graph, plan, xnnpack=xnnpack)
     else:
-        runtime = None if runtime_facts is None else estimate_runtime_memory(graph, plan, runtime_facts)
+        runtime = None if runtime_facts is None else estimate_runtime_memory(graph, plan, runtime_facts, block)
     fits = _fits(target, plan.weight_bytes, plan.peak_activation_bytes, runtime)
     for check in fits:
         if check.fits is False:

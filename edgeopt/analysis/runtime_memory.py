@@ -168,7 +168,9 @@ def rewritten_at_load(graph: Graph) -> set[str]:
     return rewritten
 
 
-def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory) -> RuntimeMemoryEstimate:
+def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory,
+                            layout_block: int | None = None) -> RuntimeMemoryEstimate:
+    """``layout_block``: the channel block of onnxruntime's NCHWc layout on the target's CPU (None: not used)."""
     weights = plan.weight_bytes
     sizes = {name: tensor_size_bytes(graph.tensors.get(name)) or 0 for name in graph.weights}
     readers = _weight_readers(graph)
@@ -184,7 +186,7 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]
                                           + (name in rewritten)) for name in held)))
     loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
-    simulated = simulate_arena(plan.tensors, graph.inputs)
+    simulated = simulate_arena(plan.tensors, graph.inputs, graph.layout_tensor_bytes.get(layout_block or 0))
     arena = int(round(simulated.resident_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant") + graph.dormant_nodes
     initializers = len(graph.weights) + graph.dormant_weights

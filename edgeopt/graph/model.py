@@ -134,6 +134,9 @@ class Graph:
     # bytes moved by the layout copies a runtime adds, by the channel block it uses and the node charged
     # (onnxruntime's NCHWc reorders on x86: graph/onnx_layout.py)
     layout_copy_bytes: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
+    # activations a runtime's layout enlarges, by the channel block and the tensor: their bytes as laid out
+    # (NCHWc pads the channels to a whole block: 24 channels take 32 at 16 per block)
+    layout_tensor_bytes: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     # If branches not taken (graph/onnx_branches.py): the runtime loads them though they never run

@@ -262,6 +262,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
             **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
+    padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes
     return Graph(
         format="onnx",
         nodes=tuple(nodes),
@@ -273,8 +274,10 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
         weight_bytes_by_dtype=weight_bytes_by_dtype(loaded),  # every branch's: all are loaded
         aliases=execution.aliases,
-        layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, weights, block)
+        layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, weights, block,
+                                                      padded.setdefault(block, {}))
                            for block in NCHWC_BLOCKS},
+        layout_tensor_bytes=padded,
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
         dormant_nodes=branches.dormant_nodes if branches else 0,

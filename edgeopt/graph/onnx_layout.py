@@ -64,9 +64,12 @@ def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: se
 
 
 def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
-                        execution: Sequence[NodeExecution], constants: set[str], block: int) -> dict[int, int]:
+                        execution: Sequence[NodeExecution], constants: set[str], block: int,
+                        padded: dict[str, int] | None = None) -> dict[int, int]:
     """Bytes moved by the reorders onnxruntime inserts at NCHWc block size ``block``, per node charged
-    (``constants``: the main graph's weight names, onnx_protos.weight_names)."""
+    (``constants``: the main graph's weight names, onnx_protos.weight_names). ``padded``, if given, receives the
+    blocked tensors whose channels the blocks pad (a count not a multiple of ``block``), with their bytes as
+    laid out: what the runtime allocates for them."""
     graph = model.graph
     nodes = list(graph.node)
     blocked: dict[str, int] = {}  # tensor -> its channel count, for tensors kept in NCHWc
@@ -143,6 +146,10 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
         if not takes:
             needs_plain.update(name for name in data if name in blocked)
     needs_plain.update(name for name in (o.name for o in graph.output) if name in blocked)
+    if padded is not None:
+        for name, channels in blocked.items():
+            if channels % block:
+                padded[name] = nbytes(name, channels) // 2
     for name in needs_plain:  # one ReorderOutput per blocked tensor read as NCHW
         if name in producer:
             charge(producer[name], nbytes(name, blocked[name]))

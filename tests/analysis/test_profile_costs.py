@@ -352,6 +352,32 @@ def test_nchwc_reorders_are_priced_on_x86_by_block_size():
     avx512 = static_profile(graph, cpu_target(arch="x86_64", isa_features=("avx2", "avx512f")))
     assert avx512.node("conv2").layout_copy_bytes == 16384 and avx512.node("conv1").layout_copy_bytes == 16384
     run_ort(model, {"x": np.ones((1, 16, 8, 8), np.float32)})
+    # the runtime allocates y blocked before its ReorderOutput: 16 channels of 64 floats at 16 per block (4096 B
+    # where its 8 channels take 2048), none padded at 8 per block
+    assert graph.layout_tensor_bytes[16] == {"y": 4096} and graph.layout_tensor_bytes[8] == {}
+
+
+def test_the_arena_takes_the_nchwc_padded_size_of_a_blocked_tensor():
+    # x (1,16,64,64) -> conv1 16->16 -> c (256 KiB) -> Div -> d (256 KiB) -> conv2 16->24 -> y (384 KiB; 512 KiB
+    # padded to two blocks of 16). The arena's first 1 MiB region: c at 0, d at 256 KiB, c freed; y takes the free
+    # 512 KiB at 512 KiB whole (under twice its size), so the first run writes 896 KiB, or the whole 1 MiB padded.
+    # The pattern (d after c, y after d: 896 KiB, or 1 MiB) lands in the same region: 896 KiB resident, 1 MiB padded
+    from edgeopt.analysis.memory import liveness_plan
+    from edgeopt.analysis.runtime_memory import X86_ONNXRUNTIME, estimate_runtime_memory
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Div", ["c", "two"], ["d"], name="div"),
+             helper.make_node("Conv", ["d", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    graph = to_graph(make_model(nodes, [tensor("x", F, [1, 16, 64, 64])], [tensor("y", F, [1, 24, 64, 64])],
+                                [weight("w1", (16, 16, 3, 3)), two, weight("w2", (24, 16, 3, 3), seed=2)]))
+    assert graph.layout_tensor_bytes[16] == {"y": 512 * 1024} and graph.layout_tensor_bytes[8] == {}
+    unit = X86_ONNXRUNTIME.model_copy(update={"arena_factor": 1.0})
+
+    def arena(block):
+        memory = estimate_runtime_memory(graph, liveness_plan(graph), unit, block)
+        return next(part.bytes for part in memory.parts if part.key == "arena")
+    assert (arena(None), arena(8), arena(16)) == (896 * 1024, 896 * 1024, 1024 * 1024)
 
 
 def test_estimates_carry_the_error_band_validated_for_their_target():
