@@ -23,8 +23,10 @@ What a process running the model holds beyond its interpreter, in the parts the 
   when freed, so it counts only the copies held at once (``load_weight_copies_held``). Plus the packed copy
   of the largest weight the runtime pre-packs one at a time (MatMul, Gemm, LSTM), plus one more for a
   weight rewritten at load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a
-  Constant node turned into an initializer). The run reuses what loading freed, so the transient counts
-  only where it exceeds what the run needs:
+  Constant node turned into an initializer), plus what constant folding computes (``folded_copies`` per
+  byte of the folded nodes' outputs: the folded tensors, their protobuf and runtime copies, kept by the
+  allocator). The run reuses what loading freed, so the transient counts only where it exceeds what the
+  run needs:
 
     run need  = weights as loaded + first run + arena
     peak      = session + max(run need, load copies x weights)     (the measured ``peak_rss_increase_bytes``)
@@ -168,6 +170,18 @@ def rewritten_at_load(graph: Graph) -> set[str]:
     return rewritten
 
 
+def folded_at_load_bytes(graph: Graph) -> int:
+    """Bytes the runtime's constant folding computes while loading: the outputs of nodes that read only
+    constants (a weight sliced, concatenated or reshaped), Constant nodes aside (their values are weights). The
+    If branches not taken fold too, counted like the branch that runs, in proportion to their weights."""
+    folded = sum(tensor_size_bytes(graph.tensors.get(name)) or 0 for node in graph.nodes
+                 if node.role == "constant" and node.op_type != "Constant" for name in node.outputs)
+    running = graph.weight_bytes - graph.dormant_weight_bytes
+    if folded and graph.dormant_weight_bytes and running > 0:
+        folded += folded * graph.dormant_weight_bytes // running
+    return folded
+
+
 def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory,
                             layout_block: int | None = None) -> RuntimeMemoryEstimate:
     """``layout_block``: the channel block of onnxruntime's NCHWc layout on the target's CPU (None: not used)."""
@@ -186,6 +200,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]
                                           + (name in rewritten)) for name in held)))
     loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
+    folded = folded_at_load_bytes(graph)
+    loading += int(round(folded * runtime.folded_copies))
     simulated = simulate_arena(plan.tensors, graph.inputs, graph.layout_tensor_bytes.get(layout_block or 0))
     arena = int(round(simulated.resident_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant") + graph.dormant_nodes
@@ -210,7 +226,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
                                       f"{simulated.pattern_bytes / MiB:.1f} MiB block; planned peak "
                                       f"{plan.peak_activation_bytes / MiB:.1f} MiB)", bytes=arena),
         MemoryPart(key="loading", label="loading transient beyond what the run needs (file, runtime and "
-                                        "re-laid-out copies at once)", bytes=transient),
+                                        "re-laid-out copies at once" + (f"; {folded / MiB:.1f} MiB folded from "
+                                        "constants" if folded else "") + ")", bytes=transient),
     ]
     baseline = runtime.interpreter_baseline_bytes
     if baseline is not None:

@@ -21,14 +21,19 @@ from .helpers import make_model, run_ort, tensor, unchanged
 WIDE, NARROW = 256, 16
 
 
-def _branch(name: str, width: int) -> object:
-    w = numpy_helper.from_array(np.full((64, width), 0.01, np.float32), f"{name}_w")
-    nodes = [helper.make_node("Constant", [], [f"{name}_w"], value=w),
-             helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_y"])]
+def _branch(name: str, width: int, stored_transposed: bool = False) -> object:
+    """``stored_transposed``: the weight kept as (width, 64) and transposed before the MatMul (folded at load)."""
+    shape = (width, 64) if stored_transposed else (64, width)
+    w = numpy_helper.from_array(np.full(shape, 0.01, np.float32), f"{name}_w")
+    nodes = [helper.make_node("Constant", [], [f"{name}_w"], value=w)]
+    if stored_transposed:
+        nodes.append(helper.make_node("Transpose", [f"{name}_w"], [f"{name}_wt"]))
+    nodes.append(helper.make_node("MatMul", ["x", f"{name}_wt" if stored_transposed else f"{name}_w"],
+                                  [f"{name}_y"]))
     return helper.make_graph(nodes, name, [], [tensor(f"{name}_y", TensorProto.FLOAT, ["rows", width])])
 
 
-def switch_model(condition_from: str = "sr") -> object:
+def switch_model(condition_from: str = "sr", stored_transposed: bool = False) -> object:
     """``condition_from``: "sr" (an int64 input's value), "x" (a float input's values) or "shape" (x's shape)."""
     nodes = [helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, np.int64)))]
     if condition_from == "sr":
@@ -43,8 +48,8 @@ def switch_model(condition_from: str = "sr") -> object:
                   helper.make_node("Gather", ["shape", "first"], ["rows"]),
                   helper.make_node("Constant", [], ["eight"], value=numpy_helper.from_array(np.array(8, np.int64))),
                   helper.make_node("Equal", ["rows", "eight"], ["cond"])]
-    nodes.append(helper.make_node("If", ["cond"], ["y"], then_branch=_branch("wide", WIDE),
-                                  else_branch=_branch("narrow", NARROW)))
+    nodes.append(helper.make_node("If", ["cond"], ["y"], then_branch=_branch("wide", WIDE, stored_transposed),
+                                  else_branch=_branch("narrow", NARROW, stored_transposed)))
     inputs = [tensor("x", TensorProto.FLOAT, ["rows", 64]), tensor("sr", TensorProto.INT64, [])]
     return make_model(nodes, inputs, [tensor("y", TensorProto.FLOAT, ["rows", "cols"])])
 
@@ -105,6 +110,21 @@ def test_the_estimate_prices_the_taken_branch_and_counts_the_other_as_loaded():
     memory = estimate_runtime_memory(narrow_graph, liveness_plan(narrow_graph), X86_ONNXRUNTIME)
     weights_part = next(p.bytes for p in memory.parts if p.key == "weights")
     assert weights_part >= 64 * (WIDE + NARROW) * 4
+
+
+def test_the_branch_not_taken_folds_at_load_like_the_one_that_runs():
+    # each branch's weight is stored transposed: onnxruntime folds the Transpose in both at load. The narrow
+    # branch runs: its 4 KiB folded, and the wide one's counted in proportion to the weights (64 KiB against
+    # the running 4 KiB + the 8-byte rate): within a few bytes of the 64 KiB it folds
+    from edgeopt.analysis.runtime_memory import folded_at_load_bytes
+
+    model = switch_model("sr", stored_transposed=True)
+    feeds = {"x": np.ones((8, 64), np.float32), "sr": np.array(8000, np.int64)}
+    assert run_ort(model, feeds)[0].shape == (8, NARROW)
+    graph = to_graph(model, {"x": (8, 64)}, input_values={"sr": np.array(8000, np.int64)})
+    running = 64 * NARROW * 4
+    assert folded_at_load_bytes(graph) == running + running * (64 * WIDE * 4) // (running + 8)
+    assert folded_at_load_bytes(graph) == pytest.approx(64 * (WIDE + NARROW) * 4, abs=200)
 
 
 def test_nested_ifs_are_resolved_in_turn():

@@ -150,6 +150,29 @@ def test_the_arena_is_the_simulated_arena_times_the_factor():
     assert "first run 0.0 MiB" in arena.label and "planned peak 0.0 MiB" in arena.label
 
 
+def test_what_constant_folding_computes_is_held_while_loading():
+    # a 4 KiB weight sliced in two halves (2 KiB each) and concatenated back swapped (4 KiB) before an Add:
+    # onnxruntime folds the three at load, 8 KiB computed, held at folded_copies per byte
+    from edgeopt.analysis.runtime_memory import folded_at_load_bytes
+
+    def ints(name, value):
+        return numpy_helper.from_array(np.array([value], np.int64), name)
+    nodes = [helper.make_node("Slice", ["w", "zero", "half"], ["a"]),
+             helper.make_node("Slice", ["w", "half", "full"], ["b"]),
+             helper.make_node("Concat", ["b", "a"], ["r"], axis=0),
+             helper.make_node("Add", ["x", "r"], ["y"])]
+    swapped = model(nodes, [vi("x", [1024])], [vi("y", [1024])],
+                    [weight("w", (1024,)), ints("zero", 0), ints("half", 512), ints("full", 1024)])
+    graph = build_graph(swapped)
+    assert folded_at_load_bytes(graph) == 2048 + 2048 + 4096
+    runtime = RUNTIME.model_copy(update={"weight_copies": {}, "load_weight_copies": {"default": 1.0},
+                                         "first_run_bytes": 0, "arena_factor": 0.0})
+    plain = estimate_runtime_memory(graph, liveness_plan(graph), runtime.model_copy(update={"folded_copies": 0.0}))
+    folded = estimate_runtime_memory(graph, liveness_plan(graph), runtime.model_copy(update={"folded_copies": 1.5}))
+    assert folded.load_peak_increase_bytes - plain.load_peak_increase_bytes == int(8192 * 1.5)
+    assert "folded from constants" in str(folded.parts)
+
+
 def test_a_plain_number_of_load_copies_is_every_kinds():
     assert RuntimeMemory(session_fixed_bytes=1, arena_factor=1.0, load_weight_copies=1.7).load_weight_copies == {
         "default": 1.7}
