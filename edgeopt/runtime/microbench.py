@@ -375,6 +375,9 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "call_overhead_us": (round(max(0.0, result.call_overhead_s * 1e6 - overhead_us), 2)
                              if result.call_overhead_s else base.call_overhead_us),
         "node_overhead_us": dispatch_us if dispatch_us is not None else base.node_overhead_us,
+        # and at the calibration's thread count, where that is more than one
+        "parallel_node_overhead_us": (dispatch_overhead_us(result.class_ops_per_s) if result.threads > 1
+                                      else None) or base.parallel_node_overhead_us,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })

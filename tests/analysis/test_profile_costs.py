@@ -743,6 +743,18 @@ def test_the_dispatch_cost_per_node_is_the_targets_own_where_measured():
     assert default.time_us - measured.time_us == pytest.approx(NODE_OVERHEAD_US - 0.25)
 
 
+def test_more_threads_price_the_dispatch_measured_at_more_threads():
+    # a thread pool costs every node more, even one its kernel runs on one thread (measured at the calibration's
+    # thread count); a target that measured only one thread keeps that figure at any count
+    model = conv_model()
+    both = cpu_target(cores=2, node_overhead_us=0.25, parallel_node_overhead_us=1.5)
+    assert static_profile(model, both, threads=1).node("conv").overhead_us == 0.25
+    assert static_profile(model, both, threads=2).node("conv").overhead_us == 1.5
+    assert static_profile(model, both).node("conv").overhead_us == 1.5  # all cores by default
+    one = cpu_target(cores=2, node_overhead_us=0.25)
+    assert static_profile(model, one, threads=2).node("conv").overhead_us == 0.25
+
+
 def _lstm_model(steps: int, hidden: int = 16) -> onnx.ModelProto:
     lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden)
     return make_model([lstm], [tensor("x", F, [steps, 1, hidden])], [tensor("y", F, [steps, 1, 1, hidden])],
