@@ -202,10 +202,11 @@ class TargetProfile(BaseModel):
     # What one node's kernel launch costs beyond its work, in µs: measured by `targets calibrate` (a chain of 1x1
     # Convs and Adds doing almost no work); unset: edgeopt's default (analysis.profile.NODE_OVERHEAD_US).
     node_overhead_us: float | None = Field(None, ge=0)
-    # the same at the calibration's thread count (peak_threads) when above one: with a thread pool every node
-    # pays more even where its kernel runs on one thread (1.4 µs at two threads against 0.65 at one, an
-    # AVX-512 Xeon with onnxruntime 1.32); unset: node_overhead_us at any thread count
-    parallel_node_overhead_us: float | None = Field(None, ge=0)
+    # a float Conv's dispatch at the calibration's thread count (peak_threads) when above one: onnxruntime's
+    # float convolution hands even a tiny map to its thread pool (2.2 µs at two threads against 0.65 at one, an
+    # AVX-512 Xeon with onnxruntime 1.32); Adds, activations, small MatMuls and int8 Convs measured no extra.
+    # Unset: node_overhead_us at any thread count
+    parallel_conv_overhead_us: float | None = Field(None, ge=0)
     # how far this target's estimates were found from measurements on it (unset: edgeopt's own validation
     # where it has one, analysis.validation)
     estimate_error: EstimateError | None = None

@@ -41,7 +41,7 @@ def test_an_uncalibrated_host_is_measured_once_then_read_from_the_cache(fresh_ca
     assert any(s.startswith("measured automatically by edgeopt") for s in measured.sources)
     # one node's dispatch measured at one thread, and at all cores where there are more
     assert measured.node_overhead_us > 0
-    assert (measured.parallel_node_overhead_us is not None) == (measured.peak_threads > 1)
+    assert (measured.parallel_conv_overhead_us is not None) == (measured.peak_threads > 1)
 
     calls: list[str] = []
 

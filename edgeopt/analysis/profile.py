@@ -32,8 +32,9 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
   stated; at the priced thread count, `targets.efficiency_at`, where the target measured a
   one-thread table too), else ``efficiency["default"]``, else 1.0 (recorded in ``assumptions``). The overhead
   stands for kernel dispatch (argument checks, output allocation, thread-pool wake-up): the target's measured
-  ``node_overhead_us`` (`targets calibrate`: 0.6 µs per node on an AVX-512 Xeon with onnxruntime 1.32), at
-  more than one thread its ``parallel_node_overhead_us`` (1.4 µs there at two), else :data:`NODE_OVERHEAD_US`.
+  ``node_overhead_us`` (`targets calibrate`: 0.6 µs per node on an AVX-512 Xeon with onnxruntime 1.32), else
+  :data:`NODE_OVERHEAD_US`; a float Conv at more than one thread its ``parallel_conv_overhead_us`` (2.2 µs
+  there at two: its kernel wakes the thread pool whatever its size).
 
 Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU
 uses ``cpu_target``'s peaks at the ``threads`` priced (the target itself unless a separate
@@ -582,16 +583,6 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 # ------------------------------------------------------------------------ profile
 
 
-def node_overhead_at(cpu: TargetProfile, threads: int, fallback: TargetProfile | None = None) -> float:
-    """One node's dispatch cost at ``threads`` on ``cpu``: its measured figure at its calibration's thread count
-    where more than one thread runs and it was measured there, else the one-thread figure (``fallback``'s if
-    ``cpu`` states none), else NODE_OVERHEAD_US."""
-    if threads > 1 and cpu.parallel_node_overhead_us is not None:
-        return cpu.parallel_node_overhead_us
-    return next((t.node_overhead_us for t in (cpu, fallback) if t is not None and t.node_overhead_us is not None),
-                NODE_OVERHEAD_US)
-
-
 def static_profile(
     model: Any,
     target: TargetProfile,
@@ -619,7 +610,11 @@ def static_profile(
     cpu_profile = cpu_target or target
     cpu_threads = max(1, min(threads or cpu_profile.cores or 1, cpu_profile.cores or threads or 1))
     if node_overhead_us is None:
-        node_overhead_us = node_overhead_at(cpu_profile, cpu_threads, fallback=target)
+        node_overhead_us = next((t.node_overhead_us for t in (cpu_target, target)
+                                 if t is not None and t.node_overhead_us is not None), NODE_OVERHEAD_US)
+    # a float Conv at more than one thread wakes the thread pool whatever its size (measured where calibrated)
+    conv_overhead_us = (cpu_profile.parallel_conv_overhead_us if cpu_threads > 1
+                        and cpu_profile.parallel_conv_overhead_us is not None else node_overhead_us)
     placement: Placement = place_nodes(graph, target)
     traffic: list[NodeTraffic] = node_traffic(graph)
     plan: MemoryPlan = liveness_plan(graph)
@@ -709,7 +704,10 @@ def static_profile(
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
             _mark_gemm_path(facts, graph.nodes[facts["index"]], block)
-            times = _roofline(facts, fig, node_overhead_us, _output_elements(graph, facts["index"]))
+            pooled = (facts["device"] == "cpu" and facts["kind"] == "conv"
+                      and facts["execution_dtype"] in (None, "fp32"))
+            times = _roofline(facts, fig, conv_overhead_us if pooled else node_overhead_us,
+                              _output_elements(graph, facts["index"]))
             _add_span_time(times, graph, facts, fig)
             _apply_depth(times, graph, facts, fig)
             _apply_positions(times, graph.nodes[facts["index"]], facts, fig)

@@ -743,16 +743,31 @@ def test_the_dispatch_cost_per_node_is_the_targets_own_where_measured():
     assert default.time_us - measured.time_us == pytest.approx(NODE_OVERHEAD_US - 0.25)
 
 
-def test_more_threads_price_the_dispatch_measured_at_more_threads():
-    # a thread pool costs every node more, even one its kernel runs on one thread (measured at the calibration's
-    # thread count); a target that measured only one thread keeps that figure at any count
-    model = conv_model()
-    both = cpu_target(cores=2, node_overhead_us=0.25, parallel_node_overhead_us=1.5)
-    assert static_profile(model, both, threads=1).node("conv").overhead_us == 0.25
-    assert static_profile(model, both, threads=2).node("conv").overhead_us == 1.5
+def test_a_float_conv_at_more_threads_pays_the_thread_pool_dispatch_measured_there():
+    # onnxruntime's float convolution wakes the thread pool whatever its size; an Add does not. A target that
+    # measured only one thread keeps that figure at any count
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "c"], ["y"], name="add")]
+    model = make_model(nodes, [tensor("x", F, [1, 3, 8, 8])], [tensor("y", F, [1, 4, 8, 8])],
+                       [weight("w", (4, 3, 3, 3)), weight("b", (4,), seed=1)])
+    both = cpu_target(cores=2, node_overhead_us=0.25, parallel_conv_overhead_us=1.5)
+    one_thread, two = static_profile(model, both, threads=1), static_profile(model, both, threads=2)
+    assert one_thread.node("conv").overhead_us == 0.25 and two.node("conv").overhead_us == 1.5
+    assert two.node("add").overhead_us == 0.25
     assert static_profile(model, both).node("conv").overhead_us == 1.5  # all cores by default
     one = cpu_target(cores=2, node_overhead_us=0.25)
     assert static_profile(model, one, threads=2).node("conv").overhead_us == 0.25
+
+
+def test_the_thread_pools_dispatch_is_the_convs_share_of_the_dispatch_models_increase():
+    from edgeopt.runtime.class_bench import DISPATCH_ITEM
+    from edgeopt.runtime.microbench import MicrobenchResult, parallel_conv_overhead
+
+    def result(threads, at_all):
+        return MicrobenchResult.model_construct(threads=threads, class_ops_per_s={DISPATCH_ITEM: 1e6 / at_all})
+    # 0.65 µs per node at one thread, 1.4 at two: the Convs (half the nodes) carry the 0.75 µs increase twice
+    assert parallel_conv_overhead(result(2, 1.4), 0.65) == pytest.approx(0.65 + 2 * 0.75)
+    assert parallel_conv_overhead(result(1, 0.65), 0.65) is None
 
 
 def _lstm_model(steps: int, hidden: int = 16) -> onnx.ModelProto:
