@@ -26,6 +26,7 @@ import onnx
 from onnx import GraphProto, NodeProto
 
 from edgeopt.graph.onnx_protos import (
+    constant_bytes,
     constant_tensor,
     iter_graphs,
     is_op,
@@ -106,10 +107,9 @@ def _count_dormant(branch: GraphProto, result: InlinedBranches) -> None:
             result.dormant_weights += 1
             result.dormant_weight_bytes += tensor_bytes(tensor)
         for n in graph.node:
-            const = constant_tensor(n) if is_op(n, "Constant") else None
-            if const is not None and const[2] is not None:
+            if is_op(n, "Constant") and constant_tensor(n) is not None:
                 result.dormant_weights += 1
-                result.dormant_weight_bytes += tensor_bytes(const[2])
+                result.dormant_weight_bytes += constant_bytes(n)
 
 
 def _evaluate(graph: GraphProto, condition: str, model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],

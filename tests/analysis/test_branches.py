@@ -127,6 +127,29 @@ def test_the_branch_not_taken_folds_at_load_like_the_one_that_runs():
     assert folded_at_load_bytes(graph) == pytest.approx(64 * (WIDE + NARROW) * 4, abs=200)
 
 
+def test_an_untaken_branchs_constants_count_whatever_attribute_holds_them():
+    # the then-branch (not taken at 8000) holds its constants as value_floats (100 floats) and a sparse value
+    # (a 50x4 float matrix with two values: 800 B once densified), the runtime loads both
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "v"),
+                                       numpy_helper.from_array(np.array([0, 7], np.int64), "i"), [50, 4])
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value_floats=[0.5] * 100),
+         helper.make_node("Constant", [], ["m"], sparse_value=sparse),
+         helper.make_node("ReduceSum", ["m"], ["s"], keepdims=0),
+         helper.make_node("Add", ["x", "c"], ["a"]), helper.make_node("Add", ["a", "s"], ["t_y"])],
+        "then", [], [tensor("t_y", TensorProto.FLOAT, [100])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e_y"])], "else", [],
+                              [tensor("e_y", TensorProto.FLOAT, [100])])
+    nodes = [helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+             helper.make_node("Equal", ["sr", "rate"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)]
+    model = make_model(nodes, [tensor("x", TensorProto.FLOAT, [100]), tensor("sr", TensorProto.INT64, [])],
+                       [tensor("y", TensorProto.FLOAT, [100])])
+    assert run_ort(model, {"x": np.zeros(100, np.float32), "sr": np.array(16000, np.int64)})[0][0] == 3.5
+    graph = to_graph(model, input_values={"sr": np.array(8000, np.int64)})
+    assert graph.dormant_weights == 2 and graph.dormant_weight_bytes == 100 * 4 + 50 * 4 * 4
+
+
 def test_nested_ifs_are_resolved_in_turn():
     inner = helper.make_node("If", ["cond"], ["inner_y"], then_branch=_branch("wide", WIDE),
                              else_branch=_branch("narrow", NARROW))
