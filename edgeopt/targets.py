@@ -157,6 +157,8 @@ class EstimateError(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     latency: float | None = Field(None, gt=0)
+    # the latency band at more than one thread, where it was validated apart (None: ``latency`` at any count)
+    latency_parallel: float | None = Field(None, gt=0)
     memory: float | None = Field(None, gt=0)
     source: str = ""
 

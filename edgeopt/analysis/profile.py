@@ -820,7 +820,8 @@ def static_profile(
         node_overhead_us=node_overhead_us,
         nodes=nodes,
         threads=cpu_threads,
-        latency_error=band.latency if band and nodes_us is not None else None,
+        latency_error=(band.latency_parallel if cpu_threads > 1 and band.latency_parallel else band.latency)
+        if band and nodes_us is not None else None,
         memory_error=band.memory if band and runtime is not None else None,
         error_source=band.source if band else None,
         latency_ms=None if nodes_us is None else (nodes_us + (switch_us or 0.0) + (call_us or 0.0)) / 1000,
