@@ -48,29 +48,29 @@ class ArenaSimulation:
 
 
 class _Arena:
-    """Regions of chunks: [offset, size, free] in address order per region, and each region's high-water mark."""
+    """Regions of chunks ([offset, size, free] in address order per region), each region's high-water mark, and
+    the free chunks as (size, region, offset) in order: the best fit is the first that holds a request."""
 
     def __init__(self) -> None:
         self.next_region = INITIAL_REGION
         self.regions: list[list[list[int]]] = []
         self.sizes: list[int] = []
         self.written: list[int] = []
+        self.free_chunks: list[tuple[int, int, int]] = []
         self._extend(MIN_ALLOCATION)  # the session makes its first region when it is created
 
     def allocate(self, size: int) -> tuple[int, int]:
         rounded = -(-max(size, 1) // MIN_ALLOCATION) * MIN_ALLOCATION
-        best: tuple[int, int, int, int] | None = None  # (chunk size, region, index, offset): the best fit
-        for region, chunks in enumerate(self.regions):
-            for index, (offset, chunk_size, free) in enumerate(chunks):
-                if free and chunk_size >= rounded and (best is None or chunk_size < best[0]):
-                    best = (chunk_size, region, index, offset)
-        if best is None:
+        found = bisect.bisect_left(self.free_chunks, (rounded, -1, -1))
+        if found == len(self.free_chunks):
             self._extend(rounded)
             return self.allocate(size)
-        chunk_size, region, index, offset = best
+        chunk_size, region, offset = self.free_chunks.pop(found)
         chunks = self.regions[region]
+        index = bisect.bisect_left(chunks, [offset])
         if chunk_size >= 2 * rounded or chunk_size - rounded >= MAX_DEAD_BYTES:
             chunks[index:index + 1] = [[offset, rounded, 0], [offset + rounded, chunk_size - rounded, 1]]
+            bisect.insort(self.free_chunks, (chunk_size - rounded, region, offset + rounded))
         else:
             chunks[index][2] = 0
         self.written[region] = max(self.written[region], offset + rounded)
@@ -82,9 +82,17 @@ class _Arena:
         index = bisect.bisect_left(chunks, [offset])
         chunks[index][2] = 1
         if index + 1 < len(chunks) and chunks[index + 1][2]:
+            self._unlist(region, chunks[index + 1])
             chunks[index][1] += chunks.pop(index + 1)[1]
         if index > 0 and chunks[index - 1][2]:
+            self._unlist(region, chunks[index - 1])
             chunks[index - 1][1] += chunks.pop(index)[1]
+            index -= 1
+        bisect.insort(self.free_chunks, (chunks[index][1], region, chunks[index][0]))
+
+    def _unlist(self, region: int, chunk: list[int]) -> None:
+        key = (chunk[1], region, chunk[0])
+        del self.free_chunks[bisect.bisect_left(self.free_chunks, key)]
 
     def _extend(self, rounded: int) -> None:
         grew = False
@@ -97,6 +105,7 @@ class _Arena:
         self.regions.append([[0, size, 1]])
         self.sizes.append(size)
         self.written.append(0)
+        bisect.insort(self.free_chunks, (size, len(self.regions) - 1, 0))
 
 
 def pattern_size(tensors: Iterable[LiveTensor]) -> int:

@@ -533,6 +533,38 @@ def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> Non
         facts["op_class"] = "depthwise.gemm" if facts["op_class"] == "depthwise" else "gemm"
 
 
+# The work (MACs) at which a node of a kernel family gains half of what more threads give its class model
+# (runtime.class_bench, far larger): onnxruntime's kernels split a node only where the work pays for waking the
+# pool, so a small node runs at its one-thread speed. Measured at two threads (AVX-512 Xeon, onnxruntime 1.32,
+# 1x1 Convs and MatMuls of 50 K to 67 M MACs): fp32 Convs gain 1.17x at 0.2 M MACs and 1.5x at 0.8 M (1.6x at
+# most); int8 Convs 0.9x at 0.8 M, 1.25x at 3.2 M, 1.55x at 12.8 M, 1.8x at 51 M; int8 MatMuls at most 1.03x up
+# to 67 M; fp32 MatMuls 1.5-1.9x from 65 K on (not attenuated).
+PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "int8"): 1e9,
+                      ("fully_connected", "int8"): 1e9}
+
+
+def _apply_parallel_work(times: dict[str, Any], facts: Mapping[str, Any], fig: _Figures,
+                         one_thread: tuple[PeakThroughput, Mapping[str, float]]) -> None:
+    """A node priced at more than one thread gains ``1 + (r - 1) * w / (w + w_half)`` of its one-thread speed, where
+    ``r`` is what the figures say more threads give its kind and ``w`` its MACs (PARALLEL_HALF_WORK)."""
+    dtype = facts["execution_dtype"] or "fp32"
+    half = PARALLEL_HALF_WORK.get((facts["kind"], dtype))
+    macs = facts["macs"] or 0
+    if half is None or not macs or not times["compute_time_us"]:
+        return
+
+    def rate(peaks: PeakThroughput, table: Mapping[str, float]) -> float | None:
+        peak = _peak_for(peaks, dtype)[0]
+        return peak * (_efficiency(table, facts["kind"], facts.get("op_class"), dtype) or 1.0) if peak else None
+
+    many, one = rate(fig.peaks, fig.owner_efficiency()), rate(*one_thread)
+    if not many or not one or many <= one:
+        return
+    ratio = many / one
+    gain = 1 + (ratio - 1) * macs / (macs + half)
+    _add_compute_time(times, times["compute_time_us"] * (ratio / gain - 1))
+
+
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
     """A GEMM-path Conv with fewer output positions per image than its class's reference, or an LSTM over fewer
     steps than its class model's, runs slower (analysis.conv_depth), where the target measured the short model."""
@@ -652,6 +684,7 @@ def static_profile(
                                last_level and graph.weight_bytes <= last_level // 2)),
                            l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, cpu_threads),
                            streams_from_dram=streams_from_dram if by_working_set is not None else None)
+    one_thread = (peaks_at(cpu_profile, 1), efficiency_at(cpu_profile, 1))  # what more threads are measured against
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)
@@ -711,6 +744,8 @@ def static_profile(
             _add_span_time(times, graph, facts, fig)
             _apply_depth(times, graph, facts, fig)
             _apply_positions(times, graph.nodes[facts["index"]], facts, fig)
+            if cpu_threads > 1 and facts["device"] == "cpu":
+                _apply_parallel_work(times, facts, fig, one_thread)
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

@@ -763,6 +763,27 @@ def test_a_float_conv_at_more_threads_pays_the_thread_pool_dispatch_measured_the
     assert static_profile(model, one, threads=2).node("conv").overhead_us == 0.25
 
 
+def test_a_small_node_gains_little_from_more_threads_and_a_large_one_what_its_class_does():
+    # fp32 peaks 1 G/s at one thread, 2 G/s at two: a Conv of 6912 MACs (against PARALLEL_HALF_WORK's 0.3 M)
+    # gains 1 + 6912 / (6912 + 3e5) of its one-thread speed, a 3x3 64->64 Conv on 56x56 (116 M MACs) nearly 2x
+    from edgeopt.analysis.profile import PARALLEL_HALF_WORK
+
+    two = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
+                     single_thread_peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e12)
+    half = PARALLEL_HALF_WORK["conv", "fp32"]
+
+    def compute(model, threads):
+        return static_profile(model, two, threads=threads).node("conv").compute_time_us
+    small = conv_model()
+    assert compute(small, 1) / compute(small, 2) == pytest.approx(1 + 6912 / (6912 + half))
+    big = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                     [tensor("x", F, [1, 64, 56, 56])], [tensor("y", F, [1, 64, 56, 56])],
+                     [weight("w", (64, 64, 3, 3))])
+    macs = 64 * 64 * 9 * 56 * 56
+    assert compute(big, 1) / compute(big, 2) == pytest.approx(1 + macs / (macs + half))
+    assert compute(big, 1) / compute(big, 2) > 1.99
+
+
 def test_the_thread_pools_dispatch_is_the_convs_share_of_the_dispatch_models_increase():
     from edgeopt.runtime.class_bench import DISPATCH_ITEM
     from edgeopt.runtime.microbench import MicrobenchResult, parallel_conv_overhead
