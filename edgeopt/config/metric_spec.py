@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from edgeopt.errors import InputError
 
 BUILTIN_FLOORS: dict[str, float] = {
-    "top1": 0.98, "accuracy": 0.99, "cosine": 0.99, "retrieval": 0.98, "iou": 0.95, "detection": 0.98,
+    "top1": 0.98, "accuracy": 0.99, "cosine": 0.99, "retrieval": 0.98, "iou": 0.98, "detection": 0.98,
     "sequence": 0.98, "sqnr": 20.0, "exact": 1.0,
 }
 ALL_OUTPUTS = "*"

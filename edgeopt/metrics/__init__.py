@@ -10,7 +10,7 @@ class scores collapsed beside its boxes. Each output is judged by the metric of 
 | ``accuracy`` | the same, with labels | 1 - accuracy lost to int8 | 0.99 |
 | ``cosine`` | anything else | mean per-sample cosine; fails when a channel collapses | 0.99 |
 | ``retrieval`` | embeddings | nearest-neighbour agreement (cosine) | 0.98 |
-| ``iou`` | masks, probability maps | IoU of the masks above a threshold (``iou[0.3]``) | 0.95 |
+| ``iou`` | masks, probability maps | IoU of the masks above a threshold (``iou[0.3]``) | 0.98 |
 | ``detection`` | detector heads (boxes beside scores) | F1 of matched boxes (IoU ≥ 0.5, same class) | 0.98 |
 | ``sequence`` | CTC / per-step class scores | per-step argmax agreement | 0.98 |
 | ``sqnr`` | anything | signal-to-noise ratio in dB | 20 |
