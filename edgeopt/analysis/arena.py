@@ -19,9 +19,9 @@ So the resident arena is the high-water mark written in each region, summed: the
 pattern block's on top. The allocation order is the liveness plan's (the graph's node order): each
 node's outputs are allocated before it runs, its inputs freed after their last reader. Graph inputs are the
 caller's buffers, not the arena's; a tensor onnxruntime lays out in channel blocks (NCHWc on x86) takes its
-padded size. Not simulated: onnxruntime's planner handing a dead tensor's buffer to
-a new one of the same size (the BFC best fit mostly does the same), kernels' scratch buffers, and the
-heap a process already holds (analysis.runtime_memory accounts for what loading left free).
+padded size. Not simulated: onnxruntime's planner handing a dead tensor's buffer to a new one of the same
+size (the BFC best fit mostly does the same), the reorder copies its NCHWc transformer adds, kernels' scratch
+buffers, and the heap a process already holds (analysis.runtime_memory accounts for what loading left free).
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ MAPPED_ALONE_BYTES = 32 * MiB
 # convolution weights 3.5x (held at once: 2.7x, the parsed, NCHWc-reordered and runtime copies), MatMul
 # 1.5x (1.2x) and LSTM 1.5x (1.0x) plus the packed copy of the largest (pre-packed one weight at a time), int8
 # convolutions 2.1x (1.4x), int8 MatMuls 1.8x (1.0x) plus the largest; a Sigmoid/Add chain's arena 1.05x the
-# simulated one (analysis.arena; 2.1x its planned peak). The fp32 held-at-once figures are also what an AVX2 host (AMD EPYC) measured on 2026-12-03.
+# simulated one (analysis.arena; 2.1x its planned peak). The fp32 held-at-once figures are also what an AVX2 host
+# (AMD EPYC) measured on 2026-12-03.
 PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
     session_fixed_bytes=int(9.4 * MiB), session_per_node_bytes=3200, session_per_initializer_bytes=1700,
