@@ -543,26 +543,17 @@ PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "
                       ("fully_connected", "int8"): 1e9}
 
 
-def _apply_parallel_work(times: dict[str, Any], facts: Mapping[str, Any], fig: _Figures,
-                         one_thread: tuple[PeakThroughput, Mapping[str, float]]) -> None:
-    """A node priced at more than one thread gains ``1 + (r - 1) * w / (w + w_half)`` of its one-thread speed, where
-    ``r`` is what the figures say more threads give its kind and ``w`` its MACs (PARALLEL_HALF_WORK)."""
-    dtype = facts["execution_dtype"] or "fp32"
-    half = PARALLEL_HALF_WORK.get((facts["kind"], dtype))
+def _apply_parallel_work(times: dict[str, Any], facts: Mapping[str, Any], one_thread_us: float | None) -> None:
+    """A node priced at more than one thread gains ``1 + (r - 1) * w / (w + w_half)`` of its one-thread speed
+    (``one_thread_us``: its compute priced at one thread), where ``r`` is what the figures say more threads give
+    it and ``w`` its MACs (PARALLEL_HALF_WORK)."""
+    half = PARALLEL_HALF_WORK.get((facts["kind"], facts["execution_dtype"] or "fp32"))
     macs = facts["macs"] or 0
-    if half is None or not macs or not times["compute_time_us"]:
+    many = times["compute_time_us"]
+    if half is None or not macs or not many or not one_thread_us or one_thread_us <= many:
         return
-
-    def rate(peaks: PeakThroughput, table: Mapping[str, float]) -> float | None:
-        peak = _peak_for(peaks, dtype)[0]
-        return peak * (_efficiency(table, facts["kind"], facts.get("op_class"), dtype) or 1.0) if peak else None
-
-    many, one = rate(fig.peaks, fig.owner_efficiency()), rate(*one_thread)
-    if not many or not one or many <= one:
-        return
-    ratio = many / one
-    gain = 1 + (ratio - 1) * macs / (macs + half)
-    _add_compute_time(times, times["compute_time_us"] * (ratio / gain - 1))
+    gain = 1 + (one_thread_us / many - 1) * macs / (macs + half)
+    _add_compute_time(times, one_thread_us / gain - many)
 
 
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
@@ -662,29 +653,32 @@ def static_profile(
     caches = cpu_profile.caches
     last_level = caches.l3_bytes or caches.l2_bytes
     kernel = cpu_profile.kernel_bandwidth
-    # activations stream like a copy (the target's bandwidth), scaled by threads as the kernels' DRAM reads scale
-    copy = cpu_profile.memory_bandwidth_bytes_per_s
-    if copy and kernel and kernel.dram_one_thread:
-        copy *= (bandwidth_at(cpu_profile, cpu_threads) or kernel.dram) / kernel.dram_one_thread
-    # weights re-read run after run: at the rate measured for a working set of their size where calibration
-    # measured several, else from cache within half the last-level cache
-    by_working_set = weight_bandwidth_at(cpu_profile, cpu_threads, graph.weight_bytes)
-    dram_rate = bandwidth_at(cpu_profile, cpu_threads)
+    def cpu_figures_at(count: int) -> _Figures:
+        """What prices a CPU node at ``count`` threads."""
+        # activations stream like a copy (the target's bandwidth), scaled by threads as the kernels' DRAM reads
+        copy = cpu_profile.memory_bandwidth_bytes_per_s
+        if copy and kernel and kernel.dram_one_thread:
+            copy *= (bandwidth_at(cpu_profile, count) or kernel.dram) / kernel.dram_one_thread
+        # weights re-read run after run: at the rate measured for a working set of their size where calibration
+        # measured several, else from cache within half the last-level cache
+        by_working_set = weight_bandwidth_at(cpu_profile, count, graph.weight_bytes)
+        dram_rate = bandwidth_at(cpu_profile, count)
 
-    def streams_from_dram(weight_bytes: int) -> bool:  # within 25% of the DRAM figure
-        rate = weight_bandwidth_at(cpu_profile, cpu_threads, weight_bytes)
-        return bool(rate and dram_rate and rate <= 1.25 * dram_rate)
+        def streams_from_dram(weight_bytes: int) -> bool:  # within 25% of the DRAM figure
+            rate = weight_bandwidth_at(cpu_profile, count, weight_bytes)
+            return bool(rate and dram_rate and rate <= 1.25 * dram_rate)
 
-    cpu_figures = _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, cpu_threads),
-                           copy, cpu_profile, last_level,
-                           weight_bandwidth=by_working_set or bandwidth_at(cpu_profile, cpu_threads),
-                           cache_bandwidth=(bandwidth_at(cpu_profile, cpu_threads, resident=True)
-                                            if cpu_profile.kernel_bandwidth else None),
-                           weights_resident=(by_working_set is None and bool(
-                               last_level and graph.weight_bytes <= last_level // 2)),
-                           l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, cpu_threads),
-                           streams_from_dram=streams_from_dram if by_working_set is not None else None)
-    one_thread = (peaks_at(cpu_profile, 1), efficiency_at(cpu_profile, 1))  # what more threads are measured against
+        return _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, count), copy, cpu_profile, last_level,
+                        weight_bandwidth=by_working_set or bandwidth_at(cpu_profile, count),
+                        cache_bandwidth=(bandwidth_at(cpu_profile, count, resident=True)
+                                         if cpu_profile.kernel_bandwidth else None),
+                        weights_resident=(by_working_set is None and bool(
+                            last_level and graph.weight_bytes <= last_level // 2)),
+                        l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, count),
+                        streams_from_dram=streams_from_dram if by_working_set is not None else None)
+
+    cpu_figures = cpu_figures_at(cpu_threads)
+    one_thread = cpu_figures_at(1) if cpu_threads > 1 else None  # what more threads are measured against
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)
@@ -739,13 +733,17 @@ def static_profile(
             _mark_gemm_path(facts, graph.nodes[facts["index"]], block)
             pooled = (facts["device"] == "cpu" and facts["kind"] == "conv"
                       and facts["execution_dtype"] in (None, "fp32"))
-            times = _roofline(facts, fig, conv_overhead_us if pooled else node_overhead_us,
-                              _output_elements(graph, facts["index"]))
-            _add_span_time(times, graph, facts, fig)
-            _apply_depth(times, graph, facts, fig)
-            _apply_positions(times, graph.nodes[facts["index"]], facts, fig)
-            if cpu_threads > 1 and facts["device"] == "cpu":
-                _apply_parallel_work(times, facts, fig, one_thread)
+
+            def priced(figures_at: _Figures) -> dict[str, Any]:
+                found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us,
+                                  _output_elements(graph, facts["index"]))
+                _add_span_time(found, graph, facts, figures_at)
+                _apply_depth(found, graph, facts, figures_at)
+                _apply_positions(found, graph.nodes[facts["index"]], facts, figures_at)
+                return found
+            times = priced(fig)
+            if one_thread is not None and facts["device"] == "cpu":
+                _apply_parallel_work(times, facts, priced(one_thread)["compute_time_us"])
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

@@ -396,7 +396,9 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
 
     tables = [("efficiency", threads, rates)]
     if threads > 1 and profile.single_thread_efficiency:
-        tables.append(("single_thread_efficiency", 1, one_thread))
+        # one thread first: a node priced at more threads gains from them by its one-thread price (its work's
+        # share of the gain, analysis.profile.PARALLEL_HALF_WORK), so that table must already be solved
+        tables.insert(0, ("single_thread_efficiency", 1, one_thread))
     models = class_models()
     for field, at, measured_rates in tables:
         table = dict(getattr(profile, field))
