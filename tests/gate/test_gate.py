@@ -576,10 +576,14 @@ def test_host_estimates_carry_their_band_and_the_gate_uses_it(cli, project, runs
     band = VALIDATED_ON_HOST.get(platform.machine())
     if band is None:
         pytest.skip(f"no validated band for {platform.machine()}")
-    assert host["latency_error"] == band.latency and runs.report("int8")["summary"]["targets"]["rpi4b"][
+    # convert prices the host at all its cores: the band validated at more than one thread where it has more
+    import os
+
+    expected = band.latency_parallel if (os.cpu_count() or 1) > 1 and band.latency_parallel else band.latency
+    assert host["latency_error"] == expected and runs.report("int8")["summary"]["targets"]["rpi4b"][
         "latency_error"] is None
     estimate = host["latency_ms"]
-    for limit, code in ((estimate * (1 + band.latency) * 1.01, 0), (estimate, 2)):
+    for limit, code in ((estimate * (1 + expected) * 1.01, 0), (estimate, 2)):
         config = project.write(f'[[budgets]]\nartifact = "out/model.onnx"\ntarget = "host"\nmax_latency_ms = {limit}\n'
                                'when_estimate_uncertain = "require-measured"\n')
         result = cli("gate", "--config", config, "--json")
