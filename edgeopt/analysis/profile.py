@@ -538,7 +538,7 @@ def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> Non
 # pool, so a small node runs at its one-thread speed. Measured at two threads (AVX-512 Xeon, onnxruntime 1.32,
 # 1x1 Convs and MatMuls of 50 K to 67 M MACs): fp32 Convs gain 1.17x at 0.2 M MACs and 1.5x at 0.8 M (1.6x at
 # most); int8 Convs 0.9x at 0.8 M, 1.25x at 3.2 M, 1.55x at 12.8 M, 1.8x at 51 M; int8 MatMuls at most 1.03x up
-# to 67 M; fp32 MatMuls 1.5-1.9x from 65 K on (not attenuated).
+# to 67 M; fp32 MatMuls 1.5-1.9x from 65 K on (not attenuated). Applied on x86 only, where it was measured.
 PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "int8"): 1e9,
                       ("fully_connected", "int8"): 1e9}
 
@@ -678,7 +678,10 @@ def static_profile(
                         streams_from_dram=streams_from_dram if by_working_set is not None else None)
 
     cpu_figures = cpu_figures_at(cpu_threads)
-    one_thread = cpu_figures_at(1) if cpu_threads > 1 else None  # what more threads are measured against
+    # what more threads are measured against: PARALLEL_HALF_WORK was measured on x86 only; a CPU of another
+    # architecture (slower cores, where the same work pays for the pool sooner) keeps its class rates
+    x86 = cpu_profile.arch.lower() in ("x86_64", "amd64")
+    one_thread = cpu_figures_at(1) if cpu_threads > 1 and x86 else None
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)
