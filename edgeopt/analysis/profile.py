@@ -38,7 +38,8 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
 
 Peaks: a node on the accelerator uses ``accelerator.peak_ops_per_s``, a node on the CPU
 uses ``cpu_target``'s peaks at the ``threads`` priced (the target itself unless a separate
-host-CPU profile is passed; ``targets.peaks_at``: all cores by default). A missing figure
+host-CPU profile is passed; ``targets.peaks_at``: all cores by default). At more than one thread an x86
+node gains from them by its work (PARALLEL_HALF_WORK: a small node runs at its one-thread speed). A missing figure
 for the node's dtype falls back to the fp32 peak (recorded in ``assumptions``). Both devices use the target's memory bandwidth (the
 schema has no accelerator bandwidth). When a needed peak or the bandwidth is missing
 altogether (``host`` before calibration), every estimate is None and
