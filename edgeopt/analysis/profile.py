@@ -544,14 +544,19 @@ PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "
                       ("fully_connected", "int8"): 1e9}
 
 
-def _apply_parallel_work(times: dict[str, Any], facts: Mapping[str, Any], one_thread_us: float | None) -> None:
-    """A node priced at more than one thread gains ``1 + (r - 1) * w / (w + w_half)`` of its one-thread speed
+def _parallel_half_work(facts: Mapping[str, Any]) -> float | None:
+    """The node's PARALLEL_HALF_WORK, None where its gain from more threads is left as its figures say."""
+    return PARALLEL_HALF_WORK.get((facts["kind"], facts["execution_dtype"] or "fp32")) if facts["macs"] else None
+
+
+def _apply_parallel_work(times: dict[str, Any], facts: Mapping[str, Any], half: float,
+                         one_thread_us: float | None) -> None:
+    """A node priced at more than one thread gains ``1 + (r - 1) * w / (w + half)`` of its one-thread speed
     (``one_thread_us``: its compute priced at one thread), where ``r`` is what the figures say more threads give
-    it and ``w`` its MACs (PARALLEL_HALF_WORK)."""
-    half = PARALLEL_HALF_WORK.get((facts["kind"], facts["execution_dtype"] or "fp32"))
-    macs = facts["macs"] or 0
+    it and ``w`` its MACs (``half``: _parallel_half_work)."""
+    macs = facts["macs"]
     many = times["compute_time_us"]
-    if half is None or not macs or not many or not one_thread_us or one_thread_us <= many:
+    if not many or not one_thread_us or one_thread_us <= many:
         return
     gain = 1 + (one_thread_us / many - 1) * macs / (macs + half)
     _add_compute_time(times, one_thread_us / gain - many)
@@ -746,8 +751,9 @@ def static_profile(
                 _apply_positions(found, graph.nodes[facts["index"]], facts, figures_at)
                 return found
             times = priced(fig)
-            if one_thread is not None and facts["device"] == "cpu":
-                _apply_parallel_work(times, facts, priced(one_thread)["compute_time_us"])
+            half = _parallel_half_work(facts) if one_thread is not None and facts["device"] == "cpu" else None
+            if half is not None:  # priced again at one thread only where the gain is attenuated
+                _apply_parallel_work(times, facts, half, priced(one_thread)["compute_time_us"])
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

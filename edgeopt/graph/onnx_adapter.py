@@ -13,7 +13,7 @@ import onnx
 
 from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
-from edgeopt.graph.model import Graph, Node, Tensor, bits_per_element
+from edgeopt.graph.model import Graph, Node, Tensor
 from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
 from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_conv_blocks, nchwc_reorder_bytes
@@ -21,12 +21,12 @@ from edgeopt.graph.onnx_kinds import onnx_kind
 from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
     DEFAULT_DOMAINS,
+    constant_bytes,
     constant_tensor,
     dtype_name,
     inline_functions,
     is_op,
     iter_graphs,
-    num_elements,
     op_key,
     outer_names,
     real_input_names,
@@ -193,17 +193,9 @@ def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
             add(dtype_name(sparse.values.data_type), tensor_bytes(sparse.values))
             add(dtype_name(sparse.indices.data_type), tensor_bytes(sparse.indices))
         for node in graph.node:
-            if not (is_op(node, "Constant") and node.output):
-                continue
-            const = constant_tensor(node)
-            if const is None:
-                continue
-            dims, elem_type, proto = const
-            if proto is not None:
-                add(dtype_name(elem_type), tensor_bytes(proto))
-            else:
-                bits = bits_per_element(dtype_name(elem_type)) or 0
-                add(dtype_name(elem_type), math.ceil(num_elements(dims) * bits / 8))
+            const = constant_tensor(node) if is_op(node, "Constant") and node.output else None
+            if const is not None:
+                add(dtype_name(const[1]), constant_bytes(node))
     return dict(sorted(acc.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

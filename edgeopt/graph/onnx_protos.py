@@ -111,15 +111,13 @@ def tensor_bytes(tensor: TensorProto) -> int:
 
 def constant_bytes(node: NodeProto) -> int:
     """Bytes a Constant node's value takes once loaded, whatever attribute holds it (a sparse value densified,
-    as the runtime loads it); 0 if malformed."""
+    as the runtime loads it; strings outside a tensor count nothing); 0 if malformed."""
     found = constant_tensor(node)
     if found is None:
         return 0
     dims, elem_type, proto = found
     if proto is not None:
         return tensor_bytes(proto)
-    if elem_type == TensorProto.STRING:
-        return sum(len(s) for a in node.attribute for s in ([a.s] if a.name == "value_string" else a.strings))
     return math.ceil(num_elements(dims) * (_DTYPE_BITS.get(elem_type) or 0) / 8)
 
 
