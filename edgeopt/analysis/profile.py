@@ -15,7 +15,9 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
       compute_s = 2 * macs / (peak_ops_per_s[dtype] * efficiency)
       memory_s  = (bytes_read + bytes_written) / memory_bandwidth_bytes_per_s
                   (a calibrated CPU: the bandwidth its kernels read at, by thread count, from cache for the
-                   weights of a model within half the last-level cache and for activations within L2)
+                   weights of a model within half the last-level cache and for activations within L2; where it
+                   measured reads at several working sets, activations at their working set's rate, the
+                   one-thread curve scaled by threads as DRAM reads scale, the copy bandwidth at DRAM's rate)
       (an op without MACs whose kind the target measured, `targets calibrate`: compute_s = output elements /
        (fp32 peak * efficiency[kind]), the kind's element rate)
       time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
@@ -333,6 +335,9 @@ class _Figures:
     # whether a node's weights of this many bytes stream at DRAM's rate, by the measured working-set rates
     # (None: the last-level cache size decides)
     streams_from_dram: Callable[[int], bool] | None = None
+    # the rate at which a node moves activations (or a layout copy its bytes) of a working set this large, where the
+    # measured working-set rates tell it apart from DRAM's; None there (and where not measured): ``l2_bytes`` decides
+    activation_rate: Callable[[int], float | None] | None = None
     efficiency: Mapping[str, float] | None = None  # the owner's table at the priced thread count; None: as stated
 
     def owner_efficiency(self) -> Mapping[str, float]:
@@ -432,7 +437,7 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
     activation_bytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
     cached = fig.cache_bandwidth or fig.bandwidth
     memory_s = (facts["weight_bytes_read"] / (cached if fig.weights_resident else fig.weight_bandwidth or fig.bandwidth)
-                + activation_bytes / (cached if fig.l2_bytes and activation_bytes <= fig.l2_bytes else fig.bandwidth))
+                + activation_bytes / _activation_rate(fig, activation_bytes))
     # weights larger than the last-level cache (or, where measured, of a size read at DRAM's rate) are read from
     # DRAM on every run, and a compute-bound kernel does not hide that stream (measured: a 34 MB classifier Gemm
     # takes compute + stream, not the larger of the two; 3.1 ms against 1.8 + 1.2 on a VM reporting 480 MiB of L3)
@@ -452,6 +457,27 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
         "efficiency": efficiency,
         "peak_fallback": fell_back,
     }
+
+
+def _activation_rate(fig: _Figures, working_set: int) -> float:
+    """Bytes per second at which a CPU node reads and writes ``working_set`` bytes of activations: the measured
+    working-set rate (log-linear between the calibrated sizes) where it is above DRAM's, else the cache's rate
+    within L2 and the copy bandwidth beyond. A step at L2 alone priced a Mul over 2.9 MB (PP-OCRv4's recognizer)
+    at the copy rate, 120 µs against 76 measured, and a Div over 1.9 MB at the cache's, 17 µs against 54."""
+    measured = fig.activation_rate(working_set) if fig.activation_rate is not None else None
+    if measured:
+        return measured
+    assert fig.bandwidth is not None  # checked before pricing
+    within_l2 = bool(fig.l2_bytes and working_set <= fig.l2_bytes)
+    return (fig.cache_bandwidth or fig.bandwidth) if within_l2 else fig.bandwidth
+
+
+def _layout_copy_us(copies: Sequence[int], fig: _Figures) -> float:
+    """The time of a node's layout copies (each one's bytes read and written), each at its working set's rate.
+    Measured at one thread (AVX-512 host, 24.6 GB/s copy bandwidth, 2 MiB L2): PP-OCRv4's recognizer moves 2 MB
+    per reorder at 35-65 GB/s (1.5 ms in all, where the copy bandwidth had priced 3.5), PicoDet's reorders of
+    4-8 MB ran at 24-29 GB/s."""
+    return sum(copy / _activation_rate(fig, copy) for copy in copies) * 1e6
 
 
 def _add_compute_time(times: dict[str, Any], extra_us: float) -> None:
@@ -674,6 +700,14 @@ def static_profile(
             rate = weight_bandwidth_at(cpu_profile, count, weight_bytes)
             return bool(rate and dram_rate and rate <= 1.25 * dram_rate)
 
+        def activation_rate(working_set: int) -> float | None:  # None at DRAM's rate: the copy bandwidth prices it
+            # the one-thread curve, scaled by threads as DRAM reads scale: at two threads the measured 4 MiB point
+            # (two cores' L2s holding one weight) priced PicoDet's reorders of 2-4 MiB at 98 GB/s, measured 55
+            rate, dram_one = weight_bandwidth_at(cpu_profile, 1, working_set), bandwidth_at(cpu_profile, 1)
+            if not rate or not dram_one or not dram_rate or rate <= 1.25 * dram_one:
+                return None
+            return rate * dram_rate / dram_one
+
         return _Figures(f"target '{cpu_profile.name}'", peaks_at(cpu_profile, count), copy, cpu_profile, last_level,
                         weight_bandwidth=by_working_set or bandwidth_at(cpu_profile, count),
                         cache_bandwidth=(bandwidth_at(cpu_profile, count, resident=True)
@@ -681,7 +715,8 @@ def static_profile(
                         weights_resident=(by_working_set is None and bool(
                             last_level and graph.weight_bytes <= last_level // 2)),
                         l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, count),
-                        streams_from_dram=streams_from_dram if by_working_set is not None else None)
+                        streams_from_dram=streams_from_dram if by_working_set is not None else None,
+                        activation_rate=activation_rate if by_working_set is not None else None)
 
     cpu_figures = cpu_figures_at(cpu_threads)
     # what more threads are measured against: PARALLEL_HALF_WORK was measured on x86 only; a CPU of another
@@ -760,10 +795,10 @@ def static_profile(
                     fig.cache_bandwidth if fig.cache_bandwidth and fig.l2_bytes and working_set <= fig.l2_bytes
                     else fig.weight_bandwidth or fig.bandwidth)
                 _add_memory_time(times, again / rate * 1e6)
-            copied = layout_copies.get(facts["index"], 0) if facts["device"] == "cpu" else 0
-            if copied and fig.bandwidth:
-                times.update(layout_copy_bytes=copied, layout_copy_us=copied / fig.bandwidth * 1e6)
-                times["time_us"] += times["layout_copy_us"] + node_overhead_us  # a kernel of its own
+            copies = layout_copies.get(facts["index"], ()) if facts["device"] == "cpu" else ()
+            if copies and fig.bandwidth:
+                times.update(layout_copy_bytes=sum(copies), layout_copy_us=_layout_copy_us(copies, fig))
+                times["time_us"] += times["layout_copy_us"] + node_overhead_us * len(copies)  # kernels of their own
             if times.pop("peak_fallback"):
                 key = f"{fig.label}: no {facts['execution_dtype']} peak, the fp32 peak is used"
                 fallback_nodes[key] = fallback_nodes.get(key, 0) + 1

@@ -131,9 +131,9 @@ class Graph:
     input_shapes: dict[str, tuple[int, ...]]
     weight_bytes_by_dtype: dict[str, int]
     aliases: Mapping[str, str] = field(default_factory=dict)
-    # bytes moved by the layout copies a runtime adds, by the channel block it uses and the node charged
-    # (onnxruntime's NCHWc reorders on x86: graph/onnx_layout.py)
-    layout_copy_bytes: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
+    # bytes moved by each layout copy a runtime adds (read and written), by the channel block it uses and the node
+    # charged (onnxruntime's NCHWc reorders on x86: graph/onnx_layout.py)
+    layout_copy_bytes: Mapping[int, Mapping[int, tuple[int, ...]]] = field(default_factory=dict)
     # activations a runtime's layout enlarges, by the channel block and the tensor: their bytes as laid out
     # (NCHWc pads the channels to a whole block: 24 channels take 32 at 16 per block)
     layout_tensor_bytes: Mapping[int, Mapping[str, int]] = field(default_factory=dict)

@@ -65,16 +65,17 @@ def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: se
 
 def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
                         execution: Sequence[NodeExecution], constants: set[str], block: int,
-                        padded: dict[str, int] | None = None) -> dict[int, int]:
-    """Bytes moved by the reorders onnxruntime inserts at NCHWc block size ``block``, per node charged
-    (``constants``: the main graph's weight names, onnx_protos.weight_names). ``padded``, if given, receives the
+                        padded: dict[str, int] | None = None) -> dict[int, tuple[int, ...]]:
+    """Bytes moved by each reorder onnxruntime inserts at NCHWc block size ``block`` (read and written), per node
+    charged (``constants``: the main graph's weight names, onnx_protos.weight_names): one entry per copy, since a
+    copy's speed depends on its own working set. ``padded``, if given, receives the
     blocked tensors whose channels the blocks pad (a count not a multiple of ``block``), with their bytes as
     laid out: what the runtime allocates for them."""
     graph = model.graph
     nodes = list(graph.node)
     blocked: dict[str, int] = {}  # tensor -> its channel count, for tensors kept in NCHWc
     producer: dict[str, int] = {}
-    charged: dict[int, int] = {}
+    charged: dict[int, tuple[int, ...]] = {}
     needs_plain: set[str] = set()  # blocked tensors that some op reads as NCHW
 
     def nbytes(name: str, channels: int | None = None) -> int:
@@ -87,7 +88,7 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
 
     def charge(index: int, amount: int) -> None:
         if amount:
-            charged[index] = charged.get(index, 0) + amount
+            charged[index] = charged.get(index, ()) + (amount,)
 
     def float4d(name: str) -> bool:
         info = shapes.get(name)

@@ -340,15 +340,15 @@ def test_nchwc_reorders_are_priced_on_x86_by_block_size():
     model = make_model(nodes, [tensor("x", F, [1, 16, 8, 8])], [tensor("y", F, [1, 8, 8, 8])],
                        [weight("w1", (16, 16, 3, 3)), two, weight("w2", (8, 16, 3, 3), seed=2)])
     graph = to_graph(model)
-    assert graph.layout_copy_bytes[8] == {0: 16384, 2: 12288}
-    assert graph.layout_copy_bytes[16] == {0: 16384, 2: 16384}
+    assert graph.layout_copy_bytes[8] == {0: (8192, 8192), 2: (8192, 4096)}  # one entry per reorder
+    assert graph.layout_copy_bytes[16] == {0: (8192, 8192), 2: (8192, 8192)}
     avx2 = cpu_target(arch="x86_64", isa_features=("avx2", "fma"))
     profile = static_profile(graph, avx2)
     assert profile.node("conv1").layout_copy_bytes == 16384 and profile.node("div").layout_copy_bytes == 0
     assert profile.node("conv2").layout_copy_us == pytest.approx(12288 / 2e9 * 1e6)
     plain = static_profile(graph, cpu_target())  # aarch64: no copies
-    assert plain.node("conv2").time_us == pytest.approx(
-        profile.node("conv2").time_us - profile.node("conv2").layout_copy_us - NODE_OVERHEAD_US)
+    assert plain.node("conv2").time_us == pytest.approx(  # each reorder is a kernel of its own
+        profile.node("conv2").time_us - profile.node("conv2").layout_copy_us - 2 * NODE_OVERHEAD_US)
     avx512 = static_profile(graph, cpu_target(arch="x86_64", isa_features=("avx2", "avx512f")))
     assert avx512.node("conv2").layout_copy_bytes == 16384 and avx512.node("conv1").layout_copy_bytes == 16384
     run_ort(model, {"x": np.ones((1, 16, 8, 8), np.float32)})
@@ -511,6 +511,54 @@ def test_weights_are_read_at_the_bandwidth_measured_for_a_working_set_of_their_s
                        [tensor("y", F, [1, 1024])], [weight("w", (1024, 1024))])
     node = static_profile(model, target, threads=1).node("fc")
     assert node.memory_time_us == pytest.approx(((4 << 20) / 20e9 + 8192 / 40e9) * 1e6)
+
+
+def _working_set_target() -> TargetProfile:
+    """A calibrated one-core x86 CPU whose kernels read 1 MiB at 40 GB/s, 16 MiB and beyond at DRAM's 10 GB/s, with
+    a 64 KiB L2 (at a 40 GB/s cache figure) and a 10 GB/s copy bandwidth."""
+    points = [{"bytes": 1 << 20, "rate": 40e9, "rate_one_thread": 40e9},
+              {"bytes": 16 << 20, "rate": 10e9, "rate_one_thread": 10e9}]
+    kernel = {"dram": 10e9, "dram_one_thread": 10e9, "cache": 40e9, "cache_one_thread": 40e9,
+              "working_sets": points}
+    return cpu_target(cores=1, arch="x86_64", isa_features=("avx2", "fma"), peak_ops_per_s={"fp32": 1e15},
+                      memory_bandwidth_bytes_per_s=10e9, kernel_bandwidth=kernel,
+                      caches={"l2_bytes": 64 * 1024, "l3_bytes": 512 << 20})
+
+
+def test_activations_move_at_the_rate_measured_for_their_working_set():
+    """Beyond L2 but where calibration measured reads faster than DRAM's, a node's activations move at the rate of
+    their working set (log-linear between measured sizes), not at the copy bandwidth; at DRAM's rate (within 25%
+    of it) the copy bandwidth still prices them, and small ones stay at the cache figure."""
+    import math
+
+    target = _working_set_target()
+
+    def relu_us(elements: int) -> float:
+        model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [tensor("x", F, [1, elements])],
+                           [tensor("y", F, [1, elements])], [])
+        return static_profile(model, target, threads=1).node("relu").memory_time_us
+
+    # 4 MiB moved (2 read, 2 written): half way between 1 and 16 MiB in log size, so 20 GB/s
+    assert relu_us(1 << 19) == pytest.approx((4 << 20) / math.exp((math.log(40e9) + math.log(10e9)) / 2) * 1e6)
+    assert relu_us(1 << 22) == pytest.approx((32 << 20) / 10e9 * 1e6)  # 32 MiB: DRAM's rate, the copy figure
+    assert relu_us(1 << 12) == pytest.approx((32 << 10) / 40e9 * 1e6)  # 32 KiB: within L2
+
+
+def test_each_layout_copy_moves_at_its_own_working_sets_rate():
+    """onnxruntime's reorders are priced one by one: a Conv whose small input is reordered in and whose output,
+    read by a plain op, is reordered out at 4 MiB pays each at its size's rate (8-channel blocks)."""
+    import math
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Div", ["c", "two"], ["y"], name="div")]
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    # x: 8 channels of 32x32 (32 KiB, 64 KiB moved); c: 512 channels of 32x32 (2 MiB, 4 MiB moved)
+    model = make_model(nodes, [tensor("x", F, [1, 8, 32, 32])], [tensor("y", F, [1, 512, 32, 32])],
+                       [weight("w", (512, 8, 1, 1)), two])
+    conv = static_profile(model, _working_set_target(), threads=1).node("conv")
+    assert conv.layout_copy_bytes == (64 << 10) + (4 << 20)
+    middle = math.exp((math.log(40e9) + math.log(10e9)) / 2)  # 4 MiB: 20 GB/s
+    assert conv.layout_copy_us == pytest.approx(((64 << 10) / 40e9 + (4 << 20) / middle) * 1e6)
 
 
 def _flat_rates(rate: float, **overrides) -> TargetProfile:
