@@ -317,11 +317,7 @@ def write_models(work: Path, models: dict[str, bytes], group: str, prefix: str) 
 
 
 def measure(entry: Entry, threads: int, runs: int, repeats: int) -> dict:
-    """The least disturbed of `repeats` profiles (lowest measured p50): latency and, at one thread, memory; and the
-    machine's speed just before (the host calibration's probe: a cloud VM's moves by 10-15% within an hour)."""
-    from edgeopt.runtime.host_calibration import speed_probe
-
-    probe = speed_probe()
+    """The least disturbed of `repeats` profiles (lowest measured p50): latency and, at one thread, memory."""
     reports = [json.loads(edgeopt("profile", str(entry.path), "-t", "host", "--measure", "--threads", str(threads),
                                   "--runs", str(runs), "--json", *entry.extra)) for _ in range(max(1, repeats))]
     p50s = [r["comparisons"][0]["total"]["measured_ms"] for r in reports]
@@ -329,7 +325,7 @@ def measure(entry: Entry, threads: int, runs: int, repeats: int) -> dict:
     total = report["comparisons"][0]["total"]
     row = {"model": entry.name, "group": entry.group, "threads": threads, "estimated_ms": total["estimated_ms"],
            "measured_ms": total["measured_ms"], "latency_error": total["estimated_ms"] / total["measured_ms"] - 1,
-           "repeats_spread": max(p50s) / min(p50s) - 1, "probe_macs_per_s": probe}
+           "repeats_spread": max(p50s) / min(p50s) - 1}
     estimate = report["estimates"]["host"].get("runtime_memory") or {}
     measured = report["measurements"]["host"][0].get("memory") or {}
     if threads == 1 and estimate.get("peak_increase_bytes") and measured.get("peak_rss_increase_bytes"):
@@ -412,10 +408,6 @@ def main() -> None:
             print(f"  - latency at {threads} thread(s): "
                   f"{summary([r for r in chosen if r['threads'] == threads], 'latency_error', LATENCY_GOAL)}")
         print(f"  - peak memory (1 thread): {summary(chosen, 'memory_error', MEMORY_GOAL)}")
-    probes = [r["probe_macs_per_s"] for r in rows if r.get("probe_macs_per_s")]
-    if probes:  # the estimates follow it (host_calibration.at_speed); the spread says how much the machine moved
-        print(f"- this machine's speed across the run (the calibration's 0.1 s MatMul probe before each model): "
-              f"{min(probes) / 1e9:.1f} to {max(probes) / 1e9:.1f} G MACs/s ({max(probes) / min(probes) - 1:.0%})")
     print(f"\n({time.monotonic() - started:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine_line(), "rows": rows}, indent=2))

@@ -132,42 +132,6 @@ def cached_speed_drift(folder: Path) -> float | None:
     return now / then - 1
 
 
-def at_speed(profile: TargetProfile, ratio: float) -> TargetProfile:
-    """``profile``'s figures for this machine running ``ratio`` times as fast as when they were measured (the
-    speed probe's now / then): what runs at the core's clock scales (peaks, hence the element rates stated as
-    fractions of them; reads from cache; the fixed costs of a call and of a node's dispatch), DRAM does not.
-    Measured on a cloud VM two hours apart, the probe 12% slower: the fp32 and int8 peaks 15% lower, one-thread
-    cache reads 11% lower, the fixed costs 7-12% higher, DRAM within 3%."""
-    from edgeopt.targets import PeakThroughput
-
-    def faster(peaks: PeakThroughput | None) -> PeakThroughput | None:
-        if peaks is None:
-            return None
-        return PeakThroughput(**{k: v * ratio if v else v for k, v in peaks.model_dump().items()})
-
-    def shorter(us: float | None) -> float | None:
-        return us / ratio if us is not None else None
-
-    update: dict = {"peak_ops_per_s": faster(profile.peak_ops_per_s),
-                    "single_thread_peak_ops_per_s": faster(profile.single_thread_peak_ops_per_s),
-                    "node_overhead_us": shorter(profile.node_overhead_us),
-                    "call_overhead_us": shorter(profile.call_overhead_us),
-                    "parallel_conv_overhead_us": shorter(profile.parallel_conv_overhead_us)}
-    kernel = profile.kernel_bandwidth
-    if kernel is not None:
-        def cached(rate: float | None, dram: float | None) -> float | None:  # within 25% of DRAM's: DRAM's
-            return rate * ratio if rate and not (dram and rate <= 1.25 * dram) else rate
-
-        update["kernel_bandwidth"] = kernel.model_copy(update={
-            "cache": cached(kernel.cache, kernel.dram), "cache_one_thread": cached(kernel.cache_one_thread,
-                                                                                  kernel.dram_one_thread),
-            "working_sets": [point.model_copy(update={
-                "rate": cached(point.rate, kernel.dram),
-                "rate_one_thread": cached(point.rate_one_thread, kernel.dram_one_thread)})
-                for point in kernel.working_sets]})
-    return profile.model_copy(update=update)
-
-
 def host_calibration_dir() -> Path:
     """Where automatic host calibrations are cached (XDG cache folder), one folder per CPU."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -212,13 +176,8 @@ def host_for_estimates(target: TargetProfile, events: Events | None = None) -> T
             cached = None  # a damaged cache entry is measured again
         if cached is not None:
             drift = cached_speed_drift(path.parent)
-            if drift is None:
+            if drift is None or abs(drift) <= DRIFT_LIMIT:
                 return cached
-            if abs(drift) <= DRIFT_LIMIT:
-                # a cloud VM's speed moves by 10-15% within an hour (its neighbours): estimates follow the probe
-                return at_speed(cached, 1 + drift).model_copy(update={"notes": (
-                    f"{cached.notes} Scaled to this machine's speed now: {drift:+.1%} against when measured (a "
-                    "0.1 s MatMul probe).").strip()})
             events.note(f"host: this machine runs {abs(drift):.0%} {'faster' if drift > 0 else 'slower'} than when "
                         "its figures were cached: measuring them again")
     started = time.monotonic()
