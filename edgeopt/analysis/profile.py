@@ -568,23 +568,33 @@ def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> Non
 # to 67 M; fp32 MatMuls 1.5-1.9x from 65 K on (not attenuated). Applied on x86 only, where it was measured.
 PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "int8"): 1e9,
                       ("fully_connected", "int8"): 1e9}
+# An op priced by its output elements (an Add, an activation) gains from more threads what its kind's element model
+# (ELEMENT_MODEL_ELEMENTS, as calibration times it) gained at or beyond that size, and less below: measured at two
+# threads (chains of same-shape Adds, Adds of a scalar, Relus, Sigmoids), nothing up to 37 K elements (0.93-1.07x),
+# 1.3-1.7x at 100 K, 1.9-2.5x from 400 K; the share ``2 w^2 / (w^2 + ref^2)`` (0.24 at 37 K, 1 at 100 K) follows it.
+ELEMENT_MODEL_ELEMENTS = 32 * 56 * 56  # runtime.class_bench.ELEMENT_SHAPE
 
 
-def _parallel_half_work(facts: Mapping[str, Any]) -> float | None:
-    """The node's PARALLEL_HALF_WORK, None where its gain from more threads is left as its figures say."""
-    return PARALLEL_HALF_WORK.get((facts["kind"], facts["execution_dtype"] or "fp32")) if facts["macs"] else None
+def _parallel_share(facts: Mapping[str, Any], elements: int | None) -> float | None:
+    """The share of what more threads give the node's class (or element) model that the node gets (1: all), by
+    its work: PARALLEL_HALF_WORK's MACs, or its output elements for an element-priced op; None where its gain is
+    left as its figures say."""
+    if facts["macs"]:
+        half = PARALLEL_HALF_WORK.get((facts["kind"], facts["execution_dtype"] or "fp32"))
+        return facts["macs"] / (facts["macs"] + half) if half else None
+    if not elements:
+        return None
+    return min(1.0, 2 * elements ** 2 / (elements ** 2 + ELEMENT_MODEL_ELEMENTS ** 2))
 
 
-def _apply_parallel_work(times: dict[str, Any], facts: Mapping[str, Any], half: float,
-                         one_thread_us: float | None) -> None:
-    """A node priced at more than one thread gains ``1 + (r - 1) * w / (w + half)`` of its one-thread speed
+def _apply_parallel_work(times: dict[str, Any], share: float, one_thread_us: float | None) -> None:
+    """A node priced at more than one thread gains ``1 + (r - 1) * share`` of its one-thread speed
     (``one_thread_us``: its compute priced at one thread), where ``r`` is what the figures say more threads give
-    it and ``w`` its MACs (``half``: _parallel_half_work)."""
-    macs = facts["macs"]
+    it (``share``: _parallel_share)."""
     many = times["compute_time_us"]
     if not many or not one_thread_us or one_thread_us <= many:
         return
-    gain = 1 + (one_thread_us / many - 1) * macs / (macs + half)
+    gain = 1 + (one_thread_us / many - 1) * share
     _add_compute_time(times, one_thread_us / gain - many)
 
 
@@ -786,9 +796,11 @@ def static_profile(
                 _apply_positions(found, graph.nodes[facts["index"]], facts, figures_at)
                 return found
             times = priced(fig)
-            half = _parallel_half_work(facts) if one_thread is not None and facts["device"] == "cpu" else None
-            if half is not None:  # priced again at one thread only where the gain is attenuated
-                _apply_parallel_work(times, facts, half, priced(one_thread)["compute_time_us"])
+            element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
+            share = _parallel_share(facts, _output_elements(graph, facts["index"]) if element_priced else None) \
+                if one_thread is not None and facts["device"] == "cpu" else None
+            if share is not None and share < 1:  # priced again at one thread only where the gain is attenuated
+                _apply_parallel_work(times, share, priced(one_thread)["compute_time_us"])
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (
@@ -798,7 +810,9 @@ def static_profile(
             copies = layout_copies.get(facts["index"], ()) if facts["device"] == "cpu" else ()
             if copies and fig.bandwidth:
                 times.update(layout_copy_bytes=sum(copies), layout_copy_us=_layout_copy_us(copies, fig))
-                times["time_us"] += times["layout_copy_us"] + node_overhead_us * len(copies)  # kernels of their own
+                # kernels of their own, which hand their work to the thread pool as the blocked Conv does (measured
+                # in PP-OCRv2's direction classifier: 4.6 -> 9.0 µs per ReorderInput from one thread to two)
+                times["time_us"] += times["layout_copy_us"] + conv_overhead_us * len(copies)
             if times.pop("peak_fallback"):
                 key = f"{fig.label}: no {facts['execution_dtype']} peak, the fp32 peak is used"
                 fallback_nodes[key] = fallback_nodes.get(key, 0) + 1

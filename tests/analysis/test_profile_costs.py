@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 
 import numpy as np
@@ -835,6 +837,31 @@ def test_a_small_node_gains_little_from_more_threads_and_a_large_one_what_its_cl
     arm = two.model_copy(update={"arch": "aarch64"})
     assert static_profile(small, arm, threads=1).node("conv").compute_time_us == pytest.approx(
         2 * static_profile(small, arm, threads=2).node("conv").compute_time_us)
+
+
+def test_an_element_priced_op_gains_from_more_threads_by_its_elements():
+    """A Sigmoid priced by its kind's element rate (4x faster at two threads in these figures) gains all of it from
+    the element models' size (ELEMENT_MODEL_ELEMENTS) on, and the share 2 w^2 / (w^2 + ref^2) of it below; on
+    another architecture it keeps what its figures say."""
+    from edgeopt.analysis.profile import ELEMENT_MODEL_ELEMENTS
+    from edgeopt.runtime.class_bench import ELEMENT_SHAPE
+
+    assert ELEMENT_MODEL_ELEMENTS == math.prod(ELEMENT_SHAPE)  # what calibration's element models time
+    two = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
+                     single_thread_peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                     efficiency={"sigmoid": 0.002}, single_thread_efficiency={"sigmoid": 0.001})
+
+    def gain(elements: int, target=two) -> float:
+        model = make_model([helper.make_node("Sigmoid", ["x"], ["y"], name="sigmoid")],
+                           [tensor("x", F, [1, elements])], [tensor("y", F, [1, elements])], [])
+        one = static_profile(model, target, threads=1).node("sigmoid").compute_time_us
+        return one / static_profile(model, target, threads=2).node("sigmoid").compute_time_us
+
+    reference = ELEMENT_MODEL_ELEMENTS
+    assert gain(reference) == pytest.approx(4) and gain(4 * reference) == pytest.approx(4)
+    small = reference // 3
+    assert gain(small) == pytest.approx(1 + 3 * 2 * small ** 2 / (small ** 2 + reference ** 2))
+    assert gain(small, two.model_copy(update={"arch": "aarch64"})) == pytest.approx(4)
 
 
 def test_the_thread_pools_dispatch_is_the_convs_share_of_the_dispatch_models_increase():
