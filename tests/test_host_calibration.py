@@ -174,3 +174,19 @@ def test_an_entry_that_does_not_read_back_is_not_kept(fresh_cache, monkeypatch):
     assert "not cached (the written entry does not read back:" in said
     entry = fresh_cache / "edgeopt" / "host-calibration" / calibrate.machine_key()
     assert not (entry / "host.toml").exists()
+
+
+def test_one_probe_beyond_the_drift_limit_is_checked_by_two_more(fresh_cache, monkeypatch):
+    """A single probe can land on another clock level: the drift is the median of three before the figures are
+    measured again, so one outlier keeps the entry, a confirmed change does not."""
+    import json
+
+    folder = _cached_entry(fresh_cache, monkeypatch)
+    (folder / calibrate.PROBE_FILE).write_text(json.dumps({"matmul_fp32_macs_per_s": 100e9}))
+    readings = iter([130e9, 101e9, 99e9])  # one outlier, then the cached speed twice
+    monkeypatch.setattr(calibrate, "speed_probe", lambda: next(readings))
+    assert calibrate.cached_speed_drift(folder) == pytest.approx(0.01)
+    readings = iter([130e9, 128e9, 99e9])  # confirmed by the second reading
+    assert calibrate.cached_speed_drift(folder) == pytest.approx(0.28)
+    readings = iter([110e9])  # within the limit: one probe decides
+    assert calibrate.cached_speed_drift(folder) == pytest.approx(0.1)

@@ -127,6 +127,10 @@ def cached_speed_drift(folder: Path) -> float | None:
         return None
     with OtherWork() as other_work:
         now = speed_probe()
+        if then > 0 and abs(now / then - 1) > DRIFT_LIMIT:
+            # one probe steps between clock levels 3% apart (92 to 116 G MACs/s within one process on a cloud
+            # VM): a drift is confirmed by the median of three before the figures are measured again (15 s)
+            now = sorted([now, speed_probe(), speed_probe()])[1]
     if then <= 0 or (other_work.share is not None and other_work.share > BUSY_LIMIT):
         return None
     return now / then - 1
