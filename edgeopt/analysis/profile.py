@@ -74,7 +74,7 @@ from edgeopt.analysis.tflite_memory import estimate_tflite_memory
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
-from edgeopt.graph.model import Graph, Node, tensor_size_bytes
+from edgeopt.graph.model import Graph, Node, Tensor, tensor_size_bytes
 from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at, weight_bandwidth_at
 
 __all__ = [
@@ -246,7 +246,9 @@ CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.
                 # im2col and a GEMM off the NCHWc path (measured 0.5-0.9 of an NCHWc Conv's rate, 0.7 typical)
                 ("conv.gemm", "fp32"): 0.7,
                 # a depthwise Conv off the NCHWc path (72 channels on AVX-512): 0.55 of the blocked one
-                ("conv.depthwise.gemm", "fp32"): 0.18}
+                ("conv.depthwise.gemm", "fp32"): 0.18,
+                # a blocked Conv reading a plain NCHW input of fewer channels than a block (an RGB stem)
+                ("conv.nchw", "fp32"): 0.33}
 
 
 def _efficiency(table: Mapping[str, float], kind: str, op_class: str | None = None,
@@ -552,12 +554,19 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
                (reference_depth, shallow_depth, math.prod(weight.shape[1:])))
 
 
-def _mark_gemm_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
-    """A dense float Conv that onnxruntime's NCHWc kernels do not take at this CPU's block runs im2col and a GEMM
-    per image: the "gemm" class (analysis.conv_depth); a depthwise one its plain kernel ("depthwise.gemm")."""
-    if (block is not None and node.nchwc_blocks is not None and block not in node.nchwc_blocks
-            and facts["device"] == "cpu" and facts["op_class"] in (None, "1x1", "depthwise")):
+def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None, weight: Tensor | None) -> None:
+    """The kernel a float Conv runs at this CPU's NCHWc block: off the NCHWc path, im2col and a GEMM per image (the
+    "gemm" class, analysis.conv_depth) or a depthwise one's plain kernel ("depthwise.gemm"); on it, with fewer
+    input channels than a block (an RGB stem), the kernel that reads the plain NCHW input ("nchw": measured at a
+    third of a blocked Conv's rate, the stems of PP-OCRv4's detector, YOLOv8n and MobileNetV2 alike, 61-65 G
+    FLOP/s against 200 on an AVX-512 host, where the dense class's price had put them at a third of that time)."""
+    if block is None or node.nchwc_blocks is None or facts["device"] != "cpu":
+        return
+    if block not in node.nchwc_blocks and facts["op_class"] in (None, "1x1", "depthwise"):
         facts["op_class"] = "depthwise.gemm" if facts["op_class"] == "depthwise" else "gemm"
+    elif (block in node.nchwc_blocks and facts["op_class"] in (None, "1x1") and weight is not None
+          and weight.shape is not None and len(weight.shape) == 4 and weight.shape[1] < block):
+        facts["op_class"] = "nchw"
 
 
 # The work (MACs) at which a node of a kernel family gains half of what more threads give its class model
@@ -784,7 +793,9 @@ def static_profile(
                              efficiency=fused[1])
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
-            _mark_gemm_path(facts, graph.nodes[facts["index"]], block)
+            node = graph.nodes[facts["index"]]
+            _mark_layout_path(facts, node, block, graph.tensors.get(node.inputs[1]) if facts["kind"] == "conv"
+                              and len(node.inputs) > 1 else None)
             pooled = (facts["device"] == "cpu" and facts["kind"] == "conv"
                       and facts["execution_dtype"] in (None, "fp32"))
 

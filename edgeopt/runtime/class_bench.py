@@ -5,7 +5,7 @@ on held-out models.
 - the bandwidth kernels read weights at: a one-row MatMul over a weight far beyond the caches (DRAM), and over
   one small weight again and again (cache), at one thread and at the asked count;
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a
-  Conv with 8 outputs, one with a single output, an LSTM; depthwise and 1x1 in int8 QDQ too, and a one-row int8
+  Conv with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in int8 QDQ too, and a one-row int8
   MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); a shallow int8 3x3 Conv (3 input
   channels) and 1x1 Conv (16), which fix how int8 convolutions slow with depth (analysis.conv_depth); dynamic
   quantization's
@@ -95,6 +95,9 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.gemm": op_stack("Conv", 1, (72, 36, 3, 3), [1, 36, 56, 56], [1, 72, 56, 56], pads=[1] * 4),
         "conv.gemm.short": op_stack("Conv", 1, (72, 36, 3), [32, 36, 8], [32, 72, 8], pads=[1, 1]),
         "conv.depthwise.gemm": op_stack("Conv", 4, (72, 1, 3, 3), [1, 72, 56, 56], group=72, pads=[1] * 4),
+        # an RGB stem: a blocked Conv that reads the plain NCHW input (fewer channels than a block; x86 only)
+        "conv.nchw": op_stack("Conv", 1, (32, 3, 3, 3), [1, 3, 224, 224], [1, 32, 112, 112], pads=[1] * 4,
+                              strides=[2, 2]),
         "lstm": _lstm(32, 256, 256),
         # the same cell over one step (a streaming model's call): a fixed cost per call beside the steps
         # (analysis.conv_depth's curve over steps)

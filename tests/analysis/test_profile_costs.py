@@ -789,6 +789,36 @@ def test_convs_off_the_nchwc_path_are_priced_as_a_gemm_per_image():
     assert 0.1 < middle < 0.5
 
 
+def test_a_blocked_conv_reading_a_plain_input_of_few_channels_is_priced_as_a_stem():
+    """onnxruntime's NCHWc path takes a Conv of fewer input channels than a block (an RGB stem) by reading its
+    plain NCHW input, at a third of a blocked Conv's rate: the "nchw" class, by the CPU's block, on x86 only; its
+    default where the target measured none is CLASS_FACTOR's, and calibration's stem model is of that class."""
+    from edgeopt.analysis.profile import CLASS_FACTOR
+    from edgeopt.runtime.class_bench import class_models
+
+    table = {"conv": 0.9, "conv.nchw": 0.3}
+    avx512 = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency=table)
+    avx2 = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency=table)
+
+    def stem(channels: int) -> onnx.ModelProto:
+        conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1] * 4, strides=[2, 2])
+        return make_model([conv], [tensor("x", F, [1, channels, 64, 64])], [tensor("y", F, [1, 16, 32, 32])],
+                          [weight("w", (16, channels, 3, 3))])
+
+    def row(model, target):
+        node = static_profile(model, target, threads=1).node("conv")
+        return node.op_class, node.efficiency
+
+    assert row(stem(3), avx512) == ("nchw", 0.3) and row(stem(3), avx2) == ("nchw", 0.3)
+    assert row(stem(8), avx512) == ("nchw", 0.3) and row(stem(8), avx2) == (None, 0.9)  # a whole 8-channel block
+    assert row(stem(16), avx512) == (None, 0.9)
+    assert row(stem(3), cpu_target(efficiency=table)) == (None, 0.9)  # aarch64: no NCHWc transformer
+    unmeasured = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency={"conv": 0.9})
+    assert row(stem(3), unmeasured)[1] == pytest.approx(0.9 * CLASS_FACTOR["conv.nchw", "fp32"])
+    model = onnx.load_from_string(class_models()["conv.nchw"][0])
+    assert {n.op_class for n in static_profile(model, avx512).nodes if n.macs} == {"nchw"}
+
+
 def test_the_dispatch_cost_per_node_is_the_targets_own_where_measured():
     model = conv_model()
     default = static_profile(model, cpu_target()).node("conv")
