@@ -6,10 +6,9 @@ on held-out models.
   one small weight again and again (cache), at one thread and at the asked count;
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a
   Conv with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in
-  int8 QDQ too, and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); a shallow int8 3x3 Conv (3 input
-  channels) and 1x1 Conv (16), which fix how int8 convolutions slow with depth (analysis.conv_depth); dynamic
-  quantization's
-  ConvInteger and MatMulInteger with u8 and with s8 weights (``conv.integer_u8@int8``, ...). Each class's
+  int8 QDQ too, and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); a
+  shallow int8 3x3 Conv (3 input channels) and 1x1 Conv (16), which fix how int8 convolutions slow with depth
+  (analysis.conv_depth); dynamic quantization's ConvInteger and MatMulInteger with u8 and with s8 weights (``conv.integer_u8@int8``, ...). Each class's
   efficiency is its throughput over the peak of its dtype, both measured at the same thread count; an int8
   class's is then solved through the estimate (``refit_through_estimates``), which prices the Quantize and
   DequantizeLinear around the Conv apart. Written into the target's ``efficiency`` table (``conv.depthwise``,
