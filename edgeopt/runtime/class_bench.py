@@ -4,13 +4,13 @@ on held-out models.
 `targets calibrate` times, beside the peak microbenchmarks:
 - the bandwidth kernels read weights at: a one-row MatMul over a weight far beyond the caches (DRAM), and over
   one small weight again and again (cache), at one thread and at the asked count;
-- one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a
-  Conv with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in
-  int8 QDQ too, and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); a
-  shallow int8 3x3 Conv (3 input channels) and 1x1 Conv (16), which fix how int8 convolutions slow with depth
-  (analysis.conv_depth); dynamic quantization's ConvInteger and MatMulInteger with u8 and with s8 weights
-  (``conv.integer_u8@int8``, ...). Each class's efficiency is its throughput over the peak of its dtype, both
-  measured at the same thread count; an int8 class's is then solved through the estimate (``refit_through_estimates``), which prices the Quantize and
+- one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a Conv
+  with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in int8 QDQ too,
+  and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); a shallow int8 3x3
+  Conv (3 input channels) and 1x1 Conv (16), which fix how int8 convolutions slow with depth (analysis.conv_depth);
+  dynamic quantization's ConvInteger and MatMulInteger with u8 and with s8 weights (``conv.integer_u8@int8``, ...).
+  Each class's efficiency is its throughput over the peak of its dtype, both measured at the same thread count; an
+  int8 class's is then solved through the estimate (``refit_through_estimates``), which prices the Quantize and
   DequantizeLinear around the Conv apart. Written into the target's ``efficiency`` table (``conv.depthwise``,
   ``conv.depthwise@int8``, ...) in place of edgeopt's x86-measured defaults;
 - the cost of one run of onnxruntime's broadcasting loop (``broadcast_span``: Muls of a ``[1,C,H,1]`` map by one
