@@ -54,13 +54,15 @@ def target(**efficiency: float) -> TargetProfile:
 
 def test_each_run_beyond_the_first_is_priced_at_the_calibrated_rate():
     # [1,8,16,1] x [1]: 128 runs of one element; a run costs 1 / (1e9 x 1e-3) s = 1 µs, so 127 µs more than the
-    # same Mul by a [1,1,1,1] constant (one run), whose Mul elements cost the same (128 / (1e9 x 0.01) s)
+    # same Mul by a [1,1,1,1] constant (one run), whose Mul elements cost the same: 128 / (1e9 x 0.01) s at the
+    # two-tensor rate, of which a Mul by a scalar moves 1028 bytes of the 12 x 128 the kind's model moves
+    elements_us = 12.8 * (2 * 128 * 4 + 4) / (12 * 128)
     measured = target(mul=0.01, broadcast_span=1e-3)
     by_one = static_profile(mul_model([1, 8, 16, 1], [1]), measured).node("mul")
     assert by_one.broadcast_spans == 128 and by_one.broadcast_span_us == pytest.approx(127.0)
-    assert by_one.compute_time_us == pytest.approx(12.8 + 127.0)
+    assert by_one.compute_time_us == pytest.approx(elements_us + 127.0)
     whole = static_profile(mul_model([1, 8, 16, 1], [1, 1, 1, 1]), measured).node("mul")
-    assert whole.broadcast_spans == 0 and whole.compute_time_us == pytest.approx(12.8)
+    assert whole.broadcast_spans == 0 and whole.compute_time_us == pytest.approx(elements_us)
     assert by_one.time_us - whole.time_us == pytest.approx(127.0)
     # a target that measured no cost per run prices the element work alone
     plain = static_profile(mul_model([1, 8, 16, 1], [1]), target(mul=0.01)).node("mul")

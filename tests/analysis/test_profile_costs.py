@@ -894,6 +894,24 @@ def test_an_element_priced_op_gains_from_more_threads_by_its_elements():
     assert gain(small, two.model_copy(update={"arch": "aarch64"})) == pytest.approx(4)
 
 
+def test_an_add_of_a_scalar_is_priced_by_the_bytes_it_moves_at_the_two_tensor_rate():
+    """The add kind's element rate is measured on Adds of two whole tensors (12 bytes per output element): an Add
+    of a scalar moves 8, so it costs two thirds of that; an Add of two activations costs all of it."""
+    target = cpu_target(peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15, efficiency={"add": 0.01})
+    n = 4096
+
+    def add_us(second: str, inits: list) -> float:
+        model = make_model([helper.make_node("Add", ["x", second], ["y"], name="add")],
+                           [tensor("x", F, [1, n])] + ([tensor("z", F, [1, n])] if second == "z" else []),
+                           [tensor("y", F, [1, n])], inits)
+        return static_profile(model, target, threads=1).node("add").compute_time_us
+
+    full = n / (1e9 * 0.01) * 1e6
+    assert add_us("z", []) == pytest.approx(full)
+    scalar = numpy_helper.from_array(np.array(0.5, np.float32), "s")
+    assert add_us("s", [scalar]) == pytest.approx(full * (8 * n + 4) / (12 * n))
+
+
 def test_the_thread_pools_dispatch_is_the_convs_share_of_the_dispatch_models_increase():
     from edgeopt.runtime.class_bench import DISPATCH_ITEM
     from edgeopt.runtime.microbench import MicrobenchResult, parallel_conv_overhead
