@@ -19,7 +19,7 @@ from edgeopt.targets import TargetProfile
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
 AUTO_SECONDS = 0.3  # per microbenchmark: about 15 s in all with op classes, element rates, bandwidths, memory probes
 #   (1.5 s each: `targets calibrate`)
-RECIPE = 29  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
+RECIPE = 30  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
 #   9: memory probes with an LSTM and a thousand nodes, pre-packing one weight at a time, their load peaks
 #   without glibc keeping freed buffers; 10: op classes timed at one thread too; 11: the fixed cost of a call;
 #   12-14: element rates of ops without MACs, fused activations priced by them; 15: one-row int8 MatMuls;
@@ -29,7 +29,8 @@ RECIPE = 29  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   loop's cost per run, Exp and Log element rates, shallow int8 Convs; 22: float Convs off the NCHWc path; 23: one node's dispatch; 24: a one-step LSTM;
 #   25: the arena factor against the simulated arena, not the planned peak; 26: one node's dispatch at all threads;
 #   27: the one-thread int8 table refitted first, the all-core prices reading it; 28: classes solved through an
-#   estimate that prices activations by their working set; 29: an RGB stem's class, conv.nchw)
+#   estimate that prices activations by their working set; 29: an RGB stem's class, conv.nchw;
+#   30: the broadcasting loop's run solved through a Mul priced by the bytes it moves)
 
 
 # Other work's share of all cores during the measurement above which it is used for this run but not
