@@ -74,7 +74,7 @@ from edgeopt.analysis.tflite_memory import estimate_tflite_memory
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
-from edgeopt.graph.model import Graph, Node, Tensor, tensor_size_bytes
+from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at, weight_bandwidth_at
 
 __all__ = [
@@ -566,7 +566,7 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
                (reference_depth, shallow_depth, math.prod(weight.shape[1:])))
 
 
-def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None, weight: Tensor | None) -> None:
+def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
     """The kernel a float Conv runs at this CPU's NCHWc block: off the NCHWc path, im2col and a GEMM per image (the
     "gemm" class, analysis.conv_depth) or a depthwise one's plain kernel ("depthwise.gemm"); on it, with fewer
     input channels than a block (an RGB stem), the kernel that reads the plain NCHW input ("nchw": measured at a
@@ -576,8 +576,7 @@ def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None, weig
         return
     if block not in node.nchwc_blocks and facts["op_class"] in (None, "1x1", "depthwise"):
         facts["op_class"] = "depthwise.gemm" if facts["op_class"] == "depthwise" else "gemm"
-    elif (block in node.nchwc_blocks and facts["op_class"] in (None, "1x1") and weight is not None
-          and weight.shape is not None and len(weight.shape) == 4 and weight.shape[1] < block):
+    elif block in node.nchwc_plain_input_blocks and facts["op_class"] in (None, "1x1"):
         facts["op_class"] = "nchw"
 
 
@@ -731,10 +730,12 @@ def static_profile(
             rate = weight_bandwidth_at(cpu_profile, count, weight_bytes)
             return bool(rate and dram_rate and rate <= 1.25 * dram_rate)
 
+        dram_one = bandwidth_at(cpu_profile, 1)
+
         def activation_rate(working_set: int) -> float | None:  # None at DRAM's rate: the copy bandwidth prices it
             # the one-thread curve, scaled by threads as DRAM reads scale: at two threads the measured 4 MiB point
             # (two cores' L2s holding one weight) priced PicoDet's reorders of 2-4 MiB at 98 GB/s, measured 55
-            rate, dram_one = weight_bandwidth_at(cpu_profile, 1, working_set), bandwidth_at(cpu_profile, 1)
+            rate = weight_bandwidth_at(cpu_profile, 1, working_set)
             if not rate or not dram_one or not dram_rate or rate <= 1.25 * dram_one:
                 return None
             return rate * dram_rate / dram_one
@@ -806,21 +807,20 @@ def static_profile(
         elif facts["cost_unknown_reason"] is None and unavailable is None:
             fig = figures[facts["device"]]
             node = graph.nodes[facts["index"]]
-            _mark_layout_path(facts, node, block, graph.tensors.get(node.inputs[1]) if facts["kind"] == "conv"
-                              and len(node.inputs) > 1 else None)
+            elements = _output_elements(graph, facts["index"])
+            _mark_layout_path(facts, node, block)
             pooled = (facts["device"] == "cpu" and facts["kind"] == "conv"
                       and facts["execution_dtype"] in (None, "fp32"))
 
             def priced(figures_at: _Figures) -> dict[str, Any]:
-                found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us,
-                                  _output_elements(graph, facts["index"]))
+                found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us, elements)
                 _add_span_time(found, graph, facts, figures_at)
                 _apply_depth(found, graph, facts, figures_at)
-                _apply_positions(found, graph.nodes[facts["index"]], facts, figures_at)
+                _apply_positions(found, node, facts, figures_at)
                 return found
             times = priced(fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
-            share = _parallel_share(facts, _output_elements(graph, facts["index"]) if element_priced else None) \
+            share = _parallel_share(facts, elements if element_priced else None) \
                 if one_thread is not None and facts["device"] == "cpu" else None
             if share is not None and share < 1:  # priced again at one thread only where the gain is attenuated
                 _apply_parallel_work(times, share, priced(one_thread)["compute_time_us"])

@@ -104,6 +104,8 @@ class Node:
     # A float Conv: the channel blocks at which onnxruntime's NCHWc kernels take it on x86 (graph.onnx_layout);
     # at any other block it runs im2col and a GEMM. None for other nodes.
     nchwc_blocks: tuple[int, ...] | None = None
+    # those of them at which it reads its plain NCHW input (fewer input channels than a block: an RGB stem)
+    nchwc_plain_input_blocks: tuple[int, ...] = ()
     # Output positions per image (the GEMM's columns on that path); None where unknown or not a Conv
     output_positions: int | None = None
 

@@ -16,7 +16,7 @@ from edgeopt.errors import InputError
 from edgeopt.graph.model import Graph, Node, Tensor
 from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
-from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_conv_blocks, nchwc_reorder_bytes
+from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_conv_blocks, nchwc_plain_input_blocks, nchwc_reorder_bytes
 from edgeopt.graph.onnx_kinds import onnx_kind
 from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
@@ -200,14 +200,16 @@ def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _conv_path(node: onnx.NodeProto, row: Any, shapes: Mapping[str, TensorInfo], weights: set[str]) -> dict[str, Any]:
-    """A float Conv's NCHWc blocks and output positions per image (Node.nchwc_blocks, output_positions)."""
+    """A float Conv's NCHWc blocks, those at which it reads a plain input, and output positions per image
+    (Node.nchwc_blocks, nchwc_plain_input_blocks, output_positions)."""
     if not (is_op(node, "Conv") and row.runs_alone and row.dtype == "fp32" and len(node.input) > 1):
         return {}
     output = shapes.get(node.output[0]) if node.output else None
     positions = math.prod(output.shape[2:]) if output is not None and output.shape and len(output.shape) > 2 \
         else None
-    return {"nchwc_blocks": nchwc_conv_blocks(node, shapes.get(node.input[1]), weights),
-            "output_positions": positions}
+    weight = shapes.get(node.input[1])
+    return {"nchwc_blocks": nchwc_conv_blocks(node, weight, weights),
+            "nchwc_plain_input_blocks": nchwc_plain_input_blocks(node, weight, weights), "output_positions": positions}
 
 
 def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None = None, *,

@@ -41,6 +41,13 @@ def nchwc_conv_blocks(node: NodeProto, weight: TensorInfo | None, constants: set
     return tuple(block for block in NCHWC_BLOCKS if _conv_takes_blocks(node, weight, constants, block)[0])
 
 
+def nchwc_plain_input_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str]) -> tuple[int, ...]:
+    """The blocks at which float Conv ``node`` runs blocked but reads its plain NCHW input (fewer input channels
+    than a block: an RGB stem)."""
+    return tuple(block for block in NCHWC_BLOCKS
+                 if _conv_takes_blocks(node, weight, constants, block) == (True, False))
+
+
 def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: set[str],
                        block: int) -> tuple[bool, bool]:
     """(runs blocked, reads its input blocked) for a float Conv, as the transformer decides."""
