@@ -1,7 +1,7 @@
 """The convert pipeline: a short runner of the declared stages (``STAGES``), and the only module that
 knows their order.
 
-source ─load─▶ [export (torch) | opset (onnx)] ─▶ [prune] ─▶ [simplify] ─▶ [tflite] ─▶ [quantize] ─▶ profile
+source ─load─▶ [export (torch) | opset (onnx)] ─▶ [prune] ─▶ [simplify] ─▶ [widen] ─▶ [tflite] ─▶ [quantize] ─▶ profile
        ─▶ [device] ─▶ OUT/model.onnx (+ OUT/model.tflite) + OUT/report.json + OUT/report.html
 
 Each stage is ``stages.common.context.Stage``: it says whether the run asks for it and runs on the
@@ -43,6 +43,7 @@ from edgeopt.stages.profile import ProfileStage
 from edgeopt.stages.prune.step import PruneStage
 from edgeopt.stages.quantize.step import QuantizeStage
 from edgeopt.stages.simplify import SimplifyStage
+from edgeopt.stages.widen import WidenStage
 from edgeopt.stages.tflite.step import TfliteStage, check_tflite_export
 
 REPORT = "report.json"
@@ -51,7 +52,8 @@ HTML_REPORT = "report.html"
 logger = logging.getLogger(__name__)
 
 # The stages, in the order they run. A new stage is one module and one line here.
-STAGES: list[Stage] = [LoadStage(), ExportStage(), OpsetStage(), PruneStage(), SimplifyStage(), TfliteStage(),
+STAGES: list[Stage] = [LoadStage(), ExportStage(), OpsetStage(), PruneStage(), SimplifyStage(), WidenStage(),
+                       TfliteStage(),
                        QuantizeStage(), ProfileStage(), DeviceStage()]
 
 

@@ -323,6 +323,10 @@ class ConvertConfig(BaseModel):
     dynamic_batch: Annotated[bool, Cli(("--static-batch",), "Keep the batch axis fixed instead of dynamic.",
                                        switch=False)] = True
     simplify: Annotated[bool, Cli(("--no-simplify",), "Skip graph simplification (onnxslim).", switch=False)] = True
+    widen_convs: Annotated[bool, Cli(("--no-widen-convs",), "Keep thin convolutions as they are (by default a "
+                                     "Conv with few output channels computes several output columns at once "
+                                     "where that measured faster here or on the --ssh device).",
+                                     switch=False)] = True
     weights: Annotated[str | None, Cli(("--weights",), "state_dict for a factory source (loaded weights-only).")] \
         = None
     # keyword arguments of a factory source (width, depth, dropout): what `tune` searches as "factory.NAME"

@@ -25,7 +25,7 @@ from edgeopt.stages.common.parity import OutputParity, ParityCheck  # noqa: F401
 from edgeopt.stages.common.records import StageRecord, registered_details, utc_now  # noqa: F401 (report schema)
 from edgeopt.formats.artifact import ModelArtifact
 from edgeopt.fsutil import write_text_atomic
-from edgeopt.stages import load, opset, simplify  # noqa: F401 (register their details models)
+from edgeopt.stages import load, opset, simplify, widen  # noqa: F401 (register their details models)
 from edgeopt.stages.export import step  # noqa: F401 (registers its details model)
 from edgeopt.stages.device import DeviceSummary
 from edgeopt.stages.profile import TargetVerdict

@@ -42,6 +42,7 @@ from edgeopt.stages.common.records import StageRecord
 from edgeopt.metrics.fidelity import DEFAULT_MIN_COSINE, OutputFidelity
 from edgeopt.stages.quantize.outcome import Candidate
 from edgeopt.stages.quantize.step import QuantizeDetails
+from edgeopt.stages.widen import WidenDetails
 
 # --------------------------------------------------------------------------- sections
 
@@ -240,6 +241,12 @@ def stage_note(stage: StageRecord) -> str | None:
         return f"exporter {exporter}" + ("" if batch is None else f", {'dynamic' if batch else 'static'} batch")
     if isinstance(details, QuantizeDetails) and details.mode:
         return f"shipped {details.shipped}" + (f": {details.chosen}" if details.chosen else "")
+    if isinstance(details, WidenDetails) and details.convs:
+        widened = [c for c in details.convs if c.factor]
+        return (f"{len(widened)} of {len(details.convs)} thin Convs widened (timed on {details.measured_on}): "
+                + ", ".join(f"{c.channels}→{c.channels * c.factor} channels {c.ratio:.2f}x" for c in widened)
+                if widened else f"none of {len(details.convs)} thin Convs faster widened (timed on "
+                f"{details.measured_on})")
     if stage.name == "opset" and "from" in stage.options and "to" in stage.options:
         return f"opset {stage.options['from']} → {stage.options['to']}"
     return None

@@ -33,7 +33,7 @@ from edgeopt.stages.common.records import StageRecord, utc_now
 FINAL_MODEL = "model.onnx"
 # Intermediate files, named after the stage that wrote them (published beside OUT/model.onnx).
 STAGE_FILES = {"export": "export.onnx", "opset": "opset.onnx", "prune": "prune.onnx",
-               "simplify": "simplify.onnx", "quantize": "quantize.onnx"}
+               "simplify": "simplify.onnx", "widen": "widen.onnx", "quantize": "quantize.onnx"}
 # What `--format tflite` publishes beside OUT/model.onnx (a later run without it removes an older one).
 TFLITE_MODEL = "model.tflite"
 
