@@ -53,6 +53,13 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def has_thin_conv_weights(model: onnx.ModelProto) -> bool:
+    """Whether any main-graph Conv reads a float weight of fewer than 16 output channels (cheap: no shapes)."""
+    weights = {t.name: t for t in model.graph.initializer
+               if t.data_type in _FLOAT_TYPES and len(t.dims) in (3, 4) and t.dims[0] < THIN_CHANNELS}
+    return any(n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in weights for n in model.graph.node)
+
+
 def thin_convs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...] | None],
                other_shapes: dict[str, tuple[int, ...] | None] | None = None) -> list[ThinConv]:
     """The main graph's Convs that can be widened, largest first by multiply-accumulates. ``shapes``: each

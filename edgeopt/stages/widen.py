@@ -53,13 +53,20 @@ class WidenStage:
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         import onnx
 
-        from edgeopt.graph.onnx_conv_widening import conv_alone, thin_convs, widen
+        from edgeopt.graph.onnx_conv_widening import conv_alone, has_thin_conv_weights, thin_convs, widen
         from edgeopt.graph.onnx_shapes import resolve_shapes
 
         proto = model.proto
+        if not has_thin_conv_weights(proto):  # (most models: no shape resolution needed)
+            return model
         specs = context.plan.specs if context.plan else []
-        shapes = {name: info.shape for name, info in resolve_shapes(proto, graph_input_shapes(proto, specs)).items()}
-        candidates = [c for c in thin_convs(proto, shapes, _other_shapes(proto, specs)) if c.macs >= MIN_MACS]
+        try:
+            shapes = {name: info.shape
+                      for name, info in resolve_shapes(proto, graph_input_shapes(proto, specs)).items()}
+            candidates = [c for c in thin_convs(proto, shapes, _other_shapes(proto, specs)) if c.macs >= MIN_MACS]
+        except Exception as exc:  # noqa: BLE001 - an optional speed-up: a graph it cannot read stays as it is
+            context.events.scoped("widen").note(f"thin convolutions not examined ({type(exc).__name__}: {exc})")
+            return model
         if not candidates:
             return model
         with context.stage("widen", "Widening thin convolutions") as record:
@@ -75,6 +82,7 @@ class WidenStage:
             for done, conv in enumerate(timed):
                 events.progress(done, len(timed), conv.node)
                 input_shape = shapes[conv_inputs[conv.node]]
+                # "float" is the Conv as it is: the label device and host timing take ratios to
                 variants = {"float": conv_alone(proto, conv, input_shape, None).SerializeToString()}
                 for factor in conv.factors:
                     variants[f"x{factor}"] = conv_alone(proto, conv, input_shape, factor).SerializeToString()

@@ -82,3 +82,22 @@ def test_the_device_times_the_int8_tflite_beside_the_float_one(cli, sshd, tmp_pa
     assert int8["timed_on"] == sshd.alias and sshd.alias in int8["reason"]
     assert int8["float_ms"] > 0 and int8["int8_ms"] > 0 and int8["latency_ratio"] > 0
     assert (int8["shipped"] == "int8") == (int8["latency_ratio"] <= 0.95)
+
+
+def test_thin_convolutions_are_timed_on_the_device_for_its_target(cli, sshd, tmp_path):
+    """rpi4b is not this machine: the widen stage times each thin Conv on the --ssh device instead."""
+    import onnx
+
+    from tests.test_conv_widening import _thin_model_file
+
+    source = _thin_model_file(tmp_path / "thin.onnx")
+    result = cli("convert", source, "-o", tmp_path / "out", "-t", "rpi4b", "--ssh", sshd.alias, "--ssh-config",
+                 sshd.config, "--remote-python", sys.executable, "--device-runs", "3", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    widen = next(s for s in report["stages"] if s["name"] == "widen")
+    assert widen["details"]["measured_on"] == sshd.alias
+    [timed] = widen["details"]["convs"]
+    assert timed["original_ms"] > 0 and timed["ratio"] > 0
+    conv = next(n for n in onnx.load(tmp_path / "out" / "model.onnx").graph.node if n.op_type == "Conv")
+    assert ("_wide" in conv.name) == (timed["factor"] is not None)
