@@ -247,8 +247,9 @@ CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.
                 ("conv.gemm", "fp32"): 0.7,
                 # a depthwise Conv off the NCHWc path (72 channels on AVX-512): 0.55 of the blocked one
                 ("conv.depthwise.gemm", "fp32"): 0.18,
-                # a blocked Conv reading a plain NCHW input of fewer channels than a block (an RGB stem)
-                ("conv.nchw", "fp32"): 0.33}
+                # a blocked Conv reading a plain NCHW input of fewer channels than a block (an RGB stem): 119 G
+                # FLOP/s for 3 -> 32 channels against ~200 blocked (AVX-512, one thread), the input read apart
+                ("conv.nchw", "fp32"): 0.6}
 
 
 def _efficiency(table: Mapping[str, float], kind: str, op_class: str | None = None,
@@ -569,9 +570,9 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
 def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
     """The kernel a float Conv runs at this CPU's NCHWc block: off the NCHWc path, im2col and a GEMM per image (the
     "gemm" class, analysis.conv_depth) or a depthwise one's plain kernel ("depthwise.gemm"); on it, with fewer
-    input channels than a block (an RGB stem), the kernel that reads the plain NCHW input ("nchw": measured at a
-    third of a blocked Conv's rate, the stems of PP-OCRv4's detector, YOLOv8n and MobileNetV2 alike, 61-65 G
-    FLOP/s against 200 on an AVX-512 host, where the dense class's price had put them at a third of that time)."""
+    input channels than a block (an RGB stem), the kernel that reads the plain NCHW input ("nchw": the stems of
+    PP-OCRv4's detector, YOLOv8n and MobileNetV2 ran at 61-65 G FLOP/s in their models against 200 for a blocked
+    Conv on an AVX-512 host; _apply_plain_input prices why)."""
     if block is None or node.nchwc_blocks is None or facts["device"] != "cpu":
         return
     if block not in node.nchwc_blocks and facts["op_class"] in (None, "1x1", "depthwise"):
@@ -616,6 +617,39 @@ def _apply_parallel_work(times: dict[str, Any], share: float, one_thread_us: flo
         return
     gain = 1 + (one_thread_us / many - 1) * share
     _add_compute_time(times, one_thread_us / gain - many)
+
+
+# onnxruntime's kernel for a blocked Conv that reads a plain NCHW input (x86) broadcasts each input value to the
+# filter blocks of one pass, at most four: the fewer output blocks, the fewer FMAs share each load. Measured hot,
+# one thread, AVX-512 (3x3 / 7x7 kernels, 1-8 input channels, strides 1 to 4): 16 outputs 88-120 G FLOP/s, 32
+# 100-150, 64 and 128 106-170; the share ``b / (b + 0.5)`` of b blocks follows it. An input beyond L2 is read
+# as it computes, not beside it: PP-OCRv4's detector stem (a 4.9 MB image from DRAM) took 1368 µs in the model
+# against 814 µs alone and hot, the compute and the image's read added.
+NCHW_REFERENCE_CHANNELS = 32  # runtime.class_bench's conv.nchw model
+NCHW_MAX_BLOCKS = 4
+NCHW_HALF_BLOCKS = 0.5
+
+
+def _apply_plain_input(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any], fig: _Figures,
+                       block: int | None) -> None:
+    """A Conv of the "nchw" class: its speed by the output blocks its kernel shares a load between (against its
+    class model's), and the read of an input larger than L2 added to its compute."""
+    if facts["op_class"] != "nchw" or not block or not times["compute_time_us"] or not times["efficiency"]:
+        return
+    weight = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight is None or not weight.shape:
+        return
+
+    def share(channels: int) -> float:
+        blocks = min(NCHW_MAX_BLOCKS, -(-channels // block))
+        return blocks / (blocks + NCHW_HALF_BLOCKS)
+
+    factor = share(int(weight.shape[0])) / share(NCHW_REFERENCE_CHANNELS)
+    times["efficiency"] *= factor
+    _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
+    read = facts["bytes_read"] - facts["weight_bytes_read"]
+    if read > 0 and fig.l2_bytes and read > fig.l2_bytes:  # within L2 the loads hit (its own model's input)
+        _add_compute_time(times, read / _activation_rate(fig, read) * 1e6)
 
 
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
@@ -817,6 +851,7 @@ def static_profile(
                 _add_span_time(found, graph, facts, figures_at)
                 _apply_depth(found, graph, facts, figures_at)
                 _apply_positions(found, node, facts, figures_at)
+                _apply_plain_input(found, graph, node, facts, figures_at, block)
                 return found
             times = priced(fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]

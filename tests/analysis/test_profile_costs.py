@@ -791,8 +791,9 @@ def test_convs_off_the_nchwc_path_are_priced_as_a_gemm_per_image():
 
 def test_a_blocked_conv_reading_a_plain_input_of_few_channels_is_priced_as_a_stem():
     """onnxruntime's NCHWc path takes a Conv of fewer input channels than a block (an RGB stem) by reading its
-    plain NCHW input, at a third of a blocked Conv's rate: the "nchw" class, by the CPU's block, on x86 only; its
-    default where the target measured none is CLASS_FACTOR's, and calibration's stem model is of that class."""
+    plain NCHW input: the "nchw" class, by the CPU's block, on x86 only, its rate scaled by the output blocks its
+    kernel shares each load between (against the class model's 32 channels); its default where the target
+    measured none is CLASS_FACTOR's, and calibration's stem model is of that class."""
     from edgeopt.analysis.profile import CLASS_FACTOR
     from edgeopt.runtime.class_bench import class_models
 
@@ -809,14 +810,44 @@ def test_a_blocked_conv_reading_a_plain_input_of_few_channels_is_priced_as_a_ste
         node = static_profile(model, target, threads=1).node("conv")
         return node.op_class, node.efficiency
 
-    assert row(stem(3), avx512) == ("nchw", 0.3) and row(stem(3), avx2) == ("nchw", 0.3)
-    assert row(stem(8), avx512) == ("nchw", 0.3) and row(stem(8), avx2) == (None, 0.9)  # a whole 8-channel block
+    # 16 outputs: one block of 16 on AVX-512 (the class model's 32: two), two of 8 on AVX2 (the model's: four)
+    one_of_two, two_of_four = (1 / 1.5) / (2 / 2.5), (2 / 2.5) / (4 / 4.5)
+    assert row(stem(3), avx512) == ("nchw", pytest.approx(0.3 * one_of_two))
+    assert row(stem(3), avx2) == ("nchw", pytest.approx(0.3 * two_of_four))
+    assert row(stem(8), avx512)[0] == "nchw" and row(stem(8), avx2) == (None, 0.9)  # a whole 8-channel block
     assert row(stem(16), avx512) == (None, 0.9)
     assert row(stem(3), cpu_target(efficiency=table)) == (None, 0.9)  # aarch64: no NCHWc transformer
     unmeasured = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency={"conv": 0.9})
-    assert row(stem(3), unmeasured)[1] == pytest.approx(0.9 * CLASS_FACTOR["conv.nchw", "fp32"])
+    assert row(stem(3), unmeasured)[1] == pytest.approx(0.9 * CLASS_FACTOR["conv.nchw", "fp32"] * two_of_four)
     model = onnx.load_from_string(class_models()["conv.nchw"][0])
     assert {n.op_class for n in static_profile(model, avx512).nodes if n.macs} == {"nchw"}
+
+
+def test_a_stem_reading_an_input_beyond_l2_adds_the_read_to_its_compute():
+    """PP-OCRv4's detector stem read its 4.9 MB image from DRAM as it computed: the read is added, not overlapped;
+    an input within L2 adds nothing; and the class model's channel count is the reference of the blocks' share."""
+    from edgeopt.analysis.profile import NCHW_REFERENCE_CHANNELS
+    from edgeopt.runtime.class_bench import class_models
+
+    model = onnx.load_from_string(class_models()["conv.nchw"][0])
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert next(t for t in model.graph.initializer if t.name == conv.input[1]).dims[0] == NCHW_REFERENCE_CHANNELS
+
+    def stem(size: int) -> onnx.ModelProto:
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1] * 4, strides=[2, 2])
+        return make_model([node], [tensor("x", F, [1, 3, size, size])], [tensor("y", F, [1, 32, size // 2, size // 2])],
+                          [weight("w", (32, 3, 3, 3))])
+
+    target = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency={"conv": 0.9, "conv.nchw": 0.5},
+                        caches={"l2_bytes": 2 * 1024 * 1024})
+    for size, beyond in ((224, False), (640, True)):  # 0.6 MB and 4.9 MB of input
+        node = static_profile(stem(size), target, threads=1).node("conv")
+        assert node.bound == "compute"
+        plain = 2 * node.macs / (node.peak_ops_per_s * node.efficiency) * 1e6
+        read = node.bytes_read - node.weight_bytes_read
+        # beyond L2, at the copy bandwidth this target states (2 GB/s)
+        expected = read / 2e9 * 1e6 if beyond else 0.0
+        assert node.compute_time_us - plain == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_the_dispatch_cost_per_node_is_the_targets_own_where_measured():
