@@ -36,6 +36,27 @@ def test_measure_digits_gives_plausible_numbers():
             assert op.source_nodes and op_type_of[op.source_nodes[0]] == op.op_type
 
 
+def test_a_fused_kernel_named_after_its_activation_is_charged_to_the_conv(tmp_path):
+    """TF exports name each node after its output: onnxruntime's Conv kernel with the Sigmoid fused into it is
+    then named after the Sigmoid node ("y_nchwc" on x86), and must map back to the Conv, not the Sigmoid."""
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((32, 16, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="c", pads=[1] * 4),
+                               helper.make_node("Sigmoid", ["c"], ["y"], name="y")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 32])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "fused.onnx"
+    onnx.save(model, str(path))
+    result = measure_locally(path, runs=3, warmup=1)
+    map_op_names(result, [(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node])
+    convs = [op for op in result.per_op if op.op_type in ("Conv", "FusedConv")]
+    assert convs and all(op.source_nodes == ["c"] for op in convs)
+
+
 def test_runner_is_standalone(tmp_path):
     """The runner must work with only the standard library, numpy and onnxruntime (it is copied to devices)."""
     source = RUNNER_PATH.read_text()

@@ -184,7 +184,9 @@ def map_op_names(measurement: Measurement, nodes: list[tuple[str, str, list[str]
         candidates += [re.sub(r"_token_\d+$", "", c) for c in candidates]
         for candidate in candidates:
             if candidate in by_name:
-                op.source_nodes = [by_name[candidate]]
+                # a fused kernel may carry its activation's name (TF exports name a node as its output): a Conv
+                # kernel named after the Sigmoid it absorbed is the Conv's
+                op.source_nodes = [up_chain(by_name[candidate], op.op_type)]
                 break
             if candidate in by_output:
                 op.source_nodes = [up_chain(by_output[candidate], op.op_type)]
