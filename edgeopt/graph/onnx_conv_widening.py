@@ -7,8 +7,11 @@ im2col and requantization for a GEMM too narrow to pay for them. basic-pitch's 8
 took 14 ms in fp32 and 11 ms in int8 at one thread on an AVX-512 VNNI host; computing 8 columns at once
 (64 output channels, a 3x46 kernel at stride 8 along the width) took 5.5 ms and 2.7 ms, bit for bit the
 same results. The wider kernel does (kw + s(k-1)) / kw times the multiplications, so whether it pays
-depends on the shapes and the machine: the simplify stage times each candidate and keeps a factor only
-where it measured faster (``stages/simplify.py``).
+depends on the shapes and the machine: the widen stage times each candidate and keeps a factor only
+where it measured faster (``stages/widen.py``). In int8 the widened kernel's channels are copies of the
+original's (zeros around them), so per-channel scales and the output's range, hence the codes, come out the
+same; AVX2 without VNNI sums u8 x s8 products in int16 pairs, which may saturate differently with
+full-range weights (the reduce-range recipes there cannot).
 
 For output column ``w*k + j`` of a Conv with stride ``s`` and dilation ``d`` along the width, the widened
 Conv's channel ``c*k + j`` at column ``w`` reads the same inputs when its kernel holds the original taps at
@@ -204,7 +207,7 @@ def _drop_initializer(graph: onnx.GraphProto, name: str) -> None:
 def conv_alone(model: onnx.ModelProto, conv: ThinConv, input_shape: tuple[int, ...],
                factor: int | None) -> onnx.ModelProto:
     """A model of ``conv`` (and its activation) alone, widened by ``factor`` (None: as it is), reading one
-    float input of ``input_shape``: what the simplify stage times."""
+    float input of ``input_shape``: what the widen stage times."""
     graph = model.graph
     node = next(n for n in graph.node if (n.name or n.output[0]) == conv.node and n.op_type == "Conv")
     chain = [node]
