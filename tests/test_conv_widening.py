@@ -148,6 +148,10 @@ def test_only_thin_convs_with_a_fixed_output_width_are_candidates():
     assert found(_conv_model(taps=10, pads=[1, 4, 1, 4])) == []
     # an activation that something else also reads stays where it is (the Conv's output is read twice)
     assert found(_conv_model(extra_reader=True))[0].activation is None
+    # a name another node shares: rewriting by name could change the other one
+    shared = _conv_model()
+    shared.graph.node[2].name = "conv"  # the Neg
+    assert found(shared) == []
 
 
 def test_widening_keeps_readers_of_the_activation_and_the_graph_outputs():

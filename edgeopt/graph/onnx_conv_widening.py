@@ -21,6 +21,7 @@ Conv's only reader moves before the Reshape, so onnxruntime still fuses it into 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +77,12 @@ def thin_convs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...] | None]
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    # nodes are found again by name (or first output): a name two nodes share could find the other one
+    names = Counter(n.name or n.output[0] for n in graph.node if n.output)
     found = []
     for node in graph.node:
-        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2 or \
+                names[node.name or node.output[0]] != 1:
             continue
         weight = weights.get(node.input[1])
         if weight is None or weight.data_type not in _FLOAT_TYPES or len(weight.dims) not in (3, 4) or (len(node.input) > 2 and node.input[2]
@@ -106,6 +110,8 @@ def thin_convs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...] | None]
                 users[0].input[0] == node.output[0] and all(i in weights or not i for i in users[0].input[1:]) and \
                 (users[0].op_type != "PRelu" or int(np.prod(weights[users[0].input[1]].dims)) == 1):
             activation = users[0].name or users[0].output[0]
+            if names[activation] != 1:  # left where it is, after the columns are put back
+                activation = None
         macs = int(np.prod(out)) * int(np.prod(weight.dims[1:]))
         dtype = helper.tensor_dtype_to_np_dtype(weight.data_type).name
         found.append(ThinConv(node.name or node.output[0], channels, width, factors, activation, macs, dtype))
