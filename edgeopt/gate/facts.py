@@ -29,6 +29,9 @@ class ArtifactFacts:
 
     path: Path
     targets_dir: Path | None = None
+    # the project's [pipeline] input_shapes ("" for the only input) and dims: how its inputs are sized
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
     _estimates: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
@@ -86,11 +89,26 @@ class ArtifactFacts:
             try:
                 from edgeopt.graph.build import build_graph
 
-                graph = build_graph(self.view.model, format=self.view.format)
+                graph = build_graph(self.view.model, self.resolved_input_shapes, format=self.view.format)
                 self._estimates[target_name] = (static_profile(graph, target, cpu_target=cpu), None)
             except EdgeoptError as exc:
                 self._estimates[target_name] = (None, exc.message)
         return self._estimates[target_name]
+
+    @cached_property
+    def resolved_input_shapes(self) -> dict[str, list[int]]:
+        """The inputs' shapes as `profile` and `convert` size them: the project's [pipeline] shapes and dims,
+        then the model's metadata, a free batch axis at 1; a dim nothing sizes raises the one-line InputError
+        that names the setting (the estimate is then unavailable with that reason, never priced at 1)."""
+        from edgeopt.data import metadata_dict, resolve_inputs
+
+        shapes = {(name or None): tuple(dims) for name, dims in self.input_shapes.items()}
+        try:
+            return resolve_inputs(self.view.specs, shapes=shapes, dims=self.dims,
+                                  metadata=metadata_dict(list(self.view.metadata.items()))).shapes
+        except InputError as exc:
+            raise InputError(f"{exc.message}; size it in edgeopt.toml's [pipeline] dims (e.g. dims = {{ width = 320 }}) "
+                             "or input_shapes", exc.hint) from None
 
     def top_initializers(self, count: int) -> list[dict[str, Any]]:
         from edgeopt.graph.onnx_protos import tensor_bytes

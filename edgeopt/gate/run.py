@@ -126,7 +126,10 @@ def run_gate(inputs: GateInputs, events: Events | None = None) -> tuple[GateResu
     for index, budget in enumerate(budgets):
         for name, path in _expand(loaded, index, budget):
             (events or Events()).note(f"checking {budget.label}")
-            artifact = artifacts.setdefault(path.resolve(), ArtifactFacts(path, inputs.targets_dir))
+            pipeline = loaded.config.pipeline
+            artifact = artifacts.setdefault(path.resolve(), ArtifactFacts(
+                path, inputs.targets_dir, input_shapes=dict(pipeline.input_shapes) if pipeline else {},
+                dims=dict(pipeline.dims) if pipeline else {}))
             key = budget_key(budget, name)
             facts, all_facts = facts_for(budget, artifact, report if report_sha == artifact.sha256 else None,
                                       inputs.report_path if report is not None else None, profiles)

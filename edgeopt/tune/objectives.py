@@ -56,7 +56,8 @@ def score(model: Path, report: Report, float_report: Report | None, target: str,
     """The trial's objectives and constraints. ``float_report``: the run that pruned (and fine-tuned) the
     float model this trial quantized, whose agreement and accuracy drop carry into the trial's; ``profiles``:
     measurements of the trial's model (``--measure``), preferred to the estimate as the gate prefers them."""
-    artifact = ArtifactFacts(model, targets_dir)
+    artifact = ArtifactFacts(model, targets_dir, input_shapes=dict(report.config.get("input_shapes") or {}),
+                             dims=dict(report.config.get("dims") or {}))
 
     def facts(budget: Budget) -> dict[str, Fact]:
         found, _all = facts_for(budget, artifact, report, None, profiles or [])

@@ -592,3 +592,36 @@ def test_host_estimates_carry_their_band_and_the_gate_uses_it(cli, project, runs
                            'when_estimate_uncertain = "require-measured"\n')
     result = cli("gate", "--config", config, "--json")
     assert result.code == 2 and "no validated error band" in json.loads(result.stdout)["checks"][0]["message"]
+
+
+def test_a_bare_models_free_dims_are_sized_as_the_project_says_never_at_one(cli, tmp_path):
+    """A model whose width is symbolic is estimated at the [pipeline] dims (as convert and profile size it);
+    without them the latency check says which dim is unsized instead of pricing a width of 1."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((16, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, "width"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "model.onnx")
+    budget = '[[budgets]]\nartifact = "model.onnx"\ntarget = "rpi4b"\nmax_latency_ms = 1000\n'
+    (tmp_path / "edgeopt.toml").write_text(budget)
+    result = cli("gate", "--config", tmp_path / "edgeopt.toml", "--json")
+    (check,) = json.loads(result.stdout)["checks"]
+    assert result.code == 2 and check["status"] == "error" and "width" in check["message"], check
+    assert "[pipeline] dims" in check["message"]
+
+    def latency(width: int) -> float:
+        (tmp_path / "edgeopt.toml").write_text(f'[pipeline]\nsource = "model.onnx"\ndims = {{ width = {width} }}\n\n'
+                                               + budget)
+        done = cli("gate", "--config", tmp_path / "edgeopt.toml", "--json")
+        assert done.code == 0, done.stderr
+        (passed,) = json.loads(done.stdout)["checks"]
+        return passed["actual"]
+
+    narrow, wide = latency(64), latency(1024)
+    assert wide > 8 * narrow  # 16x the positions: the estimate follows the width
