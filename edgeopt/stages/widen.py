@@ -63,7 +63,9 @@ class WidenStage:
         try:
             shapes = {name: info.shape
                       for name, info in resolve_shapes(proto, graph_input_shapes(proto, specs)).items()}
-            candidates = [c for c in thin_convs(proto, shapes, _other_shapes(proto, specs)) if c.macs >= MIN_MACS]
+            conv_inputs = {n.name or n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Conv"}
+            candidates = [c for c in thin_convs(proto, shapes, _other_shapes(proto, specs))
+                          if c.macs >= MIN_MACS and shapes.get(conv_inputs[c.node]) is not None]
         except Exception as exc:  # noqa: BLE001 - an optional speed-up: a graph it cannot read stays as it is
             context.events.scoped("widen").note(f"thin convolutions not examined ({type(exc).__name__}: {exc})")
             return model
@@ -75,7 +77,6 @@ class WidenStage:
             record.options = {"measured_on": where, "threads": context.config.quantize.threads}
             details = WidenDetails(measured_on=where)
             record.details = details
-            conv_inputs = {n.name or n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Conv"}
             chosen = []
             timed = candidates[:MAX_TIMED]
             events = context.events.scoped("widen")
