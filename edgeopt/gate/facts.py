@@ -107,8 +107,8 @@ class ArtifactFacts:
             return resolve_inputs(self.view.specs, shapes=shapes, dims=self.dims,
                                   metadata=metadata_dict(list(self.view.metadata.items()))).shapes
         except InputError as exc:
-            raise InputError(f"{exc.message}; size it in edgeopt.toml's [pipeline] dims (e.g. dims = {{ width = 320 }}) "
-                             "or input_shapes", exc.hint) from None
+            raise InputError(f"{exc.message}; size it in edgeopt.toml's [pipeline] dims (e.g. dims = "
+                             "{ width = 320 }) or input_shapes", exc.hint) from None
 
     def top_initializers(self, count: int) -> list[dict[str, Any]]:
         from edgeopt.graph.onnx_protos import tensor_bytes

@@ -85,8 +85,8 @@ def thin_convs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...] | None]
                 names[node.name or node.output[0]] != 1:
             continue
         weight = weights.get(node.input[1])
-        if weight is None or weight.data_type not in _FLOAT_TYPES or len(weight.dims) not in (3, 4) or (len(node.input) > 2 and node.input[2]
-                                                                  and node.input[2] not in weights):
+        bias_computed = len(node.input) > 2 and node.input[2] and node.input[2] not in weights
+        if weight is None or weight.data_type not in _FLOAT_TYPES or len(weight.dims) not in (3, 4) or bias_computed:
             continue
         attrs = _attrs(node)
         if int(attrs.get("group", 1)) != 1 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
