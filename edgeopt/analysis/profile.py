@@ -558,13 +558,18 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
         return
     reference_depth, shallow_key, shallow_depth = anchor
     table = fig.owner_efficiency()
-    node = graph.nodes[facts["index"]]
-    position = 3 if facts["op_type"] == "QLinearConv" else 1  # QLinearConv: x, its scale and zero point, w
-    weight = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
-    if weight is None or weight.shape is None or len(weight.shape) < 3:
+    shape = _conv_weight_shape(graph, graph.nodes[facts["index"]], facts["op_type"])
+    if shape is None or len(shape) < 3:
         return
     _slow_down(times, _efficiency(table, "conv", facts["op_class"], "int8"), table.get(shallow_key),
-               (reference_depth, shallow_depth, math.prod(weight.shape[1:])))
+               (reference_depth, shallow_depth, math.prod(shape[1:])))
+
+
+def _conv_weight_shape(graph: Graph, node: Node, op_type: str) -> tuple[int, ...] | None:
+    """The shape of a convolution's weight (None where unknown)."""
+    position = 3 if op_type == "QLinearConv" else 1  # QLinearConv: x, its scale and zero point, w
+    weight = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
+    return tuple(weight.shape) if weight is not None and weight.shape else None
 
 
 def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
@@ -636,15 +641,15 @@ def _apply_plain_input(times: dict[str, Any], graph: Graph, node: Node, facts: M
     class model's), and the read of an input larger than L2 added to its compute."""
     if facts["op_class"] != "nchw" or not block or not times["compute_time_us"] or not times["efficiency"]:
         return
-    weight = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
-    if weight is None or not weight.shape:
+    shape = _conv_weight_shape(graph, node, facts["op_type"])
+    if shape is None:
         return
 
     def share(channels: int) -> float:
         blocks = min(NCHW_MAX_BLOCKS, -(-channels // block))
         return blocks / (blocks + NCHW_HALF_BLOCKS)
 
-    factor = share(int(weight.shape[0])) / share(NCHW_REFERENCE_CHANNELS)
+    factor = share(int(shape[0])) / share(NCHW_REFERENCE_CHANNELS)
     times["efficiency"] *= factor
     _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
     read = facts["bytes_read"] - facts["weight_bytes_read"]

@@ -53,6 +53,11 @@ class ThinConv:
     dtype: str  # the weights' numpy dtype (the input's)
 
 
+def node_key(node: onnx.NodeProto) -> str:
+    """How a node is found again: its name, or its first output where it has none."""
+    return node.name or node.output[0]
+
+
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -78,11 +83,11 @@ def thin_convs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...] | None]
         for name in node.input:
             readers.setdefault(name, []).append(node)
     # nodes are found again by name (or first output): a name two nodes share could find the other one
-    names = Counter(n.name or n.output[0] for n in graph.node if n.output)
+    names = Counter(node_key(n) for n in graph.node if n.output)
     found = []
     for node in graph.node:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2 or \
-                names[node.name or node.output[0]] != 1:
+                names[node_key(node)] != 1:
             continue
         weight = weights.get(node.input[1])
         bias_computed = len(node.input) > 2 and node.input[2] and node.input[2] not in weights
@@ -109,12 +114,12 @@ def thin_convs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...] | None]
                 users[0].op_type in _UNARY_ACTIVATIONS and users[0].domain in ("", "ai.onnx") and \
                 users[0].input[0] == node.output[0] and all(i in weights or not i for i in users[0].input[1:]) and \
                 (users[0].op_type != "PRelu" or int(np.prod(weights[users[0].input[1]].dims)) == 1):
-            activation = users[0].name or users[0].output[0]
+            activation = node_key(users[0])
             if names[activation] != 1:  # left where it is, after the columns are put back
                 activation = None
         macs = int(np.prod(out)) * int(np.prod(weight.dims[1:]))
         dtype = helper.tensor_dtype_to_np_dtype(weight.data_type).name
-        found.append(ThinConv(node.name or node.output[0], channels, width, factors, activation, macs, dtype))
+        found.append(ThinConv(node_key(node), channels, width, factors, activation, macs, dtype))
     return sorted(found, key=lambda c: -c.macs)
 
 
@@ -122,7 +127,7 @@ def widen(model: onnx.ModelProto, conv: ThinConv, factor: int) -> onnx.ModelProt
     """``model`` (changed in place) with ``conv`` computing ``factor`` output columns per step."""
     graph = model.graph
     nodes = list(graph.node)
-    index = next(i for i, n in enumerate(nodes) if (n.name or n.output[0]) == conv.node and n.op_type == "Conv")
+    index = next(i for i, n in enumerate(nodes) if node_key(n) == conv.node and n.op_type == "Conv")
     node = nodes[index]
     weights = {t.name: t for t in graph.initializer}
     taken = {t.name for t in graph.initializer} | {o for n in nodes for o in n.output} | {
@@ -164,7 +169,7 @@ def widen(model: onnx.ModelProto, conv: ThinConv, factor: int) -> onnx.ModelProt
     final = node.output[0]
     tail = wide_out
     if conv.activation is not None:
-        last, act = next((i, n) for i, n in enumerate(nodes) if (n.name or n.output[0]) == conv.activation)
+        last, act = next((i, n) for i, n in enumerate(nodes) if node_key(n) == conv.activation)
         final = act.output[0]
         tail = fresh(f"{act.output[0]}_wide{factor}")
         moved = onnx.NodeProto()
@@ -199,15 +204,8 @@ def widen(model: onnx.ModelProto, conv: ThinConv, factor: int) -> onnx.ModelProt
     still_read = read_counts(graph)
     for name in node.input[1:3]:
         if name and not still_read[name]:
-            _drop_initializer(graph, name)
+            graph.initializer.remove(weights[name])
     return model
-
-
-def _drop_initializer(graph: onnx.GraphProto, name: str) -> None:
-    kept = [t for t in graph.initializer if t.name != name]
-    if len(kept) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
 
 
 def conv_alone(model: onnx.ModelProto, conv: ThinConv, input_shape: tuple[int, ...],
@@ -215,10 +213,10 @@ def conv_alone(model: onnx.ModelProto, conv: ThinConv, input_shape: tuple[int, .
     """A model of ``conv`` (and its activation) alone, widened by ``factor`` (None: as it is), reading one
     float input of ``input_shape``: what the widen stage times."""
     graph = model.graph
-    node = next(n for n in graph.node if (n.name or n.output[0]) == conv.node and n.op_type == "Conv")
+    node = next(n for n in graph.node if node_key(n) == conv.node and n.op_type == "Conv")
     chain = [node]
     if conv.activation is not None:
-        chain.append(next(n for n in graph.node if (n.name or n.output[0]) == conv.activation))
+        chain.append(next(n for n in graph.node if node_key(n) == conv.activation))
     used = {i for n in chain for i in n.input}
     weights = [t for t in graph.initializer if t.name in used]
     dtype = next(t.data_type for t in weights if t.name == node.input[1])

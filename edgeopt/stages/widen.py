@@ -53,7 +53,7 @@ class WidenStage:
     def run(self, model: StageModel | None, context: StageContext) -> StageModel | None:
         import onnx
 
-        from edgeopt.graph.onnx_conv_widening import conv_alone, has_thin_conv_weights, thin_convs, widen
+        from edgeopt.graph.onnx_conv_widening import conv_alone, has_thin_conv_weights, node_key, thin_convs, widen
         from edgeopt.graph.onnx_shapes import resolve_shapes
 
         proto = model.proto
@@ -63,7 +63,7 @@ class WidenStage:
         try:
             shapes = {name: info.shape
                       for name, info in resolve_shapes(proto, graph_input_shapes(proto, specs)).items()}
-            conv_inputs = {n.name or n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Conv"}
+            conv_inputs = {node_key(n): n.input[0] for n in proto.graph.node if n.op_type == "Conv"}
             candidates = [c for c in thin_convs(proto, shapes, _other_shapes(proto, specs))
                           if c.macs >= MIN_MACS and shapes.get(conv_inputs[c.node]) is not None]
         except Exception as exc:  # noqa: BLE001 - an optional speed-up: a graph it cannot read stays as it is
@@ -134,6 +134,7 @@ def _time(variants: dict[str, bytes], feeds: dict[str, np.ndarray], context: Sta
 def _other_shapes(proto, specs) -> dict[str, tuple[int, ...] | None] | None:
     """Every tensor's shape with each free input dim doubled (None when no input dim is free): a Conv
     whose output width changes with the inputs is not widened (the Reshape back fixes the width)."""
+    from edgeopt.data import is_symbolic
     from edgeopt.errors import EdgeoptError
     from edgeopt.graph.onnx_shapes import declared_input_specs, resolve_shapes
 
@@ -145,9 +146,8 @@ def _other_shapes(proto, specs) -> dict[str, tuple[int, ...] | None] | None:
             continue
         dims = []
         for size, dim in zip(spec.shape, declared[spec.name].shape):
-            fixed = isinstance(dim, int) and dim > 0
-            free = free or not fixed
-            dims.append(int(size) if fixed else 2 * int(size))
+            free = free or is_symbolic(dim)
+            dims.append(2 * int(size) if is_symbolic(dim) else int(size))
         doubled[spec.name] = dims
     if not free:
         return None
