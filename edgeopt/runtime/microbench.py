@@ -8,6 +8,7 @@ streaming copy for memory bandwidth.
 from __future__ import annotations
 
 import os
+import statistics
 from typing import Any
 
 import numpy as np
@@ -297,16 +298,73 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
                             call_best_s=float(payload.get("call_best_s") or 0.0))
 
 
+# Op-class models large enough to spread over every core. On an idle 2-core AMD EPYC (Zen 4) they ran
+# 1.86-1.99x faster at two threads than at one, the fp32 GEMM peak 2.0x; a calibration disturbed during its
+# all-core half (other work, a slowed vCPU: nothing /proc/stat showed) had them at 0.57-1.5x while the peaks,
+# measured first, still said 2.0x, and its two-thread estimates came out up to +109% (PP-LCNet).
+SCALING_CLASSES = ("conv.depthwise", "conv.1x1", "conv.thin", "conv.narrow", "conv.nchw")
+# Their median speed-up, as a share of the GEMM peak's, below which the all-core timings are measured again.
+MIN_SCALING_SHARE = 0.8
+
+
+def scaling_share(result: MicrobenchResult) -> float | None:
+    """The median over ``SCALING_CLASSES`` of each class's speed-up from one thread to ``result.threads``,
+    as a share of the fp32 MatMul peak's speed-up (None at one thread or where either was not measured)."""
+    from edgeopt.runtime.class_bench import CLASS_PREFIX
+
+    one_peak = result.single_thread_ops_per_s.get("matmul_fp32")
+    if result.threads <= 1 or not one_peak:
+        return None
+    peak_gain = result.matmul_fp32_ops_per_s / one_peak
+    shares = sorted(result.class_ops_per_s[key] / result.single_thread_ops_per_s[key] / peak_gain
+                    for key in (CLASS_PREFIX + name for name in SCALING_CLASSES)
+                    if result.class_ops_per_s.get(key) and result.single_thread_ops_per_s.get(key))
+    return statistics.median(shares) if shares and peak_gain > 0 else None
+
+
+def best_of(first: MicrobenchResult, second: MicrobenchResult) -> MicrobenchResult:
+    """Two measurements of the same machine merged rate by rate: other work only ever slows a timing down,
+    so the faster of each is the closer to what the machine does (the fixed costs: the smaller)."""
+
+    def faster(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {key: max(v for v in (a.get(key), b.get(key)) if v is not None) for key in {*a, *b}}
+
+    def larger(a: float | None, b: float | None) -> float | None:
+        return max(v for v in (a, b) if v is not None) if a is not None or b is not None else None
+
+    return first.model_copy(update={
+        "matmul_fp32_ops_per_s": max(first.matmul_fp32_ops_per_s, second.matmul_fp32_ops_per_s),
+        "conv_fp32_ops_per_s": max(first.conv_fp32_ops_per_s, second.conv_fp32_ops_per_s),
+        "matmul_int8_ops_per_s": larger(first.matmul_int8_ops_per_s, second.matmul_int8_ops_per_s),
+        "conv_int8_ops_per_s": larger(first.conv_int8_ops_per_s, second.conv_int8_ops_per_s),
+        "memory_bandwidth_bytes_per_s": max(first.memory_bandwidth_bytes_per_s, second.memory_bandwidth_bytes_per_s),
+        "single_thread_ops_per_s": faster(first.single_thread_ops_per_s, second.single_thread_ops_per_s),
+        "class_ops_per_s": faster(first.class_ops_per_s, second.class_ops_per_s),
+        "call_overhead_s": min(v for v in (first.call_overhead_s, second.call_overhead_s) if v) if
+        first.call_overhead_s or second.call_overhead_s else 0.0,
+        "call_best_s": min(v for v in (first.call_best_s, second.call_best_s) if v) if
+        first.call_best_s or second.call_best_s else 0.0})
+
+
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
-                        events: Events | None = None, checks: bool = True) -> MicrobenchResult:
-    """On this machine, in this process, with the same code the device runner uses."""
+                        events: Events | None = None, checks: bool = True,
+                        measure=None) -> MicrobenchResult:
+    """On this machine, in this process, with the same code the device runner uses. When the op classes sped up
+    across cores far less than the GEMM peak did (``scaling_share``), everything is measured once more and the
+    faster figure of the two kept (``best_of``). ``measure``: bundle → runner payload (tests)."""
     from edgeopt.runtime import device_runner
 
     events = events or Events()
     events.note("building the models")
-    payload = device_runner.microbench(microbench_bundle(threads or os.cpu_count() or 1, budget_s, checks),
-                                       progress=lambda name: events.note(f"measuring {name}"))
-    return result_from_payload(payload)
+    bundle = microbench_bundle(threads or os.cpu_count() or 1, budget_s, checks)
+    measure = measure or (lambda b: device_runner.microbench(b, progress=lambda name: events.note(f"measuring {name}")))
+    result = result_from_payload(measure(bundle))
+    share = scaling_share(result)
+    if share is not None and share < MIN_SCALING_SHARE:
+        events.note(f"the op classes ran {share:.0%} as much faster on {result.threads} threads as the GEMM peak "
+                    "did (other work during the measurement?): measuring again, the faster of each figure kept")
+        result = best_of(result, result_from_payload(measure(bundle)))
+    return result
 
 
 def parallel_conv_overhead(result: MicrobenchResult, one_thread_us: float | None) -> float | None:

@@ -665,6 +665,25 @@ def test_a_fused_activation_costs_its_element_rate_and_a_folded_add_nothing():
     assert bias.role == "fused_activation" and bias.time_us == 0
 
 
+def test_a_fused_activation_is_split_with_its_conv_across_cores():
+    """At all cores a fused activation runs in the Conv's output tiles, each thread its share: the one-thread
+    element rate over the thread count, not the rate of the op alone, which pays its own hand-offs (a Sigmoid
+    alone measured slower at two threads than at one here)."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    sig = helper.make_node("Sigmoid", ["c"], ["y"], name="sig")
+    fused = make_model([conv, sig], [tensor("x", F, [1, 3, 8, 8])], [tensor("y", F, [1, 4, 8, 8])],
+                       [weight("w", (4, 3, 3, 3))])
+    alone = make_model([sig], [tensor("c", F, [1, 4, 8, 8])], [tensor("y", F, [1, 4, 8, 8])], [])
+    target = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
+                        single_thread_peak_ops_per_s={"fp32": 1e9}, efficiency={"sigmoid": 0.002},
+                        single_thread_efficiency={"sigmoid": 0.01})
+    one_thread = 256 / (1e9 * 0.01) * 1e6  # 25.6 µs
+    assert static_profile(fused, target, threads=1).node("sig").time_us == pytest.approx(one_thread)
+    assert static_profile(fused, target, threads=2).node("sig").time_us == pytest.approx(one_thread / 2)
+    # the op alone keeps its own all-core rate: 256 elements at 2 Gop/s x 0.002
+    assert static_profile(alone, target, threads=2).node("sig").compute_time_us == pytest.approx(64.0)
+
+
 def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
     """A batch-1 fully connected layer is a GEMV: onnxruntime's int8 kernel for it pays per output column, so
     calibration measures it apart (``matmul.row@int8``); more rows keep the plain matmul figures."""
