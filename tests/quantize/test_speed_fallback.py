@@ -162,6 +162,29 @@ def test_slower_in_int8_ranks_worst_first_and_ignores_noise():
     assert ranked[0] == ("a", 10.0, 30.0)
 
 
+def test_a_conv_is_charged_with_the_int8_kernels_of_the_activation_float_fuses_into_it():
+    from onnx import TensorProto, helper
+
+    from edgeopt.stages.quantize.speed_fallback import with_activations
+
+    def value(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8, 4, 4])
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+             helper.make_node("HardSwish", ["c1"], ["h1"], name="hswish"),
+             helper.make_node("Conv", ["h1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["y"], name="relu")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [value("x")], [value("y")]))
+    # float: HardSwish inside conv1's kernel; int8: QLinearConv, then the gate's QLinearAdd and a QLinearMul
+    float_costs = {"conv1": 100.0, "conv2": 50.0}
+    int8_costs = {"conv1": 40.0, "hswish_add": 30.0, "hswish": 45.0, "conv2": 20.0}
+    charged = with_activations(model, float_costs, int8_costs, {"conv1", "conv2"})
+    assert charged["conv1"] == 115.0 and charged["conv2"] == 20.0  # (a Relu is fused in int8 too)
+    assert [name for name, _, _ in slower_in_int8(float_costs, charged, {"conv1", "conv2"})] == ["conv1"]
+    assert slower_in_int8(float_costs, int8_costs, {"conv1", "conv2"}) == []  # the QLinearConv alone is faster
+    # an activation that runs as a kernel of its own in float too is not charged to the Conv
+    assert with_activations(model, {**float_costs, "hswish": 60.0}, int8_costs, {"conv1", "conv2"}) == int8_costs
+
+
 @pytest.fixture(scope="module")
 def prepared_cnn():
     model, _ = spatial_means_as_global_pool(small_cnn())

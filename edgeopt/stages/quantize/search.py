@@ -43,6 +43,7 @@ from edgeopt.stages.quantize.speed_fallback import (
     keep_slow_layers_float,
     profile_node_costs,
     slower_in_int8,
+    with_activations,
 )
 from edgeopt.runtime.latency import LatencyStats
 from edgeopt.stages.common.speed_rule import describe_ratio, fast_enough, percent, speed_refusal
@@ -517,7 +518,7 @@ def _speed_fallback(prepared, float_source, candidate, quantized_models, outcome
         outcome.warnings.append(f"speed fallback skipped: profiling failed ({exc.message})")
         return
     layers, elementwise = int8_layers(prepared, int8_model, candidate.recipe.nodes_to_exclude)
-    suspects = slower_in_int8(float_costs, int8_costs, layers)
+    suspects = slower_in_int8(float_costs, with_activations(prepared, float_costs, int8_costs, layers), layers)
     candidate.speed_fallback_suspects = [name for name, _, _ in suspects]
     data, recipe, fidelity, coverage, trials = keep_slow_layers_float(
         suspects, int8_model, candidate.recipe, evaluate=evaluate, time_against=time_against, events=events,

@@ -129,6 +129,36 @@ def int8_layers(float_model: onnx.ModelProto, int8_model: bytes | Path, excluded
     return layers, elementwise
 
 
+# Activations onnxruntime fuses into a float Conv's kernel (no kernel of their own in the float profile) that
+# the int8 model runs as kernels of their own: HardSwish as a QLinearAdd gate and a QLinearMul
+# (hard_activations.py), Sigmoid and LeakyRelu as lookup kernels.
+FUSED_IN_FLOAT = frozenset({"HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu"})
+
+
+def with_activations(float_model: onnx.ModelProto, float_costs: dict[str, float], int8_costs: dict[str, float],
+                     layers: set[str]) -> dict[str, float]:
+    """``int8_costs`` with each layer charged for the int8 kernels of the activation that float fuses into it:
+    a Conv whose one reader is a ``FUSED_IN_FLOAT`` node with no kernel of its own in ``float_costs``. The
+    float Conv's time includes that activation; compared with the QLinearConv alone, PP-LCNet's int8 layers
+    looked 2x faster where, with their QLinearAdd and QLinearMul, they were not faster at all. (The gate's Add
+    is named after its activation with "_add": hard_activations.py.) The layer's exclusion group holds the
+    activation: kept float, both go back to one fused float kernel."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in float_model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    charged = dict(int8_costs)
+    for node in float_model.graph.node:
+        if node.name not in layers or node.op_type != "Conv" or node.name not in int8_costs or not node.output:
+            continue
+        after = readers.get(node.output[0], [])
+        if len(after) != 1 or after[0].op_type not in FUSED_IN_FLOAT or after[0].name in float_costs:
+            continue
+        activation = after[0].name
+        charged[node.name] += int8_costs.get(activation, 0.0) + int8_costs.get(f"{activation}_add", 0.0)
+    return charged
+
+
 def slower_in_int8(float_costs: dict[str, float], int8_costs: dict[str, float], quantized: set[str]
                    ) -> list[tuple[str, float, float]]:
     """(node, float µs, int8 µs) for quantized nodes whose int8 kernel is clearly slower, worst first."""
