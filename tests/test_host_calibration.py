@@ -227,3 +227,10 @@ def test_all_core_timings_that_scaled_far_less_than_the_peak_are_measured_again(
     # the faster figure of each kept: the undisturbed classes, the first run's other figures where they were faster
     assert result.class_ops_per_s == result_from_payload(steady).class_ops_per_s
     assert scaling_share(result) == pytest.approx(1.0)
+    # one int8 class slower at two threads than at one, the median unmoved: measured again as well
+    one_class = copy.deepcopy(steady)
+    one_class["ops_per_s"][CLASS_PREFIX + "conv.depthwise@int8"] = \
+        0.7 * steady["single_thread_ops_per_s"][CLASS_PREFIX + "conv.depthwise@int8"]
+    result, left, said = measured(one_class, steady)
+    assert left == [] and len(said) == 1 and said[0].startswith("conv.depthwise@int8 ran slower on 2 threads")
+    assert result.class_ops_per_s == result_from_payload(steady).class_ops_per_s
