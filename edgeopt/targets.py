@@ -209,6 +209,11 @@ class TargetProfile(BaseModel):
     # AVX-512 Xeon with onnxruntime 1.32); Adds, activations, small MatMuls and int8 Convs measured no extra.
     # Unset: node_overhead_us at any thread count
     parallel_conv_overhead_us: float | None = Field(None, ge=0)
+    # The MACs at which an int8 MatMul gains half of what more threads give it (analysis.profile.PARALLEL_HALF_WORK,
+    # by kernel family "matmul@int8"), measured by calibration where the kernels differ by CPU: an AVX-512 Xeon's
+    # int8 MatMuls gained at most 1.03x at two threads up to 67 M MACs, an AMD EPYC (Zen 4)'s 1.48x at 1 M.
+    # Unset: the constant.
+    parallel_half_macs: dict[str, float] = Field(default_factory=dict)
     # how far this target's estimates were found from measurements on it (unset: edgeopt's own validation
     # where it has one, analysis.validation)
     estimate_error: EstimateError | None = None

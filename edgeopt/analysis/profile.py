@@ -591,7 +591,9 @@ def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None) -> N
 # pool, so a small node runs at its one-thread speed. Measured at two threads (AVX-512 Xeon, onnxruntime 1.32,
 # 1x1 Convs and MatMuls of 50 K to 67 M MACs): fp32 Convs gain 1.17x at 0.2 M MACs and 1.5x at 0.8 M (1.6x at
 # most); int8 Convs 0.9x at 0.8 M, 1.25x at 3.2 M, 1.55x at 12.8 M, 1.8x at 51 M; int8 MatMuls at most 1.03x up
-# to 67 M; fp32 MatMuls 1.5-1.9x from 65 K on (not attenuated). Applied on x86 only, where it was measured.
+# to 67 M; fp32 MatMuls 1.5-1.9x from 65 K on (not attenuated). Applied on x86 only, where it was measured. The
+# int8 MatMul's differs by CPU (an AMD EPYC's: 1.48x at 1 M MACs): calibration measures it
+# (TargetProfile.parallel_half_macs, runtime.microbench.int8_matmul_half_work), and that replaces the constant.
 PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "int8"): 1e9,
                       ("fully_connected", "int8"): 1e9}
 # An op priced by its output elements (an Add, an activation) gains from more threads what its kind's element model
@@ -601,12 +603,14 @@ PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "
 ELEMENT_MODEL_ELEMENTS = 32 * 56 * 56  # runtime.class_bench.ELEMENT_SHAPE
 
 
-def _parallel_share(facts: Mapping[str, Any], elements: int | None) -> float | None:
+def _parallel_share(facts: Mapping[str, Any], elements: int | None,
+                    measured_half: Mapping[str, float] | None = None) -> float | None:
     """The share of what more threads give the node's class (or element) model that the node gets (1: all), by
-    its work: PARALLEL_HALF_WORK's MACs, or its output elements for an element-priced op; None where its gain is
-    left as its figures say."""
+    its work: PARALLEL_HALF_WORK's MACs (or the target's calibrated ``parallel_half_macs``, "kind@dtype"), or its
+    output elements for an element-priced op; None where its gain is left as its figures say."""
     if facts["macs"]:
-        half = PARALLEL_HALF_WORK.get((facts["kind"], facts["execution_dtype"] or "fp32"))
+        dtype = facts["execution_dtype"] or "fp32"
+        half = (measured_half or {}).get(f"{facts['kind']}@{dtype}") or PARALLEL_HALF_WORK.get((facts["kind"], dtype))
         return facts["macs"] / (facts["macs"] + half) if half else None
     if not elements:
         return None
@@ -867,7 +871,7 @@ def static_profile(
                 return found
             times = priced(fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
-            share = _parallel_share(facts, elements if element_priced else None) \
+            share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs) \
                 if one_thread is not None and facts["device"] == "cpu" else None
             if share is not None and share < 1:  # priced again at one thread only where the gain is attenuated
                 _apply_parallel_work(times, share, priced(one_thread)["compute_time_us"])

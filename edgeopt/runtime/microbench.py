@@ -401,6 +401,35 @@ def parallel_conv_overhead(result: MicrobenchResult, one_thread_us: float | None
     return round(one_thread_us + 2 * max(0.0, at_all - one_thread_us), 3)
 
 
+# The int8 MatMul class model's gain from more threads beside the int8 peak's places the work at which a MatMul
+# gains half of it (analysis.profile.PARALLEL_HALF_WORK): ``g = 1 + (r - 1) w / (w + h)`` solved for h. No gain
+# (within noise) or one as large as the peak's: the bounds.
+HALF_WORK_BOUNDS = (1e4, 1e9)
+_NO_GAIN = 1.02
+
+
+def int8_matmul_half_work(result: MicrobenchResult) -> dict[str, float]:
+    """{"matmul@int8": h, "fully_connected@int8": h} from the one-row int8 MatMul class model at one thread and at
+    ``result.threads`` (empty at one thread or where either was not measured)."""
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models
+
+    key = CLASS_PREFIX + "matmul.row@int8"
+    all_cores, one = result.class_ops_per_s.get(key), result.single_thread_ops_per_s.get(key)
+    peak_all, peak_one = result.matmul_int8_ops_per_s, result.single_thread_ops_per_s.get("matmul_int8")
+    if result.threads <= 1 or not (all_cores and one and peak_all and peak_one):
+        return {}
+    gain, full = all_cores / one, peak_all / peak_one
+    work = class_models()["matmul.row@int8"][1] / 2  # MACs
+    if gain <= _NO_GAIN:
+        half = HALF_WORK_BOUNDS[1]
+    elif gain >= full:
+        half = HALF_WORK_BOUNDS[0]
+    else:
+        half = min(max(work * ((full - 1) / (gain - 1) - 1), HALF_WORK_BOUNDS[0]), HALF_WORK_BOUNDS[1])
+    half = float(f"{half:.3g}")
+    return {"matmul@int8": half, "fully_connected@int8": half}
+
+
 def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
                        where: str | None = None, device: str | None = None) -> TargetProfile:
     """``base`` with peaks, bandwidth and per-op efficiency replaced by measurements
@@ -468,6 +497,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
                              if result.call_overhead_s else base.call_overhead_us),
         "node_overhead_us": dispatch_us if dispatch_us is not None else base.node_overhead_us,
         "parallel_conv_overhead_us": parallel_conv_overhead(result, dispatch_us) or base.parallel_conv_overhead_us,
+        "parallel_half_macs": {**base.parallel_half_macs, **int8_matmul_half_work(result)},
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })

@@ -684,6 +684,39 @@ def test_a_fused_activation_is_split_with_its_conv_across_cores():
     assert static_profile(alone, target, threads=2).node("sig").compute_time_us == pytest.approx(64.0)
 
 
+def test_an_int8_matmul_gains_from_threads_by_the_half_work_calibration_measured():
+    """Whether an int8 MatMul gains from a second core depends on the CPU's kernels (an AVX-512 Xeon's: at most
+    1.03x up to 67 M MACs; an AMD EPYC's: 1.48x at 1 M): the target's measured ``parallel_half_macs`` replaces
+    the constant, and calibration derives it from the int8 row class and the int8 peak."""
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models
+    from edgeopt.runtime.microbench import HALF_WORK_BOUNDS, MicrobenchResult, int8_matmul_half_work
+
+    data, ops = class_models()["matmul.row@int8"]
+    model = onnx.load_from_string(data)
+    figures = dict(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9, "int8": 8e9},
+                   single_thread_peak_ops_per_s={"fp32": 1e9, "int8": 4e9},
+                   efficiency={"matmul.row@int8": 0.5}, single_thread_efficiency={"matmul.row@int8": 0.5})
+    constant = static_profile(model, cpu_target(**figures), threads=2).latency_ms
+    one = static_profile(model, cpu_target(**figures), threads=1).latency_ms
+    measured = static_profile(model, cpu_target(**figures, parallel_half_macs={"matmul@int8": 1e4}),
+                              threads=2).latency_ms
+    assert constant == pytest.approx(one, rel=0.02)  # the constant: no gain at this size
+    assert measured < 0.6 * one  # nearly the whole 2x of the figures
+
+    def result(gain: float, peak_gain: float = 2.0, threads: int = 2) -> MicrobenchResult:
+        key = CLASS_PREFIX + "matmul.row@int8"
+        return MicrobenchResult(threads=threads, matmul_fp32_ops_per_s=2e9, matmul_int8_ops_per_s=4e9 * peak_gain,
+                                conv_fp32_ops_per_s=2e9, conv_int8_ops_per_s=None, memory_bandwidth_bytes_per_s=1e9,
+                                single_thread_ops_per_s={"matmul_int8": 4e9, key: 1e9},
+                                class_ops_per_s={key: 1e9 * gain})
+    work = ops / 2
+    assert int8_matmul_half_work(result(1.5))["matmul@int8"] == pytest.approx(work, rel=1e-2)  # half the gain
+    assert int8_matmul_half_work(result(1.01)) == {"matmul@int8": HALF_WORK_BOUNDS[1],
+                                                   "fully_connected@int8": HALF_WORK_BOUNDS[1]}
+    assert int8_matmul_half_work(result(2.0))["matmul@int8"] == HALF_WORK_BOUNDS[0]
+    assert int8_matmul_half_work(result(1.5, threads=1)) == {}
+
+
 def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
     """A batch-1 fully connected layer is a GEMV: onnxruntime's int8 kernel for it pays per output column, so
     calibration measures it apart (``matmul.row@int8``); more rows keep the plain matmul figures."""
