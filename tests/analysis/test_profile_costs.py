@@ -717,6 +717,26 @@ def test_an_int8_matmul_gains_from_threads_by_the_half_work_calibration_measured
     assert int8_matmul_half_work(result(1.5, threads=1)) == {}
 
 
+def test_an_nchwc_conv_pays_for_the_output_channels_its_blocks_pad():
+    """onnxruntime's blocked Conv computes whole blocks of output channels: 24 run as 32 with AVX-512's
+    16-channel blocks, as 24 with AVX2's 8 (measured here: 32 -> 24 3x3 took as long as 32 -> 32)."""
+    def conv(channels_out: int):
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
+        return make_model([node], [tensor("x", F, [1, 32, 32, 32])], [tensor("y", F, [1, channels_out, 32, 32])],
+                          [weight("w", (channels_out, 32, 3, 3))])
+
+    def priced(model, features):
+        return static_profile(model, cpu_target(arch="x86_64", isa_features=features,
+                                                efficiency={"conv": 0.5})).node("conv")
+    avx512, avx2 = ["avx2", "avx512f"], ["avx2"]
+    whole, padded = priced(conv(32), avx512), priced(conv(24), avx512)
+    assert padded.macs == whole.macs * 24 // 32
+    assert padded.compute_time_us == pytest.approx(whole.compute_time_us)  # 24 outputs computed as 32
+    assert padded.efficiency == pytest.approx(0.5 * 24 / 32)
+    assert priced(conv(24), avx2).compute_time_us == pytest.approx(priced(conv(32), avx2).compute_time_us * 24 / 32)
+    assert priced(conv(48), avx512).compute_time_us == pytest.approx(whole.compute_time_us * 48 / 32)  # whole blocks
+
+
 def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
     """A batch-1 fully connected layer is a GEMV: onnxruntime's int8 kernel for it pays per output column, so
     calibration measures it apart (``matmul.row@int8``); more rows keep the plain matmul figures."""
