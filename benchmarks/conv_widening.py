@@ -3,9 +3,9 @@
 
 Each Conv below (with its activation, as models have it) is one model: the Conv as it is, and the same Conv
 computing k output columns as k x the channels, for every k the stage would try. Each in fp32 and in int8
-(onnxruntime's QDQ quantizer: u8 activations, s8 per-channel weights, MinMax on 8 random samples). Runs are
-interleaved (every variant once per round, the order rotating), one intra-op thread, batch 1; medians and the
-ratio to the Conv as it is (the median of per-round ratios). The shapes: basic-pitch's (a spectrogram's 8→8
+(onnxruntime's QDQ quantizer as `real_models.py` runs it: u8 activations, s8 per-channel weights, MinMax on 8
+random samples). Runs are interleaved (every variant once per round, the order rotating), one intra-op thread,
+batch 1; medians and the ratio to the Conv as it is (the median of per-round ratios). The shapes: basic-pitch's (a spectrogram's 8→8
 3x39, 8→1 5x5 and 32→1 7x3 Convs), a segmentation head's 1x1 to 2 classes, and a 3→8 RGB stem.
 
     python benchmarks/conv_widening.py [--seconds 2]
@@ -55,21 +55,14 @@ def conv_model(spec, size, activation):
     return model
 
 
-def int8(model, feeds_list, folder: Path, label: str) -> bytes:
+def int8(model, samples: list[dict[str, np.ndarray]], folder: Path, label: str) -> bytes:
+    """The model as plain onnxruntime quantizes it (real_models.ort_static's recipe) on ``samples``."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.rows = iter(feeds_list)
-
-        def get_next(self):
-            return next(self.rows, None)
+    from real_models import ort_static  # benchmarks/real_models.py
 
     source, target = folder / f"{label}.onnx", folder / f"{label}.int8.onnx"
     onnx.save(model, source)
-    quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    ort_static(source, target, {name: np.concatenate([s[name] for s in samples]) for name in samples[0]})
     return target.read_bytes()
 
 

@@ -674,7 +674,7 @@ def _apply_block_padding(times: dict[str, Any], graph: Graph, node: Node, facts:
             or node.nchwc_blocks is None or block not in node.nchwc_blocks or not times["compute_time_us"]:
         return
     shape = _conv_weight_shape(graph, node, facts["op_type"])
-    if shape is None or not shape or not shape[0]:
+    if shape is None or not shape[0]:
         return
     factor = -(-int(shape[0]) // block) * block / int(shape[0])
     if factor > 1:
@@ -866,13 +866,12 @@ def static_profile(
             fused = None
             if facts["role"] == "fused_activation" and facts["kind"] in RUN_FUSED and unavailable is None:
                 elements = _output_elements(graph, facts["index"])
-                fused = _element_time_s(facts, figures["cpu"], elements)
+                # at more threads: split with the host Conv's output tiles, not dispatched as the op alone is (the
+                # op alone sped up 1.5-1.7x on two cores, two passes each its own thread-pool hand-off; PP-LCNet's
+                # 28 fused HardSwish priced that way made its two-thread estimate +40%)
                 alone = _element_time_s(facts, one_thread, elements) if one_thread is not None else None
-                if alone is not None:
-                    # split with the host Conv's output tiles, not dispatched as the op alone is: the op alone
-                    # sped up 1.5-1.7x on two cores (two passes, each its own thread-pool hand-off), PP-LCNet's
-                    # 28 fused HardSwish priced that way made its two-thread estimate +40%
-                    fused = (alone[0] / cpu_threads, alone[1])
+                fused = (alone[0] / cpu_threads, alone[1]) if alone is not None else \
+                    _element_time_s(facts, figures["cpu"], elements)
             if fused is not None:  # still computed per element, in the host Conv's output loop
                 times.update(compute_time_us=fused[0] * 1e6, time_us=fused[0] * 1e6, bound="compute",
                              efficiency=fused[1])

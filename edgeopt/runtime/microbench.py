@@ -355,6 +355,9 @@ def best_of(first: MicrobenchResult, second: MicrobenchResult) -> MicrobenchResu
     def larger(a: float | None, b: float | None) -> float | None:
         return max(v for v in (a, b) if v is not None) if a is not None or b is not None else None
 
+    def smaller_measured(a: float, b: float) -> float:  # (0.0: not measured)
+        return min(v for v in (a, b) if v) if a or b else 0.0
+
     return first.model_copy(update={
         "matmul_fp32_ops_per_s": max(first.matmul_fp32_ops_per_s, second.matmul_fp32_ops_per_s),
         "conv_fp32_ops_per_s": max(first.conv_fp32_ops_per_s, second.conv_fp32_ops_per_s),
@@ -363,10 +366,8 @@ def best_of(first: MicrobenchResult, second: MicrobenchResult) -> MicrobenchResu
         "memory_bandwidth_bytes_per_s": max(first.memory_bandwidth_bytes_per_s, second.memory_bandwidth_bytes_per_s),
         "single_thread_ops_per_s": faster(first.single_thread_ops_per_s, second.single_thread_ops_per_s),
         "class_ops_per_s": faster(first.class_ops_per_s, second.class_ops_per_s),
-        "call_overhead_s": min(v for v in (first.call_overhead_s, second.call_overhead_s) if v) if
-        first.call_overhead_s or second.call_overhead_s else 0.0,
-        "call_best_s": min(v for v in (first.call_best_s, second.call_best_s) if v) if
-        first.call_best_s or second.call_best_s else 0.0})
+        "call_overhead_s": smaller_measured(first.call_overhead_s, second.call_overhead_s),
+        "call_best_s": smaller_measured(first.call_best_s, second.call_best_s)})
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
