@@ -58,3 +58,11 @@ def test_the_python_example_runs(tmp_path, monkeypatch):
     assert namespace["result"].report.summary.quantization.shipped == "int8"
     assert any(event.kind == "started" and event.source == "quantize" for event in seen)
     assert (tmp_path / "out" / "model.onnx").is_file() and any((tmp_path / "cache").iterdir())
+
+
+def test_every_section_heading_appears_once():
+    """Benchmark sections are replaced by scripts; a replacement that pasted a stale copy beside the new one
+    left two "int8 on real published models" sections with different numbers (found in session 25)."""
+    headings = re.findall(r"^#{2,4} .+$", (REPO / "README.md").read_text(), flags=re.M)
+    repeated = sorted({h for h in headings if headings.count(h) > 1})
+    assert not repeated, repeated
