@@ -249,7 +249,11 @@ CLASS_FACTOR = {("conv.depthwise", "fp32"): 0.32, ("conv.depthwise", "int8"): 0.
                 ("conv.depthwise.gemm", "fp32"): 0.18,
                 # a blocked Conv reading a plain NCHW input of fewer channels than a block (an RGB stem): 119 G
                 # FLOP/s for 3 -> 32 channels against ~200 blocked (AVX-512, one thread), the input read apart
-                ("conv.nchw", "fp32"): 0.6}
+                ("conv.nchw", "fp32"): 0.6,
+                # the same kernel for a 1x1 Conv: one tap per input channel and output position, its loop's cost
+                # beside each FMA (AMD EPYC, AVX-512, one thread: 14-20 G MAC/s for 3-12 inputs, 16-96 outputs,
+                # against 40-52 for 3x3 kernels of the same channels)
+                ("conv.nchw.1x1", "fp32"): 0.23}
 
 
 def _efficiency(table: Mapping[str, float], kind: str, op_class: str | None = None,
@@ -577,13 +581,14 @@ def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None) -> N
     "gemm" class, analysis.conv_depth) or a depthwise one's plain kernel ("depthwise.gemm"); on it, with fewer
     input channels than a block (an RGB stem), the kernel that reads the plain NCHW input ("nchw": the stems of
     PP-OCRv4's detector, YOLOv8n and MobileNetV2 ran at 61-65 G FLOP/s in their models against 200 for a blocked
-    Conv on an AVX-512 host; _apply_plain_input prices why)."""
+    Conv on an AVX-512 host; _apply_plain_input prices why), a 1x1 one its own class ("nchw.1x1": MobileNetV2 w0.5's
+    8 -> 48 expansions after thin projections ran at 15 G MAC/s on an AMD EPYC where the stem class ran at 35)."""
     if block is None or node.nchwc_blocks is None or facts["device"] != "cpu":
         return
     if block not in node.nchwc_blocks and facts["op_class"] in (None, "1x1", "depthwise"):
         facts["op_class"] = "depthwise.gemm" if facts["op_class"] == "depthwise" else "gemm"
     elif block in node.nchwc_plain_input_blocks and facts["op_class"] in (None, "1x1"):
-        facts["op_class"] = "nchw"
+        facts["op_class"] = "nchw.1x1" if facts["op_class"] == "1x1" else "nchw"
 
 
 # The work (MACs) at which a node of a kernel family gains half of what more threads give its class model
@@ -634,7 +639,7 @@ def _apply_parallel_work(times: dict[str, Any], share: float, one_thread_us: flo
 # 100-150, 64 and 128 106-170; the share ``b / (b + 0.5)`` of b blocks follows it. An input beyond L2 is read
 # as it computes, not beside it: PP-OCRv4's detector stem (a 4.9 MB image from DRAM) took 1368 µs in the model
 # against 814 µs alone and hot, the compute and the image's read added.
-NCHW_REFERENCE_CHANNELS = 32  # runtime.class_bench's conv.nchw model
+NCHW_REFERENCE_CHANNELS = 32  # runtime.class_bench's conv.nchw and conv.nchw.1x1 models
 NCHW_MAX_BLOCKS = 4
 NCHW_HALF_BLOCKS = 0.5
 
@@ -643,7 +648,7 @@ def _apply_plain_input(times: dict[str, Any], graph: Graph, node: Node, facts: M
                        block: int | None) -> None:
     """A Conv of the "nchw" class: its speed by the output blocks its kernel shares a load between (against its
     class model's), and the read of an input larger than L2 added to its compute."""
-    if facts["op_class"] != "nchw" or not block or not times["compute_time_us"] or not times["efficiency"]:
+    if facts["op_class"] not in ("nchw", "nchw.1x1") or not block or not times["compute_time_us"] or not times["efficiency"]:
         return
     shape = _conv_weight_shape(graph, node, facts["op_type"])
     if shape is None:

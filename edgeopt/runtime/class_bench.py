@@ -97,6 +97,9 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         # an RGB stem: a blocked Conv that reads the plain NCHW input (fewer channels than a block; x86 only)
         "conv.nchw": op_stack("Conv", 1, (32, 3, 3, 3), [1, 3, 224, 224], [1, 32, 112, 112], pads=[1] * 4,
                               strides=[2, 2]),
+        # a 1x1 Conv reading a plain input (a thin projection's output expanded): the same kernel at one tap per
+        # input channel runs at under half the stem's rate (6 -> 32 channels; plain below either block)
+        "conv.nchw.1x1": op_stack("Conv", 1, (32, 6, 1, 1), [1, 6, 96, 96], [1, 32, 96, 96]),
         "lstm": _lstm(32, 256, 256),
         # the same cell over one step (a streaming model's call): a fixed cost per call beside the steps
         # (analysis.conv_depth's curve over steps)
@@ -129,7 +132,7 @@ ELEMENT_SHAPE = [1, 32, 56, 56]
 ELEMENT_CHAIN = 4
 SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
 # keys solved through the estimate (refit_through_estimates) beside the int8 classes
-THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw")
+THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1")
 
 
 def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:

@@ -895,6 +895,44 @@ def test_a_blocked_conv_reading_a_plain_input_of_few_channels_is_priced_as_a_ste
     assert {n.op_class for n in static_profile(model, avx512).nodes if n.macs} == {"nchw"}
 
 
+def test_a_1x1_conv_reading_a_plain_input_is_priced_by_its_own_class():
+    """The kernel that reads a plain NCHW input pays its loop per tap: a 1x1 Conv (one tap per input channel) ran
+    at 15-20 G MAC/s where 3x3 stems of the same channels ran at 40-52 (AMD EPYC, AVX-512). A 1x1 Conv of fewer
+    input channels than a block is the "nchw.1x1" class, priced by that class's efficiency (or its CLASS_FACTOR
+    where the target measured none) and by its output blocks like a stem; a 3x3 one stays "nchw"; calibration
+    times a model of the class, with the stem's reference channel count."""
+    from edgeopt.analysis.profile import CLASS_FACTOR, NCHW_REFERENCE_CHANNELS
+    from edgeopt.runtime.class_bench import THROUGH_ESTIMATE, class_models
+
+    def plain(kernel: int, outputs: int = 32) -> onnx.ModelProto:
+        conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[kernel // 2] * 4)
+        return make_model([conv], [tensor("x", F, [1, 8, 48, 48])], [tensor("y", F, [1, outputs, 48, 48])],
+                          [weight("w", (outputs, 8, kernel, kernel))])
+
+    table = {"conv": 0.9, "conv.nchw": 0.5, "conv.nchw.1x1": 0.2}
+    avx512 = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency=table)
+    node = static_profile(plain(1), avx512, threads=1).node("conv")
+    assert (node.op_class, node.efficiency) == ("nchw.1x1", pytest.approx(0.2))
+    stem = static_profile(plain(3), avx512, threads=1).node("conv")
+    assert (stem.op_class, stem.efficiency) == ("nchw", pytest.approx(0.5))
+    # per MAC the 1x1 costs 2.5x the 3x3 here
+    assert node.compute_time_us / node.macs == pytest.approx(2.5 * stem.compute_time_us / stem.macs, rel=1e-6)
+    one_block = static_profile(plain(1, 16), avx512, threads=1).node("conv")
+    assert one_block.efficiency == pytest.approx(0.2 * (1 / 1.5) / (2 / 2.5))
+    # 8 input channels are a whole block on AVX2: the blocked 1x1 path, not this kernel
+    avx2 = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency=table)
+    assert static_profile(plain(1), avx2, threads=1).node("conv").op_class == "1x1"
+    unmeasured = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency={"conv": 0.9})
+    assert static_profile(plain(1), unmeasured, threads=1).node("conv").efficiency == pytest.approx(
+        0.9 * CLASS_FACTOR["conv.nchw.1x1", "fp32"])
+    model = onnx.load_from_string(class_models()["conv.nchw.1x1"][0])
+    for target in (avx512, avx2):  # 6 input channels: plain below either block
+        assert {n.op_class for n in static_profile(model, target).nodes if n.macs} == {"nchw.1x1"}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert next(t for t in model.graph.initializer if t.name == conv.input[1]).dims[0] == NCHW_REFERENCE_CHANNELS
+    assert "conv.nchw.1x1" in THROUGH_ESTIMATE
+
+
 def test_a_stem_reading_an_input_beyond_l2_adds_the_read_to_its_compute():
     """PP-OCRv4's detector stem read its 4.9 MB image from DRAM as it computed: the read is added, not overlapped;
     an input within L2 adds nothing; and the class model's channel count is the reference of the blocks' share."""
