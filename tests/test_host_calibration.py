@@ -237,3 +237,42 @@ def test_all_core_timings_that_scaled_far_less_than_the_peak_are_measured_again(
     result, left, said = measured(one_class, steady)
     assert left == [] and len(said) == 1 and said[0].startswith("conv.depthwise@int8 ran slower on 2 threads")
     assert result.class_ops_per_s == result_from_payload(steady).class_ops_per_s
+
+
+def test_each_model_is_timed_in_passes_over_the_bundle_and_its_fastest_pass_kept(monkeypatch):
+    """A slowdown lasting seconds (another tenant of a cloud VM) once made one op class 24% slow in the whole of
+    its single timing window: every model is now timed in MICROBENCH_PASSES passes over the whole bundle, each
+    with a share of the budget, and the fastest kept. Real sessions; the disturbance (1.5x) is laid over the
+    first pass's timings of one class, at both thread counts."""
+    from edgeopt.runtime import device_runner
+    from edgeopt.runtime.class_bench import CLASS_PREFIX
+    from edgeopt.runtime.microbench import microbench_bundle
+
+    assert device_runner.MICROBENCH_PASSES >= 2
+    bundle = microbench_bundle(2, 0.04, False)
+    bundle["models"] = [m for m in bundle["models"] if m["name"] in (CLASS_PREFIX + "conv.1x1", "matmul_fp32")]
+    assert len(bundle["models"]) == 2
+    real_best_time = device_runner.best_time
+    seen: list[tuple[str, float]] = []
+    current = {"name": ""}
+
+    def progress(name: str) -> None:
+        current["name"] = name
+
+    def timed(fn, budget_s, min_runs=5):
+        seconds = real_best_time(fn, budget_s, min_runs)
+        seen.append((current["name"], budget_s))
+        disturbed = current["name"] == CLASS_PREFIX + "conv.1x1"  # its first pass only (later ones are named so)
+        return 1000.0 * seconds if disturbed else seconds
+
+    monkeypatch.setattr(device_runner, "best_time", timed)
+    result = device_runner.microbench(bundle, progress)
+    names = [name for name, _ in seen]
+    # two passes over both models, at two threads and at one; each with half the budget
+    assert names.count(CLASS_PREFIX + "conv.1x1") == 2 and names.count(CLASS_PREFIX + "conv.1x1 (pass 2)") == 2
+    assert all(budget == pytest.approx(0.04 / 3 / 2) for name, budget in seen if "conv.1x1" in name)
+    assert names.index("matmul_fp32") < names.index(CLASS_PREFIX + "conv.1x1 (pass 2)")  # passes over the bundle
+    ops = next(m["ops"] for m in bundle["models"] if m["name"] == CLASS_PREFIX + "conv.1x1")
+    for table in ("ops_per_s", "single_thread_ops_per_s"):
+        rate = result[table][CLASS_PREFIX + "conv.1x1"]
+        assert rate > 50 * ops  # the undisturbed pass's: four 1x1 Convs (103 M FLOPs) run far under 20 ms here
