@@ -148,6 +148,10 @@ class KernelBandwidth(BaseModel):
     # model's weights stop being re-read from cache on the next run is measured, not read from the cache sizes
     # (a cloud VM's 480 MiB L3 gave a 4 MiB weight no more than DRAM's 28 GB/s at one thread).
     working_sets: list[BandwidthPoint] = []
+    # onnxruntime's NCHWc reorders (ReorderInput/ReorderOutput) at several map sizes, ``bytes`` read and written
+    # per reorder: a copy writes a map it did not read, and leaves the caches sooner than a weight read run after
+    # run (AMD EPYC, one thread: 80 GB/s for 3 MiB maps, 40 for 10 MiB, where that weight curve said 76)
+    reorders: list[BandwidthPoint] = []
 
 
 class EstimateError(BaseModel):
@@ -301,7 +305,19 @@ def weight_bandwidth_at(profile: TargetProfile, threads: int | None, weight_byte
     working-set points (log-linear in the size between two points, the end points beyond them); None where the
     profile has no such points (then the cache sizes decide, ``bandwidth_at``)."""
     measured = profile.kernel_bandwidth
-    if measured is None or len(measured.working_sets) < 2:
+    return None if measured is None else _rate_between(profile, measured.working_sets, threads, weight_bytes)
+
+
+def reorder_bandwidth_at(profile: TargetProfile, threads: int | None, copy_bytes: int) -> float | None:
+    """The bandwidth of an NCHWc reorder that reads and writes ``copy_bytes`` in all, from the measured reorder
+    points (as weight_bandwidth_at); None where the profile has fewer than two."""
+    measured = profile.kernel_bandwidth
+    return None if measured is None else _rate_between(profile, measured.reorders, threads, copy_bytes)
+
+
+def _rate_between(profile: TargetProfile, measured_points: list[BandwidthPoint], threads: int | None,
+                  nbytes: int) -> float | None:
+    if len(measured_points) < 2:
         return None
     cores = profile.cores or profile.peak_threads or 1
     measured_at = profile.peak_threads or cores
@@ -312,12 +328,12 @@ def weight_bandwidth_at(profile: TargetProfile, threads: int | None, weight_byte
             return point.rate
         return _interpolate(point.rate_one_thread, point.rate, measured_at, wanted)
 
-    points = sorted(measured.working_sets, key=lambda p: p.bytes)
-    if weight_bytes <= points[0].bytes:
+    points = sorted(measured_points, key=lambda p: p.bytes)
+    if nbytes <= points[0].bytes:
         return rate(points[0])
     for low, high in zip(points, points[1:]):
-        if weight_bytes <= high.bytes:
-            where = math.log(weight_bytes / low.bytes) / math.log(high.bytes / low.bytes)
+        if nbytes <= high.bytes:
+            where = math.log(nbytes / low.bytes) / math.log(high.bytes / low.bytes)
             return math.exp(math.log(rate(low)) + where * (math.log(rate(high)) - math.log(rate(low))))
     return rate(points[-1])
 

@@ -276,3 +276,25 @@ def test_each_model_is_timed_in_passes_over_the_bundle_and_its_fastest_pass_kept
     for table in ("ops_per_s", "single_thread_ops_per_s"):
         rate = result[table][CLASS_PREFIX + "conv.1x1"]
         assert rate > 50 * ops  # the undisturbed pass's: four 1x1 Convs (103 M FLOPs) run far under 20 ms here
+
+
+def test_an_optional_microbenchmark_the_runtime_cannot_load_is_skipped():
+    """The NCHWc reorder kernels exist in x86 builds of onnxruntime only: their items are optional, and a model
+    the runtime cannot load leaves that figure unknown instead of failing the calibration; a required one fails."""
+    import base64
+
+    from edgeopt.runtime import device_runner
+    from edgeopt.runtime.class_bench import REORDER_PREFIX
+    from edgeopt.runtime.microbench import microbench_bundle
+
+    bundle = microbench_bundle(1, 0.02, False)
+    reorders = [m for m in bundle["models"] if m["name"].startswith(REORDER_PREFIX)]
+    assert len(reorders) == 5 and all(m.get("optional") for m in reorders)
+    broken = {"name": "reorder:unloadable", "model_b64": base64.b64encode(b"not a model").decode("ascii"),
+              "ops": 1, "optional": True}
+    bundle["models"] = [m for m in bundle["models"] if m["name"] == "matmul_fp32"] + [broken]
+    result = device_runner.microbench(bundle)
+    assert "matmul_fp32" in result["ops_per_s"] and "reorder:unloadable" not in result["ops_per_s"]
+    bundle["models"][-1] = {**broken, "optional": False}
+    with pytest.raises(Exception):
+        device_runner.microbench(bundle)

@@ -124,6 +124,12 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     ends = bandwidth.working_sets[0], bandwidth.working_sets[-1]
     assert ends[0].rate == bandwidth.cache and ends[1].rate == bandwidth.dram
     assert all(point.rate > 1e8 for point in bandwidth.working_sets)
+    # onnxruntime's NCHWc reorders at five map sizes (bytes read and written per reorder), and Div's element rate
+    # (a division per element is slower than an Add on any CPU)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert [point.bytes for point in bandwidth.reorders] == [2 * (mib << 20) for mib in (1, 2, 4, 8, 16)]
+        assert all(point.rate > 1e8 for point in bandwidth.reorders)
+    assert 0 < written.efficiency["div"] < written.efficiency["add"]
     # the memory probes measured the runtime's own costs (issue 16: kept in the target profile)
     memory = written.runtime_memory
     assert memory is not None and "memory probes" in memory.source

@@ -75,7 +75,8 @@ from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
-from edgeopt.targets import PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at, weight_bandwidth_at
+from edgeopt.targets import (PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at,
+                             reorder_bandwidth_at, weight_bandwidth_at)
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -345,6 +346,9 @@ class _Figures:
     # the rate at which a node moves activations (or a layout copy its bytes) of a working set this large, where the
     # measured working-set rates tell it apart from DRAM's; None there (and where not measured): ``l2_bytes`` decides
     activation_rate: Callable[[int], float | None] | None = None
+    # the rate of an NCHWc reorder moving this many bytes, where calibration timed the reorder kernels (None: the
+    # activation rate prices it)
+    reorder_rate: Callable[[int], float | None] | None = None
     efficiency: Mapping[str, float] | None = None  # the owner's table at the priced thread count; None: as stated
 
     def owner_efficiency(self) -> Mapping[str, float]:
@@ -480,11 +484,15 @@ def _activation_rate(fig: _Figures, working_set: int) -> float:
 
 
 def _layout_copy_us(copies: Sequence[int], fig: _Figures) -> float:
-    """The time of a node's layout copies (each one's bytes read and written), each at its working set's rate.
-    Measured at one thread (AVX-512 host, 24.6 GB/s copy bandwidth, 2 MiB L2): PP-OCRv4's recognizer moves 2 MB
-    per reorder at 35-65 GB/s (1.5 ms in all, where the copy bandwidth had priced 3.5), PicoDet's reorders of
-    4-8 MB ran at 24-29 GB/s."""
-    return sum(copy / _activation_rate(fig, copy) for copy in copies) * 1e6
+    """The time of a node's layout copies (each one's bytes read and written), each at the reorder kernels' rate
+    at its size where calibration timed them, else at its working set's activation rate. Measured at one thread
+    (AVX-512 Xeon, 24.6 GB/s copy bandwidth, 2 MiB L2): PP-OCRv4's recognizer moves 2 MB per reorder at 35-65
+    GB/s (1.5 ms in all, where the copy bandwidth had priced 3.5), PicoDet's reorders of 4-8 MB ran at 24-29
+    GB/s; on an AMD EPYC the weight-read curve priced PicoDet's at 76 GB/s, measured 31."""
+    def rate(copy: int) -> float:
+        return (fig.reorder_rate(copy) if fig.reorder_rate is not None else None) or _activation_rate(fig, copy)
+
+    return sum(copy / rate(copy) for copy in copies) * 1e6
 
 
 def _add_compute_time(times: dict[str, Any], extra_us: float) -> None:
@@ -818,7 +826,8 @@ def static_profile(
                             last_level and graph.weight_bytes <= last_level // 2)),
                         l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, count),
                         streams_from_dram=streams_from_dram if by_working_set is not None else None,
-                        activation_rate=activation_rate if by_working_set is not None else None)
+                        activation_rate=activation_rate if by_working_set is not None else None,
+                        reorder_rate=lambda copy: reorder_bandwidth_at(cpu_profile, count, copy))
 
     cpu_figures = cpu_figures_at(cpu_threads)
     # what more threads are measured against: PARALLEL_HALF_WORK was measured on x86 only; a CPU of another

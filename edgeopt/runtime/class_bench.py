@@ -39,6 +39,7 @@ CLASS_PREFIX = "class:"
 DISPATCH_ITEM = "dispatch:conv_add_chain"
 CHECK_PREFIX = "check:"
 BANDWIDTH_PREFIX = "bandwidth:"
+REORDER_PREFIX = "reorder:"
 
 
 def _weights(shape: tuple[int, ...], seed: int, scale: float = 0.1) -> np.ndarray:
@@ -171,6 +172,18 @@ def _dynamic_quantize_fan_out(count: int) -> bytes:
                         for index in range(count)], [])
 
 
+def _divisions(count: int) -> bytes:
+    """``count`` Divs in a chain, each of the map by a tensor of its shape (every divisor 1.25: no value of the
+    standard-normal input falls to a denormal, which runs far slower)."""
+    inits = [numpy_helper.from_array(np.full(ELEMENT_SHAPE, 1.25, np.float32), f"d{index}") for index in range(count)]
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes.append(helper.make_node("Div", [previous, f"d{index}"], [f"y{index}"]))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], inits)
+
+
 def _unary_fan_out(op: str, count: int, positive: bool = False) -> bytes:
     """``count`` ``op`` nodes side by side over one map (of its absolute values where ``positive``: a Log of the
     standard-normal inputs would be NaN for half of them), each a graph output."""
@@ -188,6 +201,9 @@ def element_models() -> dict[str, tuple[bytes, int]]:
     return {
         "add": (op_stack("Add", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
         "mul": (op_stack("Mul", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
+        # a division runs at the divider's rate, whatever the operand's shape: a scalar's (a HardSwish's "/ 6") as
+        # a whole tensor's (AMD EPYC, one thread: 3.5-4.6 G elements/s for both, a Mul by a scalar 6-10)
+        "div": (_divisions(ELEMENT_CHAIN), elements),
         "sigmoid": (_unary_chain("Sigmoid", ELEMENT_CHAIN), elements),
         "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN), elements),
         "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
@@ -311,6 +327,41 @@ def bandwidth_models() -> dict[str, tuple[bytes, int]]:
     return models
 
 
+# onnxruntime's NCHWc reorders timed over maps of these sizes (64 channels): where a copy stops running at cache
+# speed is measured, as for weights; the kernels exist on x86 builds only (elsewhere the items fail and are skipped)
+REORDER_MAP_MIB = (1, 2, 4, 8, 16)
+REORDER_PAIRS = 3  # ReorderInput -> ReorderOutput pairs in a chain
+REORDER_CHANNELS = 64
+
+
+def reorder_models() -> dict[str, tuple[bytes, int]]:
+    """Key -> (model, bytes its reorders read and write per run): a chain of REORDER_PAIRS ReorderInput /
+    ReorderOutput pairs over a [1, 64, 64, W] map of each REORDER_MAP_MIB size."""
+    models = {}
+    for mib in REORDER_MAP_MIB:
+        elements = mib << 20 >> 2
+        width = elements // REORDER_CHANNELS // 64
+        shape = [1, REORDER_CHANNELS, 64, width]
+        nodes, previous = [], "x"
+        for index in range(REORDER_PAIRS):
+            nodes += [helper.make_node("ReorderInput", [previous], [f"b{index}"], domain=NCHWC_DOMAIN),
+                      helper.make_node("ReorderOutput", [f"b{index}"], [f"p{index}"], domain=NCHWC_DOMAIN,
+                                       channels=REORDER_CHANNELS)]
+            previous = f"p{index}"
+        # one element out: a map-sized output would add the caller's copy of it
+        nodes.append(helper.make_node("Slice", [previous, "start", "end"], ["y"]))
+        inits = [numpy_helper.from_array(np.zeros(4, np.int64), "start"),
+                 numpy_helper.from_array(np.ones(4, np.int64), "end")]
+        data = model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])], inits,
+                           (NCHWC_DOMAIN,))
+        models[f"map_{mib}mib"] = (data, 4 * REORDER_PAIRS * 4 * int(np.prod(shape)))
+    return models
+
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+
+
 def check_models() -> dict[str, bytes]:
     """Held-out mixed models: priced with the fitted profile and timed, never used to fit anything."""
     return {"mobile blocks": _mobile_blocks(), "conv + lstm recognizer": _recognizer(), "mlp": _mlp()}
@@ -353,6 +404,8 @@ def bundle_items(budget_s: float, checks: bool = True) -> list[dict[str, Any]]:
 
     items = [item(CLASS_PREFIX + key, data, ops, True) for key, (data, ops) in class_models().items()]
     items += [item(BANDWIDTH_PREFIX + key, data, nbytes, True) for key, (data, nbytes) in bandwidth_models().items()]
+    items += [{**item(REORDER_PREFIX + key, data, nbytes, True), "optional": True}
+              for key, (data, nbytes) in reorder_models().items()]
     items.append(item(DISPATCH_ITEM, dispatch_model(), DISPATCH_NODES, True))
     if checks:
         items += [item(CHECK_PREFIX + key, data, 1, False) for key, data in check_models().items()]
@@ -461,6 +514,14 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
         key, nbytes = BANDWIDTH_PREFIX + f"weights_{size * size * 4 >> 20}mib", size * size * 4
         points.append((nbytes, less_dispatch(rates.get(key), nbytes), less_dispatch(one_thread.get(key), nbytes)))
     points.append((DRAM_WEIGHT * DRAM_WEIGHT * 4, bandwidth.dram, bandwidth.dram_one_thread))
+    reorders = []
+    for key, (_data, nbytes) in reorder_models().items():
+        rate, one = rates.get(REORDER_PREFIX + key), one_thread.get(REORDER_PREFIX + key)
+        if rate:  # the copy's bytes per reorder, as the estimate counts them: twice the map's
+            nodes = 2 * REORDER_PAIRS + 1
+            reorders.append(BandwidthPoint(bytes=nbytes // (2 * REORDER_PAIRS), rate=less_dispatch(rate, nbytes, nodes),
+                                           rate_one_thread=less_dispatch(one, nbytes, nodes)))
+    bandwidth = bandwidth.model_copy(update={"reorders": reorders if len(reorders) > 1 else []})
     if any(rate is None for _, rate, _ in points):  # a device that could not time them: the cache sizes decide
         return bandwidth
     return bandwidth.model_copy(update={"working_sets": [

@@ -29,10 +29,11 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 9  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+RUNNER_VERSION = 10  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
 # 5: random inputs left out of the run peak, memory probes with freed buffers returned at once;
 # 6: .tflite per-op times, op by op (--op-models); 7: the microbenchmarks' fixed cost of a call, set apart;
-# 8: weight probes' load peak with glibc's default allocator too; 9: microbenchmarks timed in two passes
+# 8: weight probes' load peak with glibc's default allocator too; 9: microbenchmarks timed in two passes;
+# 10: optional microbenchmark items (skipped where the runtime lacks their ops)
 # The microbenchmark's passes over its models (device_runner.microbench)
 MICROBENCH_PASSES = 2
 
@@ -707,8 +708,8 @@ def microbench(bundle: dict, progress=None) -> dict:
             for count in [threads] + ([1] if threads > 1 and item.get("one_thread", True) else []):
                 try:
                     session = session_of(base64.b64decode(item["model_b64"]), count)
-                except Exception:  # e.g. an int8 op this runtime build lacks: that figure stays unknown
-                    if item["name"].endswith("_int8"):
+                except Exception:  # e.g. an int8 op (or NCHWc reorder) this runtime build lacks: that figure
+                    if item["name"].endswith("_int8") or item.get("optional"):  # stays unknown
                         unavailable.add(item["name"])
                         break
                     raise
