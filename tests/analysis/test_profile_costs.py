@@ -818,11 +818,11 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
     truth = {"conv.1x1": 0.4, "conv.1x1@int8": 0.25, "conv.depthwise@int8": 0.03, "quantize": 0.02,
              "dequantize": 0.03, "conv.integer_u8@int8": 0.15, "matmul.integer_s8@int8": 0.9,
              "dynamic_quantize": 0.01, "mul": 0.02, "broadcast_span": 0.002, "conv": 0.5,
-             "conv.shallow@int8": 0.05}
+             "conv.shallow@int8": 0.05, "conv@int8": 0.7}
     truth_one = {"conv.1x1": 0.8, "conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.05, "quantize": 0.04,
                  "dequantize": 0.05, "conv.integer_u8@int8": 0.2, "matmul.integer_s8@int8": 1.2,
                  "dynamic_quantize": 0.02, "mul": 0.03, "broadcast_span": 0.003, "conv": 0.6,
-                 "conv.shallow@int8": 0.07}
+                 "conv.shallow@int8": 0.07, "conv@int8": 0.9}
     actual = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 4e9, "int8": 8e9},
                         single_thread_peak_ops_per_s={"fp32": 2e9, "int8": 4e9},
                         efficiency=truth, single_thread_efficiency=truth_one)
@@ -841,8 +841,10 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
         "single_thread_efficiency": {**fitted_efficiency(one, 2e9, 4e9), **{k: truth_one[k] for k in elements}}})
     assert direct.efficiency["conv.1x1@int8"] < 0.9 * truth["conv.1x1@int8"]  # what the refit is for
     refit = refit_through_estimates(direct, full, one, threads=2)
+    # the dense int8 Conv too (the int8 peak's Conv, its time with its Q/DQ): no longer the fp32 Conv's efficiency
+    assert "conv@int8" in models and direct.efficiency["conv@int8"] < 0.95 * truth["conv@int8"]
     for key in ("conv.1x1@int8", "conv.depthwise@int8", "conv.integer_u8@int8", "matmul.integer_s8@int8",
-                "broadcast_span", "conv.shallow@int8"):
+                "broadcast_span", "conv.shallow@int8", "conv@int8"):
         assert refit.efficiency[key] == pytest.approx(truth[key], rel=2e-3), key
         assert refit.single_thread_efficiency[key] == pytest.approx(truth_one[key], rel=2e-3), key
     for key in ("conv.1x1", "quantize", "dequantize"):
