@@ -696,6 +696,42 @@ def _apply_block_padding(times: dict[str, Any], graph: Graph, node: Node, facts:
         _add_compute_time(times, times["compute_time_us"] * (factor - 1))
 
 
+# onnxruntime's recurrent cells compute the input projection of all steps as one GEMM (X x W), then step by step
+# the recurrent product (H x R), a matrix-vector product per step: priced apart where calibration solved the
+# recurrent part's own efficiency ("lstm.recurrent", from the lstm class model: 256 inputs, 256 hidden units),
+# the projection at the MatMul's. One efficiency for both priced a cell of 256 inputs and 128 hidden units (a
+# third of its work recurrent, against half in the class model) 15% slow.
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+
+
+def _apply_recurrent_split(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
+                           fig: _Figures) -> None:
+    """A float LSTM/GRU/RNN: its input projection at the MatMul's efficiency, its recurrent products at the
+    target's ``{kind}.recurrent`` efficiency, where measured (else its kind's one efficiency prices all)."""
+    if facts["op_type"] not in RECURRENT_OPS or facts["domain"] not in ("", "ai.onnx") or facts["device"] != "cpu" \
+            or facts["execution_dtype"] not in (None, "fp32") or not times["compute_time_us"] or not facts["macs"]:
+        return
+    table = fig.owner_efficiency()
+    recurrent, projection = table.get(f"{facts['kind']}.recurrent"), _efficiency(table, "matmul", None, "fp32")
+    def shape(position: int) -> tuple[Any, ...] | None:  # W: [directions, gates x hidden, inputs]; R: [..., hidden]
+        info = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
+        return tuple(info.shape) if info is not None and info.shape else None
+
+    w, r = shape(1), shape(2)
+    if not recurrent or not projection or not w or not r:
+        return
+    inputs, hidden = w[-1], r[-1]
+    if not isinstance(inputs, int) or not isinstance(hidden, int) or inputs + hidden <= 0:
+        return
+    peak = fig.peaks.fp32
+    if not peak:
+        return
+    share = inputs / (inputs + hidden)
+    split_s = 2 * facts["macs"] * (share / projection + (1 - share) / recurrent) / peak
+    times["efficiency"] = 2 * facts["macs"] / (peak * split_s)
+    _add_compute_time(times, split_s * 1e6 - times["compute_time_us"])
+
+
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
     """A GEMM-path Conv with fewer output positions per image than its class's reference, or an LSTM over fewer
     steps than its class model's, runs slower (analysis.conv_depth), where the target measured the short model."""
@@ -901,6 +937,7 @@ def static_profile(
                 found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us, elements)
                 _add_span_time(found, graph, facts, figures_at)
                 _apply_depth(found, graph, facts, figures_at)
+                _apply_recurrent_split(found, graph, node, facts, figures_at)
                 _apply_positions(found, node, facts, figures_at)
                 _apply_plain_input(found, graph, node, facts, figures_at, block)
                 _apply_block_padding(found, graph, node, facts, block)
