@@ -676,20 +676,26 @@ def _apply_plain_input(times: dict[str, Any], graph: Graph, node: Node, facts: M
 
 def _apply_block_padding(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
                          block: int | None) -> None:
-    """A float Conv on onnxruntime's NCHWc path computes whole blocks of output channels (16 floats with AVX-512,
-    8 with AVX2). Measured hot at one thread on an AVX-512 host: 32 -> 24 channels 3x3 on 64x64 took as long as
-    32 -> 32 (693 and 704 µs), 96 -> 24 as 96 -> 32; PP-OCRv4's detector head (96 -> 24 on 160x160 and 80x80 maps)
-    ran at 0.77x of the speed priced for its MACs. The path's inputs are whole blocks already (graph.onnx_layout:
-    fewer input channels than a block is the "nchw" class, other counts leave the path; a grouped Conv's outputs
-    are whole blocks), and so are the class models' channels."""
+    """A float Conv on onnxruntime's NCHWc path computes whole blocks of channels (16 floats with AVX-512, 8 with
+    AVX2): its output channels, the input channels it reads blocked (padded by the reorder: graph.onnx_layout),
+    a depthwise one's channels. Measured hot at one thread on AVX-512 hosts: 32 -> 24 channels 3x3 on 64x64 took
+    as long as 32 -> 32 (693 and 704 µs), 96 -> 24 as 96 -> 32, 36 -> 64 as 48 -> 64 (1477 and 1474 µs), 20 -> 64
+    as 32 -> 64, a depthwise Conv of 72 channels as one of 80; PP-OCRv4's detector head (96 -> 24 on 160x160 and
+    80x80 maps) ran at 0.77x of the speed priced for its MACs. A plain input (the "nchw" classes) is read as it
+    is."""
     if not block or facts["device"] != "cpu" or facts["kind"] != "conv" \
-            or facts["execution_dtype"] not in (None, "fp32") or facts["op_class"] not in (None, "1x1") \
+            or facts["execution_dtype"] not in (None, "fp32") or facts["op_class"] not in (None, "1x1", "depthwise") \
             or node.nchwc_blocks is None or block not in node.nchwc_blocks or not times["compute_time_us"]:
         return
     shape = _conv_weight_shape(graph, node, facts["op_type"])
-    if shape is None or not shape[0]:
+    if shape is None or len(shape) < 2 or not shape[0] or not shape[1]:
         return
-    factor = -(-int(shape[0]) // block) * block / int(shape[0])
+
+    def padded(channels: int) -> float:
+        return -(-channels // block) * block / channels
+
+    outputs, inputs = int(shape[0]), int(shape[1])
+    factor = padded(outputs) if facts["op_class"] == "depthwise" else padded(outputs) * padded(inputs)
     if factor > 1:
         if times["efficiency"]:
             times["efficiency"] /= factor

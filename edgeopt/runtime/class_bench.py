@@ -90,11 +90,11 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.1x1": op_stack("Conv", 4, (128, 128, 1, 1), [1, 128, 28, 28]),
         "conv.thin": op_stack("Conv", 1, (8, 64, 3, 3), [1, 64, 56, 56], [1, 8, 56, 56], pads=[1] * 4),  # 8 outputs
         "conv.narrow": op_stack("Conv", 1, (1, 64, 3, 3), [1, 64, 112, 112], [1, 1, 112, 112], pads=[1] * 4),
-        # float convolutions off the NCHWc path (36 input channels: a multiple of neither block; analysis.conv_depth):
-        # 56x56 positions per image, and a batch of 1-D maps of 8
-        "conv.gemm": op_stack("Conv", 1, (72, 36, 3, 3), [1, 36, 56, 56], [1, 72, 56, 56], pads=[1] * 4),
-        "conv.gemm.short": op_stack("Conv", 1, (72, 36, 3), [32, 36, 8], [32, 72, 8], pads=[1, 1]),
-        "conv.depthwise.gemm": op_stack("Conv", 4, (72, 1, 3, 3), [1, 72, 56, 56], group=72, pads=[1] * 4),
+        # float convolutions off the NCHWc path (30 input channels: not a multiple of 4, which onnxruntime 1.32's
+        # reorders need; analysis.conv_depth): 56x56 positions per image, and a batch of 1-D maps of 8
+        "conv.gemm": op_stack("Conv", 1, (72, 30, 3, 3), [1, 30, 56, 56], [1, 72, 56, 56], pads=[1] * 4),
+        "conv.gemm.short": op_stack("Conv", 1, (72, 30, 3), [32, 30, 8], [32, 72, 8], pads=[1, 1]),
+        "conv.depthwise.gemm": op_stack("Conv", 4, (70, 1, 3, 3), [1, 70, 56, 56], group=70, pads=[1] * 4),
         # an RGB stem: a blocked Conv that reads the plain NCHW input (fewer channels than a block; x86 only)
         "conv.nchw": op_stack("Conv", 1, (32, 3, 3, 3), [1, 3, 224, 224], [1, 32, 112, 112], pads=[1] * 4,
                               strides=[2, 2]),

@@ -769,9 +769,10 @@ def test_an_int8_matmul_gains_from_threads_by_the_half_work_calibration_measured
     assert int8_matmul_half_work(result(1.5, threads=1)) == {}
 
 
-def test_an_nchwc_conv_pays_for_the_output_channels_its_blocks_pad():
-    """onnxruntime's blocked Conv computes whole blocks of output channels: 24 run as 32 with AVX-512's
-    16-channel blocks, as 24 with AVX2's 8 (measured here: 32 -> 24 3x3 took as long as 32 -> 32)."""
+def test_an_nchwc_conv_pays_for_the_channels_its_blocks_pad():
+    """onnxruntime's blocked Conv computes whole blocks of channels: 24 outputs run as 32 with AVX-512's
+    16-channel blocks, as 24 with AVX2's 8 (measured: 32 -> 24 3x3 took as long as 32 -> 32); so do the input
+    channels its reorder pads (36 -> 64 as 48 -> 64) and a depthwise Conv's channels (72 as 80)."""
     def conv(channels_out: int):
         node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
         return make_model([node], [tensor("x", F, [1, 32, 32, 32])], [tensor("y", F, [1, channels_out, 32, 32])],
@@ -787,6 +788,22 @@ def test_an_nchwc_conv_pays_for_the_output_channels_its_blocks_pad():
     assert padded.efficiency == pytest.approx(0.5 * 24 / 32)
     assert priced(conv(24), avx2).compute_time_us == pytest.approx(priced(conv(32), avx2).compute_time_us * 24 / 32)
     assert priced(conv(48), avx512).compute_time_us == pytest.approx(whole.compute_time_us * 48 / 32)  # whole blocks
+
+    def dense(inputs: int):
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
+        return make_model([node], [tensor("x", F, [1, inputs, 32, 32])], [tensor("y", F, [1, 64, 32, 32])],
+                          [weight("w", (64, inputs, 3, 3))])
+
+    assert priced(dense(36), avx512).compute_time_us == pytest.approx(priced(dense(48), avx512).compute_time_us)
+    assert priced(dense(36), avx2).compute_time_us == pytest.approx(priced(dense(40), avx2).compute_time_us)
+
+    def depthwise(channels: int):
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1], group=channels)
+        return make_model([node], [tensor("x", F, [1, channels, 32, 32])], [tensor("y", F, [1, channels, 32, 32])],
+                          [weight("w", (channels, 1, 3, 3))])
+
+    assert priced(depthwise(72), avx512).op_class == "depthwise"
+    assert priced(depthwise(72), avx512).compute_time_us == pytest.approx(priced(depthwise(80), avx512).compute_time_us)
 
 
 def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
@@ -917,9 +934,13 @@ GEMM_TABLE = {"conv": 0.8, "conv.gemm": 0.5, "conv.gemm.short": 0.1}
 
 
 def test_convs_off_the_nchwc_path_are_priced_as_a_gemm_per_image():
-    """onnxruntime's NCHWc kernels take a float Conv whose input channels are a multiple of the block (16 with
-    AVX-512F, 8 with AVX2); others, and every 1-D Conv, run im2col and a GEMM per image (conv.gemm), slower as
-    the image's output positions fall (conv.gemm.short: 8 positions)."""
+    """onnxruntime 1.32's NCHWc kernels take a float Conv whose input channels are a multiple of 4, padded to the
+    block (16 with AVX-512F, 8 with AVX2; what the padding costs, test_an_nchwc_conv_pays_for_the_channels_its_
+    blocks_pad); others (30 channels), and every 1-D Conv, run im2col and a GEMM per image (conv.gemm), slower as
+    the image's output positions fall (conv.gemm.short: 8 positions). Calibration's models of those classes are
+    off the path at both blocks."""
+    from edgeopt.runtime.class_bench import class_models
+
     avx512 = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency=GEMM_TABLE)
     avx2 = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency=GEMM_TABLE)
     arm = cpu_target(efficiency=GEMM_TABLE)
@@ -927,11 +948,18 @@ def test_convs_off_the_nchwc_path_are_priced_as_a_gemm_per_image():
     def row(model, target):
         return static_profile(model, target, threads=1).node("conv")
 
-    blocked, unblocked = _plain_conv(32, [56, 56], (3, 3)), _plain_conv(24, [56, 56], (3, 3))
+    blocked, padded, unblocked = (_plain_conv(c, [56, 56], (3, 3)) for c in (32, 24, 30))
     assert (row(blocked, avx512).op_class, row(blocked, avx512).efficiency) == (None, 0.8)
-    assert (row(unblocked, avx512).op_class, row(unblocked, avx512).efficiency) == ("gemm", 0.5)
-    assert row(unblocked, avx2).op_class is None  # 24 channels are three 8-channel blocks
+    # 24 -> 24 runs blocked as 32 -> 32 on AVX-512, as three whole blocks on AVX2
+    assert (row(padded, avx512).op_class, row(padded, avx512).efficiency) == (None, pytest.approx(0.8 * (24 / 32) ** 2))
+    assert (row(padded, avx2).op_class, row(padded, avx2).efficiency) == (None, 0.8)
+    for target in (avx512, avx2):
+        assert (row(unblocked, target).op_class, row(unblocked, target).efficiency) == ("gemm", 0.5)
     assert row(unblocked, arm).op_class is None  # no NCHWc transformer off x86
+    for key, op_class in (("conv.gemm", "gemm"), ("conv.gemm.short", "gemm"), ("conv.depthwise.gemm", "depthwise.gemm")):
+        model = onnx.load_from_string(class_models()[key][0])
+        for target in (avx512, avx2):
+            assert {n.op_class for n in static_profile(model, target).nodes if n.macs} == {op_class}, key
     # 1-D: 8 positions per image run at the short model's efficiency, whatever the batch; 3136 at the reference's
     short = row(_plain_conv(32, [8], (3,), batch=16), avx2)
     assert short.op_class == "gemm" and short.efficiency == pytest.approx(0.1, rel=1e-6)
