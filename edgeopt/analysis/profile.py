@@ -719,6 +719,7 @@ def _apply_recurrent_split(times: dict[str, Any], graph: Graph, node: Node, fact
         return
     table = fig.owner_efficiency()
     recurrent, projection = table.get(f"{facts['kind']}.recurrent"), _efficiency(table, "matmul", None, "fp32")
+
     def shape(position: int) -> tuple[Any, ...] | None:  # W: [directions, gates x hidden, inputs]; R: [..., hidden]
         info = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
         return tuple(info.shape) if info is not None and info.shape else None
