@@ -702,6 +702,50 @@ def _apply_block_padding(times: dict[str, Any], graph: Graph, node: Node, facts:
         _add_compute_time(times, times["compute_time_us"] * (factor - 1))
 
 
+# onnxruntime's blocked depthwise kernel computes the output columns whose window reaches into the left or right
+# padding in a slower loop, with a bound check per tap. Measured hot at one thread (AMD EPYC, AVX-512, 96 channels
+# 3x3, maps 56 to 2): 44 G MAC/s inside, about 9 G MAC/s in those columns (BORDER_RATE of the inner rate); the
+# class model (calibration's, 56x56) has 2 of 56 columns there, a 7x7 map 2 of 7 (measured 21 G MAC/s in a chain
+# of them, 37.6 at 56x56). Priced for 3x3 kernels only, where it was measured: a 5x5 kernel's border costs less
+# (PP-LCNet's 5x5 depthwise Convs on 14x14 and 7x7 maps ran 1.3x slower per MAC than priced without it, where
+# this rule would give them 1.8x and 2.8x).
+BORDER_RATE = 0.21
+DEPTHWISE_REFERENCE_WIDTH = 56  # runtime.class_bench's conv.depthwise model
+
+
+def _border_share(kernel: int, stride: int, width: int) -> float:
+    """The share of a map's output columns whose window reaches into a side's padding ("same" padding)."""
+    columns = 2 * -(-(kernel // 2) // max(1, stride))
+    return min(1.0, columns / width) if width > 0 else 0.0
+
+
+def _apply_depthwise_border(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
+                            block: int | None) -> None:
+    """A float 3x3 depthwise Conv on the NCHWc path: its border columns at BORDER_RATE of its inner rate, against
+    the class model's share of them (a 7x7 map's costs 1.7x per MAC what a 56x56 one does)."""
+    if not block or facts["device"] != "cpu" or facts["op_class"] != "depthwise" or node.nchwc_blocks is None \
+            or block not in node.nchwc_blocks or facts["execution_dtype"] not in (None, "fp32") \
+            or not times["compute_time_us"] or len(node.inputs) < 2 or not node.outputs:
+        return
+    shape = _conv_weight_shape(graph, node, facts["op_type"])
+    x, y = graph.tensors.get(node.inputs[0]), graph.tensors.get(node.outputs[0])
+    if shape is None or len(shape) != 4 or x is None or y is None or not x.shape or not y.shape \
+            or len(x.shape) != 4 or len(y.shape) != 4:
+        return
+    kernel, width_in, width_out = shape[3], x.shape[3], y.shape[3]
+    if tuple(shape[2:]) != (3, 3) or not all(isinstance(v, int) and v > 0 for v in (width_in, width_out)):
+        return
+    stride = max(1, round(width_in / width_out))
+
+    def cost(share: float) -> float:  # per MAC, in units of the inner rate's
+        return (1 - share) + share / BORDER_RATE
+
+    factor = cost(_border_share(kernel, stride, width_out)) / cost(_border_share(3, 1, DEPTHWISE_REFERENCE_WIDTH))
+    if times["efficiency"]:
+        times["efficiency"] /= factor
+    _add_compute_time(times, times["compute_time_us"] * (factor - 1))
+
+
 # onnxruntime's recurrent cells compute the input projection of all steps as one GEMM (X x W), then step by step
 # the recurrent product (H x R), a matrix-vector product per step: priced apart where calibration solved the
 # recurrent part's own efficiency ("lstm.recurrent", from the lstm class model: 256 inputs, 256 hidden units),
@@ -948,6 +992,7 @@ def static_profile(
                 _apply_positions(found, node, facts, figures_at)
                 _apply_plain_input(found, graph, node, facts, figures_at, block)
                 _apply_block_padding(found, graph, node, facts, block)
+                _apply_depthwise_border(found, graph, node, facts, block)
                 return found
             times = priced(fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]

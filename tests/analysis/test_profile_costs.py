@@ -806,6 +806,33 @@ def test_an_nchwc_conv_pays_for_the_channels_its_blocks_pad():
     assert priced(depthwise(72), avx512).compute_time_us == pytest.approx(priced(depthwise(80), avx512).compute_time_us)
 
 
+def test_a_depthwise_convs_border_columns_cost_more_on_small_maps():
+    """onnxruntime's blocked depthwise kernel computes the output columns whose window reaches the side padding in
+    a slower loop (measured: about 0.21 of the inner rate): per MAC a 3x3 depthwise Conv on a 7x7 map costs
+    (5/7 + (2/7) / 0.21) / (54/56 + (2/56) / 0.21) of one on the class model's 56x56; a 1x1 map's column is all
+    border; a 5x5 kernel is not priced so (not measured)."""
+    from edgeopt.analysis.profile import BORDER_RATE
+
+    def depthwise(size: int, kernel: int = 3):
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[kernel // 2] * 4, group=32)
+        return make_model([node], [tensor("x", F, [1, 32, size, size])], [tensor("y", F, [1, 32, size, size])],
+                          [weight("w", (32, 1, kernel, kernel))])
+
+    target = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], efficiency={"conv.depthwise": 0.4})
+
+    def per_mac(model) -> float:
+        node = static_profile(model, target, threads=1).node("conv")
+        return node.compute_time_us / node.macs
+
+    def cost(share: float) -> float:
+        return (1 - share) + share / BORDER_RATE
+
+    assert per_mac(depthwise(7)) == pytest.approx(per_mac(depthwise(56)) * cost(2 / 7) / cost(2 / 56))
+    assert per_mac(depthwise(1)) == pytest.approx(per_mac(depthwise(56)) * cost(1.0) / cost(2 / 56))
+    assert per_mac(depthwise(56)) == pytest.approx(2 / (1e9 * 0.4) * 1e6)  # the class model's size: as measured
+    assert per_mac(depthwise(7, 5)) == pytest.approx(per_mac(depthwise(56, 5)))
+
+
 def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
     """A batch-1 fully connected layer is a GEMV: onnxruntime's int8 kernel for it pays per output column, so
     calibration measures it apart (``matmul.row@int8``); more rows keep the plain matmul figures."""
