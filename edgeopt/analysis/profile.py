@@ -504,6 +504,14 @@ def _add_compute_time(times: dict[str, Any], extra_us: float) -> None:
         times["bound"] = "compute"
 
 
+def _scale_compute(times: dict[str, Any], cost: float) -> None:
+    """The node's compute costs ``cost`` times what it was priced at: its efficiency divided by that, its time
+    grown by it."""
+    if times["efficiency"]:
+        times["efficiency"] /= cost
+    _add_compute_time(times, times["compute_time_us"] * (cost - 1))
+
+
 def _add_memory_time(times: dict[str, Any], extra_us: float) -> None:
     """More memory time for a node the roofline priced: its time grows by what the larger side grows by."""
     before = max(times["compute_time_us"], times["memory_time_us"])
@@ -666,9 +674,7 @@ def _apply_plain_input(times: dict[str, Any], graph: Graph, node: Node, facts: M
         blocks = min(NCHW_MAX_BLOCKS, -(-channels // block))
         return blocks / (blocks + NCHW_HALF_BLOCKS)
 
-    factor = share(int(shape[0])) / share(NCHW_REFERENCE_CHANNELS)
-    times["efficiency"] *= factor
-    _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
+    _scale_compute(times, share(NCHW_REFERENCE_CHANNELS) / share(int(shape[0])))
     read = facts["bytes_read"] - facts["weight_bytes_read"]
     if read > 0 and fig.l2_bytes and read > fig.l2_bytes:  # within L2 the loads hit (its own model's input)
         _add_compute_time(times, read / _activation_rate(fig, read) * 1e6)
@@ -697,9 +703,7 @@ def _apply_block_padding(times: dict[str, Any], graph: Graph, node: Node, facts:
     outputs, inputs = int(shape[0]), int(shape[1])
     factor = padded(outputs) if facts["op_class"] == "depthwise" else padded(outputs) * padded(inputs)
     if factor > 1:
-        if times["efficiency"]:
-            times["efficiency"] /= factor
-        _add_compute_time(times, times["compute_time_us"] * (factor - 1))
+        _scale_compute(times, factor)
 
 
 # onnxruntime's blocked depthwise kernel computes the output columns whose window reaches into the left or right
@@ -732,7 +736,7 @@ def _apply_depthwise_border(times: dict[str, Any], graph: Graph, node: Node, fac
     if shape is None or len(shape) != 4 or x is None or y is None or not x.shape or not y.shape \
             or len(x.shape) != 4 or len(y.shape) != 4:
         return
-    kernel, width_in, width_out = shape[3], x.shape[3], y.shape[3]
+    width_in, width_out = x.shape[3], y.shape[3]
     if tuple(shape[2:]) != (3, 3) or not all(isinstance(v, int) and v > 0 for v in (width_in, width_out)):
         return
     stride = max(1, round(width_in / width_out))
@@ -740,10 +744,8 @@ def _apply_depthwise_border(times: dict[str, Any], graph: Graph, node: Node, fac
     def cost(share: float) -> float:  # per MAC, in units of the inner rate's
         return (1 - share) + share / BORDER_RATE
 
-    factor = cost(_border_share(kernel, stride, width_out)) / cost(_border_share(3, 1, DEPTHWISE_REFERENCE_WIDTH))
-    if times["efficiency"]:
-        times["efficiency"] /= factor
-    _add_compute_time(times, times["compute_time_us"] * (factor - 1))
+    reference = cost(_border_share(3, 1, DEPTHWISE_REFERENCE_WIDTH))
+    _scale_compute(times, cost(_border_share(3, stride, width_out)) / reference)
 
 
 # onnxruntime's recurrent cells compute the input projection of all steps as one GEMM (X x W), then step by step
@@ -809,10 +811,8 @@ def _slow_down(times: dict[str, Any], reference: float | None, short: float | No
     if k0 is None:
         return
     factor = depth_factor(size, reference_size, k0)
-    if factor >= 1.0:
-        return
-    times["efficiency"] *= factor
-    _add_compute_time(times, times["compute_time_us"] * (1 / factor - 1))
+    if factor < 1.0:
+        _scale_compute(times, 1 / factor)
 
 
 def _output_elements(graph: Graph, index: int) -> int | None:
