@@ -242,8 +242,8 @@ def test_all_core_timings_that_scaled_far_less_than_the_peak_are_measured_again(
 def test_each_model_is_timed_in_passes_over_the_bundle_and_its_fastest_pass_kept(monkeypatch):
     """A slowdown lasting seconds (another tenant of a cloud VM) once made one op class 24% slow in the whole of
     its single timing window: every model is now timed in MICROBENCH_PASSES passes over the whole bundle, each
-    with a share of the budget, and the fastest kept. Real sessions; the disturbance (1.5x) is laid over the
-    first pass's timings of one class, at both thread counts."""
+    with a share of the budget, and the fastest kept. Real sessions; a disturbance (1000x, far beyond any spread
+    between runs) is laid over the first pass's timings of one class, at both thread counts."""
     from edgeopt.runtime import device_runner
     from edgeopt.runtime.class_bench import CLASS_PREFIX
     from edgeopt.runtime.microbench import microbench_bundle
@@ -254,6 +254,7 @@ def test_each_model_is_timed_in_passes_over_the_bundle_and_its_fastest_pass_kept
     assert len(bundle["models"]) == 2
     real_best_time = device_runner.best_time
     seen: list[tuple[str, float]] = []
+    undisturbed: list[float] = []  # the class's real best times, every pass
     current = {"name": ""}
 
     def progress(name: str) -> None:
@@ -262,6 +263,8 @@ def test_each_model_is_timed_in_passes_over_the_bundle_and_its_fastest_pass_kept
     def timed(fn, budget_s, min_runs=5):
         seconds = real_best_time(fn, budget_s, min_runs)
         seen.append((current["name"], budget_s))
+        if "conv.1x1" in current["name"]:
+            undisturbed.append(seconds)
         disturbed = current["name"] == CLASS_PREFIX + "conv.1x1"  # its first pass only (later ones are named so)
         return 1000.0 * seconds if disturbed else seconds
 
@@ -275,7 +278,9 @@ def test_each_model_is_timed_in_passes_over_the_bundle_and_its_fastest_pass_kept
     ops = next(m["ops"] for m in bundle["models"] if m["name"] == CLASS_PREFIX + "conv.1x1")
     for table in ("ops_per_s", "single_thread_ops_per_s"):
         rate = result[table][CLASS_PREFIX + "conv.1x1"]
-        assert rate > 50 * ops  # the undisturbed pass's: four 1x1 Convs (103 M FLOPs) run far under 20 ms here
+        # the undisturbed pass's (its ops over its real time, less the call's fixed cost), on any CPU: the
+        # disturbed pass alone gives under a hundredth of that
+        assert rate >= ops / max(undisturbed)
 
 
 def test_an_optional_microbenchmark_the_runtime_cannot_load_is_skipped():

@@ -180,18 +180,6 @@ def _dynamic_quantize_fan_out(count: int) -> bytes:
                         for index in range(count)], [])
 
 
-def _divisions(count: int) -> bytes:
-    """``count`` Divs in a chain, each of the map by a tensor of its shape (every divisor 1.25: no value of the
-    standard-normal input falls to a denormal, which runs far slower)."""
-    inits = [numpy_helper.from_array(np.full(ELEMENT_SHAPE, 1.25, np.float32), f"d{index}") for index in range(count)]
-    nodes, previous = [], "x"
-    for index in range(count):
-        nodes.append(helper.make_node("Div", [previous, f"d{index}"], [f"y{index}"]))
-        previous = f"y{index}"
-    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
-                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], inits)
-
-
 def _unary_fan_out(op: str, count: int, positive: bool = False) -> bytes:
     """``count`` ``op`` nodes side by side over one map (of its absolute values where ``positive``: a Log of the
     standard-normal inputs would be NaN for half of them), each a graph output."""
@@ -211,7 +199,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "mul": (op_stack("Mul", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
         # a division runs at the divider's rate, whatever the operand's shape: a scalar's (a HardSwish's "/ 6") as
         # a whole tensor's (AMD EPYC, one thread: 3.5-4.6 G elements/s for both, a Mul by a scalar 6-10)
-        "div": (_divisions(ELEMENT_CHAIN), elements),
+        # (every divisor 1.25: no value of the standard-normal input falls to a denormal, which runs far slower)
+        "div": (op_stack("Div", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE, weight_value=1.25), elements),
         "sigmoid": (_unary_chain("Sigmoid", ELEMENT_CHAIN), elements),
         "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN), elements),
         "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
@@ -340,6 +329,7 @@ def bandwidth_models() -> dict[str, tuple[bytes, int]]:
 REORDER_MAP_MIB = (1, 2, 4, 8, 16)
 REORDER_PAIRS = 3  # ReorderInput -> ReorderOutput pairs in a chain
 REORDER_CHANNELS = 64
+NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 
 def reorder_models() -> dict[str, tuple[bytes, int]]:
@@ -365,9 +355,6 @@ def reorder_models() -> dict[str, tuple[bytes, int]]:
                            (NCHWC_DOMAIN,))
         models[f"map_{mib}mib"] = (data, 4 * REORDER_PAIRS * 4 * int(np.prod(shape)))
     return models
-
-
-NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 
 def check_models() -> dict[str, bytes]:

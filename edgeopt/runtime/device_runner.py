@@ -717,8 +717,8 @@ def microbench(bundle: dict, progress=None) -> dict:
                 seconds = best_time(lambda: session.run(None, feeds),
                                     float(item.get("budget_s", budget_s)) / MICROBENCH_PASSES)
                 rate = item["ops"] / max(seconds - call_best_s, seconds / 2)
-                for table in [ops_per_s if count == threads else single_thread] + (
-                        [single_thread] if count == 1 else []):
+                tables = ([ops_per_s] if count == threads else []) + ([single_thread] if count == 1 else [])
+                for table in tables:
                     table[item["name"]] = max(rate, table.get(item["name"], 0.0))
     if progress:
         progress("memory bandwidth")

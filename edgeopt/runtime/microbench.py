@@ -106,13 +106,14 @@ def qdq_model(op: str, weights: np.ndarray, x_shape: list[int], y_shape: list[in
 
 
 def op_stack(op: str, count: int, weight_shape: tuple[int, ...], x_shape: list[int],
-             y_shape: list[int] | None = None, **attrs: Any) -> bytes:
-    """``count`` ``op`` nodes in a chain, each with its own standard-normal weight (output ``y_shape``, default
-    ``x_shape``)."""
+             y_shape: list[int] | None = None, weight_value: float | None = None, **attrs: Any) -> bytes:
+    """``count`` ``op`` nodes in a chain, each with its own standard-normal weight, or ``weight_value`` in every
+    element (output ``y_shape``, default ``x_shape``)."""
     rng = np.random.default_rng(0)
     inits, nodes, previous = [], [], "x"
     for index in range(count):
-        inits.append(numpy_helper.from_array(rng.standard_normal(weight_shape).astype(np.float32), f"w{index}"))
+        value = (rng.standard_normal(weight_shape) if weight_value is None else np.full(weight_shape, weight_value))
+        inits.append(numpy_helper.from_array(value.astype(np.float32), f"w{index}"))
         nodes.append(helper.make_node(op, [previous, f"w{index}"], [f"y{index}"], **attrs))
         previous = f"y{index}"
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
