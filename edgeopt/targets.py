@@ -104,6 +104,10 @@ class RuntimeMemory(BaseModel):
     load_weight_copies_held: dict[str, float] | None = None
     # kinds whose weights the runtime pre-packs one at a time: loading also holds the largest one's packed copy
     packed_one_at_a_time: tuple[str, ...] = ()
+    # a weight an If branch (a subgraph) defines: the copies kept beyond its kind's once loaded (onnxruntime keeps
+    # the subgraph's own tensor beside the session's: x86 1.0), and those held beyond its kind's at the load peak
+    subgraph_weight_copies: float = Field(0.0, ge=0.0)
+    subgraph_load_copies: float = Field(0.0, ge=0.0)
     # held while loading per byte that constant folding computes (a weight sliced and concatenated at load: the
     # folded tensors, their protobuf and runtime copies; measured on x86 with onnxruntime 1.32: 0.75x for
     # 512 KiB weights, 1.0x for 4 MiB ones)

@@ -11,6 +11,7 @@ CONV = 4 * 256 * 256 * 3 * 3 * 4  # the conv probe's four fp32 weights: 9 MiB
 MATMUL, MATMUL_LARGEST = 4 * 1024 * 1024 * 4, 1024 * 1024 * 4  # four 4 MiB weights, pre-packed one at a time
 LSTM, LSTM_LARGEST = 2 * 4 * 768 * 768 * 4, 4 * 768 * 768 * 4
 CONV_INT8 = 4 * 256 * 256 * 3 * 3  # int8 weights alone (their per-channel scales are not counted)
+SUBGRAPH = 2 * 16 * 256 * 256 * 4  # the subgraph probe's weights: 16 of 256 KiB in each of two branches
 # the arena probe (a chain of Sigmoid/Add on 3 MiB tensors) as analysis.arena simulates it: its first run writes
 # three 3 MiB tensors in three regions, then the memory pattern's 9 MiB block lands in a fourth
 ARENA_SIMULATED = 6 * 64 * 112 * 112 * 4
@@ -37,6 +38,10 @@ def probes(with_runner_8: bool) -> dict[str, dict[str, int]]:
     }
     if with_runner_8:
         found["initializers"] = reading(SESSION + 499 * 3000 + 500 * 1500)
+        # two branches' 16 weights each, held twice once loaded and three times at the load peak, beside their
+        # 37 nodes' and 33 initializers' share of the session
+        share = 36 * 3000 + 33 * 1500
+        found["subgraph"] = reading(SESSION + share + 2 * SUBGRAPH, SESSION + share + 3 * SUBGRAPH)
         found["conv_int8"] = reading(SESSION + 1.2 * CONV_INT8, SESSION + 1.4 * CONV_INT8, SESSION + 2.1 * CONV_INT8)
     return found
 
@@ -55,12 +60,36 @@ def test_each_probe_sets_its_factor():
     assert memory.load_weight_copies["lstm"] == memory.load_weight_copies_held["lstm"] == 1.0
     assert memory.packed_one_at_a_time == ("matmul", "fully_connected", "lstm", "gru", "rnn")
     assert memory.arena_factor == 1.5  # against the simulated arena, not the planned peak (2x less)
+    assert memory.subgraph_weight_copies == 1.0 and memory.subgraph_load_copies == 2.0
 
 
 def test_a_runner_before_version_8_gives_the_held_copies_and_no_int8_factors():
     memory = runtime_memory_from_probes(probes(with_runner_8=False), "hand-made")
     assert memory.load_weight_copies["conv"] == 2.5 and memory.load_weight_copies_held is None
     assert "conv.int8" not in memory.load_weight_copies and memory.session_per_initializer_bytes == 0
+    assert memory.subgraph_weight_copies == memory.subgraph_load_copies == 0.0
     missing = probes(with_runner_8=False)
     del missing["arena"]
     assert runtime_memory_from_probes(missing, "hand-made") is None
+
+
+def test_onnxruntime_holds_a_branchs_weights_twice():
+    """The real subgraph probe in a fresh process, as `targets calibrate` runs it: onnxruntime keeps the
+    weights an If branch defines beside the session's copy (1.0 more measured on x86 with onnxruntime 1.32)."""
+    import base64
+    import sys
+
+    import pytest
+
+    from edgeopt.runtime.device_runner import memory_probes
+    from edgeopt.runtime.microbench import memory_probe_models
+
+    if sys.platform != "linux":
+        pytest.skip("the probes read /proc")
+    models = memory_probe_models()
+    found = memory_probes([{"name": name, "model_b64": base64.b64encode(models[name]).decode("ascii")}
+                           for name in ("session", "nodes", "initializers", "subgraph", "arena")], 1)
+    readings = {**probes(with_runner_8=False), **found}
+    memory = runtime_memory_from_probes(readings, "measured")
+    assert 0.7 <= memory.subgraph_weight_copies <= 1.4
+    assert memory.subgraph_load_copies >= memory.subgraph_weight_copies

@@ -10,7 +10,9 @@ What a process running the model holds beyond its interpreter, in the parts the 
 * **weights as loaded**: each weight times the copies the runtime keeps of it once loaded, by the kind of
   the node that reads it (MatMul and LSTM weights are kept pre-packed; on x86 convolution weights in the
   blocked NCHWc layout), and by its dtype where measured apart (``conv.int8``: an int8 kernel's weights).
-  Unlisted kinds keep one copy.
+  Unlisted kinds keep one copy. A weight an If branch defines (silero-vad's, in Constant nodes) is held once
+  more: onnxruntime keeps the subgraph's own tensor beside the session's (``subgraph_weight_copies``; the
+  branches not taken count alike).
 * **first run**: what the session's first run sets up besides the activations.
 * **activation arena**: onnxruntime's BFC arena simulated allocation by allocation (analysis.arena): the
   regions the first run writes, which grow by doubling, then the memory pattern's block the second run
@@ -25,8 +27,9 @@ What a process running the model holds beyond its interpreter, in the parts the 
   weight rewritten at load (a BatchNormalization or constant Add/Mul folded into a Conv's weights, a
   Constant node turned into an initializer), plus what constant folding computes (``folded_copies`` per
   byte of the folded nodes' outputs: the folded tensors, their protobuf and runtime copies, kept by the
-  allocator). The run reuses what loading freed, so the transient counts only where it exceeds what the
-  run needs:
+  allocator; the branches not taken fold too), plus what a branch's own weights hold beyond that
+  (``subgraph_load_copies``). The run reuses what loading freed, so the transient counts only where it exceeds
+  what the run needs:
 
     run need  = weights as loaded + first run + arena
     peak      = session + max(run need, load copies x weights)     (the measured ``peak_rss_increase_bytes``)
@@ -64,12 +67,14 @@ MAPPED_ALONE_BYTES = 32 * MiB
 # 1.5x (1.2x) and LSTM 1.5x (1.0x) plus the packed copy of the largest (pre-packed one weight at a time), int8
 # convolutions 2.1x (1.4x), int8 MatMuls 1.8x (1.0x) plus the largest; a Sigmoid/Add chain's arena 1.05x the
 # simulated one (analysis.arena; 2.1x its planned peak). The fp32 held-at-once figures are also what an AVX2 host
-# (AMD EPYC) measured on 2026-12-03.
+# (AMD EPYC) measured on 2026-12-03. A weight an If branch defines (the subgraph probe, 256 KiB weights; AMD EPYC,
+# AVX-512 VNNI, 2026-12-05): one more copy once loaded, 1.9 more at the load peak (2.7 for 4 MiB weights).
 PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
     session_fixed_bytes=int(9.4 * MiB), session_per_node_bytes=3200, session_per_initializer_bytes=1700,
     first_run_bytes=int(0.3 * MiB),
     weight_copies={"default": 1.0, "conv.int8": 1.2, "matmul.int8": 1.1, "fully_connected.int8": 1.1},
+    subgraph_weight_copies=1.0, subgraph_load_copies=1.9,
     load_weight_copies={"default": 2.0, "conv": 3.5, "matmul": 1.5, "fully_connected": 1.5, "lstm": 1.5,
                         "gru": 1.5, "rnn": 1.5, "conv.int8": 2.1, "matmul.int8": 1.8, "fully_connected.int8": 1.8},
     load_weight_copies_held={"default": 2.0, "conv": 2.7, "matmul": 1.2, "fully_connected": 1.2, "lstm": 1.0,
@@ -84,7 +89,8 @@ X86_ONNXRUNTIME = RuntimeMemory(
 # 1.7x; while loading with the default allocator, convolution weights 1.0x, MatMul 1.25x, LSTM 1.5x, int8
 # convolutions 3.15x and int8 MatMuls 2.4x (held at once: 1.0x, 1.0x, 1.0x, 2.5x, 1.65x), each plus the
 # largest pre-packed one. The session and arena sizes measured there include the emulator's own memory, so
-# the x86 figures stand for them.
+# the x86 figures stand for them, as they do for a subgraph's weights (how the runtime holds a subgraph, not
+# the CPU).
 ARM_INT8_KEPT = {"conv.int8": 2.3, "matmul.int8": 1.7, "fully_connected.int8": 1.7}
 ARM_ONNXRUNTIME = X86_ONNXRUNTIME.model_copy(update={
     "weight_copies": {"default": 1.0, **ARM_INT8_KEPT},
@@ -174,13 +180,11 @@ def rewritten_at_load(graph: Graph) -> set[str]:
 def folded_at_load_bytes(graph: Graph) -> int:
     """Bytes the runtime's constant folding computes while loading: the outputs of nodes that read only
     constants (a weight sliced, concatenated or reshaped), Constant nodes aside (their values are weights). The
-    If branches not taken fold too, counted like the branch that runs, in proportion to their weights."""
-    folded = sum(tensor_size_bytes(graph.tensors.get(name)) or 0 for node in graph.nodes
-                 if node.role == "constant" and node.op_type != "Constant" for name in node.outputs)
-    running = graph.weight_bytes - graph.dormant_weight_bytes
-    if folded and graph.dormant_weight_bytes and running > 0:
-        folded += folded * graph.dormant_weight_bytes // running
-    return folded
+    If branches not taken fold too (graph.onnx_branches counts them: a nested branch may fold weights its
+    enclosing branch holds)."""
+    return graph.dormant_folded_bytes + sum(tensor_size_bytes(graph.tensors.get(name)) or 0 for node in graph.nodes
+                                            if node.role == "constant" and node.op_type != "Constant"
+                                            for name in node.outputs)
 
 
 def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemory,
@@ -196,11 +200,16 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
         readers, graph.weights, runtime.load_weight_copies_held)
     # the If branches not taken load too (graph/onnx_branches.py): their weights at the default factor
     dormant = graph.dormant_weight_bytes * runtime.weight_copies.get("default", 1.0)
-    weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items()) + dormant))
+    # a subgraph's own weights, dormant or inlined, are held beside the session's copy
+    in_subgraphs = graph.dormant_weight_bytes + sum(size for name, size in sizes.items()
+                                                    if name in graph.subgraph_tensors)
+    weights_loaded = int(round(sum(sizes[name] * factor for name, factor in kept.items()) + dormant
+                               + in_subgraphs * runtime.subgraph_weight_copies))
     # a weight glibc maps on its own is returned when freed: only the copies held at once count for it
     loading = int(round(sum(sizes[name] * ((held_alone if sizes[name] >= MAPPED_ALONE_BYTES else held)[name]
                                           + (name in rewritten)) for name in held)))
     loading += largest_packed_weight(readers, runtime.packed_one_at_a_time, sizes)
+    loading += int(round(dormant + in_subgraphs * runtime.subgraph_load_copies))
     folded = folded_at_load_bytes(graph)
     loading += int(round(folded * runtime.folded_copies))
     simulated = simulate_arena(plan.tensors, graph.inputs, graph.layout_tensor_bytes.get(layout_block or 0))
@@ -219,7 +228,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
         MemoryPart(key="session", label=f"session (runtime, kernel registry; {nodes} nodes, {initializers} "
                                         "initializers)", bytes=session),
         MemoryPart(key="weights", label=f"weights as loaded ({weights_loaded / max(weights, 1):.2f}x the "
-                                        "file's: pre-packed and re-laid-out copies)" if weights else
+                                        "file's: pre-packed and re-laid-out copies"
+                                        + (", If branches' own copies" if in_subgraphs else "") + ")" if weights else
                    "weights as loaded", bytes=weights_loaded),
         MemoryPart(key="first_run", label="first run's set-up", bytes=first_run),
         MemoryPart(key="arena", label=f"activation arena (onnxruntime's arena simulated: first run "

@@ -145,6 +145,10 @@ class Graph:
     dormant_nodes: int = 0
     dormant_weights: int = 0
     dormant_weight_bytes: int = 0
+    dormant_folded_bytes: int = 0  # what constant folding computes in them while loading
+    # tensors an inlined If branch defined (its weights, Constant values, folded outputs): the runtime holds a
+    # subgraph's own weights beside the session's copy
+    subgraph_tensors: frozenset[str] = frozenset()
 
     @property
     def weight_bytes(self) -> int:

@@ -277,4 +277,6 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         dormant_nodes=branches.dormant_nodes if branches else 0,
         dormant_weights=branches.dormant_weights if branches else 0,
         dormant_weight_bytes=branches.dormant_weight_bytes if branches else 0,
+        dormant_folded_bytes=branches.dormant_folded_bytes if branches else 0,
+        subgraph_tensors=frozenset(branches.subgraph_tensors) if branches else frozenset(),
     )

@@ -11,7 +11,9 @@ when that part reads only constants, input shapes (through Shape and Size) and i
 not be run) the branch with more multiply-accumulates is priced, and a note says so.
 
 The branches not taken still load: onnxruntime builds a session state for every subgraph, so their nodes and
-weights cost memory though they never run. They are counted as dormant (:class:`InlinedBranches`).
+weights cost memory though they never run. They are counted as dormant (:class:`InlinedBranches`). What the
+inlined branches defined is kept by name (``subgraph_tensors``): onnxruntime holds a subgraph's own weights
+twice once loaded (analysis.runtime_memory), where the main graph's are held once.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class InlinedBranches:
     dormant_nodes: int = 0  # nodes of branches not taken (loaded, never run)
     dormant_weights: int = 0  # their initializers and Constant values
     dormant_weight_bytes: int = 0
+    dormant_folded_bytes: int = 0  # what onnxruntime's constant folding computes in them (None shapes: not counted)
+    # tensors the inlined branches defined (their initializers, Constant values and node outputs), as renamed
+    subgraph_tensors: set[str] = field(default_factory=set)
 
 
 def inline_taken_branches(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
@@ -92,7 +97,15 @@ def inline_taken_branches(model: onnx.ModelProto, input_shapes: Mapping[str, Seq
         for attr, branch in branches.items():
             if attr != taken:
                 _count_dormant(branch, result)
+                if _folds_anything(branch):
+                    if shapes is None:
+                        shapes = _shapes(work, input_shapes)
+                    result.dormant_folded_bytes += _folded_bytes(branch, _constants(work.graph), shapes)
         inlined = _inline(work.graph, node, branches[taken], name)
+        bound = set(node.output)  # the If's outputs, bound by Identity nodes: the main graph's names
+        result.subgraph_tensors.update(o for n in inlined for o in n.output if o and o not in bound)
+        moved = len(branches[taken].initializer)  # _inline appended them
+        result.subgraph_tensors.update(t.name for t in list(work.graph.initializer)[-moved:] if moved)
         nodes = list(work.graph.node)
         nodes[index:index + 1] = inlined
         del work.graph.node[:]
@@ -110,6 +123,52 @@ def _count_dormant(branch: GraphProto, result: InlinedBranches) -> None:
             if is_op(n, "Constant") and constant_tensor(n) is not None:
                 result.dormant_weights += 1
                 result.dormant_weight_bytes += constant_bytes(n)
+
+
+def _constants(graph: GraphProto) -> set[str]:
+    """The graph's weights, Constant values and what constant folding makes of them (as graph.onnx_execution)."""
+    known = {t.name for t in graph.initializer}
+    _fold_walk(graph, known, None)
+    return known
+
+
+def _folded_bytes(branch: GraphProto, outer: set[str], shapes: Mapping[str, Any]) -> int:
+    """Bytes of the tensors onnxruntime's constant folding computes in ``branch`` and its nested subgraphs, which
+    read ``outer`` (the enclosing scopes' constants) too: a dormant branch's weights sliced and reshaped at load,
+    folded though the branch never runs."""
+    known = set(outer) | {t.name for t in branch.initializer}
+    return _fold_walk(branch, known, shapes)
+
+
+def _fold_walk(graph: GraphProto, known: set[str], shapes: Mapping[str, Any] | None) -> int:
+    """Adds to ``known`` what folds in ``graph`` (the rule of onnx_execution._folds_at_load, Shape/Size aside);
+    with ``shapes``, returns the folded outputs' bytes, nested subgraphs' included."""
+    from edgeopt.graph.model import Tensor, tensor_size_bytes
+    from edgeopt.graph.onnx_execution import folds_from_constants
+
+    total = 0
+    for node in graph.node:
+        if is_op(node, "Constant"):
+            known.update(o for o in node.output if o)
+            continue
+        nested = subgraphs(node)
+        if nested:
+            if shapes is not None:
+                total += sum(_folded_bytes(sub, known, shapes) for _, sub in nested)
+            continue
+        if folds_from_constants(node, known):
+            known.update(o for o in node.output if o)
+            if shapes is not None:
+                for out in node.output:
+                    info = shapes.get(out)
+                    if info is not None:
+                        total += tensor_size_bytes(Tensor(out, info.shape, info.dtype)) or 0
+    return total
+
+
+def _folds_anything(branch: GraphProto) -> bool:
+    """Whether a node of ``branch`` (or of a nested subgraph) could fold: one other than Constant, If or Loop."""
+    return any(not is_op(n, "Constant") and not subgraphs(n) for g in iter_graphs(branch) for n in g.node)
 
 
 def _evaluate(graph: GraphProto, condition: str, model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],

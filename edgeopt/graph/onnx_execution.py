@@ -143,18 +143,24 @@ _NOT_FOLDED = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "R
                          "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 
 
-def _folds_at_load(node: NodeProto, folded: set[str], shapes: Mapping[str, TensorInfo], static_shapes: bool) -> bool:
+def folds_from_constants(node: NodeProto, folded: set[str]) -> bool:
     """onnxruntime's ConstantFolding computes ``node`` once at load: a default-domain op without subgraphs whose
-    inputs are all constants (weights or folded outputs), or a Shape/Size of a statically shaped tensor."""
+    inputs are all constants (weights or folded outputs)."""
     if node.domain not in DEFAULT_DOMAINS or node.op_type in _NOT_FOLDED or not node.output:
         return False
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         return False
     inputs = [name for name in node.input if name]
-    if node.op_type in ("Shape", "Size") and inputs:
+    return bool(inputs) and all(name in folded for name in inputs)
+
+
+def _folds_at_load(node: NodeProto, folded: set[str], shapes: Mapping[str, TensorInfo], static_shapes: bool) -> bool:
+    """:func:`folds_from_constants`, or a Shape/Size of a statically shaped tensor."""
+    inputs = [name for name in node.input if name]
+    if node.op_type in ("Shape", "Size") and inputs and node.domain in DEFAULT_DOMAINS:
         info = shapes.get(inputs[0])
         return static_shapes and info is not None and info.shape is not None
-    return bool(inputs) and all(name in folded for name in inputs)
+    return folds_from_constants(node, folded)
 
 
 def _data_dtype(node: NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:

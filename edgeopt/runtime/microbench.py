@@ -171,11 +171,34 @@ def _lstm(hidden: int, steps: int) -> bytes:
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 1, 1, hidden])], inits)
 
 
+def _subgraph_weights(count: int, side: int) -> bytes:
+    """An If on the input's data whose two branches each add ``count`` weights of their own (side x side) to it."""
+    rng = np.random.default_rng(0)
+
+    def branch(name: str) -> onnx.GraphProto:
+        nodes, inits, previous = [], [], "x"
+        for index in range(count):
+            weight = f"{name}_w{index}"
+            inits.append(numpy_helper.from_array(rng.standard_normal((side, side)).astype(np.float32), weight))
+            nodes.append(helper.make_node("Add", [previous, weight], [f"{name}_a{index}"]))
+            previous = f"{name}_a{index}"
+        nodes.append(helper.make_node("Identity", [previous], [f"{name}_y"]))
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT,
+                                                                                 [side, side])], inits)
+
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+             helper.make_node("Greater", ["total", "zero"], ["positive"]),
+             helper.make_node("If", ["positive"], ["y"], then_branch=branch("then"), else_branch=branch("else"))]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [side, side])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [side, side])],
+                       [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+
+
 def memory_probe_models() -> dict[str, bytes]:
     """What `runtime_memory_from_probes` reads: a one-op session, one of a thousand nodes and one of five
     hundred nodes with an initializer each; convolution, MatMul and LSTM weights (9, 16 and 18 MiB), int8
-    convolution and MatMul weights (2.3 and 4 MiB, QDQ); an activation chain (three 3 MiB tensors live at
-    once)."""
+    convolution and MatMul weights (2.3 and 4 MiB, QDQ); weights If branches define (2 x 16 of 256 KiB); an
+    activation chain (three 3 MiB tensors live at once)."""
     return {
         "session": _chain(1, [1, 4]),
         "nodes": _chain(PROBE_NODES // 2, [1, 4]),
@@ -185,6 +208,7 @@ def memory_probe_models() -> dict[str, bytes]:
         "lstm": _lstm(768, 4),
         "conv_int8": qdq_stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
         "matmul_int8": qdq_stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
+        "subgraph": _subgraph_weights(16, 256),
         "arena": _chain(10, [1, 64, 112, 112]),
     }
 
@@ -209,8 +233,9 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
     from edgeopt.graph.build import build_graph
 
     models = {name: onnx.load_from_string(data) for name, data in memory_probe_models().items()}
-    # not in calibrations before runner 8: the fp32 kinds' factors stand, initializers cost nothing apart
-    optional = {"conv_int8", "matmul_int8", "initializers"}
+    # not in calibrations before runner 8: the fp32 kinds' factors stand, initializers cost nothing apart; the
+    # subgraph probe is newer (host recipe 41)
+    optional = {"conv_int8", "matmul_int8", "initializers", "subgraph"}
     if set(models) - optional - set(probes):
         return None
     session, arena = probes["session"], probes["arena"]
@@ -232,6 +257,8 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         count = PROBE_NODES // 2
         per_initializer = max(0, (probes["initializers"]["after_load"] - session["after_load"]
                                   - per_node * (count - 1)) // count)
+    subgraph_kept, subgraph_load = _subgraph_copies(models["subgraph"], probes.get("subgraph"),
+                                                    session["after_load"], per_node, per_initializer)
     measured_probes = {probe: kinds for probe, kinds in WEIGHT_PROBES.items() if probe in probes}
     kept = {kind: copies(probe, "after_load") for probe, kinds in measured_probes.items() for kind in kinds}
     held = {kind: copies(probe, "load_peak") for probe, kinds in measured_probes.items() for kind in kinds}
@@ -242,6 +269,7 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         interpreter_baseline_bytes=session["baseline"], session_fixed_bytes=session["after_load"],
         session_per_node_bytes=per_node, session_per_initializer_bytes=per_initializer,
         first_run_bytes=first_run, weight_copies=kept,
+        subgraph_weight_copies=subgraph_kept, subgraph_load_copies=subgraph_load,
         load_weight_copies={"default": 2.0, **held, **by_default},
         load_weight_copies_held={"default": 2.0, **held} if by_default else None,
         # by the reading kernel's kind (an int8 MatMul's is matmul)
@@ -249,6 +277,24 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         # the simulation is the model; the factor only adds what it misses (a run's own buffers)
         arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / simulated), 2),
         source=source)
+
+
+def _subgraph_copies(model: onnx.ModelProto, probe: dict[str, int] | None, session: int, per_node: int,
+                     per_initializer: int) -> tuple[float, float]:
+    """The copies of a weight an If branch defines that the runtime holds beyond one, once loaded and at the load
+    peak (the subgraph probe's branches' weights; its nodes' and initializers' session share set apart); (0, 0)
+    without the probe."""
+    if probe is None:
+        return 0.0, 0.0
+    graphs = [model.graph, *(attr.g for node in model.graph.node for attr in node.attribute if attr.HasField("g"))]
+    weights = sum(numpy_helper.to_array(t).nbytes for g in graphs for t in g.initializer if len(t.dims) > 1)
+    nodes = sum(len(g.node) for g in graphs)
+    base = session + per_node * (nodes - 1) + per_initializer * sum(len(g.initializer) for g in graphs)
+
+    def beyond_one(phase: str) -> float:
+        return round(max(0.0, (probe[phase] - base) / weights - 1.0), 2)
+
+    return beyond_one("after_load"), beyond_one("load_peak")
 
 
 def microbench_bundle(threads: int | None = None, budget_s: float = 1.5, checks: bool = True) -> dict[str, Any]:

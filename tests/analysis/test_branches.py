@@ -114,17 +114,72 @@ def test_the_estimate_prices_the_taken_branch_and_counts_the_other_as_loaded():
 
 def test_the_branch_not_taken_folds_at_load_like_the_one_that_runs():
     # each branch's weight is stored transposed: onnxruntime folds the Transpose in both at load. The narrow
-    # branch runs: its 4 KiB folded, and the wide one's counted in proportion to the weights (64 KiB against
-    # the running 4 KiB + the 8-byte rate): within a few bytes of the 64 KiB it folds
+    # branch runs (its 4 KiB folded); the wide one's 64 KiB transposed copy is folded too
     from edgeopt.analysis.runtime_memory import folded_at_load_bytes
 
     model = switch_model("sr", stored_transposed=True)
     feeds = {"x": np.ones((8, 64), np.float32), "sr": np.array(8000, np.int64)}
     assert run_ort(model, feeds)[0].shape == (8, NARROW)
     graph = to_graph(model, {"x": (8, 64)}, input_values={"sr": np.array(8000, np.int64)})
-    running = 64 * NARROW * 4
-    assert folded_at_load_bytes(graph) == running + running * (64 * WIDE * 4) // (running + 8)
-    assert folded_at_load_bytes(graph) == pytest.approx(64 * (WIDE + NARROW) * 4, abs=200)
+    assert graph.dormant_folded_bytes == 64 * WIDE * 4
+    assert folded_at_load_bytes(graph) == 64 * (WIDE + NARROW) * 4
+
+
+def test_a_nested_branch_not_taken_folds_the_weights_its_enclosing_branch_holds():
+    """silero-vad's shape: the outer branch holds an LSTM-like weight in a Constant, and each branch of a nested
+    If slices it (a Slice of an outer-scope constant folds at load in both, though one never runs). Counting
+    the dormant branch by its own weights (it has none) would miss its fold."""
+    from edgeopt.analysis.runtime_memory import folded_at_load_bytes
+
+    def slicing(name: str, rows: int) -> object:
+        starts, ends = (numpy_helper.from_array(np.array([at], np.int64)) for at in (0, rows))
+        nodes = [helper.make_node("Constant", [], [f"{name}_s"], value=starts),
+                 helper.make_node("Constant", [], [f"{name}_e"], value=ends),
+                 helper.make_node("Slice", ["w", f"{name}_s", f"{name}_e"], [f"{name}_part"]),
+                 helper.make_node("MatMul", ["x", f"{name}_part"], [f"{name}_y"])]
+        return helper.make_graph(nodes, name, [], [tensor(f"{name}_y", TensorProto.FLOAT, [8, 32])])
+
+    weight = numpy_helper.from_array(np.full((64, 32), 0.5, np.float32))
+    inner = helper.make_node("If", ["cond"], ["inner_y"], then_branch=slicing("top", 64),
+                             else_branch=slicing("bottom", 64))
+    outer_then = helper.make_graph([helper.make_node("Constant", [], ["w"], value=weight), inner], "outer_then", [],
+                                   [tensor("inner_y", TensorProto.FLOAT, [8, 32])])
+    outer_else = helper.make_graph([helper.make_node("Constant", [], ["o"], value=numpy_helper.from_array(
+        np.zeros((8, 32), np.float32))), helper.make_node("Add", ["o", "o"], ["else_y"])], "outer_else", [],
+        [tensor("else_y", TensorProto.FLOAT, [8, 32])])
+    nodes = [helper.make_node("Constant", [], ["rate"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+             helper.make_node("Equal", ["sr", "rate"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=outer_then, else_branch=outer_else)]
+    model = make_model(nodes, [tensor("x", TensorProto.FLOAT, [8, 64]), tensor("sr", TensorProto.INT64, [])],
+                       [tensor("y", TensorProto.FLOAT, [8, 32])])
+    feeds = {"x": np.ones((8, 64), np.float32), "sr": np.array(16000, np.int64)}
+    assert run_ort(model, feeds)[0][0, 0] == 32.0
+    graph = to_graph(model, None, input_values={"sr": np.array(16000, np.int64)})
+    # folded at load: the running inner branch's slice (8 KiB), the nested dormant one's (8 KiB) and the outer
+    # else branch's o + o (1 KiB)
+    assert graph.dormant_folded_bytes == 64 * 32 * 4 + 8 * 32 * 4
+    assert folded_at_load_bytes(graph) == 2 * 64 * 32 * 4 + 8 * 32 * 4
+
+
+def test_a_branchs_own_weights_are_held_twice_once_loaded():
+    """onnxruntime keeps the tensor a subgraph defines beside the session's copy: the estimate adds the
+    runtime's subgraph copies to every weight a branch holds, the running branch's and the dormant one's,
+    and none to the main graph's."""
+    model = switch_model("sr")
+    graph = to_graph(model, {"x": (8, 64)}, input_values={"sr": np.array(8000, np.int64)})
+    assert "narrow_w" in graph.subgraph_tensors and "narrow_w" in graph.weights
+    assert "rate" not in graph.subgraph_tensors  # the main graph's own constant
+    plan = liveness_plan(graph)
+    without = X86_ONNXRUNTIME.model_copy(update={"subgraph_weight_copies": 0.0, "subgraph_load_copies": 0.0})
+    held = X86_ONNXRUNTIME.model_copy(update={"subgraph_weight_copies": 1.0, "subgraph_load_copies": 2.0})
+
+    def part(memory, key):
+        return next(p.bytes for p in memory.parts if p.key == key)
+
+    plain, twice = (estimate_runtime_memory(graph, plan, runtime) for runtime in (without, held))
+    in_branches = 64 * (WIDE + NARROW) * 4
+    assert part(twice, "weights") - part(plain, "weights") == in_branches
+    assert twice.load_peak_increase_bytes - plain.load_peak_increase_bytes == 2 * in_branches
 
 
 def test_an_untaken_branchs_constants_count_whatever_attribute_holds_them():
