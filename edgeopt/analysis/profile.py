@@ -66,8 +66,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.broadcast import BROADCASTING_OPS, span_count
-from edgeopt.analysis.conv_depth import (DEPTH_ANCHORS, GEMM_POSITIONS_ANCHOR, LSTM_STEPS_ANCHOR, depth_factor,
-                                         shallow_k0)
+from edgeopt.analysis.conv_depth import DEPTH_ANCHORS, GEMM_POSITIONS_ANCHOR, LSTM_STEPS_ANCHOR, anchored_factor
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic, resolve_alias
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.tflite_memory import estimate_tflite_memory
@@ -576,13 +575,13 @@ def _apply_depth(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any], 
     if anchor is None or facts["execution_dtype"] != "int8" or facts["device"] != "cpu" or \
             not times["compute_time_us"] or not times["efficiency"]:
         return
-    reference_depth, shallow_key, shallow_depth = anchor
+    reference_depth, shallower = anchor
     table = fig.owner_efficiency()
     shape = _conv_weight_shape(graph, graph.nodes[facts["index"]], facts["op_type"])
     if shape is None or len(shape) < 3:
         return
-    _slow_down(times, _efficiency(table, "conv", facts["op_class"], "int8"), table.get(shallow_key),
-               (reference_depth, shallow_depth, math.prod(shape[1:])))
+    _slow_down(times, _efficiency(table, "conv", facts["op_class"], "int8"),
+               [(depth, table.get(key)) for key, depth in shallower], reference_depth, math.prod(shape[1:]))
 
 
 def _conv_weight_shape(graph: Graph, node: Node, op_type: str) -> tuple[int, ...] | None:
@@ -798,19 +797,17 @@ def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any]
         return
     reference_size, short_key, short_size = anchor
     table = fig.owner_efficiency()
-    _slow_down(times, _efficiency(table, *reference_key, "fp32"), table.get(short_key),
-               (reference_size, short_size, size))
+    _slow_down(times, _efficiency(table, *reference_key, "fp32"), [(short_size, table.get(short_key))],
+               reference_size, size)
 
 
-def _slow_down(times: dict[str, Any], reference: float | None, short: float | None, sizes: tuple[int, int, int]
-               ) -> None:
-    """The node's efficiency at its size on the ``n / (n + k0)`` curve through the reference's and the short
-    model's (analysis.conv_depth; ``sizes``: reference, short model's, the node's), where both were measured."""
-    reference_size, short_size, size = sizes
-    k0 = shallow_k0(reference, short, reference_size, short_size) if short and reference else None
-    if k0 is None:
+def _slow_down(times: dict[str, Any], reference: float | None, anchors: list[tuple[int, float | None]],
+               reference_size: int, size: int) -> None:
+    """The node's efficiency at its ``size`` on the curve through the reference's and the shallower anchors'
+    (analysis.conv_depth.anchored_factor), where the reference and at least one of them were measured."""
+    if not reference:
         return
-    factor = depth_factor(size, reference_size, k0)
+    factor = anchored_factor(size, reference_size, reference, anchors)
     if factor < 1.0:
         _scale_compute(times, 1 / factor)
 

@@ -6,8 +6,9 @@ on held-out models.
   one small weight again and again (cache), at one thread and at the asked count;
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a Conv
   with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in int8 QDQ too,
-  and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); a shallow int8 3x3
-  Conv (3 input channels) and 1x1 Conv (16), which fix how int8 convolutions slow with depth (analysis.conv_depth);
+  and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); shallower int8 3x3
+  Convs (32, 16 and 3 input channels) and a 1x1 Conv (16), which fix how int8 convolutions slow with depth
+  (analysis.conv_depth);
   dynamic quantization's ConvInteger and MatMulInteger with u8 and with s8 weights (``conv.integer_u8@int8``, ...).
   Each class's efficiency is its throughput over the peak of its dtype, both measured at the same thread count; an
   int8 class's is then solved through the estimate (``refit_through_estimates``), which prices the Quantize and
@@ -115,8 +116,13 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.1x1@int8": qdq_model("Conv", pw_weights, [1, 128, 28, 28], [1, 128, 28, 28]),
         # a batch-1 fully connected layer in int8: a GEMV whose kernel pays per output column beyond its weights
         "matmul.row@int8": qdq_model("MatMul", _weights((1024, 1024), 9), [1, 1024], [1, 1024]),
-        # shallow int8 convolutions (analysis.conv_depth), after their families' references: an RGB stem, and a
-        # 1x1 Conv of 16 input channels
+        # shallower int8 convolutions (analysis.conv_depth), after their families' references, deepest first (each
+        # solved on the curve through the one above): the reference at 32 and 16 input channels, an RGB stem, and
+        # a 1x1 Conv of 16 input channels
+        "conv.32ch@int8": qdq_model("Conv", _weights((64, 32, 3, 3), 15), [1, 32, 56, 56], [1, 64, 56, 56],
+                                    pads=[1, 1, 1, 1]),
+        "conv.16ch@int8": qdq_model("Conv", _weights((64, 16, 3, 3), 16), [1, 16, 56, 56], [1, 64, 56, 56],
+                                    pads=[1, 1, 1, 1]),
         "conv.shallow@int8": qdq_model("Conv", _weights((32, 3, 3, 3), 12), [1, 3, 64, 64], [1, 32, 64, 64],
                                        pads=[1, 1, 1, 1]),
         "conv.1x1.shallow@int8": qdq_model("Conv", _weights((64, 16, 1, 1), 13), [1, 16, 56, 56], [1, 64, 56, 56]),

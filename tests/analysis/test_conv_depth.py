@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeopt.analysis.conv_depth import LINEAR_K0, depth_factor, shallow_k0
+from edgeopt.analysis.conv_depth import LINEAR_K0, anchored_factor, depth_factor, shallow_k0
 from edgeopt.analysis.profile import static_profile
 from edgeopt.runtime.microbench import op_stack, qdq_model
 from edgeopt.targets import TargetProfile
@@ -75,3 +75,34 @@ def test_a_qoperator_convolution_reads_its_weight_where_qlinearconv_keeps_it():
     model.ir_version = 8
     stem = conv_node(model, target(conv=0.8, **{"conv.shallow@int8": 0.08}))
     assert stem.execution_dtype == "int8" and stem.efficiency == pytest.approx(0.08)
+
+
+def test_each_depth_is_priced_on_the_curve_between_the_anchors_around_it():
+    """Measured anchors at depth 27, 144 and 288 below the reference (576): a depth between two of them is on
+    the curve through those two, so a CPU whose 3x3 ratios at 144 and 288 sit above the stem's curve (an AMD
+    EPYC: 0.71 and 0.88 where the curve through the stem gives 0.58 and 0.81) is priced at them."""
+    reference, anchors = 0.8, [(288, 0.8 * 0.88), (144, 0.8 * 0.71), (27, 0.8 * 0.17)]
+    for depth, ratio in ((288, 0.88), (144, 0.71), (27, 0.17), (576, 1.0), (1152, 1.0)):
+        assert anchored_factor(depth, 576, reference, anchors) == pytest.approx(ratio)
+    # between 288 and 576: the curve through those two alone
+    k0 = shallow_k0(0.8, 0.8 * 0.88, 576, 288)
+    assert anchored_factor(432, 576, reference, anchors) == pytest.approx(depth_factor(432, 576, k0))
+    # between 27 and 144, scaled to the upper anchor; below 27, the same curve
+    k0 = shallow_k0(0.8 * 0.71, 0.8 * 0.17, 144, 27)
+    for depth in (72, 9):
+        assert anchored_factor(depth, 576, reference, anchors) == pytest.approx(0.71 * depth_factor(depth, 144, k0))
+    # with the stem alone (a calibration before the middle anchors), the one curve through it
+    k0 = shallow_k0(0.8, 0.8 * 0.17, 576, 27)
+    assert anchored_factor(288, 576, reference, [(27, 0.8 * 0.17), (144, None)]) == \
+        pytest.approx(depth_factor(288, 576, k0))
+    # an anchor measured faster than the reference does not make a shallower Conv faster than it
+    assert anchored_factor(288, 576, reference, [(288, 0.9), (27, 0.1)]) == 1.0
+    assert anchored_factor(288, 576, reference, []) == 1.0
+
+
+def test_a_32_channel_int8_conv_is_priced_at_its_own_anchor():
+    measured = target(conv=0.8, **{"conv.shallow@int8": 0.08, "conv.32ch@int8": 0.72, "conv.16ch@int8": 0.6})
+    assert conv_node(conv(32), measured).efficiency == pytest.approx(0.72)
+    assert conv_node(conv(16), measured).efficiency == pytest.approx(0.6)
+    assert conv_node(conv(3), measured).efficiency == pytest.approx(0.08)
+    assert conv_node(conv(64), measured).efficiency == pytest.approx(0.8)

@@ -862,12 +862,13 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
     truth = {"conv.1x1": 0.4, "conv.1x1@int8": 0.25, "conv.depthwise@int8": 0.03, "quantize": 0.02,
              "dequantize": 0.03, "conv.integer_u8@int8": 0.15, "matmul.integer_s8@int8": 0.9,
              "dynamic_quantize": 0.01, "mul": 0.02, "broadcast_span": 0.002, "conv": 0.5,
-             "conv.shallow@int8": 0.05, "conv@int8": 0.7, "matmul": 0.9, "lstm": 0.5, "lstm.recurrent": 0.3}
+             "conv.shallow@int8": 0.05, "conv@int8": 0.7, "matmul": 0.9, "lstm": 0.5, "lstm.recurrent": 0.3,
+             "conv.32ch@int8": 0.6, "conv.16ch@int8": 0.45}
     truth_one = {"conv.1x1": 0.8, "conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.05, "quantize": 0.04,
                  "dequantize": 0.05, "conv.integer_u8@int8": 0.2, "matmul.integer_s8@int8": 1.2,
                  "dynamic_quantize": 0.02, "mul": 0.03, "broadcast_span": 0.003, "conv": 0.6,
                  "conv.shallow@int8": 0.07, "conv@int8": 0.9, "matmul": 0.95, "lstm": 0.6,
-                 "lstm.recurrent": 0.4}
+                 "lstm.recurrent": 0.4, "conv.32ch@int8": 0.8, "conv.16ch@int8": 0.6}
     actual = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 4e9, "int8": 8e9},
                         single_thread_peak_ops_per_s={"fp32": 2e9, "int8": 4e9},
                         efficiency=truth, single_thread_efficiency=truth_one)
@@ -889,7 +890,7 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
     # the dense int8 Conv too (the int8 peak's Conv, its time with its Q/DQ): no longer the fp32 Conv's efficiency
     assert "conv@int8" in models and direct.efficiency["conv@int8"] < 0.95 * truth["conv@int8"]
     for key in ("conv.1x1@int8", "conv.depthwise@int8", "conv.integer_u8@int8", "matmul.integer_s8@int8",
-                "broadcast_span", "conv.shallow@int8", "conv@int8"):
+                "broadcast_span", "conv.shallow@int8", "conv@int8", "conv.32ch@int8", "conv.16ch@int8"):
         assert refit.efficiency[key] == pytest.approx(truth[key], rel=2e-3), key
         assert refit.single_thread_efficiency[key] == pytest.approx(truth_one[key], rel=2e-3), key
     # the LSTM class model's time solves its recurrent part (its input projection priced at the MatMul's), and
@@ -1215,3 +1216,31 @@ def test_an_lstm_over_few_steps_runs_at_the_one_step_models_efficiency():
     assert 0.1 < eight < 0.4
     # without the one-step figure, the class's efficiency at any length
     assert static_profile(_lstm_model(1), cpu_target(efficiency={"lstm": 0.4})).node("lstm").efficiency == 0.4
+
+
+def test_int8_convolutions_pay_the_transposes_onnxruntime_puts_around_their_channels_last_region(tmp_path):
+    """onnxruntime runs int8 Convs channels-last and cancels the Transposes between them: a chain of two QDQ Convs
+    keeps one Transpose where its input enters (16 x 8 x 8 bytes, read and written) and one where its output
+    leaves, as many as the optimized model onnxruntime writes holds; the Convs' QuantizeLinear and
+    DequantizeLinear pass the layout through."""
+    import onnxruntime as ort
+
+    from edgeopt.runtime.microbench import qdq_stack
+
+    model = onnx.load_from_string(qdq_stack("Conv", 2, (16, 16, 3, 3), [1, 16, 8, 8], pads=[1] * 4))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    transposes = sum(node.op_type == "Transpose" for node in optimized.graph.node)
+    graph = to_graph(model)
+    copies = [amount for per_node in graph.layout_copy_bytes[16].values() for amount in per_node]
+    assert copies == [2 * 16 * 8 * 8] * transposes and transposes == 2
+    assert graph.layout_copy_bytes[8] == graph.layout_copy_bytes[16]  # 8-bit tensors: no channel blocks
+    convs = [n.index for n in graph.nodes if n.op_type == "Conv"]
+    assert convs[0] in graph.layout_copy_bytes[16] and convs[1] not in graph.layout_copy_bytes[16]
+    # the float chain has none of them: its NCHWc ReorderInput and ReorderOutput alone (float32, 8192 B each)
+    from edgeopt.runtime.microbench import op_stack
+
+    plain = to_graph(onnx.load_from_string(op_stack("Conv", 2, (16, 16, 3, 3), [1, 16, 8, 8], pads=[1] * 4)))
+    assert plain.layout_copy_bytes[16] == {0: (2 * 4 * 16 * 8 * 8,), 1: (2 * 4 * 16 * 8 * 8,)}
