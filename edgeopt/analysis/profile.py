@@ -747,6 +747,39 @@ def _apply_depthwise_border(times: dict[str, Any], graph: Graph, node: Node, fac
     _scale_compute(times, cost(_border_share(3, stride, width_out)) / reference)
 
 
+# What a blocked Conv pays per output apart from its taps, in taps of one input channel: measured on an AMD EPYC
+# (onnxruntime 1.32, one thread, chains of Convs on maps of 1 to 48 rows by 96): 3x3 depthwise 9.8, 5x5 depthwise
+# 4.3, a dense 3x3 of 64 channels 11.6.
+OUTPUT_COST_TAPS = 8.0
+# the class models' maps (3x3 kernels over 56 rows): their measured efficiency already holds their own padding rows
+REFERENCE_ROWS_INSIDE = (56 * 3 - 2) / (56 * 3)
+
+
+def padding_rows_factor(share: float, taps: int) -> float:
+    """A blocked Conv's compute time over its class model's per MAC, from the share of its kernel rows inside the
+    input and its taps per output (input channels of its group x kernel area)."""
+    fixed = OUTPUT_COST_TAPS / (OUTPUT_COST_TAPS + taps)
+    return (fixed + (1 - fixed) * share) / (fixed + (1 - fixed) * REFERENCE_ROWS_INSIDE)
+
+
+def _apply_padding_rows(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
+                        block: int | None) -> None:
+    """A float Conv on the NCHWc path skips the kernel rows that fall on the top and bottom padding: its taps cost
+    in proportion to the rows inside, beside a cost per output (OUTPUT_COST_TAPS). Measured against 48-row maps, a
+    5x5 depthwise Conv on 2 rows ran 2.2x faster per MAC (2 of its 5 rows inside), a dense 3x3 one on 2 rows
+    1.5x (2 of 3); PP-OCR's direction classifier's 5x5 depthwise Convs on 2x96 and 3x96 maps had been priced
+    3.4x their measured time."""
+    share = node.valid_kernel_rows
+    if share is None or not block or facts["device"] != "cpu" or node.nchwc_blocks is None \
+            or block not in node.nchwc_blocks or facts["execution_dtype"] not in (None, "fp32") \
+            or facts["op_class"] not in (None, "1x1", "depthwise", "thin", "narrow") or not times["compute_time_us"]:
+        return
+    shape = _conv_weight_shape(graph, node, facts["op_type"])
+    if shape is None or len(shape) != 4:
+        return
+    _scale_compute(times, padding_rows_factor(share, math.prod(shape[1:])))
+
+
 # onnxruntime's recurrent cells compute the input projection of all steps as one GEMM (X x W), then step by step
 # the recurrent product (H x R), a matrix-vector product per step: priced apart where calibration solved the
 # recurrent part's own efficiency ("lstm.recurrent", from the lstm class model: 256 inputs, 256 hidden units),
@@ -990,6 +1023,7 @@ def static_profile(
                 _apply_plain_input(found, graph, node, facts, figures_at, block)
                 _apply_block_padding(found, graph, node, facts, block)
                 _apply_depthwise_border(found, graph, node, facts, block)
+                _apply_padding_rows(found, graph, node, facts, block)
                 return found
             times = priced(fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]

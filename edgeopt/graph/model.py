@@ -108,6 +108,9 @@ class Node:
     nchwc_plain_input_blocks: tuple[int, ...] = ()
     # Output positions per image (the GEMM's columns on that path); None where unknown or not a Conv
     output_positions: int | None = None
+    # A float Conv with a kernel taller than one row: the share of its kernel rows that fall inside the input,
+    # over its output rows (a 5x5 kernel on a 2-row map reads 2 of its 5); None elsewhere
+    valid_kernel_rows: float | None = None
 
     @property
     def runs_alone(self) -> bool:

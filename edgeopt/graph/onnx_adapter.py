@@ -209,7 +209,35 @@ def _conv_path(node: onnx.NodeProto, row: Any, shapes: Mapping[str, TensorInfo],
         else None
     weight = shapes.get(node.input[1])
     return {"nchwc_blocks": nchwc_conv_blocks(node, weight, weights),
-            "nchwc_plain_input_blocks": nchwc_plain_input_blocks(node, weight, weights), "output_positions": positions}
+            "nchwc_plain_input_blocks": nchwc_plain_input_blocks(node, weight, weights), "output_positions": positions,
+            "valid_kernel_rows": valid_kernel_rows(node, shapes.get(node.input[0]), weight, output)}
+
+
+def valid_kernel_rows(node: onnx.NodeProto, x: TensorInfo | None, weight: TensorInfo | None,
+                      y: TensorInfo | None) -> float | None:
+    """The share of a 2-D Conv's kernel rows that read inside its input, over its output rows (the rest read the
+    top and bottom padding); None for a one-row kernel or where a shape is unknown."""
+    if x is None or weight is None or y is None or not x.shape or not weight.shape or not y.shape \
+            or len(x.shape) != 4 or len(weight.shape) != 4 or len(y.shape) != 4:
+        return None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    rows_in, rows_out, kernel = x.shape[2], y.shape[2], weight.shape[2]
+    if kernel <= 1 or rows_out <= 0:
+        return None
+    stride = (list(attrs.get("strides") or [1, 1]) + [1])[0]
+    dilation = (list(attrs.get("dilations") or [1, 1]) + [1])[0]
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = max(0, (rows_out - 1) * stride + (kernel - 1) * dilation + 1 - rows_in)
+        top = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+    elif auto_pad == "VALID":
+        top = 0
+    else:
+        top = (list(attrs.get("pads") or [0, 0, 0, 0]) + [0])[0]
+    inside = sum(1 for row in range(rows_out) for tap in range(kernel)
+                 if 0 <= row * stride - top + tap * dilation < rows_in)
+    return inside / (rows_out * kernel)
 
 
 def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None = None, *,

@@ -349,8 +349,13 @@ def test_nchwc_reorders_are_priced_on_x86_by_block_size():
     assert profile.node("conv1").layout_copy_bytes == 16384 and profile.node("div").layout_copy_bytes == 0
     assert profile.node("conv2").layout_copy_us == pytest.approx(12288 / 2e9 * 1e6)
     plain = static_profile(graph, cpu_target())  # aarch64: no copies
+    # the blocked kernel skips the kernel rows on the padding (22 of 24 inside), which the aarch64 build is not
+    # priced for
+    from edgeopt.analysis.profile import padding_rows_factor
+
+    skipped = profile.node("conv2").compute_time_us * (1 / padding_rows_factor(22 / 24, 16 * 9) - 1)
     assert plain.node("conv2").time_us == pytest.approx(  # each reorder is a kernel of its own
-        profile.node("conv2").time_us - profile.node("conv2").layout_copy_us - 2 * NODE_OVERHEAD_US)
+        profile.node("conv2").time_us - profile.node("conv2").layout_copy_us - 2 * NODE_OVERHEAD_US + skipped)
     avx512 = static_profile(graph, cpu_target(arch="x86_64", isa_features=("avx2", "avx512f")))
     assert avx512.node("conv2").layout_copy_bytes == 16384 and avx512.node("conv1").layout_copy_bytes == 16384
     run_ort(model, {"x": np.ones((1, 16, 8, 8), np.float32)})
@@ -785,7 +790,9 @@ def test_an_nchwc_conv_pays_for_the_channels_its_blocks_pad():
     whole, padded = priced(conv(32), avx512), priced(conv(24), avx512)
     assert padded.macs == whole.macs * 24 // 32
     assert padded.compute_time_us == pytest.approx(whole.compute_time_us)  # 24 outputs computed as 32
-    assert padded.efficiency == pytest.approx(0.5 * 24 / 32)
+    from edgeopt.analysis.profile import padding_rows_factor  # its kernel rows on the padding skipped
+
+    assert padded.efficiency == pytest.approx(0.5 * 24 / 32 / padding_rows_factor((32 * 3 - 2) / 96, 32 * 9))
     assert priced(conv(24), avx2).compute_time_us == pytest.approx(priced(conv(32), avx2).compute_time_us * 24 / 32)
     assert priced(conv(48), avx512).compute_time_us == pytest.approx(whole.compute_time_us * 48 / 32)  # whole blocks
 
@@ -794,8 +801,11 @@ def test_an_nchwc_conv_pays_for_the_channels_its_blocks_pad():
         return make_model([node], [tensor("x", F, [1, inputs, 32, 32])], [tensor("y", F, [1, 64, 32, 32])],
                           [weight("w", (64, inputs, 3, 3))])
 
-    assert priced(dense(36), avx512).compute_time_us == pytest.approx(priced(dense(48), avx512).compute_time_us)
-    assert priced(dense(36), avx2).compute_time_us == pytest.approx(priced(dense(40), avx2).compute_time_us)
+    # (within the padding-rows rule's share of a cost per output, which it takes from the weight's 36 channels)
+    assert priced(dense(36), avx512).compute_time_us == pytest.approx(priced(dense(48), avx512).compute_time_us,
+                                                                      rel=1e-4)
+    assert priced(dense(36), avx2).compute_time_us == pytest.approx(priced(dense(40), avx2).compute_time_us,
+                                                                    rel=1e-4)
 
     def depthwise(channels: int):
         node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1], group=channels)
@@ -827,10 +837,16 @@ def test_a_depthwise_convs_border_columns_cost_more_on_small_maps():
     def cost(share: float) -> float:
         return (1 - share) + share / BORDER_RATE
 
-    assert per_mac(depthwise(7)) == pytest.approx(per_mac(depthwise(56)) * cost(2 / 7) / cost(2 / 56))
-    assert per_mac(depthwise(1)) == pytest.approx(per_mac(depthwise(56)) * cost(1.0) / cost(2 / 56))
+    from edgeopt.analysis.profile import padding_rows_factor  # and its kernel rows on the padding skipped
+
+    rows = padding_rows_factor((7 * 3 - 2) / 21, 9) / padding_rows_factor((56 * 3 - 2) / 168, 9)
+    assert per_mac(depthwise(7)) == pytest.approx(per_mac(depthwise(56)) * cost(2 / 7) / cost(2 / 56) * rows)
+    assert per_mac(depthwise(1)) == pytest.approx(per_mac(depthwise(56)) * cost(1.0) / cost(2 / 56)
+                                                  * padding_rows_factor(1 / 3, 9))
     assert per_mac(depthwise(56)) == pytest.approx(2 / (1e9 * 0.4) * 1e6)  # the class model's size: as measured
-    assert per_mac(depthwise(7, 5)) == pytest.approx(per_mac(depthwise(56, 5)))
+    # a 5x5 one has no border rule, only its kernel rows on the padding (6 of 35 on 7 rows, 6 of 280 on 56)
+    assert per_mac(depthwise(7, 5)) == pytest.approx(per_mac(depthwise(56, 5)) * padding_rows_factor(29 / 35, 25)
+                                                     / padding_rows_factor(274 / 280, 25))
 
 
 def test_a_one_row_int8_matrix_product_is_priced_by_its_own_class():
@@ -1021,8 +1037,11 @@ def test_a_blocked_conv_reading_a_plain_input_of_few_channels_is_priced_as_a_ste
     one_of_two, two_of_four = (1 / 1.5) / (2 / 2.5), (2 / 2.5) / (4 / 4.5)
     assert row(stem(3), avx512) == ("nchw", pytest.approx(0.3 * one_of_two))
     assert row(stem(3), avx2) == ("nchw", pytest.approx(0.3 * two_of_four))
-    assert row(stem(8), avx512)[0] == "nchw" and row(stem(8), avx2) == (None, 0.9)  # a whole 8-channel block
-    assert row(stem(16), avx512) == (None, 0.9)
+    from edgeopt.analysis.profile import padding_rows_factor  # (its first output row's top kernel row skipped)
+
+    assert row(stem(8), avx512)[0] == "nchw"  # and at AVX2 a whole 8-channel block
+    assert row(stem(8), avx2) == (None, pytest.approx(0.9 / padding_rows_factor(95 / 96, 8 * 9)))
+    assert row(stem(16), avx512) == (None, pytest.approx(0.9 / padding_rows_factor(95 / 96, 16 * 9)))
     assert row(stem(3), cpu_target(efficiency=table)) == (None, 0.9)  # aarch64: no NCHWc transformer
     unmeasured = cpu_target(arch="x86_64", isa_features=["avx2"], efficiency={"conv": 0.9})
     assert row(stem(3), unmeasured)[1] == pytest.approx(0.9 * CLASS_FACTOR["conv.nchw", "fp32"] * two_of_four)
@@ -1244,3 +1263,44 @@ def test_int8_convolutions_pay_the_transposes_onnxruntime_puts_around_their_chan
 
     plain = to_graph(onnx.load_from_string(op_stack("Conv", 2, (16, 16, 3, 3), [1, 16, 8, 8], pads=[1] * 4)))
     assert plain.layout_copy_bytes[16] == {0: (2 * 4 * 16 * 8 * 8,), 1: (2 * 4 * 16 * 8 * 8,)}
+
+
+def test_a_blocked_conv_skips_the_kernel_rows_on_its_top_and_bottom_padding():
+    """A 5x5 depthwise Conv on a 2-row map (pads 2): each output row reads 2 of its 5 kernel rows, so its taps cost
+    2/5 of a tall map's per MAC, beside a cost per output of OUTPUT_COST_TAPS taps; a 1-row kernel and a Conv
+    off the NCHWc path are unchanged."""
+    from edgeopt.analysis.profile import OUTPUT_COST_TAPS, REFERENCE_ROWS_INSIDE, padding_rows_factor
+    from edgeopt.runtime.microbench import op_stack
+
+    def node(rows: int, kernel: int = 5, channels: int = 96):
+        model = onnx.load_from_string(op_stack("Conv", 1, (channels, 1, kernel, kernel), [1, channels, rows, 96],
+                                               pads=[kernel // 2] * 4, group=channels))
+        graph = to_graph(model)
+        (conv,) = [n for n in graph.nodes if n.op_type == "Conv"]
+        target = cpu_target(arch="x86_64", isa_features=("avx2", "avx512f"),
+                            efficiency={"conv.depthwise": 0.5})
+        return conv, static_profile(graph, target).node(conv.name)
+
+    thin, thin_cost = node(2)
+    assert thin.valid_kernel_rows == pytest.approx(2 / 5)
+    tall, tall_cost = node(48)
+    assert tall.valid_kernel_rows == pytest.approx((48 * 5 - 6) / (48 * 5))  # 3 rows of 2 outputs at each edge
+    fixed = OUTPUT_COST_TAPS / (OUTPUT_COST_TAPS + 25)
+
+    def per_mac(cost, rows):
+        return cost.compute_time_us / (96 * 25 * rows * 96)
+
+    expected = (fixed + (1 - fixed) * 0.4) / (fixed + (1 - fixed) * tall.valid_kernel_rows)
+    assert per_mac(thin_cost, 2) / per_mac(tall_cost, 48) == pytest.approx(expected)
+    assert padding_rows_factor(REFERENCE_ROWS_INSIDE, 9) == 1.0  # the class models' own maps
+    one_row, _ = node(2, kernel=1)
+    assert one_row.valid_kernel_rows is None
+    # strides and SAME padding: a 3x3 stride-2 Conv over 4 rows with auto_pad SAME_UPPER (1 padded row at the
+    # bottom): output rows read input rows 0-2 and 2-4, the last one padding
+    from edgeopt.graph.onnx_adapter import valid_kernel_rows
+    from edgeopt.graph.onnx_shapes import TensorInfo
+
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER")
+    shares = valid_kernel_rows(conv, TensorInfo("x", (1, 8, 4, 4), "float32"), TensorInfo("w", (8, 8, 3, 3), "float32"),
+                               TensorInfo("y", (1, 8, 2, 2), "float32"))
+    assert shares == pytest.approx(5 / 6)
