@@ -17,7 +17,8 @@ from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
-AUTO_SECONDS = 0.3  # per microbenchmark: about 15 s in all with op classes, element rates, bandwidths, memory probes
+AUTO_SECONDS = 0.3  # per microbenchmark: about 20 s in all on 2 cores (an AMD EPYC, 2026-12-05) with op classes,
+#   element rates, bandwidths, memory probes
 #   (1.5 s each: `targets calibrate`)
 RECIPE = 43  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
 #   9: memory probes with an LSTM and a thousand nodes, pre-packing one weight at a time, their load peaks
