@@ -35,7 +35,8 @@ from edgeopt.tune import halving
 from edgeopt.tune.objectives import DIRECTIONS, TrialScore, pareto_front, ranking_key, score
 from edgeopt.tune.space import Space, apply, build_space
 from edgeopt.tune.storage import (
-    WORKER_ATTR, heartbeat, open_storage, quiet_optuna, recover_dead_trials, redacted, storage_url, this_worker,
+    WORKER_ATTR, claim_lock, heartbeat, open_storage, quiet_optuna, recover_dead_trials, redacted, storage_url,
+    this_worker,
 )
 
 TUNE_JSON = "tune.json"
@@ -304,9 +305,9 @@ def run_tune(plan: TunePlan, events: Events | None = None, should_stop: Callable
         if plan.settings.sampler == "grid" and _grid_done(study, plan):
             stopped = "grid exhausted"
             break
-        with quiet_optuna():
+        with quiet_optuna(), claim_lock(plan.storage):
             trial = study.ask(distributions)
-        trial.set_user_attr(WORKER_ATTR, this_worker())
+            trial.set_user_attr(WORKER_ATTR, this_worker())
         if plan.settings.sampler == "grid" and _claimed_before(study, trial):
             continue  # another worker holds this grid point (both queued the grid at once): the point runs once
         if _counted(study) > plan.settings.trials:  # another worker took the last one meanwhile

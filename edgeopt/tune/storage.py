@@ -32,6 +32,28 @@ def storage_url(url: str | None, out_dir: Path) -> str:
 
 
 @contextlib.contextmanager
+def claim_lock(url: str) -> Iterator[None]:
+    """Held while a worker takes its next trial from a SQLite study: Optuna moves a queued trial to "running"
+    with a read then a write, which SQLite does not lock between (PostgreSQL's SELECT ... FOR UPDATE does), so
+    two local workers starting together could both take trial 0 and the second to finish fail on telling it.
+    SQLite studies are local files: an advisory lock beside the file serializes the workers that share it."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks
+        fcntl = None  # type: ignore[assignment]
+    if path is None or fcntl is None or not Path(path).parent.is_dir():
+        yield
+        return
+    with open(f"{path}.claim-lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def quiet_optuna() -> Iterator[None]:
     """Optuna marks heartbeats and their callbacks experimental and warns on every use: not the user's concern."""
     with warnings.catch_warnings():
