@@ -591,6 +591,13 @@ def _conv_weight_shape(graph: Graph, node: Node, op_type: str) -> tuple[int, ...
     return tuple(weight.shape) if weight is not None and weight.shape else None
 
 
+def _runs_blocked(times: Mapping[str, Any], node: Node, facts: Mapping[str, Any], block: int | None) -> bool:
+    """A float Conv that onnxruntime runs on its NCHWc path at this CPU's block, with a compute time to scale (what
+    the block-padding, depthwise-border and padding-rows rules price)."""
+    return bool(block) and facts["device"] == "cpu" and facts["execution_dtype"] in (None, "fp32") \
+        and node.nchwc_blocks is not None and block in node.nchwc_blocks and bool(times["compute_time_us"])
+
+
 def _mark_layout_path(facts: dict[str, Any], node: Node, block: int | None) -> None:
     """The kernel a float Conv runs at this CPU's NCHWc block: off the NCHWc path, im2col and a GEMM per image (the
     "gemm" class, analysis.conv_depth) or a depthwise one's plain kernel ("depthwise.gemm"); on it, with fewer
@@ -688,9 +695,8 @@ def _apply_block_padding(times: dict[str, Any], graph: Graph, node: Node, facts:
     as 32 -> 64, a depthwise Conv of 72 channels as one of 80; PP-OCRv4's detector head (96 -> 24 on 160x160 and
     80x80 maps) ran at 0.77x of the speed priced for its MACs. A plain input (the "nchw" classes) is read as it
     is."""
-    if not block or facts["device"] != "cpu" or facts["kind"] != "conv" \
-            or facts["execution_dtype"] not in (None, "fp32") or facts["op_class"] not in (None, "1x1", "depthwise") \
-            or node.nchwc_blocks is None or block not in node.nchwc_blocks or not times["compute_time_us"]:
+    if not _runs_blocked(times, node, facts, block) or facts["kind"] != "conv" \
+            or facts["op_class"] not in (None, "1x1", "depthwise"):
         return
     shape = _conv_weight_shape(graph, node, facts["op_type"])
     if shape is None or len(shape) < 2 or not shape[0] or not shape[1]:
@@ -726,9 +732,8 @@ def _apply_depthwise_border(times: dict[str, Any], graph: Graph, node: Node, fac
                             block: int | None) -> None:
     """A float 3x3 depthwise Conv on the NCHWc path: its border columns at BORDER_RATE of its inner rate, against
     the class model's share of them (a 7x7 map's costs 1.7x per MAC what a 56x56 one does)."""
-    if not block or facts["device"] != "cpu" or facts["op_class"] != "depthwise" or node.nchwc_blocks is None \
-            or block not in node.nchwc_blocks or facts["execution_dtype"] not in (None, "fp32") \
-            or not times["compute_time_us"] or len(node.inputs) < 2 or not node.outputs:
+    if not _runs_blocked(times, node, facts, block) or facts["op_class"] != "depthwise" or len(node.inputs) < 2 \
+            or not node.outputs:
         return
     shape = _conv_weight_shape(graph, node, facts["op_type"])
     x, y = graph.tensors.get(node.inputs[0]), graph.tensors.get(node.outputs[0])
@@ -770,9 +775,8 @@ def _apply_padding_rows(times: dict[str, Any], graph: Graph, node: Node, facts: 
     1.5x (2 of 3); PP-OCR's direction classifier's 5x5 depthwise Convs on 2x96 and 3x96 maps had been priced
     3.4x their measured time."""
     share = node.valid_kernel_rows
-    if share is None or not block or facts["device"] != "cpu" or node.nchwc_blocks is None \
-            or block not in node.nchwc_blocks or facts["execution_dtype"] not in (None, "fp32") \
-            or facts["op_class"] not in (None, "1x1", "depthwise", "thin", "narrow") or not times["compute_time_us"]:
+    if share is None or not _runs_blocked(times, node, facts, block) \
+            or facts["op_class"] not in (None, "1x1", "depthwise", "thin", "narrow"):
         return
     shape = _conv_weight_shape(graph, node, facts["op_type"])
     if shape is None or len(shape) != 4:

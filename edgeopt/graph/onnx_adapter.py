@@ -16,7 +16,7 @@ from edgeopt.errors import InputError
 from edgeopt.graph.model import Graph, Node, Tensor
 from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
-from edgeopt.graph.onnx_layout import NCHWC_BLOCKS, nchwc_conv_blocks, nchwc_plain_input_blocks, nchwc_reorder_bytes
+from edgeopt.graph.onnx_layout import layout_copy_bytes, nchwc_conv_blocks, nchwc_plain_input_blocks
 from edgeopt.graph.onnx_kinds import onnx_kind
 from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
@@ -296,9 +296,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
         weight_bytes_by_dtype=weight_bytes_by_dtype(loaded),  # every branch's: all are loaded
         aliases=execution.aliases,
-        layout_copy_bytes={block: nchwc_reorder_bytes(analysed, shapes, execution.nodes, weights, block,
-                                                      padded.setdefault(block, {}))
-                           for block in NCHWC_BLOCKS},
+        layout_copy_bytes=layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded),
         layout_tensor_bytes=padded,
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),

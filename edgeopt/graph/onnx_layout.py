@@ -16,7 +16,7 @@ ops that do not care about the layout (element-wise ops, Q/DQ, Concat, int8 pool
 a tensor enters a channels-last region and one where it leaves it (:func:`int8_channels_last_copies`). Measured on
 an AMD EPYC (onnxruntime 1.32, one thread): a one-Conv int8 model's two Transposes took 26 of its 110 µs (a 1x1
 Conv, 128 channels on 28x28) and 61 of 304 (a depthwise Conv, 128 channels on 56x56); an int8 MobileNetV2 has two
-in all (its input and its pooled features).
+in all (its input and its pooled features). :func:`layout_copy_bytes` gives both kinds of copy, per block.
 """
 
 from __future__ import annotations
@@ -171,9 +171,22 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
     for name in needs_plain:  # one ReorderOutput per blocked tensor read as NCHW
         if name in producer:
             charge(producer[name], nbytes(name, blocked[name]))
-    for index, copies in int8_channels_last_copies(model, shapes, execution, constants).items():
-        charged[index] = charged.get(index, ()) + copies
     return charged
+
+
+def layout_copy_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], execution: Sequence[NodeExecution],
+                      constants: set[str], padded: dict[int, dict[str, int]]) -> dict[int, dict[int, tuple[int, ...]]]:
+    """Per NCHWc block: the bytes of each layout copy onnxruntime adds, per node charged (the NCHWc reorders at that
+    block, and the int8 channels-last Transposes, the same at every block); ``padded`` receives, per block, the
+    tensors its padding enlarges (:func:`nchwc_reorder_bytes`)."""
+    transposes = int8_channels_last_copies(model, shapes, execution, constants)
+    found = {}
+    for block in NCHWC_BLOCKS:
+        charged = nchwc_reorder_bytes(model, shapes, execution, constants, block, padded.setdefault(block, {}))
+        for index, copies in transposes.items():
+            charged[index] = charged.get(index, ()) + copies
+        found[block] = charged
+    return found
 
 
 # ops the transpose optimizer moves a channels-last Transpose through (any dtype), and pools whose int8 kernels run
