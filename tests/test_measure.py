@@ -140,6 +140,9 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     # a thousand nodes cost the session more than one; on x86 loading holds a convolution weight at least twice
     # (the parsed file and its NCHWc copy; aarch64 builds have no NCHWc layout and hold it about once)
     assert 256 < memory.session_per_node_bytes < 64 << 10
+    # a session running int8 kernels holds their code and tables (0.4 MiB on x86 once loaded, 0.2 more at the first
+    # run): present on any CPU, and far from a model's size
+    assert 0 < memory.int8_kernels_bytes < 4 << 20 and memory.int8_first_run_bytes < 4 << 20
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert memory.load_weight_copies["conv"] >= 2
     else:

@@ -15,6 +15,9 @@ SUBGRAPH = 2 * 16 * 256 * 256 * 4  # the subgraph probe's weights: 16 of 256 KiB
 # the arena probe (a chain of Sigmoid/Add on 3 MiB tensors) as analysis.arena simulates it: its first run writes
 # three 3 MiB tensors in three regions, then the memory pattern's 9 MiB block lands in a fourth
 ARENA_SIMULATED = 6 * 64 * 112 * 112 * 4
+# the int8 kernels probe's initializers, all of them (a 16x16x3x3 int8 weight, its scales and zero points, the
+# activations' scales and zero points)
+INT8_KERNELS_WEIGHTS = 16 * 16 * 9 + 16 * 4 + 16 + 4 * (4 + 1)
 
 
 def reading(after_load: float, load_peak: float | None = None, default: float | None = None) -> dict[str, int]:
@@ -43,6 +46,10 @@ def probes(with_runner_8: bool) -> dict[str, dict[str, int]]:
         share = 36 * 3000 + 33 * 1500
         found["subgraph"] = reading(SESSION + share + 2 * SUBGRAPH, SESSION + share + 3 * SUBGRAPH)
         found["conv_int8"] = reading(SESSION + 1.2 * CONV_INT8, SESSION + 1.4 * CONV_INT8, SESSION + 2.1 * CONV_INT8)
+        # the int8 kernels probe: its 12 nodes' and 11 initializers' share, its weights, 400 KB more once loaded;
+        # its first run 200 KB more than the one-op session's
+        loaded = SESSION + 11 * 3000 + 11 * 1500 + INT8_KERNELS_WEIGHTS + 400_000
+        found["int8_kernels"] = {**reading(loaded), "run_peak": loaded + 300_000 + 200_000}
     return found
 
 
@@ -61,6 +68,7 @@ def test_each_probe_sets_its_factor():
     assert memory.packed_one_at_a_time == ("matmul", "fully_connected", "lstm", "gru", "rnn")
     assert memory.arena_factor == 1.5  # against the simulated arena, not the planned peak (2x less)
     assert memory.subgraph_weight_copies == 1.0 and memory.subgraph_load_copies == 2.0
+    assert memory.int8_kernels_bytes == 400_000 and memory.int8_first_run_bytes == 200_000
 
 
 def test_a_runner_before_version_8_gives_the_held_copies_and_no_int8_factors():
@@ -68,6 +76,7 @@ def test_a_runner_before_version_8_gives_the_held_copies_and_no_int8_factors():
     assert memory.load_weight_copies["conv"] == 2.5 and memory.load_weight_copies_held is None
     assert "conv.int8" not in memory.load_weight_copies and memory.session_per_initializer_bytes == 0
     assert memory.subgraph_weight_copies == memory.subgraph_load_copies == 0.0
+    assert memory.int8_kernels_bytes == memory.int8_first_run_bytes == 0
     missing = probes(with_runner_8=False)
     del missing["arena"]
     assert runtime_memory_from_probes(missing, "hand-made") is None

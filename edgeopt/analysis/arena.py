@@ -19,9 +19,12 @@ So the resident arena is the high-water mark written in each region, summed: the
 pattern block's on top. The allocation order is the liveness plan's (the graph's node order): each
 node's outputs are allocated before it runs, its inputs freed after their last reader. Graph inputs are the
 caller's buffers, not the arena's; a tensor onnxruntime lays out in channel blocks (NCHWc on x86) takes its
-padded size. Not simulated: onnxruntime's planner handing a dead tensor's buffer to a new one of the same
-size (the BFC best fit mostly does the same), the reorder copies its NCHWc transformer adds, kernels' scratch
-buffers, and the heap a process already holds (analysis.runtime_memory accounts for what loading left free).
+padded size. The caller's outputs are taken from the arena on every run but left out of the memory pattern
+(onnxruntime does not trace them), so from the second run they come beside its block. The tensors the runtime
+adds to the model's (its NCHWc reorders' copies, a kernel's scratch) are the caller's to pass in
+(Graph.runtime_tensors). Not simulated: onnxruntime's planner handing a dead tensor's buffer to a new one of the
+same size (the BFC best fit mostly does the same), and the heap a process already holds
+(analysis.runtime_memory accounts for what loading left free).
 """
 
 from __future__ import annotations
@@ -129,11 +132,15 @@ def pattern_size(tensors: Iterable[LiveTensor]) -> int:
 
 
 def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = (),
-                   laid_out: Mapping[str, int] | None = None) -> ArenaSimulation:
+                   laid_out: Mapping[str, int] | None = None, returned: Iterable[str] = ()) -> ArenaSimulation:
     """The resident activation arena of a session running ``tensors`` (a liveness plan's, steps in execution
     order) twice or more; ``caller_owned``: tensors the arena does not hold (the graph's inputs); ``laid_out``:
-    the bytes the runtime's layout gives some tensors instead of their own (Graph.layout_tensor_bytes)."""
+    the bytes the runtime's layout gives some tensors instead of their own (Graph.layout_tensor_bytes);
+    ``returned``: the tensors handed to the caller (the graph's outputs), which every run takes from the arena
+    but the memory pattern leaves out (onnxruntime's ExecutionFrame does not trace them): from the second run
+    they are allocated beside the pattern's block."""
     skip = set(caller_owned)
+    outputs = set(returned)
     laid_out = laid_out or {}
     planned = [replace(t, bytes=laid_out.get(t.name, t.bytes)) for t in tensors if t.bytes and t.name not in skip]
     arena = _Arena()
@@ -151,8 +158,11 @@ def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = 
     first_run = sum(arena.written)
     for handle in list(handles.values()):  # outputs still held: the run is over
         arena.free(handle)
-    pattern = pattern_size(planned)
+    pattern = pattern_size([t for t in planned if t.name not in outputs])
     if pattern:
         arena.allocate(pattern)
+    for tensor in planned:
+        if tensor.name in outputs:
+            arena.allocate(tensor.bytes or 0)
     return ArenaSimulation(first_run_bytes=first_run, pattern_bytes=pattern, resident_bytes=sum(arena.written),
                            regions=tuple(arena.sizes))

@@ -5,8 +5,9 @@ What a process running the model holds beyond its interpreter, in the parts the 
 
 * **session**: what loading a one-op model adds (the runtime's session, kernel registry), what each
   further node adds (its kernel and plan entries) and what each initializer adds beyond its data (its
-  tensor and name: 1.7 KiB on x86, which a QDQ model's scales and zero points make count); measured by
-  `targets calibrate`.
+  tensor and name: 1.7 KiB on x86, which a QDQ model's scales and zero points make count), and, where the
+  model runs int8 kernels, what their code and tables hold (``int8_kernels_bytes``, and
+  ``int8_first_run_bytes`` on the first run); measured by `targets calibrate`.
 * **weights as loaded**: each weight times the copies the runtime keeps of it once loaded, by the kind of
   the node that reads it (MatMul and LSTM weights are kept pre-packed; on x86 convolution weights in the
   blocked NCHWc layout), and by its dtype where measured apart (``conv.int8``: an int8 kernel's weights).
@@ -16,7 +17,9 @@ What a process running the model holds beyond its interpreter, in the parts the 
 * **first run**: what the session's first run sets up besides the activations.
 * **activation arena**: onnxruntime's BFC arena simulated allocation by allocation (analysis.arena): the
   regions the first run writes, which grow by doubling, then the memory pattern's block the second run
-  adds; times the target's arena factor (measured / simulated on a probe model: about 1.05).
+  adds, and the outputs beside it; with the tensors the runtime adds on x86 (Graph.runtime_tensors: its NCHWc
+  reorders' and int8 Transposes' copies, the int32 accumulators of an int8 Conv off the symmetric kernel);
+  times the target's arena factor (measured / simulated on a probe model: about 1.05).
 * **loading transient**: while the session is created, the parsed file, the runtime's copy and each
   re-laid-out copy are held at once, and glibc's default allocator keeps part of what is freed meanwhile
   (its dynamic mmap threshold rises to the size of the first large buffer freed, so later ones come from
@@ -47,7 +50,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.arena import simulate_arena
-from edgeopt.analysis.memory import MemoryPlan
+from edgeopt.analysis.memory import LiveTensor, MemoryPlan, resolve_alias
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.graph.onnx_execution import FOLDED_INTO_CONV
 from edgeopt.targets import RuntimeMemory, TargetProfile
@@ -61,7 +64,8 @@ MAPPED_ALONE_BYTES = 32 * MiB
 
 # Measured with `runtime.microbench.memory_probe_models` (onnxruntime 1.32.0, CPU provider, one thread) on an
 # x86_64 host with AVX-512 VNNI (Intel Xeon, 2026-12-05): the one-op session 9.4 MiB, 3.2 KiB more per node
-# and 1.7 KiB per initializer, its first run 0.3 MiB; once loaded, one copy of each fp32 weight, 1.2x of an
+# and 1.7 KiB per initializer, its first run 0.3 MiB (a session running int8 kernels 384 KiB more, and 224 KiB
+# more on its first run: AMD EPYC, 2026-12-05); once loaded, one copy of each fp32 weight, 1.2x of an
 # int8 convolution's and 1.1x of an int8 MatMul's; while loading, as glibc's default allocator leaves it,
 # convolution weights 3.5x (held at once: 2.7x, the parsed, NCHWc-reordered and runtime copies), MatMul
 # 1.5x (1.2x) and LSTM 1.5x (1.0x) plus the packed copy of the largest (pre-packed one weight at a time), int8
@@ -72,7 +76,7 @@ MAPPED_ALONE_BYTES = 32 * MiB
 PACKED_KINDS = ("matmul", "fully_connected", "lstm", "gru", "rnn")
 X86_ONNXRUNTIME = RuntimeMemory(
     session_fixed_bytes=int(9.4 * MiB), session_per_node_bytes=3200, session_per_initializer_bytes=1700,
-    first_run_bytes=int(0.3 * MiB),
+    first_run_bytes=int(0.3 * MiB), int8_kernels_bytes=384 * 1024, int8_first_run_bytes=224 * 1024,
     weight_copies={"default": 1.0, "conv.int8": 1.2, "matmul.int8": 1.1, "fully_connected.int8": 1.1},
     subgraph_weight_copies=1.0, subgraph_load_copies=1.9,
     load_weight_copies={"default": 2.0, "conv": 3.5, "matmul": 1.5, "fully_connected": 1.5, "lstm": 1.5,
@@ -212,13 +216,22 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     loading += int(round(dormant + in_subgraphs * runtime.subgraph_load_copies))
     folded = folded_at_load_bytes(graph)
     loading += int(round(folded * runtime.folded_copies))
-    simulated = simulate_arena(plan.tensors, graph.inputs, graph.layout_tensor_bytes.get(layout_block or 0))
+    # the runtime's layout copies write tensors of their own (NCHWc reorders, channels-last Transposes)
+    # (a blocked output's plain copy is what the caller receives)
+    copies = [LiveTensor(t.name, t.start, t.end, t.bytes) for t in graph.runtime_tensors.get(layout_block or 0, ())]
+    copied = {t.name for t in copies}
+    outputs = [resolve_alias(name, graph.aliases) for name in graph.outputs]
+    returned = [f"{name}@nchw" if f"{name}@nchw" in copied else name for name in outputs]
+    simulated = simulate_arena([*plan.tensors, *copies], graph.inputs,
+                               graph.layout_tensor_bytes.get(layout_block or 0), returned)
     arena = int(round(simulated.resident_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant") + graph.dormant_nodes
     initializers = len(graph.weights) + graph.dormant_weights
+    # a session that runs int8 kernels holds their code and tables too
+    int8 = any(node.dtype == "int8" and node.role in ("compute", "qdq") for node in graph.nodes)
     session = (runtime.session_fixed_bytes + runtime.session_per_node_bytes * max(0, nodes - 1)
-               + runtime.session_per_initializer_bytes * initializers)
-    first_run = runtime.first_run_bytes
+               + runtime.session_per_initializer_bytes * initializers + (runtime.int8_kernels_bytes if int8 else 0))
+    first_run = runtime.first_run_bytes + (runtime.int8_first_run_bytes if int8 else 0)
     run_need = weights_loaded + first_run + arena
     transient = max(0, loading - run_need)
     run_peak = session + run_need

@@ -72,6 +72,17 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class RuntimeTensor:
+    """A tensor a runtime allocates that the model does not show (an NCHWc reorder's output, a kernel's scratch):
+    live from node ``start`` to node ``end`` (inclusive, execution indices), ``bytes`` as allocated."""
+
+    name: str
+    start: int
+    end: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Node:
     """One main-graph node.
 
@@ -142,6 +153,10 @@ class Graph:
     # activations a runtime's layout enlarges, by the channel block and the tensor: their bytes as laid out
     # (NCHWc pads the channels to a whole block: 24 channels take 32 at 16 per block)
     layout_tensor_bytes: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    # tensors the runtime allocates beside the model's own, by the channel block (x86): what its layout copies write
+    # (a ReorderInput's blocked copy of a Conv's input, a ReorderOutput's plain copy of a blocked one, the int8
+    # Transposes' copies) and its kernels' scratch (graph/onnx_scratch.py)
+    runtime_tensors: Mapping[int, tuple[RuntimeTensor, ...]] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     # If branches not taken (graph/onnx_branches.py): the runtime loads them though they never run

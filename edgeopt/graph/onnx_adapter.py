@@ -13,11 +13,15 @@ import onnx
 
 from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
-from edgeopt.graph.model import Graph, Node, Tensor
+from edgeopt.graph.model import Graph, Node, RuntimeTensor, Tensor
 from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
-from edgeopt.graph.onnx_layout import layout_copy_bytes, nchwc_conv_blocks, nchwc_plain_input_blocks
 from edgeopt.graph.onnx_kinds import onnx_kind
+from edgeopt.graph.onnx_layout import (
+    layout_copy_bytes,
+    nchwc_conv_blocks,
+    nchwc_plain_input_blocks,
+)
 from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
     DEFAULT_DOMAINS,
@@ -33,7 +37,12 @@ from edgeopt.graph.onnx_protos import (
     tensor_bytes,
     weight_names,
 )
-from edgeopt.graph.onnx_shapes import TensorInfo, model_inputs, resolve_shapes_with_error
+from edgeopt.graph.onnx_scratch import int8_conv_accumulators
+from edgeopt.graph.onnx_shapes import (
+    TensorInfo,
+    model_inputs,
+    resolve_shapes_with_error,
+)
 
 # Default-domain ops that do real arithmetic but have no MAC cost function: unknown.
 _UNCOSTED_DEFAULT_OPS = frozenset({"Attention", "DeformConv", "DFT", "STFT"})
@@ -285,6 +294,11 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes
+    created: dict[int, tuple[RuntimeTensor, ...]] = {}  # per block: the tensors the layout copies write
+    copies = layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded, created)
+    # and the x86 kernels' scratch beside them (the int8 kernels' were measured on x86 only)
+    scratch = tuple(int8_conv_accumulators(analysed, shapes, execution.nodes))
+    created = {block: tensors + scratch for block, tensors in created.items()}
     return Graph(
         format="onnx",
         nodes=tuple(nodes),
@@ -296,8 +310,9 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
         weight_bytes_by_dtype=weight_bytes_by_dtype(loaded),  # every branch's: all are loaded
         aliases=execution.aliases,
-        layout_copy_bytes=layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded),
+        layout_copy_bytes=copies,
         layout_tensor_bytes=padded,
+        runtime_tensors=created,
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
         dormant_nodes=branches.dormant_nodes if branches else 0,

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 from onnx import NodeProto
 
+from edgeopt.graph.model import RuntimeTensor, bits_per_element
 from edgeopt.graph.onnx_execution import NodeExecution
 from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS
 from edgeopt.graph.onnx_shapes import TensorInfo
@@ -82,14 +83,18 @@ def _conv_takes_blocks(node: NodeProto, weight: TensorInfo | None, constants: se
 
 def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
                         execution: Sequence[NodeExecution], constants: set[str], block: int,
-                        padded: dict[str, int] | None = None) -> dict[int, tuple[int, ...]]:
+                        padded: dict[str, int] | None = None,
+                        created: list[RuntimeTensor] | None = None) -> dict[int, tuple[int, ...]]:
     """Bytes moved by each reorder onnxruntime inserts at NCHWc block size ``block`` (read and written), per node
     charged (``constants``: the main graph's weight names, onnx_protos.weight_names): one entry per copy, since a
     copy's speed depends on its own working set. ``padded``, if given, receives the
     blocked tensors whose channels the blocks pad (a count not a multiple of ``block``), with their bytes as
-    laid out: what the runtime allocates for them."""
+    laid out: what the runtime allocates for them; ``created``, the tensors the reorders write (a ReorderInput's
+    blocked copy, live while its Conv runs; a ReorderOutput's plain copy, live from the blocked tensor's producer
+    to its last reader), which the runtime allocates beside the model's own."""
     graph = model.graph
     nodes = list(graph.node)
+    last_read = _last_reads(model)
     blocked: dict[str, int] = {}  # tensor -> its channel count, for tensors kept in NCHWc
     producer: dict[str, int] = {}
     charged: dict[int, tuple[int, ...]] = {}
@@ -130,6 +135,7 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
                 takes = True
                 if reads_blocked and node.input[0] not in blocked:
                     charge(index, nbytes(node.input[0]))  # ReorderInput
+                    _create(created, f"{node.input[0]}@nchwc#{index}", index, index, nbytes(node.input[0]) // 2)
                 weight = shapes[node.input[1]].shape
                 blocked[out] = weight[0]
         elif op in _POOLS and len(node.output) == 1 and float4d(node.input[0]):
@@ -138,6 +144,7 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
                 takes = True
                 if node.input[0] not in blocked:
                     charge(index, nbytes(node.input[0]))
+                    _create(created, f"{node.input[0]}@nchwc#{index}", index, index, nbytes(node.input[0]) // 2)
                 blocked[out] = channels
         elif data and all(name in blocked for name in data):
             first = shapes.get(data[0])
@@ -171,18 +178,49 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
     for name in needs_plain:  # one ReorderOutput per blocked tensor read as NCHW
         if name in producer:
             charge(producer[name], nbytes(name, blocked[name]))
+            _create(created, f"{name}@nchw", producer[name], last_read.get(name, producer[name]),
+                    _plain_bytes(shapes.get(name)))
     return charged
 
 
+def _last_reads(model: onnx.ModelProto) -> dict[str, int]:
+    """The last node reading each tensor (a graph output: the last node, as the liveness plan has it)."""
+    last = {name: index for index, node in enumerate(model.graph.node) for name in node.input if name}
+    end = max(len(model.graph.node) - 1, 0)
+    last.update({output.name: end for output in model.graph.output})
+    return last
+
+
+def _plain_bytes(info: TensorInfo | None) -> int:
+    if info is None or info.shape is None or (bits := bits_per_element(info.dtype)) is None:
+        return 0
+    count = 1
+    for dim in info.shape:
+        count *= int(dim)
+    return count * bits // 8
+
+
+def _create(created: list[RuntimeTensor] | None, name: str, start: int, end: int, nbytes: int) -> None:
+    if created is not None and nbytes > 0:
+        created.append(RuntimeTensor(name, start, max(start, end), nbytes))
+
+
 def layout_copy_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], execution: Sequence[NodeExecution],
-                      constants: set[str], padded: dict[int, dict[str, int]]) -> dict[int, dict[int, tuple[int, ...]]]:
+                      constants: set[str], padded: dict[int, dict[str, int]],
+                      created: dict[int, tuple[RuntimeTensor, ...]] | None = None
+                      ) -> dict[int, dict[int, tuple[int, ...]]]:
     """Per NCHWc block: the bytes of each layout copy onnxruntime adds, per node charged (the NCHWc reorders at that
     block, and the int8 channels-last Transposes, the same at every block); ``padded`` receives, per block, the
-    tensors its padding enlarges (:func:`nchwc_reorder_bytes`)."""
-    transposes = int8_channels_last_copies(model, shapes, execution, constants)
+    tensors its padding enlarges, and ``created`` the tensors the copies write (:func:`nchwc_reorder_bytes`)."""
+    transposed: list[RuntimeTensor] = []
+    transposes = int8_channels_last_copies(model, shapes, execution, constants, transposed)
     found = {}
     for block in NCHWC_BLOCKS:
-        charged = nchwc_reorder_bytes(model, shapes, execution, constants, block, padded.setdefault(block, {}))
+        reordered: list[RuntimeTensor] = []
+        charged = nchwc_reorder_bytes(model, shapes, execution, constants, block, padded.setdefault(block, {}),
+                                      reordered)
+        if created is not None:
+            created[block] = tuple(reordered + transposed)
         for index, copies in transposes.items():
             charged[index] = charged.get(index, ()) + copies
         found[block] = charged
@@ -197,10 +235,13 @@ _INT8_CHANNELS_LAST_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAverageP
 
 
 def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
-                              execution: Sequence[NodeExecution], constants: set[str]) -> dict[int, tuple[int, ...]]:
+                              execution: Sequence[NodeExecution], constants: set[str],
+                              created: list[RuntimeTensor] | None = None) -> dict[int, tuple[int, ...]]:
     """Bytes each Transpose around onnxruntime's channels-last int8 convolutions moves (an 8-bit tensor read and
     written), per node charged: the int8 Conv a tensor enters the region at, the producer of one that leaves it
-    (read by an op that needs NCHW, or a graph output)."""
+    (read by an op that needs NCHW, or a graph output); ``created`` receives the tensors they write (an entering
+    one's channels-last copy, live while its reader runs; a leaving one's plain copy, to its last reader)."""
+    last_read = _last_reads(model)
     channels_last: set[str] = set()
     producer: dict[str, int] = {}
     charged: dict[int, tuple[int, ...]] = {}
@@ -213,10 +254,11 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
         n, c, h, w = info.shape
         return n * c * h * w
 
-    def charge(index: int, name: str) -> None:
+    def charge(index: int, name: str, end: int | None = None, suffix: str = "") -> None:
         count = elements(name)
         if count:
             charged[index] = charged.get(index, ()) + (2 * count,)
+            _create(created, name + suffix, index, index if end is None else end, count)  # an 8-bit tensor
 
     for index, (node, row) in enumerate(zip(model.graph.node, execution, strict=True)):
         for out in node.output:
@@ -225,7 +267,7 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
         if node.op_type in ("Conv", "QLinearConv") and node.domain in DEFAULT_DOMAINS and row.role == "compute" \
                 and row.dtype == "int8" and node.input and elements(node.input[0]):
             if node.input[0] not in channels_last:
-                charge(index, node.input[0])
+                charge(index, node.input[0], suffix=f"@nhwc#{index}")
             channels_last.update(out for out in node.output[:1] if out)
             continue
         passes = node.op_type in _LAYOUT_AGNOSTIC or row.role in ("fused_qdq", "fused_activation") or (
@@ -233,14 +275,14 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
         if passes and any(name in channels_last for name in data):
             for name in data:  # a plain 4-D operand meets the region: transposed to join it
                 if name not in channels_last:
-                    charge(index, name)
+                    charge(index, name, suffix=f"@nhwc#{index}")
             channels_last.update(out for out in node.output if out)
             continue
         leaving.extend(name for name in data if name in channels_last)
     leaving.extend(o.name for o in model.graph.output if o.name in channels_last)
     for name in dict.fromkeys(leaving):
         if name in producer:
-            charge(producer[name], name)
+            charge(producer[name], name, last_read.get(name, producer[name]), "@transposed")
     return charged
 
 

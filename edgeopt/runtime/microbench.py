@@ -194,6 +194,27 @@ def _subgraph_weights(count: int, side: int) -> bytes:
                        [numpy_helper.from_array(np.array(0, np.float32), "zero")])
 
 
+def _int8_kernels() -> bytes:
+    """A small QDQ model onnxruntime runs with its int8 kernels (a 16-channel 3x3 Conv, a residual Add, a global
+    pool: QLinearConv with its channels-last Transposes, QLinearAdd, QLinearGlobalAveragePool, Q and DQ), its
+    weights and tensors a few KiB: what a session holds for using int8 kernels at all."""
+    rng = np.random.default_rng(0)
+    nodes, inits = _qdq("x", 8.0 / 255, 128, TensorProto.UINT8)
+    inits += [numpy_helper.from_array(rng.integers(-100, 100, (16, 16, 3, 3)).astype(np.int8), "w_q"),
+              numpy_helper.from_array(np.full(16, 0.01, np.float32), "w_scale"),
+              numpy_helper.from_array(np.zeros(16, np.int8), "w_zp")]
+    nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=0))
+    nodes.append(helper.make_node("Conv", ["x_dq", "w_dq"], ["c"], pads=[1, 1, 1, 1]))
+    for stage, (op, inputs) in enumerate([("Add", ["c_dq", "x_dq"]), ("GlobalAveragePool", ["a0_dq"])]):
+        more, extra = _qdq("c" if stage == 0 else f"a{stage - 1}", 8.0 / 255, 128, TensorProto.UINT8)
+        nodes += more
+        inits += extra
+        nodes.append(helper.make_node(op, inputs, [f"a{stage}"]))
+    more, extra = _qdq("a1", 8.0 / 255, 128, TensorProto.UINT8)
+    return model_bytes([*nodes, *more], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                       [helper.make_tensor_value_info("a1_dq", TensorProto.FLOAT, [1, 16, 1, 1])], [*inits, *extra])
+
+
 def memory_probe_models() -> dict[str, bytes]:
     """What `runtime_memory_from_probes` reads: a one-op session, one of a thousand nodes and one of five
     hundred nodes with an initializer each; convolution, MatMul and LSTM weights (9, 16 and 18 MiB), int8
@@ -209,6 +230,7 @@ def memory_probe_models() -> dict[str, bytes]:
         "conv_int8": qdq_stack("Conv", 4, (256, 256, 3, 3), [1, 256, 14, 14], pads=[1, 1, 1, 1]),
         "matmul_int8": qdq_stack("MatMul", 4, (1024, 1024), [1, 8, 1024]),
         "subgraph": _subgraph_weights(16, 256),
+        "int8_kernels": _int8_kernels(),
         "arena": _chain(10, [1, 64, 112, 112]),
     }
 
@@ -235,7 +257,7 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
     models = {name: onnx.load_from_string(data) for name, data in memory_probe_models().items()}
     # not in calibrations before runner 8: the fp32 kinds' factors stand, initializers cost nothing apart; the
     # subgraph probe is newer (host recipe 41)
-    optional = {"conv_int8", "matmul_int8", "initializers", "subgraph"}
+    optional = {"conv_int8", "matmul_int8", "initializers", "subgraph", "int8_kernels"}
     if set(models) - optional - set(probes):
         return None
     session, arena = probes["session"], probes["arena"]
@@ -249,7 +271,8 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         return round(max(1.0, (probes[name][phase] - session["after_load"] - packed) / sum(sizes)), 2)
 
     arena_graph = build_graph(models["arena"])
-    simulated = simulate_arena(liveness_plan(arena_graph).tensors, arena_graph.inputs).resident_bytes
+    simulated = simulate_arena(liveness_plan(arena_graph).tensors, arena_graph.inputs,
+                               returned=arena_graph.outputs).resident_bytes
     first_run = max(0, session["run_peak"] - session["after_load"])
     per_node = max(0, (probes["nodes"]["after_load"] - session["after_load"]) // (PROBE_NODES - 2))
     per_initializer = 0
@@ -259,6 +282,8 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
                                   - per_node * (count - 1)) // count)
     subgraph_kept, subgraph_load = _subgraph_copies(models["subgraph"], probes.get("subgraph"),
                                                     session["after_load"], per_node, per_initializer)
+    int8_loaded, int8_first_run = _int8_kernel_costs(models["int8_kernels"], probes.get("int8_kernels"), session,
+                                                     per_node, per_initializer, first_run)
     measured_probes = {probe: kinds for probe, kinds in WEIGHT_PROBES.items() if probe in probes}
     kept = {kind: copies(probe, "after_load") for probe, kinds in measured_probes.items() for kind in kinds}
     held = {kind: copies(probe, "load_peak") for probe, kinds in measured_probes.items() for kind in kinds}
@@ -269,6 +294,7 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         interpreter_baseline_bytes=session["baseline"], session_fixed_bytes=session["after_load"],
         session_per_node_bytes=per_node, session_per_initializer_bytes=per_initializer,
         first_run_bytes=first_run, weight_copies=kept,
+        int8_kernels_bytes=int8_loaded, int8_first_run_bytes=int8_first_run,
         subgraph_weight_copies=subgraph_kept, subgraph_load_copies=subgraph_load,
         load_weight_copies={"default": 2.0, **held, **by_default},
         load_weight_copies_held={"default": 2.0, **held} if by_default else None,
@@ -277,6 +303,19 @@ def runtime_memory_from_probes(probes: dict[str, dict[str, int]], source: str) -
         # the simulation is the model; the factor only adds what it misses (a run's own buffers)
         arena_factor=round(max(1.0, (arena["run_peak"] - arena["after_load"] - first_run) / simulated), 2),
         source=source)
+
+
+def _int8_kernel_costs(model: onnx.ModelProto, probe: dict[str, int] | None, session: dict[str, int], per_node: int,
+                       per_initializer: int, first_run: int) -> tuple[int, int]:
+    """What the int8 kernels probe holds beyond a float session of its size, once loaded and on its first run (its
+    nodes', initializers' and weights' share set apart; its tensors, a few KiB, are not); (0, 0) without it."""
+    if probe is None:
+        return 0, 0
+    weights = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    base = (session["after_load"] + per_node * (len(model.graph.node) - 1)
+            + per_initializer * len(model.graph.initializer) + weights)
+    return (max(0, probe["after_load"] - base),
+            max(0, probe["run_peak"] - probe["after_load"] - first_run))
 
 
 def _subgraph_copies(model: onnx.ModelProto, probe: dict[str, int] | None, session: int, per_node: int,

@@ -365,11 +365,19 @@ def test_nchwc_reorders_are_priced_on_x86_by_block_size():
     assert graph.layout_tensor_bytes[16] == {"y": 4096} and graph.layout_tensor_bytes[8] == {}
 
 
-def test_the_arena_takes_the_nchwc_padded_size_of_a_blocked_tensor():
+def test_the_arena_takes_the_nchwc_padded_size_of_a_blocked_tensor_and_the_reorders_copies():
     # x (1,16,64,64) -> conv1 16->16 -> c (256 KiB) -> Div -> d (256 KiB) -> conv2 16->24 -> y (384 KiB; 512 KiB
-    # padded to two blocks of 16). The arena's first 1 MiB region: c at 0, d at 256 KiB, c freed; y takes the free
-    # 512 KiB at 512 KiB whole (under twice its size), so the first run writes 896 KiB, or the whole 1 MiB padded.
-    # The pattern (d after c, y after d: 896 KiB, or 1 MiB) lands in the same region: 896 KiB resident, 1 MiB padded
+    # padded to two blocks of 16). Without a layout, the arena's first 1 MiB region: c at 0, d at 256 KiB, c
+    # freed; y takes the free 512 KiB at 512 KiB whole (under twice its size): 896 KiB written; the pattern (c, d)
+    # lands in the same region, the output y beside it: 896 KiB resident.
+    # On x86 the NCHWc reorders write four tensors more (onnxruntime's optimized graph has them as ReorderInput /
+    # ReorderOutput nodes): x's blocked copy while conv1 runs, c's plain copy for the Div (which reads NCHW), d's
+    # blocked copy for conv2, and y's plain copy, the output the caller receives (384 KiB: unpadded).
+    # First run, region 1 (1 MiB): c at 0, x's copy at 256 KiB, c's copy at 512 KiB; x's copy freed; d at 256 KiB; c
+    # and its copy freed; y (blocked) takes the 512 KiB chunk at 512 KiB whole, d's copy the 256 KiB at 0; y's plain
+    # copy finds no room: region 2 (2 MiB), 384 KiB written. Region 1's high-water mark: 512 KiB + y's blocked bytes
+    # (896 KiB at 8 channels per block, 1 MiB at 16). The pattern (everything but the output: 896 KiB, 1 MiB
+    # padded) fits region 1, and the output goes back to region 2: 896 + 384 KiB, and 1024 + 384 KiB padded.
     from edgeopt.analysis.memory import liveness_plan
     from edgeopt.analysis.runtime_memory import X86_ONNXRUNTIME, estimate_runtime_memory
 
@@ -380,12 +388,15 @@ def test_the_arena_takes_the_nchwc_padded_size_of_a_blocked_tensor():
     graph = to_graph(make_model(nodes, [tensor("x", F, [1, 16, 64, 64])], [tensor("y", F, [1, 24, 64, 64])],
                                 [weight("w1", (16, 16, 3, 3)), two, weight("w2", (24, 16, 3, 3), seed=2)]))
     assert graph.layout_tensor_bytes[16] == {"y": 512 * 1024} and graph.layout_tensor_bytes[8] == {}
+    copies = {(t.name, t.start, t.end, t.bytes // 1024) for t in graph.runtime_tensors[16]}
+    assert copies == {("x@nchwc#0", 0, 0, 256), ("c@nchw", 0, 1, 256), ("d@nchwc#2", 2, 2, 256), ("y@nchw", 2, 2, 384)}
+    assert {(t.name, t.bytes) for t in graph.runtime_tensors[8]} == {(n, b * 1024) for n, _, _, b in copies}
     unit = X86_ONNXRUNTIME.model_copy(update={"arena_factor": 1.0})
 
     def arena(block):
         memory = estimate_runtime_memory(graph, liveness_plan(graph), unit, block)
         return next(part.bytes for part in memory.parts if part.key == "arena")
-    assert (arena(None), arena(8), arena(16)) == (896 * 1024, 896 * 1024, 1024 * 1024)
+    assert (arena(None), arena(8), arena(16)) == (896 * 1024, (896 + 384) * 1024, (1024 + 384) * 1024)
 
 
 def test_estimates_carry_the_error_band_validated_for_their_target():

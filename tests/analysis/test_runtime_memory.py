@@ -229,6 +229,18 @@ def test_an_int8_weight_takes_its_kinds_int8_factor_where_measured():
     assert parts(estimate(qdq_conv(64), fp32_only))["weights"] == (4096 + 256 + 64 + 5) * 5
 
 
+def test_a_model_running_int8_kernels_holds_their_cost_in_the_session_and_the_first_run():
+    # the same QDQ Conv: its session and first run take the int8 kernels' figures beside the one-op session's; a
+    # float model of the same Conv does not
+    runtime = RUNTIME.model_copy(update={"int8_kernels_bytes": 400, "int8_first_run_bytes": 30})
+    unmeasured, measured = parts(estimate(qdq_conv(64), RUNTIME)), parts(estimate(qdq_conv(64), runtime))
+    assert measured["session"] == unmeasured["session"] + 400
+    assert measured["first_run"] == unmeasured["first_run"] + 30 == 37
+    conv = model([helper.make_node("Conv", ["x", "w"], ["y"])], [vi("x", [1, 64, 4, 4])], [vi("y", [1, 64, 4, 4])],
+                 [weight("w", (64, 64, 1, 1))])
+    assert parts(estimate(conv, runtime))["first_run"] == 7
+
+
 def test_each_initializer_adds_to_the_session():
     # the QDQ Conv: 6 nodes (10 B each after the first), 5 initializers (100 B each)
     runtime = RUNTIME.model_copy(update={"session_per_initializer_bytes": 100})
