@@ -3,7 +3,7 @@
 
 The estimate (analysis.runtime_memory) takes its factors from this machine's memory probes (a one-op
 session and one of a thousand nodes, Conv, MatMul and LSTM weights, an activation chain:
-`runtime.microbench.memory_probe_models`), measured by the automatic host calibration. None of the models below is a probe, so every row is out of sample.
+`runtime.memory_probes.memory_probe_models`), measured by the automatic host calibration. None of the models below is a probe, so every row is out of sample.
 
 Models: the public real-model zoo (benchmarks/zoo.py: published ONNX models inside PyPI wheels, with
 generated data), plus the bundled digits CNN and its int8 twin when `out/digits` exists.

@@ -1,9 +1,9 @@
-"""The runtime memory factors from the memory probes' RSS increases (runtime.microbench.runtime_memory_from_probes),
+"""The runtime memory factors from the memory probes' RSS increases (runtime.memory_probes.runtime_memory_from_probes),
 on hand-made probe readings: what each probe's figure becomes in the target profile."""
 
 from __future__ import annotations
 
-from edgeopt.runtime.microbench import runtime_memory_from_probes
+from edgeopt.runtime.memory_probes import runtime_memory_from_probes
 
 MiB = 1 << 20
 SESSION = 10 * MiB
@@ -91,7 +91,7 @@ def test_onnxruntime_holds_a_branchs_weights_twice():
     import pytest
 
     from edgeopt.runtime.device_runner import memory_probes
-    from edgeopt.runtime.microbench import memory_probe_models
+    from edgeopt.runtime.memory_probes import memory_probe_models
 
     if sys.platform != "linux":
         pytest.skip("the probes read /proc")

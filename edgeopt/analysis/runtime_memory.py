@@ -41,7 +41,7 @@ The interpreter baseline (Python, numpy and the runtime imported) is reported be
 states it: the measured increase is over that baseline, and a board's RAM must hold both.
 
 The factors come from the target's ``runtime_memory`` (measured by `targets calibrate` on the device
-with probe models, `runtime.microbench.memory_probe_models`), else from the defaults below, measured the
+with probe models, `runtime.memory_probes.memory_probe_models`), else from the defaults below, measured the
 same way with onnxruntime's CPU provider and named in the estimate's ``source``.
 """
 
@@ -62,7 +62,7 @@ MiB = 1 << 20
 # a buffer this large is always mapped on its own and unmapped when freed, so the allocator keeps none of it
 MAPPED_ALONE_BYTES = 32 * MiB
 
-# Measured with `runtime.microbench.memory_probe_models` (onnxruntime 1.32.0, CPU provider, one thread) on an
+# Measured with `runtime.memory_probes.memory_probe_models` (onnxruntime 1.32.0, CPU provider, one thread) on an
 # x86_64 host with AVX-512 VNNI (Intel Xeon, 2026-12-05): the one-op session 9.4 MiB, 3.2 KiB more per node
 # and 1.7 KiB per initializer, its first run 0.3 MiB (a session running int8 kernels 384 KiB more, and 224 KiB
 # more on its first run: AMD EPYC, 2026-12-05); once loaded, one copy of each fp32 weight, 1.2x of an
