@@ -83,10 +83,28 @@ def _ops(data: bytes) -> int:
     return 2 * sum(node.macs or 0 for node in build_graph(onnx.load_from_string(data)).nodes)
 
 
+def _matmul_layers(rows: int, width: int, hidden: int, layers: int) -> bytes:
+    """``layers`` feed-forward blocks of MatMuls (``width`` -> ``hidden`` -> ``width``) over ``rows`` rows, each
+    MatMul with a weight of its own, as a transformer's layers read theirs."""
+    nodes, inits, previous = [], [], "x"
+    for layer in range(layers):
+        for step, shape in (("up", (width, hidden)), ("down", (hidden, width))):
+            name = f"{step}{layer}"
+            inits.append(numpy_helper.from_array(_weights(shape, 40 + 2 * layer + (step == "down"), 0.05), name))
+            nodes.append(helper.make_node("MatMul", [previous, name], [f"{name}_y"]))
+            previous = f"{name}_y"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width])],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [rows, width])], inits)
+
+
 def class_models() -> dict[str, tuple[bytes, int]]:
     """Efficiency key -> (model bytes, ops per run: 2 x MACs), one model per class the cost model prices apart."""
     dw_weights, pw_weights = _weights((128, 1, 3, 3), 7), _weights((128, 128, 1, 1), 8)
     models = {
+        # float MatMuls as a model's layers run them: 64 rows, each weight of its own (4 MiB in all), a 1024-deep
+        # product among them (AMD EPYC, one thread: 0.89-0.91 of the 512-cube GEMM's rate, 0.93 with one shared
+        # pair of weights; a transformer encoder's MatMuls measured 0.78-0.94 of it in the model)
+        "matmul": _matmul_layers(64, 256, 1024, 2),
         "conv.depthwise": op_stack("Conv", 4, (128, 1, 3, 3), [1, 128, 56, 56], group=128, pads=[1] * 4),
         "conv.1x1": op_stack("Conv", 4, (128, 128, 1, 1), [1, 128, 28, 28]),
         "conv.thin": op_stack("Conv", 1, (8, 64, 3, 3), [1, 64, 56, 56], [1, 8, 56, 56], pads=[1] * 4),  # 8 outputs
@@ -423,7 +441,7 @@ def fitted_efficiency(rates: dict[str, float], fp32_peak: float, int8_peak: floa
         peak = int8_peak if key.endswith("@int8") else fp32_peak
         if peak:
             fitted[key] = float(f"{min(1.5, rate / peak):.4g}")  # element rates are small fractions of the peak
-    for key in [k for k in fitted if k.startswith("matmul.")]:  # a Gemm (fully_connected) runs the same kernel
+    for key in [k for k in fitted if k == "matmul" or k.startswith("matmul.")]:  # a Gemm runs the same kernel
         fitted.setdefault("fully_connected" + key[len("matmul"):], fitted[key])
     return fitted
 
