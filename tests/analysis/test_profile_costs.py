@@ -931,6 +931,21 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
         assert refit.single_thread_efficiency[key] == direct.single_thread_efficiency[key], key
 
 
+def test_float_matmuls_take_the_efficiency_of_the_layers_class_model_and_gemms_alike():
+    """The "matmul" class model (two feed-forward blocks of 64 rows, a weight per MatMul) is priced by the float
+    MatMul's efficiency alone: timed on a CPU whose MatMuls run at 0.8 of its peak, its direct fit gives back
+    0.8, for MatMul and Gemm (fully_connected) alike, which then prices a model's MatMuls."""
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency
+
+    data, ops = class_models()["matmul"]
+    model = onnx.load_from_string(data)
+    assert [n.op_type for n in model.graph.node] == ["MatMul"] * 4 and len(model.graph.initializer) == 4
+    actual = cpu_target(peak_ops_per_s={"fp32": 4e11}, efficiency={"matmul": 0.8}, memory_bandwidth_bytes_per_s=1e12)
+    seconds = static_profile(model, actual, threads=1).nodes_latency_ms / 1000
+    fitted = fitted_efficiency({CLASS_PREFIX + "matmul": ops / seconds}, 4e11, None)
+    assert fitted["matmul"] == fitted["fully_connected"] == pytest.approx(0.8, rel=0.02)
+
+
 def test_a_recurrent_cells_input_projection_and_recurrent_products_are_priced_apart():
     """onnxruntime's LSTM runs X x W for all steps as one GEMM, then H x R step by step: where the target solved
     "lstm.recurrent", the projection is priced at the MatMul's efficiency and the recurrent products at that one
