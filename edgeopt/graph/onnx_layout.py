@@ -16,7 +16,9 @@ ops that do not care about the layout (element-wise ops, Q/DQ, Concat, int8 pool
 a tensor enters a channels-last region and one where it leaves it (:func:`int8_channels_last_copies`). Measured on
 an AMD EPYC (onnxruntime 1.32, one thread): a one-Conv int8 model's two Transposes took 26 of its 110 µs (a 1x1
 Conv, 128 channels on 28x28) and 61 of 304 (a depthwise Conv, 128 channels on 56x56); an int8 MobileNetV2 has two
-in all (its input and its pooled features). :func:`layout_copy_bytes` gives both kinds of copy, per block.
+in all (its input and its pooled features). :func:`layout_copy_bytes` gives both kinds of copy, per block, and the
+tensors they write (``Graph.runtime_tensors``: activations the runtime allocates beside the model's own, which the
+arena simulation of analysis.runtime_memory holds).
 """
 
 from __future__ import annotations
