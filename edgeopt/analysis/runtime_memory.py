@@ -216,8 +216,8 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     loading += int(round(dormant + in_subgraphs * runtime.subgraph_load_copies))
     folded = folded_at_load_bytes(graph)
     loading += int(round(folded * runtime.folded_copies))
-    # the runtime's layout copies write tensors of their own (NCHWc reorders, channels-last Transposes)
-    # (a blocked output's plain copy is what the caller receives)
+    # the tensors the runtime adds (its layout copies' outputs, kernels' scratch); a blocked output's plain copy is
+    # what the caller receives
     copies = [LiveTensor(t.name, t.start, t.end, t.bytes) for t in graph.runtime_tensors.get(layout_block or 0, ())]
     copied = {t.name for t in copies}
     outputs = [resolve_alias(name, graph.aliases) for name in graph.outputs]
