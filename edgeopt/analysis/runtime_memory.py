@@ -53,6 +53,7 @@ from edgeopt.analysis.arena import simulate_arena
 from edgeopt.analysis.memory import LiveTensor, MemoryPlan, resolve_alias
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.graph.onnx_execution import FOLDED_INTO_CONV
+from edgeopt.graph.onnx_layout import plain_copy_name
 from edgeopt.targets import RuntimeMemory, TargetProfile
 
 __all__ = ["MemoryPart", "RuntimeMemoryEstimate", "default_runtime_memory", "estimate_runtime_memory"]
@@ -221,7 +222,7 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     copies = [LiveTensor(t.name, t.start, t.end, t.bytes) for t in graph.runtime_tensors.get(layout_block or 0, ())]
     copied = {t.name for t in copies}
     outputs = [resolve_alias(name, graph.aliases) for name in graph.outputs]
-    returned = [f"{name}@nchw" if f"{name}@nchw" in copied else name for name in outputs]
+    returned = [plain_copy_name(name) if plain_copy_name(name) in copied else name for name in outputs]
     simulated = simulate_arena([*plan.tensors, *copies], graph.inputs,
                                graph.layout_tensor_bytes.get(layout_block or 0), returned)
     arena = int(round(simulated.resident_bytes * runtime.arena_factor))

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 from onnx import NodeProto
 
-from edgeopt.graph.model import RuntimeTensor, bits_per_element
+from edgeopt.graph.model import RuntimeTensor, Tensor, tensor_size_bytes
 from edgeopt.graph.onnx_execution import NodeExecution
 from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS
 from edgeopt.graph.onnx_shapes import TensorInfo
@@ -180,9 +180,16 @@ def nchwc_reorder_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
     for name in needs_plain:  # one ReorderOutput per blocked tensor read as NCHW
         if name in producer:
             charge(producer[name], nbytes(name, blocked[name]))
-            _create(created, f"{name}@nchw", producer[name], last_read.get(name, producer[name]),
-                    _plain_bytes(shapes.get(name)))
+            info = shapes.get(name)
+            _create(created, plain_copy_name(name), producer[name], last_read.get(name, producer[name]),
+                    (tensor_size_bytes(Tensor(name, info.shape, info.dtype)) or 0) if info else 0)
     return charged
+
+
+def plain_copy_name(name: str) -> str:
+    """The name of the plain copy a ReorderOutput makes of blocked tensor ``name`` (for a graph output: what the
+    caller receives)."""
+    return f"{name}@nchw"
 
 
 def _last_reads(model: onnx.ModelProto) -> dict[str, int]:
@@ -191,15 +198,6 @@ def _last_reads(model: onnx.ModelProto) -> dict[str, int]:
     end = max(len(model.graph.node) - 1, 0)
     last.update({output.name: end for output in model.graph.output})
     return last
-
-
-def _plain_bytes(info: TensorInfo | None) -> int:
-    if info is None or info.shape is None or (bits := bits_per_element(info.dtype)) is None:
-        return 0
-    count = 1
-    for dim in info.shape:
-        count *= int(dim)
-    return count * bits // 8
 
 
 def _create(created: list[RuntimeTensor] | None, name: str, start: int, end: int, nbytes: int) -> None:

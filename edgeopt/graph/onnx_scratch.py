@@ -15,12 +15,11 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
-from edgeopt.graph.model import RuntimeTensor
+from edgeopt.graph.model import RuntimeTensor, Tensor, tensor_size_bytes
 from edgeopt.graph.onnx_execution import NodeExecution
 from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS
 from edgeopt.graph.onnx_shapes import TensorInfo
 
-ACCUMULATOR_BYTES = 4  # int32
 SYMMETRIC_CHANNEL_MULTIPLE = 4
 
 
@@ -40,8 +39,6 @@ def int8_conv_accumulators(model: onnx.ModelProto, shapes: Mapping[str, TensorIn
             continue
         if int(source.shape[1]) % SYMMETRIC_CHANNEL_MULTIPLE == 0:
             continue
-        elements = 1
-        for dim in result.shape:
-            elements *= int(dim)
-        found.append(RuntimeTensor(f"{node.output[0]}@accumulators", index, index, ACCUMULATOR_BYTES * elements))
+        accumulators = tensor_size_bytes(Tensor(node.output[0], result.shape, "int32"))
+        found.append(RuntimeTensor(f"{node.output[0]}@accumulators", index, index, accumulators or 0))
     return found

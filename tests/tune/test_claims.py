@@ -14,11 +14,11 @@ WORKER = r"""
 import json, sys
 import optuna
 from edgeopt.tune.storage import claim_lock, open_storage, quiet_optuna
-url, locked = sys.argv[1], sys.argv[2] == "1"
+url = sys.argv[1]
 study = optuna.load_study(study_name="claims", storage=open_storage(url))
 taken = []
 while True:
-    with quiet_optuna(), (claim_lock(url) if locked else __import__("contextlib").nullcontext()):
+    with quiet_optuna(), claim_lock(url):
         trial = study.ask()
     if trial.number >= 60:  # the queue is empty: a fresh trial
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -32,8 +32,8 @@ print(json.dumps(taken))
 """
 
 
-def _run(url: str, locked: bool) -> list:
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, "1" if locked else "0"],
+def _run(url: str) -> list:
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     found = []
     for worker in workers:
@@ -53,7 +53,7 @@ def test_three_workers_take_each_queued_trial_of_a_sqlite_study_once(tmp_path):
     study = optuna.create_study(study_name="claims", storage=open_storage(url), direction="maximize")
     for point in range(60):
         study.enqueue_trial({"point": point}, user_attrs={}, skip_if_exists=False)
-    taken = _run(url, locked=True)
+    taken = _run(url)
     # none told twice (without the lock, three runs out of three here had a worker fail to tell a trial another
     # had finished), and every queued trial taken once
     assert not [item for item in taken if isinstance(item, str)]
