@@ -18,6 +18,8 @@ their error is the in-sample error, what the fit itself leaves.
   transformer encoder, a 2-layer LSTM, an MLP), fp32 and int8 QDQ (every quantizable node int8);
 - the calibration's three held-out mixed models (class_bench.check_models: it times them but fits nothing on them).
 
+The host's figures are measured once, by the automatic calibration a first use runs (or read from its cache), and
+pinned for the whole run (a `host.toml` under WORKDIR/estimate/.../targets that every profile reads).
 Each model: `edgeopt profile MODEL -t host --measure --threads T --runs N --json` at one thread and at all cores
 (`--repeats` passes over the whole list, minutes apart, the least disturbed run kept: lowest p50), the estimate
 priced at T against the measured p50; and at one thread the estimated peak RSS increase against the measured one.
@@ -317,10 +319,30 @@ def write_models(work: Path, models: dict[str, bytes], group: str, prefix: str) 
     return entries
 
 
-def profile(entry: Entry, threads: int, runs: int) -> dict:
-    """One `edgeopt profile --measure --json` report of the model at ``threads``."""
-    return json.loads(edgeopt("profile", str(entry.path), "-t", "host", "--measure", "--threads", str(threads),
-                              "--runs", str(runs), "--json", *entry.extra))
+def pin_host_figures(work: Path) -> Path:
+    """The host's figures as its automatic calibration measures them on first use here, written once into a
+    targets folder that every profile of the run reads: each use of the cached entry re-checks the machine's
+    speed and measures again past a 20% drift, and on a VM whose neighbours come and go that re-measurement
+    lands mid-run (one priced the last rows of a run 15-26% over the figures the first rows had, its element
+    and depthwise rates 20-35% slow against one taken minutes later). One set of figures for every row: the
+    rows differ by the models, not by when their calibration happened."""
+    from edgeopt.runtime.host_calibration import host_for_estimates
+    from edgeopt.targets import load_target, target_to_toml
+
+    folder = work / "targets"
+    folder.mkdir(exist_ok=True)
+    figures = host_for_estimates(load_target("host"))
+    if figures.peak_ops_per_s.fp32 is None:
+        raise SystemExit("the host's automatic calibration measured nothing: see `edgeopt profile MODEL` on stderr")
+    (folder / "host.toml").write_text(target_to_toml(figures, "the host's automatic calibration, pinned for one "
+                                                               "benchmark run"))
+    return folder
+
+
+def profile(entry: Entry, threads: int, runs: int, targets: Path) -> dict:
+    """One `edgeopt profile --measure --json` report of the model at ``threads``, priced by the pinned figures."""
+    return json.loads(edgeopt("profile", str(entry.path), "-t", "host", "--targets-dir", str(targets), "--measure",
+                              "--threads", str(threads), "--runs", str(runs), "--json", *entry.extra))
 
 
 def measured_row(entry: Entry, threads: int, reports: list[dict]) -> dict:
@@ -381,6 +403,8 @@ def main() -> None:
         for key, (_package, _member, arguments, _title) in zoo.ESTIMATE_ONLY.items():
             entries.append(Entry(f"{key} (published)", "published", zoo.model_path(key, args.workdir, log=log),
                                  arguments))
+    log("measuring the host's figures (its automatic calibration, pinned for the run)")
+    targets = pin_host_figures(work)
     cores = os.cpu_count() or 1
     # the repeats are passes over the whole list, minutes apart: a disturbance of the machine that lasts a minute
     # (a VM's second core taken for a while: two-thread runs of one model measured 0.95x and 1.37x of one thread
@@ -392,7 +416,7 @@ def main() -> None:
             for threads in sorted({1, cores}):
                 log(f"profiling {entry.name} at {threads} thread(s), pass {repeat + 1} of {passes}")
                 try:
-                    reports.setdefault((index, threads), []).append(profile(entry, threads, args.runs))
+                    reports.setdefault((index, threads), []).append(profile(entry, threads, args.runs, targets))
                 except (RuntimeError, KeyError, IndexError) as exc:
                     log(f"  {entry.name}: {exc}")
     rows = []
