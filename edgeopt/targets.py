@@ -160,6 +160,11 @@ class KernelBandwidth(BaseModel):
     # per reorder: a copy writes a map it did not read, and leaves the caches sooner than a weight read run after
     # run (AMD EPYC, one thread: 80 GB/s for 3 MiB maps, 40 for 10 MiB, where that weight curve said 76)
     reorders: list[BandwidthPoint] = []
+    # element-wise ops (a chain of Muls by a scalar) over maps of several sizes, ``bytes`` read and written per op:
+    # an op without MACs writes what it reads, and beyond L2 that runs slower than the weight curve's reads (AMD
+    # EPYC, one thread: 81-86 GB/s up to 4 MiB maps, 48 at 8, 35 at 16, 31 at 32; PP-OCRv4's detector's Adds,
+    # Muls and Clips over 10-13 MB maps ran at 34-54, priced at 52-65 by the weight curve)
+    streams: list[BandwidthPoint] = []
 
 
 class EstimateError(BaseModel):
@@ -321,6 +326,16 @@ def reorder_bandwidth_at(profile: TargetProfile, threads: int | None, copy_bytes
     points (as weight_bandwidth_at); None where the profile has fewer than two."""
     measured = profile.kernel_bandwidth
     return None if measured is None else _rate_between(profile, measured.reorders, threads, copy_bytes)
+
+
+def stream_bandwidth_at(profile: TargetProfile, threads: int | None, working_set: int) -> float | None:
+    """The bandwidth of an element-wise op that reads and writes ``working_set`` bytes in all, from the measured
+    stream points (as weight_bandwidth_at); None where the profile has fewer than two, or below the smallest
+    (there the working-set curve prices it)."""
+    measured = profile.kernel_bandwidth
+    if measured is None or not measured.streams or working_set < min(p.bytes for p in measured.streams):
+        return None
+    return _rate_between(profile, measured.streams, threads, working_set)
 
 
 def _rate_between(profile: TargetProfile, measured_points: list[BandwidthPoint], threads: int | None,

@@ -75,7 +75,7 @@ from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.targets import (PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at,
-                             reorder_bandwidth_at, weight_bandwidth_at)
+                             reorder_bandwidth_at, stream_bandwidth_at, weight_bandwidth_at)
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -348,6 +348,9 @@ class _Figures:
     # the rate of an NCHWc reorder moving this many bytes, where calibration timed the reorder kernels (None: the
     # activation rate prices it)
     reorder_rate: Callable[[int], float | None] | None = None
+    # the rate of an element-wise op reading and writing this many bytes, where calibration timed such ops beyond
+    # L2 (None: the activation rate prices it)
+    stream_rate: Callable[[int], float | None] | None = None
     efficiency: Mapping[str, float] | None = None  # the owner's table at the priced thread count; None: as stated
 
     def owner_efficiency(self) -> Mapping[str, float]:
@@ -446,8 +449,12 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
     assert fig.bandwidth is not None  # checked before pricing
     activation_bytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
     cached = fig.cache_bandwidth or fig.bandwidth
+    activation_rate = _activation_rate(fig, activation_bytes)
+    if not macs and facts["device"] == "cpu" and fig.stream_rate is not None:
+        # an op without MACs writes what it reads: at the element-wise ops' measured rate for its working set
+        activation_rate = fig.stream_rate(activation_bytes) or activation_rate
     memory_s = (facts["weight_bytes_read"] / (cached if fig.weights_resident else fig.weight_bandwidth or fig.bandwidth)
-                + activation_bytes / _activation_rate(fig, activation_bytes))
+                + activation_bytes / activation_rate)
     # weights larger than the last-level cache (or, where measured, of a size read at DRAM's rate) are read from
     # DRAM on every run, and a compute-bound kernel does not hide that stream (measured: a 34 MB classifier Gemm
     # takes compute + stream, not the larger of the two; 3.1 ms against 1.8 + 1.2 on a VM reporting 480 MiB of L3)
@@ -948,7 +955,8 @@ def static_profile(
                         l2_bytes=caches.l2_bytes, efficiency=efficiency_at(cpu_profile, count),
                         streams_from_dram=streams_from_dram if by_working_set is not None else None,
                         activation_rate=activation_rate if by_working_set is not None else None,
-                        reorder_rate=lambda copy: reorder_bandwidth_at(cpu_profile, count, copy))
+                        reorder_rate=lambda copy: reorder_bandwidth_at(cpu_profile, count, copy),
+                        stream_rate=lambda working_set: stream_bandwidth_at(cpu_profile, count, working_set))
 
     cpu_figures = cpu_figures_at(cpu_threads)
     # what more threads are measured against: PARALLEL_HALF_WORK was measured on x86 only; a CPU of another

@@ -3,7 +3,9 @@ on held-out models.
 
 `targets calibrate` times, beside the peak microbenchmarks:
 - the bandwidth kernels read weights at: a one-row MatMul over a weight far beyond the caches (DRAM), and over
-  one small weight again and again (cache), at one thread and at the asked count;
+  one small weight again and again (cache), at one thread and at the asked count; onnxruntime's NCHWc reorders and
+  a chain of element-wise Muls over maps of several sizes (what a copy, and an op that writes what it reads, move
+  per second by working set);
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a Conv
   with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in int8 QDQ too,
   and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); shallower int8 3x3
@@ -16,9 +18,9 @@ on held-out models.
   ``conv.depthwise@int8``, ...) in place of edgeopt's x86-measured defaults;
 - the cost of one run of onnxruntime's broadcasting loop (``broadcast_span``: Muls of a ``[1,C,H,1]`` map by one
   value, which it walks one element at a time; analysis.broadcast);
-- one chain per op kind without MACs that costs more than its bytes (Add, Mul, Sigmoid, HardSigmoid, HardSwish,
-  Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization, QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear): output
-  elements per second, written into ``efficiency`` as a fraction of the fp32 peak under the kind's name
+- one chain per op kind without MACs that costs more than its bytes (Add, Mul, Div, Sigmoid, HardSigmoid,
+  HardSwish, Clip, LeakyRelu, Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization, QuantizeLinear,
+  DequantizeLinear, DynamicQuantizeLinear): output elements per second, written into ``efficiency`` as a fraction of the fp32 peak under the kind's name
   (``gelu``); the estimate also
   prices an activation fused into a Conv at its kind's rate (each element is still computed);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
@@ -41,6 +43,7 @@ DISPATCH_ITEM = "dispatch:conv_add_chain"
 CHECK_PREFIX = "check:"
 BANDWIDTH_PREFIX = "bandwidth:"
 REORDER_PREFIX = "reorder:"
+STREAM_PREFIX = "stream:"
 
 
 def _weights(shape: tuple[int, ...], seed: int, scale: float = 0.1) -> np.ndarray:
@@ -398,6 +401,33 @@ def reorder_models() -> dict[str, tuple[bytes, int]]:
     return models
 
 
+# element-wise ops timed over maps of these sizes: where an op that writes what it reads stops running at cache
+# speed (the weight curve measures reads alone, and priced a detector's big Adds and Muls 20-40% fast)
+STREAM_MAP_MIB = (1, 4, 8, 16, 32)
+STREAM_CHAIN = 4  # Muls by a scalar in a chain
+
+
+def stream_models() -> dict[str, tuple[bytes, int]]:
+    """Key -> (model, bytes its Muls read and write per run): STREAM_CHAIN Muls by a scalar in a chain over a
+    [1, 64, 64, W] map of each STREAM_MAP_MIB size, one element out (a map-sized output would add the caller's
+    copy of it)."""
+    models = {}
+    for mib in STREAM_MAP_MIB:
+        shape = [1, 64, 64, (mib << 20 >> 2) // (64 * 64)]
+        nodes, previous = [], "x"
+        for index in range(STREAM_CHAIN):
+            nodes.append(helper.make_node("Mul", [previous, "scale"], [f"y{index}"]))
+            previous = f"y{index}"
+        nodes.append(helper.make_node("Slice", [previous, "start", "end"], ["y"]))
+        inits = [numpy_helper.from_array(np.array(0.999, np.float32), "scale"),
+                 numpy_helper.from_array(np.zeros(4, np.int64), "start"),
+                 numpy_helper.from_array(np.ones(4, np.int64), "end")]
+        data = model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])], inits)
+        models[f"map_{mib}mib"] = (data, 2 * STREAM_CHAIN * 4 * int(np.prod(shape)))
+    return models
+
+
 def check_models() -> dict[str, bytes]:
     """Held-out mixed models: priced with the fitted profile and timed, never used to fit anything."""
     return {"mobile blocks": _mobile_blocks(), "conv + lstm recognizer": _recognizer(), "mlp": _mlp()}
@@ -442,6 +472,7 @@ def bundle_items(budget_s: float, checks: bool = True) -> list[dict[str, Any]]:
     items += [item(BANDWIDTH_PREFIX + key, data, nbytes, True) for key, (data, nbytes) in bandwidth_models().items()]
     items += [{**item(REORDER_PREFIX + key, data, nbytes, True), "optional": True}
               for key, (data, nbytes) in reorder_models().items()]
+    items += [item(STREAM_PREFIX + key, data, nbytes, True) for key, (data, nbytes) in stream_models().items()]
     items.append(item(DISPATCH_ITEM, dispatch_model(), DISPATCH_NODES, True))
     if checks:
         items += [item(CHECK_PREFIX + key, data, 1, False) for key, data in check_models().items()]
@@ -558,7 +589,15 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
             nodes = 2 * REORDER_PAIRS + 1
             reorders.append(BandwidthPoint(bytes=nbytes // (2 * REORDER_PAIRS), rate=less_dispatch(rate, nbytes, nodes),
                                            rate_one_thread=less_dispatch(one, nbytes, nodes)))
-    bandwidth = bandwidth.model_copy(update={"reorders": reorders if len(reorders) > 1 else []})
+    streams = []
+    for key, (_data, nbytes) in stream_models().items():
+        rate, one = rates.get(STREAM_PREFIX + key), one_thread.get(STREAM_PREFIX + key)
+        if rate:  # bytes per Mul, as the estimate counts an element-wise op's: what it reads and writes
+            nodes = STREAM_CHAIN + 1
+            streams.append(BandwidthPoint(bytes=nbytes // STREAM_CHAIN, rate=less_dispatch(rate, nbytes, nodes),
+                                          rate_one_thread=less_dispatch(one, nbytes, nodes)))
+    bandwidth = bandwidth.model_copy(update={"reorders": reorders if len(reorders) > 1 else [],
+                                             "streams": streams if len(streams) > 1 else []})
     if any(rate is None for _, rate, _ in points):  # a device that could not time them: the cache sizes decide
         return bandwidth
     return bandwidth.model_copy(update={"working_sets": [
