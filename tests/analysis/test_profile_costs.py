@@ -606,6 +606,62 @@ def test_a_layout_copy_moves_at_the_reorder_kernels_measured_rate_where_calibrat
         static_profile(model, plain, threads=1).node("conv").layout_copy_us)
 
 
+def test_an_op_without_macs_beyond_l2_moves_at_the_element_wise_rate_calibration_measured():
+    """An op that writes what it reads runs slower beyond L2 than the weight curve's reads say (PP-OCRv4's
+    detector's Adds and Muls over 10-13 MB maps: 34-54 GB/s, priced at 52-65): where calibration timed element-wise
+    ops by working set (kernel_bandwidth.streams), an op without MACs moves its bytes at that curve's rate for its
+    size (log-linear between the points); below the curve's smallest size, and for a Conv's activations, nothing
+    changes."""
+    import math
+
+    def mul(elements: int) -> onnx.ModelProto:
+        scale = numpy_helper.from_array(np.array(0.5, np.float32), "scale")
+        return make_model([helper.make_node("Mul", ["x", "scale"], ["y"], name="mul")],
+                          [tensor("x", F, [1, elements])], [tensor("y", F, [1, elements])], [scale])
+
+    plain = _working_set_target()
+    streams = [{"bytes": 2 << 20, "rate": 8e9, "rate_one_thread": 8e9},
+               {"bytes": 32 << 20, "rate": 2e9, "rate_one_thread": 2e9}]
+    timed = plain.model_copy(update={"kernel_bandwidth": plain.kernel_bandwidth.model_copy(
+        update={"streams": [BandwidthPoint(**point) for point in streams]})})
+    big = mul(1 << 20)  # 4 MiB read, 4 MiB written: 8 MiB, halfway in log size between the points
+    at_8mib = math.exp(math.log(8e9) + 0.5 * (math.log(2e9) - math.log(8e9)))
+    node = static_profile(big, timed, threads=1).node("mul")
+    assert node.memory_time_us == pytest.approx((8 << 20) / at_8mib * 1e6)
+    assert node.memory_time_us > 1.5 * static_profile(big, plain, threads=1).node("mul").memory_time_us
+    small = mul(1 << 17)  # 1 MiB in all: below the curve
+    assert static_profile(small, timed, threads=1).node("mul").memory_time_us == pytest.approx(
+        static_profile(small, plain, threads=1).node("mul").memory_time_us)
+    conv = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], [tensor("x", F, [1, 64, 128, 128])],
+                      [tensor("y", F, [1, 64, 128, 128])], [weight("w", (64, 64, 1, 1))])
+    assert static_profile(conv, timed, threads=1).node("conv").memory_time_us == pytest.approx(
+        static_profile(conv, plain, threads=1).node("conv").memory_time_us)
+
+
+def test_calibration_turns_the_element_wise_chains_into_a_stream_curve():
+    """kernel_bandwidth builds the stream points from the chains' timed rates: bytes per Mul (what it reads and
+    writes), the dispatch of each node of the chain taken out, one point per map size; fewer than two: no curve."""
+    from edgeopt.runtime.class_bench import (BANDWIDTH_PREFIX, STREAM_CHAIN, STREAM_PREFIX, kernel_bandwidth,
+                                             stream_models)
+
+    models = stream_models()
+    assert len(models) >= 2
+    rates = {BANDWIDTH_PREFIX + "dram": 10e9}
+    for key, (data, nbytes) in models.items():
+        graph = onnx.load_from_string(data).graph
+        assert [n.op_type for n in graph.node] == ["Mul"] * STREAM_CHAIN + ["Slice"]
+        assert nbytes == 2 * STREAM_CHAIN * 4 * int(np.prod([d.dim_value for d in graph.input[0].type.tensor_type
+                                                            .shape.dim]))
+        rates[STREAM_PREFIX + key] = nbytes / 1e-3  # each chain in 1 ms
+    built = kernel_bandwidth(rates, dict(rates), overhead_us=10.0)
+    assert [p.bytes for p in built.streams] == [nbytes // STREAM_CHAIN for _data, nbytes in models.values()]
+    for point, (_data, nbytes) in zip(built.streams, models.values()):
+        assert point.rate == pytest.approx(nbytes / (1e-3 - (STREAM_CHAIN + 1) * 10e-6))
+    first = next(iter(models))
+    one = {k: v for k, v in rates.items() if not k.startswith(STREAM_PREFIX) or k == STREAM_PREFIX + first}
+    assert kernel_bandwidth(one, one, overhead_us=10.0).streams == []
+
+
 def _flat_rates(rate: float, **overrides) -> TargetProfile:
     """A calibrated one-core CPU that reads everything at ``rate``, wherever it lives (working sets measured)."""
     points = [{"bytes": 1 << 20, "rate": rate, "rate_one_thread": rate},
