@@ -535,8 +535,11 @@ RUN_FUSED = frozenset({"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "leaky_r
 def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | None) -> tuple[float, float] | None:
     """(seconds, efficiency) of a CPU node priced by its kind's element rate, as calibration measured it
     (runtime.class_bench.element_models: output elements per second, a fraction of the fp32 peak); None where
-    the target measured no rate for its kind."""
-    rate = fig.owner_efficiency().get(facts["kind"])
+    the target measured no rate for its kind. A kind measured by class too (``resize.linear``) takes the class's
+    rate where there is one."""
+    table = fig.owner_efficiency()
+    rate = (table.get(f"{facts['kind']}.{facts['op_class']}") if facts.get("op_class") else None) or \
+        table.get(facts["kind"])
     if not rate or not elements or facts["device"] != "cpu" or not fig.peaks.fp32:
         return None
     seconds = elements / (fig.peaks.fp32 * rate)

@@ -150,6 +150,27 @@ def recurrent_steps(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> i
     return steps if isinstance(steps, int) and steps > 0 else None
 
 
+def resize_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
+    """None for the nearest-neighbour upsampling onnxruntime runs on its fast path (asymmetric coordinates, every
+    scale 1 or 2: a detector's FPN), "nearest" for any other nearest-neighbour Resize (its generic loop), "linear"
+    for linear and cubic modes. Measured at one thread (AMD EPYC): 0.19-0.25 ns per output element on the fast
+    path, 0.6-0.8 on the generic one (half-pixel coordinates, a scale of 8), 1.4 linear."""
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def text(name: str, default: str) -> str:
+        value = attributes.get(name, default)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    if text("mode", "nearest") != "nearest":
+        return "linear"
+    source, result = shapes.get(node.input[0]) if node.input else None, shapes.get(node.output[0])
+    dims = (source.shape, result.shape) if source is not None and result is not None else (None, None)
+    scales_fast = (dims[0] is not None and dims[1] is not None and len(dims[0]) == len(dims[1])
+                   and all(isinstance(a, int) and isinstance(b, int) and a > 0 and b in (a, 2 * a)
+                           for a, b in zip(*dims)))
+    return None if scales_fast and text("coordinate_transformation_mode", "half_pixel") == "asymmetric" else "nearest"
+
+
 def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | None:
     """"depthwise", "narrow" (under 4 output channels per group), "thin" (4 to 15), "1x1" or None (dense) for a
     Conv; "integer_u8" / "integer_s8" for the kernels of dynamic quantization (ConvInteger, MatMulInteger: im2col
@@ -169,6 +190,8 @@ def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | 
                 math.prod(rows) == 1:
             return "row"
         return None
+    if node.op_type == "Resize" and node.domain in ("", "ai.onnx"):
+        return resize_class(node, shapes)
     if node.op_type not in ("Conv", "FusedConv") or len(node.input) < 2:
         return None
     weight = shapes.get(node.input[1])
