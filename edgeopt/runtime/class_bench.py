@@ -7,7 +7,8 @@ on held-out models.
   a chain of element-wise Muls over maps of several sizes (what a copy, and an op that writes what it reads, move
   per second by working set);
 - one reference model per op class the cost model prices apart: a stack of depthwise Convs, of 1x1 Convs, a Conv
-  with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), an LSTM; depthwise and 1x1 in int8 QDQ too,
+  with 8 outputs, one with a single output, an RGB stem (``conv.nchw``), a 2x upsampling ConvTranspose, an LSTM;
+  depthwise and 1x1 in int8 QDQ too,
   and a one-row int8 MatMul (``matmul.row@int8``, also written as ``fully_connected.row@int8``); shallower int8 3x3
   Convs (32, 16 and 3 input channels) and a 1x1 Conv (16), which fix how int8 convolutions slow with depth
   (analysis.conv_depth);
@@ -123,6 +124,11 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         # a 1x1 Conv reading a plain input (a thin projection's output expanded): the same kernel at one tap per
         # input channel runs at under half the stem's rate (6 -> 32 channels; plain below either block)
         "conv.nchw.1x1": op_stack("Conv", 1, (32, 6, 1, 1), [1, 6, 96, 96], [1, 32, 96, 96]),
+        # a decoder's 2x upsampling ConvTranspose (k2 s2, 64 -> 64 on 56x56): its GEMM's rate, solved through the
+        # estimate, which prices the input's packing and the column buffer's col2im apart
+        # (analysis.profile._apply_transposed_traffic)
+        "conv_transpose": op_stack("ConvTranspose", 1, (64, 64, 2, 2), [1, 64, 56, 56], [1, 64, 112, 112],
+                                   strides=[2, 2]),
         "lstm": _lstm(32, 256, 256),
         # the same cell over one step (a streaming model's call): a fixed cost per call beside the steps
         # (analysis.conv_depth's curve over steps)
@@ -165,7 +171,7 @@ ELEMENT_SHAPE = [1, 32, 56, 56]
 ELEMENT_CHAIN = 4
 SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
 # keys solved through the estimate (refit_through_estimates) beside the int8 classes
-THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "lstm")
+THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "conv_transpose", "lstm")
 # a class model whose time solves another key than its own: the LSTM's recurrent part, beside its input projection
 # priced at the MatMul's efficiency (analysis.profile._apply_recurrent_split); "lstm" keeps the direct fit
 SOLVED_AS = {"lstm": "lstm.recurrent"}
