@@ -681,6 +681,37 @@ def _parallel_share(facts: Mapping[str, Any], elements: int | None,
     return min(1.0, 2 * elements ** 2 / (elements ** 2 + ELEMENT_MODEL_ELEMENTS ** 2))
 
 
+# MLAS splits the GEMM of a Conv off the NCHWc path (im2col and a GEMM per image and group) across threads only by
+# this many multiply-adds per thread (MLAS_SGEMM_THREAD_COMPLEXITY, 64 Ki, in its convolve.cpp): a call below it
+# runs on one thread whatever the pool holds. Measured at two threads (AMD EPYC): silero-vad's batch of 64 1-D
+# Convs gained 1.48x and 1.41x at 264 K and 198 K multiply-adds per image, nothing at 49 K, and the 2-D class
+# model (61 M) 1.74x; each image's hand-off to the pool about 2 µs.
+GEMM_CONV_WORK_PER_THREAD = 64 * 1024
+
+
+def _price_gemm_conv_threads(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
+                             one_thread_us: float | None, class_gain: float | None, threads: int,
+                             hand_off_us: float) -> bool:
+    """A float Conv on the im2col + GEMM path at ``threads`` threads: its one-thread price divided by the gain of
+    the threads MLAS gives each image's GEMM (its share of ``class_gain``, the ``conv.gemm`` class's own gain at
+    ``threads``), plus a hand-off per image where that is more than one. False where it does not apply."""
+    if facts["kind"] != "conv" or facts["op_class"] != "gemm" or facts["execution_dtype"] not in (None, "fp32") \
+            or not one_thread_us or not class_gain or threads < 2 or not facts["macs"]:
+        return False
+    source = graph.tensors.get(node.inputs[0]) if node.inputs else None
+    weight = _conv_weight_shape(graph, node, facts["op_type"])
+    if source is None or not source.shape or not weight or len(weight) < 2 \
+            or not all(isinstance(d, int) and d > 0 for d in source.shape[:2]):
+        return False
+    groups = max(1, source.shape[1] // max(1, weight[1]))
+    calls = source.shape[0] * groups
+    used = min(threads, int(facts["macs"] / calls // GEMM_CONV_WORK_PER_THREAD) + 1)
+    gain = 1 + (max(1.0, class_gain) - 1) * (used - 1) / (threads - 1)
+    priced = one_thread_us / gain + (calls * hand_off_us if used > 1 else 0.0)
+    _add_compute_time(times, priced - times["compute_time_us"])
+    return True
+
+
 def _apply_parallel_work(times: dict[str, Any], share: float, one_thread_us: float | None) -> None:
     """A node priced at more than one thread gains ``1 + (r - 1) * share`` of its one-thread speed
     (``one_thread_us``: its compute priced at one thread), where ``r`` is what the figures say more threads give
@@ -993,6 +1024,13 @@ def static_profile(
     # architecture (slower cores, where the same work pays for the pool sooner) keeps its class rates
     x86 = cpu_profile.arch.lower() in ("x86_64", "amd64")
     one_thread = cpu_figures_at(1) if cpu_threads > 1 and x86 else None
+    # what more threads give the im2col + GEMM Conv class's model (its rate at the priced count over one thread's)
+    gemm_conv_gain = None
+    if one_thread is not None and cpu_figures.peaks.fp32 and one_thread.peaks.fp32:
+        at_count = _efficiency(cpu_figures.owner_efficiency(), "conv", "gemm", "fp32")
+        alone = _efficiency(one_thread.owner_efficiency(), "conv", "gemm", "fp32")
+        if at_count and alone:
+            gemm_conv_gain = at_count * cpu_figures.peaks.fp32 / (alone * one_thread.peaks.fp32)
     acc_figures = (
         _Figures(f"accelerator '{acc.name}'", acc.peak_ops_per_s,
                  target.memory_bandwidth_bytes_per_s, target)
@@ -1072,6 +1110,10 @@ def static_profile(
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
             share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs) \
                 if one_thread is not None and facts["device"] == "cpu" else None
+            if share is not None and times["compute_time_us"] and _price_gemm_conv_threads(
+                    times, graph, node, facts, priced(one_thread)["compute_time_us"], gemm_conv_gain, cpu_threads,
+                    conv_overhead_us):
+                share = None
             if share is not None and share < 1:  # priced again at one thread only where the gain is attenuated
                 _apply_parallel_work(times, share, priced(one_thread)["compute_time_us"])
             if facts["index"] in rereads and facts["device"] == "cpu":

@@ -880,6 +880,32 @@ def test_a_resize_is_priced_per_output_element_by_the_loop_onnxruntime_runs():
         assert counted == 4 * 32 * 56 * 56
 
 
+def test_a_gemm_path_conv_gains_from_threads_only_where_mlas_splits_each_images_gemm():
+    """A Conv off the NCHWc path runs im2col and a GEMM per image, which MLAS gives another thread only per 64 Ki
+    multiply-adds (convolve.cpp): silero-vad's batch of 64 1-D Convs gained 1.4-1.5x at two threads at 198-264 K
+    per image and nothing at 49 K, where pricing them by their class model's all-core rate (a model of small
+    images, which never split) made its two-thread estimate 49% over the measurement. At more threads such a Conv
+    is its one-thread price, divided by the class's gain where each image's GEMM splits, plus one hand-off per
+    image."""
+    def conv1d(channels: int) -> onnx.ModelProto:
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1])
+        return make_model([node], [tensor("x", F, [64, channels, 8])], [tensor("y", F, [64, channels, 8])],
+                          [weight("w", (channels, channels, 3))])
+
+    target = cpu_target(arch="x86_64", isa_features=("avx2", "fma", "avx512f"), cores=2, peak_threads=2,
+                        peak_ops_per_s={"fp32": 2e9}, single_thread_peak_ops_per_s={"fp32": 1e9},
+                        efficiency={"conv.gemm": 0.45}, single_thread_efficiency={"conv.gemm": 0.5},
+                        parallel_conv_overhead_us=2.0)
+    gain = 0.45 * 2e9 / (0.5 * 1e9)  # the class's own: 1.8
+    small, large = conv1d(16), conv1d(128)  # 6 K and 393 K multiply-adds per image
+    one = static_profile(small, target, threads=1).node("conv")
+    assert one.op_class == "gemm"
+    assert static_profile(small, target, threads=2).node("conv").compute_time_us == pytest.approx(one.compute_time_us)
+    one = static_profile(large, target, threads=1).node("conv").compute_time_us
+    assert static_profile(large, target, threads=2).node("conv").compute_time_us == pytest.approx(
+        one / gain + 64 * 2.0)
+
+
 def test_a_fused_activation_is_split_with_its_conv_across_cores():
     """At all cores a fused activation runs in the Conv's output tiles, each thread its share: the one-thread
     element rate over the thread count, not the rate of the op alone, which pays its own hand-offs (a Sigmoid
