@@ -21,9 +21,9 @@ on held-out models.
   value, which it walks one element at a time; analysis.broadcast);
 - one chain per op kind without MACs that costs more than its bytes (Add, Mul, Div, Sigmoid, HardSigmoid,
   HardSwish, Clip, LeakyRelu, Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization, QuantizeLinear,
-  DequantizeLinear, DynamicQuantizeLinear, Resize by the loop it runs): output elements per second, written into ``efficiency`` as a fraction of the fp32 peak under the kind's name
-  (``gelu``); the estimate also
-  prices an activation fused into a Conv at its kind's rate (each element is still computed);
+  DequantizeLinear, DynamicQuantizeLinear, Resize by the loop it runs): output elements per second, written into
+  ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``); the estimate also prices an
+  activation fused into a Conv at its kind's rate (each element is still computed);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
   with the fitted profile: their largest relative error becomes the target's ``estimate_error.latency`` when the
   calibration ran on a device (``--ssh``).
