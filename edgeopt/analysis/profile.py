@@ -534,7 +534,7 @@ RUN_FUSED = frozenset({"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "leaky_r
 
 def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | None) -> tuple[float, float] | None:
     """(seconds, efficiency) of a CPU node priced by its kind's element rate, as calibration measured it
-    (runtime.class_bench.element_models: output elements per second, a fraction of the fp32 peak); None where
+    (runtime.element_bench.element_models: output elements per second, a fraction of the fp32 peak); None where
     the target measured no rate for its kind. A kind measured by class too (``resize.linear``) takes the class's
     rate where there is one."""
     table = fig.owner_efficiency()
@@ -549,7 +549,7 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
     return seconds, rate
 
 
-# Element kinds whose calibration model (runtime.class_bench.element_models) adds or multiplies two whole float
+# Element kinds whose calibration model (runtime.element_bench.element_models) adds or multiplies two whole float
 # tensors, 12 bytes moved per output element: an operation of the same kind that moves less (a scalar, a bias per
 # channel) is priced in proportion. Measured (PP-OCRv4's recognizer, one thread): an Add of a scalar over 245 K
 # elements took 38 µs, priced 61 at the two-tensor rate.
@@ -558,7 +558,7 @@ BINARY_MODEL_BYTES = 12
 
 
 # The efficiency-table key of the cost of one run of a broadcasting loop: runs per second as a fraction of the fp32
-# peak, measured by calibration (runtime.class_bench.element_models); unpriced where a target states none.
+# peak, measured by calibration (runtime.element_bench.element_models); unpriced where a target states none.
 BROADCAST_SPAN_KEY = "broadcast_span"
 
 
@@ -664,7 +664,7 @@ PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "
 # (ELEMENT_MODEL_ELEMENTS, as calibration times it) gained at or beyond that size, and less below: measured at two
 # threads (chains of same-shape Adds, Adds of a scalar, Relus, Sigmoids), nothing up to 37 K elements (0.93-1.07x),
 # 1.3-1.7x at 100 K, 1.9-2.5x from 400 K; the share ``2 w^2 / (w^2 + ref^2)`` (0.24 at 37 K, 1 at 100 K) follows it.
-ELEMENT_MODEL_ELEMENTS = 32 * 56 * 56  # runtime.class_bench.ELEMENT_SHAPE
+ELEMENT_MODEL_ELEMENTS = 32 * 56 * 56  # runtime.element_bench.ELEMENT_SHAPE
 
 
 def _parallel_share(facts: Mapping[str, Any], elements: int | None,

@@ -778,7 +778,7 @@ def test_a_division_is_priced_at_its_measured_rate_whatever_its_operand():
     by a whole tensor (3.5-4.6 G elements/s both, where the bytes had priced a scalar's twice as fast: the layout
     detector's 94 Divs 4.5 ms against 9.1 measured). An Add or Mul of a scalar moves, and costs, less; a Div does
     not. Calibration times Divs of the map by a tensor of its shape."""
-    from edgeopt.runtime.class_bench import element_models
+    from edgeopt.runtime.element_bench import element_models
 
     def binary(op: str, operand: tuple[int, ...]) -> onnx.ModelProto:
         node = helper.make_node(op, ["x", "d"], ["y"], name="op")
@@ -824,7 +824,7 @@ def test_a_fused_relu6_costs_its_pass_and_a_fused_relu_nothing():
     of its own over each output block: a MobileNetV2's 35 ReLU6 (Clip) priced at nothing left its estimate 10-14%
     low (per node, each Conv -> Clip measured 0.68-0.83 of its estimate, each plain Conv 0.91-1.0). Calibration
     times Clips and LeakyRelus as it times the other element kinds, so fused ones are priced by those rates."""
-    from edgeopt.runtime.class_bench import element_models
+    from edgeopt.runtime.element_bench import element_models
 
     def conv_then(activation: str) -> onnx.ModelProto:
         conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
@@ -852,7 +852,7 @@ def test_a_resize_is_priced_per_output_element_by_the_loop_onnxruntime_runs():
     and runs any other Resize in a generic loop, linear interpolation slower still (0.19, 0.6 and 1.4 ns per
     output element at one thread, AMD EPYC); bytes had priced PP-OCRv4's 8x upsamplings 12x fast. Each is priced
     by its loop's measured rate, a linear one at the plain rate where only that was measured."""
-    from edgeopt.runtime.class_bench import element_models
+    from edgeopt.runtime.element_bench import element_models
 
     def resize(mode: str, coordinates: str, factor: int) -> onnx.ModelProto:
         node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode=mode,
@@ -1368,7 +1368,7 @@ def test_an_element_priced_op_gains_from_more_threads_by_its_elements():
     the element models' size (ELEMENT_MODEL_ELEMENTS) on, and the share 2 w^2 / (w^2 + ref^2) of it below; on
     another architecture it keeps what its figures say."""
     from edgeopt.analysis.profile import ELEMENT_MODEL_ELEMENTS
-    from edgeopt.runtime.class_bench import ELEMENT_SHAPE
+    from edgeopt.runtime.element_bench import ELEMENT_SHAPE
 
     assert ELEMENT_MODEL_ELEMENTS == math.prod(ELEMENT_SHAPE)  # what calibration's element models time
     two = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},

@@ -1,0 +1,136 @@
+"""The element kinds' reference models that calibration times (runtime.class_bench puts them in its bundle):
+per op kind without MACs that costs more than its bytes, a chain or fan-out of four over a map that stays in L2,
+each priced per output element (analysis.profile._element_time_s), and the broadcasting loop's span model.
+Everything here is built in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeopt.runtime.microbench import model_bytes, op_stack
+
+# Ops without MACs that still cost more than their bytes (a transcendental, a reduction, a requantization per
+# element): four in a chain over a map that stays in L2, each priced per output element.
+ELEMENT_SHAPE = [1, 32, 56, 56]
+ELEMENT_CHAIN = 4
+SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
+
+
+def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes.append(helper.make_node(op, [previous], [f"y{index}"], domain=domain, **attrs))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], [],
+                       (domain,) if domain else ())
+
+
+def _clip_chain(count: int) -> bytes:
+    """``count`` Clips (to 0..6, a ReLU6) in a chain."""
+    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "low"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "high")]
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes.append(helper.make_node("Clip", [previous, "low", "high"], [f"y{index}"]))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], inits)
+
+
+def _fan_out(op: str, count: int) -> bytes:
+    """``count`` QuantizeLinear (or DequantizeLinear, after one QuantizeLinear) nodes side by side, each a graph
+    output: a Q -> DQ -> Q chain would be folded by onnxruntime."""
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             helper.make_tensor("z", TensorProto.UINT8, [], [128])]
+    source = "x"
+    nodes = []
+    if op == "DequantizeLinear":
+        nodes.append(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]))
+        source = "q"
+    nodes += [helper.make_node(op, [source, "s", "z"], [f"y{index}"]) for index in range(count)]
+    dtype = TensorProto.FLOAT if op == "DequantizeLinear" else TensorProto.UINT8
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", dtype, ELEMENT_SHAPE) for index in range(count)],
+                       inits)
+
+
+def _dynamic_quantize_fan_out(count: int) -> bytes:
+    """``count`` DynamicQuantizeLinear nodes side by side over one float map, each quantized map a graph output."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], [f"y{index}", f"s{index}", f"z{index}"])
+             for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.UINT8, ELEMENT_SHAPE)
+                        for index in range(count)], [])
+
+
+def _unary_fan_out(op: str, count: int, positive: bool = False) -> bytes:
+    """``count`` ``op`` nodes side by side over one map (of its absolute values where ``positive``: a Log of the
+    standard-normal inputs would be NaN for half of them), each a graph output."""
+    nodes = [helper.make_node("Abs", ["x"], ["source"])] if positive else []
+    nodes += [helper.make_node(op, ["source" if positive else "x"], [f"y{index}"]) for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, ELEMENT_SHAPE)
+                        for index in range(count)], [])
+
+
+def _resize_fan_out(count: int, mode: str, coordinates: str) -> bytes:
+    """``count`` Resizes side by side, each doubling the height and width of a [1, 32, 28, 28] map (to the
+    element models' [1, 32, 56, 56]), each a graph output."""
+    channels, side = ELEMENT_SHAPE[1], ELEMENT_SHAPE[2] // 2
+    attributes = {"mode": mode, "coordinate_transformation_mode": coordinates}
+    if mode == "nearest":
+        attributes["nearest_mode"] = "floor"
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], [f"y{index}"], **attributes) for index in range(count)]
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, side, side])],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, ELEMENT_SHAPE)
+                        for index in range(count)], [scales])
+
+
+def element_models() -> dict[str, tuple[bytes, int]]:
+    """Kind -> (model, output elements per run) for the element-priced kinds."""
+    elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
+    channels = ELEMENT_SHAPE[-1]
+    return {
+        "add": (op_stack("Add", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
+        "mul": (op_stack("Mul", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE), elements),
+        # a division runs at the divider's rate, whatever the operand's shape: a scalar's (a HardSwish's "/ 6") as
+        # a whole tensor's (AMD EPYC, one thread: 3.5-4.6 G elements/s for both, a Mul by a scalar 6-10)
+        # (every divisor 1.25: no value of the standard-normal input falls to a denormal, which runs far slower)
+        "div": (op_stack("Div", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE, weight_value=1.25), elements),
+        "sigmoid": (_unary_chain("Sigmoid", ELEMENT_CHAIN), elements),
+        "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN), elements),
+        "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
+        "tanh": (_unary_chain("Tanh", ELEMENT_CHAIN), elements),
+        # fused into a float Conv, these two still run as a pass of their own over each output block (onnxruntime's
+        # NCHWc kernel folds only ReLU into its loop): AMD EPYC, one thread, a ReLU6 0.10-0.13 ns per element fused
+        # into a 1x1 or depthwise Conv, 0.12 alone; a LeakyReLU 0.14-0.15 fused, 0.17 alone; a ReLU ~0 fused
+        "clip": (_clip_chain(ELEMENT_CHAIN), elements),
+        "leaky_relu": (_unary_chain("LeakyRelu", ELEMENT_CHAIN), elements),
+        # per output element, by the loop onnxruntime runs (graph.onnx_adapter.resize_class): its nearest-neighbour
+        # fast path (a detector's 2x upsampling), its generic nearest loop, and linear interpolation (AMD EPYC, one
+        # thread: 0.19, 0.6 and 1.4 ns per element, where bytes had priced PP-OCRv4's 8x upsamplings 12x fast)
+        "resize": (_resize_fan_out(ELEMENT_CHAIN, "nearest", "asymmetric"), elements),
+        "resize.nearest": (_resize_fan_out(ELEMENT_CHAIN, "nearest", "half_pixel"), elements),
+        "resize.linear": (_resize_fan_out(ELEMENT_CHAIN, "linear", "half_pixel"), elements),
+        "erf": (_unary_chain("Erf", ELEMENT_CHAIN), elements),
+        "exp": (_unary_fan_out("Exp", ELEMENT_CHAIN), elements),
+        "log": (_unary_fan_out("Log", ELEMENT_CHAIN, positive=True), elements),
+        # onnxruntime's Gelu (what it fuses Erf-based GELU into; ONNX's own Gelu runs alike)
+        "gelu": (_unary_chain("Gelu", ELEMENT_CHAIN, domain="com.microsoft"), elements),
+        "softmax": (_unary_chain("Softmax", ELEMENT_CHAIN, axis=-1), elements),
+        "layer_normalization": (op_stack("LayerNormalization", ELEMENT_CHAIN, (channels,), ELEMENT_SHAPE, axis=-1),
+                                elements),
+        "quantize": (_fan_out("QuantizeLinear", ELEMENT_CHAIN), elements),
+        # its one QuantizeLinear is counted as a fifth element-op: the rates of the two are alike
+        "dequantize": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
+        # a min/max pass, then the quantization: dynamic quantization's activations
+        "dynamic_quantize": (_dynamic_quantize_fan_out(ELEMENT_CHAIN), elements),
+        # Muls of a [1,C,H,1] map by one value, which onnxruntime's broadcasting loop walks one element at a
+        # time (analysis.broadcast): per run of the loop, solved through the estimate beside the Mul's own rate
+        "broadcast_span": (op_stack("Mul", ELEMENT_CHAIN, (1,), SPAN_SHAPE), ELEMENT_CHAIN * int(np.prod(SPAN_SHAPE))),
+    }
