@@ -19,9 +19,10 @@ on held-out models.
   ``conv.depthwise@int8``, ...) in place of edgeopt's x86-measured defaults;
 - the cost of one run of onnxruntime's broadcasting loop (``broadcast_span``: Muls of a ``[1,C,H,1]`` map by one
   value, which it walks one element at a time; analysis.broadcast);
-- one chain per op kind without MACs that costs more than its bytes (runtime.element_bench: Add, Mul, Div, Sigmoid, HardSigmoid,
-  HardSwish, Clip, LeakyRelu, Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization, QuantizeLinear,
-  DequantizeLinear, DynamicQuantizeLinear, Resize by the loop it runs): output elements per second, written into
+- one chain per op kind without MACs that costs more than its bytes (runtime.element_bench: Add, Mul, Div,
+  Sigmoid, HardSigmoid, HardSwish, Clip, LeakyRelu, Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization,
+  QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, Resize by the loop it runs): output elements per second,
+  written into
   ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``); the estimate also prices an
   activation fused into a Conv at its kind's rate (each element is still computed);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
