@@ -449,10 +449,9 @@ def _roofline(facts: Mapping[str, Any], fig: _Figures, overhead_us: float, eleme
     assert fig.bandwidth is not None  # checked before pricing
     activation_bytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
     cached = fig.cache_bandwidth or fig.bandwidth
-    activation_rate = _activation_rate(fig, activation_bytes)
-    if not macs and facts["device"] == "cpu" and fig.stream_rate is not None:
-        # an op without MACs writes what it reads: at the element-wise ops' measured rate for its working set
-        activation_rate = fig.stream_rate(activation_bytes) or activation_rate
+    # an op without MACs writes what it reads: at the element-wise ops' measured rate for its working set
+    activation_rate = (_writing_rate(fig, activation_bytes) if not macs and facts["device"] == "cpu"
+                       else _activation_rate(fig, activation_bytes))
     memory_s = (facts["weight_bytes_read"] / (cached if fig.weights_resident else fig.weight_bandwidth or fig.bandwidth)
                 + activation_bytes / activation_rate)
     # weights larger than the last-level cache (or, where measured, of a size read at DRAM's rate) are read from
@@ -487,6 +486,13 @@ def _activation_rate(fig: _Figures, working_set: int) -> float:
     assert fig.bandwidth is not None  # checked before pricing
     within_l2 = bool(fig.l2_bytes and working_set <= fig.l2_bytes)
     return (fig.cache_bandwidth or fig.bandwidth) if within_l2 else fig.bandwidth
+
+
+def _writing_rate(fig: _Figures, working_set: int) -> float:
+    """Bytes per second at which a CPU op that writes what it reads moves ``working_set`` bytes: the element-wise
+    ops' measured curve where calibration timed it at that size, else the activation rate."""
+    return (fig.stream_rate(working_set) if fig.stream_rate is not None else None) or \
+        _activation_rate(fig, working_set)
 
 
 def _layout_copy_us(copies: Sequence[int], fig: _Figures) -> float:
@@ -624,8 +630,7 @@ def _apply_transposed_traffic(times: dict[str, Any], graph: Graph, node: Node, f
     columns = 4 * shapes[0][0] * shapes[1][1] * math.prod(weight[2:]) * math.prod(shapes[0][2:])
     read = facts["bytes_read"] - facts["weight_bytes_read"]
     traffic = 2 * read + 2 * columns + 3 * facts["bytes_written"]
-    rate = (fig.stream_rate(traffic) if fig.stream_rate is not None else None) or _activation_rate(fig, traffic)
-    _add_compute_time(times, traffic / rate * 1e6)
+    _add_compute_time(times, traffic / _writing_rate(fig, traffic) * 1e6)
 
 
 def _runs_blocked(times: Mapping[str, Any], node: Node, facts: Mapping[str, Any], block: int | None) -> bool:
@@ -690,24 +695,28 @@ GEMM_CONV_WORK_PER_THREAD = 64 * 1024
 
 
 def _price_gemm_conv_threads(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
-                             one_thread_us: float | None, class_gain: float | None, threads: int,
+                             one_thread_us: Callable[[], float | None], class_gain: float | None, threads: int,
                              hand_off_us: float) -> bool:
     """A float Conv on the im2col + GEMM path at ``threads`` threads: its one-thread price divided by the gain of
     the threads MLAS gives each image's GEMM (its share of ``class_gain``, the ``conv.gemm`` class's own gain at
-    ``threads``), plus a hand-off per image where that is more than one. False where it does not apply."""
+    ``threads``), plus a hand-off per image where that is more than one (``one_thread_us`` prices the node at one
+    thread, called only where the rule applies). False where it does not apply."""
     if facts["kind"] != "conv" or facts["op_class"] != "gemm" or facts["execution_dtype"] not in (None, "fp32") \
-            or not one_thread_us or not class_gain or threads < 2 or not facts["macs"]:
+            or not class_gain or threads < 2 or not facts["macs"]:
         return False
     source = graph.tensors.get(node.inputs[0]) if node.inputs else None
     weight = _conv_weight_shape(graph, node, facts["op_type"])
     if source is None or not source.shape or not weight or len(weight) < 2 \
             or not all(isinstance(d, int) and d > 0 for d in source.shape[:2]):
         return False
+    alone = one_thread_us()
+    if not alone:
+        return False
     groups = max(1, source.shape[1] // max(1, weight[1]))
     calls = source.shape[0] * groups
     used = min(threads, int(facts["macs"] / calls // GEMM_CONV_WORK_PER_THREAD) + 1)
     gain = 1 + (max(1.0, class_gain) - 1) * (used - 1) / (threads - 1)
-    priced = one_thread_us / gain + (calls * hand_off_us if used > 1 else 0.0)
+    priced = alone / gain + (calls * hand_off_us if used > 1 else 0.0)
     _add_compute_time(times, priced - times["compute_time_us"])
     return True
 
@@ -1111,8 +1120,8 @@ def static_profile(
             share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs) \
                 if one_thread is not None and facts["device"] == "cpu" else None
             if share is not None and times["compute_time_us"] and _price_gemm_conv_threads(
-                    times, graph, node, facts, priced(one_thread)["compute_time_us"], gemm_conv_gain, cpu_threads,
-                    conv_overhead_us):
+                    times, graph, node, facts, lambda: priced(one_thread)["compute_time_us"], gemm_conv_gain,
+                    cpu_threads, conv_overhead_us):
                 share = None
             if share is not None and share < 1:  # priced again at one thread only where the gain is attenuated
                 _apply_parallel_work(times, share, priced(one_thread)["compute_time_us"])

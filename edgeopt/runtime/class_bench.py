@@ -488,22 +488,21 @@ def kernel_bandwidth(rates: dict[str, float], one_thread: dict[str, float], over
         key, nbytes = BANDWIDTH_PREFIX + f"weights_{size * size * 4 >> 20}mib", size * size * 4
         points.append((nbytes, less_dispatch(rates.get(key), nbytes), less_dispatch(one_thread.get(key), nbytes)))
     points.append((DRAM_WEIGHT * DRAM_WEIGHT * 4, bandwidth.dram, bandwidth.dram_one_thread))
-    reorders = []
-    for key, (_data, nbytes) in reorder_models().items():
-        rate, one = rates.get(REORDER_PREFIX + key), one_thread.get(REORDER_PREFIX + key)
-        if rate:  # the copy's bytes per reorder, as the estimate counts them: twice the map's
-            nodes = 2 * REORDER_PAIRS + 1
-            reorders.append(BandwidthPoint(bytes=nbytes // (2 * REORDER_PAIRS), rate=less_dispatch(rate, nbytes, nodes),
-                                           rate_one_thread=less_dispatch(one, nbytes, nodes)))
-    streams = []
-    for key, (_data, nbytes) in stream_models().items():
-        rate, one = rates.get(STREAM_PREFIX + key), one_thread.get(STREAM_PREFIX + key)
-        if rate:  # bytes per Mul, as the estimate counts an element-wise op's: what it reads and writes
-            nodes = STREAM_CHAIN + 1
-            streams.append(BandwidthPoint(bytes=nbytes // STREAM_CHAIN, rate=less_dispatch(rate, nbytes, nodes),
-                                          rate_one_thread=less_dispatch(one, nbytes, nodes)))
-    bandwidth = bandwidth.model_copy(update={"reorders": reorders if len(reorders) > 1 else [],
-                                             "streams": streams if len(streams) > 1 else []})
+    def curve(models: dict[str, tuple[bytes, int]], prefix: str, ops: int, nodes: int) -> list[BandwidthPoint]:
+        """One point per timed model of a chain of ``ops`` copying ops (``nodes`` dispatched in all), by the bytes
+        one op reads and writes, as the estimate counts them; fewer than two points: no curve."""
+        found = []
+        for key, (_data, nbytes) in models.items():
+            rate, one = rates.get(prefix + key), one_thread.get(prefix + key)
+            if rate:
+                found.append(BandwidthPoint(bytes=nbytes // ops, rate=less_dispatch(rate, nbytes, nodes),
+                                            rate_one_thread=less_dispatch(one, nbytes, nodes)))
+        return found if len(found) > 1 else []
+
+    # a reorder's bytes: twice its map's; an element-wise Mul's: what it reads and writes
+    bandwidth = bandwidth.model_copy(update={
+        "reorders": curve(reorder_models(), REORDER_PREFIX, 2 * REORDER_PAIRS, 2 * REORDER_PAIRS + 1),
+        "streams": curve(stream_models(), STREAM_PREFIX, STREAM_CHAIN, STREAM_CHAIN + 1)})
     if any(rate is None for _, rate, _ in points):  # a device that could not time them: the cache sizes decide
         return bandwidth
     return bandwidth.model_copy(update={"working_sets": [
