@@ -867,12 +867,22 @@ def _apply_padding_rows(times: dict[str, Any], graph: Graph, node: Node, facts: 
 # the projection at the MatMul's. One efficiency for both priced a cell of 256 inputs and 128 hidden units (a
 # third of its work recurrent, against half in the class model) 15% slow.
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+# At more threads, onnxruntime's LSTM hands each step's recurrent GEMM (batch x 4H x H) to MLAS with the thread
+# pool, which splits it only by GEMM_CONV_WORK_PER_THREAD multiply-adds per thread, and pays a hand-off per step
+# either way it splits: the lstm class model's step (256 hidden units, 262 K multiply-adds) gained 1.7x at two
+# threads, a cell of 128 hidden units (65 K, 3 µs a step) 1.0-1.1x in its model, 192 units 1.05-1.5x (AMD EPYC,
+# onnxruntime 1.32). The class's two-thread step, less a hand-off (what a pooled Conv's dispatch measured beyond a
+# plain one's), scales to the node's step; the hand-off is added back per step and direction.
+LSTM_CLASS_STEP_MACS = 4 * 256 * 256  # runtime.class_bench's "lstm" model: batch 1, 256 hidden units
 
 
 def _apply_recurrent_split(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
-                           fig: _Figures) -> None:
+                           fig: _Figures, one_thread: _Figures | None = None, threads: int = 1,
+                           hand_off_us: float = 0.0) -> None:
     """A float LSTM/GRU/RNN: its input projection at the MatMul's efficiency, its recurrent products at the
-    target's ``{kind}.recurrent`` efficiency, where measured (else its kind's one efficiency prices all)."""
+    target's ``{kind}.recurrent`` efficiency, where measured (else its kind's one efficiency prices all). Priced
+    at more ``threads`` (``one_thread``: the figures at one), an LSTM's recurrent steps gain as MLAS splits them,
+    each step paying ``hand_off_us``."""
     if facts["op_type"] not in RECURRENT_OPS or facts["domain"] not in ("", "ai.onnx") or facts["device"] != "cpu" \
             or facts["execution_dtype"] not in (None, "fp32") or not times["compute_time_us"] or not facts["macs"]:
         return
@@ -893,9 +903,39 @@ def _apply_recurrent_split(times: dict[str, Any], graph: Graph, node: Node, fact
     if not peak:
         return
     share = inputs / (inputs + hidden)
-    split_s = 2 * facts["macs"] * (share / projection + (1 - share) / recurrent) / peak
+    recurrent_s = 2 * facts["macs"] * (1 - share) / (recurrent * peak)
+    threaded = _recurrent_steps_at_threads(node, facts, w[0], facts["macs"] * (1 - share), fig, one_thread,
+                                           threads, hand_off_us)
+    split_s = 2 * facts["macs"] * share / (projection * peak) + (recurrent_s if threaded is None else threaded)
     times["efficiency"] = 2 * facts["macs"] / (peak * split_s)
     _add_compute_time(times, split_s * 1e6 - times["compute_time_us"])
+
+
+def _recurrent_steps_at_threads(node: Node, facts: Mapping[str, Any], directions: Any, recurrent_macs: float,
+                                fig: _Figures, one_thread: _Figures | None, threads: int,
+                                hand_off_us: float) -> float | None:
+    """An LSTM's recurrent part (``recurrent_macs``) at ``threads`` threads, in seconds, step by step as MLAS
+    splits it (LSTM_CLASS_STEP_MACS), or None where it is not priced so."""
+    if one_thread is None or threads < 2 or facts["kind"] != "lstm" or not node.recurrent_steps \
+            or not isinstance(directions, int) or directions < 1:
+        return None
+    alone = one_thread.owner_efficiency().get("lstm.recurrent")
+    many = fig.owner_efficiency().get("lstm.recurrent")
+    if not alone or not many or not one_thread.peaks.fp32 or not fig.peaks.fp32:
+        return None
+    class_alone_s = 2 * LSTM_CLASS_STEP_MACS / (alone * one_thread.peaks.fp32)
+    class_many_s = 2 * LSTM_CLASS_STEP_MACS / (many * fig.peaks.fp32)
+    hand_off_s = hand_off_us * 1e-6
+    # what the split gives the class's step once its hand-off is taken out (at most the threads' share)
+    class_gain = min(float(threads), class_alone_s / max(class_many_s - hand_off_s, class_alone_s / threads))
+    calls = node.recurrent_steps * directions
+    step_macs = recurrent_macs / calls
+    used = min(threads, int(step_macs // GEMM_CONV_WORK_PER_THREAD) + 1)
+    step_alone_s = 2 * step_macs / (alone * one_thread.peaks.fp32)
+    if used < 2:
+        return calls * step_alone_s
+    gain = 1 + (max(1.0, class_gain) - 1) * (used - 1) / (threads - 1)
+    return calls * (step_alone_s / gain + hand_off_s)
 
 
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
@@ -976,6 +1016,8 @@ def static_profile(
     # a float Conv at more than one thread wakes the thread pool whatever its size (measured where calibrated)
     conv_overhead_us = (cpu_profile.parallel_conv_overhead_us if cpu_threads > 1
                         and cpu_profile.parallel_conv_overhead_us is not None else node_overhead_us)
+    # what waking the pool adds to one call (an LSTM's step GEMM): the pooled Conv's dispatch beyond a plain one
+    pool_hand_off_us = max(0.0, conv_overhead_us - node_overhead_us)
     placement: Placement = place_nodes(graph, target)
     traffic: list[NodeTraffic] = node_traffic(graph)
     plan: MemoryPlan = liveness_plan(graph)
@@ -1107,7 +1149,8 @@ def static_profile(
                 found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us, elements)
                 _add_span_time(found, graph, facts, figures_at)
                 _apply_depth(found, graph, facts, figures_at)
-                _apply_recurrent_split(found, graph, node, facts, figures_at)
+                _apply_recurrent_split(found, graph, node, facts, figures_at, one_thread,
+                                       1 if figures_at is one_thread else cpu_threads, pool_hand_off_us)
                 _apply_positions(found, node, facts, figures_at)
                 _apply_plain_input(found, graph, node, facts, figures_at, block)
                 _apply_block_padding(found, graph, node, facts, block)

@@ -1137,6 +1137,48 @@ def test_a_recurrent_cells_input_projection_and_recurrent_products_are_priced_ap
     assert split.efficiency == pytest.approx(2 * macs / (1e9 * expected_s))
 
 
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_an_lstms_recurrent_steps_gain_from_threads_only_where_mlas_splits_each_steps_gemm(direction):
+    """At more threads onnxruntime hands each step's recurrent GEMM (batch x 4H x H) to MLAS, which splits it per
+    64 Ki multiply-adds, and each step pays the pool's hand-off: the class model's step (256 hidden units) gained
+    1.7x at two threads, a cell of 128 units (3 µs a step) about nothing, where the class's gain priced it 1.7x
+    (a Conv + LSTM recognizer's two-thread estimate 24-32% fast). The class's two-thread step less a hand-off
+    scales to the node's step; a step below 64 Ki runs on one thread; the input projection keeps the MatMul's."""
+    steps, inputs = 16, 256
+    directions = 2 if direction == "bidirectional" else 1
+
+    def lstm(hidden: int) -> onnx.ModelProto:
+        node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=hidden,
+                                direction=direction)
+        return make_model([node], [tensor("x", F, [steps, 1, inputs])],
+                          [tensor("y", F, [steps, directions, 1, hidden])],
+                          [weight("W", (directions, 4 * hidden, inputs)), weight("R", (directions, 4 * hidden, hidden))])
+
+    node_us, pooled_us = 1.0, 3.0  # the pool's hand-off: 2 µs
+    target = cpu_target(arch="x86_64", isa_features=("avx2", "fma", "avx512f"), cores=2, peak_threads=2,
+                        peak_ops_per_s={"fp32": 200e9}, single_thread_peak_ops_per_s={"fp32": 100e9},
+                        efficiency={"matmul": 0.8, "lstm": 0.5, "lstm.recurrent": 0.3},
+                        single_thread_efficiency={"matmul": 0.8, "lstm": 0.5, "lstm.recurrent": 0.4},
+                        node_overhead_us=node_us, parallel_conv_overhead_us=pooled_us)
+    class_one = 2 * 4 * 256 * 256 / (100e9 * 0.4) * 1e6  # the class model's step at one thread: 13.1 µs
+    class_two = 2 * 4 * 256 * 256 / (200e9 * 0.3) * 1e6  # at two: 8.7 µs
+    gain = class_one / (class_two - 2.0)  # 1.94, its hand-off taken out
+    # 262 K, 65 K (MLAS's first split: 3.3 µs a step, slower than one thread once the hand-off is paid) and 32 K
+    for hidden, splits in ((256, True), (128, True), (90, False)):
+        model = lstm(hidden)
+        calls = steps * directions
+        projection_us = 2 * calls * 4 * hidden * inputs / (200e9 * 0.8) * 1e6
+        step_one_us = 2 * 4 * hidden * hidden / (100e9 * 0.4) * 1e6
+        expected = projection_us + calls * (step_one_us / gain + 2.0 if splits else step_one_us)
+        assert static_profile(model, target, threads=2).node("lstm").compute_time_us == pytest.approx(expected), \
+            hidden
+        one = static_profile(model, target, threads=1).node("lstm").compute_time_us
+        assert one == pytest.approx(2 * calls * 4 * hidden * inputs / (100e9 * 0.8) * 1e6 + calls * step_one_us)
+    # the class model's own size prices at its measured two-thread rate
+    assert static_profile(lstm(256), target, threads=2).node("lstm").compute_time_us == pytest.approx(
+        2 * steps * directions * 4 * 256 * 256 * (1 / (200e9 * 0.8) + 1 / (200e9 * 0.3)) * 1e6)
+
+
 def test_dynamic_quantizations_integer_kernels_are_priced_by_their_weights_type():
     """ConvInteger and MatMulInteger (what `quantize_dynamic` writes) run kernels whose speed turns on the weights'
     type: calibration measures ``conv.integer_u8@int8``, ``conv.integer_s8@int8`` and the MatMul pair apart, and
