@@ -721,6 +721,51 @@ def _price_gemm_conv_threads(times: dict[str, Any], graph: Graph, node: Node, fa
     return True
 
 
+# MLAS's NCHWc kernels split a Conv across threads by output rows, each row of one filter set (four blocks of output
+# channels) of one image and group, or for a depthwise Conv of one channel block (snchwc.cpp): a node with fewer
+# such rows than threads, or rows that do not divide evenly, gains less than its class. Measured at two threads
+# (AMD EPYC, onnxruntime 1.32): a 64 -> 64 3x3 Conv over one output row 1.02x, two rows 1.92x, three 1.40x, 64 -> 128
+# over one row (two filter sets) 1.78x; basic-pitch's constant-Q Convs (one output channel over a one-row signal)
+# 1.00x, priced at their class's 1.9x.
+NCHWC_FILTER_SET_BLOCKS = 4
+
+
+def _nchwc_work_rows(graph: Graph, node: Node, facts: Mapping[str, Any], block: int) -> int | None:
+    """The rows of work MLAS shares among threads for a blocked float Conv (None where shapes are unknown)."""
+    source = graph.tensors.get(node.inputs[0]) if node.inputs else None
+    output = graph.tensors.get(node.outputs[0]) if node.outputs else None
+    weight = _conv_weight_shape(graph, node, facts["op_type"])
+    if source is None or output is None or not source.shape or not output.shape or len(output.shape) != 4 \
+            or not weight or len(weight) != 4:
+        return None
+    dims = (*output.shape, source.shape[1], weight[1])
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    batch, channels, rows, _, inputs, per_group = dims
+    if facts["op_class"] == "depthwise":
+        return batch * -(-channels // block) * rows
+    groups = max(1, inputs // per_group)
+    return batch * groups * -(-(channels // groups) // (block * NCHWC_FILTER_SET_BLOCKS)) * rows
+
+
+def _apply_row_split(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any], block: int | None,
+                     threads: int, one_thread_us: Callable[[], float | None]) -> None:
+    """A blocked float Conv at ``threads`` threads waits for its busiest thread: its time grows by the share of rows
+    that thread takes over an even split, up to its one-thread time (``one_thread_us``, called only where the rule
+    applies)."""
+    if threads < 2 or not _runs_blocked(times, node, facts, block):
+        return
+    rows = _nchwc_work_rows(graph, node, facts, block)
+    if not rows:
+        return
+    busiest = -(-rows // threads) * threads / rows
+    if busiest <= 1:
+        return
+    alone = one_thread_us()
+    if alone and alone > times["compute_time_us"]:
+        _add_compute_time(times, min(alone, times["compute_time_us"] * busiest) - times["compute_time_us"])
+
+
 def _apply_parallel_work(times: dict[str, Any], share: float, one_thread_us: float | None) -> None:
     """A node priced at more than one thread gains ``1 + (r - 1) * share`` of its one-thread speed
     (``one_thread_us``: its compute priced at one thread), where ``r`` is what the figures say more threads give
@@ -1162,12 +1207,19 @@ def static_profile(
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
             share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs) \
                 if one_thread is not None and facts["device"] == "cpu" else None
+            alone_us: list[float | None] = []
+
+            def compute_alone() -> float | None:  # the node's compute priced at one thread, once
+                if not alone_us:
+                    alone_us.append(priced(one_thread)["compute_time_us"])
+                return alone_us[0]
             if share is not None and times["compute_time_us"] and _price_gemm_conv_threads(
-                    times, graph, node, facts, lambda: priced(one_thread)["compute_time_us"], gemm_conv_gain,
-                    cpu_threads, conv_overhead_us):
+                    times, graph, node, facts, compute_alone, gemm_conv_gain, cpu_threads, conv_overhead_us):
                 share = None
             if share is not None and share < 1:  # priced again at one thread only where the gain is attenuated
-                _apply_parallel_work(times, share, priced(one_thread)["compute_time_us"])
+                _apply_parallel_work(times, share, compute_alone())
+            if one_thread is not None and facts["device"] == "cpu":
+                _apply_row_split(times, graph, node, facts, block, cpu_threads, compute_alone)
             if facts["index"] in rereads and facts["device"] == "cpu":
                 again, working_set = rereads[facts["index"]]
                 rate = weight_bandwidth_at(cpu_profile, cpu_threads, working_set) or (

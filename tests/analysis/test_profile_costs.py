@@ -906,6 +906,38 @@ def test_a_gemm_path_conv_gains_from_threads_only_where_mlas_splits_each_images_
         one / gain + 64 * 2.0)
 
 
+def test_a_blocked_conv_gains_from_threads_only_as_its_output_rows_split():
+    """MLAS's NCHWc kernels share a Conv among threads by output rows of one filter set (four channel blocks), a
+    depthwise Conv's by rows of one channel block: a 64 -> 64 Conv over one output row ran at its one-thread speed at
+    two threads, over three rows 1.40x where its class gained 1.9x (basic-pitch's constant-Q Convs over a one-row
+    signal: two-thread estimate 19% fast). The busiest thread's share of rows over an even split scales the
+    node's price, up to its one-thread price; rows that split evenly keep the class's gain."""
+    def conv(channels_in: int, channels_out: int, rows: int, group: int = 1) -> onnx.ModelProto:
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[0, 1, 0, 1], group=group)
+        return make_model([node], [tensor("x", F, [1, channels_in, rows, 512])],
+                          [tensor("y", F, [1, channels_out, rows, 512])],
+                          [weight("w", (channels_out, channels_in // group, 1, 3))])
+
+    target = cpu_target(arch="x86_64", isa_features=("avx2", "fma", "avx512f"), cores=2, peak_threads=2,
+                        peak_ops_per_s={"fp32": 2e9}, single_thread_peak_ops_per_s={"fp32": 1e9},
+                        efficiency={"conv": 0.45, "conv.depthwise": 0.45},
+                        single_thread_efficiency={"conv": 0.5, "conv.depthwise": 0.5})
+
+    def prices(model: onnx.ModelProto) -> tuple[float, float]:
+        one = static_profile(model, target, threads=1).node("conv")
+        two = static_profile(model, target, threads=2).node("conv")
+        assert two.op_class == one.op_class
+        share = one.macs / (one.macs + 3e5)  # PARALLEL_HALF_WORK's attenuation of the class's 1.8x
+        return one.compute_time_us, one.compute_time_us / (1 + 0.8 * share)
+
+    for model, busiest in ((conv(64, 64, 1), None), (conv(64, 64, 2), 1.0), (conv(64, 64, 3), 4 / 3),
+                           (conv(64, 128, 1), 1.0), (conv(64, 64, 1, group=64), 1.0),
+                           (conv(16, 16, 1, group=16), None), (conv(64, 64, 4), 1.0)):
+        one, even = prices(model)
+        expected = one if busiest is None else even * busiest
+        assert static_profile(model, target, threads=2).node("conv").compute_time_us == pytest.approx(expected)
+
+
 def test_a_fused_activation_is_split_with_its_conv_across_cores():
     """At all cores a fused activation runs in the Conv's output tiles, each thread its share: the one-thread
     element rate over the thread count, not the rate of the op alone, which pays its own hand-offs (a Sigmoid
