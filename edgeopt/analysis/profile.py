@@ -670,6 +670,10 @@ PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "
 # threads (chains of same-shape Adds, Adds of a scalar, Relus, Sigmoids), nothing up to 37 K elements (0.93-1.07x),
 # 1.3-1.7x at 100 K, 1.9-2.5x from 400 K; the share ``2 w^2 / (w^2 + ref^2)`` (0.24 at 37 K, 1 at 100 K) follows it.
 ELEMENT_MODEL_ELEMENTS = 32 * 56 * 56  # runtime.element_bench.ELEMENT_SHAPE
+# Ops whose onnxruntime CPU kernels run on the calling thread whatever the pool holds: measured at two threads
+# (AMD EPYC, onnxruntime 1.32, maps of 0.5 and 4 MiB) 0.98-1.04x, where the copy bandwidth's scaling priced them
+# 1.5-1.75x faster (a Transpose, a Concat, a Gather, a Cast and the reductions did gain, 1.4-2x).
+ONE_THREAD_OPS = frozenset({"Slice", "Pad", "Tile", "Expand", "Where", "DepthToSpace", "SpaceToDepth"})
 
 
 def _parallel_share(facts: Mapping[str, Any], elements: int | None,
@@ -1120,6 +1124,7 @@ def static_profile(
     # architecture (slower cores, where the same work pays for the pool sooner) keeps its class rates
     x86 = cpu_profile.arch.lower() in ("x86_64", "amd64")
     one_thread = cpu_figures_at(1) if cpu_threads > 1 and x86 else None
+    single_thread = one_thread or (cpu_figures_at(1) if cpu_threads > 1 else None)  # prices ONE_THREAD_OPS
     # what more threads give the im2col + GEMM Conv class's model (its rate at the priced count over one thread's)
     gemm_conv_gain = None
     if one_thread is not None and cpu_figures.peaks.fp32 and one_thread.peaks.fp32:
@@ -1203,7 +1208,8 @@ def static_profile(
                 _apply_padding_rows(found, graph, node, facts, block)
                 _apply_transposed_traffic(found, graph, node, facts, figures_at)
                 return found
-            times = priced(fig)
+            times = priced(single_thread if single_thread is not None and facts["device"] == "cpu"
+                           and facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx") else fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
             share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs) \
                 if one_thread is not None and facts["device"] == "cpu" else None
