@@ -561,6 +561,24 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
 # elements took 38 µs, priced 61 at the two-tensor rate.
 BINARY_ELEMENT_KINDS = frozenset({"add", "mul"})
 BINARY_MODEL_BYTES = 12
+# A Where's element model (runtime.element_bench) chooses between a map and a scalar: a second full-size value costs
+# as much again or more with a condition per element (0.6 -> 1.9 ns per element measured with one in runs, 3.6 ->
+# 7.2 with a random one), half as much with a broadcast one (0.9 -> 1.35; graph.onnx_adapter.where_class).
+WHERE_SECOND_VALUE = {None: 1.0, "broadcast": 0.5}
+
+
+def _apply_where_values(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any]) -> None:
+    """A Where priced by its element rate, whose two values are both full-size maps, costs what its class adds."""
+    if facts["kind"] != "where" or facts["op_class"] not in WHERE_SECOND_VALUE or facts["macs"] \
+            or not times["compute_time_us"] or len(node.inputs) < 3:
+        return
+    output = graph.tensors.get(node.outputs[0]) if node.outputs else None
+    if output is None or output.shape is None:
+        return
+    full = [graph.tensors.get(name) for name in node.inputs[1:3]]
+    if all(value is not None and value.shape is not None and math.prod(value.shape) == math.prod(output.shape)
+           for value in full):
+        _scale_compute(times, 1 + WHERE_SECOND_VALUE[facts["op_class"]])
 
 
 # The efficiency-table key of the cost of one run of a broadcasting loop: runs per second as a fraction of the fp32
@@ -1207,6 +1225,7 @@ def static_profile(
                 _apply_depthwise_border(found, graph, node, facts, block)
                 _apply_padding_rows(found, graph, node, facts, block)
                 _apply_transposed_traffic(found, graph, node, facts, figures_at)
+                _apply_where_values(found, graph, node, facts)
                 return found
             times = priced(single_thread if single_thread is not None and facts["device"] == "cpu"
                            and facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx") else fig)

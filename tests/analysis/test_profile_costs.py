@@ -880,6 +880,39 @@ def test_a_resize_is_priced_per_output_element_by_the_loop_onnxruntime_runs():
         assert counted == 4 * 32 * 56 * 56
 
 
+def test_a_where_is_priced_per_output_element_by_its_condition_and_values():
+    """onnxruntime's Where selects per element, far slower than its bytes (AMD EPYC, one thread: 0.6-1.2 ns per
+    element with a condition in runs, 1.0-1.6 with a broadcast mask row, against about 0.1 for the bytes): priced
+    at calibration's rate for its class, a second full-size value adding as much again (a condition per element)
+    or half as much (a broadcast one); where no rate was measured, by its bytes as before."""
+    from edgeopt.runtime.element_bench import element_models
+
+    shape = [1, 8, 64, 64]
+    elements = math.prod(shape)
+
+    def where(condition: list[int], second: list[int]) -> onnx.ModelProto:
+        node = helper.make_node("Where", ["c", "x", "y"], ["out"], name="where")
+        return make_model([node], [tensor("c", TensorProto.BOOL, condition), tensor("x", F, shape),
+                                   tensor("y", F, second)], [tensor("out", F, shape)], [])
+
+    rates = {"where": 0.01, "where.broadcast": 0.004}
+    target = cpu_target(efficiency=rates, memory_bandwidth_bytes_per_s=1e12)
+    for (condition, second), key, factor in (((shape, [1]), "where", 1.0), ((shape, shape), "where", 2.0),
+                                             (([1, 1, 1, 64], [1]), "where.broadcast", 1.0),
+                                             (([1, 1, 1, 64], shape), "where.broadcast", 1.5)):
+        node = static_profile(where(condition, second), target).node("where")
+        assert node.op_class == (None if key == "where" else "broadcast")
+        assert node.compute_time_us == pytest.approx(elements / (1e9 * rates[key]) * 1e6 * factor), (key, factor)
+    bytes_only = static_profile(where(shape, [1]), cpu_target(memory_bandwidth_bytes_per_s=1e12)).node("where")
+    assert bytes_only.compute_time_us == 0 and bytes_only.bound == "memory"
+    for key, condition_shape in (("where", [1, 32, 56, 56]), ("where.broadcast", [1, 1, 1, 56])):
+        data, counted = element_models()[key]
+        model = onnx.load_from_string(data)
+        assert [n.op_type for n in model.graph.node] == ["Where"] * 4 and counted == 4 * 32 * 56 * 56
+        (condition,) = [i for i in model.graph.initializer if i.name == "condition"]
+        assert list(condition.dims) == condition_shape and 0 < numpy_helper.to_array(condition).mean() < 1
+
+
 def test_a_gemm_path_conv_gains_from_threads_only_where_mlas_splits_each_images_gemm():
     """A Conv off the NCHWc path runs im2col and a GEMM per image, which MLAS gives another thread only per 64 Ki
     multiply-adds (convolve.cpp): silero-vad's batch of 64 1-D Convs gained 1.4-1.5x at two threads at 198-264 K
