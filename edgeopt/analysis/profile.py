@@ -73,6 +73,7 @@ from edgeopt.analysis.tflite_memory import estimate_tflite_memory
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
+from edgeopt.runtime.class_bench import INT8_CONV_CLASS_MACS
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.targets import (PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at,
                              reorder_bandwidth_at, stream_bandwidth_at, weight_bandwidth_at)
@@ -697,12 +698,21 @@ ONE_THREAD_OPS = frozenset({"Slice", "Pad", "Tile", "Expand", "Where", "DepthToS
 def _parallel_share(facts: Mapping[str, Any], elements: int | None,
                     measured_half: Mapping[str, float] | None = None) -> float | None:
     """The share of what more threads give the node's class (or element) model that the node gets (1: all), by
-    its work: PARALLEL_HALF_WORK's MACs (or the target's calibrated ``parallel_half_macs``, "kind@dtype"), or its
-    output elements for an element-priced op; None where its gain is left as its figures say."""
+    its work: PARALLEL_HALF_WORK's MACs (or the target's calibrated ``parallel_half_macs``, "kind@dtype") against
+    its class model's own where that model is small enough to gain less than the peak (the int8 Convs',
+    runtime.class_bench.INT8_CONV_CLASS_MACS: the int8 depthwise model, 3.6 M MACs, gained 2.2x at two threads on an
+    AMD EPYC, which a 1 M-MAC depthwise node had been given a fifth of), or its output elements for an
+    element-priced op; None where its gain is left as its figures say."""
     if facts["macs"]:
         dtype = facts["execution_dtype"] or "fp32"
         half = (measured_half or {}).get(f"{facts['kind']}@{dtype}") or PARALLEL_HALF_WORK.get((facts["kind"], dtype))
-        return facts["macs"] / (facts["macs"] + half) if half else None
+        if not half:
+            return None
+        keys = ([f"{facts['kind']}.{facts['op_class']}@{dtype}"] if facts.get("op_class") else []) + \
+            [f"{facts['kind']}@{dtype}"]
+        model = next((INT8_CONV_CLASS_MACS[key] for key in keys if key in INT8_CONV_CLASS_MACS), None)
+        share = facts["macs"] / (facts["macs"] + half)
+        return min(1.0, share * (model + half) / model) if model else share
     if not elements:
         return None
     return min(1.0, 2 * elements ** 2 / (elements ** 2 + ELEMENT_MODEL_ELEMENTS ** 2))

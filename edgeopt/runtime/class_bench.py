@@ -103,6 +103,16 @@ def _matmul_layers(rows: int, width: int, hidden: int, layers: int) -> bytes:
                        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [rows, width])], inits)
 
 
+# The multiply-adds of the int8 Conv class models below, by efficiency key: a node's share of its class's gain from
+# more threads is measured against the class model's own (analysis.profile._parallel_share). Kept beside the
+# models (a test checks them against class_models()). The int8 MatMul's half work is solved from its row class
+# itself (runtime.microbench.int8_matmul_half_work), so it stays out.
+INT8_CONV_CLASS_MACS = {"conv@int8": 64 * 64 * 9 * 56 * 56, "conv.depthwise@int8": 128 * 9 * 56 * 56,
+                        "conv.1x1@int8": 128 * 128 * 28 * 28, "conv.32ch@int8": 64 * 32 * 9 * 56 * 56,
+                        "conv.16ch@int8": 64 * 16 * 9 * 56 * 56, "conv.shallow@int8": 32 * 3 * 9 * 64 * 64,
+                        "conv.1x1.shallow@int8": 64 * 16 * 56 * 56}
+
+
 def class_models() -> dict[str, tuple[bytes, int]]:
     """Efficiency key -> (model bytes, ops per run: 2 x MACs), one model per class the cost model prices apart."""
     dw_weights, pw_weights = _weights((128, 1, 3, 3), 7), _weights((128, 128, 1, 1), 8)
