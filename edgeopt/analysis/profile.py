@@ -73,8 +73,8 @@ from edgeopt.analysis.tflite_memory import estimate_tflite_memory
 from edgeopt.analysis.placement import Placement, place_nodes
 from edgeopt.analysis.validation import expected_error
 from edgeopt.graph.build import build_graph
-from edgeopt.runtime.class_bench import INT8_CONV_CLASS_MACS
 from edgeopt.graph.model import Graph, Node, tensor_size_bytes
+from edgeopt.runtime.class_bench import INT8_CONV_CLASS_MACS
 from edgeopt.targets import (PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at,
                              reorder_bandwidth_at, stream_bandwidth_at, weight_bandwidth_at)
 
