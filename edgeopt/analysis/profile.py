@@ -726,6 +726,13 @@ def _parallel_share(facts: Mapping[str, Any], elements: int | None,
 GEMM_CONV_WORK_PER_THREAD = 64 * 1024
 
 
+def _mlas_gemm_gain(work: float, threads: int, class_gain: float) -> tuple[int, float]:
+    """(threads MLAS gives one GEMM call of ``work`` multiply-adds, the gain they bring): ``class_gain`` (what the
+    class model's calls gained at ``threads``) in proportion to the extra threads used, none below the split."""
+    used = min(threads, int(work // GEMM_CONV_WORK_PER_THREAD) + 1)
+    return used, 1 + (max(1.0, class_gain) - 1) * (used - 1) / (threads - 1)
+
+
 def _price_gemm_conv_threads(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any],
                              one_thread_us: Callable[[], float | None], class_gain: float | None, threads: int,
                              hand_off_us: float) -> bool:
@@ -746,8 +753,7 @@ def _price_gemm_conv_threads(times: dict[str, Any], graph: Graph, node: Node, fa
         return False
     groups = max(1, source.shape[1] // max(1, weight[1]))
     calls = source.shape[0] * groups
-    used = min(threads, int(facts["macs"] / calls // GEMM_CONV_WORK_PER_THREAD) + 1)
-    gain = 1 + (max(1.0, class_gain) - 1) * (used - 1) / (threads - 1)
+    used, gain = _mlas_gemm_gain(facts["macs"] / calls, threads, class_gain)
     priced = alone / gain + (calls * hand_off_us if used > 1 else 0.0)
     _add_compute_time(times, priced - times["compute_time_us"])
     return True
@@ -1004,15 +1010,12 @@ def _recurrent_steps_at_threads(node: Node, facts: Mapping[str, Any], directions
     class_many_s = 2 * LSTM_CLASS_STEP_MACS / (many * fig.peaks.fp32)
     hand_off_s = hand_off_us * 1e-6
     # what the split gives the class's step once its hand-off is taken out (at most the threads' share)
-    class_gain = min(float(threads), class_alone_s / max(class_many_s - hand_off_s, class_alone_s / threads))
+    class_gain = class_alone_s / max(class_many_s - hand_off_s, class_alone_s / threads)
     calls = node.recurrent_steps * directions
     step_macs = recurrent_macs / calls
-    used = min(threads, int(step_macs // GEMM_CONV_WORK_PER_THREAD) + 1)
+    used, gain = _mlas_gemm_gain(step_macs, threads, class_gain)
     step_alone_s = 2 * step_macs / (alone * one_thread.peaks.fp32)
-    if used < 2:
-        return calls * step_alone_s
-    gain = 1 + (max(1.0, class_gain) - 1) * (used - 1) / (threads - 1)
-    return calls * (step_alone_s / gain + hand_off_s)
+    return calls * (step_alone_s / gain + hand_off_s) if used > 1 else calls * step_alone_s
 
 
 def _apply_positions(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures) -> None:
