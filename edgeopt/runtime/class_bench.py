@@ -111,6 +111,9 @@ INT8_CONV_CLASS_MACS = {"conv@int8": 64 * 64 * 9 * 56 * 56, "conv.depthwise@int8
                         "conv.1x1@int8": 128 * 128 * 28 * 28, "conv.32ch@int8": 64 * 32 * 9 * 56 * 56,
                         "conv.16ch@int8": 64 * 16 * 9 * 56 * 56, "conv.shallow@int8": 32 * 3 * 9 * 64 * 64,
                         "conv.1x1.shallow@int8": 64 * 16 * 56 * 56}
+# The one-row int8 MatMul class model's multiply-adds (matmul.row@int8): beyond it a one-row int8 MatMul gains no
+# more from threads than the class did (analysis.profile._parallel_share).
+INT8_ROW_CLASS_MACS = 1024 * 1024
 
 
 def class_models() -> dict[str, tuple[bytes, int]]:

@@ -1026,6 +1026,39 @@ def test_an_int8_nodes_share_of_its_class_gain_is_measured_against_the_class_mod
             assert share == pytest.approx(1.0)
 
 
+def test_a_one_row_int8_matmul_larger_than_its_class_gains_what_the_class_gained():
+    """One-row int8 MatMuls (GEMVs) gained 1.38x at two threads at 1 MiB of weights and 1.31-1.42x at 2-4 MiB (AMD
+    EPYC): their gain stops growing at the class model's size, where a share growing with the work had priced 4 MiB
+    2.0x. Below the class's size the share still shrinks with the work; a multi-row int8 MatMul keeps growing."""
+    from edgeopt.runtime.class_bench import INT8_ROW_CLASS_MACS, class_models
+    from edgeopt.runtime.microbench import qdq_model
+
+    assert class_models()["matmul.row@int8"][1] == 2 * INT8_ROW_CLASS_MACS
+    figures = dict(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9, "int8": 8e9},
+                   single_thread_peak_ops_per_s={"fp32": 1e9, "int8": 4e9}, memory_bandwidth_bytes_per_s=1e15,
+                   efficiency={"matmul.row@int8": 0.5, "matmul@int8": 0.5, "quantize": 1.0, "dequantize": 1.0},
+                   single_thread_efficiency={"matmul.row@int8": 0.5, "matmul@int8": 0.5, "quantize": 1.0,
+                                             "dequantize": 1.0},
+                   parallel_half_macs={"matmul@int8": 1e6})
+    target = cpu_target(**figures)
+    rng = np.random.default_rng(0)
+
+    def gain(rows: int, depth: int, width: int) -> float:
+        model = onnx.load_from_string(qdq_model("MatMul", rng.standard_normal((depth, width)).astype(np.float32),
+                                                [rows, depth], [rows, width]))
+        (one,) = [n for n in static_profile(model, target, threads=1).nodes if n.op_type == "MatMul"]
+        (two,) = [n for n in static_profile(model, target, threads=2).nodes if n.op_type == "MatMul"]
+        assert one.op_class == ("row" if rows == 1 else None) and one.execution_dtype == "int8"
+        return one.compute_time_us / two.compute_time_us
+
+    class_gain = 1 + INT8_ROW_CLASS_MACS / (INT8_ROW_CLASS_MACS + 1e6)  # the figures' 2x at the class's share
+    assert gain(1, 1024, 1024) == pytest.approx(class_gain)
+    assert gain(1, 2048, 2048) == pytest.approx(class_gain)  # 4 MiB: no more than the class
+    assert gain(1, 4096, 2048) == pytest.approx(class_gain)
+    assert gain(1, 512, 512) == pytest.approx(1 + 512 * 512 / (512 * 512 + 1e6))  # smaller: less
+    assert gain(16, 2048, 2048) == pytest.approx(1 + 16 * 2048 * 2048 / (16 * 2048 * 2048 + 1e6))
+
+
 def test_a_fused_activation_is_split_with_its_conv_across_cores():
     """At all cores a fused activation runs in the Conv's output tiles, each thread its share: the one-thread
     element rate over the thread count, not the rate of the op alone, which pays its own hand-offs (a Sigmoid
