@@ -508,6 +508,20 @@ def _layout_copy_us(copies: Sequence[int], fig: _Figures) -> float:
     return sum(copy / rate(copy) for copy in copies) * 1e6
 
 
+def _channels_last_copy_us(copies: Sequence[tuple[str, int]], fig: _Figures) -> float:
+    """The time of the 8-bit Transposes around a node's channels-last int8 region, each at its kind's element rate
+    at the figures' thread count where calibration timed it (runtime.element_bench), else by its bytes as a reorder.
+    Measured (AMD EPYC, onnxruntime 1.32; [1, 128, 28, 28]): 3.9 µs into channels-last and 8.0 out of it at one
+    thread, where the reorders' rate priced both 3.4; 7.2 and 11.2 at two threads, where it had priced 1.9."""
+    table = fig.owner_efficiency()
+    total = 0.0
+    for kind, elements in copies:
+        rate = table.get(kind)
+        total += (elements / (fig.peaks.fp32 * rate) * 1e6 if rate and fig.peaks.fp32
+                  else _layout_copy_us((2 * elements,), fig))
+    return total
+
+
 def _add_compute_time(times: dict[str, Any], extra_us: float) -> None:
     """More compute time for a node the roofline priced: its time grows by what the larger side grows by."""
     before = max(times["compute_time_us"], times["memory_time_us"])
@@ -545,15 +559,26 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
     the target measured no rate for its kind. A kind measured by class too (``resize.linear``) takes the class's
     rate where there is one."""
     table = fig.owner_efficiency()
-    rate = (table.get(f"{facts['kind']}.{facts['op_class']}") if facts.get("op_class") else None) or \
+    int8_key = _int8_element_key(facts, table)
+    rate = (table.get(int8_key) if int8_key else None) or \
+        (table.get(f"{facts['kind']}.{facts['op_class']}") if facts.get("op_class") else None) or \
         table.get(facts["kind"])
     if not rate or not elements or facts["device"] != "cpu" or not fig.peaks.fp32:
         return None
     seconds = elements / (fig.peaks.fp32 * rate)
-    if facts["kind"] in BINARY_ELEMENT_KINDS and facts["execution_dtype"] in (None, "fp32") and facts["bytes_read"]:
+    if facts["kind"] in BINARY_ELEMENT_KINDS and facts["bytes_read"] and (
+            facts["execution_dtype"] in (None, "fp32") or int8_key in BYTE_SCALED_INT8_KINDS):
         # the kind's model reads two whole tensors; a scalar or a per-channel operand moves a third less
-        seconds *= min(1.0, (facts["bytes_read"] + facts["bytes_written"]) / (BINARY_MODEL_BYTES * elements))
+        model_bytes = INT8_BINARY_MODEL_BYTES if int8_key else BINARY_MODEL_BYTES
+        seconds *= min(1.0, (facts["bytes_read"] + facts["bytes_written"]) / (model_bytes * elements))
     return seconds, rate
+
+
+def _int8_element_key(facts: Mapping[str, Any], table: Mapping[str, float]) -> str | None:
+    """The int8 element kind (``add.int8``: onnxruntime's QLinearAdd) that prices an int8 node, where the target
+    measured it (runtime.element_bench); None otherwise (the float kind's rate then prices it)."""
+    key = f"{facts['kind']}.int8"
+    return key if facts["execution_dtype"] == "int8" and key in table else None
 
 
 # Element kinds whose calibration model (runtime.element_bench.element_models) adds or multiplies two whole float
@@ -562,6 +587,10 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
 # elements took 38 µs, priced 61 at the two-tensor rate.
 BINARY_ELEMENT_KINDS = frozenset({"add", "mul"})
 BINARY_MODEL_BYTES = 12
+# Their int8 models move 3 bytes per element; only the Add's time follows its bytes (measured, one thread: an Add of
+# a scalar 0.61x of two maps', a Mul by one 0.87x, where bytes say 0.67x)
+INT8_BINARY_MODEL_BYTES = 3
+BYTE_SCALED_INT8_KINDS = frozenset({"add.int8"})
 # A Where's element model (runtime.element_bench) chooses between a map and a scalar: a second full-size value costs
 # as much again or more with a condition per element (0.6 -> 1.9 ns per element measured with one in runs, 3.6 ->
 # 7.2 with a random one), half as much with a broadcast one (0.9 -> 1.35; graph.onnx_adapter.where_class).
@@ -689,6 +718,7 @@ PARALLEL_HALF_WORK = {("conv", "fp32"): 3e5, ("conv", "int8"): 8e6, ("matmul", "
 # threads (chains of same-shape Adds, Adds of a scalar, Relus, Sigmoids), nothing up to 37 K elements (0.93-1.07x),
 # 1.3-1.7x at 100 K, 1.9-2.5x from 400 K; the share ``2 w^2 / (w^2 + ref^2)`` (0.24 at 37 K, 1 at 100 K) follows it.
 ELEMENT_MODEL_ELEMENTS = 32 * 56 * 56  # runtime.element_bench.ELEMENT_SHAPE
+INT8_ELEMENT_MODEL_ELEMENTS = 32 * 112 * 112  # runtime.element_bench.INT8_ELEMENT_SHAPE (a test keeps both equal)
 # Ops whose onnxruntime CPU kernels run on the calling thread whatever the pool holds: measured at two threads
 # (AMD EPYC, onnxruntime 1.32, maps of 0.5 and 4 MiB) 0.98-1.04x, where the copy bandwidth's scaling priced them
 # 1.5-1.75x faster (a Transpose, a Concat, a Gather, a Cast and the reductions did gain, 1.4-2x).
@@ -696,13 +726,14 @@ ONE_THREAD_OPS = frozenset({"Slice", "Pad", "Tile", "Expand", "Where", "DepthToS
 
 
 def _parallel_share(facts: Mapping[str, Any], elements: int | None,
-                    measured_half: Mapping[str, float] | None = None) -> float | None:
+                    measured_half: Mapping[str, float] | None = None, int8_element: bool = False) -> float | None:
     """The share of what more threads give the node's class (or element) model that the node gets (1: all), by
     its work: PARALLEL_HALF_WORK's MACs (or the target's calibrated ``parallel_half_macs``, "kind@dtype") against
     its class model's own where that model is small enough to gain less than the peak (the int8 Convs',
     runtime.class_bench.INT8_CONV_CLASS_MACS: the int8 depthwise model, 3.6 M MACs, gained 2.2x at two threads on an
     AMD EPYC, which a 1 M-MAC depthwise node had been given a fifth of), or its output elements for an
-    element-priced op; None where its gain is left as its figures say. A one-row int8 MatMul larger than its class
+    element-priced op (against the int8 kinds' larger model, ``int8_element``); None where its gain is left as its
+    figures say. A one-row int8 MatMul larger than its class
     model (INT8_ROW_CLASS_MACS, 1 M) gains what the class gained: measured at two threads (AMD EPYC, onnxruntime
     1.32, with the call's fixed cost) 1.38x at 1 MiB of weights, 1.31-1.42x at 2-4 MiB, where a share growing with
     the work had priced 4 MiB 2.0x; only weights streamed from DRAM (9-16 MiB: 1.8-2.2x) gain more, as their
@@ -722,7 +753,8 @@ def _parallel_share(facts: Mapping[str, Any], elements: int | None,
         return min(1.0, share * (model + half) / model) if model else share
     if not elements:
         return None
-    return min(1.0, 2 * elements ** 2 / (elements ** 2 + ELEMENT_MODEL_ELEMENTS ** 2))
+    reference = INT8_ELEMENT_MODEL_ELEMENTS if int8_element else ELEMENT_MODEL_ELEMENTS
+    return min(1.0, 2 * elements ** 2 / (elements ** 2 + reference ** 2))
 
 
 # MLAS splits the GEMM of a Conv off the NCHWc path (im2col and a GEMM per image and group) across threads only by
@@ -1200,6 +1232,9 @@ def static_profile(
     if layout_copies:
         assumptions.append(f"onnxruntime's NCHWc layout ({block}-channel blocks) on this CPU: "
                            f"{_plural(len(layout_copies), 'node')} pay for reorder copies")
+    if block and graph.channels_last_copies:
+        assumptions.append("onnxruntime's channels-last int8 convolutions: "
+                           f"{_plural(len(graph.channels_last_copies), 'node')} pay for 8-bit Transposes")
 
     # -- roofline per node
     rereads = _recurrent_rereads(graph)
@@ -1250,7 +1285,8 @@ def static_profile(
             times = priced(single_thread if single_thread is not None and facts["device"] == "cpu"
                            and facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx") else fig)
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
-            share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs) \
+            share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs,
+                                    _int8_element_key(facts, fig.owner_efficiency()) is not None) \
                 if one_thread is not None and facts["device"] == "cpu" else None
             alone_us: list[float | None] = []
 
@@ -1272,11 +1308,14 @@ def static_profile(
                     else fig.weight_bandwidth or fig.bandwidth)
                 _add_memory_time(times, again / rate * 1e6)
             copies = layout_copies.get(facts["index"], ()) if facts["device"] == "cpu" else ()
-            if copies and fig.bandwidth:
-                times.update(layout_copy_bytes=sum(copies), layout_copy_us=_layout_copy_us(copies, fig))
+            transposes = graph.channels_last_copies.get(facts["index"], ()) \
+                if block and facts["device"] == "cpu" else ()
+            if (copies or transposes) and fig.bandwidth:
+                times.update(layout_copy_bytes=sum(copies) + sum(2 * count for _kind, count in transposes),
+                             layout_copy_us=_layout_copy_us(copies, fig) + _channels_last_copy_us(transposes, fig))
                 # kernels of their own, which hand their work to the thread pool as the blocked Conv does (measured
                 # in PP-OCRv2's direction classifier: 4.6 -> 9.0 µs per ReorderInput from one thread to two)
-                times["time_us"] += times["layout_copy_us"] + conv_overhead_us * len(copies)
+                times["time_us"] += times["layout_copy_us"] + conv_overhead_us * (len(copies) + len(transposes))
             if times.pop("peak_fallback"):
                 key = f"{fig.label}: no {facts['execution_dtype']} peak, the fp32 peak is used"
                 fallback_nodes[key] = fallback_nodes.get(key, 0) + 1

@@ -150,6 +150,9 @@ class Graph:
     # bytes moved by each layout copy a runtime adds (read and written), by the channel block it uses and the node
     # charged (onnxruntime's NCHWc reorders on x86: graph/onnx_layout.py)
     layout_copy_bytes: Mapping[int, Mapping[int, tuple[int, ...]]] = field(default_factory=dict)
+    # the 8-bit Transposes onnxruntime puts around its channels-last int8 convolutions (x86), by the node charged:
+    # (element kind, elements) each, priced per element where calibration timed the kind (graph/onnx_layout.py)
+    channels_last_copies: Mapping[int, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     # activations a runtime's layout enlarges, by the channel block and the tensor: their bytes as laid out
     # (NCHWc pads the channels to a whole block: 24 channels take 32 at 16 per block)
     layout_tensor_bytes: Mapping[int, Mapping[str, int]] = field(default_factory=dict)

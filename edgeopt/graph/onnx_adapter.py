@@ -339,7 +339,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes
     created: dict[int, tuple[RuntimeTensor, ...]] = {}  # per block: the tensors the layout copies write
-    copies = layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded, created)
+    channels_last: dict[int, tuple[tuple[str, int], ...]] = {}  # the int8 convolutions' Transposes
+    copies = layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded, created, channels_last)
     # and the x86 kernels' scratch beside them (the int8 kernels' were measured on x86 only)
     scratch = tuple(int8_conv_accumulators(analysed, shapes, execution.nodes))
     created = {block: tensors + scratch for block, tensors in created.items()}
@@ -355,6 +356,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         weight_bytes_by_dtype=weight_bytes_by_dtype(loaded),  # every branch's: all are loaded
         aliases=execution.aliases,
         layout_copy_bytes=copies,
+        channels_last_copies=channels_last,
         layout_tensor_bytes=padded,
         runtime_tensors=created,
         assumptions=tuple(assumptions),

@@ -207,13 +207,17 @@ def _create(created: list[RuntimeTensor] | None, name: str, start: int, end: int
 
 def layout_copy_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], execution: Sequence[NodeExecution],
                       constants: set[str], padded: dict[int, dict[str, int]],
-                      created: dict[int, tuple[RuntimeTensor, ...]] | None = None
+                      created: dict[int, tuple[RuntimeTensor, ...]] | None = None,
+                      channels_last: dict[int, tuple[tuple[str, int], ...]] | None = None
                       ) -> dict[int, dict[int, tuple[int, ...]]]:
-    """Per NCHWc block: the bytes of each layout copy onnxruntime adds, per node charged (the NCHWc reorders at that
-    block, and the int8 channels-last Transposes, the same at every block); ``padded`` receives, per block, the
-    tensors its padding enlarges, and ``created`` the tensors the copies write (:func:`nchwc_reorder_bytes`)."""
+    """Per NCHWc block: the bytes of each NCHWc reorder onnxruntime adds at that block, per node charged; ``padded``
+    receives, per block, the tensors its padding enlarges, ``created`` the tensors the copies write (the reorders'
+    and the int8 channels-last Transposes', :func:`nchwc_reorder_bytes`), and ``channels_last`` those Transposes
+    (:func:`int8_channels_last_copies`: the same at every block)."""
     transposed: list[RuntimeTensor] = []
     transposes = int8_channels_last_copies(model, shapes, execution, constants, transposed)
+    if channels_last is not None:
+        channels_last.update(transposes)
     found = {}
     for block in NCHWC_BLOCKS:
         reordered: list[RuntimeTensor] = []
@@ -221,8 +225,6 @@ def layout_copy_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], 
                                       reordered)
         if created is not None:
             created[block] = tuple(reordered + transposed)
-        for index, copies in transposes.items():
-            charged[index] = charged.get(index, ()) + copies
         found[block] = charged
     return found
 
@@ -232,19 +234,23 @@ def layout_copy_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], 
 _LAYOUT_AGNOSTIC = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                               "HardSwish", "Tanh", "Identity", "QuantizeLinear", "DequantizeLinear", "Concat"})
 _INT8_CHANNELS_LAST_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool"})
+# the element kinds (runtime.element_bench) of the 8-bit Transposes into and out of the channels-last region
+ENTERING_CHANNELS_LAST = "transpose.nhwc"
+LEAVING_CHANNELS_LAST = "transpose.nchw"
 
 
 def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
                               execution: Sequence[NodeExecution], constants: set[str],
-                              created: list[RuntimeTensor] | None = None) -> dict[int, tuple[int, ...]]:
-    """Bytes each Transpose around onnxruntime's channels-last int8 convolutions moves (an 8-bit tensor read and
-    written), per node charged: the int8 Conv a tensor enters the region at, the producer of one that leaves it
-    (read by an op that needs NCHW, or a graph output); ``created`` receives the tensors they write (an entering
-    one's channels-last copy, live while its reader runs; a leaving one's plain copy, to its last reader)."""
+                              created: list[RuntimeTensor] | None = None) -> dict[int, tuple[tuple[str, int], ...]]:
+    """The Transposes around onnxruntime's channels-last int8 convolutions, per node charged, each as (its element
+    kind, the elements of its 8-bit tensor): ``transpose.nhwc`` where a tensor enters the region (charged to the int8
+    Conv it enters at), ``transpose.nchw`` where one leaves it (to its producer; read by an op that needs NCHW, or
+    a graph output). ``created`` receives the tensors they write (an entering one's channels-last copy, live while
+    its reader runs; a leaving one's plain copy, to its last reader)."""
     last_read = _last_reads(model)
     channels_last: set[str] = set()
     producer: dict[str, int] = {}
-    charged: dict[int, tuple[int, ...]] = {}
+    charged: dict[int, tuple[tuple[str, int], ...]] = {}
     leaving: list[str] = []
 
     def elements(name: str) -> int | None:
@@ -254,10 +260,10 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
         n, c, h, w = info.shape
         return n * c * h * w
 
-    def charge(index: int, name: str, end: int | None = None, suffix: str = "") -> None:
+    def charge(index: int, name: str, kind: str, end: int | None = None, suffix: str = "") -> None:
         count = elements(name)
         if count:
-            charged[index] = charged.get(index, ()) + (2 * count,)
+            charged[index] = charged.get(index, ()) + ((kind, count),)
             _create(created, name + suffix, index, index if end is None else end, count)  # an 8-bit tensor
 
     for index, (node, row) in enumerate(zip(model.graph.node, execution, strict=True)):
@@ -267,7 +273,7 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
         if node.op_type in ("Conv", "QLinearConv") and node.domain in DEFAULT_DOMAINS and row.role == "compute" \
                 and row.dtype == "int8" and node.input and elements(node.input[0]):
             if node.input[0] not in channels_last:
-                charge(index, node.input[0], suffix=f"@nhwc#{index}")
+                charge(index, node.input[0], ENTERING_CHANNELS_LAST, suffix=f"@nhwc#{index}")
             channels_last.update(out for out in node.output[:1] if out)
             continue
         passes = node.op_type in _LAYOUT_AGNOSTIC or row.role in ("fused_qdq", "fused_activation") or (
@@ -275,14 +281,14 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
         if passes and any(name in channels_last for name in data):
             for name in data:  # a plain 4-D operand meets the region: transposed to join it
                 if name not in channels_last:
-                    charge(index, name, suffix=f"@nhwc#{index}")
+                    charge(index, name, ENTERING_CHANNELS_LAST, suffix=f"@nhwc#{index}")
             channels_last.update(out for out in node.output if out)
             continue
         leaving.extend(name for name in data if name in channels_last)
     leaving.extend(o.name for o in model.graph.output if o.name in channels_last)
     for name in dict.fromkeys(leaving):
         if name in producer:
-            charge(producer[name], name, last_read.get(name, producer[name]), "@transposed")
+            charge(producer[name], name, LEAVING_CHANNELS_LAST, last_read.get(name, producer[name]), "@transposed")
     return charged
 
 

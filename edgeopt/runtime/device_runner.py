@@ -29,11 +29,12 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 10  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+RUNNER_VERSION = 11  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
 # 5: random inputs left out of the run peak, memory probes with freed buffers returned at once;
 # 6: .tflite per-op times, op by op (--op-models); 7: the microbenchmarks' fixed cost of a call, set apart;
 # 8: weight probes' load peak with glibc's default allocator too; 9: microbenchmarks timed in two passes;
-# 10: optional microbenchmark items (skipped where the runtime lacks their ops)
+# 10: optional microbenchmark items (skipped where the runtime lacks their ops); 11: 8-bit inputs of microbenchmark
+# models fed 8-bit values
 # The microbenchmark's passes over its models (device_runner.microbench)
 MICROBENCH_PASSES = 2
 
@@ -680,8 +681,13 @@ def microbench(bundle: dict, progress=None) -> dict:
 
     def random_feeds(session) -> dict:
         rng = np.random.default_rng(0)
-        return {i.name: rng.standard_normal([d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
-                .astype(np.float32) for i in session.get_inputs()}
+
+        def feed(spec) -> np.ndarray:
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+            if spec.type == "tensor(uint8)":  # an 8-bit map (the element kinds' Transposes)
+                return rng.integers(0, 256, shape, dtype=np.uint8)
+            return rng.standard_normal(shape).astype(np.float32)
+        return {i.name: feed(i) for i in session.get_inputs()}
 
     # The fixed cost of one call (binding, output allocation, the API call) on a one-node model: set apart
     # from every model's time below, so rates are the kernels' own work; estimates add it once per run.

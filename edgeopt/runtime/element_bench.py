@@ -17,6 +17,10 @@ from edgeopt.runtime.microbench import model_bytes, op_stack
 ELEMENT_SHAPE = [1, 32, 56, 56]
 ELEMENT_CHAIN = 4
 SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
+# onnxruntime's int8 Add and Mul (QLinearAdd, QLinearMul) hand a map to more threads only from about 200 K elements
+# (AMD EPYC, two threads: 1.00x up to 131 K, 1.5-1.6x at 205 K, 1.9x at 401 K): their models are timed over a map
+# that splits, and smaller ones gain by their share of it (analysis.profile._parallel_share)
+INT8_ELEMENT_SHAPE = [1, 32, 112, 112]
 
 
 def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
@@ -107,6 +111,37 @@ def _where_fan_out(count: int, broadcast: bool) -> bytes:
                        [numpy_helper.from_array(np.array(0.0, np.float32), "zero"), condition])
 
 
+def _qdq_binary_chain(op: str, count: int) -> bytes:
+    """``count`` int8 ``op`` nodes (Add or Mul in QDQ form, which onnxruntime fuses to QLinearAdd / QLinearMul) in
+    a chain over an 8-bit map, each with a whole 8-bit map as its second operand."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+             numpy_helper.from_array(np.array(128, np.uint8), "zero")]
+    nodes, previous = [], "x"
+    for index in range(count):
+        inits.append(numpy_helper.from_array(rng.integers(0, 256, INT8_ELEMENT_SHAPE, dtype=np.uint8), f"w{index}"))
+        nodes += [helper.make_node("DequantizeLinear", [previous, "scale", "zero"], [f"a{index}"]),
+                  helper.make_node("DequantizeLinear", [f"w{index}", "scale", "zero"], [f"b{index}"]),
+                  helper.make_node(op, [f"a{index}", f"b{index}"], [f"y{index}"]),
+                  helper.make_node("QuantizeLinear", [f"y{index}", "scale", "zero"], [f"q{index}"])]
+        previous = f"q{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.UINT8, INT8_ELEMENT_SHAPE)],
+                       [helper.make_tensor_value_info(previous, TensorProto.UINT8, INT8_ELEMENT_SHAPE)], inits)
+
+
+def _transpose_fan_out(count: int, into_channels_last: bool) -> bytes:
+    """``count`` Transposes side by side of one 8-bit map, into channels-last ([N, C, H, W] -> [N, H, W, C]) or out
+    of it, each a graph output: the copies onnxruntime puts around its channels-last int8 convolutions
+    (graph.onnx_layout.int8_channels_last_copies)."""
+    n, c, h, w = ELEMENT_SHAPE
+    source, target = ([n, c, h, w], [n, h, w, c]) if into_channels_last else ([n, h, w, c], [n, c, h, w])
+    perm = [0, 2, 3, 1] if into_channels_last else [0, 3, 1, 2]
+    nodes = [helper.make_node("Transpose", ["x"], [f"y{index}"], perm=perm) for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.UINT8, source)],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.UINT8, target)
+                        for index in range(count)], [])
+
+
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
@@ -150,6 +185,14 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "dequantize": (_fan_out("DequantizeLinear", ELEMENT_CHAIN), elements + elements // ELEMENT_CHAIN),
         # a min/max pass, then the quantization: dynamic quantization's activations
         "dynamic_quantize": (_dynamic_quantize_fan_out(ELEMENT_CHAIN), elements),
+        # int8 Add and Mul (AMD EPYC, one thread: 0.14 and 0.21 ns per element, where the float kinds priced both
+        # 0.16; an Add of a scalar 0.09, a Mul by one 0.19)
+        "add.int8": (_qdq_binary_chain("Add", ELEMENT_CHAIN), ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        "mul.int8": (_qdq_binary_chain("Mul", ELEMENT_CHAIN), ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        # the 8-bit Transposes around onnxruntime's channels-last int8 convolutions (AMD EPYC, one thread: 0.04 ns
+        # per element into channels-last, 0.08 out of it; slower at two threads than at one)
+        "transpose.nhwc": (_transpose_fan_out(ELEMENT_CHAIN, into_channels_last=True), elements),
+        "transpose.nchw": (_transpose_fan_out(ELEMENT_CHAIN, into_channels_last=False), elements),
         # Muls of a [1,C,H,1] map by one value, which onnxruntime's broadcasting loop walks one element at a
         # time (analysis.broadcast): per run of the loop, solved through the estimate beside the Mul's own rate
         "broadcast_span": (op_stack("Mul", ELEMENT_CHAIN, (1,), SPAN_SHAPE), ELEMENT_CHAIN * int(np.prod(SPAN_SHAPE))),

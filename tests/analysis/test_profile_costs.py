@@ -1601,6 +1601,90 @@ def test_an_add_of_a_scalar_is_priced_by_the_bytes_it_moves_at_the_two_tensor_ra
     assert add_us("s", [scalar]) == pytest.approx(full * (8 * n + 4) / (12 * n))
 
 
+def _qdq_binary(op: str, second_shape: list[int], n: int) -> onnx.ModelProto:
+    """One int8 ``op`` in QDQ form (onnxruntime's QLinearAdd / QLinearMul) of a [1, n] map and an 8-bit constant."""
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z"),
+             numpy_helper.from_array(np.full(second_shape, 130, np.uint8), "w")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["a"]),
+             helper.make_node("DequantizeLinear", ["w", "s", "z"], ["b"]),
+             helper.make_node(op, ["a", "b"], ["y"], name="op"),
+             helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"])]
+    return make_model(nodes, [tensor("x", F, [1, n])], [tensor("yq", TensorProto.UINT8, [1, n])], inits)
+
+
+def test_int8_adds_and_muls_are_priced_by_their_own_element_kinds():
+    """onnxruntime's QLinearAdd and QLinearMul ran 0.14 and 0.21 ns per element at one thread (AMD EPYC), where the
+    float kinds priced both 0.16, and gain from a second thread only from about 200 K elements (the int8 models'
+    map, INT8_ELEMENT_MODEL_ELEMENTS, 401 K, gained 1.9x; 131 K nothing): an int8 Add or Mul takes its int8 kind's
+    rate where the target measured it (an Add of a scalar at two thirds of it, by the bytes it moves; a Mul by one at
+    all of it, as measured), its share of the kind's gain against the int8 model's size, and the float kind's rate
+    where there is no int8 one."""
+    from edgeopt.analysis.profile import INT8_ELEMENT_MODEL_ELEMENTS
+    from edgeopt.runtime.element_bench import INT8_ELEMENT_SHAPE
+
+    assert INT8_ELEMENT_MODEL_ELEMENTS == math.prod(INT8_ELEMENT_SHAPE)
+    rates = {"add": 0.02, "mul": 0.02, "add.int8": 0.01, "mul.int8": 0.005, "quantize": 1.0, "dequantize": 1.0}
+    target = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
+                        single_thread_peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency={k: 2 * v for k, v in rates.items()}, single_thread_efficiency=rates)
+    n = 4096
+
+    def op_us(op: str, second: list[int], threads: int = 1, figures: TargetProfile = target, size: int = n):
+        node = static_profile(_qdq_binary(op, second, size), figures, threads=threads).node("op")
+        assert node.execution_dtype == "int8"
+        return node.compute_time_us
+
+    assert op_us("Add", [1, n]) == pytest.approx(n / (1e9 * 0.01) * 1e6)
+    assert op_us("Add", []) == pytest.approx(n / (1e9 * 0.01) * 1e6 * 2 / 3, rel=1e-3)  # a scalar: 2 of 3 bytes
+    assert op_us("Mul", [1, n]) == pytest.approx(n / (1e9 * 0.005) * 1e6)
+    assert op_us("Mul", []) == pytest.approx(op_us("Mul", [1, n]))  # compute-bound: not by its bytes
+    # two threads (the figures: 4x): the share of the gain against the int8 model's map, not the float one's
+    reference = INT8_ELEMENT_MODEL_ELEMENTS
+    for size in (reference, reference // 3):
+        gain = op_us("Add", [1, size], size=size) / op_us("Add", [1, size], threads=2, size=size)
+        assert gain == pytest.approx(1 + 3 * min(1.0, 2 * size ** 2 / (size ** 2 + reference ** 2))), size
+    # a target without the int8 kinds: the float kinds price it
+    plain = target.model_copy(update={
+        "efficiency": {k: v for k, v in target.efficiency.items() if not k.endswith(".int8")},
+        "single_thread_efficiency": {k: v for k, v in rates.items() if not k.endswith(".int8")}})
+    assert op_us("Mul", [1, n], figures=plain) == pytest.approx(n / (1e9 * 0.02) * 1e6)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="the channels-last Transposes counted against onnxruntime's x86 build")
+def test_the_channels_last_transposes_are_priced_by_their_element_kinds_at_each_thread_count():
+    """The 8-bit Transposes around int8 convolutions ran 0.04 ns per element into channels-last and 0.08 out of it at
+    one thread, and slower at two ([1, 128, 28, 28]: 3.9 -> 7.2 µs and 8.0 -> 11.2; AMD EPYC), where the NCHWc
+    reorders' rate had priced them 3.4 and 1.9: each is priced by its kind's measured rate at the thread count, and
+    by its bytes as a reorder on a target that did not measure the kinds."""
+    from edgeopt.runtime.microbench import qdq_stack
+
+    model = onnx.load_from_string(qdq_stack("Conv", 2, (16, 16, 3, 3), [1, 16, 8, 8], pads=[1] * 4))
+    graph = to_graph(model)
+    (entering,) = [i for i, copies in graph.channels_last_copies.items() if copies[0][0] == "transpose.nhwc"]
+    (leaving,) = [i for i, copies in graph.channels_last_copies.items() if copies[0][0] == "transpose.nchw"]
+    elements = 16 * 8 * 8
+    rates = {"transpose.nhwc": 0.2, "transpose.nchw": 0.1}
+    target = cpu_target(arch="x86_64", isa_features=("avx2", "fma", "avx512f"), cores=2, peak_threads=2,
+                        peak_ops_per_s={"fp32": 2e9, "int8": 8e9},
+                        single_thread_peak_ops_per_s={"fp32": 1e9, "int8": 4e9}, memory_bandwidth_bytes_per_s=1e9,
+                        efficiency={"transpose.nhwc": 0.05, "transpose.nchw": 0.04}, single_thread_efficiency=rates)
+
+    def copy_us(profile, index: int) -> float:
+        return next(n for n in profile.nodes if n.index == index).layout_copy_us
+
+    one, two = static_profile(graph, target, threads=1), static_profile(graph, target, threads=2)
+    assert copy_us(one, entering) == pytest.approx(elements / (1e9 * 0.2) * 1e6)
+    assert copy_us(one, leaving) == pytest.approx(elements / (1e9 * 0.1) * 1e6)
+    assert copy_us(two, entering) == pytest.approx(elements / (2e9 * 0.05) * 1e6)  # slower than at one thread
+    assert copy_us(two, leaving) == pytest.approx(elements / (2e9 * 0.04) * 1e6)
+    assert next(n for n in one.nodes if n.index == entering).layout_copy_bytes == 2 * elements
+    unmeasured = target.model_copy(update={"efficiency": {}, "single_thread_efficiency": {}})
+    assert copy_us(static_profile(graph, unmeasured, threads=1), leaving) == pytest.approx(2 * elements / 1e9 * 1e6)
+
+
 def test_the_thread_pools_dispatch_is_the_convs_share_of_the_dispatch_models_increase():
     from edgeopt.runtime.class_bench import DISPATCH_ITEM
     from edgeopt.runtime.microbench import MicrobenchResult, parallel_conv_overhead
@@ -1649,11 +1733,14 @@ def test_int8_convolutions_pay_the_transposes_onnxruntime_puts_around_their_chan
     optimized = onnx.load(str(tmp_path / "optimized.onnx"))
     transposes = sum(node.op_type == "Transpose" for node in optimized.graph.node)
     graph = to_graph(model)
-    copies = [amount for per_node in graph.layout_copy_bytes[16].values() for amount in per_node]
-    assert copies == [2 * 16 * 8 * 8] * transposes and transposes == 2
-    assert graph.layout_copy_bytes[8] == graph.layout_copy_bytes[16]  # 8-bit tensors: no channel blocks
+    copies = [copy for per_node in graph.channels_last_copies.values() for copy in per_node]
+    assert len(copies) == transposes == 2
+    assert graph.layout_copy_bytes[16] == {}  # no NCHWc reorders: 8-bit tensors have no channel blocks
     convs = [n.index for n in graph.nodes if n.op_type == "Conv"]
-    assert convs[0] in graph.layout_copy_bytes[16] and convs[1] not in graph.layout_copy_bytes[16]
+    # entering at the first Conv, leaving at the producer of the graph's output (the last QDQ pair passes it through)
+    (last,) = [n.index for n in graph.nodes if graph.outputs[0] in n.outputs]
+    assert graph.channels_last_copies == {convs[0]: (("transpose.nhwc", 16 * 8 * 8),),
+                                          last: (("transpose.nchw", 16 * 8 * 8),)}
     # the float chain has none of them: its NCHWc ReorderInput and ReorderOutput alone (float32, 8192 B each)
     from edgeopt.runtime.microbench import op_stack
 
