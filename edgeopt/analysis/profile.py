@@ -733,11 +733,10 @@ def _parallel_share(facts: Mapping[str, Any], elements: int | None,
     runtime.class_bench.INT8_CONV_CLASS_MACS: the int8 depthwise model, 3.6 M MACs, gained 2.2x at two threads on an
     AMD EPYC, which a 1 M-MAC depthwise node had been given a fifth of), or its output elements for an
     element-priced op (against the int8 kinds' larger model, ``int8_element``); None where its gain is left as its
-    figures say. A one-row int8 MatMul larger than its class
-    model (INT8_ROW_CLASS_MACS, 1 M) gains what the class gained: measured at two threads (AMD EPYC, onnxruntime
-    1.32, with the call's fixed cost) 1.38x at 1 MiB of weights, 1.31-1.42x at 2-4 MiB, where a share growing with
-    the work had priced 4 MiB 2.0x; only weights streamed from DRAM (9-16 MiB: 1.8-2.2x) gain more, as their
-    bandwidth (priced apart) does."""
+    figures say. A one-row int8 MatMul larger than its class model (INT8_ROW_CLASS_MACS, 1 M) gains what the class
+    gained: measured at two threads (AMD EPYC, onnxruntime 1.32, with the call's fixed cost) 1.38x at 1 MiB of
+    weights, 1.31-1.42x at 2-4 MiB, where a share growing with the work had priced 4 MiB 2.0x; only weights streamed
+    from DRAM (9-16 MiB: 1.8-2.2x) gain more, as their bandwidth (priced apart) does."""
     if facts["macs"]:
         dtype = facts["execution_dtype"] or "fp32"
         half = (measured_half or {}).get(f"{facts['kind']}@{dtype}") or PARALLEL_HALF_WORK.get((facts["kind"], dtype))
