@@ -19,9 +19,9 @@ VALIDATED_ON_HOST: dict[str, EstimateError] = {
         source="edgeopt's validation on models the host's figures were not fitted on (benchmarks/estimate_accuracy.py: "
                "13 published models, the digits CNN, synthetic CNNs, a transformer, an LSTM and an MLP in fp32 and "
                "int8; onnxruntime 1.32): 90% of runs within ±22% (latency, 1 thread, 29 models on an Intel AVX-512 VNNI "
-               "host; ±8-12% on an AMD Zen 4 one with session 28's and 29's cost models, its 13 published models ±8-10%; "
+               "host; ±8-12% on an AMD Zen 4 one with sessions 28-30's cost models, its 13 published models ±8-10%; "
                "±17% in session 24; ±33% on an AVX2 host with an earlier cost model, the band kept until it is "
-               "re-validated there), ±38% at two threads (Intel; ±27-33% on the AMD host; 30-41% from one run to "
+               "re-validated there), ±38% at two threads (Intel; ±23-33% on the AMD host; 30-41% from one run to "
                "the next), and ±20% (peak memory increase, 1 thread, both; onnxruntime's arena simulated)"),
 }
 
