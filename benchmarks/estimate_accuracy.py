@@ -13,6 +13,8 @@ their error is the in-sample error, what the fit itself leaves.
 - seven more published models from PyPI wheels, for the estimate only (zoo.ESTIMATE_ONLY: silero-vad's voice
   detectors, a YOLOv8n detector, PP-OCRv4's detector, recognizer and direction classifier), inputs sized and
   filled on the command line;
+- the int8 models `edgeopt convert` made of the zoo in benchmarks/real_models.py's last run under the same
+  WORKDIR, where it left them (what a release pipeline profiles and gates; absent on a fresh machine);
 - the bundled digits CNN (`models/digits`);
 - synthetic models built here with torch (MobileNetV2 at widths 0.5 and 1.0, a ResNet-style 3x3 stack, a
   transformer encoder, a 2-layer LSTM, an MLP), fp32 and int8 QDQ (every quantizable node int8);
@@ -329,6 +331,20 @@ def integer_fills(data: bytes) -> list[str]:
             for argument in ("--fill", f"{value.name}=3")]
 
 
+def converted_int8(workdir: Path, key: str) -> Path | None:
+    """The int8 model `edgeopt convert` made of a zoo model in benchmarks/real_models.py's last run under
+    ``workdir`` (what a release pipeline profiles and gates), or None where that run left none or shipped float (a
+    model published already quantized, kept as it came, holds no QuantizeLinear: the zoo row prices it)."""
+    import onnx
+
+    path = workdir / "runs" / "real_models" / key / "edgeopt" / "model.onnx"
+    if not path.is_file():
+        return None
+    model = onnx.load(str(path), load_external_data=False)
+    return path if any(node.op_type in ("QuantizeLinear", "QLinearConv")
+                       for node in model.graph.node) else None
+
+
 def pin_host_figures(work: Path) -> Path:
     """The host's figures as its automatic calibration measures them on first use here, written once into a
     targets folder that every profile of the run reads: each use of the cached entry re-checks the machine's
@@ -410,6 +426,10 @@ def main() -> None:
             path = zoo.model_path(key, args.workdir, log=log)
             data = zoo.data_file(key, "calib", 8, args.workdir)
             entries.append(Entry(f"{key} (zoo)", "zoo", path, ["--inputs", str(data), "--input-samples", "1"]))
+            shipped = converted_int8(args.workdir, key)
+            if shipped is not None:
+                entries.append(Entry(f"{key} int8 (convert's)", "zoo int8", shipped,
+                                     ["--inputs", str(data), "--input-samples", "1"]))
         for key, (_package, _member, arguments, _title) in zoo.ESTIMATE_ONLY.items():
             entries.append(Entry(f"{key} (published)", "published", zoo.model_path(key, args.workdir, log=log),
                                  arguments))
@@ -453,6 +473,7 @@ def main() -> None:
     for title, chosen in (("fit set (in sample)", [r for r in rows if r["group"] == "fit"]),
                           ("validation set (out of sample)", validation),
                           ("  of which the real-model zoo", [r for r in rows if r["group"] == "zoo"]),
+                          ("  of which convert's int8 models of the zoo", [r for r in rows if r["group"] == "zoo int8"]),
                           ("  of which published models (the zoo and the estimate-only ones)",
                            [r for r in rows if r["group"] in ("zoo", "published")])):
         print(f"- {title}:")
