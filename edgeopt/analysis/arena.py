@@ -60,6 +60,7 @@ class _Arena:
         self.sizes: list[int] = []
         self.written: list[int] = []
         self.free_chunks: list[tuple[int, int, int]] = []
+        self.live: dict[str, tuple[int, int]] = {}  # tensor name -> its chunk (region, offset)
         self._extend(MIN_ALLOCATION)  # the session makes its first region when it is created
 
     def allocate(self, size: int) -> tuple[int, int]:
@@ -132,37 +133,45 @@ def pattern_size(tensors: Iterable[LiveTensor]) -> int:
 
 
 def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = (),
-                   laid_out: Mapping[str, int] | None = None, returned: Iterable[str] = ()) -> ArenaSimulation:
+                   laid_out: Mapping[str, int] | None = None, returned: Iterable[str] = (),
+                   temporary: Iterable[str] = ()) -> ArenaSimulation:
     """The resident activation arena of a session running ``tensors`` (a liveness plan's, steps in execution
     order) twice or more; ``caller_owned``: tensors the arena does not hold (the graph's inputs); ``laid_out``:
     the bytes the runtime's layout gives some tensors instead of their own (Graph.layout_tensor_bytes);
     ``returned``: the tensors handed to the caller (the graph's outputs), which every run takes from the arena
-    but the memory pattern leaves out (onnxruntime's ExecutionFrame does not trace them): from the second run
-    they are allocated beside the pattern's block."""
+    but the memory pattern leaves out (onnxruntime's ExecutionFrame does not trace them); ``temporary``: kernels'
+    scratch (Graph.runtime_tensors' ``kernel_scratch``), which every run takes from the arena while the kernel
+    runs and the pattern leaves out too. From the second run the pattern's block is allocated first, then the
+    returned and temporary tensors at their steps, in the regions the first run left free."""
     skip = set(caller_owned)
-    outputs = set(returned)
+    outside = set(returned) | set(temporary)
     laid_out = laid_out or {}
     planned = [replace(t, bytes=laid_out.get(t.name, t.bytes)) for t in tensors if t.bytes and t.name not in skip]
     arena = _Arena()
-    starting: dict[int, list[LiveTensor]] = {}
-    ending: dict[int, list[LiveTensor]] = {}
-    for tensor in planned:
-        starting.setdefault(tensor.start, []).append(tensor)
-        ending.setdefault(tensor.end, []).append(tensor)
-    handles: dict[str, tuple[int, int]] = {}
-    for step in sorted(set(starting) | set(ending)):
-        for tensor in starting.get(step, ()):
-            handles[tensor.name] = arena.allocate(tensor.bytes or 0)
-        for tensor in ending.get(step, ()):
-            arena.free(handles.pop(tensor.name))
+    _replay(arena, planned, keep=set())
     first_run = sum(arena.written)
-    for handle in list(handles.values()):  # outputs still held: the run is over
+    for handle in list(arena.live.values()):  # outputs still held: the run is over
         arena.free(handle)
-    pattern = pattern_size([t for t in planned if t.name not in outputs])
+    arena.live.clear()
+    pattern = pattern_size([t for t in planned if t.name not in outside])
     if pattern:
         arena.allocate(pattern)
-    for tensor in planned:
-        if tensor.name in outputs:
-            arena.allocate(tensor.bytes or 0)
+    _replay(arena, [t for t in planned if t.name in outside], keep=set(returned))
     return ArenaSimulation(first_run_bytes=first_run, pattern_bytes=pattern, resident_bytes=sum(arena.written),
                            regions=tuple(arena.sizes))
+
+
+def _replay(arena: _Arena, tensors: list[LiveTensor], keep: set[str]) -> None:
+    """One run's allocations in step order: each step's new tensors, then the frees of those whose last step it
+    is, except ``keep`` (returned to the caller at the end of the run: left in ``arena.live``)."""
+    starting: dict[int, list[LiveTensor]] = {}
+    ending: dict[int, list[LiveTensor]] = {}
+    for tensor in tensors:
+        starting.setdefault(tensor.start, []).append(tensor)
+        ending.setdefault(tensor.end, []).append(tensor)
+    for step in sorted(set(starting) | set(ending)):
+        for tensor in starting.get(step, ()):
+            arena.live[tensor.name] = arena.allocate(tensor.bytes or 0)
+        for tensor in ending.get(step, ()):
+            if tensor.name not in keep:
+                arena.free(arena.live.pop(tensor.name))

@@ -18,7 +18,7 @@ What a process running the model holds beyond its interpreter, in the parts the 
 * **activation arena**: onnxruntime's BFC arena simulated allocation by allocation (analysis.arena): the
   regions the first run writes, which grow by doubling, then the memory pattern's block the second run
   adds, and the outputs beside it; with the tensors the runtime adds on x86 (Graph.runtime_tensors: its NCHWc
-  reorders' and int8 Transposes' copies, the int32 accumulators of an int8 Conv off the symmetric kernel);
+  reorders' and int8 Transposes' copies; an int8 Conv's scratch, which every run takes outside the pattern);
   times the target's arena factor (measured / simulated on a probe model: about 1.05).
 * **loading transient**: while the session is created, the parsed file, the runtime's copy and each
   re-laid-out copy are held at once, and glibc's default allocator keeps part of what is freed meanwhile
@@ -219,12 +219,14 @@ def estimate_runtime_memory(graph: Graph, plan: MemoryPlan, runtime: RuntimeMemo
     loading += int(round(folded * runtime.folded_copies))
     # the tensors the runtime adds (its layout copies' outputs, kernels' scratch); a blocked output's plain copy is
     # what the caller receives
-    copies = [LiveTensor(t.name, t.start, t.end, t.bytes) for t in graph.runtime_tensors.get(layout_block or 0, ())]
+    added = graph.runtime_tensors.get(layout_block or 0, ())
+    copies = [LiveTensor(t.name, t.start, t.end, t.bytes) for t in added]
     copied = {t.name for t in copies}
     outputs = [resolve_alias(name, graph.aliases) for name in graph.outputs]
     returned = [plain_copy_name(name) if plain_copy_name(name) in copied else name for name in outputs]
     simulated = simulate_arena([*plan.tensors, *copies], graph.inputs,
-                               graph.layout_tensor_bytes.get(layout_block or 0), returned)
+                               graph.layout_tensor_bytes.get(layout_block or 0), returned,
+                               temporary=[t.name for t in added if t.kernel_scratch])
     arena = int(round(simulated.resident_bytes * runtime.arena_factor))
     nodes = sum(1 for node in graph.nodes if node.role != "constant") + graph.dormant_nodes
     initializers = len(graph.weights) + graph.dormant_weights

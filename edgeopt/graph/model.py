@@ -74,12 +74,14 @@ class Tensor:
 @dataclass(frozen=True)
 class RuntimeTensor:
     """A tensor a runtime allocates that the model does not show (an NCHWc reorder's output, a kernel's scratch):
-    live from node ``start`` to node ``end`` (inclusive, execution indices), ``bytes`` as allocated."""
+    live from node ``start`` to node ``end`` (inclusive, execution indices), ``bytes`` as allocated.
+    ``kernel_scratch``: a kernel's own buffer while it runs, which the runtime's memory pattern does not trace."""
 
     name: str
     start: int
     end: int
     bytes: int
+    kernel_scratch: bool = False
 
 
 @dataclass(frozen=True)

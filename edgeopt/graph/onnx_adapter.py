@@ -37,7 +37,7 @@ from edgeopt.graph.onnx_protos import (
     tensor_bytes,
     weight_names,
 )
-from edgeopt.graph.onnx_scratch import int8_conv_accumulators
+from edgeopt.graph.onnx_scratch import int8_conv_scratch
 from edgeopt.graph.onnx_shapes import (
     TensorInfo,
     model_inputs,
@@ -342,7 +342,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     channels_last: dict[int, tuple[tuple[str, int], ...]] = {}  # the int8 convolutions' Transposes
     copies = layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded, created, channels_last)
     # and the x86 kernels' scratch beside them (the int8 kernels' were measured on x86 only)
-    scratch = tuple(int8_conv_accumulators(analysed, shapes, execution.nodes))
+    scratch = tuple(int8_conv_scratch(analysed, shapes, execution.nodes))
     created = {block: tensors + scratch for block, tensors in created.items()}
     return Graph(
         format="onnx",

@@ -88,3 +88,17 @@ def test_the_callers_outputs_stay_out_of_the_pattern_and_come_beside_it():
     assert simulated.regions == (1 * MiB, 4 * MiB, 4 * MiB, 8 * MiB)
     assert simulated.pattern_bytes == 8 * MiB and simulated.resident_bytes == 16 * MiB
     assert simulate_arena(tensors).resident_bytes == 24 * MiB
+
+
+def test_kernels_scratch_stays_out_of_the_pattern_and_comes_at_its_step_in_the_regions_left_free():
+    # a and b (512 KiB each) fill the first 1 MiB region; an int8 Conv's 3 MiB indirection buffer, taken while it
+    # runs at step 1, needs a 4 MiB region, written to 3 MiB. From the second run the pattern (a and b: 1 MiB) takes
+    # the first region again and the scratch the second: 4 MiB resident, as after the first run. Traced into the
+    # pattern (which onnxruntime does not do for a kernel's temp space), the 4 MiB block would write the second
+    # region to its end: 5 MiB.
+    tensors = [live("a", 0, 1, 512 * KiB), live("b", 1, 2, 512 * KiB), live("conv@indirection", 1, 1, 3 * MiB)]
+    simulated = simulate_arena(tensors, temporary=["conv@indirection"])
+    assert simulated.regions == (1 * MiB, 4 * MiB)
+    assert simulated.first_run_bytes == 4 * MiB
+    assert simulated.pattern_bytes == 1 * MiB and simulated.resident_bytes == 4 * MiB
+    assert simulate_arena(tensors).resident_bytes == 5 * MiB

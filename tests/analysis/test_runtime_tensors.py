@@ -1,6 +1,7 @@
 """Tensors onnxruntime allocates that the model does not show (Graph.runtime_tensors): the int8 Transposes'
-copies and the int32 accumulators of an int8 Conv off MLAS's symmetric kernel, checked against onnxruntime's
-optimized graph and against the memory a real session's run takes."""
+copies and an int8 Conv's scratch (the indirection buffer of MLAS's symmetric kernel; the int32 accumulators and
+im2col buffer off it), checked against onnxruntime's optimized graph and against the memory a real session's run
+takes."""
 
 from __future__ import annotations
 
@@ -50,39 +51,108 @@ def test_an_int8_conv_whose_input_channels_are_not_a_multiple_of_4_holds_its_int
     assert accumulators(plain) == []
 
 
-def quantized_output_stem(input_channels: int) -> onnx.ModelProto:
-    """:func:`stem` with its output left 8-bit (no DequantizeLinear after the last QuantizeLinear): no float output
-    whose arena chunk the freed accumulators would hand on."""
-    model = stem(input_channels)
+def scratch(graph, kind: str) -> list[int]:
+    return [t.bytes for t in graph.runtime_tensors[16] if t.name.endswith(f"@{kind}") and t.kernel_scratch]
+
+
+def conv(input_channels: int, output_channels: int, kernel: int, size: int = 64, group: int = 1,
+         **attrs) -> onnx.ModelProto:
+    """A QDQ Conv on a ``size`` x ``size`` map, same size out (s8 weights, zero zero points)."""
+    weights = np.random.default_rng(0).standard_normal(
+        (output_channels, input_channels // group, kernel, kernel)).astype(np.float32) * 0.1
+    stride = attrs.get("strides", [1, 1])[0]
+    out = size // stride
+    return onnx.load_from_string(qdq_model("Conv", weights, [1, input_channels, size, size],
+                                           [1, output_channels, out, out], group=group, **attrs))
+
+
+def test_an_int8_conv_on_the_symmetric_kernel_holds_a_pointer_per_tap_and_output_pixel():
+    # 3x3, padded: the kernel reads its input through an indirection buffer for the whole output image
+    assert scratch(to_graph(conv(12, 32, 3, pads=[1] * 4)), "indirection") == [8 * 9 * 64 * 64]
+    # a plain 1x1 reads its input in place; strided, it needs the buffer again (one tap per output pixel)
+    assert scratch(to_graph(conv(12, 32, 1)), "indirection") == []
+    assert scratch(to_graph(conv(12, 32, 1, strides=[2, 2])), "indirection") == [8 * 32 * 32]
+    # a depthwise int8 Conv always does; off the symmetric kernel (channels not a multiple of 16) it adds its int32
+    # accumulators, no im2col
+    depthwise = to_graph(conv(32, 32, 3, group=32, pads=[1] * 4))
+    assert scratch(depthwise, "indirection") == [8 * 9 * 64 * 64] and scratch(depthwise, "accumulators") == []
+    odd = to_graph(conv(24, 24, 3, group=24, pads=[1] * 4))
+    assert scratch(odd, "accumulators") == [4 * 24 * 64 * 64] and scratch(odd, "im2col") == []
+    # none of it is traced into the memory pattern
+    assert all(t.kernel_scratch for t in odd.runtime_tensors[16] if "@" in t.name and t.name.rsplit("@", 1)[1]
+               in ("indirection", "accumulators", "im2col"))
+
+
+def test_unsigned_weights_take_the_gemm_path_with_its_accumulators_and_im2col():
+    """A u8 weight with zero point 128 cannot take the symmetric kernel: a 3x3 Conv runs im2col (a byte per tap per
+    input channel per output pixel) and a GEMM into int32 accumulators."""
+    model = conv(16, 32, 3, pads=[1] * 4)
+    weights = {t.name: t for t in model.graph.initializer}
+    signed = onnx.numpy_helper.to_array(weights["w_q"]).astype(np.int16)
+    weights["w_q"].CopyFrom(onnx.numpy_helper.from_array((signed + 128).astype(np.uint8), "w_q"))
+    weights["w_zp"].CopyFrom(onnx.numpy_helper.from_array(np.full(32, 128, np.uint8), "w_zp"))
+    graph = to_graph(model)
+    assert scratch(graph, "indirection") == []
+    assert scratch(graph, "accumulators") == [4 * 32 * 64 * 64]
+    assert scratch(graph, "im2col") == [16 * 9 * 64 * 64]
+    assert scratch(to_graph(conv(16, 32, 3, pads=[1] * 4)), "im2col") == []
+
+
+def quantized_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A :func:`qdq_model` with its output left 8-bit (no DequantizeLinear after the last QuantizeLinear): no float
+    output whose arena chunk the freed scratch would hand on."""
     (last,) = [node for node in model.graph.node if node.op_type == "DequantizeLinear" and node.output[0] == "y_dq"]
+    shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     model.graph.node.remove(last)
     del model.graph.output[:]
-    model.graph.output.append(onnx.helper.make_tensor_value_info("y_q", onnx.TensorProto.UINT8, [1, 64, 64, 64]))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("y_q", onnx.TensorProto.UINT8, shape))
     return model
+
+
+def probe_runs(models: dict[str, onnx.ModelProto]) -> dict[str, int]:
+    """What each model's runs take beyond its loaded session, each in a fresh process (as `targets calibrate`)."""
+    from edgeopt.runtime.device_runner import memory_probes
+
+    found = memory_probes([{"name": name, "model_b64": base64.b64encode(model.SerializeToString()).decode("ascii")}
+                           for name, model in models.items()], 1)
+    return {name: probe["run_peak"] - probe["after_load"] for name, probe in found.items()}
+
+
+def estimated_arena(model: onnx.ModelProto) -> int:
+    from edgeopt.analysis.memory import liveness_plan
+    from edgeopt.analysis.runtime_memory import X86_ONNXRUNTIME, estimate_runtime_memory
+
+    graph = to_graph(model)
+    estimate = estimate_runtime_memory(graph, liveness_plan(graph), X86_ONNXRUNTIME, 16)
+    return next(part.bytes for part in estimate.parts if part.key == "arena")
+
+
+@x86_only
+def test_onnxruntimes_run_holds_the_indirection_buffer_the_estimate_adds():
+    """A 3x3 int8 Conv from 12 to 32 channels on a 160x160 map against its 1x1 twin: 9 x 25 600 pointers (1.8 MiB)
+    more in the run (measured with onnxruntime 1.32 on x86: 3.1 MiB more for 9 x 43 264 at 208x208), and in the
+    estimated arena."""
+    if sys.platform != "linux":
+        pytest.skip("the probes read /proc")
+    models = {"3x3": quantized_output(conv(12, 32, 3, size=160, pads=[1] * 4)),
+              "1x1": quantized_output(conv(12, 32, 1, size=160))}
+    run = probe_runs(models)
+    assert run["3x3"] - run["1x1"] > 1.2 * MiB, run
+    assert estimated_arena(models["3x3"]) - estimated_arena(models["1x1"]) > 1.2 * MiB
 
 
 @x86_only
 def test_onnxruntimes_run_holds_the_accumulators_where_the_rule_says():
     """Each model's first runs in a fresh process, as `targets calibrate` probes them: at 3 input channels the run
-    takes about the accumulators' 1 MiB more than at 4 (1.2 MiB more measured with onnxruntime 1.32 on x86), and
-    the estimated arena about as much."""
-    from edgeopt.analysis.memory import liveness_plan
-    from edgeopt.analysis.runtime_memory import X86_ONNXRUNTIME, estimate_runtime_memory
-    from edgeopt.runtime.device_runner import memory_probes
-
+    takes about the accumulators' 1 MiB more than at 4 (1.2 MiB more measured with onnxruntime 1.32 on x86, where
+    the symmetric kernel's 0.3 MiB indirection buffer fits what the run holds anyway), and the estimated arena
+    about as much."""
     if sys.platform != "linux":
         pytest.skip("the probes read /proc")
-    models = {channels: quantized_output_stem(channels) for channels in (3, 4)}
-    found = memory_probes([{"name": str(channels), "model_b64": base64.b64encode(
-        model.SerializeToString()).decode("ascii")} for channels, model in models.items()], 1)
-    run = {int(name): probe["run_peak"] - probe["after_load"] for name, probe in found.items()}
-    assert run[3] - run[4] > 0.6 * MiB, run
-
-    def arena(model: onnx.ModelProto) -> int:
-        graph = to_graph(model)
-        estimate = estimate_runtime_memory(graph, liveness_plan(graph), X86_ONNXRUNTIME, 16)
-        return next(part.bytes for part in estimate.parts if part.key == "arena")
-    assert arena(models[3]) - arena(models[4]) > 0.6 * MiB
+    models = {str(channels): quantized_output(stem(channels)) for channels in (3, 4)}
+    run = probe_runs(models)
+    assert run["3"] - run["4"] > 0.6 * MiB, run
+    assert estimated_arena(models["3"]) - estimated_arena(models["4"]) > 0.6 * MiB
 
 
 @x86_only
