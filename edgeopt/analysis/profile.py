@@ -19,7 +19,7 @@ graph/onnx_adapter.py. Per node (main graph, in node order = execution order):
                    measured reads at several working sets, activations at their working set's rate, the
                    one-thread curve scaled by threads as DRAM reads scale, the copy bandwidth at DRAM's rate)
       (an op without MACs whose kind the target measured, `targets calibrate`: compute_s = output elements /
-       (fp32 peak * efficiency[kind]), the kind's element rate)
+       (fp32 peak * efficiency[kind]), the kind's element rate; a pool's output elements times its window's taps)
       time_us   = max(compute_s, memory_s) * 1e6 + node_overhead_us
                   (+ the weights' DRAM time for a compute-bound node whose weights exceed the CPU's
                    last-level cache: that stream does not overlap the compute)
@@ -1268,7 +1268,9 @@ def static_profile(
                       and facts["execution_dtype"] in (None, "fp32"))
 
             def priced(figures_at: _Figures) -> dict[str, Any]:
-                found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us, elements)
+                # a pool's element kind is timed per window tap
+                found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us,
+                                  elements * node.window_taps if elements and node.window_taps else elements)
                 _add_span_time(found, graph, facts, figures_at)
                 _apply_depth(found, graph, facts, figures_at)
                 _apply_recurrent_split(found, graph, node, facts, figures_at, one_thread,

@@ -124,6 +124,8 @@ class Node:
     # A float Conv with a kernel taller than one row: the share of its kernel rows that fall inside the input,
     # over its output rows (a 5x5 kernel on a 2-row map reads 2 of its 5); None elsewhere
     valid_kernel_rows: float | None = None
+    # A MaxPool's or AveragePool's window taps (its kernel's elements): the work per output element; None elsewhere
+    window_taps: int | None = None
 
     @property
     def runs_alone(self) -> bool:

@@ -252,6 +252,17 @@ def weight_bytes_by_dtype(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(acc.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+_WINDOWED_POOLS = frozenset({"MaxPool", "AveragePool", "NhwcMaxPool", "QLinearAveragePool"})
+
+
+def _window_taps(node: onnx.NodeProto) -> int | None:
+    """A pool's window taps (Node.window_taps): its kernel_shape's elements."""
+    if node.op_type not in _WINDOWED_POOLS:
+        return None
+    kernel = next((list(attr.ints) for attr in node.attribute if attr.name == "kernel_shape"), None)
+    return math.prod(kernel) if kernel and all(k > 0 for k in kernel) else None
+
+
 def _conv_path(node: onnx.NodeProto, row: Any, shapes: Mapping[str, TensorInfo], weights: set[str]) -> dict[str, Any]:
     """A float Conv's NCHWc blocks, those at which it reads a plain input, and output positions per image
     (Node.nchwc_blocks, nchwc_plain_input_blocks, output_positions)."""
@@ -335,7 +346,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
             op_class=op_class(node, shapes), outer_reads=tuple(sorted(outer_names(node))),
             reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
-            **_conv_path(node, row, shapes, weights)))
+            window_taps=_window_taps(node), **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes
     created: dict[int, tuple[RuntimeTensor, ...]] = {}  # per block: the tensors the layout copies write

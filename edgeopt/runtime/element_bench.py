@@ -21,6 +21,15 @@ SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
 # (AMD EPYC, two threads: 1.00x up to 131 K, 1.5-1.6x at 205 K, 1.9x at 401 K): their models are timed over a map
 # that splits, and smaller ones gain by their share of it (analysis.profile._parallel_share)
 INT8_ELEMENT_SHAPE = [1, 32, 112, 112]
+# Pools are priced per window tap (output elements x the window's taps: analysis.profile._element_time_s). Measured
+# (AMD EPYC, one thread, onnxruntime 1.32, a [1, 32, 56, 56] map): a float MaxPool or AveragePool 0.030 ns per tap at
+# 3x3, 0.023 at 5x5, 0.022 at 9x9 and 13x13; the channels-last 8-bit MaxPool 0.017-0.026 ns (a detector's SPP block,
+# 5x5 to 13x13 windows), where bytes had priced those three 1.3 µs each against 21-91 measured. An 8-bit MaxPool left
+# in NCHW runs a generic loop, ~1 ns per tap (not modelled: onnxruntime moves one between int8 convolutions to NHWC).
+POOL_WINDOW = 5
+# the channels-last kernel runs along the channels: 0.039 ns per tap at 32 of them, 0.016-0.022 from 128 (a real
+# model's pools): its model is [1, 28, 28, 128], as many elements as ELEMENT_SHAPE
+INT8_POOL_SHAPE = [1, 28, 28, 128]
 
 
 def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
@@ -142,6 +151,22 @@ def _transpose_fan_out(count: int, into_channels_last: bool) -> bytes:
                         for index in range(count)], [])
 
 
+def _pool_chain(op: str, count: int, domain: str = "") -> bytes:
+    """``count`` pools of a POOL_WINDOW x POOL_WINDOW window (stride 1, padded to keep the map) in a chain: a float
+    map in NCHW, or for onnxruntime's channels-last int8 MaxPool (NhwcMaxPool, what its layout transformer makes of
+    an 8-bit MaxPool between int8 convolutions) an 8-bit one in NHWC (INT8_POOL_SHAPE)."""
+    int8 = domain == "com.microsoft"
+    shape, dtype = (INT8_POOL_SHAPE, TensorProto.UINT8) if int8 else (ELEMENT_SHAPE, TensorProto.FLOAT)
+    pad = POOL_WINDOW // 2
+    nodes, previous = [], "x"
+    for index in range(count):
+        nodes.append(helper.make_node(op, [previous], [f"y{index}"], domain=domain,
+                                      kernel_shape=[POOL_WINDOW, POOL_WINDOW], pads=[pad] * 4))
+        previous = f"y{index}"
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", dtype, shape)],
+                       [helper.make_tensor_value_info(previous, dtype, shape)], [], (domain,) if domain else ())
+
+
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
@@ -193,6 +218,11 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         # per element into channels-last, 0.08 out of it; slower at two threads than at one)
         "transpose.nhwc": (_transpose_fan_out(ELEMENT_CHAIN, into_channels_last=True), elements),
         "transpose.nchw": (_transpose_fan_out(ELEMENT_CHAIN, into_channels_last=False), elements),
+        # per window tap (POOL_WINDOW above): a detector's SPP and SPPF blocks, a stem's 3x3 MaxPool
+        "max_pool": (_pool_chain("MaxPool", ELEMENT_CHAIN), elements * POOL_WINDOW ** 2),
+        "average_pool": (_pool_chain("AveragePool", ELEMENT_CHAIN), elements * POOL_WINDOW ** 2),
+        "max_pool.int8": (_pool_chain("NhwcMaxPool", ELEMENT_CHAIN, domain="com.microsoft"),
+                          elements * POOL_WINDOW ** 2),
         # Muls of a [1,C,H,1] map by one value, which onnxruntime's broadcasting loop walks one element at a
         # time (analysis.broadcast): per run of the loop, solved through the estimate beside the Mul's own rate
         "broadcast_span": (op_stack("Mul", ELEMENT_CHAIN, (1,), SPAN_SHAPE), ELEMENT_CHAIN * int(np.prod(SPAN_SHAPE))),

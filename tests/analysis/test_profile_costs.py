@@ -1787,3 +1787,51 @@ def test_a_blocked_conv_skips_the_kernel_rows_on_its_top_and_bottom_padding():
     shares = valid_kernel_rows(conv, TensorInfo("x", (1, 8, 4, 4), "float32"), TensorInfo("w", (8, 8, 3, 3), "float32"),
                                TensorInfo("y", (1, 8, 2, 2), "float32"))
     assert shares == pytest.approx(5 / 6)
+
+
+def _pool(op: str, window: int, channels: int = 192, side: int = 13, int8: bool = False) -> onnx.ModelProto:
+    """One ``op`` (a window x window window, stride 1, padded) over a [1, channels, side, side] map; in QDQ form
+    where ``int8`` (onnxruntime runs an 8-bit MaxPool)."""
+    shape = [1, channels, side, side]
+    attributes = {"kernel_shape": [window, window], "pads": [window // 2] * 4}
+    if not int8:
+        return make_model([helper.make_node(op, ["x"], ["y"], name="pool", **attributes)], [tensor("x", F, shape)],
+                          [tensor("y", F, shape)])
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["a"]),
+             helper.make_node(op, ["a"], ["y"], name="pool", **attributes),
+             helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"])]
+    return make_model(nodes, [tensor("x", F, shape)], [tensor("yq", TensorProto.UINT8, shape)], inits)
+
+
+def test_pools_are_priced_per_window_tap_by_their_element_kinds():
+    """A detector's SPP block pools a 13x13 map with 5x5, 9x9 and 13x13 windows: onnxruntime's MaxPool ran 0.017-0.026
+    ns per window tap (8-bit, channels-last) and 0.022-0.03 (float), where its bytes had priced each 1.3 µs against
+    21-91 measured. A pool takes its kind's element rate (max_pool, average_pool; max_pool.int8 for an 8-bit one) for
+    its output elements times its window's taps, and its bytes where the target measured no rate."""
+    from edgeopt.runtime.element_bench import POOL_WINDOW, element_models
+
+    rates = {"max_pool": 0.02, "average_pool": 0.01, "max_pool.int8": 0.04}
+    target = cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency=rates)
+    outputs = 192 * 13 * 13
+
+    def pool_us(model: onnx.ModelProto, figures: TargetProfile = target) -> float:
+        return static_profile(model, figures).node("pool").compute_time_us
+
+    for window in (5, 9, 13):
+        taps = outputs * window ** 2
+        assert pool_us(_pool("MaxPool", window)) == pytest.approx(taps / (1e9 * 0.02) * 1e6)
+        assert pool_us(_pool("AveragePool", window)) == pytest.approx(taps / (1e9 * 0.01) * 1e6)
+        assert pool_us(_pool("MaxPool", window, int8=True)) == pytest.approx(taps / (1e9 * 0.04) * 1e6)
+    # without the kinds' rates: by its bytes, as any op without MACs
+    plain = target.model_copy(update={"efficiency": {}})
+    assert pool_us(_pool("MaxPool", 13), plain) == 0
+    # the calibration models count their work the same way: output elements times the window's taps
+    for kind in rates:
+        data, work = element_models()[kind]
+        graph = to_graph(onnx.load_from_string(data))
+        assert work == sum(math.prod(graph.tensors[n.outputs[0]].shape) * n.window_taps for n in graph.nodes)
+        assert all(n.window_taps == POOL_WINDOW ** 2 for n in graph.nodes)
