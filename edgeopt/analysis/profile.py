@@ -575,10 +575,13 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
 
 
 def _int8_element_key(facts: Mapping[str, Any], table: Mapping[str, float]) -> str | None:
-    """The int8 element kind (``add.int8``: onnxruntime's QLinearAdd) that prices an int8 node, where the target
-    measured it (runtime.element_bench); None otherwise (the float kind's rate then prices it)."""
-    key = f"{facts['kind']}.int8"
-    return key if facts["execution_dtype"] == "int8" and key in table else None
+    """The int8 element kind (``add.int8``: onnxruntime's QLinearAdd; ``resize.linear.int8`` by its class first)
+    that prices an int8 node, where the target measured it (runtime.element_bench); None otherwise (the float
+    kind's rate then prices it)."""
+    if facts["execution_dtype"] != "int8":
+        return None
+    keys = ([f"{facts['kind']}.{facts['op_class']}.int8"] if facts.get("op_class") else []) + [f"{facts['kind']}.int8"]
+    return next((key for key in keys if key in table), None)
 
 
 # Element kinds whose calibration model (runtime.element_bench.element_models) adds or multiplies two whole float

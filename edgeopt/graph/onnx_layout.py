@@ -229,11 +229,11 @@ def layout_copy_bytes(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], 
     return found
 
 
-# ops the transpose optimizer moves a channels-last Transpose through (any dtype), and pools whose int8 kernels run
-# channels-last themselves
+# ops the transpose optimizer moves a channels-last Transpose through (any dtype), and pools and Resizes whose int8
+# kernels run channels-last themselves (an 8-bit Resize between int8 convolutions: no Transpose around it)
 _LAYOUT_AGNOSTIC = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                               "HardSwish", "Tanh", "Identity", "QuantizeLinear", "DequantizeLinear", "Concat"})
-_INT8_CHANNELS_LAST_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool"})
+_INT8_CHANNELS_LAST_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "Resize"})
 # the element kinds (runtime.element_bench) of the 8-bit Transposes into and out of the channels-last region
 ENTERING_CHANNELS_LAST = "transpose.nhwc"
 LEAVING_CHANNELS_LAST = "transpose.nchw"
@@ -277,7 +277,7 @@ def int8_channels_last_copies(model: onnx.ModelProto, shapes: Mapping[str, Tenso
             channels_last.update(out for out in node.output[:1] if out)
             continue
         passes = node.op_type in _LAYOUT_AGNOSTIC or row.role in ("fused_qdq", "fused_activation") or (
-            node.op_type in _INT8_CHANNELS_LAST_POOLS and row.dtype == "int8")
+            node.op_type in _INT8_CHANNELS_LAST_OPS and row.dtype == "int8")
         if passes and any(name in channels_last for name in data):
             for name in data:  # a plain 4-D operand meets the region: transposed to join it
                 if name not in channels_last:

@@ -177,3 +177,53 @@ def test_the_int8_transposes_write_copies_as_large_as_onnxruntimes_transposes_ou
     entering, leaving = copies
     assert entering.start == entering.end == convs[0]
     assert convs[1] < leaving.start <= leaving.end == len(graph.nodes) - 1
+
+
+def conv_resize_conv(mode: str = "nearest") -> onnx.ModelProto:
+    """Two QDQ 3x3 Convs (16 channels) with a QDQ 2x Resize between them, an FPN's upsampling in int8."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeopt.runtime.microbench import model_bytes, qdq_pair
+
+    rng = np.random.default_rng(0)
+    nodes, inits = qdq_pair("x", 8.0 / 255, 128, TensorProto.UINT8)
+    previous = "x_dq"
+    for index, step in enumerate(("conv", "resize", "conv")):
+        out = f"t{index}"
+        if step == "conv":
+            weights = np.clip(np.round(rng.standard_normal((16, 16, 3, 3)) * 20), -127, 127).astype(np.int8)
+            inits += [numpy_helper.from_array(weights, f"w{index}"),
+                      numpy_helper.from_array(np.full(16, 0.01, np.float32), f"ws{index}"),
+                      numpy_helper.from_array(np.zeros(16, np.int8), f"wz{index}")]
+            nodes += [helper.make_node("DequantizeLinear", [f"w{index}", f"ws{index}", f"wz{index}"], [f"wd{index}"],
+                                       axis=0),
+                      helper.make_node("Conv", [previous, f"wd{index}"], [out], pads=[1] * 4)]
+        else:
+            inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+            nodes.append(helper.make_node("Resize", [previous, "", "scales"], [out], mode=mode,
+                                          coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
+        pair, pair_inits = qdq_pair(out, 8.0 / 255, 128, TensorProto.UINT8)
+        nodes += pair
+        inits += pair_inits
+        previous = f"{out}_dq"
+    return onnx.load_from_string(model_bytes(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 16, 32, 32])], inits))
+
+
+@x86_only
+def test_an_int8_resize_between_int8_convs_stays_in_their_channels_last_region(tmp_path):
+    """onnxruntime runs an 8-bit Resize between channels-last int8 Convs channels-last itself: two Transposes in
+    all (in at the first Conv, out after the second), none around the Resize, as the runtime tensors count."""
+    import onnxruntime as ort
+
+    model = conv_resize_conv()
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert [node.op_type for node in optimized.graph.node].count("Transpose") == 2
+    graph = to_graph(model)
+    assert sum(len(copies) for copies in graph.channels_last_copies.values()) == 2
+    (resize,) = [n for n in graph.nodes if n.op_type == "Resize"]
+    assert resize.dtype == "int8" and resize.index not in graph.channels_last_copies
