@@ -1087,6 +1087,14 @@ def _slow_down(times: dict[str, Any], reference: float | None, anchors: list[tup
         _scale_compute(times, 1 / factor)
 
 
+def _priced_elements(node: Node, elements: int | None) -> int | None:
+    """The elements a node's element kind is timed by: its largest output's, each window tap of a pool's, only the
+    requantized ones of an int8 Concat (the rest are copies, priced by their bytes)."""
+    if node.requantized_elements is not None:
+        return node.requantized_elements
+    return elements * node.window_taps if elements and node.window_taps else elements
+
+
 def _output_elements(graph: Graph, index: int) -> int | None:
     """The element count of a node's largest output (None when no output's shape is known)."""
     counts = [math.prod(tensor.shape) for name in graph.nodes[index].outputs
@@ -1271,9 +1279,8 @@ def static_profile(
                       and facts["execution_dtype"] in (None, "fp32"))
 
             def priced(figures_at: _Figures) -> dict[str, Any]:
-                # a pool's element kind is timed per window tap
                 found = _roofline(facts, figures_at, conv_overhead_us if pooled else node_overhead_us,
-                                  elements * node.window_taps if elements and node.window_taps else elements)
+                                  _priced_elements(node, elements))
                 _add_span_time(found, graph, facts, figures_at)
                 _apply_depth(found, graph, facts, figures_at)
                 _apply_recurrent_split(found, graph, node, facts, figures_at, one_thread,

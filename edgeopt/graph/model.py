@@ -126,6 +126,9 @@ class Node:
     valid_kernel_rows: float | None = None
     # A MaxPool's or AveragePool's window taps (its kernel's elements): the work per output element; None elsewhere
     window_taps: int | None = None
+    # An int8 Concat: the elements of its inputs quantized unlike its output, which onnxruntime maps through a
+    # lookup table (graph.onnx_requantize); None elsewhere
+    requantized_elements: int | None = None
 
     @property
     def runs_alone(self) -> bool:

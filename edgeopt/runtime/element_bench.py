@@ -123,6 +123,39 @@ def _int8_resize_fan_out(count: int, mode: str) -> bytes:
                         for index in range(count)], [scales])
 
 
+def _int8_concat_fan_out(count: int) -> bytes:
+    """``count`` int8 Concats (QDQ, onnxruntime's QLinearConcat) side by side of two 8-bit INT8_ELEMENT_SHAPE maps,
+    each quantized unlike the output, so that both go through its lookup table (graph.onnx_requantize)."""
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), name)
+             for name, scale in (("s_a", 0.05), ("s_b", 0.07), ("s_y", 0.09))]
+    inits.append(numpy_helper.from_array(np.array(128, np.uint8), "zero"))
+    nodes = [helper.make_node("DequantizeLinear", ["a", "s_a", "zero"], ["a_dq"]),
+             helper.make_node("DequantizeLinear", ["b", "s_b", "zero"], ["b_dq"])]
+    for index in range(count):
+        nodes += [helper.make_node("Concat", ["a_dq", "b_dq"], [f"c{index}"], axis=1),
+                  helper.make_node("QuantizeLinear", [f"c{index}", "s_y", "zero"], [f"y{index}"])]
+    n, c, h, w = INT8_ELEMENT_SHAPE
+    return model_bytes(nodes, [helper.make_tensor_value_info(name, TensorProto.UINT8, INT8_ELEMENT_SHAPE)
+                               for name in ("a", "b")],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.UINT8, [n, 2 * c, h, w])
+                        for index in range(count)], inits)
+
+
+def _strided_slice_fan_out(count: int, int8: bool) -> bytes:
+    """``count`` Slices side by side taking every other row and column (``x[..., ::2, ::2]``, a Focus layer's) of a
+    map twice the element models' height and width (float ELEMENT_SHAPE's, 8-bit INT8_ELEMENT_SHAPE's, out), each a
+    graph output (graph.onnx_adapter.slice_class)."""
+    n, c, h, w = INT8_ELEMENT_SHAPE if int8 else ELEMENT_SHAPE
+    dtype = TensorProto.UINT8 if int8 else TensorProto.FLOAT
+    inits = [numpy_helper.from_array(np.array(values, np.int64), name)
+             for name, values in (("starts", [0, 0]), ("ends", [2 * h, 2 * w]), ("axes", [2, 3]), ("steps", [2, 2]))]
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], [f"y{index}"])
+             for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", dtype, [n, c, 2 * h, 2 * w])],
+                       [helper.make_tensor_value_info(f"y{index}", dtype, [n, c, h, w]) for index in range(count)],
+                       inits)
+
+
 def _where_fan_out(count: int, broadcast: bool) -> bytes:
     """``count`` Wheres side by side, each choosing between the map and a scalar, each a graph output. Their
     condition holds runs, as masks do (the first 40 of every 56 true): onnxruntime branches per element, and a
@@ -243,6 +276,13 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "average_pool": (_pool_chain("AveragePool", ELEMENT_CHAIN), elements * POOL_WINDOW ** 2),
         "max_pool.int8": (_pool_chain("NhwcMaxPool", ELEMENT_CHAIN, domain="com.microsoft"),
                           ELEMENT_CHAIN * int(np.prod(INT8_POOL_SHAPE)) * POOL_WINDOW ** 2),
+        # a Slice stepping along the last axis, copied element by element (AMD EPYC, one thread: 0.9-1.0 ns per output
+        # element in float, 2.1 in 8-bit, where bytes priced a Focus layer's four 10x fast)
+        "slice.strided": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=False), elements),
+        "slice.strided.int8": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=True),
+                               ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        # the elements an int8 Concat requantizes through its lookup table (AMD EPYC, one thread: 0.25-0.27 ns each)
+        "concat.int8": (_int8_concat_fan_out(ELEMENT_CHAIN), ELEMENT_CHAIN * 2 * int(np.prod(INT8_ELEMENT_SHAPE))),
         # an int8 Resize, channels-last: nearest (whatever its coordinates) and linear
         "resize.int8": (_int8_resize_fan_out(ELEMENT_CHAIN, "nearest"), resized),
         "resize.linear.int8": (_int8_resize_fan_out(ELEMENT_CHAIN, "linear"), resized),

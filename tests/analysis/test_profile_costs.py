@@ -1873,3 +1873,94 @@ def test_int8_resizes_are_priced_by_their_channels_last_element_kinds():
     plain = target.model_copy(update={"efficiency": {k: v for k, v in rates.items() if not k.endswith(".int8")}})
     assert resize_us("nearest", "asymmetric", plain) == pytest.approx(outputs / (1e9 * 0.5) * 1e6)
     assert resize_us("linear", "half_pixel", plain) == pytest.approx(outputs / (1e9 * 0.1) * 1e6)
+
+
+def _qdq_concat(scales: tuple[float, float], output_scale: float = 0.05) -> onnx.ModelProto:
+    """One int8 Concat (QDQ) of two 8-bit [1, 32, 20, 20] maps quantized with ``scales``."""
+    shape = [1, 32, 20, 20]
+    inits = [numpy_helper.from_array(np.array(128, np.uint8), "z"),
+             numpy_helper.from_array(np.array(output_scale, np.float32), "s_y")]
+    inits += [numpy_helper.from_array(np.array(scale, np.float32), f"s{i}") for i, scale in enumerate(scales)]
+    nodes = [helper.make_node("DequantizeLinear", [f"x{i}", f"s{i}", "z"], [f"d{i}"]) for i in range(2)]
+    nodes += [helper.make_node("Concat", ["d0", "d1"], ["y"], name="concat", axis=1),
+              helper.make_node("QuantizeLinear", ["y", "s_y", "z"], ["yq"])]
+    return make_model(nodes, [tensor(f"x{i}", TensorProto.UINT8, shape) for i in range(2)],
+                      [tensor("yq", TensorProto.UINT8, [1, 64, 20, 20])], inits)
+
+
+def test_an_int8_concat_is_priced_by_the_elements_it_requantizes():
+    """onnxruntime's QLinearConcat copies an input quantized as its output and maps any other through a lookup table,
+    0.25-0.27 ns per element against 0.03-0.08 copied (AMD EPYC, one thread): a detector's CSP concatenations, whose
+    branches are quantized apart, measured 0.64 ms where their bytes priced 0.07. The requantized elements are priced
+    at concat.int8's rate; a concatenation that only copies, by its bytes."""
+    target = cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency={"concat.int8": 0.01})
+    half = 32 * 20 * 20
+
+    def concat(scales: tuple[float, float]):
+        model = _qdq_concat(scales)
+        (node,) = [n for n in to_graph(model).nodes if n.op_type == "Concat"]
+        return node.requantized_elements, static_profile(model, target).node("concat")
+
+    elements, profiled = concat((0.05, 0.07))  # the first input as the output: copied
+    assert elements == half and profiled.execution_dtype == "int8"
+    assert profiled.compute_time_us == pytest.approx(half / (1e9 * 0.01) * 1e6)
+    elements, profiled = concat((0.03, 0.07))
+    assert elements == 2 * half and profiled.compute_time_us == pytest.approx(2 * half / (1e9 * 0.01) * 1e6)
+    elements, profiled = concat((0.05, 0.05))
+    assert elements == 0 and profiled.compute_time_us == 0 and profiled.bound == "memory"
+
+
+def _slice(axes: list[int], steps: list[int], int8: bool = False, steps_in_constant: bool = False) -> onnx.ModelProto:
+    """One Slice of a [1, 3, 64, 64] map from 0 to the end along ``axes`` by ``steps`` (QDQ where ``int8``; its
+    steps in a Constant node, as paddle exports write them, where ``steps_in_constant``)."""
+    shape = [1, 3, 64, 64]
+    out = list(shape)
+    for axis, step in zip(axes, steps):
+        out[axis] = -(-shape[axis] // step)
+    inits = [numpy_helper.from_array(np.zeros(len(axes), np.int64), "starts"),
+             numpy_helper.from_array(np.full(len(axes), 1 << 30, np.int64), "ends"),
+             numpy_helper.from_array(np.array(axes, np.int64), "axes")]
+    nodes = []
+    if steps_in_constant:
+        nodes.append(helper.make_node("Constant", [], ["steps"],
+                                      value=numpy_helper.from_array(np.array(steps, np.int64))))
+    else:
+        inits.append(numpy_helper.from_array(np.array(steps, np.int64), "steps"))
+    if not int8:
+        nodes.append(helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"], name="slice"))
+        return make_model(nodes, [tensor("x", F, shape)], [tensor("y", F, out)], inits)
+    inits += [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+              numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+              helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["a"]),
+              helper.make_node("Slice", ["a", "starts", "ends", "axes", "steps"], ["y"], name="slice"),
+              helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"])]
+    return make_model(nodes, [tensor("x", F, shape)], [tensor("yq", TensorProto.UINT8, out)], inits)
+
+
+def test_a_slice_stepping_along_the_last_axis_is_priced_per_element_by_its_kind():
+    """A YOLO Focus layer's ``x[..., ::2, ::2]``: onnxruntime copies a Slice that steps along the last axis element
+    by element, 0.9-1.0 ns per output element in float and 2.1 in 8-bit (AMD EPYC, one thread), where its bytes
+    priced it 10x fast; a step on an outer axis only copies whole rows (0.04-0.12 ns), priced by its bytes."""
+    from edgeopt.graph.onnx_adapter import to_graph as graph_of
+
+    rates = {"slice.strided": 0.01, "slice.strided.int8": 0.004, "quantize": 1.0, "dequantize": 1.0}
+    target = cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency=rates, single_thread_efficiency=rates, single_thread_peak_ops_per_s={"fp32": 1e9})
+
+    def sliced(model: onnx.ModelProto):
+        (node,) = [n for n in graph_of(model).nodes if n.op_type == "Slice"]
+        return node.op_class, static_profile(model, target).node("slice")
+
+    outputs = 3 * 32 * 32
+    for steps_in_constant in (False, True):
+        op_class, node = sliced(_slice([2, 3], [2, 2], steps_in_constant=steps_in_constant))
+        assert op_class == "strided" and node.compute_time_us == pytest.approx(outputs / (1e9 * 0.01) * 1e6)
+    op_class, node = sliced(_slice([2, 3], [2, 2], int8=True))
+    assert op_class == "strided" and node.execution_dtype == "int8"
+    assert node.compute_time_us == pytest.approx(outputs / (1e9 * 0.004) * 1e6)
+    op_class, node = sliced(_slice([-1], [3]))  # a negative axis: the last one
+    assert op_class == "strided"
+    op_class, node = sliced(_slice([2], [2]))  # rows copied whole
+    assert op_class is None and node.compute_time_us == 0
