@@ -1964,3 +1964,44 @@ def test_a_slice_stepping_along_the_last_axis_is_priced_per_element_by_its_kind(
     assert op_class == "strided"
     op_class, node = sliced(_slice([2], [2]))  # rows copied whole
     assert op_class is None and node.compute_time_us == 0
+
+
+def test_int8_lookup_table_activations_are_priced_by_their_own_element_kinds(tmp_path):
+    """onnxruntime runs a QDQ Sigmoid or LeakyRelu as QLinearSigmoid / QLinearLeakyRelu, a lookup table per element
+    whose speed and two-thread gain are not a float transcendental's (a detector's 80 QLinearSigmoids: 2.7 ms at one
+    thread, 1.22x faster at two where the float kind's gain priced 1.74x): each takes its int8 kind's rate where the
+    target measured it, the float kind's otherwise."""
+    shape = [1, 64, 32, 32]
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z")]
+
+    def activation(op: str) -> onnx.ModelProto:
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["a"]),
+                 helper.make_node(op, ["a"], ["y"], name="act"),
+                 helper.make_node("QuantizeLinear", ["y", "s", "z"], ["yq"])]
+        return make_model(nodes, [tensor("x", F, shape)], [tensor("yq", TensorProto.UINT8, shape)], inits)
+
+    rates = {"sigmoid": 0.05, "leaky_relu": 0.05, "sigmoid.int8": 0.01, "leaky_relu.int8": 0.02,
+             "quantize": 1.0, "dequantize": 1.0}
+    target = cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency=rates)
+    elements = math.prod(shape)
+    for op, kind in (("Sigmoid", "sigmoid"), ("LeakyRelu", "leaky_relu")):
+        node = static_profile(activation(op), target).node("act")
+        assert node.execution_dtype == "int8"
+        assert node.compute_time_us == pytest.approx(elements / (1e9 * rates[f"{kind}.int8"]) * 1e6)
+        plain = target.model_copy(update={"efficiency": {k: v for k, v in rates.items() if not k.endswith(".int8")}})
+        assert static_profile(activation(op), plain).node("act").compute_time_us == pytest.approx(
+            elements / (1e9 * rates[kind]) * 1e6)
+    # and calibration times them as those kernels: the int8 kinds' models run as four lookup-table ops each
+    import onnxruntime as ort
+
+    from edgeopt.runtime.element_bench import element_models
+
+    models = element_models()
+    for kind, kernel in (("sigmoid.int8", "QLinearSigmoid"), ("leaky_relu.int8", "QLinearLeakyRelu")):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{kind}.onnx")
+        ort.InferenceSession(models[kind][0], options, providers=["CPUExecutionProvider"])
+        assert [n.op_type for n in onnx.load(str(tmp_path / f"{kind}.onnx")).graph.node] == [kernel] * 4
