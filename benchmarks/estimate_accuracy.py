@@ -21,7 +21,10 @@ their error is the in-sample error, what the fit itself leaves.
 - the calibration's three held-out mixed models (class_bench.check_models: it times them but fits nothing on them).
 
 The host's figures are measured once, by the automatic calibration a first use runs (or read from its cache), and
-pinned for the whole run (a `host.toml` under WORKDIR/estimate/.../targets that every profile reads).
+pinned for the whole run (a `host.toml` under WORKDIR/estimate/.../targets that every profile reads). Where the
+fit set's median error at a thread count exceeds RECALIBRATE_AT once measured (the figures and the rows measured in
+different spells of a shared machine), the figures are measured again and every row priced by the set whose fit
+agrees better (static profiles, the measurements kept); the output's first line says which set priced the run.
 Each model: `edgeopt profile MODEL -t host --measure --threads T --runs N --json` at one thread and at all cores
 (`--repeats` passes over the whole list, minutes apart, the least disturbed run kept: lowest p50), the estimate
 priced at T against the measured p50; and at one thread the estimated peak RSS increase against the measured one.
@@ -53,6 +56,12 @@ from machine import machine_line  # benchmarks/machine.py
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
 LATENCY_GOAL, MEMORY_GOAL = 0.10, 0.15  # issue 16: within 10% / 15% of the measurement on 90% of real models
+# The fit set times the calibration's own models again: where its median latency error at a thread count exceeds
+# this, the figures were measured in another spell of a shared machine than the rows (a VM's second core taken for
+# minutes: one run's two-thread class figures came out 14-26% slow while its measurements were quiet, and priced
+# its fit set +21..+176% at two threads). The figures are then measured again and every row priced by the set whose
+# fit agrees better; the choice reads the fit set alone, never the validation rows.
+RECALIBRATE_AT = 0.10
 CALIB_SAMPLES = 16
 MiB = 1 << 20
 
@@ -345,18 +354,22 @@ def converted_int8(workdir: Path, key: str) -> Path | None:
                        for node in model.graph.node) else None
 
 
-def pin_host_figures(work: Path) -> Path:
+def pin_host_figures(work: Path, folder_name: str = "targets", fresh: bool = False) -> Path:
     """The host's figures as its automatic calibration measures them on first use here, written once into a
     targets folder that every profile of the run reads: each use of the cached entry re-checks the machine's
     speed and measures again past a 20% drift, and on a VM whose neighbours come and go that re-measurement
     lands mid-run (one priced the last rows of a run 15-26% over the figures the first rows had, its element
     and depthwise rates 20-35% slow against one taken minutes later). One set of figures for every row: the
     rows differ by the models, not by when their calibration happened."""
-    from edgeopt.runtime.host_calibration import host_for_estimates
+    import shutil
+
+    from edgeopt.runtime.host_calibration import host_calibration_dir, host_for_estimates, machine_key
     from edgeopt.targets import load_target, target_to_toml
 
-    folder = work / "targets"
+    folder = work / folder_name
     folder.mkdir(exist_ok=True)
+    if fresh:  # measured now, not read from this machine's cached entry
+        shutil.rmtree(host_calibration_dir() / machine_key(), ignore_errors=True)
     figures = host_for_estimates(load_target("host"))
     if figures.peak_ops_per_s.fp32 is None:
         raise SystemExit("the host's automatic calibration measured nothing: see `edgeopt profile MODEL` on stderr")
@@ -385,6 +398,39 @@ def measured_row(entry: Entry, threads: int, reports: list[dict]) -> dict:
         row.update(estimated_memory=estimate["peak_increase_bytes"], measured_memory=measured["peak_rss_increase_bytes"],
                    memory_error=estimate["peak_increase_bytes"] / measured["peak_rss_increase_bytes"] - 1)
     return row
+
+
+def fit_disagreement(rows: list[dict]) -> dict[int, float]:
+    """Per thread count, the fit set's median latency error (absolute): how far the figures are from a
+    re-measurement of the very models they were fitted on."""
+    found = {}
+    for threads in sorted({r["threads"] for r in rows if r["group"] == "fit"}):
+        errors = sorted(abs(r["latency_error"]) for r in rows if r["group"] == "fit" and r["threads"] == threads)
+        found[threads] = errors[len(errors) // 2]
+    return found
+
+
+def reprice(rows: list[dict], entries: list[Entry], targets: Path) -> list[dict]:
+    """``rows`` with their estimates priced again by the figures in ``targets`` (static profiles, the measurements
+    kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    by_name = {entry.name: entry for entry in entries}
+
+    def priced(row: dict) -> dict:
+        entry = by_name[row["model"]]
+        report = json.loads(edgeopt("profile", str(entry.path), "-t", "host", "--targets-dir", str(targets),
+                                    "--threads", str(row["threads"]), "--json", *entry.extra))
+        estimate = report["estimates"]["host"]
+        again = dict(row, estimated_ms=estimate["latency_ms"],
+                     latency_error=estimate["latency_ms"] / row["measured_ms"] - 1)
+        peak = (estimate.get("runtime_memory") or {}).get("peak_increase_bytes")
+        if "memory_error" in row and peak:
+            again.update(estimated_memory=peak, memory_error=peak / row["measured_memory"] - 1)
+        return again
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(priced, rows))
 
 
 def summary(rows: list[dict], key: str, goal: float) -> str:
@@ -457,8 +503,21 @@ def main() -> None:
             rows.append(measured_row(entries[index], threads, found))
         except (KeyError, IndexError) as exc:
             log(f"  {entries[index].name}: {exc}")
+    figures = "the host's figures measured at the start"
+    first = fit_disagreement(rows)
+    if first and max(first.values()) > RECALIBRATE_AT:
+        log("the fit set disagrees with the figures (median error " + ", ".join(
+            f"{error:.0%} at {threads} thread(s)" for threads, error in first.items()) + "): measuring them again")
+        again = reprice(rows, entries, pin_host_figures(work, "targets-again", fresh=True))
+        second = fit_disagreement(again)
+        chosen = max(second.values()) < max(first.values())
+        errors = ", ".join(f"{first[t]:.0%} -> {second[t]:.0%} at {t} thread(s)" for t in first)
+        figures = (f"the host's figures measured again after the measurements (the fit set's median error {errors})"
+                   if chosen else f"the host's figures measured at the start (measured again after the "
+                                  f"measurements, the fit set agreed no better: median error {errors})")
+        rows = again if chosen else rows
     print(machine_line() + f"; onnxruntime {__import__('onnxruntime').__version__}, edgeopt {zoo.edgeopt_revision()}"
-          f"; {args.runs} runs, best of {args.repeats}")
+          f"; {args.runs} runs, best of {args.repeats}; priced by {figures}")
     print()
     print("| set | model | threads | estimated ms | measured p50 ms | repeats spread | latency error "
           "| estimated peak MiB | measured peak MiB | memory error |")
