@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
@@ -35,6 +34,7 @@ from edgeopt.graph.onnx_protos import (
     op_key,
     outer_names,
     real_input_names,
+    small_constant,
     tensor_bytes,
     weight_names,
 )
@@ -215,13 +215,13 @@ def slice_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo],
     source = shapes.get(node.input[0]) if node.input else None
     if len(node.input) < 5 or not node.input[4] or source is None or source.shape is None:
         return None  # opset 1-9 Slice, or no steps: every step is 1
-    steps = constants.get(node.input[4])
-    axes = constants.get(node.input[3]) if node.input[3] else None
+    steps = small_constant(constants.get(node.input[4]))
+    axes = small_constant(constants.get(node.input[3])) if node.input[3] else None
     if steps is None or (node.input[3] and axes is None):
         return None
-    step_values = [int(v) for v in numpy_helper.to_array(steps).reshape(-1)]
+    step_values = [int(v) for v in steps.reshape(-1)]
     rank = len(source.shape)
-    axis_values = ([int(v) % rank for v in numpy_helper.to_array(axes).reshape(-1)] if axes is not None
+    axis_values = ([int(v) % rank for v in axes.reshape(-1)] if axes is not None
                    else list(range(len(step_values))))
     return "strided" if any(axis == rank - 1 and step != 1 for axis, step in zip(axis_values, step_values)) else None
 
@@ -359,8 +359,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     execution = analyse_execution(analysed, shapes, weights)
     grouped = _split_rows(macs_report.rows)
     requantized = requantized_elements(analysed, shapes, execution.nodes)
-    # small constants a node's class reads (a Slice's steps), from initializers or Constant nodes, never external data
-    initializers = {t.name: t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
+    # small constants a node's class reads (a Slice's steps), from initializers or Constant nodes
+    initializers = {t.name: t for t in graph.initializer}
     initializers.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" and n.output
                          for a in n.attribute if a.name == "value" and a.HasField("t")})
     nodes = []

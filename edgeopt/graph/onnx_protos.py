@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
-from onnx import AttributeProto, GraphProto, NodeProto, TensorProto
+from onnx import AttributeProto, GraphProto, NodeProto, TensorProto, numpy_helper
 
 from edgeopt.graph.model import DTYPE_BITS
 
@@ -123,6 +124,17 @@ def constant_bytes(node: NodeProto) -> int:
 
 def uses_external_data(tensor: TensorProto) -> bool:
     return tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL
+
+
+SMALL_CONSTANT_ELEMENTS = 4096
+
+
+def small_constant(tensor: TensorProto | None) -> np.ndarray | None:
+    """The values of a small stored tensor (a scale, a zero point, a Slice's steps); None for one stored outside the
+    file (never read here) or larger than SMALL_CONSTANT_ELEMENTS (a weight, not a parameter)."""
+    if tensor is None or uses_external_data(tensor) or num_elements(tensor.dims) > SMALL_CONSTANT_ELEMENTS:
+        return None
+    return numpy_helper.to_array(tensor)
 
 
 def external_data_info(tensor: TensorProto) -> dict[str, str]:

@@ -11,10 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from edgeopt.graph.onnx_execution import NodeExecution
-from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS
+from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS, small_constant
 from edgeopt.graph.onnx_shapes import TensorInfo
 
 
@@ -22,12 +21,9 @@ def requantized_elements(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo
                          execution: Sequence[NodeExecution]) -> dict[int, int]:
     """Node index -> the elements an int8 Concat (QDQ or QLinearConcat) maps through a lookup table: those of its
     inputs whose quantization differs from its output's, or is not a constant."""
-    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
-            if value is not None:
-                constants[node.output[0]] = numpy_helper.to_array(value)
+    stored = {t.name: t for t in model.graph.initializer}
+    stored.update({node.output[0]: a.t for node in model.graph.node if node.op_type == "Constant" and node.output
+                   for a in node.attribute if a.name == "value" and a.HasField("t")})
     producers = {name: node for node in model.graph.node for name in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
@@ -35,9 +31,9 @@ def requantized_elements(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo
             consumers.setdefault(name, []).append(node)
 
     def params(scale: str, zero_point: str) -> tuple[np.ndarray, np.ndarray] | None:
-        if scale not in constants or (zero_point and zero_point not in constants):
-            return None
-        return constants[scale], constants[zero_point] if zero_point else np.zeros((), np.uint8)
+        scale_value = small_constant(stored.get(scale))
+        zero_value = small_constant(stored.get(zero_point)) if zero_point else np.zeros((), np.uint8)
+        return None if scale_value is None or zero_value is None else (scale_value, zero_value)
 
     def elements(name: str) -> int:
         info = shapes.get(name)

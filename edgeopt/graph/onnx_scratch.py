@@ -25,11 +25,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import onnx
-from onnx import numpy_helper
 
 from edgeopt.graph.model import RuntimeTensor
 from edgeopt.graph.onnx_execution import NodeExecution
-from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS
+from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS, small_constant
 from edgeopt.graph.onnx_shapes import TensorInfo
 
 SYMMETRIC_CHANNEL_MULTIPLE = 4  # MLAS's symmetric kernel reads input channels in fours
@@ -58,9 +57,8 @@ def _symmetric_weights(node: onnx.NodeProto, producers: Mapping[str, onnx.NodePr
     info = shapes.get(weight)
     if info is not None and info.dtype not in (None, "int8"):
         return False
-    if zero_point in initializers:
-        return not numpy_helper.to_array(initializers[zero_point]).any()
-    return True
+    values = small_constant(initializers.get(zero_point)) if zero_point else None
+    return values is None or not values.any()
 
 
 def int8_conv_scratch(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],

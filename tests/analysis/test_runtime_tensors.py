@@ -227,3 +227,17 @@ def test_an_int8_resize_between_int8_convs_stays_in_their_channels_last_region(t
     assert sum(len(copies) for copies in graph.channels_last_copies.values()) == 2
     (resize,) = [n for n in graph.nodes if n.op_type == "Resize"]
     assert resize.dtype == "int8" and resize.index not in graph.channels_last_copies
+
+
+def test_a_zero_point_stored_outside_the_file_is_not_read():
+    """Quantization parameters in external data (a hostile model may point them anywhere) are never read: the Conv
+    counts as on the symmetric kernel, as quantizers write it."""
+    model = conv(12, 32, 3, pads=[1] * 4)
+    (zero_point,) = [t for t in model.graph.initializer if t.name == "w_zp"]
+    zero_point.ClearField("raw_data")
+    zero_point.ClearField("int32_data")
+    zero_point.data_location = onnx.TensorProto.EXTERNAL
+    entry = zero_point.external_data.add()
+    entry.key, entry.value = "location", "../../outside/zero_points.bin"
+    graph = to_graph(model)
+    assert scratch(graph, "indirection") == [8 * 9 * 64 * 64] and scratch(graph, "accumulators") == []
