@@ -1089,9 +1089,11 @@ def _slow_down(times: dict[str, Any], reference: float | None, anchors: list[tup
 
 def _priced_elements(node: Node, elements: int | None) -> int | None:
     """The elements a node's element kind is timed by: its largest output's, each window tap of a pool's, only the
-    requantized ones of an int8 Concat (the rest are copies, priced by their bytes)."""
+    requantized ones of an int8 Concat (the rest are copies, priced by their bytes), a float Concat's small chunks."""
     if node.requantized_elements is not None:
         return node.requantized_elements
+    if node.copy_chunks is not None:
+        return node.copy_chunks
     return elements * node.window_taps if elements and node.window_taps else elements
 
 

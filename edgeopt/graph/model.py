@@ -129,6 +129,8 @@ class Node:
     # An int8 Concat: the elements of its inputs quantized unlike its output, which onnxruntime maps through a
     # lookup table (graph.onnx_requantize); None elsewhere
     requantized_elements: int | None = None
+    # A float Concat copying chunks of a few elements: how many (graph.onnx_adapter.concat_chunks); None elsewhere
+    copy_chunks: int | None = None
 
     @property
     def runs_alone(self) -> bool:

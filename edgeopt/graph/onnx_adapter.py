@@ -207,6 +207,32 @@ def conv_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> str | 
     return None
 
 
+SMALL_CHUNK_ELEMENTS = 16  # a chunk up to this many elements costs a copy call of its own, not its bytes
+
+
+def concat_chunks(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> tuple[str, int] | None:
+    """(class, chunks) of a float Concat that copies small chunks: onnxruntime copies each input's block after the
+    axis once per position before it, a call per chunk. Measured at one thread (AMD EPYC, onnxruntime 1.32): 0.3-0.6
+    ns per chunk where every chunk is one element ("elements": basic-pitch's harmonic stacking, 425 K of them, 0.25
+    ms where its bytes priced 0.02), 2.5-3 ns per chunk of 2 to 16 elements ("chunked": a YOLO head's boxes, scores
+    and classes along the last axis), bytes beyond. ``chunks``: the chunks of up to SMALL_CHUNK_ELEMENTS."""
+    if not is_op(node, "Concat") or not node.output:
+        return None
+    result = shapes.get(node.output[0])
+    sources = [shapes.get(name) for name in node.input if name]
+    if result is None or result.shape is None or not sources or any(
+            info is None or info.shape is None or len(info.shape) != len(result.shape) for info in sources):
+        return None
+    rank = len(result.shape)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0) % max(rank, 1)
+    outer = math.prod(int(d) for d in result.shape[:axis])
+    sizes = [math.prod(int(d) for d in info.shape[axis:]) for info in sources if info is not None]
+    small = [size for size in sizes if 0 < size <= SMALL_CHUNK_ELEMENTS]
+    if not small or outer <= 1:
+        return None
+    return ("elements" if all(size == 1 for size in sizes) else "chunked"), outer * len(small)
+
+
 def slice_class(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo],
                 constants: Mapping[str, onnx.TensorProto]) -> str | None:
     """"strided" for a Slice that steps along its input's last axis (a YOLO Focus layer's ``x[..., ::2, ::2]``):
@@ -369,14 +395,18 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         if row.runs_alone:
             macs, reason = _node_macs(*grouped[row.index]) if row.index < len(grouped) else (None, "no MAC count")
         gathered = node.input[0] if (node.op_type == "Gather" and node.input and node.input[0] in weights) else None
+        # an int8 Concat (QLinearConcat) loops its own way: priced by what it requantizes (onnx_requantize)
+        chunked = concat_chunks(node, shapes) if row.runs_alone and row.dtype != "int8" else None
         nodes.append(Node(
             index=row.index, name=row.name, op_type=node.op_type, domain=node.domain,
             kind=onnx_kind(node.op_type, node.domain),
             inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=row.dtype,
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
-            op_class=op_class(node, shapes, initializers), outer_reads=tuple(sorted(outer_names(node))),
+            op_class=chunked[0] if chunked else op_class(node, shapes, initializers),
+            outer_reads=tuple(sorted(outer_names(node))),
             reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
             window_taps=_window_taps(node), requantized_elements=requantized.get(row.index),
+            copy_chunks=chunked[1] if chunked else None,
             **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes

@@ -156,6 +156,18 @@ def _strided_slice_fan_out(count: int, int8: bool) -> bytes:
                        inits)
 
 
+def _concat_fan_out(count: int, inputs: int, chunk: int) -> bytes:
+    """``count`` float Concats side by side of ``inputs`` [1, rows, chunk] maps along the last axis (rows so that each
+    output holds ELEMENT_SHAPE's elements), each a graph output: a copy per chunk (graph.onnx_adapter.concat_chunks)."""
+    rows = int(np.prod(ELEMENT_SHAPE)) // (inputs * chunk)
+    names = [f"x{index}" for index in range(inputs)]
+    nodes = [helper.make_node("Concat", names, [f"y{index}"], axis=2) for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, rows, chunk])
+                               for name in names],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, [1, rows, inputs * chunk])
+                        for index in range(count)], [])
+
+
 def _where_fan_out(count: int, broadcast: bool) -> bytes:
     """``count`` Wheres side by side, each choosing between the map and a scalar, each a graph output. Their
     condition holds runs, as masks do (the first 40 of every 56 true): onnxruntime branches per element, and a
@@ -301,6 +313,9 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "slice.strided": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=False), elements),
         "slice.strided.int8": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=True),
                                ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        # a float Concat's chunks: of one element each (four inputs), of four (two inputs), per chunk
+        "concat.elements": (_concat_fan_out(ELEMENT_CHAIN, 4, 1), elements),
+        "concat.chunked": (_concat_fan_out(ELEMENT_CHAIN, 2, 4), elements // 4),
         # the elements an int8 Concat requantizes through its lookup table (AMD EPYC, one thread: 0.25-0.27 ns each)
         "concat.int8": (_int8_concat_fan_out(ELEMENT_CHAIN), ELEMENT_CHAIN * 2 * int(np.prod(INT8_ELEMENT_SHAPE))),
         # an int8 Resize, channels-last: nearest (whatever its coordinates) and linear
