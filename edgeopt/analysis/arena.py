@@ -60,7 +60,6 @@ class _Arena:
         self.sizes: list[int] = []
         self.written: list[int] = []
         self.free_chunks: list[tuple[int, int, int]] = []
-        self.live: dict[str, tuple[int, int]] = {}  # tensor name -> its chunk (region, offset)
         self._extend(MIN_ALLOCATION)  # the session makes its first region when it is created
 
     def allocate(self, size: int) -> tuple[int, int]:
@@ -148,11 +147,8 @@ def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = 
     laid_out = laid_out or {}
     planned = [replace(t, bytes=laid_out.get(t.name, t.bytes)) for t in tensors if t.bytes and t.name not in skip]
     arena = _Arena()
-    _replay(arena, planned, keep=set())
+    _replay(arena, planned, keep=set())  # the first run: every tensor freed after its last step
     first_run = sum(arena.written)
-    for handle in list(arena.live.values()):  # outputs still held: the run is over
-        arena.free(handle)
-    arena.live.clear()
     pattern = pattern_size([t for t in planned if t.name not in outside])
     if pattern:
         arena.allocate(pattern)
@@ -163,15 +159,16 @@ def simulate_arena(tensors: Iterable[LiveTensor], caller_owned: Iterable[str] = 
 
 def _replay(arena: _Arena, tensors: list[LiveTensor], keep: set[str]) -> None:
     """One run's allocations in step order: each step's new tensors, then the frees of those whose last step it
-    is, except ``keep`` (returned to the caller at the end of the run: left in ``arena.live``)."""
+    is, except ``keep`` (returned to the caller: held to the end of the simulation)."""
     starting: dict[int, list[LiveTensor]] = {}
     ending: dict[int, list[LiveTensor]] = {}
     for tensor in tensors:
         starting.setdefault(tensor.start, []).append(tensor)
         ending.setdefault(tensor.end, []).append(tensor)
+    handles: dict[str, tuple[int, int]] = {}
     for step in sorted(set(starting) | set(ending)):
         for tensor in starting.get(step, ()):
-            arena.live[tensor.name] = arena.allocate(tensor.bytes or 0)
+            handles[tensor.name] = arena.allocate(tensor.bytes or 0)
         for tensor in ending.get(step, ()):
             if tensor.name not in keep:
-                arena.free(arena.live.pop(tensor.name))
+                arena.free(handles.pop(tensor.name))

@@ -22,7 +22,7 @@ from edgeopt.graph.onnx_layout import (
     nchwc_conv_blocks,
     nchwc_plain_input_blocks,
 )
-from edgeopt.graph.onnx_macs import NodeCost, compute_macs, get_op_cost
+from edgeopt.graph.onnx_macs import NodeCost, attribute, compute_macs, get_op_cost
 from edgeopt.graph.onnx_protos import (
     DEFAULT_DOMAINS,
     constant_bytes,
@@ -35,6 +35,7 @@ from edgeopt.graph.onnx_protos import (
     outer_names,
     real_input_names,
     small_constant,
+    stored_tensors,
     tensor_bytes,
     weight_names,
 )
@@ -224,7 +225,7 @@ def concat_chunks(node: onnx.NodeProto, shapes: Mapping[str, TensorInfo]) -> tup
             info is None or info.shape is None or len(info.shape) != len(result.shape) for info in sources):
         return None
     rank = len(result.shape)
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 0) % max(rank, 1)
+    axis = attribute(node, "axis", 0) % max(rank, 1)
     outer = math.prod(int(d) for d in result.shape[:axis])
     sizes = [math.prod(int(d) for d in info.shape[axis:]) for info in sources if info is not None]
     small = [size for size in sizes if 0 < size <= SMALL_CHUNK_ELEMENTS]
@@ -310,7 +311,7 @@ def _window_taps(node: onnx.NodeProto) -> int | None:
     """A pool's window taps (Node.window_taps): its kernel_shape's elements."""
     if node.op_type not in _WINDOWED_POOLS:
         return None
-    kernel = next((list(attr.ints) for attr in node.attribute if attr.name == "kernel_shape"), None)
+    kernel = attribute(node, "kernel_shape")
     return math.prod(kernel) if kernel and all(k > 0 for k in kernel) else None
 
 
@@ -384,11 +385,9 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     weights = weight_names(graph)
     execution = analyse_execution(analysed, shapes, weights)
     grouped = _split_rows(macs_report.rows)
-    requantized = requantized_elements(analysed, shapes, execution.nodes)
-    # small constants a node's class reads (a Slice's steps), from initializers or Constant nodes
-    initializers = {t.name: t for t in graph.initializer}
-    initializers.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" and n.output
-                         for a in n.attribute if a.name == "value" and a.HasField("t")})
+    # small constants the kernels' choices turn on (quantization parameters, a Slice's steps)
+    stored = stored_tensors(graph)
+    requantized = requantized_elements(analysed, shapes, execution.nodes, stored)
     nodes = []
     for row, node in zip(execution.nodes, graph.node, strict=True):
         macs, reason = (0, None)
@@ -402,7 +401,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             kind=onnx_kind(node.op_type, node.domain),
             inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=row.dtype,
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
-            op_class=chunked[0] if chunked else op_class(node, shapes, initializers),
+            op_class=chunked[0] if chunked else op_class(node, shapes, stored),
             outer_reads=tuple(sorted(outer_names(node))),
             reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
             window_taps=_window_taps(node), requantized_elements=requantized.get(row.index),
@@ -414,7 +413,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     channels_last: dict[int, tuple[tuple[str, int], ...]] = {}  # the int8 convolutions' Transposes
     copies = layout_copy_bytes(analysed, shapes, execution.nodes, weights, padded, created, channels_last)
     # and the x86 kernels' scratch beside them (the int8 kernels' were measured on x86 only)
-    scratch = tuple(int8_conv_scratch(analysed, shapes, execution.nodes))
+    scratch = tuple(int8_conv_scratch(analysed, shapes, execution.nodes, stored))
     created = {block: tensors + scratch for block, tensors in created.items()}
     return Graph(
         format="onnx",

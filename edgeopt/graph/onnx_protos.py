@@ -245,6 +245,17 @@ def constant_tensor(node: NodeProto) -> tuple[tuple[int, ...], int, TensorProto 
     return None
 
 
+def stored_tensors(graph: GraphProto) -> dict[str, TensorProto]:
+    """The tensors ``graph`` stores, by name: its initializers and its Constant nodes' ``value`` tensors (read with
+    small_constant: never external data)."""
+    found = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        value = constant_tensor(node) if is_op(node, "Constant") and node.output else None
+        if value is not None and value[2] is not None:
+            found[node.output[0]] = value[2]
+    return found
+
+
 def weight_names(graph: GraphProto) -> set[str]:
     """Initializers (sparse ones included) and Constant outputs of ``graph`` (not its subgraphs)."""
     names = {t.name for t in graph.initializer}

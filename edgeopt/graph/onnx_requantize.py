@@ -18,12 +18,10 @@ from edgeopt.graph.onnx_shapes import TensorInfo
 
 
 def requantized_elements(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
-                         execution: Sequence[NodeExecution]) -> dict[int, int]:
+                         execution: Sequence[NodeExecution], stored: Mapping[str, onnx.TensorProto]) -> dict[int, int]:
     """Node index -> the elements an int8 Concat (QDQ or QLinearConcat) maps through a lookup table: those of its
-    inputs whose quantization differs from its output's, or is not a constant."""
-    stored = {t.name: t for t in model.graph.initializer}
-    stored.update({node.output[0]: a.t for node in model.graph.node if node.op_type == "Constant" and node.output
-                   for a in node.attribute if a.name == "value" and a.HasField("t")})
+    inputs whose quantization differs from its output's, or is not a constant (``stored``: onnx_protos.stored_tensors
+    of the graph)."""
     producers = {name: node for node in model.graph.node for name in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:

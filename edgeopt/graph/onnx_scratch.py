@@ -28,6 +28,7 @@ import onnx
 
 from edgeopt.graph.model import RuntimeTensor
 from edgeopt.graph.onnx_execution import NodeExecution
+from edgeopt.graph.onnx_macs import attribute
 from edgeopt.graph.onnx_protos import DEFAULT_DOMAINS, small_constant
 from edgeopt.graph.onnx_shapes import TensorInfo
 
@@ -36,15 +37,8 @@ SYMMETRIC_DEPTHWISE_MULTIPLE = 16  # ... and its depthwise kernel channels in si
 POINTER_BYTES = 8  # 64-bit targets
 
 
-def _attribute(node: onnx.NodeProto, name: str, default):
-    found = next((attr for attr in node.attribute if attr.name == name), None)
-    if found is None:
-        return default
-    return list(found.ints) if found.ints else found.i
-
-
 def _symmetric_weights(node: onnx.NodeProto, producers: Mapping[str, onnx.NodeProto],
-                       shapes: Mapping[str, TensorInfo], initializers: Mapping[str, onnx.TensorProto]) -> bool:
+                       shapes: Mapping[str, TensorInfo], stored: Mapping[str, onnx.TensorProto]) -> bool:
     """Signed 8-bit weights with every zero point 0 (or none given): what MLAS's symmetric kernel needs. A weight
     the model computes (not found) counts as symmetric, as quantizers write them."""
     if node.op_type == "QLinearConv":
@@ -57,15 +51,14 @@ def _symmetric_weights(node: onnx.NodeProto, producers: Mapping[str, onnx.NodePr
     info = shapes.get(weight)
     if info is not None and info.dtype not in (None, "int8"):
         return False
-    values = small_constant(initializers.get(zero_point)) if zero_point else None
+    values = small_constant(stored.get(zero_point)) if zero_point else None
     return values is None or not values.any()
 
 
-def int8_conv_scratch(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
-                      execution: Sequence[NodeExecution]) -> list[RuntimeTensor]:
+def int8_conv_scratch(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo], execution: Sequence[NodeExecution],
+                      stored: Mapping[str, onnx.TensorProto]) -> list[RuntimeTensor]:
     """The scratch of each int8 Conv (QDQ or QLinearConv), live while it runs: its indirection buffer, or its int32
-    accumulators and im2col buffer (module docstring)."""
-    initializers = {t.name: t for t in model.graph.initializer}
+    accumulators and im2col buffer (module docstring; ``stored``: onnx_protos.stored_tensors of the graph)."""
     producers = {name: node for node in model.graph.node for name in node.output}
     found = []
     for index, (node, row) in enumerate(zip(model.graph.node, execution, strict=True)):
@@ -77,10 +70,10 @@ def int8_conv_scratch(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
                 or len(source.shape) < 3 or len(result.shape) != len(source.shape):
             continue
         channels, outputs = int(source.shape[1]), int(result.shape[1])
-        group = int(_attribute(node, "group", 1))
+        group = int(attribute(node, "group", 1))
         weight = shapes.get(node.input[3] if node.op_type == "QLinearConv" else node.input[1])
         kernel = [int(d) for d in weight.shape[2:]] if weight is not None and weight.shape is not None else []
-        kernel = list(_attribute(node, "kernel_shape", kernel))
+        kernel = list(attribute(node, "kernel_shape", kernel))
         if not kernel or group < 1 or channels % group or outputs % group:
             continue
         taps = math.prod(kernel)
@@ -88,9 +81,9 @@ def int8_conv_scratch(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo],
         depthwise = group > 1 and channels == group and outputs == group
         if group > 1 and not depthwise:
             continue  # grouped convolutions: not measured
-        pointwise = taps == 1 and set(_attribute(node, "strides", [1])) <= {1} \
-            and not any(_attribute(node, "pads", [0]))
-        symmetric = _symmetric_weights(node, producers, shapes, initializers) and (
+        pointwise = taps == 1 and set(attribute(node, "strides", [1])) <= {1} \
+            and not any(attribute(node, "pads", [0]))
+        symmetric = _symmetric_weights(node, producers, shapes, stored) and (
             channels % SYMMETRIC_DEPTHWISE_MULTIPLE == 0 if depthwise else channels % SYMMETRIC_CHANNEL_MULTIPLE == 0)
         name = node.output[0]
         if depthwise or (symmetric and not pointwise):

@@ -249,6 +249,7 @@ def _pool_chain(op: str, count: int, domain: str = "") -> bytes:
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
+    int8_elements = ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))
     resized = ELEMENT_CHAIN * 4 * int(np.prod(INT8_RESIZE_SOURCE))  # each output doubles height and width
     channels = ELEMENT_SHAPE[-1]
     return {
@@ -292,13 +293,12 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         "dynamic_quantize": (_dynamic_quantize_fan_out(ELEMENT_CHAIN), elements),
         # int8 Add and Mul (AMD EPYC, one thread: 0.14 and 0.21 ns per element, where the float kinds priced both
         # 0.16; an Add of a scalar 0.09, a Mul by one 0.19)
-        "add.int8": (_qdq_binary_chain("Add", ELEMENT_CHAIN), ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
-        "mul.int8": (_qdq_binary_chain("Mul", ELEMENT_CHAIN), ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        "add.int8": (_qdq_binary_chain("Add", ELEMENT_CHAIN), int8_elements),
+        "mul.int8": (_qdq_binary_chain("Mul", ELEMENT_CHAIN), int8_elements),
         # int8 activations through a lookup table (QLinearSigmoid: a YOLO SiLU's half in int8; QLinearLeakyRelu),
         # which the float kinds' rates priced, their two-thread gain too (1.74x priced, 1.22x measured in a detector)
-        "sigmoid.int8": (_qdq_unary_chain("Sigmoid", ELEMENT_CHAIN), ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
-        "leaky_relu.int8": (_qdq_unary_chain("LeakyRelu", ELEMENT_CHAIN),
-                            ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        "sigmoid.int8": (_qdq_unary_chain("Sigmoid", ELEMENT_CHAIN), int8_elements),
+        "leaky_relu.int8": (_qdq_unary_chain("LeakyRelu", ELEMENT_CHAIN), int8_elements),
         # the 8-bit Transposes around onnxruntime's channels-last int8 convolutions (AMD EPYC, one thread: 0.04 ns
         # per element into channels-last, 0.08 out of it; slower at two threads than at one)
         "transpose.nhwc": (_transpose_fan_out(ELEMENT_CHAIN, into_channels_last=True), elements),
@@ -311,13 +311,12 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         # a Slice stepping along the last axis, copied element by element (AMD EPYC, one thread: 0.9-1.0 ns per output
         # element in float, 2.1 in 8-bit, where bytes priced a Focus layer's four 10x fast)
         "slice.strided": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=False), elements),
-        "slice.strided.int8": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=True),
-                               ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))),
+        "slice.strided.int8": (_strided_slice_fan_out(ELEMENT_CHAIN, int8=True), int8_elements),
         # a float Concat's chunks: of one element each (four inputs), of four (two inputs), per chunk
         "concat.elements": (_concat_fan_out(ELEMENT_CHAIN, 4, 1), elements),
         "concat.chunked": (_concat_fan_out(ELEMENT_CHAIN, 2, 4), elements // 4),
         # the elements an int8 Concat requantizes through its lookup table (AMD EPYC, one thread: 0.25-0.27 ns each)
-        "concat.int8": (_int8_concat_fan_out(ELEMENT_CHAIN), ELEMENT_CHAIN * 2 * int(np.prod(INT8_ELEMENT_SHAPE))),
+        "concat.int8": (_int8_concat_fan_out(ELEMENT_CHAIN), 2 * int8_elements),
         # an int8 Resize, channels-last: nearest (whatever its coordinates) and linear
         "resize.int8": (_int8_resize_fan_out(ELEMENT_CHAIN, "nearest"), resized),
         "resize.linear.int8": (_int8_resize_fan_out(ELEMENT_CHAIN, "linear"), resized),
