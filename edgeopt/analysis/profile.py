@@ -553,6 +553,13 @@ def _add_memory_time(times: dict[str, Any], extra_us: float) -> None:
 RUN_FUSED = frozenset({"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "leaky_relu", "relu", "clip"})
 
 
+# Reductions run a loop per output element whatever they compute (runtime.element_bench.REDUCE_SHAPE): one element
+# rate, ReduceSum's, prices them all by their outputs; a long reduced axis stays priced by its bytes (the larger)
+REDUCTION_KINDS = frozenset({"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "reduce_l1",
+                             "reduce_l2", "reduce_sum_square", "reduce_log_sum", "reduce_log_sum_exp"})
+REDUCTION_KEY = "reduce"
+
+
 def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | None) -> tuple[float, float] | None:
     """(seconds, efficiency) of a CPU node priced by its kind's element rate, as calibration measured it
     (runtime.element_bench.element_models: output elements per second, a fraction of the fp32 peak); None where
@@ -562,7 +569,7 @@ def _element_time_s(facts: Mapping[str, Any], fig: _Figures, elements: int | Non
     int8_key = _int8_element_key(facts, table)
     rate = (table.get(int8_key) if int8_key else None) or \
         (table.get(f"{facts['kind']}.{facts['op_class']}") if facts.get("op_class") else None) or \
-        table.get(facts["kind"])
+        table.get(facts["kind"]) or (table.get(REDUCTION_KEY) if facts["kind"] in REDUCTION_KINDS else None)
     if not rate or not elements or facts["device"] != "cpu" or not fig.peaks.fp32:
         return None
     seconds = elements / (fig.peaks.fp32 * rate)
@@ -626,7 +633,9 @@ def _add_span_time(times: dict[str, Any], graph: Graph, facts: Mapping[str, Any]
             facts["device"] != "cpu" or not fig.peaks.fp32:
         return
     node = graph.nodes[facts["index"]]
-    shapes = [graph.tensors[name].shape if name in graph.tensors else None for name in node.inputs[:2]]
+    # as onnxruntime runs it: a Transpose its optimizer pushed through the node permutes its inputs
+    shapes = list(node.runtime_input_shapes[:2]) if node.runtime_input_shapes else \
+        [graph.tensors[name].shape if name in graph.tensors else None for name in node.inputs[:2]]
     spans = span_count(*shapes) if len(shapes) == 2 else None
     if not spans or spans <= 1:
         return
@@ -1258,7 +1267,8 @@ def static_profile(
     for facts in rows:
         times: dict = {"compute_time_us": None, "memory_time_us": None, "overhead_us": 0.0,
                        "time_us": None, "bound": "unknown", "peak_ops_per_s": None, "efficiency": None}
-        if facts["role"] in ("constant", "fused_qdq", "fused_activation"):
+        if facts["role"] in ("constant", "fused_qdq", "fused_activation") or \
+                graph.nodes[facts["index"]].runtime_removed:  # a Transpose onnxruntime's optimizer cancels
             times.update(compute_time_us=0.0, memory_time_us=0.0, time_us=0.0, bound="none")
             fused = None
             if facts["role"] == "fused_activation" and facts["kind"] in RUN_FUSED and unavailable is None:

@@ -131,6 +131,11 @@ class Node:
     requantized_elements: int | None = None
     # A float Concat copying chunks of a few elements: how many (graph.onnx_adapter.concat_chunks); None elsewhere
     copy_chunks: int | None = None
+    # The input shapes onnxruntime runs the node at once its transpose optimizer pushed a Transpose through it
+    # (graph.onnx_transpose_push); None where they are the model's own
+    runtime_input_shapes: tuple[tuple[int, ...] | None, ...] | None = None
+    # A Transpose that optimizer cancels: it never runs
+    runtime_removed: bool = False
 
     @property
     def runs_alone(self) -> bool:

@@ -46,6 +46,7 @@ from edgeopt.graph.onnx_shapes import (
     model_inputs,
     resolve_shapes_with_error,
 )
+from edgeopt.graph.onnx_transpose_push import pushed_transposes
 
 # Default-domain ops that do real arithmetic but have no MAC cost function: unknown.
 _UNCOSTED_DEFAULT_OPS = frozenset({"Attention", "DeformConv", "DFT", "STFT"})
@@ -388,6 +389,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     # small constants the kernels' choices turn on (quantization parameters, a Slice's steps)
     stored = stored_tensors(graph)
     requantized = requantized_elements(analysed, shapes, execution.nodes, stored)
+    pushed = pushed_transposes(analysed, shapes)
     nodes = []
     for row, node in zip(execution.nodes, graph.node, strict=True):
         macs, reason = (0, None)
@@ -406,6 +408,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
             window_taps=_window_taps(node), requantized_elements=requantized.get(row.index),
             copy_chunks=chunked[1] if chunked else None,
+            runtime_input_shapes=pushed.input_shapes.get(row.index),
+            runtime_removed=row.index in pushed.removed and row.runs_alone,
             **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes

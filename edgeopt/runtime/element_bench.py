@@ -36,6 +36,11 @@ INT8_POOL_SHAPE = [1, 56, 56, 128]
 # rate priced (a detector's two upsamplings: 0.35 ms measured, 0.04 priced). Its models double [1, 28, 28, 128]
 # (INT8_ELEMENT_SHAPE's elements out).
 INT8_RESIZE_SOURCE = [1, 28, 28, 128]
+# A reduction runs a loop per output element (onnxruntime's reduce kernels): measured (AMD EPYC, one thread, 53 K
+# outputs) 1.5-2.5 ns per output over a last axis of 1 to 16 elements, and over the middle axis of [1,2,172,309],
+# where bytes priced basic-pitch's ReduceSum of a [1,172,309,2] map 6 µs against 110-186 measured; a long axis
+# (256) runs at its bytes' rate. Its model sums pairs: [1, 32, 56, 28, 2], as many elements as ELEMENT_SHAPE.
+REDUCE_SHAPE = [1, 32, 56, 28, 2]
 
 
 def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
@@ -94,6 +99,15 @@ def _unary_fan_out(op: str, count: int, positive: bool = False) -> bytes:
     return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
                        [helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, ELEMENT_SHAPE)
                         for index in range(count)], [])
+
+
+def _reduce_fan_out(count: int) -> bytes:
+    """``count`` ReduceSums side by side over the short last axis of REDUCE_SHAPE, each a graph output."""
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], [f"y{index}"], keepdims=0) for index in range(count)]
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, REDUCE_SHAPE)],
+                       [helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, REDUCE_SHAPE[:-1])
+                        for index in range(count)], [axes])
 
 
 def _resize_fan_out(count: int, mode: str, coordinates: str) -> bytes:
@@ -278,6 +292,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         # scalar as the values (a second full-size value adds to it, analysis.profile.WHERE_SECOND_VALUE)
         "where": (_where_fan_out(ELEMENT_CHAIN, broadcast=False), elements),
         "where.broadcast": (_where_fan_out(ELEMENT_CHAIN, broadcast=True), elements),
+        # per output element, whatever the reduction (analysis.profile.REDUCTION_KINDS)
+        "reduce": (_reduce_fan_out(ELEMENT_CHAIN), elements // 2),
         "erf": (_unary_chain("Erf", ELEMENT_CHAIN), elements),
         "exp": (_unary_fan_out("Exp", ELEMENT_CHAIN), elements),
         "log": (_unary_fan_out("Log", ELEMENT_CHAIN, positive=True), elements),

@@ -67,3 +67,32 @@ def test_each_run_beyond_the_first_is_priced_at_the_calibrated_rate():
     # a target that measured no cost per run prices the element work alone
     plain = static_profile(mul_model([1, 8, 16, 1], [1]), target(mul=0.01)).node("mul")
     assert plain.broadcast_spans == 0 and plain.time_us == pytest.approx(whole.time_us)
+
+
+def transposed_mul_model(cancelled: bool, rows: int = 8, columns: int = 16) -> onnx.ModelProto:
+    """x [1,rows,columns,2] -> Transpose -> Mul by a [columns,1,1] constant -> (Transpose back): basic-pitch's
+    constant-Q magnitude in small. Where the second Transpose follows, onnxruntime's transpose optimizer cancels
+    the pair by pushing the first through the Mul, which then runs on [1,rows,columns,2] x [1,1,columns,1]."""
+    scale = numpy_helper.from_array(np.linspace(1, 2, columns).astype(np.float32).reshape(columns, 1, 1), "c")
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1, 3], name="in"),
+             helper.make_node("Mul", ["t", "c"], ["m"], name="mul")]
+    if cancelled:
+        nodes.append(helper.make_node("Transpose", ["m"], ["y"], perm=[0, 2, 1, 3], name="out"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows, columns, 2])],
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)], [scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_mul_a_transpose_is_pushed_through_runs_as_onnxruntime_rewrites_it():
+    measured = target(mul=0.01, broadcast_span=1e-3, transpose=0.01)
+    pushed = static_profile(transposed_mul_model(cancelled=True), measured)
+    # [1,16,8,2] x [16,1,1] in the model: 16 runs of 16; as run, [1,8,16,2] x [1,1,16,1]: 128 runs of 2
+    assert pushed.node("mul").broadcast_spans == 8 * 16
+    assert pushed.node("mul").broadcast_span_us == pytest.approx(127.0)
+    # and the Transposes it cancelled cost nothing
+    assert pushed.node("in").time_us == 0 and pushed.node("out").time_us == 0
+    # with nothing to cancel against onnxruntime leaves the Transpose where it is: the model's own shapes
+    kept = static_profile(transposed_mul_model(cancelled=False), measured)
+    assert kept.node("mul").broadcast_spans == 16 and kept.node("in").time_us > 0

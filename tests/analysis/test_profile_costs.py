@@ -2032,3 +2032,28 @@ def test_a_float_concat_of_small_chunks_is_priced_per_chunk():
             chunks / (1e9 * rates[kind]) * 1e6)
     (node,) = graph_of(concat([64, 64])).nodes  # chunks of 64 elements: by their bytes
     assert node.copy_chunks is None and static_profile(concat([64, 64]), target).node("concat").compute_time_us == 0
+
+
+def test_a_reduction_is_priced_per_output_element_or_by_its_bytes_whichever_is_more():
+    """onnxruntime's reductions loop per output element: ~2 ns each over a short axis (basic-pitch's ReduceSum of a
+    [1,172,309,2] map: 110-186 µs measured, 6 priced by its bytes), at their bytes' rate over a long one. Every
+    reduction takes the calibrated ``reduce`` rate (ReduceSum's) per output element; its bytes still bound it."""
+    def reduction(op: str, shape: list[int]) -> onnx.ModelProto:
+        axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+        return make_model([helper.make_node(op, ["x", "axes"], ["y"], name="reduce", keepdims=0)],
+                          [tensor("x", F, shape)], [tensor("y", F, shape[:-1])], [axes], opset=18)
+
+    # the rate: 1e9 x 0.001 outputs per second, 1 µs each; bandwidth 1 GB/s, 4 ns per byte read or written
+    target = cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e9,
+                        efficiency={"reduce": 0.001})
+    for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2"):
+        short = static_profile(reduction(op, [1, 100, 2]), target).node("reduce")
+        assert short.compute_time_us == pytest.approx(100.0) and short.bound == "compute", op
+    # 100 outputs of 4096 elements each: 1.6 MB read, 1.6 ms by bytes against 100 µs by outputs
+    long = static_profile(reduction("ReduceSum", [1, 100, 4096]), target).node("reduce")
+    assert long.bound == "memory" and long.time_us > 1000
+    # a target that measured no rate for reductions prices them by their bytes
+    plain = static_profile(reduction("ReduceSum", [1, 100, 2]),
+                           cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9},
+                                      memory_bandwidth_bytes_per_s=1e9)).node("reduce")
+    assert plain.compute_time_us == 0 and plain.bound == "memory"
