@@ -132,9 +132,10 @@ class Node:
     # A float Concat copying chunks of a few elements: how many (graph.onnx_adapter.concat_chunks); None elsewhere
     copy_chunks: int | None = None
     # The input shapes onnxruntime runs the node at once its transpose optimizer pushed a Transpose through it
-    # (graph.onnx_transpose_push); None where they are the model's own
+    # (graph.onnx_basic_rewrites); None where they are the model's own
     runtime_input_shapes: tuple[tuple[int, ...] | None, ...] | None = None
-    # A Transpose that optimizer cancels: it never runs
+    # A node onnxruntime's basic optimizers drop or fold into another (a cancelled Transpose, a Conv's bias Add): it
+    # never runs
     runtime_removed: bool = False
 
     @property
@@ -178,6 +179,8 @@ class Graph:
     warnings: tuple[str, ...] = ()
     # If branches not taken (graph/onnx_branches.py): the runtime loads them though they never run
     dormant_nodes: int = 0
+    # the If nodes whose taken branch was inlined: onnxruntime runs each as a subgraph call of its own
+    branch_runs: int = 0
     dormant_weights: int = 0
     dormant_weight_bytes: int = 0
     dormant_folded_bytes: int = 0  # what constant folding computes in them while loading

@@ -39,6 +39,7 @@ from edgeopt.graph.onnx_protos import (
     tensor_bytes,
     weight_names,
 )
+from edgeopt.graph.onnx_basic_rewrites import basic_rewrites
 from edgeopt.graph.onnx_requantize import requantized_elements
 from edgeopt.graph.onnx_scratch import int8_conv_scratch
 from edgeopt.graph.onnx_shapes import (
@@ -46,7 +47,6 @@ from edgeopt.graph.onnx_shapes import (
     model_inputs,
     resolve_shapes_with_error,
 )
-from edgeopt.graph.onnx_transpose_push import pushed_transposes
 
 # Default-domain ops that do real arithmetic but have no MAC cost function: unknown.
 _UNCOSTED_DEFAULT_OPS = frozenset({"Attention", "DeformConv", "DFT", "STFT"})
@@ -389,7 +389,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
     # small constants the kernels' choices turn on (quantization parameters, a Slice's steps)
     stored = stored_tensors(graph)
     requantized = requantized_elements(analysed, shapes, execution.nodes, stored)
-    pushed = pushed_transposes(analysed, shapes)
+    rewrites = basic_rewrites(analysed, shapes)  # what onnxruntime's basic optimizers drop, fold and move
     nodes = []
     for row, node in zip(execution.nodes, graph.node, strict=True):
         macs, reason = (0, None)
@@ -408,8 +408,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             reads_rows_of=gathered, recurrent_steps=recurrent_steps(node, shapes),
             window_taps=_window_taps(node), requantized_elements=requantized.get(row.index),
             copy_chunks=chunked[1] if chunked else None,
-            runtime_input_shapes=pushed.input_shapes.get(row.index),
-            runtime_removed=row.index in pushed.removed and row.runs_alone,
+            runtime_input_shapes=rewrites.input_shapes.get(row.index),
+            runtime_removed=row.index in rewrites.removed and row.runs_alone,
             **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes
@@ -437,6 +437,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         assumptions=tuple(assumptions),
         warnings=tuple(warnings),
         dormant_nodes=branches.dormant_nodes if branches else 0,
+        branch_runs=branches.runs if branches else 0,
         dormant_weights=branches.dormant_weights if branches else 0,
         dormant_weight_bytes=branches.dormant_weight_bytes if branches else 0,
         dormant_folded_bytes=branches.dormant_folded_bytes if branches else 0,

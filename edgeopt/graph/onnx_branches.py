@@ -56,6 +56,7 @@ class InlinedBranches:
     notes: list[str] = field(default_factory=list)  # the branches priced where the condition was evaluated
     warnings: list[str] = field(default_factory=list)  # where it could not be: the costlier branch priced
     dormant_nodes: int = 0  # nodes of branches not taken (loaded, never run)
+    runs: int = 0  # the If nodes inlined (nested ones too): each a subgraph call at run time
     dormant_weights: int = 0  # their initializers and Constant values
     dormant_weight_bytes: int = 0
     dormant_folded_bytes: int = 0  # what onnxruntime's constant folding computes in them (None shapes: not counted)
@@ -102,6 +103,7 @@ def inline_taken_branches(model: onnx.ModelProto, input_shapes: Mapping[str, Seq
                         shapes = _shapes(work, input_shapes)
                     result.dormant_folded_bytes += _folded_bytes(branch, _constants(work.graph), shapes)
         inlined = _inline(work.graph, node, branches[taken], name)
+        result.runs += 1
         bound = set(node.output)  # the If's outputs, bound by Identity nodes: the main graph's names
         result.subgraph_tensors.update(o for n in inlined for o in n.output if o and o not in bound)
         moved = len(branches[taken].initializer)  # _inline appended them
