@@ -1265,6 +1265,10 @@ def static_profile(
     rereads = _recurrent_rereads(graph)
     if rereads:
         assumptions.append(f"recurrent weights read again at every time step ({_plural(len(rereads), 'node')})")
+    dropped = sum(1 for node in graph.nodes if node.runtime_removed)
+    if dropped:
+        assumptions.append(f"{_plural(dropped, 'node')} onnxruntime's basic optimizers drop or fold into others "
+                           "(its own optimized graph says so) priced at nothing")
     fallback_nodes: dict[str, int] = {}
     no_efficiency: set[str] = set()
     nodes: list[NodeProfile] = []

@@ -357,6 +357,23 @@ def valid_kernel_rows(node: onnx.NodeProto, x: TensorInfo | None, weight: Tensor
     return inside / (rows_out * kernel)
 
 
+def _dropped_aliases(graph: onnx.GraphProto, shapes: Mapping[str, TensorInfo], removed: frozenset[int]
+                     ) -> dict[str, str]:
+    """The outputs of nodes onnxruntime drops (graph.onnx_basic_rewrites) as the tensors that stand for them at run
+    time: a cancelled Transpose's, a folded bias Add's output is its first input's data (same element count), never
+    allocated apart."""
+    found = {}
+    for index in removed:
+        node = graph.node[index]
+        if len(node.output) != 1 or not node.input or not node.input[0]:
+            continue
+        source, result = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if source is not None and result is not None and source.shape is not None and result.shape is not None \
+                and math.prod(source.shape) == math.prod(result.shape) and source.dtype == result.dtype:
+            found[node.output[0]] = node.input[0]
+    return found
+
+
 def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] | None = None, *,
              shapes: Mapping[str, TensorInfo] | None = None,
              input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
@@ -429,7 +446,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         input_shapes={t.name: tuple(info.shape) for t in model_inputs(analysed)
                       if (info := shapes.get(t.name)) is not None and info.shape is not None},
         weight_bytes_by_dtype=weight_bytes_by_dtype(loaded),  # every branch's: all are loaded
-        aliases=execution.aliases,
+        aliases={**execution.aliases, **_dropped_aliases(graph, shapes, rewrites.removed)},
         layout_copy_bytes=copies,
         channels_last_copies=channels_last,
         layout_tensor_bytes=padded,

@@ -1,14 +1,15 @@
 """What onnxruntime's basic-level graph optimizers make of a graph before it runs it.
 
 At its basic level onnxruntime folds constants, drops no-op nodes (Identity, Dropout, a Cast to the same type),
-folds a Conv's following Add, Mul or BatchNormalization and a Pad before it into the Conv, and pushes each Transpose
+folds a Conv's following Add, Mul or BatchNormalization of constants into the Conv, and pushes each Transpose
 through the ops after it (elementwise ops, reductions, other Transposes) wherever that lets it cancel against
 another, rewriting constants to match. None of it shows in the model's own graph: the nodes it drops or folds never
 run, and the ops a Transpose passes run on permuted shapes. Measured (AMD EPYC, onnxruntime 1.32, one thread):
 basic-pitch's constant-Q transform, where a Transpose pushed through a Mul by a [309,1,1] constant leaves the Mul on
 [1,172,309,2] x [1,1,309,1], a broadcasting loop of 53 K runs of two elements (0.57-0.93 ms, priced 0.015 ms at the
-model's own shapes), and two Transposes gone; PP-OCR's direction classifier, whose 19 bias Adds after its Convs
-onnxruntime folds into them (priced as Adds of their own, the estimate 10% over the measurement).
+model's own shapes), and two Transposes gone; PP-OCR's direction classifier, whose 18 bias Adds after its Convs
+(each bias reshaped in the graph) onnxruntime folds into them (priced as Adds of their own: the estimate 10% over
+the measurement).
 
 What it does turns on the whole graph (a Transpose is pushed only where something downstream cancels it), so it is
 read from onnxruntime itself: the graph optimized at its basic level (saved by a session that never runs), its nodes

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeopt.analysis.memory import liveness_plan
 from edgeopt.analysis.profile import static_profile
 from edgeopt.graph.onnx_adapter import to_graph
 from edgeopt.targets import TargetProfile
@@ -46,6 +47,10 @@ def test_a_bias_add_onnxruntime_folds_into_its_conv_costs_nothing():
     assert nodes["add"].runtime_removed and not nodes["conv"].runtime_removed
     profile = static_profile(model, TARGET)
     assert profile.node("add").time_us == 0 and profile.node("conv").time_us > 0
+    assert any("1 node onnxruntime's basic optimizers drop" in line for line in profile.assumptions)
+    # and its output is the Conv's, never allocated apart: one [1,8,16,16] map and the input live at the peak
+    plan = liveness_plan(to_graph(model))
+    assert plan.peak_activation_bytes == 4 * (8 * 16 * 16 + 4 * 16 * 16)
     # a residual Add of another input stays: it runs
     residual = conv_then_add(bias_through_reshape=False)
     assert not {n.name: n for n in to_graph(residual).nodes}["add"].runtime_removed
