@@ -61,11 +61,14 @@ def _optimized(model: onnx.ModelProto) -> onnx.ModelProto | None:
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    # its weights written apart and never read back: only the graph and the initializers' dims are needed
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     with tempfile.TemporaryDirectory(prefix="edgeopt-optimized-") as folder:
         options.optimized_model_filepath = str(Path(folder) / "model.onnx")
         try:
             ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            return onnx.load(options.optimized_model_filepath)
+            return onnx.load(options.optimized_model_filepath, load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the model's own graph in place
             log.debug("onnxruntime's optimized graph unavailable: %s", exc)
             return None
