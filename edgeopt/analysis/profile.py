@@ -611,6 +611,22 @@ BYTE_SCALED_INT8_KINDS = frozenset({"add.int8"})
 WHERE_SECOND_VALUE = {None: 1.0, "broadcast": 0.5}
 
 
+def _apply_runtime_quantize(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures,
+                            overhead_us: float) -> None:
+    """The QuantizeLinear kernels onnxruntime's QDQ propagation puts in front of a node (graph.onnx_basic_rewrites),
+    priced with it at the quantize kind's element rate, each a dispatch: a detector's Focus layer quantizes its whole
+    image once per Slice (four 0.5 M-element quantizations, 1.1 ms measured with the 8-bit Slices, 0.55 priced as
+    float Slices and four small quantizations)."""
+    if not node.runtime_quantized_elements or times["time_us"] is None:
+        return
+    quantize = {**facts, "kind": "quantize", "op_class": None, "execution_dtype": "fp32"}
+    priced = _element_time_s(quantize, fig, node.runtime_quantized_elements)
+    if priced is not None:
+        times["compute_time_us"] += priced[0] * 1e6  # a kernel of its own: added, not overlapped
+        times["time_us"] += priced[0] * 1e6 + overhead_us
+        times["overhead_us"] += overhead_us
+
+
 def _apply_where_values(times: dict[str, Any], graph: Graph, node: Node, facts: Mapping[str, Any]) -> None:
     """A Where priced by its element rate, whose two values are both full-size maps, costs what its class adds."""
     if facts["kind"] != "where" or facts["op_class"] not in WHERE_SECOND_VALUE or facts["macs"] \
@@ -1312,6 +1328,7 @@ def static_profile(
                 _apply_padding_rows(found, graph, node, facts, block)
                 _apply_transposed_traffic(found, graph, node, facts, figures_at)
                 _apply_where_values(found, graph, node, facts)
+                _apply_runtime_quantize(found, node, facts, figures_at, node_overhead_us)
                 return found
             times = priced(single_thread if single_thread is not None and facts["device"] == "cpu"
                            and facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx") else fig)

@@ -137,6 +137,9 @@ class Node:
     # A node onnxruntime's basic optimizers drop or fold into another (a cancelled Transpose, a Conv's bias Add): it
     # never runs
     runtime_removed: bool = False
+    # Float elements onnxruntime's QDQ propagation quantizes anew in front of the node (a QuantizeLinear it created,
+    # a kernel of its own); None where it created none
+    runtime_quantized_elements: int | None = None
 
     @property
     def runs_alone(self) -> bool:

@@ -13,7 +13,7 @@ import onnx
 
 from edgeopt.data.specs import InputSpec
 from edgeopt.errors import InputError
-from edgeopt.graph.model import Graph, Node, RuntimeTensor, Tensor
+from edgeopt.graph.model import FLOAT_EXEC_DTYPES, Graph, Node, RuntimeTensor, Tensor
 from edgeopt.graph.onnx_branches import inline_taken_branches
 from edgeopt.graph.onnx_execution import analyse_execution
 from edgeopt.graph.onnx_kinds import onnx_kind
@@ -357,6 +357,12 @@ def valid_kernel_rows(node: onnx.NodeProto, x: TensorInfo | None, weight: Tensor
     return inside / (rows_out * kernel)
 
 
+def _runtime_dtype(dtype: str | None, int8: bool) -> str | None:
+    """A float node onnxruntime's QDQ propagation leaves between a DequantizeLinear and a QuantizeLinear runs in 8
+    bits (graph.onnx_basic_rewrites)."""
+    return "int8" if int8 and dtype in FLOAT_EXEC_DTYPES else dtype
+
+
 def _dropped_aliases(graph: onnx.GraphProto, shapes: Mapping[str, TensorInfo], removed: frozenset[int]
                      ) -> dict[str, str]:
     """The outputs of nodes onnxruntime drops (graph.onnx_basic_rewrites) as the tensors that stand for them at run
@@ -418,7 +424,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         nodes.append(Node(
             index=row.index, name=row.name, op_type=node.op_type, domain=node.domain,
             kind=onnx_kind(node.op_type, node.domain),
-            inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=row.dtype,
+            inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=_runtime_dtype(row.dtype, row.index in rewrites.int8_nodes),
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
             op_class=chunked[0] if chunked else op_class(node, shapes, stored),
             outer_reads=tuple(sorted(outer_names(node))),
@@ -427,6 +433,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
             copy_chunks=chunked[1] if chunked else None,
             runtime_input_shapes=rewrites.input_shapes.get(row.index),
             runtime_removed=row.index in rewrites.removed and row.runs_alone,
+            runtime_quantized_elements=rewrites.quantized_elements.get(row.index),
             **_conv_path(node, row, shapes, weights)))
     inputs = tuple(real_input_names(graph))
     padded: dict[int, dict[str, int]] = {}  # per NCHWc block: the tensors its padding enlarges, and their bytes

@@ -11,6 +11,11 @@ model's own shapes), and two Transposes gone; PP-OCR's direction classifier, who
 (each bias reshaped in the graph) onnxruntime folds into them (priced as Adds of their own: the estimate 10% over
 the measurement).
 
+With a QDQ model it also propagates quantization: a QuantizeLinear after a data-movement op (a Slice, a Transpose,
+a Reshape) is copied ahead of it, so the op runs in 8 bits between a DequantizeLinear and a QuantizeLinear (fused at
+its extended level) and the copy, where it reads float data, is a kernel of its own: a detector's Focus layer then
+quantizes its whole input image once per Slice.
+
 What it does turns on the whole graph (a Transpose is pushed only where something downstream cancels it), so it is
 read from onnxruntime itself: the graph optimized at its basic level (saved by a session that never runs), its nodes
 matched to the model's by name (every node renamed after its index first, so unnamed or repeated names still match).
@@ -23,6 +28,7 @@ the weights are not in the file, the model is too large to copy, or onnxruntime 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +58,11 @@ class BasicRewrites:
 
     input_shapes: Mapping[int, tuple[Shape | None, ...]] = field(default_factory=dict)
     removed: frozenset[int] = frozenset()
+    # QDQ propagation: per node index, the elements of the float tensors onnxruntime quantizes anew in front of it
+    # (a QuantizeLinear it created, copying the one after the node), and the float nodes it leaves between a
+    # DequantizeLinear and a QuantizeLinear of one scale, which its extended level then runs in 8 bits
+    quantized_elements: Mapping[int, int] = field(default_factory=dict)
+    int8_nodes: frozenset[int] = frozenset()
 
 
 def _optimized(model: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -97,6 +108,77 @@ def _removed(graph: onnx.GraphProto, optimized: onnx.GraphProto) -> frozenset[in
     moved = any(node.op_type == "Transpose" for node in created)
     return frozenset(index for index in gone - replaced
                      if not (moved and graph.node[index].op_type == "Transpose"))
+
+
+# ops onnxruntime's QDQ selectors run in 8 bits between a DequantizeLinear and a QuantizeLinear of one scale,
+# dropping both (its DropQDQ rules; moving data, not computing with it)
+DATA_MOVEMENT_OPS = frozenset({"Gather", "Reshape", "Expand", "Flatten", "Transpose", "MaxPool", "Resize", "Squeeze",
+                               "Unsqueeze", "Slice", "Tile", "SpaceToDepth", "DepthToSpace"})
+
+
+def _model_name(graph: onnx.GraphProto, producer: Mapping[str, onnx.NodeProto], name: str) -> str:
+    """The model's own name of a tensor of the optimized graph (onnxruntime renames the output a QuantizeLinear it
+    inserts reads: ``concat`` becomes ``concat_pre_q``), by the model's node that produces it."""
+    node = producer.get(name)
+    index = _index(node) if node is not None else None
+    if index is None or index >= len(graph.node):
+        return name
+    position = list(node.output).index(name)
+    original = graph.node[index].output
+    return original[position] if position < len(original) else name
+
+
+def _propagated(graph: onnx.GraphProto, optimized: onnx.GraphProto, shapes: Mapping[str, TensorInfo]
+                ) -> tuple[dict[int, int], frozenset[int], frozenset[int]]:
+    """What onnxruntime's QDQ propagation did (see BasicRewrites): (quantized elements per node index, the nodes
+    now run in 8 bits, the model's QuantizeLinear nodes those absorb)."""
+    producer = {name: node for node in optimized.node for name in node.output if name}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in optimized.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {value.name for value in optimized.output}
+    initializers = {tensor.name for tensor in optimized.initializer}
+
+    def created_quantize(name: str) -> onnx.NodeProto | None:  # the QuantizeLinear it created behind a DQ
+        dequantize = producer.get(name)
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or _index(dequantize) is not None:
+            return None
+        quantize = producer.get(dequantize.input[0])
+        return quantize if quantize is not None and quantize.op_type == "QuantizeLinear" \
+            and _index(quantize) is None else None
+
+    int8: set[int] = set()
+    absorbed: set[int] = set()
+    fed: dict[int, list[onnx.NodeProto]] = {}  # per node: the QuantizeLinear nodes onnxruntime created ahead of it
+    for node in optimized.node:
+        index = _index(node)
+        if index is None or index >= len(graph.node):
+            continue
+        fresh = [q for name in node.input if name and (q := created_quantize(name)) is not None]
+        if fresh:
+            fed[index] = fresh
+        data = [name for name in node.input if name and name not in initializers]
+        if not fresh or node.op_type not in DATA_MOVEMENT_OPS or node.domain not in ("", "ai.onnx") or not data:
+            continue
+        if not all((p := producer.get(name)) is not None and p.op_type == "DequantizeLinear" for name in data[:1]):
+            continue
+        readers = [reader for name in node.output if name for reader in consumers.get(name, [])]
+        if readers and not outputs & set(node.output) and all(r.op_type == "QuantizeLinear" for r in readers):
+            int8.add(index)
+            absorbed.update(i for r in readers if (i := _index(r)) is not None)
+    # a created QuantizeLinear is a kernel of its own where it reads float data; one between two 8-bit nodes joins
+    # their QDQ groups
+    quantized: dict[int, int] = {}
+    for index, fresh in fed.items():
+        for quantize in fresh:
+            source = producer.get(quantize.input[0])
+            if source is not None and (source.op_type == "DequantizeLinear" or _index(source) in int8):
+                continue
+            info = shapes.get(_model_name(graph, producer, quantize.input[0]))
+            if info is not None and info.shape is not None:
+                quantized[index] = quantized.get(index, 0) + math.prod(int(d) for d in info.shape)
+    return quantized, frozenset(int8), frozenset(absorbed)
 
 
 def _pushed_shapes(graph: onnx.GraphProto, optimized: onnx.ModelProto, shapes: Mapping[str, TensorInfo]
@@ -146,5 +228,7 @@ def basic_rewrites(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]) -> 
         return BasicRewrites()
     # shapes change only where a Transpose moved: inferred again only then
     transposes = any(node.op_type == "Transpose" and node.domain in ("", "ai.onnx") for node in graph.node)
+    quantized, int8, absorbed = _propagated(graph, optimized.graph, shapes)
     return BasicRewrites(input_shapes=_pushed_shapes(graph, optimized, shapes) if transposes else {},
-                         removed=_removed(graph, optimized.graph))
+                         removed=_removed(graph, optimized.graph) | absorbed, quantized_elements=quantized,
+                         int8_nodes=int8)
