@@ -424,7 +424,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: Mapping[Any, Sequence[int]] |
         nodes.append(Node(
             index=row.index, name=row.name, op_type=node.op_type, domain=node.domain,
             kind=onnx_kind(node.op_type, node.domain),
-            inputs=tuple(node.input), outputs=tuple(node.output), role=row.role, dtype=_runtime_dtype(row.dtype, row.index in rewrites.int8_nodes),
+            inputs=tuple(node.input), outputs=tuple(node.output), role=row.role,
+            dtype=_runtime_dtype(row.dtype, row.index in rewrites.int8_nodes),
             attached_to=row.attached_to, qdq_fused=row.qdq_fused, macs=macs, cost_unknown_reason=reason,
             op_class=chunked[0] if chunked else op_class(node, shapes, stored),
             outer_reads=tuple(sorted(outer_names(node))),

@@ -78,7 +78,8 @@ def transposed_mul_model(cancelled: bool, rows: int = 8, columns: int = 16) -> o
              helper.make_node("Mul", ["t", "c"], ["m"], name="mul")]
     if cancelled:
         nodes.append(helper.make_node("Transpose", ["m"], ["y"], perm=[0, 2, 1, 3], name="out"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows, columns, 2])],
+    source = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows, columns, 2])
+    graph = helper.make_graph(nodes, "g", [source],
                               [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)], [scale])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
