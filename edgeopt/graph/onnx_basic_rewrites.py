@@ -36,15 +36,13 @@ from pathlib import Path
 
 import onnx
 
-from edgeopt.graph.onnx_protos import real_input_names, uses_external_data
-from edgeopt.graph.onnx_shapes import TensorInfo, resolve_shapes
+from edgeopt.graph.onnx_protos import real_input_names
+from edgeopt.graph.onnx_shapes import TensorInfo, loadable_again, resolve_shapes
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BasicRewrites", "basic_rewrites"]
 
-# the same bound as the shape probe's: the model is copied and loaded once more
-_MAX_MODEL_BYTES = 512 * 1024 * 1024
 _NAME_PREFIX = "edgeopt_node_"
 
 Shape = tuple[int, ...]
@@ -216,8 +214,7 @@ def basic_rewrites(model: onnx.ModelProto, shapes: Mapping[str, TensorInfo]) -> 
     """What onnxruntime's basic-level optimizers do to ``model`` (the adapter's analysed model, ``shapes`` its
     resolved shapes): see the module doc."""
     graph = model.graph
-    if not graph.node or any(uses_external_data(t) for t in graph.initializer) or \
-            model.ByteSize() > _MAX_MODEL_BYTES:
+    if not graph.node or not loadable_again(model):
         return BasicRewrites()
     renamed = onnx.ModelProto()
     renamed.CopyFrom(model)

@@ -390,13 +390,19 @@ def resolve_shapes_with_error(
 _PROBE_MAX_WEIGHT_BYTES = 512 * 1024 * 1024
 
 
+def loadable_again(model: onnx.ModelProto) -> bool:
+    """Whether the graph analysis may hand ``model`` to onnxruntime once more (the shape probe, the basic-level
+    optimized graph): its weights are in the file (external data is never followed) and it is small enough to copy."""
+    return not any(uses_external_data(t) for t in model.graph.initializer) and \
+        model.ByteSize() <= _PROBE_MAX_WEIGHT_BYTES
+
+
 def _probe_shapes(model: onnx.ModelProto, input_dims: Mapping[str, tuple[int, ...] | None],
                   names: list[str]) -> dict[str, TensorInfo]:
     """The shapes of ``names`` (main-graph tensors inference left unknown) by running the graph once
     in onnxruntime, without optimisations, at the resolved input shapes: floats standard normal,
     integers 0, bools False. Best effort: {} when weights are not loaded or the run fails."""
-    if any(uses_external_data(t) for t in model.graph.initializer) or \
-            model.ByteSize() > _PROBE_MAX_WEIGHT_BYTES:
+    if not loadable_again(model):
         return {}
     try:
         import numpy as np
