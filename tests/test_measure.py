@@ -113,14 +113,14 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert all(written.efficiency[key] > 0 for key in (
         "conv.integer_u8@int8", "conv.integer_s8@int8", "matmul.integer_u8@int8", "matmul.integer_s8@int8",
         "fully_connected.integer_s8@int8", "dynamic_quantize", "broadcast_span", "exp", "log", "conv.shallow@int8",
-        "conv.1x1.shallow@int8", "conv.32ch@int8", "conv.16ch@int8"))
+        "conv.1x1.shallow@int8", "conv.32ch@int8", "conv.16ch@int8", "conv.depthwise.ws12", "conv.depthwise.ws25"))
     # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
     bandwidth = written.kernel_bandwidth
     assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram
     # and the same stream at the working-set sizes between, the cache and DRAM figures at their ends, written
     # to the TOML file and read back (the test reads `written` from it)
     sizes = [point.bytes for point in bandwidth.working_sets]
-    assert sizes == [384 * 384 * 4, 4 << 20, 16 << 20, 64 << 20], sizes
+    assert sizes == [384 * 384 * 4, 4 << 20, 16 << 20, 2900 * 2900 * 4, 64 << 20], sizes
     ends = bandwidth.working_sets[0], bandwidth.working_sets[-1]
     assert ends[0].rate == bandwidth.cache and ends[1].rate == bandwidth.dram
     assert all(point.rate > 1e8 for point in bandwidth.working_sets)

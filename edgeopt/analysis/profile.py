@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeopt.analysis.broadcast import BROADCASTING_OPS, span_count
 from edgeopt.analysis.conv_depth import DEPTH_ANCHORS, GEMM_POSITIONS_ANCHOR, LSTM_STEPS_ANCHOR, anchored_factor
+from edgeopt.analysis.conv_working_set import DEPTHWISE_REFERENCE_BYTES, WORKING_SET_ANCHORS, working_set_factor
 from edgeopt.analysis.memory import MemoryPlan, NodeTraffic, liveness_plan, node_traffic, resolve_alias
 from edgeopt.analysis.runtime_memory import RuntimeMemoryEstimate, default_runtime_memory, estimate_runtime_memory
 from edgeopt.analysis.tflite_memory import estimate_tflite_memory
@@ -982,6 +983,23 @@ def _apply_depthwise_border(times: dict[str, Any], graph: Graph, node: Node, fac
     _scale_compute(times, cost(_border_share(3, stride, width_out)) / reference)
 
 
+def _apply_depthwise_working_set(times: dict[str, Any], node: Node, facts: Mapping[str, Any], fig: _Figures,
+                                 block: int | None) -> None:
+    """A float depthwise Conv on the NCHWc path whose maps outgrow the caches: its efficiency on the curve through
+    the class model's and the larger working sets calibration timed (analysis.conv_working_set)."""
+    if not _runs_blocked(times, node, facts, block) or facts["op_class"] != "depthwise":
+        return
+    table = fig.owner_efficiency()
+    reference = _efficiency(table, "conv", "depthwise", "fp32")
+    if not reference:
+        return
+    nbytes = facts["bytes_read"] - facts["weight_bytes_read"] + facts["bytes_written"]
+    factor = working_set_factor(nbytes, DEPTHWISE_REFERENCE_BYTES, reference,
+                                [(size, table.get(key)) for key, size in WORKING_SET_ANCHORS])
+    if factor < 1.0:
+        _scale_compute(times, 1 / factor)
+
+
 # What a blocked Conv pays per output apart from its taps, in taps of one input channel: measured on an AMD EPYC
 # (onnxruntime 1.32, one thread, chains of Convs on maps of 1 to 48 rows by 96): 3x3 depthwise 9.8, 5x5 depthwise
 # 4.3, a dense 3x3 of 64 channels 11.6.
@@ -1325,6 +1343,7 @@ def static_profile(
                 _apply_plain_input(found, graph, node, facts, figures_at, block)
                 _apply_block_padding(found, graph, node, facts, block)
                 _apply_depthwise_border(found, graph, node, facts, block)
+                _apply_depthwise_working_set(found, node, facts, figures_at, block)
                 _apply_padding_rows(found, graph, node, facts, block)
                 _apply_transposed_traffic(found, graph, node, facts, figures_at)
                 _apply_where_values(found, graph, node, facts)

@@ -125,6 +125,10 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         # pair of weights; a transformer encoder's MatMuls measured 0.78-0.94 of it in the model)
         "matmul": _matmul_layers(64, 256, 1024, 2),
         "conv.depthwise": op_stack("Conv", 4, (128, 1, 3, 3), [1, 128, 56, 56], group=128, pads=[1] * 4),
+        # the same kernel on maps beyond L2 and beyond a shared L3's share: 12 and 25 MiB read and written per Conv
+        # (analysis.conv_working_set); eight in a chain, so the reorders at its ends are a small part of its time
+        **{key: op_stack("Conv", 8, (32, 1, 3, 3), [1, 32, side, side], group=32, pads=[1] * 4)
+           for key, side in (("conv.depthwise.ws12", 224), ("conv.depthwise.ws25", 320))},
         "conv.1x1": op_stack("Conv", 4, (128, 128, 1, 1), [1, 128, 28, 28]),
         "conv.thin": op_stack("Conv", 1, (8, 64, 3, 3), [1, 64, 56, 56], [1, 8, 56, 56], pads=[1] * 4),  # 8 outputs
         "conv.narrow": op_stack("Conv", 1, (1, 64, 3, 3), [1, 64, 112, 112], [1, 1, 112, 112], pads=[1] * 4),
@@ -181,7 +185,8 @@ def class_models() -> dict[str, tuple[bytes, int]]:
 
 
 # keys solved through the estimate (refit_through_estimates) beside the int8 classes
-THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "conv_transpose", "lstm")
+THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "conv_transpose", "lstm", "conv.depthwise.ws12",
+                    "conv.depthwise.ws25")
 # a class model whose time solves another key than its own: the LSTM's recurrent part, beside its input projection
 # priced at the MatMul's efficiency (analysis.profile._apply_recurrent_split); "lstm" keeps the direct fit
 SOLVED_AS = {"lstm": "lstm.recurrent"}
@@ -274,7 +279,10 @@ CACHE_STREAM_BYTES = CACHE_WEIGHT * CACHE_WEIGHT * 4 * CACHE_STREAM_NODES
 
 # Weights read once per run between the two: how much of a model's weights the next run still finds in cache
 # (per-core L2, a shared L3, or a VM's share of one) is measured at these sizes rather than read from cache sizes.
-WORKING_SET_WEIGHTS = (1024, 2048)  # 4 MiB and 16 MiB of fp32
+# The drop from cache to DRAM speed is steep around a shared L3's size, so one point sits at 32 MiB: on a 32 MiB-L3
+# AMD EPYC VM (one thread) weights read at 60 GB/s at 16 MiB, 47 at 20.5, 28 at 32 and 25 at 64, where the curve
+# through 16 and 64 alone priced 20.5 MiB at 57 (a 21 MB MLP estimated 27% fast).
+WORKING_SET_WEIGHTS = (1024, 2048, 2900)  # 4, 16 and 32 MiB of fp32
 
 
 def bandwidth_models() -> dict[str, tuple[bytes, int]]:

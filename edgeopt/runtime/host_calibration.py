@@ -20,7 +20,7 @@ AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host
 AUTO_SECONDS = 0.3  # per microbenchmark: about 20 s in all on 2 cores (an AMD EPYC, 2026-12-05) with op classes,
 #   element rates, bandwidths, memory probes
 #   (1.5 s each: `targets calibrate`)
-RECIPE = 58  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
+RECIPE = 59  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
 #   9: memory probes with an LSTM and a thousand nodes, pre-packing one weight at a time, their load peaks
 #   without glibc keeping freed buffers; 10: op classes timed at one thread too; 11: the fixed cost of a call;
 #   12-14: element rates of ops without MACs, fused activations priced by them; 15: one-row int8 MatMuls;
@@ -53,7 +53,7 @@ RECIPE = 58  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   53: the channels-last int8 Resize's (resize.int8, resize.linear.int8); 54: int8 Concat's requantization (concat.int8)
 #   55: Slices stepping along the last axis (slice.strided, slice.strided.int8); 56: int8 lookup-table
 #   activations (sigmoid.int8, leaky_relu.int8); 57: float Concats' small chunks (concat.elements, concat.chunked);
-#   58: reductions per output element (reduce)
+#   58: reductions per output element (reduce); 59: weights read at a 32 MiB working set (kernel_bandwidth)
 
 
 # Other work's share of all cores during the measurement above which it is used for this run but not

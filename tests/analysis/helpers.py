@@ -10,6 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeopt.targets import TargetProfile
+
 OPSET = 17
 
 
@@ -90,3 +92,18 @@ def if_model() -> onnx.ModelProto:
         [tensor("x", TensorProto.FLOAT, ["n", 4]), tensor("cond", TensorProto.BOOL, [])],
         [tensor("y", TensorProto.FLOAT, ["n", 4])],
     )
+
+
+def cpu_target(**overrides) -> TargetProfile:
+    """A CPU with round figures: 1 Gop/s fp32, 2 GB/s, no efficiency factors."""
+    fields = {
+        "name": "testcpu",
+        "display_name": "Test CPU",
+        "kind": "cpu",
+        "arch": "aarch64",
+        "ram_bytes": 1 << 30,
+        "peak_ops_per_s": {"fp32": 1e9},
+        "memory_bandwidth_bytes_per_s": 2e9,
+    }
+    fields.update(overrides)
+    return TargetProfile.model_validate(fields)

@@ -18,24 +18,9 @@ from edgeopt.graph.onnx_adapter import to_graph
 from edgeopt.errors import InputError
 from edgeopt.targets import BandwidthPoint, TargetProfile
 
-from .helpers import make_model, run_ort, tensor, unchanged, weight
+from .helpers import cpu_target, make_model, run_ort, tensor, unchanged, weight
 
 F = TensorProto.FLOAT
-
-
-def cpu_target(**overrides) -> TargetProfile:
-    """A CPU with round figures: 1 Gop/s fp32, 2 GB/s, no efficiency factors."""
-    fields = {
-        "name": "testcpu",
-        "display_name": "Test CPU",
-        "kind": "cpu",
-        "arch": "aarch64",
-        "ram_bytes": 1 << 30,
-        "peak_ops_per_s": {"fp32": 1e9},
-        "memory_bandwidth_bytes_per_s": 2e9,
-    }
-    fields.update(overrides)
-    return TargetProfile.model_validate(fields)
 
 
 def conv_model() -> onnx.ModelProto:
