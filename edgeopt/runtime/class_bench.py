@@ -190,6 +190,9 @@ THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "conv_transp
 # a class model whose time solves another key than its own: the LSTM's recurrent part, beside its input projection
 # priced at the MatMul's efficiency (analysis.profile._apply_recurrent_split); "lstm" keeps the direct fit
 SOLVED_AS = {"lstm": "lstm.recurrent"}
+# keys that mean something only solved: a depthwise model on large maps that runs at least as fast as the reference
+# class prices it has no slowdown to state (its direct fit holds its reorders, and would state one)
+SOLVED_ONLY = ("conv.depthwise.ws12", "conv.depthwise.ws25")
 
 
 def _mobile_blocks() -> bytes:
@@ -472,6 +475,8 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
             low, high = np.log(REFIT_RANGE[0]), np.log(REFIT_RANGE[1])
             at_high = priced(np.exp(high))
             if priced(np.exp(low)) <= at_high * 1.0001 or at_high >= measured_ms:
+                if key in SOLVED_ONLY:
+                    table.pop(key, None)
                 continue
             for _ in range(REFIT_STEPS):
                 middle = (low + high) / 2

@@ -56,3 +56,28 @@ def test_a_depthwise_conv_beyond_the_reference_working_set_slows_down_by_the_mea
     side = round(math.sqrt(math.sqrt(WS12 * WS25) / (2 * 4 * 32)))  # 268: halfway in log size
     assert slowdown(_conv(32, side, 32)) == pytest.approx(2.0, rel=0.01)
     assert slowdown(_conv(32, 320, 1), None) == pytest.approx(1.0)  # dense: its own class, no such curve
+
+
+def test_calibration_keeps_a_working_set_point_only_where_it_solves_a_slowdown():
+    """The large-map depthwise models are solved through the estimate: measured slower than the reference class
+    prices them, the point is set so that the estimate meets the measurement; measured faster, there is no slowdown
+    to state and the point is dropped (its direct fit, reorders inside, would state one)."""
+    import onnx
+
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, refit_through_estimates
+
+    key = "conv.depthwise.ws25"
+    data, ops = class_models()[key]
+    model = onnx.load_from_string(data)
+    target = cpu_target(arch="x86_64", isa_features=["avx2", "avx512f"], memory_bandwidth_bytes_per_s=1e12,
+                        efficiency={"conv.depthwise": 0.4, key: 0.05})
+    at_reference = static_profile(model, target.model_copy(update={"efficiency": {"conv.depthwise": 0.4}}),
+                                  threads=1).nodes_latency_ms
+
+    def refit(measured_ms: float):
+        return refit_through_estimates(target, {CLASS_PREFIX + key: ops / (measured_ms / 1000)}, {}, 1)
+
+    slower = refit(2 * at_reference)
+    assert 0 < slower.efficiency[key] < 0.4
+    assert static_profile(model, slower, threads=1).nodes_latency_ms == pytest.approx(2 * at_reference, rel=0.01)
+    assert key not in refit(0.5 * at_reference).efficiency
