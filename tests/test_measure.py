@@ -113,7 +113,10 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert all(written.efficiency[key] > 0 for key in (
         "conv.integer_u8@int8", "conv.integer_s8@int8", "matmul.integer_u8@int8", "matmul.integer_s8@int8",
         "fully_connected.integer_s8@int8", "dynamic_quantize", "broadcast_span", "exp", "log", "conv.shallow@int8",
-        "conv.1x1.shallow@int8", "conv.32ch@int8", "conv.16ch@int8", "conv.depthwise.ws12", "conv.depthwise.ws25"))
+        "conv.1x1.shallow@int8", "conv.32ch@int8", "conv.16ch@int8"))
+    # the depthwise kernel on large maps: kept only where it solves a slowdown (analysis.conv_working_set)
+    assert all(0 < written.efficiency[key] < 1.5 for key in ("conv.depthwise.ws12", "conv.depthwise.ws25")
+               if key in written.efficiency)
     # the bandwidths kernels read at: a weight far beyond the caches, and one that stays in them
     bandwidth = written.kernel_bandwidth
     assert bandwidth is not None and bandwidth.dram > 1e8 and bandwidth.cache > 0.5 * bandwidth.dram
