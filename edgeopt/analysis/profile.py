@@ -1059,6 +1059,10 @@ def _apply_recurrent_split(times: dict[str, Any], graph: Graph, node: Node, fact
         return
     table = fig.owner_efficiency()
     recurrent, projection = table.get(f"{facts['kind']}.recurrent"), _efficiency(table, "matmul", None, "fp32")
+    if recurrent is None and threads > 1 and one_thread is not None:
+        # solved at one thread only (at more, the class model ran as fast as the split allows): still priced
+        # step by step, not by the whole node's efficiency
+        recurrent = one_thread.owner_efficiency().get(f"{facts['kind']}.recurrent")
 
     def shape(position: int) -> tuple[Any, ...] | None:  # W: [directions, gates x hidden, inputs]; R: [..., hidden]
         info = graph.tensors.get(node.inputs[position]) if len(node.inputs) > position else None
@@ -1092,13 +1096,14 @@ def _recurrent_steps_at_threads(node: Node, facts: Mapping[str, Any], directions
         return None
     alone = one_thread.owner_efficiency().get("lstm.recurrent")
     many = fig.owner_efficiency().get("lstm.recurrent")
-    if not alone or not many or not one_thread.peaks.fp32 or not fig.peaks.fp32:
+    if not alone or not one_thread.peaks.fp32 or not fig.peaks.fp32:
         return None
     class_alone_s = 2 * LSTM_CLASS_STEP_MACS / (alone * one_thread.peaks.fp32)
-    class_many_s = 2 * LSTM_CLASS_STEP_MACS / (many * fig.peaks.fp32)
     hand_off_s = hand_off_us * 1e-6
-    # what the split gives the class's step once its hand-off is taken out (at most the threads' share)
-    class_gain = class_alone_s / max(class_many_s - hand_off_s, class_alone_s / threads)
+    # what the split gives the class's step once its hand-off is taken out (at most the threads' share); not solved
+    # at this count (runtime.class_bench: the class model ran at least as fast as that share allows): the share
+    class_gain = float(threads) if not many else class_alone_s / max(
+        2 * LSTM_CLASS_STEP_MACS / (many * fig.peaks.fp32) - hand_off_s, class_alone_s / threads)
     calls = node.recurrent_steps * directions
     step_macs = recurrent_macs / calls
     used, gain = _mlas_gemm_gain(step_macs, threads, class_gain)

@@ -1317,6 +1317,28 @@ def test_an_lstms_recurrent_steps_gain_from_threads_only_where_mlas_splits_each_
         2 * steps * directions * 4 * 256 * 256 * (1 / (200e9 * 0.8) + 1 / (200e9 * 0.3)) * 1e6)
 
 
+def test_an_lstm_is_priced_step_by_step_where_calibration_solved_its_recurrent_part_at_one_thread_only():
+    """Where the lstm class model ran at two threads as fast as the split allows, calibration cannot solve
+    ``lstm.recurrent`` at that count: the cell is then priced as at that share (the whole node's ``lstm`` efficiency
+    had priced a 128-unit cell with the 256-unit class model's gain), exactly as a solved figure at the cap."""
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=128)
+    model = make_model([node], [tensor("x", F, [16, 1, 256])], [tensor("y", F, [16, 1, 1, 128])],
+                       [weight("W", (1, 512, 256)), weight("R", (1, 512, 128))])
+
+    def target(two_threads: dict[str, float]):
+        return cpu_target(arch="x86_64", isa_features=("avx2", "fma", "avx512f"), cores=2, peak_threads=2,
+                          peak_ops_per_s={"fp32": 200e9}, single_thread_peak_ops_per_s={"fp32": 100e9},
+                          efficiency={"matmul": 0.8, "lstm": 0.9, **two_threads},
+                          single_thread_efficiency={"matmul": 0.8, "lstm": 0.5, "lstm.recurrent": 0.4},
+                          node_overhead_us=1.0, parallel_conv_overhead_us=3.0)
+
+    unsolved = static_profile(model, target({}), threads=2).node("lstm").compute_time_us
+    at_cap = static_profile(model, target({"lstm.recurrent": 1.5}), threads=2).node("lstm").compute_time_us
+    assert unsolved == pytest.approx(at_cap)
+    step_one_us = 2 * 4 * 128 * 128 / (100e9 * 0.4) * 1e6
+    assert unsolved == pytest.approx(2 * 16 * 512 * 256 / (200e9 * 0.8) * 1e6 + 16 * (step_one_us / 2 + 2.0))
+
+
 def test_dynamic_quantizations_integer_kernels_are_priced_by_their_weights_type():
     """ConvInteger and MatMulInteger (what `quantize_dynamic` writes) run kernels whose speed turns on the weights'
     type: calibration measures ``conv.integer_u8@int8``, ``conv.integer_s8@int8`` and the MatMul pair apart, and
