@@ -284,7 +284,7 @@ CACHE_STREAM_BYTES = CACHE_WEIGHT * CACHE_WEIGHT * 4 * CACHE_STREAM_NODES
 # (per-core L2, a shared L3, or a VM's share of one) is measured at these sizes rather than read from cache sizes.
 # The drop from cache to DRAM speed is steep around a shared L3's size, so one point sits at 32 MiB: on a 32 MiB-L3
 # AMD EPYC VM (one thread) weights read at 60 GB/s at 16 MiB, 47 at 20.5, 28 at 32 and 25 at 64, where the curve
-# through 16 and 64 alone priced 20.5 MiB at 57 (a 21 MB MLP estimated 27% fast).
+# through 16 and 64 alone priced 20.5 MiB at 57.
 WORKING_SET_WEIGHTS = (1024, 2048, 2900)  # 4, 16 and 32 MiB of fp32
 
 

@@ -17,7 +17,7 @@ from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
-AUTO_SECONDS = 0.3  # per microbenchmark: about 20 s in all on 2 cores (an AMD EPYC, 2026-12-05) with op classes,
+AUTO_SECONDS = 0.3  # per microbenchmark: about 30 s in all on 2 cores (an AMD EPYC VM, 2026-12-06) with op classes,
 #   element rates, bandwidths, memory probes
 #   (1.5 s each: `targets calibrate`)
 RECIPE = 59  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
@@ -53,7 +53,8 @@ RECIPE = 59  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   53: the channels-last int8 Resize's (resize.int8, resize.linear.int8); 54: int8 Concat's requantization (concat.int8)
 #   55: Slices stepping along the last axis (slice.strided, slice.strided.int8); 56: int8 lookup-table
 #   activations (sigmoid.int8, leaky_relu.int8); 57: float Concats' small chunks (concat.elements, concat.chunked);
-#   58: reductions per output element (reduce); 59: weights read at a 32 MiB working set (kernel_bandwidth)
+#   58: reductions per output element (reduce); 59: weights read at a 32 MiB working set (kernel_bandwidth), float
+#   depthwise Convs on 12 and 25 MiB maps (conv.depthwise.ws12, conv.depthwise.ws25)
 
 
 # Other work's share of all cores during the measurement above which it is used for this run but not
