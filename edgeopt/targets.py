@@ -351,14 +351,19 @@ def _rate_between(profile: TargetProfile, measured_points: list[BandwidthPoint],
             return point.rate
         return _interpolate(point.rate_one_thread, point.rate, measured_at, wanted)
 
-    points = sorted(measured_points, key=lambda p: p.bytes)
-    if nbytes <= points[0].bytes:
-        return rate(points[0])
-    for low, high in zip(points, points[1:]):
-        if nbytes <= high.bytes:
-            where = math.log(nbytes / low.bytes) / math.log(high.bytes / low.bytes)
-            return math.exp(math.log(rate(low)) + where * (math.log(rate(high)) - math.log(rate(low))))
-    return rate(points[-1])
+    return log_linear_at([(p.bytes, rate(p)) for p in sorted(measured_points, key=lambda p: p.bytes)], nbytes)
+
+
+def log_linear_at(points: list[tuple[float, float]], x: float) -> float:
+    """The value at ``x`` on the curve through ``points`` (``(x, value)`` sorted by x, both positive): log-linear in
+    both between two points, the end point's value beyond either end (how measured size curves are read)."""
+    if x <= points[0][0]:
+        return points[0][1]
+    for (low_x, low), (high_x, high) in zip(points, points[1:]):
+        if x <= high_x:
+            where = math.log(x / low_x) / math.log(high_x / low_x)
+            return math.exp(math.log(low) + where * (math.log(high) - math.log(low)))
+    return points[-1][1]
 
 
 def builtin_targets_dir() -> Path:

@@ -16,8 +16,9 @@ changes at or below the reference's size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
+
+from edgeopt.targets import log_linear_at
 
 __all__ = ["DEPTHWISE_REFERENCE_BYTES", "WORKING_SET_ANCHORS", "working_set_factor"]
 
@@ -39,9 +40,4 @@ def working_set_factor(nbytes: int, reference_bytes: int, reference: float,
                     | {(reference_bytes, reference)})
     if len(points) < 2:
         return 1.0
-    if nbytes >= points[-1][0]:
-        return min(1.0, points[-1][1] / reference)
-    upper = next(i for i, (size, _value) in enumerate(points) if size >= nbytes)
-    (low_size, low), (high_size, high) = points[upper - 1], points[upper]
-    where = math.log(nbytes / low_size) / math.log(high_size / low_size)
-    return min(1.0, math.exp(math.log(low) + where * (math.log(high) - math.log(low))) / reference)
+    return min(1.0, log_linear_at(points, nbytes) / reference)
