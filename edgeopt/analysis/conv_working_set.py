@@ -20,13 +20,17 @@ from collections.abc import Iterable
 
 from edgeopt.targets import log_linear_at
 
-__all__ = ["DEPTHWISE_REFERENCE_BYTES", "WORKING_SET_ANCHORS", "working_set_factor"]
+__all__ = ["DEPTHWISE_REFERENCE_BYTES", "WORKING_SET_ANCHORS", "WORKING_SET_CHANNELS", "WORKING_SET_MODELS",
+           "working_set_factor"]
 
 # bytes one Conv of runtime.class_bench's conv.depthwise model reads and writes (128 channels, 56x56, fp32)
 DEPTHWISE_REFERENCE_BYTES = 2 * 4 * 128 * 56 * 56
-# (class model's key, bytes one of its Convs reads and writes): 32 channels at 224x224 and at 320x320
-WORKING_SET_ANCHORS: tuple[tuple[str, int], ...] = (("conv.depthwise.ws12", 2 * 4 * 32 * 224 * 224),
-                                                     ("conv.depthwise.ws25", 2 * 4 * 32 * 320 * 320))
+# the class models runtime.class_bench times: (key, side of their square maps), each of WORKING_SET_CHANNELS
+WORKING_SET_CHANNELS = 32
+WORKING_SET_MODELS: tuple[tuple[str, int], ...] = (("conv.depthwise.ws12", 224), ("conv.depthwise.ws25", 320))
+# (class model's key, bytes one of its Convs reads and writes, fp32)
+WORKING_SET_ANCHORS: tuple[tuple[str, int], ...] = tuple(
+    (key, 2 * 4 * WORKING_SET_CHANNELS * side * side) for key, side in WORKING_SET_MODELS)
 
 
 def working_set_factor(nbytes: int, reference_bytes: int, reference: float,

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeopt.analysis.conv_working_set import WORKING_SET_CHANNELS, WORKING_SET_MODELS
 from edgeopt.runtime.element_bench import element_models
 from edgeopt.runtime.microbench import model_bytes, op_stack, qdq_model
 
@@ -127,8 +128,8 @@ def class_models() -> dict[str, tuple[bytes, int]]:
         "conv.depthwise": op_stack("Conv", 4, (128, 1, 3, 3), [1, 128, 56, 56], group=128, pads=[1] * 4),
         # the same kernel on maps beyond L2 and beyond a shared L3's share: 12 and 25 MiB read and written per Conv
         # (analysis.conv_working_set); eight in a chain, so the reorders at its ends are a small part of its time
-        **{key: op_stack("Conv", 8, (32, 1, 3, 3), [1, 32, side, side], group=32, pads=[1] * 4)
-           for key, side in (("conv.depthwise.ws12", 224), ("conv.depthwise.ws25", 320))},
+        **{key: op_stack("Conv", 8, (WORKING_SET_CHANNELS, 1, 3, 3), [1, WORKING_SET_CHANNELS, side, side],
+                         group=WORKING_SET_CHANNELS, pads=[1] * 4) for key, side in WORKING_SET_MODELS},
         "conv.1x1": op_stack("Conv", 4, (128, 128, 1, 1), [1, 128, 28, 28]),
         "conv.thin": op_stack("Conv", 1, (8, 64, 3, 3), [1, 64, 56, 56], [1, 8, 56, 56], pads=[1] * 4),  # 8 outputs
         "conv.narrow": op_stack("Conv", 1, (1, 64, 3, 3), [1, 64, 112, 112], [1, 1, 112, 112], pads=[1] * 4),
@@ -184,15 +185,14 @@ def class_models() -> dict[str, tuple[bytes, int]]:
     return {**fitted, **element_models()}
 
 
+# keys that mean something only solved: a depthwise model on large maps that runs at least as fast as the reference
+# class prices it has no slowdown to state (its direct fit holds its reorders, and would state one)
+SOLVED_ONLY = tuple(key for key, _side in WORKING_SET_MODELS)
 # keys solved through the estimate (refit_through_estimates) beside the int8 classes
-THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "conv_transpose", "lstm", "conv.depthwise.ws12",
-                    "conv.depthwise.ws25")
+THROUGH_ESTIMATE = ("broadcast_span", "conv.nchw", "conv.nchw.1x1", "conv_transpose", "lstm", *SOLVED_ONLY)
 # a class model whose time solves another key than its own: the LSTM's recurrent part, beside its input projection
 # priced at the MatMul's efficiency (analysis.profile._apply_recurrent_split); "lstm" keeps the direct fit
 SOLVED_AS = {"lstm": "lstm.recurrent"}
-# keys that mean something only solved: a depthwise model on large maps that runs at least as fast as the reference
-# class prices it has no slowdown to state (its direct fit holds its reorders, and would state one)
-SOLVED_ONLY = ("conv.depthwise.ws12", "conv.depthwise.ws25")
 
 
 def _mobile_blocks() -> bytes:
