@@ -33,6 +33,7 @@ Everything here is built in memory; nothing is read from the model zoo or the ne
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,12 @@ INT8_ROW_CLASS_MACS = 1024 * 1024
 
 def class_models() -> dict[str, tuple[bytes, int]]:
     """Efficiency key -> (model bytes, ops per run: 2 x MACs), one model per class the cost model prices apart."""
+    return dict(_built_class_models())
+
+
+@functools.cache
+def _built_class_models() -> dict[str, tuple[bytes, int]]:
+    # built once per process: a calibration reads them for the bundle and again to solve its figures
     dw_weights, pw_weights = _weights((128, 1, 3, 3), 7), _weights((128, 128, 1, 1), 8)
     models = {
         # float MatMuls as a model's layers run them: 64 rows, each weight of its own (4 MiB in all), a 1024-deep

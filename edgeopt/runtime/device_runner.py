@@ -29,12 +29,12 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 11  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+RUNNER_VERSION = 12  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
 # 5: random inputs left out of the run peak, memory probes with freed buffers returned at once;
 # 6: .tflite per-op times, op by op (--op-models); 7: the microbenchmarks' fixed cost of a call, set apart;
 # 8: weight probes' load peak with glibc's default allocator too; 9: microbenchmarks timed in two passes;
 # 10: optional microbenchmark items (skipped where the runtime lacks their ops); 11: 8-bit inputs of microbenchmark
-# models fed 8-bit values
+# models fed 8-bit values; 12: memory probes two at a time, microbenchmark inputs drawn once per pass and model
 # The microbenchmark's passes over its models (device_runner.microbench)
 MICROBENCH_PASSES = 2
 
@@ -636,16 +636,13 @@ def memory_probes(models: list, threads: int, progress=None) -> dict:
                               capture_output=True, timeout=120)
         return json.loads(done.stdout.decode("utf-8").strip().splitlines()[-1]) if done.returncode == 0 else None
 
-    found = {}
-    for item in models:
-        if progress:
-            progress(f"memory: {item['name']}")
+    def probed(item: dict) -> tuple:
         data = base64.b64decode(item["model_b64"])
         # glibc told to return freed large buffers at once: the phases count what the session holds, not what
         # the allocator kept around
         held = probe(data, {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)})
         if held is None:
-            continue
+            return item["name"], None
         if item.get("default_allocator"):
             # and as a user's process loads it (glibc's dynamic mmap threshold keeps part of what loading freed,
             # so a real model's load peaks above the copies held at once: 3.2-3.7x a convolution's weights on
@@ -653,8 +650,17 @@ def memory_probes(models: list, threads: int, progress=None) -> dict:
             kept = probe(data, dict(os.environ))
             if kept is not None:
                 held["default_allocator_load_peak"] = kept["load_peak"]
-        found[item["name"]] = held
-    return found
+        return item["name"], held
+
+    # two probes at a time: each counts its own process's RSS, so a neighbour does not change it, and most of a
+    # probe is starting Python (a quarter of a short calibration one by one); two, not all cores, for a board's RAM
+    from concurrent.futures import ThreadPoolExecutor
+
+    if progress:
+        progress(f"memory ({len(models)} probes)")
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        done = list(pool.map(probed, models))
+    return {name: held for name, held in done if held is not None}
 
 
 def microbench(bundle: dict, progress=None) -> dict:
@@ -686,7 +692,7 @@ def microbench(bundle: dict, progress=None) -> dict:
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
             if spec.type == "tensor(uint8)":  # an 8-bit map (the element kinds' Transposes)
                 return rng.integers(0, 256, shape, dtype=np.uint8)
-            return rng.standard_normal(shape).astype(np.float32)
+            return rng.standard_normal(shape, dtype=np.float32)  # (drawn as float64 and cast: twice the time)
         return {i.name: feed(i) for i in session.get_inputs()}
 
     # The fixed cost of one call (binding, output allocation, the API call) on a one-node model: set apart
@@ -711,15 +717,18 @@ def microbench(bundle: dict, progress=None) -> dict:
                 continue
             if progress:
                 progress(item["name"] + (f" (pass {pass_index + 1})" if pass_index else ""))
+            # decoded and fed once per pass (both thread counts): drawing a large map's inputs took a quarter of a
+            # short calibration; not kept across passes, which would hold every model's inputs at once on a board
+            data, feeds = base64.b64decode(item["model_b64"]), None
             for count in [threads] + ([1] if threads > 1 and item.get("one_thread", True) else []):
                 try:
-                    session = session_of(base64.b64decode(item["model_b64"]), count)
+                    session = session_of(data, count)
                 except Exception:  # e.g. an int8 op (or NCHWc reorder) this runtime build lacks: that figure
                     if item["name"].endswith("_int8") or item.get("optional"):  # stays unknown
                         unavailable.add(item["name"])
                         break
                     raise
-                feeds = random_feeds(session)
+                feeds = feeds if feeds is not None else random_feeds(session)
                 seconds = best_time(lambda: session.run(None, feeds),
                                     float(item.get("budget_s", budget_s)) / MICROBENCH_PASSES)
                 rate = item["ops"] / max(seconds - call_best_s, seconds / 2)

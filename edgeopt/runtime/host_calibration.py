@@ -17,9 +17,10 @@ from edgeopt.events import Events
 from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
-AUTO_SECONDS = 0.3  # per microbenchmark: about 30 s in all on 2 cores (an AMD EPYC VM, 2026-12-06) with op classes,
-#   element rates, bandwidths, memory probes
-#   (1.5 s each: `targets calibrate`)
+AUTO_SECONDS = 0.1  # per microbenchmark: about 15 s in all on 2 cores (an AMD EPYC VM, 2026-12-06) with op classes,
+#   element rates, bandwidths, memory probes (1.5 s each: `targets calibrate`). Shorter than the 0.3 s it was (30 s)
+#   at no cost found: the validation's 33 held-out models re-priced with two calibrations at each, on the same
+#   measurements, were within 10% on 30-31 (one thread) and 22 (two) with either; at 0.03 s, 28-31 and 18-24
 RECIPE = 59  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
 #   9: memory probes with an LSTM and a thousand nodes, pre-packing one weight at a time, their load peaks
 #   without glibc keeping freed buffers; 10: op classes timed at one thread too; 11: the fixed cost of a call;
@@ -187,7 +188,7 @@ def machine_key() -> str:
 
 def host_for_estimates(target: TargetProfile, events: Events | None = None) -> TargetProfile:
     """``target``, unless it is a host profile without measured peaks: then this machine's, measured once
-    per CPU (about fifteen seconds) and cached, so a fresh machine gets latency estimates without a manual
+    per CPU (about fifteen seconds on 2 cores) and cached, so a fresh machine gets latency estimates without a manual
     step. Says so once when it measures; a failed measurement leaves the profile as it was."""
     from edgeopt.fsutil import write_text_atomic
     from edgeopt.runtime.microbench import calibrated_profile, run_microbenchmarks

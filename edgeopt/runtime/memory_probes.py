@@ -7,6 +7,8 @@ the arena against its simulation.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -94,6 +96,12 @@ def memory_probe_models() -> dict[str, bytes]:
     hundred nodes with an initializer each; convolution, MatMul and LSTM weights (9, 16 and 18 MiB), int8
     convolution and MatMul weights (2.3 and 4 MiB, QDQ); weights If branches define (2 x 16 of 256 KiB); an
     activation chain (three 3 MiB tensors live at once)."""
+    return dict(_built_probe_models())
+
+
+@functools.cache
+def _built_probe_models() -> dict[str, bytes]:
+    # built once per process: a calibration sends them and reads them again for the factors
     return {
         "session": _chain(1, [1, 4]),
         "nodes": _chain(PROBE_NODES // 2, [1, 4]),
