@@ -758,6 +758,35 @@ INT8_ELEMENT_MODEL_ELEMENTS = 32 * 112 * 112  # runtime.element_bench.INT8_ELEME
 ONE_THREAD_OPS = frozenset({"Slice", "Pad", "Tile", "Expand", "Where", "DepthToSpace", "SpaceToDepth"})
 
 
+# onnxruntime hands an element-wise loop (a unary activation, a broadcasting binary op) to more threads by Eigen's cost
+# model (ThreadPool::TryParallelFor over the output elements): (n * c - 100000) / 100000 + 0.9 threads, at least one,
+# where c is the cycles it counts per element: 11/64 per byte loaded and stored (1.375 for float32 in and out) plus
+# the functor's Cost() (onnxruntime's activations.h: 1 for Relu and Tanh, 2 for Sigmoid, 0.5 for HardSigmoid, 25 for
+# LeakyRelu; 1 for the binary ops). So a float Add gets a second thread from 88 K elements, a Sigmoid from 62 K, a
+# HardSigmoid from 112 K, whatever the CPU. Measured at two threads (AMD EPYC, onnxruntime 1.32, chains of eight on
+# [1, 16, n/16] maps): each of these ops 0.96-1.03x of one thread up to its step and 0.52-0.77x past it (Add, Sub, Mul,
+# Div, Neg, Abs, Relu and Tanh between 80 K and 88 K; Sigmoid, Exp and Sqrt between 56 K and 64 K; HardSigmoid and
+# HardSwish between 96 K and 112 K; Log between 12 K and 16 K; LeakyRelu, Erf and Gelu from about 8 K), where the
+# share curve below had given an Add of 64 K elements 1.6x. Clip and Softmax split otherwise (gradually from 16-24 K)
+# and keep the curve.
+ELEMENT_SPLIT_COSTS = {"Add": 1.0, "Sub": 1.0, "Mul": 1.0, "Div": 1.0, "Neg": 1.0, "Abs": 1.0, "Relu": 1.0,
+                       "Tanh": 1.0, "Sigmoid": 2.0, "Exp": 2.0, "Sqrt": 2.0, "HardSigmoid": 0.5, "HardSwish": 0.5,
+                       "Log": 15.0, "LeakyRelu": 25.0, "Erf": 25.0, "Gelu": 25.0}
+ELEMENT_SPLIT_FLOAT_CYCLES = 2 * 4 * 11 / 64  # one float32 loaded and one stored per element
+EIGEN_STARTUP_CYCLES = 100_000
+EIGEN_PER_THREAD_CYCLES = 100_000
+
+
+def element_split_threads(op_type: str, elements: int | None, threads: int) -> int | None:
+    """The threads onnxruntime's cost model gives a float element-wise ``op_type`` node of ``elements`` outputs at
+    ``threads`` (ELEMENT_SPLIT_COSTS); None for an op it does not cover or an unknown size."""
+    cost = ELEMENT_SPLIT_COSTS.get(op_type)
+    if cost is None or not elements:
+        return None
+    cycles = elements * (ELEMENT_SPLIT_FLOAT_CYCLES + cost)
+    return max(1, min(threads, int((cycles - EIGEN_STARTUP_CYCLES) / EIGEN_PER_THREAD_CYCLES + 0.9)))
+
+
 def _parallel_share(facts: Mapping[str, Any], elements: int | None,
                     measured_half: Mapping[str, float] | None = None, int8_element: bool = False) -> float | None:
     """The share of what more threads give the node's class (or element) model that the node gets (1: all), by
@@ -785,8 +814,16 @@ def _parallel_share(facts: Mapping[str, Any], elements: int | None,
         return min(1.0, share * (model + half) / model) if model else share
     if not elements:
         return None
+    if not int8_element and _splits_as_elements(facts):
+        return 1.0  # past its step (below it, it is priced at one thread): what its kind's model gained
     reference = INT8_ELEMENT_MODEL_ELEMENTS if int8_element else ELEMENT_MODEL_ELEMENTS
     return min(1.0, 2 * elements ** 2 / (elements ** 2 + reference ** 2))
+
+
+def _splits_as_elements(facts: Mapping[str, Any]) -> bool:
+    """Whether the node is a float element-wise op onnxruntime splits by its cost model (ELEMENT_SPLIT_COSTS)."""
+    return (facts["op_type"] in ELEMENT_SPLIT_COSTS and facts["execution_dtype"] in (None, "fp32")
+            and facts["domain"] in ("", "ai.onnx", "com.microsoft"))
 
 
 # MLAS splits the GEMM of a Conv off the NCHWc path (im2col and a GEMM per image and group) across threads only by
@@ -1354,8 +1391,14 @@ def static_profile(
                 _apply_where_values(found, graph, node, facts)
                 _apply_runtime_quantize(found, node, facts, figures_at, node_overhead_us)
                 return found
-            times = priced(single_thread if single_thread is not None and facts["device"] == "cpu"
-                           and facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx") else fig)
+            split = element_split_threads(facts["op_type"], elements, cpu_threads) \
+                if graph.format == "onnx" and _splits_as_elements(facts) else None
+            alone_only = (facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx")) or split == 1
+            times = priced(single_thread if single_thread is not None and facts["device"] == "cpu" and alone_only
+                           else fig)
+            if split is not None and split > 1 and facts["device"] == "cpu" and times["time_us"] is not None:
+                times["overhead_us"] += pool_hand_off_us  # waking the pool for the split
+                times["time_us"] += pool_hand_off_us
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
             share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs,
                                     _int8_element_key(facts, fig.owner_efficiency()) is not None) \

@@ -16,7 +16,13 @@ from edgeopt.runtime.microbench import model_bytes, op_stack
 # element): four in a chain over a map that stays in L2, each priced per output element.
 ELEMENT_SHAPE = [1, 32, 56, 56]
 ELEMENT_CHAIN = 4
-SPAN_SHAPE = [1, 128, 256, 1]  # 32 K runs of one element per Mul
+# onnxruntime gives a HardSigmoid or HardSwish a second thread only from 112 K elements (analysis.profile.
+# ELEMENT_SPLIT_COSTS), past ELEMENT_SHAPE's 100 K: their models are timed over a map that splits, so that their
+# all-core rates hold the gain a larger one gets
+SPLIT_ELEMENT_SHAPE = [1, 32, 64, 64]
+# 128 K runs of one element per Mul: past the 88 K elements from which onnxruntime gives a float Mul a second thread
+# (analysis.profile.ELEMENT_SPLIT_COSTS; a smaller map's all-core time would hold no gain)
+SPAN_SHAPE = [1, 128, 1024, 1]
 # onnxruntime's int8 Add and Mul (QLinearAdd, QLinearMul) hand a map to more threads only from about 200 K elements
 # (AMD EPYC, two threads: 1.00x up to 131 K, 1.5-1.6x at 205 K, 1.9x at 401 K): their models are timed over a map
 # that splits, and smaller ones gain by their share of it (analysis.profile._parallel_share)
@@ -43,13 +49,13 @@ INT8_RESIZE_SOURCE = [1, 28, 28, 128]
 REDUCE_SHAPE = [1, 32, 56, 28, 2]
 
 
-def _unary_chain(op: str, count: int, domain: str = "", **attrs: Any) -> bytes:
+def _unary_chain(op: str, count: int, domain: str = "", shape: list[int] = ELEMENT_SHAPE, **attrs: Any) -> bytes:
     nodes, previous = [], "x"
     for index in range(count):
         nodes.append(helper.make_node(op, [previous], [f"y{index}"], domain=domain, **attrs))
         previous = f"y{index}"
-    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ELEMENT_SHAPE)],
-                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ELEMENT_SHAPE)], [],
+    return model_bytes(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                       [helper.make_tensor_value_info(previous, TensorProto.FLOAT, shape)], [],
                        (domain,) if domain else ())
 
 
@@ -264,6 +270,7 @@ def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
     int8_elements = ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))
+    split_elements = ELEMENT_CHAIN * int(np.prod(SPLIT_ELEMENT_SHAPE))
     resized = ELEMENT_CHAIN * 4 * int(np.prod(INT8_RESIZE_SOURCE))  # each output doubles height and width
     channels = ELEMENT_SHAPE[-1]
     return {
@@ -274,8 +281,8 @@ def element_models() -> dict[str, tuple[bytes, int]]:
         # (every divisor 1.25: no value of the standard-normal input falls to a denormal, which runs far slower)
         "div": (op_stack("Div", ELEMENT_CHAIN, tuple(ELEMENT_SHAPE), ELEMENT_SHAPE, weight_value=1.25), elements),
         "sigmoid": (_unary_chain("Sigmoid", ELEMENT_CHAIN), elements),
-        "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN), elements),
-        "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN), elements),
+        "hard_sigmoid": (_unary_chain("HardSigmoid", ELEMENT_CHAIN, shape=SPLIT_ELEMENT_SHAPE), split_elements),
+        "hard_swish": (_unary_chain("HardSwish", ELEMENT_CHAIN, shape=SPLIT_ELEMENT_SHAPE), split_elements),
         "tanh": (_unary_chain("Tanh", ELEMENT_CHAIN), elements),
         # fused into a float Conv, these two still run as a pass of their own over each output block (onnxruntime's
         # NCHWc kernel folds only ReLU into its loop): AMD EPYC, one thread, a ReLU6 0.10-0.13 ns per element fused

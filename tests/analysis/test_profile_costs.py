@@ -1059,8 +1059,11 @@ def test_a_fused_activation_is_split_with_its_conv_across_cores():
     one_thread = 256 / (1e9 * 0.01) * 1e6  # 25.6 µs
     assert static_profile(fused, target, threads=1).node("sig").time_us == pytest.approx(one_thread)
     assert static_profile(fused, target, threads=2).node("sig").time_us == pytest.approx(one_thread / 2)
-    # the op alone keeps its own all-core rate: 256 elements at 2 Gop/s x 0.002
-    assert static_profile(alone, target, threads=2).node("sig").compute_time_us == pytest.approx(64.0)
+    # the op alone: below onnxruntime's split step (a Sigmoid: 62 K elements) the one-thread rate; past it, its own
+    # all-core rate (65536 elements at 2 Gop/s x 0.002)
+    assert static_profile(alone, target, threads=2).node("sig").compute_time_us == pytest.approx(one_thread)
+    large = make_model([sig], [tensor("c", F, [1, 4, 128, 128])], [tensor("y", F, [1, 4, 128, 128])], [])
+    assert static_profile(large, target, threads=2).node("sig").compute_time_us == pytest.approx(65536 / 4e6 * 1e6)
 
 
 def test_an_int8_matmul_gains_from_threads_by_the_half_work_calibration_measured():
@@ -1566,28 +1569,87 @@ def test_a_small_node_gains_little_from_more_threads_and_a_large_one_what_its_cl
 
 
 def test_an_element_priced_op_gains_from_more_threads_by_its_elements():
-    """A Sigmoid priced by its kind's element rate (4x faster at two threads in these figures) gains all of it from
-    the element models' size (ELEMENT_MODEL_ELEMENTS) on, and the share 2 w^2 / (w^2 + ref^2) of it below; on
-    another architecture it keeps what its figures say."""
+    """A Softmax priced by its kind's element rate (4x faster at two threads in these figures: onnxruntime splits it
+    by rows, not by the element-wise cost model's step) gains all of it from the element models' size
+    (ELEMENT_MODEL_ELEMENTS) on, and the share 2 w^2 / (w^2 + ref^2) of it below; on another architecture it keeps
+    what its figures say."""
     from edgeopt.analysis.profile import ELEMENT_MODEL_ELEMENTS
     from edgeopt.runtime.element_bench import ELEMENT_SHAPE
 
     assert ELEMENT_MODEL_ELEMENTS == math.prod(ELEMENT_SHAPE)  # what calibration's element models time
     two = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
                      single_thread_peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
-                     efficiency={"sigmoid": 0.002}, single_thread_efficiency={"sigmoid": 0.001})
+                     efficiency={"softmax": 0.002}, single_thread_efficiency={"softmax": 0.001})
 
     def gain(elements: int, target=two) -> float:
-        model = make_model([helper.make_node("Sigmoid", ["x"], ["y"], name="sigmoid")],
+        model = make_model([helper.make_node("Softmax", ["x"], ["y"], name="softmax", axis=-1)],
                            [tensor("x", F, [1, elements])], [tensor("y", F, [1, elements])], [])
-        one = static_profile(model, target, threads=1).node("sigmoid").compute_time_us
-        return one / static_profile(model, target, threads=2).node("sigmoid").compute_time_us
+        one = static_profile(model, target, threads=1).node("softmax").compute_time_us
+        return one / static_profile(model, target, threads=2).node("softmax").compute_time_us
 
     reference = ELEMENT_MODEL_ELEMENTS
     assert gain(reference) == pytest.approx(4) and gain(4 * reference) == pytest.approx(4)
     small = reference // 3
     assert gain(small) == pytest.approx(1 + 3 * 2 * small ** 2 / (small ** 2 + reference ** 2))
     assert gain(small, two.model_copy(update={"arch": "aarch64"})) == pytest.approx(4)
+
+
+def test_element_wise_ops_take_a_second_thread_at_onnxruntimes_cost_model_step():
+    """onnxruntime hands a float element-wise loop to more threads by Eigen's cost model: (n c - 1e5) / 1e5 + 0.9
+    threads for n elements at c cycles each (1.375 for a float in and out, plus the functor's cost). An Add gets a
+    second thread from 88.4 K elements, a Sigmoid from 62.2 K, a HardSigmoid from 112 K, on any CPU. Below its step a
+    node is priced at one thread's figures whatever the all-core figures say (here 4x); past it, at the all-core
+    rate plus the pool's hand-off (the pooled Conv's dispatch beyond a plain node's: 3 - 1 = 2 µs here). Ops the
+    rule does not cover (a Clip) keep the share curve."""
+    from edgeopt.analysis.profile import element_split_threads
+
+    assert [element_split_threads("Add", n, 2) for n in (88_400, 88_500)] == [1, 2]
+    assert [element_split_threads("Sigmoid", n, 2) for n in (62_200, 62_300)] == [1, 2]
+    assert [element_split_threads("HardSigmoid", n, 2) for n in (111_900, 112_100)] == [1, 2]
+    assert [element_split_threads("LeakyRelu", n, 2) for n in (7_900, 8_000)] == [1, 2]
+    # more cores: one more thread per 100 K cycles (150 K Adds: 356 K cycles, 3 threads), never more than there are
+    assert element_split_threads("Add", 150_000, 4) == 3 and element_split_threads("Add", 10 ** 7, 4) == 4
+    assert element_split_threads("Clip", 10 ** 6, 2) is None and element_split_threads("Add", None, 2) is None
+    # calibration's element models split, so that the all-core rates hold the gain of a node past its step
+    from edgeopt.runtime.element_bench import ELEMENT_SHAPE, SPAN_SHAPE, SPLIT_ELEMENT_SHAPE
+
+    for op in ("Add", "Mul", "Div", "Sigmoid", "Tanh", "LeakyRelu", "Erf", "Exp", "Log", "Gelu"):
+        assert element_split_threads(op, math.prod(ELEMENT_SHAPE), 2) == 2, op
+    assert element_split_threads("Mul", math.prod(SPAN_SHAPE), 2) == 2  # the broadcasting loop's span model
+    for op in ("HardSigmoid", "HardSwish"):
+        assert element_split_threads(op, math.prod(ELEMENT_SHAPE), 2) == 1
+        assert element_split_threads(op, math.prod(SPLIT_ELEMENT_SHAPE), 2) == 2
+    rates = {"sigmoid": 0.001, "hard_sigmoid": 0.001, "add": 0.001, "clip": 0.001}
+    two = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
+                     single_thread_peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                     efficiency={k: 2 * v for k, v in rates.items()}, single_thread_efficiency=rates,
+                     node_overhead_us=1.0, parallel_conv_overhead_us=3.0)
+
+    def node_at(op: str, elements: int, threads: int, target: TargetProfile = two):
+        inputs, inits, extra = ["x"], [], {}
+        if op == "Add":
+            inputs.append("c")
+            inits.append(numpy_helper.from_array(np.full([1, elements], 0.5, np.float32), "c"))
+        if op == "Clip":
+            inputs += ["lo", "hi"]
+            inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                      numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+        model = make_model([helper.make_node(op, inputs, ["y"], name="op", **extra)],
+                           [tensor("x", F, [1, elements])], [tensor("y", F, [1, elements])], inits)
+        return static_profile(model, target, threads=threads).node("op")
+
+    for op, step in (("Add", 88_422), ("Sigmoid", 62_223), ("HardSigmoid", 112_000)):
+        below, above = step - 500, step + 500
+        assert node_at(op, below, 2).time_us == pytest.approx(node_at(op, below, 1).time_us), op
+        one, many = node_at(op, above, 1), node_at(op, above, 2)
+        assert many.compute_time_us == pytest.approx(one.compute_time_us / 4), op
+        assert many.overhead_us == pytest.approx(1.0 + 2.0) and one.overhead_us == pytest.approx(1.0), op
+        # the cost model is onnxruntime's, not the CPU's: an ARM target's below the step alike
+        arm = two.model_copy(update={"arch": "aarch64"})
+        assert node_at(op, below, 2, arm).time_us == pytest.approx(node_at(op, below, 1, arm).time_us), op
+    # a Clip of 62 K elements keeps the share curve: some gain, not all of it, no hand-off
+    clip_one, clip_two = node_at("Clip", 62_000, 1), node_at("Clip", 62_000, 2)
+    assert 1.5 < clip_one.compute_time_us / clip_two.compute_time_us < 4 and clip_two.overhead_us == 1.0
 
 
 def test_an_add_of_a_scalar_is_priced_by_the_bytes_it_moves_at_the_two_tensor_rate():
