@@ -1626,7 +1626,7 @@ def test_element_wise_ops_take_a_second_thread_at_onnxruntimes_cost_model_step()
                      node_overhead_us=1.0, parallel_conv_overhead_us=3.0)
 
     def node_at(op: str, elements: int, threads: int, target: TargetProfile = two):
-        inputs, inits, extra = ["x"], [], {}
+        inputs, inits = ["x"], []
         if op == "Add":
             inputs.append("c")
             inits.append(numpy_helper.from_array(np.full([1, elements], 0.5, np.float32), "c"))
@@ -1634,7 +1634,7 @@ def test_element_wise_ops_take_a_second_thread_at_onnxruntimes_cost_model_step()
             inputs += ["lo", "hi"]
             inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
                       numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
-        model = make_model([helper.make_node(op, inputs, ["y"], name="op", **extra)],
+        model = make_model([helper.make_node(op, inputs, ["y"], name="op")],
                            [tensor("x", F, [1, elements])], [tensor("y", F, [1, elements])], inits)
         return static_profile(model, target, threads=threads).node("op")
 
