@@ -814,8 +814,6 @@ def _parallel_share(facts: Mapping[str, Any], elements: int | None,
         return min(1.0, share * (model + half) / model) if model else share
     if not elements:
         return None
-    if not int8_element and _splits_as_elements(facts):
-        return 1.0  # past its step (below it, it is priced at one thread): what its kind's model gained
     reference = INT8_ELEMENT_MODEL_ELEMENTS if int8_element else ELEMENT_MODEL_ELEMENTS
     return min(1.0, 2 * elements ** 2 / (elements ** 2 + reference ** 2))
 
@@ -1391,18 +1389,20 @@ def static_profile(
                 _apply_where_values(found, graph, node, facts)
                 _apply_runtime_quantize(found, node, facts, figures_at, node_overhead_us)
                 return found
+            # a float element-wise op: on one thread below onnxruntime's split step, past it at its kind's all-core
+            # rate (what its model gained, not attenuated by the share curve) plus waking the pool
             split = element_split_threads(facts["op_type"], elements, cpu_threads) \
-                if graph.format == "onnx" and _splits_as_elements(facts) else None
-            alone_only = (facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx")) or split == 1
-            times = priced(single_thread if single_thread is not None and facts["device"] == "cpu" and alone_only
-                           else fig)
-            if split is not None and split > 1 and facts["device"] == "cpu" and times["time_us"] is not None:
-                times["overhead_us"] += pool_hand_off_us  # waking the pool for the split
+                if facts["device"] == "cpu" and graph.format == "onnx" and _splits_as_elements(facts) else None
+            alone_only = facts["device"] == "cpu" and (
+                (facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx")) or split == 1)
+            times = priced(single_thread if single_thread is not None and alone_only else fig)
+            if split is not None and split > 1:
+                times["overhead_us"] += pool_hand_off_us
                 times["time_us"] += pool_hand_off_us
             element_priced = not facts["macs"] and times["bound"] != "unknown" and times["compute_time_us"]
             share = _parallel_share(facts, elements if element_priced else None, cpu_profile.parallel_half_macs,
                                     _int8_element_key(facts, fig.owner_efficiency()) is not None) \
-                if one_thread is not None and facts["device"] == "cpu" else None
+                if one_thread is not None and facts["device"] == "cpu" and split is None else None
             alone_us: list[float | None] = []
 
             def compute_alone() -> float | None:  # the node's compute priced at one thread, once
