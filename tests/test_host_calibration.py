@@ -217,16 +217,30 @@ def test_all_core_timings_that_scaled_far_less_than_the_peak_are_measured_again(
     assert scaling_share(result_from_payload(steady)) == pytest.approx(1.0)
     assert scaling_share(result_from_payload(disturbed)) == pytest.approx(0.6) and 0.6 < MIN_SCALING_SHARE
 
+    bundles: list[dict] = []
+
     def measured(*payloads):
         left = list(payloads)
         notes = Notes()
-        result = run_microbenchmarks(2, budget_s=0.05, events=notes, checks=False, measure=lambda _bundle: left.pop(0))
-        return result, left, [line for line in notes.lines if "measuring again" in line]
+        bundles.clear()
+
+        def measure(bundle):
+            bundles.append(bundle)
+            return left.pop(0)
+        result = run_microbenchmarks(2, budget_s=0.05, events=notes, checks=False, measure=measure)
+        return result, left, [line for line in notes.lines if "measuring the all-core timings again" in line]
 
     result, left, said = measured(steady, disturbed)
     assert left == [disturbed] and not said  # measured once
     result, left, said = measured(disturbed, steady)
     assert left == [] and len(said) == 1 and "60% as much faster on 2 threads" in said[0]
+    # the second measurement is of the all-core timings alone: the same models, no one-thread timing, no memory
+    # probes, copy or call cost (the first measurement's are kept)
+    first, again = bundles
+    assert [m["name"] for m in again["models"]] == [m["name"] for m in first["models"]]
+    assert not any(m.get("one_thread", True) for m in again["models"]) and first["memory_probes"]
+    assert again["memory_probes"] == [] and again["bandwidth_mb"] == 0 and not again["call_model_b64"]
+    assert result.memory_probes == result_from_payload(disturbed).memory_probes
     # the faster figure of each kept: the undisturbed classes, the first run's other figures where they were faster
     assert result.class_ops_per_s == result_from_payload(steady).class_ops_per_s
     assert scaling_share(result) == pytest.approx(1.0)
@@ -315,3 +329,24 @@ def test_an_optional_microbenchmark_the_runtime_cannot_load_is_skipped():
     bundle["models"][-1] = {**broken, "optional": False}
     with pytest.raises(Exception):
         device_runner.microbench(bundle)
+
+
+def test_the_all_core_bundle_times_its_models_at_all_cores_only():
+    """What a doubted calibration measures again, run by the real runner: every model at the asked thread
+    count, no one-thread figure, no copy, no memory probe, no call cost (left at their not-measured values)."""
+    from edgeopt.runtime import device_runner
+    from edgeopt.runtime.class_bench import CLASS_PREFIX
+    from edgeopt.runtime.microbench import all_core_bundle, microbench_bundle
+
+    bundle = microbench_bundle(2, 0.02, False)
+    bundle["models"] = [m for m in bundle["models"] if m["name"] in (CLASS_PREFIX + "conv.1x1", "matmul_fp32")]
+    seen: list[str] = []
+    result = device_runner.microbench(all_core_bundle(bundle), seen.append)
+    assert set(result["ops_per_s"]) == {CLASS_PREFIX + "conv.1x1", "matmul_fp32"}
+    assert all(rate > 0 for rate in result["ops_per_s"].values())
+    assert result["single_thread_ops_per_s"] == {} and result["memory_probes"] == {}
+    assert result["memory_bandwidth_bytes_per_s"] == 0.0 and result["call_overhead_s"] == 0.0
+    assert not any("memory" in name or "call" in name for name in seen)
+    full = device_runner.microbench(bundle)  # the whole bundle: both thread counts and the copy
+    assert set(full["single_thread_ops_per_s"]) == {CLASS_PREFIX + "conv.1x1", "matmul_fp32"}
+    assert full["memory_bandwidth_bytes_per_s"] > 0

@@ -29,12 +29,13 @@ import statistics
 import sys
 import time
 
-RUNNER_VERSION = 12  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
+RUNNER_VERSION = 13  # 3: --state-pairs (outputs emitted as a stream); 4: memory by phase (load, run);
 # 5: random inputs left out of the run peak, memory probes with freed buffers returned at once;
 # 6: .tflite per-op times, op by op (--op-models); 7: the microbenchmarks' fixed cost of a call, set apart;
 # 8: weight probes' load peak with glibc's default allocator too; 9: microbenchmarks timed in two passes;
 # 10: optional microbenchmark items (skipped where the runtime lacks their ops); 11: 8-bit inputs of microbenchmark
-# models fed 8-bit values; 12: memory probes two at a time, microbenchmark inputs drawn once per pass and model
+# models fed 8-bit values; 12: memory probes two at a time, microbenchmark inputs drawn once per pass and model;
+# 13: a microbenchmark bundle's copy left out at "bandwidth_mb": 0 (the all-core timings measured again)
 # The microbenchmark's passes over its models (device_runner.microbench)
 MICROBENCH_PASSES = 2
 
@@ -656,7 +657,7 @@ def memory_probes(models: list, threads: int, progress=None) -> dict:
     # probe is starting Python (a quarter of a short calibration one by one); two, not all cores, for a board's RAM
     from concurrent.futures import ThreadPoolExecutor
 
-    if progress:
+    if progress and models:
         progress(f"memory ({len(models)} probes)")
     with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
         done = list(pool.map(probed, models))
@@ -735,15 +736,16 @@ def microbench(bundle: dict, progress=None) -> dict:
                 tables = ([ops_per_s] if count == threads else []) + ([single_thread] if count == 1 else [])
                 for table in tables:
                     table[item["name"]] = max(rate, table.get(item["name"], 0.0))
-    if progress:
-        progress("memory bandwidth")
-    megabytes = int(bundle.get("bandwidth_mb", 256))
+    megabytes, bandwidth = int(bundle.get("bandwidth_mb", 256)), 0.0  # 0 MB: not measured (0.0)
     available = device_facts().get("memavailable_bytes")
-    if available:  # two buffers must fit comfortably (a Pi Zero 2 W has 512 MB in all)
+    if available and megabytes:  # two buffers must fit comfortably (a Pi Zero 2 W has 512 MB in all)
         megabytes = max(8, min(megabytes, available // (6 * 1024 * 1024)))
-    src = np.ones(megabytes * 1024 * 1024 // 8, dtype=np.float64)
-    dst = np.empty_like(src)
-    bandwidth = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), min(1.0, budget_s), min_runs=3)
+    if megabytes:
+        if progress:
+            progress("memory bandwidth")
+        src = np.ones(megabytes * 1024 * 1024 // 8, dtype=np.float64)
+        dst = np.empty_like(src)
+        bandwidth = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), min(1.0, budget_s), min_runs=3)
     probes = memory_probes(bundle.get("memory_probes") or [], 1, progress)
     return {"runner_version": RUNNER_VERSION, "kind": "microbench", "threads": threads, "ops_per_s": ops_per_s,
             "call_overhead_s": call_overhead_s, "call_best_s": call_best_s, "single_thread_ops_per_s": single_thread,
