@@ -2126,3 +2126,48 @@ def test_a_reduction_is_priced_per_output_element_or_by_its_bytes_whichever_is_m
                            cpu_target(arch="x86_64", cores=1, peak_ops_per_s={"fp32": 1e9},
                                       memory_bandwidth_bytes_per_s=1e9)).node("reduce")
     assert plain.compute_time_us == 0 and plain.bound == "memory"
+
+
+def test_an_int8_class_solved_at_all_cores_gains_between_one_and_the_thread_count():
+    """The all-core solve gives an int8 class's kernel what its model's measured time leaves after the estimate's
+    other nodes (most of the model: a DequantizeLinear, the 8-bit Transposes, on one thread): a disturbed
+    measurement of a few percent moved the kernel's gain from 0.5x to 3.9x on a 2-core VM. The solved efficiency
+    is moved so that the class model's kernel gains 1x at least (a model measured slower at two threads) and 2x at
+    most (one measured faster than two cores can make it); a gain within those bounds is solved as measured."""
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency, refit_through_estimates
+
+    models = class_models()
+    truth = {"conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.045, "conv@int8": 0.9, "quantize": 0.02,
+             "dequantize": 0.03}
+    truth_one = {"conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.05, "conv@int8": 0.9, "quantize": 0.02,
+                 "dequantize": 0.03}
+    actual = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 4e9, "int8": 8e9},
+                        single_thread_peak_ops_per_s={"fp32": 2e9, "int8": 4e9},
+                        efficiency=truth, single_thread_efficiency=truth_one)
+
+    def seconds(key: str, target, threads: int) -> float:
+        return static_profile(onnx.load_from_string(models[key][0]), target, threads=threads).nodes_latency_ms / 1000
+
+    def kernel_us(key: str, target, threads: int) -> float:
+        return sum(node.time_us for node in static_profile(onnx.load_from_string(models[key][0]), target,
+                                                           threads=threads).nodes if node.role == "compute")
+
+    keys = ("conv.1x1@int8", "conv.depthwise@int8", "conv@int8")
+    one = {CLASS_PREFIX + key: models[key][1] / seconds(key, actual, 1) for key in keys}
+    full = {CLASS_PREFIX + key: models[key][1] / seconds(key, actual, 2) for key in keys}
+    full[CLASS_PREFIX + "conv.1x1@int8"] = 0.8 * one[CLASS_PREFIX + "conv.1x1@int8"]  # slower at two threads
+    full[CLASS_PREFIX + "conv@int8"] = 3.0 * one[CLASS_PREFIX + "conv@int8"]  # faster than two cores can be
+    elements = ("quantize", "dequantize")
+    direct = actual.model_copy(update={
+        "efficiency": {**fitted_efficiency(full, 4e9, 8e9), **{k: truth[k] for k in elements}},
+        "single_thread_efficiency": {**fitted_efficiency(one, 2e9, 4e9), **{k: truth_one[k] for k in elements}}})
+    refit = refit_through_estimates(direct, full, one, threads=2)
+    gains = {key: kernel_us(key, refit, 1) / kernel_us(key, refit, 2) for key in keys}
+    assert gains["conv.1x1@int8"] == pytest.approx(1.0, rel=2e-3)
+    assert gains["conv@int8"] == pytest.approx(2.0, rel=2e-3)
+    # within the bounds: solved as measured (0.9x in efficiency times the peaks' 2x, less what the kernel's
+    # fixed costs keep)
+    assert refit.efficiency["conv.depthwise@int8"] == pytest.approx(truth["conv.depthwise@int8"], rel=2e-3)
+    assert 1.0 < gains["conv.depthwise@int8"] < 2.0
+    for key in keys:  # one thread: as measured
+        assert refit.single_thread_efficiency[key] == pytest.approx(truth_one[key], rel=2e-3), key
