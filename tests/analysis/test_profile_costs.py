@@ -517,6 +517,30 @@ def test_weights_are_read_at_the_bandwidth_measured_for_a_working_set_of_their_s
     assert node.memory_time_us == pytest.approx(((4 << 20) / 20e9 + 8192 / 40e9) * 1e6)
 
 
+def test_a_bandwidth_gains_at_most_the_thread_count_over_one_thread():
+    """A measured all-core bandwidth is used at most at the thread count times its one-thread figure: timed apart, a
+    working set near the last-level cache took 3.8x at two threads on a 2-core VM (other tenants' share of the
+    L3 differed between the two timings), and priced a 21 MB MLP 2.5x faster at two threads than at one (2.0x
+    measured). A gain within the bound is used as measured; one thread is untouched."""
+    from edgeopt.targets import bandwidth_at, reorder_bandwidth_at, stream_bandwidth_at, weight_bandwidth_at
+
+    points = [{"bytes": 1 << 20, "rate": 80e9, "rate_one_thread": 50e9},
+              {"bytes": 32 << 20, "rate": 133e9, "rate_one_thread": 35e9}]
+    kernel = {"dram": 60e9, "dram_one_thread": 20e9, "cache": 80e9, "cache_one_thread": 50e9,
+              "working_sets": points, "reorders": points, "streams": points}
+    two = cpu_target(cores=2, peak_threads=2, peak_ops_per_s={"fp32": 1e12}, kernel_bandwidth=kernel)
+    assert weight_bandwidth_at(two, 2, 32 << 20) == pytest.approx(70e9)  # 2 x 35, not 133
+    assert reorder_bandwidth_at(two, 2, 32 << 20) == stream_bandwidth_at(two, 2, 32 << 20) == pytest.approx(70e9)
+    assert weight_bandwidth_at(two, 2, 1 << 20) == pytest.approx(80e9)  # 1.6x: as measured
+    assert bandwidth_at(two, 2) == pytest.approx(40e9) and bandwidth_at(two, 2, resident=True) == pytest.approx(80e9)
+    assert weight_bandwidth_at(two, 1, 32 << 20) == pytest.approx(35e9) and bandwidth_at(two, 1) == pytest.approx(20e9)
+    # measured at four threads: the bound is four times one thread (3.8x stays), and three threads interpolate
+    four = two.model_copy(update={"cores": 4, "peak_threads": 4})
+    assert weight_bandwidth_at(four, 4, 32 << 20) == pytest.approx(133e9)
+    assert weight_bandwidth_at(four, 3, 32 << 20) == pytest.approx(35e9 + (133e9 - 35e9) * 2 / 3)
+    assert bandwidth_at(four, 4) == pytest.approx(60e9)
+
+
 def _working_set_target() -> TargetProfile:
     """A calibrated one-core x86 CPU whose kernels read 1 MiB at 40 GB/s, 16 MiB and beyond at DRAM's 10 GB/s, with
     a 64 KiB L2 (at a 40 GB/s cache figure) and a 10 GB/s copy bandwidth."""
