@@ -777,14 +777,51 @@ EIGEN_STARTUP_CYCLES = 100_000
 EIGEN_PER_THREAD_CYCLES = 100_000
 
 
-def element_split_threads(op_type: str, elements: int | None, threads: int) -> int | None:
-    """The threads onnxruntime's cost model gives a float element-wise ``op_type`` node of ``elements`` outputs at
-    ``threads`` (ELEMENT_SPLIT_COSTS); None for an op it does not cover or an unknown size."""
+# The same cost model splits onnxruntime's 8-bit element loops, by the cycles per element each kernel states (11/64
+# per byte loaded and stored, plus its compute): QLinearAdd and QLinearMul (a byte in and out, unit cost 1, as the
+# float binary ops) and the lookup-table activations QLinearSigmoid and QLinearLeakyRelu (TensorOpCost{1, 1, 1}),
+# 1.34 cycles: a second thread from 156 K elements; QuantizeLinear (blocks of 128 floats in, bytes out, 2 cycles per
+# element), 2.86 cycles: from 73 K. Measured at two threads (AMD EPYC, onnxruntime 1.32, fan-outs of eight on
+# [1, 16, n/16] maps): the four int8 ops 0.97-1.04x of one thread up to 136 K elements and 1.39-1.94x from 200 K,
+# where the share curve had given them part of the gain from a few thousand elements on; QuantizeLinear 0.99-1.00x up
+# to 64 K and 1.69x at 128 K. DequantizeLinear runs on the calling thread in onnxruntime's PyPI builds (its threaded
+# loop is compiled into client builds only): 0.99-1.01x from 8 K to 512 K elements.
+INT8_ELEMENT_SPLIT_CYCLES = {"add.int8": 2 * 11 / 64 + 1.0, "mul.int8": 2 * 11 / 64 + 1.0,
+                             "sigmoid.int8": 2 * 11 / 64 + 1.0, "leaky_relu.int8": 2 * 11 / 64 + 1.0}
+QUANTIZE_SPLIT_CYCLES = 5 * 11 / 64 + 2.0
+
+
+def element_split_threads(op_type: str, elements: int | None, threads: int,
+                          cycles_per_element: float | None = None) -> int | None:
+    """The threads onnxruntime's cost model gives an element-wise ``op_type`` node of ``elements`` outputs at
+    ``threads``: a float op's cycles from ELEMENT_SPLIT_COSTS, else ``cycles_per_element`` where given (an 8-bit
+    kernel's); None for an op it does not cover or an unknown size."""
     cost = ELEMENT_SPLIT_COSTS.get(op_type)
-    if cost is None or not elements:
+    if cycles_per_element is None and cost is not None:
+        cycles_per_element = ELEMENT_SPLIT_FLOAT_CYCLES + cost
+    if cycles_per_element is None or not elements:
         return None
-    cycles = elements * (ELEMENT_SPLIT_FLOAT_CYCLES + cost)
+    cycles = elements * cycles_per_element
     return max(1, min(threads, int((cycles - EIGEN_STARTUP_CYCLES) / EIGEN_PER_THREAD_CYCLES + 0.9)))
+
+
+def _element_split(facts: Mapping[str, Any], elements: int | None, threads: int,
+                   table: Mapping[str, float]) -> int | None:
+    """The threads onnxruntime runs a CPU node of an ONNX graph on where its kernel splits an element loop by the
+    cost model (float element-wise ops, the 8-bit ones the target measured, QuantizeLinear) or never splits
+    (DequantizeLinear of an 8-bit tensor); None for every other node (the share curve then decides)."""
+    if facts["domain"] not in ("", "ai.onnx", "com.microsoft"):
+        return None
+    if _splits_as_elements(facts):
+        return element_split_threads(facts["op_type"], elements, threads)
+    int8_key = _int8_element_key(facts, table)
+    if int8_key in INT8_ELEMENT_SPLIT_CYCLES:
+        return element_split_threads(facts["op_type"], elements, threads, INT8_ELEMENT_SPLIT_CYCLES[int8_key])
+    if facts["role"] == "qdq" and facts["op_type"] == "QuantizeLinear":
+        return element_split_threads(facts["op_type"], elements, threads, QUANTIZE_SPLIT_CYCLES)
+    if facts["role"] == "qdq" and facts["op_type"] == "DequantizeLinear":
+        return 1
+    return None
 
 
 def _parallel_share(facts: Mapping[str, Any], elements: int | None,
@@ -1389,10 +1426,11 @@ def static_profile(
                 _apply_where_values(found, graph, node, facts)
                 _apply_runtime_quantize(found, node, facts, figures_at, node_overhead_us)
                 return found
-            # a float element-wise op: on one thread below onnxruntime's split step, past it at its kind's all-core
-            # rate (what its model gained, not attenuated by the share curve) plus waking the pool
-            split = element_split_threads(facts["op_type"], elements, cpu_threads) \
-                if facts["device"] == "cpu" and graph.format == "onnx" and _splits_as_elements(facts) else None
+            # an element-wise op (float or 8-bit, a Quantize- or DequantizeLinear): on one thread below onnxruntime's
+            # split step, past it at its kind's all-core rate (what its model gained, not attenuated by the share
+            # curve) plus waking the pool
+            split = _element_split(facts, elements, cpu_threads, fig.owner_efficiency()) \
+                if facts["device"] == "cpu" and graph.format == "onnx" else None
             alone_only = facts["device"] == "cpu" and (
                 (facts["op_type"] in ONE_THREAD_OPS and facts["domain"] in ("", "ai.onnx")) or split == 1)
             times = priced(single_thread if single_thread is not None and alone_only else fig)

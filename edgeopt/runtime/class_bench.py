@@ -481,18 +481,21 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
 
             low, high = np.log(REFIT_RANGE[0]), np.log(REFIT_RANGE[1])
             at_high = priced(np.exp(high))
+            solved = False
             if priced(np.exp(low)) <= at_high * 1.0001 or at_high >= measured_ms:
                 if key in SOLVED_ONLY:
                     table.pop(key, None)
-                continue
-            for _ in range(REFIT_STEPS):
-                middle = (low + high) / 2
-                low, high = (middle, high) if priced(np.exp(middle)) > measured_ms else (low, middle)
-            table[key] = float(f"{np.exp((low + high) / 2):.4g}")
-            if field == "efficiency" and at > 1 and model_key.endswith("@int8") \
+            else:
+                for _ in range(REFIT_STEPS):
+                    middle = (low + high) / 2
+                    low, high = (middle, high) if priced(np.exp(middle)) > measured_ms else (low, middle)
+                table[key], solved = float(f"{np.exp((low + high) / 2):.4g}"), True
+            # solved or directly fitted (a model faster than the estimate can price it), within a possible gain
+            if field == "efficiency" and at > 1 and model_key.endswith("@int8") and key in table \
                     and key in profile.single_thread_efficiency:
-                table[key] = _within_thread_gain(profile, field, table, key, graph, at)
-            if key.startswith("matmul.") and "fully_connected" + key[len("matmul"):] not in models:
+                bounded = _within_thread_gain(profile, field, table, key, graph, at)
+                table[key], solved = bounded, solved or bounded != table[key]
+            if solved and key.startswith("matmul.") and "fully_connected" + key[len("matmul"):] not in models:
                 table["fully_connected" + key[len("matmul"):]] = table[key]  # a Gemm runs the same kernel
         profile = profile.model_copy(update={field: table})
     return profile

@@ -1709,10 +1709,10 @@ def _qdq_binary(op: str, second_shape: list[int], n: int) -> onnx.ModelProto:
 
 def test_int8_adds_and_muls_are_priced_by_their_own_element_kinds():
     """onnxruntime's QLinearAdd and QLinearMul ran 0.14 and 0.21 ns per element at one thread (AMD EPYC), where the
-    float kinds priced both 0.16, and gain from a second thread only from about 200 K elements (the int8 models'
-    map, INT8_ELEMENT_MODEL_ELEMENTS, 401 K, gained 1.9x; 131 K nothing): an int8 Add or Mul takes its int8 kind's
-    rate where the target measured it (an Add of a scalar at two thirds of it, by the bytes it moves; a Mul by one at
-    all of it, as measured), its share of the kind's gain against the int8 model's size, and the float kind's rate
+    float kinds priced both 0.16, and gain from a second thread only past onnxruntime's cost-model step (measured:
+    nothing up to 136 K elements, 1.4-1.9x from 200 K): an int8 Add or Mul takes its int8 kind's rate where the
+    target measured it (an Add of a scalar at two thirds of it, by the bytes it moves; a Mul by one at all of it, as
+    measured), one thread's below the step and the kind's whole all-core gain past it, and the float kind's rate
     where there is no int8 one."""
     from edgeopt.analysis.profile import INT8_ELEMENT_MODEL_ELEMENTS
     from edgeopt.runtime.element_bench import INT8_ELEMENT_SHAPE
@@ -1733,16 +1733,50 @@ def test_int8_adds_and_muls_are_priced_by_their_own_element_kinds():
     assert op_us("Add", []) == pytest.approx(n / (1e9 * 0.01) * 1e6 * 2 / 3, rel=1e-3)  # a scalar: 2 of 3 bytes
     assert op_us("Mul", [1, n]) == pytest.approx(n / (1e9 * 0.005) * 1e6)
     assert op_us("Mul", []) == pytest.approx(op_us("Mul", [1, n]))  # compute-bound: not by its bytes
-    # two threads (the figures: 4x): the share of the gain against the int8 model's map, not the float one's
-    reference = INT8_ELEMENT_MODEL_ELEMENTS
-    for size in (reference, reference // 3):
-        gain = op_us("Add", [1, size], size=size) / op_us("Add", [1, size], threads=2, size=size)
-        assert gain == pytest.approx(1 + 3 * min(1.0, 2 * size ** 2 / (size ** 2 + reference ** 2))), size
+    # two threads (the figures: 4x): onnxruntime's cost model splits QLinearAdd and QLinearMul from 156 K elements
+    # (1.34 cycles each: a byte in and out, unit cost 1); below, one thread's price, past it the kind's whole gain
+    for op in ("Add", "Mul"):
+        for size, gain in ((INT8_ELEMENT_MODEL_ELEMENTS, 4.0), (200_000, 4.0), (150_000, 1.0), (n, 1.0)):
+            measured = op_us(op, [1, size], size=size) / op_us(op, [1, size], threads=2, size=size)
+            assert measured == pytest.approx(gain), (op, size)
     # a target without the int8 kinds: the float kinds price it
     plain = target.model_copy(update={
         "efficiency": {k: v for k, v in target.efficiency.items() if not k.endswith(".int8")},
         "single_thread_efficiency": {k: v for k, v in rates.items() if not k.endswith(".int8")}})
     assert op_us("Mul", [1, n], figures=plain) == pytest.approx(n / (1e9 * 0.02) * 1e6)
+
+
+def test_quantize_splits_at_its_cost_model_step_and_dequantize_stays_on_one_thread():
+    """onnxruntime's QuantizeLinear splits its blocks of 128 floats by the cost model (2.86 cycles per element: a
+    second thread from 73 K elements; measured at two threads 0.99-1.00x of one up to 64 K, 1.69x at 128 K), and
+    DequantizeLinear of an 8-bit tensor runs on the calling thread in onnxruntime's PyPI builds (0.99-1.01x from 8 K to
+    512 K). A standalone QuantizeLinear is priced at one thread below its step and at the quantize kind's all-core
+    rate past it; a standalone DequantizeLinear at one thread's rate whatever the thread count."""
+    from edgeopt.analysis.profile import QUANTIZE_SPLIT_CYCLES, element_split_threads
+
+    assert element_split_threads("QuantizeLinear", 64 * 1024, 2, QUANTIZE_SPLIT_CYCLES) == 1
+    assert element_split_threads("QuantizeLinear", 80 * 1024, 2, QUANTIZE_SPLIT_CYCLES) == 2
+    rates = {"quantize": 0.01, "dequantize": 0.02, "relu": 0.05}
+    target = cpu_target(arch="x86_64", cores=2, peak_threads=2, peak_ops_per_s={"fp32": 2e9},
+                        single_thread_peak_ops_per_s={"fp32": 1e9}, memory_bandwidth_bytes_per_s=1e15,
+                        efficiency={k: 2 * v for k, v in rates.items()}, single_thread_efficiency=rates)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z")]
+
+    def times_us(n: int, threads: int) -> tuple[float, float]:
+        """(QuantizeLinear, DequantizeLinear) compute of a float [1, n] map quantized, then dequantized and Relu'd."""
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="quantize"),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dequantize"),
+                 helper.make_node("Relu", ["xd"], ["y"], name="relu")]
+        model = make_model(nodes, [tensor("x", F, [1, n])], [tensor("y", F, [1, n])], inits)
+        found = static_profile(model, target, threads=threads)
+        assert found.node("quantize").role == found.node("dequantize").role == "qdq"
+        return found.node("quantize").compute_time_us, found.node("dequantize").compute_time_us
+
+    for n, quantize_gain in ((4096, 1.0), (64 * 1024, 1.0), (80 * 1024, 4.0), (512 * 1024, 4.0)):
+        (q_one, dq_one), (q_two, dq_two) = times_us(n, 1), times_us(n, 2)
+        assert q_one / q_two == pytest.approx(quantize_gain), n
+        assert dq_two == pytest.approx(dq_one), n  # the figures say 4x: onnxruntime gives it none
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
