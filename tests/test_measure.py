@@ -178,7 +178,7 @@ def test_calibration_at_two_threads_measures_one_thread_too():
         min(1.5, one["class:conv.depthwise"] / single.fp32), abs=1e-4)
     assert profile.efficiency["conv.depthwise"] == pytest.approx(
         min(1.5, result.class_ops_per_s["class:conv.depthwise"] / profile.peak_ops_per_s.fp32), abs=1e-4)
-    # an int8 class is solved through the estimate (class_bench.refit_through_estimates): its own model priced at
+    # an int8 class is solved through the estimate (class_refit.refit_through_estimates): its own model priced at
     # its measured time at each thread count, unless the estimate's other parts already reach that time (then
     # the direct fit stays)
     import onnx

@@ -58,7 +58,7 @@ RECIPE = 62  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   depthwise Convs on 12 and 25 MiB maps (conv.depthwise.ws12, conv.depthwise.ws25); 60: HardSigmoid's and
 #   HardSwish's element models and the broadcasting loop's span model over maps onnxruntime splits
 #   (element_bench.SPLIT_ELEMENT_SHAPE, SPAN_SHAPE); 61: int8 classes' all-core kernels solved within a 1x to
-#   thread-count gain (class_bench._within_thread_gain); 62: int8 classes solved through an estimate that prices
+#   thread-count gain (class_refit._within_thread_gain); 62: int8 classes solved through an estimate that prices
 #   QuantizeLinear, DequantizeLinear and the int8 element ops by onnxruntime's split step
 
 

@@ -357,8 +357,8 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         dispatch_overhead_us,
         fitted_efficiency,
         kernel_bandwidth,
-        refit_through_estimates,
     )
+    from edgeopt.runtime.class_refit import refit_through_estimates
     from edgeopt.targets import EstimateError, PeakThroughput
 
     def peaks_of(rates: dict[str, float | None]) -> PeakThroughput | None:

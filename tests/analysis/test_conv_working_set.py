@@ -64,7 +64,8 @@ def test_calibration_keeps_a_working_set_point_only_where_it_solves_a_slowdown()
     to state and the point is dropped (its direct fit, reorders inside, would state one)."""
     import onnx
 
-    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, refit_through_estimates
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models
+    from edgeopt.runtime.class_refit import refit_through_estimates
 
     key = "conv.depthwise.ws25"
     data, ops = class_models()[key]

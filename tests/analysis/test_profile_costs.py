@@ -1221,7 +1221,8 @@ def test_an_int8_class_is_fitted_through_the_estimate_so_its_quantize_and_dequan
     estimate prices apart by their element rates are not also inside the Conv's efficiency. Measured times are
     made here from known efficiencies; the refit recovers the int8 ones at one thread and at all cores (throughput
     over peak comes out lower) and leaves the fp32 and element keys as directly fitted."""
-    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency, refit_through_estimates
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency
+    from edgeopt.runtime.class_refit import refit_through_estimates
 
     models = class_models()
     truth = {"conv.1x1": 0.4, "conv.1x1@int8": 0.25, "conv.depthwise@int8": 0.03, "quantize": 0.02,
@@ -2192,7 +2193,8 @@ def test_an_int8_class_solved_at_all_cores_gains_between_one_and_the_thread_coun
     measurement of a few percent moved the kernel's gain from 0.5x to 3.9x on a 2-core VM. The solved efficiency
     is moved so that the class model's kernel gains 1x at least (a model measured slower at two threads) and 2x at
     most (one measured faster than two cores can make it); a gain within those bounds is solved as measured."""
-    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency, refit_through_estimates
+    from edgeopt.runtime.class_bench import CLASS_PREFIX, class_models, fitted_efficiency
+    from edgeopt.runtime.class_refit import refit_through_estimates
 
     models = class_models()
     truth = {"conv.1x1@int8": 0.5, "conv.depthwise@int8": 0.045, "conv@int8": 0.9, "quantize": 0.02,
