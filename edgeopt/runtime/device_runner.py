@@ -35,7 +35,8 @@ RUNNER_VERSION = 13  # 3: --state-pairs (outputs emitted as a stream); 4: memory
 # 8: weight probes' load peak with glibc's default allocator too; 9: microbenchmarks timed in two passes;
 # 10: optional microbenchmark items (skipped where the runtime lacks their ops); 11: 8-bit inputs of microbenchmark
 # models fed 8-bit values; 12: memory probes two at a time, microbenchmark inputs drawn once per pass and model;
-# 13: a microbenchmark bundle's copy left out at "bandwidth_mb": 0 (the all-core timings measured again)
+# 13: a microbenchmark bundle's copy left out at "bandwidth_mb": 0, its call cost given as "call_best_s" (the
+# all-core timings measured again)
 # The microbenchmark's passes over its models (device_runner.microbench)
 MICROBENCH_PASSES = 2
 
@@ -698,7 +699,7 @@ def microbench(bundle: dict, progress=None) -> dict:
 
     # The fixed cost of one call (binding, output allocation, the API call) on a one-node model: set apart
     # from every model's time below, so rates are the kernels' own work; estimates add it once per run.
-    call_overhead_s = call_best_s = 0.0
+    call_overhead_s, call_best_s = 0.0, float(bundle.get("call_best_s") or 0.0)  # (given: measured before)
     if bundle.get("call_model_b64"):
         if progress:
             progress("call overhead")
