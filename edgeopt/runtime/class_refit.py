@@ -59,17 +59,13 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
                 trial = profile.model_copy(update={field: {**table, key: value}})
                 return static_profile(graph, trial, threads=at).nodes_latency_ms or 0.0
 
-            low, high = np.log(REFIT_RANGE[0]), np.log(REFIT_RANGE[1])
-            at_high = priced(np.exp(high))
+            at_high = priced(REFIT_RANGE[1])
             solved = False
-            if priced(np.exp(low)) <= at_high * 1.0001 or at_high >= measured_ms:
+            if priced(REFIT_RANGE[0]) <= at_high * 1.0001 or at_high >= measured_ms:
                 if key in SOLVED_ONLY:
                     table.pop(key, None)
             else:
-                for _ in range(REFIT_STEPS):
-                    middle = (low + high) / 2
-                    low, high = (middle, high) if priced(np.exp(middle)) > measured_ms else (low, middle)
-                table[key], solved = float(f"{np.exp((low + high) / 2):.4g}"), True
+                table[key], solved = _bisect_efficiency(lambda value: priced(value) > measured_ms), True
             # solved or directly fitted (a model faster than the estimate can price it), within a possible gain
             if field == "efficiency" and at > 1 and model_key.endswith("@int8") and key in table \
                     and key in profile.single_thread_efficiency:
@@ -107,8 +103,14 @@ def _within_thread_gain(profile: Any, field: str, table: dict[str, float], key: 
     if alone <= 0 or 1.0 <= found <= threads:
         return solved
     wanted = 1.0 if found < 1.0 else float(threads)
+    return _bisect_efficiency(lambda value: gain(value) < wanted)  # the gain grows with the efficiency
+
+
+def _bisect_efficiency(too_low) -> float:
+    """The efficiency in REFIT_RANGE where ``too_low(value)`` (true below it, false above) turns false, by bisection
+    over its logarithm (REFIT_STEPS), to four significant digits."""
     low, high = np.log(REFIT_RANGE[0]), np.log(REFIT_RANGE[1])
-    for _ in range(REFIT_STEPS):  # the gain grows with the efficiency
+    for _ in range(REFIT_STEPS):
         middle = (low + high) / 2
-        low, high = (middle, high) if gain(np.exp(middle)) < wanted else (low, middle)
+        low, high = (middle, high) if too_low(np.exp(middle)) else (low, middle)
     return float(f"{np.exp((low + high) / 2):.4g}")
