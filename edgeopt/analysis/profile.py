@@ -772,7 +772,8 @@ ONE_THREAD_OPS = frozenset({"Slice", "Pad", "Tile", "Expand", "Where", "DepthToS
 ELEMENT_SPLIT_COSTS = {"Add": 1.0, "Sub": 1.0, "Mul": 1.0, "Div": 1.0, "Neg": 1.0, "Abs": 1.0, "Relu": 1.0,
                        "Tanh": 1.0, "Sigmoid": 2.0, "Exp": 2.0, "Sqrt": 2.0, "HardSigmoid": 0.5, "HardSwish": 0.5,
                        "Log": 15.0, "LeakyRelu": 25.0, "Erf": 25.0, "Gelu": 25.0}
-ELEMENT_SPLIT_FLOAT_CYCLES = 2 * 4 * 11 / 64  # one float32 loaded and one stored per element
+EIGEN_CYCLES_PER_BYTE = 11 / 64  # each byte loaded or stored (Eigen's L2 load and store cost)
+ELEMENT_SPLIT_FLOAT_CYCLES = 2 * 4 * EIGEN_CYCLES_PER_BYTE  # one float32 loaded and one stored per element
 EIGEN_STARTUP_CYCLES = 100_000
 EIGEN_PER_THREAD_CYCLES = 100_000
 
@@ -786,9 +787,9 @@ EIGEN_PER_THREAD_CYCLES = 100_000
 # where the share curve had given them part of the gain from a few thousand elements on; QuantizeLinear 0.99-1.00x up
 # to 64 K and 1.69x at 128 K. DequantizeLinear runs on the calling thread in onnxruntime's PyPI builds (its threaded
 # loop is compiled into client builds only): 0.99-1.01x from 8 K to 512 K elements.
-INT8_ELEMENT_SPLIT_CYCLES = {"add.int8": 2 * 11 / 64 + 1.0, "mul.int8": 2 * 11 / 64 + 1.0,
-                             "sigmoid.int8": 2 * 11 / 64 + 1.0, "leaky_relu.int8": 2 * 11 / 64 + 1.0}
-QUANTIZE_SPLIT_CYCLES = 5 * 11 / 64 + 2.0
+INT8_ELEMENT_SPLIT_CYCLES = dict.fromkeys(("add.int8", "mul.int8", "sigmoid.int8", "leaky_relu.int8"),
+                                          2 * EIGEN_CYCLES_PER_BYTE + 1.0)
+QUANTIZE_SPLIT_CYCLES = (4 + 1) * EIGEN_CYCLES_PER_BYTE + 2.0
 
 
 def element_split_threads(op_type: str, elements: int | None, threads: int,
