@@ -22,9 +22,10 @@ on held-out models.
 - one chain per op kind without MACs that costs more than its bytes (runtime.element_bench: Add, Mul, Div,
   Sigmoid, HardSigmoid, HardSwish, Clip, LeakyRelu, Tanh, Erf, Exp, Log, Gelu, Softmax, LayerNormalization,
   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, Resize by the loop it runs): output elements per second,
-  written into
-  ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``); the estimate also prices an
-  activation fused into a Conv at its kind's rate (each element is still computed);
+  written into ``efficiency`` as a fraction of the fp32 peak under the kind's name (``gelu``), then solved through
+  the estimate net of what it adds beside the elements, the nodes' dispatch first (``class_refit.
+  solve_element_kinds``); the estimate also prices an activation fused into a Conv at its kind's rate (each element
+  is still computed);
 - three mixed models that set nothing (a MobileNet-style block stack, a Conv + LSTM recognizer, an MLP), priced
   with the fitted profile: their largest relative error becomes the target's ``estimate_error.latency`` when the
   calibration ran on a device (``--ssh``).

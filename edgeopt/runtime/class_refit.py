@@ -8,8 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.runtime.class_bench import CLASS_PREFIX, SOLVED_AS, SOLVED_ONLY, THROUGH_ESTIMATE, class_models
-
+from edgeopt.runtime.class_bench import (
+    CLASS_PREFIX,
+    SOLVED_AS,
+    SOLVED_ONLY,
+    THROUGH_ESTIMATE,
+    class_models,
+)
+from edgeopt.runtime.element_bench import element_models
 
 REFIT_STEPS = 18  # bisection steps over log(efficiency): about 0.03% of the value at the end
 REFIT_RANGE = (1e-5, 1.5)  # 1.5: the direct fit's cap
@@ -75,6 +81,72 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
                 table["fully_connected" + key[len("matmul"):]] = table[key]  # a Gemm runs the same kernel
         profile = profile.model_copy(update={field: table})
     return profile
+
+
+def solve_element_kinds(profile: Any, rates: dict[str, float], one_thread: dict[str, float], threads: int
+                        ) -> Any:
+    """``profile`` with each element kind's efficiency (runtime.element_bench: an Add, a Sigmoid, a Quantize- or
+    DequantizeLinear, a pool...) set so that ``static_profile`` prices the kind's model at its measured time, at
+    ``threads`` and, where calibration measured a separate table, at one (``rates``, ``one_thread`` as for
+    :func:`refit_through_estimates`, which runs after this: its int8 models hold Quantize and Dequantize nodes).
+
+    The direct fit (output elements over the model's time) held what the estimate adds beside each node's
+    elements, which it then added again: the node's dispatch, at more threads the pool's hand-off, a float pool's
+    NCHWc reorders (AMD EPYC, one calibration: an Add chain's own model priced +4.7% at one thread and +13% at two,
+    QuantizeLinear's +6% and +17%, a MaxPool chain's +14%). A kind whose price does not move with its efficiency
+    (a Where at more threads, priced at one) keeps the direct fit. The 8-bit Transposes around channels-last int8
+    Convs are charged to those Convs (graph.onnx_layout), not priced as their model's plain Transposes: their
+    model's time is taken net of the dispatch the estimate adds per copy."""
+    import onnx
+
+    from edgeopt.analysis.profile import static_profile
+    from edgeopt.graph.build import build_graph
+    from edgeopt.graph.onnx_layout import ENTERING_CHANNELS_LAST, LEAVING_CHANNELS_LAST
+
+    tables = [("efficiency", threads, rates)]
+    if threads > 1 and profile.single_thread_efficiency:
+        tables.insert(0, ("single_thread_efficiency", 1, one_thread))  # all-core prices read the one-thread table
+    graphs = {key: (build_graph(onnx.load_from_string(data)), ops) for key, (data, ops) in element_models().items()
+              if key not in THROUGH_ESTIMATE}
+    for field, at, measured_rates in tables:
+        table = dict(getattr(profile, field))
+        for key, (graph, ops) in graphs.items():
+            rate = measured_rates.get(CLASS_PREFIX + key)
+            if not rate or key not in table:
+                continue
+            measured_ms = ops / rate * 1000
+            if key in (ENTERING_CHANNELS_LAST, LEAVING_CHANNELS_LAST):
+                per_copy_us = (profile.parallel_conv_overhead_us if at > 1 else None) or profile.node_overhead_us
+                kept_ms = measured_ms - len(graph.nodes) * (per_copy_us or 0.0) / 1000
+                if kept_ms > 0:
+                    table[key] = float(f"{table[key] * measured_ms / kept_ms:.4g}")
+                continue
+
+            def priced(value: float, key: str = key, graph: Any = graph) -> float:
+                trial = profile.model_copy(update={field: {**table, key: value}})
+                return static_profile(graph, trial, threads=at).nodes_latency_ms or 0.0
+
+            table[key] = _solve_element_rate(priced, table[key], measured_ms)
+        profile = profile.model_copy(update={field: table})
+    return profile
+
+
+def _solve_element_rate(priced: Any, direct: float, measured_ms: float) -> float:
+    """The efficiency at which ``priced`` (ms at an efficiency) meets ``measured_ms``, from the ``direct`` fit: an
+    element node's time is a fixed part plus its elements over the rate, so two prices give the answer, checked by a
+    third (else bisection); ``direct`` where the price does not move with the efficiency or its fixed part alone
+    reaches the measurement."""
+    at_direct, at_double = priced(direct), priced(2 * direct)
+    scaled = 2 * direct * (at_direct - at_double)  # the part that goes as 1 / efficiency, times the efficiency
+    fixed = at_direct - scaled / direct
+    if scaled <= at_direct * 1e-4 or measured_ms <= fixed:
+        return direct
+    solved = min(max(scaled / (measured_ms - fixed), REFIT_RANGE[0]), REFIT_RANGE[1])
+    if abs(priced(solved) / measured_ms - 1) > 0.002:  # not of that form (a roofline turning to memory)
+        solved = _bisect_efficiency(lambda value: priced(value) > measured_ms)
+        if abs(priced(solved) / measured_ms - 1) > 0.002:  # no efficiency prices it so
+            return direct
+    return float(f"{solved:.4g}")
 
 
 def _within_thread_gain(profile: Any, field: str, table: dict[str, float], key: str, graph: Any, threads: int

@@ -359,7 +359,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         fitted_efficiency,
         kernel_bandwidth,
     )
-    from edgeopt.runtime.class_refit import refit_through_estimates
+    from edgeopt.runtime.class_refit import refit_through_estimates, solve_element_kinds
     from edgeopt.targets import EstimateError, PeakThroughput
 
     def peaks_of(rates: dict[str, float | None]) -> PeakThroughput | None:
@@ -426,6 +426,7 @@ def calibrated_profile(base: TargetProfile, result: MicrobenchResult, when: str,
         "sources": (*[s for s in base.sources if not s.startswith("measured by `edgeopt")], source),
         "notes": (base.notes + " " if base.notes else "") + f"Calibrated {when}.",
     })
+    profile = solve_element_kinds(profile, result.class_ops_per_s, result.single_thread_ops_per_s, result.threads)
     profile = refit_through_estimates(profile, result.class_ops_per_s, result.single_thread_ops_per_s, result.threads)
     errors = check_errors(result.class_ops_per_s, profile, result.threads, result.call_best_s)
     if not errors:
