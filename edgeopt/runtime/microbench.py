@@ -39,6 +39,9 @@ class MicrobenchResult(BaseModel):
     # best-of rate above); 0: not measured
     call_overhead_s: float = 0.0
     call_best_s: float = 0.0
+    # models whose all-core timing was taken again because it ran in a slow spell of the other cores (the runner's
+    # pace model, device_runner.PACE_SLOWED)
+    all_core_retimed: list[str] = []
 
 
 def model_bytes(nodes, inputs, outputs, inits, domains: tuple[str, ...] = ()) -> bytes:
@@ -167,7 +170,18 @@ def microbench_bundle(threads: int | None = None, budget_s: float = 1.5, checks:
     probes = [{"name": name, "model_b64": base64.b64encode(data).decode("ascii"),
                "default_allocator": name in WEIGHT_PROBES} for name, data in memory_probe_models().items()]
     return {"threads": threads or 0, "budget_s": budget_s, "bandwidth_mb": 256, "models": models,
-            "memory_probes": probes, "call_model_b64": base64.b64encode(call_model()).decode("ascii")}
+            "memory_probes": probes, "call_model_b64": base64.b64encode(call_model()).decode("ascii"),
+            "pace_model_b64": base64.b64encode(pace_model()).decode("ascii")}
+
+
+def pace_model() -> bytes:
+    """A float MatMul of 64 rows (256 -> 1024), which splits over every core: the runner times it before each
+    all-core timing to tell a slow spell of the other cores (device_runner.PACE_SLOWED)."""
+    weights = numpy_helper.from_array((np.random.default_rng(1).standard_normal((256, 1024)) * 0.05)
+                                      .astype(np.float32), "w")
+    return model_bytes([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1024])], [weights])
 
 
 def call_model() -> bytes:
@@ -188,7 +202,8 @@ def result_from_payload(payload: dict[str, Any]) -> MicrobenchResult:
                             class_ops_per_s={name: rate for name, rate in ops.items() if ":" in name},
                             memory_probes=payload.get("memory_probes") or {},
                             call_overhead_s=float(payload.get("call_overhead_s") or 0.0),
-                            call_best_s=float(payload.get("call_best_s") or 0.0))
+                            call_best_s=float(payload.get("call_best_s") or 0.0),
+                            all_core_retimed=list(payload.get("all_core_retimed") or []))
 
 
 # Op-class models large enough to spread over every core. On an idle 2-core AMD EPYC (Zen 4) they ran
@@ -274,7 +289,8 @@ def best_of(first: MicrobenchResult, second: MicrobenchResult) -> MicrobenchResu
         "single_thread_ops_per_s": faster(first.single_thread_ops_per_s, second.single_thread_ops_per_s),
         "class_ops_per_s": faster(first.class_ops_per_s, second.class_ops_per_s),
         "call_overhead_s": smaller_measured(first.call_overhead_s, second.call_overhead_s),
-        "call_best_s": smaller_measured(first.call_best_s, second.call_best_s)})
+        "call_best_s": smaller_measured(first.call_best_s, second.call_best_s),
+        "all_core_retimed": sorted({*first.all_core_retimed, *second.all_core_retimed})})
 
 
 def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
@@ -290,6 +306,9 @@ def run_microbenchmarks(threads: int | None = None, budget_s: float = 1.5,
     bundle = microbench_bundle(threads or os.cpu_count() or 1, budget_s, checks)
     measure = measure or (lambda b: device_runner.microbench(b, progress=lambda name: events.note(f"measuring {name}")))
     result = result_from_payload(measure(bundle))
+    if result.all_core_retimed:
+        events.note(f"{len(result.all_core_retimed)} all-core timing(s) measured again: the other cores ran slower "
+                    "at the time (another tenant of the machine?)")
     doubt = scaling_doubt(result)
     if doubt is not None:
         events.note(f"{doubt} (other work during the measurement?): measuring the all-core timings again, "
