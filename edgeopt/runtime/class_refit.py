@@ -1,6 +1,7 @@
-"""int8 op classes (and a few others whose reference model holds nodes the estimate prices apart) solved through
-``static_profile`` itself: the efficiency at which the estimate prices each class's reference model at its measured
-time, at one thread and at all cores (``targets calibrate``; runtime.microbench.calibrated_profile)."""
+"""int8 op classes (and a few others whose reference model holds nodes the estimate prices apart), and the element
+kinds, solved through ``static_profile`` itself: the efficiency at which the estimate prices each class's or kind's
+reference model at its measured time, at one thread and at all cores (``targets calibrate``;
+runtime.microbench.calibrated_profile)."""
 
 from __future__ import annotations
 

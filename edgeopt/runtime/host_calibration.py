@@ -18,7 +18,8 @@ from edgeopt.targets import TargetProfile
 
 AUTO_CALIBRATE_ENV = "EDGEOPT_AUTO_CALIBRATE"  # "0": leave an uncalibrated host without figures
 AUTO_SECONDS = 0.1  # per microbenchmark: about 15 s in all on 2 cores (an AMD EPYC VM, 2026-12-06) with op classes,
-#   element rates, bandwidths, memory probes (1.5 s each: `targets calibrate`). Shorter than the 0.3 s it was (30 s)
+#   element rates, bandwidths, memory probes (1.5 s each: `targets calibrate`); 17-18 s with the all-core timings taken
+#   in its slow spells taken again (2026-12-07). Shorter than the 0.3 s it was (30 s)
 #   at no cost found: the validation's 33 held-out models re-priced with two calibrations at each, on the same
 #   measurements, were within 10% on 30-31 (one thread) and 22 (two) with either; at 0.03 s, 28-31 and 18-24
 RECIPE = 64  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
