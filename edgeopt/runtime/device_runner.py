@@ -786,7 +786,8 @@ def microbench(bundle: dict, progress=None) -> dict:
         bandwidth = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), min(1.0, budget_s), min_runs=3)
     probes = memory_probes(bundle.get("memory_probes") or [], 1, progress)
     return {"runner_version": RUNNER_VERSION, "kind": "microbench", "threads": threads, "ops_per_s": ops_per_s,
-            "all_core_retimed": retimed, "call_overhead_s": call_overhead_s, "call_best_s": call_best_s, "single_thread_ops_per_s": single_thread,
+            "all_core_retimed": retimed, "call_overhead_s": call_overhead_s, "call_best_s": call_best_s,
+            "single_thread_ops_per_s": single_thread,
             "memory_bandwidth_bytes_per_s": bandwidth, "copy_megabytes": megabytes, "memory_probes": probes,
             "runtime": _runtime_facts(), "device": device_facts()}
 

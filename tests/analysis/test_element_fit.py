@@ -46,7 +46,8 @@ def test_element_kinds_are_solved_so_their_own_models_are_priced_at_their_measur
             if key == "transpose.nhwc":
                 table, peak = (TRUTH_ONE, 1e11) if threads == 1 else (TRUTH, 2e11)
                 nodes = len(onnx.load_from_string(data).graph.node)
-                seconds = ops / (peak * table[key]) + nodes * (DISPATCH_US if threads == 1 else POOLED_DISPATCH_US) / 1e6
+                dispatch_us = DISPATCH_US if threads == 1 else POOLED_DISPATCH_US
+                seconds = ops / (peak * table[key]) + nodes * dispatch_us / 1e6
             else:
                 seconds = static_profile(onnx.load_from_string(data), actual, threads=threads).nodes_latency_ms / 1000
             found[CLASS_PREFIX + key] = ops / seconds
