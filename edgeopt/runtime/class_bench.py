@@ -14,8 +14,8 @@ on held-out models.
   (analysis.conv_depth);
   dynamic quantization's ConvInteger and MatMulInteger with u8 and with s8 weights (``conv.integer_u8@int8``, ...).
   Each class's efficiency is its throughput over the peak of its dtype, both measured at the same thread count; an
-  int8 class's is then solved through the estimate (``class_refit.refit_through_estimates``), which prices the Quantize and
-  DequantizeLinear around the Conv apart. Written into the target's ``efficiency`` table (``conv.depthwise``,
+  int8 class's is then solved through the estimate (``class_refit.refit_through_estimates``), which prices the
+  Quantize and DequantizeLinear around the Conv apart. Written into the target's ``efficiency`` table (``conv.depthwise``,
   ``conv.depthwise@int8``, ...) in place of edgeopt's x86-measured defaults;
 - the cost of one run of onnxruntime's broadcasting loop (``broadcast_span``: Muls of a ``[1,C,H,1]`` map by one
   value, which it walks one element at a time; analysis.broadcast);

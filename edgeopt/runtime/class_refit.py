@@ -42,16 +42,10 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
     that the estimate's other parts already price at or over its measurement, keeps the direct fit too."""
     import onnx
 
-    from edgeopt.analysis.profile import static_profile
     from edgeopt.graph.build import build_graph
 
-    tables = [("efficiency", threads, rates)]
-    if threads > 1 and profile.single_thread_efficiency:
-        # one thread first: a node priced at more threads gains from them by its one-thread price (its work's
-        # share of the gain, analysis.profile.PARALLEL_HALF_WORK), so that table must already be solved
-        tables.insert(0, ("single_thread_efficiency", 1, one_thread))
     models = class_models()
-    for field, at, measured_rates in tables:
+    for field, at, measured_rates in _tables(profile, rates, one_thread, threads):
         table = dict(getattr(profile, field))
         for model_key in [k for k in models if k.endswith("@int8") or k in THROUGH_ESTIMATE]:
             rate = measured_rates.get(CLASS_PREFIX + model_key)
@@ -63,8 +57,7 @@ def refit_through_estimates(profile: Any, rates: dict[str, float], one_thread: d
             measured_ms = ops / rate * 1000
 
             def priced(value: float, key: str = key, graph: Any = graph) -> float:
-                trial = profile.model_copy(update={field: {**table, key: value}})
-                return static_profile(graph, trial, threads=at).nodes_latency_ms or 0.0
+                return _price(profile, field, table, key, value, graph, at)
 
             at_high = priced(REFIT_RANGE[1])
             solved = False
@@ -100,16 +93,12 @@ def solve_element_kinds(profile: Any, rates: dict[str, float], one_thread: dict[
     model's time is taken net of the dispatch the estimate adds per copy."""
     import onnx
 
-    from edgeopt.analysis.profile import static_profile
     from edgeopt.graph.build import build_graph
     from edgeopt.graph.onnx_layout import ENTERING_CHANNELS_LAST, LEAVING_CHANNELS_LAST
 
-    tables = [("efficiency", threads, rates)]
-    if threads > 1 and profile.single_thread_efficiency:
-        tables.insert(0, ("single_thread_efficiency", 1, one_thread))  # all-core prices read the one-thread table
     graphs = {key: (build_graph(onnx.load_from_string(data)), ops) for key, (data, ops) in element_models().items()
               if key not in THROUGH_ESTIMATE}
-    for field, at, measured_rates in tables:
+    for field, at, measured_rates in _tables(profile, rates, one_thread, threads):
         table = dict(getattr(profile, field))
         for key, (graph, ops) in graphs.items():
             rate = measured_rates.get(CLASS_PREFIX + key)
@@ -124,12 +113,30 @@ def solve_element_kinds(profile: Any, rates: dict[str, float], one_thread: dict[
                 continue
 
             def priced(value: float, key: str = key, graph: Any = graph) -> float:
-                trial = profile.model_copy(update={field: {**table, key: value}})
-                return static_profile(graph, trial, threads=at).nodes_latency_ms or 0.0
+                return _price(profile, field, table, key, value, graph, at)
 
             table[key] = _solve_element_rate(priced, table[key], measured_ms)
         profile = profile.model_copy(update={field: table})
     return profile
+
+
+def _tables(profile: Any, rates: dict[str, float], one_thread: dict[str, float], threads: int
+            ) -> list[tuple[str, int, dict[str, float]]]:
+    """(efficiency table, thread count, measured rates) to solve: all cores, and one thread first where calibration
+    measured it apart (a node priced at more threads gains from them by its one-thread price, its work's share of
+    the gain, analysis.profile.PARALLEL_HALF_WORK, so that table must already be solved)."""
+    tables = [("efficiency", threads, rates)]
+    if threads > 1 and profile.single_thread_efficiency:
+        tables.insert(0, ("single_thread_efficiency", 1, one_thread))
+    return tables
+
+
+def _price(profile: Any, field: str, table: dict[str, float], key: str, value: float, graph: Any, at: int) -> float:
+    """The estimate's ms for ``graph`` at ``at`` threads with ``table`` (``field``), ``key`` set to ``value``."""
+    from edgeopt.analysis.profile import static_profile
+
+    trial = profile.model_copy(update={field: {**table, key: value}})
+    return static_profile(graph, trial, threads=at).nodes_latency_ms or 0.0
 
 
 def _solve_element_rate(priced: Any, direct: float, measured_ms: float) -> float:

@@ -735,10 +735,11 @@ def microbench(bundle: dict, progress=None) -> dict:
     # tenant of a cloud VM) slows one pass of a model, not the model (one class came out 24% slow in one pass)
     ops_per_s, single_thread, paces = {}, {}, {}
     unavailable: set[str] = set()
-    all_core_s = [0.0]
+    all_core_s = 0.0  # the all-core timings' wall time: what bounds their retiming
 
     def time_item(item: dict, counts: list[int]) -> None:
         """``item`` timed at each of ``counts``, each table keeping its best rate (and the all-core one its pace)."""
+        nonlocal all_core_s
         # decoded and fed once per pass (both thread counts): drawing a large map's inputs took a quarter of a
         # short calibration; not kept across passes, which would hold every model's inputs at once on a board
         data, feeds = base64.b64decode(item["model_b64"]), None
@@ -759,7 +760,7 @@ def microbench(bundle: dict, progress=None) -> dict:
                                 float(item.get("budget_s", budget_s)) / MICROBENCH_PASSES)
             rate = item["ops"] / max(seconds - call_best_s, seconds / 2)
             if count == threads:
-                all_core_s[0] += time.perf_counter() - started
+                all_core_s += time.perf_counter() - started
                 if rate > ops_per_s.get(item["name"], 0.0):
                     ops_per_s[item["name"]], paces[item["name"]] = rate, at_pace
             if count == 1:
@@ -773,7 +774,7 @@ def microbench(bundle: dict, progress=None) -> dict:
                 progress(item["name"] + (f" (pass {pass_index + 1})" if pass_index else ""))
             time_item(item, [threads] + ([1] if threads > 1 and item.get("one_thread", True) else []))
     retimed = retime_slowed([item for item in bundle["models"] if item["name"] in ops_per_s], paces, pace,
-                             lambda item: time_item(item, [threads]), PACE_RETIME_SHARE * all_core_s[0], progress)
+                             lambda item: time_item(item, [threads]), PACE_RETIME_SHARE * all_core_s, progress)
     megabytes, bandwidth = int(bundle.get("bandwidth_mb", 256)), 0.0  # 0 MB: not measured (0.0)
     available = device_facts().get("memavailable_bytes")
     if available and megabytes:  # two buffers must fit comfortably (a Pi Zero 2 W has 512 MB in all)

@@ -5,6 +5,7 @@ Everything here is built in memory."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,12 @@ def _pool_chain(op: str, count: int, domain: str = "") -> bytes:
 
 def element_models() -> dict[str, tuple[bytes, int]]:
     """Kind -> (model, output elements per run) for the element-priced kinds."""
+    return dict(_built_element_models())
+
+
+@functools.cache
+def _built_element_models() -> dict[str, tuple[bytes, int]]:
+    # built once per process: the calibration's bundle holds them, and its solve (class_refit) prices them again
     elements = ELEMENT_CHAIN * int(np.prod(ELEMENT_SHAPE))
     int8_elements = ELEMENT_CHAIN * int(np.prod(INT8_ELEMENT_SHAPE))
     split_elements = ELEMENT_CHAIN * int(np.prod(SPLIT_ELEMENT_SHAPE))
