@@ -322,7 +322,7 @@ def test_an_optional_microbenchmark_the_runtime_cannot_load_is_skipped():
 
     bundle = microbench_bundle(1, 0.02, False)
     reorders = [m for m in bundle["models"] if m["name"].startswith(REORDER_PREFIX)]
-    assert len(reorders) == 5 and all(m.get("optional") for m in reorders)
+    assert len(reorders) == 7 and all(m.get("optional") for m in reorders)
     broken = {"name": "reorder:unloadable", "model_b64": base64.b64encode(b"not a model").decode("ascii"),
               "ops": 1, "optional": True}
     bundle["models"] = [m for m in bundle["models"] if m["name"] == "matmul_fp32"] + [broken]

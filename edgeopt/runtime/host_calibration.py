@@ -22,7 +22,7 @@ AUTO_SECONDS = 0.1  # per microbenchmark: about 15 s in all on 2 cores (an AMD E
 #   in its slow spells taken again (2026-12-07). Shorter than the 0.3 s it was (30 s)
 #   at no cost found: the validation's 33 held-out models re-priced with two calibrations at each, on the same
 #   measurements, were within 10% on 30-31 (one thread) and 22 (two) with either; at 0.03 s, 28-31 and 18-24
-RECIPE = 64  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
+RECIPE = 65  # what is measured (2: memory probes; 3: one-thread peaks; 4: op classes; 5: kernel bandwidths;
 #   9: memory probes with an LSTM and a thousand nodes, pre-packing one weight at a time, their load peaks
 #   without glibc keeping freed buffers; 10: op classes timed at one thread too; 11: the fixed cost of a call;
 #   12-14: element rates of ops without MACs, fused activations priced by them; 15: one-row int8 MatMuls;
@@ -62,7 +62,8 @@ RECIPE = 64  # what is measured (2: memory probes; 3: one-thread peaks; 4: op cl
 #   thread-count gain (class_refit._within_thread_gain); 62: int8 classes solved through an estimate that prices
 #   QuantizeLinear, DequantizeLinear and the int8 element ops by onnxruntime's split step; 63: element kinds solved
 #   through the estimate, net of the dispatch and hand-off it adds per node (class_refit.solve_element_kinds); 64:
-#   all-core timings paced, those taken in a slow spell of the other cores taken again (device_runner.PACE_SLOWED)
+#   all-core timings paced, those taken in a slow spell of the other cores taken again (device_runner.PACE_SLOWED);
+#   65: NCHWc reorders timed over 64 and 256 KiB maps too (small models' reorders gain nothing from a second thread)
 
 
 # Other work's share of all cores during the measurement above which it is used for this run but not
