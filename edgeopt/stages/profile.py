@@ -31,6 +31,7 @@ class TargetVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     latency_ms: float | None = None
+    threads: int | None = None  # the CPU threads the latency is priced at
     estimate_unavailable_reason: str | None = None
     fits: bool | None = None
     weight_bytes: int | None = None
@@ -49,7 +50,8 @@ class TargetVerdict(BaseModel):
 
     @classmethod
     def of(cls, estimate: StaticProfile) -> TargetVerdict:
-        return cls(latency_ms=estimate.latency_ms, estimate_unavailable_reason=estimate.estimate_unavailable_reason,
+        return cls(latency_ms=estimate.latency_ms, threads=estimate.threads,
+                   estimate_unavailable_reason=estimate.estimate_unavailable_reason,
                    fits=estimate.fits_all, weight_bytes=estimate.weight_bytes,
                    peak_activation_bytes=estimate.peak_activation_bytes, accelerator=estimate.accelerator,
                    peak_memory_bytes=(estimate.runtime_memory.peak_increase_bytes if estimate.runtime_memory

@@ -52,6 +52,7 @@ class QuantizationSummary(BaseModel):
     int8_ms: float | None = None
     float_ms: float | None = None
     latency_measured_on: str | None = None
+    latency_threads: int | None = None  # the intra-op threads they were measured at
     evaluated_samples: int | None = None  # the evaluation samples fidelity was judged on
     size_ratio: float | None = None
     float_nodes: list[str] = []
@@ -189,6 +190,7 @@ class QuantizeStage:
             int8_ms=chosen.latency.median_ms if chosen and chosen.latency else None,
             float_ms=details.float_latency.median_ms if details.float_latency else None,
             latency_measured_on=details.latency_measured_on if chosen and chosen.latency else None,
+            latency_threads=chosen.latency.threads if chosen and chosen.latency else None,
             evaluated_samples=fidelity.samples if fidelity else None,
             size_ratio=chosen.size_ratio if chosen else None,
             float_nodes=chosen.float_nodes if chosen else [],
