@@ -309,8 +309,9 @@ def bandwidth_models() -> dict[str, tuple[bytes, int]]:
 # onnxruntime's NCHWc reorders timed over maps of these sizes (64 channels): where a copy stops running at cache
 # speed is measured, as for weights; the kernels exist on x86 builds only (elsewhere the items fail and are skipped).
 # The small maps are what small models reorder around each Conv, and they do not scale as the large ones do: on an
-# AMD EPYC a [1, 208, 2, 96] map's reorder took 3.5 µs at one thread and 6.0 at two (a 2 MiB copy gained 1.7x), and
-# priced at the 2 MiB point PP-OCR's direction classifier came out 12-23% fast at two threads
+# AMD EPYC a 64 KiB map's copy ran at 165 GB/s at one thread (59 at 2 MiB) and gained nothing at two, where a 2 MiB
+# one gained 1.7x (a [1, 208, 2, 96] map's reorder: 3.5 µs at one thread, 6.0 at two); priced from the 1 MiB map,
+# PP-OCR's direction classifier came out +6.8% at one thread, +3.9% with these points
 REORDER_MAP_KIB = (64, 256, 1024, 2048, 4096, 8192, 16384)
 REORDER_PAIRS = 3  # ReorderInput -> ReorderOutput pairs in a chain
 REORDER_CHANNELS = 64
