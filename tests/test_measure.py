@@ -187,11 +187,23 @@ def test_calibration_at_two_threads_measures_one_thread_too():
     from edgeopt.runtime.class_bench import class_models
 
     data, ops = class_models()["conv.1x1@int8"]
+
+    def kernel_us(threads: int) -> float:
+        return sum(node.time_us or 0.0 for node in static_profile(onnx.load_from_string(data), profile,
+                                                                   threads=threads).nodes if node.role == "compute")
+
     for threads, rates, table, peak in ((2, result.class_ops_per_s, profile.efficiency, profile.peak_ops_per_s.int8),
                                         (1, one, profile.single_thread_efficiency, single.int8)):
         priced = static_profile(onnx.load_from_string(data), profile, threads=threads).nodes_latency_ms
         measured = ops / rates["class:conv.1x1@int8"] * 1000
+        gain = kernel_us(1) / kernel_us(threads)
         if table["conv.1x1@int8"] == pytest.approx(min(1.5, rates["class:conv.1x1@int8"] / peak), abs=1e-4):
+            assert priced >= measured * 0.999, threads
+        elif threads > 1 and gain == pytest.approx(1.0, abs=1e-3):
+            # the all-core kernel kept at its one-thread speed (class_refit: a solve giving it less than 1x, as a
+            # timing in the other core's slow spell does, is moved to 1x): priced under the measurement
+            assert priced <= measured * 1.001, threads
+        elif threads > 1 and gain == pytest.approx(threads, abs=1e-3):  # kept at the thread count: over it
             assert priced >= measured * 0.999, threads
         else:
             assert priced == pytest.approx(measured, rel=0.01), threads
