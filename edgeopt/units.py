@@ -94,3 +94,8 @@ def format_in_unit_of(n: int | float, written: str, kind: str) -> str | None:
     written_decimals = len(number.split(".")[1]) if "." in number and "e" not in number.lower() else 0
     decimals = min(6, max(2, written_decimals))  # the exact count is shown beside it anyway
     return f"{float(n) / units[unit.lower()]:.{decimals}f}{gap}{unit}"
+
+
+def plural(n: int, word: str) -> str:
+    """``3 threads``, ``1 thread``: a count with its noun."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

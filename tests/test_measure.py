@@ -129,7 +129,8 @@ def test_calibration_writes_a_loadable_target(tmp_path, cli):
     assert all(point.rate > 1e8 for point in bandwidth.working_sets)
     # onnxruntime's NCHWc reorders at seven map sizes (bytes read and written per reorder), and Div's element rate
     if platform.machine().lower() in ("x86_64", "amd64"):
-        assert [point.bytes for point in bandwidth.reorders] == [2 * (kib << 10) for kib in (64, 256, 1024, 2048, 4096, 8192, 16384)]
+        assert [point.bytes for point in bandwidth.reorders] == [
+            2 * (kib << 10) for kib in (64, 256, 1024, 2048, 4096, 8192, 16384)]
         assert all(point.rate > 1e8 for point in bandwidth.reorders)
     # (its own rate, of an Add's order: a quiet core divides at 0.73x an Add's rate here, but this calibration times
     # each model for a few milliseconds, and with another process on the other core CI measured Div at 1.18x an

@@ -78,6 +78,7 @@ from edgeopt.graph.model import Graph, Node, tensor_size_bytes
 from edgeopt.runtime.class_bench import INT8_CONV_CLASS_MACS, INT8_ROW_CLASS_MACS
 from edgeopt.targets import (PeakThroughput, TargetProfile, bandwidth_at, efficiency_at, peaks_at,
                              reorder_bandwidth_at, stream_bandwidth_at, weight_bandwidth_at)
+from edgeopt.units import plural
 
 __all__ = [
     "NODE_OVERHEAD_US",
@@ -396,7 +397,7 @@ def _node_facts(node: Node, traffic: NodeTraffic, device: str, names: Mapping[in
     reason = node.cost_unknown_reason
     if reason is None and not traffic.known:
         unknown = list(traffic.unknown_tensors)
-        reason = f"size of {_plural(len(unknown), 'tensor')} unknown: {_names(unknown, 3)}"
+        reason = f"size of {plural(len(unknown), 'tensor')} unknown: {_names(unknown, 3)}"
     facts.update(
         macs=node.macs,
         weight_bytes_read=traffic.weight_bytes_read,
@@ -1229,10 +1230,6 @@ def _output_elements(graph: Graph, index: int) -> int | None:
     return max(counts) if counts else None
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _names(names: Sequence[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -1368,18 +1365,18 @@ def static_profile(
     layout_copies = graph.layout_copy_bytes.get(block, {}) if block else {}
     if layout_copies:
         assumptions.append(f"onnxruntime's NCHWc layout ({block}-channel blocks) on this CPU: "
-                           f"{_plural(len(layout_copies), 'node')} pay for reorder copies")
+                           f"{plural(len(layout_copies), 'node')} pay for reorder copies")
     if block and graph.channels_last_copies:
         assumptions.append("onnxruntime's channels-last int8 convolutions: "
-                           f"{_plural(len(graph.channels_last_copies), 'node')} pay for 8-bit Transposes")
+                           f"{plural(len(graph.channels_last_copies), 'node')} pay for 8-bit Transposes")
 
     # -- roofline per node
     rereads = _recurrent_rereads(graph)
     if rereads:
-        assumptions.append(f"recurrent weights read again at every time step ({_plural(len(rereads), 'node')})")
+        assumptions.append(f"recurrent weights read again at every time step ({plural(len(rereads), 'node')})")
     dropped = sum(1 for node in graph.nodes if node.runtime_removed)
     if dropped:
-        assumptions.append(f"{_plural(dropped, 'node')} onnxruntime's basic optimizers drop or fold into others "
+        assumptions.append(f"{plural(dropped, 'node')} onnxruntime's basic optimizers drop or fold into others "
                            "(its own optimized graph says so) priced at nothing")
     fallback_nodes: dict[str, int] = {}
     no_efficiency: set[str] = set()
@@ -1482,11 +1479,11 @@ def static_profile(
     unknown_nodes = [n.name for n in nodes if n.cost_unknown_reason]
     if unknown_nodes:
         warnings.append(
-            f"{_plural(len(unknown_nodes), 'node')} of unknown cost left out of the totals: "
+            f"{plural(len(unknown_nodes), 'node')} of unknown cost left out of the totals: "
             f"{_names(unknown_nodes)}"
         )
     for key, count in fallback_nodes.items():
-        assumptions.append(f"{key} for {_plural(count, 'node')}")
+        assumptions.append(f"{key} for {plural(count, 'node')}")
     if no_efficiency:
         assumptions.append(
             f"no efficiency factor for {', '.join(sorted(no_efficiency))} (nor a 'default'): "
@@ -1500,7 +1497,7 @@ def static_profile(
         nodes_us = sum(n.time_us for n in nodes if n.time_us is not None)
         if graph.branch_runs and graph.format == "onnx":
             nodes_us += graph.branch_runs * IF_RUN_NODE_OVERHEADS * node_overhead_us
-            assumptions.append(f"{_plural(graph.branch_runs, 'If node')} run as subgraph calls, each "
+            assumptions.append(f"{plural(graph.branch_runs, 'If node')} run as subgraph calls, each "
                                f"{IF_RUN_NODE_OVERHEADS:g} nodes' dispatch overhead")
         for n in nodes:
             if n.time_us:
@@ -1537,12 +1534,12 @@ def static_profile(
     if placement.requires_full_int8 and not placement.full_int8:
         warnings.append(
             f"accelerator '{placement.accelerator}' requires a fully int8 model, but "
-            f"{_plural(len(placement.int8_offenders), 'node')} compute in float: "
+            f"{plural(len(placement.int8_offenders), 'node')} compute in float: "
             f"{_names(list(placement.int8_offenders))}"
         )
     if plan.peak_is_lower_bound:
         warnings.append(
-            f"size of {_plural(len(plan.unknown_tensors), 'activation')} unknown: "
+            f"size of {plural(len(plan.unknown_tensors), 'activation')} unknown: "
             "the peak activation memory is a lower bound"
         )
     # memory as the runtime that runs the file allocates it: onnxruntime's (its factors from the target), or the

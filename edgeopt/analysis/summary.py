@@ -34,6 +34,7 @@ from edgeopt.graph.onnx_shapes import (
     model_outputs,
     resolve_shapes_with_error,
 )
+from edgeopt.units import plural
 
 __all__ = [
     "DtypeStats",
@@ -220,10 +221,6 @@ def _op_list(nodes: Iterable[NodeProto]) -> str:
     )
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def quantization_kind(
     graph: GraphProto, nodes: Sequence[NodeProto], shapes: Mapping[str, TensorInfo]
 ) -> tuple[QuantizationKind, str, int]:
@@ -261,7 +258,7 @@ def quantization_kind(
             {info.dtype for n in q if (info := shapes.get(n.output[0])) is not None and info.dtype}
         )
         acts = f"activations {'/'.join(act_types) or 'of unknown type'}"
-        detail = f"{_op_list(q + dq)} around {_plural(len(wrapped), 'op')}; {weight_text}, {acts}"
+        detail = f"{_op_list(q + dq)} around {plural(len(wrapped), 'op')}; {weight_text}, {acts}"
         return "qdq", detail, len(wrapped)
 
     dq_on_weights = all(n.input and weights.get(n.input[0], "") in INTEGER_DTYPES for n in dq)
@@ -314,7 +311,7 @@ def summarize_graph(
         warnings.append("a loop's trip count is unknown: its body's MACs are counted once")
     if macs.unknown_nodes:
         warnings.append(
-            f"{_plural(len(macs.unknown_nodes), 'node')} with unknown shapes "
+            f"{plural(len(macs.unknown_nodes), 'node')} with unknown shapes "
             "left out of the MAC total"
         )
 

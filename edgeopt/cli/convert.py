@@ -29,7 +29,7 @@ from edgeopt.cli.output import (
 )
 from edgeopt.config.settings import ConvertConfig
 from edgeopt.events import Events
-from edgeopt.units import format_bytes, format_count
+from edgeopt.units import format_bytes, format_count, plural
 
 
 def _convert(
@@ -140,7 +140,7 @@ def _render(result: Any) -> None:
     for name, verdict in summary.targets.items():
         band = f" ±{verdict.latency_error:.0%}" if verdict.latency_error else ""
         # the thread count said: the int8 line below is measured at one thread, the estimate priced at all cores
-        at = f" at {verdict.threads} thread{'s' if verdict.threads != 1 else ''}" if verdict.threads else ""
+        at = f" at {plural(verdict.threads, 'thread')}" if verdict.threads else ""
         latency = (f"~{verdict.latency_ms:.3g} ms{band} estimated{at}" if verdict.latency_ms is not None
                    else f"no latency estimate ({str(verdict.estimate_unavailable_reason).split(': latency')[0]}"
                         + ("; run `edgeopt targets calibrate host`" if name == "host" else "") + ")")
@@ -189,8 +189,7 @@ def _render_int8(console: Any, quant: Any) -> None:
     parts = [f"{quant.size_ratio:.2f}x the float model's size"]
     if quant.latency_ratio is not None:
         measured = f" ({quant.int8_ms:.3g} ms vs {quant.float_ms:.3g} ms)" if quant.int8_ms and quant.float_ms else ""
-        threads = (f" at {quant.latency_threads} thread{'s' if quant.latency_threads != 1 else ''}"
-                   if quant.latency_threads else "")
+        threads = f" at {plural(quant.latency_threads, 'thread')}" if quant.latency_threads else ""
         parts.append(f"{quant.latency_ratio:.2f}x its latency{measured}, measured{where or ' on this machine'}{threads}")
     if quant.accuracy_float is not None and quant.accuracy_int8 is not None:
         samples = f" on {quant.evaluated_samples} labelled samples" if quant.evaluated_samples else ""
